@@ -1,0 +1,2 @@
+//! Configuration in rtslib-fb's saveconfig.json schema: parse, validate, save
+//! atomically.

@@ -1,0 +1,2 @@
+//! rtarget: the daemon and its command line.
+fn main() {}

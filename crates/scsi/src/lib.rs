@@ -1,0 +1,3 @@
+//! SCSI wire types: opcodes, CDB field views, sense data, status codes, LUN
+//! encoding, VPD and mode page layouts. No I/O and no policy: the target core
+//! decides what to answer, this crate only knows how the bytes look.

@@ -1,0 +1,185 @@
+//! The target core (LIO's TCM): logical units, LUN mapping, command dispatch
+//! and SPC-4/SBC-3 emulation, sense data, unit attentions, task management.
+//!
+//! Fabrics (iSCSI, vhost, loopback) only move commands and data; they call
+//! [`LunTable::execute`] once per command, on their own thread, with the whole
+//! Data-Out already gathered, and send back whatever the core put in the
+//! Data-In buffer plus the returned status and sense.
+//!
+//! PUBLIC API CONTRACT (shared with the `iscsi` fabric and the `rtarget`
+//! binary): the items below keep these names and signatures; add to them,
+//! don't rename them.
+
+use std::sync::Arc;
+
+use backstore::Backstore;
+
+/// How a storage object is presented as a SCSI logical unit (LIO's
+/// storage-object attributes plus identity).
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// Storage object name (e.g. `disk0`); also the INQUIRY product
+    /// identification fallback and part of the designators.
+    pub name: String,
+    /// Unit serial number (VPD 0x80) and NAA designator seed: LIO's `wwn`,
+    /// a UUID string.
+    pub wwn: String,
+    /// Logical block size in bytes (512 or 4096).
+    pub block_size: u32,
+    /// T10 vendor identification, 8 bytes max (default "RTARGET").
+    pub vendor: String,
+    /// Product identification, 16 bytes max (LIO uses "FILEIO"/"RAMDISK-MCP").
+    pub product: String,
+    /// Product revision, 4 bytes max.
+    pub revision: String,
+    /// emulate_write_cache: report WCE=1 in the caching mode page.
+    pub write_cache: bool,
+    /// Refuse writes with DATA PROTECT / WRITE PROTECTED.
+    pub read_only: bool,
+    /// emulate_tpu / emulate_tpws: offer UNMAP and WRITE SAME with UNMAP (thin).
+    pub thin_provisioning: bool,
+}
+
+/// One storage object as seen by SCSI: its backstore plus all SCSI state that
+/// belongs to the LU rather than to a path (mode page values, unit attention
+/// queues per I_T nexus, reservations). Shared by every LUN that maps it.
+pub struct Device {
+    pub options: DeviceOptions,
+    pub backstore: Arc<dyn Backstore>,
+    // private state added by the core implementation
+}
+
+impl Device {
+    pub fn new(options: DeviceOptions, backstore: Arc<dyn Backstore>) -> Arc<Device> {
+        Arc::new(Device {
+            options,
+            backstore,
+        })
+    }
+
+    /// Number of logical blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.backstore.size() / u64::from(self.options.block_size)
+    }
+}
+
+/// One I_T nexus (an iSCSI session): the identity the core keys unit
+/// attentions and reservations on.
+#[derive(Debug, Clone)]
+pub struct Nexus {
+    /// Unique per nexus for the life of the daemon.
+    pub id: u64,
+    /// Initiator port name, e.g. `iqn.1994-05.com.redhat:abc,i,0x23d000000001`.
+    pub initiator_port: String,
+    /// Target port name, e.g. `iqn.2026-11.org.example:t1,t,0x0001`.
+    pub target_port: String,
+    /// Relative target port identifier (VPD 0x83), 1-based.
+    pub relative_port_id: u16,
+    /// Target portal group tag.
+    pub tpg_tag: u16,
+}
+
+/// A LUN as mapped into a TPG or an ACL.
+#[derive(Clone)]
+pub struct Lun {
+    pub id: u64,
+    pub device: Arc<Device>,
+    /// Mapped read-only (ACL `write_protect`).
+    pub write_protect: bool,
+}
+
+/// The LUNs one nexus can see (a TPG's luns, or an ACL's mapped LUNs).
+#[derive(Clone, Default)]
+pub struct LunTable {
+    pub luns: Vec<Lun>,
+}
+
+/// SCSI status byte values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Good = 0x00,
+    CheckCondition = 0x02,
+    ConditionMet = 0x04,
+    Busy = 0x08,
+    ReservationConflict = 0x18,
+    TaskSetFull = 0x28,
+    AcaActive = 0x30,
+    TaskAborted = 0x40,
+}
+
+/// What the core answers for one command. Sense bytes, when present, are
+/// fixed-format sense data ready for the wire (no length prefix).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub sense: Option<Vec<u8>>,
+}
+
+/// Task attribute from the fabric (SAM-5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskAttr {
+    Simple,
+    Ordered,
+    HeadOfQueue,
+    Aca,
+}
+
+/// A command as the fabric hands it to the core.
+pub struct Command<'a> {
+    /// The CDB (16 bytes or shorter; extended CDBs are appended by the fabric).
+    pub cdb: &'a [u8],
+    /// All Data-Out the initiator sent (may be shorter or longer than the
+    /// CDB asks for; the core decides what that means).
+    pub data_out: &'a [u8],
+    /// Expected data transfer length from the fabric (bytes).
+    pub expected_len: u32,
+    pub attr: TaskAttr,
+}
+
+/// Task management functions the fabric forwards to the core (the fabric
+/// aborts its own queued tasks; the core resets LU state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmfFunction {
+    AbortTask,
+    AbortTaskSet,
+    ClearTaskSet,
+    ClearAca,
+    LogicalUnitReset,
+    TargetWarmReset,
+    TargetColdReset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmfResult {
+    Complete,
+    LunDoesNotExist,
+    NotSupported,
+    Rejected,
+}
+
+impl LunTable {
+    /// Run one command to completion. Data-In, if any, is appended to
+    /// `data_in` (cleared first; its capacity is reused across commands so the
+    /// fabric can pool it). The fabric truncates to `expected_len` and
+    /// computes residuals from `data_in.len()`.
+    pub fn execute(
+        &self,
+        _nexus: &Nexus,
+        _lun: u64,
+        _cmd: &Command<'_>,
+        _data_in: &mut Vec<u8>,
+    ) -> Outcome {
+        unimplemented!("target core: filled in by the core implementation")
+    }
+
+    /// Apply a task management function's LU/target-side effects (reset
+    /// state, clear reservations, queue unit attentions for other nexuses).
+    pub fn task_management(&self, _nexus: &Nexus, _func: TmfFunction, _lun: u64) -> TmfResult {
+        unimplemented!("target core: filled in by the core implementation")
+    }
+
+    /// The nexus ended (logout, connection loss): drop its per-nexus state
+    /// that must not outlive it.
+    pub fn nexus_gone(&self, _nexus: &Nexus) {}
+}
