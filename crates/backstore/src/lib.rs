@@ -11,6 +11,14 @@
 
 use std::io;
 
+pub mod file;
+pub mod null;
+pub mod ram;
+
+pub use file::{Extent, FileBackstore, FileOptions};
+pub use null::NullBackstore;
+pub use ram::RamBackstore;
+
 /// What a backstore can do; the core reads it to fill VPD pages and the
 /// thin-provisioning bits, and to decide which commands to offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,23 @@ use std::sync::Arc;
 
 use backstore::Backstore;
 
+mod commands;
+mod device;
+mod dispatch;
+mod error;
+mod inquiry;
+mod misc;
+mod mode;
+mod reservation;
+mod rw;
+mod tmf;
+mod ua;
+
+#[cfg(test)]
+mod testutil;
+
+pub use error::CmdError;
+
 /// How a storage object is presented as a SCSI logical unit (LIO's
 /// storage-object attributes plus identity).
 #[derive(Debug, Clone)]
@@ -46,14 +63,17 @@ pub struct DeviceOptions {
 pub struct Device {
     pub options: DeviceOptions,
     pub backstore: Arc<dyn Backstore>,
-    // private state added by the core implementation
+    state: device::DeviceState,
 }
 
 impl Device {
     pub fn new(options: DeviceOptions, backstore: Arc<dyn Backstore>) -> Arc<Device> {
+        let caps = backstore.capabilities();
+        let state = device::DeviceState::new(&options, caps);
         Arc::new(Device {
             options,
             backstore,
+            state,
         })
     }
 
@@ -165,21 +185,46 @@ impl LunTable {
     /// computes residuals from `data_in.len()`.
     pub fn execute(
         &self,
-        _nexus: &Nexus,
-        _lun: u64,
-        _cmd: &Command<'_>,
-        _data_in: &mut Vec<u8>,
+        nexus: &Nexus,
+        lun: u64,
+        cmd: &Command<'_>,
+        data_in: &mut Vec<u8>,
     ) -> Outcome {
-        unimplemented!("target core: filled in by the core implementation")
+        dispatch::execute(self, nexus, lun, cmd, data_in)
     }
 
     /// Apply a task management function's LU/target-side effects (reset
     /// state, clear reservations, queue unit attentions for other nexuses).
-    pub fn task_management(&self, _nexus: &Nexus, _func: TmfFunction, _lun: u64) -> TmfResult {
-        unimplemented!("target core: filled in by the core implementation")
+    pub fn task_management(&self, nexus: &Nexus, func: TmfFunction, lun: u64) -> TmfResult {
+        tmf::task_management(self, nexus, func, lun)
     }
 
     /// The nexus ended (logout, connection loss): drop its per-nexus state
     /// that must not outlive it.
-    pub fn nexus_gone(&self, _nexus: &Nexus) {}
+    pub fn nexus_gone(&self, nexus: &Nexus) {
+        tmf::nexus_gone(self, nexus)
+    }
+
+    /// The LUN entry for `lun`, if mapped.
+    pub fn find(&self, lun: u64) -> Option<&Lun> {
+        self.luns.iter().find(|l| l.id == lun)
+    }
+}
+
+impl DeviceOptions {
+    /// Options with rtarget's defaults: 512-byte blocks, vendor "RTARGET",
+    /// product = `name`, revision "0001", write cache on, writable, thick.
+    pub fn new(name: &str, wwn: &str) -> DeviceOptions {
+        DeviceOptions {
+            name: name.to_string(),
+            wwn: wwn.to_string(),
+            block_size: 512,
+            vendor: "RTARGET".to_string(),
+            product: name.to_string(),
+            revision: "0001".to_string(),
+            write_cache: true,
+            read_only: false,
+            thin_provisioning: false,
+        }
+    }
 }

@@ -1,0 +1,675 @@
+//! fileio: a backstore on a regular file (or a block device node), LIO's
+//! `fileio` plugin.
+//!
+//! All I/O is positional (`pread`/`pwrite`), so one open file is shared by
+//! every connection thread without a cursor or a lock. A missing file is
+//! created sparse (`ftruncate`), discard punches holes, write-zeroes uses
+//! `FALLOC_FL_ZERO_RANGE` (or a hole when that is unsupported), FUA rides on
+//! `pwritev2(RWF_DSYNC)`. With `write_back` off the file is opened `O_DSYNC`
+//! so each write is durable when it returns and the LU reports no volatile
+//! cache. `O_DIRECT` is optional: the core's buffers carry no alignment
+//! promise, so unaligned requests are bounced through an aligned per-thread
+//! buffer (unaligned offsets/lengths fall back to the buffered descriptor).
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::{Backstore, Capabilities};
+
+/// Alignment used for `O_DIRECT` (covers 512- and 4096-byte sector devices).
+const DIRECT_ALIGN: usize = 4096;
+
+/// How to open a file backstore.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    pub path: PathBuf,
+    /// Size in bytes. `None`: the file's (or device's) current size. When the
+    /// file is missing it is created sparse with this size; when it is shorter
+    /// it is extended sparse.
+    pub size: Option<u64>,
+    /// Writes may sit in the page cache until `flush` (LIO `write_back`).
+    pub write_back: bool,
+    /// Bypass the page cache with `O_DIRECT` where the request allows it.
+    pub direct: bool,
+    pub read_only: bool,
+}
+
+impl FileOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileOptions {
+            path: path.into(),
+            size: None,
+            write_back: true,
+            direct: false,
+            read_only: false,
+        }
+    }
+}
+
+/// Allocation state of a byte range, for GET LBA STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// The range holds data (false: a hole that reads as zeroes).
+    pub allocated: bool,
+    /// Bytes from the queried offset with the same state (never 0 inside the file).
+    pub len: u64,
+}
+
+pub struct FileBackstore {
+    path: PathBuf,
+    /// Buffered descriptor (`O_DSYNC` when write-through).
+    file: File,
+    /// `O_DIRECT` descriptor, when asked for and the filesystem accepts it.
+    direct: Option<File>,
+    size: u64,
+    write_back: bool,
+    read_only: bool,
+    rotational: bool,
+    can_punch: bool,
+    /// Cleared the first time ZERO_RANGE answers "unsupported".
+    zero_range_ok: AtomicBool,
+    /// Cleared the first time pwritev2(RWF_DSYNC) answers "unsupported".
+    rwf_dsync_ok: AtomicBool,
+}
+
+thread_local! {
+    /// Per-thread bounce buffer for O_DIRECT requests whose memory is not aligned.
+    static BOUNCE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn open_with(path: &Path, opts: &FileOptions, extra_flags: i32, create: bool) -> io::Result<File> {
+    let mut oo = OpenOptions::new();
+    oo.read(true)
+        .write(!opts.read_only)
+        .create(create && !opts.read_only);
+    let mut flags = libc::O_CLOEXEC | extra_flags;
+    if !opts.write_back && !opts.read_only {
+        flags |= libc::O_DSYNC;
+    }
+    oo.custom_flags(flags);
+    oo.open(path)
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ENOTTY)
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) };
+        match cvt(r) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn block_device_size(file: &File) -> io::Result<u64> {
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live u64.
+    cvt(unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
+impl FileBackstore {
+    pub fn open(opts: &FileOptions) -> io::Result<FileBackstore> {
+        let exists = opts.path.exists();
+        if !exists && opts.size.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{}: file does not exist and no size was given",
+                    opts.path.display()
+                ),
+            ));
+        }
+        let file = open_with(&opts.path, opts, 0, true)?;
+        let meta = file.metadata()?;
+        let is_blk = meta.file_type().is_block_device();
+        let current = if is_blk {
+            block_device_size(&file)?
+        } else {
+            meta.len()
+        };
+        let size = match opts.size {
+            Some(want) if is_blk && want > current => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: size {want} is larger than the device ({current})",
+                        opts.path.display()
+                    ),
+                ))
+            }
+            Some(want) => {
+                if !is_blk && want > current {
+                    if opts.read_only {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "{}: read-only file is shorter than size {want}",
+                                opts.path.display()
+                            ),
+                        ));
+                    }
+                    // Sparse: only metadata changes, no blocks are allocated.
+                    file.set_len(want)?;
+                }
+                want
+            }
+            None => current,
+        };
+        let direct = if opts.direct {
+            match open_with(&opts.path, opts, libc::O_DIRECT, false) {
+                Ok(f) => Some(f),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(path = %opts.path.display(), "O_DIRECT not supported here; using the page cache");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        // Probe hole punching past the end of the data: with KEEP_SIZE it changes
+        // nothing, but tells whether the filesystem (or device) supports it.
+        let can_punch = !opts.read_only
+            && !is_blk
+            && fallocate(
+                &file,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                size.max(current),
+                DIRECT_ALIGN as u64,
+            )
+            .is_ok();
+        Ok(FileBackstore {
+            path: opts.path.clone(),
+            file,
+            direct,
+            size,
+            write_back: opts.write_back,
+            read_only: opts.read_only,
+            rotational: false,
+            can_punch,
+            zero_range_ok: AtomicBool::new(true),
+            rwf_dsync_ok: AtomicBool::new(true),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `O_DIRECT` is in use.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("I/O at {offset}+{len} beyond size {}", self.size),
+            )),
+        }
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only backstore",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The direct descriptor, if this request's offset and length allow O_DIRECT.
+    fn direct_for(&self, offset: u64, len: usize) -> Option<&File> {
+        let d = self.direct.as_ref()?;
+        (offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN)).then_some(d)
+    }
+
+    /// Allocation state at `offset` (SEEK_DATA/SEEK_HOLE), for GET LBA STATUS.
+    /// Filesystems without hole reporting answer "allocated up to the end".
+    pub fn extent_at(&self, offset: u64) -> io::Result<Extent> {
+        if offset >= self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset beyond size",
+            ));
+        }
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = self.file.as_raw_fd();
+        // lseek moves the shared cursor, but every data transfer here is
+        // positional, so nothing depends on it.
+        // SAFETY: plain syscall, no memory passed.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENXIO) => Ok(Extent {
+                    allocated: false,
+                    len: self.size - offset,
+                }),
+                _ if is_unsupported(&e) => Ok(Extent {
+                    allocated: true,
+                    len: self.size - offset,
+                }),
+                _ => Err(e),
+            };
+        }
+        let data = data as u64;
+        if data > offset {
+            return Ok(Extent {
+                allocated: false,
+                len: data.min(self.size) - offset,
+            });
+        }
+        // SAFETY: plain syscall, no memory passed.
+        let hole = unsafe { libc::lseek(fd, off, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Extent {
+            allocated: true,
+            len: (hole as u64).min(self.size) - offset,
+        })
+    }
+
+    fn pwritev2_dsync(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let iov = libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            let off = libc::off_t::try_from(offset)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: the iovec points at `buf`, which outlives the call; the kernel only reads it.
+            let n = unsafe { libc::pwritev2(self.file.as_raw_fd(), &iov, 1, off, libc::RWF_DSYNC) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            buf = &buf[n as usize..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Run `f` with an aligned scratch slice of `len` bytes from the thread's bounce buffer.
+fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BOUNCE.with(|b| {
+        let mut v = b.borrow_mut();
+        if v.len() < len + DIRECT_ALIGN {
+            v.resize(len + DIRECT_ALIGN, 0);
+        }
+        let start = v.as_ptr().align_offset(DIRECT_ALIGN);
+        f(&mut v[start..start + len])
+    })
+}
+
+fn is_aligned(p: *const u8) -> bool {
+    (p as usize).is_multiple_of(DIRECT_ALIGN)
+}
+
+impl Backstore for FileBackstore {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            discard: self.can_punch,
+            write_zeroes: self.can_punch,
+            write_cache: self.write_back && !self.read_only,
+            read_only: self.read_only,
+            rotational: self.rotational,
+            optimal_io_size: 0,
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len())?;
+        match self.direct_for(offset, buf.len()) {
+            Some(d) if is_aligned(buf.as_ptr()) => d.read_exact_at(buf, offset),
+            Some(d) => with_bounce(buf.len(), |b| {
+                d.read_exact_at(b, offset)?;
+                buf.copy_from_slice(b);
+                Ok(())
+            }),
+            None => self.file.read_exact_at(buf, offset),
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.check(offset, buf.len())?;
+        match self.direct_for(offset, buf.len()) {
+            Some(d) if is_aligned(buf.as_ptr()) => d.write_all_at(buf, offset),
+            Some(d) => with_bounce(buf.len(), |b| {
+                b.copy_from_slice(buf);
+                d.write_all_at(b, offset)
+            }),
+            None => self.file.write_all_at(buf, offset),
+        }
+    }
+
+    fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.check(offset, buf.len())?;
+        // Write-through descriptors are O_DSYNC already.
+        if !self.write_back {
+            return self.write_at(buf, offset);
+        }
+        if self.direct.is_none() && self.rwf_dsync_ok.load(Ordering::Relaxed) {
+            match self.pwritev2_dsync(buf, offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_unsupported(&e) => self.rwf_dsync_ok.store(false, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_at(buf, offset)?;
+        self.file.sync_data()
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        let end = offset.checked_add(len).filter(|&e| e <= self.size);
+        if end.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "discard beyond size",
+            ));
+        }
+        if !self.can_punch {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        fallocate(
+            &self.file,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        if offset.checked_add(len).is_none_or(|e| e > self.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write_zeroes beyond size",
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        if self.zero_range_ok.load(Ordering::Relaxed) {
+            match fallocate(
+                &self.file,
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            ) {
+                Ok(()) => return self.sync_if_write_through(),
+                Err(e) if is_unsupported(&e) => self.zero_range_ok.store(false, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.can_punch {
+            self.discard(offset, len)?;
+            return self.sync_if_write_through();
+        }
+        // Plain zero buffers, as the trait's default does.
+        const CHUNK: u64 = 1 << 20;
+        let zeroes = vec![0u8; CHUNK.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done) as usize;
+            self.write_at(&zeroes[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl FileBackstore {
+    /// fallocate bypasses O_DSYNC; keep the write-through promise explicitly.
+    fn sync_if_write_through(&self) -> io::Result<()> {
+        if self.write_back {
+            Ok(())
+        } else {
+            self.file.sync_data()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn opts(path: &Path, size: Option<u64>) -> FileOptions {
+        FileOptions {
+            size,
+            ..FileOptions::new(path)
+        }
+    }
+
+    #[test]
+    fn creates_sparse_file_of_given_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        let b = FileBackstore::open(&opts(&p, Some(1 << 30))).unwrap();
+        assert_eq!(b.size(), 1 << 30);
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!(md.len(), 1 << 30);
+        // Sparse: far fewer than 1 GiB of 512-byte blocks allocated.
+        assert!(md.blocks() * 512 < 1 << 20, "blocks={}", md.blocks());
+    }
+
+    #[test]
+    fn missing_file_without_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FileBackstore::open(&opts(&dir.path().join("nope"), None))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn size_from_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        std::fs::write(&p, vec![7u8; 8192]).unwrap();
+        let b = FileBackstore::open(&opts(&p, None)).unwrap();
+        assert_eq!(b.size(), 8192);
+        let mut buf = [0u8; 512];
+        b.read_at(&mut buf, 4096).unwrap();
+        assert!(buf.iter().all(|&x| x == 7));
+    }
+
+    fn roundtrip(o: FileOptions) {
+        let b = FileBackstore::open(&o).unwrap();
+        let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 + 3) as u8).collect();
+        b.write_at(&data, 4096).unwrap();
+        b.write_at_fua(&data[..512], 1 << 20).unwrap();
+        b.flush().unwrap();
+        let mut back = vec![0u8; 65536];
+        b.read_at(&mut back, 4096).unwrap();
+        assert_eq!(back, data);
+        let mut small = vec![0u8; 512];
+        b.read_at(&mut small, 1 << 20).unwrap();
+        assert_eq!(small, data[..512]);
+        // Unaligned buffer address (O_DIRECT path must bounce).
+        let mut big = vec![0u8; 4096 + 1];
+        b.read_at(&mut big[1..], 4096).unwrap();
+        assert_eq!(&big[1..], &data[..4096]);
+        b.write_at(&data[1..4097], 8192).unwrap();
+        b.read_at(&mut back[..4096], 8192).unwrap();
+        assert_eq!(&back[..4096], &data[1..4097]);
+    }
+
+    #[test]
+    fn read_back_write_back() {
+        let dir = tempfile::tempdir().unwrap();
+        roundtrip(opts(&dir.path().join("a"), Some(4 << 20)));
+    }
+
+    #[test]
+    fn read_back_write_through_reports_no_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = FileOptions {
+            write_back: false,
+            ..opts(&dir.path().join("a"), Some(4 << 20))
+        };
+        assert!(!FileBackstore::open(&o).unwrap().capabilities().write_cache);
+        roundtrip(o);
+    }
+
+    #[test]
+    fn read_back_direct() {
+        // /var/tmp is disk-backed on most systems (tmpfs refuses O_DIRECT; then
+        // the backstore falls back and the test still checks the data).
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        roundtrip(FileOptions {
+            direct: true,
+            ..opts(&dir.path().join("a"), Some(4 << 20))
+        });
+    }
+
+    #[test]
+    fn discard_reads_zeroes_and_deallocates() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackstore::open(&opts(&dir.path().join("a"), Some(4 << 20))).unwrap();
+        assert!(b.capabilities().discard);
+        b.write_at(&vec![0xAB; 1 << 20], 0).unwrap();
+        assert!(b.extent_at(0).unwrap().allocated);
+        b.discard(0, 1 << 20).unwrap();
+        let mut buf = vec![1u8; 1 << 20];
+        b.read_at(&mut buf, 0).unwrap();
+        assert!(buf.iter().all(|&x| x == 0));
+        let e = b.extent_at(0).unwrap();
+        assert!(!e.allocated);
+        assert_eq!(e.len, 4 << 20);
+    }
+
+    #[test]
+    fn write_zeroes_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackstore::open(&opts(&dir.path().join("a"), Some(1 << 20))).unwrap();
+        b.write_at(&vec![0xCD; 8192], 0).unwrap();
+        b.write_zeroes(512, 4096).unwrap();
+        let mut buf = vec![0u8; 8192];
+        b.read_at(&mut buf, 0).unwrap();
+        assert!(buf[..512].iter().all(|&x| x == 0xCD));
+        assert!(buf[512..4608].iter().all(|&x| x == 0));
+        assert!(buf[4608..].iter().all(|&x| x == 0xCD));
+    }
+
+    #[test]
+    fn extent_reports_data_then_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackstore::open(&opts(&dir.path().join("a"), Some(8 << 20))).unwrap();
+        b.write_at(&vec![1u8; 1 << 20], 2 << 20).unwrap();
+        let e = b.extent_at(0).unwrap();
+        assert_eq!(
+            e,
+            Extent {
+                allocated: false,
+                len: 2 << 20
+            }
+        );
+        let e = b.extent_at(2 << 20).unwrap();
+        assert!(e.allocated);
+        assert!(e.len >= 1 << 20 && e.len < 6 << 20);
+        assert!(b.extent_at(8 << 20).is_err());
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackstore::open(&opts(&dir.path().join("a"), Some(8192))).unwrap();
+        let mut buf = [0u8; 512];
+        assert!(b.read_at(&mut buf, 8192 - 256).is_err());
+        assert!(b.write_at(&buf, 8192).is_err());
+        assert!(b.write_at(&buf, u64::MAX - 10).is_err());
+        assert!(b.discard(4096, 8192).is_err());
+        assert!(b.write_zeroes(0, 8193).is_err());
+        b.read_at(&mut buf, 8192 - 512).unwrap();
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let b = FileBackstore::open(&FileOptions {
+            read_only: true,
+            ..opts(&p, None)
+        })
+        .unwrap();
+        assert!(b.capabilities().read_only);
+        assert!(b.write_at(&[0u8; 512], 0).is_err());
+        assert!(b.discard(0, 512).is_err());
+    }
+
+    #[test]
+    fn existing_file_is_extended_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        std::fs::write(&p, vec![9u8; 4096]).unwrap();
+        let b = FileBackstore::open(&opts(&p, Some(1 << 20))).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+        let mut buf = [0u8; 4096];
+        b.read_at(&mut buf, 0).unwrap();
+        assert!(buf.iter().all(|&x| x == 9));
+        drop(b);
+        let b = FileBackstore::open(&opts(&p, Some(4096))).unwrap();
+        assert_eq!(b.size(), 4096);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+    }
+}

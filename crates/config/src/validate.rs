@@ -1,0 +1,589 @@
+//! Validation of a parsed saveconfig: errors that make the file unusable
+//! (duplicates, dangling references, impossible sizes) and warnings for
+//! entries rtarget keeps in the file but does not act on (other fabrics,
+//! pscsi, CHAP, explicit node ACLs, keys it does not know).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::model::{attr_bool, attr_u64, SaveConfig, StorageObject, Target, Tpg};
+
+/// One problem, located by a targetcli-like path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// e.g. `targets[0] iqn.2003-01.x:y / tpg1 / luns[1]`.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Plugins rtarget can serve.
+pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk"];
+/// Fabrics rtarget can serve.
+pub const SUPPORTED_FABRICS: &[&str] = &["iscsi"];
+/// Logical block sizes the core accepts.
+pub const BLOCK_SIZES: &[u64] = &[512, 1024, 2048, 4096];
+/// LIO's per-TPG LUN limit.
+pub const MAX_LUN: u64 = 65535;
+
+#[derive(Default)]
+struct Report {
+    errors: Vec<Issue>,
+    warnings: Vec<Issue>,
+}
+
+impl Report {
+    fn err(&mut self, loc: &str, msg: impl Into<String>) {
+        self.errors.push(Issue {
+            location: loc.to_string(),
+            message: msg.into(),
+        });
+    }
+    fn warn(&mut self, loc: &str, msg: impl Into<String>) {
+        self.warnings.push(Issue {
+            location: loc.to_string(),
+            message: msg.into(),
+        });
+    }
+    fn extra(&mut self, loc: &str, extra: &Map<String, Value>) {
+        for k in extra.keys() {
+            self.warn(loc, format!("unknown key {k:?} kept as is but not used"));
+        }
+    }
+}
+
+/// Check `cfg`. `Ok(warnings)` when usable, `Err(errors)` otherwise (errors
+/// first, warnings are dropped then: fix the errors first).
+pub fn validate(cfg: &SaveConfig) -> Result<Vec<Issue>, Vec<Issue>> {
+    let mut r = Report::default();
+    r.extra("top level", &cfg.extra);
+    for (i, fm) in cfg.fabric_modules.iter().enumerate() {
+        let loc = format!("fabric_modules[{i}] {}", fm.name);
+        if fm.name.is_empty() {
+            r.err(&loc, "'name' is missing or empty");
+        }
+        let auth: Vec<&String> = fm
+            .extra
+            .keys()
+            .filter(|k| k.starts_with("discovery_"))
+            .collect();
+        if fm
+            .extra
+            .get("discovery_enable_auth")
+            .is_some_and(|v| v == &Value::Bool(true) || v == &Value::from(1))
+        {
+            r.warn(
+                &loc,
+                "discovery authentication is not supported by rtarget; discovery is open",
+            );
+        }
+        let rest: Map<String, Value> = fm
+            .extra
+            .iter()
+            .filter(|(k, _)| !auth.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        r.extra(&loc, &rest);
+    }
+
+    let mut so_paths = HashSet::new();
+    let mut usable_sos = HashSet::new();
+    for (i, so) in cfg.storage_objects.iter().enumerate() {
+        let loc = format!("storage_objects[{i}] {}", so.path());
+        if check_storage_object(&mut r, &loc, so) {
+            usable_sos.insert(so.path());
+        }
+        if !so_paths.insert(so.path()) {
+            r.err(&loc, format!("duplicate storage object {}", so.path()));
+        }
+    }
+
+    let mut wwns = HashSet::new();
+    for (i, t) in cfg.targets.iter().enumerate() {
+        let loc = format!("targets[{i}] {}", t.wwn);
+        if !wwns.insert((t.fabric.clone(), t.wwn.clone())) {
+            r.err(&loc, format!("duplicate {} target {}", t.fabric, t.wwn));
+        }
+        check_target(&mut r, &loc, t, &so_paths, &usable_sos);
+    }
+
+    if r.errors.is_empty() {
+        Ok(r.warnings)
+    } else {
+        Err(r.errors)
+    }
+}
+
+/// Returns whether rtarget can build this storage object.
+fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
+    if so.name.is_empty() || so.name.contains('/') {
+        r.err(
+            loc,
+            format!("invalid name {:?} (non-empty, no '/')", so.name),
+        );
+    }
+    let block_size = match so.block_size() {
+        Ok(bs) if BLOCK_SIZES.contains(&u64::from(bs)) => u64::from(bs),
+        Ok(bs) => {
+            r.err(
+                loc,
+                format!("block_size {bs} is not one of {BLOCK_SIZES:?}"),
+            );
+            512
+        }
+        Err(e) => {
+            r.err(loc, e);
+            512
+        }
+    };
+    for key in [
+        "emulate_write_cache",
+        "emulate_tpu",
+        "emulate_tpws",
+        "is_nonrot",
+        "readonly",
+    ] {
+        if let Err(e) = attr_bool(&so.attributes, key) {
+            r.err(loc, e);
+        }
+    }
+    if let Some(size) = so.size {
+        if size == 0 {
+            r.err(loc, "size must be greater than 0");
+        } else if size % block_size != 0 {
+            r.err(
+                loc,
+                format!("size {size} is not a multiple of block_size {block_size}"),
+            );
+        }
+    }
+    r.extra(loc, &so.extra);
+    if let Some(tpgs) = &so.alua_tpgs {
+        let non_default = tpgs
+            .iter()
+            .any(|t| t.get("name").and_then(Value::as_str) != Some("default_tg_pt_gp"));
+        if non_default {
+            r.warn(
+                loc,
+                "ALUA target port groups other than default_tg_pt_gp are kept but not used",
+            );
+        }
+    }
+    match so.plugin.as_str() {
+        "fileio" | "block" => {
+            if so.dev.as_deref().is_none_or(str::is_empty) {
+                r.err(loc, format!("{} storage object needs 'dev'", so.plugin));
+                return false;
+            }
+            true
+        }
+        "ramdisk" => {
+            if so.size.is_none() {
+                r.err(loc, "ramdisk storage object needs 'size'");
+                return false;
+            }
+            true
+        }
+        "" => {
+            r.err(loc, "'plugin' is missing or empty");
+            false
+        }
+        other => {
+            r.warn(
+                loc,
+                format!("plugin {other:?} is not supported by rtarget (supported: {SUPPORTED_PLUGINS:?}); object and its LUNs are skipped"),
+            );
+            false
+        }
+    }
+}
+
+fn check_target(
+    r: &mut Report,
+    loc: &str,
+    t: &Target,
+    so_paths: &HashSet<String>,
+    usable: &HashSet<String>,
+) {
+    if t.wwn.is_empty() {
+        r.err(loc, "'wwn' is missing or empty");
+    }
+    if !SUPPORTED_FABRICS.contains(&t.fabric.as_str()) {
+        r.warn(
+            loc,
+            format!(
+                "fabric {:?} is not supported by rtarget; target skipped",
+                t.fabric
+            ),
+        );
+    } else if !["iqn.", "eui.", "naa."]
+        .iter()
+        .any(|p| t.wwn.starts_with(p))
+    {
+        r.err(
+            loc,
+            format!("{:?} is not an iSCSI name (iqn./eui./naa.)", t.wwn),
+        );
+    }
+    r.extra(loc, &t.extra);
+    let mut tags = HashSet::new();
+    for (i, tpg) in t.tpgs.iter().enumerate() {
+        let tag = tpg.tag.unwrap_or(i as u16 + 1);
+        let tloc = format!("{loc} / tpg{tag}");
+        if tag == 0 {
+            r.err(&tloc, "TPG tag must be 1 or more");
+        }
+        if !tags.insert(tag) {
+            r.err(&tloc, format!("duplicate TPG tag {tag}"));
+        }
+        check_tpg(r, &tloc, tpg, so_paths, usable);
+    }
+}
+
+fn check_tpg(
+    r: &mut Report,
+    loc: &str,
+    tpg: &Tpg,
+    so_paths: &HashSet<String>,
+    usable: &HashSet<String>,
+) {
+    let mut chap = Vec::new();
+    let mut rest = Map::new();
+    for (k, v) in &tpg.extra {
+        if k.starts_with("chap_") {
+            chap.push(k.as_str());
+        } else {
+            rest.insert(k.clone(), v.clone());
+        }
+    }
+    r.extra(loc, &rest);
+    for key in [
+        "authentication",
+        "generate_node_acls",
+        "demo_mode_write_protect",
+    ] {
+        if let Err(e) = attr_u64(&tpg.attributes, key) {
+            r.err(loc, e);
+        }
+    }
+    if matches!(attr_bool(&tpg.attributes, "authentication"), Ok(Some(true))) || !chap.is_empty() {
+        r.warn(
+            loc,
+            "CHAP authentication is not supported by rtarget yet; logins are not authenticated",
+        );
+    }
+    let mut lun_ids = BTreeSet::new();
+    for (i, lun) in tpg.luns.iter().enumerate() {
+        let lloc = format!("{loc} / luns[{i}] lun{}", lun.index);
+        r.extra(&lloc, &lun.extra);
+        if lun.index > MAX_LUN {
+            r.err(&lloc, format!("LUN index {} is above {MAX_LUN}", lun.index));
+        }
+        if !lun_ids.insert(lun.index) {
+            r.err(&lloc, format!("duplicate LUN index {}", lun.index));
+        }
+        match lun.storage_object_ref() {
+            None => r.err(
+                &lloc,
+                format!(
+                    "malformed storage_object {:?} (want /backstores/<plugin>/<name>)",
+                    lun.storage_object
+                ),
+            ),
+            Some(_) if !so_paths.contains(&lun.storage_object) => r.err(
+                &lloc,
+                format!("storage object {} does not exist", lun.storage_object),
+            ),
+            Some(_) if !usable.contains(&lun.storage_object) => r.warn(
+                &lloc,
+                format!("LUN skipped: {} is not usable", lun.storage_object),
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut portals = HashSet::new();
+    for (i, p) in tpg.portals.iter().enumerate() {
+        let ploc = format!("{loc} / portals[{i}] {}:{}", p.ip_address, p.port);
+        r.extra(&ploc, &p.extra);
+        match parse_ip(&p.ip_address) {
+            None => r.err(&ploc, format!("invalid ip_address {:?}", p.ip_address)),
+            Some(ip) => {
+                if !portals.insert((ip, p.port)) {
+                    r.err(&ploc, "duplicate portal");
+                }
+            }
+        }
+        if p.iser == Some(true) || p.offload == Some(true) {
+            r.warn(
+                &ploc,
+                "iSER/offload is not supported; the portal serves plain TCP",
+            );
+        }
+    }
+    if !tpg.node_acls.is_empty()
+        || matches!(
+            attr_bool(&tpg.attributes, "generate_node_acls"),
+            Ok(Some(false))
+        )
+    {
+        r.warn(
+            loc,
+            "explicit node ACLs are not enforced by rtarget yet: every initiator sees the TPG's LUNs",
+        );
+    }
+    let mut acl_names = HashSet::new();
+    for (i, acl) in tpg.node_acls.iter().enumerate() {
+        let aloc = format!("{loc} / node_acls[{i}] {}", acl.node_wwn);
+        if acl.node_wwn.is_empty() {
+            r.err(&aloc, "'node_wwn' is missing or empty");
+        }
+        if !acl_names.insert(acl.node_wwn.as_str()) {
+            r.err(&aloc, "duplicate node ACL");
+        }
+        let (chap, rest): (Vec<_>, Vec<_>) =
+            acl.extra.iter().partition(|(k, _)| k.starts_with("chap_"));
+        if !chap.is_empty() {
+            r.warn(
+                &aloc,
+                "CHAP credentials are not supported by rtarget yet; they are kept but not checked",
+            );
+        }
+        // rtslib writes `tag` for ACLs and mapped LUNs in ACL groups.
+        let rest: Map<String, Value> = rest
+            .into_iter()
+            .filter(|(k, _)| *k != "tag")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        r.extra(&aloc, &rest);
+        let mut mapped = HashSet::new();
+        for (j, m) in acl.mapped_luns.iter().enumerate() {
+            let mloc = format!("{aloc} / mapped_luns[{j}]");
+            if !lun_ids.contains(&m.tpg_lun) {
+                r.err(
+                    &mloc,
+                    format!("tpg_lun {} does not exist in this TPG", m.tpg_lun),
+                );
+            }
+            if !mapped.insert(m.index) {
+                r.err(&mloc, format!("duplicate mapped LUN index {}", m.index));
+            }
+        }
+    }
+}
+
+/// Portal address as rtslib writes it: IPv4, IPv6 with or without brackets.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: Value) -> SaveConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn base() -> Value {
+        json!({
+            "storage_objects": [
+                {"plugin": "fileio", "name": "d0", "dev": "/tmp/d0.img", "size": 1048576},
+                {"plugin": "ramdisk", "name": "r0", "size": 1048576}
+            ],
+            "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.org.rtarget:t", "tpgs": [{
+                "tag": 1, "attributes": {"generate_node_acls": 1},
+                "luns": [{"index": 0, "storage_object": "/backstores/fileio/d0"},
+                         {"index": 1, "storage_object": "/backstores/ramdisk/r0"}],
+                "portals": [{"ip_address": "127.0.0.1", "port": 3260}],
+                "node_acls": []
+            }]}]
+        })
+    }
+
+    fn errors(v: Value) -> Vec<String> {
+        validate(&cfg(v))
+            .unwrap_err()
+            .iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn valid_config_has_no_warnings() {
+        assert_eq!(validate(&cfg(base())), Ok(vec![]));
+    }
+
+    #[test]
+    fn duplicate_storage_object() {
+        let mut v = base();
+        v["storage_objects"][1] = json!({"plugin": "fileio", "name": "d0", "dev": "/x"});
+        let e = errors(v);
+        assert!(
+            e.iter()
+                .any(|m| m.contains("duplicate storage object /backstores/fileio/d0")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn lun_to_missing_storage_object() {
+        let mut v = base();
+        v["targets"][0]["tpgs"][0]["luns"][1]["storage_object"] = json!("/backstores/fileio/nope");
+        let e = errors(v);
+        assert!(
+            e.iter().any(|m| m
+                .contains("luns[1] lun1: storage object /backstores/fileio/nope does not exist")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_lun_path_and_duplicate_index() {
+        let mut v = base();
+        v["targets"][0]["tpgs"][0]["luns"][1] = json!({"index": 0, "storage_object": "fileio/d0"});
+        let e = errors(v);
+        assert!(
+            e.iter().any(|m| m.contains("malformed storage_object")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.contains("duplicate LUN index 0")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn bad_sizes() {
+        let mut v = base();
+        v["storage_objects"][0]["size"] = json!(1000);
+        v["storage_objects"][1]["size"] = json!(0);
+        let e = errors(v);
+        assert!(
+            e.iter()
+                .any(|m| m.contains("not a multiple of block_size 512")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.contains("size must be greater than 0")),
+            "{e:?}"
+        );
+        let mut v = base();
+        v["storage_objects"][0]["attributes"] = json!({"block_size": 520});
+        assert!(errors(v).iter().any(|m| m.contains("block_size 520")));
+        let mut v = base();
+        v["storage_objects"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("size");
+        assert!(errors(v)
+            .iter()
+            .any(|m| m.contains("ramdisk storage object needs 'size'")));
+    }
+
+    #[test]
+    fn duplicate_target_tpg_portal() {
+        let mut v = base();
+        let t = v["targets"][0].clone();
+        v["targets"].as_array_mut().unwrap().push(t);
+        let tpg = v["targets"][0]["tpgs"][0].clone();
+        v["targets"][0]["tpgs"].as_array_mut().unwrap().push(tpg);
+        let p = v["targets"][0]["tpgs"][0]["portals"][0].clone();
+        v["targets"][0]["tpgs"][0]["portals"]
+            .as_array_mut()
+            .unwrap()
+            .push(p);
+        let e = errors(v);
+        assert!(
+            e.iter().any(|m| m.contains("duplicate iscsi target")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|m| m.contains("duplicate TPG tag 1")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("duplicate portal")), "{e:?}");
+    }
+
+    #[test]
+    fn bad_iqn_and_ip() {
+        let mut v = base();
+        v["targets"][0]["wwn"] = json!("foo");
+        v["targets"][0]["tpgs"][0]["portals"][0]["ip_address"] = json!("1.2.3");
+        let e = errors(v);
+        assert!(e.iter().any(|m| m.contains("not an iSCSI name")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("invalid ip_address")), "{e:?}");
+    }
+
+    #[test]
+    fn mapped_lun_must_exist() {
+        let mut v = base();
+        v["targets"][0]["tpgs"][0]["node_acls"] = json!([{"node_wwn": "iqn.1994-05.com.redhat:x", "mapped_luns": [{"index": 0, "tpg_lun": 7, "write_protect": false}]}]);
+        let e = errors(v);
+        assert!(
+            e.iter().any(|m| m.contains("tpg_lun 7 does not exist")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unsupported_things_are_warnings() {
+        let mut v = base();
+        v["storage_objects"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"plugin": "pscsi", "name": "p", "dev": "/dev/sg0"}));
+        v["targets"][0]["tpgs"][0]["luns"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"index": 2, "storage_object": "/backstores/pscsi/p"}));
+        v["targets"][0]["tpgs"][0]["chap_userid"] = json!("u");
+        v["targets"][0]["tpgs"][0]["mystery"] = json!(1);
+        v["targets"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"fabric": "loopback", "wwn": "naa.5001405", "tpgs": []}));
+        let w: Vec<String> = validate(&cfg(v))
+            .unwrap()
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        assert!(
+            w.iter()
+                .any(|m| m.contains("plugin \"pscsi\" is not supported")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|m| m.contains("LUN skipped: /backstores/pscsi/p")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|m| m.contains("CHAP")), "{w:?}");
+        assert!(
+            w.iter().any(|m| m.contains("unknown key \"mystery\"")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|m| m.contains("fabric \"loopback\" is not supported")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn ipv6_portals() {
+        assert!(parse_ip("[::0]").is_some());
+        assert!(parse_ip("::0").is_some());
+        assert!(parse_ip("0.0.0.0").is_some());
+        assert!(parse_ip("[1.2.3.4").is_none());
+    }
+}

@@ -1,0 +1,795 @@
+//! Login/Text key negotiation, target side (RFC 7143 §6 and §13): the
+//! target's offers ([`TargetOffer`], overridable with targetcli parameter
+//! names), the per-key rules (list, AND/OR booleans, min/max numbers,
+//! declaratives), and the resulting [`SessionParams`]. The [`Negotiator`]
+//! answers one request's pairs at a time and remembers what was already
+//! negotiated so a key sent twice in a login is a protocol error.
+
+use thiserror::Error;
+
+use crate::text::Pair;
+
+/// Value answers with fixed spelling.
+pub const NOT_UNDERSTOOD: &str = "NotUnderstood";
+pub const IRRELEVANT: &str = "Irrelevant";
+pub const REJECT: &str = "Reject";
+
+/// Login stage a key arrives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Security,
+    Operational,
+    FullFeature,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionType {
+    Normal,
+    Discovery,
+}
+
+/// Digest algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    None,
+    Crc32c,
+}
+
+impl DigestKind {
+    fn name(self) -> &'static str {
+        match self {
+            DigestKind::None => "None",
+            DigestKind::Crc32c => "CRC32C",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DigestKind> {
+        match s {
+            "None" => Some(DigestKind::None),
+            "CRC32C" => Some(DigestKind::Crc32c),
+            _ => None,
+        }
+    }
+}
+
+/// Authentication methods (AuthMethod key). Only `None` is implemented;
+/// CHAP is listed so a configuration can name it and the login layer can
+/// branch on it when it is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+    Chap,
+}
+
+impl AuthMethod {
+    fn name(self) -> &'static str {
+        match self {
+            AuthMethod::None => "None",
+            AuthMethod::Chap => "CHAP",
+        }
+    }
+
+    fn parse(s: &str) -> Option<AuthMethod> {
+        match s {
+            "None" => Some(AuthMethod::None),
+            "CHAP" => Some(AuthMethod::Chap),
+            _ => None,
+        }
+    }
+}
+
+/// Errors that end a login (or reject a Text request).
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+pub enum NegError {
+    #[error("key {0} negotiated twice")]
+    Duplicate(String),
+    #[error("key {0} not allowed in this phase")]
+    WrongPhase(String),
+    #[error("invalid value for parameter {key}: {value}")]
+    BadParameter { key: String, value: String },
+}
+
+/// What the target offers and accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetOffer {
+    pub header_digest: Vec<DigestKind>,
+    pub data_digest: Vec<DigestKind>,
+    pub max_connections: u16,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+    /// Our declared MaxRecvDataSegmentLength (what initiators may send us).
+    pub max_recv_data_segment_length: u32,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub default_time2wait: u16,
+    pub default_time2retain: u16,
+    pub max_outstanding_r2t: u16,
+    pub data_pdu_in_order: bool,
+    pub data_sequence_in_order: bool,
+    pub error_recovery_level: u8,
+    pub auth_methods: Vec<AuthMethod>,
+    pub target_alias: Option<String>,
+}
+
+impl Default for TargetOffer {
+    /// The fast defaults of DESIGN.md: immediate and unsolicited data, big
+    /// segments and bursts, several outstanding R2Ts.
+    fn default() -> Self {
+        TargetOffer {
+            header_digest: vec![DigestKind::None, DigestKind::Crc32c],
+            data_digest: vec![DigestKind::None, DigestKind::Crc32c],
+            max_connections: 1,
+            initial_r2t: false,
+            immediate_data: true,
+            max_recv_data_segment_length: 262_144,
+            max_burst_length: 1_048_576,
+            first_burst_length: 262_144,
+            default_time2wait: 2,
+            default_time2retain: 0,
+            max_outstanding_r2t: 16,
+            data_pdu_in_order: true,
+            data_sequence_in_order: true,
+            error_recovery_level: 0,
+            auth_methods: vec![AuthMethod::None],
+            target_alias: None,
+        }
+    }
+}
+
+const SEG_MIN: u32 = 512;
+const SEG_MAX: u32 = 0x00ff_ffff;
+
+fn parse_num(s: &str) -> Option<u64> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if h.is_empty() || h.len() > 16 {
+            return None;
+        }
+        u64::from_str_radix(h, 16).ok()
+    } else {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+}
+
+fn parse_range(s: &str, lo: u64, hi: u64) -> Option<u64> {
+    parse_num(s).filter(|v| (lo..=hi).contains(v))
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "Yes" => Some(true),
+        "No" => Some(false),
+        _ => None,
+    }
+}
+
+fn yes_no(v: bool) -> &'static str {
+    if v {
+        "Yes"
+    } else {
+        "No"
+    }
+}
+
+impl TargetOffer {
+    /// Apply one targetcli-style TPG parameter (`MaxRecvDataSegmentLength`,
+    /// `ImmediateData`, `HeaderDigest`, ...). Unknown names (markers,
+    /// `iSERHCA`...) are ignored; bad values are errors.
+    pub fn apply_parameter(&mut self, key: &str, value: &str) -> Result<(), NegError> {
+        let bad = || NegError::BadParameter {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        let num = |lo: u64, hi: u64| parse_range(value, lo, hi).ok_or_else(bad);
+        let boolean = || parse_bool(value).ok_or_else(bad);
+        match key {
+            "HeaderDigest" | "DataDigest" => {
+                let list: Option<Vec<DigestKind>> = value
+                    .split(',')
+                    .map(|v| DigestKind::parse(v.trim()))
+                    .collect();
+                let list = list.filter(|l| !l.is_empty()).ok_or_else(bad)?;
+                if key == "HeaderDigest" {
+                    self.header_digest = list;
+                } else {
+                    self.data_digest = list;
+                }
+            }
+            "AuthMethod" => {
+                let list: Option<Vec<AuthMethod>> = value
+                    .split(',')
+                    .map(|v| AuthMethod::parse(v.trim()))
+                    .collect();
+                self.auth_methods = list.filter(|l| !l.is_empty()).ok_or_else(bad)?;
+            }
+            "MaxConnections" => self.max_connections = num(1, 65535)? as u16,
+            "InitialR2T" => self.initial_r2t = boolean()?,
+            "ImmediateData" => self.immediate_data = boolean()?,
+            "MaxRecvDataSegmentLength" => {
+                self.max_recv_data_segment_length = num(512, u64::from(SEG_MAX))? as u32
+            }
+            "MaxXmitDataSegmentLength" => {}
+            "MaxBurstLength" => self.max_burst_length = num(512, u64::from(SEG_MAX))? as u32,
+            "FirstBurstLength" => self.first_burst_length = num(512, u64::from(SEG_MAX))? as u32,
+            "DefaultTime2Wait" => self.default_time2wait = num(0, 3600)? as u16,
+            "DefaultTime2Retain" => self.default_time2retain = num(0, 3600)? as u16,
+            "MaxOutstandingR2T" => self.max_outstanding_r2t = num(1, 65535)? as u16,
+            "DataPDUInOrder" => self.data_pdu_in_order = boolean()?,
+            "DataSequenceInOrder" => self.data_sequence_in_order = boolean()?,
+            "ErrorRecoveryLevel" => self.error_recovery_level = num(0, 2)? as u8,
+            "TargetAlias" => self.target_alias = (!value.is_empty()).then(|| value.to_string()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Operational parameters of a session once negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionParams {
+    pub header_digest: bool,
+    pub data_digest: bool,
+    pub max_connections: u16,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+    /// Largest data segment we may send (the initiator's declaration).
+    pub initiator_mrdsl: u32,
+    /// Largest data segment we accept (our declaration).
+    pub target_mrdsl: u32,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub default_time2wait: u16,
+    pub default_time2retain: u16,
+    pub max_outstanding_r2t: u16,
+    pub data_pdu_in_order: bool,
+    pub data_sequence_in_order: bool,
+    pub error_recovery_level: u8,
+}
+
+impl Default for SessionParams {
+    /// RFC 7143 defaults, which hold for keys nobody negotiated.
+    fn default() -> Self {
+        SessionParams {
+            header_digest: false,
+            data_digest: false,
+            max_connections: 1,
+            initial_r2t: true,
+            immediate_data: true,
+            initiator_mrdsl: 8192,
+            target_mrdsl: 8192,
+            max_burst_length: 262_144,
+            first_burst_length: 65_536,
+            default_time2wait: 2,
+            default_time2retain: 20,
+            max_outstanding_r2t: 1,
+            data_pdu_in_order: true,
+            data_sequence_in_order: true,
+            error_recovery_level: 0,
+        }
+    }
+}
+
+/// Keys that are irrelevant in a discovery session (RFC 7143 §13).
+const DISCOVERY_IRRELEVANT: &[&str] = &[
+    "MaxConnections",
+    "InitialR2T",
+    "ImmediateData",
+    "MaxBurstLength",
+    "FirstBurstLength",
+    "MaxOutstandingR2T",
+    "DataPDUInOrder",
+    "DataSequenceInOrder",
+];
+
+/// Keys that may only be negotiated in the login of the leading connection.
+const LEADING_ONLY: &[&str] = &[
+    "MaxConnections",
+    "InitialR2T",
+    "ImmediateData",
+    "MaxBurstLength",
+    "FirstBurstLength",
+    "DefaultTime2Wait",
+    "DefaultTime2Retain",
+    "MaxOutstandingR2T",
+    "DataPDUInOrder",
+    "DataSequenceInOrder",
+    "ErrorRecoveryLevel",
+    "SessionType",
+    "InitiatorName",
+    "TargetName",
+    "HeaderDigest",
+    "DataDigest",
+    "AuthMethod",
+];
+
+/// Target-side negotiation state for one login (or one Text exchange).
+#[derive(Debug, Clone)]
+pub struct Negotiator {
+    pub offer: TargetOffer,
+    pub params: SessionParams,
+    pub session_type: Option<SessionType>,
+    pub initiator_name: Option<String>,
+    pub initiator_alias: Option<String>,
+    pub target_name: Option<String>,
+    pub auth_method: Option<AuthMethod>,
+    /// Keys already received in this login.
+    seen: Vec<String>,
+    declared: bool,
+}
+
+impl Negotiator {
+    pub fn new(offer: TargetOffer) -> Negotiator {
+        let params = SessionParams {
+            target_mrdsl: offer.max_recv_data_segment_length,
+            ..SessionParams::default()
+        };
+        Negotiator {
+            offer,
+            params,
+            session_type: None,
+            initiator_name: None,
+            initiator_alias: None,
+            target_name: None,
+            auth_method: None,
+            seen: Vec::new(),
+            declared: false,
+        }
+    }
+
+    fn is_discovery(&self) -> bool {
+        self.session_type == Some(SessionType::Discovery)
+    }
+
+    /// Answer the pairs of one (joined) request. Declarative keys the login
+    /// layer interprets (InitiatorName, TargetName, SessionType,
+    /// InitiatorAlias) are recorded and get no answer.
+    pub fn respond(&mut self, pairs: &[Pair], stage: Stage) -> Result<Vec<Pair>, NegError> {
+        // SessionType first: relevance of other keys depends on it.
+        if let Some(p) = pairs.iter().find(|p| p.key == "SessionType") {
+            if stage != Stage::FullFeature {
+                self.session_type = match p.value.as_str() {
+                    "Discovery" => Some(SessionType::Discovery),
+                    "Normal" => Some(SessionType::Normal),
+                    _ => {
+                        return Err(NegError::BadParameter {
+                            key: p.key.clone(),
+                            value: p.value.clone(),
+                        })
+                    }
+                };
+            }
+        }
+        let mut out = Vec::new();
+        for p in pairs {
+            if stage != Stage::FullFeature {
+                if self.seen.contains(&p.key) {
+                    return Err(NegError::Duplicate(p.key.clone()));
+                }
+                self.seen.push(p.key.clone());
+            } else if LEADING_ONLY.contains(&p.key.as_str()) {
+                return Err(NegError::WrongPhase(p.key.clone()));
+            }
+            if let Some(answer) = self.answer(p, stage)? {
+                out.push(Pair::new(p.key.clone(), answer));
+            }
+        }
+        self.fixup();
+        Ok(out)
+    }
+
+    /// Keys the target declares on its own once per login: its
+    /// MaxRecvDataSegmentLength and TargetAlias. Call when answering in the
+    /// operational stage (or a security stage that transits to full feature).
+    pub fn declarations(&mut self) -> Vec<Pair> {
+        if self.declared {
+            return Vec::new();
+        }
+        self.declared = true;
+        let mut out = vec![Pair::new(
+            "MaxRecvDataSegmentLength",
+            self.offer.max_recv_data_segment_length.to_string(),
+        )];
+        if let (Some(a), false) = (&self.offer.target_alias, self.is_discovery()) {
+            out.push(Pair::new("TargetAlias", a.clone()));
+        }
+        out
+    }
+
+    fn fixup(&mut self) {
+        if self.params.first_burst_length > self.params.max_burst_length {
+            self.params.first_burst_length = self.params.max_burst_length;
+        }
+    }
+
+    fn answer(&mut self, p: &Pair, stage: Stage) -> Result<Option<String>, NegError> {
+        let key = p.key.as_str();
+        let v = p.value.as_str();
+        if key.starts_with("X-") || key.starts_with("X#") {
+            return Ok(Some(NOT_UNDERSTOOD.into()));
+        }
+        // The peer's own answers to something we offered: nothing to say.
+        if matches!(v, NOT_UNDERSTOOD | IRRELEVANT | REJECT) {
+            return Ok(None);
+        }
+        if self.is_discovery() && DISCOVERY_IRRELEVANT.contains(&key) {
+            return Ok(Some(IRRELEVANT.into()));
+        }
+        let o = &self.offer;
+        let reject = || Ok(Some(REJECT.to_string()));
+        let ans = match key {
+            "InitiatorName" => {
+                self.initiator_name = Some(v.to_string());
+                return Ok(None);
+            }
+            "InitiatorAlias" => {
+                self.initiator_alias = Some(v.to_string());
+                return Ok(None);
+            }
+            "TargetName" => {
+                self.target_name = Some(v.to_string());
+                return Ok(None);
+            }
+            "SessionType" => return Ok(None),
+            // Only the target sends these.
+            "TargetAlias" | "TargetAddress" | "TargetPortalGroupTag" => return reject(),
+            "SendTargets" => {
+                if stage == Stage::FullFeature {
+                    // Answered by the discovery layer, not by negotiation.
+                    return Ok(None);
+                }
+                return Ok(Some(IRRELEVANT.into()));
+            }
+            "AuthMethod" => {
+                if stage != Stage::Security {
+                    return Err(NegError::WrongPhase(key.into()));
+                }
+                let pick = v
+                    .split(',')
+                    .filter_map(AuthMethod::parse)
+                    .find(|m| o.auth_methods.contains(m));
+                match pick {
+                    Some(m) => {
+                        self.auth_method = Some(m);
+                        m.name().to_string()
+                    }
+                    None => REJECT.into(),
+                }
+            }
+            "HeaderDigest" | "DataDigest" => {
+                let allowed = if key == "HeaderDigest" {
+                    &o.header_digest
+                } else {
+                    &o.data_digest
+                };
+                let pick = v
+                    .split(',')
+                    .filter_map(DigestKind::parse)
+                    .find(|d| allowed.contains(d));
+                match pick {
+                    Some(d) => {
+                        let on = d == DigestKind::Crc32c;
+                        if key == "HeaderDigest" {
+                            self.params.header_digest = on;
+                        } else {
+                            self.params.data_digest = on;
+                        }
+                        d.name().to_string()
+                    }
+                    None => REJECT.into(),
+                }
+            }
+            "MaxConnections" => match parse_range(v, 1, 65535) {
+                Some(n) => {
+                    let r = (n as u16).min(o.max_connections);
+                    self.params.max_connections = r;
+                    r.to_string()
+                }
+                None => REJECT.into(),
+            },
+            "InitialR2T" => match parse_bool(v) {
+                Some(b) => {
+                    let r = b || o.initial_r2t;
+                    self.params.initial_r2t = r;
+                    yes_no(r).into()
+                }
+                None => REJECT.into(),
+            },
+            "ImmediateData" => match parse_bool(v) {
+                Some(b) => {
+                    let r = b && o.immediate_data;
+                    self.params.immediate_data = r;
+                    yes_no(r).into()
+                }
+                None => REJECT.into(),
+            },
+            "DataPDUInOrder" | "DataSequenceInOrder" => match parse_bool(v) {
+                Some(b) => {
+                    let mine = if key == "DataPDUInOrder" {
+                        o.data_pdu_in_order
+                    } else {
+                        o.data_sequence_in_order
+                    };
+                    let r = b || mine;
+                    if key == "DataPDUInOrder" {
+                        self.params.data_pdu_in_order = r;
+                    } else {
+                        self.params.data_sequence_in_order = r;
+                    }
+                    yes_no(r).into()
+                }
+                None => REJECT.into(),
+            },
+            "MaxRecvDataSegmentLength" => match parse_range(v, 512, u64::from(SEG_MAX)) {
+                Some(n) => {
+                    self.params.initiator_mrdsl = n as u32;
+                    return Ok(None);
+                }
+                None => REJECT.into(),
+            },
+            "MaxBurstLength" | "FirstBurstLength" => {
+                match parse_range(v, u64::from(SEG_MIN), u64::from(SEG_MAX)) {
+                    Some(n) => {
+                        let n = n as u32;
+                        if key == "MaxBurstLength" {
+                            let r = n.min(o.max_burst_length);
+                            self.params.max_burst_length = r;
+                            r.to_string()
+                        } else {
+                            let r = n.min(o.first_burst_length);
+                            self.params.first_burst_length = r;
+                            r.to_string()
+                        }
+                    }
+                    None => REJECT.into(),
+                }
+            }
+            "DefaultTime2Wait" => match parse_range(v, 0, 3600) {
+                Some(n) => {
+                    let r = (n as u16).max(o.default_time2wait);
+                    self.params.default_time2wait = r;
+                    r.to_string()
+                }
+                None => REJECT.into(),
+            },
+            "DefaultTime2Retain" => match parse_range(v, 0, 3600) {
+                Some(n) => {
+                    let r = (n as u16).min(o.default_time2retain);
+                    self.params.default_time2retain = r;
+                    r.to_string()
+                }
+                None => REJECT.into(),
+            },
+            "MaxOutstandingR2T" => match parse_range(v, 1, 65535) {
+                Some(n) => {
+                    let r = (n as u16).min(o.max_outstanding_r2t);
+                    self.params.max_outstanding_r2t = r;
+                    r.to_string()
+                }
+                None => REJECT.into(),
+            },
+            "ErrorRecoveryLevel" => match parse_range(v, 0, 2) {
+                Some(n) => {
+                    let r = (n as u8).min(o.error_recovery_level);
+                    self.params.error_recovery_level = r;
+                    r.to_string()
+                }
+                None => REJECT.into(),
+            },
+            // Markers are obsolete (RFC 7143 §13.25): never used.
+            "OFMarker" | "IFMarker" => match parse_bool(v) {
+                Some(_) => "No".into(),
+                None => REJECT.into(),
+            },
+            "OFMarkInt" | "IFMarkInt" => IRRELEVANT.into(),
+            "TaskReporter" => {
+                if v.split(',').any(|x| x == "RFC3720") {
+                    "RFC3720".into()
+                } else {
+                    REJECT.into()
+                }
+            }
+            _ => NOT_UNDERSTOOD.into(),
+        };
+        Ok(Some(ans))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(n: &mut Negotiator, k: &str, v: &str, stage: Stage) -> Option<String> {
+        let out = n.respond(&[Pair::new(k, v)], stage).unwrap();
+        out.into_iter().find(|p| p.key == k).map(|p| p.value)
+    }
+
+    #[test]
+    fn answers_table() {
+        // (key, offered value, expected answer)
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("HeaderDigest", "CRC32C,None", Some("CRC32C")),
+            ("HeaderDigest", "None", Some("None")),
+            ("DataDigest", "Foo,None", Some("None")),
+            ("DataDigest", "Foo", Some("Reject")),
+            ("MaxConnections", "8", Some("1")),
+            ("MaxConnections", "0", Some("Reject")),
+            ("InitialR2T", "Yes", Some("Yes")),
+            ("InitialR2T", "No", Some("No")),
+            ("InitialR2T", "maybe", Some("Reject")),
+            ("ImmediateData", "Yes", Some("Yes")),
+            ("ImmediateData", "No", Some("No")),
+            ("MaxRecvDataSegmentLength", "65536", None),
+            ("MaxRecvDataSegmentLength", "100", Some("Reject")),
+            ("MaxBurstLength", "16776192", Some("1048576")),
+            ("MaxBurstLength", "65536", Some("65536")),
+            ("MaxBurstLength", "0x10000", Some("65536")),
+            ("MaxBurstLength", "16777216", Some("Reject")),
+            ("FirstBurstLength", "1048576", Some("262144")),
+            ("DefaultTime2Wait", "0", Some("2")),
+            ("DefaultTime2Wait", "5", Some("5")),
+            ("DefaultTime2Wait", "3601", Some("Reject")),
+            ("DefaultTime2Retain", "20", Some("0")),
+            ("MaxOutstandingR2T", "1", Some("1")),
+            ("MaxOutstandingR2T", "64", Some("16")),
+            ("DataPDUInOrder", "No", Some("Yes")),
+            ("DataSequenceInOrder", "Yes", Some("Yes")),
+            ("ErrorRecoveryLevel", "2", Some("0")),
+            ("ErrorRecoveryLevel", "3", Some("Reject")),
+            ("OFMarker", "Yes", Some("No")),
+            ("IFMarker", "No", Some("No")),
+            ("OFMarkInt", "2048~8192", Some("Irrelevant")),
+            ("IFMarkInt", "2048", Some("Irrelevant")),
+            ("X-com.example.foo", "1", Some("NotUnderstood")),
+            ("X#vendor", "1", Some("NotUnderstood")),
+            ("NoSuchKey", "1", Some("NotUnderstood")),
+            ("TargetAlias", "x", Some("Reject")),
+            ("TargetAddress", "1.2.3.4", Some("Reject")),
+            ("TargetPortalGroupTag", "1", Some("Reject")),
+            ("InitiatorName", "iqn.x", None),
+            ("InitiatorAlias", "host", None),
+            ("TargetName", "iqn.t", None),
+            ("SessionType", "Normal", None),
+            ("SendTargets", "All", Some("Irrelevant")),
+            ("TaskReporter", "RFC3720", Some("RFC3720")),
+        ];
+        for (k, v, want) in cases {
+            let mut n = Negotiator::new(TargetOffer::default());
+            let got = one(&mut n, k, v, Stage::Operational);
+            assert_eq!(got.as_deref(), *want, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn results_are_recorded() {
+        let mut n = Negotiator::new(TargetOffer::default());
+        let pairs = [
+            Pair::new("HeaderDigest", "CRC32C"),
+            Pair::new("ImmediateData", "Yes"),
+            Pair::new("InitialR2T", "No"),
+            Pair::new("MaxRecvDataSegmentLength", "65536"),
+            Pair::new("MaxBurstLength", "131072"),
+            Pair::new("FirstBurstLength", "262144"),
+        ];
+        n.respond(&pairs, Stage::Operational).unwrap();
+        let p = &n.params;
+        assert!(p.header_digest && !p.data_digest);
+        assert!(p.immediate_data && !p.initial_r2t);
+        assert_eq!(p.initiator_mrdsl, 65536);
+        assert_eq!(p.max_burst_length, 131072);
+        // FirstBurstLength never exceeds MaxBurstLength.
+        assert_eq!(p.first_burst_length, 131072);
+    }
+
+    #[test]
+    fn discovery_irrelevant_keys() {
+        let mut n = Negotiator::new(TargetOffer::default());
+        let out = n
+            .respond(
+                &[
+                    Pair::new("SessionType", "Discovery"),
+                    Pair::new("InitialR2T", "No"),
+                    Pair::new("MaxBurstLength", "1024"),
+                    Pair::new("HeaderDigest", "None"),
+                ],
+                Stage::Operational,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Pair::new("InitialR2T", "Irrelevant"),
+                Pair::new("MaxBurstLength", "Irrelevant"),
+                Pair::new("HeaderDigest", "None"),
+            ]
+        );
+        assert_eq!(n.session_type, Some(SessionType::Discovery));
+    }
+
+    #[test]
+    fn duplicate_across_pdus_is_error() {
+        let mut n = Negotiator::new(TargetOffer::default());
+        n.respond(&[Pair::new("MaxBurstLength", "1024")], Stage::Operational)
+            .unwrap();
+        assert_eq!(
+            n.respond(&[Pair::new("MaxBurstLength", "1024")], Stage::Operational),
+            Err(NegError::Duplicate("MaxBurstLength".into()))
+        );
+    }
+
+    #[test]
+    fn auth_method() {
+        let mut n = Negotiator::new(TargetOffer::default());
+        assert_eq!(
+            one(&mut n, "AuthMethod", "CHAP,None", Stage::Security).as_deref(),
+            Some("None")
+        );
+        assert_eq!(n.auth_method, Some(AuthMethod::None));
+        let mut n = Negotiator::new(TargetOffer::default());
+        assert_eq!(
+            one(&mut n, "AuthMethod", "CHAP", Stage::Security).as_deref(),
+            Some("Reject")
+        );
+        let mut n = Negotiator::new(TargetOffer::default());
+        assert!(n
+            .respond(&[Pair::new("AuthMethod", "None")], Stage::Operational)
+            .is_err());
+    }
+
+    #[test]
+    fn bad_session_type_is_error() {
+        let mut n = Negotiator::new(TargetOffer::default());
+        assert!(n
+            .respond(&[Pair::new("SessionType", "Bogus")], Stage::Security)
+            .is_err());
+    }
+
+    #[test]
+    fn full_feature_rejects_leading_only_keys() {
+        let mut n = Negotiator::new(TargetOffer::default());
+        assert!(n
+            .respond(&[Pair::new("InitialR2T", "Yes")], Stage::FullFeature)
+            .is_err());
+        // MaxRecvDataSegmentLength may be renegotiated in full feature phase.
+        n.respond(
+            &[Pair::new("MaxRecvDataSegmentLength", "4096")],
+            Stage::FullFeature,
+        )
+        .unwrap();
+        assert_eq!(n.params.initiator_mrdsl, 4096);
+    }
+
+    #[test]
+    fn declarations_once() {
+        let offer = TargetOffer {
+            target_alias: Some("disk".into()),
+            ..TargetOffer::default()
+        };
+        let mut n = Negotiator::new(offer);
+        let d = n.declarations();
+        assert_eq!(d[0], Pair::new("MaxRecvDataSegmentLength", "262144"));
+        assert_eq!(d[1], Pair::new("TargetAlias", "disk"));
+        assert!(n.declarations().is_empty());
+    }
+
+    #[test]
+    fn tpg_parameters_override() {
+        let mut o = TargetOffer::default();
+        o.apply_parameter("MaxRecvDataSegmentLength", "8192")
+            .unwrap();
+        o.apply_parameter("ImmediateData", "No").unwrap();
+        o.apply_parameter("HeaderDigest", "CRC32C").unwrap();
+        o.apply_parameter("OFMarker", "No").unwrap();
+        assert!(o.apply_parameter("InitialR2T", "Maybe").is_err());
+        assert!(o.apply_parameter("MaxBurstLength", "1").is_err());
+        assert_eq!(o.max_recv_data_segment_length, 8192);
+        assert!(!o.immediate_data);
+        assert_eq!(o.header_digest, vec![DigestKind::Crc32c]);
+        let mut n = Negotiator::new(o);
+        assert_eq!(
+            one(&mut n, "HeaderDigest", "None", Stage::Operational).as_deref(),
+            Some("Reject")
+        );
+    }
+}

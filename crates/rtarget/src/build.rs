@@ -1,0 +1,338 @@
+//! Turns a validated saveconfig into runtime objects: backstores, target-core
+//! `Device`s and LUN tables, and the iSCSI fabric's `TargetConfig`s.
+//!
+//! Mapping from LIO's schema: `fileio` and `block` open the path with
+//! [`FileBackstore`] (write_back defaults as in rtslib: on for fileio, off for
+//! block), `ramdisk` is a [`RamBackstore`] or, with `nullio`, a
+//! [`NullBackstore`]. Attributes `block_size`, `emulate_write_cache` and
+//! `emulate_tpu`/`emulate_tpws` become `DeviceOptions`. Objects of other
+//! plugins and targets of other fabrics were reported as warnings by
+//! validation and are skipped here. A storage object that cannot be opened
+//! is an error: serving a target with a LUN silently missing is worse than
+//! not starting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use backstore::{Backstore, FileBackstore, FileOptions, NullBackstore, RamBackstore};
+use config::{attr_bool, parse_ip, value_string, SaveConfig, StorageObject, Tpg};
+use iscsi::{TargetConfig, TpgConfig};
+use target_core::{Device, DeviceOptions, Lun, LunTable};
+
+/// Everything the daemon runs from one config.
+pub struct Runtime {
+    /// Every device, for the final flush.
+    pub devices: Vec<Arc<Device>>,
+    pub targets: Vec<TargetConfig>,
+    /// Union of the enabled TPGs' portals, in config order, without duplicates.
+    pub portals: Vec<SocketAddr>,
+}
+
+pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
+    let mut devices = Vec::new();
+    let mut by_path: HashMap<String, Arc<Device>> = HashMap::new();
+    for so in &cfg.storage_objects {
+        let Some(device) =
+            open_device(so).with_context(|| format!("storage object {}", so.path()))?
+        else {
+            continue;
+        };
+        tracing::info!(
+            object = %so.path(),
+            size = device.backstore.size(),
+            block_size = device.options.block_size,
+            write_cache = device.options.write_cache,
+            thin = device.options.thin_provisioning,
+            "storage object ready"
+        );
+        by_path.insert(so.path(), device.clone());
+        devices.push(device);
+    }
+
+    let mut targets = Vec::new();
+    let mut portals = Vec::new();
+    for t in cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
+        let mut tpgs = Vec::new();
+        for (i, tpg) in t.tpgs.iter().enumerate() {
+            let tag = tpg.tag.unwrap_or(i as u16 + 1);
+            let tc = tpg_config(tpg, tag, &by_path)
+                .with_context(|| format!("target {} tpg{tag}", t.wwn))?;
+            if tc.enable {
+                for p in &tc.portals {
+                    if !portals.contains(p) {
+                        portals.push(*p);
+                    }
+                }
+            }
+            tracing::info!(
+                target = %t.wwn,
+                tpg = tag,
+                enabled = tc.enable,
+                luns = tc.luns.luns.len(),
+                portals = ?tc.portals,
+                "target portal group ready"
+            );
+            tpgs.push(tc);
+        }
+        targets.push(TargetConfig {
+            iqn: t.wwn.clone(),
+            tpgs,
+        });
+    }
+    Ok(Runtime {
+        devices,
+        targets,
+        portals,
+    })
+}
+
+fn tpg_config(tpg: &Tpg, tag: u16, devices: &HashMap<String, Arc<Device>>) -> Result<TpgConfig> {
+    // rtarget maps every TPG LUN for every initiator (LIO's demo mode), so
+    // demo_mode_write_protect decides whether those mappings are read-only.
+    let write_protect = attr_bool(&tpg.attributes, "demo_mode_write_protect")
+        .map_err(|e| anyhow!(e))?
+        .unwrap_or(false);
+    let mut luns = Vec::new();
+    for lun in &tpg.luns {
+        // Validation already reported LUNs of unsupported objects.
+        if let Some(device) = devices.get(&lun.storage_object) {
+            luns.push(Lun {
+                id: lun.index,
+                device: device.clone(),
+                write_protect,
+            });
+        }
+    }
+    luns.sort_by_key(|l| l.id);
+    let mut portals = Vec::new();
+    for p in &tpg.portals {
+        let ip = parse_ip(&p.ip_address)
+            .ok_or_else(|| anyhow!("invalid portal address {:?}", p.ip_address))?;
+        portals.push(SocketAddr::new(ip, p.port));
+    }
+    let strings = |m: &serde_json::Map<String, serde_json::Value>| -> BTreeMap<String, String> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), value_string(v)))
+            .collect()
+    };
+    Ok(TpgConfig {
+        tag,
+        enable: tpg.enabled(),
+        portals,
+        luns: Arc::new(LunTable { luns }),
+        attributes: strings(&tpg.attributes),
+        parameters: strings(&tpg.parameters),
+    })
+}
+
+/// `None` for plugins rtarget does not serve (already warned about).
+fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
+    let attr = |k: &str| attr_bool(&so.attributes, k).map_err(|e| anyhow!(e));
+    let block_size = so.block_size().map_err(|e| anyhow!(e))?;
+    let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
+        "fileio" | "block" => {
+            let dev = so
+                .dev
+                .as_deref()
+                .ok_or_else(|| anyhow!("'dev' is missing"))?;
+            let opts = FileOptions {
+                size: so.size,
+                // rtslib's defaults: FileIOStorageObject write_back=True,
+                // BlockStorageObject write_back=False.
+                write_back: so.write_back.unwrap_or(so.plugin == "fileio"),
+                read_only: so.readonly.unwrap_or(false) || attr("readonly")?.unwrap_or(false),
+                ..FileOptions::new(dev)
+            };
+            let f = FileBackstore::open(&opts).with_context(|| format!("cannot open {dev}"))?;
+            (
+                Arc::new(f),
+                if so.plugin == "fileio" {
+                    "FILEIO"
+                } else {
+                    "IBLOCK"
+                },
+            )
+        }
+        "ramdisk" => {
+            let size = so.size.ok_or_else(|| anyhow!("'size' is missing"))?;
+            if so.nullio == Some(true) {
+                (Arc::new(NullBackstore::new(size)), "NULLIO")
+            } else {
+                (
+                    Arc::new(RamBackstore::new(size).context("cannot allocate the ramdisk")?),
+                    "RAMDISK-MCP",
+                )
+            }
+        }
+        _ => return Ok(None),
+    };
+    let size = backstore.size();
+    if size < u64::from(block_size) {
+        bail!("size {size} is smaller than one block ({block_size} bytes)");
+    }
+    if size % u64::from(block_size) != 0 {
+        tracing::warn!(object = %so.path(), size, block_size, "size is not a multiple of block_size; the tail is not exported");
+    }
+    let caps = backstore.capabilities();
+    let write_cache = attr("emulate_write_cache")?.unwrap_or(caps.write_cache);
+    if caps.write_cache && !write_cache {
+        tracing::warn!(
+            object = %so.path(),
+            "emulate_write_cache=0 on a write-back backstore: initiators will not flush, so a host crash can lose acknowledged writes; set write_back=false"
+        );
+    }
+    let thin_wanted =
+        attr("emulate_tpu")?.unwrap_or(false) || attr("emulate_tpws")?.unwrap_or(false);
+    if thin_wanted && !caps.discard {
+        tracing::warn!(object = %so.path(), "thin provisioning requested but the backstore cannot discard; not offered");
+    }
+    let options = DeviceOptions {
+        name: so.name.clone(),
+        wwn: so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path())),
+        block_size,
+        vendor: "RTARGET".to_string(),
+        product: product.to_string(),
+        revision: revision(),
+        write_cache,
+        read_only: caps.read_only,
+        thin_provisioning: thin_wanted && caps.discard,
+    };
+    Ok(Some(Device::new(options, backstore)))
+}
+
+/// INQUIRY product revision: the crate version, at most 4 bytes.
+fn revision() -> String {
+    env!("CARGO_PKG_VERSION").chars().take(4).collect()
+}
+
+/// A UUID-shaped serial derived from the object's path, so an object saved
+/// without `wwn` keeps the same identity across restarts (initiators key
+/// multipath and persistent names on it).
+pub fn stable_uuid(seed: &str) -> String {
+    let h = |basis: u64| {
+        seed.bytes().fold(basis, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    let (a, b) = (h(0xcbf2_9ce4_8422_2325), h(0x8422_2325_cbf2_9ce4));
+    format_uuid(a, b)
+}
+
+/// A random (version 4) UUID from the kernel's generator.
+pub fn random_uuid() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom")?;
+    let a = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let b = u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
+    Ok(format_uuid(a, b))
+}
+
+fn format_uuid(a: u64, b: u64) -> String {
+    // Set version 4 and the RFC 4122 variant so it parses as a UUID anywhere.
+    let a = (a & !0xF000) | 0x4000;
+    let b = (b & !(0xC << 60)) | (0x8 << 60);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn uuids_are_well_formed_and_stable() {
+        let u = stable_uuid("/backstores/fileio/a");
+        assert_eq!(u, stable_uuid("/backstores/fileio/a"));
+        assert_ne!(u, stable_uuid("/backstores/fileio/b"));
+        let r = random_uuid().unwrap();
+        for s in [&u, &r] {
+            let parts: Vec<&str> = s.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{s}"
+            );
+            assert!(parts[2].starts_with('4'), "{s}");
+            assert!("89ab".contains(&parts[3][..1]), "{s}");
+        }
+    }
+
+    #[test]
+    fn builds_devices_luns_and_portals() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("d.img");
+        let cfg: SaveConfig = serde_json::from_value(json!({
+            "storage_objects": [
+                {"plugin": "fileio", "name": "d", "dev": img, "size": 1048576,
+                 "attributes": {"block_size": 4096, "emulate_tpu": 1}},
+                {"plugin": "ramdisk", "name": "r", "size": 65536, "wwn": "w"},
+                {"plugin": "ramdisk", "name": "n", "size": 65536, "nullio": true},
+                {"plugin": "pscsi", "name": "p", "dev": "/dev/sg9"}
+            ],
+            "targets": [
+                {"fabric": "iscsi", "wwn": "iqn.2026-11.x:a", "tpgs": [
+                    {"tag": 1, "attributes": {"demo_mode_write_protect": 1},
+                     "parameters": {"ImmediateData": "Yes"},
+                     "luns": [{"index": 3, "storage_object": "/backstores/ramdisk/r"},
+                              {"index": 0, "storage_object": "/backstores/fileio/d"},
+                              {"index": 5, "storage_object": "/backstores/pscsi/p"}],
+                     "portals": [{"ip_address": "127.0.0.1", "port": 3260}, {"ip_address": "[::1]", "port": 3260}]},
+                    {"tag": 2, "enable": false, "luns": [], "portals": [{"ip_address": "127.0.0.2", "port": 3260}]}
+                ]},
+                {"fabric": "loopback", "wwn": "naa.5001", "tpgs": []}
+            ]
+        }))
+        .unwrap();
+        let rt = build(&cfg).unwrap();
+        assert_eq!(rt.devices.len(), 3);
+        let d = &rt.devices[0];
+        assert_eq!(d.options.block_size, 4096);
+        assert!(d.options.thin_provisioning);
+        assert!(d.options.write_cache);
+        assert_eq!(d.num_blocks(), 256);
+        assert_eq!(d.options.wwn, stable_uuid("/backstores/fileio/d"));
+        assert_eq!(rt.devices[1].options.wwn, "w");
+        assert!(!rt.devices[1].options.write_cache);
+        assert_eq!(rt.devices[2].options.product, "NULLIO");
+        assert_eq!(rt.targets.len(), 1);
+        let tpg = &rt.targets[0].tpgs[0];
+        let ids: Vec<u64> = tpg.luns.luns.iter().map(|l| l.id).collect();
+        assert_eq!(ids, [0, 3]);
+        assert!(tpg.luns.luns.iter().all(|l| l.write_protect));
+        assert_eq!(tpg.parameters["ImmediateData"], "Yes");
+        assert_eq!(tpg.attributes["demo_mode_write_protect"], "1");
+        assert!(!rt.targets[0].tpgs[1].enable);
+        // Only enabled TPGs' portals are listened on.
+        assert_eq!(
+            rt.portals,
+            [
+                "127.0.0.1:3260".parse().unwrap(),
+                "[::1]:3260".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn unopenable_storage_object_is_an_error() {
+        let cfg: SaveConfig = serde_json::from_value(json!({
+            "storage_objects": [{"plugin": "fileio", "name": "gone", "dev": "/nonexistent/dir/x.img"}]
+        }))
+        .unwrap();
+        let e = format!("{:#}", build(&cfg).err().unwrap());
+        assert!(
+            e.contains("/backstores/fileio/gone") && e.contains("/nonexistent/dir/x.img"),
+            "{e}"
+        );
+    }
+}

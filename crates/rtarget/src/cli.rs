@@ -1,0 +1,105 @@
+//! The command line (clap derive): `rtarget serve` and `rtarget check`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The iSCSI port when an address has none.
+pub const DEFAULT_ISCSI_PORT: u16 = 3260;
+
+#[derive(Debug, Parser)]
+#[command(name = "rtarget", version, about = "A userspace SCSI target (iSCSI)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the target daemon. Without a config file, creates a demo target.
+    Serve(ServeArgs),
+    /// Parse and validate a config file, print its warnings, and exit.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on ADDR[:PORT] (repeatable). When given, ONLY these addresses
+    /// are listened on and advertised, instead of the TPG portals.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub listen: Vec<SocketAddr>,
+    /// saveconfig.json (rtslib-fb schema).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/rtarget/saveconfig.json"
+    )]
+    pub config: PathBuf,
+    /// Where the demo target's backing file lives.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/rtarget")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// saveconfig.json (rtslib-fb schema).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/rtarget/saveconfig.json"
+    )]
+    pub config: PathBuf,
+}
+
+/// `127.0.0.1:3260`, `[::1]:3260`, or a bare address (port 3260).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_ISCSI_PORT))
+        .map_err(|_| format!("{s:?} is not ADDR:PORT or ADDR (e.g. 127.0.0.1:3260, [::1]:3260)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:13400").unwrap().port(), 13400);
+        assert_eq!(parse_listen("127.0.0.1").unwrap().port(), 3260);
+        assert_eq!(parse_listen("[::1]").unwrap().port(), 3260);
+        assert!(parse_listen("[::1]:0").unwrap().ip().is_ipv6());
+        assert!(parse_listen("localhost:1").is_err());
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["rtarget", "serve"]).unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.listen.is_empty());
+        assert_eq!(a.config, PathBuf::from("/etc/rtarget/saveconfig.json"));
+        assert_eq!(a.state_dir, PathBuf::from("/var/lib/rtarget"));
+        let cli = Cli::try_parse_from([
+            "rtarget",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:2",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.listen.len(), 2);
+    }
+}

@@ -1,0 +1,147 @@
+//! `rtarget serve` and `rtarget check`: load the config (or create the demo
+//! one), build the runtime objects, start the iSCSI fabric on the portals,
+//! then wait for SIGINT/SIGTERM and shut down cleanly (log sessions out,
+//! flush every backstore).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use config::SaveConfig;
+use iscsi::IscsiServer;
+
+use crate::cli::{CheckArgs, ServeArgs};
+use crate::signals::{self, ShutdownSignals};
+use crate::{build, demo};
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let shutdown = ShutdownSignals::install().context("installing signal handlers")?;
+    let (cfg, demo_image) = load_or_create_demo(args)?;
+    let rt = build::build(&cfg)?;
+    if let Some(image) = &demo_image {
+        // Saved only once the demo could actually be built; never overwrites.
+        save_new(&cfg, &args.config)?;
+        tracing::info!(config = %args.config.display(), image = %image.display(), "created the demo target");
+    }
+
+    let server = IscsiServer::new();
+    let mut bound = Vec::new();
+    if args.listen.is_empty() {
+        if rt.portals.is_empty() {
+            bail!(
+                "nothing to listen on: no enabled iSCSI TPG in {} has a portal (add one, or pass --listen ADDR:PORT)",
+                args.config.display()
+            );
+        }
+        for t in &rt.targets {
+            server.set_target(t.clone());
+        }
+        for addr in &rt.portals {
+            bound.push(listen(&server, *addr)?);
+        }
+    } else {
+        // --listen replaces the portals: listen first (ports may be 0), then
+        // advertise what was actually bound, or SendTargets would send
+        // initiators to addresses nobody listens on.
+        for addr in &args.listen {
+            bound.push(listen(&server, *addr)?);
+        }
+        for t in &rt.targets {
+            let mut t = t.clone();
+            for tpg in t.tpgs.iter_mut().filter(|tpg| tpg.enable) {
+                tpg.portals = bound.clone();
+            }
+            server.set_target(t);
+        }
+    }
+    // Printed once targets are set: tests and scripts connect right after it.
+    for addr in &bound {
+        eprintln!("rtarget: listening on {addr}");
+    }
+    if let Some(image) = &demo_image {
+        eprint!("{}", demo::instructions(bound[0], &args.config, image));
+    }
+    tracing::info!(
+        targets = rt.targets.len(),
+        devices = rt.devices.len(),
+        "ready"
+    );
+
+    let sig = shutdown.wait();
+    tracing::info!(signal = signals::name(sig), "shutting down");
+    server.shutdown();
+    let mut failed = false;
+    for d in &rt.devices {
+        if let Err(e) = d.backstore.flush() {
+            tracing::error!(object = %d.options.name, error = %e, "flush failed");
+            failed = true;
+        }
+    }
+    if failed {
+        bail!("some backstores could not be flushed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn listen(server: &std::sync::Arc<IscsiServer>, addr: SocketAddr) -> Result<SocketAddr> {
+    server
+        .listen(addr)
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The config from `--config`, or the demo one when that file does not exist
+/// (then also the demo image path). A file that exists but does not parse or
+/// validate is an error and is left untouched.
+fn load_or_create_demo(args: &ServeArgs) -> Result<(SaveConfig, Option<PathBuf>)> {
+    let exists = args
+        .config
+        .try_exists()
+        .with_context(|| format!("cannot check {}", args.config.display()))?;
+    if exists {
+        return Ok((load(&args.config)?, None));
+    }
+    let state_dir = std::path::absolute(&args.state_dir)
+        .with_context(|| format!("bad --state-dir {}", args.state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+    let cfg = demo::config(&state_dir)?;
+    let image = state_dir.join(format!("{}.img", demo::DEMO_OBJECT));
+    Ok((cfg, Some(image)))
+}
+
+fn load(path: &Path) -> Result<SaveConfig> {
+    // ConfigError's message carries the path and line:column.
+    let (cfg, warnings) = config::load(path)?;
+    for w in &warnings {
+        tracing::warn!(config = %path.display(), "{w}");
+    }
+    Ok(cfg)
+}
+
+/// Save a config to a path that did not exist when we looked.
+fn save_new(cfg: &SaveConfig, path: &Path) -> Result<()> {
+    if path.try_exists().unwrap_or(true) {
+        bail!(
+            "{} appeared while starting; not overwriting it",
+            path.display()
+        );
+    }
+    config::save(cfg, path)
+        .with_context(|| format!("cannot save the demo config to {}", path.display()))
+}
+
+pub fn check(args: &CheckArgs) -> Result<()> {
+    let (cfg, warnings) = config::load(&args.config)?;
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: OK ({} storage objects, {} targets, {} warnings)",
+        args.config.display(),
+        cfg.storage_objects.len(),
+        cfg.targets.len(),
+        warnings.len()
+    );
+    Ok(())
+}

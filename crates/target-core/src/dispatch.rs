@@ -1,0 +1,144 @@
+//! Command dispatch: LUN lookup, the unit attention and reservation gates,
+//! then the handler from the command table. This is the per-command fast
+//! path: no allocation, no lock unless a UA or a reservation is pending.
+
+use scsi::cdb::Cdb;
+use scsi::{opcode as op, Asc, Sense, SenseKey};
+
+use crate::commands::{self, Gate};
+use crate::error::CmdError;
+use crate::ua::UaPolicy;
+use crate::{inquiry, misc, Command, Device, Lun, LunTable, Nexus, Outcome, Status};
+
+/// Everything a handler may look at for one command.
+pub(crate) struct Ctx<'a> {
+    pub table: &'a LunTable,
+    pub nexus: &'a Nexus,
+    pub lun: &'a Lun,
+    pub dev: &'a Device,
+    pub cdb: Cdb,
+    pub data_out: &'a [u8],
+    pub expected_len: u32,
+}
+
+pub(crate) type HandlerResult = Result<Status, CmdError>;
+
+fn outcome_of(err: &CmdError) -> Outcome {
+    let (status, sense) = err.answer();
+    if let CmdError::ReadError(e) | CmdError::WriteError(e) = err {
+        tracing::warn!("backstore I/O failed: {e}");
+    }
+    Outcome {
+        status,
+        sense: sense.map(|s| s.to_fixed().to_vec()),
+    }
+}
+
+pub(crate) const GOOD: Outcome = Outcome {
+    status: Status::Good,
+    sense: None,
+};
+
+pub(crate) fn execute(
+    table: &LunTable,
+    nexus: &Nexus,
+    lun_id: u64,
+    cmd: &Command<'_>,
+    data_in: &mut Vec<u8>,
+) -> Outcome {
+    let cdb = match Cdb::new(cmd.cdb) {
+        Ok(c) => c,
+        Err(_) => {
+            data_in.clear();
+            return outcome_of(&CmdError::InvalidOpcode);
+        }
+    };
+    // READs fill data_in themselves (reusing its bytes, no memset); every
+    // other command starts from an empty buffer.
+    if !matches!(cdb.opcode(), op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16) {
+        data_in.clear();
+    }
+    let result = match table.find(lun_id) {
+        Some(lun) => run(table, nexus, lun, cdb, cmd, data_in),
+        None => no_such_lun(table, cdb, data_in),
+    };
+    match result {
+        Ok(Status::Good) => GOOD,
+        Ok(status) => Outcome {
+            status,
+            sense: None,
+        },
+        Err(e) => {
+            data_in.clear();
+            outcome_of(&e)
+        }
+    }
+}
+
+fn run(
+    table: &LunTable,
+    nexus: &Nexus,
+    lun: &Lun,
+    cdb: Cdb,
+    cmd: &Command<'_>,
+    data_in: &mut Vec<u8>,
+) -> HandlerResult {
+    let dev = &*lun.device;
+    let entry = commands::lookup(&cdb);
+    let gate = entry.map_or(Gate::Normal, |e| e.gate);
+    let policy = match gate {
+        Gate::UaExempt | Gate::RequestSense => UaPolicy::Ignore,
+        Gate::Normal | Gate::ReservationExempt => UaPolicy::Report,
+    };
+    if gate == Gate::RequestSense {
+        return misc::request_sense(dev, nexus, &cdb, data_in);
+    }
+    if let Some(asc) = dev.state.ua.check(nexus.id, policy) {
+        return Err(CmdError::UnitAttention(asc));
+    }
+    let Some(entry) = entry else {
+        return Err(CmdError::InvalidOpcode);
+    };
+    // NACA (ACA) is not supported (SAM-5 5.9.1.2).
+    if cdb.control() & 0x04 != 0 {
+        return Err(CmdError::cdb_bit(cdb.len() as u16 - 1, 2));
+    }
+    if gate == Gate::Normal && dev.state.res.conflicts(dev, nexus, &cdb) {
+        return Err(CmdError::ReservationConflict);
+    }
+    let ctx = Ctx {
+        table,
+        nexus,
+        lun,
+        dev,
+        cdb,
+        data_out: cmd.data_out,
+        expected_len: cmd.expected_len,
+    };
+    (entry.handler)(&ctx, data_in)
+}
+
+/// SPC-4 answers for a LUN that is not mapped (SPC-4 7.6.2 / SAM-5 5.8).
+fn no_such_lun(table: &LunTable, cdb: Cdb, data_in: &mut Vec<u8>) -> HandlerResult {
+    match cdb.opcode() {
+        op::INQUIRY => inquiry::unmapped_lun(&cdb, data_in),
+        op::REPORT_LUNS => misc::report_luns_for(table, &cdb, data_in),
+        op::REQUEST_SENSE => {
+            let sense = Sense::new(SenseKey::IllegalRequest, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+            misc::put_sense(&cdb, sense, data_in)
+        }
+        _ => Err(CmdError::LunNotSupported),
+    }
+}
+
+/// Copy at most the allocation length of `data` into `data_in`.
+pub(crate) fn put_truncated(data: &[u8], alloc_len: usize, data_in: &mut Vec<u8>) {
+    data_in.clear();
+    data_in.extend_from_slice(&data[..data.len().min(alloc_len)]);
+}
+
+/// Truncate what a handler built in `data_in` to the allocation length.
+pub(crate) fn truncate_to(alloc_len: usize, data_in: &mut Vec<u8>) -> HandlerResult {
+    data_in.truncate(alloc_len);
+    Ok(Status::Good)
+}

@@ -1,0 +1,224 @@
+//! Unit attention conditions, per I_T nexus per device (SAM-5 5.14, SPC-4
+//! 7.5.x). A nexus a device has not seen yet starts with POWER ON, RESET, OR
+//! BUS DEVICE RESET OCCURRED; resets and mode changes queue more.
+//!
+//! The per-command check must stay cheap: while no queue holds anything, the
+//! `pending` flag is clear and a small lock-free cache of recently confirmed
+//! nexus ids lets a READ skip the mutex entirely.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use scsi::Asc;
+
+/// How many recently seen nexuses skip the mutex on the fast path.
+const KNOWN_SLOTS: usize = 8;
+/// A queue never grows past this; older conditions are the ones that matter.
+const MAX_QUEUED: usize = 16;
+
+#[derive(Default)]
+struct Inner {
+    /// Nexuses that have been given (or are owed) the power-on condition.
+    seen: HashSet<u64>,
+    queues: HashMap<u64, VecDeque<Asc>>,
+}
+
+impl Inner {
+    fn any_queued(&self) -> bool {
+        self.queues.values().any(|q| !q.is_empty())
+    }
+
+    fn push(&mut self, nexus: u64, asc: Asc) {
+        let q = self.queues.entry(nexus).or_default();
+        if !q.contains(&asc) && q.len() < MAX_QUEUED {
+            q.push_back(asc);
+        }
+    }
+
+    /// Make sure `nexus` has been introduced (owes the power-on UA once).
+    fn introduce(&mut self, nexus: u64) {
+        if self.seen.insert(nexus) {
+            let q = self.queues.entry(nexus).or_default();
+            q.clear();
+            q.push_back(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
+        }
+    }
+}
+
+/// What the dispatcher should do about unit attentions for one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UaPolicy {
+    /// Report and clear the oldest condition (most commands).
+    Report,
+    /// Run the command; conditions stay queued (INQUIRY, REPORT LUNS).
+    Ignore,
+}
+
+#[derive(Default)]
+pub(crate) struct UaState {
+    /// Some queue may be non-empty: take the slow path.
+    pending: AtomicBool,
+    /// Recently confirmed nexus ids plus one (0 = empty slot).
+    known: [AtomicU64; KNOWN_SLOTS],
+    next_slot: AtomicUsize,
+    inner: Mutex<Inner>,
+}
+
+impl UaState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves consistent data
+        // (every mutation is a single push/pop), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_known(&self, nexus: u64) -> bool {
+        let tag = nexus.wrapping_add(1);
+        self.known.iter().any(|s| s.load(Ordering::Relaxed) == tag)
+    }
+
+    fn remember(&self, nexus: u64) {
+        if !self.is_known(nexus) {
+            let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % KNOWN_SLOTS;
+            self.known[i].store(nexus.wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The condition to report for this command, if any (removed from the
+    /// queue when `policy` is `Report`).
+    pub(crate) fn check(&self, nexus: u64, policy: UaPolicy) -> Option<Asc> {
+        if !self.pending.load(Ordering::Acquire) && self.is_known(nexus) {
+            return None;
+        }
+        let mut inner = self.lock();
+        inner.introduce(nexus);
+        let asc = match policy {
+            UaPolicy::Ignore => None,
+            UaPolicy::Report => inner.queues.get_mut(&nexus).and_then(|q| q.pop_front()),
+        };
+        let mine_empty = inner.queues.get(&nexus).map_or(true, VecDeque::is_empty);
+        if mine_empty {
+            self.remember(nexus);
+        }
+        self.pending.store(inner.any_queued(), Ordering::Release);
+        asc
+    }
+
+    /// Queue `asc` for every nexus this device has seen except `except`.
+    pub(crate) fn queue_others(&self, except: Option<u64>, asc: Asc) {
+        let mut inner = self.lock();
+        let targets: Vec<u64> = inner
+            .seen
+            .iter()
+            .copied()
+            .filter(|&n| Some(n) != except)
+            .collect();
+        for n in targets {
+            inner.push(n, asc);
+        }
+        self.pending.store(inner.any_queued(), Ordering::Release);
+    }
+
+    /// A reset: every nexus gets `asc`, replacing what was queued (a reset
+    /// supersedes older conditions, SAM-5 5.14).
+    pub(crate) fn reset_all(&self, asc: Asc) {
+        let mut inner = self.lock();
+        let seen: Vec<u64> = inner.seen.iter().copied().collect();
+        for n in seen {
+            let q = inner.queues.entry(n).or_default();
+            q.clear();
+            q.push_back(asc);
+        }
+        self.pending.store(inner.any_queued(), Ordering::Release);
+    }
+
+    /// Forget a nexus (logout or connection loss).
+    pub(crate) fn forget(&self, nexus: u64) {
+        let mut inner = self.lock();
+        inner.seen.remove(&nexus);
+        inner.queues.remove(&nexus);
+        let tag = nexus.wrapping_add(1);
+        for s in &self.known {
+            let _ = s.compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        self.pending.store(inner.any_queued(), Ordering::Release);
+    }
+
+    /// Ids of the nexuses this device has seen.
+    pub(crate) fn seen_nexuses(&self) -> Vec<u64> {
+        self.lock().seen.iter().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_nexus_gets_power_on_once() {
+        let ua = UaState::default();
+        assert_eq!(
+            ua.check(1, UaPolicy::Report),
+            Some(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+        );
+        assert_eq!(ua.check(1, UaPolicy::Report), None);
+        assert!(ua.is_known(1));
+    }
+
+    #[test]
+    fn ignore_policy_keeps_the_condition() {
+        let ua = UaState::default();
+        assert_eq!(ua.check(1, UaPolicy::Ignore), None);
+        assert_eq!(
+            ua.check(1, UaPolicy::Report),
+            Some(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+        );
+    }
+
+    #[test]
+    fn queue_others_skips_the_origin() {
+        let ua = UaState::default();
+        ua.check(1, UaPolicy::Report);
+        ua.check(2, UaPolicy::Report);
+        ua.queue_others(Some(1), Asc::MODE_PARAMETERS_CHANGED);
+        assert_eq!(ua.check(1, UaPolicy::Report), None);
+        assert_eq!(ua.check(2, UaPolicy::Report), Some(Asc::MODE_PARAMETERS_CHANGED));
+        assert_eq!(ua.check(2, UaPolicy::Report), None);
+        assert!(!ua.pending.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn reset_replaces_queued_conditions() {
+        let ua = UaState::default();
+        ua.check(1, UaPolicy::Report);
+        ua.queue_others(None, Asc::MODE_PARAMETERS_CHANGED);
+        ua.reset_all(Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+        assert_eq!(
+            ua.check(1, UaPolicy::Report),
+            Some(Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        );
+        assert_eq!(ua.check(1, UaPolicy::Report), None);
+    }
+
+    #[test]
+    fn forgotten_nexus_starts_over() {
+        let ua = UaState::default();
+        ua.check(1, UaPolicy::Report);
+        ua.forget(1);
+        assert!(!ua.is_known(1));
+        assert_eq!(
+            ua.check(1, UaPolicy::Report),
+            Some(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+        );
+    }
+
+    #[test]
+    fn duplicates_are_not_queued_twice() {
+        let ua = UaState::default();
+        ua.check(1, UaPolicy::Report);
+        ua.queue_others(None, Asc::MODE_PARAMETERS_CHANGED);
+        ua.queue_others(None, Asc::MODE_PARAMETERS_CHANGED);
+        assert!(ua.check(1, UaPolicy::Report).is_some());
+        assert_eq!(ua.check(1, UaPolicy::Report), None);
+    }
+}
