@@ -252,7 +252,8 @@ impl FileBackstore {
     /// The direct descriptor, if this request's offset and length allow O_DIRECT.
     fn direct_for(&self, offset: u64, len: usize) -> Option<&File> {
         let d = self.direct.as_ref()?;
-        (offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN)).then_some(d)
+        (offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN))
+            .then_some(d)
     }
 
     /// Allocation state at `offset` (SEEK_DATA/SEEK_HOLE), for GET LBA STATUS.

@@ -44,7 +44,7 @@ fn strip_position(msg: &str) -> String {
 pub fn load(path: &Path) -> Result<(SaveConfig, Vec<Issue>), ConfigError> {
     let text = fs::read_to_string(path).map_err(|e| ConfigError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     })?;
     let cfg = parse_str(&text, path)?;
     let warnings = validate(&cfg).map_err(|issues| ConfigError::Invalid {

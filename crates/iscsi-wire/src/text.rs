@@ -54,8 +54,19 @@ fn valid_key_byte(b: u8) -> bool {
 }
 
 /// Split a complete text sequence into pairs. Trailing NULs and empty
-/// entries between NULs are tolerated (some initiators pad).
+/// entries between NULs are tolerated (some initiators pad). A key sent
+/// twice is an error (RFC 7143 §6.1).
 pub fn parse_pairs(data: &[u8]) -> Result<Vec<Pair>, TextError> {
+    parse_inner(data, false)
+}
+
+/// Like [`parse_pairs`] but repeated keys are kept: SendTargets answers
+/// repeat TargetName and TargetAddress.
+pub fn parse_list(data: &[u8]) -> Result<Vec<Pair>, TextError> {
+    parse_inner(data, true)
+}
+
+fn parse_inner(data: &[u8], allow_dup: bool) -> Result<Vec<Pair>, TextError> {
     let mut out: Vec<Pair> = Vec::new();
     for item in data.split(|&b| b == 0) {
         if item.is_empty() {
@@ -82,7 +93,7 @@ pub fn parse_pairs(data: &[u8]) -> Result<Vec<Pair>, TextError> {
             Ok(s) => s.to_owned(),
             Err(_) => return Err(TextError::NotUtf8(key)),
         };
-        if out.iter().any(|p| p.key == key) {
+        if !allow_dup && out.iter().any(|p| p.key == key) {
             return Err(TextError::Duplicate(key));
         }
         out.push(Pair { key, value });
@@ -175,6 +186,12 @@ mod tests {
             });
             assert_eq!(got, want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn list_keeps_repeated_keys() {
+        let l = parse_list(b"TargetName=a\0TargetAddress=x\0TargetName=b\0").unwrap();
+        assert_eq!(l.len(), 3);
     }
 
     #[test]

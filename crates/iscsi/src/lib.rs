@@ -1,6 +1,7 @@
 //! iSCSI fabric (RFC 7143, ErrorRecoveryLevel 0): portals, login, sessions,
 //! connections and the full-feature data path. It moves SCSI commands and
-//! data between TCP and the target core; it never interprets a CDB.
+//! data between TCP and the target core; it never interprets a CDB (except
+//! for the write transfer length, see `residual`).
 //!
 //! PUBLIC API CONTRACT (used by the `rtarget` binary): the items below keep
 //! these names and signatures; add to them, don't rename them.
@@ -11,6 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use target_core::LunTable;
+
+mod conn;
+mod dataout;
+mod discovery;
+mod login;
+mod residual;
+mod server;
+mod session;
+mod tmf;
+mod txq;
 
 /// One target portal group as the fabric needs it.
 #[derive(Clone)]
@@ -40,28 +51,30 @@ pub struct TargetConfig {
 
 /// The iSCSI fabric: listeners, targets and live sessions.
 pub struct IscsiServer {
-    // private state added by the fabric implementation
+    shared: Arc<server::Shared>,
 }
 
 impl IscsiServer {
     pub fn new() -> Arc<IscsiServer> {
-        Arc::new(IscsiServer {})
+        Arc::new(IscsiServer {
+            shared: Arc::new(server::Shared::new()),
+        })
     }
 
     /// Add or replace (by IQN) a target. Takes effect for new logins.
-    pub fn set_target(&self, _target: TargetConfig) {
-        unimplemented!("iscsi fabric")
+    pub fn set_target(&self, target: TargetConfig) {
+        self.shared.set_target(target);
     }
 
     /// Start accepting connections on `addr` (a thread per listener; a
     /// thread per connection). Returns the bound address (port 0 allowed).
-    pub fn listen(self: &Arc<Self>, _addr: SocketAddr) -> io::Result<SocketAddr> {
-        unimplemented!("iscsi fabric")
+    pub fn listen(self: &Arc<Self>, addr: SocketAddr) -> io::Result<SocketAddr> {
+        server::listen(&self.shared, addr)
     }
 
     /// Stop listening, log every session out (Async Message where possible,
     /// then close), and return when all connection threads have ended.
     pub fn shutdown(&self) {
-        unimplemented!("iscsi fabric")
+        server::shutdown(&self.shared);
     }
 }

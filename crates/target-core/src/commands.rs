@@ -7,7 +7,7 @@ use scsi::cdb::Cdb;
 use scsi::opcode as op;
 
 use crate::dispatch::{Ctx, HandlerResult};
-use crate::{inquiry, misc, mode, rw};
+use crate::{inquiry, misc, mode, opcodes, pr, provisioning, reservation, rmw, rw};
 
 /// How a command passes the unit attention and reservation checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,31 @@ pub(crate) static TABLE: &[Entry] = &[
     e(op::WRITE_AND_VERIFY_16, Normal, rw::write_verify, &[op::WRITE_AND_VERIFY_16, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x04]),
     e(op::PRE_FETCH_10, Normal, rw::prefetch, &[op::PRE_FETCH_10, 0x02, 0xff, 0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0x04]),
     e(op::PRE_FETCH_16, Normal, rw::prefetch, &[op::PRE_FETCH_16, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x04]),
+    e(op::RESERVE_6, Normal, reservation::reserve, &[op::RESERVE_6, 0, 0, 0, 0, 0x04]),
+    e(op::RELEASE_6, ReservationExempt, reservation::release, &[op::RELEASE_6, 0, 0, 0, 0, 0x04]),
+    e(op::RESERVE_10, Normal, reservation::reserve, &[op::RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0x04]),
+    e(op::RELEASE_10, ReservationExempt, reservation::release, &[op::RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0x04]),
+    e(op::WRITE_SAME_10, Normal, provisioning::write_same, &[op::WRITE_SAME_10, 0xe8, 0xff, 0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0x04]),
+    e(op::WRITE_SAME_16, Normal, provisioning::write_same, &[op::WRITE_SAME_16, 0xe9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x04]),
+    e(op::UNMAP, Normal, provisioning::unmap, &[op::UNMAP, 0x01, 0, 0, 0, 0, 0x00, 0xff, 0xff, 0x04]),
+    sa(op::SERVICE_ACTION_IN_16, op::SAI_GET_LBA_STATUS, Normal, provisioning::get_lba_status, &[op::SERVICE_ACTION_IN_16, op::SAI_GET_LBA_STATUS, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x04]),
+    e(op::COMPARE_AND_WRITE, Normal, rmw::compare_and_write, &[op::COMPARE_AND_WRITE, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x00, 0x04]),
+    e(op::ORWRITE_16, Normal, rmw::orwrite, &[op::ORWRITE_16, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x04]),
+    e(op::READ_DEFECT_DATA_10, Normal, misc::read_defect_data, &[op::READ_DEFECT_DATA_10, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
+    e(op::READ_DEFECT_DATA_12, Normal, misc::read_defect_data, &[op::READ_DEFECT_DATA_12, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
+    sa(op::MAINTENANCE_IN, op::MI_REPORT_SUPPORTED_OPCODES, ReservationExempt, opcodes::maintenance_in_rsoc, &[op::MAINTENANCE_IN, op::MI_REPORT_SUPPORTED_OPCODES, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
+    sa(op::MAINTENANCE_IN, op::MI_REPORT_SUPPORTED_TMFS, ReservationExempt, opcodes::maintenance_in_rstmf, &[op::MAINTENANCE_IN, op::MI_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
+    sa(op::PERSISTENT_RESERVE_IN, 0, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_IN, 1, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_IN, 2, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 2, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_IN, 3, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 3, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 0, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 0, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 1, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 1, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 2, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 2, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 3, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 3, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 4, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 4, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 5, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 5, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 6, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 6, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
 ];
 
 /// The table entry for a CDB, if the core implements it.
@@ -98,6 +123,11 @@ pub(crate) fn lookup(cdb: &Cdb) -> Option<&'static Entry> {
     TABLE.iter().find(|e| {
         e.opcode == opcode && e.sa.is_none_or_matches(cdb.service_action())
     })
+}
+
+/// Whether the table knows `opcode` only together with service actions.
+pub(crate) fn has_service_actions(opcode: u8) -> bool {
+    TABLE.iter().any(|e| e.opcode == opcode && e.sa.is_some())
 }
 
 trait SaMatch {

@@ -4,6 +4,7 @@
 //! every handler asks about.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use backstore::Capabilities;
 
@@ -30,6 +31,9 @@ pub(crate) struct DeviceState {
     pub res: Reservations,
     /// PREVENT ALLOW MEDIUM REMOVAL state (informational on a fixed LU).
     pub prevent: AtomicBool,
+    /// Serializes read-modify-write commands (COMPARE AND WRITE, ORWRITE)
+    /// against each other so their read and write are atomic together.
+    pub rmw_lock: Mutex<()>,
 }
 
 impl DeviceState {
@@ -43,6 +47,7 @@ impl DeviceState {
             },
             res: Reservations::default(),
             prevent: AtomicBool::new(false),
+            rmw_lock: Mutex::new(()),
         }
     }
 

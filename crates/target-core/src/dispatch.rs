@@ -97,6 +97,11 @@ fn run(
         return Err(CmdError::UnitAttention(asc));
     }
     let Some(entry) = entry else {
+        // An implemented opcode with an unknown service action is an invalid
+        // field, not an invalid opcode (SPC-4 4.2.5.2).
+        if commands::has_service_actions(cdb.opcode()) {
+            return Err(CmdError::cdb_field(1));
+        }
         return Err(CmdError::InvalidOpcode);
     };
     // NACA (ACA) is not supported (SAM-5 5.9.1.2).
@@ -129,12 +134,6 @@ fn no_such_lun(table: &LunTable, cdb: Cdb, data_in: &mut Vec<u8>) -> HandlerResu
         }
         _ => Err(CmdError::LunNotSupported),
     }
-}
-
-/// Copy at most the allocation length of `data` into `data_in`.
-pub(crate) fn put_truncated(data: &[u8], alloc_len: usize, data_in: &mut Vec<u8>) {
-    data_in.clear();
-    data_in.extend_from_slice(&data[..data.len().min(alloc_len)]);
 }
 
 /// Truncate what a handler built in `data_in` to the allocation length.

@@ -140,6 +140,19 @@ pub(crate) fn prevent_allow(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerRes
     Ok(Status::Good)
 }
 
+/// READ DEFECT DATA 10/12 (SBC-3 5.11/5.12): a virtual medium has no
+/// defects, so the lists are empty in whatever format was asked for.
+pub(crate) fn read_defect_data(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
+    let cdb = &ctx.cdb;
+    if cdb.opcode() == scsi::opcode::READ_DEFECT_DATA_10 {
+        data_in.extend_from_slice(&[0, cdb.b(2) & 0x1f, 0, 0]);
+        truncate_to(usize::from(cdb.be16(7)), data_in)
+    } else {
+        data_in.extend_from_slice(&[0, cdb.b(1) & 0x1f, 0, 0, 0, 0, 0, 0]);
+        truncate_to(cdb.be32(6) as usize, data_in)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::testutil::*;
@@ -230,7 +243,16 @@ mod tests {
     fn unknown_opcode() {
         let t = Rig::new();
         t.expect_sense(&[0xd5, 0, 0, 0, 0, 0], 5, 0x20, 0);
-        t.expect_sense(&[0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5, 0x20, 0);
+        t.expect_sense(&[0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5, 0x24, 0);
+    }
+
+    #[test]
+    fn read_defect_data_is_empty() {
+        let t = Rig::new();
+        let (_, d) = t.ok(&[0x37, 0, 0x18 | 5, 0, 0, 0, 0, 0, 255, 0]);
+        assert_eq!(d, vec![0, 0x1d, 0, 0]);
+        let (_, d) = t.ok(&[0xb7, 0x0c, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(d, vec![0, 0x0c, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn transfer_range(ctx: &Ctx<'_>, rw: &RwCdb) -> Result<Range<u64>, CmdError> {
     Ok(r)
 }
 
-fn check_protect(ctx: &Ctx<'_>, rw: &RwCdb) -> Result<(), CmdError> {
+fn check_protect(rw: &RwCdb) -> Result<(), CmdError> {
     // No protection information is ever formatted (PROT_EN = 0).
     if rw.protect() != 0 {
         return Err(CmdError::cdb_bit(1, 5));
@@ -57,7 +57,7 @@ fn check_protect(ctx: &Ctx<'_>, rw: &RwCdb) -> Result<(), CmdError> {
 }
 
 /// The Data-Out bytes a command needs; too few is an iSCSI/FCP residual
-/// overflow we answer by transferring nothing (FCP-4 9.4.2 option b).
+/// overflow answered by transferring nothing (FCP-4 9.4.2 option b).
 pub(crate) fn data_out<'a>(ctx: &Ctx<'a>, len: u64) -> Result<&'a [u8], CmdError> {
     let len = usize::try_from(len).map_err(|_| CmdError::InvalidFieldInCommandIu)?;
     ctx.data_out
@@ -67,7 +67,7 @@ pub(crate) fn data_out<'a>(ctx: &Ctx<'a>, len: u64) -> Result<&'a [u8], CmdError
 
 pub(crate) fn read(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     let rw = ctx.cdb.rw();
-    check_protect(ctx, &rw)?;
+    check_protect(&rw)?;
     let r = transfer_range(ctx, &rw)?;
     let len = (r.end - r.start) as usize;
     // Reuse whatever the buffer holds; only growth is zero-filled.
@@ -98,17 +98,34 @@ pub(crate) fn write_buf(ctx: &Ctx<'_>, fua: bool, buf: &[u8], offset: u64) -> Re
     res.map_err(CmdError::WriteError)
 }
 
+/// The Data-Out of a write and the range it covers. When the initiator's
+/// Expected Data Transfer Length is shorter than the CDB asks (residual
+/// overflow), only the whole blocks it sent are written (FCP-4 9.4.2
+/// option a: "data beyond the FCP_DL count shall not be transferred"); a
+/// partial block cannot be written, so that case is refused (option b).
+fn write_extent<'a>(ctx: &Ctx<'a>, r: Range<u64>) -> Result<(&'a [u8], Range<u64>), CmdError> {
+    let want = r.end - r.start;
+    let have = ctx.data_out.len() as u64;
+    if have >= want {
+        return Ok((&ctx.data_out[..want as usize], r));
+    }
+    if have % ctx.dev.block_size() != 0 {
+        return Err(CmdError::InvalidFieldInCommandIu);
+    }
+    Ok((ctx.data_out, r.start..r.start + have))
+}
+
 pub(crate) fn write(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     let rw = ctx.cdb.rw();
-    check_protect(ctx, &rw)?;
+    check_protect(&rw)?;
     if ctx.dev.write_protected(ctx.lun) {
         return Err(CmdError::WriteProtected);
     }
     let r = transfer_range(ctx, &rw)?;
+    let (buf, r) = write_extent(ctx, r)?;
     if r.is_empty() {
         return Ok(Status::Good);
     }
-    let buf = data_out(ctx, r.end - r.start)?;
     write_buf(ctx, rw.fua(), buf, r.start)?;
     Ok(Status::Good)
 }
@@ -155,7 +172,7 @@ fn compare_medium(
 /// every block with the single Data-Out block.
 pub(crate) fn verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     let rw = ctx.cdb.rw();
-    check_protect(ctx, &rw)?;
+    check_protect(&rw)?;
     let bytchk = rw.bytchk();
     if bytchk == 2 {
         return Err(CmdError::cdb_bit(1, 1));
@@ -181,7 +198,7 @@ pub(crate) fn verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
 /// blocks back and compare them with what was sent.
 pub(crate) fn write_verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     let rw = ctx.cdb.rw();
-    check_protect(ctx, &rw)?;
+    check_protect(&rw)?;
     let bytchk = rw.bytchk();
     if bytchk > 1 {
         return Err(CmdError::cdb_bit(1, 1));
@@ -190,10 +207,10 @@ pub(crate) fn write_verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResul
         return Err(CmdError::WriteProtected);
     }
     let r = transfer_range(ctx, &rw)?;
+    let (buf, r) = write_extent(ctx, r)?;
     if r.is_empty() {
         return Ok(Status::Good);
     }
-    let buf = data_out(ctx, r.end - r.start)?;
     // Verification must see the medium, not a volatile cache.
     write_buf(ctx, true, buf, r.start)?;
     if bytchk == 1 {
@@ -322,12 +339,27 @@ mod tests {
     }
 
     #[test]
-    fn short_data_out_writes_nothing() {
+    fn short_data_out_partial_block_writes_nothing() {
         let t = Rig::new();
         let (o, _) = t.run(&rw10(0x2a, 0, 0, 2), &[9u8; 700]);
         assert_eq!(sense_of(&o), Some((5, 0x0e, 3)));
         let (_, d) = t.ok(&rw10(0x28, 0, 0, 2));
         assert!(d.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn short_data_out_whole_blocks_are_written() {
+        let t = Rig::new();
+        let (o, _) = t.run(&rw10(0x2a, 0, 0, 2), &[9u8; 512]);
+        assert_eq!(o.status, Status::Good);
+        let (_, d) = t.ok(&rw10(0x28, 0, 0, 2));
+        assert_eq!(&d[..512], &[9u8; 512][..]);
+        assert_eq!(&d[512..], &[0u8; 512][..], "second block untouched");
+        let (o, _) = t.run(&rw10(0x2e, 0, 4, 1), &[]);
+        assert_eq!(o.status, Status::Good, "EDTL 0: nothing written");
+        let (o, _) = t.run(&rw10(0x2a, 0, 6, 1), &[3u8; 2048]);
+        assert_eq!(o.status, Status::Good, "extra data-out ignored");
+        assert_eq!(t.store.bytes(7 * 512, 512), vec![0u8; 512]);
     }
 
     #[test]

@@ -119,6 +119,13 @@ impl UaState {
         self.pending.store(inner.any_queued(), Ordering::Release);
     }
 
+    /// Queue `asc` for one nexus (persistent reservation changes).
+    pub(crate) fn queue_for(&self, nexus: u64, asc: Asc) {
+        let mut inner = self.lock();
+        inner.push(nexus, asc);
+        self.pending.store(inner.any_queued(), Ordering::Release);
+    }
+
     /// A reset: every nexus gets `asc`, replacing what was queued (a reset
     /// supersedes older conditions, SAM-5 5.14).
     pub(crate) fn reset_all(&self, asc: Asc) {
@@ -142,11 +149,6 @@ impl UaState {
             let _ = s.compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
         self.pending.store(inner.any_queued(), Ordering::Release);
-    }
-
-    /// Ids of the nexuses this device has seen.
-    pub(crate) fn seen_nexuses(&self) -> Vec<u64> {
-        self.lock().seen.iter().copied().collect()
     }
 }
 

@@ -1,0 +1,214 @@
+#!/bin/bash
+# conformance/run.sh — libiscsi's conformance suite (iscsi-test-cu, 230 tests in
+# family ALL) against a freshly started rtarget (or tgt, for comparison), scored
+# per test with shared/tools/cuscore.py.
+#
+# usage: conformance/run.sh [--check] [--target rtarget|tgt] [--matrix CFG[,CFG...]]
+#                           [--suites ERE] [--timeout SEC] [--budget SEC] [--no-write]
+#   --check     compare with the committed results (git HEAD, else the file on disk):
+#               any test that was PASS and is not PASS now is a regression -> exit 1
+#   --target    rtarget (default; target/release/rtarget) or tgt (tgtd, reference)
+#   --matrix    LU configurations (see cfg_* below; default fileio)
+#   --suites    only suites whose name matches this extended regex (no results written)
+#   --timeout   per-suite wall-clock limit in seconds (default 120); a suite that hangs
+#               is killed, its unfinished tests count as FAIL, the target is restarted
+#   --budget    whole-run limit in seconds (default 900); suites not started by then FAIL
+#   --no-write  do not update conformance/results*.txt
+# Results: conformance/results.txt (rtarget, fileio), results-CFG.txt (other rtarget
+# configurations), results-tgt[-CFG].txt (tgt).  One "PASS|SKIP|FAIL Suite.Test" line
+# per test, sorted, then a "tests=N pass=N skip=N fail=N" totals line.
+# Logs: target/test-work/conformance/<target>-<cfg>/ (RTARGET_TEST_WORK overrides).
+#
+# Each suite runs as its own `iscsi-test-cu -d -V -t ALL.<Suite>` so that one hang or
+# crash costs one suite, not the run.  -V (SCSI-level logging) is needed because many
+# tests report a skip or a soft failure only as a verbose "[SKIPPED]"/"[FAILED]" line
+# while CUnit still says "passed"; cuscore.py counts those.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../tests-e2e/lib.sh
+source "$HERE/../tests-e2e/lib.sh"
+
+CHECK= TARGET=rtarget MATRIX=fileio SUITES= TIMEOUT=120 BUDGET=900 WRITE=1
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --check) CHECK=1 ;;
+        --target) TARGET=$2; shift ;;
+        --matrix) MATRIX=$2; shift ;;
+        --suites) SUITES=$2; WRITE=; shift ;;
+        --timeout) TIMEOUT=$2; shift ;;
+        --budget) BUDGET=$2; shift ;;
+        --no-write) WRITE= ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $TARGET == rtarget || $TARGET == tgt ]] || { echo "run.sh: --target rtarget|tgt" >&2; exit 2; }
+CUSCORE=$TOOLS/cuscore.py
+[[ -f $CUSCORE ]] || { echo "run.sh: $CUSCORE not found (RTARGET_TOOLS=DIR overrides)" >&2; exit 2; }
+WORKROOT=${RTARGET_TEST_WORK:-$REPO/target/test-work}/conformance
+IQN=iqn.2026-11.org.rtarget:conformance
+
+# --- the matrix ----------------------------------------------------------------
+# One function per LU configuration.  Each sets, for the work dir $W:
+#   RT_LUNS   mkconfig LUNSPECs for rtarget (the first one, LUN 0, is tested)
+#   TGT_FILE TGT_BS   tgt backing file and --bstype (tested as LUN 1)
+#   CU_FLAGS  extra iscsi-test-cu flags;  MULTIPATH=1 passes the URL twice (2 sessions)
+# To add one: write cfg_NAME, run `conformance/run.sh --matrix NAME` to record
+# results-NAME.txt, commit it, and add NAME to the --matrix list in scripts/test.sh.
+cfg_fileio() {      # 1 GiB sparse file, write-back
+    RT_LUNS=("fileio:disk0:$W/disk0.img:1G"); TGT_FILE=$W/disk0.img TGT_BS=rdwr
+    CU_FLAGS=(-d); MULTIPATH=
+}
+cfg_ramdisk() {     # 1 GiB in RAM (tgt: rdwr on a file in /dev/shm)
+    RT_LUNS=("ramdisk:ram0::1G"); TGT_FILE=/dev/shm/rtarget-conf-$$.img TGT_BS=rdwr
+    CU_FLAGS=(-d); MULTIPATH=
+}
+cfg_multipath() {   # fileio, and the suite's second session on the same LUN
+    cfg_fileio; MULTIPATH=1
+}
+cfg_sanitize() {    # fileio with the SANITIZE tests allowed
+    cfg_fileio; CU_FLAGS=(-d -S)
+}
+
+# --- target lifecycle ----------------------------------------------------------
+start_target() {    # uses W PORT; sets URL
+    if [[ $TARGET == rtarget ]]; then
+        [[ -f $W/saveconfig.json ]] || mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "${RT_LUNS[@]}"
+        start_rtarget "$W" "$PORT"
+        URL=iscsi://127.0.0.1:$PORT/$IQN/0
+    else
+        start_tgt "$W" "$PORT"
+        [[ -f $TGT_FILE ]] || truncate -s 1G "$TGT_FILE"
+        tgt_target 1 "$IQN"; tgt_lun 1 1 "$TGT_FILE" "$TGT_BS"
+        URL=iscsi://127.0.0.1:$PORT/$IQN/1
+    fi
+}
+stop_target() {
+    if [[ $TARGET == rtarget ]]; then stop_rtarget 5 || true; else stop_tgt; fi
+}
+target_alive() {
+    local pid; if [[ $TARGET == rtarget ]]; then pid=${RT_PID:-}; else pid=${TGT_PID:-}; fi
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+trap 'stop_target; [[ ${TGT_FILE:-} == /dev/shm/* ]] && rm -f "$TGT_FILE"' EXIT
+
+# Keep only what belongs to each test before cuscore.py scores the log.  CUnit prints
+# a test's verdict ("passed"/"FAILED") and THEN the test teardown runs and logs: with
+# -V its "Send PRIN/READ_KEYS" lands on the verdict's line (hiding the verdict from
+# cuscore), and on a target without PERSISTENT RESERVE the teardown logs "[SKIPPED]
+# PERSISTENT RESERVE IN is not implemented." which cuscore would pin on the test that
+# just passed.  So: cut the verdict line after the verdict, and drop everything from
+# a verdict (or "Run Summary") up to the next "Test:"/"Suite:" line.
+normalize_log() {
+    awk '
+        /^Suite: |^  Test: / { after = 0 }
+        /^Run Summary/ { after = 1 }    # also the next log'"'"'s suite set-up, up to "Suite:"
+        after { next }
+        /^(passed|FAILED)([[:space:]]|$)/ { print $1; after = 1; next }
+        { print }
+        /^  Test: .*(passed|FAILED)[[:space:]]*$/ { after = 1 }
+    ' "$@"
+}
+
+# results file for (target, configuration)
+results_file() {
+    local f=results
+    [[ $TARGET == tgt ]] && f+=-tgt
+    [[ $1 == fileio ]] || f+=-$1
+    echo "$HERE/$f.txt"
+}
+
+# baseline_of FILE: the committed version (git HEAD), else the file on disk.
+baseline_of() {
+    local rel=${1#"$REPO"/}
+    git -C "$REPO" show "HEAD:$rel" 2>/dev/null || cat "$1" 2>/dev/null || true
+}
+
+ALL_SUITES=$(iscsi-test-cu -l | awk -F. 'NF == 2 && $1 == "ALL" {print $2}')
+ALL_TESTS=$(iscsi-test-cu -l | awk -F. 'NF == 3 && $1 == "ALL" {print $2 "." $3}')
+
+# run_config CFG: run every selected suite; prints the path of the scored list.
+run_config() {
+    local cfg=$1 suite t0 rc deadline status
+    W=$WORKROOT/$TARGET-$cfg; rm -rf "$W"; mkdir -p "$W/logs"
+    "cfg_$cfg"
+    PORT=$(free_port); start_target
+    deadline=$((SECONDS + BUDGET))
+    : >"$W/events.txt"
+    for suite in $ALL_SUITES; do
+        [[ -z $SUITES || $suite =~ $SUITES ]] || continue
+        if ((SECONDS >= deadline)); then
+            echo "budget of ${BUDGET}s exhausted before suite $suite" >>"$W/events.txt"; continue
+        fi
+        if ! target_alive; then
+            echo "target not running before suite $suite: restarting" >>"$W/events.txt"
+            stop_target; start_target
+        fi
+        t0=$SECONDS rc=0
+        local urls=("$URL"); [[ -n $MULTIPATH ]] && urls+=("$URL")
+        timeout -k 5 "$TIMEOUT" iscsi-test-cu "${CU_FLAGS[@]}" -V -t "ALL.$suite" "${urls[@]}" \
+            >"$W/logs/$suite.log" 2>&1 || rc=$?
+        status="rc=$rc"
+        if ((rc == 124 || rc == 137)); then
+            status="TIMEOUT after ${TIMEOUT}s in $(grep -o 'Test: [^ ]*' "$W/logs/$suite.log" | tail -n1)"
+            echo "suite $suite: $status; restarting the target" >>"$W/events.txt"
+            stop_target; start_target
+        elif ! target_alive; then
+            status="target DIED during suite"
+            echo "suite $suite: target died (rc=$rc)" >>"$W/events.txt"
+        fi
+        printf '  %-28s %4ss  %s\n' "$suite" $((SECONDS - t0)) "$status" >&2
+    done
+    stop_target
+    cat "$W"/logs/*.log 2>/dev/null | normalize_log >"$W/full.log"
+    # Score; tests that never reported (budget, hang, filtered out) count as FAIL.
+    python3 "$CUSCORE" "$W/full.log" --list | grep -E '^(PASS|SKIP|FAIL) ' >"$W/scored.txt" || true
+    local t
+    for t in $ALL_TESTS; do
+        [[ -z $SUITES || ${t%%.*} =~ $SUITES ]] || continue
+        grep -q " $t\$" "$W/scored.txt" || echo "FAIL $t" >>"$W/scored.txt"
+    done
+    {
+        LC_ALL=C sort -k2 "$W/scored.txt"
+        awk '{n++; c[$1]++} END {printf "tests=%d pass=%d skip=%d fail=%d\n", n, c["PASS"], c["SKIP"], c["FAIL"]}' \
+            "$W/scored.txt"
+    } >"$W/results.txt"
+}
+
+REGRESSED=0
+for cfg in ${MATRIX//,/ }; do
+    declare -F "cfg_$cfg" >/dev/null || { echo "run.sh: unknown configuration $cfg" >&2; exit 2; }
+    T0=$SECONDS
+    echo "== conformance: $TARGET, $cfg (per-suite timeout ${TIMEOUT}s)" >&2
+    run_config "$cfg"
+    RES=$W/results.txt OUTF=$(results_file "$cfg")
+    if [[ -s $W/events.txt ]]; then sed 's/^/  ! /' "$W/events.txt" >&2; fi
+    echo "== $TARGET/$cfg: $(tail -n1 "$RES") in $((SECONDS - T0))s (logs: $W)" >&2
+    if [[ -n $CHECK ]]; then
+        BASE=$(baseline_of "$OUTF")
+        if [[ -z $BASE ]]; then
+            echo "   no committed baseline $(basename "$OUTF"): nothing to compare" >&2
+        else
+            REG=$(join -1 2 -2 2 <(grep -E '^(PASS|SKIP|FAIL) ' <<<"$BASE" | LC_ALL=C sort -k2) \
+                              <(grep -E '^(PASS|SKIP|FAIL) ' "$RES" | LC_ALL=C sort -k2) |
+                  awk '$2 == "PASS" && $3 != "PASS" {print "   REGRESSION " $1 ": PASS -> " $3}')
+            # a test that was PASS and vanished from the list also counts
+            GONE=$(comm -23 <(awk '$1 == "PASS" {print $2}' <<<"$BASE" | LC_ALL=C sort) \
+                            <(awk '/^(PASS|SKIP|FAIL) / {print $2}' "$RES" | LC_ALL=C sort) |
+                   sed 's/^/   REGRESSION (missing) /')
+            GAIN=$(join -1 2 -2 2 <(grep -E '^(PASS|SKIP|FAIL) ' <<<"$BASE" | LC_ALL=C sort -k2) \
+                               <(grep -E '^(PASS|SKIP|FAIL) ' "$RES" | LC_ALL=C sort -k2) |
+                   awk '$2 != "PASS" && $3 == "PASS"' | wc -l)
+            echo "   baseline: $(tail -n1 <<<"$BASE"); newly passing: $GAIN" >&2
+            if [[ -n $REG$GONE ]]; then
+                printf '%s\n' "$REG" "$GONE" | sed '/^$/d' >&2
+                REGRESSED=1
+            else
+                echo "   no regressions" >&2
+            fi
+        fi
+    fi
+    if [[ -n $WRITE ]]; then cp "$RES" "$OUTF"; echo "   wrote ${OUTF#"$REPO"/}" >&2; fi
+done
+exit $REGRESSED

@@ -1,0 +1,195 @@
+//! One connection thread, run to completion: the receive buffer (one large
+//! `recv`, then every complete PDU in it is handled), the login phase, then
+//! the full-feature loop that hands PDUs to the session, flushes the
+//! responses of the whole batch in one `writev`, pings idle initiators with
+//! NOP-In and reacts to stop requests (Async logout request, kill).
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iscsi_wire::pdu::frame_len;
+use iscsi_wire::{parse_frame, Bhs, Digests};
+
+use crate::server::{ConnHandle, Shared, STOP_KILL, STOP_LOGOUT, STOP_NONE};
+use crate::session::{Action, Session};
+use crate::txq::{TxQueue, FLUSH_THRESHOLD};
+
+/// Receive timeout: how often an idle thread looks at timers and stop flags.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Initial receive buffer: one recv can bring many PDUs or a big segment.
+const RX_INITIAL: usize = 1 << 20;
+/// How long the initiator gets to log out after an Async logout request.
+const LOGOUT_GRACE: Duration = Duration::from_secs(3);
+
+/// Receive buffer with a consumed prefix; compacted before it fills up.
+pub struct RxBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl RxBuf {
+    pub fn new() -> RxBuf {
+        RxBuf {
+            buf: vec![0; RX_INITIAL],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// One `recv` into the free tail. `need` is the size of the PDU being
+    /// assembled (0 if unknown); the buffer grows to hold it.
+    pub fn fill(&mut self, stream: &mut TcpStream, need: usize) -> io::Result<usize> {
+        let avail = self.end - self.start;
+        let want = need.max(avail + 1);
+        if self.buf.len() - self.start < want || self.buf.len() - self.end < 16 * 1024 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end = avail;
+            self.start = 0;
+        }
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let n = stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// The socket and both buffers of a connection.
+pub struct Io {
+    pub stream: TcpStream,
+    pub rx: RxBuf,
+    pub tx: TxQueue,
+    pub handle: Arc<ConnHandle>,
+}
+
+impl Io {
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.tx.is_empty() {
+            return Ok(());
+        }
+        self.tx.flush(&self.stream)
+    }
+
+    /// Bytes the next PDU needs in total, if its header has arrived.
+    pub fn pending_need(&self, digests: Digests) -> usize {
+        Bhs::from_slice(self.rx.data()).map_or(0, |b| frame_len(&b, digests))
+    }
+
+    pub fn stop_requested(&self) -> u8 {
+        self.handle.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether a receive error is just the tick timeout.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Thread body of one connection.
+pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer: SocketAddr) {
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    if stream.set_read_timeout(Some(TICK)).is_err() {
+        return;
+    }
+    // A stuck initiator must not block shutdown forever on a full socket.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let mut io = Io {
+        stream,
+        rx: RxBuf::new(),
+        tx: TxQueue::new(),
+        handle,
+    };
+    let Some(login) = crate::login::run(&shared, &mut io, peer, local) else {
+        return;
+    };
+    let mut sess = Session::new(Arc::clone(&shared), login, local, io.handle.id);
+    full_feature(&mut sess, &mut io);
+    sess.end();
+}
+
+fn full_feature(sess: &mut Session, io: &mut Io) {
+    let mut last_rx = Instant::now();
+    let mut logout_deadline: Option<Instant> = None;
+    loop {
+        // Handle every complete PDU this recv brought.
+        loop {
+            let digests = sess.digests;
+            let frame = match parse_frame(io.rx.data(), digests, sess.max_recv) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(initiator = %sess.initiator_name, error = %e,
+                        "framing error, closing the connection");
+                    let _ = io.flush();
+                    return;
+                }
+            };
+            let n = frame.total_len;
+            let action = sess.handle(&frame, &mut io.tx);
+            io.rx.consume(n);
+            if action == Action::Close {
+                let _ = io.flush();
+                return;
+            }
+            if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
+                return;
+            }
+        }
+        if io.flush().is_err() {
+            return;
+        }
+        match io.stop_requested() {
+            STOP_NONE => {}
+            STOP_LOGOUT => {
+                if logout_deadline.is_none() {
+                    sess.request_logout(&mut io.tx);
+                    if io.flush().is_err() {
+                        return;
+                    }
+                    logout_deadline = Some(Instant::now() + LOGOUT_GRACE);
+                }
+            }
+            STOP_KILL => return,
+            _ => return,
+        }
+        if logout_deadline.is_some_and(|d| Instant::now() > d) {
+            tracing::info!(initiator = %sess.initiator_name, "no logout after the request, closing");
+            return;
+        }
+        let need = io.pending_need(sess.digests);
+        match io.rx.fill(&mut io.stream, need) {
+            Ok(0) => return,
+            Ok(_) => last_rx = Instant::now(),
+            Err(e) if is_timeout(&e) => {
+                match sess.nop_timer(last_rx, &mut io.tx) {
+                    Action::Close => return,
+                    Action::Continue => {}
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}

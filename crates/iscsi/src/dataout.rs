@@ -1,0 +1,256 @@
+//! Write tasks waiting for Data-Out (RFC 7143 §10.7-10.8): immediate data,
+//! unsolicited Data-Out up to FirstBurstLength, then R2Ts of at most
+//! MaxBurstLength with up to MaxOutstandingR2T in flight. Data arrives in
+//! order (DataPDUInOrder and DataSequenceInOrder are always Yes), so it is
+//! appended to a pooled buffer and every offset, length and DataSN is
+//! checked against that. At ERL 0 a DataSN gap or an offset/length error
+//! ends the connection; a duplicate (lower) DataSN is dropped, as LIO does.
+
+use iscsi_wire::request::{DataOut, ScsiCommand};
+use iscsi_wire::response::{RejectReason, R2t};
+use iscsi_wire::{Bhs, Frame, RESERVED_TAG};
+
+use crate::session::{Action, Session};
+use crate::txq::TxQueue;
+
+/// A CDB: 16 bytes inline, longer ones (extended CDB AHS) on the heap.
+pub enum CdbStore {
+    Short([u8; 16]),
+    Long(Vec<u8>),
+}
+
+impl CdbStore {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            CdbStore::Short(c) => c,
+            CdbStore::Long(v) => v,
+        }
+    }
+}
+
+struct R2tState {
+    ttt: u32,
+    offset: u32,
+    len: u32,
+    got: u32,
+    datasn: u32,
+}
+
+pub struct WriteTask {
+    pub itt: u32,
+    pub cmd: ScsiCommand,
+    pub cdb: CdbStore,
+    pub buf: Vec<u8>,
+    unsol_left: u32,
+    unsol_datasn: u32,
+    unsol_done: bool,
+    next_r2t_offset: u32,
+    r2ts: Vec<R2tState>,
+    r2tsn: u32,
+}
+
+impl WriteTask {
+    pub fn lun(&self) -> [u8; 8] {
+        self.cmd.lun
+    }
+}
+
+enum DataErr {
+    /// DataSN below the expected one: a duplicate, dropped (as LIO does).
+    Duplicate,
+    /// DataSN beyond the expected one: data was lost; ERL 0 cannot
+    /// recover, close.
+    Sequence,
+    /// Offset/length outside what was asked for: Reject, then close.
+    Protocol,
+}
+
+impl Session {
+    /// A write whose data is not all in the command PDU.
+    pub fn start_write(
+        &mut self,
+        c: ScsiCommand,
+        cdb: CdbStore,
+        imm: &[u8],
+        tx: &mut TxQueue,
+    ) -> Action {
+        let edtl = c.expected_data_len;
+        let mut buf = tx.take_buf();
+        buf.extend_from_slice(imm);
+        let got = imm.len() as u32;
+        let unsol_left = if !self.params.initial_r2t && !c.final_bit {
+            self.params
+                .first_burst_length
+                .min(edtl)
+                .saturating_sub(got)
+        } else {
+            0
+        };
+        let mut t = WriteTask {
+            itt: c.itt,
+            cmd: c,
+            cdb,
+            buf,
+            unsol_left,
+            unsol_datasn: 0,
+            unsol_done: unsol_left == 0,
+            next_r2t_offset: got,
+            r2ts: Vec::new(),
+            r2tsn: 0,
+        };
+        if t.unsol_done {
+            self.issue_r2ts(&mut t, tx);
+        }
+        self.tasks.push(t);
+        Action::Continue
+    }
+
+    fn issue_r2ts(&mut self, t: &mut WriteTask, tx: &mut TxQueue) {
+        let edtl = t.cmd.expected_data_len;
+        let max_out = usize::from(self.params.max_outstanding_r2t.max(1));
+        let burst = self.params.max_burst_length.max(512);
+        while t.r2ts.len() < max_out && t.next_r2t_offset < edtl {
+            let len = burst.min(edtl - t.next_r2t_offset);
+            let ttt = self.alloc_ttt();
+            let r = R2t {
+                lun: t.cmd.lun,
+                itt: t.itt,
+                ttt,
+                sn: self.sn_peek(),
+                r2tsn: t.r2tsn,
+                buffer_offset: t.next_r2t_offset,
+                desired_len: len,
+            };
+            let mut b = Bhs::default();
+            r.write_to(&mut b);
+            tx.push_pdu(&b, &[], self.digests);
+            t.r2ts.push(R2tState {
+                ttt,
+                offset: t.next_r2t_offset,
+                len,
+                got: 0,
+                datasn: 0,
+            });
+            t.r2tsn = t.r2tsn.wrapping_add(1);
+            t.next_r2t_offset += len;
+        }
+    }
+
+    pub fn data_out(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let d = DataOut::parse(&f.bhs);
+        let Some(idx) = self.tasks.iter().position(|t| t.itt == d.itt) else {
+            // Most likely the task was aborted; its late data is discarded.
+            tracing::debug!(itt = d.itt, "Data-Out for an unknown task, discarded");
+            return Action::Continue;
+        };
+        let mut t = self.tasks.swap_remove(idx);
+        match self.accept_data(&mut t, &d, f.data, tx) {
+            Ok(()) => {}
+            Err(DataErr::Duplicate) => {
+                tracing::warn!(itt = d.itt, datasn = d.datasn, "duplicate Data-Out dropped");
+                self.tasks.push(t);
+                return Action::Continue;
+            }
+            Err(DataErr::Sequence) => {
+                tracing::warn!(itt = d.itt, datasn = d.datasn, "Data-Out sequence error, closing (ERL 0)");
+                tx.recycle(t.buf);
+                return Action::Close;
+            }
+            Err(DataErr::Protocol) => {
+                tracing::warn!(itt = d.itt, offset = d.buffer_offset, len = f.data.len(),
+                    "Data-Out outside the expected range, closing (ERL 0)");
+                self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                tx.recycle(t.buf);
+                return Action::Close;
+            }
+        }
+        if t.buf.len() as u64 >= u64::from(t.cmd.expected_data_len) {
+            let buf = std::mem::take(&mut t.buf);
+            self.execute(tx, &t.cmd, t.cdb.as_slice(), &buf);
+            tx.recycle(buf);
+        } else {
+            self.tasks.push(t);
+        }
+        Action::Continue
+    }
+
+    fn accept_data(
+        &mut self,
+        t: &mut WriteTask,
+        d: &DataOut,
+        data: &[u8],
+        tx: &mut TxQueue,
+    ) -> Result<(), DataErr> {
+        let len = data.len() as u32;
+        let check_sn = |got: u32, want: u32| match got.cmp(&want) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(DataErr::Duplicate),
+            std::cmp::Ordering::Greater => Err(DataErr::Sequence),
+        };
+        if d.ttt == RESERVED_TAG {
+            if t.unsol_done {
+                return Err(DataErr::Protocol);
+            }
+            check_sn(d.datasn, t.unsol_datasn)?;
+            if d.buffer_offset as usize != t.buf.len() {
+                return Err(DataErr::Protocol);
+            }
+            if len > t.unsol_left {
+                return Err(DataErr::Protocol);
+            }
+            t.buf.extend_from_slice(data);
+            t.unsol_left -= len;
+            t.unsol_datasn = t.unsol_datasn.wrapping_add(1);
+            if d.final_bit {
+                t.unsol_done = true;
+                t.next_r2t_offset = t.buf.len() as u32;
+                self.issue_r2ts(t, tx);
+            } else if t.unsol_left == 0 {
+                return Err(DataErr::Protocol);
+            }
+            return Ok(());
+        }
+        let Some(ri) = t.r2ts.iter().position(|r| r.ttt == d.ttt) else {
+            return Err(DataErr::Protocol);
+        };
+        let r = &mut t.r2ts[ri];
+        check_sn(d.datasn, r.datasn)?;
+        if d.buffer_offset as usize != t.buf.len()
+            || d.buffer_offset != r.offset + r.got
+            || len > r.len - r.got
+        {
+            return Err(DataErr::Protocol);
+        }
+        t.buf.extend_from_slice(data);
+        r.got += len;
+        r.datasn = r.datasn.wrapping_add(1);
+        if d.final_bit || r.got == r.len {
+            if r.got != r.len {
+                return Err(DataErr::Protocol);
+            }
+            t.r2ts.remove(ri);
+            self.issue_r2ts(t, tx);
+        }
+        Ok(())
+    }
+
+    /// Drop every task waiting for data (logout, warm/cold reset).
+    pub fn drop_all_tasks(&mut self, tx: &mut TxQueue) {
+        for t in self.tasks.drain(..) {
+            tx.recycle(t.buf);
+        }
+    }
+
+    /// Drop the tasks of one LUN (ABORT/CLEAR TASK SET, LUN RESET).
+    pub fn drop_lun_tasks(&mut self, lun: [u8; 8], tx: &mut TxQueue) {
+        let mut i = 0;
+        while i < self.tasks.len() {
+            if self.tasks[i].lun() == lun {
+                let t = self.tasks.swap_remove(i);
+                tx.recycle(t.buf);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}

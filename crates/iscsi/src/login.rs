@@ -1,0 +1,440 @@
+//! The login phase (RFC 7143 §6.3, §11.12-11.13): stage checks (CSG/NSG,
+//! transit, continue), text continuation, target and TPG lookup, security
+//! then operational negotiation through `iscsi_wire::negotiate`, TSIH
+//! assignment with session reinstatement, and login status classes and
+//! details for every refusal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iscsi_wire::negotiate::{AuthMethod, Negotiator, SessionType, Stage, TargetOffer};
+use iscsi_wire::request::LoginRequest;
+use iscsi_wire::response::{LoginResponse, SnFields};
+use iscsi_wire::text::{encode_pairs, parse_pairs, Pair, TextAccumulator};
+use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
+
+use crate::conn::{is_timeout, Io};
+use crate::server::{SessionKey, Shared, STOP_NONE};
+use crate::{TargetConfig, TpgConfig};
+
+/// Largest login PDU data segment accepted (RFC default is 8192; some
+/// initiators send more with long CHAP values).
+const LOGIN_MAX_DATA: u32 = 64 * 1024;
+const DEFAULT_LOGIN_TIMEOUT: u64 = 15;
+pub const DEFAULT_CMDSN_DEPTH: u32 = 128;
+
+/// Login status class/detail (RFC 7143 §11.13.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStatus {
+    InitiatorError,
+    AuthFailed,
+    TargetNotFound,
+    UnsupportedVersion,
+    TooManyConnections,
+    MissingParameter,
+    SessionDoesNotExist,
+    InvalidDuringLogin,
+}
+
+impl LoginStatus {
+    /// (class, detail) on the wire.
+    pub fn code(self) -> (u8, u8) {
+        match self {
+            LoginStatus::InitiatorError => (2, 0x00),
+            LoginStatus::AuthFailed => (2, 0x01),
+            LoginStatus::TargetNotFound => (2, 0x03),
+            LoginStatus::UnsupportedVersion => (2, 0x05),
+            LoginStatus::TooManyConnections => (2, 0x06),
+            LoginStatus::MissingParameter => (2, 0x07),
+            LoginStatus::SessionDoesNotExist => (2, 0x0a),
+            LoginStatus::InvalidDuringLogin => (2, 0x0b),
+        }
+    }
+}
+
+/// What a successful login hands to the session.
+pub struct LoginOutcome {
+    pub target: Option<Arc<TargetConfig>>,
+    pub tpg: Option<TpgConfig>,
+    pub key: Option<SessionKey>,
+    pub tsih: u16,
+    pub cid: u16,
+    pub initiator_name: String,
+    pub neg: Negotiator,
+    pub discovery: bool,
+    pub statsn: u32,
+    pub exp_cmdsn: u32,
+    pub window: u32,
+}
+
+fn attr_u64(tpg: Option<&TpgConfig>, name: &str, default: u64) -> u64 {
+    tpg.and_then(|t| t.attributes.get(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The TPG a connection reached: the enabled one with a portal matching the
+/// local address (wildcard portals match any address with their port),
+/// otherwise the first enabled one.
+fn pick_tpg(t: &TargetConfig, local: SocketAddr) -> Option<TpgConfig> {
+    let enabled = || t.tpgs.iter().filter(|g| g.enable);
+    enabled()
+        .find(|g| {
+            g.portals.iter().any(|p| {
+                *p == local || (p.ip().is_unspecified() && p.port() == local.port())
+            })
+        })
+        .or_else(|| enabled().next())
+        .cloned()
+}
+
+fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
+    let mut offer = TargetOffer::default();
+    if let Some(t) = tpg {
+        for (k, v) in &t.parameters {
+            if let Err(e) = offer.apply_parameter(k, v) {
+                tracing::warn!(error = %e, "ignoring TPG parameter");
+            }
+        }
+        if t.attributes.get("authentication").map(String::as_str) == Some("1") {
+            offer.auth_methods = vec![AuthMethod::Chap];
+        }
+    }
+    offer
+}
+
+struct State {
+    first: Option<LoginRequest>,
+    stage: Option<u8>,
+    acc: TextAccumulator,
+    neg: Option<Negotiator>,
+    target: Option<Arc<TargetConfig>>,
+    tpg: Option<TpgConfig>,
+    statsn: u32,
+    window: u32,
+    initiator: String,
+}
+
+/// Read one login PDU (copied out: login is not on the data path).
+fn read_pdu(io: &mut Io, deadline: Instant) -> Option<(Bhs, Vec<u8>)> {
+    loop {
+        match parse_frame(io.rx.data(), Digests::default(), LOGIN_MAX_DATA) {
+            Ok(Some(f)) => {
+                let out = (f.bhs, f.data.to_vec());
+                let n = f.total_len;
+                io.rx.consume(n);
+                return Some(out);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "bad PDU during login");
+                return None;
+            }
+        }
+        if Instant::now() > deadline || io.stop_requested() != STOP_NONE {
+            return None;
+        }
+        let need = io.pending_need(Digests::default());
+        match io.rx.fill(&mut io.stream, need) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+fn respond(io: &mut Io, st: &mut State, req: &LoginRequest, r: LoginResponse, data: &[u8]) -> bool {
+    let mut b = Bhs::default();
+    r.write_to(&mut b);
+    io.tx.push_pdu(&b, data, Digests::default());
+    let _ = req;
+    st.statsn = st.statsn.wrapping_add(1);
+    io.flush().is_ok()
+}
+
+fn fail(io: &mut Io, st: &mut State, req: &LoginRequest, status: LoginStatus, peer: SocketAddr) {
+    let (class, detail) = status.code();
+    tracing::warn!(initiator = %st.initiator, %peer,
+        target = st.target.as_ref().map(|t| t.iqn.as_str()).unwrap_or(""),
+        class, detail, ?status, "login failed");
+    let r = LoginResponse {
+        transit: false,
+        cont: false,
+        csg: req.csg,
+        nsg: 0,
+        version_max: 0,
+        version_active: 0,
+        isid: req.isid,
+        tsih: 0,
+        itt: req.itt,
+        sn: SnFields {
+            statsn: st.statsn,
+            exp_cmdsn: req.cmdsn,
+            max_cmdsn: req.cmdsn,
+        },
+        status_class: class,
+        status_detail: detail,
+    };
+    respond(io, st, req, r, &[]);
+}
+
+/// Run the login phase; `None` when the connection must close.
+pub fn run(shared: &Arc<Shared>, io: &mut Io, peer: SocketAddr, local: SocketAddr) -> Option<LoginOutcome> {
+    let mut st = State {
+        first: None,
+        stage: None,
+        acc: TextAccumulator::default(),
+        neg: None,
+        target: None,
+        tpg: None,
+        statsn: 0,
+        window: DEFAULT_CMDSN_DEPTH,
+        initiator: String::new(),
+    };
+    let mut deadline = Instant::now() + Duration::from_secs(DEFAULT_LOGIN_TIMEOUT);
+    loop {
+        let (bhs, data) = read_pdu(io, deadline)?;
+        if bhs.opcode() != Opcode::LOGIN_REQUEST {
+            tracing::warn!(%peer, opcode = ?bhs.opcode(), "non-login PDU during login");
+            if let Some(first) = st.first {
+                fail(io, &mut st, &first, LoginStatus::InvalidDuringLogin, peer);
+            }
+            return None;
+        }
+        let req = LoginRequest::parse(&bhs);
+        let first = match st.first {
+            None => {
+                st.first = Some(req);
+                st.statsn = req.exp_statsn;
+                if req.version_min > 0 {
+                    fail(io, &mut st, &req, LoginStatus::UnsupportedVersion, peer);
+                    return None;
+                }
+                req
+            }
+            Some(f) => f,
+        };
+        if req.isid != first.isid || req.tsih != first.tsih || req.cid != first.cid {
+            fail(io, &mut st, &req, LoginStatus::InitiatorError, peer);
+            return None;
+        }
+        let stage_ok = req.csg <= 1
+            && st.stage.is_none_or(|s| s == req.csg)
+            && !(req.transit && req.cont)
+            && (!req.transit || (req.nsg > req.csg && req.nsg != 2));
+        if !stage_ok {
+            fail(io, &mut st, &req, LoginStatus::InitiatorError, peer);
+            return None;
+        }
+        st.stage = Some(req.csg);
+        let text = match st.acc.push(&data, req.cont) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                // Ask for the rest of a continued request.
+                let r = reply(&st, &req, false, req.tsih);
+                if !respond(io, &mut st, &req, r, &[]) {
+                    return None;
+                }
+                continue;
+            }
+            Err(_) => {
+                fail(io, &mut st, &req, LoginStatus::InitiatorError, peer);
+                return None;
+            }
+        };
+        let Ok(pairs) = parse_pairs(&text) else {
+            fail(io, &mut st, &req, LoginStatus::InitiatorError, peer);
+            return None;
+        };
+        let mut extra = Vec::new();
+        if st.neg.is_none() {
+            match first_request(shared, &mut st, &req, &pairs, local) {
+                Ok(e) => extra = e,
+                Err(s) => {
+                    fail(io, &mut st, &req, s, peer);
+                    return None;
+                }
+            }
+            let secs = attr_u64(st.tpg.as_ref(), "login_timeout", DEFAULT_LOGIN_TIMEOUT);
+            deadline = Instant::now() + Duration::from_secs(secs.clamp(1, 3600));
+        }
+        let Some(neg) = st.neg.as_mut() else {
+            return None;
+        };
+        let stage = if req.csg == 0 {
+            Stage::Security
+        } else {
+            Stage::Operational
+        };
+        let mut answers = match neg.respond(&pairs, stage) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "negotiation error");
+                fail(io, &mut st, &req, LoginStatus::InitiatorError, peer);
+                return None;
+            }
+        };
+        answers.extend(extra);
+        // Leaving the security stage (or skipping it) needs satisfied auth.
+        let auth_needed = !neg.offer.auth_methods.contains(&AuthMethod::None);
+        let leaving_security = req.csg == 0 && req.transit;
+        if auth_needed && (leaving_security || req.csg == 1) {
+            // CHAP is not implemented yet: nothing can satisfy it.
+            fail(io, &mut st, &req, LoginStatus::AuthFailed, peer);
+            return None;
+        }
+        if req.csg == 1 {
+            answers.extend(neg.declarations());
+        }
+        let done = req.transit && req.nsg == 3;
+        let discovery = neg.session_type == Some(SessionType::Discovery);
+        let mut tsih = req.tsih;
+        let mut key = None;
+        if done {
+            if let (Some(t), false) = (&st.target, discovery) {
+                let k = SessionKey {
+                    initiator: st.initiator.clone(),
+                    isid: first.isid,
+                    target: t.iqn.clone(),
+                    tpgt: st.tpg.as_ref().map_or(0, |g| g.tag),
+                };
+                tsih = shared.register_session(k.clone(), io.handle.id);
+                key = Some(k);
+            } else {
+                tsih = shared.alloc_tsih();
+            }
+        }
+        let mut r = reply(&st, &req, req.transit, tsih);
+        if req.transit {
+            r.nsg = req.nsg;
+        }
+        let body = encode_pairs(&answers);
+        if !respond(io, &mut st, &req, r, &body) {
+            return None;
+        }
+        if req.transit {
+            st.stage = Some(req.nsg);
+        }
+        if done {
+            let neg = st.neg.take()?;
+            tracing::info!(initiator = %st.initiator, %peer,
+                target = st.target.as_ref().map(|t| t.iqn.as_str()).unwrap_or("(discovery)"),
+                tsih, header_digest = neg.params.header_digest,
+                data_digest = neg.params.data_digest, "login succeeded");
+            return Some(LoginOutcome {
+                target: st.target.clone(),
+                tpg: st.tpg.clone(),
+                key,
+                tsih,
+                cid: first.cid,
+                initiator_name: st.initiator.clone(),
+                neg,
+                discovery,
+                statsn: st.statsn,
+                exp_cmdsn: req.cmdsn,
+                window: st.window,
+            });
+        }
+    }
+}
+
+fn reply(st: &State, req: &LoginRequest, transit: bool, tsih: u16) -> LoginResponse {
+    LoginResponse {
+        transit,
+        cont: false,
+        csg: req.csg,
+        nsg: 0,
+        version_max: 0,
+        version_active: 0,
+        isid: req.isid,
+        tsih,
+        itt: req.itt,
+        sn: SnFields {
+            statsn: st.statsn,
+            exp_cmdsn: req.cmdsn,
+            max_cmdsn: req.cmdsn.wrapping_add(st.window).wrapping_sub(1),
+        },
+        status_class: 0,
+        status_detail: 0,
+    }
+}
+
+/// Checks of the first login request: who is logging in to what. Returns
+/// keys the target adds to its first answer.
+fn first_request(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    req: &LoginRequest,
+    pairs: &[Pair],
+    local: SocketAddr,
+) -> Result<Vec<Pair>, LoginStatus> {
+    let get = |k: &str| pairs.iter().find(|p| p.key == k).map(|p| p.value.as_str());
+    let initiator = get("InitiatorName").filter(|v| !v.is_empty());
+    let Some(initiator) = initiator else {
+        return Err(LoginStatus::MissingParameter);
+    };
+    st.initiator = initiator.to_string();
+    let discovery = match get("SessionType") {
+        None | Some("Normal") => false,
+        Some("Discovery") => true,
+        Some(_) => return Err(LoginStatus::InitiatorError),
+    };
+    let mut extra = Vec::new();
+    if !discovery {
+        let Some(name) = get("TargetName").filter(|v| !v.is_empty()) else {
+            return Err(LoginStatus::MissingParameter);
+        };
+        let target = shared.target(name).ok_or(LoginStatus::TargetNotFound)?;
+        let tpg = pick_tpg(&target, local).ok_or(LoginStatus::TargetNotFound)?;
+        if req.tsih != 0 {
+            // Adding a connection to a session: MaxConnections is 1.
+            let key = SessionKey {
+                initiator: initiator.to_string(),
+                isid: req.isid,
+                target: target.iqn.clone(),
+                tpgt: tpg.tag,
+            };
+            return Err(if shared.session_exists(&key, req.tsih) {
+                LoginStatus::TooManyConnections
+            } else {
+                LoginStatus::SessionDoesNotExist
+            });
+        }
+        st.window = attr_u64(Some(&tpg), "default_cmdsn_depth", u64::from(DEFAULT_CMDSN_DEPTH))
+            .clamp(1, 4096) as u32;
+        extra.push(Pair::new("TargetPortalGroupTag", tpg.tag.to_string()));
+        st.neg = Some(Negotiator::new(build_offer(Some(&tpg))));
+        st.target = Some(target);
+        st.tpg = Some(tpg);
+    } else {
+        if req.tsih != 0 {
+            return Err(LoginStatus::SessionDoesNotExist);
+        }
+        st.neg = Some(Negotiator::new(build_offer(None)));
+    }
+    Ok(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_table() {
+        let cases = [
+            (LoginStatus::InitiatorError, (2, 0)),
+            (LoginStatus::AuthFailed, (2, 1)),
+            (LoginStatus::TargetNotFound, (2, 3)),
+            (LoginStatus::UnsupportedVersion, (2, 5)),
+            (LoginStatus::TooManyConnections, (2, 6)),
+            (LoginStatus::MissingParameter, (2, 7)),
+            (LoginStatus::SessionDoesNotExist, (2, 10)),
+            (LoginStatus::InvalidDuringLogin, (2, 11)),
+        ];
+        for (s, c) in cases {
+            assert_eq!(s.code(), c, "{s:?}");
+        }
+    }
+}

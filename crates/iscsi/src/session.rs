@@ -1,0 +1,553 @@
+//! A logged-in session on its (single) connection: CmdSN window and StatSN,
+//! the PDU dispatcher of the full-feature phase, SCSI command execution with
+//! Data-In/SCSI Response generation (status in the last Data-In, residuals,
+//! sense), NOP-Out/NOP-In, Logout, Reject and the Async logout request.
+//! Data-Out gathering lives in `dataout`, task management in `tmf`, Text and
+//! SendTargets in `discovery`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iscsi_wire::bhs::sn_lt;
+use iscsi_wire::negotiate::{Negotiator, SessionParams};
+use iscsi_wire::pdu::ahs_entries;
+use iscsi_wire::request::{Attr, LogoutRequest, NopOut, ScsiCommand};
+use iscsi_wire::response::{
+    AsyncMessage, DataIn, LogoutResponse, NopIn, Reject, RejectReason, Residual, ScsiResponse,
+    SnFields,
+};
+use iscsi_wire::{Bhs, Digests, Frame, Opcode, RESERVED_TAG};
+use scsi::sense::{Asc, Sense, SenseKey};
+use target_core::{Command, LunTable, Nexus, Outcome, Status, TaskAttr};
+
+use crate::dataout::{CdbStore, WriteTask};
+use crate::discovery::TextState;
+use crate::login::LoginOutcome;
+use crate::server::{next_nexus_id, SessionKey, Shared};
+use crate::txq::TxQueue;
+use crate::TargetConfig;
+
+/// What the connection loop does after a PDU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Close,
+}
+
+const DEFAULT_NOPIN_TIMEOUT: u64 = 15;
+const DEFAULT_NOPIN_RESPONSE_TIMEOUT: u64 = 30;
+/// Largest write we gather (peer-controlled EDTL must not size our memory).
+pub const MAX_WRITE_LEN: u32 = 256 << 20;
+
+pub struct Session {
+    pub shared: Arc<Shared>,
+    pub key: Option<SessionKey>,
+    pub conn_id: u64,
+    pub target: Option<Arc<TargetConfig>>,
+    pub tsih: u16,
+    pub luns: Arc<LunTable>,
+    pub discovery: bool,
+    pub nexus: Nexus,
+    pub initiator_name: String,
+    pub params: SessionParams,
+    pub neg: Negotiator,
+    pub digests: Digests,
+    pub cid: u16,
+    pub statsn: u32,
+    pub exp_cmdsn: u32,
+    pub window: u32,
+    pub local: SocketAddr,
+    /// Our declared MaxRecvDataSegmentLength: the frame size limit.
+    pub max_recv: u32,
+    pub tasks: Vec<WriteTask>,
+    next_ttt: u32,
+    ping: Option<(u32, Instant)>,
+    nopin_timeout: Duration,
+    nopin_response_timeout: Duration,
+    pub text: TextState,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, l: LoginOutcome, local: SocketAddr, conn_id: u64) -> Session {
+        let params = l.neg.params.clone();
+        let tpg_tag = l.tpg.as_ref().map_or(0, |t| t.tag);
+        let iqn = l.target.as_ref().map_or("", |t| t.iqn.as_str());
+        let isid = l.key.as_ref().map_or([0; 6], |k| k.isid);
+        let isid_hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
+        let nexus = Nexus {
+            id: next_nexus_id(),
+            initiator_port: format!("{},i,0x{}", l.initiator_name, isid_hex),
+            target_port: format!("{iqn},t,0x{tpg_tag:04x}"),
+            relative_port_id: tpg_tag,
+            tpg_tag,
+        };
+        let attr = |name: &str, d: u64| {
+            l.tpg
+                .as_ref()
+                .and_then(|t| t.attributes.get(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(d)
+        };
+        let nopin_timeout = Duration::from_secs(attr("nopin_timeout", DEFAULT_NOPIN_TIMEOUT));
+        let nopin_response_timeout = Duration::from_secs(attr(
+            "nopin_response_timeout",
+            DEFAULT_NOPIN_RESPONSE_TIMEOUT,
+        ));
+        Session {
+            shared,
+            conn_id,
+            target: l.target,
+            tsih: l.tsih,
+            luns: l
+                .tpg
+                .as_ref()
+                .map_or_else(|| Arc::new(LunTable::default()), |t| Arc::clone(&t.luns)),
+            discovery: l.discovery,
+            nexus,
+            initiator_name: l.initiator_name,
+            digests: Digests {
+                header: params.header_digest,
+                data: params.data_digest,
+            },
+            max_recv: params.target_mrdsl,
+            params,
+            neg: l.neg,
+            cid: l.cid,
+            statsn: l.statsn,
+            exp_cmdsn: l.exp_cmdsn,
+            window: l.window,
+            local,
+            tasks: Vec::new(),
+            next_ttt: 1,
+            ping: None,
+            nopin_timeout,
+            nopin_response_timeout,
+            text: TextState::default(),
+            key: l.key,
+        }
+    }
+
+    /// Session teardown: forget the nexus in the core and the registry.
+    pub fn end(&mut self) {
+        if let Some(k) = &self.key {
+            self.shared.unregister_session(k, self.conn_id);
+            self.luns.nexus_gone(&self.nexus);
+        }
+        tracing::info!(initiator = %self.initiator_name,
+            target = self.target.as_ref().map_or("(discovery)", |t| t.iqn.as_str()),
+            tsih = self.tsih, "session ended");
+    }
+
+    pub fn max_cmdsn(&self) -> u32 {
+        self.exp_cmdsn.wrapping_add(self.window).wrapping_sub(1)
+    }
+
+    /// Sequence fields without consuming a StatSN (R2T, NOP-In ping, Data-In).
+    pub fn sn_peek(&self) -> SnFields {
+        SnFields {
+            statsn: self.statsn,
+            exp_cmdsn: self.exp_cmdsn,
+            max_cmdsn: self.max_cmdsn(),
+        }
+    }
+
+    /// Sequence fields consuming the next StatSN (responses).
+    pub fn sn_next(&mut self) -> SnFields {
+        let s = self.sn_peek();
+        self.statsn = self.statsn.wrapping_add(1);
+        s
+    }
+
+    pub fn alloc_ttt(&mut self) -> u32 {
+        let t = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG || self.next_ttt == 0 {
+            self.next_ttt = 1;
+        }
+        t
+    }
+
+    /// CmdSN acceptance for a non-immediate request: in order it advances
+    /// ExpCmdSN; anything else is dropped silently (RFC 7143 §4.2.2.1; with
+    /// one connection a gap can only come from a broken initiator).
+    pub fn accept_cmdsn(&mut self, immediate: bool, cmdsn: u32) -> bool {
+        if immediate {
+            return true;
+        }
+        if cmdsn == self.exp_cmdsn {
+            self.exp_cmdsn = self.exp_cmdsn.wrapping_add(1);
+            return true;
+        }
+        let in_window = !sn_lt(cmdsn, self.exp_cmdsn) && !sn_lt(self.max_cmdsn(), cmdsn);
+        tracing::debug!(cmdsn, exp = self.exp_cmdsn, in_window, "dropping out-of-order command");
+        false
+    }
+
+    /// Queue a Reject carrying the offending header.
+    pub fn reject(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
+        tracing::debug!(reason = reason.0, opcode = ?bad.opcode(), "reject");
+        let r = Reject {
+            reason,
+            sn: self.sn_next(),
+            datasn_r2tsn: 0,
+        };
+        let mut b = Bhs::default();
+        r.write_to(&mut b);
+        tx.push_pdu(&b, &bad.0, self.digests);
+    }
+
+    /// Reject a request that carries a CmdSN: a non-immediate one still uses
+    /// up its CmdSN so the window keeps moving.
+    fn reject_cmd(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
+        if !bad.immediate() && bad.u32_at(24) == self.exp_cmdsn {
+            self.exp_cmdsn = self.exp_cmdsn.wrapping_add(1);
+        }
+        self.reject(tx, reason, bad);
+    }
+
+    /// Dispatch one full-feature PDU.
+    pub fn handle(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let op = f.bhs.opcode();
+        tracing::trace!(opcode = ?op, itt = f.bhs.itt(), flags = f.bhs.flags(),
+            dsl = f.data.len(), w20 = f.bhs.u32_at(20), w24 = f.bhs.u32_at(24),
+            w36 = f.bhs.u32_at(36), w40 = f.bhs.u32_at(40), "pdu");
+        if !f.data_digest_ok {
+            tracing::warn!(opcode = ?op, "data digest error");
+            self.reject(tx, RejectReason::DATA_DIGEST_ERROR, &f.bhs);
+            // At ERL 0 lost write data cannot be recovered.
+            return if matches!(op, Opcode::DATA_OUT | Opcode::SCSI_COMMAND) {
+                Action::Close
+            } else {
+                Action::Continue
+            };
+        }
+        match op {
+            Opcode::NOP_OUT => self.nop_out(f, tx),
+            Opcode::SCSI_COMMAND if self.discovery => {
+                self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                Action::Continue
+            }
+            Opcode::SCSI_COMMAND => self.scsi_command(f, tx),
+            Opcode::DATA_OUT if self.discovery => {
+                self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                Action::Continue
+            }
+            Opcode::DATA_OUT => self.data_out(f, tx),
+            Opcode::TASK_MGMT_REQUEST if self.discovery => {
+                self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                Action::Continue
+            }
+            Opcode::TASK_MGMT_REQUEST => self.task_mgmt(f, tx),
+            Opcode::TEXT_REQUEST => self.text_request(f, tx),
+            Opcode::LOGOUT_REQUEST => self.logout(f, tx),
+            // ERL 0 has no SNACK; a login in full feature phase is an error.
+            Opcode::SNACK_REQUEST | Opcode::LOGIN_REQUEST => {
+                self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                Action::Continue
+            }
+            _ => {
+                self.reject_cmd(tx, RejectReason::COMMAND_NOT_SUPPORTED, &f.bhs);
+                Action::Continue
+            }
+        }
+    }
+
+    fn nop_out(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let n = NopOut::parse(&f.bhs);
+        if n.ttt != RESERVED_TAG {
+            // The answer to our ping.
+            if self.ping.is_some_and(|(t, _)| t == n.ttt) {
+                self.ping = None;
+            }
+            return Action::Continue;
+        }
+        if !self.accept_cmdsn(n.immediate, n.cmdsn) {
+            return Action::Continue;
+        }
+        if n.itt == RESERVED_TAG {
+            return Action::Continue;
+        }
+        let r = NopIn {
+            lun: n.lun,
+            itt: n.itt,
+            ttt: RESERVED_TAG,
+            sn: self.sn_next(),
+        };
+        let mut b = Bhs::default();
+        r.write_to(&mut b);
+        let echo = &f.data[..f.data.len().min(self.params.initiator_mrdsl as usize)];
+        tx.push_pdu(&b, echo, self.digests);
+        Action::Continue
+    }
+
+    /// Called when the connection has been idle for a tick: send a NOP-In
+    /// ping after `nopin_timeout`, close if it stays unanswered.
+    pub fn nop_timer(&mut self, last_rx: Instant, tx: &mut TxQueue) -> Action {
+        let now = Instant::now();
+        if let Some((_, deadline)) = self.ping {
+            if now > deadline {
+                tracing::warn!(initiator = %self.initiator_name, "NOP-In ping unanswered, closing");
+                return Action::Close;
+            }
+            return Action::Continue;
+        }
+        if self.nopin_timeout.is_zero() || now.duration_since(last_rx) < self.nopin_timeout {
+            return Action::Continue;
+        }
+        let ttt = self.alloc_ttt();
+        let p = NopIn {
+            lun: [0; 8],
+            itt: RESERVED_TAG,
+            ttt,
+            sn: self.sn_peek(),
+        };
+        let mut b = Bhs::default();
+        p.write_to(&mut b);
+        tx.push_pdu(&b, &[], self.digests);
+        self.ping = Some((ttt, now + self.nopin_response_timeout));
+        Action::Continue
+    }
+
+    /// Ask the initiator to log out (server shutdown).
+    pub fn request_logout(&mut self, tx: &mut TxQueue) {
+        let a = AsyncMessage {
+            lun: [0; 8],
+            sn: self.sn_next(),
+            event: AsyncMessage::EVENT_LOGOUT_REQUEST,
+            vcode: 0,
+            param1: 0,
+            param2: 0,
+            param3: 3,
+        };
+        let mut b = Bhs::default();
+        a.write_to(&mut b);
+        tx.push_pdu(&b, &[], self.digests);
+    }
+
+    fn logout(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let l = LogoutRequest::parse(&f.bhs);
+        if !self.accept_cmdsn(l.immediate, l.cmdsn) {
+            return Action::Continue;
+        }
+        let response = match l.reason {
+            0 => 0,
+            1 if l.cid == self.cid => 0,
+            1 => 1,
+            2 => 2,
+            _ => {
+                self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                return Action::Continue;
+            }
+        };
+        let r = LogoutResponse {
+            response,
+            itt: l.itt,
+            sn: self.sn_next(),
+            time2wait: self.params.default_time2wait,
+            time2retain: self.params.default_time2retain,
+        };
+        let mut b = Bhs::default();
+        r.write_to(&mut b);
+        tx.push_pdu(&b, &[], self.digests);
+        if response == 0 {
+            tracing::info!(initiator = %self.initiator_name, reason = l.reason, "logout");
+            self.drop_all_tasks(tx);
+            Action::Close
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn scsi_command(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let c = ScsiCommand::parse(&f.bhs);
+        if !self.accept_cmdsn(c.immediate, c.cmdsn) {
+            return Action::Continue;
+        }
+        let mut cdb = CdbStore::Short(c.cdb);
+        for a in ahs_entries(f.ahs) {
+            match a {
+                Ok(a) if a.ahs_type == 1 => {
+                    let mut long = c.cdb.to_vec();
+                    long.extend_from_slice(a.data);
+                    cdb = CdbStore::Long(long);
+                }
+                // Bidirectional read length: no bidirectional commands yet.
+                Ok(_) => {}
+                Err(_) => {
+                    self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                    return Action::Continue;
+                }
+            }
+        }
+        let imm = f.data;
+        if !imm.is_empty() && (!c.write || !self.params.immediate_data) {
+            self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+            return Action::Continue;
+        }
+        if imm.len() as u64 > u64::from(c.expected_data_len)
+            || imm.len() > self.params.first_burst_length as usize
+        {
+            self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+            return Action::Continue;
+        }
+        if self.tasks.iter().any(|t| t.itt == c.itt) {
+            self.reject(tx, RejectReason::TASK_IN_PROGRESS, &f.bhs);
+            return Action::Continue;
+        }
+        if c.write && (imm.len() as u32) < c.expected_data_len {
+            if c.expected_data_len > MAX_WRITE_LEN {
+                let sense = Sense::new(SenseKey::IllegalRequest, Asc::INVALID_FIELD_IN_CDB);
+                let out = Outcome {
+                    status: Status::CheckCondition,
+                    sense: Some(sense.to_fixed().to_vec()),
+                };
+                let buf = tx.take_buf();
+                self.respond(tx, &c, cdb.as_slice(), 0, out, buf);
+                return Action::Continue;
+            }
+            return self.start_write(c, cdb, imm, tx);
+        }
+        self.execute(tx, &c, cdb.as_slice(), imm);
+        Action::Continue
+    }
+
+    /// Run a command whose Data-Out (if any) is complete.
+    pub fn execute(&mut self, tx: &mut TxQueue, c: &ScsiCommand, cdb: &[u8], data_out: &[u8]) {
+        let lun = scsi::lun::decode(c.lun);
+        let mut data_in = tx.take_buf();
+        let cmd = Command {
+            cdb,
+            data_out,
+            expected_len: c.expected_data_len,
+            attr: task_attr(c.attr),
+        };
+        let out = self.luns.execute(&self.nexus, lun, &cmd, &mut data_in);
+        self.respond(tx, c, cdb, data_out.len(), out, data_in);
+    }
+
+    /// Queue Data-In (status in the last one when GOOD without sense) and/or
+    /// the SCSI Response.
+    pub fn respond(
+        &mut self,
+        tx: &mut TxQueue,
+        c: &ScsiCommand,
+        cdb: &[u8],
+        data_out_len: usize,
+        out: Outcome,
+        data_in: Vec<u8>,
+    ) {
+        let edtl = c.expected_data_len;
+        let status = out.status as u8;
+        let residual = if c.write {
+            let lun = scsi::lun::decode(c.lun);
+            let wanted = crate::residual::write_transfer_len(&self.luns, lun, cdb)
+                .unwrap_or(data_out_len as u64);
+            Residual::of(edtl, wanted)
+        } else if c.read {
+            Residual::of(edtl, data_in.len() as u64)
+        } else {
+            Residual::default()
+        };
+        let send = if c.read {
+            data_in.len().min(edtl as usize)
+        } else {
+            0
+        };
+        let in_data_in = out.status == Status::Good && out.sense.is_none() && send > 0;
+        if send > 0 {
+            let idx = tx.adopt(data_in);
+            let seg = (self.params.initiator_mrdsl as usize).max(512);
+            let burst = (self.params.max_burst_length as usize).max(seg);
+            let mut off = 0usize;
+            let mut datasn = 0u32;
+            while off < send {
+                let burst_left = burst - (off % burst);
+                let len = seg.min(send - off).min(burst_left);
+                let last = off + len == send;
+                let status_here = in_data_in && last;
+                let d = DataIn {
+                    final_bit: last || len == burst_left,
+                    status: status_here.then_some(status),
+                    residual,
+                    lun: c.lun,
+                    itt: c.itt,
+                    ttt: RESERVED_TAG,
+                    sn: if status_here {
+                        self.sn_next()
+                    } else {
+                        self.sn_peek()
+                    },
+                    datasn,
+                    buffer_offset: off as u32,
+                };
+                let mut b = Bhs::default();
+                d.write_to(&mut b);
+                tx.push_pdu_ref(&b, idx, off, len, self.digests);
+                off += len;
+                datasn = datasn.wrapping_add(1);
+            }
+            if in_data_in {
+                return;
+            }
+            self.push_response(tx, c, status, residual, datasn, out.sense.as_deref());
+        } else {
+            tx.recycle(data_in);
+            self.push_response(tx, c, status, residual, 0, out.sense.as_deref());
+        }
+    }
+
+    fn push_response(
+        &mut self,
+        tx: &mut TxQueue,
+        c: &ScsiCommand,
+        status: u8,
+        residual: Residual,
+        exp_datasn: u32,
+        sense: Option<&[u8]>,
+    ) {
+        let r = ScsiResponse {
+            response: 0,
+            status,
+            residual,
+            itt: c.itt,
+            sn: self.sn_next(),
+            exp_datasn,
+        };
+        let mut b = Bhs::default();
+        r.write_to(&mut b);
+        match sense {
+            Some(s) if !s.is_empty() => {
+                // SenseLength (2 bytes) then the sense data, on the stack.
+                let n = s.len().min(252);
+                let mut seg = [0u8; 254];
+                seg[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                seg[2..2 + n].copy_from_slice(&s[..n]);
+                tx.push_pdu(&b, &seg[..2 + n], self.digests);
+            }
+            _ => tx.push_pdu(&b, &[], self.digests),
+        }
+    }
+}
+
+fn task_attr(a: Attr) -> TaskAttr {
+    match a {
+        Attr::Ordered => TaskAttr::Ordered,
+        Attr::HeadOfQueue => TaskAttr::HeadOfQueue,
+        Attr::Aca => TaskAttr::Aca,
+        Attr::Untagged | Attr::Simple | Attr::Reserved(_) => TaskAttr::Simple,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_mapping() {
+        assert_eq!(task_attr(Attr::Untagged), TaskAttr::Simple);
+        assert_eq!(task_attr(Attr::Ordered), TaskAttr::Ordered);
+        assert_eq!(task_attr(Attr::HeadOfQueue), TaskAttr::HeadOfQueue);
+        assert_eq!(task_attr(Attr::Aca), TaskAttr::Aca);
+    }
+}

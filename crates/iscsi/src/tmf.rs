@@ -1,0 +1,121 @@
+//! Task Management Function requests (RFC 7143 §11.5-11.6). The fabric
+//! aborts its own tasks (writes waiting for Data-Out: every other command
+//! ran to completion before the next PDU was read) and forwards the LU-side
+//! effects to the core; the result maps to a TMF response code.
+
+use iscsi_wire::bhs::{sn_le, sn_lt};
+use iscsi_wire::request::TaskMgmtRequest;
+use iscsi_wire::response::TaskMgmtResponse;
+use iscsi_wire::{Bhs, Frame};
+use target_core::{TmfFunction, TmfResult};
+
+use crate::session::{Action, Session};
+use crate::txq::TxQueue;
+
+/// TMF response codes.
+pub const COMPLETE: u8 = 0;
+pub const TASK_DOES_NOT_EXIST: u8 = 1;
+pub const LUN_DOES_NOT_EXIST: u8 = 2;
+pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
+pub const NOT_SUPPORTED: u8 = 5;
+pub const REJECTED: u8 = 255;
+
+/// Map a core result to the wire.
+pub fn response_code(r: TmfResult) -> u8 {
+    match r {
+        TmfResult::Complete => COMPLETE,
+        TmfResult::LunDoesNotExist => LUN_DOES_NOT_EXIST,
+        TmfResult::NotSupported => NOT_SUPPORTED,
+        TmfResult::Rejected => REJECTED,
+    }
+}
+
+impl Session {
+    pub fn task_mgmt(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let r = TaskMgmtRequest::parse(&f.bhs);
+        if !self.accept_cmdsn(r.immediate, r.cmdsn) {
+            return Action::Continue;
+        }
+        let lun = scsi::lun::decode(r.lun);
+        let mut close = false;
+        let core = |s: &Session, func: TmfFunction| {
+            response_code(s.luns.task_management(&s.nexus, func, lun))
+        };
+        let response = match r.function {
+            1 => {
+                if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
+                    let t = self.tasks.swap_remove(i);
+                    tx.recycle(t.buf);
+                    COMPLETE
+                } else if sn_le(self.exp_cmdsn, r.ref_cmdsn)
+                    && sn_lt(r.ref_cmdsn, r.cmdsn)
+                {
+                    // In the window but never received: consider it
+                    // received and aborted (RFC 7143 §11.5.1).
+                    COMPLETE
+                } else {
+                    TASK_DOES_NOT_EXIST
+                }
+            }
+            2 => {
+                self.drop_lun_tasks(r.lun, tx);
+                core(self, TmfFunction::AbortTaskSet)
+            }
+            3 => core(self, TmfFunction::ClearAca),
+            4 => {
+                self.drop_lun_tasks(r.lun, tx);
+                core(self, TmfFunction::ClearTaskSet)
+            }
+            5 => {
+                self.drop_lun_tasks(r.lun, tx);
+                core(self, TmfFunction::LogicalUnitReset)
+            }
+            6 => {
+                self.drop_all_tasks(tx);
+                core(self, TmfFunction::TargetWarmReset)
+            }
+            7 => {
+                self.drop_all_tasks(tx);
+                close = true;
+                core(self, TmfFunction::TargetColdReset)
+            }
+            // TASK REASSIGN needs ERL 2.
+            8 => REASSIGN_NOT_SUPPORTED,
+            _ => REJECTED,
+        };
+        tracing::info!(initiator = %self.initiator_name, function = r.function, lun, response,
+            "task management");
+        let resp = TaskMgmtResponse {
+            response,
+            itt: r.itt,
+            sn: self.sn_next(),
+        };
+        let mut b = Bhs::default();
+        resp.write_to(&mut b);
+        tx.push_pdu(&b, &[], self.digests);
+        // A cold reset ends every connection (here: ours) after the answer.
+        if close && response == COMPLETE {
+            Action::Close
+        } else {
+            Action::Continue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_results_map_to_wire_codes() {
+        let cases = [
+            (TmfResult::Complete, 0),
+            (TmfResult::LunDoesNotExist, 2),
+            (TmfResult::NotSupported, 5),
+            (TmfResult::Rejected, 255),
+        ];
+        for (r, c) in cases {
+            assert_eq!(response_code(r), c, "{r:?}");
+        }
+    }
+}

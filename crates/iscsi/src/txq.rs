@@ -1,0 +1,287 @@
+//! Outgoing PDU queue of one connection. Responses produced while draining
+//! one receive batch are queued here and leave in ONE `writev` (more only
+//! for partial writes or more than IOV_MAX pieces). Headers, digests,
+//! padding and small data segments (sense, text) are copied into one byte
+//! arena; bulk Data-In stays in pooled buffers that the queue owns until the
+//! flush and then recycles, so a read costs no copy and no allocation.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use iscsi_wire::bhs::padded;
+use iscsi_wire::{digest, Bhs, Digests};
+
+/// Most buffers kept for reuse; a batch of deep-queue reads needs one each.
+const POOL_KEEP: usize = 64;
+/// Pooled buffers larger than this are dropped instead of kept, so one huge
+/// transfer does not pin its memory for the life of the connection.
+const POOL_MAX_CAP: usize = 8 << 20;
+/// Flush early once this much is queued, to bound memory per connection.
+pub const FLUSH_THRESHOLD: usize = 8 << 20;
+const IOV_MAX: usize = 1024;
+const ZEROES: [u8; 4] = [0; 4];
+
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    /// Bytes in the arena.
+    Arena { off: usize, len: usize },
+    /// Bytes of a queued data buffer.
+    Data { buf: usize, off: usize, len: usize },
+}
+
+/// The queue.
+#[derive(Default)]
+pub struct TxQueue {
+    arena: Vec<u8>,
+    segs: Vec<Seg>,
+    bufs: Vec<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    iov: Vec<libc::iovec>,
+    queued: usize,
+}
+
+// SAFETY: the raw pointers in `iov` are only written and read inside
+// `flush`, where they point into `arena`/`bufs` owned by this value; between
+// calls the vector holds no live pointers that are dereferenced.
+unsafe impl Send for TxQueue {}
+
+impl TxQueue {
+    pub fn new() -> TxQueue {
+        TxQueue::default()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// An empty buffer from the pool (capacity kept from earlier use).
+    pub fn take_buf(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Give a buffer back without queueing it.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < POOL_KEEP && buf.capacity() <= POOL_MAX_CAP {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    /// Hand a data buffer to the queue; PDUs then reference it by index.
+    pub fn adopt(&mut self, buf: Vec<u8>) -> usize {
+        self.bufs.push(buf);
+        self.bufs.len() - 1
+    }
+
+    fn push_arena(&mut self, bytes: &[u8]) {
+        let off = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        self.push_seg(Seg::Arena {
+            off,
+            len: bytes.len(),
+        });
+    }
+
+    fn push_seg(&mut self, seg: Seg) {
+        let len = match seg {
+            Seg::Arena { len, .. } | Seg::Data { len, .. } => len,
+        };
+        if len == 0 {
+            return;
+        }
+        self.queued += len;
+        // Adjacent arena pieces merge so headers + small data are one iovec.
+        if let (Some(Seg::Arena { off: o, len: l }), Seg::Arena { off, len }) =
+            (self.segs.last_mut(), seg)
+        {
+            if *o + *l == off {
+                *l += len;
+                return;
+            }
+        }
+        self.segs.push(seg);
+    }
+
+    fn push_header(&mut self, bhs: &Bhs, data_len: usize, digests: Digests) {
+        let mut b = *bhs;
+        b.set_data_segment_len(data_len as u32);
+        self.push_arena(&b.0);
+        if digests.header {
+            self.push_arena(&digest::to_wire(digest::crc32c(&b.0)));
+        }
+    }
+
+    fn push_trailer(&mut self, data_crc: u32, data_len: usize, digests: Digests) {
+        let pad = padded(data_len) - data_len;
+        if pad > 0 {
+            self.push_arena(&ZEROES[..pad]);
+        }
+        if digests.data && data_len > 0 {
+            let crc = digest::crc32c_append(data_crc, &ZEROES[..pad]);
+            self.push_arena(&digest::to_wire(crc));
+        }
+    }
+
+    /// Queue a PDU whose (small) data segment is copied.
+    pub fn push_pdu(&mut self, bhs: &Bhs, data: &[u8], digests: Digests) {
+        self.push_header(bhs, data.len(), digests);
+        if !data.is_empty() {
+            self.push_arena(data);
+            let crc = if digests.data {
+                digest::crc32c(data)
+            } else {
+                0
+            };
+            self.push_trailer(crc, data.len(), digests);
+        }
+    }
+
+    /// Queue a PDU whose data segment is `bufs[buf][off..off+len]`.
+    pub fn push_pdu_ref(
+        &mut self,
+        bhs: &Bhs,
+        buf: usize,
+        off: usize,
+        len: usize,
+        digests: Digests,
+    ) {
+        self.push_header(bhs, len, digests);
+        if len == 0 {
+            return;
+        }
+        let crc = if digests.data {
+            match self.bufs.get(buf).and_then(|b| b.get(off..off + len)) {
+                Some(d) => digest::crc32c(d),
+                None => 0,
+            }
+        } else {
+            0
+        };
+        self.push_seg(Seg::Data { buf, off, len });
+        self.push_trailer(crc, len, digests);
+    }
+
+    /// Write everything queued with as few `writev` calls as possible.
+    pub fn flush(&mut self, sock: &impl AsRawFd) -> io::Result<()> {
+        let fd = sock.as_raw_fd();
+        let mut seg_idx = 0;
+        let mut skip = 0usize; // bytes of segs[seg_idx] already written
+        let result = loop {
+            if seg_idx >= self.segs.len() {
+                break Ok(());
+            }
+            self.iov.clear();
+            for (i, seg) in self.segs[seg_idx..].iter().enumerate() {
+                if self.iov.len() == IOV_MAX {
+                    break;
+                }
+                let (ptr, len) = match *seg {
+                    Seg::Arena { off, len } => (self.arena[off..].as_ptr(), len),
+                    Seg::Data { buf, off, len } => match self.bufs.get(buf) {
+                        Some(b) if off + len <= b.len() => (b[off..].as_ptr(), len),
+                        // A bad reference would be a bug in the caller;
+                        // send nothing rather than read out of bounds.
+                        _ => (ZEROES.as_ptr(), 0),
+                    },
+                };
+                let s = if i == 0 { skip } else { 0 };
+                self.iov.push(libc::iovec {
+                    // SAFETY: `s <= len` (skip is less than the segment
+                    // length), so the pointer stays inside the slice.
+                    iov_base: unsafe { ptr.add(s) } as *mut libc::c_void,
+                    iov_len: len - s,
+                });
+            }
+            // SAFETY: every iovec points into `arena` or `bufs`, which are
+            // not touched until writev returns; the count fits in c_int.
+            let n = unsafe { libc::writev(fd, self.iov.as_ptr(), self.iov.len() as libc::c_int) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Err(e);
+            }
+            if n == 0 {
+                break Err(io::ErrorKind::WriteZero.into());
+            }
+            // Advance past what was written.
+            let mut n = n as usize;
+            while n > 0 && seg_idx < self.segs.len() {
+                let len = match self.segs[seg_idx] {
+                    Seg::Arena { len, .. } | Seg::Data { len, .. } => len,
+                } - skip;
+                if n >= len {
+                    n -= len;
+                    seg_idx += 1;
+                    skip = 0;
+                } else {
+                    skip += n;
+                    n = 0;
+                }
+            }
+        };
+        self.iov.clear();
+        self.clear();
+        result
+    }
+
+    /// Drop everything queued (connection is going away) and recycle buffers.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.segs.clear();
+        self.queued = 0;
+        while let Some(b) = self.bufs.pop() {
+            self.recycle(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iscsi_wire::{parse_frame, Opcode};
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn one_flush_writes_all_pdus_with_digests() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let d = Digests {
+            header: true,
+            data: true,
+        };
+        let mut q = TxQueue::new();
+        let mut buf = q.take_buf();
+        buf.extend_from_slice(b"0123456789");
+        let idx = q.adopt(buf);
+        let h = Bhs::with_opcode(Opcode::DATA_IN);
+        q.push_pdu_ref(&h, idx, 0, 5, d);
+        q.push_pdu_ref(&h, idx, 5, 5, d);
+        q.push_pdu(&Bhs::with_opcode(Opcode::NOP_IN), b"xy", d);
+        q.flush(&a).unwrap();
+        assert!(q.is_empty());
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        let f1 = parse_frame(&got, d, 1 << 20).unwrap().unwrap();
+        assert_eq!(f1.data, b"01234");
+        assert!(f1.data_digest_ok);
+        let rest = &got[f1.total_len..];
+        let f2 = parse_frame(rest, d, 1 << 20).unwrap().unwrap();
+        assert_eq!(f2.data, b"56789");
+        let f3 = parse_frame(&rest[f2.total_len..], d, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f3.data, b"xy");
+        assert_eq!(f3.bhs.opcode(), Opcode::NOP_IN);
+        assert_eq!(rest.len(), f2.total_len + f3.total_len);
+        // The data buffer went back to the pool.
+        assert!(q.take_buf().capacity() >= 10);
+    }
+}

@@ -1,0 +1,531 @@
+//! Shared helpers of the integration tests: an in-memory backstore, a
+//! server with one or more targets on 127.0.0.1:0, and a tiny raw-PDU
+//! initiator (login, SCSI commands with immediate/unsolicited/solicited
+//! data, NOP, logout) that checks sequence numbers as it goes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use backstore::{Backstore, Capabilities};
+use iscsi::{IscsiServer, TargetConfig, TpgConfig};
+use iscsi_wire::request::{DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TextRequest, Attr};
+use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse};
+use iscsi_wire::text::{encode_pairs, parse_pairs, Pair};
+use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
+use target_core::{Device, DeviceOptions, Lun, LunTable};
+
+/// RAM behind a lock: enough for functional tests.
+pub struct MemStore(RwLock<Vec<u8>>);
+
+impl MemStore {
+    pub fn new(size: usize) -> Arc<MemStore> {
+        Arc::new(MemStore(RwLock::new(vec![0; size])))
+    }
+}
+
+impl Backstore for MemStore {
+    fn size(&self) -> u64 {
+        self.0.read().unwrap().len() as u64
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let d = self.0.read().unwrap();
+        let o = offset as usize;
+        let src = d.get(o..o + buf.len()).ok_or(io::ErrorKind::InvalidInput)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut d = self.0.write().unwrap();
+        let o = offset as usize;
+        let dst = d.get_mut(o..o + buf.len()).ok_or(io::ErrorKind::InvalidInput)?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub const IQN: &str = "iqn.2026-11.org.rtarget:test";
+pub const INITIATOR: &str = "iqn.2026-11.org.rtarget:client";
+
+pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
+    let dev = Device::new(
+        DeviceOptions::new("mem0", "5b3c9a2e-0000-4000-8000-000000000001"),
+        MemStore::new(size),
+    );
+    let luns = Arc::new(LunTable {
+        luns: vec![Lun {
+            id: 0,
+            device: dev,
+            write_protect: false,
+        }],
+    });
+    TargetConfig {
+        iqn: iqn.into(),
+        tpgs: vec![TpgConfig {
+            tag: 1,
+            enable: true,
+            portals: vec!["0.0.0.0:3260".parse().unwrap()],
+            luns,
+            attributes: BTreeMap::new(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }],
+    }
+}
+
+pub fn server(params: &[(&str, &str)]) -> (Arc<IscsiServer>, SocketAddr) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let s = IscsiServer::new();
+    s.set_target(target(IQN, 8 << 20, params));
+    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s, addr)
+}
+
+/// One received PDU.
+#[derive(Debug)]
+pub struct Pdu {
+    pub bhs: Bhs,
+    pub data: Vec<u8>,
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    pub buf: Vec<u8>,
+    pub digests: Digests,
+    pub cmdsn: u32,
+    pub exp_statsn: u32,
+    pub itt: u32,
+    pub isid: [u8; 6],
+    pub tsih: u16,
+    /// Negotiated values the client acts on.
+    pub immediate_data: bool,
+    pub initial_r2t: bool,
+    pub first_burst: u32,
+    pub target_mrdsl: u32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_nodelay(true).unwrap();
+        Client {
+            sock,
+            buf: Vec::new(),
+            digests: Digests::default(),
+            cmdsn: 1,
+            exp_statsn: 0,
+            itt: 1,
+            isid: [0x80, 0, 0, 0, 0x12, 0x34],
+            tsih: 0,
+            immediate_data: true,
+            initial_r2t: true,
+            first_burst: 65536,
+            target_mrdsl: 8192,
+        }
+    }
+
+    pub fn send(&mut self, bhs: &Bhs, data: &[u8]) {
+        let mut out = Vec::new();
+        iscsi_wire::pdu::encode(&mut out, bhs, data, self.digests);
+        self.sock.write_all(&out).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.sock.write_all(bytes)
+    }
+
+    /// Next PDU, or an error on EOF/timeout.
+    pub fn recv(&mut self) -> io::Result<Pdu> {
+        loop {
+            if let Some(f) = parse_frame(&self.buf, self.digests, 16 << 20)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                assert!(f.data_digest_ok, "bad data digest from target");
+                let p = Pdu {
+                    bhs: f.bhs,
+                    data: f.data.to_vec(),
+                };
+                let n = f.total_len;
+                self.buf.drain(..n);
+                return Ok(p);
+            }
+            let mut tmp = [0u8; 65536];
+            let n = self.sock.read(&mut tmp)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// True when the target closed the connection (EOF or reset).
+    pub fn closed(&mut self) -> bool {
+        loop {
+            match self.recv() {
+                Ok(_) => continue,
+                Err(e) => {
+                    return matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::BrokenPipe
+                    )
+                }
+            }
+        }
+    }
+
+    fn next_itt(&mut self) -> u32 {
+        self.itt += 1;
+        self.itt
+    }
+
+    /// One login request; returns the response and its pairs.
+    pub fn login_pdu(
+        &mut self,
+        csg: u8,
+        nsg: u8,
+        transit: bool,
+        pairs: &[(&str, &str)],
+    ) -> (LoginResponse, Vec<Pair>) {
+        let req = LoginRequest {
+            transit,
+            cont: false,
+            csg,
+            nsg,
+            version_max: 0,
+            version_min: 0,
+            isid: self.isid,
+            tsih: self.tsih,
+            itt: self.itt,
+            cid: 0,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+        };
+        let mut b = Bhs::default();
+        req.write_to(&mut b);
+        let data = encode_pairs(
+            &pairs
+                .iter()
+                .map(|(k, v)| Pair::new(*k, *v))
+                .collect::<Vec<_>>(),
+        );
+        let saved = self.digests;
+        self.digests = Digests::default();
+        self.send(&b, &data);
+        let p = self.recv().expect("login response");
+        self.digests = saved;
+        assert_eq!(p.bhs.opcode(), Opcode::LOGIN_RESPONSE);
+        let r = LoginResponse::parse(&p.bhs);
+        self.exp_statsn = r.sn.statsn.wrapping_add(1);
+        (r, parse_pairs(&p.data).unwrap())
+    }
+
+    /// Full login to `target` (or discovery when `None`) with extra keys.
+    pub fn login(&mut self, target: Option<&str>, extra: &[(&str, &str)]) -> Vec<Pair> {
+        let mut sec = vec![("InitiatorName", INITIATOR), ("AuthMethod", "None")];
+        match target {
+            Some(t) => {
+                sec.push(("SessionType", "Normal"));
+                sec.push(("TargetName", t));
+            }
+            None => sec.push(("SessionType", "Discovery")),
+        }
+        let (r, _) = self.login_pdu(0, 1, true, &sec);
+        assert_eq!((r.status_class, r.status_detail), (0, 0), "security stage");
+        let mut op = vec![
+            ("HeaderDigest", "None"),
+            ("DataDigest", "None"),
+            ("MaxRecvDataSegmentLength", "65536"),
+        ];
+        if target.is_some() {
+            op.extend_from_slice(&[
+                ("ImmediateData", "Yes"),
+                ("InitialR2T", "No"),
+                ("FirstBurstLength", "65536"),
+                ("MaxBurstLength", "262144"),
+                ("MaxOutstandingR2T", "4"),
+            ]);
+        }
+        for (k, v) in extra {
+            if let Some(e) = op.iter_mut().find(|(ek, _)| ek == k) {
+                e.1 = v;
+            } else {
+                op.push((k, v));
+            }
+        }
+        let (r, pairs) = self.login_pdu(1, 3, true, &op);
+        assert_eq!((r.status_class, r.status_detail), (0, 0), "operational stage");
+        assert!(r.transit);
+        assert_ne!(r.tsih, 0);
+        self.tsih = r.tsih;
+        let get = |k: &str| pairs.iter().find(|p| p.key == k).map(|p| p.value.clone());
+        self.digests = Digests {
+            header: get("HeaderDigest").as_deref() == Some("CRC32C"),
+            data: get("DataDigest").as_deref() == Some("CRC32C"),
+        };
+        self.immediate_data = get("ImmediateData").as_deref() != Some("No");
+        self.initial_r2t = get("InitialR2T").as_deref() != Some("No");
+        if let Some(fb) = get("FirstBurstLength") {
+            self.first_burst = fb.parse().unwrap();
+        }
+        if let Some(m) = get("MaxRecvDataSegmentLength") {
+            self.target_mrdsl = m.parse().unwrap();
+        }
+        pairs
+    }
+
+    pub fn scsi_cmd_header(&mut self, cdb: &[u8], read: bool, write: bool, edtl: u32) -> ScsiCommand {
+        let mut c = [0u8; 16];
+        c[..cdb.len()].copy_from_slice(cdb);
+        let itt = self.next_itt();
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_bit: true,
+            read,
+            write,
+            attr: Attr::Simple,
+            lun: [0; 8],
+            itt,
+            expected_data_len: edtl,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+            cdb: c,
+        };
+        self.cmdsn = self.cmdsn.wrapping_add(1);
+        cmd
+    }
+
+    /// Run a read-type command; returns (status, data, response pdu if any, residual).
+    pub fn read_cmd(&mut self, cdb: &[u8], edtl: u32) -> (u8, Vec<u8>, Option<ScsiResponse>) {
+        let c = self.scsi_cmd_header(cdb, true, false, edtl);
+        let mut b = Bhs::default();
+        c.write_to(&mut b);
+        self.send(&b, &[]);
+        let mut data = Vec::new();
+        let mut next_sn = 0;
+        loop {
+            let p = self.recv().expect("response");
+            match p.bhs.opcode() {
+                Opcode::DATA_IN => {
+                    let d = DataIn::parse(&p.bhs);
+                    assert_eq!(d.itt, c.itt);
+                    assert_eq!(d.datasn, next_sn, "DataSN");
+                    assert_eq!(d.buffer_offset as usize, data.len(), "offset");
+                    next_sn += 1;
+                    data.extend_from_slice(&p.data);
+                    if let Some(s) = d.status {
+                        assert_eq!(d.sn.statsn, self.exp_statsn, "StatSN");
+                        self.exp_statsn += 1;
+                        return (s, data, None);
+                    }
+                }
+                Opcode::SCSI_RESPONSE => {
+                    let r = ScsiResponse::parse(&p.bhs);
+                    assert_eq!(r.itt, c.itt);
+                    assert_eq!(r.sn.statsn, self.exp_statsn, "StatSN");
+                    self.exp_statsn += 1;
+                    return (r.status, data, Some(r));
+                }
+                op => panic!("unexpected {op:?}"),
+            }
+        }
+    }
+
+    /// Run a write; sends immediate/unsolicited data per the negotiated
+    /// parameters and answers R2Ts. Returns the SCSI Response.
+    pub fn write_cmd(&mut self, cdb: &[u8], data: &[u8]) -> ScsiResponse {
+        let edtl = data.len() as u32;
+        let mut c = self.scsi_cmd_header(cdb, false, true, edtl);
+        let seg = self.target_mrdsl as usize;
+        let mut sent = 0usize;
+        let imm = if self.immediate_data {
+            data.len().min(self.first_burst as usize).min(seg)
+        } else {
+            0
+        };
+        let unsol_end = if self.initial_r2t {
+            imm
+        } else {
+            data.len().min(self.first_burst as usize)
+        };
+        c.final_bit = unsol_end == imm;
+        let mut b = Bhs::default();
+        c.write_to(&mut b);
+        self.send(&b, &data[..imm]);
+        sent += imm;
+        let mut datasn = 0;
+        while sent < unsol_end {
+            let n = (unsol_end - sent).min(seg);
+            let d = DataOut {
+                final_bit: sent + n == unsol_end,
+                lun: [0; 8],
+                itt: c.itt,
+                ttt: 0xffff_ffff,
+                exp_statsn: self.exp_statsn,
+                datasn,
+                buffer_offset: sent as u32,
+            };
+            let mut b = Bhs::default();
+            d.write_to(&mut b);
+            self.send(&b, &data[sent..sent + n]);
+            sent += n;
+            datasn += 1;
+        }
+        loop {
+            let p = self.recv().expect("write response");
+            match p.bhs.opcode() {
+                Opcode::R2T => {
+                    let r = R2t::parse(&p.bhs);
+                    assert_eq!(r.itt, c.itt);
+                    let mut off = r.buffer_offset as usize;
+                    let end = off + r.desired_len as usize;
+                    let mut sn = 0;
+                    while off < end {
+                        let n = (end - off).min(seg);
+                        let d = DataOut {
+                            final_bit: off + n == end,
+                            lun: [0; 8],
+                            itt: c.itt,
+                            ttt: r.ttt,
+                            exp_statsn: self.exp_statsn,
+                            datasn: sn,
+                            buffer_offset: off as u32,
+                        };
+                        let mut b = Bhs::default();
+                        d.write_to(&mut b);
+                        self.send(&b, &data[off..off + n]);
+                        off += n;
+                        sn += 1;
+                    }
+                }
+                Opcode::SCSI_RESPONSE => {
+                    let r = ScsiResponse::parse(&p.bhs);
+                    assert_eq!(r.sn.statsn, self.exp_statsn, "StatSN");
+                    self.exp_statsn += 1;
+                    return r;
+                }
+                op => panic!("unexpected {op:?}"),
+            }
+        }
+    }
+
+    /// TEST UNIT READY until GOOD (consumes unit attentions).
+    pub fn clear_ua(&mut self) {
+        for _ in 0..4 {
+            let (st, _, _) = self.read_cmd(&[0; 6], 0);
+            if st == 0 {
+                return;
+            }
+        }
+        panic!("TEST UNIT READY never returned GOOD");
+    }
+
+    pub fn nop(&mut self, payload: &[u8]) -> Pdu {
+        let itt = self.next_itt();
+        let n = NopOut {
+            immediate: true,
+            lun: [0; 8],
+            itt,
+            ttt: 0xffff_ffff,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+        };
+        let mut b = Bhs::default();
+        n.write_to(&mut b);
+        self.send(&b, payload);
+        let p = self.recv().expect("nop-in");
+        assert_eq!(p.bhs.opcode(), Opcode::NOP_IN);
+        assert_eq!(p.bhs.itt(), itt);
+        self.exp_statsn = p.bhs.u32_at(24).wrapping_add(1);
+        p
+    }
+
+    pub fn text(&mut self, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let itt = self.next_itt();
+        let mut all = Vec::new();
+        let mut ttt = 0xffff_ffff;
+        let mut data = encode_pairs(
+            &pairs
+                .iter()
+                .map(|(k, v)| Pair::new(*k, *v))
+                .collect::<Vec<_>>(),
+        );
+        loop {
+            let t = TextRequest {
+                immediate: true,
+                final_bit: true,
+                cont: false,
+                lun: [0; 8],
+                itt,
+                ttt,
+                cmdsn: self.cmdsn,
+                exp_statsn: self.exp_statsn,
+            };
+            let mut b = Bhs::default();
+            t.write_to(&mut b);
+            self.send(&b, &data);
+            data.clear();
+            let p = self.recv().expect("text response");
+            assert_eq!(p.bhs.opcode(), Opcode::TEXT_RESPONSE);
+            self.exp_statsn = p.bhs.u32_at(24).wrapping_add(1);
+            all.extend_from_slice(&p.data);
+            if p.bhs.final_bit() {
+                assert_eq!(p.bhs.u32_at(20), 0xffff_ffff);
+                return all;
+            }
+            ttt = p.bhs.u32_at(20);
+        }
+    }
+
+    pub fn logout(&mut self) -> Pdu {
+        let itt = self.next_itt();
+        let l = LogoutRequest {
+            immediate: true,
+            reason: 0,
+            itt,
+            cid: 0,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+        };
+        let mut b = Bhs::default();
+        l.write_to(&mut b);
+        self.send(&b, &[]);
+        let p = self.recv().expect("logout response");
+        assert_eq!(p.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
+        p
+    }
+}
+
+pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = 0x28;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x2a;
+    c
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}

@@ -1,0 +1,180 @@
+//! Reads and writes over real TCP through every Data-Out path (immediate,
+//! unsolicited, R2T with several outstanding), digests, Data-In splitting,
+//! residuals and task management.
+
+mod common;
+
+use common::*;
+use iscsi_wire::request::TaskMgmtRequest;
+use iscsi_wire::response::{ScsiResponse, TaskMgmtResponse};
+use iscsi_wire::{Bhs, Opcode};
+
+fn roundtrip(c: &mut Client, lba: u32, len: usize, seed: u8) {
+    let data = pattern(len, seed);
+    let blocks = (len / 512) as u16;
+    let r = c.write_cmd(&write10(lba, blocks), &data);
+    assert_eq!(r.status, 0, "write status");
+    assert!(!r.residual.overflow && !r.residual.underflow);
+    let (st, got, _) = c.read_cmd(&read10(lba, blocks), len as u32);
+    assert_eq!(st, 0, "read status");
+    assert!(got == data, "read back {len} bytes at {lba}");
+}
+
+#[test]
+fn write_read_all_data_out_paths() {
+    let (srv, addr) = server(&[]);
+    // (extra login keys, description)
+    let configs: &[&[(&str, &str)]] = &[
+        &[],                                              // immediate + unsolicited + R2T
+        &[("ImmediateData", "No"), ("InitialR2T", "Yes")], // R2T only
+        &[("ImmediateData", "Yes"), ("InitialR2T", "Yes")], // immediate + R2T
+        &[("ImmediateData", "No"), ("InitialR2T", "No")],  // unsolicited + R2T
+        &[("MaxOutstandingR2T", "1"), ("MaxBurstLength", "65536"), ("ImmediateData", "No")],
+        &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
+        &[("MaxRecvDataSegmentLength", "4096")],
+    ];
+    for (i, extra) in configs.iter().enumerate() {
+        let mut c = Client::connect(addr);
+        c.isid[5] = i as u8;
+        c.login(Some(IQN), extra);
+        c.clear_ua();
+        for (n, len) in [512usize, 4096, 65536, 300 * 1024, 1 << 20, 3 << 20].iter().enumerate() {
+            roundtrip(&mut c, (n as u32) * 2048, *len, i as u8 + n as u8);
+        }
+        c.logout();
+    }
+    srv.shutdown();
+}
+
+#[test]
+fn read_residuals() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    c.clear_ua();
+    // EDTL smaller than the transfer: overflow, data truncated.
+    let (st, data, _) = c.read_cmd(&read10(0, 2), 512);
+    assert_eq!(st, 0);
+    assert_eq!(data.len(), 512);
+    // Check the flags through a raw response: status in the last Data-In.
+    let cmd = c.scsi_cmd_header(&read10(0, 1), true, false, 1024);
+    let mut b = Bhs::default();
+    cmd.write_to(&mut b);
+    c.send(&b, &[]);
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::DATA_IN);
+    let d = iscsi_wire::response::DataIn::parse(&p.bhs);
+    assert_eq!(d.status, Some(0));
+    assert!(d.residual.underflow);
+    assert_eq!(d.residual.count, 512);
+    c.exp_statsn += 1;
+    srv.shutdown();
+}
+
+#[test]
+fn write_residuals() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    c.clear_ua();
+    // One block in the CDB, two blocks of EDTL: underflow of one block.
+    let r: ScsiResponse = c.write_cmd(&write10(0, 1), &pattern(1024, 1));
+    assert!(r.residual.underflow, "{r:?}");
+    assert_eq!(r.residual.count, 512);
+    // Two blocks in the CDB, one block of EDTL: overflow of one block.
+    let r = c.write_cmd(&write10(0, 2), &pattern(512, 1));
+    assert!(r.residual.overflow, "{r:?}");
+    assert_eq!(r.residual.count, 512);
+    srv.shutdown();
+}
+
+#[test]
+fn many_commands_in_one_send_are_all_answered() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    c.clear_ua();
+    let mut bytes = Vec::new();
+    let mut itts = Vec::new();
+    for i in 0..64u32 {
+        let cmd = c.scsi_cmd_header(&read10(i, 1), true, false, 512);
+        itts.push(cmd.itt);
+        let mut b = Bhs::default();
+        cmd.write_to(&mut b);
+        iscsi_wire::pdu::encode(&mut bytes, &b, &[], c.digests);
+    }
+    c.send_raw(&bytes).unwrap();
+    for itt in itts {
+        let p = c.recv().unwrap();
+        assert_eq!(p.bhs.opcode(), Opcode::DATA_IN);
+        assert_eq!(p.bhs.itt(), itt);
+        assert_eq!(p.bhs.flags() & 0x81, 0x81, "final with status");
+        assert_eq!(p.bhs.u32_at(24), c.exp_statsn);
+        c.exp_statsn += 1;
+    }
+    srv.shutdown();
+}
+
+#[test]
+fn cmdsn_outside_window_is_ignored() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    c.clear_ua();
+    let mut cmd = c.scsi_cmd_header(&[0; 6], false, false, 0);
+    cmd.cmdsn = cmd.cmdsn.wrapping_add(1000);
+    c.cmdsn -= 1;
+    let mut b = Bhs::default();
+    cmd.write_to(&mut b);
+    c.send(&b, &[]);
+    // The next in-window command is answered, and first.
+    let (st, _, r) = c.read_cmd(&[0; 6], 0);
+    assert_eq!(st, 0);
+    assert!(r.is_some());
+    srv.shutdown();
+}
+
+#[test]
+fn abort_task_waiting_for_data() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
+    c.clear_ua();
+    let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
+    let mut b = Bhs::default();
+    cmd.write_to(&mut b);
+    c.send(&b, &[]);
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::R2T);
+    let tm = TaskMgmtRequest {
+        immediate: true,
+        function: 1,
+        lun: [0; 8],
+        itt: 0x7777,
+        referenced_tag: cmd.itt,
+        cmdsn: c.cmdsn,
+        exp_statsn: c.exp_statsn,
+        ref_cmdsn: cmd.cmdsn,
+        exp_datasn: 0,
+    };
+    let mut b = Bhs::default();
+    tm.write_to(&mut b);
+    c.send(&b, &[]);
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
+    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response, 0);
+    c.exp_statsn += 1;
+    // Aborting it again: the task does not exist any more.
+    let mut tm2 = tm;
+    tm2.itt = 0x7778;
+    let mut b = Bhs::default();
+    tm2.write_to(&mut b);
+    c.send(&b, &[]);
+    let p = c.recv().unwrap();
+    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response, 1);
+    c.exp_statsn += 1;
+    // The session still works.
+    let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
+    assert_eq!(st, 0);
+    srv.shutdown();
+}

@@ -1,0 +1,143 @@
+//! Read-modify-write commands (SBC-3): COMPARE AND WRITE and ORWRITE(16).
+//! Both read the medium into `data_in` (used as scratch: neither returns
+//! data) under the device's RMW lock, so two of them never interleave.
+
+use crate::dispatch::{Ctx, HandlerResult};
+use crate::error::CmdError;
+use crate::rw::{byte_range, data_out, write_buf, MAX_COMPARE_AND_WRITE_BLOCKS};
+use crate::Status;
+
+fn read_into(ctx: &Ctx<'_>, buf: &mut Vec<u8>, offset: u64, len: usize) -> Result<(), CmdError> {
+    buf.clear();
+    buf.resize(len, 0);
+    ctx.dev
+        .backstore
+        .read_at(buf, offset)
+        .map_err(CmdError::ReadError)
+}
+
+/// COMPARE AND WRITE (SBC-3 5.2): Data-Out holds the verify data then the
+/// write data, NUMBER OF LOGICAL BLOCKS each.
+pub(crate) fn compare_and_write(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
+    let cdb = &ctx.cdb;
+    let dev = ctx.dev;
+    let flags = cdb.b(1);
+    if flags >> 5 != 0 {
+        return Err(CmdError::cdb_bit(1, 5));
+    }
+    let lba = cdb.be64(2);
+    let blocks = cdb.b(13);
+    if blocks > MAX_COMPARE_AND_WRITE_BLOCKS {
+        return Err(CmdError::cdb_field(13));
+    }
+    if dev.write_protected(ctx.lun) {
+        return Err(CmdError::WriteProtected);
+    }
+    let r = byte_range(dev, lba, u64::from(blocks))?;
+    if r.is_empty() {
+        // Data-Out with zero blocks means the length field was misread
+        // (e.g. 256 truncated to a byte): refuse instead of ignoring it.
+        if !ctx.data_out.is_empty() {
+            return Err(CmdError::cdb_field(13));
+        }
+        return Ok(Status::Good);
+    }
+    let len = (r.end - r.start) as usize;
+    if ctx.data_out.len() != 2 * len {
+        return Err(CmdError::InvalidFieldInCommandIu);
+    }
+    let all = data_out(ctx, 2 * len as u64)?;
+    let (verify, write) = all.split_at(len);
+    let _guard = dev.state.rmw_lock.lock().unwrap_or_else(|e| e.into_inner());
+    read_into(ctx, data_in, r.start, len)?;
+    let mismatch = data_in.iter().zip(verify).position(|(a, b)| a != b);
+    data_in.clear();
+    if let Some(offset) = mismatch {
+        return Err(CmdError::Miscompare {
+            offset: offset as u64,
+        });
+    }
+    write_buf(ctx, flags & 0x08 != 0, write, r.start)?;
+    Ok(Status::Good)
+}
+
+/// ORWRITE(16) (SBC-3 5.9): OR the Data-Out into the medium.
+pub(crate) fn orwrite(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
+    let dev = ctx.dev;
+    let rw = ctx.cdb.rw();
+    if rw.protect() != 0 {
+        return Err(CmdError::cdb_bit(1, 5));
+    }
+    if dev.write_protected(ctx.lun) {
+        return Err(CmdError::WriteProtected);
+    }
+    let r = byte_range(dev, rw.lba, u64::from(rw.blocks))?;
+    if r.end - r.start > crate::device::MAX_TRANSFER_BYTES {
+        return Err(CmdError::cdb_field(10));
+    }
+    if r.is_empty() {
+        return Ok(Status::Good);
+    }
+    let len = (r.end - r.start) as usize;
+    let src = data_out(ctx, len as u64)?;
+    let _guard = dev.state.rmw_lock.lock().unwrap_or_else(|e| e.into_inner());
+    read_into(ctx, data_in, r.start, len)?;
+    for (d, s) in data_in.iter_mut().zip(src) {
+        *d |= s;
+    }
+    let res = write_buf(ctx, rw.fua(), data_in, r.start);
+    data_in.clear();
+    res?;
+    Ok(Status::Good)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::*;
+    use crate::Status;
+
+    fn caw(lba: u64, blocks: u8) -> Vec<u8> {
+        let mut c = vec![0x89, 0];
+        c.extend_from_slice(&lba.to_be_bytes());
+        c.extend_from_slice(&[0, 0, 0, blocks, 0, 0]);
+        c
+    }
+
+    #[test]
+    fn compare_and_write_writes_on_match_only() {
+        let t = Rig::new();
+        let mut d = vec![0u8; 512];
+        d.extend_from_slice(&[9u8; 512]);
+        let (o, _) = t.run(&caw(3, 1), &d);
+        assert_eq!(o.status, Status::Good);
+        assert_eq!(t.store.bytes(3 * 512, 512), vec![9u8; 512]);
+        let (o, data) = t.run(&caw(3, 1), &d);
+        assert_eq!(sense_of(&o), Some((0x0e, 0x1d, 0)));
+        assert!(data.is_empty());
+        assert_eq!(&o.sense.expect("sense")[3..7], &0u32.to_be_bytes());
+        let (o, _) = t.run(&caw(3, 1), &d[..512]);
+        assert_eq!(o.status, Status::CheckCondition, "data-out size");
+        let (o, _) = t.run(&caw(BLOCKS, 1), &d);
+        assert_eq!(sense_of(&o), Some((5, 0x21, 0)));
+        let (o, _) = t.run(&caw(0, 0), &[]);
+        assert_eq!(o.status, Status::Good);
+        let (o, _) = t.run(&caw(0, 0), &d);
+        assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "zero blocks with data");
+    }
+
+    #[test]
+    fn orwrite_ors() {
+        let t = Rig::new();
+        t.run(&[0x2a, 0, 0, 0, 0, 1, 0, 0, 1, 0], &[0xa5u8; 512]);
+        let mut c = vec![0x8b, 0];
+        c.extend_from_slice(&1u64.to_be_bytes());
+        c.extend_from_slice(&1u32.to_be_bytes());
+        c.extend_from_slice(&[0, 0]);
+        let (o, _) = t.run(&c, &[0x5au8; 512]);
+        assert_eq!(o.status, Status::Good);
+        assert_eq!(t.store.bytes(512, 512), vec![0xffu8; 512]);
+        c[1] = 0x20;
+        let (o, _) = t.run(&c, &[0x5au8; 512]);
+        assert_eq!(sense_of(&o), Some((5, 0x24, 0)));
+    }
+}

@@ -1,0 +1,204 @@
+#!/bin/bash
+# tests-e2e/run.sh [--target rtarget|tgt] — end-to-end checks of the release
+# daemon with real initiators (libiscsi's tools, QEMU's iSCSI block driver) on a
+# free 127.0.0.1 port, with a temp state dir and config:
+#   start with no config (demo target, config saved), iscsi-ls, INQUIRY standard
+#   and VPD pages, READ CAPACITY(16), a 256 MiB random image written with
+#   qemu-img and read back byte-exact, qemu-io pattern checks, restart from the
+#   saved config with the data intact, malformed-PDU probes (malformed.py) with the
+#   daemon still serving afterwards, and SIGTERM -> exit 0 within 5 s.
+# --target tgt runs the same initiator checks against tgtd (LUN 1) to validate the
+# suite itself; the rtarget-only checks are then skipped.
+# Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+
+TARGET=rtarget
+[[ ${1:-} == --target ]] && { TARGET=$2; shift 2; }
+W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/e2e.XXXXXX" 2>/dev/null || mktemp -d)
+NPASS=0 NFAIL=0 FAILED=()
+pass() { NPASS=$((NPASS + 1)); echo "PASS $1"; }
+fail() { NFAIL=$((NFAIL + 1)); FAILED+=("$1"); echo "FAIL $1${2:+ ($2)}"; }
+# check NAME CMD...: PASS if CMD succeeds; on failure show its output's tail.
+check() {
+    local name=$1; shift
+    if "$@" >"$W/out.txt" 2>&1; then pass "$name"
+    else fail "$name" "$(tail -n 3 "$W/out.txt" | tr '\n' ' ' | cut -c1-300)"; fi
+}
+finish() {
+    stop_rtarget 5 >/dev/null 2>&1; stop_tgt
+    if ((NFAIL == 0)); then rm -rf "$W"; else log "e2e: kept $W (daemon log: $W/state/rtarget.log)"; fi
+    echo "$NPASS passed, $NFAIL failed"
+}
+trap finish EXIT
+
+PORT=$(free_port)
+STATE=$W/state CFG=$W/state/saveconfig.json
+if [[ $TARGET == rtarget ]]; then
+    IQN=$DEMO_IQN LUN=0
+    if start_rtarget "$STATE" "$PORT" "$CFG"; then
+        pass "start (demo target, no config)"
+    else
+        fail "start" "$(tail -n 3 "$STATE/rtarget.log" 2>/dev/null | tr '\n' ' ')"; exit 1
+    fi
+    PID=$RT_PID
+    check "saveconfig written" python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+t = [t for t in c["targets"] if t["wwn"] == sys.argv[2]]
+assert t, "demo target missing"
+assert any(l["index"] == 0 for l in t[0]["tpgs"][0]["luns"]), "LUN 0 missing"
+assert any(s["plugin"] == "fileio" for s in c["storage_objects"]), "no fileio object"' "$CFG" "$IQN"
+else
+    IQN=iqn.2026-11.org.rtarget:e2e-tgt LUN=1
+    start_tgt "$STATE" "$PORT" && tgt_target 1 "$IQN" &&
+        truncate -s 1G "$STATE/lun1.img" && tgt_lun 1 1 "$STATE/lun1.img" ||
+        { fail "start tgt"; exit 1; }
+    pass "start tgt"; PID=$TGT_PID
+fi
+URL=iscsi://127.0.0.1:$PORT/$IQN/$LUN
+
+# --- discovery and identification ------------------------------------------------
+ls_ok() {
+    local out; out=$(iscsi-ls -s "iscsi://127.0.0.1:$PORT") || return 1
+    echo "$out"
+    grep -q "^Target:$IQN " <<<"$out" && grep -Eq "^Lun:$LUN +Type:DIRECT_ACCESS" <<<"$out"
+}
+check "iscsi-ls -s lists target and LUN $LUN" ls_ok
+
+inq_std() {
+    local out; out=$(iscsi-inq "$URL") || return 1
+    echo "$out"
+    grep -q '^Peripheral Device Type:DIRECT_ACCESS' <<<"$out" &&
+        grep -q '^Vendor:' <<<"$out" && grep -q '^Product:' <<<"$out" &&
+        grep -Eq '^Version:[5-7] ' <<<"$out"          # SPC-3 or later
+}
+check "iscsi-inq standard INQUIRY" inq_std
+
+vpd_pages() {   # page 0x00 must list 0x80, 0x83, 0xb0; every listed page must be readable
+    local out p; out=$(iscsi-inq -e 1 -c 0 "$URL") || return 1
+    echo "$out"
+    for p in 0x80 0x83 0xb0; do grep -q "^Page:$p " <<<"$out" || { echo "page $p not listed"; return 1; }; done
+    for p in $(sed -n 's/^Page:\(0x[0-9a-f]*\) .*/\1/p' <<<"$out"); do
+        iscsi-inq -e 1 -c $((p)) "$URL" >/dev/null || { echo "VPD page $p listed but unreadable"; return 1; }
+    done
+}
+check "iscsi-inq VPD pages (0x00 lists 0x80 0x83 0xb0; all listed readable)" vpd_pages
+
+vpd_83() {
+    local out; out=$(iscsi-inq -e 1 -c 131 "$URL") || return 1
+    echo "$out"
+    grep -q 'Association:(0) LOGICAL_UNIT' <<<"$out" &&
+        grep -Eq 'Designator Type:\((3|2|1|8)\)' <<<"$out"
+}
+check "iscsi-inq VPD 0x83 has a logical-unit designator" vpd_83
+
+vpd_80() {
+    local out; out=$(iscsi-inq -e 1 -c 128 "$URL") || return 1
+    echo "$out"; grep -Eq '^Unit Serial Number:\[ *[^] ]+' <<<"$out"
+}
+check "iscsi-inq VPD 0x80 unit serial number" vpd_80
+
+vpd_bad() {   # an unsupported page must fail with ILLEGAL REQUEST / INVALID FIELD IN CDB
+    local out; out=$(iscsi-inq -e 1 -c 200 "$URL" 2>&1) && { echo "page 0xc8 accepted"; return 1; }
+    echo "$out"; grep -q 'ILLEGAL_REQUEST' <<<"$out" && grep -q 'INVALID_FIELD_IN_CDB' <<<"$out"
+}
+check "iscsi-inq unsupported VPD page -> ILLEGAL REQUEST" vpd_bad
+
+SIZE=0
+readcap() {
+    local out; out=$(iscsi-readcapacity16 "$URL") || return 1
+    echo "$out"
+    SIZE=$(sed -n 's/^Total size:\([0-9]*\)$/\1/p' <<<"$out")
+    grep -q '^LOGICAL BLOCK LENGTH IN BYTES:512$' <<<"$out" && ((SIZE >= 256 << 20))
+}
+if readcap >"$W/out.txt" 2>&1; then pass "iscsi-readcapacity16 (512-byte blocks, $((SIZE >> 20)) MiB)"
+else fail "iscsi-readcapacity16" "$(tail -n 4 "$W/out.txt" | tr '\n' ' ')"; fi
+if [[ $TARGET == rtarget ]]; then
+    check "READ CAPACITY size is the demo's 1 GiB" test "$SIZE" -eq $((1 << 30))
+fi
+
+# --- data: 256 MiB through QEMU's iSCSI driver -------------------------------------
+head -c $((256 << 20)) /dev/urandom >"$W/rand.bin"
+T0=$SECONDS
+check "qemu-img convert write 256 MiB" \
+    timeout 300 qemu-img convert -n -f raw -O raw "$W/rand.bin" "$URL"
+WT=$((SECONDS - T0)) T0=$SECONDS
+readback() {
+    rm -f "$W/back.bin"
+    timeout 300 qemu-img convert -f raw -O raw "$URL" "$W/back.bin" || return 1
+    cmp -n $((256 << 20)) "$W/rand.bin" "$W/back.bin"
+}
+check "qemu-img convert read back, cmp byte-exact" readback
+echo "     (write ${WT}s, read $((SECONDS - T0))s)"
+
+qio() { timeout 120 qemu-io -f raw "$@" "$URL"; }
+qio_ok() {   # qemu-io prints errors but may still exit 0: also scan its output
+    local out; out=$(qio "$@" 2>&1); local rc=$?
+    echo "$out"; ((rc == 0)) && ! grep -Eqi 'error|fail|mismatch' <<<"$out"
+}
+check "qemu-io write/read pattern 0xab 1M at 0" \
+    qio_ok -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'
+check "qemu-io unaligned-size pattern 0x5a 3M+4k at 7M+512" \
+    qio_ok -c 'write -P 0x5a 7340544 3149824' -c 'read -P 0x5a 7340544 3149824'
+check "qemu-io 4 KiB writes at the last blocks of the LUN" \
+    qio_ok -c "write -P 0xcd $((SIZE - 4096)) 4k" -c "read -P 0xcd $((SIZE - 4096)) 4k"
+check "qemu-io aio_write batch then readv" \
+    qio_ok -c 'aio_write -P 0x11 64M 64k' -c 'aio_write -P 0x22 65M 64k' -c 'aio_flush' \
+           -c 'read -P 0x11 64M 64k' -c 'read -P 0x22 65M 64k'
+check "qemu-io zero write (write -z) reads back zeros" \
+    qio_ok -c 'write -P 0x77 80M 1M' -c 'write -z 80M 1M' -c 'read -P 0 80M 1M'
+beyond_eol() {   # a read past the end must fail, not return garbage
+    local out; out=$(qio -c "read $SIZE 4k" 2>&1)
+    echo "$out"; grep -Eqi 'error|invalid|out of range|beyond' <<<"$out"
+}
+check "qemu-io read beyond end of LUN fails" beyond_eol
+check "qemu-io flush" qio_ok -c 'write -P 0x33 90M 64k' -c 'flush'
+
+# --- restart from the saved config (rtarget only) ---------------------------------
+if [[ $TARGET == rtarget ]]; then
+    T0=$SECONDS; rc=0; stop_rtarget 5 || rc=$?
+    if ((rc == 0)); then pass "SIGTERM -> exit 0 in $((SECONDS - T0))s (first run)"
+    else fail "SIGTERM -> exit 0 (first run)" "exit status $rc after $((SECONDS - T0))s"; fi
+    if start_rtarget "$STATE" "$PORT" "$CFG"; then
+        pass "restart from saved config"; PID=$RT_PID
+        persist() {   # the random image survives where qemu-io did not overwrite it
+            local r; rm -f "$W/back.bin"
+            timeout 300 qemu-img convert -f raw -O raw "$URL" "$W/back.bin" || return 1
+            for r in 1:6 16:48 96:160; do   # [start MiB : length MiB]
+                cmp -i $((${r%:*} << 20)) -n $((${r#*:} << 20)) "$W/rand.bin" "$W/back.bin" || return 1
+            done
+            # and what qemu-io wrote before the restart
+            qio_ok -c 'read -P 0xab 0 1M' -c 'read -P 0x11 64M 64k' -c 'read -P 0 80M 1M'
+        }
+        check "data intact after restart" persist
+    else
+        fail "restart from saved config" "$(tail -n 3 "$RT_LOG" | tr '\n' ' ')"; exit 1
+    fi
+fi
+rm -f "$W/back.bin" "$W/rand.bin"
+
+# --- malformed PDUs: each probe, then a health check from a fresh session ----------
+while read -r line; do
+    case $line in
+        PASS\ *) pass "${line#PASS }" ;;
+        FAIL\ *) x=${line#FAIL }; fail "${x%% (*}" "${x#* (}" ;;
+    esac
+done < <(timeout 300 python3 "$HERE/malformed.py" 127.0.0.1 "$PORT" "$IQN" "$LUN" 2>&1)
+alive() { kill -0 "$PID" 2>/dev/null; }
+check "target process alive after malformed PDUs" alive
+check "iscsi-ls after malformed PDUs" ls_ok
+check "iscsi-inq after malformed PDUs" inq_std
+
+# --- shutdown ---------------------------------------------------------------------
+if [[ $TARGET == rtarget ]]; then
+    T0=$SECONDS; rc=0; stop_rtarget 5 || rc=$?
+    if ((rc == 0)); then pass "SIGTERM -> exit 0 in $((SECONDS - T0))s"
+    else fail "SIGTERM -> exit 0 within 5 s" "exit status $rc after $((SECONDS - T0))s"; fi
+    if [[ -n $(grep -E 'panicked|RUST_BACKTRACE' "$STATE/rtarget.log") ]]; then
+        fail "no panic in the daemon log" "$(grep -m1 panicked "$STATE/rtarget.log")"
+    else pass "no panic in the daemon log"; fi
+fi
+((NFAIL == 0))
