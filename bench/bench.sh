@@ -22,7 +22,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=3 CONFIGS=ram,disk SMOKE= WRITE_MD= SCALE=1
+ROUNDS=3 CONFIGS=ram,disk SMOKE='' WRITE_MD='' SCALE=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
@@ -107,6 +107,7 @@ run_workload() {   # run_workload NAME URL -> IOPS on stdout
 size_of() { case $1 in 1m-*) echo 1048576 ;; *) echo 4096 ;; esac; }
 
 ERRORS=0
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)   # other work on the machine makes numbers noisy
 T0=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
     if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
@@ -160,11 +161,12 @@ EOF
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
 echo
 echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)"
-echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s"
+echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 echo "$TABLE"
 
 if [[ -n $WRITE_MD && -z $SMOKE ]]; then
     MD=$REPO/BENCHMARKS.md
+    # shellcheck disable=SC2016  # the backquotes are Markdown
     [[ -f $MD ]] || printf '# Benchmarks\n\nWritten by `bash bench/bench.sh --write-md`; newest last.\n' >"$MD"
     {
         echo
@@ -173,7 +175,8 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "Machine: $MACHINE. tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
-             "$ROUNDS rounds, A/B alternating, median; configs: $CONFIGS."
+             "$ROUNDS rounds, A/B alternating, median; configs: $CONFIGS;" \
+             "load average before the run: $LOAD0."
         echo
         echo "$TABLE"
     } >>"$MD"

@@ -28,7 +28,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-CHECK= TARGET=rtarget MATRIX=fileio SUITES= TIMEOUT=120 BUDGET=900 WRITE=1
+CHECK='' TARGET=rtarget MATRIX=fileio SUITES='' TIMEOUT=120 BUDGET=900 WRITE=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --check) CHECK=1 ;;
@@ -56,6 +56,7 @@ IQN=iqn.2026-11.org.rtarget:conformance
 #   CU_FLAGS  extra iscsi-test-cu flags;  MULTIPATH=1 passes the URL twice (2 sessions)
 # To add one: write cfg_NAME, run `conformance/run.sh --matrix NAME` to record
 # results-NAME.txt, commit it, and add NAME to the --matrix list in scripts/test.sh.
+# shellcheck disable=SC2317  # called through "cfg_$cfg"
 cfg_fileio() {      # 1 GiB sparse file, write-back
     RT_LUNS=("fileio:disk0:$W/disk0.img:1G"); TGT_FILE=$W/disk0.img TGT_BS=rdwr
     CU_FLAGS=(-d); MULTIPATH=
@@ -108,7 +109,7 @@ normalize_log() {
         /^(passed|FAILED)([[:space:]]|$)/ { print $1; after = 1; next }
         { print }
         /^  Test: .*(passed|FAILED)[[:space:]]*$/ { after = 1 }
-    ' "$@"
+    '
 }
 
 # results file for (target, configuration)

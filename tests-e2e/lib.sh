@@ -7,9 +7,11 @@
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(git -C "$E2E_DIR" rev-parse --show-toplevel 2>/dev/null || (cd "$E2E_DIR/.." && pwd))
+# shellcheck disable=SC2034  # used by the scripts that source this file
 # Shared tools (guest builder, cuscore.py) live next to the repository checkout.
 TOOLS=${RTARGET_TOOLS:-$REPO/../shared/tools}
 RTARGET_BIN=${RTARGET_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/rtarget}
+# shellcheck disable=SC2034
 DEMO_IQN=iqn.2026-11.org.rtarget:demo
 
 log() { printf '%s\n' "$*" >&2; }

@@ -53,9 +53,10 @@ assert any(l["index"] == 0 for l in t[0]["tpgs"][0]["luns"]), "LUN 0 missing"
 assert any(s["plugin"] == "fileio" for s in c["storage_objects"]), "no fileio object"' "$CFG" "$IQN"
 else
     IQN=iqn.2026-11.org.rtarget:e2e-tgt LUN=1
-    start_tgt "$STATE" "$PORT" && tgt_target 1 "$IQN" &&
-        truncate -s 1G "$STATE/lun1.img" && tgt_lun 1 1 "$STATE/lun1.img" ||
-        { fail "start tgt"; exit 1; }
+    if ! { start_tgt "$STATE" "$PORT" && tgt_target 1 "$IQN" &&
+           truncate -s 1G "$STATE/lun1.img" && tgt_lun 1 1 "$STATE/lun1.img"; }; then
+        fail "start tgt"; exit 1
+    fi
     pass "start tgt"; PID=$TGT_PID
 fi
 URL=iscsi://127.0.0.1:$PORT/$IQN/$LUN
@@ -197,7 +198,7 @@ if [[ $TARGET == rtarget ]]; then
     T0=$SECONDS; rc=0; stop_rtarget 5 || rc=$?
     if ((rc == 0)); then pass "SIGTERM -> exit 0 in $((SECONDS - T0))s"
     else fail "SIGTERM -> exit 0 within 5 s" "exit status $rc after $((SECONDS - T0))s"; fi
-    if [[ -n $(grep -E 'panicked|RUST_BACKTRACE' "$STATE/rtarget.log") ]]; then
+    if grep -qE 'panicked|RUST_BACKTRACE' "$STATE/rtarget.log"; then
         fail "no panic in the daemon log" "$(grep -m1 panicked "$STATE/rtarget.log")"
     else pass "no panic in the daemon log"; fi
 fi

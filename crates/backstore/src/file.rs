@@ -37,6 +37,12 @@ pub struct FileOptions {
     /// Bypass the page cache with `O_DIRECT` where the request allows it.
     pub direct: bool,
     pub read_only: bool,
+    /// Block devices: claim the device exclusively (`O_EXCL`), so it cannot
+    /// be in use by a filesystem or another claimant (LIO `exclusive`).
+    pub exclusive: bool,
+    /// Report a rotational medium. `None`: ask sysfs about the device that
+    /// holds the file (or the block device itself).
+    pub rotational: Option<bool>,
 }
 
 impl FileOptions {
@@ -47,6 +53,8 @@ impl FileOptions {
             write_back: true,
             direct: false,
             read_only: false,
+            exclusive: false,
+            rotational: None,
         }
     }
 }
@@ -125,6 +133,23 @@ fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Resul
     }
 }
 
+/// `queue/rotational` of the block device under a file (st_dev) or of a
+/// device node (st_rdev); partitions keep it in their parent's directory.
+/// Unknown (tmpfs, overlay without a device) counts as non-rotational.
+fn sysfs_rotational(meta: &std::fs::Metadata, is_blk: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = if is_blk { meta.rdev() } else { meta.dev() };
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let base = format!("/sys/dev/block/{major}:{minor}");
+    [
+        format!("{base}/queue/rotational"),
+        format!("{base}/../queue/rotational"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .is_some_and(|s| s.trim() == "1")
+}
+
 fn block_device_size(file: &File) -> io::Result<u64> {
     // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
     const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -146,9 +171,15 @@ impl FileBackstore {
                 ),
             ));
         }
-        let file = open_with(&opts.path, opts, 0, true)?;
-        let meta = file.metadata()?;
+        let mut file = open_with(&opts.path, opts, 0, true)?;
+        let mut meta = file.metadata()?;
         let is_blk = meta.file_type().is_block_device();
+        if is_blk && opts.exclusive {
+            // O_EXCL without O_CREAT on a block device is the kernel's exclusive claim.
+            drop(file);
+            file = open_with(&opts.path, opts, libc::O_EXCL, false)?;
+            meta = file.metadata()?;
+        }
         let current = if is_blk {
             block_device_size(&file)?
         } else {
@@ -212,7 +243,9 @@ impl FileBackstore {
             size,
             write_back: opts.write_back,
             read_only: opts.read_only,
-            rotational: false,
+            rotational: opts
+                .rotational
+                .unwrap_or_else(|| sysfs_rotational(&meta, is_blk)),
             can_punch,
             zero_range_ok: AtomicBool::new(true),
             rwf_dsync_ok: AtomicBool::new(true),
@@ -348,6 +381,10 @@ fn is_aligned(p: *const u8) -> bool {
 }
 
 impl Backstore for FileBackstore {
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<crate::Extent>> {
+        self.extent_at(offset).map(Some)
+    }
+
     fn size(&self) -> u64 {
         self.size
     }
@@ -656,6 +693,33 @@ mod tests {
         assert!(b.capabilities().read_only);
         assert!(b.write_at(&[0u8; 512], 0).is_err());
         assert!(b.discard(0, 512).is_err());
+    }
+
+    #[test]
+    fn rotational_follows_option_then_sysfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        for want in [true, false] {
+            let o = FileOptions {
+                rotational: Some(want),
+                ..opts(&p, Some(4096))
+            };
+            assert_eq!(
+                FileBackstore::open(&o).unwrap().capabilities().rotational,
+                want
+            );
+        }
+        let meta = std::fs::metadata(&p).unwrap();
+        let dev = meta.dev();
+        let sysfs = format!(
+            "/sys/dev/block/{}:{}/queue/rotational",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        if let Ok(s) = std::fs::read_to_string(sysfs) {
+            let b = FileBackstore::open(&opts(&p, None)).unwrap();
+            assert_eq!(b.capabilities().rotational, s.trim() == "1");
+        }
     }
 
     #[test]

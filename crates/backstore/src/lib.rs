@@ -80,6 +80,13 @@ pub trait Backstore: Send + Sync + 'static {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
+    /// Whether the range starting at `offset` is allocated or a hole, and how
+    /// far that state extends (GET LBA STATUS). `None`: this backstore can't
+    /// tell, so the core reports everything as mapped.
+    fn allocation_at(&self, _offset: u64) -> io::Result<Option<Extent>> {
+        Ok(None)
+    }
+
     /// Make a range read back as zeroes. The default writes zero buffers.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         const CHUNK: u64 = 1 << 20;

@@ -35,6 +35,28 @@ impl RamBackstore {
         self.chunks.iter().filter(|c| read(c).is_some()).count() as u64 * CHUNK as u64
     }
 
+    /// Allocation state at `offset` for GET LBA STATUS: chunks never written
+    /// (or wholly discarded) are holes.
+    pub fn extent_at(&self, offset: u64) -> io::Result<crate::Extent> {
+        if offset >= self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset beyond size",
+            ));
+        }
+        let first = (offset / CHUNK as u64) as usize;
+        let allocated = read(&self.chunks[first]).is_some();
+        let same = self.chunks[first + 1..]
+            .iter()
+            .take_while(|c| read(c).is_some() == allocated)
+            .count();
+        let end = ((first + 1 + same) as u64 * CHUNK as u64).min(self.size);
+        Ok(crate::Extent {
+            allocated,
+            len: end - offset,
+        })
+    }
+
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
@@ -76,6 +98,10 @@ fn write(l: &RwLock<Chunk>) -> RwLockWriteGuard<'_, Chunk> {
 }
 
 impl Backstore for RamBackstore {
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<crate::Extent>> {
+        self.extent_at(offset).map(Some)
+    }
+
     fn size(&self) -> u64 {
         self.size
     }
@@ -176,6 +202,28 @@ mod tests {
         assert!(buf[2 << 20..].iter().all(|&x| x == 0xEE));
         // Chunk 1 was wholly discarded: only chunks 0 and 2 remain.
         assert_eq!(r.allocated_bytes(), 2 * CHUNK as u64);
+    }
+
+    #[test]
+    fn extents_follow_allocated_chunks() {
+        let r = RamBackstore::new((4 << 20) + 4096).unwrap();
+        let hole = |len| crate::Extent {
+            allocated: false,
+            len,
+        };
+        assert_eq!(r.extent_at(100).unwrap(), hole((4 << 20) + 4096 - 100));
+        r.write_at(&[1u8; 512], (1 << 20) + 512).unwrap();
+        r.write_at(&[1u8; 512], 2 << 20).unwrap();
+        assert_eq!(r.extent_at(0).unwrap(), hole(1 << 20));
+        assert_eq!(
+            r.extent_at(1 << 20).unwrap(),
+            crate::Extent {
+                allocated: true,
+                len: 2 << 20
+            }
+        );
+        assert_eq!(r.extent_at(3 << 20).unwrap(), hole((1 << 20) + 4096));
+        assert!(r.extent_at((4 << 20) + 4096).is_err());
     }
 
     #[test]

@@ -75,6 +75,7 @@ mod tests {
             Ok(Some(true))
         );
         assert_eq!(cfg.storage_objects[3].nullio, Some(true));
+        assert_eq!(cfg.storage_objects[4].exclusive, Some(true));
         let t = &cfg.targets[0];
         assert_eq!(t.fabric, "iscsi");
         let tpg = &t.tpgs[0];
@@ -106,7 +107,7 @@ mod tests {
             "{warnings:#?}"
         );
         assert!(
-            warnings
+            !warnings
                 .iter()
                 .any(|w| w.contains("unknown key \"exclusive\"")),
             "{warnings:#?}"

@@ -66,6 +66,13 @@ pub struct StorageObject {
         deserialize_with = "de_opt_bool"
     )]
     pub readonly: Option<bool>,
+    /// block: claim the device exclusively (rtslib default true).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_bool"
+    )]
+    pub exclusive: Option<bool>,
     /// ramdisk: drop writes, read zeroes.
     #[serde(
         default,

@@ -124,10 +124,14 @@ pub fn validate(cfg: &SaveConfig) -> Result<Vec<Issue>, Vec<Issue>> {
 
 /// Returns whether rtarget can build this storage object.
 fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
-    if so.name.is_empty() || so.name.contains('/') {
+    // rtslib refuses the same characters (they break configfs/targetcli paths).
+    if so.name.is_empty() || so.name.contains(['/', ' ', '\t', '\n']) {
         r.err(
             loc,
-            format!("invalid name {:?} (non-empty, no '/')", so.name),
+            format!(
+                "invalid name {:?} (non-empty, no '/' or whitespace)",
+                so.name
+            ),
         );
     }
     let block_size = match so.block_size() {
@@ -165,7 +169,11 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
             );
         }
     }
-    r.extra(loc, &so.extra);
+    if SUPPORTED_PLUGINS.contains(&so.plugin.as_str()) {
+        // Other plugins' own keys (user:* `config`, `control`, ...) are not
+        // news: the whole object is already reported as unsupported.
+        r.extra(loc, &so.extra);
+    }
     if let Some(tpgs) = &so.alua_tpgs {
         let non_default = tpgs
             .iter()

@@ -3,6 +3,7 @@
 //! and nothing panics on peer bytes (every length is checked).
 
 pub mod bhs;
+pub mod chap;
 pub mod digest;
 pub mod negotiate;
 pub mod pdu;

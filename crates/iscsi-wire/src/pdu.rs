@@ -247,3 +247,48 @@ mod tests {
         assert!(ahs_entries(&[1, 2]).next().unwrap().is_err());
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::negotiate::{Negotiator, Stage, TargetOffer};
+    use crate::text::parse_pairs;
+
+    /// Random bytes through every parser: errors are fine, panics are not.
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let len = (next() % 200) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 3 == 0 && buf.len() >= 8 {
+                // Small lengths so complete frames are common.
+                buf[4] &= 3;
+                buf[5] = 0;
+                buf[6] = 0;
+                buf[7] &= 0x3f;
+            }
+            let d = Digests {
+                header: round % 2 == 0,
+                data: round % 4 == 0,
+            };
+            if let Ok(Some(f)) = parse_frame(&buf, d, 8192) {
+                assert!(f.total_len <= buf.len());
+                for a in ahs_entries(f.ahs) {
+                    let _ = a;
+                }
+            }
+            let _ = ahs_entries(&buf).count();
+            if let Ok(pairs) = parse_pairs(&buf) {
+                let mut n = Negotiator::new(TargetOffer::default());
+                let _ = n.respond(&pairs, Stage::Operational);
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Serve one target with one RAM LUN for manual tests with real initiators:
 //! `cargo run --release -p iscsi --example serve_mem -- PORT [SIZE_MIB] [IQN]`.
+//! `CHAP=user:secret` in the environment turns on CHAP authentication.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -65,6 +66,15 @@ fn main() -> io::Result<()> {
         }],
     });
     let addr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut attributes = BTreeMap::new();
+    if let Some((user, secret)) = std::env::var("CHAP").ok().and_then(|c| {
+        c.split_once(':')
+            .map(|(u, s)| (u.to_string(), s.to_string()))
+    }) {
+        attributes.insert("authentication".to_string(), "1".to_string());
+        attributes.insert("userid".to_string(), user);
+        attributes.insert("password".to_string(), secret);
+    }
     let server = IscsiServer::new();
     server.set_target(TargetConfig {
         iqn: iqn.clone(),
@@ -73,7 +83,7 @@ fn main() -> io::Result<()> {
             enable: true,
             portals: vec![addr],
             luns,
-            attributes: BTreeMap::new(),
+            attributes,
             parameters: BTreeMap::new(),
         }],
     });

@@ -183,12 +183,10 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         match io.rx.fill(&mut io.stream, need) {
             Ok(0) => return,
             Ok(_) => last_rx = Instant::now(),
-            Err(e) if is_timeout(&e) => {
-                match sess.nop_timer(last_rx, &mut io.tx) {
-                    Action::Close => return,
-                    Action::Continue => {}
-                }
-            }
+            Err(e) if is_timeout(&e) => match sess.nop_timer(last_rx, &mut io.tx) {
+                Action::Close => return,
+                Action::Continue => {}
+            },
             Err(_) => return,
         }
     }

@@ -3,11 +3,15 @@
 //! MaxBurstLength with up to MaxOutstandingR2T in flight. Data arrives in
 //! order (DataPDUInOrder and DataSequenceInOrder are always Yes), so it is
 //! appended to a pooled buffer and every offset, length and DataSN is
-//! checked against that. At ERL 0 a DataSN gap or an offset/length error
-//! ends the connection; a duplicate (lower) DataSN is dropped, as LIO does.
+//! checked against that. A wrong DataSN poisons the task: that PDU and all
+//! later data for the task are dropped and the command never runs (at ERL 0
+//! the initiator recovers by timeout, abort or a new session; closing the
+//! connection instead races with libiscsi's reconnect). An offset or
+//! length outside what was asked for is a protocol error that ends the
+//! connection.
 
 use iscsi_wire::request::{DataOut, ScsiCommand};
-use iscsi_wire::response::{RejectReason, R2t};
+use iscsi_wire::response::{R2t, RejectReason};
 use iscsi_wire::{Bhs, Frame, RESERVED_TAG};
 
 use crate::session::{Action, Session};
@@ -47,6 +51,8 @@ pub struct WriteTask {
     next_r2t_offset: u32,
     r2ts: Vec<R2tState>,
     r2tsn: u32,
+    /// A DataSN error happened: drop all data, never execute.
+    poisoned: bool,
 }
 
 impl WriteTask {
@@ -56,10 +62,7 @@ impl WriteTask {
 }
 
 enum DataErr {
-    /// DataSN below the expected one: a duplicate, dropped (as LIO does).
-    Duplicate,
-    /// DataSN beyond the expected one: data was lost; ERL 0 cannot
-    /// recover, close.
+    /// Wrong DataSN: the task can no longer complete correctly.
     Sequence,
     /// Offset/length outside what was asked for: Reject, then close.
     Protocol,
@@ -79,10 +82,7 @@ impl Session {
         buf.extend_from_slice(imm);
         let got = imm.len() as u32;
         let unsol_left = if !self.params.initial_r2t && !c.final_bit {
-            self.params
-                .first_burst_length
-                .min(edtl)
-                .saturating_sub(got)
+            self.params.first_burst_length.min(edtl).saturating_sub(got)
         } else {
             0
         };
@@ -97,6 +97,7 @@ impl Session {
             next_r2t_offset: got,
             r2ts: Vec::new(),
             r2tsn: 0,
+            poisoned: false,
         };
         if t.unsol_done {
             self.issue_r2ts(&mut t, tx);
@@ -143,22 +144,31 @@ impl Session {
             tracing::debug!(itt = d.itt, "Data-Out for an unknown task, discarded");
             return Action::Continue;
         };
+        if self.tasks[idx].poisoned {
+            return Action::Continue;
+        }
         let mut t = self.tasks.swap_remove(idx);
         match self.accept_data(&mut t, &d, f.data, tx) {
             Ok(()) => {}
-            Err(DataErr::Duplicate) => {
-                tracing::warn!(itt = d.itt, datasn = d.datasn, "duplicate Data-Out dropped");
+            Err(DataErr::Sequence) => {
+                tracing::warn!(
+                    itt = d.itt,
+                    datasn = d.datasn,
+                    "Data-Out with a wrong DataSN: task will not run"
+                );
+                t.poisoned = true;
+                let buf = std::mem::take(&mut t.buf);
+                tx.recycle(buf);
                 self.tasks.push(t);
                 return Action::Continue;
             }
-            Err(DataErr::Sequence) => {
-                tracing::warn!(itt = d.itt, datasn = d.datasn, "Data-Out sequence error, closing (ERL 0)");
-                tx.recycle(t.buf);
-                return Action::Close;
-            }
             Err(DataErr::Protocol) => {
-                tracing::warn!(itt = d.itt, offset = d.buffer_offset, len = f.data.len(),
-                    "Data-Out outside the expected range, closing (ERL 0)");
+                tracing::warn!(
+                    itt = d.itt,
+                    offset = d.buffer_offset,
+                    len = f.data.len(),
+                    "Data-Out outside the expected range, closing (ERL 0)"
+                );
                 self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
                 tx.recycle(t.buf);
                 return Action::Close;
@@ -182,10 +192,12 @@ impl Session {
         tx: &mut TxQueue,
     ) -> Result<(), DataErr> {
         let len = data.len() as u32;
-        let check_sn = |got: u32, want: u32| match got.cmp(&want) {
-            std::cmp::Ordering::Equal => Ok(()),
-            std::cmp::Ordering::Less => Err(DataErr::Duplicate),
-            std::cmp::Ordering::Greater => Err(DataErr::Sequence),
+        let check_sn = |got: u32, want: u32| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(DataErr::Sequence)
+            }
         };
         if d.ttt == RESERVED_TAG {
             if t.unsol_done {

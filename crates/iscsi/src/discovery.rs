@@ -114,7 +114,10 @@ impl Session {
             };
             answer = send_targets(&targets, self.local);
         }
-        let others: Vec<_> = pairs.into_iter().filter(|p| p.key != "SendTargets").collect();
+        let others: Vec<_> = pairs
+            .into_iter()
+            .filter(|p| p.key != "SendTargets")
+            .collect();
         if !others.is_empty() {
             match self.neg.respond(&others, Stage::FullFeature) {
                 Ok(a) => {
@@ -140,11 +143,7 @@ impl Session {
         let rest = self.text.pending.len() - self.text.sent;
         let n = rest.min(max);
         let last = n == rest;
-        let ttt = if last {
-            RESERVED_TAG
-        } else {
-            self.alloc_ttt()
-        };
+        let ttt = if last { RESERVED_TAG } else { self.alloc_ttt() };
         self.text.ttt = ttt;
         let r = TextResponse {
             final_bit: last,

@@ -49,7 +49,28 @@ pub struct TargetConfig {
     pub tpgs: Vec<TpgConfig>,
 }
 
+/// One live (normal) session, as `targetcli sessions` lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub initiator: String,
+    pub isid: [u8; 6],
+    pub target: String,
+    pub tpg_tag: u16,
+    pub tsih: u16,
+    pub peer: SocketAddr,
+}
+
 /// The iSCSI fabric: listeners, targets and live sessions.
+///
+/// TPG attributes read (targetcli names): `authentication` (1 = CHAP
+/// required) with `userid`, `password`, `mutual_userid`, `mutual_password`;
+/// `default_cmdsn_depth` (command window, default 128), `login_timeout`
+/// (seconds, default 15), `nopin_timeout` / `nopin_response_timeout`
+/// (idle ping and its deadline, default 15 / 30 s; 0 disables the ping).
+/// TPG parameters override the negotiation offers (`MaxRecvDataSegmentLength`,
+/// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
+/// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,
+/// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...).
 pub struct IscsiServer {
     shared: Arc<server::Shared>,
 }
@@ -64,6 +85,17 @@ impl IscsiServer {
     /// Add or replace (by IQN) a target. Takes effect for new logins.
     pub fn set_target(&self, target: TargetConfig) {
         self.shared.set_target(target);
+    }
+
+    /// Remove a target (by IQN) and close its live sessions. Returns false
+    /// if no such target was configured.
+    pub fn remove_target(&self, iqn: &str) -> bool {
+        self.shared.remove_target(iqn)
+    }
+
+    /// Live normal sessions (discovery sessions are not listed).
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.shared.sessions()
     }
 
     /// Start accepting connections on `addr` (a thread per listener; a

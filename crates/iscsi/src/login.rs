@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iscsi_wire::chap::{is_chap_key, ChapCredentials, ChapServer, CHALLENGE_LEN};
 use iscsi_wire::negotiate::{AuthMethod, Negotiator, SessionType, Stage, TargetOffer};
 use iscsi_wire::request::LoginRequest;
 use iscsi_wire::response::{LoginResponse, SnFields};
@@ -81,12 +82,46 @@ fn pick_tpg(t: &TargetConfig, local: SocketAddr) -> Option<TpgConfig> {
     let enabled = || t.tpgs.iter().filter(|g| g.enable);
     enabled()
         .find(|g| {
-            g.portals.iter().any(|p| {
-                *p == local || (p.ip().is_unspecified() && p.port() == local.port())
-            })
+            g.portals
+                .iter()
+                .any(|p| *p == local || (p.ip().is_unspecified() && p.port() == local.port()))
         })
         .or_else(|| enabled().next())
         .cloned()
+}
+
+/// CHAP secrets from the TPG attributes (targetcli's `auth` group names).
+fn chap_credentials(tpg: Option<&TpgConfig>) -> Option<ChapCredentials> {
+    let a = &tpg?.attributes;
+    let get = |k: &str| a.get(k).filter(|v| !v.is_empty()).cloned();
+    Some(ChapCredentials {
+        userid: get("userid")?,
+        password: get("password")?,
+        mutual_userid: get("mutual_userid"),
+        mutual_password: get("mutual_password"),
+    })
+}
+
+/// CHAP identifier and challenge from the kernel's random source.
+fn random_challenge() -> (u8, [u8; CHALLENGE_LEN]) {
+    use std::io::Read;
+    let mut b = [0u8; CHALLENGE_LEN + 1];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        // Never expected on Linux; still never reuse a fixed challenge.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    let mut c = [0u8; CHALLENGE_LEN];
+    c.copy_from_slice(&b[1..]);
+    (b[0], c)
 }
 
 fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
@@ -114,6 +149,7 @@ struct State {
     statsn: u32,
     window: u32,
     initiator: String,
+    chap: Option<ChapServer>,
 }
 
 /// Read one login PDU (copied out: login is not on the data path).
@@ -181,7 +217,12 @@ fn fail(io: &mut Io, st: &mut State, req: &LoginRequest, status: LoginStatus, pe
 }
 
 /// Run the login phase; `None` when the connection must close.
-pub fn run(shared: &Arc<Shared>, io: &mut Io, peer: SocketAddr, local: SocketAddr) -> Option<LoginOutcome> {
+pub fn run(
+    shared: &Arc<Shared>,
+    io: &mut Io,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<LoginOutcome> {
     let mut st = State {
         first: None,
         stage: None,
@@ -192,6 +233,7 @@ pub fn run(shared: &Arc<Shared>, io: &mut Io, peer: SocketAddr, local: SocketAdd
         statsn: 0,
         window: DEFAULT_CMDSN_DEPTH,
         initiator: String::new(),
+        chap: None,
     };
     let mut deadline = Instant::now() + Duration::from_secs(DEFAULT_LOGIN_TIMEOUT);
     loop {
@@ -260,14 +302,14 @@ pub fn run(shared: &Arc<Shared>, io: &mut Io, peer: SocketAddr, local: SocketAdd
             let secs = attr_u64(st.tpg.as_ref(), "login_timeout", DEFAULT_LOGIN_TIMEOUT);
             deadline = Instant::now() + Duration::from_secs(secs.clamp(1, 3600));
         }
-        let Some(neg) = st.neg.as_mut() else {
-            return None;
-        };
+        let neg = st.neg.as_mut()?;
         let stage = if req.csg == 0 {
             Stage::Security
         } else {
             Stage::Operational
         };
+        let (chap_pairs, pairs): (Vec<Pair>, Vec<Pair>) =
+            pairs.into_iter().partition(|p| is_chap_key(&p.key));
         let mut answers = match neg.respond(&pairs, stage) {
             Ok(a) => a,
             Err(e) => {
@@ -277,18 +319,50 @@ pub fn run(shared: &Arc<Shared>, io: &mut Io, peer: SocketAddr, local: SocketAdd
             }
         };
         answers.extend(extra);
-        // Leaving the security stage (or skipping it) needs satisfied auth.
         let auth_needed = !neg.offer.auth_methods.contains(&AuthMethod::None);
-        let leaving_security = req.csg == 0 && req.transit;
-        if auth_needed && (leaving_security || req.csg == 1) {
-            // CHAP is not implemented yet: nothing can satisfy it.
+        if req.csg == 0 && neg.auth_method == Some(AuthMethod::Chap) {
+            let chap = match &mut st.chap {
+                Some(c) => c,
+                None => match chap_credentials(st.tpg.as_ref()) {
+                    Some(creds) => {
+                        let (id, challenge) = random_challenge();
+                        st.chap.insert(ChapServer::new(creds, id, challenge))
+                    }
+                    None => {
+                        tracing::warn!("CHAP required but no userid/password configured");
+                        fail(io, &mut st, &req, LoginStatus::AuthFailed, peer);
+                        return None;
+                    }
+                },
+            };
+            match chap.step(&chap_pairs) {
+                Ok(a) => answers.extend(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "CHAP authentication failed");
+                    fail(io, &mut st, &req, LoginStatus::AuthFailed, peer);
+                    return None;
+                }
+            }
+        } else if !chap_pairs.is_empty() {
+            fail(io, &mut st, &req, LoginStatus::InitiatorError, peer);
+            return None;
+        }
+        // Leaving the security stage (or skipping it) needs satisfied auth;
+        // while CHAP is still in progress the target holds the transit.
+        let auth_ok = !auth_needed || st.chap.as_ref().is_some_and(ChapServer::is_done);
+        let mut transit = req.transit;
+        if !auth_ok && (req.csg == 1 || (req.transit && st.chap.is_none())) {
             fail(io, &mut st, &req, LoginStatus::AuthFailed, peer);
             return None;
         }
+        if !auth_ok {
+            transit = false;
+        }
+        let neg = st.neg.as_mut()?;
         if req.csg == 1 {
             answers.extend(neg.declarations());
         }
-        let done = req.transit && req.nsg == 3;
+        let done = transit && req.nsg == 3;
         let discovery = neg.session_type == Some(SessionType::Discovery);
         let mut tsih = req.tsih;
         let mut key = None;
@@ -300,21 +374,21 @@ pub fn run(shared: &Arc<Shared>, io: &mut Io, peer: SocketAddr, local: SocketAdd
                     target: t.iqn.clone(),
                     tpgt: st.tpg.as_ref().map_or(0, |g| g.tag),
                 };
-                tsih = shared.register_session(k.clone(), io.handle.id);
+                tsih = shared.register_session(k.clone(), io.handle.id, peer);
                 key = Some(k);
             } else {
                 tsih = shared.alloc_tsih();
             }
         }
-        let mut r = reply(&st, &req, req.transit, tsih);
-        if req.transit {
+        let mut r = reply(&st, &req, transit, tsih);
+        if transit {
             r.nsg = req.nsg;
         }
         let body = encode_pairs(&answers);
         if !respond(io, &mut st, &req, r, &body) {
             return None;
         }
-        if req.transit {
+        if transit {
             st.stage = Some(req.nsg);
         }
         if done {
@@ -402,8 +476,12 @@ fn first_request(
                 LoginStatus::SessionDoesNotExist
             });
         }
-        st.window = attr_u64(Some(&tpg), "default_cmdsn_depth", u64::from(DEFAULT_CMDSN_DEPTH))
-            .clamp(1, 4096) as u32;
+        st.window = attr_u64(
+            Some(&tpg),
+            "default_cmdsn_depth",
+            u64::from(DEFAULT_CMDSN_DEPTH),
+        )
+        .clamp(1, 4096) as u32;
         extra.push(Pair::new("TargetPortalGroupTag", tpg.tag.to_string()));
         st.neg = Some(Negotiator::new(build_offer(Some(&tpg))));
         st.target = Some(target);

@@ -46,6 +46,7 @@ pub struct SessionKey {
 struct SessionEntry {
     tsih: u16,
     conn_id: u64,
+    peer: SocketAddr,
 }
 
 pub struct Shared {
@@ -106,7 +107,7 @@ impl Shared {
     /// Register a session that finished login on `conn_id`; returns its
     /// TSIH. An existing session with the same key is reinstated: its
     /// connection is closed and we wait (bounded) for it to clean up.
-    pub fn register_session(&self, key: SessionKey, conn_id: u64) -> u16 {
+    pub fn register_session(&self, key: SessionKey, conn_id: u64, peer: SocketAddr) -> u16 {
         let old = self.lock_sessions().get(&key).map(|e| e.conn_id);
         if let Some(old_conn) = old {
             tracing::info!(initiator = %key.initiator, target = %key.target,
@@ -121,7 +122,14 @@ impl Shared {
             }
         }
         let tsih = self.alloc_tsih();
-        self.lock_sessions().insert(key, SessionEntry { tsih, conn_id });
+        self.lock_sessions().insert(
+            key,
+            SessionEntry {
+                tsih,
+                conn_id,
+                peer,
+            },
+        );
         tsih
     }
 
@@ -140,6 +148,47 @@ impl Shared {
         self.lock_sessions()
             .get(key)
             .is_some_and(|e| e.tsih == tsih)
+    }
+
+    /// Live normal sessions.
+    pub fn sessions(&self) -> Vec<crate::SessionInfo> {
+        let mut v: Vec<_> = self
+            .lock_sessions()
+            .iter()
+            .map(|(k, e)| crate::SessionInfo {
+                initiator: k.initiator.clone(),
+                isid: k.isid,
+                target: k.target.clone(),
+                tpg_tag: k.tpgt,
+                tsih: e.tsih,
+                peer: e.peer,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.target, a.tsih).cmp(&(&b.target, b.tsih)));
+        v
+    }
+
+    /// Remove a target and close its sessions; false if it was not there.
+    pub fn remove_target(&self, iqn: &str) -> bool {
+        let removed = self
+            .targets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(iqn)
+            .is_some();
+        let victims: Vec<u64> = self
+            .lock_sessions()
+            .iter()
+            .filter(|(k, _)| k.target == iqn)
+            .map(|(_, e)| e.conn_id)
+            .collect();
+        let conns = self.lock_conns();
+        for id in victims {
+            if let Some(h) = conns.get(&id) {
+                h.kill();
+            }
+        }
+        removed
     }
 
     pub fn unregister_session(&self, key: &SessionKey, conn_id: u64) {
@@ -252,9 +301,8 @@ fn spawn_conn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io::
 /// grace period and join all threads.
 pub fn shutdown(shared: &Arc<Shared>) {
     shared.stopping.store(true, Ordering::SeqCst);
-    let listeners: Vec<_> = std::mem::take(
-        &mut *shared.listeners.lock().unwrap_or_else(|e| e.into_inner()),
-    );
+    let listeners: Vec<_> =
+        std::mem::take(&mut *shared.listeners.lock().unwrap_or_else(|e| e.into_inner()));
     for (l, h) in listeners {
         // SAFETY: shutdown(2) on a listening socket we own wakes the thread
         // blocked in accept(2) on its clone; the fd stays valid until `l`
@@ -266,12 +314,9 @@ pub fn shutdown(shared: &Arc<Shared>) {
     }
     let conns: Vec<Arc<ConnHandle>> = shared.lock_conns().values().cloned().collect();
     for c in &conns {
-        let _ = c.stop.compare_exchange(
-            STOP_NONE,
-            STOP_LOGOUT,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let _ = c
+            .stop
+            .compare_exchange(STOP_NONE, STOP_LOGOUT, Ordering::SeqCst, Ordering::SeqCst);
     }
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline && !shared.lock_conns().is_empty() {

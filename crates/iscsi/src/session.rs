@@ -180,7 +180,12 @@ impl Session {
             return true;
         }
         let in_window = !sn_lt(cmdsn, self.exp_cmdsn) && !sn_lt(self.max_cmdsn(), cmdsn);
-        tracing::debug!(cmdsn, exp = self.exp_cmdsn, in_window, "dropping out-of-order command");
+        tracing::debug!(
+            cmdsn,
+            exp = self.exp_cmdsn,
+            in_window,
+            "dropping out-of-order command"
+        );
         false
     }
 

@@ -47,9 +47,7 @@ impl Session {
                     let t = self.tasks.swap_remove(i);
                     tx.recycle(t.buf);
                     COMPLETE
-                } else if sn_le(self.exp_cmdsn, r.ref_cmdsn)
-                    && sn_lt(r.ref_cmdsn, r.cmdsn)
-                {
+                } else if sn_le(self.exp_cmdsn, r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
                     // In the window but never received: consider it
                     // received and aborted (RFC 7143 §11.5.1).
                     COMPLETE

@@ -25,11 +25,15 @@ fn write_read_all_data_out_paths() {
     let (srv, addr) = server(&[]);
     // (extra login keys, description)
     let configs: &[&[(&str, &str)]] = &[
-        &[],                                              // immediate + unsolicited + R2T
-        &[("ImmediateData", "No"), ("InitialR2T", "Yes")], // R2T only
+        &[],                                                // immediate + unsolicited + R2T
+        &[("ImmediateData", "No"), ("InitialR2T", "Yes")],  // R2T only
         &[("ImmediateData", "Yes"), ("InitialR2T", "Yes")], // immediate + R2T
-        &[("ImmediateData", "No"), ("InitialR2T", "No")],  // unsolicited + R2T
-        &[("MaxOutstandingR2T", "1"), ("MaxBurstLength", "65536"), ("ImmediateData", "No")],
+        &[("ImmediateData", "No"), ("InitialR2T", "No")],   // unsolicited + R2T
+        &[
+            ("MaxOutstandingR2T", "1"),
+            ("MaxBurstLength", "65536"),
+            ("ImmediateData", "No"),
+        ],
         &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
         &[("MaxRecvDataSegmentLength", "4096")],
     ];
@@ -38,7 +42,10 @@ fn write_read_all_data_out_paths() {
         c.isid[5] = i as u8;
         c.login(Some(IQN), extra);
         c.clear_ua();
-        for (n, len) in [512usize, 4096, 65536, 300 * 1024, 1 << 20, 3 << 20].iter().enumerate() {
+        for (n, len) in [512usize, 4096, 65536, 300 * 1024, 1 << 20, 3 << 20]
+            .iter()
+            .enumerate()
+        {
             roundtrip(&mut c, (n as u32) * 2048, *len, i as u8 + n as u8);
         }
         c.logout();

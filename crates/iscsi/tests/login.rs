@@ -11,7 +11,13 @@ use iscsi_wire::Opcode;
 fn normal_login_negotiates_fast_defaults() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
-    let pairs = c.login(Some(IQN), &[("MaxBurstLength", "16776192"), ("FirstBurstLength", "16776192")]);
+    let pairs = c.login(
+        Some(IQN),
+        &[
+            ("MaxBurstLength", "16776192"),
+            ("FirstBurstLength", "16776192"),
+        ],
+    );
     let get = |k: &str| pairs.iter().find(|p| p.key == k).map(|p| p.value.as_str());
     assert_eq!(get("ImmediateData"), Some("Yes"));
     assert_eq!(get("InitialR2T"), Some("No"));
@@ -40,15 +46,22 @@ fn first_login_response_has_tpgt_and_window() {
         ],
     );
     assert_eq!((r.status_class, r.status_detail), (0, 0));
-    assert!(pairs.iter().any(|p| p.key == "TargetPortalGroupTag" && p.value == "1"));
-    assert!(pairs.iter().any(|p| p.key == "AuthMethod" && p.value == "None"));
+    assert!(pairs
+        .iter()
+        .any(|p| p.key == "TargetPortalGroupTag" && p.value == "1"));
+    assert!(pairs
+        .iter()
+        .any(|p| p.key == "AuthMethod" && p.value == "None"));
     assert_eq!(r.sn.max_cmdsn.wrapping_sub(r.sn.exp_cmdsn) + 1, 128);
     srv.shutdown();
 }
 
 #[test]
 fn tpg_parameters_override_offers() {
-    let (srv, addr) = server(&[("ImmediateData", "No"), ("MaxRecvDataSegmentLength", "8192")]);
+    let (srv, addr) = server(&[
+        ("ImmediateData", "No"),
+        ("MaxRecvDataSegmentLength", "8192"),
+    ]);
     let mut c = Client::connect(addr);
     let pairs = c.login(Some(IQN), &[]);
     let get = |k: &str| pairs.iter().find(|p| p.key == k).map(|p| p.value.as_str());
@@ -91,16 +104,29 @@ fn login_status(addr: std::net::SocketAddr, pairs: &[(&str, &str)], version_min:
 #[test]
 fn login_failures_have_the_right_status() {
     let (srv, addr) = server(&[]);
-    let cases: Vec<(Vec<(&str, &str)>, u8, (u8, u8))> = vec![
-        (vec![("InitiatorName", INITIATOR), ("TargetName", "iqn.nope")], 0, (2, 3)),
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u8, (u8, u8));
+    let cases: Vec<Case> = vec![
+        (
+            vec![("InitiatorName", INITIATOR), ("TargetName", "iqn.nope")],
+            0,
+            (2, 3),
+        ),
         (vec![("TargetName", IQN)], 0, (2, 7)),
         (vec![("InitiatorName", INITIATOR)], 0, (2, 7)),
         (
-            vec![("InitiatorName", INITIATOR), ("TargetName", IQN), ("SessionType", "Bogus")],
+            vec![
+                ("InitiatorName", INITIATOR),
+                ("TargetName", IQN),
+                ("SessionType", "Bogus"),
+            ],
             0,
             (2, 0),
         ),
-        (vec![("InitiatorName", INITIATOR), ("TargetName", IQN)], 1, (2, 5)),
+        (
+            vec![("InitiatorName", INITIATOR), ("TargetName", IQN)],
+            1,
+            (2, 5),
+        ),
     ];
     for (pairs, v, want) in cases {
         assert_eq!(login_status(addr, &pairs, v), want, "{pairs:?}");
@@ -115,9 +141,19 @@ fn login_failures_have_the_right_status() {
 fn duplicate_key_fails_login() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
-    let (r, _) = c.login_pdu(0, 1, true, &[("InitiatorName", INITIATOR), ("TargetName", IQN)]);
+    let (r, _) = c.login_pdu(
+        0,
+        1,
+        true,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
     assert_eq!(r.status_class, 0);
-    let (r, _) = c.login_pdu(1, 3, true, &[("MaxBurstLength", "8192"), ("MaxBurstLength", "8192")]);
+    let (r, _) = c.login_pdu(
+        1,
+        3,
+        true,
+        &[("MaxBurstLength", "8192"), ("MaxBurstLength", "8192")],
+    );
     assert_eq!((r.status_class, r.status_detail), (2, 0));
     srv.shutdown();
 }
@@ -127,7 +163,12 @@ fn bad_stage_transition_fails() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
     // NSG 2 is reserved.
-    let (r, _) = c.login_pdu(0, 2, true, &[("InitiatorName", INITIATOR), ("TargetName", IQN)]);
+    let (r, _) = c.login_pdu(
+        0,
+        2,
+        true,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
     assert_eq!((r.status_class, r.status_detail), (2, 0));
     srv.shutdown();
 }
@@ -140,7 +181,11 @@ fn skipping_security_goes_straight_to_operational() {
         1,
         3,
         true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN), ("ImmediateData", "Yes")],
+        &[
+            ("InitiatorName", INITIATOR),
+            ("TargetName", IQN),
+            ("ImmediateData", "Yes"),
+        ],
     );
     assert_eq!((r.status_class, r.status_detail), (0, 0));
     assert!(r.tsih != 0);
@@ -154,13 +199,20 @@ fn discovery_send_targets() {
     srv.set_target(target("iqn.2026-11.org.rtarget:second", 1 << 20, &[]));
     let mut c = Client::connect(addr);
     let pairs = c.login(None, &[("InitialR2T", "No")]);
-    assert!(pairs.iter().any(|p| p.key == "InitialR2T" && p.value == "Irrelevant"));
+    assert!(pairs
+        .iter()
+        .any(|p| p.key == "InitialR2T" && p.value == "Irrelevant"));
     let all = parse_pairs(&c.text(&[("SendTargets", "All")])).unwrap();
-    let names: Vec<_> = all.iter().filter(|p| p.key == "TargetName").map(|p| p.value.as_str()).collect();
+    let names: Vec<_> = all
+        .iter()
+        .filter(|p| p.key == "TargetName")
+        .map(|p| p.value.as_str())
+        .collect();
     assert_eq!(names, vec!["iqn.2026-11.org.rtarget:second", IQN]);
     // Wildcard portal: the connection's local address is advertised.
-    let addr_s = format!("127.0.0.1:3260,1");
-    assert!(all.iter().any(|p| p.key == "TargetAddress" && p.value == addr_s));
+    assert!(all
+        .iter()
+        .any(|p| p.key == "TargetAddress" && p.value == "127.0.0.1:3260,1"));
     let one = parse_pairs(&c.text(&[("SendTargets", IQN)])).unwrap();
     assert_eq!(one.iter().filter(|p| p.key == "TargetName").count(), 1);
     // SCSI commands are not allowed in a discovery session.
@@ -178,7 +230,11 @@ fn discovery_send_targets() {
 fn long_send_targets_answer_is_continued() {
     let (srv, addr) = server(&[]);
     for i in 0..300 {
-        srv.set_target(target(&format!("iqn.2026-11.org.rtarget:many-targets-with-long-names-{i:04}"), 4096, &[]));
+        srv.set_target(target(
+            &format!("iqn.2026-11.org.rtarget:many-targets-with-long-names-{i:04}"),
+            4096,
+            &[],
+        ));
     }
     let mut c = Client::connect(addr);
     c.login(None, &[("MaxRecvDataSegmentLength", "4096")]);
@@ -220,11 +276,21 @@ fn adding_a_connection_is_refused() {
     a.login(Some(IQN), &[]);
     let mut b = Client::connect(addr);
     b.tsih = a.tsih;
-    let (r, _) = b.login_pdu(0, 1, true, &[("InitiatorName", INITIATOR), ("TargetName", IQN)]);
+    let (r, _) = b.login_pdu(
+        0,
+        1,
+        true,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
     assert_eq!((r.status_class, r.status_detail), (2, 6));
     let mut d = Client::connect(addr);
     d.tsih = a.tsih.wrapping_add(100);
-    let (r, _) = d.login_pdu(0, 1, true, &[("InitiatorName", INITIATOR), ("TargetName", IQN)]);
+    let (r, _) = d.login_pdu(
+        0,
+        1,
+        true,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
     assert_eq!((r.status_class, r.status_detail), (2, 10));
     srv.shutdown();
 }
@@ -240,4 +306,225 @@ fn shutdown_requests_logout() {
     assert_eq!(p.bhs.0[36], 1, "logout request event");
     c.logout();
     t.join().unwrap();
+}
+
+#[test]
+fn login_text_continued_across_pdus() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    let text = format!("InitiatorName={INITIATOR}\0TargetName={IQN}\0AuthMethod=None\0");
+    let (a, b) = text.as_bytes().split_at(20); // split inside a pair
+    for (i, part) in [a, b].iter().enumerate() {
+        let last = i == 1;
+        let req = iscsi_wire::request::LoginRequest {
+            transit: last,
+            cont: !last,
+            csg: 0,
+            nsg: if last { 1 } else { 0 },
+            version_max: 0,
+            version_min: 0,
+            isid: c.isid,
+            tsih: 0,
+            itt: 1,
+            cid: 0,
+            cmdsn: 1,
+            exp_statsn: 0,
+        };
+        let mut bh = iscsi_wire::Bhs::default();
+        req.write_to(&mut bh);
+        c.send(&bh, part);
+        let p = c.recv().unwrap();
+        let r = iscsi_wire::response::LoginResponse::parse(&p.bhs);
+        assert_eq!((r.status_class, r.status_detail), (0, 0));
+        if last {
+            assert!(r.transit && r.nsg == 1);
+            let pairs = parse_pairs(&p.data).unwrap();
+            assert!(pairs.iter().any(|p| p.key == "TargetPortalGroupTag"));
+        } else {
+            assert!(!r.transit && p.data.is_empty(), "asks for the rest");
+        }
+    }
+    srv.shutdown();
+}
+
+#[test]
+fn idle_connection_is_pinged_then_closed() {
+    let s = iscsi::IscsiServer::new();
+    let mut t = target(IQN, 1 << 20, &[]);
+    t.tpgs[0]
+        .attributes
+        .insert("nopin_timeout".into(), "1".into());
+    t.tpgs[0]
+        .attributes
+        .insert("nopin_response_timeout".into(), "1".into());
+    s.set_target(t);
+    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    // First ping: answer it.
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::NOP_IN);
+    let ttt = p.bhs.u32_at(20);
+    assert_ne!(ttt, 0xffff_ffff);
+    assert_eq!(p.bhs.itt(), 0xffff_ffff);
+    let n = iscsi_wire::request::NopOut {
+        immediate: true,
+        lun: [0; 8],
+        itt: 0xffff_ffff,
+        ttt,
+        cmdsn: c.cmdsn,
+        exp_statsn: c.exp_statsn,
+    };
+    let mut b = iscsi_wire::Bhs::default();
+    n.write_to(&mut b);
+    c.send(&b, &[]);
+    // Second ping: ignore it; the target gives up and closes.
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::NOP_IN);
+    assert_ne!(p.bhs.u32_at(20), ttt);
+    assert!(c.closed());
+    s.shutdown();
+}
+
+fn chap_server(mutual: bool) -> (std::sync::Arc<iscsi::IscsiServer>, std::net::SocketAddr) {
+    let s = iscsi::IscsiServer::new();
+    let mut t = target(IQN, 1 << 20, &[]);
+    let a = &mut t.tpgs[0].attributes;
+    a.insert("authentication".into(), "1".into());
+    a.insert("userid".into(), "alice".into());
+    a.insert("password".into(), "wonderland12".into());
+    if mutual {
+        a.insert("mutual_userid".into(), "tgt".into());
+        a.insert("mutual_password".into(), "lookingglass".into());
+    }
+    s.set_target(t);
+    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s, addr)
+}
+
+/// Runs the CHAP security stage; returns the final login response status.
+fn chap_login(c: &mut Client, secret: &str, mutual: Option<&str>) -> (u8, u8) {
+    use iscsi_wire::chap::{decode_binary, encode_hex, response};
+    let (r, pairs) = c.login_pdu(
+        0,
+        1,
+        false,
+        &[
+            ("InitiatorName", INITIATOR),
+            ("TargetName", IQN),
+            ("AuthMethod", "CHAP,None"),
+        ],
+    );
+    assert_eq!(r.status_class, 0);
+    assert!(pairs
+        .iter()
+        .any(|p| p.key == "AuthMethod" && p.value == "CHAP"));
+    let (r, pairs) = c.login_pdu(0, 1, false, &[("CHAP_A", "5")]);
+    assert_eq!(r.status_class, 0);
+    assert!(!r.transit);
+    let get = |k: &str| pairs.iter().find(|p| p.key == k).unwrap().value.clone();
+    let id: u8 = get("CHAP_I").parse().unwrap();
+    let ch = decode_binary(&get("CHAP_C")).unwrap();
+    let resp = encode_hex(&response(id, secret.as_bytes(), &ch));
+    let my_ch = [0x5au8; 16];
+    let my_ch_hex = encode_hex(&my_ch);
+    let mut keys = vec![("CHAP_N", "alice"), ("CHAP_R", resp.as_str())];
+    if mutual.is_some() {
+        keys.push(("CHAP_I", "9"));
+        keys.push(("CHAP_C", my_ch_hex.as_str()));
+    }
+    let (r, pairs) = c.login_pdu(0, 1, true, &keys);
+    if let (Some(ms), 0) = (mutual, r.status_class) {
+        let get = |k: &str| pairs.iter().find(|p| p.key == k).unwrap().value.clone();
+        assert_eq!(get("CHAP_N"), "tgt");
+        assert_eq!(
+            decode_binary(&get("CHAP_R")).unwrap(),
+            response(9, ms.as_bytes(), &my_ch)
+        );
+    }
+    if r.status_class == 0 {
+        assert!(r.transit && r.nsg == 1);
+    }
+    (r.status_class, r.status_detail)
+}
+
+#[test]
+fn chap_authentication() {
+    let (srv, addr) = chap_server(false);
+    let mut c = Client::connect(addr);
+    assert_eq!(chap_login(&mut c, "wonderland12", None), (0, 0));
+    let (r, _) = c.login_pdu(1, 3, true, &[("MaxRecvDataSegmentLength", "65536")]);
+    assert_eq!((r.status_class, r.status_detail), (0, 0));
+    assert!(r.transit && r.tsih != 0);
+    // Wrong secret.
+    let mut c = Client::connect(addr);
+    c.isid[5] = 9;
+    assert_eq!(chap_login(&mut c, "wrong-secret", None), (2, 1));
+    // No authentication at all.
+    let mut c = Client::connect(addr);
+    c.isid[5] = 10;
+    let (r, _) = c.login_pdu(
+        0,
+        1,
+        true,
+        &[
+            ("InitiatorName", INITIATOR),
+            ("TargetName", IQN),
+            ("AuthMethod", "None"),
+        ],
+    );
+    assert_eq!((r.status_class, r.status_detail), (2, 1));
+    // Skipping the security stage.
+    let mut c = Client::connect(addr);
+    c.isid[5] = 11;
+    let (r, _) = c.login_pdu(
+        1,
+        3,
+        true,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
+    assert_eq!((r.status_class, r.status_detail), (2, 1));
+    srv.shutdown();
+}
+
+#[test]
+fn mutual_chap_authentication() {
+    let (srv, addr) = chap_server(true);
+    let mut c = Client::connect(addr);
+    assert_eq!(
+        chap_login(&mut c, "wonderland12", Some("lookingglass")),
+        (0, 0)
+    );
+    srv.shutdown();
+}
+
+#[test]
+fn sessions_are_listed_and_removed_with_their_target() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    let s = srv.sessions();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].initiator, INITIATOR);
+    assert_eq!(s[0].target, IQN);
+    assert_eq!(s[0].tsih, c.tsih);
+    assert_eq!(s[0].isid, c.isid);
+    assert!(srv.remove_target(IQN));
+    assert!(!srv.remove_target(IQN));
+    assert!(c.closed());
+    // Gone from the table: a new login finds no target.
+    let mut d = Client::connect(addr);
+    let (r, _) = d.login_pdu(
+        0,
+        1,
+        true,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
+    assert_eq!((r.status_class, r.status_detail), (2, 3));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !srv.sessions().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(srv.sessions().is_empty());
+    srv.shutdown();
 }

@@ -172,37 +172,12 @@ fn unsolicited_data_without_permission_closes() {
 }
 
 #[test]
-fn bad_datasn_closes() {
-    let (srv, addr) = server(&[]);
-    let mut c = logged_in(addr, &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
-    c.clear_ua();
-    let cmd = c.scsi_cmd_header(&write10(0, 2), false, true, 1024);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
-    let p = c.recv().unwrap();
-    let ttt = p.bhs.u32_at(20);
-    let d = DataOut {
-        final_bit: true,
-        lun: [0; 8],
-        itt: cmd.itt,
-        ttt,
-        exp_statsn: c.exp_statsn,
-        datasn: 27,
-        buffer_offset: 0,
-    };
-    let mut b = Bhs::default();
-    d.write_to(&mut b);
-    c.send(&b, &[0u8; 1024]);
-    assert!(c.closed());
-    still_serves(addr);
-    srv.shutdown();
-}
-
-#[test]
 fn digest_errors() {
     let (srv, addr) = server(&[]);
-    let mut c = logged_in(addr, &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")]);
+    let mut c = logged_in(
+        addr,
+        &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
+    );
     // Data digest error on a NOP-Out: Reject, session continues.
     let n = NopOut {
         immediate: true,
@@ -262,7 +237,10 @@ fn random_headers_never_crash_the_server() {
             }
             let len = b.data_segment_len().min(4096) as usize;
             bytes.extend_from_slice(&b.0);
-            bytes.extend(std::iter::repeat_n(0u8, len + usize::from(b.total_ahs_words()) * 4));
+            bytes.extend(std::iter::repeat_n(
+                0u8,
+                len + usize::from(b.total_ahs_words()) * 4,
+            ));
         }
         let _ = c.send_raw(&bytes);
         drop(c);
@@ -272,10 +250,12 @@ fn random_headers_never_crash_the_server() {
 }
 
 #[test]
-fn duplicate_datasn_is_dropped_and_write_completes() {
+fn wrong_datasn_poisons_the_task_only() {
     let (srv, addr) = server(&[]);
     let mut c = logged_in(addr, &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
     c.clear_ua();
+    let before = pattern(1024, 9);
+    assert_eq!(c.write_cmd(&write10(0, 2), &before).status, 0);
     let cmd = c.scsi_cmd_header(&write10(0, 2), false, true, 1024);
     let mut b = Bhs::default();
     cmd.write_to(&mut b);
@@ -283,8 +263,7 @@ fn duplicate_datasn_is_dropped_and_write_completes() {
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
     let ttt = p.bhs.u32_at(20);
-    let data = pattern(1024, 3);
-    for (sn, off, fin) in [(0u32, 0usize, false), (0, 0, false), (1, 512, true)] {
+    for (sn, off, fin) in [(0u32, 0usize, false), (0, 512, true)] {
         let d = DataOut {
             final_bit: fin,
             lun: [0; 8],
@@ -296,14 +275,12 @@ fn duplicate_datasn_is_dropped_and_write_completes() {
         };
         let mut b = Bhs::default();
         d.write_to(&mut b);
-        c.send(&b, &data[off..off + 512]);
+        c.send(&b, &[0xee; 512]);
     }
-    let p = c.recv().unwrap();
-    assert_eq!(p.bhs.opcode(), Opcode::SCSI_RESPONSE);
-    assert_eq!(p.bhs.0[3], 0);
-    c.exp_statsn += 1;
+    // No response for the poisoned write; the session keeps working and
+    // the medium was not touched.
     let (st, got, _) = c.read_cmd(&read10(0, 2), 1024);
     assert_eq!(st, 0);
-    assert!(got == data);
+    assert!(got == before);
     srv.shutdown();
 }

@@ -2,8 +2,9 @@
 //! `Device`s and LUN tables, and the iSCSI fabric's `TargetConfig`s.
 //!
 //! Mapping from LIO's schema: `fileio` and `block` open the path with
-//! [`FileBackstore`] (write_back defaults as in rtslib: on for fileio, off for
-//! block), `ramdisk` is a [`RamBackstore`] or, with `nullio`, a
+//! [`FileBackstore`] (write_back off unless the file says so, as rtslib
+//! restores it; block devices claimed exclusively unless `exclusive` is
+//! false), `ramdisk` is a [`RamBackstore`] or, with `nullio`, a
 //! [`NullBackstore`]. Attributes `block_size`, `emulate_write_cache` and
 //! `emulate_tpu`/`emulate_tpws` become `DeviceOptions`. Objects of other
 //! plugins and targets of other fabrics were reported as warnings by
@@ -26,7 +27,8 @@ pub struct Runtime {
     /// Every device, for the final flush.
     pub devices: Vec<Arc<Device>>,
     pub targets: Vec<TargetConfig>,
-    /// Union of the enabled TPGs' portals, in config order, without duplicates.
+    /// What to listen on: the union of the enabled TPGs' portals, in config
+    /// order, without duplicates or addresses a wildcard already covers.
     pub portals: Vec<SocketAddr>,
 }
 
@@ -84,8 +86,21 @@ pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
     Ok(Runtime {
         devices,
         targets,
-        portals,
+        portals: listen_set(&portals),
     })
+}
+
+/// Drop portals that a wildcard portal of the same family and port already
+/// covers: binding both would fail with EADDRINUSE (LIO configs often list
+/// 0.0.0.0:3260 in one TPG and a specific address in another).
+fn listen_set(portals: &[SocketAddr]) -> Vec<SocketAddr> {
+    let covered = |a: &SocketAddr| {
+        !a.ip().is_unspecified()
+            && portals.iter().any(|w| {
+                w.ip().is_unspecified() && w.port() == a.port() && w.is_ipv4() == a.is_ipv4()
+            })
+    };
+    portals.iter().filter(|a| !covered(a)).copied().collect()
 }
 
 fn tpg_config(tpg: &Tpg, tag: u16, devices: &HashMap<String, Arc<Device>>) -> Result<TpgConfig> {
@@ -139,9 +154,12 @@ fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
                 .ok_or_else(|| anyhow!("'dev' is missing"))?;
             let opts = FileOptions {
                 size: so.size,
-                // rtslib's defaults: FileIOStorageObject write_back=True,
-                // BlockStorageObject write_back=False.
-                write_back: so.write_back.unwrap_or(so.plugin == "fileio"),
+                // rtslib restores a missing write_back as False for both
+                // plugins (targetcli's `create` is what defaults fileio to on).
+                write_back: so.write_back.unwrap_or(false),
+                exclusive: so.plugin == "block" && so.exclusive.unwrap_or(true),
+                // LIO's is_nonrot attribute, else what the kernel says.
+                rotational: attr("is_nonrot")?.map(|nonrot| !nonrot),
                 read_only: so.readonly.unwrap_or(false) || attr("readonly")?.unwrap_or(false),
                 ..FileOptions::new(dev)
             };
@@ -274,7 +292,7 @@ mod tests {
         let img = dir.path().join("d.img");
         let cfg: SaveConfig = serde_json::from_value(json!({
             "storage_objects": [
-                {"plugin": "fileio", "name": "d", "dev": img, "size": 1048576,
+                {"plugin": "fileio", "name": "d", "dev": img, "size": 1048576, "write_back": true,
                  "attributes": {"block_size": 4096, "emulate_tpu": 1}},
                 {"plugin": "ramdisk", "name": "r", "size": 65536, "wwn": "w"},
                 {"plugin": "ramdisk", "name": "n", "size": 65536, "nullio": true},
@@ -320,6 +338,21 @@ mod tests {
                 "127.0.0.1:3260".parse().unwrap(),
                 "[::1]:3260".parse().unwrap()
             ]
+        );
+    }
+
+    #[test]
+    fn wildcard_portals_cover_specific_ones() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = listen_set(&[
+            a("127.0.0.1:3260"),
+            a("0.0.0.0:3260"),
+            a("127.0.0.1:3261"),
+            a("[::1]:3260"),
+        ]);
+        assert_eq!(
+            got,
+            [a("0.0.0.0:3260"), a("127.0.0.1:3261"), a("[::1]:3260")]
         );
     }
 

@@ -93,13 +93,12 @@ impl Cdb {
             6 => {
                 let blocks = u32::from(self.b(4));
                 // READ(6)/WRITE(6): a zero length means 256 blocks (SBC-3 5.7).
-                let blocks = if blocks == 0
-                    && matches!(self.opcode(), opcode::READ_6 | opcode::WRITE_6)
-                {
-                    256
-                } else {
-                    blocks
-                };
+                let blocks =
+                    if blocks == 0 && matches!(self.opcode(), opcode::READ_6 | opcode::WRITE_6) {
+                        256
+                    } else {
+                        blocks
+                    };
                 RwCdb {
                     lba: u64::from(self.be24(1) & 0x1f_ffff),
                     blocks,
@@ -172,28 +171,52 @@ mod tests {
         let cases: &[(&[u8], RwCdb)] = &[
             (
                 &[0x08, 0x1f, 0xff, 0xfe, 0, 0],
-                RwCdb { lba: 0x1f_fffe, blocks: 256, flags: 0 },
+                RwCdb {
+                    lba: 0x1f_fffe,
+                    blocks: 256,
+                    flags: 0,
+                },
             ),
             (
                 &[0x08, 0xe1, 0x02, 0x03, 7, 0],
-                RwCdb { lba: 0x01_0203, blocks: 7, flags: 0 },
+                RwCdb {
+                    lba: 0x01_0203,
+                    blocks: 7,
+                    flags: 0,
+                },
             ),
             (
                 // VERIFY(6)-style zero length stays zero for other 6-byte opcodes.
                 &[0x13, 0, 0, 1, 0, 0],
-                RwCdb { lba: 1, blocks: 0, flags: 0 },
+                RwCdb {
+                    lba: 1,
+                    blocks: 0,
+                    flags: 0,
+                },
             ),
             (
                 &[0x28, 0x18, 0x12, 0x34, 0x56, 0x78, 0, 0x01, 0x00, 0],
-                RwCdb { lba: 0x1234_5678, blocks: 256, flags: 0x18 },
+                RwCdb {
+                    lba: 0x1234_5678,
+                    blocks: 256,
+                    flags: 0x18,
+                },
             ),
             (
                 &[0xa8, 0x20, 0, 0, 0, 9, 0, 1, 0, 0, 0, 0],
-                RwCdb { lba: 9, blocks: 0x1_0000, flags: 0x20 },
+                RwCdb {
+                    lba: 9,
+                    blocks: 0x1_0000,
+                    flags: 0x20,
+                },
             ),
             (
                 &[0x88, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 2, 0, 0],
-                RwCdb { lba: 0x0102_0304_0506_0708, blocks: 2, flags: 0 },
+                RwCdb {
+                    lba: 0x0102_0304_0506_0708,
+                    blocks: 2,
+                    flags: 0,
+                },
             ),
         ];
         for (raw, want) in cases {
@@ -208,7 +231,9 @@ mod tests {
         assert!(r.dpo());
         assert!(r.fua());
         assert_eq!(r.bytchk(), 3);
-        let r = rw(&[0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0]);
+        let r = rw(&[
+            0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0,
+        ]);
         assert_eq!(r.end(), None);
     }
 
@@ -223,6 +248,10 @@ mod tests {
         assert_eq!(c.len(), 6);
         assert_eq!(c.b(6), 0, "bytes past the CDB length are not visible");
         assert_eq!(Cdb::new(&[0x7f, 1, 2]).map(|c| c.len()), Ok(3));
-        assert_eq!(c.be64(14), 0, "reads past the array yield zero, never panic");
+        assert_eq!(
+            c.be64(14),
+            0,
+            "reads past the array yield zero, never panic"
+        );
     }
 }

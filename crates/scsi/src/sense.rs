@@ -129,32 +129,42 @@ mod tests {
 
     #[test]
     fn fixed_format_layout() {
-        let cases: &[(Sense, [u8; 18])] = &[
-            (
-                Sense::new(SenseKey::IllegalRequest, Asc::INVALID_COMMAND_OPERATION_CODE),
-                [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0],
-            ),
-            (
-                Sense::new(SenseKey::Miscompare, Asc::MISCOMPARE_DURING_VERIFY)
-                    .with_info(0x01020304),
-                [0xf0, 0, 0x0e, 1, 2, 3, 4, 10, 0, 0, 0, 0, 0x1d, 0, 0, 0, 0, 0],
-            ),
-            (
-                Sense::new(SenseKey::UnitAttention, Asc::MODE_PARAMETERS_CHANGED),
-                [0x70, 0, 6, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x2a, 1, 0, 0, 0, 0],
-            ),
-            (
-                Sense::new(SenseKey::IllegalRequest, Asc::INVALID_FIELD_IN_CDB)
-                    .with_field_pointer(true, 2, Some(3)),
-                [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xcb, 0, 2],
-            ),
-            (
-                // INFORMATION too large for fixed format: VALID stays clear.
-                Sense::new(SenseKey::Miscompare, Asc::MISCOMPARE_DURING_VERIFY)
-                    .with_info(1 << 40),
-                [0x70, 0, 0x0e, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x1d, 0, 0, 0, 0, 0],
-            ),
-        ];
+        let cases: &[(Sense, [u8; 18])] =
+            &[
+                (
+                    Sense::new(
+                        SenseKey::IllegalRequest,
+                        Asc::INVALID_COMMAND_OPERATION_CODE,
+                    ),
+                    [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0],
+                ),
+                (
+                    Sense::new(SenseKey::Miscompare, Asc::MISCOMPARE_DURING_VERIFY)
+                        .with_info(0x01020304),
+                    [
+                        0xf0, 0, 0x0e, 1, 2, 3, 4, 10, 0, 0, 0, 0, 0x1d, 0, 0, 0, 0, 0,
+                    ],
+                ),
+                (
+                    Sense::new(SenseKey::UnitAttention, Asc::MODE_PARAMETERS_CHANGED),
+                    [0x70, 0, 6, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x2a, 1, 0, 0, 0, 0],
+                ),
+                (
+                    Sense::new(SenseKey::IllegalRequest, Asc::INVALID_FIELD_IN_CDB)
+                        .with_field_pointer(true, 2, Some(3)),
+                    [
+                        0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xcb, 0, 2,
+                    ],
+                ),
+                (
+                    // INFORMATION too large for fixed format: VALID stays clear.
+                    Sense::new(SenseKey::Miscompare, Asc::MISCOMPARE_DURING_VERIFY)
+                        .with_info(1 << 40),
+                    [
+                        0x70, 0, 0x0e, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x1d, 0, 0, 0, 0, 0,
+                    ],
+                ),
+            ];
         for (sense, want) in cases {
             assert_eq!(&sense.to_fixed(), want, "{sense:?}");
         }

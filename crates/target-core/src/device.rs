@@ -8,8 +8,10 @@ use std::sync::Mutex;
 
 use backstore::Capabilities;
 
+use crate::medium::MediumState;
 use crate::reservation::Reservations;
 use crate::ua::UaState;
+use crate::xcopy::CopyResults;
 use crate::{DeviceOptions, Lun};
 
 /// Largest single transfer (bytes) the core accepts; advertised in the
@@ -29,11 +31,13 @@ pub(crate) struct DeviceState {
     pub ua: UaState,
     pub mode: ModeState,
     pub res: Reservations,
-    /// PREVENT ALLOW MEDIUM REMOVAL state (informational on a fixed LU).
-    pub prevent: AtomicBool,
+    /// Removable medium state (RMB, loaded, PREVENT per nexus).
+    pub medium: MediumState,
     /// Serializes read-modify-write commands (COMPARE AND WRITE, ORWRITE)
     /// against each other so their read and write are atomic together.
     pub rmw_lock: Mutex<()>,
+    /// Results of finished EXTENDED COPY commands.
+    pub copies: CopyResults,
 }
 
 impl DeviceState {
@@ -46,8 +50,9 @@ impl DeviceState {
                 swp: AtomicBool::new(false),
             },
             res: Reservations::default(),
-            prevent: AtomicBool::new(false),
+            medium: MediumState::default(),
             rmw_lock: Mutex::new(()),
+            copies: CopyResults::default(),
         }
     }
 
@@ -55,7 +60,7 @@ impl DeviceState {
     pub(crate) fn reset_mode(&self, options: &DeviceOptions) {
         self.mode.wce.store(options.write_cache, Ordering::Relaxed);
         self.mode.swp.store(false, Ordering::Relaxed);
-        self.prevent.store(false, Ordering::Relaxed);
+        self.medium.allow_all();
     }
 }
 
@@ -79,6 +84,31 @@ impl crate::Device {
 
     pub(crate) fn wce(&self) -> bool {
         self.state.mode.wce.load(Ordering::Relaxed)
+    }
+
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY 16). The
+    /// "physical block" is the backstore's preferred granularity, or the
+    /// 4 KiB page every page-cache backed engine reads and writes in: a
+    /// smaller write is a read-modify-write of that page.
+    pub(crate) fn lbppb_exponent(&self) -> u8 {
+        let bs = self.options.block_size.max(1);
+        let opt = self.state.caps.optimal_io_size;
+        let physical = if opt.is_power_of_two() && opt >= bs {
+            opt
+        } else {
+            4096
+        };
+        if physical <= bs || !bs.is_power_of_two() {
+            return 0;
+        }
+        ((physical / bs).trailing_zeros() as u8).min(15)
+    }
+
+    /// Present the LU as a removable medium (RMB=1): START STOP UNIT can
+    /// then eject and load it, and PREVENT ALLOW MEDIUM REMOVAL matters.
+    /// Not part of `DeviceOptions` so existing constructors keep compiling.
+    pub fn set_removable(&self, removable: bool) {
+        self.state.medium.set_removable(removable);
     }
 
     /// Largest transfer in blocks (Block Limits VPD).

@@ -8,7 +8,7 @@ use scsi::{opcode as op, Asc, Sense, SenseKey};
 use crate::commands::{self, Gate};
 use crate::error::CmdError;
 use crate::ua::UaPolicy;
-use crate::{inquiry, misc, Command, Device, Lun, LunTable, Nexus, Outcome, Status};
+use crate::{inquiry, medium, misc, Command, Device, Lun, LunTable, Nexus, Outcome, Status};
 
 /// Everything a handler may look at for one command.
 pub(crate) struct Ctx<'a> {
@@ -18,7 +18,6 @@ pub(crate) struct Ctx<'a> {
     pub dev: &'a Device,
     pub cdb: Cdb,
     pub data_out: &'a [u8],
-    pub expected_len: u32,
 }
 
 pub(crate) type HandlerResult = Result<Status, CmdError>;
@@ -55,7 +54,10 @@ pub(crate) fn execute(
     };
     // READs fill data_in themselves (reusing its bytes, no memset); every
     // other command starts from an empty buffer.
-    if !matches!(cdb.opcode(), op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16) {
+    if !matches!(
+        cdb.opcode(),
+        op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16
+    ) {
         data_in.clear();
     }
     let result = match table.find(lun_id) {
@@ -111,6 +113,9 @@ fn run(
     if gate == Gate::Normal && dev.state.res.conflicts(dev, nexus, &cdb) {
         return Err(CmdError::ReservationConflict);
     }
+    if !dev.state.medium.loaded() && medium::needs_medium(&cdb) {
+        return Err(CmdError::MediumNotPresent);
+    }
     let ctx = Ctx {
         table,
         nexus,
@@ -118,7 +123,6 @@ fn run(
         dev,
         cdb,
         data_out: cmd.data_out,
-        expected_len: cmd.expected_len,
     };
     (entry.handler)(&ctx, data_in)
 }

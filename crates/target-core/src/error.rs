@@ -49,6 +49,12 @@ pub enum CmdError {
     InsufficientRegistrationResources,
     #[error("medium removal prevented")]
     MediumRemovalPrevented,
+    #[error("medium not present")]
+    MediumNotPresent,
+    /// A sense code used by a single command family (EXTENDED COPY's
+    /// descriptor errors, COPY ABORTED), answered as-is.
+    #[error("{0:?}")]
+    Sense(Sense),
 }
 
 impl CmdError {
@@ -103,13 +109,16 @@ impl CmdError {
             }
             CmdError::UnitAttention(asc) => cc(UnitAttention, *asc),
             CmdError::ReservationConflict => (Status::ReservationConflict, None),
-            CmdError::InvalidReleaseOfPr => {
-                cc(IllegalRequest, Asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION)
-            }
+            CmdError::InvalidReleaseOfPr => cc(
+                IllegalRequest,
+                Asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION,
+            ),
             CmdError::InsufficientRegistrationResources => {
                 cc(IllegalRequest, Asc::INSUFFICIENT_REGISTRATION_RESOURCES)
             }
             CmdError::MediumRemovalPrevented => cc(IllegalRequest, Asc::MEDIUM_REMOVAL_PREVENTED),
+            CmdError::MediumNotPresent => cc(NotReady, Asc::MEDIUM_NOT_PRESENT),
+            CmdError::Sense(s) => (Status::CheckCondition, Some(*s)),
         }
     }
 }
@@ -121,18 +130,63 @@ mod tests {
     #[test]
     fn every_error_maps_to_its_sense() {
         let io = || io::Error::other("boom");
-        let cases: Vec<(CmdError, Status, Option<(u8, u8, u8)>)> = vec![
-            (CmdError::InvalidOpcode, Status::CheckCondition, Some((5, 0x20, 0))),
-            (CmdError::cdb_field(1), Status::CheckCondition, Some((5, 0x24, 0))),
-            (CmdError::LbaOutOfRange, Status::CheckCondition, Some((5, 0x21, 0))),
-            (CmdError::LunNotSupported, Status::CheckCondition, Some((5, 0x25, 0))),
-            (CmdError::WriteProtected, Status::CheckCondition, Some((7, 0x27, 0))),
-            (CmdError::ReadError(io()), Status::CheckCondition, Some((3, 0x11, 0))),
-            (CmdError::WriteError(io()), Status::CheckCondition, Some((3, 0x0c, 0))),
-            (CmdError::ParameterListLength, Status::CheckCondition, Some((5, 0x1a, 0))),
-            (CmdError::param(2), Status::CheckCondition, Some((5, 0x26, 0))),
-            (CmdError::InvalidFieldInCommandIu, Status::CheckCondition, Some((5, 0x0e, 3))),
-            (CmdError::Miscompare { offset: 7 }, Status::CheckCondition, Some((0xe, 0x1d, 0))),
+        type Case = (CmdError, Status, Option<(u8, u8, u8)>);
+        let cases: Vec<Case> = vec![
+            (
+                CmdError::InvalidOpcode,
+                Status::CheckCondition,
+                Some((5, 0x20, 0)),
+            ),
+            (
+                CmdError::cdb_field(1),
+                Status::CheckCondition,
+                Some((5, 0x24, 0)),
+            ),
+            (
+                CmdError::LbaOutOfRange,
+                Status::CheckCondition,
+                Some((5, 0x21, 0)),
+            ),
+            (
+                CmdError::LunNotSupported,
+                Status::CheckCondition,
+                Some((5, 0x25, 0)),
+            ),
+            (
+                CmdError::WriteProtected,
+                Status::CheckCondition,
+                Some((7, 0x27, 0)),
+            ),
+            (
+                CmdError::ReadError(io()),
+                Status::CheckCondition,
+                Some((3, 0x11, 0)),
+            ),
+            (
+                CmdError::WriteError(io()),
+                Status::CheckCondition,
+                Some((3, 0x0c, 0)),
+            ),
+            (
+                CmdError::ParameterListLength,
+                Status::CheckCondition,
+                Some((5, 0x1a, 0)),
+            ),
+            (
+                CmdError::param(2),
+                Status::CheckCondition,
+                Some((5, 0x26, 0)),
+            ),
+            (
+                CmdError::InvalidFieldInCommandIu,
+                Status::CheckCondition,
+                Some((5, 0x0e, 3)),
+            ),
+            (
+                CmdError::Miscompare { offset: 7 },
+                Status::CheckCondition,
+                Some((0xe, 0x1d, 0)),
+            ),
             (
                 CmdError::SavingParametersNotSupported,
                 Status::CheckCondition,
@@ -143,14 +197,36 @@ mod tests {
                 Status::CheckCondition,
                 Some((6, 0x2a, 1)),
             ),
-            (CmdError::ReservationConflict, Status::ReservationConflict, None),
-            (CmdError::InvalidReleaseOfPr, Status::CheckCondition, Some((5, 0x26, 4))),
+            (
+                CmdError::ReservationConflict,
+                Status::ReservationConflict,
+                None,
+            ),
+            (
+                CmdError::InvalidReleaseOfPr,
+                Status::CheckCondition,
+                Some((5, 0x26, 4)),
+            ),
             (
                 CmdError::InsufficientRegistrationResources,
                 Status::CheckCondition,
                 Some((5, 0x55, 4)),
             ),
-            (CmdError::MediumRemovalPrevented, Status::CheckCondition, Some((5, 0x53, 2))),
+            (
+                CmdError::MediumRemovalPrevented,
+                Status::CheckCondition,
+                Some((5, 0x53, 2)),
+            ),
+            (
+                CmdError::MediumNotPresent,
+                Status::CheckCondition,
+                Some((2, 0x3a, 0)),
+            ),
+            (
+                CmdError::Sense(Sense::new(SenseKey::CopyAborted, Asc(0x0d, 0x02))),
+                Status::CheckCondition,
+                Some((0x0a, 0x0d, 2)),
+            ),
         ];
         for (err, status, sense) in cases {
             let (st, se) = err.answer();

@@ -21,7 +21,7 @@ const PROTO_ISCSI: u8 = 0x5;
 const NAA_COMPANY_ID: u32 = 0x001405;
 
 /// VPD pages we serve, ascending (SPC-4 requires the list sorted).
-const VPD_PAGES: [u8; 6] = [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2];
+const VPD_PAGES: [u8; 7] = [0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2];
 
 pub(crate) fn inquiry(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     let cdb = &ctx.cdb;
@@ -45,6 +45,7 @@ pub(crate) fn inquiry(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
         0x00 => data_in.extend_from_slice(&VPD_PAGES),
         0x80 => data_in.extend_from_slice(serial(dev).as_bytes()),
         0x83 => device_identification(dev, ctx.nexus, data_in),
+        0x8f => crate::xcopy::vpd_page(data_in),
         0xb0 => block_limits(dev, data_in),
         0xb1 => block_device_characteristics(dev, data_in),
         0xb2 => logical_block_provisioning(dev, data_in),
@@ -76,27 +77,51 @@ pub(crate) fn unmapped_lun(cdb: &Cdb, data_in: &mut Vec<u8>) -> HandlerResult {
 fn padded(out: &mut Vec<u8>, s: &str, width: usize) {
     let start = out.len();
     // SPC-4 4.4.1: ASCII data fields hold 0x20..0x7e only.
-    out.extend(
-        s.bytes()
-            .filter(|b| (0x20..=0x7e).contains(b))
-            .take(width),
-    );
+    out.extend(s.bytes().filter(|b| (0x20..=0x7e).contains(b)).take(width));
     out.resize(start + width, b' ');
 }
 
 fn standard(dev: &Device, pdt: u8, out: &mut Vec<u8>) {
     let o = &dev.options;
+    let rmb = if dev.state.medium.removable() {
+        0x80
+    } else {
+        0
+    };
     out.extend_from_slice(&[
-        pdt, 0x00, // RMB = 0: not removable
-        0x06, // SPC-4
+        pdt, rmb, 0x06, // SPC-4
         0x12, // HISUP, response data format 2
         0,    // additional length, set below
-        0x00, // no TPGS / 3PC / PROTECT
+        0x08, // 3PC (EXTENDED COPY); no TPGS, no PROTECT
         0x00, 0x02, // CMDQUE
     ]);
-    padded(out, if o.vendor.is_empty() { "RTARGET" } else { &o.vendor }, 8);
-    padded(out, if o.product.is_empty() { &o.name } else { &o.product }, 16);
-    padded(out, if o.revision.is_empty() { "0001" } else { &o.revision }, 4);
+    padded(
+        out,
+        if o.vendor.is_empty() {
+            "RTARGET"
+        } else {
+            &o.vendor
+        },
+        8,
+    );
+    padded(
+        out,
+        if o.product.is_empty() {
+            &o.name
+        } else {
+            &o.product
+        },
+        16,
+    );
+    padded(
+        out,
+        if o.revision.is_empty() {
+            "0001"
+        } else {
+            &o.revision
+        },
+        4,
+    );
     out.resize(58, 0);
     // Version descriptors: SAM-5, SPC-4, SBC-3, iSCSI (no version claimed).
     for d in [0x00a0u16, 0x0460, 0x04c0, 0x0960] {
@@ -164,7 +189,12 @@ fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
     designator(out, CODE_ASCII, ASSOC_LU | 0x01, &t10);
 
     let rel = nexus.relative_port_id.to_be_bytes();
-    designator(out, CODE_BINARY, PIV | ASSOC_PORT | 0x04, &[0, 0, rel[0], rel[1]]);
+    designator(
+        out,
+        CODE_BINARY,
+        PIV | ASSOC_PORT | 0x04,
+        &[0, 0, rel[0], rel[1]],
+    );
 
     // Target port group: every port is in the default group 0 (no ALUA).
     designator(out, CODE_BINARY, PIV | ASSOC_PORT | 0x05, &[0, 0, 0, 0]);
@@ -172,7 +202,7 @@ fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
     // SCSI name string: NUL-terminated, padded to a multiple of 4 (SPC-4 7.8.6.11).
     let mut name: Vec<u8> = nexus.target_port.bytes().take(250).collect();
     name.push(0);
-    while name.len() % 4 != 0 {
+    while !name.len().is_multiple_of(4) {
         name.push(0);
     }
     designator(out, CODE_UTF8, PIV | ASSOC_PORT | 0x08, &name);
@@ -187,19 +217,18 @@ fn block_limits(dev: &Device, out: &mut Vec<u8>) {
     out.resize(base + 0x3c, 0);
     // `p[k]` is page byte k + 4 (after the 4-byte VPD header).
     let p = &mut out[base..];
-    let bs = dev.options.block_size.max(1);
     let max_blocks = dev.max_transfer_blocks();
     // p[0]: WSNZ = 0, WRITE SAME with 0 blocks means "to the last LBA".
     p[1] = crate::rw::MAX_COMPARE_AND_WRITE_BLOCKS;
-    let optimal_gran = (dev.state.caps.optimal_io_size / bs).clamp(1, u32::from(u16::MAX));
-    p[2..4].copy_from_slice(&(optimal_gran as u16).to_be_bytes());
+    let per_physical = 1u32 << dev.lbppb_exponent();
+    p[2..4].copy_from_slice(&(per_physical as u16).to_be_bytes());
     put32(p, 4, max_blocks); // maximum transfer length
     put32(p, 8, max_blocks); // optimal transfer length
     put32(p, 12, max_blocks); // maximum prefetch length
     if dev.thin() {
         put32(p, 16, u32::MAX); // maximum UNMAP LBA count
         put32(p, 20, crate::rw::MAX_UNMAP_DESCRIPTORS);
-        put32(p, 24, 1); // optimal unmap granularity
+        put32(p, 24, per_physical); // optimal unmap granularity
     }
     p[32..40].copy_from_slice(&u64::from(max_blocks).to_be_bytes()); // max WRITE SAME
 }
@@ -263,8 +292,8 @@ mod tests {
     fn supported_pages_and_serial() {
         let t = Rig::new();
         let (_, d) = t.ok(&[0x12, 1, 0, 0, 255, 0]);
-        assert_eq!(&d[..4], &[0, 0, 0, 6]);
-        assert_eq!(&d[4..], &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]);
+        assert_eq!(&d[..4], &[0, 0, 0, 7]);
+        assert_eq!(&d[4..], &[0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2]);
         let (_, d) = t.ok(&[0x12, 1, 0x80, 0, 255, 0]);
         assert_eq!(&d[4..], WWN.as_bytes());
         assert_eq!(usize::from(d[3]), WWN.len());

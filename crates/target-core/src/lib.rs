@@ -19,6 +19,7 @@ mod device;
 mod dispatch;
 mod error;
 mod inquiry;
+mod medium;
 mod misc;
 mod mode;
 mod opcodes;
@@ -29,6 +30,7 @@ mod rmw;
 mod rw;
 mod tmf;
 mod ua;
+mod xcopy;
 
 #[cfg(test)]
 mod testutil;

@@ -2,8 +2,6 @@
 //! (10/16), REQUEST SENSE, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL,
 //! READ DEFECT DATA.
 
-use std::sync::atomic::Ordering;
-
 use scsi::cdb::Cdb;
 use scsi::{lun, Sense, SenseKey};
 
@@ -70,6 +68,7 @@ pub(crate) fn read_capacity16(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerRe
     let mut d = [0u8; 32];
     d[..8].copy_from_slice(&dev.num_blocks().saturating_sub(1).to_be_bytes());
     d[8..12].copy_from_slice(&dev.options.block_size.to_be_bytes());
+    d[13] = dev.lbppb_exponent();
     if dev.thin() {
         d[14] = 0x80 | 0x40; // LBPME, LBPRZ
     }
@@ -110,34 +109,6 @@ pub(crate) fn put_sense(cdb: &Cdb, sense: Sense, data_in: &mut Vec<u8>) -> Handl
 /// UA queue untouched); this entry only exists for the table.
 pub(crate) fn unreachable_request_sense(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     request_sense(ctx.dev, ctx.nexus, &ctx.cdb, data_in)
-}
-
-/// START STOP UNIT (SBC-3 5.25): power conditions are accepted and ignored;
-/// the medium is not removable, so eject/load is refused.
-pub(crate) fn start_stop_unit(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
-    let cdb = &ctx.cdb;
-    let loej = cdb.b(4) & 0x02 != 0;
-    let start = cdb.b(4) & 0x01 != 0;
-    let power_condition = cdb.b(4) >> 4;
-    if loej && power_condition == 0 && !start {
-        if ctx.dev.state.prevent.load(Ordering::Relaxed) {
-            return Err(CmdError::MediumRemovalPrevented);
-        }
-        return Err(CmdError::cdb_bit(4, 1));
-    }
-    Ok(Status::Good)
-}
-
-/// PREVENT ALLOW MEDIUM REMOVAL (SPC-4 6.13): recorded, it only matters
-/// for a later eject.
-pub(crate) fn prevent_allow(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
-    let prevent = ctx.cdb.b(4) & 0x03;
-    if prevent > 1 {
-        // Medium changer prevention does not apply to a disk.
-        return Err(CmdError::cdb_field(4));
-    }
-    ctx.dev.state.prevent.store(prevent == 1, Ordering::Relaxed);
-    Ok(Status::Good)
 }
 
 /// READ DEFECT DATA 10/12 (SBC-3 5.11/5.12): a virtual medium has no
@@ -225,6 +196,7 @@ mod tests {
         assert_eq!(d.len(), 32);
         assert_eq!(&d[..8], &(BLOCKS - 1).to_be_bytes());
         assert_eq!(d[14], 0);
+        assert_eq!(d[13], 3, "4 KiB physical blocks of 512-byte logical blocks");
         let (_, d) = t.ok(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0]);
         assert_eq!(d.len(), 12);
         let thin = Rig::thin();
@@ -243,7 +215,12 @@ mod tests {
     fn unknown_opcode() {
         let t = Rig::new();
         t.expect_sense(&[0xd5, 0, 0, 0, 0, 0], 5, 0x20, 0);
-        t.expect_sense(&[0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5, 0x24, 0);
+        t.expect_sense(
+            &[0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            5,
+            0x24,
+            0,
+        );
     }
 
     #[test]
@@ -253,15 +230,5 @@ mod tests {
         assert_eq!(d, vec![0, 0x1d, 0, 0]);
         let (_, d) = t.ok(&[0xb7, 0x0c, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(d, vec![0, 0x0c, 0, 0, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn start_stop_and_prevent() {
-        let t = Rig::new();
-        t.ok(&[0x1b, 0, 0, 0, 0x01, 0]);
-        t.ok(&[0x1e, 0, 0, 0, 0x01, 0]);
-        t.expect_sense(&[0x1b, 0, 0, 0, 0x02, 0], 5, 0x53, 2);
-        t.ok(&[0x1e, 0, 0, 0, 0x00, 0]);
-        t.expect_sense(&[0x1b, 0, 0, 0, 0x02, 0], 5, 0x24, 0);
     }
 }

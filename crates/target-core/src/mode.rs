@@ -19,7 +19,12 @@ const PAGE_INFO_EXCEPTIONS: u8 = 0x1c;
 const ALL_PAGES: u8 = 0x3f;
 
 /// Pages in the order MODE SENSE returns them for "all pages".
-const PAGES: [u8; 4] = [PAGE_RW_RECOVERY, PAGE_CACHING, PAGE_CONTROL, PAGE_INFO_EXCEPTIONS];
+const PAGES: [u8; 4] = [
+    PAGE_RW_RECOVERY,
+    PAGE_CACHING,
+    PAGE_CONTROL,
+    PAGE_INFO_EXCEPTIONS,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PageControl {
@@ -45,16 +50,8 @@ fn page(dev: &Device, code: u8, pc: PageControl) -> Vec<u8> {
     p[1] = (p.len() - 2) as u8;
     match (code, pc) {
         (PAGE_CACHING, PageControl::Changeable) => p[2] = WCE,
-        (PAGE_CACHING, PageControl::Current) => {
-            if dev.wce() {
-                p[2] = WCE;
-            }
-        }
-        (PAGE_CACHING, PageControl::Default) => {
-            if dev.options.write_cache {
-                p[2] = WCE;
-            }
-        }
+        (PAGE_CACHING, PageControl::Current) if dev.wce() => p[2] = WCE,
+        (PAGE_CACHING, PageControl::Default) if dev.options.write_cache => p[2] = WCE,
         (PAGE_CONTROL, PageControl::Changeable) => p[4] = SWP,
         (PAGE_CONTROL, pc) => {
             // Unrestricted reordering, QERR=0; TAS=1: aborted tasks of other
@@ -95,9 +92,9 @@ pub(crate) fn mode_sense(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult 
     };
     let codes: &[u8] = match (code, subpage) {
         (ALL_PAGES, 0x00 | 0xff) => &PAGES,
-        (c, 0x00) if PAGES.contains(&c) => std::slice::from_ref(
-            PAGES.iter().find(|&&p| p == c).unwrap_or(&PAGE_CACHING),
-        ),
+        (c, 0x00) if PAGES.contains(&c) => {
+            std::slice::from_ref(PAGES.iter().find(|&&p| p == c).unwrap_or(&PAGE_CACHING))
+        }
         (_, 0x00) => return Err(CmdError::cdb_field(2)),
         _ => return Err(CmdError::cdb_field(3)),
     };
@@ -183,7 +180,12 @@ pub(crate) fn mode_select(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResul
     if pages_at > data.len() {
         return Err(CmdError::ParameterListLength);
     }
-    check_block_descriptors(dev, &data[header_len..pages_at], ten && data[4] & 1 != 0, header_len)?;
+    check_block_descriptors(
+        dev,
+        &data[header_len..pages_at],
+        ten && data[4] & 1 != 0,
+        header_len,
+    )?;
 
     // Validate every page before applying any (all-or-nothing).
     let mut new_wce = dev.wce();
@@ -234,9 +236,14 @@ pub(crate) fn mode_select(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResul
 
 /// A block descriptor may be sent back as read; only the block length
 /// must match (the capacity field is ignored, as SBC-3 allows).
-fn check_block_descriptors(dev: &Device, bds: &[u8], long: bool, base: usize) -> Result<(), CmdError> {
+fn check_block_descriptors(
+    dev: &Device,
+    bds: &[u8],
+    long: bool,
+    base: usize,
+) -> Result<(), CmdError> {
     let size = if long { 16 } else { 8 };
-    if bds.len() % size != 0 {
+    if !bds.len().is_multiple_of(size) {
         return Err(CmdError::ParameterListLength);
     }
     for (i, bd) in bds.chunks(size).enumerate() {

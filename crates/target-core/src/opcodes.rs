@@ -52,9 +52,10 @@ pub(crate) fn maintenance_in_rsoc(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Handl
                 (2, false) => return Err(CmdError::cdb_field(3)),
                 _ => {}
             }
-            let found = TABLE.iter().filter(|e| offered(e, ctx.dev)).find(|e| {
-                e.opcode == req_op && (!with_sa || e.sa.map(u16::from) == Some(req_sa))
-            });
+            let found = TABLE
+                .iter()
+                .filter(|e| offered(e, ctx.dev))
+                .find(|e| e.opcode == req_op && (!with_sa || e.sa.map(u16::from) == Some(req_sa)));
             match found {
                 Some(e) => {
                     data_in.push(0);
@@ -97,7 +98,20 @@ mod tests {
 
     fn rsoc(options: u8, rctd: bool, opcode: u8, sa: u16) -> Vec<u8> {
         let s = sa.to_be_bytes();
-        vec![0xa3, 0x0c, options | if rctd { 0x80 } else { 0 }, opcode, s[0], s[1], 0, 0, 0x10, 0, 0, 0]
+        vec![
+            0xa3,
+            0x0c,
+            options | if rctd { 0x80 } else { 0 },
+            opcode,
+            s[0],
+            s[1],
+            0,
+            0,
+            0x10,
+            0,
+            0,
+            0,
+        ]
     }
 
     #[test]

@@ -103,7 +103,12 @@ impl PrState {
         while i < self.regs.len() {
             if pred(&self.regs[i]) {
                 let r = self.regs.remove(i);
-                if self.reservation.as_ref().is_some_and(|res| res.holder.is_some()) && self.holds(&r) {
+                if self
+                    .reservation
+                    .as_ref()
+                    .is_some_and(|res| res.holder.is_some())
+                    && self.holds(&r)
+                {
                     release = true;
                 }
                 removed.push(r.nexus);
@@ -118,7 +123,11 @@ impl PrState {
     }
 
     fn other_registrants(&self, n: &Nexus) -> Vec<u64> {
-        self.regs.iter().filter(|r| !r.is(n)).map(|r| r.nexus).collect()
+        self.regs
+            .iter()
+            .filter(|r| !r.is(n))
+            .map(|r| r.nexus)
+            .collect()
     }
 
     /// SPC-2 RESERVE/RELEASE and reset handling do not touch PR state; an
@@ -150,7 +159,10 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
     if plen != 24 {
         return Err(CmdError::ParameterListLength);
     }
-    let p = ctx.data_out.get(..24).ok_or(CmdError::ParameterListLength)?;
+    let p = ctx
+        .data_out
+        .get(..24)
+        .ok_or(CmdError::ParameterListLength)?;
     let key = be64(&p[0..8]);
     let sa_key = be64(&p[8..16]);
     // SPEC_I_PT, ALL_TG_PT and APTPL are not supported (SIP_C/ATP_C/PTPL_C = 0).
@@ -315,17 +327,29 @@ fn preempt(
                 return Err(CmdError::param(8));
             }
             let removed = pr.remove_where(|r| r.key == sa_key && !r.is(n));
-            uas.extend(removed.into_iter().map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)));
+            uas.extend(
+                removed
+                    .into_iter()
+                    .map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)),
+            );
         }
         Some((t, _)) if all_registrants(t) => {
             if sa_key == 0 {
                 check_scope_type(scope, rtype)?;
                 let removed = pr.remove_where(|r| !r.is(n));
-                uas.extend(removed.into_iter().map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)));
+                uas.extend(
+                    removed
+                        .into_iter()
+                        .map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)),
+                );
                 pr.reservation = Some(new_res(n));
             } else {
                 let removed = pr.remove_where(|r| r.key == sa_key && !r.is(n));
-                uas.extend(removed.into_iter().map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)));
+                uas.extend(
+                    removed
+                        .into_iter()
+                        .map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)),
+                );
             }
         }
         Some((_, holder)) => {
@@ -338,14 +362,22 @@ fn preempt(
             if Some(sa_key) == holder_key {
                 check_scope_type(scope, rtype)?;
                 let removed = pr.remove_where(|r| r.key == sa_key && !r.is(n));
-                uas.extend(removed.into_iter().map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)));
+                uas.extend(
+                    removed
+                        .into_iter()
+                        .map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)),
+                );
                 pr.reservation = Some(new_res(n));
             } else {
                 if sa_key == 0 {
                     return Err(CmdError::param(8));
                 }
                 let removed = pr.remove_where(|r| r.key == sa_key && !r.is(n));
-                uas.extend(removed.into_iter().map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)));
+                uas.extend(
+                    removed
+                        .into_iter()
+                        .map(|id| (id, Asc::REGISTRATIONS_PREEMPTED)),
+                );
             }
         }
     }
@@ -386,7 +418,16 @@ pub(crate) fn persistent_reserve_in(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Han
             data_in.clear();
             // Length 8; CRH (RESERVE conflicts with a PR); TMV + ALLOW
             // COMMANDS 1; the six types.
-            data_in.extend_from_slice(&[0, 8, 0x10, 0x90, 0x80 | 0x40 | 0x20 | 0x08 | 0x02, 0x01, 0, 0]);
+            data_in.extend_from_slice(&[
+                0,
+                8,
+                0x10,
+                0x90,
+                0x80 | 0x40 | 0x20 | 0x08 | 0x02,
+                0x01,
+                0,
+                0,
+            ]);
             return truncate_to(alloc, data_in);
         }
         3 => {
@@ -404,7 +445,7 @@ pub(crate) fn persistent_reserve_in(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Han
                 data_in.extend_from_slice(&r.rel_port.to_be_bytes());
                 let mut tid: Vec<u8> = r.initiator.bytes().take(220).collect();
                 tid.push(0);
-                while tid.len() % 4 != 0 {
+                while !tid.len().is_multiple_of(4) {
                     tid.push(0);
                 }
                 let tid_len = 4 + tid.len();
@@ -468,7 +509,11 @@ mod tests {
         assert_eq!(&d[16..24], &0xbbu64.to_be_bytes());
         let gen = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
         assert_eq!(gen, 2);
-        assert_eq!(out(&t, &a, 0, 0, 0x11, 0).status, Status::ReservationConflict, "wrong key");
+        assert_eq!(
+            out(&t, &a, 0, 0, 0x11, 0).status,
+            Status::ReservationConflict,
+            "wrong key"
+        );
         assert_eq!(out(&t, &a, 0, 0, 0xaa, 0).status, Status::Good);
         let d = prin(&t, &a, 0);
         assert_eq!(&d[4..8], &8u32.to_be_bytes());
@@ -490,7 +535,11 @@ mod tests {
         assert_eq!(o.status, Status::ReservationConflict);
         let (o, _) = t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0u8; 512]);
         assert_eq!(o.status, Status::Good);
-        assert_eq!(out(&t, &a, 2, 3, 0xaa, 0).status, Status::CheckCondition, "wrong type");
+        assert_eq!(
+            out(&t, &a, 2, 3, 0xaa, 0).status,
+            Status::CheckCondition,
+            "wrong type"
+        );
         assert_eq!(out(&t, &a, 2, 1, 0xaa, 0).status, Status::Good);
         let (o, _) = t.run_as(&b, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0u8; 512]);
         assert_eq!(o.status, Status::Good);
@@ -511,7 +560,10 @@ mod tests {
         assert_eq!(o.status, Status::ReservationConflict, "not registered");
         let (o, _) = t.run_as(&c, &[0x00, 0, 0, 0, 0, 0], &[]);
         assert_eq!(o.status, Status::Good, "TUR always allowed");
-        assert_eq!(out(&t, &b, 1, 6, 0xbb, 0).status, Status::ReservationConflict);
+        assert_eq!(
+            out(&t, &b, 1, 6, 0xbb, 0).status,
+            Status::ReservationConflict
+        );
     }
 
     #[test]

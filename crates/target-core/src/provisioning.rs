@@ -210,7 +210,10 @@ mod tests {
         let t = Rig::new();
         let (o, _) = t.run(&ws16(0, BLOCKS - 4, 0), &[7u8; 512]);
         assert_eq!(o.status, Status::Good);
-        assert_eq!(t.store.bytes((BLOCKS as usize - 1) * 512, 512), vec![7u8; 512]);
+        assert_eq!(
+            t.store.bytes((BLOCKS as usize - 1) * 512, 512),
+            vec![7u8; 512]
+        );
     }
 
     #[test]
@@ -230,7 +233,11 @@ mod tests {
         assert_eq!(o.status, Status::CheckCondition, "long data-out");
         let big = Rig::sized(64 << 20);
         let (o, _) = big.run(&ws10(0, 0, 0), &[0u8; 512]);
-        assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "beyond MAXIMUM WRITE SAME LENGTH");
+        assert_eq!(
+            sense_of(&o),
+            Some((5, 0x24, 0)),
+            "beyond MAXIMUM WRITE SAME LENGTH"
+        );
         let ro = Rig::read_only();
         let (o, _) = ro.run(&ws10(0, 0, 1), &[0u8; 512]);
         assert_eq!(sense_of(&o), Some((7, 0x27, 0)));
@@ -250,7 +257,11 @@ mod tests {
         t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 4, 0], &[0xffu8; 2048]);
         let (o, _) = t.run(&ws10(0x08, 0, 4), &[0xffu8; 512]);
         assert_eq!(o.status, Status::Good);
-        assert_eq!(t.store.bytes(0, 2048), vec![0u8; 2048], "UNMAP ignores the pattern");
+        assert_eq!(
+            t.store.bytes(0, 2048),
+            vec![0u8; 2048],
+            "UNMAP ignores the pattern"
+        );
     }
 
     fn unmap_params(descs: &[(u64, u32)]) -> Vec<u8> {

@@ -27,9 +27,8 @@ pub(crate) fn compare_and_write(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Handler
     }
     let lba = cdb.be64(2);
     let blocks = cdb.b(13);
-    if blocks > MAX_COMPARE_AND_WRITE_BLOCKS {
-        return Err(CmdError::cdb_field(13));
-    }
+    // MAX_COMPARE_AND_WRITE_BLOCKS is the whole byte range, so any count fits.
+    const _: () = assert!(MAX_COMPARE_AND_WRITE_BLOCKS == u8::MAX);
     if dev.write_protected(ctx.lun) {
         return Err(CmdError::WriteProtected);
     }

@@ -109,7 +109,7 @@ fn write_extent<'a>(ctx: &Ctx<'a>, r: Range<u64>) -> Result<(&'a [u8], Range<u64
     if have >= want {
         return Ok((&ctx.data_out[..want as usize], r));
     }
-    if have % ctx.dev.block_size() != 0 {
+    if !have.is_multiple_of(ctx.dev.block_size()) {
         return Err(CmdError::InvalidFieldInCommandIu);
     }
     Ok((ctx.data_out, r.start..r.start + have))
@@ -225,10 +225,7 @@ pub(crate) fn write_verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResul
 pub(crate) fn sync_cache(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     let rw = ctx.cdb.rw();
     byte_range(ctx.dev, rw.lba, u64::from(rw.blocks))?;
-    ctx.dev
-        .backstore
-        .flush()
-        .map_err(CmdError::WriteError)?;
+    ctx.dev.backstore.flush().map_err(CmdError::WriteError)?;
     Ok(Status::Good)
 }
 

@@ -200,7 +200,14 @@ impl Rig {
         Rig::make_nexus(id)
     }
 
-    pub fn run_full(&self, nexus: &Nexus, lun: u64, cdb: &[u8], data_out: &[u8], buf: &mut Vec<u8>) -> Outcome {
+    pub fn run_full(
+        &self,
+        nexus: &Nexus,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Outcome {
         let cmd = Command {
             cdb,
             data_out,

@@ -7,12 +7,17 @@ use scsi::Asc;
 
 use crate::{Device, LunTable, Nexus, TmfFunction, TmfResult};
 
+/// Reset one LU: every nexus, the issuing one included, gets the unit
+/// attention (SAM-5 6.3.3; multipath initiators rely on seeing it on
+/// every path).
 fn reset_device(dev: &Device) {
     dev.state.reset_mode(&dev.options);
     dev.state.res.clear_spc2(None);
     // The generic 29/00 rather than 29/03: SAM-5 allows it for any reset, and
     // initiators (libiscsi among them) retry on exactly 29/00.
-    dev.state.ua.reset_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
+    dev.state
+        .ua
+        .reset_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
 }
 
 pub(crate) fn task_management(
@@ -53,6 +58,8 @@ pub(crate) fn nexus_gone(table: &LunTable, nexus: &Nexus) {
         let dev = &l.device;
         dev.state.ua.forget(nexus.id);
         dev.state.res.clear_spc2(Some(nexus.id));
+        dev.state.copies.forget(nexus.id);
+        dev.state.medium.allow(nexus.id);
     }
 }
 
@@ -67,15 +74,22 @@ mod tests {
         let other = t.nexus(2);
         t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
         t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
-        t.dev.state.mode.wce.store(false, std::sync::atomic::Ordering::Relaxed);
-        let r = t.table.task_management(&t.me, TmfFunction::LogicalUnitReset, 0);
+        t.dev
+            .state
+            .mode
+            .wce
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let r = t
+            .table
+            .task_management(&t.me, TmfFunction::LogicalUnitReset, 0);
         assert_eq!(r, TmfResult::Complete);
         assert!(t.dev.wce());
         t.expect_sense(&[0, 0, 0, 0, 0, 0], 6, 0x29, 0);
         let (o, _) = t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
         assert_eq!(sense_of(&o), Some((6, 0x29, 0)));
         assert_eq!(
-            t.table.task_management(&t.me, TmfFunction::LogicalUnitReset, 5),
+            t.table
+                .task_management(&t.me, TmfFunction::LogicalUnitReset, 5),
             TmfResult::LunDoesNotExist
         );
     }
@@ -85,9 +99,14 @@ mod tests {
         let t = Rig::new();
         let other = t.nexus(2);
         t.ok(&[0x16, 0, 0, 0, 0, 0]);
-        t.table.task_management(&other, TmfFunction::TargetWarmReset, 0);
+        t.table
+            .task_management(&other, TmfFunction::TargetWarmReset, 0);
         let (o, _) = t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
-        assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "fresh nexus: power on first");
+        assert_eq!(
+            sense_of(&o),
+            Some((6, 0x29, 0)),
+            "fresh nexus: power on first"
+        );
         let (o, _) = t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
         assert_eq!(o.status, crate::Status::Good);
     }

@@ -96,7 +96,7 @@ impl UaState {
             UaPolicy::Ignore => None,
             UaPolicy::Report => inner.queues.get_mut(&nexus).and_then(|q| q.pop_front()),
         };
-        let mine_empty = inner.queues.get(&nexus).map_or(true, VecDeque::is_empty);
+        let mine_empty = inner.queues.get(&nexus).is_none_or(VecDeque::is_empty);
         if mine_empty {
             self.remember(nexus);
         }
@@ -184,7 +184,10 @@ mod tests {
         ua.check(2, UaPolicy::Report);
         ua.queue_others(Some(1), Asc::MODE_PARAMETERS_CHANGED);
         assert_eq!(ua.check(1, UaPolicy::Report), None);
-        assert_eq!(ua.check(2, UaPolicy::Report), Some(Asc::MODE_PARAMETERS_CHANGED));
+        assert_eq!(
+            ua.check(2, UaPolicy::Report),
+            Some(Asc::MODE_PARAMETERS_CHANGED)
+        );
         assert_eq!(ua.check(2, UaPolicy::Report), None);
         assert!(!ua.pending.load(Ordering::Acquire));
     }

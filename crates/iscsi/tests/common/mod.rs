@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use backstore::{Backstore, Capabilities};
 use iscsi::{IscsiServer, TargetConfig, TpgConfig};
-use iscsi_wire::request::{DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TextRequest, Attr};
+use iscsi_wire::request::{
+    Attr, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TextRequest,
+};
 use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse};
 use iscsi_wire::text::{encode_pairs, parse_pairs, Pair};
 use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
@@ -44,7 +46,9 @@ impl Backstore for MemStore {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut d = self.0.write().unwrap();
         let o = offset as usize;
-        let dst = d.get_mut(o..o + buf.len()).ok_or(io::ErrorKind::InvalidInput)?;
+        let dst = d
+            .get_mut(o..o + buf.len())
+            .ok_or(io::ErrorKind::InvalidInput)?;
         dst.copy_from_slice(buf);
         Ok(())
     }
@@ -121,7 +125,8 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         sock.set_nodelay(true).unwrap();
         Client {
             sock,
@@ -270,7 +275,11 @@ impl Client {
             }
         }
         let (r, pairs) = self.login_pdu(1, 3, true, &op);
-        assert_eq!((r.status_class, r.status_detail), (0, 0), "operational stage");
+        assert_eq!(
+            (r.status_class, r.status_detail),
+            (0, 0),
+            "operational stage"
+        );
         assert!(r.transit);
         assert_ne!(r.tsih, 0);
         self.tsih = r.tsih;
@@ -290,7 +299,13 @@ impl Client {
         pairs
     }
 
-    pub fn scsi_cmd_header(&mut self, cdb: &[u8], read: bool, write: bool, edtl: u32) -> ScsiCommand {
+    pub fn scsi_cmd_header(
+        &mut self,
+        cdb: &[u8],
+        read: bool,
+        write: bool,
+        edtl: u32,
+    ) -> ScsiCommand {
         let mut c = [0u8; 16];
         c[..cdb.len()].copy_from_slice(cdb);
         let itt = self.next_itt();
@@ -527,5 +542,7 @@ pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
 }
 
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }

@@ -1,0 +1,76 @@
+#!/bin/bash
+# scripts/test.sh — the project's whole test run (README's test command; CI runs it
+# through .ci/run).  On a fresh Debian 12 machine, as root:
+#    1. deps         scripts/install-deps.sh (QEMU from bookworm-backports, libiscsi-bin,
+#                    tgt, open-iscsi; returns at once when everything is installed)
+#    2. fmt          cargo fmt --all --check
+#    3. clippy       cargo clippy --workspace --all-targets -- -D warnings
+#    4. build        cargo build --workspace --release
+#    5. unit         cargo test --workspace
+#    6. e2e          tests-e2e/run.sh: real initiators against the release daemon
+#    7. conformance  conformance/run.sh --check: libiscsi's iscsi-test-cu, per-test
+#                    results compared with conformance/results.txt (PASS -> not PASS fails)
+#    8. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in, ext4 + md5
+#    9. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
+# Every step runs (with its own time limit) even after an earlier one failed, except
+# that steps needing the release binary are skipped when the build fails.  Prints a
+# summary table; exit status 1 if any step failed.
+#
+# usage: scripts/test.sh [--quick] [--skip STEP[,STEP]] [--only STEP[,STEP]]
+#   --quick   skip guest and bench-smoke (the slow / noisy steps)
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO" || exit 1
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+[[ -d $HOME/.cargo/bin && :$PATH: != *:$HOME/.cargo/bin:* ]] && PATH=$HOME/.cargo/bin:$PATH
+
+SKIP=, ONLY=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) SKIP+=guest,bench-smoke, ;;
+        --skip) SKIP+=$2,; shift ;;
+        --only) ONLY=,$2,; shift ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+RESULTS=() FAILS=0 BUILD_OK=1 T_ALL=$SECONDS
+# step NAME LIMIT_SECONDS CMD...: run one step with a wall-clock limit, record result.
+step() {
+    local name=$1 limit=$2 t0=$SECONDS rc=0 what; shift 2
+    if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
+        RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
+    fi
+    if [[ $name =~ ^(e2e|conformance|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+        RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
+        return 1
+    fi
+    printf '\n==== %s: %s\n' "$name" "$*"
+    timeout -k 15 "$limit" "$@" || rc=$?
+    if ((rc == 0)); then what=ok
+    elif ((rc == 124 || rc == 137)); then what="FAIL (timed out after ${limit}s)"
+    else what="FAIL (exit $rc)"; fi
+    ((rc == 0)) || FAILS=$((FAILS + 1))
+    RESULTS+=("$(printf '%-12s %-30s %5ss' "$name" "$what" $((SECONDS - t0)))")
+    printf '==== %s: %s in %ss\n' "$name" "$what" $((SECONDS - t0))
+    return "$rc"
+}
+
+step deps 900 bash scripts/install-deps.sh
+command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)"; exit 1; }
+step fmt 300 cargo fmt --all --check
+step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
+step build 1200 cargo build --workspace --release || BUILD_OK=0
+step unit 1200 cargo test --workspace
+step e2e 600 bash tests-e2e/run.sh
+step conformance 900 bash conformance/run.sh --check --budget 700
+step guest 420 bash tests-e2e/guest.sh
+step bench-smoke 180 bash bench/bench.sh --smoke
+
+echo
+echo "==== summary ($((SECONDS - T_ALL))s total)"
+printf '  %s\n' "${RESULTS[@]}"
+if ((FAILS)); then echo "test.sh: $FAILS step(s) FAILED"; exit 1; fi
+echo "test.sh: all steps passed"
