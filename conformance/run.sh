@@ -54,16 +54,25 @@ IQN=iqn.2026-11.org.rtarget:conformance
 #   RT_LUNS   mkconfig LUNSPECs for rtarget (the first one, LUN 0, is tested)
 #   TGT_FILE TGT_BS   tgt backing file and --bstype (tested as LUN 1)
 #   CU_FLAGS  extra iscsi-test-cu flags;  MULTIPATH=1 passes the URL twice (2 sessions)
+#   CFG_SUITES  only the suites matching this ERE make sense here (empty: all)
 # To add one: write cfg_NAME, run `conformance/run.sh --matrix NAME` to record
 # results-NAME.txt, commit it, and add NAME to the --matrix list in scripts/test.sh.
 # shellcheck disable=SC2317  # called through "cfg_$cfg"
 cfg_fileio() {      # 1 GiB sparse file, write-back
     RT_LUNS=("fileio:disk0:$W/disk0.img:1G"); TGT_FILE=$W/disk0.img TGT_BS=rdwr
-    CU_FLAGS=(-d); MULTIPATH=
+    CU_FLAGS=(-d); MULTIPATH='' TGT_THIN='' TGT_RO='' CFG_SUITES=''
 }
 cfg_ramdisk() {     # 1 GiB in RAM (tgt: rdwr on a file in /dev/shm)
-    RT_LUNS=("ramdisk:ram0::1G"); TGT_FILE=/dev/shm/rtarget-conf-$$.img TGT_BS=rdwr
-    CU_FLAGS=(-d); MULTIPATH=
+    cfg_fileio; RT_LUNS=("ramdisk:ram0::1G"); TGT_FILE=/dev/shm/rtarget-conf-$$.img
+}
+cfg_thin() {        # fileio, thin provisioned (UNMAP, WRITE SAME with UNMAP, LBPME)
+    cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1G:emulate_tpu=1,emulate_tpws=1")
+    TGT_THIN=1
+}
+cfg_readonly() {    # thin fileio, write protected: the ReadOnly suite and the read side
+    cfg_fileio; TGT_RO=1 TGT_THIN=1
+    RT_LUNS=("fileio:disk0:$W/disk0.img:1G:readonly=1,emulate_tpu=1,emulate_tpws=1")
+    CFG_SUITES='^(ReadOnly|Inquiry|ModeSense6|Read(6|10|12|16)|ReadCapacity(10|16)|Verify(10|12|16)|TestUnitReady|GetLBAStatus|ReportSupportedOpcodes)$'
 }
 cfg_multipath() {   # fileio, and the suite's second session on the same LUN
     cfg_fileio; MULTIPATH=1
@@ -73,20 +82,28 @@ cfg_sanitize() {    # fileio with the SANITIZE tests allowed
 }
 
 # --- target lifecycle ----------------------------------------------------------
-start_target() {    # uses W PORT; sets URL
+start_target() {    # uses W PORT; sets URL; returns non-zero if the target is not serving
     if [[ $TARGET == rtarget ]]; then
-        [[ -f $W/saveconfig.json ]] || mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "${RT_LUNS[@]}"
-        start_rtarget "$W" "$PORT"
         URL=iscsi://127.0.0.1:$PORT/$IQN/0
+        [[ -f $W/saveconfig.json ]] || mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "${RT_LUNS[@]}" || return 1
+        start_rtarget "$W" "$PORT"
     else
-        start_tgt "$W" "$PORT"
-        [[ -f $TGT_FILE ]] || truncate -s 1G "$TGT_FILE"
-        tgt_target 1 "$IQN"; tgt_lun 1 1 "$TGT_FILE" "$TGT_BS"
         URL=iscsi://127.0.0.1:$PORT/$IQN/1
+        start_tgt "$W" "$PORT" || return 1
+        local upd=(tgtadm -C "$TGT_CTL" --lld iscsi --op update --mode logicalunit --tid 1 --lun 1)
+        [[ -f $TGT_FILE ]] || truncate -s 1G "$TGT_FILE" || return 1
+        tgt_target 1 "$IQN" && tgt_lun 1 1 "$TGT_FILE" "$TGT_BS" || return 1
+        if [[ -n ${TGT_THIN:-} ]]; then "${upd[@]}" --params thin_provisioning=1 || return 1; fi
+        if [[ -n ${TGT_RO:-} ]]; then "${upd[@]}" --params readonly=1 || return 1; fi
     fi
 }
 stop_target() {
     if [[ $TARGET == rtarget ]]; then stop_rtarget 5 || true; else stop_tgt; fi
+}
+# restart_target: (re)start, noting a failure instead of aborting the run.
+restart_target() {
+    stop_target
+    start_target || { echo "target failed to start (see $W/*.log)" >>"$W/events.txt"; return 1; }
 }
 target_alive() {
     local pid; if [[ $TARGET == rtarget ]]; then pid=${RT_PID:-}; else pid=${TGT_PID:-}; fi
@@ -134,17 +151,19 @@ run_config() {
     local cfg=$1 suite t0 rc deadline status
     W=$WORKROOT/$TARGET-$cfg; rm -rf "$W"; mkdir -p "$W/logs"
     "cfg_$cfg"
-    PORT=$(free_port); start_target
-    deadline=$((SECONDS + BUDGET))
+    PORT=$(free_port)
     : >"$W/events.txt"
+    restart_target || true
+    deadline=$((SECONDS + BUDGET))
     for suite in $ALL_SUITES; do
         [[ -z $SUITES || $suite =~ $SUITES ]] || continue
+        [[ -z $CFG_SUITES || $suite =~ $CFG_SUITES ]] || continue
         if ((SECONDS >= deadline)); then
             echo "budget of ${BUDGET}s exhausted before suite $suite" >>"$W/events.txt"; continue
         fi
         if ! target_alive; then
             echo "target not running before suite $suite: restarting" >>"$W/events.txt"
-            stop_target; start_target
+            restart_target || { printf '  %-28s  target down, not run\n' "$suite" >&2; continue; }
         fi
         t0=$SECONDS rc=0
         local urls=("$URL"); [[ -n $MULTIPATH ]] && urls+=("$URL")
@@ -152,9 +171,9 @@ run_config() {
             >"$W/logs/$suite.log" 2>&1 || rc=$?
         status="rc=$rc"
         if ((rc == 124 || rc == 137)); then
-            status="TIMEOUT after ${TIMEOUT}s in $(grep -o 'Test: [^ ]*' "$W/logs/$suite.log" | tail -n1)"
+            status="TIMEOUT after ${TIMEOUT}s ($(grep -o 'Test: [^ ]*' "$W/logs/$suite.log" | tail -n1 || true))"
             echo "suite $suite: $status; restarting the target" >>"$W/events.txt"
-            stop_target; start_target
+            restart_target || true
         elif ! target_alive; then
             status="target DIED during suite"
             echo "suite $suite: target died (rc=$rc)" >>"$W/events.txt"
@@ -162,12 +181,13 @@ run_config() {
         printf '  %-28s %4ss  %s\n' "$suite" $((SECONDS - t0)) "$status" >&2
     done
     stop_target
-    cat "$W"/logs/*.log 2>/dev/null | normalize_log >"$W/full.log"
+    { cat "$W"/logs/*.log 2>/dev/null || true; } | normalize_log >"$W/full.log"
     # Score; tests that never reported (budget, hang, filtered out) count as FAIL.
     python3 "$CUSCORE" "$W/full.log" --list | grep -E '^(PASS|SKIP|FAIL) ' >"$W/scored.txt" || true
     local t
     for t in $ALL_TESTS; do
         [[ -z $SUITES || ${t%%.*} =~ $SUITES ]] || continue
+        [[ -z $CFG_SUITES || ${t%%.*} =~ $CFG_SUITES ]] || continue
         grep -q " $t\$" "$W/scored.txt" || echo "FAIL $t" >>"$W/scored.txt"
     done
     {

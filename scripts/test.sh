@@ -8,8 +8,9 @@
 #    4. build        cargo build --workspace --release
 #    5. unit         cargo test --workspace
 #    6. e2e          tests-e2e/run.sh: real initiators against the release daemon
-#    7. conformance  conformance/run.sh --check: libiscsi's iscsi-test-cu, per-test
-#                    results compared with conformance/results.txt (PASS -> not PASS fails)
+#    7. conformance  conformance/run.sh --check over the LU matrix CONF_MATRIX: libiscsi's
+#                    iscsi-test-cu, per-test results compared with the committed
+#                    conformance/results*.txt (PASS -> not PASS fails the step)
 #    8. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in, ext4 + md5
 #    9. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
@@ -36,6 +37,9 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
+# LU configurations for the conformance run (see cfg_* in conformance/run.sh); each
+# has its committed results file.
+CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath}
 RESULTS=() FAILS=0 BUILD_OK=1 T_ALL=$SECONDS
 # step NAME LIMIT_SECONDS CMD...: run one step with a wall-clock limit, record result.
 step() {
@@ -65,7 +69,7 @@ step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
 step build 1200 cargo build --workspace --release || BUILD_OK=0
 step unit 1200 cargo test --workspace
 step e2e 600 bash tests-e2e/run.sh
-step conformance 900 bash conformance/run.sh --check --budget 700
+step conformance 1200 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
 step guest 420 bash tests-e2e/guest.sh
 step bench-smoke 180 bash bench/bench.sh --smoke
 

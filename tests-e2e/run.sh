@@ -63,14 +63,14 @@ URL=iscsi://127.0.0.1:$PORT/$IQN/$LUN
 
 # --- discovery and identification ------------------------------------------------
 ls_ok() {
-    local out; out=$(iscsi-ls -s "iscsi://127.0.0.1:$PORT") || return 1
+    local out; out=$(timeout 30 iscsi-ls -s "iscsi://127.0.0.1:$PORT") || return 1
     echo "$out"
     grep -q "^Target:$IQN " <<<"$out" && grep -Eq "^Lun:$LUN +Type:DIRECT_ACCESS" <<<"$out"
 }
 check "iscsi-ls -s lists target and LUN $LUN" ls_ok
 
 inq_std() {
-    local out; out=$(iscsi-inq "$URL") || return 1
+    local out; out=$(timeout 30 iscsi-inq "$URL") || return 1
     echo "$out"
     grep -q '^Peripheral Device Type:DIRECT_ACCESS' <<<"$out" &&
         grep -q '^Vendor:' <<<"$out" && grep -q '^Product:' <<<"$out" &&
@@ -79,17 +79,17 @@ inq_std() {
 check "iscsi-inq standard INQUIRY" inq_std
 
 vpd_pages() {   # page 0x00 must list 0x80, 0x83, 0xb0; every listed page must be readable
-    local out p; out=$(iscsi-inq -e 1 -c 0 "$URL") || return 1
+    local out p; out=$(timeout 30 iscsi-inq -e 1 -c 0 "$URL") || return 1
     echo "$out"
     for p in 0x80 0x83 0xb0; do grep -q "^Page:$p " <<<"$out" || { echo "page $p not listed"; return 1; }; done
     for p in $(sed -n 's/^Page:\(0x[0-9a-f]*\) .*/\1/p' <<<"$out"); do
-        iscsi-inq -e 1 -c $((p)) "$URL" >/dev/null || { echo "VPD page $p listed but unreadable"; return 1; }
+        timeout 30 iscsi-inq -e 1 -c $((p)) "$URL" >/dev/null || { echo "VPD page $p listed but unreadable"; return 1; }
     done
 }
 check "iscsi-inq VPD pages (0x00 lists 0x80 0x83 0xb0; all listed readable)" vpd_pages
 
 vpd_83() {
-    local out; out=$(iscsi-inq -e 1 -c 131 "$URL") || return 1
+    local out; out=$(timeout 30 iscsi-inq -e 1 -c 131 "$URL") || return 1
     echo "$out"
     grep -q 'Association:(0) LOGICAL_UNIT' <<<"$out" &&
         grep -Eq 'Designator Type:\((3|2|1|8)\)' <<<"$out"
@@ -97,20 +97,20 @@ vpd_83() {
 check "iscsi-inq VPD 0x83 has a logical-unit designator" vpd_83
 
 vpd_80() {
-    local out; out=$(iscsi-inq -e 1 -c 128 "$URL") || return 1
+    local out; out=$(timeout 30 iscsi-inq -e 1 -c 128 "$URL") || return 1
     echo "$out"; grep -Eq '^Unit Serial Number:\[ *[^] ]+' <<<"$out"
 }
 check "iscsi-inq VPD 0x80 unit serial number" vpd_80
 
 vpd_bad() {   # an unsupported page must fail with ILLEGAL REQUEST / INVALID FIELD IN CDB
-    local out; out=$(iscsi-inq -e 1 -c 200 "$URL" 2>&1) && { echo "page 0xc8 accepted"; return 1; }
+    local out; out=$(timeout 30 iscsi-inq -e 1 -c 200 "$URL" 2>&1) && { echo "page 0xc8 accepted"; return 1; }
     echo "$out"; grep -q 'ILLEGAL_REQUEST' <<<"$out" && grep -q 'INVALID_FIELD_IN_CDB' <<<"$out"
 }
 check "iscsi-inq unsupported VPD page -> ILLEGAL REQUEST" vpd_bad
 
 SIZE=0
 readcap() {
-    local out; out=$(iscsi-readcapacity16 "$URL") || return 1
+    local out; out=$(timeout 30 iscsi-readcapacity16 "$URL") || return 1
     echo "$out"
     SIZE=$(sed -n 's/^Total size:\([0-9]*\)$/\1/p' <<<"$out")
     grep -q '^LOGICAL BLOCK LENGTH IN BYTES:512$' <<<"$out" && ((SIZE >= 256 << 20))

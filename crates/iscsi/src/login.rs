@@ -132,8 +132,17 @@ fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
                 tracing::warn!(error = %e, "ignoring TPG parameter");
             }
         }
-        if t.attributes.get("authentication").map(String::as_str) == Some("1") {
-            offer.auth_methods = vec![AuthMethod::Chap];
+        // As in LIO, the `authentication` attribute decides over the
+        // AuthMethod parameter (whose targetcli default is "CHAP,None").
+        match t.attributes.get("authentication").map(|v| v.trim()) {
+            Some("1") => offer.auth_methods = vec![AuthMethod::Chap],
+            Some("0") => offer.auth_methods = vec![AuthMethod::None],
+            _ => {}
+        }
+        // Never pick CHAP when there is nothing to check it against and
+        // None is acceptable.
+        if chap_credentials(Some(t)).is_none() && offer.auth_methods.contains(&AuthMethod::None) {
+            offer.auth_methods.retain(|m| *m != AuthMethod::Chap);
         }
     }
     offer
@@ -308,6 +317,9 @@ pub fn run(
         } else {
             Stage::Operational
         };
+        tracing::debug!(csg = req.csg, nsg = req.nsg, transit = req.transit,
+            keys = ?pairs.iter().filter(|p| !is_chap_key(&p.key)).collect::<Vec<_>>(),
+            "login request");
         let (chap_pairs, pairs): (Vec<Pair>, Vec<Pair>) =
             pairs.into_iter().partition(|p| is_chap_key(&p.key));
         let mut answers = match neg.respond(&pairs, stage) {
@@ -384,6 +396,8 @@ pub fn run(
         if transit {
             r.nsg = req.nsg;
         }
+        tracing::debug!(transit, answers = ?answers.iter().filter(|p| !is_chap_key(&p.key)).collect::<Vec<_>>(),
+            "login response");
         let body = encode_pairs(&answers);
         if !respond(io, &mut st, &req, r, &body) {
             return None;
@@ -498,6 +512,68 @@ fn first_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn tpg(attrs: &[(&str, &str)], params: &[(&str, &str)]) -> TpgConfig {
+        let m = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        TpgConfig {
+            tag: 1,
+            enable: true,
+            portals: vec![],
+            luns: Arc::new(target_core::LunTable::default()),
+            attributes: m(attrs),
+            parameters: m(params),
+        }
+    }
+
+    #[test]
+    fn auth_methods_offered() {
+        use AuthMethod::{Chap, None as No};
+        let creds = [("userid", "u"), ("password", "p")];
+        type Kv<'a> = Vec<(&'a str, &'a str)>;
+        let cases: Vec<(Kv, Kv, Vec<AuthMethod>)> = vec![
+            (vec![], vec![], vec![No]),
+            (
+                vec![("authentication", "0")],
+                vec![("AuthMethod", "CHAP,None")],
+                vec![No],
+            ),
+            (vec![], vec![("AuthMethod", "CHAP,None")], vec![No]),
+            (
+                creds.to_vec(),
+                vec![("AuthMethod", "CHAP,None")],
+                vec![Chap, No],
+            ),
+            (vec![("authentication", "1")], vec![], vec![Chap]),
+            (
+                vec![("authentication", "1"), ("userid", "u"), ("password", "p")],
+                vec![("AuthMethod", "None")],
+                vec![Chap],
+            ),
+        ];
+        for (a, p, want) in cases {
+            assert_eq!(
+                build_offer(Some(&tpg(&a, &p))).auth_methods,
+                want,
+                "{a:?} {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tpg_parameters_reach_the_offer() {
+        let o = build_offer(Some(&tpg(
+            &[],
+            &[("MaxRecvDataSegmentLength", "8192"), ("InitialR2T", "Yes")],
+        )));
+        assert_eq!(o.max_recv_data_segment_length, 8192);
+        assert!(o.initial_r2t);
+        assert_eq!(build_offer(None), TargetOffer::default());
+    }
 
     #[test]
     fn status_codes_table() {

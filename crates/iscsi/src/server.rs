@@ -168,18 +168,12 @@ impl Shared {
         v
     }
 
-    /// Remove a target and close its sessions; false if it was not there.
-    pub fn remove_target(&self, iqn: &str) -> bool {
-        let removed = self
-            .targets
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(iqn)
-            .is_some();
+    /// Close every session of `iqn` except the one on connection `keep`.
+    pub fn close_target_sessions(&self, iqn: &str, keep: u64) {
         let victims: Vec<u64> = self
             .lock_sessions()
             .iter()
-            .filter(|(k, _)| k.target == iqn)
+            .filter(|(k, e)| k.target == iqn && e.conn_id != keep)
             .map(|(_, e)| e.conn_id)
             .collect();
         let conns = self.lock_conns();
@@ -188,6 +182,17 @@ impl Shared {
                 h.kill();
             }
         }
+    }
+
+    /// Remove a target and close its sessions; false if it was not there.
+    pub fn remove_target(&self, iqn: &str) -> bool {
+        let removed = self
+            .targets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(iqn)
+            .is_some();
+        self.close_target_sessions(iqn, u64::MAX);
         removed
     }
 
@@ -262,7 +267,15 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// Most simultaneous connections (each is a thread); beyond this new
+/// connections are closed at once so a flood cannot exhaust the process.
+const MAX_CONNECTIONS: usize = 4096;
+
 fn spawn_conn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    if shared.lock_conns().len() >= MAX_CONNECTIONS {
+        tracing::warn!(%peer, "too many connections, refusing");
+        return Ok(());
+    }
     stream.set_nodelay(true)?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let handle = Arc::new(ConnHandle {

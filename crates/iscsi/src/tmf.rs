@@ -91,8 +91,12 @@ impl Session {
         let mut b = Bhs::default();
         resp.write_to(&mut b);
         tx.push_pdu(&b, &[], self.digests);
-        // A cold reset ends every connection (here: ours) after the answer.
+        // A cold reset ends every connection to the target: the others now,
+        // ours after the answer is sent.
         if close && response == COMPLETE {
+            if let Some(t) = &self.target {
+                self.shared.close_target_sessions(&t.iqn, self.conn_id);
+            }
             Action::Close
         } else {
             Action::Continue

@@ -15,7 +15,9 @@ use iscsi_wire::{digest, Bhs, Digests};
 const POOL_KEEP: usize = 64;
 /// Pooled buffers larger than this are dropped instead of kept, so one huge
 /// transfer does not pin its memory for the life of the connection.
-const POOL_MAX_CAP: usize = 8 << 20;
+const POOL_MAX_CAP: usize = 16 << 20;
+/// Cap on the capacity all pooled buffers of a connection may hold.
+const POOL_MAX_BYTES: usize = 64 << 20;
 /// Flush early once this much is queued, to bound memory per connection.
 pub const FLUSH_THRESHOLD: usize = 8 << 20;
 const IOV_MAX: usize = 1024;
@@ -38,6 +40,7 @@ pub struct TxQueue {
     pool: Vec<Vec<u8>>,
     iov: Vec<libc::iovec>,
     queued: usize,
+    pooled_bytes: usize,
 }
 
 // SAFETY: the raw pointers in `iov` are only written and read inside
@@ -61,13 +64,24 @@ impl TxQueue {
 
     /// An empty buffer from the pool (capacity kept from earlier use).
     pub fn take_buf(&mut self) -> Vec<u8> {
-        self.pool.pop().unwrap_or_default()
+        match self.pool.pop() {
+            Some(b) => {
+                self.pooled_bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Give a buffer back without queueing it.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.pool.len() < POOL_KEEP && buf.capacity() <= POOL_MAX_CAP {
+        let cap = buf.capacity();
+        if self.pool.len() < POOL_KEEP
+            && cap <= POOL_MAX_CAP
+            && self.pooled_bytes + cap <= POOL_MAX_BYTES
+        {
             buf.clear();
+            self.pooled_bytes += cap;
             self.pool.push(buf);
         }
     }
@@ -283,5 +297,22 @@ mod tests {
         assert_eq!(rest.len(), f2.total_len + f3.total_len);
         // The data buffer went back to the pool.
         assert!(q.take_buf().capacity() >= 10);
+    }
+
+    #[test]
+    fn pool_is_bounded() {
+        let mut q = TxQueue::new();
+        for _ in 0..10 {
+            q.recycle(Vec::with_capacity(10 << 20));
+        }
+        assert!(q.pooled_bytes <= POOL_MAX_BYTES);
+        assert_eq!(q.pool.len(), POOL_MAX_BYTES / (10 << 20));
+        q.recycle(Vec::with_capacity(POOL_MAX_CAP + 1));
+        assert_eq!(q.pool.len(), POOL_MAX_BYTES / (10 << 20));
+        let n = q.pool.len();
+        for _ in 0..n {
+            q.take_buf();
+        }
+        assert_eq!(q.pooled_bytes, 0);
     }
 }

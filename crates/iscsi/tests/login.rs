@@ -528,3 +528,33 @@ fn sessions_are_listed_and_removed_with_their_target() {
     assert!(srv.sessions().is_empty());
     srv.shutdown();
 }
+
+#[test]
+fn logout_reason_codes() {
+    use iscsi_wire::request::LogoutRequest;
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    // (reason, cid, expected response); the last one closes.
+    for (reason, cid, want) in [(2u8, 0u16, 2u8), (1, 7, 1), (1, 0, 0)] {
+        let l = LogoutRequest {
+            immediate: true,
+            reason,
+            itt: 0x900 + u32::from(reason),
+            cid,
+            cmdsn: c.cmdsn,
+            exp_statsn: c.exp_statsn,
+        };
+        let mut b = iscsi_wire::Bhs::default();
+        l.write_to(&mut b);
+        c.send(&b, &[]);
+        let p = c.recv().unwrap();
+        assert_eq!(p.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
+        let r = LogoutResponse::parse(&p.bhs);
+        assert_eq!(r.response, want, "reason {reason} cid {cid}");
+        assert_eq!(r.sn.statsn, c.exp_statsn);
+        c.exp_statsn += 1;
+    }
+    assert!(c.closed());
+    srv.shutdown();
+}

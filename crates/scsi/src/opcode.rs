@@ -26,6 +26,7 @@ pub const WRITE_BUFFER: u8 = 0x3b;
 pub const READ_BUFFER: u8 = 0x3c;
 pub const WRITE_SAME_10: u8 = 0x41;
 pub const UNMAP: u8 = 0x42;
+pub const SANITIZE: u8 = 0x48;
 pub const LOG_SELECT: u8 = 0x4c;
 pub const LOG_SENSE: u8 = 0x4d;
 pub const MODE_SELECT_10: u8 = 0x55;

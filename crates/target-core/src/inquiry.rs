@@ -92,7 +92,7 @@ fn standard(dev: &Device, pdt: u8, out: &mut Vec<u8>) {
         pdt, rmb, 0x06, // SPC-4
         0x12, // HISUP, response data format 2
         0,    // additional length, set below
-        0x08, // 3PC (EXTENDED COPY); no TPGS, no PROTECT
+        0x18, // TPGS=01 (implicit ALUA), 3PC (EXTENDED COPY); no PROTECT
         0x00, 0x02, // CMDQUE
     ]);
     padded(
@@ -238,6 +238,10 @@ fn block_device_characteristics(dev: &Device, out: &mut Vec<u8>) {
     out.resize(base + 0x3c, 0);
     let rate: u16 = if dev.state.caps.rotational { 0 } else { 1 };
     out[base..base + 2].copy_from_slice(&rate.to_be_bytes());
+    if dev.thin() {
+        // WABEREQ=01: reads after SANITIZE BLOCK ERASE succeed (zeroes).
+        out[base + 3] = 0x40;
+    }
 }
 
 fn logical_block_provisioning(dev: &Device, out: &mut Vec<u8>) {

@@ -6,6 +6,16 @@
 //! Data-Out already gathered, and send back whatever the core put in the
 //! Data-In buffer plus the returned status and sense.
 //!
+//! The core clears `data_in` itself (READs reuse its initialized bytes and
+//! only zero-fill growth), so a fabric's buffer pool need not clear it.
+//!
+//! Layout: `dispatch` (LUN lookup, UA / reservation / medium gates, the fast
+//! path) drives handlers from the `commands` table; `rw` and `rmw` are the
+//! block data path, `provisioning` thin provisioning, `inquiry`, `mode`,
+//! `misc`, `medium`, `opcodes`, `sanitize`, `xcopy` the other SPC/SBC
+//! commands; `ua`, `reservation` + `pr`, `tmf` hold per-nexus state; `error`
+//! maps every failure to one status + sense answer.
+//!
 //! PUBLIC API CONTRACT (shared with the `iscsi` fabric and the `rtarget`
 //! binary): the items below keep these names and signatures; add to them,
 //! don't rename them.
@@ -28,6 +38,7 @@ mod provisioning;
 mod reservation;
 mod rmw;
 mod rw;
+mod sanitize;
 mod tmf;
 mod ua;
 mod xcopy;

@@ -11,7 +11,7 @@ use crate::rw::{byte_range, data_out, MAX_UNMAP_DESCRIPTORS};
 use crate::{Device, Status};
 
 /// Deallocate (or at least zero) a byte range.
-fn deallocate(dev: &Device, offset: u64, len: u64) -> Result<(), CmdError> {
+pub(crate) fn deallocate(dev: &Device, offset: u64, len: u64) -> Result<(), CmdError> {
     if len == 0 {
         return Ok(());
     }
@@ -152,22 +152,47 @@ pub(crate) fn unmap(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     Ok(Status::Good)
 }
 
-/// GET LBA STATUS (SBC-3 5.16). The backstore cannot tell mapped from
-/// deallocated ranges, so everything from the LBA on is reported mapped.
+/// LBA status descriptors returned at most per GET LBA STATUS.
+const MAX_LBA_STATUS_DESCRIPTORS: usize = 64;
+
+/// GET LBA STATUS (SBC-3 5.16): mapped / deallocated extents from the
+/// backstore's allocation map on thin LUs. A thick LU, or a backstore that
+/// cannot tell, reports everything from the LBA on as mapped.
 pub(crate) fn get_lba_status(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     let cdb = &ctx.cdb;
+    let dev = ctx.dev;
     let lba = cdb.be64(2);
     let alloc = cdb.be32(10) as usize;
-    let n = ctx.dev.num_blocks();
+    let n = dev.num_blocks();
     if lba >= n {
         return Err(CmdError::LbaOutOfRange);
     }
-    let count = u32::try_from(n - lba).unwrap_or(u32::MAX);
-    data_in.extend_from_slice(&20u32.to_be_bytes());
-    data_in.extend_from_slice(&[0; 4]);
-    data_in.extend_from_slice(&lba.to_be_bytes());
-    data_in.extend_from_slice(&count.to_be_bytes());
-    data_in.extend_from_slice(&[0; 4]); // provisioning status 0: mapped
+    let bs = dev.block_size();
+    data_in.extend_from_slice(&[0; 8]);
+    let room = alloc.saturating_sub(8) / 16;
+    let wanted = room.clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
+    let mut at = lba;
+    while at < n && (data_in.len() - 8) / 16 < wanted {
+        let extent = if dev.thin() {
+            dev.backstore
+                .allocation_at(at * bs)
+                .map_err(CmdError::ReadError)?
+        } else {
+            None
+        };
+        let (blocks, status) = match extent {
+            Some(e) => ((e.len / bs).max(1), u8::from(!e.allocated)),
+            None => (n - at, 0),
+        };
+        let blocks = blocks.min(n - at).min(u64::from(u32::MAX));
+        data_in.extend_from_slice(&at.to_be_bytes());
+        data_in.extend_from_slice(&(blocks as u32).to_be_bytes());
+        // Provisioning status: 0 mapped, 1 deallocated (reads zero, LBPRZ).
+        data_in.extend_from_slice(&[status, 0, 0, 0]);
+        at += blocks;
+    }
+    let len = u32::try_from(data_in.len() - 4).unwrap_or(u32::MAX);
+    data_in[..4].copy_from_slice(&len.to_be_bytes());
     truncate_to(alloc, data_in)
 }
 
@@ -308,17 +333,37 @@ mod tests {
 
     #[test]
     fn get_lba_status_reports_mapped() {
-        let t = Rig::thin();
+        let t = Rig::new();
         let mut c = vec![0x9e, 0x12];
         c.extend_from_slice(&10u64.to_be_bytes());
         c.extend_from_slice(&64u32.to_be_bytes());
         c.extend_from_slice(&[0, 0]);
         let (_, d) = t.ok(&c);
         assert_eq!(d.len(), 24);
+        assert_eq!(&d[..4], &20u32.to_be_bytes());
         assert_eq!(&d[8..16], &10u64.to_be_bytes());
         assert_eq!(&d[16..20], &((BLOCKS - 10) as u32).to_be_bytes());
         assert_eq!(d[20], 0);
         c[2..10].copy_from_slice(&BLOCKS.to_be_bytes());
         t.expect_sense(&c, 5, 0x21, 0);
+    }
+
+    #[test]
+    fn get_lba_status_follows_the_allocation_map() {
+        let t = Rig::thin();
+        // MemStore: blocks 0..8 allocated, the rest holes.
+        t.store.set_allocated(0, 8 * 512);
+        let mut c = vec![0x9e, 0x12];
+        c.extend_from_slice(&4u64.to_be_bytes());
+        c.extend_from_slice(&256u32.to_be_bytes());
+        c.extend_from_slice(&[0, 0]);
+        let (_, d) = t.ok(&c);
+        assert_eq!(d.len(), 8 + 32);
+        assert_eq!(&d[8..16], &4u64.to_be_bytes());
+        assert_eq!(&d[16..20], &4u32.to_be_bytes());
+        assert_eq!(d[20], 0, "mapped");
+        assert_eq!(&d[24..32], &8u64.to_be_bytes());
+        assert_eq!(&d[32..36], &((BLOCKS - 8) as u32).to_be_bytes());
+        assert_eq!(d[36], 1, "deallocated");
     }
 }

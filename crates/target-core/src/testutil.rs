@@ -22,6 +22,8 @@ pub struct MemStore {
     flushes: AtomicUsize,
     pub discards: AtomicUsize,
     can_discard: bool,
+    /// Allocated byte range reported by `allocation_at`, when set.
+    allocated: Mutex<Option<(u64, u64)>>,
 }
 
 impl MemStore {
@@ -34,7 +36,13 @@ impl MemStore {
             flushes: AtomicUsize::new(0),
             discards: AtomicUsize::new(0),
             can_discard,
+            allocated: Mutex::new(None),
         }
+    }
+
+    /// Report `[start, end)` as the only allocated range.
+    pub fn set_allocated(&self, start: u64, end: u64) {
+        *self.allocated.lock().expect("lock") = Some((start, end));
     }
 
     pub fn fail(&self, on: bool) {
@@ -99,6 +107,29 @@ impl Backstore for MemStore {
         self.check()?;
         self.flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<backstore::Extent>> {
+        let Some((start, end)) = *self.allocated.lock().expect("lock") else {
+            return Ok(None);
+        };
+        let e = if offset < start {
+            backstore::Extent {
+                allocated: false,
+                len: start - offset,
+            }
+        } else if offset < end {
+            backstore::Extent {
+                allocated: true,
+                len: end - offset,
+            }
+        } else {
+            backstore::Extent {
+                allocated: false,
+                len: self.size - offset,
+            }
+        };
+        Ok(Some(e))
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
