@@ -77,6 +77,9 @@ inq_std() {
         grep -Eq '^Version:[5-7] ' <<<"$out"          # SPC-3 or later
 }
 check "iscsi-inq standard INQUIRY" inq_std
+if ! timeout 30 iscsi-inq "$URL" >/dev/null 2>&1; then
+    fail "target not answering INQUIRY: remaining checks not run"; exit 1
+fi
 
 vpd_pages() {   # page 0x00 must list 0x80, 0x83, 0xb0; every listed page must be readable
     local out p; out=$(timeout 30 iscsi-inq -e 1 -c 0 "$URL") || return 1
@@ -125,17 +128,17 @@ fi
 head -c $((256 << 20)) /dev/urandom >"$W/rand.bin"
 T0=$SECONDS
 check "qemu-img convert write 256 MiB" \
-    timeout 300 qemu-img convert -n -f raw -O raw "$W/rand.bin" "$URL"
+    timeout 120 qemu-img convert -n -f raw -O raw "$W/rand.bin" "$URL"
 WT=$((SECONDS - T0)) T0=$SECONDS
 readback() {
     rm -f "$W/back.bin"
-    timeout 300 qemu-img convert -f raw -O raw "$URL" "$W/back.bin" || return 1
+    timeout 120 qemu-img convert -f raw -O raw "$URL" "$W/back.bin" || return 1
     cmp -n $((256 << 20)) "$W/rand.bin" "$W/back.bin"
 }
 check "qemu-img convert read back, cmp byte-exact" readback
 echo "     (write ${WT}s, read $((SECONDS - T0))s)"
 
-qio() { timeout 120 qemu-io -f raw "$@" "$URL"; }
+qio() { timeout 60 qemu-io -f raw "$@" "$URL"; }
 qio_ok() {   # qemu-io prints errors but may still exit 0: also scan its output
     local out; out=$(qio "$@" 2>&1); local rc=$?
     echo "$out"; ((rc == 0)) && ! grep -Eqi 'error|fail|mismatch' <<<"$out"
@@ -167,7 +170,7 @@ if [[ $TARGET == rtarget ]]; then
         pass "restart from saved config"; PID=$RT_PID
         persist() {   # the random image survives where qemu-io did not overwrite it
             local r; rm -f "$W/back.bin"
-            timeout 300 qemu-img convert -f raw -O raw "$URL" "$W/back.bin" || return 1
+            timeout 120 qemu-img convert -f raw -O raw "$URL" "$W/back.bin" || return 1
             for r in 1:6 16:48 96:160; do   # [start MiB : length MiB]
                 cmp -i $((${r%:*} << 20)) -n $((${r#*:} << 20)) "$W/rand.bin" "$W/back.bin" || return 1
             done
@@ -187,7 +190,7 @@ while read -r line; do
         PASS\ *) pass "${line#PASS }" ;;
         FAIL\ *) x=${line#FAIL }; fail "${x%% (*}" "${x#* (}" ;;
     esac
-done < <(timeout 300 python3 "$HERE/malformed.py" 127.0.0.1 "$PORT" "$IQN" "$LUN" 2>&1)
+done < <(timeout 180 python3 "$HERE/malformed.py" 127.0.0.1 "$PORT" "$IQN" "$LUN" 2>&1)
 alive() { kill -0 "$PID" 2>/dev/null; }
 check "target process alive after malformed PDUs" alive
 check "iscsi-ls after malformed PDUs" ls_ok

@@ -105,6 +105,23 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// Close so that the last PDUs (Logout Response, Reject) reach the peer:
+/// closing a socket with unread input sends a RST, which can make the peer
+/// discard what we sent. Send FIN first, then drain input briefly.
+fn graceful_close(io: &mut Io) {
+    let _ = io.stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut scratch = [0u8; 4096];
+    while Instant::now() < deadline {
+        match io.stream.read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Thread body of one connection.
 pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer: SocketAddr) {
     let local = match stream.local_addr() {
@@ -123,6 +140,8 @@ pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer
         handle,
     };
     let Some(login) = crate::login::run(&shared, &mut io, peer, local) else {
+        // A login reject must not be lost to a RST.
+        graceful_close(&mut io);
         return;
     };
     let mut sess = Session::new(Arc::clone(&shared), login, local, io.handle.id);
@@ -152,6 +171,7 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             io.rx.consume(n);
             if action == Action::Close {
                 let _ = io.flush();
+                graceful_close(io);
                 return;
             }
             if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {

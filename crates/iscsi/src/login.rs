@@ -132,6 +132,9 @@ fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
                 tracing::warn!(error = %e, "ignoring TPG parameter");
             }
         }
+        // What this fabric implements caps what a configuration may offer.
+        offer.error_recovery_level = 0;
+        offer.max_connections = 1;
         // As in LIO, the `authentication` attribute decides over the
         // AuthMethod parameter (whose targetcli default is "CHAP,None").
         match t.attributes.get("authentication").map(|v| v.trim()) {
@@ -572,6 +575,12 @@ mod tests {
         )));
         assert_eq!(o.max_recv_data_segment_length, 8192);
         assert!(o.initial_r2t);
+        // ERL and MC/S beyond what is implemented are never offered.
+        let o = build_offer(Some(&tpg(
+            &[],
+            &[("ErrorRecoveryLevel", "2"), ("MaxConnections", "8")],
+        )));
+        assert_eq!((o.error_recovery_level, o.max_connections), (0, 1));
         assert_eq!(build_offer(None), TargetOffer::default());
     }
 

@@ -128,10 +128,10 @@ impl Session {
         }
     }
 
-    /// Session teardown: forget the nexus in the core and the registry.
+    /// Orderly session end: the core forgets the nexus. (The registry entry
+    /// goes in `Drop`, which also runs if a core call panicked.)
     pub fn end(&mut self) {
-        if let Some(k) = &self.key {
-            self.shared.unregister_session(k, self.conn_id);
+        if self.key.is_some() {
             self.luns.nexus_gone(&self.nexus);
         }
         tracing::info!(initiator = %self.initiator_name,
@@ -531,6 +531,14 @@ impl Session {
                 tx.push_pdu(&b, &seg[..2 + n], self.digests);
             }
             _ => tx.push_pdu(&b, &[], self.digests),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(k) = &self.key {
+            self.shared.unregister_session(k, self.conn_id);
         }
     }
 }

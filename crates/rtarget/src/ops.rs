@@ -1,0 +1,560 @@
+//! The management verbs on the configuration: `create`, `delete`, `set` and
+//! `get` at a targetcli path, as edits of a [`SaveConfig`]. Pure: no I/O,
+//! no running objects; the daemon ([`crate::live`]) validates the edited
+//! config, applies it to the running objects and saves it.
+//!
+//! Each verb takes targetcli's parameters, in targetcli's positional order,
+//! with targetcli's defaults (fileio write-back on, LUNs and mapped LUNs
+//! numbered from the first free index, a new target gets `tpg1` with the
+//! default portal).
+
+use std::net::SocketAddr;
+
+use anyhow::{anyhow, bail, Result};
+use config::{
+    parse_ip, value_string, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target,
+    Tpg,
+};
+use serde_json::{json, Map, Value};
+
+use crate::args::{parse_bool, parse_index, parse_size, Args};
+use crate::tree::{normalize, portal_name, PLUGINS};
+
+/// Context a verb may need beyond the config.
+pub struct Ctx {
+    /// Portal given to `tpg1` of a new target.
+    pub default_portal: SocketAddr,
+    /// A fresh unit serial (`wwn`) for a new storage object.
+    pub new_uuid: Box<dyn Fn() -> Result<String>>,
+    /// Facts about a backing path: `None` when it does not exist.
+    pub stat: Box<dyn Fn(&str) -> Option<PathKind>>,
+}
+
+/// What a backing path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    File(u64),
+    BlockDevice,
+    Other,
+}
+
+/// A path in the tree, resolved against the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loc {
+    Root,
+    Backstores,
+    Plugin(String),
+    Object(String, String),
+    Fabric(String),
+    Target(String),
+    Tpg(String, u16),
+    Luns(String, u16),
+    Lun(String, u16, u64),
+    Acls(String, u16),
+    Acl(String, u16, String),
+    MappedLun(String, u16, String, u64),
+    Portals(String, u16),
+    Portal(String, u16, String),
+}
+
+/// Resolve an absolute path to a location that exists in `cfg`.
+pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
+    let path = normalize("/", path);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let missing = || anyhow!("no such path: {path}");
+    let loc = match parts.as_slice() {
+        [] => Loc::Root,
+        ["backstores"] => Loc::Backstores,
+        ["backstores", p] if PLUGINS.contains(p) => Loc::Plugin(p.to_string()),
+        ["backstores", p, n] | ["backstores", p, n, "alua", ..] => {
+            if !cfg
+                .storage_objects
+                .iter()
+                .any(|so| so.plugin == *p && so.name == *n)
+            {
+                return Err(missing());
+            }
+            Loc::Object(p.to_string(), n.to_string())
+        }
+        [f] if ["iscsi", "loopback", "vhost"].contains(f) => Loc::Fabric(f.to_string()),
+        ["iscsi", wwn, rest @ ..] => {
+            let t = iscsi_target(cfg, wwn).ok_or_else(missing)?;
+            let w = t.wwn.clone();
+            let Some((tpg_part, rest)) = rest.split_first() else {
+                return Ok(Loc::Target(w));
+            };
+            let tag = parse_index("tpg", tpg_part).map_err(|_| missing())?;
+            let tag = u16::try_from(tag).map_err(|_| missing())?;
+            let tpg = find_tpg(t, tag).ok_or_else(missing)?;
+            match rest {
+                [] => Loc::Tpg(w, tag),
+                ["luns"] => Loc::Luns(w, tag),
+                ["luns", l] => {
+                    let i = parse_index("lun", l).map_err(|_| missing())?;
+                    tpg.luns.iter().find(|x| x.index == i).ok_or_else(missing)?;
+                    Loc::Lun(w, tag, i)
+                }
+                ["acls"] => Loc::Acls(w, tag),
+                ["acls", a, rest @ ..] => {
+                    let acl = tpg
+                        .node_acls
+                        .iter()
+                        .find(|x| x.node_wwn == *a)
+                        .ok_or_else(missing)?;
+                    match rest {
+                        [] => Loc::Acl(w, tag, a.to_string()),
+                        [m] => {
+                            let i = parse_index("mapped_lun", m).map_err(|_| missing())?;
+                            acl.mapped_luns
+                                .iter()
+                                .find(|x| x.index == i)
+                                .ok_or_else(missing)?;
+                            Loc::MappedLun(w, tag, a.to_string(), i)
+                        }
+                        _ => return Err(missing()),
+                    }
+                }
+                ["portals"] => Loc::Portals(w, tag),
+                ["portals", p] => {
+                    tpg.portals
+                        .iter()
+                        .find(|x| portal_name(x) == *p)
+                        .ok_or_else(missing)?;
+                    Loc::Portal(w, tag, p.to_string())
+                }
+                _ => return Err(missing()),
+            }
+        }
+        _ => return Err(missing()),
+    };
+    Ok(loc)
+}
+
+fn iscsi_target<'a>(cfg: &'a SaveConfig, wwn: &str) -> Option<&'a Target> {
+    cfg.targets
+        .iter()
+        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+}
+
+fn find_tpg(t: &Target, tag: u16) -> Option<&Tpg> {
+    t.tpgs
+        .iter()
+        .enumerate()
+        .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
+        .map(|(_, g)| g)
+}
+
+fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut Tpg> {
+    let t = cfg
+        .targets
+        .iter_mut()
+        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+        .ok_or_else(|| anyhow!("no such target {wwn}"))?;
+    t.tpgs
+        .iter_mut()
+        .enumerate()
+        .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
+        .map(|(_, g)| g)
+        .ok_or_else(|| anyhow!("no such TPG tpg{tag} in {wwn}"))
+}
+
+/// `create` at `path`. Returns a targetcli-like message.
+pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Result<String> {
+    match locate(cfg, path)? {
+        Loc::Plugin(p) => create_object(cfg, &p, args, ctx),
+        Loc::Fabric(f) if f == "iscsi" => {
+            let b = args.bind("create", &["wwn"], 0)?;
+            let wwn = match b.get("wwn") {
+                Some(w) => w.to_string(),
+                None => format!("iqn.2026-11.org.rtarget:sn.{}", &(ctx.new_uuid)()?[24..]),
+            };
+            check_iscsi_name(&wwn)?;
+            if iscsi_target(cfg, &wwn).is_some() {
+                bail!("target {wwn} already exists");
+            }
+            let p = ctx.default_portal;
+            cfg.targets.push(Target {
+                fabric: "iscsi".into(),
+                wwn: wwn.clone(),
+                tpgs: vec![new_tpg(1, Some(p))],
+                ..Target::default()
+            });
+            Ok(format!(
+                "Created target {wwn}.\nCreated TPG 1.\nCreated default portal listening on all IPs ({p})."
+            ))
+        }
+        Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
+        Loc::Target(wwn) => {
+            let b = args.bind("create", &["tag"], 0)?;
+            let t = cfg
+                .targets
+                .iter_mut()
+                .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+                .ok_or_else(|| anyhow!("no such target {wwn}"))?;
+            let used: Vec<u16> = t
+                .tpgs
+                .iter()
+                .enumerate()
+                .map(|(i, g)| g.tag.unwrap_or(i as u16 + 1))
+                .collect();
+            let tag = match b.get("tag") {
+                Some(v) => u16::try_from(parse_index("tpg", v)?)
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| anyhow!("tag {v} is not in 1..=65535"))?,
+                None => (1..=u16::MAX)
+                    .find(|t| !used.contains(t))
+                    .ok_or_else(|| anyhow!("no free TPG tag"))?,
+            };
+            if used.contains(&tag) {
+                bail!("tpg{tag} already exists");
+            }
+            t.tpgs.push(new_tpg(tag, None));
+            Ok(format!("Created TPG {tag}."))
+        }
+        Loc::Luns(wwn, tag) => {
+            let b = args.bind("create", &["storage_object", "lun", "add_mapped_luns"], 1)?;
+            let so_path = normalize("/", b.req("storage_object")?);
+            if !cfg.storage_objects.iter().any(|so| so.path() == so_path) {
+                bail!("storage object {so_path} does not exist (create it under /backstores first)");
+            }
+            let add_mapped = b.bool("add_mapped_luns")?.unwrap_or(true);
+            let tpg = tpg_mut(cfg, &wwn, tag)?;
+            let index = match b.get("lun") {
+                Some(v) => parse_index("lun", v)?,
+                None => first_free(tpg.luns.iter().map(|l| l.index)),
+            };
+            if tpg.luns.iter().any(|l| l.index == index) {
+                bail!("lun{index} already exists");
+            }
+            tpg.luns.push(Lun {
+                index,
+                storage_object: so_path.clone(),
+                alua_tg_pt_gp_name: Some(crate::tree::DEFAULT_TG_PT_GP.into()),
+                ..Lun::default()
+            });
+            let mut msg = format!("Created LUN {index}.");
+            if add_mapped {
+                for acl in &mut tpg.node_acls {
+                    let m = first_free(acl.mapped_luns.iter().map(|m| m.index));
+                    acl.mapped_luns.push(MappedLun {
+                        index: m,
+                        tpg_lun: index,
+                        ..MappedLun::default()
+                    });
+                    msg.push_str(&format!(
+                        "\nCreated LUN {index}->{m} mapping in node ACL {}",
+                        acl.node_wwn
+                    ));
+                }
+            }
+            Ok(msg)
+        }
+        Loc::Portals(wwn, tag) => {
+            let b = args.bind("create", &["ip_address", "ip_port"], 0)?;
+            let ip = b
+                .get("ip_address")
+                .map(str::to_string)
+                .unwrap_or_else(|| ctx.default_portal.ip().to_string());
+            let port: u16 = match b.get("ip_port") {
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| anyhow!("ip_port {v:?} is not a port number"))?,
+                None => 3260,
+            };
+            let parsed = parse_ip(&ip).ok_or_else(|| anyhow!("{ip:?} is not an IP address"))?;
+            let ip = if parsed.is_ipv6() {
+                format!("[{parsed}]")
+            } else {
+                parsed.to_string()
+            };
+            let tpg = tpg_mut(cfg, &wwn, tag)?;
+            let portal = Portal {
+                ip_address: ip,
+                port,
+                iser: Some(false),
+                offload: Some(false),
+                ..Portal::default()
+            };
+            let name = portal_name(&portal);
+            if tpg.portals.iter().any(|p| portal_name(p) == name) {
+                bail!("portal {name} already exists");
+            }
+            tpg.portals.push(portal);
+            Ok(format!("Created network portal {name}."))
+        }
+        Loc::Acls(wwn, tag) => {
+            let b = args.bind("create", &["wwn", "add_mapped_luns"], 1)?;
+            let node = b.req("wwn")?.to_string();
+            check_iscsi_name(&node)?;
+            let add_mapped = b.bool("add_mapped_luns")?.unwrap_or(true);
+            let tpg = tpg_mut(cfg, &wwn, tag)?;
+            if tpg.node_acls.iter().any(|a| a.node_wwn == node) {
+                bail!("ACL for {node} already exists");
+            }
+            let mapped_luns = if add_mapped {
+                tpg.luns
+                    .iter()
+                    .map(|l| MappedLun {
+                        index: l.index,
+                        tpg_lun: l.index,
+                        ..MappedLun::default()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let n = tpg.luns.len();
+            tpg.node_acls.push(NodeAcl {
+                node_wwn: node.clone(),
+                mapped_luns,
+                ..NodeAcl::default()
+            });
+            Ok(format!(
+                "Created Node ACL for {node}{}",
+                if add_mapped && n > 0 {
+                    format!(" with {n} mapped LUNs")
+                } else {
+                    String::new()
+                }
+            ))
+        }
+        Loc::Acl(wwn, tag, node) => {
+            let b = args.bind(
+                "create",
+                &["mapped_lun", "tpg_lun_or_backstore", "write_protect"],
+                2,
+            )?;
+            let index = parse_index("mapped_lun", b.req("mapped_lun")?)?;
+            let target = b.req("tpg_lun_or_backstore")?;
+            let wp = b.bool("write_protect")?.unwrap_or(false);
+            let tpg = tpg_mut(cfg, &wwn, tag)?;
+            let tpg_lun = if target.starts_with('/') {
+                let p = normalize("/", target);
+                tpg.luns
+                    .iter()
+                    .find(|l| l.storage_object == p)
+                    .map(|l| l.index)
+                    .ok_or_else(|| anyhow!("{p} is not exported by a LUN of tpg{tag}"))?
+            } else {
+                let i = parse_index("lun", target)?;
+                if !tpg.luns.iter().any(|l| l.index == i) {
+                    bail!("lun{i} does not exist in tpg{tag}");
+                }
+                i
+            };
+            let acl = tpg
+                .node_acls
+                .iter_mut()
+                .find(|a| a.node_wwn == node)
+                .ok_or_else(|| anyhow!("no ACL {node}"))?;
+            if acl.mapped_luns.iter().any(|m| m.index == index) {
+                bail!("mapped_lun{index} already exists");
+            }
+            acl.mapped_luns.push(MappedLun {
+                index,
+                tpg_lun,
+                write_protect: wp,
+                ..MappedLun::default()
+            });
+            Ok(format!("Created Mapped LUN {index}."))
+        }
+        other => bail!("cannot create objects at {path} ({})", loc_kind(&other)),
+    }
+}
+
+fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
+    let (params, required): (&[&str], usize) = match plugin {
+        "fileio" => (
+            &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
+            2,
+        ),
+        "block" => (&["name", "dev", "readonly", "wwn", "exclusive"], 2),
+        _ => (&["name", "size", "nullio", "wwn"], 2),
+    };
+    let b = args.bind("create", params, required)?;
+    let name = b.req("name")?.to_string();
+    if name.is_empty() || name.contains(['/', ' ', '\t', '\n', '=']) {
+        bail!("invalid name {name:?} (no '/', '=' or whitespace)");
+    }
+    if cfg
+        .storage_objects
+        .iter()
+        .any(|so| so.plugin == plugin && so.name == name)
+    {
+        bail!("storage object /backstores/{plugin}/{name} already exists");
+    }
+    let wwn = match b.get("wwn") {
+        Some(w) => w.to_string(),
+        None => (ctx.new_uuid)()?,
+    };
+    let mut so = StorageObject {
+        plugin: plugin.into(),
+        name: name.clone(),
+        wwn: Some(wwn),
+        ..StorageObject::default()
+    };
+    let size_arg = b.get("size").map(parse_size).transpose()?;
+    let msg = match plugin {
+        "fileio" => {
+            let dev = b.req("file_or_dev")?;
+            if !dev.starts_with('/') {
+                bail!("file_or_dev {dev:?} must be an absolute path");
+            }
+            if b.bool("sparse")? == Some(false) {
+                bail!("sparse=false is not supported yet (files are created sparse)");
+            }
+            let size = match ((ctx.stat)(dev), size_arg) {
+                (Some(PathKind::BlockDevice), Some(_)) => {
+                    bail!("size must not be given for a block device")
+                }
+                (Some(PathKind::BlockDevice), None) => None,
+                (Some(PathKind::File(len)), None) if len > 0 => Some(len),
+                (Some(PathKind::Other), _) => {
+                    bail!("{dev} is neither a regular file nor a block device")
+                }
+                (_, Some(s)) => Some(s),
+                (_, None) => bail!("{dev} does not exist or is empty: size is required"),
+            };
+            if let Some(dir) = std::path::Path::new(dev).parent() {
+                if (ctx.stat)(&dir.to_string_lossy()).is_none() {
+                    bail!("directory {} does not exist", dir.display());
+                }
+            }
+            so.dev = Some(dev.to_string());
+            so.size = size;
+            so.write_back = Some(b.bool("write_back")?.unwrap_or(true));
+            so.aio = Some(false);
+            format!(
+                "Created fileio {name} with size {}.",
+                so.size.map(|s| s.to_string()).unwrap_or("(device)".into())
+            )
+        }
+        "block" => {
+            let dev = b.req("dev")?;
+            if (ctx.stat)(dev) != Some(PathKind::BlockDevice) {
+                bail!("{dev} is not a block device");
+            }
+            so.dev = Some(dev.to_string());
+            so.readonly = Some(b.bool("readonly")?.unwrap_or(false));
+            so.exclusive = Some(b.bool("exclusive")?.unwrap_or(true));
+            so.write_back = Some(false);
+            format!("Created block storage object {name} using {dev}.")
+        }
+        _ => {
+            so.size = size_arg;
+            so.nullio = Some(b.bool("nullio")?.unwrap_or(false));
+            format!("Created ramdisk {name} with size {}.", b.req("size")?)
+        }
+    };
+    cfg.storage_objects.push(so);
+    Ok(msg)
+}
+
+fn new_tpg(tag: u16, portal: Option<SocketAddr>) -> Tpg {
+    // LIO's defaults for a new TPG: ACL mode, write-protected demo mode.
+    let attributes = match json!({
+        "authentication": 0,
+        "cache_dynamic_acls": 0,
+        "default_cmdsn_depth": 64,
+        "demo_mode_write_protect": 1,
+        "generate_node_acls": 0,
+        "login_timeout": 15,
+        "prod_mode_write_protect": 0
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    Tpg {
+        tag: Some(tag),
+        enable: Some(true),
+        attributes,
+        portals: portal
+            .map(|p| Portal {
+                ip_address: if p.is_ipv6() {
+                    format!("[{}]", p.ip())
+                } else {
+                    p.ip().to_string()
+                },
+                port: p.port(),
+                iser: Some(false),
+                offload: Some(false),
+                ..Portal::default()
+            })
+            .into_iter()
+            .collect(),
+        ..Tpg::default()
+    }
+}
+
+fn first_free(used: impl Iterator<Item = u64>) -> u64 {
+    let used: Vec<u64> = used.collect();
+    (0..).find(|i| !used.contains(i)).unwrap_or(0)
+}
+
+/// iqn.YYYY-MM.reverse.domain[:anything], eui.16HEX or naa.HEX.
+pub fn check_iscsi_name(n: &str) -> Result<()> {
+    let ok = if let Some(rest) = n.strip_prefix("iqn.") {
+        let b = rest.as_bytes();
+        b.len() > 8
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b[5..7].iter().all(u8::is_ascii_digit)
+            && b[7] == b'.'
+    } else if let Some(h) = n.strip_prefix("eui.") {
+        h.len() == 16 && h.bytes().all(|c| c.is_ascii_hexdigit())
+    } else if let Some(h) = n.strip_prefix("naa.") {
+        (h.len() == 16 || h.len() == 32) && h.bytes().all(|c| c.is_ascii_hexdigit())
+    } else {
+        false
+    };
+    if !ok || n.len() > 223 || n.contains(char::is_whitespace) || n.contains('/') {
+        bail!("{n:?} is not a valid iSCSI name (e.g. iqn.2026-11.org.example:target1)");
+    }
+    Ok(())
+}
+
+fn loc_kind(l: &Loc) -> &'static str {
+    match l {
+        Loc::Root => "the root",
+        Loc::Backstores => "the backstores root",
+        Loc::Plugin(_) => "a backstore type",
+        Loc::Object(..) => "a storage object",
+        Loc::Fabric(_) => "a fabric",
+        Loc::Target(_) => "a target",
+        Loc::Tpg(..) => "a TPG",
+        Loc::Luns(..) => "the LUN list",
+        Loc::Lun(..) => "a LUN",
+        Loc::Acls(..) => "the ACL list",
+        Loc::Acl(..) => "an ACL",
+        Loc::MappedLun(..) => "a mapped LUN",
+        Loc::Portals(..) => "the portal list",
+        Loc::Portal(..) => "a portal",
+    }
+}
+
+/// The verbs valid at a location (for help and completion).
+pub fn verbs(l: &Loc) -> &'static [&'static str] {
+    match l {
+        Loc::Plugin(_) | Loc::Luns(..) | Loc::Portals(..) | Loc::Acls(..) | Loc::Acl(..) => {
+            &["create", "delete", "ls", "cd"]
+        }
+        Loc::Fabric(_) | Loc::Target(_) => &["create", "delete", "ls", "cd"],
+        Loc::Tpg(..) => &["set", "get", "delete", "ls", "cd"],
+        Loc::Object(..) => &["set", "get", "delete", "ls", "cd"],
+        Loc::Lun(..) | Loc::MappedLun(..) | Loc::Portal(..) => &["delete", "ls", "cd"],
+        Loc::Root | Loc::Backstores => &["ls", "cd", "saveconfig", "sessions"],
+    }
+}
+
+pub use crate::ops_edit::{delete, get, set};
+
+/// A config value rendered for `get`.
+pub fn show(v: &Value) -> String {
+    value_string(v)
+}
+
+#[cfg(test)]
+mod tests;

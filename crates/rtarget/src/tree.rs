@@ -1,0 +1,467 @@
+//! The management object tree: targetcli's paths (`/backstores/fileio/NAME`,
+//! `/iscsi/WWN/tpgN/{luns,acls,portals}`, `/loopback`, `/vhost`) derived
+//! from the live saveconfig, with targetcli's one-line summaries, and the
+//! `ls` rendering (`o- name ..... [summary]`) in configshell's layout.
+//!
+//! The tree is a view: it is rebuilt from the configuration on every
+//! request, so it can never disagree with what is saved and served.
+
+use config::{attr_bool, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
+use serde::Serialize;
+
+/// Backstore plugins shown under `/backstores` (the ones rtarget serves).
+pub const PLUGINS: [&str; 3] = ["block", "fileio", "ramdisk"];
+/// Fabric roots shown at the top level besides `backstores`.
+pub const FABRICS: [&str; 3] = ["iscsi", "loopback", "vhost"];
+/// rtslib's name for the ALUA group every LUN starts in.
+pub const DEFAULT_TG_PT_GP: &str = "default_tg_pt_gp";
+
+/// One node of the tree, as sent to API clients.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub path: String,
+    /// The text between the brackets in `ls`.
+    pub summary: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    fn new(parent: &str, name: &str, summary: impl Into<String>) -> Node {
+        let path = if parent == "/" {
+            format!("/{name}")
+        } else {
+            format!("{parent}/{name}")
+        };
+        Node {
+            name: name.to_string(),
+            path,
+            summary: summary.into(),
+            children: Vec::new(),
+        }
+    }
+
+    /// The node at absolute `path` (normalised, see [`normalize`]).
+    pub fn find(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            node = node.children.iter().find(|c| c.name == part)?;
+        }
+        Some(node)
+    }
+
+    /// A copy cut `depth` levels below this node (`None`: everything).
+    pub fn pruned(&self, depth: Option<usize>) -> Node {
+        let mut n = self.clone();
+        match depth {
+            Some(0) => n.children.clear(),
+            Some(d) => n.children = self.children.iter().map(|c| c.pruned(Some(d - 1))).collect(),
+            None => {}
+        }
+        n
+    }
+}
+
+/// Build the whole tree. `size_of` gives the live size of a storage object
+/// (by its `/backstores/...` path) when the config does not hold one.
+pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
+    let mut root = Node {
+        name: "/".into(),
+        path: "/".into(),
+        summary: "...".into(),
+        children: Vec::new(),
+    };
+    let mut backstores = Node::new("/", "backstores", "...");
+    for plugin in PLUGINS {
+        let objects: Vec<&StorageObject> = cfg
+            .storage_objects
+            .iter()
+            .filter(|so| so.plugin == plugin)
+            .collect();
+        let mut pn = Node::new(
+            &backstores.path,
+            plugin,
+            format!("Storage Objects: {}", objects.len()),
+        );
+        for so in objects {
+            let mut on = Node::new(&pn.path, &so.name, object_summary(cfg, so, size_of));
+            let mut alua = Node::new(&on.path, "alua", "ALUA Groups: 1");
+            alua.children.push(Node::new(
+                &alua.path,
+                DEFAULT_TG_PT_GP,
+                "ALUA state: Active/optimized",
+            ));
+            on.children.push(alua);
+            pn.children.push(on);
+        }
+        sort(&mut pn.children);
+        backstores.children.push(pn);
+    }
+    root.children.push(backstores);
+    for fabric in FABRICS {
+        let targets: Vec<&Target> = cfg.targets.iter().filter(|t| t.fabric == fabric).collect();
+        let mut fnode = Node::new("/", fabric, format!("Targets: {}", targets.len()));
+        for t in targets {
+            fnode.children.push(target_node(cfg, &fnode.path, t));
+        }
+        sort(&mut fnode.children);
+        root.children.push(fnode);
+    }
+    root
+}
+
+fn target_node(cfg: &SaveConfig, parent: &str, t: &Target) -> Node {
+    let mut tn = Node::new(parent, &t.wwn, format!("TPGs: {}", t.tpgs.len()));
+    for (i, tpg) in t.tpgs.iter().enumerate() {
+        let tag = tpg.tag.unwrap_or(i as u16 + 1);
+        let mut gn = Node::new(&tn.path, &format!("tpg{tag}"), tpg_summary(tpg));
+        let mut acls = Node::new(&gn.path, "acls", format!("ACLs: {}", tpg.node_acls.len()));
+        for acl in &tpg.node_acls {
+            acls.children.push(acl_node(cfg, &acls.path, tpg, acl));
+        }
+        sort(&mut acls.children);
+        let mut luns = Node::new(&gn.path, "luns", format!("LUNs: {}", tpg.luns.len()));
+        for lun in &tpg.luns {
+            let dev = find_object(cfg, &lun.storage_object)
+                .and_then(|so| so.dev.clone())
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            let so_name = lun
+                .storage_object
+                .strip_prefix("/backstores/")
+                .unwrap_or(&lun.storage_object);
+            let group = lun.alua_tg_pt_gp_name.as_deref().unwrap_or(DEFAULT_TG_PT_GP);
+            luns.children.push(Node::new(
+                &luns.path,
+                &format!("lun{}", lun.index),
+                format!("{so_name}{dev} ({group})"),
+            ));
+        }
+        sort(&mut luns.children);
+        let mut portals = Node::new(
+            &gn.path,
+            "portals",
+            format!("Portals: {}", tpg.portals.len()),
+        );
+        for p in &tpg.portals {
+            let summary = if p.iser == Some(true) {
+                "iser"
+            } else if p.offload == Some(true) {
+                "offload"
+            } else {
+                "OK"
+            };
+            portals
+                .children
+                .push(Node::new(&portals.path, &portal_name(p), summary));
+        }
+        sort(&mut portals.children);
+        gn.children = vec![acls, luns, portals];
+        tn.children.push(gn);
+    }
+    sort(&mut tn.children);
+    tn
+}
+
+fn acl_node(cfg: &SaveConfig, parent: &str, tpg: &Tpg, acl: &NodeAcl) -> Node {
+    let mut msg = Vec::new();
+    let flag = |k: &str| {
+        attr_bool(&tpg.attributes, k)
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    if flag("authentication") {
+        if flag("generate_node_acls") {
+            msg.push("auth via tpg".to_string());
+        } else if acl.extra.contains_key("chap_mutual_userid") {
+            msg.push("mutual auth".to_string());
+        } else {
+            msg.push("1-way auth".to_string());
+        }
+    }
+    msg.push(format!("Mapped LUNs: {}", acl.mapped_luns.len()));
+    let mut an = Node::new(parent, &acl.node_wwn, msg.join(", "));
+    for m in &acl.mapped_luns {
+        an.children.push(Node::new(
+            &an.path,
+            &format!("mapped_lun{}", m.index),
+            mapped_lun_summary(cfg, tpg, m),
+        ));
+    }
+    sort(&mut an.children);
+    an
+}
+
+fn mapped_lun_summary(cfg: &SaveConfig, tpg: &Tpg, m: &MappedLun) -> String {
+    let mode = if m.write_protect { "ro" } else { "rw" };
+    match tpg.luns.iter().find(|l| l.index == m.tpg_lun) {
+        Some(lun) => {
+            let so = find_object(cfg, &lun.storage_object)
+                .map(|so| format!("{}/{}", so.plugin, so.name))
+                .unwrap_or_else(|| "BROKEN STORAGE LINK".into());
+            format!("lun{} {so} ({mode})", m.tpg_lun)
+        }
+        None => "BROKEN LUN LINK".into(),
+    }
+}
+
+/// targetcli's TPG summary: `gen-acls, no-auth`, `no-gen-acls, auth per-acl`, ...
+pub fn tpg_summary(tpg: &Tpg) -> String {
+    if !tpg.enabled() {
+        return "disabled".into();
+    }
+    let flag = |k: &str| {
+        attr_bool(&tpg.attributes, k)
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    let mut msg = vec![if flag("generate_node_acls") {
+        "gen-acls"
+    } else {
+        "no-gen-acls"
+    }];
+    if !flag("authentication") {
+        msg.push("no-auth");
+    } else if !flag("generate_node_acls") {
+        msg.push("auth per-acl");
+    } else {
+        msg.push("tpg-auth");
+        msg.push(if tpg.extra.contains_key("chap_mutual_userid") {
+            "mutual auth"
+        } else {
+            "1-way auth"
+        });
+    }
+    msg.join(", ")
+}
+
+fn object_summary(
+    cfg: &SaveConfig,
+    so: &StorageObject,
+    size_of: &dyn Fn(&str) -> Option<u64>,
+) -> String {
+    let path = so.path();
+    let status = if cfg
+        .targets
+        .iter()
+        .flat_map(|t| &t.tpgs)
+        .flat_map(|g| &g.luns)
+        .any(|l| l.storage_object == path)
+    {
+        "activated"
+    } else {
+        "deactivated"
+    };
+    let size = bytes_to_human(so.size.or_else(|| size_of(&path)).unwrap_or(0));
+    let dev = so.dev.as_deref().unwrap_or("");
+    let wb = if so.write_back == Some(true) {
+        "write-back"
+    } else {
+        "write-thru"
+    };
+    match so.plugin.as_str() {
+        "ramdisk" => {
+            let nullio = if so.nullio == Some(true) { "nullio " } else { "" };
+            format!("{nullio}({size}) {status}")
+        }
+        "block" => {
+            let ro = if so.readonly == Some(true) { "ro " } else { "" };
+            format!("{dev} ({size}) {ro}{wb} {status}")
+        }
+        _ => format!("{dev} ({size}) {wb} {status}"),
+    }
+}
+
+pub fn find_object<'a>(cfg: &'a SaveConfig, path: &str) -> Option<&'a StorageObject> {
+    cfg.storage_objects.iter().find(|so| so.path() == path)
+}
+
+/// `IP:PORT` as targetcli names portals (IPv6 in brackets).
+pub fn portal_name(p: &Portal) -> String {
+    if p.ip_address.contains(':') && !p.ip_address.starts_with('[') {
+        format!("[{}]:{}", p.ip_address, p.port)
+    } else {
+        format!("{}:{}", p.ip_address, p.port)
+    }
+}
+
+/// targetcli's sizes: `512 bytes`, `64.0MiB`, `8.0GiB`.
+pub fn bytes_to_human(size: u64) -> String {
+    if size < 1024 {
+        return format!("{size} bytes");
+    }
+    let mut s = size as f64 / 1024.0;
+    for unit in ["KiB", "MiB", "GiB", "TiB"] {
+        if s < 1024.0 {
+            return format!("{s:.1}{unit}");
+        }
+        s /= 1024.0;
+    }
+    format!("{s:.1}PiB")
+}
+
+/// configshell sorts children by name, trailing numbers numerically
+/// (`lun2` before `lun10`).
+fn sort(nodes: &mut [Node]) {
+    fn key(s: &str) -> (&str, u64) {
+        let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (head, num) = s.split_at(s.len() - digits);
+        (head, num.parse().unwrap_or(0))
+    }
+    nodes.sort_by(|a, b| key(&a.name).cmp(&key(&b.name)));
+}
+
+/// Resolve `input` (absolute, or relative to `cwd`; `.` and `..` allowed)
+/// to a normalised absolute path without a trailing slash.
+pub fn normalize(cwd: &str, input: &str) -> String {
+    let joined = if input.starts_with('/') {
+        input.to_string()
+    } else {
+        format!("{cwd}/{input}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for p in joined.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// configshell's layout: `o- name .... [summary]` filling `width` columns,
+/// children indented by two, `|` while a sibling follows below.
+pub fn render(node: &Node, depth: Option<usize>, width: usize) -> String {
+    let mut out = String::new();
+    let mut margin = Vec::new();
+    render_into(&mut out, node, &mut margin, depth, width);
+    out.pop();
+    out
+}
+
+fn render_into(
+    out: &mut String,
+    node: &Node,
+    margin: &mut Vec<bool>,
+    depth: Option<usize>,
+    width: usize,
+) {
+    // configshell's margin: nothing for the node rendered first, then two
+    // columns per ancestor level, a pipe where that ancestor has a sibling below.
+    let mut line = String::new();
+    if let Some((_, ancestors)) = margin.split_last() {
+        line.push_str("  ");
+        for pipe in ancestors {
+            line.push_str(if *pipe { "| " } else { "  " });
+        }
+    }
+    let summary = if node.summary.is_empty() {
+        "..."
+    } else {
+        &node.summary
+    };
+    let head = format!("{line}o- {}", node.name);
+    let used = head.chars().count() + summary.chars().count() + 4;
+    let pad = width.saturating_sub(used);
+    out.push_str(&format!("{head} {} [{summary}]\n", ".".repeat(pad)));
+    if depth == Some(0) {
+        return;
+    }
+    let n = node.children.len();
+    for (i, child) in node.children.iter().enumerate() {
+        margin.push(i + 1 < n);
+        render_into(out, child, margin, depth.map(|d| d - 1), width);
+        margin.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> SaveConfig {
+        serde_json::from_value(json!({
+            "storage_objects": [
+                {"plugin": "fileio", "name": "mydisk1", "dev": "/var/lib/d.img",
+                 "size": 8589934592u64, "write_back": true},
+                {"plugin": "ramdisk", "name": "r0", "size": 1048576}
+            ],
+            "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:t1", "tpgs": [{
+                "tag": 1,
+                "attributes": {"authentication": 0, "generate_node_acls": 1},
+                "luns": [{"index": 0, "storage_object": "/backstores/fileio/mydisk1"}],
+                "portals": [{"ip_address": "127.0.0.1", "port": 3260}],
+                "node_acls": [{"node_wwn": "iqn.1994-05.com.redhat:c", "mapped_luns": [
+                    {"index": 0, "tpg_lun": 0, "write_protect": true}]}]
+            }]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_targetcli_shape() {
+        let tree = build(&sample(), &|_| None);
+        let text = render(&tree, None, 80);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().all(|l| l.chars().count() == 80), "{text}");
+        assert!(lines[0].starts_with("o- / ....") && lines[0].ends_with(" [...]"));
+        assert!(lines[1].starts_with("  o- backstores ...."));
+        assert!(lines[2].starts_with("  | o- block ....") && lines[2].ends_with("[Storage Objects: 0]"));
+        assert!(lines[4].starts_with("  | | o- mydisk1 ...")
+            && lines[4].ends_with("[/var/lib/d.img (8.0GiB) write-back activated]"), "{text}");
+        assert!(text.contains("  | |   o- alua ....") && text.contains("[ALUA state: Active/optimized]"));
+        assert!(text.contains("[(1.0MiB) deactivated]"));
+        assert!(text.contains("  o- iscsi ") && text.contains("[Targets: 1]"));
+        assert!(text.contains("  | o- iqn.2026-11.org.example:t1 ") && text.contains("[TPGs: 1]"));
+        assert!(text.contains("  |   o- tpg1 ") && text.contains("[gen-acls, no-auth]"));
+        assert!(text.contains("  |     o- acls ") && text.contains("[ACLs: 1]"));
+        assert!(text.contains("[lun0 fileio/mydisk1 (ro)]"));
+        assert!(text.contains("  |     | o- lun0 ")
+            && text.contains("[fileio/mydisk1 (/var/lib/d.img) (default_tg_pt_gp)]"));
+        assert!(text.contains("  |       o- 127.0.0.1:3260 ") && text.contains("[OK]"));
+        assert!(lines[lines.len() - 2].starts_with("  o- loopback ") && lines[lines.len() - 2].ends_with("[Targets: 0]"));
+        assert!(lines[lines.len() - 1].starts_with("  o- vhost "));
+    }
+
+    #[test]
+    fn depth_and_find() {
+        let tree = build(&sample(), &|_| None);
+        let text = render(&tree, Some(1), 80);
+        assert_eq!(text.lines().count(), 5, "{text}");
+        let tpg = tree.find("/iscsi/iqn.2026-11.org.example:t1/tpg1").unwrap();
+        assert_eq!(tpg.children.len(), 3);
+        let text = render(tpg, None, 60);
+        assert!(text.starts_with("o- tpg1 "), "{text}");
+        assert!(tree.find("/iscsi/nope").is_none());
+        assert_eq!(tree.pruned(Some(0)).children.len(), 0);
+    }
+
+    #[test]
+    fn paths_normalize() {
+        assert_eq!(normalize("/iscsi", "iqn.x/tpg1"), "/iscsi/iqn.x/tpg1");
+        assert_eq!(normalize("/iscsi/a/tpg1", ".."), "/iscsi/a");
+        assert_eq!(normalize("/iscsi", "/backstores/"), "/backstores");
+        assert_eq!(normalize("/", "../.."), "/");
+    }
+
+    #[test]
+    fn human_sizes_and_sorting() {
+        assert_eq!(bytes_to_human(512), "512 bytes");
+        assert_eq!(bytes_to_human(64 << 20), "64.0MiB");
+        assert_eq!(bytes_to_human(8 << 30), "8.0GiB");
+        let mut v: Vec<Node> = ["lun10", "lun2", "acls"]
+            .iter()
+            .map(|n| Node::new("/", n, ""))
+            .collect();
+        sort(&mut v);
+        let names: Vec<&str> = v.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["acls", "lun2", "lun10"]);
+    }
+}
