@@ -29,8 +29,15 @@ cleanup() {
 trap cleanup EXIT
 
 [[ -x $GUEST_TOOLS/build-guest.sh ]] || { echo "FAIL guest (no $GUEST_TOOLS/build-guest.sh)"; exit 1; }
-"$GUEST_TOOLS/build-guest.sh" "$GUEST_CACHE" >"$W/build.log" 2>&1 ||
-    { tail -20 "$W/build.log"; echo "FAIL guest (build-guest.sh)"; exit 1; }
+# build-guest.sh is a no-op when the cache is current; on a fresh machine it fetches
+# .debs with apt-get download, which needs package lists: update them once if it fails.
+if ! "$GUEST_TOOLS/build-guest.sh" "$GUEST_CACHE" >"$W/build.log" 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && apt-get update -q >>"$W/build.log" 2>&1 &&
+       "$GUEST_TOOLS/build-guest.sh" "$GUEST_CACHE" >>"$W/build.log" 2>&1; then :
+    else
+        tail -20 "$W/build.log"; echo "FAIL guest (build-guest.sh)"; exit 1
+    fi
+fi
 
 PORT=$(free_port)
 if [[ $TARGET == rtarget ]]; then

@@ -158,7 +158,7 @@ beyond_eol() {   # a read past the end must fail, not return garbage
     local out; out=$(qio -c "read $SIZE 4k" 2>&1)
     echo "$out"; grep -Eqi 'error|invalid|out of range|beyond' <<<"$out"
 }
-check "qemu-io read beyond end of LUN fails" beyond_eol
+check "qemu-io read past the end is refused (LUN size honoured)" beyond_eol
 check "qemu-io flush" qio_ok -c 'write -P 0x33 90M 64k' -c 'flush'
 
 # --- restart from the saved config (rtarget only) ---------------------------------

@@ -12,11 +12,15 @@
 use std::io;
 
 pub mod file;
+pub mod nbd;
 pub mod null;
+pub mod qcow2;
 pub mod ram;
 
 pub use file::{Extent, FileBackstore, FileOptions};
+pub use nbd::{NbdAddr, NbdBackstore};
 pub use null::NullBackstore;
+pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use ram::RamBackstore;
 
 /// What a backstore can do; the core reads it to fill VPD pages and the

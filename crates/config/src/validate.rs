@@ -1,7 +1,7 @@
 //! Validation of a parsed saveconfig: errors that make the file unusable
 //! (duplicates, dangling references, impossible sizes) and warnings for
 //! entries rtarget keeps in the file but does not act on (other fabrics,
-//! pscsi, CHAP, explicit node ACLs, keys it does not know).
+//! pscsi, per-ACL CHAP, explicit node ACLs, keys it does not know).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -282,11 +282,41 @@ fn check_tpg(
             r.err(loc, e);
         }
     }
-    if matches!(attr_bool(&tpg.attributes, "authentication"), Ok(Some(true))) || !chap.is_empty() {
+    // TPG credentials (`set auth` in targetcli, `chap_*` here) are checked
+    // by the iSCSI fabric when authentication=1.
+    let has = |k: &str| {
+        tpg.extra
+            .get(k)
+            .is_some_and(|v| !crate::model::value_string(v).is_empty())
+    };
+    let complete = has("chap_userid") && has("chap_password");
+    if !chap.is_empty() && !complete {
         r.warn(
             loc,
-            "CHAP authentication is not supported by rtarget yet; logins are not authenticated",
+            "CHAP credentials need both chap_userid and chap_password; incomplete ones are ignored",
         );
+    }
+    if has("chap_mutual_userid") != has("chap_mutual_password") {
+        r.warn(
+            loc,
+            "mutual CHAP needs both chap_mutual_userid and chap_mutual_password",
+        );
+    }
+    if matches!(attr_bool(&tpg.attributes, "authentication"), Ok(Some(true))) {
+        if !complete {
+            r.warn(
+                loc,
+                "authentication=1 but the TPG has no CHAP credentials (chap_userid/chap_password): every login will be refused",
+            );
+        } else if matches!(
+            attr_bool(&tpg.attributes, "generate_node_acls"),
+            Ok(Some(false)) | Ok(None)
+        ) {
+            r.warn(
+                loc,
+                "per-ACL CHAP is not supported yet: the TPG's CHAP credentials apply to every initiator",
+            );
+        }
     }
     let mut lun_ids = BTreeSet::new();
     for (i, lun) in tpg.luns.iter().enumerate() {

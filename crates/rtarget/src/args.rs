@@ -175,11 +175,24 @@ mod tests {
             .bind("create", &p, 2)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("missing parameter file_or_dev") && e.contains("create name file_or_dev [size]"), "{e}");
-        let e = Args::from_words(&["bogus=1"]).unwrap().bind("create", &p, 0).unwrap_err();
+        assert!(
+            e.contains("missing parameter file_or_dev")
+                && e.contains("create name file_or_dev [size]"),
+            "{e}"
+        );
+        let e = Args::from_words(&["bogus=1"])
+            .unwrap()
+            .bind("create", &p, 0)
+            .unwrap_err();
         assert!(e.to_string().contains("unknown parameter \"bogus\""));
-        assert!(Args::from_words(&["a", "b", "c", "d", "e"]).unwrap().bind("create", &p, 0).is_err());
-        assert!(Args::from_words(&["d1", "name=x"]).unwrap().bind("create", &p, 0).is_err());
+        assert!(Args::from_words(&["a", "b", "c", "d", "e"])
+            .unwrap()
+            .bind("create", &p, 0)
+            .is_err());
+        assert!(Args::from_words(&["d1", "name=x"])
+            .unwrap()
+            .bind("create", &p, 0)
+            .is_err());
         // Paths with '=' after a slash stay positional.
         let a = Args::from_words(&["/a=b"]).unwrap();
         assert_eq!(a.positional, ["/a=b"]);

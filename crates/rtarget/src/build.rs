@@ -27,6 +27,9 @@ pub struct Runtime {
     /// Every device, for the final flush.
     pub devices: Vec<Arc<Device>>,
     pub targets: Vec<TargetConfig>,
+    /// Each served storage object with the device opened from it, by
+    /// `/backstores/...` path (the live configuration reuses them).
+    pub objects: HashMap<String, (StorageObject, Arc<Device>)>,
     /// What to listen on: the union of the enabled TPGs' portals, in config
     /// order, without duplicates or addresses a wildcard already covers.
     pub portals: Vec<SocketAddr>,
@@ -34,6 +37,7 @@ pub struct Runtime {
 
 pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
     let mut devices = Vec::new();
+    let mut objects = HashMap::new();
     let mut by_path: HashMap<String, Arc<Device>> = HashMap::new();
     for so in &cfg.storage_objects {
         let Some(device) =
@@ -50,6 +54,7 @@ pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
             "storage object ready"
         );
         by_path.insert(so.path(), device.clone());
+        objects.insert(so.path(), (so.clone(), device.clone()));
         devices.push(device);
     }
 
@@ -86,6 +91,7 @@ pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
     Ok(Runtime {
         devices,
         targets,
+        objects,
         portals: listen_set(&portals),
     })
 }
@@ -93,7 +99,7 @@ pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
 /// Drop portals that a wildcard portal of the same family and port already
 /// covers: binding both would fail with EADDRINUSE (LIO configs often list
 /// 0.0.0.0:3260 in one TPG and a specific address in another).
-fn listen_set(portals: &[SocketAddr]) -> Vec<SocketAddr> {
+pub fn listen_set(portals: &[SocketAddr]) -> Vec<SocketAddr> {
     let covered = |a: &SocketAddr| {
         !a.ip().is_unspecified()
             && portals.iter().any(|w| {
@@ -103,7 +109,11 @@ fn listen_set(portals: &[SocketAddr]) -> Vec<SocketAddr> {
     portals.iter().filter(|a| !covered(a)).copied().collect()
 }
 
-fn tpg_config(tpg: &Tpg, tag: u16, devices: &HashMap<String, Arc<Device>>) -> Result<TpgConfig> {
+pub fn tpg_config(
+    tpg: &Tpg,
+    tag: u16,
+    devices: &HashMap<String, Arc<Device>>,
+) -> Result<TpgConfig> {
     // rtarget maps every TPG LUN for every initiator (LIO's demo mode), so
     // demo_mode_write_protect decides whether those mappings are read-only.
     let write_protect = attr_bool(&tpg.attributes, "demo_mode_write_protect")
@@ -132,18 +142,28 @@ fn tpg_config(tpg: &Tpg, tag: u16, devices: &HashMap<String, Arc<Device>>) -> Re
             .map(|(k, v)| (k.clone(), value_string(v)))
             .collect()
     };
+    let mut attributes = strings(&tpg.attributes);
+    // rtslib saves TPG credentials as `chap_<name>`; the fabric reads them
+    // under targetcli's `set auth` names.
+    for (k, v) in &tpg.extra {
+        if let Some(name) = k.strip_prefix("chap_") {
+            if crate::ops_edit::AUTH.contains(&name) {
+                attributes.insert(name.to_string(), value_string(v));
+            }
+        }
+    }
     Ok(TpgConfig {
         tag,
         enable: tpg.enabled(),
         portals,
         luns: Arc::new(LunTable { luns }),
-        attributes: strings(&tpg.attributes),
+        attributes,
         parameters: strings(&tpg.parameters),
     })
 }
 
 /// `None` for plugins rtarget does not serve (already warned about).
-fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
+pub fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
     let attr = |k: &str| attr_bool(&so.attributes, k).map_err(|e| anyhow!(e));
     let block_size = so.block_size().map_err(|e| anyhow!(e))?;
     let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {

@@ -1,4 +1,6 @@
-//! The command line (clap derive): `rtarget serve` and `rtarget check`.
+//! The command line of the daemon side (clap derive): `rtarget serve` and
+//! `rtarget check`. Everything else on the command line is the management
+//! client ([`crate::client`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +11,13 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_ISCSI_PORT: u16 = 3260;
 
 #[derive(Debug, Parser)]
-#[command(name = "rtarget", version, about = "A userspace SCSI target (iSCSI)")]
+#[command(
+    name = "rtarget",
+    version,
+    about = "A userspace SCSI target (iSCSI)",
+    after_help = "Management: rtarget [--socket PATH] [--json] [PATH] VERB [ARGS...] talks to a running \
+                  daemon (rtarget help lists the verbs); rtarget alone opens the interactive shell."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +47,14 @@ pub struct ServeArgs {
     /// Where the demo target's backing file lives.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/rtarget")]
     pub state_dir: PathBuf,
+    /// The management API's unix socket (mode 0600). Without this option the
+    /// default path is tried and the daemon runs without an API if it is taken.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The portal `tpg1` of a target created through the API gets
+    /// (targetcli's default portal; rtarget uses loopback by default).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, default_value = "127.0.0.1:3260")]
+    pub default_portal: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -53,7 +69,7 @@ pub struct CheckArgs {
 }
 
 /// `127.0.0.1:3260`, `[::1]:3260`, or a bare address (port 3260).
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }

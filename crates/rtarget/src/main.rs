@@ -1,17 +1,31 @@
-//! rtarget: the daemon and its command line. `main` only parses the command
-//! line, sets up logging and hands over to the subcommand's module.
+//! rtarget: the daemon, its management CLI and shell. `main` only routes:
+//! `serve` and `check` (and `--help`/`--version`) go to clap and the daemon
+//! side; anything else is the targetcli-style client (`rtarget PATH VERB
+//! ARGS`, or the interactive shell when there are no arguments).
 
+mod api;
+mod args;
 mod build;
 mod cli;
+mod client;
 mod demo;
+mod live;
+mod ops;
+mod ops_edit;
 mod serve;
+mod shell;
 mod signals;
+mod tree;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if !is_daemon_command(&argv[1..]) {
+        return client::main(&argv[1..]);
+    }
     let cli = cli::Cli::parse();
     init_logging();
     let result = match cli.command {
@@ -25,6 +39,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `serve`, `check`, and clap's own `--help`/`--version` (the client has
+/// its own `help` verb).
+fn is_daemon_command(args: &[String]) -> bool {
+    matches!(
+        args.first().map(String::as_str),
+        Some("serve" | "check" | "--help" | "-h" | "--version" | "-V")
+    )
 }
 
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -11,14 +11,14 @@
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Result};
-use config::{
-    parse_ip, value_string, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target,
-    Tpg,
-};
+use config::{parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
 use serde_json::{json, Map, Value};
 
-use crate::args::{parse_bool, parse_index, parse_size, Args};
+use crate::args::{parse_index, parse_size, Args};
 use crate::tree::{normalize, portal_name, PLUGINS};
+
+/// Facts about a backing path: `None` when it does not exist.
+pub type StatFn = Box<dyn Fn(&str) -> Option<PathKind>>;
 
 /// Context a verb may need beyond the config.
 pub struct Ctx {
@@ -26,8 +26,7 @@ pub struct Ctx {
     pub default_portal: SocketAddr,
     /// A fresh unit serial (`wwn`) for a new storage object.
     pub new_uuid: Box<dyn Fn() -> Result<String>>,
-    /// Facts about a backing path: `None` when it does not exist.
-    pub stat: Box<dyn Fn(&str) -> Option<PathKind>>,
+    pub stat: StatFn,
 }
 
 /// What a backing path is.
@@ -180,7 +179,7 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
                 ..Target::default()
             });
             Ok(format!(
-                "Created target {wwn}.\nCreated TPG 1.\nCreated default portal listening on all IPs ({p})."
+                "Created target {wwn}.\nCreated TPG 1.\nCreated default portal listening on {p}."
             ))
         }
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
@@ -216,7 +215,9 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
             let b = args.bind("create", &["storage_object", "lun", "add_mapped_luns"], 1)?;
             let so_path = normalize("/", b.req("storage_object")?);
             if !cfg.storage_objects.iter().any(|so| so.path() == so_path) {
-                bail!("storage object {so_path} does not exist (create it under /backstores first)");
+                bail!(
+                    "storage object {so_path} does not exist (create it under /backstores first)"
+                );
             }
             let add_mapped = b.bool("add_mapped_luns")?.unwrap_or(true);
             let tpg = tpg_mut(cfg, &wwn, tag)?;
@@ -365,6 +366,23 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
     }
 }
 
+/// `enable` / `disable` at a TPG.
+pub fn enable(cfg: &mut SaveConfig, path: &str, on: bool) -> Result<String> {
+    match locate(cfg, path)? {
+        Loc::Tpg(w, t) => {
+            tpg_mut(cfg, &w, t)?.enable = Some(on);
+            Ok(format!(
+                "The TPGT has been {}.",
+                if on { "enabled" } else { "disabled" }
+            ))
+        }
+        other => bail!(
+            "only a TPG can be enabled or disabled, not {}",
+            loc_kind(&other)
+        ),
+    }
+}
+
 fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
     let (params, required): (&[&str], usize) = match plugin {
         "fileio" => (
@@ -458,7 +476,7 @@ fn new_tpg(tag: u16, portal: Option<SocketAddr>) -> Tpg {
     let attributes = match json!({
         "authentication": 0,
         "cache_dynamic_acls": 0,
-        "default_cmdsn_depth": 64,
+        "default_cmdsn_depth": 128,
         "demo_mode_write_protect": 1,
         "generate_node_acls": 0,
         "login_timeout": 15,
@@ -535,26 +553,153 @@ fn loc_kind(l: &Loc) -> &'static str {
     }
 }
 
-/// The verbs valid at a location (for help and completion).
-pub fn verbs(l: &Loc) -> &'static [&'static str] {
-    match l {
-        Loc::Plugin(_) | Loc::Luns(..) | Loc::Portals(..) | Loc::Acls(..) | Loc::Acl(..) => {
-            &["create", "delete", "ls", "cd"]
-        }
-        Loc::Fabric(_) | Loc::Target(_) => &["create", "delete", "ls", "cd"],
-        Loc::Tpg(..) => &["set", "get", "delete", "ls", "cd"],
-        Loc::Object(..) => &["set", "get", "delete", "ls", "cd"],
-        Loc::Lun(..) | Loc::MappedLun(..) | Loc::Portal(..) => &["delete", "ls", "cd"],
-        Loc::Root | Loc::Backstores => &["ls", "cd", "saveconfig", "sessions"],
-    }
-}
-
-pub use crate::ops_edit::{delete, get, set};
-
-/// A config value rendered for `get`.
-pub fn show(v: &Value) -> String {
-    value_string(v)
-}
+pub use crate::ops_edit::{delete, get, info, set};
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            default_portal: "127.0.0.1:3260".parse().unwrap(),
+            new_uuid: Box::new(|| Ok("0f0e0d0c-0b0a-4908-8706-050403020100".into())),
+            stat: Box::new(|p| match p {
+                "/data" => Some(PathKind::Other),
+                "/data/old.img" => Some(PathKind::File(1 << 20)),
+                "/dev/sdz" => Some(PathKind::BlockDevice),
+                _ => None,
+            }),
+        }
+    }
+
+    fn run(cfg: &mut SaveConfig, path: &str, words: &[&str]) -> Result<String> {
+        create(cfg, path, &Args::from_words(words)?, &ctx())
+    }
+
+    const IQN: &str = "iqn.2026-11.org.example:t1";
+
+    fn walkthrough() -> SaveConfig {
+        let mut cfg = SaveConfig::default();
+        run(
+            &mut cfg,
+            "/backstores/fileio",
+            &["mydisk1", "/data/d.img", "64M"],
+        )
+        .unwrap();
+        run(&mut cfg, "/iscsi", &[&format!("wwn={IQN}")]).unwrap();
+        let tpg = format!("/iscsi/{IQN}/tpg1");
+        let vals: Vec<(String, String)> = [("authentication", "0"), ("generate_node_acls", "1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        set(&mut cfg, &tpg, "attribute", &vals).unwrap();
+        run(
+            &mut cfg,
+            &format!("{tpg}/luns"),
+            &["storage_object=/backstores/fileio/mydisk1"],
+        )
+        .unwrap();
+        cfg
+    }
+
+    #[test]
+    fn seed_walkthrough_builds_a_valid_config() {
+        let cfg = walkthrough();
+        assert_eq!(config::validate(&cfg).map(|_| ()), Ok(()));
+        let so = &cfg.storage_objects[0];
+        assert_eq!((so.size, so.write_back), (Some(64 << 20), Some(true)));
+        let tpg = &cfg.targets[0].tpgs[0];
+        assert_eq!(tpg.tag, Some(1));
+        assert_eq!(tpg.portals[0].ip_address, "127.0.0.1");
+        assert_eq!(tpg.attributes["generate_node_acls"], 1);
+        assert_eq!(tpg.luns[0].storage_object, "/backstores/fileio/mydisk1");
+        assert_eq!(
+            locate(&cfg, &format!("/iscsi/{IQN}/tpg1/luns/lun0")).unwrap(),
+            Loc::Lun(IQN.into(), 1, 0)
+        );
+        assert_eq!(
+            locate(&cfg, &format!("/iscsi/{IQN}/tpg1/portals/127.0.0.1:3260")).unwrap(),
+            Loc::Portal(IQN.into(), 1, "127.0.0.1:3260".into())
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_clear_errors() {
+        let mut cfg = walkthrough();
+        let e = |r: Result<String>| r.unwrap_err().to_string();
+        assert!(e(run(
+            &mut cfg,
+            "/backstores/fileio",
+            &["mydisk1", "/data/x.img", "1G"]
+        ))
+        .contains("already exists"));
+        assert!(e(run(
+            &mut cfg,
+            "/backstores/fileio",
+            &["d2", "/data/new.img"]
+        ))
+        .contains("size is required"));
+        assert!(e(run(
+            &mut cfg,
+            "/backstores/fileio",
+            &["d2", "/nodir/new.img", "1G"]
+        ))
+        .contains("does not exist"));
+        assert!(e(run(
+            &mut cfg,
+            "/backstores/fileio",
+            &["d2", "rel.img", "1G"]
+        ))
+        .contains("absolute"));
+        assert!(e(run(&mut cfg, "/iscsi", &["not-an-iqn"])).contains("not a valid iSCSI name"));
+        assert!(e(run(&mut cfg, "/nowhere", &[])).contains("no such path: /nowhere"));
+        let luns = format!("/iscsi/{IQN}/tpg1/luns");
+        assert!(e(run(&mut cfg, &luns, &["/backstores/fileio/nope"])).contains("does not exist"));
+        assert!(e(run(
+            &mut cfg,
+            &luns,
+            &["/backstores/fileio/mydisk1", "lun0"]
+        ))
+        .contains("lun0 already exists"));
+        let tpg = format!("/iscsi/{IQN}/tpg1");
+        let bad = vec![("authentcation".to_string(), "0".to_string())];
+        assert!(e(set(&mut cfg, &tpg, "attribute", &bad)).contains("unknown attribute"));
+        let bad = vec![("InitialR2T".to_string(), "maybe".to_string())];
+        assert!(e(set(&mut cfg, &tpg, "parameter", &bad)).contains("Yes or No"));
+        assert!(run(&mut cfg, "/backstores/fileio", &["d3", "/data/old.img"]).is_ok());
+        assert_eq!(cfg.storage_objects[1].size, Some(1 << 20));
+    }
+
+    #[test]
+    fn acls_portals_and_cascading_delete() {
+        let mut cfg = walkthrough();
+        let tpg = format!("/iscsi/{IQN}/tpg1");
+        run(
+            &mut cfg,
+            &format!("{tpg}/acls"),
+            &["iqn.1994-05.com.redhat:c1"],
+        )
+        .unwrap();
+        run(&mut cfg, &format!("{tpg}/portals"), &["::1", "3261"]).unwrap();
+        assert!(config::validate(&cfg).is_ok());
+        let t = &cfg.targets[0].tpgs[0];
+        assert_eq!(t.node_acls[0].mapped_luns[0].tpg_lun, 0);
+        assert_eq!(t.portals[1].ip_address, "[::1]");
+        let g = get(&cfg, &tpg, "attribute", &["generate_node_acls".into()]).unwrap();
+        assert_eq!(g["generate_node_acls"], 1);
+        let none = Args::default();
+        delete(&mut cfg, &format!("{tpg}/portals/[::1]:3261"), &none).unwrap();
+        delete(
+            &mut cfg,
+            "/backstores/fileio",
+            &Args::from_words(&["mydisk1"]).unwrap(),
+        )
+        .unwrap();
+        let t = &cfg.targets[0].tpgs[0];
+        assert!(t.luns.is_empty() && t.node_acls[0].mapped_luns.is_empty());
+        assert_eq!(t.portals.len(), 1);
+        delete(&mut cfg, "/iscsi", &Args::from_words(&[IQN]).unwrap()).unwrap();
+        assert!(cfg.targets.is_empty());
+        assert!(delete(&mut cfg, "/iscsi", &Args::from_words(&[IQN]).unwrap()).is_err());
+    }
+}

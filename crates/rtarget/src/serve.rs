@@ -1,18 +1,20 @@
 //! `rtarget serve` and `rtarget check`: load the config (or create the demo
 //! one), build the runtime objects, start the iSCSI fabric on the portals,
-//! then wait for SIGINT/SIGTERM and shut down cleanly (log sessions out,
-//! flush every backstore).
+//! open the management API socket, then wait for SIGINT/SIGTERM and shut
+//! down cleanly (log sessions out, flush every backstore, remove the socket).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use config::SaveConfig;
 use iscsi::IscsiServer;
 
 use crate::cli::{CheckArgs, ServeArgs};
+use crate::live::Live;
 use crate::signals::{self, ShutdownSignals};
-use crate::{build, demo};
+use crate::{api, build, demo};
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     let shutdown = ShutdownSignals::install().context("installing signal handlers")?;
@@ -24,10 +26,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         tracing::info!(config = %args.config.display(), image = %image.display(), "created the demo target");
     }
 
+    // The API socket comes first: with it, a daemon without portals is
+    // useful (targets get created through it); without it, it is not.
+    let socket = api_socket(args)?;
+
     let server = IscsiServer::new();
     let mut bound = Vec::new();
     if args.listen.is_empty() {
-        if rt.portals.is_empty() {
+        if rt.portals.is_empty() && socket.is_none() {
             bail!(
                 "nothing to listen on: no enabled iSCSI TPG in {} has a portal (add one, or pass --listen ADDR:PORT)",
                 args.config.display()
@@ -54,6 +60,23 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             server.set_target(t);
         }
     }
+    let live = Arc::new(Live::new(
+        server.clone(),
+        args.config.clone(),
+        (!args.listen.is_empty()).then(|| bound.clone()),
+        args.default_portal,
+        cfg.clone(),
+        rt.objects,
+        if args.listen.is_empty() {
+            rt.portals.clone()
+        } else {
+            Vec::new()
+        },
+    ));
+    if let Some(s) = &socket {
+        s.serve(live.clone())?;
+        eprintln!("rtarget: API on {}", s.path().display());
+    }
     // Printed once targets are set: tests and scripts connect right after it.
     for addr in &bound {
         eprintln!("rtarget: listening on {addr}");
@@ -71,7 +94,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     tracing::info!(signal = signals::name(sig), "shutting down");
     server.shutdown();
     let mut failed = false;
-    for d in &rt.devices {
+    for d in &live.devices() {
         if let Err(e) = d.backstore.flush() {
             tracing::error!(object = %d.options.name, error = %e, "flush failed");
             failed = true;
@@ -82,6 +105,21 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--socket PATH` must work; the default path is best effort (several
+/// daemons on one host, e.g. in tests, must not fail on it).
+fn api_socket(args: &ServeArgs) -> Result<Option<api::Socket>> {
+    match &args.socket {
+        Some(p) => Ok(Some(api::Socket::bind(p)?)),
+        None => match api::Socket::bind(Path::new(api::DEFAULT_SOCKET)) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                tracing::warn!("management API disabled: {e:#}");
+                Ok(None)
+            }
+        },
+    }
 }
 
 fn listen(server: &std::sync::Arc<IscsiServer>, addr: SocketAddr) -> Result<SocketAddr> {

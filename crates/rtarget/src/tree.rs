@@ -56,7 +56,13 @@ impl Node {
         let mut n = self.clone();
         match depth {
             Some(0) => n.children.clear(),
-            Some(d) => n.children = self.children.iter().map(|c| c.pruned(Some(d - 1))).collect(),
+            Some(d) => {
+                n.children = self
+                    .children
+                    .iter()
+                    .map(|c| c.pruned(Some(d - 1)))
+                    .collect()
+            }
             None => {}
         }
         n
@@ -131,7 +137,10 @@ fn target_node(cfg: &SaveConfig, parent: &str, t: &Target) -> Node {
                 .storage_object
                 .strip_prefix("/backstores/")
                 .unwrap_or(&lun.storage_object);
-            let group = lun.alua_tg_pt_gp_name.as_deref().unwrap_or(DEFAULT_TG_PT_GP);
+            let group = lun
+                .alua_tg_pt_gp_name
+                .as_deref()
+                .unwrap_or(DEFAULT_TG_PT_GP);
             luns.children.push(Node::new(
                 &luns.path,
                 &format!("lun{}", lun.index),
@@ -264,7 +273,11 @@ fn object_summary(
     };
     match so.plugin.as_str() {
         "ramdisk" => {
-            let nullio = if so.nullio == Some(true) { "nullio " } else { "" };
+            let nullio = if so.nullio == Some(true) {
+                "nullio "
+            } else {
+                ""
+            };
             format!("{nullio}({size}) {status}")
         }
         "block" => {
@@ -413,20 +426,33 @@ mod tests {
         assert!(lines.iter().all(|l| l.chars().count() == 80), "{text}");
         assert!(lines[0].starts_with("o- / ....") && lines[0].ends_with(" [...]"));
         assert!(lines[1].starts_with("  o- backstores ...."));
-        assert!(lines[2].starts_with("  | o- block ....") && lines[2].ends_with("[Storage Objects: 0]"));
-        assert!(lines[4].starts_with("  | | o- mydisk1 ...")
-            && lines[4].ends_with("[/var/lib/d.img (8.0GiB) write-back activated]"), "{text}");
-        assert!(text.contains("  | |   o- alua ....") && text.contains("[ALUA state: Active/optimized]"));
+        assert!(
+            lines[2].starts_with("  | o- block ....") && lines[2].ends_with("[Storage Objects: 0]")
+        );
+        assert!(
+            lines[4].starts_with("  | | o- mydisk1 ...")
+                && lines[4].ends_with("[/var/lib/d.img (8.0GiB) write-back activated]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  | |   o- alua ....")
+                && text.contains("[ALUA state: Active/optimized]")
+        );
         assert!(text.contains("[(1.0MiB) deactivated]"));
         assert!(text.contains("  o- iscsi ") && text.contains("[Targets: 1]"));
         assert!(text.contains("  | o- iqn.2026-11.org.example:t1 ") && text.contains("[TPGs: 1]"));
         assert!(text.contains("  |   o- tpg1 ") && text.contains("[gen-acls, no-auth]"));
         assert!(text.contains("  |     o- acls ") && text.contains("[ACLs: 1]"));
         assert!(text.contains("[lun0 fileio/mydisk1 (ro)]"));
-        assert!(text.contains("  |     | o- lun0 ")
-            && text.contains("[fileio/mydisk1 (/var/lib/d.img) (default_tg_pt_gp)]"));
+        assert!(
+            text.contains("  |     | o- lun0 ")
+                && text.contains("[fileio/mydisk1 (/var/lib/d.img) (default_tg_pt_gp)]")
+        );
         assert!(text.contains("  |       o- 127.0.0.1:3260 ") && text.contains("[OK]"));
-        assert!(lines[lines.len() - 2].starts_with("  o- loopback ") && lines[lines.len() - 2].ends_with("[Targets: 0]"));
+        assert!(
+            lines[lines.len() - 2].starts_with("  o- loopback ")
+                && lines[lines.len() - 2].ends_with("[Targets: 0]")
+        );
         assert!(lines[lines.len() - 1].starts_with("  o- vhost "));
     }
 

@@ -111,8 +111,7 @@ impl Header {
     }
 
     /// Parse and validate. `buf` holds the start of the file: at least the
-    /// whole first cluster, or the whole file when it is shorter. `file_len`
-    /// bounds the table offsets.
+    /// whole first cluster, or the whole file when it is shorter.
     pub fn parse(buf: &[u8]) -> Result<Header, Qcow2Error> {
         if buf.len() < Self::V2_LEN {
             return Err(if buf.len() >= 4 && buf[..4] != MAGIC {
@@ -130,7 +129,9 @@ impl Header {
         }
         let cluster_bits = be32(buf, 20);
         if !(9..=21).contains(&cluster_bits) {
-            return Err(invalid(format!("cluster_bits {cluster_bits} outside 9..=21")));
+            return Err(invalid(format!(
+                "cluster_bits {cluster_bits} outside 9..=21"
+            )));
         }
         let cs = 1u64 << cluster_bits;
         let mut h = Header {
@@ -165,7 +166,7 @@ impl Header {
             h.refcount_order = be32(buf, 96);
             h.header_length = be32(buf, 100);
             if h.header_length < 104
-                || h.header_length % 8 != 0
+                || !h.header_length.is_multiple_of(8)
                 || h.header_length as usize > cluster.len()
             {
                 return Err(invalid(format!("header_length {}", h.header_length)));
@@ -262,7 +263,7 @@ impl Header {
     }
 
     fn check_tables(&self, cs: u64) -> Result<(), Qcow2Error> {
-        let aligned = |off: u64| off % cs == 0;
+        let aligned = |off: u64| off.is_multiple_of(cs);
         if !aligned(self.l1_table_offset) || !aligned(self.refcount_table_offset) {
             return Err(invalid("table offset not cluster aligned"));
         }
@@ -371,14 +372,20 @@ mod tests {
         let mut b = sample();
         b[72..80].copy_from_slice(&(1u64 << 40).to_be_bytes());
         let e = Header::parse(&b).unwrap_err();
-        assert!(matches!(e, Qcow2Error::Incompatible(ref s) if s.contains("bit 40")), "{e}");
+        assert!(
+            matches!(e, Qcow2Error::Incompatible(ref s) if s.contains("bit 40")),
+            "{e}"
+        );
     }
 
     #[test]
     fn extended_l2_is_refused() {
         let mut b = sample();
         b[72..80].copy_from_slice(&INCOMPAT_EXTENDED_L2.to_be_bytes());
-        assert!(matches!(Header::parse(&b), Err(Qcow2Error::Incompatible(_))));
+        assert!(matches!(
+            Header::parse(&b),
+            Err(Qcow2Error::Incompatible(_))
+        ));
     }
 
     #[test]
@@ -399,7 +406,7 @@ mod tests {
         b[36..40].copy_from_slice(&1u32.to_be_bytes());
         assert!(Header::parse(&b).is_err());
         assert!(Header::parse(&b[..50]).is_err());
-        assert!(matches!(Header::parse(b"nope"), Err(Qcow2Error::Invalid(_))));
+        assert!(matches!(Header::parse(b"nope"), Err(Qcow2Error::BadMagic)));
     }
 
     #[test]

@@ -1,0 +1,681 @@
+//! nbd: a backstore that is a client of an NBD server (qemu-nbd,
+//! qemu-storage-daemon, nbdkit, or a handler anyone writes in any language),
+//! over a unix socket or TCP.
+//!
+//! Handshake: fixed newstyle, `NBD_OPT_STRUCTURED_REPLY` when the server
+//! accepts it, then `NBD_OPT_GO` with the export name (asking for block size
+//! constraints). Transmission: one connection, one request in flight at a
+//! time under a mutex (simple to reason about; a pool of connections is the
+//! next step for servers that advertise `CAN_MULTI_CONN`). Replies are
+//! parsed as untrusted bytes: every magic, cookie, length and chunk offset is
+//! checked, and a protocol violation poisons the connection rather than
+//! letting a later request read a misaligned stream.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::{Backstore, Capabilities};
+
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const REQUEST_MAGIC: u32 = 0x2560_9513;
+const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+
+const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+const FLAG_NO_ZEROES: u16 = 1 << 1;
+
+const OPT_ABORT: u32 = 2;
+const OPT_GO: u32 = 7;
+const OPT_STRUCTURED_REPLY: u32 = 8;
+const REP_ACK: u32 = 1;
+const REP_INFO: u32 = 3;
+const REP_ERR_BIT: u32 = 1 << 31;
+const INFO_EXPORT: u16 = 0;
+const INFO_BLOCK_SIZE: u16 = 3;
+
+const TF_READ_ONLY: u16 = 1 << 1;
+const TF_SEND_FLUSH: u16 = 1 << 2;
+const TF_SEND_FUA: u16 = 1 << 3;
+const TF_ROTATIONAL: u16 = 1 << 4;
+const TF_SEND_WRITE_ZEROES: u16 = 1 << 6;
+
+const CMD_READ: u16 = 0;
+const CMD_WRITE: u16 = 1;
+const CMD_DISC: u16 = 2;
+const CMD_FLUSH: u16 = 3;
+const CMD_WRITE_ZEROES: u16 = 6;
+const CMD_FLAG_FUA: u16 = 1 << 0;
+
+const CHUNK_NONE: u16 = 0;
+const CHUNK_OFFSET_DATA: u16 = 1;
+const CHUNK_OFFSET_HOLE: u16 = 2;
+const CHUNK_ERROR_BIT: u16 = 1 << 15;
+const CHUNK_FLAG_DONE: u16 = 1;
+
+/// Longest option reply or error message we accept.
+const MAX_OPTION_REPLY: u32 = 64 << 10;
+/// Payload limit when the server states none (the NBD spec's safe maximum).
+const DEFAULT_MAX_PAYLOAD: u32 = 32 << 20;
+/// WRITE_ZEROES carries no payload, but its length is 32 bits.
+const MAX_ZERO_REQUEST: u64 = 1 << 30;
+
+/// Where the NBD server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NbdAddr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+fn proto(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("nbd: {}", msg.into()))
+}
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+struct Conn {
+    s: Box<dyn Stream>,
+    cookie: u64,
+    /// A failed or violated exchange left the stream at an unknown position.
+    broken: bool,
+}
+
+pub struct NbdBackstore {
+    addr: NbdAddr,
+    export: String,
+    size: u64,
+    flags: u16,
+    structured: bool,
+    max_payload: u32,
+    preferred: u32,
+    conn: Mutex<Conn>,
+}
+
+fn rd<const N: usize>(s: &mut dyn Stream) -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    s.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn rd16(s: &mut dyn Stream) -> io::Result<u16> {
+    rd::<2>(s).map(u16::from_be_bytes)
+}
+fn rd32(s: &mut dyn Stream) -> io::Result<u32> {
+    rd::<4>(s).map(u32::from_be_bytes)
+}
+fn rd64(s: &mut dyn Stream) -> io::Result<u64> {
+    rd::<8>(s).map(u64::from_be_bytes)
+}
+
+fn skip(s: &mut dyn Stream, n: u64) -> io::Result<()> {
+    io::copy(&mut s.take(n), &mut io::sink()).and_then(|k| {
+        if k == n {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        }
+    })
+}
+
+/// Write every byte of `bufs` with as few syscalls as the kernel allows.
+fn write_all_vectored(s: &mut dyn Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match s.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// An NBD error number as an `io::Error` (NBD uses Linux errno values).
+fn nbd_errno(e: u32) -> io::Error {
+    match e {
+        1 | 5 | 12 | 22 | 28 | 75 | 95 | 108 => io::Error::from_raw_os_error(e as i32),
+        _ => io::Error::from_raw_os_error(libc::EIO),
+    }
+}
+
+fn connect(addr: &NbdAddr) -> io::Result<Box<dyn Stream>> {
+    Ok(match addr {
+        NbdAddr::Unix(p) => Box::new(UnixStream::connect(p)?),
+        NbdAddr::Tcp(a) => {
+            let s = TcpStream::connect(a)?;
+            s.set_nodelay(true)?;
+            Box::new(s)
+        }
+    })
+}
+
+fn send_option(s: &mut dyn Stream, opt: u32, data: &[u8]) -> io::Result<()> {
+    let mut h = [0u8; 16];
+    h[..8].copy_from_slice(&IHAVEOPT.to_be_bytes());
+    h[8..12].copy_from_slice(&opt.to_be_bytes());
+    let len = u32::try_from(data.len()).map_err(|_| proto("option too long"))?;
+    h[12..].copy_from_slice(&len.to_be_bytes());
+    write_all_vectored(s, &mut [IoSlice::new(&h), IoSlice::new(data)])
+}
+
+/// One option reply: (type, payload).
+fn read_option_reply(s: &mut dyn Stream, opt: u32) -> io::Result<(u32, Vec<u8>)> {
+    if rd64(s)? != OPT_REPLY_MAGIC {
+        return Err(proto("bad option reply magic"));
+    }
+    if rd32(s)? != opt {
+        return Err(proto("option reply for another option"));
+    }
+    let kind = rd32(s)?;
+    let len = rd32(s)?;
+    if len > MAX_OPTION_REPLY {
+        return Err(proto("option reply too long"));
+    }
+    let mut data = vec![0u8; len as usize];
+    s.read_exact(&mut data)?;
+    Ok((kind, data))
+}
+
+struct Negotiated {
+    size: u64,
+    flags: u16,
+    structured: bool,
+    max_payload: u32,
+    preferred: u32,
+}
+
+fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<Negotiated> {
+    if rd64(s)? != NBDMAGIC {
+        return Err(proto("not an NBD server"));
+    }
+    if rd64(s)? != IHAVEOPT {
+        return Err(proto("server speaks oldstyle NBD only"));
+    }
+    let hflags = rd16(s)?;
+    if hflags & FLAG_FIXED_NEWSTYLE == 0 {
+        return Err(proto("server lacks fixed newstyle negotiation"));
+    }
+    let cflags = u32::from(FLAG_FIXED_NEWSTYLE | (hflags & FLAG_NO_ZEROES));
+    s.write_all(&cflags.to_be_bytes())?;
+
+    send_option(s, OPT_STRUCTURED_REPLY, &[])?;
+    let structured = loop {
+        match read_option_reply(s, OPT_STRUCTURED_REPLY)? {
+            (REP_ACK, _) => break true,
+            (k, _) if k & REP_ERR_BIT != 0 => break false,
+            _ => {}
+        }
+    };
+
+    let name = export.as_bytes();
+    let name_len = u32::try_from(name.len()).map_err(|_| proto("export name too long"))?;
+    let mut go = Vec::with_capacity(8 + name.len());
+    go.extend_from_slice(&name_len.to_be_bytes());
+    go.extend_from_slice(name);
+    go.extend_from_slice(&1u16.to_be_bytes());
+    go.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+    send_option(s, OPT_GO, &go)?;
+    let mut n = Negotiated {
+        size: 0,
+        flags: 0,
+        structured,
+        max_payload: DEFAULT_MAX_PAYLOAD,
+        preferred: 0,
+    };
+    let mut have_size = false;
+    loop {
+        let (kind, data) = read_option_reply(s, OPT_GO)?;
+        let be32 = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        match kind {
+            REP_ACK => break,
+            REP_INFO if data.len() >= 2 => match u16::from_be_bytes([data[0], data[1]]) {
+                INFO_EXPORT if data.len() >= 12 => {
+                    n.size = u64::from(be32(2)) << 32 | u64::from(be32(6));
+                    n.flags = u16::from_be_bytes([data[10], data[11]]);
+                    have_size = true;
+                }
+                INFO_BLOCK_SIZE if data.len() >= 14 => {
+                    n.preferred = be32(6);
+                    n.max_payload = be32(10).clamp(512, DEFAULT_MAX_PAYLOAD);
+                }
+                _ => {}
+            },
+            k if k & REP_ERR_BIT != 0 => {
+                // Leave politely so the server doesn't log a broken handshake.
+                let _ = send_option(s, OPT_ABORT, &[]);
+                let msg = String::from_utf8_lossy(&data).into_owned();
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("nbd: export {export:?} refused (reply {k:#x}): {msg}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !have_size {
+        return Err(proto("server sent no export size"));
+    }
+    Ok(n)
+}
+
+/// Outcome of one request: the outer error means the connection is unusable,
+/// the inner one is the server's answer to this request.
+type Exchange = io::Result<io::Result<()>>;
+
+impl NbdBackstore {
+    /// Connect, negotiate and enter transmission for export `export`.
+    pub fn connect(addr: NbdAddr, export: &str) -> io::Result<Self> {
+        let mut s = connect(&addr)?;
+        let n = handshake(s.as_mut(), export)?;
+        Ok(NbdBackstore {
+            addr,
+            export: export.to_owned(),
+            size: n.size,
+            flags: n.flags,
+            structured: n.structured,
+            max_payload: n.max_payload,
+            preferred: n.preferred,
+            conn: Mutex::new(Conn {
+                s,
+                cookie: 0,
+                broken: false,
+            }),
+        })
+    }
+
+    pub fn addr(&self) -> &NbdAddr {
+        &self.addr
+    }
+
+    pub fn export(&self) -> &str {
+        &self.export
+    }
+
+    /// Whether the server agreed to structured replies.
+    pub fn structured_replies(&self) -> bool {
+        self.structured
+    }
+
+    fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    fn check(&self, off: u64, len: u64) -> io::Result<()> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "beyond the end of the export",
+            )),
+        }
+    }
+
+    /// Send one request and read its reply; READ data lands in `read`.
+    fn request(
+        &self,
+        cmd: u16,
+        flags: u16,
+        off: u64,
+        len: u32,
+        payload: &[u8],
+        read: Option<&mut [u8]>,
+    ) -> io::Result<()> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| io::Error::other("nbd lock poisoned"))?;
+        if c.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "nbd connection failed earlier",
+            ));
+        }
+        c.cookie = c.cookie.wrapping_add(1);
+        let cookie = c.cookie;
+        let mut h = [0u8; 28];
+        h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&cmd.to_be_bytes());
+        h[8..16].copy_from_slice(&cookie.to_be_bytes());
+        h[16..24].copy_from_slice(&off.to_be_bytes());
+        h[24..28].copy_from_slice(&len.to_be_bytes());
+        let s = c.s.as_mut();
+        let r =
+            write_all_vectored(s, &mut [IoSlice::new(&h), IoSlice::new(payload)]).and_then(|()| {
+                if self.structured {
+                    read_structured(s, cookie, off, read)
+                } else {
+                    read_simple(s, cookie, read)
+                }
+            });
+        match r {
+            Ok(answer) => answer,
+            Err(e) => {
+                c.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Split a data transfer at the server's payload limit.
+    fn chunks(&self, off: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+        let max = self.max_payload as usize;
+        (0..len)
+            .step_by(max.max(1))
+            .map(move |done| (off + done as u64, done, max.min(len - done)))
+    }
+
+    fn write_flags(&self, buf: &[u8], offset: u64, flags: u16) -> io::Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        if self.has(TF_READ_ONLY) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only NBD export",
+            ));
+        }
+        for (off, done, n) in self.chunks(offset, buf.len()) {
+            self.request(CMD_WRITE, flags, off, n as u32, &buf[done..done + n], None)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_simple(s: &mut dyn Stream, cookie: u64, read: Option<&mut [u8]>) -> Exchange {
+    if rd32(s)? != SIMPLE_REPLY_MAGIC {
+        return Err(proto("bad reply magic"));
+    }
+    let err = rd32(s)?;
+    if rd64(s)? != cookie {
+        return Err(proto("reply for another request"));
+    }
+    if err != 0 {
+        // A failed READ carries no payload in simple replies.
+        return Ok(Err(nbd_errno(err)));
+    }
+    if let Some(buf) = read {
+        s.read_exact(buf)?;
+    }
+    Ok(Ok(()))
+}
+
+fn read_structured(
+    s: &mut dyn Stream,
+    cookie: u64,
+    base: u64,
+    mut read: Option<&mut [u8]>,
+) -> Exchange {
+    let want = read.as_ref().map_or(0, |b| b.len() as u64);
+    let mut got = 0u64;
+    let mut failure = None;
+    loop {
+        let magic = rd32(s)?;
+        if magic == SIMPLE_REPLY_MAGIC {
+            // Allowed for requests without payload in the reply, and for errors.
+            let err = rd32(s)?;
+            if rd64(s)? != cookie {
+                return Err(proto("reply for another request"));
+            }
+            if err == 0 && want > 0 {
+                return Err(proto("simple reply to a structured READ"));
+            }
+            return Ok(if err == 0 {
+                Ok(())
+            } else {
+                Err(nbd_errno(err))
+            });
+        }
+        if magic != STRUCTURED_REPLY_MAGIC {
+            return Err(proto("bad reply magic"));
+        }
+        let flags = rd16(s)?;
+        let kind = rd16(s)?;
+        if rd64(s)? != cookie {
+            return Err(proto("reply chunk for another request"));
+        }
+        let len = rd32(s)?;
+        match kind {
+            CHUNK_NONE => {
+                if len != 0 {
+                    return Err(proto("NONE chunk with payload"));
+                }
+            }
+            CHUNK_OFFSET_DATA | CHUNK_OFFSET_HOLE => {
+                let buf = read
+                    .as_deref_mut()
+                    .ok_or_else(|| proto("data chunk for a non-READ"))?;
+                if len < if kind == CHUNK_OFFSET_DATA { 8 } else { 12 } {
+                    return Err(proto("short data chunk"));
+                }
+                let off = rd64(s)?;
+                let n = if kind == CHUNK_OFFSET_DATA {
+                    u64::from(len - 8)
+                } else {
+                    u64::from(rd32(s)?)
+                };
+                let start = off
+                    .checked_sub(base)
+                    .ok_or_else(|| proto("chunk before the request"))?;
+                if start.checked_add(n).is_none_or(|end| end > want) {
+                    return Err(proto("chunk beyond the request"));
+                }
+                let dst = &mut buf[start as usize..(start + n) as usize];
+                if kind == CHUNK_OFFSET_DATA {
+                    s.read_exact(dst)?;
+                } else {
+                    dst.fill(0);
+                }
+                got += n;
+            }
+            k if k & CHUNK_ERROR_BIT != 0 => {
+                if len < 6 {
+                    return Err(proto("short error chunk"));
+                }
+                let err = rd32(s)?;
+                skip(s, u64::from(len) - 4)?;
+                failure.get_or_insert(nbd_errno(err.max(1)));
+            }
+            _ => skip(s, u64::from(len))?,
+        }
+        if flags & CHUNK_FLAG_DONE != 0 {
+            break;
+        }
+    }
+    if let Some(e) = failure {
+        return Ok(Err(e));
+    }
+    // Chunks may not overlap, so full coverage means exactly `want` bytes.
+    if got != want {
+        return Err(proto("READ reply did not cover the request"));
+    }
+    Ok(Ok(()))
+}
+
+impl Backstore for NbdBackstore {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let ro = self.has(TF_READ_ONLY);
+        Capabilities {
+            // TRIM doesn't promise zeroes on read; WRITE_ZEROES (holes allowed) does.
+            discard: !ro && self.has(TF_SEND_WRITE_ZEROES),
+            write_zeroes: !ro && self.has(TF_SEND_WRITE_ZEROES),
+            write_cache: !ro && self.has(TF_SEND_FLUSH),
+            read_only: ro,
+            rotational: self.has(TF_ROTATIONAL),
+            optimal_io_size: self.preferred,
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        let len = buf.len();
+        for (off, done, n) in self.chunks(offset, len) {
+            self.request(
+                CMD_READ,
+                0,
+                off,
+                n as u32,
+                &[],
+                Some(&mut buf[done..done + n]),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_flags(buf, offset, 0)
+    }
+
+    fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.has(TF_SEND_FUA) {
+            self.write_flags(buf, offset, CMD_FLAG_FUA)
+        } else {
+            self.write_at(buf, offset)?;
+            self.flush()
+        }
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        if !self.has(TF_SEND_FLUSH) || self.has(TF_READ_ONLY) {
+            // No volatile cache advertised: writes are already stable.
+            return Ok(());
+        }
+        self.request(CMD_FLUSH, 0, 0, 0, &[], None)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.has(TF_SEND_WRITE_ZEROES) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        self.write_zeroes(offset, len)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        if !self.has(TF_SEND_WRITE_ZEROES) {
+            let zero = vec![0u8; (self.max_payload as u64).min(len) as usize];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(zero.len() as u64);
+                self.write_at(&zero[..n as usize], offset + done)?;
+                done += n;
+            }
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(MAX_ZERO_REQUEST);
+            self.request(CMD_WRITE_ZEROES, 0, offset + done, n as u32, &[], None)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NbdBackstore {
+    fn drop(&mut self) {
+        if let Ok(c) = self.conn.get_mut() {
+            if !c.broken {
+                let mut h = [0u8; 28];
+                h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+                h[6..8].copy_from_slice(&CMD_DISC.to_be_bytes());
+                let _ = c.s.write_all(&h);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays canned server bytes; swallows what the client writes.
+    struct Canned(io::Cursor<Vec<u8>>);
+    impl Read for Canned {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.0.read(b)
+        }
+    }
+    impl Write for Canned {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn chunk(flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {
+        let mut v = STRUCTURED_REPLY_MAGIC.to_be_bytes().to_vec();
+        v.extend_from_slice(&flags.to_be_bytes());
+        v.extend_from_slice(&kind.to_be_bytes());
+        v.extend_from_slice(&cookie.to_be_bytes());
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn data(off: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut v = off.to_be_bytes().to_vec();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    fn run(bytes: Vec<u8>, base: u64, buf: &mut [u8]) -> Exchange {
+        let mut c = Canned(io::Cursor::new(bytes));
+        read_structured(&mut c, 7, base, Some(buf))
+    }
+
+    #[test]
+    fn data_and_hole_chunks_assemble_a_read() {
+        let mut hole = 1004u64.to_be_bytes().to_vec();
+        hole.extend_from_slice(&4u32.to_be_bytes());
+        let mut bytes = chunk(0, CHUNK_OFFSET_DATA, 7, &data(1000, &[1, 2, 3, 4]));
+        bytes.extend(chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_HOLE, 7, &hole));
+        let mut buf = [0xffu8; 8];
+        run(bytes, 1000, &mut buf).unwrap().unwrap();
+        assert_eq!(buf, [1, 2, 3, 4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn malformed_chunks_are_protocol_errors() {
+        let mut buf = [0u8; 8];
+        // Outside the request.
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_DATA, 7, &data(1004, &[0; 8]));
+        assert!(run(bytes, 1000, &mut buf).is_err());
+        // Before the request.
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_DATA, 7, &data(0, &[0; 8]));
+        assert!(run(bytes, 1000, &mut buf).is_err());
+        // Wrong cookie.
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_DATA, 8, &data(1000, &[0; 8]));
+        assert!(run(bytes, 1000, &mut buf).is_err());
+        // Short coverage.
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_DATA, 7, &data(1000, &[0; 4]));
+        assert!(run(bytes, 1000, &mut buf).is_err());
+        // Truncated stream.
+        let mut bytes = chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_DATA, 7, &data(1000, &[0; 8]));
+        bytes.truncate(30);
+        assert!(run(bytes, 1000, &mut buf).is_err());
+        // Error chunk too short to hold an errno and message length.
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_ERROR_BIT | 1, 7, &[0, 0, 0, 5]);
+        assert!(run(bytes, 1000, &mut buf).is_err());
+    }
+
+    #[test]
+    fn error_chunk_is_the_servers_answer() {
+        let mut e = 5u32.to_be_bytes().to_vec();
+        e.extend_from_slice(&2u16.to_be_bytes());
+        e.extend_from_slice(b"no");
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_ERROR_BIT | 1, 7, &e);
+        let mut buf = [0u8; 8];
+        let answer = run(bytes, 1000, &mut buf).expect("stream still in sync");
+        assert_eq!(answer.unwrap_err().raw_os_error(), Some(libc::EIO));
+    }
+}

@@ -1,0 +1,252 @@
+//! NBD client backstore against `qemu-nbd` (structured replies, unix socket
+//! and 127.0.0.1 TCP) and against a tiny in-test server that only speaks
+//! simple replies. qemu-nbd tests are skipped with a message when it is
+//! not installed.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backstore::{Backstore, NbdAddr, NbdBackstore};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn qemu_nbd(args: &[&str]) -> Option<Server> {
+    match Command::new("qemu-nbd")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => Some(Server(c)),
+        Err(_) => {
+            eprintln!("qemu-nbd not found: skipping NBD interoperability test");
+            None
+        }
+    }
+}
+
+fn connect_retry(addr: &NbdAddr, export: &str) -> NbdBackstore {
+    let t = Instant::now();
+    loop {
+        match NbdBackstore::connect(addr.clone(), export) {
+            Ok(b) => return b,
+            Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("connect {addr:?}: {e}"),
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn exercise(b: &NbdBackstore, mirror: &mut [u8]) {
+    let size = mirror.len() as u64;
+    assert_eq!(b.size(), size);
+    let mut rng = Rng(42);
+    let mut buf = vec![0u8; 64 << 10];
+    for i in 0..400 {
+        let len = if i % 3 == 0 { 64 << 10 } else { 4 << 10 };
+        let off = rng.next() % ((size - len) / 512) * 512;
+        let r = &mut mirror[off as usize..(off + len) as usize];
+        match i % 10 {
+            0 => {
+                b.write_zeroes(off, len).unwrap();
+                r.fill(0);
+            }
+            1 if b.capabilities().discard => {
+                b.discard(off, len).unwrap();
+                r.fill(0);
+            }
+            _ => {
+                for x in buf[..len as usize].iter_mut() {
+                    *x = rng.next() as u8;
+                }
+                if i % 7 == 0 {
+                    b.write_at_fua(&buf[..len as usize], off).unwrap();
+                } else {
+                    b.write_at(&buf[..len as usize], off).unwrap();
+                }
+                r.copy_from_slice(&buf[..len as usize]);
+            }
+        }
+    }
+    b.flush().unwrap();
+    let mut all = vec![0u8; size as usize];
+    b.read_at(&mut all, 0).unwrap();
+    assert!(all == mirror, "read-back differs");
+    assert!(b.read_at(&mut [0u8; 512], size).is_err());
+}
+
+#[test]
+fn qemu_nbd_unix_socket_raw_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    let size = 8usize << 20;
+    std::fs::write(&img, vec![0u8; size]).unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let Some(_srv) = qemu_nbd(&[
+        "-f",
+        "raw",
+        "-k",
+        sock.to_str().unwrap(),
+        "-x",
+        "disk0",
+        "--discard=unmap",
+        img.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let addr = NbdAddr::Unix(sock.clone());
+    let b = connect_retry(&addr, "disk0");
+    assert!(b.structured_replies(), "qemu-nbd offers structured replies");
+    let caps = b.capabilities();
+    assert!(
+        caps.write_zeroes && caps.write_cache && !caps.read_only,
+        "{caps:?}"
+    );
+    let mut mirror = vec![0u8; size];
+    exercise(&b, &mut mirror);
+    drop(b);
+    assert!(
+        std::fs::read(&img).unwrap() == mirror,
+        "file differs from the mirror"
+    );
+}
+
+#[test]
+fn qemu_nbd_tcp_qcow2_with_holes_and_bad_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.qcow2");
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "16M"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("qemu-img not found: skipping");
+        return;
+    }
+    let port = "13731";
+    let Some(_srv) = qemu_nbd(&[
+        "-f",
+        "qcow2",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-x",
+        "q",
+        "-t",
+        "-e",
+        "2",
+        img.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let addr = NbdAddr::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
+    let b = connect_retry(&addr, "q");
+    // A sparse qcow2 read comes back as hole chunks.
+    let mut buf = vec![0xffu8; 1 << 20];
+    b.read_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&x| x == 0));
+    let mut mirror = vec![0u8; 16 << 20];
+    exercise(&b, &mut mirror);
+    let e = NbdBackstore::connect(addr, "no-such-export")
+        .err()
+        .expect("connected");
+    assert!(e.to_string().contains("no-such-export"), "{e}");
+}
+
+/// A minimal server: refuses structured replies, answers with simple replies
+/// over an in-memory disk; checks the client's framing as it goes.
+fn simple_server(l: UnixListener, size: u64) -> Vec<u8> {
+    let (mut s, _) = l.accept().unwrap();
+    let mut disk = vec![0u8; size as usize];
+    s.write_all(b"NBDMAGICIHAVEOPT\x00\x03").unwrap();
+    let mut b4 = [0u8; 4];
+    s.read_exact(&mut b4).unwrap();
+    loop {
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(&h[..8], b"IHAVEOPT");
+        let opt = u32::from_be_bytes(h[8..12].try_into().unwrap());
+        let len = u32::from_be_bytes(h[12..16].try_into().unwrap());
+        let mut data = vec![0u8; len as usize];
+        s.read_exact(&mut data).unwrap();
+        let reply = |s: &mut std::os::unix::net::UnixStream, kind: u32, payload: &[u8]| {
+            let mut r = 0x0003_e889_0455_65a9u64.to_be_bytes().to_vec();
+            r.extend_from_slice(&opt.to_be_bytes());
+            r.extend_from_slice(&kind.to_be_bytes());
+            r.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            r.extend_from_slice(payload);
+            s.write_all(&r).unwrap();
+        };
+        if opt == 8 {
+            reply(&mut s, (1 << 31) | 1, b"");
+            continue;
+        }
+        assert_eq!(opt, 7);
+        let mut info = 0u16.to_be_bytes().to_vec();
+        info.extend_from_slice(&size.to_be_bytes());
+        info.extend_from_slice(&(1u16 | 4 | 8).to_be_bytes()); // flush + fua
+        reply(&mut s, 3, &info);
+        reply(&mut s, 1, b"");
+        break;
+    }
+    loop {
+        let mut h = [0u8; 28];
+        if s.read_exact(&mut h).is_err() {
+            return disk;
+        }
+        assert_eq!(u32::from_be_bytes(h[..4].try_into().unwrap()), 0x2560_9513);
+        let cmd = u16::from_be_bytes([h[6], h[7]]);
+        let off = u64::from_be_bytes(h[16..24].try_into().unwrap()) as usize;
+        let len = u32::from_be_bytes(h[24..28].try_into().unwrap()) as usize;
+        let mut r = 0x6744_6698u32.to_be_bytes().to_vec();
+        let err: u32 = if off + len > disk.len() { 22 } else { 0 };
+        r.extend_from_slice(&err.to_be_bytes());
+        r.extend_from_slice(&h[8..16]);
+        match cmd {
+            0 if err == 0 => r.extend_from_slice(&disk[off..off + len]),
+            1 => s.read_exact(&mut disk[off..off + len]).unwrap(),
+            2 => return disk,
+            _ => {}
+        }
+        s.write_all(&r).unwrap();
+    }
+}
+
+#[test]
+fn simple_replies_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    let size = 1u64 << 20;
+    let srv = std::thread::spawn(move || simple_server(l, size));
+    let b = NbdBackstore::connect(NbdAddr::Unix(sock.clone()), "").unwrap();
+    assert!(!b.structured_replies());
+    assert!(!b.capabilities().discard);
+    let mut mirror = vec![0u8; size as usize];
+    exercise(&b, &mut mirror);
+    drop(b);
+    let disk = srv.join().unwrap();
+    assert!(disk == mirror);
+}

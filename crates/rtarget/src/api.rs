@@ -1,0 +1,469 @@
+//! The daemon's management API: a unix stream socket (mode 0600) carrying
+//! one JSON request object per line and one JSON response object per line
+//! (docs/api.md). Each connection has its own thread; a bad request, even
+//! one that panics a handler, gets `{"ok":false,"error":...}` and never
+//! takes the daemon down.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Map, Value};
+
+use crate::args::Args;
+use crate::live::Live;
+use crate::ops;
+use crate::tree;
+
+/// Where the daemon listens and the CLI connects unless `--socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/rtarget/rtarget.sock";
+/// Longest request line accepted.
+const MAX_LINE: usize = 1 << 20;
+
+/// A bound API socket; the file is removed on drop if it is still ours.
+pub struct Socket {
+    listener: UnixListener,
+    path: PathBuf,
+    ino: (u64, u64),
+}
+
+impl Socket {
+    /// Bind `path` (creating its directory, mode 0700), replacing a stale
+    /// socket file but never one a live daemon answers on.
+    pub fn bind(path: &Path) -> Result<Socket> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                bail!("another daemon is already serving {}", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot bind the API socket {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+        let md = std::fs::metadata(path)?;
+        Ok(Socket {
+            listener,
+            path: path.to_path_buf(),
+            ino: (md.dev(), md.ino()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accept connections on a background thread, forever.
+    pub fn serve(&self, live: Arc<Live>) -> Result<()> {
+        let listener = self.listener.try_clone()?;
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(stream) => {
+                            let live = live.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("api-conn".into())
+                                .spawn(move || connection(stream, &live));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "API accept failed"),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // Only our own file: a newer daemon may have replaced it.
+        if let Ok(md) = std::fs::metadata(&self.path) {
+            if (md.dev(), md.ino()) == self.ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+fn connection(stream: UnixStream, live: &Live) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let resp = match read_line(&mut reader, &mut buf) {
+            Ok(false) => return,
+            Ok(true) => {
+                let line = String::from_utf8_lossy(&buf);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                respond(live, line.trim())
+            }
+            Err(e) => json!({"ok": false, "error": e.to_string()}),
+        };
+        let mut text = resp.to_string();
+        text.push('\n');
+        if out.write_all(text.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// One line into `buf` (without the newline); false at end of stream. A
+/// line longer than MAX_LINE is consumed and reported as an error.
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<bool> {
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(!buf.is_empty() || too_long);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long {
+            buf.extend_from_slice(&chunk[..take]);
+            if buf.len() > MAX_LINE {
+                too_long = true;
+                buf.clear();
+            }
+        }
+        r.consume(take);
+        if done {
+            if too_long {
+                bail!("request longer than {MAX_LINE} bytes");
+            }
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            return Ok(true);
+        }
+    }
+}
+
+/// Answer one request line (never panics: a handler panic becomes an error).
+pub fn respond(live: &Live, line: &str) -> Value {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(live, line)));
+    match result {
+        Ok(Ok(Value::Object(m))) => {
+            let mut out = Map::new();
+            out.insert("ok".into(), Value::Bool(true));
+            out.extend(m);
+            Value::Object(out)
+        }
+        Ok(Ok(other)) => json!({"ok": true, "result": other}),
+        Ok(Err(e)) => json!({"ok": false, "error": format!("{e:#}")}),
+        Err(_) => {
+            json!({"ok": false, "error": "internal error while handling the request (see the daemon log)"})
+        }
+    }
+}
+
+fn handle(live: &Live, line: &str) -> Result<Value> {
+    let req: Value = serde_json::from_str(line).map_err(|e| anyhow!("bad JSON: {e}"))?;
+    let Value::Object(req) = req else {
+        bail!("a request is a JSON object like {{\"op\":\"ls\",\"path\":\"/\"}}");
+    };
+    let op = req.get("op").and_then(Value::as_str).ok_or_else(|| {
+        anyhow!("missing \"op\" (ls, info, create, delete, set, get, enable, disable, saveconfig, restoreconfig, clearconfig, sessions, ping)")
+    })?;
+    let path = match req.get("path") {
+        None | Some(Value::Null) => "/".to_string(),
+        Some(Value::String(p)) => tree::normalize("/", p),
+        Some(_) => bail!("\"path\" must be a string"),
+    };
+    tracing::debug!(op, path = %path, "API request");
+    match op {
+        "ping" => Ok(json!({"version": env!("CARGO_PKG_VERSION")})),
+        "ls" => {
+            let depth = opt_u64(&req, "depth")?.map(|d| d as usize);
+            let width = opt_u64(&req, "width")?.unwrap_or(80).clamp(40, 1000) as usize;
+            let root = live.tree();
+            let node = root
+                .find(&path)
+                .ok_or_else(|| anyhow!("no such path: {path}"))?;
+            Ok(json!({
+                "text": tree::render(node, depth, width),
+                "tree": node.pruned(depth),
+            }))
+        }
+        "create" | "delete" => {
+            let args = request_args(&req)?;
+            let ctx = ops::Ctx {
+                default_portal: live.default_portal,
+                new_uuid: Box::new(crate::build::random_uuid),
+                stat: Box::new(stat),
+            };
+            let out = live.change(|cfg| {
+                if op == "create" {
+                    ops::create(cfg, &path, &args, &ctx)
+                } else {
+                    ops::delete(cfg, &path, &args)
+                }
+            })?;
+            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        }
+        "set" => {
+            let group = group(&req)?;
+            let mut values = Vec::new();
+            if let Some(v) = req.get("values") {
+                let Value::Object(m) = v else {
+                    bail!("\"values\" must be an object of name: value");
+                };
+                for (k, v) in m {
+                    values.push((k.clone(), config::value_string(v)));
+                }
+            }
+            for w in words(&req)? {
+                let (k, v) = w
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("{w:?} is not name=value"))?;
+                values.push((k.to_string(), v.to_string()));
+            }
+            let out = live.change(|cfg| ops::set(cfg, &path, &group, &values))?;
+            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        }
+        "get" => {
+            let group = group(&req)?;
+            let mut names = words(&req)?;
+            if let Some(Value::Array(a)) = req.get("names") {
+                names.extend(a.iter().filter_map(Value::as_str).map(str::to_string));
+            }
+            let mut values = ops::get(&live.config(), &path, &group, &names)?;
+            if group == "attribute" {
+                if let Some(dev) = live.device(&path) {
+                    effective_attributes(&mut values, &dev.options);
+                }
+            }
+            Ok(json!({"values": values}))
+        }
+        "saveconfig" => {
+            let file = match req.get("file") {
+                Some(Value::String(f)) => Some(PathBuf::from(f)),
+                None | Some(Value::Null) => None,
+                Some(_) => bail!("\"file\" must be a string"),
+            };
+            let saved = live.save(file.as_deref())?;
+            Ok(json!({"message": format!("Configuration saved to {}", saved.display())}))
+        }
+        "info" => {
+            let info = ops::info(&live.config(), &path)?;
+            Ok(json!({"info": info}))
+        }
+        "restoreconfig" => {
+            let file = match req.get("file") {
+                Some(Value::String(f)) => PathBuf::from(f),
+                None | Some(Value::Null) => live.config_path().to_path_buf(),
+                Some(_) => bail!("\"file\" must be a string"),
+            };
+            let (loaded, issues) = config::load(&file)?;
+            let out = live.change(|cfg| {
+                *cfg = loaded;
+                Ok(format!("Configuration restored from {}", file.display()))
+            })?;
+            let mut warnings: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+            warnings.extend(out.warnings);
+            warnings.dedup();
+            Ok(json!({"message": out.message, "warnings": warnings}))
+        }
+        "clearconfig" => {
+            let confirmed = match req.get("confirm") {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => crate::args::parse_bool("confirm", s)?,
+                _ => false,
+            };
+            if !confirmed {
+                bail!("clearconfig deletes every object: repeat with confirm=true");
+            }
+            let out = live.change(|cfg| {
+                *cfg = config::SaveConfig::default();
+                Ok("All configuration cleared".into())
+            })?;
+            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        }
+        "enable" | "disable" => {
+            let out = live.change(|cfg| ops::enable(cfg, &path, op == "enable"))?;
+            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        }
+        "sessions" => {
+            let list: Vec<Value> = live
+                .sessions()
+                .iter()
+                .map(|s| {
+                    json!({
+                        "initiator": s.initiator,
+                        "isid": s.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        "target": s.target,
+                        "tpg": s.tpg_tag,
+                        "tsih": s.tsih,
+                        "peer": s.peer.to_string(),
+                    })
+                })
+                .collect();
+            Ok(json!({"sessions": list}))
+        }
+        other => {
+            bail!("unknown op {other:?} (ls, info, create, delete, set, get, enable, disable, saveconfig, restoreconfig, clearconfig, sessions, ping)")
+        }
+    }
+}
+
+/// Fill storage object attributes that were never set with what the
+/// running device actually uses.
+fn effective_attributes(values: &mut Map<String, Value>, o: &target_core::DeviceOptions) {
+    let flag = |b: bool| Value::from(u8::from(b));
+    for (k, v) in values.iter_mut() {
+        if !v.is_null() {
+            continue;
+        }
+        *v = match k.as_str() {
+            "block_size" => Value::from(o.block_size),
+            "emulate_write_cache" => flag(o.write_cache),
+            "emulate_tpu" | "emulate_tpws" => flag(o.thin_provisioning),
+            _ => continue,
+        };
+    }
+}
+
+fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
+    match req.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| anyhow!("\"{key}\" must be a non-negative integer")),
+    }
+}
+
+fn group(req: &Map<String, Value>) -> Result<String> {
+    req.get("group")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("missing \"group\" (attribute, parameter, auth)"))
+}
+
+/// `argv`: targetcli-style words (`name`, `key=value`).
+fn words(req: &Map<String, Value>) -> Result<Vec<String>> {
+    match req.get("argv") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("\"argv\" must be an array of strings"))
+            })
+            .collect(),
+        Some(_) => bail!("\"argv\" must be an array of strings"),
+    }
+}
+
+fn request_args(req: &Map<String, Value>) -> Result<Args> {
+    let mut args = Args::from_words(&words(req)?)?;
+    match req.get("args") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => args.add_json(m)?,
+        Some(_) => bail!("\"args\" must be an object of name: value"),
+    }
+    Ok(args)
+}
+
+fn stat(path: &str) -> Option<ops::PathKind> {
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::metadata(path).ok()?;
+    let ft = md.file_type();
+    Some(if ft.is_file() {
+        ops::PathKind::File(md.len())
+    } else if ft.is_block_device() {
+        ops::PathKind::BlockDevice
+    } else {
+        ops::PathKind::Other
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn live(dir: &Path) -> Live {
+        Live::new(
+            iscsi::IscsiServer::new(),
+            dir.join("saveconfig.json"),
+            None,
+            "127.0.0.1:3260".parse().unwrap(),
+            config::SaveConfig::default(),
+            HashMap::new(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn requests_get_json_answers_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = live(dir.path());
+        let r = |s: &str| respond(&l, s);
+        assert!(r("nope")["error"].as_str().unwrap().starts_with("bad JSON"));
+        assert_eq!(r("[1]")["ok"], false);
+        assert!(r(r#"{"op":"x"}"#)["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown op"));
+        assert!(r(r#"{"path":"/"}"#)["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing \"op\""));
+        assert_eq!(r(r#"{"op":"ls","depth":-1}"#)["ok"], false);
+        let ls = r(r#"{"op":"ls","path":"/backstores","depth":1}"#);
+        assert_eq!(ls["ok"], true);
+        assert_eq!(ls["tree"]["children"].as_array().unwrap().len(), 3);
+        assert!(ls["text"].as_str().unwrap().starts_with("o- backstores "));
+        let c =
+            r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":"r0","size":"1M"}}"#);
+        assert_eq!(c["ok"], true, "{c}");
+        let g = r(
+            r#"{"op":"get","path":"/backstores/ramdisk/r0","group":"attribute","names":["block_size","emulate_pr"]}"#,
+        );
+        assert_eq!(g["values"], json!({"block_size": 512, "emulate_pr": null}));
+        let s = r(
+            r#"{"op":"set","path":"/backstores/ramdisk/r0","group":"attribute","values":{"is_nonrot":1}}"#,
+        );
+        assert_eq!(s["ok"], true, "{s}");
+        assert_eq!(r(r#"{"op":"clearconfig"}"#)["ok"], false);
+        assert_eq!(r(r#"{"op":"sessions"}"#)["sessions"], json!([]));
+        assert_eq!(
+            r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":[1]}}"#)["ok"],
+            false
+        );
+    }
+
+    #[test]
+    fn long_lines_are_refused_and_skipped() {
+        let mut input = vec![b'x'; MAX_LINE + 10];
+        input.extend_from_slice(b"\n{\"op\":\"ping\"}\n");
+        let mut r = BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        assert!(read_line(&mut r, &mut buf).is_err());
+        buf.clear();
+        assert!(read_line(&mut r, &mut buf).unwrap());
+        assert_eq!(buf, b"{\"op\":\"ping\"}");
+        buf.clear();
+        assert!(!read_line(&mut r, &mut buf).unwrap());
+    }
+}

@@ -1,0 +1,527 @@
+//! The management client: turns targetcli-style command lines
+//! (`[PATH] VERB [ARGS...]`) into API requests, sends them over the unix
+//! socket and prints the answers (text, or the raw JSON with `--json`).
+//! Shared by the one-shot CLI and the interactive shell ([`crate::shell`]).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::api::DEFAULT_SOCKET;
+use crate::tree::normalize;
+
+/// Verbs the client understands (completion and help list them).
+pub const VERBS: &[&str] = &[
+    "cd",
+    "clearconfig",
+    "create",
+    "delete",
+    "disable",
+    "enable",
+    "exit",
+    "get",
+    "help",
+    "info",
+    "ls",
+    "pwd",
+    "restoreconfig",
+    "saveconfig",
+    "sessions",
+    "set",
+    "status",
+];
+
+/// One connection to the daemon.
+pub struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    path: PathBuf,
+}
+
+impl Conn {
+    pub fn open(path: &Path) -> Result<Conn> {
+        let s = UnixStream::connect(path).with_context(|| {
+            format!(
+                "cannot reach the rtarget daemon at {} (is `rtarget serve` running? use --socket PATH)",
+                path.display()
+            )
+        })?;
+        Ok(Conn {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Send one request, read one response.
+    pub fn call(&mut self, req: &Value) -> Result<Value> {
+        let mut line = req.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .with_context(|| format!("lost the connection to {}", self.path.display()))?;
+        let mut resp = String::new();
+        let n = self.reader.read_line(&mut resp)?;
+        if n == 0 {
+            bail!("the daemon closed the connection");
+        }
+        serde_json::from_str(&resp).map_err(|e| anyhow!("bad response from the daemon: {e}"))
+    }
+}
+
+/// How to show a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    Ls,
+    Info,
+    Status,
+    Message,
+    Values,
+    Sessions,
+}
+
+/// What a command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Nothing,
+    Request(Value, Show),
+    Cd(String),
+    Pwd,
+    Help,
+    Exit,
+}
+
+/// Parse one command line (already split into words) run at `cwd`.
+pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
+    let Some(first) = words.first() else {
+        return Ok(Action::Nothing);
+    };
+    let (path, rest) = if VERBS.contains(&first.as_str()) {
+        (cwd.to_string(), words)
+    } else {
+        (normalize(cwd, first), &words[1..])
+    };
+    let Some((verb, params)) = rest.split_first() else {
+        // A bare path moves there (targetcli does the same).
+        return Ok(Action::Cd(path));
+    };
+    let req = |op: &str| json!({"op": op, "path": path});
+    Ok(match verb.as_str() {
+        "ls" => {
+            let mut target = path.clone();
+            let mut depth: Option<u64> = None;
+            for p in params {
+                if let Some(d) = p.strip_prefix("depth=") {
+                    depth = Some(
+                        d.parse()
+                            .map_err(|_| anyhow!("depth {d:?} is not a number"))?,
+                    );
+                } else if let Ok(d) = p.parse::<u64>() {
+                    depth = Some(d);
+                } else if p.contains('=') {
+                    bail!("ls takes [PATH] [DEPTH]");
+                } else {
+                    target = normalize(&path, p);
+                }
+            }
+            Action::Request(
+                json!({"op": "ls", "path": target, "depth": depth, "width": width}),
+                Show::Ls,
+            )
+        }
+        "cd" => match params {
+            [] => Action::Cd("/".into()),
+            [p] => Action::Cd(normalize(&path, p)),
+            _ => bail!("cd takes one path"),
+        },
+        "pwd" => Action::Pwd,
+        "info" if params.is_empty() => Action::Request(req("info"), Show::Info),
+        "status" if params.is_empty() => Action::Request(
+            json!({"op": "ls", "path": path, "depth": 0, "width": width}),
+            Show::Status,
+        ),
+        "help" => Action::Help,
+        "exit" => Action::Exit,
+        "create" | "delete" => {
+            let mut r = req(verb);
+            r["argv"] = json!(absolutize_backing(&path, verb, params)?);
+            Action::Request(r, Show::Message)
+        }
+        "set" | "get" => {
+            let Some((group, rest)) = params.split_first() else {
+                bail!("{verb} needs a group: attribute, parameter or auth");
+            };
+            let mut r = req(verb);
+            r["group"] = json!(group);
+            r["argv"] = json!(rest);
+            Action::Request(
+                r,
+                if verb == "get" {
+                    Show::Values
+                } else {
+                    Show::Message
+                },
+            )
+        }
+        "saveconfig" => {
+            let mut r = req("saveconfig");
+            match params {
+                [] => {}
+                [f] => r["file"] = json!(absolute(f.strip_prefix("savefile=").unwrap_or(f))?),
+                _ => bail!("saveconfig takes [savefile]"),
+            }
+            Action::Request(r, Show::Message)
+        }
+        "restoreconfig" => {
+            let mut r = req("restoreconfig");
+            match params {
+                [] => {}
+                [f] => r["file"] = json!(absolute(f.strip_prefix("savefile=").unwrap_or(f))?),
+                _ => bail!("restoreconfig takes [savefile]"),
+            }
+            Action::Request(r, Show::Message)
+        }
+        "clearconfig" => {
+            let mut r = req("clearconfig");
+            match params {
+                [] => {}
+                [c] => r["confirm"] = json!(c.strip_prefix("confirm=").unwrap_or(c)),
+                _ => bail!("clearconfig takes confirm=true"),
+            }
+            Action::Request(r, Show::Message)
+        }
+        "enable" | "disable" if params.is_empty() => Action::Request(req(verb), Show::Message),
+        "sessions" => Action::Request(req("sessions"), Show::Sessions),
+        other => bail!("unknown command {other:?} (commands: {})", VERBS.join(", ")),
+    })
+}
+
+/// Backing files are named relative to the client's directory, as in
+/// targetcli; the daemon needs absolute paths.
+fn absolutize_backing(path: &str, verb: &str, params: &[String]) -> Result<Vec<String>> {
+    let backing = verb == "create" && (path == "/backstores/fileio" || path == "/backstores/block");
+    let mut positional = 0;
+    params
+        .iter()
+        .map(|p| {
+            if !backing {
+                return Ok(p.clone());
+            }
+            if let Some((k, v)) = p.split_once('=') {
+                if matches!(k, "file_or_dev" | "dev") {
+                    return Ok(format!("{k}={}", absolute(v)?));
+                }
+                return Ok(p.clone());
+            }
+            positional += 1;
+            if positional == 2 {
+                absolute(p)
+            } else {
+                Ok(p.clone())
+            }
+        })
+        .collect()
+}
+
+fn absolute(p: &str) -> Result<String> {
+    Ok(std::path::absolute(p)
+        .with_context(|| format!("bad path {p:?}"))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// Print a response; returns whether it was a success.
+pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
+    let ok = resp["ok"] == Value::Bool(true);
+    if as_json {
+        println!("{resp}");
+        return ok;
+    }
+    if !ok {
+        eprintln!(
+            "rtarget: error: {}",
+            resp["error"].as_str().unwrap_or("unknown error")
+        );
+        return false;
+    }
+    match show {
+        Show::Ls => println!("{}", resp["text"].as_str().unwrap_or("")),
+        Show::Status => println!(
+            "Status for {}: {}",
+            resp["tree"]["path"].as_str().unwrap_or("?"),
+            resp["tree"]["summary"].as_str().unwrap_or("?")
+        ),
+        Show::Info => match resp["info"].as_object() {
+            Some(m) => {
+                for (k, v) in m {
+                    match v {
+                        Value::Object(_) | Value::Array(_) => println!("{k}: {v}"),
+                        v => println!("{k}: {}", config::value_string(v)),
+                    }
+                }
+            }
+            None => println!("(no information at this path)"),
+        },
+        Show::Message => {
+            if let Some(m) = resp["message"].as_str() {
+                println!("{m}");
+            }
+        }
+        Show::Values => {
+            if let Some(m) = resp["values"].as_object() {
+                for (k, v) in m {
+                    match v {
+                        Value::Null => println!("{k}=(default)"),
+                        v => println!("{k}={}", config::value_string(v)),
+                    }
+                }
+            }
+        }
+        Show::Sessions => {
+            let list = resp["sessions"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("(no open sessions)");
+            }
+            for s in list {
+                println!(
+                    "{} isid {} tsih {} -> {} tpg{} from {}",
+                    s["initiator"].as_str().unwrap_or("?"),
+                    s["isid"].as_str().unwrap_or("?"),
+                    s["tsih"],
+                    s["target"].as_str().unwrap_or("?"),
+                    s["tpg"],
+                    s["peer"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+    }
+    if let Some(w) = resp["warnings"].as_array() {
+        for w in w.iter().filter_map(Value::as_str) {
+            eprintln!("rtarget: warning: {w}");
+        }
+    }
+    true
+}
+
+pub const HELP: &str = "\
+rtarget management (targetcli-style). Commands, at the current path or at PATH:
+  [PATH] ls [PATH] [DEPTH]           show the object tree
+  [PATH] create ARGS...              create a child (positional or key=value)
+  [PATH] delete ARGS...              delete a child, or PATH itself without ARGS
+  [PATH] set attribute|parameter|auth NAME=VALUE...
+  [PATH] get attribute|parameter|auth [NAME...]
+  [PATH] enable|disable              switch a TPG on or off
+  [PATH] info | status               saved settings | one-line summary
+  saveconfig [FILE]                  save now (changes are saved automatically)
+  restoreconfig [FILE]               replace the live configuration with FILE
+  clearconfig confirm=true           delete everything
+  sessions                           list logged-in initiators
+  cd PATH, pwd, help, exit           (shell)
+Examples:
+  /backstores/fileio create disk1 /var/lib/d.img 1G
+  /iscsi create iqn.2026-11.org.example:t1
+  /iscsi/iqn.2026-11.org.example:t1/tpg1/luns create /backstores/fileio/disk1
+  /iscsi/iqn.2026-11.org.example:t1/tpg1 set attribute generate_node_acls=1
+Options: --socket PATH (default /run/rtarget/rtarget.sock), --json.
+Daemon: rtarget serve --help";
+
+/// Columns for `ls`: the terminal's, else 80.
+pub fn width() -> usize {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; failure leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if r == 0 && ws.ws_col >= 40 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    }
+}
+
+/// `rtarget [--socket PATH] [--json] [PATH] VERB [ARGS...]`, or the shell.
+pub fn main(argv: &[String]) -> ExitCode {
+    let mut socket = PathBuf::from(DEFAULT_SOCKET);
+    let mut as_json = false;
+    let mut i = 0;
+    while i < argv.len() {
+        match argv[i].as_str() {
+            "--json" => as_json = true,
+            "--socket" => {
+                let Some(p) = argv.get(i + 1) else {
+                    eprintln!("rtarget: error: --socket needs a PATH");
+                    return ExitCode::from(2);
+                };
+                socket = PathBuf::from(p);
+                i += 1;
+            }
+            s if s.starts_with("--socket=") => socket = PathBuf::from(&s["--socket=".len()..]),
+            s if s.starts_with("--") => {
+                eprintln!("rtarget: error: unknown option {s} (see rtarget help)");
+                return ExitCode::from(2);
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    let words = &argv[i..];
+    if words.is_empty() {
+        return crate::shell::run(&socket, as_json);
+    }
+    match one_shot(&socket, words, as_json) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("rtarget: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
+    let action = parse("/", words, width())?;
+    let (req, show) = match action {
+        Action::Request(r, s) => (r, s),
+        Action::Help => {
+            println!("{HELP}");
+            return Ok(true);
+        }
+        // One-shot: a bare path lists it.
+        Action::Cd(p) => (json!({"op": "ls", "path": p, "width": width()}), Show::Ls),
+        Action::Pwd => {
+            println!("/");
+            return Ok(true);
+        }
+        Action::Nothing | Action::Exit => return Ok(true),
+    };
+    let resp = Conn::open(socket)?.call(&req)?;
+    Ok(print(&resp, show, as_json))
+}
+
+/// Split a shell line into words: whitespace separates, quotes group, `#`
+/// starts a comment.
+pub fn split_words(line: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), '\\') => cur.extend(chars.next()),
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '#') if !in_word => break,
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unterminated quote");
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> Vec<String> {
+        split_words(s).unwrap()
+    }
+
+    #[test]
+    fn command_lines_become_requests() {
+        let Action::Request(r, Show::Message) =
+            parse("/", &w("/backstores/fileio create d1 /x.img 1G"), 80).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r,
+            json!({"op": "create", "path": "/backstores/fileio", "argv": ["d1", "/x.img", "1G"]})
+        );
+        let Action::Request(r, Show::Ls) = parse("/iscsi", &w("ls .. 2"), 100).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r,
+            json!({"op": "ls", "path": "/", "depth": 2, "width": 100})
+        );
+        let Action::Request(r, _) =
+            parse("/iscsi/x/tpg1", &w("set attribute a=1 b=2"), 80).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r["group"], "attribute");
+        assert_eq!(r["argv"], json!(["a=1", "b=2"]));
+        assert_eq!(
+            parse("/iscsi", &w("x/tpg1"), 80).unwrap(),
+            Action::Cd("/iscsi/x/tpg1".into())
+        );
+        assert_eq!(
+            parse("/iscsi", &w("cd"), 80).unwrap(),
+            Action::Cd("/".into())
+        );
+        assert!(parse("/", &w("/iscsi frobnicate"), 80)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown command"));
+        assert!(parse("/", &w("get"), 80).is_err());
+    }
+
+    #[test]
+    fn backing_files_become_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let Action::Request(r, _) =
+            parse("/backstores/fileio", &w("create d1 rel.img 1G"), 80).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r["argv"][1], json!(cwd.join("rel.img").to_string_lossy()));
+        let Action::Request(r, _) = parse(
+            "/",
+            &w("/backstores/fileio create name=d1 file_or_dev=r.img"),
+            80,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r["argv"][1],
+            json!(format!("file_or_dev={}", cwd.join("r.img").display()))
+        );
+        let Action::Request(r, _) = parse("/", &w("/iscsi/x/tpg1/luns create lun0"), 80).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r["argv"][0], "lun0");
+    }
+
+    #[test]
+    fn words_split_like_a_shell() {
+        assert_eq!(
+            w("create  a 'b c' \"d\\\"e\" # comment"),
+            ["create", "a", "b c", "d\"e"]
+        );
+        assert!(split_words("a 'b").is_err());
+        assert!(w("   ").is_empty());
+    }
+}

@@ -1,0 +1,361 @@
+//! The live configuration: the saveconfig model is the source of truth and
+//! the running objects follow it. Every management change edits a copy of
+//! the config, validates it, opens what is new (storage objects), pushes
+//! the targets to the fabric (`set_target` / `remove_target`), binds new
+//! portals, then saves the file atomically; only then does the copy become
+//! the current config. A change that fails at any step leaves the current
+//! config as it was.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{anyhow, bail, Context, Result};
+use config::{SaveConfig, StorageObject};
+use iscsi::{IscsiServer, SessionInfo, TargetConfig};
+use target_core::Device;
+
+use crate::build;
+use crate::tree;
+
+/// What a successful change reports back.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub message: String,
+    /// Validation warnings new with this change, and live-apply caveats.
+    pub warnings: Vec<String>,
+}
+
+pub struct Live {
+    server: Arc<IscsiServer>,
+    config_path: PathBuf,
+    /// `serve --listen`: these bound addresses replace every TPG's portals.
+    fixed_portals: Option<Vec<SocketAddr>>,
+    /// The portal `tpg1` of a new target gets.
+    pub default_portal: SocketAddr,
+    state: Mutex<State>,
+}
+
+struct State {
+    cfg: SaveConfig,
+    objects: HashMap<String, (StorageObject, Arc<Device>)>,
+    listening: Vec<SocketAddr>,
+}
+
+impl Live {
+    pub fn new(
+        server: Arc<IscsiServer>,
+        config_path: PathBuf,
+        fixed_portals: Option<Vec<SocketAddr>>,
+        default_portal: SocketAddr,
+        cfg: SaveConfig,
+        objects: HashMap<String, (StorageObject, Arc<Device>)>,
+        listening: Vec<SocketAddr>,
+    ) -> Live {
+        Live {
+            server,
+            config_path,
+            fixed_portals,
+            default_portal,
+            state: Mutex::new(State {
+                cfg,
+                objects,
+                listening,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated:
+        // every field is replaced only after all fallible steps.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> SaveConfig {
+        self.lock().cfg.clone()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Every open device (for the final flush).
+    pub fn devices(&self) -> Vec<Arc<Device>> {
+        self.lock()
+            .objects
+            .values()
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// The device serving the storage object at `path`.
+    pub fn device(&self, path: &str) -> Option<Arc<Device>> {
+        self.lock().objects.get(path).map(|(_, d)| d.clone())
+    }
+
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.server.sessions()
+    }
+
+    /// The object tree of the current config.
+    pub fn tree(&self) -> tree::Node {
+        let st = self.lock();
+        let sizes: HashMap<String, u64> = st
+            .objects
+            .iter()
+            .map(|(p, (_, d))| (p.clone(), d.backstore.size()))
+            .collect();
+        tree::build(&st.cfg, &|p| sizes.get(p).copied())
+    }
+
+    /// Apply `edit` to a copy of the config and make it live and saved.
+    pub fn change(&self, edit: impl FnOnce(&mut SaveConfig) -> Result<String>) -> Result<Outcome> {
+        let mut st = self.lock();
+        let mut new = st.cfg.clone();
+        let message = edit(&mut new)?;
+        if new == st.cfg {
+            return Ok(Outcome {
+                message,
+                warnings: Vec::new(),
+            });
+        }
+        let old_warnings: Vec<String> = config::validate(&st.cfg)
+            .unwrap_or_default()
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        let mut warnings: Vec<String> = match config::validate(&new) {
+            Ok(w) => w
+                .iter()
+                .map(|w| w.to_string())
+                .filter(|w| !old_warnings.contains(w))
+                .collect(),
+            Err(errors) => bail!(
+                "the change would make the configuration invalid: {}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+
+        // Open new or changed storage objects; keep the unchanged ones.
+        let mut objects = HashMap::new();
+        for so in &new.storage_objects {
+            let path = so.path();
+            if let Some((old, dev)) = st.objects.get(&path) {
+                if old == so {
+                    objects.insert(path, (old.clone(), dev.clone()));
+                    continue;
+                }
+            }
+            if let Some(dev) =
+                build::open_device(so).with_context(|| format!("storage object {path}"))?
+            {
+                objects.insert(path, (so.clone(), dev));
+            }
+        }
+        let by_path: HashMap<String, Arc<Device>> = objects
+            .iter()
+            .map(|(p, (_, d))| (p.clone(), d.clone()))
+            .collect();
+
+        let mut targets = Vec::new();
+        let mut wanted = Vec::new();
+        for t in new.targets.iter().filter(|t| t.fabric == "iscsi") {
+            let mut tpgs = Vec::new();
+            for (i, tpg) in t.tpgs.iter().enumerate() {
+                let tag = tpg.tag.unwrap_or(i as u16 + 1);
+                let mut tc = build::tpg_config(tpg, tag, &by_path)
+                    .with_context(|| format!("target {} tpg{tag}", t.wwn))?;
+                if tc.enable {
+                    match &self.fixed_portals {
+                        Some(fixed) => tc.portals = fixed.clone(),
+                        None => wanted.extend(tc.portals.iter().copied()),
+                    }
+                }
+                tpgs.push(tc);
+            }
+            targets.push(TargetConfig {
+                iqn: t.wwn.clone(),
+                tpgs,
+            });
+        }
+
+        // Bind new portals first: a portal that cannot be bound fails the
+        // change before any target is touched.
+        let mut listening = st.listening.clone();
+        if self.fixed_portals.is_none() {
+            for addr in build::listen_set(&wanted) {
+                if !listening.contains(&addr) {
+                    let bound = self
+                        .server
+                        .listen(addr)
+                        .with_context(|| format!("cannot listen on {addr}"))?;
+                    tracing::info!(portal = %bound, "listening");
+                    listening.push(addr);
+                }
+            }
+            let wanted_set = build::listen_set(&wanted);
+            for addr in &listening {
+                if !wanted_set.contains(addr) {
+                    warnings.push(format!(
+                        "{addr} is no longer a portal of any enabled TPG but stays bound until restart \
+                         (the iSCSI fabric cannot close a listener yet); it is no longer advertised"
+                    ));
+                }
+            }
+        } else if new_portals(&st.cfg, &new) {
+            warnings.push(
+                "portals are saved but not listened on: the daemon runs with --listen".into(),
+            );
+        }
+
+        for t in &targets {
+            self.server.set_target(t.clone());
+        }
+        for t in st.cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
+            if !targets.iter().any(|n| n.iqn == t.wwn) {
+                self.server.remove_target(&t.wwn);
+            }
+        }
+        if st
+            .cfg
+            .targets
+            .iter()
+            .any(|t| t.fabric == "iscsi" && new.targets.iter().any(|n| n.wwn == t.wwn && n != t))
+            && !self.server.sessions().is_empty()
+        {
+            warnings.push(
+                "sessions logged in before this change keep their LUN list until they log in again"
+                    .into(),
+            );
+        }
+
+        for (path, (_, dev)) in &st.objects {
+            if !objects.contains_key(path) {
+                if let Err(e) = dev.backstore.flush() {
+                    warnings.push(format!("flushing {path} failed: {e}"));
+                }
+            }
+        }
+        let save = config::save(&new, &self.config_path);
+        st.cfg = new;
+        st.objects = objects;
+        st.listening = listening;
+        if let Err(e) = save {
+            warnings.push(format!("the change is live but was NOT saved: {e}"));
+        }
+        Ok(Outcome { message, warnings })
+    }
+
+    /// `saveconfig [file]`: write the current config (atomically, with backups).
+    pub fn save(&self, file: Option<&Path>) -> Result<PathBuf> {
+        let cfg = self.config();
+        let path = file.unwrap_or(&self.config_path).to_path_buf();
+        config::save(&cfg, &path).map_err(|e| anyhow!(e))?;
+        Ok(path)
+    }
+}
+
+fn new_portals(old: &SaveConfig, new: &SaveConfig) -> bool {
+    let list = |c: &SaveConfig| -> Vec<String> {
+        c.targets
+            .iter()
+            .flat_map(|t| &t.tpgs)
+            .flat_map(|g| &g.portals)
+            .map(tree::portal_name)
+            .collect()
+    };
+    let before = list(old);
+    list(new).iter().any(|p| !before.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::Args;
+    use crate::ops;
+
+    fn live(dir: &Path) -> Live {
+        Live::new(
+            IscsiServer::new(),
+            dir.join("saveconfig.json"),
+            None,
+            "127.0.0.1:3260".parse().unwrap(),
+            SaveConfig::default(),
+            HashMap::new(),
+            Vec::new(),
+        )
+    }
+
+    fn ctx() -> ops::Ctx {
+        ops::Ctx {
+            default_portal: "127.0.0.1:3260".parse().unwrap(),
+            new_uuid: Box::new(crate::build::random_uuid),
+            stat: Box::new(|_| None),
+        }
+    }
+
+    fn create(l: &Live, path: &str, words: &[&str]) -> Result<Outcome> {
+        let args = Args::from_words(words)?;
+        l.change(|c| ops::create(c, path, &args, &ctx()))
+    }
+
+    #[test]
+    fn changes_open_devices_and_are_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = live(dir.path());
+        create(&l, "/backstores/ramdisk", &["r0", "1M"]).unwrap();
+        assert_eq!(l.devices().len(), 1);
+        assert_eq!(l.devices()[0].backstore.size(), 1 << 20);
+        let saved = std::fs::read_to_string(dir.path().join("saveconfig.json")).unwrap();
+        assert!(saved.contains("\"r0\""), "{saved}");
+        // An unchanged object keeps its device (same Arc).
+        let before = l.devices()[0].clone();
+        create(&l, "/backstores/ramdisk", &["r1", "1M"]).unwrap();
+        assert!(l.devices().iter().any(|d| Arc::ptr_eq(d, &before)));
+        l.change(|c| ops::delete(c, "/backstores/ramdisk/r0", &Args::default()))
+            .unwrap();
+        assert_eq!(l.devices().len(), 1);
+        assert!(!l.devices().iter().any(|d| Arc::ptr_eq(d, &before)));
+    }
+
+    #[test]
+    fn failed_changes_leave_config_and_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = live(dir.path());
+        let file = dir.path().join("saveconfig.json");
+        // An edit that fails validation.
+        let e = l
+            .change(|c| {
+                c.storage_objects.push(StorageObject {
+                    plugin: "ramdisk".into(),
+                    name: "bad name".into(),
+                    size: Some(1 << 20),
+                    ..StorageObject::default()
+                });
+                Ok(String::new())
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("invalid"), "{e}");
+        assert!(!file.exists());
+        // A portal whose port is taken fails before anything is applied.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port().to_string();
+        assert_eq!(l.config(), SaveConfig::default());
+        let ctx = ops::Ctx {
+            default_portal: format!("127.0.0.1:{port}").parse().unwrap(),
+            ..ctx()
+        };
+        let args = Args::from_words(&["iqn.2026-11.org.example:t"]).unwrap();
+        let e = l
+            .change(|c| ops::create(c, "/iscsi", &args, &ctx))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("cannot listen on"), "{e:#}");
+        assert!(l.config().targets.is_empty());
+        assert!(!file.exists());
+    }
+}

@@ -1,0 +1,481 @@
+//! `delete`, `set` and `get` on the configuration (see [`crate::ops`]):
+//! deleting cascades like targetcli (a storage object takes its LUNs, a LUN
+//! its ACL mappings), and `set`/`get` know targetcli's attribute, parameter
+//! and auth names, refusing unknown ones instead of saving typos.
+
+use anyhow::{anyhow, bail, Result};
+use config::{SaveConfig, Tpg};
+use serde_json::{Map, Value};
+
+use crate::args::{parse_index, Args};
+use crate::ops::{locate, Loc};
+use crate::tree::portal_name;
+
+/// TPG attributes (targetcli names) and what rtarget does with them.
+pub const TPG_ATTRIBUTES: &[&str] = &[
+    "authentication",
+    "cache_dynamic_acls",
+    "default_cmdsn_depth",
+    "default_erl",
+    "demo_mode_discovery",
+    "demo_mode_write_protect",
+    "fabric_prot_type",
+    "generate_node_acls",
+    "login_keys_offload",
+    "login_timeout",
+    "netif_timeout",
+    "nopin_response_timeout",
+    "nopin_timeout",
+    "prod_mode_write_protect",
+    "t10_pi",
+    "tpg_enabled_sendtargets",
+];
+
+/// iSCSI parameters of a TPG (RFC 7143 keys as LIO exposes them).
+pub const TPG_PARAMETERS: &[&str] = &[
+    "AuthMethod",
+    "DataDigest",
+    "DataPDUInOrder",
+    "DataSequenceInOrder",
+    "DefaultTime2Retain",
+    "DefaultTime2Wait",
+    "ErrorRecoveryLevel",
+    "FirstBurstLength",
+    "HeaderDigest",
+    "IFMarkInt",
+    "IFMarker",
+    "ImmediateData",
+    "InitialR2T",
+    "MaxBurstLength",
+    "MaxConnections",
+    "MaxOutstandingR2T",
+    "MaxRecvDataSegmentLength",
+    "MaxXmitDataSegmentLength",
+    "OFMarkInt",
+    "OFMarker",
+    "TargetAlias",
+];
+
+/// Storage object attributes of LIO.
+pub const SO_ATTRIBUTES: &[&str] = &[
+    "block_size",
+    "emulate_3pc",
+    "emulate_caw",
+    "emulate_dpo",
+    "emulate_fua_read",
+    "emulate_fua_write",
+    "emulate_model_alias",
+    "emulate_pr",
+    "emulate_rest_reord",
+    "emulate_tas",
+    "emulate_tpu",
+    "emulate_tpws",
+    "emulate_ua_intlck_ctrl",
+    "emulate_write_cache",
+    "enforce_pr_isids",
+    "force_pr_aptpl",
+    "is_nonrot",
+    "max_unmap_block_desc_count",
+    "max_unmap_lba_count",
+    "max_write_same_len",
+    "optimal_sectors",
+    "pi_prot_format",
+    "pi_prot_type",
+    "pi_prot_verify",
+    "queue_depth",
+    "unmap_granularity",
+    "unmap_granularity_alignment",
+    "unmap_zeroes_data",
+];
+
+/// Storage object attributes rtarget acts on (the rest are kept in the file).
+const SO_ATTRIBUTES_USED: &[&str] = &[
+    "block_size",
+    "emulate_tpu",
+    "emulate_tpws",
+    "emulate_write_cache",
+    "is_nonrot",
+];
+
+/// Auth names of targetcli (`set auth userid=...`), saved as rtslib's `chap_*`.
+pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_password"];
+
+/// Parameters whose value is Yes or No.
+const YES_NO: &[&str] = &[
+    "DataPDUInOrder",
+    "DataSequenceInOrder",
+    "IFMarker",
+    "ImmediateData",
+    "InitialR2T",
+    "OFMarker",
+];
+
+/// `delete` at `path`: with arguments, the named child of the container at
+/// `path` (targetcli's form); without, the object at `path` itself.
+pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
+    let no_args = args.positional.is_empty() && args.named.is_empty();
+    let loc = locate(cfg, path)?;
+    let target = match loc.clone() {
+        Loc::Plugin(p) => {
+            let b = args.bind("delete", &["name"], 1)?;
+            Loc::Object(p, b.req("name")?.to_string())
+        }
+        Loc::Fabric(f) if f == "iscsi" => {
+            let b = args.bind("delete", &["wwn"], 1)?;
+            Loc::Target(b.req("wwn")?.to_string())
+        }
+        Loc::Target(w) if !no_args => {
+            let b = args.bind("delete", &["tag"], 1)?;
+            let tag = u16::try_from(parse_index("tpg", b.req("tag")?)?)?;
+            Loc::Tpg(w, tag)
+        }
+        Loc::Luns(w, t) => {
+            let b = args.bind("delete", &["lun"], 1)?;
+            Loc::Lun(w, t, parse_index("lun", b.req("lun")?)?)
+        }
+        Loc::Portals(w, t) => {
+            let b = args.bind("delete", &["ip_address", "ip_port"], 2)?;
+            let ip = b.req("ip_address")?;
+            let ip = if ip.contains(':') && !ip.starts_with('[') {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            Loc::Portal(w, t, format!("{ip}:{}", b.req("ip_port")?))
+        }
+        Loc::Acls(w, t) => {
+            let b = args.bind("delete", &["wwn"], 1)?;
+            Loc::Acl(w, t, b.req("wwn")?.to_string())
+        }
+        Loc::Acl(w, t, a) if !no_args => {
+            let b = args.bind("delete", &["mapped_lun"], 1)?;
+            Loc::MappedLun(w, t, a, parse_index("mapped_lun", b.req("mapped_lun")?)?)
+        }
+        other => {
+            if !no_args {
+                bail!("delete at {path} takes no arguments");
+            }
+            other
+        }
+    };
+    delete_loc(cfg, &target)
+}
+
+fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
+    match loc {
+        Loc::Object(p, n) => {
+            let path = format!("/backstores/{p}/{n}");
+            let before = cfg.storage_objects.len();
+            cfg.storage_objects
+                .retain(|so| !(so.plugin == *p && so.name == *n));
+            if cfg.storage_objects.len() == before {
+                bail!("no such storage object {path}");
+            }
+            let mut luns = 0;
+            for tpg in cfg.targets.iter_mut().flat_map(|t| t.tpgs.iter_mut()) {
+                let gone: Vec<u64> = tpg
+                    .luns
+                    .iter()
+                    .filter(|l| l.storage_object == path)
+                    .map(|l| l.index)
+                    .collect();
+                luns += gone.len();
+                remove_luns(tpg, &gone);
+            }
+            Ok(format!(
+                "Deleted storage object {n}{}.",
+                if luns > 0 {
+                    format!(" and {luns} LUN(s) using it")
+                } else {
+                    String::new()
+                }
+            ))
+        }
+        Loc::Target(w) => {
+            let before = cfg.targets.len();
+            cfg.targets
+                .retain(|t| !(t.fabric == "iscsi" && t.wwn == *w));
+            if cfg.targets.len() == before {
+                bail!("no such target {w}");
+            }
+            Ok(format!("Deleted Target {w}."))
+        }
+        Loc::Tpg(w, tag) => {
+            let t = cfg
+                .targets
+                .iter_mut()
+                .find(|t| t.fabric == "iscsi" && t.wwn == *w)
+                .ok_or_else(|| anyhow!("no such target {w}"))?;
+            let before = t.tpgs.len();
+            let mut i = 0;
+            t.tpgs.retain(|g| {
+                i += 1;
+                g.tag.unwrap_or(i) != *tag
+            });
+            if t.tpgs.len() == before {
+                bail!("no such TPG tpg{tag}");
+            }
+            Ok(format!("Deleted TPG {tag}."))
+        }
+        Loc::Lun(w, t, i) => {
+            let tpg = tpg_mut(cfg, w, *t)?;
+            if !tpg.luns.iter().any(|l| l.index == *i) {
+                bail!("no such LUN lun{i}");
+            }
+            remove_luns(tpg, &[*i]);
+            Ok(format!("Deleted LUN {i}."))
+        }
+        Loc::Portal(w, t, name) => {
+            let tpg = tpg_mut(cfg, w, *t)?;
+            let before = tpg.portals.len();
+            tpg.portals.retain(|p| portal_name(p) != *name);
+            if tpg.portals.len() == before {
+                bail!("no such portal {name}");
+            }
+            Ok(format!("Deleted network portal {name}"))
+        }
+        Loc::Acl(w, t, a) => {
+            let tpg = tpg_mut(cfg, w, *t)?;
+            let before = tpg.node_acls.len();
+            tpg.node_acls.retain(|x| x.node_wwn != *a);
+            if tpg.node_acls.len() == before {
+                bail!("no such ACL {a}");
+            }
+            Ok(format!("Deleted Node ACL {a}."))
+        }
+        Loc::MappedLun(w, t, a, i) => {
+            let tpg = tpg_mut(cfg, w, *t)?;
+            let acl = tpg
+                .node_acls
+                .iter_mut()
+                .find(|x| x.node_wwn == *a)
+                .ok_or_else(|| anyhow!("no such ACL {a}"))?;
+            let before = acl.mapped_luns.len();
+            acl.mapped_luns.retain(|m| m.index != *i);
+            if acl.mapped_luns.len() == before {
+                bail!("no such mapped LUN mapped_lun{i}");
+            }
+            Ok(format!("Deleted Mapped LUN {i}."))
+        }
+        _ => bail!("this object cannot be deleted"),
+    }
+}
+
+/// Remove LUNs and every ACL mapping that points at them.
+fn remove_luns(tpg: &mut Tpg, gone: &[u64]) {
+    tpg.luns.retain(|l| !gone.contains(&l.index));
+    for acl in &mut tpg.node_acls {
+        acl.mapped_luns.retain(|m| !gone.contains(&m.tpg_lun));
+    }
+}
+
+fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut Tpg> {
+    let t = cfg
+        .targets
+        .iter_mut()
+        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+        .ok_or_else(|| anyhow!("no such target {wwn}"))?;
+    t.tpgs
+        .iter_mut()
+        .enumerate()
+        .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
+        .map(|(_, g)| g)
+        .ok_or_else(|| anyhow!("no such TPG tpg{tag}"))
+}
+
+/// The map a group lives in, and the names it accepts.
+fn group_map<'a>(
+    cfg: &'a mut SaveConfig,
+    loc: &Loc,
+    group: &str,
+) -> Result<(&'a mut Map<String, Value>, &'static [&'static str], bool)> {
+    // (map, names, stored under chap_ prefix)
+    match (loc, group) {
+        (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, TPG_ATTRIBUTES, false)),
+        (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, TPG_PARAMETERS, false)),
+        (Loc::Tpg(w, t), "auth") => Ok((&mut tpg_mut(cfg, w, *t)?.extra, AUTH, true)),
+        (Loc::Acl(w, t, a), "auth") => {
+            let acl = tpg_mut(cfg, w, *t)?
+                .node_acls
+                .iter_mut()
+                .find(|x| x.node_wwn == *a)
+                .ok_or_else(|| anyhow!("no such ACL {a}"))?;
+            Ok((&mut acl.extra, AUTH, true))
+        }
+        (Loc::Object(p, n), "attribute") => {
+            let so = cfg
+                .storage_objects
+                .iter_mut()
+                .find(|so| so.plugin == *p && so.name == *n)
+                .ok_or_else(|| anyhow!("no such storage object"))?;
+            Ok((&mut so.attributes, SO_ATTRIBUTES, false))
+        }
+        (_, g) => bail!(
+            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: auth; storage objects: attribute)"
+        ),
+    }
+}
+
+/// `info`: the saved configuration of the object at `path` (rtslib's
+/// schema), or `None` for containers that have none of their own.
+pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
+    let tpg = |w: &str, t: u16| -> Result<&Tpg> {
+        cfg.targets
+            .iter()
+            .filter(|x| x.fabric == "iscsi" && x.wwn == w)
+            .flat_map(|x| x.tpgs.iter().enumerate())
+            .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == t)
+            .map(|(_, g)| g)
+            .ok_or_else(|| anyhow!("no such TPG"))
+    };
+    let v = match locate(cfg, path)? {
+        Loc::Object(p, n) => serde_json::to_value(
+            cfg.storage_objects
+                .iter()
+                .find(|so| so.plugin == p && so.name == n),
+        )?,
+        Loc::Target(w) => serde_json::to_value(
+            cfg.targets
+                .iter()
+                .find(|x| x.fabric == "iscsi" && x.wwn == w),
+        )?,
+        Loc::Tpg(w, t) => serde_json::to_value(tpg(&w, t)?)?,
+        Loc::Lun(w, t, i) => {
+            serde_json::to_value(tpg(&w, t)?.luns.iter().find(|l| l.index == i))?
+        }
+        Loc::Portal(w, t, name) => serde_json::to_value(
+            tpg(&w, t)?
+                .portals
+                .iter()
+                .find(|p| portal_name(p) == name),
+        )?,
+        Loc::Acl(w, t, a) => {
+            serde_json::to_value(tpg(&w, t)?.node_acls.iter().find(|x| x.node_wwn == a))?
+        }
+        Loc::MappedLun(w, t, a, i) => serde_json::to_value(
+            tpg(&w, t)?
+                .node_acls
+                .iter()
+                .find(|x| x.node_wwn == a)
+                .and_then(|x| x.mapped_luns.iter().find(|m| m.index == i)),
+        )?,
+        _ => return Ok(None),
+    };
+    Ok(Some(hide_secrets(v)))
+}
+
+/// Passwords are shown as asterisks outside `get auth`.
+fn hide_secrets(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        for (k, x) in m.iter_mut() {
+            if k.contains("password") {
+                *x = Value::from("********");
+            } else {
+                *x = hide_secrets(std::mem::take(x));
+            }
+        }
+    } else if let Value::Array(a) = &mut v {
+        for x in a.iter_mut() {
+            *x = hide_secrets(std::mem::take(x));
+        }
+    }
+    v
+}
+
+/// `set GROUP name=value...`. Returns a message per change.
+pub fn set(
+    cfg: &mut SaveConfig,
+    path: &str,
+    group: &str,
+    values: &[(String, String)],
+) -> Result<String> {
+    if values.is_empty() {
+        bail!("set {group}: give at least one name=value");
+    }
+    let loc = locate(cfg, path)?;
+    if let (Loc::Object(p, n), "attribute") = (&loc, group) {
+        let exported = format!("/backstores/{p}/{n}");
+        let in_use = cfg
+            .targets
+            .iter()
+            .flat_map(|t| &t.tpgs)
+            .flat_map(|g| &g.luns)
+            .any(|l| l.storage_object == exported);
+        if in_use && values.iter().any(|(k, _)| k == "block_size") {
+            bail!("block_size cannot change while {exported} is exported by a LUN");
+        }
+    }
+    let (map, names, chap) = group_map(cfg, &loc, group)?;
+    let mut msgs = Vec::new();
+    for (k, v) in values {
+        if !names.contains(&k.as_str()) {
+            bail!("unknown {group} {k:?}; known: {}", names.join(", "));
+        }
+        let value = match group {
+            "attribute" => Value::from(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| anyhow!("{k}: {v:?} is not a non-negative integer"))?,
+            ),
+            "parameter" => {
+                if YES_NO.contains(&k.as_str()) && v != "Yes" && v != "No" {
+                    bail!("{k}: {v:?} must be Yes or No");
+                }
+                if k.ends_with("Length") || k.starts_with("Default") || k == "MaxOutstandingR2T" {
+                    v.parse::<u32>()
+                        .map_err(|_| anyhow!("{k}: {v:?} is not a number"))?;
+                }
+                Value::from(v.clone())
+            }
+            _ => Value::from(v.clone()),
+        };
+        let key = if chap { format!("chap_{k}") } else { k.clone() };
+        map.insert(key, value);
+        let shown = if chap && k.contains("password") {
+            "********"
+        } else {
+            v
+        };
+        let note = if group == "attribute"
+            && matches!(loc, Loc::Object(..))
+            && !SO_ATTRIBUTES_USED.contains(&k.as_str())
+        {
+            " (saved; rtarget does not act on it yet)"
+        } else {
+            ""
+        };
+        msgs.push(format!("Parameter {k} is now '{shown}'.{note}"));
+    }
+    Ok(msgs.join("\n"))
+}
+
+/// `get GROUP [name...]`: the configured values; names never set read
+/// `null` (the daemon's built-in default applies).
+pub fn get(
+    cfg: &SaveConfig,
+    path: &str,
+    group: &str,
+    names: &[String],
+) -> Result<Map<String, Value>> {
+    let loc = locate(cfg, path)?;
+    let mut copy = cfg.clone();
+    let (map, known, chap) = group_map(&mut copy, &loc, group)?;
+    let wanted: Vec<&str> = if names.is_empty() {
+        known.to_vec()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    let mut out = Map::new();
+    for k in wanted {
+        if !known.contains(&k) {
+            bail!("unknown {group} {k:?}; known: {}", known.join(", "));
+        }
+        let key = if chap {
+            format!("chap_{k}")
+        } else {
+            k.to_string()
+        };
+        out.insert(k.to_string(), map.get(&key).cloned().unwrap_or(Value::Null));
+    }
+    Ok(out)
+}
