@@ -14,7 +14,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 
 TARGET=rtarget
-[[ ${1:-} == --target ]] && { TARGET=$2; shift 2; }
+case ${1:-} in
+    --target) TARGET=${2:?--target rtarget|tgt}; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "usage: $0 [--target rtarget|tgt]" >&2; exit 2 ;;
+esac
+[[ $TARGET == rtarget || $TARGET == tgt ]] || { echo "--target rtarget|tgt" >&2; exit 2; }
 GUEST_TOOLS=$TOOLS/guest
 GUEST_CACHE=${GUEST_CACHE:-/var/cache/rtarget-guest}
 export TIMEOUT=${TIMEOUT:-240}

@@ -4,9 +4,9 @@
 //!
 //! Handshake: fixed newstyle, `NBD_OPT_STRUCTURED_REPLY` when the server
 //! accepts it, then `NBD_OPT_GO` with the export name (asking for block size
-//! constraints). Transmission: one connection, one request in flight at a
-//! time under a mutex (simple to reason about; a pool of connections is the
-//! next step for servers that advertise `CAN_MULTI_CONN`). Replies are
+//! constraints). Transmission: one request in flight per connection, under
+//! its mutex; with servers that advertise `CAN_MULTI_CONN`, `connect_multi`
+//! opens a few connections and each request takes an idle one. Replies are
 //! parsed as untrusted bytes: every magic, cookie, length and chunk offset is
 //! checked, and a protocol violation poisons the connection rather than
 //! letting a later request read a misaligned stream.
@@ -15,7 +15,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::{Backstore, Capabilities};
 
@@ -43,6 +44,7 @@ const TF_SEND_FLUSH: u16 = 1 << 2;
 const TF_SEND_FUA: u16 = 1 << 3;
 const TF_ROTATIONAL: u16 = 1 << 4;
 const TF_SEND_WRITE_ZEROES: u16 = 1 << 6;
+const TF_CAN_MULTI_CONN: u16 = 1 << 8;
 
 const CMD_READ: u16 = 0;
 const CMD_WRITE: u16 = 1;
@@ -93,7 +95,9 @@ pub struct NbdBackstore {
     structured: bool,
     max_payload: u32,
     preferred: u32,
-    conn: Mutex<Conn>,
+    /// One connection, or several when the server allows multi-conn.
+    conns: Vec<Mutex<Conn>>,
+    next: AtomicUsize,
 }
 
 fn rd<const N: usize>(s: &mut dyn Stream) -> io::Result<[u8; N]> {
@@ -268,10 +272,36 @@ fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<Negotiated> {
 type Exchange = io::Result<io::Result<()>>;
 
 impl NbdBackstore {
-    /// Connect, negotiate and enter transmission for export `export`.
+    /// Connect, negotiate and enter transmission for export `export`, on
+    /// one connection.
     pub fn connect(addr: NbdAddr, export: &str) -> io::Result<Self> {
+        Self::connect_multi(addr, export, 1)
+    }
+
+    /// Like `connect`, but open up to `max_conns` connections when the
+    /// server advertises `CAN_MULTI_CONN` (a flush on one then covers writes
+    /// done on all), so requests from different threads run in parallel.
+    pub fn connect_multi(addr: NbdAddr, export: &str, max_conns: usize) -> io::Result<Self> {
         let mut s = connect(&addr)?;
         let n = handshake(s.as_mut(), export)?;
+        let conn = |s| {
+            Mutex::new(Conn {
+                s,
+                cookie: 0,
+                broken: false,
+            })
+        };
+        let mut conns = vec![conn(s)];
+        if n.flags & TF_CAN_MULTI_CONN != 0 {
+            while conns.len() < max_conns {
+                let mut s = connect(&addr)?;
+                let m = handshake(s.as_mut(), export)?;
+                if (m.size, m.flags, m.structured) != (n.size, n.flags, n.structured) {
+                    return Err(proto("connections to the same export disagree"));
+                }
+                conns.push(conn(s));
+            }
+        }
         Ok(NbdBackstore {
             addr,
             export: export.to_owned(),
@@ -280,12 +310,27 @@ impl NbdBackstore {
             structured: n.structured,
             max_payload: n.max_payload,
             preferred: n.preferred,
-            conn: Mutex::new(Conn {
-                s,
-                cookie: 0,
-                broken: false,
-            }),
+            conns,
+            next: AtomicUsize::new(0),
         })
+    }
+
+    /// How many connections requests are spread over.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// An idle connection, or (all busy) the next one in turn.
+    fn pick(&self) -> io::Result<MutexGuard<'_, Conn>> {
+        for c in &self.conns {
+            if let Ok(g) = c.try_lock() {
+                return Ok(g);
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i]
+            .lock()
+            .map_err(|_| io::Error::other("nbd lock poisoned"))
     }
 
     pub fn addr(&self) -> &NbdAddr {
@@ -325,10 +370,7 @@ impl NbdBackstore {
         payload: &[u8],
         read: Option<&mut [u8]>,
     ) -> io::Result<()> {
-        let mut c = self
-            .conn
-            .lock()
-            .map_err(|_| io::Error::other("nbd lock poisoned"))?;
+        let mut c = self.pick()?;
         if c.broken {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -581,12 +623,14 @@ impl Backstore for NbdBackstore {
 
 impl Drop for NbdBackstore {
     fn drop(&mut self) {
-        if let Ok(c) = self.conn.get_mut() {
-            if !c.broken {
-                let mut h = [0u8; 28];
-                h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-                h[6..8].copy_from_slice(&CMD_DISC.to_be_bytes());
-                let _ = c.s.write_all(&h);
+        let mut h = [0u8; 28];
+        h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        h[6..8].copy_from_slice(&CMD_DISC.to_be_bytes());
+        for c in &mut self.conns {
+            if let Ok(c) = c.get_mut() {
+                if !c.broken {
+                    let _ = c.s.write_all(&h);
+                }
             }
         }
     }

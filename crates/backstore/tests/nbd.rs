@@ -163,6 +163,10 @@ fn qemu_nbd_tcp_qcow2_with_holes_and_bad_export() {
     };
     let addr = NbdAddr::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
     let b = connect_retry(&addr, "q");
+    drop(b);
+    // -e 2: qemu-nbd allows two clients and advertises multi-conn.
+    let b = NbdBackstore::connect_multi(addr.clone(), "q", 2).unwrap();
+    println!("qemu-nbd -e 2: {} connection(s)", b.connections());
     // A sparse qcow2 read comes back as hole chunks.
     let mut buf = vec![0xffu8; 1 << 20];
     b.read_at(&mut buf, 0).unwrap();

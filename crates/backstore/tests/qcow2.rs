@@ -374,6 +374,13 @@ fn compressed_image_reads_byte_exact_and_cows_on_write() {
     {
         let q = Qcow2Backstore::open(&img, &ro()).unwrap();
         assert!(read_all(&q) == data, "compressed image reads differ");
+        // Small reads, forwards and backwards across clusters.
+        let mut b = [0u8; 4096];
+        let forward = (0..2usize << 20).step_by(4096);
+        for off in forward.chain((0..1usize << 20).step_by(12288).rev()) {
+            q.read_at(&mut b, off as u64).unwrap();
+            assert!(b[..] == data[off..off + 4096], "4K read at {off}");
+        }
         assert!(
             q.write_at(&[1], 0).is_err(),
             "read-only open accepted a write"
@@ -522,6 +529,90 @@ fn concurrent_writers_and_flushes_keep_the_image_clean() {
     compare_with(&img, &mirror, dir.path());
 }
 
+/// Internal snapshots (made by `qemu-img snapshot -c`): writes copy-on-write
+/// shared L2 tables and clusters, so the snapshot keeps its data.
+#[test]
+fn internal_snapshot_survives_writes() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = qemu_created(dir.path(), "snap.qcow2", "32M", "cluster_size=4096");
+    let mut mirror = vec![0u8; 32 << 20];
+    {
+        let q = Qcow2Backstore::open(&img, &rw()).unwrap();
+        random_io(&q, &mut mirror, &mut Rng(31), 400, false);
+    }
+    qemu_img(&["snapshot", "-c", "s1", img.to_str().unwrap()]);
+    let at_snapshot = mirror.clone();
+    {
+        let q = Qcow2Backstore::open(&img, &rw()).unwrap();
+        assert!(read_all(&q) == mirror);
+        random_io(&q, &mut mirror, &mut Rng(32), 600, true);
+        assert!(read_all(&q) == mirror);
+    }
+    check_clean(&img);
+    compare_with(&img, &mirror, dir.path());
+    qemu_img(&["snapshot", "-a", "s1", img.to_str().unwrap()]);
+    check_clean(&img);
+    compare_with(&img, &at_snapshot, dir.path());
+}
+
+/// Online growth: in place (64K clusters, L1 has room) and by moving the L1
+/// table (512-byte clusters), with writes before and after.
+#[test]
+fn grow_online_keeps_data_and_qemu_sees_the_new_size() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (opts, from, to) in [
+        ("cluster_size=65536", 16u64 << 20, 2u64 << 30),
+        ("cluster_size=512", 8 << 20, 40 << 20),
+    ] {
+        let img = qemu_created(dir.path(), "g.qcow2", &from.to_string(), opts);
+        let mut mirror = vec![0u8; from as usize];
+        let mut rng = Rng(from);
+        {
+            let q = Qcow2Backstore::open(&img, &rw()).unwrap();
+            random_io(&q, &mut mirror, &mut rng, 300, true);
+            assert!(q.grow(from - 512).is_err(), "shrink accepted");
+            q.grow(to).unwrap();
+            assert_eq!(q.size(), to);
+            // Only the first 64 MiB are mirrored: enough to cover the old
+            // end and fresh L1 entries without a 2 GiB buffer.
+            let tail = to.min(64 << 20);
+            mirror.resize(tail as usize, 0);
+            random_io(&q, &mut mirror, &mut rng, 300, true);
+            let big = 0x5au8;
+            q.write_at(&[big; 4096], to - 4096).unwrap();
+            if tail == to {
+                mirror[(to - 4096) as usize..].fill(big);
+            }
+            let mut b = [0u8; 4096];
+            q.read_at(&mut b, to - 4096).unwrap();
+            assert!(b.iter().all(|&x| x == big));
+        }
+        check_clean(&img);
+        let info = qemu_img(&["info", "--output=json", img.to_str().unwrap()]);
+        assert!(info.contains(&format!("\"virtual-size\": {to}")), "{info}");
+        let out = dir.path().join("g.raw");
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        let got = std::fs::read(&out).unwrap();
+        assert!(
+            got[..mirror.len()] == mirror[..],
+            "{opts}: data differs after grow"
+        );
+        assert!(got[got.len() - 4096..].iter().all(|&x| x == 0x5a));
+    }
+}
+
 #[test]
 fn refuses_unknown_incompatible_features_and_dirty_images() {
     if !have_qemu_img() {
@@ -613,7 +704,7 @@ fn stress_1gib_random_writes() {
                     let len = if rng.below(2) == 0 { 64 << 10 } else { 4 << 10 };
                     let stripe = rng.below(size >> 21) * 2 + t;
                     let off = (stripe << 20) + rng.below(((1 << 20) - len) / 4096) * 4096;
-                    if i % 50 == 0 {
+                    if i.is_multiple_of(50) {
                         q.discard(off, len).unwrap();
                         raw.write_all_at(&vec![0u8; len as usize], off).unwrap();
                     } else {
@@ -622,7 +713,7 @@ fn stress_1gib_random_writes() {
                         raw.write_all_at(&buf[..len as usize], off).unwrap();
                         written += len;
                     }
-                    if i % 1000 == 0 {
+                    if i.is_multiple_of(1000) {
                         q.flush().unwrap();
                     }
                 }

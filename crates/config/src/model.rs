@@ -195,6 +195,27 @@ impl StorageObject {
         format!("/backstores/{}/{}", self.plugin, self.name)
     }
 
+    /// A `user` (tcmu-runner style) object's handler and its config:
+    /// rtslib saves `config` as `"<subtype>/<handler config>"`, e.g.
+    /// `"qcow//var/lib/disk.qcow2"` gives `("qcow", "/var/lib/disk.qcow2")`.
+    pub fn user_config(&self) -> Option<(&str, &str)> {
+        if self.plugin != "user" {
+            return None;
+        }
+        let cfg = self.extra.get("config")?.as_str()?;
+        let (sub, rest) = cfg.split_once('/')?;
+        (!sub.is_empty()).then_some((sub, rest))
+    }
+
+    /// The directory targetcli shows the object in: `fileio`, or
+    /// `user:qcow` for user objects.
+    pub fn ui_plugin(&self) -> String {
+        match self.user_config() {
+            Some((sub, _)) => format!("user:{sub}"),
+            None => self.plugin.clone(),
+        }
+    }
+
     /// `attributes.block_size`, default 512.
     pub fn block_size(&self) -> Result<u32, String> {
         match attr_u64(&self.attributes, "block_size")? {
@@ -289,6 +310,22 @@ mod tests {
         assert_eq!(c.storage_objects[0].extra["future"], json!([1, 2]));
         assert_eq!(c.targets[0].tpgs[0].extra["chap_userid"], json!("u"));
         assert_eq!(serde_json::to_value(&c).unwrap(), v);
+    }
+
+    #[test]
+    fn user_objects_split_their_config() {
+        let so: StorageObject = serde_json::from_value(json!({
+            "plugin": "user", "name": "q", "config": "qcow//var/lib/q.qcow2", "size": 1024
+        }))
+        .unwrap();
+        assert_eq!(so.user_config(), Some(("qcow", "/var/lib/q.qcow2")));
+        assert_eq!(so.ui_plugin(), "user:qcow");
+        assert_eq!(so.path(), "/backstores/user/q");
+        let f = StorageObject {
+            plugin: "fileio".into(),
+            ..StorageObject::default()
+        };
+        assert_eq!((f.user_config(), f.ui_plugin().as_str()), (None, "fileio"));
     }
 
     #[test]

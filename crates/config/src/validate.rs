@@ -26,7 +26,12 @@ impl fmt::Display for Issue {
 }
 
 /// Plugins rtarget can serve.
-pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk"];
+pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk", "user"];
+/// Handlers of `user` objects rtarget serves natively (`config` =
+/// `qcow/<image path>` or `nbd/<NBD URI>`).
+pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd"];
+/// rtslib's own keys of `user` objects.
+const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
 pub const SUPPORTED_FABRICS: &[&str] = &["iscsi"];
 /// Logical block sizes the core accepts.
@@ -170,9 +175,15 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
         }
     }
     if SUPPORTED_PLUGINS.contains(&so.plugin.as_str()) {
-        // Other plugins' own keys (user:* `config`, `control`, ...) are not
-        // news: the whole object is already reported as unsupported.
-        r.extra(loc, &so.extra);
+        // Other plugins' own keys are not news: the whole object is already
+        // reported as unsupported.
+        let rest: Map<String, Value> = so
+            .extra
+            .iter()
+            .filter(|(k, _)| so.plugin != "user" || !USER_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        r.extra(loc, &rest);
     }
     if let Some(tpgs) = &so.alua_tpgs {
         let non_default = tpgs
@@ -200,6 +211,34 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
             }
             true
         }
+        "user" => match so.user_config() {
+            None => {
+                r.err(
+                    loc,
+                    "user storage object needs 'config' as \"<handler>/<config>\" (e.g. \"qcow//var/lib/d.qcow2\")",
+                );
+                false
+            }
+            Some((sub, _)) if !SUPPORTED_USER_HANDLERS.contains(&sub) => {
+                r.warn(
+                    loc,
+                    format!("user handler {sub:?} is not supported by rtarget (supported: {SUPPORTED_USER_HANDLERS:?}); object and its LUNs are skipped"),
+                );
+                false
+            }
+            Some(("nbd", uri)) if !uri.starts_with("nbd://") && !uri.starts_with("nbd+unix://") => {
+                r.err(
+                    loc,
+                    format!("NBD config {uri:?} is not an nbd:// or nbd+unix:// URI"),
+                );
+                false
+            }
+            Some(("qcow", path)) if !path.starts_with('/') => {
+                r.err(loc, format!("qcow image path {path:?} must be absolute"));
+                false
+            }
+            Some(_) => true,
+        },
         "" => {
             r.err(loc, "'plugin' is missing or empty");
             false
@@ -613,6 +652,67 @@ mod tests {
         assert!(
             w.iter()
                 .any(|m| m.contains("fabric \"loopback\" is not supported")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn user_objects() {
+        let with = |so: Value| {
+            let mut v = base();
+            v["storage_objects"].as_array_mut().unwrap().push(so);
+            validate(&cfg(v))
+        };
+        assert_eq!(
+            with(
+                json!({"plugin": "user", "name": "q", "config": "qcow//i.qcow2",
+                        "size": 1048576, "hw_max_sectors": 128, "control": ""})
+            ),
+            Ok(vec![])
+        );
+        let w =
+            with(json!({"plugin": "user", "name": "q", "config": "rbd/pool/img", "size": 1048576}))
+                .unwrap();
+        assert!(
+            w[0].message
+                .contains("user handler \"rbd\" is not supported"),
+            "{w:?}"
+        );
+        let e = with(json!({"plugin": "user", "name": "q", "size": 1048576})).unwrap_err();
+        assert!(e[0].message.contains("needs 'config'"), "{e:?}");
+        let e =
+            with(json!({"plugin": "user", "name": "q", "config": "qcow/rel.qcow2"})).unwrap_err();
+        assert!(e[0].message.contains("must be absolute"), "{e:?}");
+    }
+
+    #[test]
+    fn tpg_chap_warnings() {
+        let warn = |extra: Value, attrs: Value| -> Vec<String> {
+            let mut v = base();
+            let tpg = v["targets"][0]["tpgs"][0].as_object_mut().unwrap();
+            tpg.insert("attributes".into(), attrs);
+            for (k, x) in extra.as_object().unwrap() {
+                tpg.insert(k.clone(), x.clone());
+            }
+            validate(&cfg(v))
+                .unwrap()
+                .iter()
+                .map(|i| i.to_string())
+                .collect()
+        };
+        let creds = json!({"chap_userid": "u", "chap_password": "secretsecret"});
+        let on = json!({"authentication": 1, "generate_node_acls": 1});
+        assert_eq!(warn(creds.clone(), on.clone()), Vec::<String>::new());
+        let w = warn(json!({}), on);
+        assert!(
+            w.iter().any(|m| m.contains("every login will be refused")),
+            "{w:?}"
+        );
+        let w = warn(creds, json!({"authentication": 1, "generate_node_acls": 0}));
+        assert!(w.iter().any(|m| m.contains("per-ACL CHAP")), "{w:?}");
+        let w = warn(json!({"chap_mutual_userid": "m"}), json!({}));
+        assert!(
+            w.iter().any(|m| m.contains("mutual CHAP needs both")),
             "{w:?}"
         );
     }

@@ -205,18 +205,41 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
         }
         "create" | "delete" => {
             let args = request_args(&req)?;
-            let ctx = ops::Ctx {
+            let prefs = live.prefs();
+            let mut ctx = ops::Ctx {
                 default_portal: live.default_portal,
+                add_default_portal: prefs.auto_add_default_portal,
+                auto_add_mapped_luns: prefs.auto_add_mapped_luns,
                 new_uuid: Box::new(crate::build::random_uuid),
                 stat: Box::new(stat),
             };
-            let out = live.change(|cfg| {
-                if op == "create" {
-                    ops::create(cfg, &path, &args, &ctx)
-                } else {
-                    ops::delete(cfg, &path, &args)
+            let run = |ctx: &ops::Ctx| {
+                live.change(|cfg| {
+                    if op == "create" {
+                        ops::create(cfg, &path, &args, ctx)
+                    } else {
+                        ops::delete(cfg, &path, &args)
+                    }
+                })
+            };
+            let out = match run(&ctx) {
+                // As targetcli: a default portal that cannot be bound (the
+                // port is taken) leaves the new target without one.
+                Err(e) if op == "create" && path == "/iscsi" && ctx.add_default_portal => {
+                    let Some(lf) = e.downcast_ref::<crate::live::ListenFailed>() else {
+                        return Err(e);
+                    };
+                    let note = format!(
+                        "{lf}; the target has no portal yet: add one with \
+                         `.../tpg1/portals create IP PORT`"
+                    );
+                    ctx.add_default_portal = false;
+                    let mut out = run(&ctx)?;
+                    out.warnings.insert(0, note);
+                    out
                 }
-            })?;
+                other => other?,
+            };
             Ok(json!({"message": out.message, "warnings": out.warnings}))
         }
         "set" => {
@@ -236,6 +259,10 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
                     .ok_or_else(|| anyhow!("{w:?} is not name=value"))?;
                 values.push((k.to_string(), v.to_string()));
             }
+            if group == "global" {
+                let message = live.set_prefs(&values)?;
+                return Ok(json!({"message": message, "warnings": []}));
+            }
             let out = live.change(|cfg| ops::set(cfg, &path, &group, &values))?;
             Ok(json!({"message": out.message, "warnings": out.warnings}))
         }
@@ -244,6 +271,9 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
             let mut names = words(&req)?;
             if let Some(Value::Array(a)) = req.get("names") {
                 names.extend(a.iter().filter_map(Value::as_str).map(str::to_string));
+            }
+            if group == "global" {
+                return Ok(json!({"values": live.prefs().get(&names)?}));
             }
             let mut values = ops::get(&live.config(), &path, &group, &names)?;
             if group == "attribute" {
@@ -355,7 +385,7 @@ fn group(req: &Map<String, Value>) -> Result<String> {
     req.get("group")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| anyhow!("missing \"group\" (attribute, parameter, auth)"))
+        .ok_or_else(|| anyhow!("missing \"group\" (attribute, parameter, auth, global)"))
 }
 
 /// `argv`: targetcli-style words (`name`, `key=value`).
@@ -405,9 +435,12 @@ mod tests {
     fn live(dir: &Path) -> Live {
         Live::new(
             iscsi::IscsiServer::new(),
-            dir.join("saveconfig.json"),
-            None,
-            "127.0.0.1:3260".parse().unwrap(),
+            crate::live::Settings {
+                config_path: dir.join("saveconfig.json"),
+                fixed_portals: None,
+                default_portal: "127.0.0.1:3260".parse().unwrap(),
+                prefs: crate::prefs::Prefs::default(),
+            },
             config::SaveConfig::default(),
             HashMap::new(),
             Vec::new(),
@@ -432,7 +465,10 @@ mod tests {
         assert_eq!(r(r#"{"op":"ls","depth":-1}"#)["ok"], false);
         let ls = r(r#"{"op":"ls","path":"/backstores","depth":1}"#);
         assert_eq!(ls["ok"], true);
-        assert_eq!(ls["tree"]["children"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            ls["tree"]["children"].as_array().unwrap().len(),
+            tree::PLUGINS.len()
+        );
         assert!(ls["text"].as_str().unwrap().starts_with("o- backstores "));
         let c =
             r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":"r0","size":"1M"}}"#);

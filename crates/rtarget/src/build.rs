@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use backstore::{Backstore, FileBackstore, FileOptions, NullBackstore, RamBackstore};
+use backstore::{
+    Backstore, FileBackstore, FileOptions, NbdAddr, NbdBackstore, NullBackstore, Qcow2Backstore,
+    Qcow2Options, RamBackstore,
+};
 use config::{attr_bool, parse_ip, value_string, SaveConfig, StorageObject, Tpg};
 use iscsi::{TargetConfig, TpgConfig};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
@@ -204,6 +207,16 @@ pub fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
                 )
             }
         }
+        "user" => match so.user_config() {
+            Some(("qcow", image)) => (open_qcow2(so, image)?, "QCOW2"),
+            Some(("nbd", uri)) => {
+                let (addr, export) = parse_nbd_uri(uri)?;
+                let n = NbdBackstore::connect(addr, &export)
+                    .with_context(|| format!("cannot connect to {uri}"))?;
+                (Arc::new(n), "NBD")
+            }
+            _ => return Ok(None),
+        },
         _ => return Ok(None),
     };
     let size = backstore.size();
@@ -238,6 +251,69 @@ pub fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
         thin_provisioning: thin_wanted && caps.discard,
     };
     Ok(Some(Device::new(options, backstore)))
+}
+
+/// A `user:qcow` object: open the image, or create it (sparse, 64 KiB
+/// clusters) when it does not exist and the object has a size, as fileio
+/// creates its file.
+fn open_qcow2(so: &StorageObject, image: &str) -> Result<Arc<dyn Backstore>> {
+    let read_only = so.readonly.unwrap_or(false)
+        || attr_bool(&so.attributes, "readonly")
+            .map_err(|e| anyhow!(e))?
+            .unwrap_or(false);
+    let exists = std::path::Path::new(image)
+        .try_exists()
+        .with_context(|| format!("cannot check {image}"))?;
+    let q = if exists {
+        let opts = Qcow2Options {
+            read_only,
+            ..Qcow2Options::default()
+        };
+        Qcow2Backstore::open(image, &opts).with_context(|| format!("cannot open {image}"))?
+    } else {
+        let size = so
+            .size
+            .ok_or_else(|| anyhow!("{image} does not exist and 'size' is missing"))?;
+        Qcow2Backstore::create(image, size, 64 << 10)
+            .with_context(|| format!("cannot create {image}"))?
+    };
+    if let Some(size) = so.size.filter(|s| *s != q.size()) {
+        tracing::warn!(object = %so.path(), saved = size, image = q.size(), "saved size differs from the image's virtual size; the image's is used");
+    }
+    Ok(Arc::new(q))
+}
+
+/// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
+/// to an address and export name. HOST is an IP address (IPv6 in brackets).
+pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String)> {
+    let usage = "expected nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH";
+    if let Some(rest) = uri.strip_prefix("nbd+unix://") {
+        let (path, query) = rest
+            .split_once('?')
+            .ok_or_else(|| anyhow!("{uri}: no ?socket=PATH; {usage}"))?;
+        let export = path.strip_prefix('/').unwrap_or(path);
+        let socket = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("socket="))
+            .filter(|s| s.starts_with('/'))
+            .ok_or_else(|| anyhow!("{uri}: socket=PATH must be an absolute path; {usage}"))?;
+        return Ok((NbdAddr::Unix(socket.into()), export.to_string()));
+    }
+    let rest = uri
+        .strip_prefix("nbd://")
+        .ok_or_else(|| anyhow!("{uri}: {usage}"))?;
+    let (hostport, export) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = match hostport.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let host = hostport.trim_start_matches('[').trim_end_matches(']');
+            let ip = host
+                .parse()
+                .map_err(|_| anyhow!("{uri}: {hostport:?} is not IP[:PORT]; {usage}"))?;
+            SocketAddr::new(ip, 10809)
+        }
+    };
+    Ok((NbdAddr::Tcp(addr), export.to_string()))
 }
 
 /// INQUIRY product revision: the crate version, at most 4 bytes.
@@ -359,6 +435,33 @@ mod tests {
                 "[::1]:3260".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn nbd_uris() {
+        let (a, e) = parse_nbd_uri("nbd://127.0.0.1:10810/disk").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Tcp("127.0.0.1:10810".parse().unwrap()), "disk")
+        );
+        let (a, e) = parse_nbd_uri("nbd://[::1]").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Tcp("[::1]:10809".parse().unwrap()), "")
+        );
+        let (a, e) = parse_nbd_uri("nbd+unix:///exp?socket=/run/n.sock").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Unix("/run/n.sock".into()), "exp")
+        );
+        for bad in [
+            "nbd://host.example/x",
+            "http://1.2.3.4/",
+            "nbd+unix:///x",
+            "nbd+unix:///x?socket=rel",
+        ] {
+            assert!(parse_nbd_uri(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         }
         "set" | "get" => {
             let Some((group, rest)) = params.split_first() else {
-                bail!("{verb} needs a group: attribute, parameter or auth");
+                bail!("{verb} needs a group: attribute, parameter, auth or global");
             };
             let mut r = req(verb);
             r["group"] = json!(group);
@@ -204,21 +204,22 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
 /// targetcli; the daemon needs absolute paths.
 fn absolutize_backing(path: &str, verb: &str, params: &[String]) -> Result<Vec<String>> {
     let backing = verb == "create" && (path == "/backstores/fileio" || path == "/backstores/block");
+    let qcow = verb == "create" && path == "/backstores/user:qcow";
     let mut positional = 0;
     params
         .iter()
         .map(|p| {
-            if !backing {
+            if !backing && !qcow {
                 return Ok(p.clone());
             }
             if let Some((k, v)) = p.split_once('=') {
-                if matches!(k, "file_or_dev" | "dev") {
+                if matches!(k, "file_or_dev" | "dev" | "cfgstring") {
                     return Ok(format!("{k}={}", absolute(v)?));
                 }
                 return Ok(p.clone());
             }
             positional += 1;
-            if positional == 2 {
+            if positional == if qcow { 3 } else { 2 } {
                 absolute(p)
             } else {
                 Ok(p.clone())
@@ -276,6 +277,7 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                 for (k, v) in m {
                     match v {
                         Value::Null => println!("{k}=(default)"),
+                        Value::Bool(b) => println!("{k}={b}"),
                         v => println!("{k}={}", config::value_string(v)),
                     }
                 }
@@ -312,8 +314,8 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   [PATH] ls [PATH] [DEPTH]           show the object tree
   [PATH] create ARGS...              create a child (positional or key=value)
   [PATH] delete ARGS...              delete a child, or PATH itself without ARGS
-  [PATH] set attribute|parameter|auth NAME=VALUE...
-  [PATH] get attribute|parameter|auth [NAME...]
+  [PATH] set attribute|parameter|auth|global NAME=VALUE...
+  [PATH] get attribute|parameter|auth|global [NAME...]
   [PATH] enable|disable              switch a TPG on or off
   [PATH] info | status               saved settings | one-line summary
   saveconfig [FILE]                  save now (changes are saved automatically)

@@ -17,6 +17,7 @@ use iscsi::{IscsiServer, SessionInfo, TargetConfig};
 use target_core::Device;
 
 use crate::build;
+use crate::prefs::Prefs;
 use crate::tree;
 
 /// What a successful change reports back.
@@ -27,6 +28,28 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
+/// How the daemon was started.
+pub struct Settings {
+    /// The saveconfig.json every change is saved to.
+    pub config_path: PathBuf,
+    /// `serve --listen`: these bound addresses replace every TPG's portals.
+    pub fixed_portals: Option<Vec<SocketAddr>>,
+    pub default_portal: SocketAddr,
+    pub prefs: Prefs,
+}
+
+/// A portal could not be bound (the change was not applied).
+#[derive(Debug)]
+pub struct ListenFailed(pub SocketAddr, pub String);
+
+impl std::fmt::Display for ListenFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.0, self.1)
+    }
+}
+
+impl std::error::Error for ListenFailed {}
+
 pub struct Live {
     server: Arc<IscsiServer>,
     config_path: PathBuf,
@@ -35,6 +58,7 @@ pub struct Live {
     /// The portal `tpg1` of a new target gets.
     pub default_portal: SocketAddr,
     state: Mutex<State>,
+    prefs: Mutex<Prefs>,
 }
 
 struct State {
@@ -46,13 +70,17 @@ struct State {
 impl Live {
     pub fn new(
         server: Arc<IscsiServer>,
-        config_path: PathBuf,
-        fixed_portals: Option<Vec<SocketAddr>>,
-        default_portal: SocketAddr,
+        settings: Settings,
         cfg: SaveConfig,
         objects: HashMap<String, (StorageObject, Arc<Device>)>,
         listening: Vec<SocketAddr>,
     ) -> Live {
+        let Settings {
+            config_path,
+            fixed_portals,
+            default_portal,
+            prefs,
+        } = settings;
         Live {
             server,
             config_path,
@@ -63,7 +91,26 @@ impl Live {
                 objects,
                 listening,
             }),
+            prefs: Mutex::new(prefs),
         }
+    }
+
+    pub fn prefs(&self) -> Prefs {
+        self.prefs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `set global name=value...`: all or nothing, then saved.
+    pub fn set_prefs(&self, values: &[(String, String)]) -> Result<String> {
+        let mut guard = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = guard.clone();
+        let mut msgs = Vec::new();
+        for (k, v) in values {
+            p.set(k, v)?;
+            msgs.push(format!("Parameter {k} is now '{v}'."));
+        }
+        p.save(&Prefs::path_for(&self.config_path))?;
+        *guard = p;
+        Ok(msgs.join("\n"))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -143,7 +190,7 @@ impl Live {
 
         // Open new or changed storage objects; keep the unchanged ones.
         let mut objects = HashMap::new();
-        for so in &new.storage_objects {
+        for so in new.storage_objects.iter_mut() {
             let path = so.path();
             if let Some((old, dev)) = st.objects.get(&path) {
                 if old == so {
@@ -154,6 +201,11 @@ impl Live {
             if let Some(dev) =
                 build::open_device(so).with_context(|| format!("storage object {path}"))?
             {
+                // rtslib needs the size of user objects to restore them;
+                // an existing image given without one has it in its header.
+                if so.plugin == "user" && so.size.is_none() {
+                    so.size = Some(dev.backstore.size());
+                }
                 objects.insert(path, (so.clone(), dev));
             }
         }
@@ -193,7 +245,7 @@ impl Live {
                     let bound = self
                         .server
                         .listen(addr)
-                        .with_context(|| format!("cannot listen on {addr}"))?;
+                        .map_err(|e| anyhow::Error::new(ListenFailed(addr, e.to_string())))?;
                     tracing::info!(portal = %bound, "listening");
                     listening.push(addr);
                 }
@@ -241,7 +293,11 @@ impl Live {
                 }
             }
         }
-        let save = config::save(&new, &self.config_path);
+        let save = if self.prefs().auto_save {
+            config::save(&new, &self.config_path).map_err(|e| e.to_string())
+        } else {
+            Err("auto_save is off (set global auto_save=true), run saveconfig".into())
+        };
         st.cfg = new;
         st.objects = objects;
         st.listening = listening;
@@ -253,9 +309,10 @@ impl Live {
 
     /// `saveconfig [file]`: write the current config (atomically, with backups).
     pub fn save(&self, file: Option<&Path>) -> Result<PathBuf> {
-        let cfg = self.config();
+        // Under the lock: saves share one temp file name per process.
+        let st = self.lock();
         let path = file.unwrap_or(&self.config_path).to_path_buf();
-        config::save(&cfg, &path).map_err(|e| anyhow!(e))?;
+        config::save(&st.cfg, &path).map_err(|e| anyhow!(e))?;
         Ok(path)
     }
 }
@@ -282,9 +339,12 @@ mod tests {
     fn live(dir: &Path) -> Live {
         Live::new(
             IscsiServer::new(),
-            dir.join("saveconfig.json"),
-            None,
-            "127.0.0.1:3260".parse().unwrap(),
+            Settings {
+                config_path: dir.join("saveconfig.json"),
+                fixed_portals: None,
+                default_portal: "127.0.0.1:3260".parse().unwrap(),
+                prefs: Prefs::default(),
+            },
             SaveConfig::default(),
             HashMap::new(),
             Vec::new(),
@@ -294,6 +354,8 @@ mod tests {
     fn ctx() -> ops::Ctx {
         ops::Ctx {
             default_portal: "127.0.0.1:3260".parse().unwrap(),
+            add_default_portal: true,
+            auto_add_mapped_luns: true,
             new_uuid: Box::new(crate::build::random_uuid),
             stat: Box::new(|_| None),
         }

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Result};
 use config::{parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
 use serde_json::{json, Map, Value};
 
-use crate::args::{parse_index, parse_size, Args};
+use crate::args::{parse_index, Args};
 use crate::tree::{normalize, portal_name, PLUGINS};
 
 /// Facts about a backing path: `None` when it does not exist.
@@ -24,6 +24,10 @@ pub type StatFn = Box<dyn Fn(&str) -> Option<PathKind>>;
 pub struct Ctx {
     /// Portal given to `tpg1` of a new target.
     pub default_portal: SocketAddr,
+    /// Whether `/iscsi create` gives `tpg1` the default portal.
+    pub add_default_portal: bool,
+    /// Default of `add_mapped_luns` (targetcli's global `auto_add_mapped_luns`).
+    pub auto_add_mapped_luns: bool,
     /// A fresh unit serial (`wwn`) for a new storage object.
     pub new_uuid: Box<dyn Fn() -> Result<String>>,
     pub stat: StatFn,
@@ -69,7 +73,7 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
             if !cfg
                 .storage_objects
                 .iter()
-                .any(|so| so.plugin == *p && so.name == *n)
+                .any(|so| so.ui_plugin() == *p && so.name == *n)
             {
                 return Err(missing());
             }
@@ -160,7 +164,7 @@ fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut T
 /// `create` at `path`. Returns a targetcli-like message.
 pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Result<String> {
     match locate(cfg, path)? {
-        Loc::Plugin(p) => create_object(cfg, &p, args, ctx),
+        Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
         Loc::Fabric(f) if f == "iscsi" => {
             let b = args.bind("create", &["wwn"], 0)?;
             let wwn = match b.get("wwn") {
@@ -171,16 +175,18 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
             if iscsi_target(cfg, &wwn).is_some() {
                 bail!("target {wwn} already exists");
             }
-            let p = ctx.default_portal;
+            let p = ctx.add_default_portal.then_some(ctx.default_portal);
             cfg.targets.push(Target {
                 fabric: "iscsi".into(),
                 wwn: wwn.clone(),
-                tpgs: vec![new_tpg(1, Some(p))],
+                tpgs: vec![new_tpg(1, p)],
                 ..Target::default()
             });
-            Ok(format!(
-                "Created target {wwn}.\nCreated TPG 1.\nCreated default portal listening on {p}."
-            ))
+            let mut msg = format!("Created target {wwn}.\nCreated TPG 1.");
+            if let Some(p) = p {
+                msg.push_str(&format!("\nCreated default portal listening on {p}."));
+            }
+            Ok(msg)
         }
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
         Loc::Target(wwn) => {
@@ -213,13 +219,13 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
         }
         Loc::Luns(wwn, tag) => {
             let b = args.bind("create", &["storage_object", "lun", "add_mapped_luns"], 1)?;
-            let so_path = normalize("/", b.req("storage_object")?);
-            if !cfg.storage_objects.iter().any(|so| so.path() == so_path) {
-                bail!(
-                    "storage object {so_path} does not exist (create it under /backstores first)"
-                );
-            }
-            let add_mapped = b.bool("add_mapped_luns")?.unwrap_or(true);
+            let given = normalize("/", b.req("storage_object")?);
+            let so_path = object_ref(cfg, &given).ok_or_else(|| {
+                anyhow!("storage object {given} does not exist (create it under /backstores first)")
+            })?;
+            let add_mapped = b
+                .bool("add_mapped_luns")?
+                .unwrap_or(ctx.auto_add_mapped_luns);
             let tpg = tpg_mut(cfg, &wwn, tag)?;
             let index = match b.get("lun") {
                 Some(v) => parse_index("lun", v)?,
@@ -290,7 +296,9 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
             let b = args.bind("create", &["wwn", "add_mapped_luns"], 1)?;
             let node = b.req("wwn")?.to_string();
             check_iscsi_name(&node)?;
-            let add_mapped = b.bool("add_mapped_luns")?.unwrap_or(true);
+            let add_mapped = b
+                .bool("add_mapped_luns")?
+                .unwrap_or(ctx.auto_add_mapped_luns);
             let tpg = tpg_mut(cfg, &wwn, tag)?;
             if tpg.node_acls.iter().any(|a| a.node_wwn == node) {
                 bail!("ACL for {node} already exists");
@@ -331,9 +339,10 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
             let index = parse_index("mapped_lun", b.req("mapped_lun")?)?;
             let target = b.req("tpg_lun_or_backstore")?;
             let wp = b.bool("write_protect")?.unwrap_or(false);
+            let p = normalize("/", target);
+            let p = object_ref(cfg, &p).unwrap_or(p);
             let tpg = tpg_mut(cfg, &wwn, tag)?;
             let tpg_lun = if target.starts_with('/') {
-                let p = normalize("/", target);
                 tpg.luns
                     .iter()
                     .find(|l| l.storage_object == p)
@@ -366,6 +375,19 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
     }
 }
 
+/// The saved reference (`/backstores/<plugin>/<name>`, as LUNs hold it) of
+/// the object at a tree path; user objects appear as `/backstores/user:qcow/NAME`
+/// in the tree but are referenced as `/backstores/user/NAME`.
+pub fn object_ref(cfg: &SaveConfig, tree_path: &str) -> Option<String> {
+    cfg.storage_objects
+        .iter()
+        .find(|so| {
+            so.path() == tree_path
+                || format!("/backstores/{}/{}", so.ui_plugin(), so.name) == tree_path
+        })
+        .map(StorageObject::path)
+}
+
 /// `enable` / `disable` at a TPG.
 pub fn enable(cfg: &mut SaveConfig, path: &str, on: bool) -> Result<String> {
     match locate(cfg, path)? {
@@ -381,94 +403,6 @@ pub fn enable(cfg: &mut SaveConfig, path: &str, on: bool) -> Result<String> {
             loc_kind(&other)
         ),
     }
-}
-
-fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
-    let (params, required): (&[&str], usize) = match plugin {
-        "fileio" => (
-            &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
-            2,
-        ),
-        "block" => (&["name", "dev", "readonly", "wwn", "exclusive"], 2),
-        _ => (&["name", "size", "nullio", "wwn"], 2),
-    };
-    let b = args.bind("create", params, required)?;
-    let name = b.req("name")?.to_string();
-    if name.is_empty() || name.contains(['/', ' ', '\t', '\n', '=']) {
-        bail!("invalid name {name:?} (no '/', '=' or whitespace)");
-    }
-    if cfg
-        .storage_objects
-        .iter()
-        .any(|so| so.plugin == plugin && so.name == name)
-    {
-        bail!("storage object /backstores/{plugin}/{name} already exists");
-    }
-    let wwn = match b.get("wwn") {
-        Some(w) => w.to_string(),
-        None => (ctx.new_uuid)()?,
-    };
-    let mut so = StorageObject {
-        plugin: plugin.into(),
-        name: name.clone(),
-        wwn: Some(wwn),
-        ..StorageObject::default()
-    };
-    let size_arg = b.get("size").map(parse_size).transpose()?;
-    let msg = match plugin {
-        "fileio" => {
-            let dev = b.req("file_or_dev")?;
-            if !dev.starts_with('/') {
-                bail!("file_or_dev {dev:?} must be an absolute path");
-            }
-            if b.bool("sparse")? == Some(false) {
-                bail!("sparse=false is not supported yet (files are created sparse)");
-            }
-            let size = match ((ctx.stat)(dev), size_arg) {
-                (Some(PathKind::BlockDevice), Some(_)) => {
-                    bail!("size must not be given for a block device")
-                }
-                (Some(PathKind::BlockDevice), None) => None,
-                (Some(PathKind::File(len)), None) if len > 0 => Some(len),
-                (Some(PathKind::Other), _) => {
-                    bail!("{dev} is neither a regular file nor a block device")
-                }
-                (_, Some(s)) => Some(s),
-                (_, None) => bail!("{dev} does not exist or is empty: size is required"),
-            };
-            if let Some(dir) = std::path::Path::new(dev).parent() {
-                if (ctx.stat)(&dir.to_string_lossy()).is_none() {
-                    bail!("directory {} does not exist", dir.display());
-                }
-            }
-            so.dev = Some(dev.to_string());
-            so.size = size;
-            so.write_back = Some(b.bool("write_back")?.unwrap_or(true));
-            so.aio = Some(false);
-            format!(
-                "Created fileio {name} with size {}.",
-                so.size.map(|s| s.to_string()).unwrap_or("(device)".into())
-            )
-        }
-        "block" => {
-            let dev = b.req("dev")?;
-            if (ctx.stat)(dev) != Some(PathKind::BlockDevice) {
-                bail!("{dev} is not a block device");
-            }
-            so.dev = Some(dev.to_string());
-            so.readonly = Some(b.bool("readonly")?.unwrap_or(false));
-            so.exclusive = Some(b.bool("exclusive")?.unwrap_or(true));
-            so.write_back = Some(false);
-            format!("Created block storage object {name} using {dev}.")
-        }
-        _ => {
-            so.size = size_arg;
-            so.nullio = Some(b.bool("nullio")?.unwrap_or(false));
-            format!("Created ramdisk {name} with size {}.", b.req("size")?)
-        }
-    };
-    cfg.storage_objects.push(so);
-    Ok(msg)
 }
 
 fn new_tpg(tag: u16, portal: Option<SocketAddr>) -> Tpg {
@@ -562,6 +496,8 @@ mod tests {
     fn ctx() -> Ctx {
         Ctx {
             default_portal: "127.0.0.1:3260".parse().unwrap(),
+            add_default_portal: true,
+            auto_add_mapped_luns: true,
             new_uuid: Box::new(|| Ok("0f0e0d0c-0b0a-4908-8706-050403020100".into())),
             stat: Box::new(|p| match p {
                 "/data" => Some(PathKind::Other),
@@ -664,10 +600,67 @@ mod tests {
         let tpg = format!("/iscsi/{IQN}/tpg1");
         let bad = vec![("authentcation".to_string(), "0".to_string())];
         assert!(e(set(&mut cfg, &tpg, "attribute", &bad)).contains("unknown attribute"));
+        for (k, v, want) in [
+            ("MaxBurstLength", "100", "from 512"),
+            ("HeaderDigest", "CRC32C,MD5", "comma-separated list"),
+            ("ErrorRecoveryLevel", "3", "from 0 to 2"),
+        ] {
+            let bad = vec![(k.to_string(), v.to_string())];
+            assert!(
+                e(set(&mut cfg, &tpg, "parameter", &bad)).contains(want),
+                "{k}"
+            );
+        }
+        let good = vec![
+            ("HeaderDigest".to_string(), "CRC32C,None".to_string()),
+            ("MaxBurstLength".to_string(), "1048576".to_string()),
+        ];
+        set(&mut cfg, &tpg, "parameter", &good).unwrap();
         let bad = vec![("InitialR2T".to_string(), "maybe".to_string())];
         assert!(e(set(&mut cfg, &tpg, "parameter", &bad)).contains("Yes or No"));
         assert!(run(&mut cfg, "/backstores/fileio", &["d3", "/data/old.img"]).is_ok());
         assert_eq!(cfg.storage_objects[1].size, Some(1 << 20));
+    }
+
+    #[test]
+    fn qcow_objects_live_under_user_and_are_referenced_as_user() {
+        let mut cfg = SaveConfig::default();
+        let e = run(
+            &mut cfg,
+            "/backstores/user:qcow",
+            &["q", "cfgstring=/data/new.qcow2"],
+        );
+        assert!(e.unwrap_err().to_string().contains("size is required"));
+        run(
+            &mut cfg,
+            "/backstores/user:qcow",
+            &["q", "1G", "/data/new.qcow2"],
+        )
+        .unwrap();
+        let so = &cfg.storage_objects[0];
+        assert_eq!(
+            (so.plugin.as_str(), so.path()),
+            ("user", "/backstores/user/q".into())
+        );
+        assert_eq!(so.user_config(), Some(("qcow", "/data/new.qcow2")));
+        assert_eq!(
+            locate(&cfg, "/backstores/user:qcow/q").unwrap(),
+            Loc::Object("user:qcow".into(), "q".into())
+        );
+        assert_eq!(
+            object_ref(&cfg, "/backstores/user:qcow/q").as_deref(),
+            Some("/backstores/user/q")
+        );
+        run(&mut cfg, "/iscsi", &[IQN]).unwrap();
+        let luns = format!("/iscsi/{IQN}/tpg1/luns");
+        run(&mut cfg, &luns, &["/backstores/user:qcow/q"]).unwrap();
+        assert_eq!(
+            cfg.targets[0].tpgs[0].luns[0].storage_object,
+            "/backstores/user/q"
+        );
+        assert!(config::validate(&cfg).is_ok());
+        delete(&mut cfg, "/backstores/user:qcow/q", &Args::default()).unwrap();
+        assert!(cfg.storage_objects.is_empty() && cfg.targets[0].tpgs[0].luns.is_empty());
     }
 
     #[test]

@@ -164,13 +164,9 @@ pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
 fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
     match loc {
         Loc::Object(p, n) => {
-            let path = format!("/backstores/{p}/{n}");
-            let before = cfg.storage_objects.len();
-            cfg.storage_objects
-                .retain(|so| !(so.plugin == *p && so.name == *n));
-            if cfg.storage_objects.len() == before {
-                bail!("no such storage object {path}");
-            }
+            let path = crate::ops::object_ref(cfg, &format!("/backstores/{p}/{n}"))
+                .ok_or_else(|| anyhow!("no such storage object /backstores/{p}/{n}"))?;
+            cfg.storage_objects.retain(|so| so.path() != path);
             let mut luns = 0;
             for tpg in cfg.targets.iter_mut().flat_map(|t| t.tpgs.iter_mut()) {
                 let gone: Vec<u64> = tpg
@@ -306,7 +302,7 @@ fn group_map<'a>(
             let so = cfg
                 .storage_objects
                 .iter_mut()
-                .find(|so| so.plugin == *p && so.name == *n)
+                .find(|so| so.ui_plugin() == *p && so.name == *n)
                 .ok_or_else(|| anyhow!("no such storage object"))?;
             Ok((&mut so.attributes, SO_ATTRIBUTES, false))
         }
@@ -332,7 +328,7 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
         Loc::Object(p, n) => serde_json::to_value(
             cfg.storage_objects
                 .iter()
-                .find(|so| so.plugin == p && so.name == n),
+                .find(|so| so.ui_plugin() == p && so.name == n),
         )?,
         Loc::Target(w) => serde_json::to_value(
             cfg.targets
@@ -340,15 +336,10 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
                 .find(|x| x.fabric == "iscsi" && x.wwn == w),
         )?,
         Loc::Tpg(w, t) => serde_json::to_value(tpg(&w, t)?)?,
-        Loc::Lun(w, t, i) => {
-            serde_json::to_value(tpg(&w, t)?.luns.iter().find(|l| l.index == i))?
+        Loc::Lun(w, t, i) => serde_json::to_value(tpg(&w, t)?.luns.iter().find(|l| l.index == i))?,
+        Loc::Portal(w, t, name) => {
+            serde_json::to_value(tpg(&w, t)?.portals.iter().find(|p| portal_name(p) == name))?
         }
-        Loc::Portal(w, t, name) => serde_json::to_value(
-            tpg(&w, t)?
-                .portals
-                .iter()
-                .find(|p| portal_name(p) == name),
-        )?,
         Loc::Acl(w, t, a) => {
             serde_json::to_value(tpg(&w, t)?.node_acls.iter().find(|x| x.node_wwn == a))?
         }
@@ -394,7 +385,8 @@ pub fn set(
     }
     let loc = locate(cfg, path)?;
     if let (Loc::Object(p, n), "attribute") = (&loc, group) {
-        let exported = format!("/backstores/{p}/{n}");
+        let exported =
+            crate::ops::object_ref(cfg, &format!("/backstores/{p}/{n}")).unwrap_or_default();
         let in_use = cfg
             .targets
             .iter()
@@ -418,13 +410,7 @@ pub fn set(
                     .map_err(|_| anyhow!("{k}: {v:?} is not a non-negative integer"))?,
             ),
             "parameter" => {
-                if YES_NO.contains(&k.as_str()) && v != "Yes" && v != "No" {
-                    bail!("{k}: {v:?} must be Yes or No");
-                }
-                if k.ends_with("Length") || k.starts_with("Default") || k == "MaxOutstandingR2T" {
-                    v.parse::<u32>()
-                        .map_err(|_| anyhow!("{k}: {v:?} is not a number"))?;
-                }
+                check_parameter(k, v)?;
                 Value::from(v.clone())
             }
             _ => Value::from(v.clone()),
@@ -447,6 +433,42 @@ pub fn set(
         msgs.push(format!("Parameter {k} is now '{shown}'.{note}"));
     }
     Ok(msgs.join("\n"))
+}
+
+/// RFC 7143's value ranges, so a typo is refused here rather than offered
+/// to initiators at the next login.
+fn check_parameter(k: &str, v: &str) -> Result<()> {
+    if YES_NO.contains(&k) && v != "Yes" && v != "No" {
+        bail!("{k}: {v:?} must be Yes or No");
+    }
+    let list = |allowed: &[&str]| -> Result<()> {
+        if v.split(',').all(|x| allowed.contains(&x)) {
+            Ok(())
+        } else {
+            bail!(
+                "{k}: {v:?} must be a comma-separated list of {}",
+                allowed.join(", ")
+            )
+        }
+    };
+    let range = |lo: u32, hi: u32| -> Result<()> {
+        match v.parse::<u32>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(()),
+            _ => bail!("{k}: {v:?} must be a number from {lo} to {hi}"),
+        }
+    };
+    match k {
+        "HeaderDigest" | "DataDigest" => list(&["None", "CRC32C"]),
+        "AuthMethod" => list(&["None", "CHAP"]),
+        "MaxRecvDataSegmentLength"
+        | "MaxXmitDataSegmentLength"
+        | "MaxBurstLength"
+        | "FirstBurstLength" => range(512, (1 << 24) - 1),
+        "DefaultTime2Wait" | "DefaultTime2Retain" => range(0, 3600),
+        "ErrorRecoveryLevel" => range(0, 2),
+        "MaxOutstandingR2T" | "MaxConnections" => range(1, 65535),
+        _ => Ok(()),
+    }
 }
 
 /// `get GROUP [name...]`: the configured values; names never set read

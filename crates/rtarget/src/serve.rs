@@ -12,7 +12,8 @@ use config::SaveConfig;
 use iscsi::IscsiServer;
 
 use crate::cli::{CheckArgs, ServeArgs};
-use crate::live::Live;
+use crate::live::{Live, Settings};
+use crate::prefs::Prefs;
 use crate::signals::{self, ShutdownSignals};
 use crate::{api, build, demo};
 
@@ -60,11 +61,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             server.set_target(t);
         }
     }
+    let settings = Settings {
+        config_path: args.config.clone(),
+        fixed_portals: (!args.listen.is_empty()).then(|| bound.clone()),
+        default_portal: args.default_portal,
+        prefs: load_prefs(&args.config),
+    };
     let live = Arc::new(Live::new(
         server.clone(),
-        args.config.clone(),
-        (!args.listen.is_empty()).then(|| bound.clone()),
-        args.default_portal,
+        settings,
         cfg.clone(),
         rt.objects,
         if args.listen.is_empty() {
@@ -105,6 +110,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Global preferences; a broken file is reported and the defaults used (it
+/// holds conveniences, not configuration).
+fn load_prefs(config: &Path) -> Prefs {
+    let path = Prefs::path_for(config);
+    Prefs::load(&path).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}; using the default preferences");
+        Prefs::default()
+    })
 }
 
 /// `--socket PATH` must work; the default path is best effort (several

@@ -227,9 +227,10 @@ impl ShellHelper {
             _ => cwd,
         };
         let names: &[&str] = match (verb, before.len() - verb_pos) {
-            ("set" | "get", 1) => &["attribute", "parameter", "auth"],
+            ("set" | "get", 1) => &["attribute", "parameter", "auth", "global"],
             ("set" | "get", _) => match before[verb_pos + 1].as_str() {
                 "parameter" => TPG_PARAMETERS,
+                "global" => crate::prefs::NAMES,
                 "auth" => AUTH,
                 _ if at.starts_with("/backstores/") => SO_ATTRIBUTES,
                 _ => TPG_ATTRIBUTES,
@@ -237,21 +238,18 @@ impl ShellHelper {
             ("create", _) => create_params(&at),
             _ => &[],
         };
-        let eq = if verb == "set" || verb == "create" {
+        // Names (not groups) take a value: `set attribute name=`, `create name=`.
+        let eq = if verb == "create" || (verb == "set" && before.len() - verb_pos >= 2) {
             "="
         } else {
             ""
         };
-        out.extend(names.iter().filter(|n| n.starts_with(word)).map(|n| {
-            format!(
-                "{n}{}",
-                if verb == "create" || names.len() > 3 {
-                    eq
-                } else {
-                    ""
-                }
-            )
-        }));
+        out.extend(
+            names
+                .iter()
+                .filter(|n| n.starts_with(word))
+                .map(|n| format!("{n}{eq}")),
+        );
         out
     }
 }
@@ -263,6 +261,14 @@ fn create_params(at: &str) -> &'static [&'static str] {
         ["backstores", "fileio"] => &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
         ["backstores", "block"] => &["name", "dev", "readonly", "wwn", "exclusive"],
         ["backstores", "ramdisk"] => &["name", "size", "nullio", "wwn"],
+        ["backstores", "user:qcow" | "user:nbd"] => &[
+            "name",
+            "size",
+            "cfgstring",
+            "wwn",
+            "hw_max_sectors",
+            "control",
+        ],
         ["iscsi"] => &["wwn"],
         ["iscsi", _] => &["tag"],
         [.., "luns"] => &["storage_object", "lun", "add_mapped_luns"],
@@ -329,6 +335,7 @@ mod tests {
         let h = helper("/iscsi/iqn.2026-11.x:y/tpg1");
         assert_eq!(h.candidates(&[], "sa"), ["saveconfig"]);
         assert_eq!(h.candidates(&words("set"), "a"), ["attribute", "auth"]);
+        assert_eq!(h.candidates(&words("set global"), "auto_s"), ["auto_save="]);
         assert_eq!(
             h.candidates(&words("set attribute"), "generate"),
             ["generate_node_acls="]

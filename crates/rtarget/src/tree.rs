@@ -10,7 +10,7 @@ use config::{attr_bool, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, T
 use serde::Serialize;
 
 /// Backstore plugins shown under `/backstores` (the ones rtarget serves).
-pub const PLUGINS: [&str; 3] = ["block", "fileio", "ramdisk"];
+pub const PLUGINS: [&str; 5] = ["block", "fileio", "ramdisk", "user:nbd", "user:qcow"];
 /// Fabric roots shown at the top level besides `backstores`.
 pub const FABRICS: [&str; 3] = ["iscsi", "loopback", "vhost"];
 /// rtslib's name for the ALUA group every LUN starts in.
@@ -83,7 +83,7 @@ pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
         let objects: Vec<&StorageObject> = cfg
             .storage_objects
             .iter()
-            .filter(|so| so.plugin == plugin)
+            .filter(|so| so.ui_plugin() == plugin)
             .collect();
         let mut pn = Node::new(
             &backstores.path,
@@ -283,6 +283,10 @@ fn object_summary(
         "block" => {
             let ro = if so.readonly == Some(true) { "ro " } else { "" };
             format!("{dev} ({size}) {ro}{wb} {status}")
+        }
+        "user" => {
+            let cfg = so.user_config().map(|(_, c)| c).unwrap_or("(no config)");
+            format!("{cfg} ({size}) {status}")
         }
         _ => format!("{dev} ({size}) {wb} {status}"),
     }

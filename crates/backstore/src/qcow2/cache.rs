@@ -98,6 +98,10 @@ impl TableCache {
     pub fn any_dirty(&self) -> bool {
         self.slots.iter().any(|t| t.dirty)
     }
+
+    pub fn any_dirty_fresh(&self) -> bool {
+        self.slots.iter().any(|t| t.dirty && t.fresh)
+    }
 }
 
 #[cfg(test)]

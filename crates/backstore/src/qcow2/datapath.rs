@@ -6,12 +6,13 @@
 
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 
 use flate2::{Decompress, FlushDecompress};
 
 use super::meta::{corrupt, Cluster, Meta, COPIED, ZERO_FLAG};
 use super::Qcow2Backstore;
-use crate::Extent;
+use crate::{Backstore, Extent};
 
 /// Zero source for partial-cluster zeroing (no allocation per request).
 static ZEROES: [u8; 64 << 10] = [0u8; 64 << 10];
@@ -70,8 +71,16 @@ impl Qcow2Backstore {
                 Cluster::Zero | Cluster::ZeroAlloc { .. } => chunk.fill(0),
                 Cluster::Unallocated => self.read_backing(chunk, pos)?,
                 Cluster::Compressed { off, len } => {
-                    let mut out = vec![0u8; self.g.cs as usize];
-                    self.decompress(off, len, &mut out)?;
+                    // Small reads walk a cluster piece by piece: keep the
+                    // last one inflated (compressed clusters never change).
+                    let mut last = self.inflated.lock().map_err(|_| super::lock_err())?;
+                    let (key, out) = &mut *last;
+                    if *key != Some(off) {
+                        *key = None;
+                        out.resize(self.g.cs as usize, 0);
+                        self.decompress(off, len, out)?;
+                        *key = Some(off);
+                    }
                     chunk.copy_from_slice(&out[within as usize..within as usize + n]);
                 }
             }
@@ -136,6 +145,9 @@ impl Qcow2Backstore {
             match c {
                 Cluster::Data { host, copied: true } => {
                     drop(m);
+                    // Before the write: a flush that misses the flag started
+                    // before this write, so needn't cover it.
+                    self.unsynced.store(true, Ordering::Release);
                     self.file
                         .write_all_at(data, host + (pos & (self.g.cs - 1)))?;
                 }
@@ -182,6 +194,8 @@ impl Qcow2Backstore {
             r?;
             m.file_len = m.file_len.max(host + cs);
         }
+        // The new L2 entry must not become durable before this data.
+        m.writes += 1;
         m.set_l2_entry(gc, host | COPIED)?;
         if !reused {
             if let Some((off, len)) = self.g.host_span(old) {
@@ -218,7 +232,7 @@ impl Qcow2Backstore {
             let n = (cs - within).min(end - pos);
             // The last cluster of a disk whose size isn't cluster aligned
             // counts as whole when the range runs to the end of the disk.
-            let whole = within == 0 && (n == cs || pos + n == self.g.size);
+            let whole = within == 0 && (n == cs || pos + n == self.size());
             let gc = pos >> self.g.cluster_bits;
             let mut m = self.meta()?;
             let handled = whole && self.zero_cluster(&mut m, gc)?;
@@ -272,7 +286,8 @@ impl Qcow2Backstore {
     /// data: we don't look into the backing file.
     pub(super) fn extent_at(&self, offset: u64) -> io::Result<Extent> {
         let bits = self.g.cluster_bits;
-        let total = self.g.size.div_ceil(self.g.cs);
+        let size = self.size();
+        let total = size.div_ceil(self.g.cs);
         let backing_end = self
             .backing
             .as_ref()
@@ -300,7 +315,7 @@ impl Qcow2Backstore {
             }
             gc += 1;
         }
-        let end = (gc.min(limit) << bits).min(self.g.size);
+        let end = (gc.min(limit) << bits).min(size);
         Ok(Extent {
             allocated,
             len: end - offset,

@@ -45,8 +45,6 @@ pub enum Qcow2Error {
     Corrupt,
     #[error("image is dirty (lazy refcounts); repair it with `qemu-img check -r all` before opening it writable")]
     Dirty,
-    #[error("image has internal snapshots; it can only be opened read-only")]
-    Snapshots,
     #[error("backing file {0}")]
     Backing(String),
     #[error("invalid argument: {0}")]

@@ -35,11 +35,10 @@ pub struct Geometry {
     pub l2_entries: u64,
     pub rc_order: u32,
     pub rc_per_block: u64,
-    pub size: u64,
 }
 
 impl Geometry {
-    pub fn new(version: u32, cluster_bits: u32, rc_order: u32, size: u64) -> Self {
+    pub fn new(version: u32, cluster_bits: u32, rc_order: u32) -> Self {
         let cs = 1u64 << cluster_bits;
         Geometry {
             version,
@@ -48,7 +47,6 @@ impl Geometry {
             l2_entries: cs / 8,
             rc_order,
             rc_per_block: (cs * 8) >> rc_order,
-            size,
         }
     }
 }
@@ -139,6 +137,8 @@ pub struct Meta {
     pub file: File,
     pub l1: Vec<u64>,
     pub l1_off: u64,
+    /// Clusters reserved for the L1 table (it may grow in place within them).
+    pub l1_clusters: u64,
     /// Dirty L1 entries, as an index range [lo, hi).
     pub l1_dirty: Option<(usize, usize)>,
     pub l2: TableCache,
@@ -157,6 +157,9 @@ pub struct Meta {
     /// their data written (the rest reads as zeroes); flush extends the file
     /// over them before any table points there, so QEMU sees whole clusters.
     pub file_len: u64,
+    /// Counts writes that must be durable before tables that point to
+    /// them (refcounts, fresh tables, allocated data); see `flush_stage2`.
+    pub writes: u64,
     /// One cluster of bounce space for copy-on-write (reused, not per request).
     pub scratch: Vec<u8>,
 }
@@ -194,18 +197,15 @@ impl Meta {
             let zero = vec![0u8; self.g.cs as usize].into_boxed_slice();
             let s = self.l2.insert(host, zero, true, true);
             self.l1[i] = host | COPIED;
-            self.l1_dirty = Some(match self.l1_dirty {
-                Some((lo, hi)) => (lo.min(i), hi.max(i + 1)),
-                None => (i, i + 1),
-            });
+            self.mark_l1(i);
             return Ok(Some(s));
         }
         if !off.is_multiple_of(self.g.cs) {
             return Err(corrupt("unaligned L2 table offset"));
         }
         if create && e & COPIED == 0 {
-            // Shared with a snapshot: writable opens refuse snapshots.
-            return Err(corrupt("L2 table without the COPIED flag"));
+            // Shared with an internal snapshot: copy before modifying.
+            return self.cow_l2(i, off).map(Some);
         }
         if let Some(s) = self.l2.find(off) {
             return Ok(Some(s));
@@ -213,6 +213,36 @@ impl Meta {
         self.make_room_l2()?;
         let data = self.read_table(off)?;
         Ok(Some(self.l2.insert(off, data, false, false)))
+    }
+
+    /// Give L1 entry `i` a private copy of the shared L2 table at `old`.
+    /// Cluster refcounts count L1 tables that reach a cluster (a snapshot
+    /// took its references when it was made), so the clusters keep theirs;
+    /// only the old table loses ours, once the new L1 entry is durable.
+    fn cow_l2(&mut self, i: usize, old: u64) -> io::Result<usize> {
+        let mut data = match self.l2.find(old) {
+            Some(s) => self.l2.get(s).data.clone(),
+            None => self.read_table(old)?,
+        };
+        // Shared clusters must not be written in place through the copy.
+        for j in 0..self.g.l2_entries as usize {
+            let e = get64(&data, j);
+            put64(&mut data, j, e & !COPIED);
+        }
+        let host = self.alloc_cluster()?;
+        self.make_room_l2()?;
+        let s = self.l2.insert(host, data, true, true);
+        self.l1[i] = host | COPIED;
+        self.mark_l1(i);
+        self.free_later(old, self.g.cs);
+        Ok(s)
+    }
+
+    fn mark_l1(&mut self, i: usize) {
+        self.l1_dirty = Some(match self.l1_dirty {
+            Some((lo, hi)) => (lo.min(i), hi.max(i + 1)),
+            None => (i, i + 1),
+        });
     }
 
     fn make_room_l2(&mut self) -> io::Result<()> {
@@ -229,6 +259,7 @@ impl Meta {
                 }
                 let t = self.l2.get(v);
                 self.file.write_all_at(&t.data, t.key)?;
+                self.writes += 1;
             }
             self.l2.remove(v);
         }
@@ -238,9 +269,15 @@ impl Meta {
     /// The raw L2 entry of guest cluster `gc` (0 when it has no L2 table).
     pub fn l2_entry(&mut self, gc: u64) -> io::Result<u64> {
         let (i, j) = self.l1_index(gc)?;
-        Ok(match self.l2_slot(i, false)? {
+        let e = match self.l2_slot(i, false)? {
             Some(s) => get64(&self.l2.get(s).data, j),
             None => 0,
+        };
+        // Nothing under a shared L2 table may be written in place.
+        Ok(if self.l1[i] & COPIED == 0 {
+            e & !COPIED
+        } else {
+            e
         })
     }
 
@@ -277,6 +314,7 @@ impl Meta {
         if self.file_len < end {
             self.file.set_len(end)?;
             self.file_len = end;
+            self.writes += 1;
         }
         Ok(())
     }
@@ -302,13 +340,16 @@ impl Meta {
             if t.dirty {
                 self.file.write_all_at(&t.data, t.key)?;
                 t.dirty = false;
+                self.writes += 1;
             }
         }
         Ok(())
     }
 
-    /// Make everything written so far durable, in crash-safe order.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Flush stage 1: write what may precede the first sync (refcounts,
+    /// tables no on-disk L1 entry points to, file extension). Returns the
+    /// write counter a sync issued after this call covers.
+    pub fn flush_stage1(&mut self) -> io::Result<u64> {
         self.cover_clusters()?;
         self.write_refcounts()?;
         for t in self.l2.slots_mut() {
@@ -317,7 +358,26 @@ impl Meta {
                 t.dirty = false;
             }
         }
-        self.sync()?;
+        self.writes += 1;
+        Ok(self.writes)
+    }
+
+    fn stage1_clean(&self) -> bool {
+        !self.rct_dirty
+            && !self.rcb.any_dirty()
+            && self.file_len >= self.end_cluster << self.g.cluster_bits
+            && !self.l2.any_dirty_fresh()
+    }
+
+    /// Flush stage 2, once a sync covering counter `synced` completed: write
+    /// the tables that point to data (the caller syncs again if this
+    /// returns true). When allocations happened since stage 1 (the sync ran
+    /// without the lock), their refcounts and data are made durable first.
+    pub fn flush_stage2(&mut self, synced: u64) -> io::Result<bool> {
+        if self.writes != synced || !self.stage1_clean() {
+            self.flush_stage1()?;
+            self.sync()?;
+        }
         let mut wrote = false;
         for t in self.l2.slots_mut() {
             if t.dirty {
@@ -335,12 +395,68 @@ impl Meta {
             self.l1_dirty = None;
             wrote = true;
         }
-        if wrote {
-            self.sync()?;
-        }
+        // Not durable yet, but clearing `fresh` early only makes later
+        // evictions more careful.
         for t in self.l2.slots_mut() {
             t.fresh = false;
         }
-        Ok(())
+        Ok(wrote)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_descriptor_fields() {
+        let g = Geometry::new(3, 16, 4);
+        // 64 KiB clusters: offset in bits 0..54, extra sectors in 54..62.
+        let e = COMPRESSED | (3u64 << 54) | 0x12345;
+        let end = (0x12345 & !511) + 4 * 512;
+        assert_eq!(
+            g.classify(e).unwrap(),
+            Cluster::Compressed {
+                off: 0x12345,
+                len: end - 0x12345
+            }
+        );
+    }
+
+    #[test]
+    fn zero_flag_only_counts_in_v3() {
+        let v3 = Geometry::new(3, 16, 4);
+        let v2 = Geometry::new(2, 16, 4);
+        assert_eq!(v3.classify(ZERO_FLAG).unwrap(), Cluster::Zero);
+        assert_eq!(
+            v3.classify(0x30000 | ZERO_FLAG | COPIED).unwrap(),
+            Cluster::ZeroAlloc {
+                host: 0x30000,
+                copied: true
+            }
+        );
+        assert_eq!(
+            v2.classify(0x30000 | ZERO_FLAG).unwrap(),
+            Cluster::Data {
+                host: 0x30000,
+                copied: false
+            }
+        );
+        assert_eq!(v2.classify(0).unwrap(), Cluster::Unallocated);
+    }
+
+    #[test]
+    fn unaligned_data_cluster_is_corruption() {
+        let g = Geometry::new(3, 16, 4);
+        assert!(g.classify(0x10200).is_err());
+    }
+
+    #[test]
+    fn compressed_span_covers_every_touched_cluster() {
+        let g = Geometry::new(3, 9, 4);
+        // 512-byte clusters: 1 extra sector starting mid-sector spans 2..3 clusters.
+        let x = 62 - (9 - 8);
+        let c = g.classify(COMPRESSED | (1u64 << x) | 0x500).unwrap();
+        assert_eq!(g.host_span(c), Some((0x500, 0x600 - 0x500 + 512)));
     }
 }

@@ -20,11 +20,13 @@ mod datapath;
 pub mod header;
 mod meta;
 mod refcount;
+mod resize;
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 pub use header::{Header, Qcow2Error};
@@ -91,10 +93,16 @@ pub struct Qcow2Backstore {
     path: PathBuf,
     file: File,
     g: Geometry,
+    /// In-place data writes happened since the last sync.
+    unsynced: AtomicBool,
+    /// Virtual size; grows online (see `grow`).
+    size: AtomicU64,
     read_only: bool,
     backing: Option<Backing>,
     backing_path: Option<PathBuf>,
     meta: Mutex<Meta>,
+    /// The last compressed cluster read, inflated (keyed by its host offset).
+    inflated: Mutex<(Option<u64>, Vec<u8>)>,
     /// Held shared by every data transfer, exclusively to recycle freed clusters.
     gate: RwLock<()>,
 }
@@ -134,9 +142,6 @@ impl Qcow2Backstore {
             if h.incompatible & INCOMPAT_DIRTY != 0 {
                 return Err(Qcow2Error::Dirty);
             }
-            if h.nb_snapshots > 0 {
-                return Err(Qcow2Error::Snapshots);
-            }
             if h.autoclear != 0 {
                 // We don't maintain what those bits vouch for (e.g. dirty
                 // bitmaps), so the spec says clear them before writing.
@@ -144,7 +149,7 @@ impl Qcow2Backstore {
                 file.sync_data()?;
             }
         }
-        let g = Geometry::new(h.version, h.cluster_bits, h.refcount_order, h.size);
+        let g = Geometry::new(h.version, h.cluster_bits, h.refcount_order);
         let mut raw = vec![0u8; h.l1_size as usize * 8];
         file.read_exact_at(&mut raw, h.l1_table_offset)?;
         let l1: Vec<u64> = (0..h.l1_size as usize)
@@ -162,6 +167,7 @@ impl Qcow2Backstore {
             file: file.try_clone()?,
             l1,
             l1_off: h.l1_table_offset,
+            l1_clusters: (u64::from(h.l1_size) * 8).div_ceil(g.cs),
             l1_dirty: None,
             l2: TableCache::new(tables(opts.l2_cache_bytes)),
             rct,
@@ -173,16 +179,20 @@ impl Qcow2Backstore {
             free_hint: 0,
             end_cluster: len.div_ceil(g.cs),
             file_len: len,
+            writes: 0,
             scratch: Vec::new(),
         };
         Ok(Qcow2Backstore {
             path: path.to_path_buf(),
             file,
             g,
+            size: AtomicU64::new(h.size),
+            unsynced: AtomicBool::new(false),
             read_only: ro,
             backing,
             backing_path,
             meta: Mutex::new(meta),
+            inflated: Mutex::new((None, Vec::new())),
             gate: RwLock::new(()),
         })
     }
@@ -206,7 +216,7 @@ impl Qcow2Backstore {
 
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.g.size => Ok(()),
+            Some(end) if end <= self.size() => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "beyond the end of the image",
@@ -278,7 +288,7 @@ fn open_backing(
 
 impl Backstore for Qcow2Backstore {
     fn size(&self) -> u64 {
-        self.g.size
+        self.size.load(Ordering::Acquire)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -309,16 +319,33 @@ impl Backstore for Qcow2Backstore {
         if self.read_only {
             return Ok(());
         }
-        let frees = {
+        let unsynced = self.unsynced.swap(false, Ordering::AcqRel);
+        // The syncs run without the metadata lock so I/O to allocated
+        // clusters goes on meanwhile; stage 2 re-checks what changed.
+        let synced = {
             let mut m = self.meta()?;
-            if m.is_dirty() || !m.pending_free.is_empty() {
-                m.flush()?;
-                m.pending_free.len()
-            } else {
+            if !m.is_dirty() && m.pending_free.is_empty() {
                 drop(m);
-                return self.file.sync_data();
+                // Nothing written since the last sync: nothing to do.
+                if !unsynced {
+                    return Ok(());
+                }
+                let r = self.file.sync_data();
+                if r.is_err() {
+                    self.unsynced.store(true, Ordering::Release);
+                }
+                return r;
             }
+            m.flush_stage1()?
         };
+        self.file.sync_data()?;
+        let (wrote, frees) = {
+            let mut m = self.meta()?;
+            (m.flush_stage2(synced)?, m.pending_free.len())
+        };
+        if wrote {
+            self.file.sync_data()?;
+        }
         if frees > 0 {
             // Wait out I/O that may still use a mapping to these clusters.
             let _gate = self.gate.write().map_err(|_| lock_err())?;
@@ -336,7 +363,7 @@ impl Backstore for Qcow2Backstore {
     }
 
     fn allocation_at(&self, offset: u64) -> io::Result<Option<Extent>> {
-        if offset >= self.g.size {
+        if offset >= self.size() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "offset beyond size",
@@ -359,5 +386,80 @@ impl Drop for Qcow2Backstore {
         if let Err(e) = r {
             tracing::error!(path = %self.path.display(), error = %e, "qcow2: flush on close failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_write_reopen_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.qcow2");
+        let size = 8u64 << 20;
+        let mut mirror = vec![0u8; size as usize];
+        {
+            let q = Qcow2Backstore::create(&p, size, 4096).unwrap();
+            for (i, off) in [0u64, 4096 + 100, 3 << 20, size - 512]
+                .into_iter()
+                .enumerate()
+            {
+                let len = (size - off).min(10_000) as usize;
+                let data: Vec<u8> = (0..len).map(|k| (k + i) as u8).collect();
+                q.write_at(&data, off).unwrap();
+                mirror[off as usize..off as usize + len].copy_from_slice(&data);
+            }
+            q.discard(8192, 8192).unwrap();
+            mirror[8192..16384].fill(0);
+            q.write_zeroes(100, 50).unwrap();
+            mirror[100..150].fill(0);
+        }
+        let q = Qcow2Backstore::open(&p, &Qcow2Options::default()).unwrap();
+        let mut all = vec![0xffu8; size as usize];
+        q.read_at(&mut all, 0).unwrap();
+        assert!(all == mirror);
+        let hole = q.allocation_at(8192).unwrap().unwrap();
+        // Zero clusters, then unallocated ones, up to the data at 3 MiB.
+        assert!(!hole.allocated && hole.len == (3 << 20) - 8192, "{hole:?}");
+        let data = q.allocation_at(0).unwrap().unwrap();
+        assert!(data.allocated && data.len == 8192, "{data:?}");
+        let tail = q.allocation_at(4 << 20).unwrap().unwrap();
+        assert!(
+            !tail.allocated && tail.len == (size - 512 - (4 << 20)) & !4095,
+            "{tail:?}"
+        );
+    }
+
+    #[test]
+    fn bounds_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.qcow2");
+        drop(Qcow2Backstore::create(&p, 1 << 20, 65536).unwrap());
+        let ro = Qcow2Options {
+            read_only: true,
+            ..Qcow2Options::default()
+        };
+        let q = Qcow2Backstore::open(&p, &ro).unwrap();
+        assert!(q.capabilities().read_only);
+        let e = q.write_at(&[0; 512], 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let e = q.read_at(&mut [0; 512], 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(q.read_at(&mut [0; 512], u64::MAX - 10).is_err());
+        assert!(q.allocation_at(1 << 20).is_err());
+    }
+
+    #[test]
+    fn garbage_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g");
+        std::fs::write(&p, b"").unwrap();
+        assert!(Qcow2Backstore::open(&p, &Qcow2Options::default()).is_err());
+        std::fs::write(&p, vec![0x51u8; 4096]).unwrap();
+        assert!(matches!(
+            Qcow2Backstore::open(&p, &Qcow2Options::default()),
+            Err(Qcow2Error::BadMagic)
+        ));
     }
 }

@@ -92,6 +92,7 @@ impl Meta {
             let t = self.rcb.get(v);
             if t.dirty {
                 self.file.write_all_at(&t.data, t.key)?;
+                self.writes += 1;
             }
             self.rcb.remove(v);
         }
@@ -176,6 +177,31 @@ impl Meta {
             self.free_hint = c + 1;
             self.end_cluster = self.end_cluster.max(c + 1);
             return Ok(c << self.g.cluster_bits);
+        }
+    }
+
+    /// Allocate `n` contiguous clusters at the end of the used area (for
+    /// tables that must be contiguous) and return the first offset.
+    pub fn alloc_contiguous(&mut self, n: u64) -> io::Result<u64> {
+        let ppb = self.g.rc_per_block;
+        loop {
+            let e = self.end_cluster;
+            // Blocks created here may land inside the run: then start over.
+            match (e / ppb..=(e + n - 1) / ppb).find(|&t| !self.has_block(t)) {
+                Some(t) => {
+                    self.ensure_block(t)?;
+                }
+                None => {
+                    if ((e + n) << self.g.cluster_bits) >= 1 << 56 {
+                        return Err(io::Error::other("qcow2 image full (56-bit host offsets)"));
+                    }
+                    for c in e..e + n {
+                        self.rc_set(c, 1)?;
+                    }
+                    self.end_cluster = e + n;
+                    return Ok(e << self.g.cluster_bits);
+                }
+            }
         }
     }
 

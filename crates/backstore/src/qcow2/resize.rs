@@ -1,0 +1,92 @@
+//! Online growth of the virtual disk: the L1 table grows in place when its
+//! clusters have room, otherwise it moves to new contiguous clusters; the
+//! header switches to the new table only once it is durable, and the size
+//! field changes last, so a crash leaves either the old or the new size.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+use super::header::MAX_L1_BYTES;
+use super::meta::put64;
+use super::Qcow2Backstore;
+
+/// Header offsets of `size` and of `l1_size` (followed by `l1_table_offset`).
+const SIZE_FIELD: u64 = 24;
+const L1_FIELDS: u64 = 36;
+
+impl Qcow2Backstore {
+    /// Grow the virtual disk to `new_size` bytes (shrinking is refused).
+    /// Durable when it returns; new space reads as zeroes, or from the
+    /// backing file where that reaches.
+    pub fn grow(&self, new_size: u64) -> io::Result<()> {
+        self.check_writable()?;
+        let mut m = self.meta()?;
+        let old_size = self.size.load(Ordering::Acquire);
+        if new_size < old_size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "qcow2 images can only grow",
+            ));
+        }
+        if new_size == old_size {
+            return Ok(());
+        }
+        let cs = self.g.cs;
+        let entries = new_size.div_ceil(cs).div_ceil(self.g.l2_entries);
+        if entries * 8 > MAX_L1_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "size too large for this cluster size",
+            ));
+        }
+        let old_entries = m.l1.len() as u64;
+        if entries > old_entries {
+            // Everything the new table copies must be on disk first.
+            let synced = m.flush_stage1()?;
+            m.sync()?;
+            if m.flush_stage2(synced)? {
+                m.sync()?;
+            }
+            let clusters = (entries * 8).div_ceil(cs);
+            let mut buf = vec![0u8; (clusters * cs) as usize];
+            for (i, e) in m.l1.iter().enumerate() {
+                put64(&mut buf, i, *e);
+            }
+            let (old_off, old_clusters) = (m.l1_off, m.l1_clusters);
+            if clusters <= old_clusters {
+                // The new entries are zero; write them before they count.
+                let from = (old_entries * 8) as usize;
+                let to = (entries * 8) as usize;
+                m.file.write_all_at(&buf[from..to], old_off + from as u64)?;
+            } else {
+                let off = m.alloc_contiguous(clusters)?;
+                m.file.write_all_at(&buf, off)?;
+                m.cover_clusters()?;
+                m.write_refcounts()?;
+                (m.l1_off, m.l1_clusters) = (off, clusters);
+            }
+            m.sync()?;
+            let mut f = [0u8; 12];
+            f[..4].copy_from_slice(&(entries as u32).to_be_bytes());
+            f[4..].copy_from_slice(&m.l1_off.to_be_bytes());
+            m.file.write_all_at(&f, L1_FIELDS)?;
+            m.sync()?;
+            m.l1.resize(entries as usize, 0);
+            if m.l1_off != old_off {
+                // Unreferenced now that the header is durable.
+                let bits = self.g.cluster_bits;
+                for c in (old_off >> bits)..(old_off >> bits) + old_clusters {
+                    let r = m.rc_get(c)?;
+                    m.rc_set(c, r.saturating_sub(1))?;
+                    m.free_hint = m.free_hint.min(c);
+                }
+                m.write_dirty_blocks()?;
+            }
+        }
+        m.file.write_all_at(&new_size.to_be_bytes(), SIZE_FIELD)?;
+        m.sync()?;
+        self.size.store(new_size, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! `create` under `/backstores/<plugin>`: targetcli's parameters and
+//! defaults per plugin (fileio, block, ramdisk, user:qcow), checked against
+//! the backing path before anything is opened (see [`crate::ops`]).
+
+use anyhow::{anyhow, bail, Result};
+use config::{SaveConfig, StorageObject};
+use serde_json::Value;
+
+use crate::args::{parse_size, Args};
+use crate::ops::{Ctx, PathKind};
+
+pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
+    let (params, required): (&[&str], usize) = match plugin {
+        "fileio" => (
+            &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
+            2,
+        ),
+        "block" => (&["name", "dev", "readonly", "wwn", "exclusive"], 2),
+        "user:qcow" | "user:nbd" => (
+            &[
+                "name",
+                "size",
+                "cfgstring",
+                "wwn",
+                "hw_max_sectors",
+                "control",
+            ],
+            1,
+        ),
+        _ => (&["name", "size", "nullio", "wwn"], 2),
+    };
+    let b = args.bind("create", params, required)?;
+    let name = b.req("name")?.to_string();
+    if name.is_empty() || name.contains(['/', ' ', '\t', '\n', '=']) {
+        bail!("invalid name {name:?} (no '/', '=' or whitespace)");
+    }
+    if cfg
+        .storage_objects
+        .iter()
+        .any(|so| so.ui_plugin() == plugin && so.name == name)
+    {
+        bail!("storage object /backstores/{plugin}/{name} already exists");
+    }
+    let wwn = match b.get("wwn") {
+        Some(w) => w.to_string(),
+        None => (ctx.new_uuid)()?,
+    };
+    if plugin.starts_with("user:")
+        && cfg
+            .storage_objects
+            .iter()
+            .any(|so| so.plugin == "user" && so.name == name)
+    {
+        bail!("a user storage object named {name} already exists");
+    }
+    let mut so = StorageObject {
+        plugin: plugin.split(':').next().unwrap_or(plugin).into(),
+        name: name.clone(),
+        wwn: Some(wwn),
+        ..StorageObject::default()
+    };
+    let size_arg = b.get("size").map(parse_size).transpose()?;
+    let msg = match plugin {
+        "fileio" => {
+            let dev = b.req("file_or_dev")?;
+            if !dev.starts_with('/') {
+                bail!("file_or_dev {dev:?} must be an absolute path");
+            }
+            if b.bool("sparse")? == Some(false) {
+                bail!("sparse=false is not supported yet (files are created sparse)");
+            }
+            let size = match ((ctx.stat)(dev), size_arg) {
+                (Some(PathKind::BlockDevice), Some(_)) => {
+                    bail!("size must not be given for a block device")
+                }
+                (Some(PathKind::BlockDevice), None) => None,
+                (Some(PathKind::File(len)), None) if len > 0 => Some(len),
+                (Some(PathKind::Other), _) => {
+                    bail!("{dev} is neither a regular file nor a block device")
+                }
+                (_, Some(s)) => Some(s),
+                (_, None) => bail!("{dev} does not exist or is empty: size is required"),
+            };
+            if let Some(dir) = std::path::Path::new(dev).parent() {
+                if (ctx.stat)(&dir.to_string_lossy()).is_none() {
+                    bail!("directory {} does not exist", dir.display());
+                }
+            }
+            so.dev = Some(dev.to_string());
+            so.size = size;
+            so.write_back = Some(b.bool("write_back")?.unwrap_or(true));
+            so.aio = Some(false);
+            format!(
+                "Created fileio {name} with size {}.",
+                so.size.map(|s| s.to_string()).unwrap_or("(device)".into())
+            )
+        }
+        "block" => {
+            let dev = b.req("dev")?;
+            if (ctx.stat)(dev) != Some(PathKind::BlockDevice) {
+                bail!("{dev} is not a block device");
+            }
+            so.dev = Some(dev.to_string());
+            so.readonly = Some(b.bool("readonly")?.unwrap_or(false));
+            so.exclusive = Some(b.bool("exclusive")?.unwrap_or(true));
+            so.write_back = Some(false);
+            format!("Created block storage object {name} using {dev}.")
+        }
+        "user:qcow" => {
+            let image = b
+                .get("cfgstring")
+                .ok_or_else(|| anyhow!("missing parameter cfgstring (the qcow2 image path)"))?;
+            if !image.starts_with('/') {
+                bail!("cfgstring {image:?} must be an absolute image path");
+            }
+            match ((ctx.stat)(image), size_arg) {
+                (Some(PathKind::File(_)), _) => {}
+                (Some(_), _) => bail!("{image} is not a regular file"),
+                (None, None) => bail!("{image} does not exist: size is required to create it"),
+                (None, Some(_)) => {
+                    if let Some(dir) = std::path::Path::new(image).parent() {
+                        if (ctx.stat)(&dir.to_string_lossy()).is_none() {
+                            bail!("directory {} does not exist", dir.display());
+                        }
+                    }
+                }
+            }
+            so.size = size_arg;
+            so.extra
+                .insert("config".into(), Value::from(format!("qcow/{image}")));
+            for k in ["hw_max_sectors", "control"] {
+                if let Some(v) = b.get(k) {
+                    so.extra.insert(k.into(), Value::from(v));
+                }
+            }
+            format!("Created user-backed storage object {name} using {image}.")
+        }
+        "user:nbd" => {
+            let uri = b.get("cfgstring").ok_or_else(|| {
+                anyhow!("missing parameter cfgstring (nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH)")
+            })?;
+            crate::build::parse_nbd_uri(uri)?;
+            if size_arg.is_some() {
+                bail!("size comes from the NBD server: omit it");
+            }
+            so.extra
+                .insert("config".into(), Value::from(format!("nbd/{uri}")));
+            format!("Created user-backed storage object {name} using {uri}.")
+        }
+        _ => {
+            so.size = size_arg;
+            so.nullio = Some(b.bool("nullio")?.unwrap_or(false));
+            format!("Created ramdisk {name} with size {}.", b.req("size")?)
+        }
+    };
+    cfg.storage_objects.push(so);
+    Ok(msg)
+}
