@@ -16,6 +16,7 @@ use crate::tree::normalize;
 
 /// Verbs the client understands (completion and help list them).
 pub const VERBS: &[&str] = &[
+    "bookmarks",
     "cd",
     "clearconfig",
     "create",
@@ -91,6 +92,8 @@ pub enum Action {
     Request(Value, Show),
     Cd(String),
     Pwd,
+    /// `bookmarks ...` at a path.
+    Bookmarks(String, Vec<String>),
     Help,
     Exit,
 }
@@ -139,6 +142,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             _ => bail!("cd takes one path"),
         },
         "pwd" => Action::Pwd,
+        "bookmarks" => Action::Bookmarks(path.clone(), params.to_vec()),
         "info" if params.is_empty() => Action::Request(req("info"), Show::Info),
         "status" if params.is_empty() => Action::Request(
             json!({"op": "ls", "path": path, "depth": 0, "width": width}),
@@ -322,6 +326,7 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   restoreconfig [FILE]               replace the live configuration with FILE
   clearconfig confirm=true           delete everything
   sessions                           list logged-in initiators
+  bookmarks add|del|go NAME | show   named paths; @NAME works as a path
   cd PATH, pwd, help, exit           (shell)
 Examples:
   /backstores/fileio create disk1 /var/lib/d.img 1G
@@ -383,7 +388,10 @@ pub fn main(argv: &[String]) -> ExitCode {
 }
 
 fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
-    let action = parse("/", words, width())?;
+    let mut words = words.to_vec();
+    let mut marks = crate::bookmarks::Bookmarks::load();
+    marks.expand(&mut words)?;
+    let action = parse("/", &words, width())?;
     let (req, show) = match action {
         Action::Request(r, s) => (r, s),
         Action::Help => {
@@ -394,6 +402,14 @@ fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
         Action::Cd(p) => (json!({"op": "ls", "path": p, "width": width()}), Show::Ls),
         Action::Pwd => {
             println!("/");
+            return Ok(true);
+        }
+        Action::Bookmarks(path, args) => {
+            match marks.run(&path, &args)? {
+                crate::bookmarks::Outcome::Print(s) | crate::bookmarks::Outcome::Go(s) => {
+                    println!("{s}")
+                }
+            }
             return Ok(true);
         }
         Action::Nothing | Action::Exit => return Ok(true),

@@ -5,6 +5,7 @@
 
 mod api;
 mod args;
+mod bookmarks;
 mod build;
 mod cli;
 mod client;

@@ -18,6 +18,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use serde_json::{json, Value};
 
+use crate::bookmarks::{Bookmarks, Outcome};
 use crate::client::{self, Action, Conn, Show, HELP, VERBS};
 use crate::ops_edit::{AUTH, SO_ATTRIBUTES, TPG_ATTRIBUTES, TPG_PARAMETERS};
 use crate::tree::normalize;
@@ -27,6 +28,7 @@ struct Session {
     conn: Option<Conn>,
     cwd: String,
     as_json: bool,
+    bookmarks: Bookmarks,
 }
 
 impl Session {
@@ -45,22 +47,34 @@ impl Session {
 
     /// Run one line; false if it failed.
     fn run_line(&mut self, line: &str) -> Result<bool, ()> {
-        let words = match client::split_words(line) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("rtarget: error: {e}");
-                return Ok(false);
-            }
-        };
-        let action = match client::parse(&self.cwd, &words, client::width()) {
+        let parsed = client::split_words(line).and_then(|mut w| {
+            self.bookmarks.expand(&mut w)?;
+            client::parse(&self.cwd, &w, client::width())
+        });
+        let action = match parsed {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("rtarget: error: {e:#}");
                 return Ok(false);
             }
         };
+        let action = match action {
+            Action::Bookmarks(path, args) => match self.bookmarks.run(&path, &args) {
+                Ok(Outcome::Print(s)) => {
+                    println!("{s}");
+                    return Ok(true);
+                }
+                Ok(Outcome::Go(p)) => Action::Cd(p),
+                Err(e) => {
+                    eprintln!("rtarget: error: {e:#}");
+                    return Ok(false);
+                }
+            },
+            other => other,
+        };
         match action {
-            Action::Nothing => Ok(true),
+            // Already resolved above.
+            Action::Nothing | Action::Bookmarks(..) => Ok(true),
             Action::Exit => Err(()),
             Action::Help => {
                 println!("{HELP}");
@@ -113,6 +127,7 @@ pub fn run(socket: &Path, as_json: bool) -> ExitCode {
         conn: None,
         cwd: "/".into(),
         as_json,
+        bookmarks: Bookmarks::load(),
     }));
     if let Err(e) = session.borrow_mut().call(&json!({"op": "ping"})) {
         eprintln!("rtarget: error: {e:#}");
@@ -216,7 +231,7 @@ impl ShellHelper {
                     VERBS
                         .iter()
                         .filter(|v| v.starts_with(word))
-                        .map(|v| v.to_string()),
+                        .map(|v| format!("{v} ")),
                 );
             }
             return out;
@@ -238,11 +253,12 @@ impl ShellHelper {
             ("create", _) => create_params(&at),
             _ => &[],
         };
-        // Names (not groups) take a value: `set attribute name=`, `create name=`.
+        // Names (not groups) take a value: `set attribute name=`, `create
+        // name=`; a complete word (a group, a `get` name) ends with a space.
         let eq = if verb == "create" || (verb == "set" && before.len() - verb_pos >= 2) {
             "="
         } else {
-            ""
+            " "
         };
         out.extend(
             names
@@ -322,6 +338,7 @@ mod tests {
                 conn: None,
                 cwd: cwd.into(),
                 as_json: false,
+                bookmarks: Bookmarks::load(),
             })),
         }
     }
@@ -333,8 +350,8 @@ mod tests {
     #[test]
     fn completes_verbs_groups_names_and_parameters() {
         let h = helper("/iscsi/iqn.2026-11.x:y/tpg1");
-        assert_eq!(h.candidates(&[], "sa"), ["saveconfig"]);
-        assert_eq!(h.candidates(&words("set"), "a"), ["attribute", "auth"]);
+        assert_eq!(h.candidates(&[], "sa"), ["saveconfig "]);
+        assert_eq!(h.candidates(&words("set"), "a"), ["attribute ", "auth "]);
         assert_eq!(h.candidates(&words("set global"), "auto_s"), ["auto_save="]);
         assert_eq!(
             h.candidates(&words("set attribute"), "generate"),
@@ -342,7 +359,7 @@ mod tests {
         );
         assert_eq!(
             h.candidates(&words("get parameter"), "Immediate"),
-            ["ImmediateData"]
+            ["ImmediateData "]
         );
         assert_eq!(
             h.candidates(&words("luns create"), "stor"),

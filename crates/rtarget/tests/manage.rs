@@ -352,9 +352,10 @@ fn shell_reads_commands_from_stdin() {
     let s = setup();
     let d = Daemon::start(&s.config, &s.socket, s.port);
     let script = format!(
-        "/backstores/ramdisk create r0 16M\ncd /iscsi\npwd\ncreate {IQN}\ncd {IQN}/tpg1\npwd\nluns/ create /backstores/ramdisk/r0\nls luns\nget attribute generate_node_acls\nsaveconfig\nexit\nls\n"
+        "/backstores/ramdisk create r0 16M\ncd /iscsi\npwd\ncreate {IQN}\ncd {IQN}/tpg1\npwd\nluns/ create /backstores/ramdisk/r0\nls luns\nget attribute generate_node_acls\nsaveconfig\nbookmarks add t1\ncd /\ncd @t1/luns\npwd\nexit\nls\n"
     );
     let mut child = Command::new(BIN)
+        .env("HOME", s.config.parent().unwrap())
         .arg("--socket")
         .arg(&s.socket)
         .stdin(Stdio::piped())
@@ -384,6 +385,11 @@ fn shell_reads_commands_from_stdin() {
     );
     assert!(stdout.contains("generate_node_acls=0"), "{stdout}");
     assert!(stdout.contains("Configuration saved to"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("/iscsi/{IQN}/tpg1/luns\n")),
+        "{stdout}"
+    );
+    assert!(s.config.with_file_name(".rtarget_bookmarks").exists());
     // `exit` ends the script: the final `ls` did not run.
     assert_eq!(stdout.matches("o- ").count(), 2, "{stdout}");
 
