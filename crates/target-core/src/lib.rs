@@ -222,6 +222,20 @@ impl LunTable {
         tmf::nexus_gone(self, nexus)
     }
 
+    /// The LUN inventory this table describes changed under `nexus` (a LUN
+    /// was added, removed or remapped while its session stays logged in):
+    /// queue REPORTED LUNS DATA HAS CHANGED (3F/0E) on every LU of the table
+    /// for that nexus, so whichever LUN the initiator touches next tells it to
+    /// rescan (SPC-4 7.5.x, as LIO does for every LUN of the ACL).
+    pub fn luns_changed(&self, nexus: &Nexus) {
+        for lun in &self.luns {
+            lun.device
+                .state
+                .ua
+                .queue_for(nexus.id, scsi::Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+        }
+    }
+
     /// The LUN entry for `lun`, if mapped.
     pub fn find(&self, lun: u64) -> Option<&Lun> {
         self.luns.iter().find(|l| l.id == lun)
