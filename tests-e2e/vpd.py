@@ -12,6 +12,7 @@ per page; exit status 1 on any problem.
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from malformed import Session  # noqa: E402  (same directory)
 

@@ -33,8 +33,10 @@ const FLAG_NO_ZEROES: u16 = 1 << 1;
 const OPT_ABORT: u32 = 2;
 const OPT_GO: u32 = 7;
 const OPT_STRUCTURED_REPLY: u32 = 8;
+const OPT_SET_META_CONTEXT: u32 = 10;
 const REP_ACK: u32 = 1;
 const REP_INFO: u32 = 3;
+const REP_META_CONTEXT: u32 = 4;
 const REP_ERR_BIT: u32 = 1 << 31;
 const INFO_EXPORT: u16 = 0;
 const INFO_BLOCK_SIZE: u16 = 3;
@@ -51,11 +53,17 @@ const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
 const CMD_FLUSH: u16 = 3;
 const CMD_WRITE_ZEROES: u16 = 6;
+const CMD_BLOCK_STATUS: u16 = 7;
 const CMD_FLAG_FUA: u16 = 1 << 0;
+const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 
 const CHUNK_NONE: u16 = 0;
 const CHUNK_OFFSET_DATA: u16 = 1;
 const CHUNK_OFFSET_HOLE: u16 = 2;
+const CHUNK_BLOCK_STATUS: u16 = 5;
+const STATE_HOLE: u32 = 1 << 0;
+const STATE_ZERO: u32 = 1 << 1;
+const ALLOCATION_CONTEXT: &[u8] = b"base:allocation";
 const CHUNK_ERROR_BIT: u16 = 1 << 15;
 const CHUNK_FLAG_DONE: u16 = 1;
 
@@ -85,6 +93,8 @@ struct Conn {
     cookie: u64,
     /// A failed or violated exchange left the stream at an unknown position.
     broken: bool,
+    /// The id this connection's server gave the `base:allocation` context.
+    alloc_ctx: Option<u32>,
 }
 
 pub struct NbdBackstore {
@@ -95,6 +105,8 @@ pub struct NbdBackstore {
     structured: bool,
     max_payload: u32,
     preferred: u32,
+    /// The server answers NBD_CMD_BLOCK_STATUS for `base:allocation`.
+    block_status: bool,
     /// One connection, or several when the server allows multi-conn.
     conns: Vec<Mutex<Conn>>,
     next: AtomicUsize,
@@ -191,6 +203,30 @@ struct Negotiated {
     structured: bool,
     max_payload: u32,
     preferred: u32,
+    alloc_ctx: Option<u32>,
+}
+
+/// Ask for the `base:allocation` metadata context (block status).
+fn negotiate_allocation_context(s: &mut dyn Stream, export: &str) -> io::Result<Option<u32>> {
+    let name = export.as_bytes();
+    let mut q = Vec::with_capacity(12 + name.len() + ALLOCATION_CONTEXT.len());
+    q.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    q.extend_from_slice(name);
+    q.extend_from_slice(&1u32.to_be_bytes());
+    q.extend_from_slice(&(ALLOCATION_CONTEXT.len() as u32).to_be_bytes());
+    q.extend_from_slice(ALLOCATION_CONTEXT);
+    send_option(s, OPT_SET_META_CONTEXT, &q)?;
+    let mut id = None;
+    loop {
+        match read_option_reply(s, OPT_SET_META_CONTEXT)? {
+            (REP_ACK, _) => return Ok(id),
+            (REP_META_CONTEXT, d) if d.len() >= 4 && &d[4..] == ALLOCATION_CONTEXT => {
+                id = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+            }
+            (k, _) if k & REP_ERR_BIT != 0 => return Ok(None),
+            _ => {}
+        }
+    }
 }
 
 fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<Negotiated> {
@@ -218,6 +254,12 @@ fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<Negotiated> {
 
     let name = export.as_bytes();
     let name_len = u32::try_from(name.len()).map_err(|_| proto("export name too long"))?;
+    // Block status needs structured replies.
+    let alloc_ctx = if structured {
+        negotiate_allocation_context(s, export)?
+    } else {
+        None
+    };
     let mut go = Vec::with_capacity(8 + name.len());
     go.extend_from_slice(&name_len.to_be_bytes());
     go.extend_from_slice(name);
@@ -230,6 +272,7 @@ fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<Negotiated> {
         structured,
         max_payload: DEFAULT_MAX_PAYLOAD,
         preferred: 0,
+        alloc_ctx,
     };
     let mut have_size = false;
     loop {
@@ -267,6 +310,15 @@ fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<Negotiated> {
     Ok(n)
 }
 
+/// Where a reply's payload goes.
+enum Reply<'a> {
+    Empty,
+    /// READ data.
+    Read(&'a mut [u8]),
+    /// The first block status descriptor: (length, flags).
+    Status(&'a mut Option<(u32, u32)>),
+}
+
 /// Outcome of one request: the outer error means the connection is unusable,
 /// the inner one is the server's answer to this request.
 type Exchange = io::Result<io::Result<()>>;
@@ -284,22 +336,24 @@ impl NbdBackstore {
     pub fn connect_multi(addr: NbdAddr, export: &str, max_conns: usize) -> io::Result<Self> {
         let mut s = connect(&addr)?;
         let n = handshake(s.as_mut(), export)?;
-        let conn = |s| {
+        let conn = |s, alloc_ctx| {
             Mutex::new(Conn {
                 s,
                 cookie: 0,
                 broken: false,
+                alloc_ctx,
             })
         };
-        let mut conns = vec![conn(s)];
+        let mut conns = vec![conn(s, n.alloc_ctx)];
         if n.flags & TF_CAN_MULTI_CONN != 0 {
             while conns.len() < max_conns {
                 let mut s = connect(&addr)?;
                 let m = handshake(s.as_mut(), export)?;
-                if (m.size, m.flags, m.structured) != (n.size, n.flags, n.structured) {
+                let same = (m.size, m.flags, m.structured) == (n.size, n.flags, n.structured);
+                if !same || m.alloc_ctx.is_some() != n.alloc_ctx.is_some() {
                     return Err(proto("connections to the same export disagree"));
                 }
-                conns.push(conn(s));
+                conns.push(conn(s, m.alloc_ctx));
             }
         }
         Ok(NbdBackstore {
@@ -310,6 +364,7 @@ impl NbdBackstore {
             structured: n.structured,
             max_payload: n.max_payload,
             preferred: n.preferred,
+            block_status: n.alloc_ctx.is_some(),
             conns,
             next: AtomicUsize::new(0),
         })
@@ -368,7 +423,7 @@ impl NbdBackstore {
         off: u64,
         len: u32,
         payload: &[u8],
-        read: Option<&mut [u8]>,
+        reply: Reply<'_>,
     ) -> io::Result<()> {
         let mut c = self.pick()?;
         if c.broken {
@@ -386,13 +441,14 @@ impl NbdBackstore {
         h[8..16].copy_from_slice(&cookie.to_be_bytes());
         h[16..24].copy_from_slice(&off.to_be_bytes());
         h[24..28].copy_from_slice(&len.to_be_bytes());
+        let ctx = c.alloc_ctx;
         let s = c.s.as_mut();
         let r =
             write_all_vectored(s, &mut [IoSlice::new(&h), IoSlice::new(payload)]).and_then(|()| {
                 if self.structured {
-                    read_structured(s, cookie, off, read)
+                    read_structured(s, cookie, off, reply, ctx)
                 } else {
-                    read_simple(s, cookie, read)
+                    read_simple(s, cookie, reply)
                 }
             });
         match r {
@@ -421,13 +477,20 @@ impl NbdBackstore {
             ));
         }
         for (off, done, n) in self.chunks(offset, buf.len()) {
-            self.request(CMD_WRITE, flags, off, n as u32, &buf[done..done + n], None)?;
+            self.request(
+                CMD_WRITE,
+                flags,
+                off,
+                n as u32,
+                &buf[done..done + n],
+                Reply::Empty,
+            )?;
         }
         Ok(())
     }
 }
 
-fn read_simple(s: &mut dyn Stream, cookie: u64, read: Option<&mut [u8]>) -> Exchange {
+fn read_simple(s: &mut dyn Stream, cookie: u64, reply: Reply<'_>) -> Exchange {
     if rd32(s)? != SIMPLE_REPLY_MAGIC {
         return Err(proto("bad reply magic"));
     }
@@ -439,19 +502,26 @@ fn read_simple(s: &mut dyn Stream, cookie: u64, read: Option<&mut [u8]>) -> Exch
         // A failed READ carries no payload in simple replies.
         return Ok(Err(nbd_errno(err)));
     }
-    if let Some(buf) = read {
+    if let Reply::Read(buf) = reply {
         s.read_exact(buf)?;
     }
     Ok(Ok(()))
 }
 
+/// Read the chunks of one structured reply. READ data lands in `read`; the
+/// first block status descriptor `(length, flags)` for context `ctx` in
+/// `status`.
 fn read_structured(
     s: &mut dyn Stream,
     cookie: u64,
     base: u64,
-    mut read: Option<&mut [u8]>,
+    mut reply: Reply<'_>,
+    ctx: Option<u32>,
 ) -> Exchange {
-    let want = read.as_ref().map_or(0, |b| b.len() as u64);
+    let want = match &reply {
+        Reply::Read(b) => b.len() as u64,
+        _ => 0,
+    };
     let mut got = 0u64;
     let mut failure = None;
     loop {
@@ -487,11 +557,16 @@ fn read_structured(
                 }
             }
             CHUNK_OFFSET_DATA | CHUNK_OFFSET_HOLE => {
-                let buf = read
-                    .as_deref_mut()
-                    .ok_or_else(|| proto("data chunk for a non-READ"))?;
-                if len < if kind == CHUNK_OFFSET_DATA { 8 } else { 12 } {
-                    return Err(proto("short data chunk"));
+                let Reply::Read(buf) = &mut reply else {
+                    return Err(proto("data chunk for a non-READ"));
+                };
+                let bad = if kind == CHUNK_OFFSET_DATA {
+                    len <= 8
+                } else {
+                    len != 12
+                };
+                if bad {
+                    return Err(proto("malformed data chunk"));
                 }
                 let off = rd64(s)?;
                 let n = if kind == CHUNK_OFFSET_DATA {
@@ -512,6 +587,20 @@ fn read_structured(
                     dst.fill(0);
                 }
                 got += n;
+            }
+            CHUNK_BLOCK_STATUS => {
+                let Reply::Status(st) = &mut reply else {
+                    return Err(proto("block status for another command"));
+                };
+                if len < 12 || (len - 4) % 8 != 0 {
+                    return Err(proto("malformed block status chunk"));
+                }
+                if Some(rd32(s)?) != ctx {
+                    return Err(proto("block status for an unknown context"));
+                }
+                let extent = (rd32(s)?, rd32(s)?);
+                skip(s, u64::from(len) - 12)?;
+                st.get_or_insert(extent);
             }
             k if k & CHUNK_ERROR_BIT != 0 => {
                 if len < 6 {
@@ -565,7 +654,7 @@ impl Backstore for NbdBackstore {
                 off,
                 n as u32,
                 &[],
-                Some(&mut buf[done..done + n]),
+                Reply::Read(&mut buf[done..done + n]),
             )?;
         }
         Ok(())
@@ -589,7 +678,7 @@ impl Backstore for NbdBackstore {
             // No volatile cache advertised: writes are already stable.
             return Ok(());
         }
-        self.request(CMD_FLUSH, 0, 0, 0, &[], None)
+        self.request(CMD_FLUSH, 0, 0, 0, &[], Reply::Empty)
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -597,6 +686,10 @@ impl Backstore for NbdBackstore {
             return Err(io::ErrorKind::Unsupported.into());
         }
         self.write_zeroes(offset, len)
+    }
+
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<crate::Extent>> {
+        self.block_status(offset)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -614,10 +707,51 @@ impl Backstore for NbdBackstore {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(MAX_ZERO_REQUEST);
-            self.request(CMD_WRITE_ZEROES, 0, offset + done, n as u32, &[], None)?;
+            self.request(
+                CMD_WRITE_ZEROES,
+                0,
+                offset + done,
+                n as u32,
+                &[],
+                Reply::Empty,
+            )?;
             done += n;
         }
         Ok(())
+    }
+}
+
+impl NbdBackstore {
+    /// `allocation_at` through NBD_CMD_BLOCK_STATUS (one extent).
+    fn block_status(&self, offset: u64) -> io::Result<Option<crate::Extent>> {
+        if !self.block_status {
+            return Ok(None);
+        }
+        if offset >= self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset beyond size",
+            ));
+        }
+        let len = (self.size - offset).min(1 << 30) as u32;
+        let mut st = None;
+        self.request(
+            CMD_BLOCK_STATUS,
+            CMD_FLAG_REQ_ONE,
+            offset,
+            len,
+            &[],
+            Reply::Status(&mut st),
+        )?;
+        let (n, flags) = st.ok_or_else(|| proto("block status reply without an extent"))?;
+        if n == 0 {
+            return Err(proto("empty block status extent"));
+        }
+        Ok(Some(crate::Extent {
+            // Only a hole that also reads as zeroes is unmapped for the core.
+            allocated: flags & (STATE_HOLE | STATE_ZERO) != STATE_HOLE | STATE_ZERO,
+            len: u64::from(n).min(self.size - offset),
+        }))
     }
 }
 
@@ -674,7 +808,7 @@ mod tests {
 
     fn run(bytes: Vec<u8>, base: u64, buf: &mut [u8]) -> Exchange {
         let mut c = Canned(io::Cursor::new(bytes));
-        read_structured(&mut c, 7, base, Some(buf))
+        read_structured(&mut c, 7, base, Reply::Read(buf), None)
     }
 
     #[test]
@@ -710,6 +844,31 @@ mod tests {
         // Error chunk too short to hold an errno and message length.
         let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_ERROR_BIT | 1, 7, &[0, 0, 0, 5]);
         assert!(run(bytes, 1000, &mut buf).is_err());
+    }
+
+    #[test]
+    fn block_status_chunk_gives_the_first_extent() {
+        let mut p = 3u32.to_be_bytes().to_vec(); // context id
+        for (len, flags) in [(4096u32, 3u32), (8192, 0)] {
+            p.extend_from_slice(&len.to_be_bytes());
+            p.extend_from_slice(&flags.to_be_bytes());
+        }
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_BLOCK_STATUS, 7, &p);
+        let mut st = None;
+        let mut c = Canned(io::Cursor::new(bytes.clone()));
+        read_structured(&mut c, 7, 0, Reply::Status(&mut st), Some(3))
+            .unwrap()
+            .unwrap();
+        assert_eq!(st, Some((4096, 3)));
+        // Another context id, or block status answering a READ: violations.
+        let mut c = Canned(io::Cursor::new(bytes.clone()));
+        assert!(read_structured(&mut c, 7, 0, Reply::Status(&mut None), Some(4)).is_err());
+        let mut c = Canned(io::Cursor::new(bytes));
+        assert!(read_structured(&mut c, 7, 0, Reply::Read(&mut [0; 8]), Some(3)).is_err());
+        // Length not 4 + 8n.
+        let bytes = chunk(CHUNK_FLAG_DONE, CHUNK_BLOCK_STATUS, 7, &p[..10]);
+        let mut c = Canned(io::Cursor::new(bytes));
+        assert!(read_structured(&mut c, 7, 0, Reply::Status(&mut None), Some(3)).is_err());
     }
 
     #[test]

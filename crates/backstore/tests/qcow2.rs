@@ -271,6 +271,31 @@ fn crash_without_flush_leaves_a_consistent_image() {
 }
 
 #[test]
+fn random_writes_preallocated_images() {
+    random_writes_case("cluster_size=65536,preallocation=metadata", 32 << 20, 600);
+    random_writes_case("cluster_size=65536,preallocation=falloc", 32 << 20, 600);
+}
+
+#[test]
+fn unsupported_formats_are_refused_with_a_reason() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (opts, why) in [
+        ("extended_l2=on", "extended L2"),
+        ("compression_type=zstd", "compression type 1"),
+    ] {
+        let img = qemu_created(dir.path(), "u.qcow2", "1M", opts);
+        match Qcow2Backstore::open(&img, &ro()) {
+            Err(Qcow2Error::Incompatible(s)) => assert!(s.contains(why), "{opts}: {s}"),
+            Err(e) => panic!("{opts}: {e}"),
+            Ok(_) => panic!("{opts}: opened"),
+        }
+    }
+}
+
+#[test]
 fn random_writes_refcount_bits_1_and_64() {
     random_writes_case("cluster_size=4096,refcount_bits=1", 16 << 20, 800);
     random_writes_case("cluster_size=4096,refcount_bits=64", 16 << 20, 800);

@@ -32,13 +32,24 @@ pub enum ChapError {
 }
 
 /// Configured secrets (targetcli `userid`/`password`/`mutual_userid`/
-/// `mutual_password`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `mutual_password`). `Debug` hides the secrets so they never reach a log.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ChapCredentials {
     pub userid: String,
     pub password: String,
     pub mutual_userid: Option<String>,
     pub mutual_password: Option<String>,
+}
+
+impl std::fmt::Debug for ChapCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapCredentials")
+            .field("userid", &self.userid)
+            .field("password", &"***")
+            .field("mutual_userid", &self.mutual_userid)
+            .field("mutual_password", &self.mutual_password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +272,13 @@ mod tests {
 
     fn p(k: &str, v: &str) -> Pair {
         Pair::new(k, v)
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let d = format!("{:?}", creds(true));
+        assert!(!d.contains(&creds(true).password), "{d}");
+        assert!(!d.contains(creds(true).mutual_password.as_deref().unwrap()), "{d}");
     }
 
     #[test]

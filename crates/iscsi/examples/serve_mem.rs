@@ -67,6 +67,7 @@ fn main() -> io::Result<()> {
     });
     let addr = format!("127.0.0.1:{port}").parse().expect("address");
     let mut attributes = BTreeMap::new();
+    attributes.insert("generate_node_acls".to_string(), "1".to_string());
     if let Some((user, secret)) = std::env::var("CHAP").ok().and_then(|c| {
         c.split_once(':')
             .map(|(u, s)| (u.to_string(), s.to_string()))
@@ -83,6 +84,7 @@ fn main() -> io::Result<()> {
             enable: true,
             portals: vec![addr],
             luns,
+            acls: vec![],
             attributes,
             parameters: BTreeMap::new(),
         }],

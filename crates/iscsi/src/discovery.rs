@@ -180,6 +180,7 @@ mod tests {
                 enable,
                 portals: portals.iter().map(|p| p.parse().unwrap()).collect(),
                 luns: Arc::new(LunTable::default()),
+                acls: vec![],
                 attributes: BTreeMap::new(),
                 parameters: BTreeMap::new(),
             }],

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use target_core::LunTable;
 
+pub use iscsi_wire::chap::ChapCredentials;
+
 mod conn;
 mod dataout;
 mod discovery;
@@ -20,6 +22,7 @@ mod login;
 mod residual;
 mod server;
 mod session;
+mod sessions;
 mod tmf;
 mod txq;
 
@@ -31,8 +34,13 @@ pub struct TpgConfig {
     pub enable: bool,
     /// Portals advertised in SendTargets for this TPG.
     pub portals: Vec<SocketAddr>,
-    /// LUNs every initiator sees (generate_node_acls=1, the foundation's mode).
+    /// LUNs an initiator without a node ACL sees when
+    /// `generate_node_acls=1` (LIO's demo mode; `demo_mode_write_protect`
+    /// is already applied to these mappings by whoever builds the table).
     pub luns: Arc<LunTable>,
+    /// Node ACLs: initiators with their own mapped LUNs and credentials.
+    /// With `generate_node_acls=0` only these initiators may log in.
+    pub acls: Vec<AclConfig>,
     /// TPG attributes as in targetcli (`authentication`, `generate_node_acls`,
     /// `default_cmdsn_depth`, `login_timeout`, ...), string values.
     pub attributes: BTreeMap<String, String>,
@@ -40,6 +48,21 @@ pub struct TpgConfig {
     /// `ImmediateData`, `InitialR2T`, `HeaderDigest`, ...): the target's
     /// offers and limits for negotiation.
     pub parameters: BTreeMap<String, String>,
+}
+
+/// One node ACL of a TPG (targetcli `/iscsi/WWN/tpgN/acls/IQN`).
+#[derive(Clone)]
+pub struct AclConfig {
+    /// Initiator IQN (compared case-insensitively, as iSCSI names are).
+    pub initiator: String,
+    /// The mapped LUNs (mapped LUN number as `Lun::id`, with `write_protect`).
+    pub luns: Arc<LunTable>,
+    /// CHAP credentials of this initiator (`set auth` on the ACL).
+    pub chap: Option<ChapCredentials>,
+    /// The ACL's `authentication` attribute, if set. When `None`, an ACL
+    /// with credentials requires CHAP and one without inherits the TPG's
+    /// `authentication` attribute: so one TPG can mix both kinds.
+    pub authentication: Option<bool>,
 }
 
 /// One iSCSI target (an IQN with its TPGs).
@@ -58,6 +81,39 @@ pub struct SessionInfo {
     pub tpg_tag: u16,
     pub tsih: u16,
     pub peer: SocketAddr,
+}
+
+/// I/O counters of one mapped LUN within one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunIo {
+    /// LUN number as the initiator sees it.
+    pub lun: u64,
+    /// Storage object name of the LU.
+    pub device: String,
+    pub write_protect: bool,
+    /// SCSI commands addressed to this LUN.
+    pub commands: u64,
+    /// Data-In bytes sent.
+    pub read_bytes: u64,
+    /// Data-Out bytes received.
+    pub write_bytes: u64,
+}
+
+/// One live session in detail (`sessions detail`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDetail {
+    pub info: SessionInfo,
+    /// Our address of the connection (its peer is `info.peer`).
+    pub local: SocketAddr,
+    pub cid: u16,
+    /// Logged in through a node ACL (false: a generated, demo-mode session).
+    pub acl: bool,
+    /// CHAP authenticated the initiator.
+    pub authenticated: bool,
+    /// Negotiated operational parameters, RFC 7143 key names.
+    pub parameters: Vec<(String, String)>,
+    /// The LUNs the session currently sees, with their counters.
+    pub luns: Vec<LunIo>,
 }
 
 /// The iSCSI fabric: listeners, targets and live sessions.
@@ -82,12 +138,17 @@ impl IscsiServer {
         })
     }
 
-    /// Add or replace (by IQN) a target. Takes effect for new logins.
+    /// Add or replace (by IQN) a target. New logins use it at once; live
+    /// sessions see a changed LUN table on their next command (with a
+    /// REPORTED LUNS DATA HAS CHANGED unit attention), and sessions whose
+    /// TPG was disabled or removed, or whose ACL was removed without demo
+    /// mode to fall back on, are asked to log out and then closed.
     pub fn set_target(&self, target: TargetConfig) {
         self.shared.set_target(target);
     }
 
-    /// Remove a target (by IQN) and close its live sessions. Returns false
+    /// Remove a target (by IQN); its live sessions get an Async logout
+    /// request and are closed after a grace period. Returns false
     /// if no such target was configured.
     pub fn remove_target(&self, iqn: &str) -> bool {
         self.shared.remove_target(iqn)
@@ -102,6 +163,25 @@ impl IscsiServer {
     /// thread per connection). Returns the bound address (port 0 allowed).
     pub fn listen(self: &Arc<Self>, addr: SocketAddr) -> io::Result<SocketAddr> {
         server::listen(&self.shared, addr)
+    }
+
+    /// Close the listener bound for `addr` (the address given to `listen`
+    /// or the one it returned). Established connections continue. Returns
+    /// false if no such listener exists.
+    pub fn stop_listening(&self, addr: SocketAddr) -> bool {
+        server::stop_listening(&self.shared, addr)
+    }
+
+    /// Require CHAP for discovery sessions with these credentials (`None`:
+    /// discovery needs no authentication). Takes effect for new logins.
+    pub fn set_discovery_auth(&self, creds: Option<ChapCredentials>) {
+        self.shared.set_discovery_auth(creds);
+    }
+
+    /// Live normal sessions with connections, negotiated parameters and
+    /// per-LUN I/O counters.
+    pub fn sessions_detail(&self) -> Vec<SessionDetail> {
+        self.shared.sessions_detail()
     }
 
     /// Stop listening, log every session out (Async Message where possible,

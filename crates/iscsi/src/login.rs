@@ -17,7 +17,8 @@ use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
 
 use crate::conn::{is_timeout, Io};
 use crate::server::{SessionKey, Shared, STOP_NONE};
-use crate::{TargetConfig, TpgConfig};
+use crate::sessions::{find_acl, table_for, SessionLive};
+use crate::{AclConfig, TargetConfig, TpgConfig};
 
 /// Largest login PDU data segment accepted (RFC default is 8192; some
 /// initiators send more with long CHAP values).
@@ -30,6 +31,8 @@ pub const DEFAULT_CMDSN_DEPTH: u32 = 128;
 pub enum LoginStatus {
     InitiatorError,
     AuthFailed,
+    /// No ACL for this initiator and no demo mode (LIO: TGT_FORBIDDEN).
+    NotAuthorized,
     TargetNotFound,
     UnsupportedVersion,
     TooManyConnections,
@@ -44,6 +47,7 @@ impl LoginStatus {
         match self {
             LoginStatus::InitiatorError => (2, 0x00),
             LoginStatus::AuthFailed => (2, 0x01),
+            LoginStatus::NotAuthorized => (2, 0x02),
             LoginStatus::TargetNotFound => (2, 0x03),
             LoginStatus::UnsupportedVersion => (2, 0x05),
             LoginStatus::TooManyConnections => (2, 0x06),
@@ -59,6 +63,8 @@ pub struct LoginOutcome {
     pub target: Option<Arc<TargetConfig>>,
     pub tpg: Option<TpgConfig>,
     pub key: Option<SessionKey>,
+    /// Shared with the server registry (normal sessions only).
+    pub live: Option<Arc<SessionLive>>,
     pub tsih: u16,
     pub cid: u16,
     pub initiator_name: String,
@@ -124,9 +130,37 @@ fn random_challenge() -> (u8, [u8; CHALLENGE_LEN]) {
     (b[0], c)
 }
 
+/// Who authenticates how: the credentials to check and whether CHAP is
+/// required, for an initiator with or without an ACL.
+struct AuthPolicy {
+    creds: Option<ChapCredentials>,
+    /// `Some`: decided by the ACL; `None`: the TPG's `authentication`.
+    required: Option<bool>,
+}
+
+fn auth_policy(tpg: &TpgConfig, acl: Option<&AclConfig>) -> AuthPolicy {
+    match acl {
+        Some(a) => AuthPolicy {
+            creds: a.chap.clone(),
+            required: a
+                .authentication
+                .or_else(|| a.chap.is_some().then_some(true)),
+        },
+        None => AuthPolicy {
+            creds: chap_credentials(Some(tpg)),
+            required: None,
+        },
+    }
+}
+
 fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
+    build_offer_for(tpg, None)
+}
+
+fn build_offer_for(tpg: Option<&TpgConfig>, acl: Option<&AclConfig>) -> TargetOffer {
     let mut offer = TargetOffer::default();
     if let Some(t) = tpg {
+        let policy = auth_policy(t, acl);
         for (k, v) in &t.parameters {
             if let Err(e) = offer.apply_parameter(k, v) {
                 tracing::warn!(error = %e, "ignoring TPG parameter");
@@ -137,14 +171,17 @@ fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
         offer.max_connections = 1;
         // As in LIO, the `authentication` attribute decides over the
         // AuthMethod parameter (whose targetcli default is "CHAP,None").
-        match t.attributes.get("authentication").map(|v| v.trim()) {
+        // An ACL's own rule (credentials set, or its attribute) decides
+        // before the TPG's.
+        let required = policy.required.map(|r| if r { "1" } else { "0" });
+        match required.or_else(|| t.attributes.get("authentication").map(|v| v.trim())) {
             Some("1") => offer.auth_methods = vec![AuthMethod::Chap],
             Some("0") => offer.auth_methods = vec![AuthMethod::None],
             _ => {}
         }
         // Never pick CHAP when there is nothing to check it against and
         // None is acceptable.
-        if chap_credentials(Some(t)).is_none() && offer.auth_methods.contains(&AuthMethod::None) {
+        if policy.creds.is_none() && offer.auth_methods.contains(&AuthMethod::None) {
             offer.auth_methods.retain(|m| *m != AuthMethod::Chap);
         }
     }
@@ -161,6 +198,10 @@ struct State {
     statsn: u32,
     window: u32,
     initiator: String,
+    /// Credentials this login is checked against (ACL, TPG or discovery).
+    creds: Option<ChapCredentials>,
+    /// The initiator has a node ACL in the TPG.
+    acl: bool,
     chap: Option<ChapServer>,
 }
 
@@ -245,6 +286,8 @@ pub fn run(
         statsn: 0,
         window: DEFAULT_CMDSN_DEPTH,
         initiator: String::new(),
+        creds: None,
+        acl: false,
         chap: None,
     };
     let mut deadline = Instant::now() + Duration::from_secs(DEFAULT_LOGIN_TIMEOUT);
@@ -338,7 +381,12 @@ pub fn run(
         if req.csg == 0 && neg.auth_method == Some(AuthMethod::Chap) {
             let chap = match &mut st.chap {
                 Some(c) => c,
-                None => match chap_credentials(st.tpg.as_ref()) {
+                // Empty secrets would let anyone compute the response.
+                None => match st
+                    .creds
+                    .clone()
+                    .filter(|c| !c.userid.is_empty() && !c.password.is_empty())
+                {
                     Some(creds) => {
                         let (id, challenge) = random_challenge();
                         st.chap.insert(ChapServer::new(creds, id, challenge))
@@ -381,16 +429,28 @@ pub fn run(
         let discovery = neg.session_type == Some(SessionType::Discovery);
         let mut tsih = req.tsih;
         let mut key = None;
+        let mut live = None;
         if done {
-            if let (Some(t), false) = (&st.target, discovery) {
+            if let (Some(t), Some(g), false) = (&st.target, &st.tpg, discovery) {
                 let k = SessionKey {
                     initiator: st.initiator.clone(),
                     isid: first.isid,
                     target: t.iqn.clone(),
-                    tpgt: st.tpg.as_ref().map_or(0, |g| g.tag),
+                    tpgt: g.tag,
                 };
-                tsih = shared.register_session(k.clone(), io.handle.id, peer);
+                let table = table_for(g, &st.initiator)
+                    .map_or_else(|| Arc::clone(&g.luns), |(t, _)| t);
+                let l = Arc::new(SessionLive::new(
+                    table,
+                    local,
+                    first.cid,
+                    st.acl,
+                    st.chap.as_ref().is_some_and(ChapServer::is_done),
+                    neg.params.clone(),
+                ));
+                tsih = shared.register_session(k.clone(), io.handle.id, peer, Arc::clone(&l));
                 key = Some(k);
+                live = Some(l);
             } else {
                 tsih = shared.alloc_tsih();
             }
@@ -418,6 +478,7 @@ pub fn run(
                 target: st.target.clone(),
                 tpg: st.tpg.clone(),
                 key,
+                live,
                 tsih,
                 cid: first.cid,
                 initiator_name: st.initiator.clone(),
@@ -479,6 +540,12 @@ fn first_request(
         };
         let target = shared.target(name).ok_or(LoginStatus::TargetNotFound)?;
         let tpg = pick_tpg(&target, local).ok_or(LoginStatus::TargetNotFound)?;
+        let acl = find_acl(&tpg, initiator);
+        if table_for(&tpg, initiator).is_none() {
+            tracing::warn!(%initiator, target = %target.iqn, tpg = tpg.tag,
+                "initiator has no ACL in this TPG and demo mode is off");
+            return Err(LoginStatus::NotAuthorized);
+        }
         if req.tsih != 0 {
             // Adding a connection to a session: MaxConnections is 1.
             let key = SessionKey {
@@ -500,14 +567,22 @@ fn first_request(
         )
         .clamp(1, 4096) as u32;
         extra.push(Pair::new("TargetPortalGroupTag", tpg.tag.to_string()));
-        st.neg = Some(Negotiator::new(build_offer(Some(&tpg))));
+        st.neg = Some(Negotiator::new(build_offer_for(Some(&tpg), acl)));
+        st.creds = auth_policy(&tpg, acl).creds;
+        st.acl = acl.is_some();
         st.target = Some(target);
         st.tpg = Some(tpg);
     } else {
         if req.tsih != 0 {
             return Err(LoginStatus::SessionDoesNotExist);
         }
-        st.neg = Some(Negotiator::new(build_offer(None)));
+        let mut offer = build_offer(None);
+        // rtslib's discovery_enable_auth: CHAP required for SendTargets.
+        st.creds = shared.discovery_auth();
+        if st.creds.is_some() {
+            offer.auth_methods = vec![AuthMethod::Chap];
+        }
+        st.neg = Some(Negotiator::new(offer));
     }
     Ok(extra)
 }
@@ -528,6 +603,7 @@ mod tests {
             enable: true,
             portals: vec![],
             luns: Arc::new(target_core::LunTable::default()),
+            acls: vec![],
             attributes: m(attrs),
             parameters: m(params),
         }
@@ -589,6 +665,7 @@ mod tests {
         let cases = [
             (LoginStatus::InitiatorError, (2, 0)),
             (LoginStatus::AuthFailed, (2, 1)),
+            (LoginStatus::NotAuthorized, (2, 2)),
             (LoginStatus::TargetNotFound, (2, 3)),
             (LoginStatus::UnsupportedVersion, (2, 5)),
             (LoginStatus::TooManyConnections, (2, 6)),

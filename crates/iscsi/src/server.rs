@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::TargetConfig;
+use crate::sessions::{table_for, SessionLive};
+use crate::{ChapCredentials, TargetConfig};
 
 /// No stop requested.
 pub const STOP_NONE: u8 = 0;
@@ -47,6 +48,16 @@ struct SessionEntry {
     tsih: u16,
     conn_id: u64,
     peer: SocketAddr,
+    live: Arc<SessionLive>,
+}
+
+/// A bound portal: the address asked for, the one bound, the socket and
+/// its accept thread.
+struct Listener {
+    asked: SocketAddr,
+    bound: SocketAddr,
+    socket: TcpListener,
+    thread: JoinHandle<()>,
 }
 
 pub struct Shared {
@@ -55,7 +66,8 @@ pub struct Shared {
     conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     sessions: Mutex<HashMap<SessionKey, SessionEntry>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    listeners: Mutex<Vec<(TcpListener, JoinHandle<()>)>>,
+    listeners: Mutex<Vec<Listener>>,
+    discovery_auth: RwLock<Option<ChapCredentials>>,
     next_id: AtomicU64,
     next_tsih: Mutex<u16>,
 }
@@ -76,6 +88,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
+            discovery_auth: RwLock::new(None),
             next_id: AtomicU64::new(1),
             next_tsih: Mutex::new(0),
         }
@@ -92,8 +105,62 @@ impl Shared {
     }
 
     pub fn set_target(&self, t: TargetConfig) {
-        let mut m = self.targets.write().unwrap_or_else(|e| e.into_inner());
-        m.insert(t.iqn.clone(), Arc::new(t));
+        let t = Arc::new(t);
+        self.targets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t.iqn.clone(), Arc::clone(&t));
+        self.refresh_sessions(&t);
+    }
+
+    /// Bring the live sessions of `t` in line with it: a new LUN table
+    /// where theirs changed, a logout request where they lost access.
+    fn refresh_sessions(&self, t: &TargetConfig) {
+        let mut leave = Vec::new();
+        for (k, e) in self.lock_sessions().iter().filter(|(k, _)| k.target == t.iqn) {
+            let tpg = t.tpgs.iter().find(|g| g.tag == k.tpgt && g.enable);
+            match tpg.and_then(|g| table_for(g, &k.initiator)) {
+                Some((table, _)) => {
+                    if e.live.install(table) {
+                        tracing::info!(initiator = %k.initiator, target = %k.target,
+                            "LUN table changed under a live session");
+                    }
+                }
+                None => leave.push(e.conn_id),
+            }
+        }
+        self.ask_logout(&leave);
+    }
+
+    /// Async logout request to these connections, then close (the
+    /// connection thread enforces the grace period).
+    fn ask_logout(&self, conn_ids: &[u64]) {
+        let conns = self.lock_conns();
+        for id in conn_ids {
+            if let Some(h) = conns.get(id) {
+                tracing::info!(conn = id, "session lost its target, TPG or ACL: asking for logout");
+                let _ = h.stop.compare_exchange(
+                    STOP_NONE,
+                    STOP_LOGOUT,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+        }
+    }
+
+    pub fn set_discovery_auth(&self, creds: Option<ChapCredentials>) {
+        *self
+            .discovery_auth
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = creds;
+    }
+
+    pub fn discovery_auth(&self) -> Option<ChapCredentials> {
+        self.discovery_auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
@@ -107,7 +174,13 @@ impl Shared {
     /// Register a session that finished login on `conn_id`; returns its
     /// TSIH. An existing session with the same key is reinstated: its
     /// connection is closed and we wait (bounded) for it to clean up.
-    pub fn register_session(&self, key: SessionKey, conn_id: u64, peer: SocketAddr) -> u16 {
+    pub fn register_session(
+        &self,
+        key: SessionKey,
+        conn_id: u64,
+        peer: SocketAddr,
+        live: Arc<SessionLive>,
+    ) -> u16 {
         let old = self.lock_sessions().get(&key).map(|e| e.conn_id);
         if let Some(old_conn) = old {
             tracing::info!(initiator = %key.initiator, target = %key.target,
@@ -128,6 +201,7 @@ impl Shared {
                 tsih,
                 conn_id,
                 peer,
+                live,
             },
         );
         tsih
@@ -168,7 +242,34 @@ impl Shared {
         v
     }
 
-    /// Close every session of `iqn` except the one on connection `keep`.
+    /// Live normal sessions in detail.
+    pub fn sessions_detail(&self) -> Vec<crate::SessionDetail> {
+        let mut v: Vec<_> = self
+            .lock_sessions()
+            .iter()
+            .map(|(k, e)| crate::SessionDetail {
+                info: crate::SessionInfo {
+                    initiator: k.initiator.clone(),
+                    isid: k.isid,
+                    target: k.target.clone(),
+                    tpg_tag: k.tpgt,
+                    tsih: e.tsih,
+                    peer: e.peer,
+                },
+                local: e.live.local,
+                cid: e.live.cid,
+                acl: e.live.acl,
+                authenticated: e.live.authenticated,
+                parameters: crate::sessions::param_list(&e.live.params),
+                luns: e.live.lun_io(),
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.info.target, a.info.tsih).cmp(&(&b.info.target, b.info.tsih)));
+        v
+    }
+
+    /// Kill every session of `iqn` except the one on connection `keep`
+    /// (target cold reset).
     pub fn close_target_sessions(&self, iqn: &str, keep: u64) {
         let victims: Vec<u64> = self
             .lock_sessions()
@@ -192,7 +293,13 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .remove(iqn)
             .is_some();
-        self.close_target_sessions(iqn, u64::MAX);
+        let victims: Vec<u64> = self
+            .lock_sessions()
+            .iter()
+            .filter(|(k, _)| k.target == iqn)
+            .map(|(_, e)| e.conn_id)
+            .collect();
+        self.ask_logout(&victims);
         removed
     }
 
@@ -236,9 +343,43 @@ pub fn listen(shared: &Arc<Shared>, addr: SocketAddr) -> io::Result<SocketAddr> 
         .listeners
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push((listener, h));
+        .push(Listener {
+            asked: addr,
+            bound: local,
+            socket: listener,
+            thread: h,
+        });
     tracing::info!(%local, "iSCSI portal listening");
     Ok(local)
+}
+
+/// Wake the accept thread of `l` and wait for it to end.
+fn close_listener(l: Listener) {
+    // SAFETY: shutdown(2) on a listening socket we own wakes the thread
+    // blocked in accept(2) on its clone; the fd stays valid until
+    // `l.socket` is dropped at the end of this function.
+    unsafe {
+        libc::shutdown(l.socket.as_raw_fd(), libc::SHUT_RDWR);
+    }
+    let _ = l.thread.join();
+}
+
+/// Close the listener of one portal; established connections continue.
+pub fn stop_listening(shared: &Arc<Shared>, addr: SocketAddr) -> bool {
+    let found = {
+        let mut ls = shared.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        ls.iter()
+            .position(|l| l.asked == addr || l.bound == addr)
+            .map(|i| ls.swap_remove(i))
+    };
+    match found {
+        Some(l) => {
+            tracing::info!(local = %l.bound, "iSCSI portal closed");
+            close_listener(l);
+            true
+        }
+        None => false,
+    }
 }
 
 fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -246,7 +387,10 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let (stream, peer) = match listener.accept() {
             Ok(s) => s,
             Err(e) => {
-                if shared.stopping.load(Ordering::SeqCst) {
+                // EINVAL: our socket was shut down (stop_listening).
+                if shared.stopping.load(Ordering::SeqCst)
+                    || e.kind() == io::ErrorKind::InvalidInput
+                {
                     return;
                 }
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -316,14 +460,8 @@ pub fn shutdown(shared: &Arc<Shared>) {
     shared.stopping.store(true, Ordering::SeqCst);
     let listeners: Vec<_> =
         std::mem::take(&mut *shared.listeners.lock().unwrap_or_else(|e| e.into_inner()));
-    for (l, h) in listeners {
-        // SAFETY: shutdown(2) on a listening socket we own wakes the thread
-        // blocked in accept(2) on its clone; the fd stays valid until `l`
-        // is dropped below.
-        unsafe {
-            libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
-        }
-        let _ = h.join();
+    for l in listeners {
+        close_listener(l);
     }
     let conns: Vec<Arc<ConnHandle>> = shared.lock_conns().values().cloned().collect();
     for c in &conns {

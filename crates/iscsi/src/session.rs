@@ -6,6 +6,7 @@
 //! SendTargets in `discovery`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use crate::dataout::{CdbStore, WriteTask};
 use crate::discovery::TextState;
 use crate::login::LoginOutcome;
 use crate::server::{next_nexus_id, SessionKey, Shared};
+use crate::sessions::{LunCounters, SessionLive};
 use crate::txq::TxQueue;
 use crate::TargetConfig;
 
@@ -47,6 +49,12 @@ pub struct Session {
     pub target: Option<Arc<TargetConfig>>,
     pub tsih: u16,
     pub luns: Arc<LunTable>,
+    /// Counters parallel to `luns.luns`.
+    counters: Arc<[Arc<LunCounters>]>,
+    /// Shared with the registry: LUN table updates, counters for `sessions detail`.
+    live: Option<Arc<SessionLive>>,
+    /// The `live.epoch` whose table `luns` is.
+    seen_epoch: u64,
     pub discovery: bool,
     pub nexus: Nexus,
     pub initiator_name: String,
@@ -94,15 +102,24 @@ impl Session {
             "nopin_response_timeout",
             DEFAULT_NOPIN_RESPONSE_TIMEOUT,
         ));
+        // Load the epoch before the view: an update racing with login is
+        // then seen on the first command.
+        let seen_epoch = l
+            .live
+            .as_ref()
+            .map_or(0, |v| v.epoch.load(Ordering::Acquire));
+        let view = l.live.as_ref().map(|v| v.view());
         Session {
             shared,
             conn_id,
             target: l.target,
             tsih: l.tsih,
-            luns: l
-                .tpg
+            luns: view
                 .as_ref()
-                .map_or_else(|| Arc::new(LunTable::default()), |t| Arc::clone(&t.luns)),
+                .map_or_else(|| Arc::new(LunTable::default()), |v| Arc::clone(&v.table)),
+            counters: view.map_or_else(|| Arc::from(Vec::new()), |v| v.counters),
+            seen_epoch,
+            live: l.live,
             discovery: l.discovery,
             nexus,
             initiator_name: l.initiator_name,
@@ -417,8 +434,39 @@ impl Session {
         Action::Continue
     }
 
+    /// Pick up a LUN table the management side installed since the last
+    /// command: one atomic load when nothing changed.
+    pub fn refresh_luns(&mut self) {
+        let Some(live) = &self.live else { return };
+        let epoch = live.epoch.load(Ordering::Acquire);
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let view = live.view();
+        // LUs this nexus no longer sees drop its per-nexus state there.
+        let gone = LunTable {
+            luns: self
+                .luns
+                .luns
+                .iter()
+                .filter(|o| !view.table.luns.iter().any(|n| Arc::ptr_eq(&n.device, &o.device)))
+                .cloned()
+                .collect(),
+        };
+        if !gone.luns.is_empty() {
+            gone.nexus_gone(&self.nexus);
+        }
+        view.table.luns_changed(&self.nexus);
+        tracing::info!(initiator = %self.initiator_name, luns = view.table.luns.len(),
+            "session now sees a changed LUN table");
+        self.luns = view.table;
+        self.counters = view.counters;
+    }
+
     /// Run a command whose Data-Out (if any) is complete.
     pub fn execute(&mut self, tx: &mut TxQueue, c: &ScsiCommand, cdb: &[u8], data_out: &[u8]) {
+        self.refresh_luns();
         let lun = scsi::lun::decode(c.lun);
         let mut data_in = tx.take_buf();
         let cmd = Command {
@@ -428,6 +476,19 @@ impl Session {
             attr: task_attr(c.attr),
         };
         let out = self.luns.execute(&self.nexus, lun, &cmd, &mut data_in);
+        if let Some(i) = self.luns.luns.iter().position(|l| l.id == lun) {
+            if let Some(k) = self.counters.get(i) {
+                k.commands.fetch_add(1, Ordering::Relaxed);
+                let sent = if c.read {
+                    data_in.len().min(c.expected_data_len as usize)
+                } else {
+                    0
+                };
+                k.read_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+                k.write_bytes
+                    .fetch_add(data_out.len() as u64, Ordering::Relaxed);
+            }
+        }
         self.respond(tx, c, cdb, data_out.len(), out, data_in);
     }
 

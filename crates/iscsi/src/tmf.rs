@@ -36,6 +36,7 @@ impl Session {
         if !self.accept_cmdsn(r.immediate, r.cmdsn) {
             return Action::Continue;
         }
+        self.refresh_luns();
         let lun = scsi::lun::decode(r.lun);
         let mut close = false;
         let core = |s: &Session, func: TmfFunction| {

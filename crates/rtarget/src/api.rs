@@ -385,7 +385,7 @@ fn group(req: &Map<String, Value>) -> Result<String> {
     req.get("group")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| anyhow!("missing \"group\" (attribute, parameter, auth, global)"))
+        .ok_or_else(|| anyhow!("missing \"group\" (attribute, parameter, auth, discovery_auth, global)"))
 }
 
 /// `argv`: targetcli-style words (`name`, `key=value`).

@@ -22,7 +22,7 @@ use backstore::{
     Qcow2Options, RamBackstore,
 };
 use config::{attr_bool, parse_ip, value_string, SaveConfig, StorageObject, Tpg};
-use iscsi::{TargetConfig, TpgConfig};
+use iscsi::{AclConfig, ChapCredentials, TargetConfig, TpgConfig};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
 /// Everything the daemon runs from one config.
@@ -36,6 +36,8 @@ pub struct Runtime {
     /// What to listen on: the union of the enabled TPGs' portals, in config
     /// order, without duplicates or addresses a wildcard already covers.
     pub portals: Vec<SocketAddr>,
+    /// CHAP for discovery sessions (the iscsi fabric module's settings).
+    pub discovery_auth: Option<ChapCredentials>,
 }
 
 pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
@@ -96,6 +98,42 @@ pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
         targets,
         objects,
         portals: listen_set(&portals),
+        discovery_auth: discovery_auth(cfg),
+    })
+}
+
+/// rtslib's `discovery_enable_auth` with `discovery_userid`, ... of the
+/// iscsi fabric module. Enabled without complete credentials still
+/// requires CHAP (the fabric then refuses every discovery login), as LIO's
+/// enforce_discovery_auth does.
+pub fn discovery_auth(cfg: &SaveConfig) -> Option<ChapCredentials> {
+    let m = cfg.fabric_modules.iter().find(|m| m.name == "iscsi")?;
+    let enabled = m
+        .extra
+        .get("discovery_enable_auth")
+        .map(value_string)
+        .is_some_and(|v| matches!(v.trim(), "1" | "true" | "True"));
+    if !enabled {
+        return None;
+    }
+    let get = |k: &str| {
+        m.extra
+            .get(k)
+            .map(value_string)
+            .filter(|v| !v.is_empty())
+    };
+    let (mu, mp) = match (
+        get("discovery_mutual_userid"),
+        get("discovery_mutual_password"),
+    ) {
+        (Some(u), Some(p)) => (Some(u), Some(p)),
+        _ => (None, None),
+    };
+    Some(ChapCredentials {
+        userid: get("discovery_userid").unwrap_or_default(),
+        password: get("discovery_password").unwrap_or_default(),
+        mutual_userid: mu,
+        mutual_password: mp,
     })
 }
 
@@ -117,8 +155,9 @@ pub fn tpg_config(
     tag: u16,
     devices: &HashMap<String, Arc<Device>>,
 ) -> Result<TpgConfig> {
-    // rtarget maps every TPG LUN for every initiator (LIO's demo mode), so
-    // demo_mode_write_protect decides whether those mappings are read-only.
+    // The TPG's own LUN table serves demo-mode (generated) sessions only,
+    // so demo_mode_write_protect decides whether those mappings are
+    // read-only; ACL sessions get their mapped LUNs' write_protect.
     let write_protect = attr_bool(&tpg.attributes, "demo_mode_write_protect")
         .map_err(|e| anyhow!(e))?
         .unwrap_or(false);
@@ -155,13 +194,75 @@ pub fn tpg_config(
             }
         }
     }
+    // A hand-written TPG without generate_node_acls and without ACLs would
+    // admit nobody under LIO's default (0); rtarget serves it in demo mode
+    // as it always did. With ACLs listed the default is LIO's.
+    if !attributes.contains_key("generate_node_acls") {
+        let demo = if tpg.node_acls.is_empty() { "1" } else { "0" };
+        attributes.insert("generate_node_acls".into(), demo.into());
+    }
+    let acls = tpg
+        .node_acls
+        .iter()
+        .map(|acl| acl_config(acl, &luns))
+        .collect();
     Ok(TpgConfig {
         tag,
         enable: tpg.enabled(),
         portals,
         luns: Arc::new(LunTable { luns }),
+        acls,
         attributes,
         parameters: strings(&tpg.parameters),
+    })
+}
+
+/// One node ACL: its mapped LUNs point at the TPG's LUNs (mappings of
+/// LUNs that are not served were reported by validation and are skipped).
+fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> AclConfig {
+    let mut luns: Vec<Lun> = acl
+        .mapped_luns
+        .iter()
+        .filter_map(|m| {
+            let l = tpg_luns.iter().find(|l| l.id == m.tpg_lun)?;
+            Some(Lun {
+                id: m.index,
+                device: l.device.clone(),
+                write_protect: m.write_protect,
+            })
+        })
+        .collect();
+    luns.sort_by_key(|l| l.id);
+    AclConfig {
+        initiator: acl.node_wwn.clone(),
+        luns: Arc::new(LunTable { luns }),
+        chap: chap_from(&acl.extra),
+        // LIO's node attribute: 1/0 decide, anything else (-1) inherits.
+        authentication: match acl.attributes.get("authentication").map(value_string) {
+            Some(v) if v.trim() == "1" => Some(true),
+            Some(v) if v.trim() == "0" => Some(false),
+            _ => None,
+        },
+    }
+}
+
+/// rtslib's `chap_userid`/`chap_password`/`chap_mutual_*` keys; both of a
+/// pair or nothing.
+pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapCredentials> {
+    let get = |k: &str| {
+        m.get(k)
+            .map(value_string)
+            .filter(|v| !v.is_empty())
+    };
+    let (mu, mp) = match (get("chap_mutual_userid"), get("chap_mutual_password")) {
+        (Some(u), Some(p)) => (Some(u), Some(p)),
+        _ => (None, None),
+    };
+    Some(ChapCredentials {
+        userid: get("chap_userid")?,
+        password: get("chap_password")?,
+        mutual_userid: mu,
+        mutual_password: mp,
     })
 }
 

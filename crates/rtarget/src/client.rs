@@ -157,7 +157,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         }
         "set" | "get" => {
             let Some((group, rest)) = params.split_first() else {
-                bail!("{verb} needs a group: attribute, parameter, auth or global");
+                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth or global");
             };
             let mut r = req(verb);
             r["group"] = json!(group);
@@ -318,8 +318,8 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   [PATH] ls [PATH] [DEPTH]           show the object tree
   [PATH] create ARGS...              create a child (positional or key=value)
   [PATH] delete ARGS...              delete a child, or PATH itself without ARGS
-  [PATH] set attribute|parameter|auth|global NAME=VALUE...
-  [PATH] get attribute|parameter|auth|global [NAME...]
+  [PATH] set attribute|parameter|auth|discovery_auth|global NAME=VALUE...
+  [PATH] get attribute|parameter|auth|discovery_auth|global [NAME...]
   [PATH] enable|disable              switch a TPG on or off
   [PATH] info | status               saved settings | one-line summary
   saveconfig [FILE]                  save now (changes are saved automatically)

@@ -100,6 +100,24 @@ const SO_ATTRIBUTES_USED: &[&str] = &[
 /// Auth names of targetcli (`set auth userid=...`), saved as rtslib's `chap_*`.
 pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_password"];
 
+/// `/iscsi set discovery_auth ...` names (rtslib saves them in the iscsi
+/// fabric module as `discovery_enable_auth`, `discovery_userid`, ...).
+pub const DISCOVERY_AUTH: &[&str] = &[
+    "enable",
+    "userid",
+    "password",
+    "mutual_userid",
+    "mutual_password",
+];
+
+/// The saved key of a group member (`prefix` is `chap_`, `discovery_` or empty).
+fn stored_key(prefix: &str, k: &str) -> String {
+    match (prefix, k) {
+        ("discovery_", "enable") => "discovery_enable_auth".into(),
+        _ => format!("{prefix}{k}"),
+    }
+}
+
 /// Parameters whose value is Yes or No.
 const YES_NO: &[&str] = &[
     "DataPDUInOrder",
@@ -284,19 +302,33 @@ fn group_map<'a>(
     cfg: &'a mut SaveConfig,
     loc: &Loc,
     group: &str,
-) -> Result<(&'a mut Map<String, Value>, &'static [&'static str], bool)> {
-    // (map, names, stored under chap_ prefix)
+) -> Result<(&'a mut Map<String, Value>, &'static [&'static str], &'static str)> {
+    // (map, names, prefix of the saved keys)
     match (loc, group) {
-        (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, TPG_ATTRIBUTES, false)),
-        (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, TPG_PARAMETERS, false)),
-        (Loc::Tpg(w, t), "auth") => Ok((&mut tpg_mut(cfg, w, *t)?.extra, AUTH, true)),
+        (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, TPG_ATTRIBUTES, "")),
+        (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, TPG_PARAMETERS, "")),
+        (Loc::Tpg(w, t), "auth") => Ok((&mut tpg_mut(cfg, w, *t)?.extra, AUTH, "chap_")),
+        (Loc::Fabric(f), "discovery_auth") if f == "iscsi" => {
+            if !cfg.fabric_modules.iter().any(|m| m.name == "iscsi") {
+                cfg.fabric_modules.push(config::FabricModule {
+                    name: "iscsi".into(),
+                    ..Default::default()
+                });
+            }
+            let m = cfg
+                .fabric_modules
+                .iter_mut()
+                .find(|m| m.name == "iscsi")
+                .ok_or_else(|| anyhow!("no iscsi fabric module"))?;
+            Ok((&mut m.extra, DISCOVERY_AUTH, "discovery_"))
+        }
         (Loc::Acl(w, t, a), "auth") => {
             let acl = tpg_mut(cfg, w, *t)?
                 .node_acls
                 .iter_mut()
                 .find(|x| x.node_wwn == *a)
                 .ok_or_else(|| anyhow!("no such ACL {a}"))?;
-            Ok((&mut acl.extra, AUTH, true))
+            Ok((&mut acl.extra, AUTH, "chap_"))
         }
         (Loc::Object(p, n), "attribute") => {
             let so = cfg
@@ -304,10 +336,10 @@ fn group_map<'a>(
                 .iter_mut()
                 .find(|so| so.ui_plugin() == *p && so.name == *n)
                 .ok_or_else(|| anyhow!("no such storage object"))?;
-            Ok((&mut so.attributes, SO_ATTRIBUTES, false))
+            Ok((&mut so.attributes, SO_ATTRIBUTES, ""))
         }
         (_, g) => bail!(
-            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: auth; storage objects: attribute)"
+            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: auth; /iscsi: discovery_auth; storage objects: attribute)"
         ),
     }
 }
@@ -397,7 +429,7 @@ pub fn set(
             bail!("block_size cannot change while {exported} is exported by a LUN");
         }
     }
-    let (map, names, chap) = group_map(cfg, &loc, group)?;
+    let (map, names, prefix) = group_map(cfg, &loc, group)?;
     let mut msgs = Vec::new();
     for (k, v) in values {
         if !names.contains(&k.as_str()) {
@@ -413,11 +445,15 @@ pub fn set(
                 check_parameter(k, v)?;
                 Value::from(v.clone())
             }
+            "discovery_auth" if k == "enable" => match v.trim() {
+                "1" | "true" | "True" | "yes" => Value::from(true),
+                "0" | "false" | "False" | "no" => Value::from(false),
+                _ => bail!("enable: {v:?} must be 0 or 1"),
+            },
             _ => Value::from(v.clone()),
         };
-        let key = if chap { format!("chap_{k}") } else { k.clone() };
-        map.insert(key, value);
-        let shown = if chap && k.contains("password") {
+        map.insert(stored_key(prefix, k), value);
+        let shown = if k.contains("password") {
             "********"
         } else {
             v
@@ -481,7 +517,7 @@ pub fn get(
 ) -> Result<Map<String, Value>> {
     let loc = locate(cfg, path)?;
     let mut copy = cfg.clone();
-    let (map, known, chap) = group_map(&mut copy, &loc, group)?;
+    let (map, known, prefix) = group_map(&mut copy, &loc, group)?;
     let wanted: Vec<&str> = if names.is_empty() {
         known.to_vec()
     } else {
@@ -492,11 +528,7 @@ pub fn get(
         if !known.contains(&k) {
             bail!("unknown {group} {k:?}; known: {}", known.join(", "));
         }
-        let key = if chap {
-            format!("chap_{k}")
-        } else {
-            k.to_string()
-        };
+        let key = stored_key(prefix, k);
         out.insert(k.to_string(), map.get(&key).cloned().unwrap_or(Value::Null));
     }
     Ok(out)

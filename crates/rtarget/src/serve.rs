@@ -32,6 +32,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let socket = api_socket(args)?;
 
     let server = IscsiServer::new();
+    server.set_discovery_auth(rt.discovery_auth.clone());
     let mut bound = Vec::new();
     if args.listen.is_empty() {
         if rt.portals.is_empty() && socket.is_none() {

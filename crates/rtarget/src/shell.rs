@@ -242,11 +242,12 @@ impl ShellHelper {
             _ => cwd,
         };
         let names: &[&str] = match (verb, before.len() - verb_pos) {
-            ("set" | "get", 1) => &["attribute", "parameter", "auth", "global"],
+            ("set" | "get", 1) => &["attribute", "parameter", "auth", "discovery_auth", "global"],
             ("set" | "get", _) => match before[verb_pos + 1].as_str() {
                 "parameter" => TPG_PARAMETERS,
                 "global" => crate::prefs::NAMES,
                 "auth" => AUTH,
+                "discovery_auth" => crate::ops_edit::DISCOVERY_AUTH,
                 _ if at.starts_with("/backstores/") => SO_ATTRIBUTES,
                 _ => TPG_ATTRIBUTES,
             },

@@ -4,7 +4,7 @@
 //! every handler asks about.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backstore::Capabilities;
 
@@ -33,9 +33,11 @@ pub(crate) struct DeviceState {
     pub res: Reservations,
     /// Removable medium state (RMB, loaded, PREVENT per nexus).
     pub medium: MediumState,
-    /// Serializes read-modify-write commands (COMPARE AND WRITE, ORWRITE)
-    /// against each other so their read and write are atomic together.
-    pub rmw_lock: Mutex<()>,
+    /// Orders medium access: commands whose effect must be atomic with
+    /// respect to every other command (COMPARE AND WRITE, ORWRITE, WRITE
+    /// ATOMIC) hold it exclusively; plain reads and writes hold it shared.
+    /// Uncontended, a shared acquire is one compare-and-swap, no syscall.
+    pub io_order: RwLock<()>,
     /// Results of finished EXTENDED COPY commands.
     pub copies: CopyResults,
 }
@@ -51,7 +53,7 @@ impl DeviceState {
             },
             res: Reservations::default(),
             medium: MediumState::default(),
-            rmw_lock: Mutex::new(()),
+            io_order: RwLock::new(()),
             copies: CopyResults::default(),
         }
     }
@@ -109,6 +111,31 @@ impl crate::Device {
     /// Not part of `DeviceOptions` so existing constructors keep compiling.
     pub fn set_removable(&self, removable: bool) {
         self.state.medium.set_removable(removable);
+    }
+
+    /// Shared access to the medium (see `DeviceState::io_order`). Never
+    /// take it twice in one thread: a waiting exclusive holder would
+    /// deadlock the second shared acquire.
+    pub(crate) fn io_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.state
+            .io_order
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Exclusive access to the medium, for commands that must be atomic.
+    pub(crate) fn io_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.state
+            .io_order
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// MAXIMUM ATOMIC TRANSFER LENGTH (Block Limits VPD): WRITE ATOMIC
+    /// is one backstore write under the exclusive lock, so any transfer
+    /// the LU accepts can be atomic; the 16-bit CDB field caps it.
+    pub(crate) fn max_atomic_blocks(&self) -> u32 {
+        self.max_transfer_blocks().min(u32::from(u16::MAX))
     }
 
     /// Largest transfer in blocks (Block Limits VPD).

@@ -259,3 +259,51 @@ impl DeviceOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::*;
+    use crate::{Lun, LunTable};
+
+    const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];
+
+    /// `luns_changed` queues 3F/0E for the given nexus on every LU of the
+    /// table (a second device included), and for nobody else.
+    #[test]
+    fn luns_changed_queues_reported_luns_data_has_changed() {
+        let t = Rig::new();
+        let other = Rig::new();
+        let b = t.nexus(2);
+        t.run_as(&b, &TUR, &[]);
+        let table = LunTable {
+            luns: vec![
+                t.table.luns[0].clone(),
+                Lun {
+                    id: 1,
+                    device: other.dev.clone(),
+                    write_protect: false,
+                },
+            ],
+        };
+        // `me` has consumed the power-on UA of the second device too.
+        let mut buf = Vec::new();
+        let o = other.run_full(&t.me, 0, &TUR, &[], &mut buf);
+        assert_eq!(o.status, crate::Status::Good);
+
+        table.luns_changed(&t.me);
+        for lun in [0u64, 1] {
+            let o = t.run_full_table(&table, &t.me, lun, &TUR);
+            assert_eq!(sense_of(&o), Some((6, 0x3f, 0x0e)), "LUN {lun}");
+            let o = t.run_full_table(&table, &t.me, lun, &TUR);
+            assert_eq!(o.status, crate::Status::Good, "reported once on LUN {lun}");
+        }
+        let (o, _) = t.run_as(&b, &TUR, &[]);
+        assert_eq!(o.status, crate::Status::Good, "other nexus not affected");
+        // INQUIRY does not consume it; the next TUR still reports it.
+        table.luns_changed(&t.me);
+        let o = t.run_full_table(&table, &t.me, 0, &[0x12, 0, 0, 0, 36, 0]);
+        assert_eq!(o.status, crate::Status::Good);
+        let o = t.run_full_table(&table, &t.me, 0, &TUR);
+        assert_eq!(sense_of(&o), Some((6, 0x3f, 0x0e)));
+    }
+}

@@ -46,6 +46,12 @@ pub(crate) fn write_same(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult 
     if anchor {
         return Err(CmdError::cdb_bit(1, 4));
     }
+    // A fully provisioned LU (LBPME=0, LBPWS=LBPWS10=0) offers no unmap
+    // operation, so the UNMAP bit is an invalid field (SBC-3 5.45) rather
+    // than something to silently ignore.
+    if unmap && !dev.thin() {
+        return Err(CmdError::cdb_bit(1, 3));
+    }
     if dev.write_protected(ctx.lun) {
         return Err(CmdError::WriteProtected);
     }
@@ -79,6 +85,7 @@ pub(crate) fn write_same(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult 
     if r.is_empty() {
         return Ok(Status::Good);
     }
+    let _order = dev.io_shared();
     // UNMAP on a thin LU deallocates whatever the pattern (SBC-3 5.45: the
     // device server may unmap; LBPRZ=1 then makes the blocks read zero).
     if unmap && dev.thin() {
@@ -137,6 +144,7 @@ pub(crate) fn unmap(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     if descs.len() / 16 > MAX_UNMAP_DESCRIPTORS as usize {
         return Err(CmdError::param(2));
     }
+    let _order = dev.io_shared();
     // Validate every descriptor before touching the medium.
     for d in descs.chunks_exact(16) {
         let lba = u64::from_be_bytes(d[..8].try_into().unwrap_or([0xff; 8]));
@@ -266,6 +274,21 @@ mod tests {
         let ro = Rig::read_only();
         let (o, _) = ro.run(&ws10(0, 0, 1), &[0u8; 512]);
         assert_eq!(sense_of(&o), Some((7, 0x27, 0)));
+    }
+
+    #[test]
+    fn write_same_unmap_refused_on_thick() {
+        let t = Rig::new();
+        t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0xffu8; 512]);
+        for c in [ws10(0x08, 0, 1), ws16(0x08, 0, 1), ws16(0x09, 0, 1)] {
+            let data: &[u8] = if c[1] & 1 != 0 { &[] } else { &[0u8; 512] };
+            let (o, _) = t.run(&c, data);
+            assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "{c:02x?}");
+        }
+        assert_eq!(t.store.bytes(0, 512), vec![0xffu8; 512], "nothing written");
+        let (o, _) = t.run(&ws16(0x01, 0, 1), &[]);
+        assert_eq!(o.status, Status::Good, "NDOB without UNMAP writes zeroes");
+        assert_eq!(t.store.bytes(0, 512), vec![0u8; 512]);
     }
 
     #[test]

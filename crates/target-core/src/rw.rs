@@ -79,6 +79,7 @@ pub(crate) fn read(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
     if len == 0 {
         return Ok(Status::Good);
     }
+    let _order = ctx.dev.io_shared();
     ctx.dev
         .backstore
         .read_at(data_in, r.start)
@@ -126,6 +127,7 @@ pub(crate) fn write(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     if r.is_empty() {
         return Ok(Status::Good);
     }
+    let _order = ctx.dev.io_shared();
     write_buf(ctx, rw.fua(), buf, r.start)?;
     Ok(Status::Good)
 }
@@ -188,6 +190,7 @@ pub(crate) fn verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
         r.end - r.start
     };
     let expected = data_out(ctx, want)?;
+    let _order = ctx.dev.io_shared();
     match compare_medium(ctx, r, expected, per_block, data_in)? {
         Some(offset) => Err(CmdError::Miscompare { offset }),
         None => Ok(Status::Good),
@@ -211,6 +214,7 @@ pub(crate) fn write_verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResul
     if r.is_empty() {
         return Ok(Status::Good);
     }
+    let _order = ctx.dev.io_shared();
     // Verification must see the medium, not a volatile cache.
     write_buf(ctx, true, buf, r.start)?;
     if bytchk == 1 {

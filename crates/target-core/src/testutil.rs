@@ -22,6 +22,9 @@ pub struct MemStore {
     flushes: AtomicUsize,
     pub discards: AtomicUsize,
     can_discard: bool,
+    /// Write in 512-byte pieces with a yield between them, so a concurrent
+    /// reader can observe a half-done write unless the core prevents it.
+    pub piecewise: AtomicBool,
     /// Allocated byte range reported by `allocation_at`, when set.
     allocated: Mutex<Option<(u64, u64)>>,
 }
@@ -36,6 +39,7 @@ impl MemStore {
             flushes: AtomicUsize::new(0),
             discards: AtomicUsize::new(0),
             can_discard,
+            piecewise: AtomicBool::new(false),
             allocated: Mutex::new(None),
         }
     }
@@ -92,6 +96,14 @@ impl Backstore for MemStore {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check()?;
+        if self.piecewise.load(Ordering::Relaxed) {
+            for (i, piece) in buf.chunks(512).enumerate() {
+                let o = offset as usize + i * 512;
+                self.data.lock().expect("lock")[o..o + piece.len()].copy_from_slice(piece);
+                std::thread::yield_now();
+            }
+            return Ok(());
+        }
         let mut d = self.data.lock().expect("lock");
         let o = offset as usize;
         d[o..o + buf.len()].copy_from_slice(buf);
@@ -246,6 +258,17 @@ impl Rig {
             attr: TaskAttr::Simple,
         };
         self.table.execute(nexus, lun, &cmd, buf)
+    }
+
+    /// Run a CDB without Data-Out through another LUN table.
+    pub fn run_full_table(&self, table: &LunTable, nexus: &Nexus, lun: u64, cdb: &[u8]) -> Outcome {
+        let cmd = Command {
+            cdb,
+            data_out: &[],
+            expected_len: 0,
+            attr: TaskAttr::Simple,
+        };
+        table.execute(nexus, lun, &cmd, &mut Vec::new())
     }
 
     pub fn run(&self, cdb: &[u8], data_out: &[u8]) -> (Outcome, Vec<u8>) {

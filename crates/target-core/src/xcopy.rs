@@ -255,9 +255,15 @@ fn copy_segment(
         let n = (total - off).min(CHUNK) as usize;
         scratch.clear();
         scratch.resize(n, 0);
-        sdev.backstore
-            .read_at(scratch, sr.start + off)
-            .map_err(CmdError::ReadError)?;
+        // One shared hold at a time: source and destination may be the
+        // same device (see `Device::io_shared`).
+        {
+            let _order = sdev.io_shared();
+            sdev.backstore
+                .read_at(scratch, sr.start + off)
+                .map_err(CmdError::ReadError)?;
+        }
+        let _order = ddev.io_shared();
         ddev.backstore
             .write_at(scratch, dr.start + off)
             .map_err(CmdError::WriteError)?;

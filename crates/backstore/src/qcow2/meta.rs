@@ -149,6 +149,10 @@ pub struct Meta {
     pub rcb: TableCache,
     /// Host clusters whose refcount drops once the pointer removal is durable.
     pub pending_free: Vec<u64>,
+    /// How many frees were ever queued before `pending_free[0]`: flushes
+    /// name the frees they made safe by this running count, so concurrent
+    /// flushes never apply one queued after their own L2 writes.
+    pub freed_before: u64,
     /// Every cluster below this one is in use.
     pub free_hint: u64,
     /// Every cluster from this one on is free.
@@ -306,6 +310,11 @@ impl Meta {
 
     pub fn is_dirty(&self) -> bool {
         self.l1_dirty.is_some() || self.rct_dirty || self.l2.any_dirty() || self.rcb.any_dirty()
+    }
+
+    /// Running count of queued frees (see `freed_before`).
+    pub fn frees_queued(&self) -> u64 {
+        self.freed_before + self.pending_free.len() as u64
     }
 
     /// Extend the file over every allocated cluster.

@@ -13,6 +13,15 @@
 //! reserved until a flush has made the pointer removal durable *and* no I/O
 //! that may still hold the old mapping is in flight (the `gate` rwlock), so
 //! a stale mapping can never read or clobber a cluster that was reused.
+//!
+//! ```no_run
+//! use backstore::{Backstore, Qcow2Backstore, Qcow2Options};
+//! let new = Qcow2Backstore::create("/tmp/new.qcow2", 1 << 30, 64 << 10)?;
+//! new.write_at(&[1u8; 4096], 0)?;
+//! let ro = Qcow2Options { read_only: true, ..Qcow2Options::default() };
+//! let old = Qcow2Backstore::open("/tmp/made-by-qemu-img.qcow2", &ro)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod cache;
 mod create;
@@ -176,6 +185,7 @@ impl Qcow2Backstore {
             rct_dirty: false,
             rcb: TableCache::new(tables(opts.refcount_cache_bytes)),
             pending_free: Vec::new(),
+            freed_before: 0,
             free_hint: 0,
             end_cluster: len.div_ceil(g.cs),
             file_len: len,
@@ -339,17 +349,21 @@ impl Backstore for Qcow2Backstore {
             m.flush_stage1()?
         };
         self.file.sync_data()?;
-        let (wrote, frees) = {
+        // Every free counted in `safe` had its L2 change written by this or
+        // an earlier stage 2; the sync below makes it durable, even when a
+        // concurrent flush did the writing and is still syncing.
+        let (wrote, safe, frees) = {
             let mut m = self.meta()?;
-            (m.flush_stage2(synced)?, m.pending_free.len())
+            let wrote = m.flush_stage2(synced)?;
+            (wrote, m.frees_queued(), m.freed_before < m.frees_queued())
         };
-        if wrote {
+        if wrote || frees {
             self.file.sync_data()?;
         }
-        if frees > 0 {
+        if frees {
             // Wait out I/O that may still use a mapping to these clusters.
             let _gate = self.gate.write().map_err(|_| lock_err())?;
-            self.meta()?.apply_frees(frees)?;
+            self.meta()?.apply_frees(safe)?;
         }
         Ok(())
     }

@@ -219,11 +219,13 @@ impl Meta {
 
     /// Apply queued frees; the caller has flushed, and no I/O through a
     /// stale mapping is in flight (so the clusters can be reused).
-    /// Only the first `n` are applied: later ones were queued after the
-    /// flush, so their pointer removal may not be durable yet.
-    pub fn apply_frees(&mut self, n: usize) -> io::Result<()> {
+    /// Only frees queued before the running count `upto` are applied: later
+    /// ones came after the flush's L2 writes, so may not be durable yet.
+    pub fn apply_frees(&mut self, upto: u64) -> io::Result<()> {
+        let n = upto.saturating_sub(self.freed_before) as usize;
         let n = n.min(self.pending_free.len());
         let frees: Vec<u64> = self.pending_free.drain(..n).collect();
+        self.freed_before += n as u64;
         for c in frees {
             let r = self.rc_get(c)?;
             if r == 0 {

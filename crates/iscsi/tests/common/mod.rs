@@ -4,7 +4,6 @@
 //! data, NOP, logout) that checks sequence numbers as it goes.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, RwLock};
@@ -79,7 +78,8 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
             enable: true,
             portals: vec!["0.0.0.0:3260".parse().unwrap()],
             luns,
-            attributes: BTreeMap::new(),
+            acls: vec![],
+            attributes: [("generate_node_acls".to_string(), "1".to_string())].into(),
             parameters: params
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -120,6 +120,12 @@ pub struct Client {
     pub initial_r2t: bool,
     pub first_burst: u32,
     pub target_mrdsl: u32,
+    /// InitiatorName sent at login.
+    pub initiator: String,
+    /// LUN commands are addressed to.
+    pub lun: u64,
+    /// Sense data of the last SCSI Response that carried some.
+    pub last_sense: Vec<u8>,
 }
 
 impl Client {
@@ -141,6 +147,9 @@ impl Client {
             initial_r2t: true,
             first_burst: 65536,
             target_mrdsl: 8192,
+            initiator: INITIATOR.to_string(),
+            lun: 0,
+            last_sense: Vec::new(),
         }
     }
 
@@ -243,7 +252,8 @@ impl Client {
 
     /// Full login to `target` (or discovery when `None`) with extra keys.
     pub fn login(&mut self, target: Option<&str>, extra: &[(&str, &str)]) -> Vec<Pair> {
-        let mut sec = vec![("InitiatorName", INITIATOR), ("AuthMethod", "None")];
+        let name = self.initiator.clone();
+        let mut sec = vec![("InitiatorName", name.as_str()), ("AuthMethod", "None")];
         match target {
             Some(t) => {
                 sec.push(("SessionType", "Normal"));
@@ -315,7 +325,7 @@ impl Client {
             read,
             write,
             attr: Attr::Simple,
-            lun: [0; 8],
+            lun: scsi::lun::encode(self.lun),
             itt,
             expected_data_len: edtl,
             cmdsn: self.cmdsn,
@@ -352,6 +362,7 @@ impl Client {
                 }
                 Opcode::SCSI_RESPONSE => {
                     let r = ScsiResponse::parse(&p.bhs);
+                    self.last_sense = p.data.get(2..).unwrap_or_default().to_vec();
                     assert_eq!(r.itt, c.itt);
                     assert_eq!(r.sn.statsn, self.exp_statsn, "StatSN");
                     self.exp_statsn += 1;
@@ -431,6 +442,7 @@ impl Client {
                 }
                 Opcode::SCSI_RESPONSE => {
                     let r = ScsiResponse::parse(&p.bhs);
+                    self.last_sense = p.data.get(2..).unwrap_or_default().to_vec();
                     assert_eq!(r.sn.statsn, self.exp_statsn, "StatSN");
                     self.exp_statsn += 1;
                     return r;
