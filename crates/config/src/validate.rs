@@ -1,7 +1,8 @@
 //! Validation of a parsed saveconfig: errors that make the file unusable
 //! (duplicates, dangling references, impossible sizes) and warnings for
 //! entries rtarget keeps in the file but does not act on (other fabrics,
-//! pscsi, per-ACL CHAP, explicit node ACLs, keys it does not know).
+//! pscsi, keys it does not know) or that cannot work as written (CHAP
+//! without credentials, an ACL-only TPG without ACLs).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -349,11 +350,11 @@ fn check_tpg(
             );
         } else if matches!(
             attr_bool(&tpg.attributes, "generate_node_acls"),
-            Ok(Some(false)) | Ok(None)
+            Ok(Some(false))
         ) {
             r.warn(
                 loc,
-                "per-ACL CHAP is not supported yet: the TPG's CHAP credentials apply to every initiator",
+                "the TPG's CHAP credentials are used only for initiators without an ACL (generate_node_acls=1); with generate_node_acls=0 each ACL needs its own (set auth in the ACL)",
             );
         }
     }
@@ -405,15 +406,15 @@ fn check_tpg(
             );
         }
     }
-    if !tpg.node_acls.is_empty()
-        || matches!(
+    if tpg.node_acls.is_empty()
+        && matches!(
             attr_bool(&tpg.attributes, "generate_node_acls"),
             Ok(Some(false))
         )
     {
         r.warn(
             loc,
-            "explicit node ACLs are not enforced by rtarget yet: every initiator sees the TPG's LUNs",
+            "generate_node_acls=0 and no node ACLs: no initiator can log in until an ACL is created (acls create IQN) or generate_node_acls=1",
         );
     }
     let mut acl_names = HashSet::new();
@@ -427,10 +428,18 @@ fn check_tpg(
         }
         let (chap, rest): (Vec<_>, Vec<_>) =
             acl.extra.iter().partition(|(k, _)| k.starts_with("chap_"));
-        if !chap.is_empty() {
+        let has = |k: &str| {
+            acl.extra
+                .get(k)
+                .is_some_and(|v| !crate::value_string(v).is_empty())
+        };
+        if !chap.is_empty()
+            && chap.iter().any(|(_, v)| !crate::value_string(v).is_empty())
+            && !(has("chap_userid") && has("chap_password"))
+        {
             r.warn(
                 &aloc,
-                "CHAP credentials are not supported by rtarget yet; they are kept but not checked",
+                "CHAP credentials need both chap_userid and chap_password; incomplete ones are ignored",
             );
         }
         // rtslib writes `tag` for ACLs and mapped LUNs in ACL groups.
@@ -709,7 +718,11 @@ mod tests {
             "{w:?}"
         );
         let w = warn(creds, json!({"authentication": 1, "generate_node_acls": 0}));
-        assert!(w.iter().any(|m| m.contains("per-ACL CHAP")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|m| m.contains("used only for initiators without an ACL")),
+            "{w:?}"
+        );
         let w = warn(json!({"chap_mutual_userid": "m"}), json!({}));
         assert!(
             w.iter().any(|m| m.contains("mutual CHAP needs both")),

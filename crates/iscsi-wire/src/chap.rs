@@ -47,7 +47,10 @@ impl std::fmt::Debug for ChapCredentials {
             .field("userid", &self.userid)
             .field("password", &"***")
             .field("mutual_userid", &self.mutual_userid)
-            .field("mutual_password", &self.mutual_password.as_ref().map(|_| "***"))
+            .field(
+                "mutual_password",
+                &self.mutual_password.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -278,7 +281,10 @@ mod tests {
     fn debug_hides_secrets() {
         let d = format!("{:?}", creds(true));
         assert!(!d.contains(&creds(true).password), "{d}");
-        assert!(!d.contains(creds(true).mutual_password.as_deref().unwrap()), "{d}");
+        assert!(
+            !d.contains(creds(true).mutual_password.as_deref().unwrap()),
+            "{d}"
+        );
     }
 
     #[test]

@@ -41,11 +41,20 @@ fn address(p: SocketAddr, local: SocketAddr, tag: u16) -> String {
     }
 }
 
-/// The SendTargets answer for `targets`.
-pub fn send_targets(targets: &[Arc<TargetConfig>], local: SocketAddr) -> Vec<u8> {
+/// The SendTargets answer for `targets` as `initiator` may see it: as in
+/// LIO, a TPG without demo mode and with `demo_mode_discovery=0` is listed
+/// only to initiators that have an ACL in it.
+pub fn send_targets(targets: &[Arc<TargetConfig>], local: SocketAddr, initiator: &str) -> Vec<u8> {
+    let visible = |g: &crate::TpgConfig| {
+        let hidden = g
+            .attributes
+            .get("demo_mode_discovery")
+            .is_some_and(|v| v.trim() == "0");
+        !hidden || crate::sessions::table_for(g, initiator).is_some()
+    };
     let mut out = Vec::new();
     for t in targets {
-        let tpgs: Vec<_> = t.tpgs.iter().filter(|g| g.enable).collect();
+        let tpgs: Vec<_> = t.tpgs.iter().filter(|g| g.enable && visible(g)).collect();
         if tpgs.is_empty() {
             continue;
         }
@@ -112,7 +121,7 @@ impl Session {
                 "" => self.target.iter().cloned().collect(),
                 iqn => self.shared.target(iqn).into_iter().collect(),
             };
-            answer = send_targets(&targets, self.local);
+            answer = send_targets(&targets, self.local, &self.initiator_name);
         }
         let others: Vec<_> = pairs
             .into_iter()
@@ -195,14 +204,33 @@ mod tests {
             target("iqn.b", &["10.0.0.1:3261", "[::1]:3260"], true),
             target("iqn.off", &["10.0.0.1:3260"], false),
         ];
-        let got = parse_pairs(&send_targets(&ts, local)).unwrap_or_default();
+        let got = parse_pairs(&send_targets(&ts, local, "iqn.x")).unwrap_or_default();
         let _ = got;
-        let raw = send_targets(&ts, local);
+        let raw = send_targets(&ts, local, "iqn.x");
         let text = String::from_utf8(raw).unwrap();
         assert_eq!(
             text,
             "TargetName=iqn.a\0TargetAddress=127.0.0.1:3260,1\0\
              TargetName=iqn.b\0TargetAddress=10.0.0.1:3261,1\0TargetAddress=[::1]:3260,1\0"
         );
+    }
+
+    #[test]
+    fn hidden_tpgs_are_listed_only_to_their_acls() {
+        let local: SocketAddr = "127.0.0.1:3260".parse().unwrap();
+        let mut t = (*target("iqn.h", &["127.0.0.1:3260"], true)).clone();
+        let a = &mut t.tpgs[0].attributes;
+        a.insert("generate_node_acls".into(), "0".into());
+        a.insert("demo_mode_discovery".into(), "0".into());
+        t.tpgs[0].acls.push(crate::AclConfig {
+            initiator: "iqn.member".into(),
+            luns: Arc::new(LunTable::default()),
+            chap: None,
+            authentication: None,
+        });
+        let ts = vec![Arc::new(t)];
+        assert!(send_targets(&ts, local, "iqn.stranger").is_empty());
+        let text = String::from_utf8(send_targets(&ts, local, "iqn.member")).unwrap();
+        assert!(text.starts_with("TargetName=iqn.h\0"), "{text}");
     }
 }

@@ -122,7 +122,11 @@ pub struct SessionDetail {
 /// required) with `userid`, `password`, `mutual_userid`, `mutual_password`;
 /// `default_cmdsn_depth` (command window, default 128), `login_timeout`
 /// (seconds, default 15), `nopin_timeout` / `nopin_response_timeout`
-/// (idle ping and its deadline, default 15 / 30 s; 0 disables the ping).
+/// (idle ping and its deadline, default 15 / 30 s; 0 disables the ping);
+/// `generate_node_acls` (1 = initiators without an ACL get the TPG's LUNs,
+/// 0 = only ACL initiators log in, others get login status 02/02);
+/// `demo_mode_discovery` (0 = SendTargets hides a TPG from initiators
+/// that cannot log in to it).
 /// TPG parameters override the negotiation offers (`MaxRecvDataSegmentLength`,
 /// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
 /// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,

@@ -438,8 +438,8 @@ pub fn run(
                     target: t.iqn.clone(),
                     tpgt: g.tag,
                 };
-                let table = table_for(g, &st.initiator)
-                    .map_or_else(|| Arc::clone(&g.luns), |(t, _)| t);
+                let table =
+                    table_for(g, &st.initiator).map_or_else(|| Arc::clone(&g.luns), |(t, _)| t);
                 let l = Arc::new(SessionLive::new(
                     table,
                     local,

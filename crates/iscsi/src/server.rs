@@ -117,7 +117,11 @@ impl Shared {
     /// where theirs changed, a logout request where they lost access.
     fn refresh_sessions(&self, t: &TargetConfig) {
         let mut leave = Vec::new();
-        for (k, e) in self.lock_sessions().iter().filter(|(k, _)| k.target == t.iqn) {
+        for (k, e) in self
+            .lock_sessions()
+            .iter()
+            .filter(|(k, _)| k.target == t.iqn)
+        {
             let tpg = t.tpgs.iter().find(|g| g.tag == k.tpgt && g.enable);
             match tpg.and_then(|g| table_for(g, &k.initiator)) {
                 Some((table, _)) => {
@@ -138,7 +142,10 @@ impl Shared {
         let conns = self.lock_conns();
         for id in conn_ids {
             if let Some(h) = conns.get(id) {
-                tracing::info!(conn = id, "session lost its target, TPG or ACL: asking for logout");
+                tracing::info!(
+                    conn = id,
+                    "session lost its target, TPG or ACL: asking for logout"
+                );
                 let _ = h.stop.compare_exchange(
                     STOP_NONE,
                     STOP_LOGOUT,
@@ -388,8 +395,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Ok(s) => s,
             Err(e) => {
                 // EINVAL: our socket was shut down (stop_listening).
-                if shared.stopping.load(Ordering::SeqCst)
-                    || e.kind() == io::ErrorKind::InvalidInput
+                if shared.stopping.load(Ordering::SeqCst) || e.kind() == io::ErrorKind::InvalidInput
                 {
                     return;
                 }

@@ -450,7 +450,13 @@ impl Session {
                 .luns
                 .luns
                 .iter()
-                .filter(|o| !view.table.luns.iter().any(|n| Arc::ptr_eq(&n.device, &o.device)))
+                .filter(|o| {
+                    !view
+                        .table
+                        .luns
+                        .iter()
+                        .any(|n| Arc::ptr_eq(&n.device, &o.device))
+                })
                 .cloned()
                 .collect(),
         };
@@ -478,15 +484,12 @@ impl Session {
         let out = self.luns.execute(&self.nexus, lun, &cmd, &mut data_in);
         if let Some(i) = self.luns.luns.iter().position(|l| l.id == lun) {
             if let Some(k) = self.counters.get(i) {
-                k.commands.fetch_add(1, Ordering::Relaxed);
                 let sent = if c.read {
                     data_in.len().min(c.expected_data_len as usize)
                 } else {
                     0
                 };
-                k.read_bytes.fetch_add(sent as u64, Ordering::Relaxed);
-                k.write_bytes
-                    .fetch_add(data_out.len() as u64, Ordering::Relaxed);
+                k.count(sent as u64, data_out.len() as u64);
             }
         }
         self.respond(tx, c, cdb, data_out.len(), out, data_in);

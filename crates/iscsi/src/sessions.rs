@@ -21,6 +21,20 @@ pub struct LunCounters {
     pub write_bytes: AtomicU64,
 }
 
+impl LunCounters {
+    /// Count one command. Only the session's own thread writes (readers
+    /// just load), so a plain load and store suffice: no locked
+    /// read-modify-write on the data path.
+    pub fn count(&self, read: u64, written: u64) {
+        let add = |a: &AtomicU64, n: u64| {
+            a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
+        };
+        add(&self.commands, 1);
+        add(&self.read_bytes, read);
+        add(&self.write_bytes, written);
+    }
+}
+
 /// A LUN table with one counter block per entry (same order as
 /// `table.luns`).
 #[derive(Clone)]
@@ -173,11 +187,20 @@ pub fn param_list(p: &SessionParams) -> Vec<(String, String)> {
         ("MaxBurstLength".into(), p.max_burst_length.to_string()),
         ("FirstBurstLength".into(), p.first_burst_length.to_string()),
         ("DefaultTime2Wait".into(), p.default_time2wait.to_string()),
-        ("DefaultTime2Retain".into(), p.default_time2retain.to_string()),
-        ("MaxOutstandingR2T".into(), p.max_outstanding_r2t.to_string()),
+        (
+            "DefaultTime2Retain".into(),
+            p.default_time2retain.to_string(),
+        ),
+        (
+            "MaxOutstandingR2T".into(),
+            p.max_outstanding_r2t.to_string(),
+        ),
         ("DataPDUInOrder".into(), yn(p.data_pdu_in_order)),
         ("DataSequenceInOrder".into(), yn(p.data_sequence_in_order)),
-        ("ErrorRecoveryLevel".into(), p.error_recovery_level.to_string()),
+        (
+            "ErrorRecoveryLevel".into(),
+            p.error_recovery_level.to_string(),
+        ),
     ]
 }
 

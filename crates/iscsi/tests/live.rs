@@ -215,7 +215,9 @@ fn acl_chap_credentials_are_checked() {
             ],
         );
         assert_eq!(r.status_class, 0);
-        assert!(pairs.iter().any(|p| p.key == "AuthMethod" && p.value == "CHAP"));
+        assert!(pairs
+            .iter()
+            .any(|p| p.key == "AuthMethod" && p.value == "CHAP"));
         let (_, pairs) = c.login_pdu(0, 1, false, &[("CHAP_A", "5")]);
         let get = |k: &str| pairs.iter().find(|p| p.key == k).unwrap().value.clone();
         let id: u8 = get("CHAP_I").parse().unwrap();
@@ -287,5 +289,26 @@ fn disabling_the_tpg_logs_its_sessions_out() {
     assert_eq!(p.bhs.0[36], 1);
     assert!(c.closed());
     assert_eq!(login_status(addr, INITIATOR, IQN), (2, 3));
+    s.shutdown();
+}
+
+#[test]
+fn removing_the_target_logs_its_sessions_out() {
+    let (s, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    assert!(s.remove_target(IQN));
+    let p = c.recv().expect("async message");
+    assert_eq!(p.bhs.opcode(), Opcode::ASYNC_MESSAGE);
+    assert_eq!(p.bhs.0[36], 1);
+    // The initiator logs out as asked.
+    let r = c.logout();
+    assert_eq!(r.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
+    assert!(c.closed());
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    while !s.sessions().is_empty() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(s.sessions().is_empty());
     s.shutdown();
 }

@@ -331,6 +331,10 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
             let out = live.change(|cfg| ops::enable(cfg, &path, op == "enable"))?;
             Ok(json!({"message": out.message, "warnings": out.warnings}))
         }
+        "sessions" if req.get("detail").and_then(Value::as_bool) == Some(true) => {
+            let list: Vec<Value> = live.sessions_detail().iter().map(session_detail).collect();
+            Ok(json!({"sessions": list}))
+        }
         "sessions" => {
             let list: Vec<Value> = live
                 .sessions()
@@ -381,11 +385,51 @@ fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
     }
 }
 
+/// `sessions` with `"detail": true`: one session with its connection,
+/// negotiated parameters and per-LUN counters.
+fn session_detail(d: &iscsi::SessionDetail) -> Value {
+    let s = &d.info;
+    let params: Map<String, Value> = d
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    let luns: Vec<Value> = d
+        .luns
+        .iter()
+        .map(|l| {
+            json!({
+                "lun": l.lun,
+                "storage_object": l.device,
+                "write_protect": l.write_protect,
+                "commands": l.commands,
+                "read_bytes": l.read_bytes,
+                "write_bytes": l.write_bytes,
+            })
+        })
+        .collect();
+    json!({
+        "initiator": s.initiator,
+        "isid": s.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "target": s.target,
+        "tpg": s.tpg_tag,
+        "tsih": s.tsih,
+        "peer": s.peer.to_string(),
+        "acl": if d.acl { "explicit" } else { "generated" },
+        "authenticated": d.authenticated,
+        "connections": [{"cid": d.cid, "peer": s.peer.to_string(), "local": d.local.to_string()}],
+        "parameters": params,
+        "luns": luns,
+    })
+}
+
 fn group(req: &Map<String, Value>) -> Result<String> {
     req.get("group")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| anyhow!("missing \"group\" (attribute, parameter, auth, discovery_auth, global)"))
+        .ok_or_else(|| {
+            anyhow!("missing \"group\" (attribute, parameter, auth, discovery_auth, global)")
+        })
 }
 
 /// `argv`: targetcli-style words (`name`, `key=value`).

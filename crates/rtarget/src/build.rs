@@ -116,12 +116,7 @@ pub fn discovery_auth(cfg: &SaveConfig) -> Option<ChapCredentials> {
     if !enabled {
         return None;
     }
-    let get = |k: &str| {
-        m.extra
-            .get(k)
-            .map(value_string)
-            .filter(|v| !v.is_empty())
-    };
+    let get = |k: &str| m.extra.get(k).map(value_string).filter(|v| !v.is_empty());
     let (mu, mp) = match (
         get("discovery_mutual_userid"),
         get("discovery_mutual_password"),
@@ -249,11 +244,7 @@ fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> AclConfig {
 /// rtslib's `chap_userid`/`chap_password`/`chap_mutual_*` keys; both of a
 /// pair or nothing.
 pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapCredentials> {
-    let get = |k: &str| {
-        m.get(k)
-            .map(value_string)
-            .filter(|v| !v.is_empty())
-    };
+    let get = |k: &str| m.get(k).map(value_string).filter(|v| !v.is_empty());
     let (mu, mp) = match (get("chap_mutual_userid"), get("chap_mutual_password")) {
         (Some(u), Some(p)) => (Some(u), Some(p)),
         _ => (None, None),

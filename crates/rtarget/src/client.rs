@@ -83,6 +83,7 @@ pub enum Show {
     Message,
     Values,
     Sessions,
+    SessionsDetail,
 }
 
 /// What a command line asks for.
@@ -199,7 +200,15 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             Action::Request(r, Show::Message)
         }
         "enable" | "disable" if params.is_empty() => Action::Request(req(verb), Show::Message),
-        "sessions" => Action::Request(req("sessions"), Show::Sessions),
+        "sessions" => match params {
+            [] => Action::Request(req("sessions"), Show::Sessions),
+            [d] if d == "detail" => {
+                let mut r = req("sessions");
+                r["detail"] = json!(true);
+                Action::Request(r, Show::SessionsDetail)
+            }
+            _ => bail!("sessions takes no argument or 'detail'"),
+        },
         other => bail!("unknown command {other:?} (commands: {})", VERBS.join(", ")),
     })
 }
@@ -287,6 +296,7 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                 }
             }
         }
+        Show::SessionsDetail => print_sessions_detail(resp),
         Show::Sessions => {
             let list = resp["sessions"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
@@ -325,7 +335,8 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   saveconfig [FILE]                  save now (changes are saved automatically)
   restoreconfig [FILE]               replace the live configuration with FILE
   clearconfig confirm=true           delete everything
-  sessions                           list logged-in initiators
+  sessions [detail]                  list logged-in initiators (detail: connections,
+                                     negotiated parameters, per-LUN I/O counters)
   bookmarks add|del|go NAME | show   named paths; @NAME works as a path
   cd PATH, pwd, help, exit           (shell)
 Examples:
@@ -455,6 +466,66 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
         words.push(cur);
     }
     Ok(words)
+}
+
+/// `sessions detail` in targetcli's layout, plus parameters and counters.
+fn print_sessions_detail(resp: &Value) {
+    let list = resp["sessions"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("(no open sessions)");
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    for s in list {
+        println!(
+            "alias: {}\tsid: {} type: Normal session-state: LOGGED_IN",
+            text(&s["initiator"]),
+            s["tsih"]
+        );
+        let auth = if s["authenticated"] == json!(true) {
+            "AUTHENTICATED"
+        } else {
+            "NOT AUTHENTICATED"
+        };
+        println!("  name: {} ({auth})", text(&s["initiator"]));
+        println!(
+            "  target: {} tpg{}  isid: 0x{}  tsih: {}  acl: {}",
+            text(&s["target"]),
+            s["tpg"],
+            text(&s["isid"]),
+            s["tsih"],
+            text(&s["acl"])
+        );
+        for l in s["luns"].as_array().into_iter().flatten() {
+            println!(
+                "    mapped-lun: {} backstore: {} mode: {}  commands: {} read: {} B write: {} B",
+                l["lun"],
+                text(&l["storage_object"]),
+                if l["write_protect"] == json!(true) {
+                    "r"
+                } else {
+                    "rw"
+                },
+                l["commands"],
+                l["read_bytes"],
+                l["write_bytes"]
+            );
+        }
+        for c in s["connections"].as_array().into_iter().flatten() {
+            println!(
+                "  address: {} (TCP)  local: {}  cid: {} connection-state: LOGGED_IN",
+                text(&c["peer"]),
+                text(&c["local"]),
+                c["cid"]
+            );
+        }
+        if let Some(p) = s["parameters"].as_object() {
+            let kv: Vec<String> = p
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .collect();
+            println!("  parameters: {}", kv.join(" "));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The live configuration: the saveconfig model is the source of truth and
 //! the running objects follow it. Every management change edits a copy of
 //! the config, validates it, opens what is new (storage objects), pushes
-//! the targets to the fabric (`set_target` / `remove_target`), binds new
-//! portals, then saves the file atomically; only then does the copy become
+//! the targets to the fabric (`set_target` / `remove_target`, which also
+//! update or log out live sessions), closes deleted portals and binds new
+//! ones, sets discovery authentication, then saves the file atomically; only then does the copy become
 //! the current config. A change that fails at any step leaves the current
 //! config as it was.
 
@@ -145,6 +146,10 @@ impl Live {
         self.server.sessions()
     }
 
+    pub fn sessions_detail(&self) -> Vec<iscsi::SessionDetail> {
+        self.server.sessions_detail()
+    }
+
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
         let st = self.lock();
@@ -236,27 +241,43 @@ impl Live {
             });
         }
 
-        // Bind new portals first: a portal that cannot be bound fails the
-        // change before any target is touched.
+        // Portals first: a portal that cannot be bound fails the change
+        // before any target is touched. Deleted portals close before new
+        // ones bind (a specific address may replace a wildcard on the same
+        // port), and reopen if a bind fails.
         let mut listening = st.listening.clone();
         if self.fixed_portals.is_none() {
-            for addr in build::listen_set(&wanted) {
-                if !listening.contains(&addr) {
-                    let bound = self
-                        .server
-                        .listen(addr)
-                        .map_err(|e| anyhow::Error::new(ListenFailed(addr, e.to_string())))?;
-                    tracing::info!(portal = %bound, "listening");
-                    listening.push(addr);
+            let wanted_set = build::listen_set(&wanted);
+            let closed: Vec<SocketAddr> = listening
+                .iter()
+                .filter(|a| !wanted_set.contains(a))
+                .copied()
+                .collect();
+            for addr in &closed {
+                if self.server.stop_listening(*addr) {
+                    tracing::info!(portal = %addr, "portal deleted: no longer listening");
                 }
             }
-            let wanted_set = build::listen_set(&wanted);
-            for addr in &listening {
-                if !wanted_set.contains(addr) {
-                    warnings.push(format!(
-                        "{addr} is no longer a portal of any enabled TPG but stays bound until restart \
-                         (the iSCSI fabric cannot close a listener yet); it is no longer advertised"
-                    ));
+            listening.retain(|a| !closed.contains(a));
+            for addr in &wanted_set {
+                if !listening.contains(addr) {
+                    match self.server.listen(*addr) {
+                        Ok(bound) => {
+                            tracing::info!(portal = %bound, "listening");
+                            listening.push(*addr);
+                        }
+                        Err(e) => {
+                            for a in listening.iter().filter(|a| !st.listening.contains(a)) {
+                                self.server.stop_listening(*a);
+                            }
+                            for a in &closed {
+                                if let Err(e) = self.server.listen(*a) {
+                                    tracing::error!(portal = %a, error = %e, "cannot reopen a portal");
+                                }
+                            }
+                            return Err(anyhow::Error::new(ListenFailed(*addr, e.to_string())));
+                        }
+                    }
                 }
             }
         } else if new_portals(&st.cfg, &new) {
@@ -273,18 +294,7 @@ impl Live {
                 self.server.remove_target(&t.wwn);
             }
         }
-        if st
-            .cfg
-            .targets
-            .iter()
-            .any(|t| t.fabric == "iscsi" && new.targets.iter().any(|n| n.wwn == t.wwn && n != t))
-            && !self.server.sessions().is_empty()
-        {
-            warnings.push(
-                "sessions logged in before this change keep their LUN list until they log in again"
-                    .into(),
-            );
-        }
+        self.server.set_discovery_auth(build::discovery_auth(&new));
 
         for (path, (_, dev)) in &st.objects {
             if !objects.contains_key(path) {

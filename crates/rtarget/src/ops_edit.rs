@@ -302,7 +302,11 @@ fn group_map<'a>(
     cfg: &'a mut SaveConfig,
     loc: &Loc,
     group: &str,
-) -> Result<(&'a mut Map<String, Value>, &'static [&'static str], &'static str)> {
+) -> Result<(
+    &'a mut Map<String, Value>,
+    &'static [&'static str],
+    &'static str,
+)> {
     // (map, names, prefix of the saved keys)
     match (loc, group) {
         (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, TPG_ATTRIBUTES, "")),

@@ -181,7 +181,22 @@ fn acl_node(cfg: &SaveConfig, parent: &str, tpg: &Tpg, acl: &NodeAcl) -> Node {
             .flatten()
             .unwrap_or(false)
     };
-    if flag("authentication") {
+    let has = |k: &str| {
+        acl.extra
+            .get(k)
+            .is_some_and(|v| !config::value_string(v).is_empty())
+    };
+    // An ACL with credentials is always checked with them (as in LIO for
+    // explicit ACLs, demo mode or not).
+    if has("chap_userid") && has("chap_password") {
+        msg.push(
+            if has("chap_mutual_userid") && has("chap_mutual_password") {
+                "mutual auth".to_string()
+            } else {
+                "1-way auth".to_string()
+            },
+        );
+    } else if flag("authentication") {
         if flag("generate_node_acls") {
             msg.push("auth via tpg".to_string());
         } else if acl.extra.contains_key("chap_mutual_userid") {

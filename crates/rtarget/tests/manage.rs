@@ -834,8 +834,8 @@ fn targetcli_saveconfig_restores_live_and_serves() {
     let out = cli(&s.socket, &["restoreconfig", restored.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    // What rtarget keeps but does not enforce is reported, not dropped.
-    assert!(stderr.contains("warning: "), "{stderr}");
+    // ACLs and their CHAP credentials are enforced now: not reported.
+    assert!(!stderr.contains("not enforced"), "{stderr}");
     let iqn = v["targets"][0]["wwn"].as_str().unwrap();
     let ls = ok(&s.socket, &["ls"]);
     for want in [

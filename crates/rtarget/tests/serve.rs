@@ -151,6 +151,24 @@ fn check_subcommand_reports_warnings() {
         stdout.contains("OK (5 storage objects, 2 targets"),
         "{stdout}"
     );
+    // Its ACLs and CHAP credentials are served: nothing to warn about.
+    assert!(!stdout.contains("not enforced"), "{stdout}");
+    // What rtarget keeps but does not act on is reported.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("saveconfig.json");
+    std::fs::write(
+        &cfg,
+        r#"{"targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.x:y", "tpgs": [{"tag": 1,
+            "portals": [{"ip_address": "127.0.0.1", "port": 3260, "iser": true}]}]}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("warning: "), "{stdout}");
 }
 

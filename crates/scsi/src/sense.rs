@@ -28,6 +28,7 @@ pub struct Asc(pub u8, pub u8);
 impl Asc {
     pub const NO_ADDITIONAL_SENSE: Asc = Asc(0x00, 0x00);
     pub const LU_NOT_READY_CAUSE_NOT_REPORTABLE: Asc = Asc(0x04, 0x00);
+    pub const LU_NOT_READY_SANITIZE_IN_PROGRESS: Asc = Asc(0x04, 0x1b);
     pub const WRITE_ERROR: Asc = Asc(0x0c, 0x00);
     pub const UNRECOVERED_READ_ERROR: Asc = Asc(0x11, 0x00);
     pub const PARAMETER_LIST_LENGTH_ERROR: Asc = Asc(0x1a, 0x00);
@@ -49,6 +50,7 @@ impl Asc {
     pub const RESERVATIONS_RELEASED: Asc = Asc(0x2a, 0x04);
     pub const REGISTRATIONS_PREEMPTED: Asc = Asc(0x2a, 0x05);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Asc = Asc(0x39, 0x00);
+    pub const SANITIZE_COMMAND_FAILED: Asc = Asc(0x31, 0x03);
     pub const MEDIUM_NOT_PRESENT: Asc = Asc(0x3a, 0x00);
     pub const REPORTED_LUNS_DATA_HAS_CHANGED: Asc = Asc(0x3f, 0x0e);
     pub const INTERNAL_TARGET_FAILURE: Asc = Asc(0x44, 0x00);
@@ -99,6 +101,14 @@ impl Sense {
         }
         let be = byte.to_be_bytes();
         self.sks = Some([b0, be[0], be[1]]);
+        self
+    }
+
+    /// Sense-key specific progress indication (SPC-4 4.5.2.4.4), for NOT
+    /// READY while a long operation runs: `done` out of 65536.
+    pub const fn with_progress(mut self, done: u16) -> Sense {
+        let be = done.to_be_bytes();
+        self.sks = Some([0x80, be[0], be[1]]);
         self
     }
 
@@ -154,6 +164,13 @@ mod tests {
                         .with_field_pointer(true, 2, Some(3)),
                     [
                         0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xcb, 0, 2,
+                    ],
+                ),
+                (
+                    Sense::new(SenseKey::NotReady, Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS)
+                        .with_progress(0x8000),
+                    [
+                        0x70, 0, 2, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x04, 0x1b, 0, 0x80, 0x80, 0,
                     ],
                 ),
                 (

@@ -8,7 +8,8 @@ use scsi::opcode as op;
 
 use crate::dispatch::{Ctx, HandlerResult};
 use crate::{
-    inquiry, medium, misc, mode, opcodes, pr, provisioning, reservation, rmw, rw, sanitize, xcopy,
+    inquiry, medium, misc, mode, opcodes, pr, pr_out, provisioning, reservation, rmw, rw, sanitize,
+    xcopy,
 };
 
 /// How a command passes the unit attention and reservation checks.
@@ -112,13 +113,14 @@ pub(crate) static TABLE: &[Entry] = &[
     sa(op::PERSISTENT_RESERVE_IN, 1, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
     sa(op::PERSISTENT_RESERVE_IN, 2, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 2, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
     sa(op::PERSISTENT_RESERVE_IN, 3, ReservationExempt, pr::persistent_reserve_in, &[op::PERSISTENT_RESERVE_IN, 3, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 0, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 0, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 1, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 1, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 2, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 2, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 3, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 3, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 4, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 4, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 5, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 5, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
-    sa(op::PERSISTENT_RESERVE_OUT, 6, ReservationExempt, pr::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 6, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 0, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 0, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 1, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 1, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 2, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 2, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 3, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 3, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 4, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 4, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 5, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 5, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 6, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 6, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
+    sa(op::PERSISTENT_RESERVE_OUT, 7, ReservationExempt, pr_out::persistent_reserve_out, &[op::PERSISTENT_RESERVE_OUT, 7, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x04]),
     sa(op::EXTENDED_COPY, 0x00, Normal, xcopy::extended_copy, &[op::EXTENDED_COPY, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
     sa(op::RECEIVE_COPY_RESULTS, 0x00, Normal, xcopy::receive_copy_results, &[op::RECEIVE_COPY_RESULTS, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
     sa(op::RECEIVE_COPY_RESULTS, 0x03, Normal, xcopy::receive_copy_results, &[op::RECEIVE_COPY_RESULTS, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),

@@ -10,6 +10,7 @@ use backstore::Capabilities;
 
 use crate::medium::MediumState;
 use crate::reservation::Reservations;
+use crate::sanitize::SanitizeState;
 use crate::ua::UaState;
 use crate::xcopy::CopyResults;
 use crate::{DeviceOptions, Lun};
@@ -40,6 +41,8 @@ pub(crate) struct DeviceState {
     pub io_order: RwLock<()>,
     /// Results of finished EXTENDED COPY commands.
     pub copies: CopyResults,
+    /// SANITIZE in progress / failed.
+    pub sanitize: SanitizeState,
 }
 
 impl DeviceState {
@@ -55,6 +58,7 @@ impl DeviceState {
             medium: MediumState::default(),
             io_order: RwLock::new(()),
             copies: CopyResults::default(),
+            sanitize: SanitizeState::default(),
         }
     }
 

@@ -106,6 +106,7 @@ fn run(
         }
         return Err(CmdError::InvalidOpcode);
     };
+    dev.state.sanitize.gate(&cdb)?;
     // NACA (ACA) is not supported (SAM-5 5.9.1.2).
     if cdb.control() & 0x04 != 0 {
         return Err(CmdError::cdb_bit(cdb.len() as u16 - 1, 2));

@@ -231,8 +231,8 @@ fn block_limits(dev: &Device, out: &mut Vec<u8>) {
         put32(p, 24, per_physical); // optimal unmap granularity
     }
     p[32..40].copy_from_slice(&u64::from(max_blocks).to_be_bytes()); // max WRITE SAME
-    // WRITE ATOMIC(16): maximum atomic transfer length; alignment and
-    // granularity 0 (no requirement); atomic boundaries not supported.
+                                                                     // WRITE ATOMIC(16): maximum atomic transfer length; alignment and
+                                                                     // granularity 0 (no requirement); atomic boundaries not supported.
     put32(p, 40, dev.max_atomic_blocks());
 }
 
@@ -336,8 +336,15 @@ mod tests {
         let (_, d) = t.ok(&[0x12, 1, 0xb0, 0, 255, 0]);
         assert_eq!(d.len(), 0x40);
         assert_ne!(&d[20..24], &[0, 0, 0, 0], "max unmap LBA count");
-        assert_eq!(&d[44..48], &16384u32.to_be_bytes(), "max atomic transfer length");
-        assert!(d[44..48] <= d[8..12], "atomic length within max transfer length");
+        assert_eq!(
+            &d[44..48],
+            &16384u32.to_be_bytes(),
+            "max atomic transfer length"
+        );
+        assert!(
+            d[44..48] <= d[8..12],
+            "atomic length within max transfer length"
+        );
         let thick = Rig::new();
         let (_, d) = thick.ok(&[0x12, 1, 0xb2, 0, 255, 0]);
         assert_eq!(d[5], 0);

@@ -34,6 +34,8 @@ mod misc;
 mod mode;
 mod opcodes;
 mod pr;
+mod pr_file;
+mod pr_out;
 mod provisioning;
 mod reservation;
 mod rmw;
@@ -242,6 +244,18 @@ impl LunTable {
     }
 }
 
+/// Whether `cdb` may keep [`LunTable::execute`] busy for long (seconds to
+/// minutes): today SANITIZE without IMMED, which SBC-3 completes only when
+/// the whole medium is sanitized. A fabric that runs each connection's
+/// commands on one thread should hand such a command to another thread, so
+/// the connection's other commands keep getting answers (NOT READY,
+/// SANITIZE IN PROGRESS, as the standard wants) meanwhile.
+pub fn may_run_long(cdb: &[u8]) -> bool {
+    matches!(cdb, [scsi::opcode::SANITIZE, b1, ..]
+        if b1 & 0x80 == 0
+            && matches!(b1 & 0x1f, sanitize::SA_OVERWRITE | sanitize::SA_BLOCK_ERASE))
+}
+
 impl DeviceOptions {
     /// Options with rtarget's defaults: 512-byte blocks, vendor "RTARGET",
     /// product = `name`, revision "0001", write cache on, writable, thick.
@@ -266,6 +280,16 @@ mod tests {
     use crate::{Lun, LunTable};
 
     const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn may_run_long_is_sanitize_without_immed() {
+        assert!(crate::may_run_long(&[0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0]));
+        assert!(crate::may_run_long(&[0x48, 0x22, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!crate::may_run_long(&[0x48, 0x81, 0, 0, 0, 0, 0, 0, 8, 0]));
+        assert!(!crate::may_run_long(&[0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!crate::may_run_long(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]));
+        assert!(!crate::may_run_long(&[]));
+    }
 
     /// `luns_changed` queues 3F/0E for the given nexus on every LU of the
     /// table (a second device included), and for nobody else.

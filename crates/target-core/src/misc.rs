@@ -90,7 +90,10 @@ pub(crate) fn request_sense(
     }
     let sense = match dev.state.ua.check(nexus.id, UaPolicy::Report) {
         Some(asc) => Sense::new(SenseKey::UnitAttention, asc),
-        None => Sense::new(SenseKey::NoSense, scsi::Asc::NO_ADDITIONAL_SENSE),
+        None => dev.state.sanitize.request_sense().unwrap_or(Sense::new(
+            SenseKey::NoSense,
+            scsi::Asc::NO_ADDITIONAL_SENSE,
+        )),
     };
     put_sense(cdb, sense, data_in)
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use crate::dispatch::{truncate_to, Ctx, HandlerResult};
 use crate::error::CmdError;
 use crate::reservation::Access;
-use crate::{Nexus, Status};
+use crate::Nexus;
 
 pub(crate) const WR_EX: u8 = 1;
 pub(crate) const EX_AC: u8 = 3;
@@ -304,8 +304,14 @@ mod tests {
         let port = "iqn.2026-01.test:init1,i,0x1";
         assert!(initiator_matches(port, port));
         assert!(initiator_matches("IQN.2026-01.TEST:INIT1,i,0x1", port));
-        assert!(initiator_matches("iqn.2026-01.test:init1", port), "device name");
-        assert!(!initiator_matches("iqn.2026-01.test:init", port), "prefix only");
+        assert!(
+            initiator_matches("iqn.2026-01.test:init1", port),
+            "device name"
+        );
+        assert!(
+            !initiator_matches("iqn.2026-01.test:init", port),
+            "prefix only"
+        );
         assert!(!initiator_matches("iqn.2026-01.test:init1,i,0x2", port));
     }
 

@@ -46,14 +46,18 @@ pub(crate) fn write_same(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult 
     if anchor {
         return Err(CmdError::cdb_bit(1, 4));
     }
-    // A fully provisioned LU (LBPME=0, LBPWS=LBPWS10=0) offers no unmap
-    // operation, so the UNMAP bit is an invalid field (SBC-3 5.45) rather
-    // than something to silently ignore.
-    if unmap && !dev.thin() {
-        return Err(CmdError::cdb_bit(1, 3));
-    }
+    // A write-protected medium refuses every change first, unmapping
+    // included, whether or not this LU could unmap.
     if dev.write_protected(ctx.lun) {
         return Err(CmdError::WriteProtected);
+    }
+    // A fully provisioned LU (LBPME=0, LBPWS=LBPWS10=0) offers no unmap
+    // operation: refuse the UNMAP bit rather than silently ignore it. LIO
+    // answers INVALID COMMAND OPERATION CODE here (the WRITE SAME-with-
+    // UNMAP "command" is unsupported), which initiators, libiscsi's
+    // conformance suite among them, read as "not available"; do the same.
+    if unmap && !dev.thin() {
+        return Err(CmdError::InvalidOpcode);
     }
     let num_blocks = dev.num_blocks();
     if rw.lba > num_blocks {
@@ -118,14 +122,16 @@ pub(crate) fn write_same(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult 
 pub(crate) fn unmap(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     let dev = ctx.dev;
     let cdb = &ctx.cdb;
+    // Write protection first, as for WRITE SAME with UNMAP: a read-only
+    // medium answers DATA PROTECT to anything that would change it.
+    if dev.write_protected(ctx.lun) {
+        return Err(CmdError::WriteProtected);
+    }
     if !dev.thin() {
         return Err(CmdError::InvalidOpcode);
     }
     if cdb.b(1) & 0x01 != 0 {
         return Err(CmdError::cdb_bit(1, 0)); // ANCHOR
-    }
-    if dev.write_protected(ctx.lun) {
-        return Err(CmdError::WriteProtected);
     }
     let plen = usize::from(cdb.be16(7));
     if plen == 0 {
@@ -274,6 +280,14 @@ mod tests {
         let ro = Rig::read_only();
         let (o, _) = ro.run(&ws10(0, 0, 1), &[0u8; 512]);
         assert_eq!(sense_of(&o), Some((7, 0x27, 0)));
+        let (o, _) = ro.run(&ws10(0x08, 0, 1), &[0u8; 512]);
+        assert_eq!(
+            sense_of(&o),
+            Some((7, 0x27, 0)),
+            "UNMAP on a read-only thick LU"
+        );
+        let (o, _) = ro.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &[0u8; 24]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "UNMAP command");
     }
 
     #[test]
@@ -283,7 +297,7 @@ mod tests {
         for c in [ws10(0x08, 0, 1), ws16(0x08, 0, 1), ws16(0x09, 0, 1)] {
             let data: &[u8] = if c[1] & 1 != 0 { &[] } else { &[0u8; 512] };
             let (o, _) = t.run(&c, data);
-            assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "{c:02x?}");
+            assert_eq!(sense_of(&o), Some((5, 0x20, 0)), "{c:02x?}");
         }
         assert_eq!(t.store.bytes(0, 512), vec![0xffu8; 512], "nothing written");
         let (o, _) = t.run(&ws16(0x01, 0, 1), &[]);

@@ -1,21 +1,88 @@
-//! SANITIZE (SBC-3 5.23): OVERWRITE fills every block with the initiator's
-//! pattern (INVERT alternates it between passes); BLOCK ERASE deallocates
-//! every block of a thin LU (reads then return zeroes, GET LBA STATUS says
-//! deallocated; WABEREQ=01 in VPD B1); EXIT FAILURE MODE is accepted.
-//! Cryptographic erase is not offered: there is no key to destroy.
-//! The overwrite runs to completion before the status is returned, IMMED or
-//! not (the core answers each command synchronously).
+//! SANITIZE (SBC-3 5.23, 4.11): OVERWRITE fills every block with the
+//! initiator's pattern (INVERT alternates it between passes); BLOCK ERASE
+//! deallocates every block of a thin LU (reads then return zeroes, GET LBA
+//! STATUS says deallocated; WABEREQ=01 in VPD B1); EXIT FAILURE MODE leaves
+//! the failure state a failed sanitize leaves behind. Cryptographic erase
+//! is not offered: there is no encryption, hence no key to destroy.
+//!
+//! While a sanitize runs, every command but INQUIRY, REPORT LUNS and
+//! REQUEST SENSE gets NOT READY, SANITIZE IN PROGRESS with a progress
+//! indication (REQUEST SENSE returns that as its data), on every nexus,
+//! through resets and reconnects. With IMMED=1 the work runs on a thread of
+//! its own and GOOD comes back at once; with IMMED=0 it runs on the calling
+//! thread and the status follows completion, as SBC-3 asks (a fabric that
+//! keeps serving a connection's other commands meanwhile must call
+//! `execute` for it off that connection's thread).
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+
+use scsi::cdb::Cdb;
+use scsi::{opcode as op, Asc, Sense, SenseKey};
 
 use crate::dispatch::{Ctx, HandlerResult};
 use crate::error::CmdError;
-use crate::Status;
+use crate::{Device, Status};
 
 pub(crate) const SA_OVERWRITE: u8 = 0x01;
 pub(crate) const SA_BLOCK_ERASE: u8 = 0x02;
 pub(crate) const SA_EXIT_FAILURE_MODE: u8 = 0x1f;
 
-/// Bytes written per backstore call (the pattern buffer is `data_in`).
+/// Bytes written per backstore call.
 const CHUNK: usize = 1 << 20;
+
+/// The device's sanitize state, shared with a background worker.
+#[derive(Default)]
+pub(crate) struct SanitizeState {
+    /// A sanitize operation is in progress (one atomic load per command
+    /// while idle).
+    active: AtomicBool,
+    /// The last sanitize failed: medium access fails with SANITIZE COMMAND
+    /// FAILED until a sanitize succeeds or EXIT FAILURE MODE is accepted.
+    failed: AtomicBool,
+    /// AUSE of the failed sanitize: whether EXIT FAILURE MODE may end it.
+    ause: AtomicBool,
+    /// Completed fraction, in 65536ths.
+    progress: AtomicU16,
+}
+
+impl SanitizeState {
+    fn in_progress(&self) -> Sense {
+        Sense::new(SenseKey::NotReady, Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS)
+            .with_progress(self.progress.load(Ordering::Relaxed))
+    }
+
+    /// What a command meets while a sanitize runs or after one failed
+    /// (SBC-3 4.11.2).
+    pub(crate) fn gate(&self, cdb: &Cdb) -> Result<(), CmdError> {
+        if self.active.load(Ordering::Acquire)
+            && !matches!(
+                cdb.opcode(),
+                op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE
+            )
+        {
+            return Err(CmdError::Sense(self.in_progress()));
+        }
+        if self.failed.load(Ordering::Acquire)
+            && cdb.opcode() != op::SANITIZE
+            && crate::medium::needs_medium(cdb)
+        {
+            return Err(CmdError::Sense(Sense::new(
+                SenseKey::MediumError,
+                Asc::SANITIZE_COMMAND_FAILED,
+            )));
+        }
+        Ok(())
+    }
+
+    /// REQUEST SENSE data while a sanitize runs.
+    pub(crate) fn request_sense(&self) -> Option<Sense> {
+        self.active
+            .load(Ordering::Acquire)
+            .then(|| self.in_progress())
+    }
+}
 
 fn check_reserved(ctx: &Ctx<'_>) -> Result<(), CmdError> {
     let cdb = &ctx.cdb;
@@ -30,85 +97,164 @@ fn check_reserved(ctx: &Ctx<'_>) -> Result<(), CmdError> {
     Ok(())
 }
 
-pub(crate) fn sanitize(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
+/// What the worker does.
+enum Work {
+    /// One block of pattern (already repeated to the block size), the
+    /// number of passes, and whether odd passes write it inverted.
+    Overwrite {
+        block: Vec<u8>,
+        passes: u8,
+        invert: bool,
+    },
+    BlockErase,
+}
+
+pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     check_reserved(ctx)?;
     let plen = usize::from(ctx.cdb.be16(7));
-    match ctx.cdb.service_action() {
+    let dev = ctx.dev;
+    let st = &dev.state.sanitize;
+    let work = match ctx.cdb.service_action() {
         SA_EXIT_FAILURE_MODE => {
             if plen != 0 {
                 return Err(CmdError::cdb_field(7));
             }
-            Ok(Status::Good)
+            if st.failed.load(Ordering::Acquire) && !st.ause.load(Ordering::Acquire) {
+                // The failed sanitize did not allow an unrestricted exit.
+                return Err(CmdError::cdb_field(1));
+            }
+            st.failed.store(false, Ordering::Release);
+            return Ok(Status::Good);
         }
-        SA_OVERWRITE => overwrite(ctx, plen, data_in),
-        SA_BLOCK_ERASE if ctx.dev.thin() => block_erase(ctx, plen),
-        _ => Err(CmdError::cdb_field(1)),
-    }
-}
-
-fn block_erase(ctx: &Ctx<'_>, plen: usize) -> HandlerResult {
-    if plen != 0 {
-        return Err(CmdError::cdb_field(7));
-    }
-    let dev = ctx.dev;
+        SA_OVERWRITE => overwrite_params(ctx, plen)?,
+        SA_BLOCK_ERASE if dev.thin() => {
+            if plen != 0 {
+                return Err(CmdError::cdb_field(7));
+            }
+            Work::BlockErase
+        }
+        _ => return Err(CmdError::cdb_field(1)),
+    };
     if dev.write_protected(ctx.lun) {
         return Err(CmdError::WriteProtected);
     }
-    let len = dev.num_blocks() * dev.block_size();
-    crate::provisioning::deallocate(dev, 0, len)?;
-    dev.backstore.flush().map_err(CmdError::WriteError)?;
+    let immed = ctx.cdb.b(1) & 0x80 != 0;
+    let ause = ctx.cdb.b(1) & 0x20 != 0;
+    if st
+        .active
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(CmdError::Sense(st.in_progress()));
+    }
+    st.progress.store(0, Ordering::Relaxed);
+    st.ause.store(ause, Ordering::Release);
+    if !immed {
+        return finish(dev, run(dev, &work)).map(|()| Status::Good);
+    }
+    let device: Arc<Device> = ctx.lun.device.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sanitize".to_string())
+        .spawn(move || {
+            let res = run(&device, &work);
+            if let Err(e) = finish(&device, res) {
+                tracing::error!("background SANITIZE failed: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        st.active.store(false, Ordering::Release);
+        tracing::error!("cannot start the SANITIZE worker: {e}");
+        return Err(CmdError::Sense(Sense::new(
+            SenseKey::HardwareError,
+            Asc::INTERNAL_TARGET_FAILURE,
+        )));
+    }
     Ok(Status::Good)
 }
 
-fn overwrite(ctx: &Ctx<'_>, plen: usize, buf: &mut Vec<u8>) -> HandlerResult {
-    let dev = ctx.dev;
-    let bs = dev.block_size() as usize;
+/// Record the outcome and end the in-progress state.
+fn finish(dev: &Device, res: io::Result<()>) -> Result<(), CmdError> {
+    let st = &dev.state.sanitize;
+    st.failed.store(res.is_err(), Ordering::Release);
+    st.active.store(false, Ordering::Release);
+    res.map_err(CmdError::WriteError)
+}
+
+fn overwrite_params(ctx: &Ctx<'_>, plen: usize) -> Result<Work, CmdError> {
+    let bs = ctx.dev.block_size() as usize;
     if plen <= 4 || plen > bs + 4 {
         return Err(CmdError::cdb_field(7));
-    }
-    if dev.write_protected(ctx.lun) {
-        return Err(CmdError::WriteProtected);
     }
     let p = ctx
         .data_out
         .get(..plen)
         .ok_or(CmdError::ParameterListLength)?;
     let invert = p[0] & 0x80 != 0;
-    let count = p[0] & 0x1f;
+    let passes = p[0] & 0x1f;
     let pat_len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if count == 0 {
+    if passes == 0 {
         return Err(CmdError::param(0));
     }
     if pat_len == 0 || pat_len > bs || pat_len + 4 != plen {
         return Err(CmdError::param(2));
     }
-    let pattern = &p[4..4 + pat_len];
+    // The pattern repeats from the start of every block.
+    let block = p[4..4 + pat_len].iter().copied().cycle().take(bs).collect();
+    Ok(Work::Overwrite {
+        block,
+        passes,
+        invert,
+    })
+}
+
+/// Do the work, holding the medium exclusively so that a command which
+/// passed the in-progress gate just before it closed cannot interleave.
+fn run(dev: &Device, work: &Work) -> io::Result<()> {
+    let _order = dev.io_exclusive();
+    let st = &dev.state.sanitize;
     let total = dev.num_blocks() * dev.block_size();
-    let chunk = (CHUNK / bs * bs).max(bs);
-    for pass in 0..count {
-        // Fill one chunk with the pattern repeated from each block start.
-        buf.clear();
-        while buf.len() < chunk {
-            let start = buf.len();
-            buf.extend(pattern.iter().cycle().take(bs));
-            if invert && pass % 2 == 1 {
-                for b in &mut buf[start..] {
-                    *b = !*b;
+    match work {
+        Work::BlockErase => {
+            crate::provisioning::deallocate(dev, 0, total).map_err(cmd_io)?;
+        }
+        Work::Overwrite {
+            block,
+            passes,
+            invert,
+        } => {
+            let bs = block.len().max(1);
+            let chunk = (CHUNK / bs * bs).max(bs);
+            let mut buf = Vec::with_capacity(chunk);
+            let work_total = total.saturating_mul(u64::from(*passes)).max(1);
+            for pass in 0..*passes {
+                buf.clear();
+                while buf.len() < chunk {
+                    buf.extend_from_slice(block);
+                }
+                if *invert && pass % 2 == 1 {
+                    buf.iter_mut().for_each(|b| *b = !*b);
+                }
+                let mut off = 0u64;
+                while off < total {
+                    let n = ((total - off) as usize).min(chunk);
+                    dev.backstore.write_at(&buf[..n], off)?;
+                    off += n as u64;
+                    let done = u64::from(pass) * total + off;
+                    let frac = (u128::from(done) * 65536 / u128::from(work_total)).min(65535);
+                    st.progress.store(frac as u16, Ordering::Relaxed);
                 }
             }
         }
-        let mut off = 0u64;
-        while off < total {
-            let n = ((total - off) as usize).min(chunk);
-            dev.backstore
-                .write_at(&buf[..n], off)
-                .map_err(CmdError::WriteError)?;
-            off += n as u64;
-        }
     }
-    buf.clear();
-    dev.backstore.flush().map_err(CmdError::WriteError)?;
-    Ok(Status::Good)
+    // Sanitized means on the medium, not in a cache.
+    dev.backstore.flush()
+}
+
+fn cmd_io(e: CmdError) -> io::Error {
+    match e {
+        CmdError::WriteError(e) | CmdError::ReadError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +315,80 @@ mod tests {
         let ro = Rig::read_only();
         let (o, _) = ro.run(&cdb(0x01, 8), &[0x01, 0, 0, 4, 1, 2, 3, 4]);
         assert_eq!(sense_of(&o), Some((7, 0x27, 0)));
+    }
+
+    const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];
+
+    /// Wait for a background sanitize to end (TUR GOOD or a non-NOT READY
+    /// answer), at most 5 s.
+    fn wait_done(t: &Rig) -> crate::Outcome {
+        for _ in 0..5000 {
+            let (o, _) = t.run(&TUR, &[]);
+            if sense_of(&o).map(|s| s.0) != Some(2) {
+                return o;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("sanitize never finished");
+    }
+
+    #[test]
+    fn immed_runs_in_the_background_and_gates_other_commands() {
+        use std::sync::atomic::Ordering;
+        let t = Rig::new();
+        let other = t.nexus(2);
+        t.run_as(&other, &TUR, &[]);
+        t.store.stall.store(true, Ordering::SeqCst);
+        let mut c = cdb(0x01, 8);
+        c[1] |= 0x80; // IMMED
+        let (o, _) = t.run(&c, &[0x01, 0, 0, 4, 9, 8, 7, 6]);
+        assert_eq!(o.status, Status::Good, "IMMED: status at once");
+        for n in [&t.me, &other] {
+            let (o, _) = t.run_as(n, &TUR, &[]);
+            assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)), "TUR");
+            let (o, _) = t.run_as(n, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]);
+            assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)), "READ");
+            assert_eq!(o.sense.as_ref().map(|s| s[15] & 0x80), Some(0x80), "SKSV");
+        }
+        t.ok(&[0x12, 0, 0, 0, 36, 0]);
+        let (_, d) = t.ok(&[0x03, 0, 0, 0, 18, 0]);
+        assert_eq!((d[2], d[12], d[13], d[15] & 0x80), (2, 0x04, 0x1b, 0x80));
+        let (o, _) = t.run(&c, &[0x01, 0, 0, 4, 9, 8, 7, 6]);
+        assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)), "no second sanitize");
+        // Resets do not stop it.
+        t.table
+            .task_management(&t.me, crate::TmfFunction::LogicalUnitReset, 0);
+        t.run(&TUR, &[]);
+        let (o, _) = t.run(&TUR, &[]);
+        assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)));
+        t.store.stall.store(false, Ordering::SeqCst);
+        assert_eq!(wait_done(&t).status, Status::Good);
+        assert_eq!(t.store.bytes(512, 4), vec![9, 8, 7, 6]);
+    }
+
+    #[test]
+    fn failed_sanitize_leaves_failure_mode_until_exit() {
+        let t = Rig::new();
+        t.store.fail(true);
+        let (o, _) = t.run(&cdb(0x01, 8), &[0x01, 0, 0, 4, 1, 2, 3, 4]);
+        assert_eq!(sense_of(&o), Some((3, 0x0c, 0)));
+        t.store.fail(false);
+        t.expect_sense(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 3, 0x31, 0x03);
+        t.ok(&[0x12, 0, 0, 0, 36, 0]);
+        // AUSE was 0: EXIT FAILURE MODE is refused; a good sanitize ends it.
+        t.expect_sense(&cdb(0x1f, 0), 5, 0x24, 0);
+        let (o, _) = t.run(&cdb(0x01, 8), &[0x01, 0, 0, 4, 1, 2, 3, 4]);
+        assert_eq!(o.status, Status::Good);
+        t.ok(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        // With AUSE=1, EXIT FAILURE MODE ends it.
+        t.store.fail(true);
+        let mut c = cdb(0x01, 8);
+        c[1] |= 0x20;
+        let (o, _) = t.run(&c, &[0x01, 0, 0, 4, 1, 2, 3, 4]);
+        assert_eq!(o.status, crate::Status::CheckCondition);
+        t.store.fail(false);
+        t.expect_sense(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 3, 0x31, 0x03);
+        t.ok(&cdb(0x1f, 0));
+        t.ok(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
     }
 }

@@ -25,6 +25,8 @@ pub struct MemStore {
     /// Write in 512-byte pieces with a yield between them, so a concurrent
     /// reader can observe a half-done write unless the core prevents it.
     pub piecewise: AtomicBool,
+    /// While set, writes wait (a long-running operation, held still).
+    pub stall: AtomicBool,
     /// Allocated byte range reported by `allocation_at`, when set.
     allocated: Mutex<Option<(u64, u64)>>,
 }
@@ -40,6 +42,7 @@ impl MemStore {
             discards: AtomicUsize::new(0),
             can_discard,
             piecewise: AtomicBool::new(false),
+            stall: AtomicBool::new(false),
             allocated: Mutex::new(None),
         }
     }
@@ -95,6 +98,9 @@ impl Backstore for MemStore {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        while self.stall.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         self.check()?;
         if self.piecewise.load(Ordering::Relaxed) {
             for (i, piece) in buf.chunks(512).enumerate() {

@@ -58,6 +58,7 @@ pub(crate) fn nexus_gone(table: &LunTable, nexus: &Nexus) {
         let dev = &l.device;
         dev.state.ua.forget(nexus.id);
         dev.state.res.clear_spc2(Some(nexus.id));
+        dev.state.res.lock().pr.forget_nexus(nexus.id);
         dev.state.copies.forget(nexus.id);
         dev.state.medium.allow(nexus.id);
     }

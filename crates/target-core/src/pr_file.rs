@@ -1,0 +1,280 @@
+//! The APTPL state file: persistent reservation state that must survive a
+//! power loss (SPC-4 5.9.5, "Activate Persist Through Power Loss").
+//!
+//! While the last APTPL bit received is one, every change rewrites the file
+//! atomically (temporary file, fsync, rename, fsync of the directory) before
+//! the PERSISTENT RESERVE OUT returns GOOD; when APTPL goes back to zero the
+//! file is removed, so a restart restores nothing. The format is plain text,
+//! one `key=value` per line, in blocks:
+//!
+//! ```text
+//! rtarget-pr 1
+//! generation=7
+//! reg
+//! key=0x00000000000000aa
+//! initiator=iqn.1994-05.com.redhat:abc,i,0x23d000000001
+//! target=iqn.2026-11.org.rtarget:t1,t,0x0001
+//! all_tg_pt=0
+//! rel_port=1
+//! holder=1
+//! end
+//! reservation_type=1
+//! ```
+//!
+//! `holder=1` marks the registration holding the reservation (every
+//! registrant holds an all-registrants one). Names never contain newlines
+//! (iSCSI names are restricted to `a-z0-9.-:`), so a line is one value.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::pr::{all_registrants, valid_type, PrState, Reservation};
+
+const MAGIC: &str = "rtarget-pr 1";
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// The file's text for `pr`.
+pub(crate) fn render(pr: &PrState) -> String {
+    let mut s = format!("{MAGIC}\ngeneration={}\n", pr.generation);
+    for r in &pr.regs {
+        s.push_str(&format!(
+            "reg\nkey={:#018x}\ninitiator={}\ntarget={}\nall_tg_pt={}\nrel_port={}\nholder={}\nend\n",
+            r.key,
+            r.initiator,
+            r.target,
+            u8::from(r.all_tg_pt),
+            r.rel_port,
+            u8::from(pr.holds(r)),
+        ));
+    }
+    if let Some(res) = &pr.reservation {
+        s.push_str(&format!("reservation_type={}\n", res.rtype));
+    }
+    s
+}
+
+/// Parse a state file into `pr` (registrations, reservation, generation;
+/// APTPL on). Nothing is changed when the file is malformed.
+pub(crate) fn parse(text: &str, pr: &mut PrState) -> io::Result<()> {
+    let mut lines = text.lines();
+    if lines.next() != Some(MAGIC) {
+        return Err(bad("not an rtarget persistent reservation file"));
+    }
+    let mut out = PrState::default();
+    let mut holder = None;
+    let mut rtype = None;
+    let mut cur: Option<(u64, String, String, bool, u16, bool)> = None;
+    for line in lines {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match (line, cur.as_mut()) {
+            ("reg", None) => cur = Some((0, String::new(), String::new(), false, 0, false)),
+            ("end", Some(_)) => {
+                let Some((key, i, t, all, rel, h)) = cur.take() else {
+                    continue;
+                };
+                if i.is_empty() || (t.is_empty() && !all) {
+                    return Err(bad("registration without initiator or target"));
+                }
+                let id = out.add(key, i, t, all, None, rel);
+                if h {
+                    holder = Some(id);
+                }
+            }
+            (_, cur) => {
+                let (k, v) = line
+                    .split_once('=')
+                    .ok_or_else(|| bad("line without '='"))?;
+                let num = |v: &str| -> io::Result<u64> {
+                    let r = match v.strip_prefix("0x") {
+                        Some(h) => u64::from_str_radix(h, 16),
+                        None => v.parse(),
+                    };
+                    r.map_err(|_| bad("bad number"))
+                };
+                match (k, cur) {
+                    ("key", Some(c)) => c.0 = num(v)?,
+                    ("initiator", Some(c)) => c.1 = v.to_string(),
+                    ("target", Some(c)) => c.2 = v.to_string(),
+                    ("all_tg_pt", Some(c)) => c.3 = num(v)? != 0,
+                    ("rel_port", Some(c)) => {
+                        c.4 = u16::try_from(num(v)?).map_err(|_| bad("bad rel_port"))?
+                    }
+                    ("holder", Some(c)) => c.5 = num(v)? != 0,
+                    ("generation", None) => {
+                        out.generation =
+                            u32::try_from(num(v)?).map_err(|_| bad("bad generation"))?
+                    }
+                    ("reservation_type", None) => {
+                        rtype = Some(u8::try_from(num(v)?).map_err(|_| bad("bad type"))?)
+                    }
+                    _ => return Err(bad("unexpected line")),
+                }
+            }
+        }
+    }
+    if cur.is_some() {
+        return Err(bad("unterminated registration"));
+    }
+    if let Some(t) = rtype {
+        if !valid_type(t) || out.regs.is_empty() {
+            return Err(bad("bad reservation"));
+        }
+        let holder = if all_registrants(t) {
+            None
+        } else {
+            Some(holder.ok_or_else(|| bad("reservation without holder"))?)
+        };
+        out.reservation = Some(Reservation { holder, rtype: t });
+    }
+    out.aptpl = true;
+    out.file = pr.file.take();
+    *pr = out;
+    Ok(())
+}
+
+/// Write `text` to `path` atomically: a crash leaves the old or the new
+/// file, never a torn one.
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Bring the state file in line with `pr` after a change: written while
+/// APTPL is active, removed otherwise. No file configured: nothing to do.
+pub(crate) fn sync(pr: &PrState) -> io::Result<()> {
+    let Some(path) = &pr.file else {
+        return Ok(());
+    };
+    if pr.aptpl {
+        return write_atomic(path, &render(pr));
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+impl crate::Device {
+    /// Keep APTPL persistent reservation state in `path` (LIO keeps it in
+    /// `/var/target/pr/aptpl_<wwn>`). Whatever a previous run saved there is
+    /// restored now: registrations, the reservation, the generation, and
+    /// APTPL stays active. From then on every PERSISTENT RESERVE OUT with
+    /// APTPL=1 in effect rewrites it atomically. A file that cannot be read
+    /// or parsed is an error and leaves the device's state unchanged.
+    pub fn set_pr_state_file(&self, path: std::path::PathBuf) -> io::Result<()> {
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let res = &self.state.res;
+        let mut inner = res.lock();
+        let mut pr = inner.pr.clone();
+        pr.file = Some(path);
+        if let Some(text) = text {
+            parse(&text, &mut pr)?;
+        }
+        inner.pr = pr;
+        res.publish(&inner);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PrState {
+        let mut pr = PrState {
+            generation: 9,
+            ..PrState::default()
+        };
+        pr.add(
+            0xaa,
+            "iqn.x:a,i,0x1".into(),
+            "iqn.t,t,0x1".into(),
+            false,
+            Some(3),
+            1,
+        );
+        let b = pr.add(0xbb, "iqn.x:b".into(), "iqn.t,t,0x1".into(), true, None, 0);
+        pr.reservation = Some(Reservation {
+            holder: Some(b),
+            rtype: 3,
+        });
+        pr.aptpl = true;
+        pr
+    }
+
+    #[test]
+    fn render_parse_round_trip() {
+        let pr = sample();
+        let mut back = PrState::default();
+        parse(&render(&pr), &mut back).expect("parse");
+        assert_eq!(back.generation, 9);
+        assert_eq!(back.regs.len(), 2);
+        assert_eq!(back.regs[0].key, 0xaa);
+        assert_eq!(back.regs[1].initiator, "iqn.x:b");
+        assert!(back.regs[1].all_tg_pt);
+        assert_eq!(back.regs[0].nexus, None, "nexus ids do not survive");
+        assert_eq!(back.holder_key(), Some(0xbb));
+        assert_eq!(back.reservation.as_ref().map(|r| r.rtype), Some(3));
+        assert!(back.aptpl);
+    }
+
+    #[test]
+    fn malformed_files_are_refused_without_change() {
+        let good = render(&sample());
+        let cases = [
+            String::new(),
+            "rtarget-pr 2\n".to_string(),
+            good.replace("key=0x00000000000000aa", "key=zz"),
+            good.replace("end\n", ""),
+            good.replace("holder=1", "holder=0"),
+            good.replace("reservation_type=3", "reservation_type=4"),
+            good.replace("all_tg_pt=0", "bogus=1"),
+        ];
+        for text in cases {
+            let mut pr = PrState {
+                generation: 42,
+                ..PrState::default()
+            };
+            assert!(parse(&text, &mut pr).is_err(), "{text:?}");
+            assert_eq!(pr.generation, 42);
+        }
+    }
+
+    #[test]
+    fn sync_writes_while_aptpl_and_removes_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pr").join("aptpl_x");
+        let mut pr = sample();
+        pr.file = Some(path.clone());
+        sync(&pr).expect("write");
+        assert_eq!(fs::read_to_string(&path).expect("read"), render(&pr));
+        assert!(!dir.path().join("pr").join("aptpl_x.tmp").exists());
+        pr.aptpl = false;
+        sync(&pr).expect("remove");
+        assert!(!path.exists());
+        sync(&pr).expect("already gone is fine");
+    }
+}
