@@ -1,9 +1,12 @@
-//! CHAP authentication, target side (RFC 7143 §12.1.3, RFC 1994), MD5 only:
+//! CHAP authentication, target side (RFC 7143 §12.1.3, RFC 1994), with MD5
+//! (CHAP_A 5) or SHA-256 (CHAP_A 7, as LIO and open-iscsi offer it),
+//! whichever the initiator lists first:
 //! the exchange of CHAP_A, CHAP_I/CHAP_C and CHAP_N/CHAP_R keys, one-way
 //! and mutual. Sans-I/O: the caller supplies the identifier and challenge
 //! bytes (from a random source) and feeds each request's CHAP keys.
 
 use md5::{Digest, Md5};
+use sha2::Sha256;
 use thiserror::Error;
 
 use crate::text::Pair;
@@ -15,7 +18,7 @@ const MAX_BINARY: usize = 1024;
 
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum ChapError {
-    #[error("no supported CHAP algorithm offered (only MD5, 5)")]
+    #[error("no supported CHAP algorithm offered (MD5 5, SHA-256 7)")]
     NoAlgorithm,
     #[error("CHAP key {0} missing")]
     Missing(&'static str),
@@ -62,10 +65,49 @@ enum State {
     Done,
 }
 
+/// CHAP hash algorithms (CHAP_A values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChapAlgorithm {
+    Md5,
+    Sha256,
+}
+
+impl ChapAlgorithm {
+    pub fn code(self) -> u8 {
+        match self {
+            ChapAlgorithm::Md5 => 5,
+            ChapAlgorithm::Sha256 => 7,
+        }
+    }
+
+    pub fn from_code(c: &str) -> Option<ChapAlgorithm> {
+        match c.trim() {
+            "5" => Some(ChapAlgorithm::Md5),
+            "7" => Some(ChapAlgorithm::Sha256),
+            _ => None,
+        }
+    }
+
+    /// `HASH(id || secret || challenge)`.
+    pub fn response(self, id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
+        match self {
+            ChapAlgorithm::Md5 => response(id, secret, challenge).to_vec(),
+            ChapAlgorithm::Sha256 => {
+                let mut h = Sha256::new();
+                h.update([id]);
+                h.update(secret);
+                h.update(challenge);
+                h.finalize().to_vec()
+            }
+        }
+    }
+}
+
 /// Target side of one CHAP exchange.
 #[derive(Debug, Clone)]
 pub struct ChapServer {
     creds: ChapCredentials,
+    alg: ChapAlgorithm,
     id: u8,
     challenge: [u8; CHALLENGE_LEN],
     state: State,
@@ -176,6 +218,7 @@ impl ChapServer {
     pub fn new(creds: ChapCredentials, id: u8, challenge: [u8; CHALLENGE_LEN]) -> ChapServer {
         ChapServer {
             creds,
+            alg: ChapAlgorithm::Md5,
             id,
             challenge,
             state: State::WaitAlgorithm,
@@ -199,12 +242,14 @@ impl ChapServer {
                     }
                     return Ok(Vec::new());
                 };
-                if !a.split(',').any(|v| v.trim() == "5") {
+                // The initiator's order is its preference.
+                let Some(alg) = a.split(',').find_map(ChapAlgorithm::from_code) else {
                     return Err(ChapError::NoAlgorithm);
-                }
+                };
+                self.alg = alg;
                 self.state = State::WaitResponse;
                 Ok(vec![
-                    Pair::new("CHAP_A", "5"),
+                    Pair::new("CHAP_A", alg.code().to_string()),
                     Pair::new("CHAP_I", self.id.to_string()),
                     Pair::new("CHAP_C", encode_hex(&self.challenge)),
                 ])
@@ -213,7 +258,9 @@ impl ChapServer {
                 let name = get(pairs, "CHAP_N").ok_or(ChapError::Missing("CHAP_N"))?;
                 let r = get(pairs, "CHAP_R").ok_or(ChapError::Missing("CHAP_R"))?;
                 let r = decode_binary(r).ok_or(ChapError::Malformed("CHAP_R"))?;
-                let want = response(self.id, self.creds.password.as_bytes(), &self.challenge);
+                let want =
+                    self.alg
+                        .response(self.id, self.creds.password.as_bytes(), &self.challenge);
                 // Compare without an early exit on the first differing byte.
                 let same = r.len() == want.len()
                     && r.iter().zip(want.iter()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
@@ -240,7 +287,7 @@ impl ChapServer {
                         out.push(Pair::new("CHAP_N", mu.clone()));
                         out.push(Pair::new(
                             "CHAP_R",
-                            encode_hex(&response(i, mp.as_bytes(), &c)),
+                            encode_hex(&self.alg.response(i, mp.as_bytes(), &c)),
                         ));
                     }
                     (None, Some(_)) => return Err(ChapError::Missing("CHAP_I")),
@@ -278,6 +325,36 @@ mod tests {
     }
 
     #[test]
+    fn sha256_exchange_when_listed_first() {
+        let mut s = ChapServer::new(creds(true), 7, [3; CHALLENGE_LEN]);
+        let a = s.step(&[p("CHAP_A", "7,5")]).unwrap();
+        assert_eq!(a[0], p("CHAP_A", "7"));
+        let r = ChapAlgorithm::Sha256.response(7, b"secretsecret", &[3; CHALLENGE_LEN]);
+        assert_eq!(r.len(), 32);
+        // An MD5 answer does not pass a SHA-256 exchange.
+        let md5 = encode_hex(&response(7, b"secretsecret", &[3; CHALLENGE_LEN]));
+        let mut bad = s.clone();
+        assert_eq!(
+            bad.step(&[p("CHAP_N", "user"), p("CHAP_R", &md5)]),
+            Err(ChapError::BadResponse)
+        );
+        let out = s
+            .step(&[
+                p("CHAP_N", "user"),
+                p("CHAP_R", &encode_hex(&r)),
+                p("CHAP_I", "9"),
+                p("CHAP_C", "0x0102030405060708"),
+            ])
+            .unwrap();
+        let want = ChapAlgorithm::Sha256.response(9, b"tsecrettsecret", &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(out[1], p("CHAP_R", &encode_hex(&want)));
+        assert!(s.is_done());
+        // MD5 first in the list picks MD5.
+        let mut m = ChapServer::new(creds(false), 1, [0; CHALLENGE_LEN]);
+        assert_eq!(m.step(&[p("CHAP_A", "5,7")]).unwrap()[0], p("CHAP_A", "5"));
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let d = format!("{:?}", creds(true));
         assert!(!d.contains(&creds(true).password), "{d}");
@@ -311,7 +388,8 @@ mod tests {
         let ch = [7u8; CHALLENGE_LEN];
         let mut s = ChapServer::new(creds(false), 42, ch);
         assert!(s.step(&[p("AuthMethod", "CHAP")]).unwrap().is_empty());
-        let a = s.step(&[p("CHAP_A", "7,5")]).unwrap();
+        // SHA-1 (6) is not offered: MD5 is picked.
+        let a = s.step(&[p("CHAP_A", "6,5")]).unwrap();
         assert_eq!(a[0], p("CHAP_A", "5"));
         assert_eq!(a[1], p("CHAP_I", "42"));
         assert_eq!(decode_binary(&a[2].value).unwrap(), ch);
@@ -340,7 +418,7 @@ mod tests {
     #[test]
     fn unsupported_algorithm() {
         let mut s = ChapServer::new(creds(false), 1, [0; CHALLENGE_LEN]);
-        assert_eq!(s.step(&[p("CHAP_A", "6,7")]), Err(ChapError::NoAlgorithm));
+        assert_eq!(s.step(&[p("CHAP_A", "6,8")]), Err(ChapError::NoAlgorithm));
     }
 
     #[test]

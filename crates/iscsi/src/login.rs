@@ -449,6 +449,14 @@ pub fn run(
                     neg.params.clone(),
                 ));
                 tsih = shared.register_session(k.clone(), io.handle.id, peer, Arc::clone(&l));
+                // A change pushed during the login missed this session.
+                let now = shared.target(&k.target);
+                let g = now
+                    .as_ref()
+                    .and_then(|t| t.tpgs.iter().find(|g| g.tag == k.tpgt));
+                if let Some((table, _)) = g.and_then(|g| table_for(g, &k.initiator)) {
+                    l.install(table);
+                }
                 key = Some(k);
                 live = Some(l);
             } else {

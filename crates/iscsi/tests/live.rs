@@ -283,12 +283,22 @@ fn disabling_the_tpg_logs_its_sessions_out() {
     let mut c = Client::connect(addr);
     c.login(Some(IQN), &[]);
     t.tpgs[0].enable = false;
-    s.set_target(t);
+    s.set_target(t.clone());
     let p = c.recv().expect("async message");
     assert_eq!(p.bhs.opcode(), Opcode::ASYNC_MESSAGE);
     assert_eq!(p.bhs.0[36], 1);
     assert!(c.closed());
     assert_eq!(login_status(addr, INITIATOR, IQN), (2, 3));
+    // Deleting the TPG (the target stays) does the same.
+    t.tpgs[0].enable = true;
+    s.set_target(t.clone());
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    t.tpgs.clear();
+    s.set_target(t);
+    let p = c.recv().expect("async message");
+    assert_eq!(p.bhs.opcode(), Opcode::ASYNC_MESSAGE);
+    assert!(c.closed());
     s.shutdown();
 }
 

@@ -328,6 +328,28 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
         String::from_utf8_lossy(&bad.stderr)
     );
     assert!(!inq(INIT2, "").status.success(), "CHAP ACL without CHAP");
+    // Mutual CHAP on the ACL: the target proves itself too.
+    d.ok(&[
+        &format!("{tpg}/acls/{INIT2}"),
+        "set",
+        "auth",
+        "mutual_userid=tgt2",
+        "mutual_password=target2secret",
+    ]);
+    let mutual = |tp: &str| {
+        let url = format!(
+            "iscsi://h2%host2secret99@127.0.0.1:{}/{IQN}/0?target_user=tgt2&target_password={tp}",
+            d.port
+        );
+        tool(&["iscsi-inq", "-i", INIT2, &url]).unwrap()
+    };
+    let ok = mutual("target2secret");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(!mutual("wrongsecret12").status.success());
     // The ACL without credentials still logs in without CHAP (LUN 0 is not
     // mapped for it, so use its LUN 3).
     let out = tool(&[

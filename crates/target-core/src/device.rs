@@ -142,6 +142,12 @@ impl crate::Device {
         self.max_transfer_blocks().min(u32::from(u16::MAX))
     }
 
+    /// ATOMIC ALIGNMENT and ATOMIC TRANSFER LENGTH GRANULARITY (Block
+    /// Limits VPD): logical blocks per physical block.
+    pub(crate) fn atomic_granularity(&self) -> u64 {
+        1 << self.lbppb_exponent()
+    }
+
     /// Largest transfer in blocks (Block Limits VPD).
     pub(crate) fn max_transfer_blocks(&self) -> u32 {
         u32::try_from(MAX_TRANSFER_BYTES / self.block_size()).unwrap_or(u32::MAX)

@@ -230,10 +230,14 @@ fn block_limits(dev: &Device, out: &mut Vec<u8>) {
         put32(p, 20, crate::rw::MAX_UNMAP_DESCRIPTORS);
         put32(p, 24, per_physical); // optimal unmap granularity
     }
-    p[32..40].copy_from_slice(&u64::from(max_blocks).to_be_bytes()); // max WRITE SAME
-                                                                     // WRITE ATOMIC(16): maximum atomic transfer length; alignment and
-                                                                     // granularity 0 (no requirement); atomic boundaries not supported.
+    // Maximum WRITE SAME length.
+    p[32..40].copy_from_slice(&u64::from(max_blocks).to_be_bytes());
+    // WRITE ATOMIC(16): maximum atomic transfer length, alignment and
+    // granularity in whole physical blocks; atomic boundaries not supported.
     put32(p, 40, dev.max_atomic_blocks());
+    let unit = u32::try_from(dev.atomic_granularity()).unwrap_or(1);
+    put32(p, 44, unit);
+    put32(p, 48, unit);
 }
 
 fn block_device_characteristics(dev: &Device, out: &mut Vec<u8>) {
@@ -345,6 +349,8 @@ mod tests {
             d[44..48] <= d[8..12],
             "atomic length within max transfer length"
         );
+        assert_eq!(&d[48..52], &8u32.to_be_bytes(), "atomic alignment");
+        assert_eq!(&d[52..56], &8u32.to_be_bytes(), "atomic granularity");
         let thick = Rig::new();
         let (_, d) = thick.ok(&[0x12, 1, 0xb2, 0, 255, 0]);
         assert_eq!(d[5], 0);

@@ -123,6 +123,17 @@ pub(crate) fn write_atomic(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResu
     if blocks > u64::from(dev.max_atomic_blocks()) {
         return Err(CmdError::cdb_field(12));
     }
+    // Whole, aligned physical blocks only (ATOMIC ALIGNMENT and ATOMIC
+    // TRANSFER LENGTH GRANULARITY in VPD B0): a partial physical block
+    // would be a read-modify-write of a page underneath, which a crash can
+    // leave half rewritten.
+    let per_physical = dev.atomic_granularity();
+    if !lba.is_multiple_of(per_physical) {
+        return Err(CmdError::cdb_field(2));
+    }
+    if !blocks.is_multiple_of(per_physical) {
+        return Err(CmdError::cdb_field(12));
+    }
     if r.is_empty() {
         return Ok(Status::Good);
     }
@@ -195,31 +206,36 @@ mod tests {
     #[test]
     fn write_atomic_writes_and_checks() {
         let t = Rig::new();
-        let data: Vec<u8> = (0..1024u32).map(|i| i as u8).collect();
-        let (o, _) = t.run(&wa16(0, 4, 0, 2), &data);
+        // 512-byte blocks in 4 KiB physical blocks: units of 8 blocks.
+        let data: Vec<u8> = (0..8192u32).map(|i| (i / 7) as u8).collect();
+        let (o, _) = t.run(&wa16(0, 8, 0, 16), &data);
         assert_eq!(o.status, Status::Good);
-        assert_eq!(t.store.bytes(4 * 512, 1024), data);
-        let (o, _) = t.run(&wa16(0x08, 6, 0, 1), &data[..512]);
+        assert_eq!(t.store.bytes(8 * 512, 8192), data);
+        let (o, _) = t.run(&wa16(0x08, 32, 0, 8), &data[..4096]);
         assert_eq!(o.status, Status::Good, "FUA");
         assert_eq!(t.store.fua_writes(), 1);
         t.ok(&wa16(0, 0, 0, 0));
         t.ok(&wa16(0, BLOCKS, 0, 0));
-        let (o, _) = t.run(&wa16(0, BLOCKS + 1, 0, 0), &[]);
+        let (o, _) = t.run(&wa16(0, BLOCKS + 8, 0, 0), &[]);
         assert_eq!(sense_of(&o), Some((5, 0x21, 0)));
-        let (o, _) = t.run(&wa16(0, u64::MAX, 0, 1), &data[..512]);
+        let (o, _) = t.run(&wa16(0, u64::MAX - 7, 0, 8), &data[..4096]);
         assert_eq!(sense_of(&o), Some((5, 0x21, 0)));
-        let (o, _) = t.run(&wa16(0, BLOCKS - 1, 0, 2), &data);
+        let (o, _) = t.run(&wa16(0, BLOCKS - 8, 0, 16), &data);
         assert_eq!(sense_of(&o), Some((5, 0x21, 0)));
-        let (o, _) = t.run(&wa16(0x20, 0, 0, 1), &data[..512]);
+        let (o, _) = t.run(&wa16(0, 1, 0, 8), &data[..4096]);
+        assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "misaligned");
+        let (o, _) = t.run(&wa16(0, 0, 0, 1), &data[..512]);
+        assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "granularity");
+        let (o, _) = t.run(&wa16(0x20, 0, 0, 8), &data[..4096]);
         assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "WRPROTECT");
-        let (o, _) = t.run(&wa16(0, 0, 1, 1), &data[..512]);
+        let (o, _) = t.run(&wa16(0, 0, 1, 8), &data[..4096]);
         assert_eq!(sense_of(&o), Some((5, 0x24, 0)), "boundary");
-        let before = t.store.bytes(8 * 512, 1024);
-        let (o, _) = t.run(&wa16(0, 8, 0, 2), &data[..700]);
+        let before = t.store.bytes(64 * 512, 8192);
+        let (o, _) = t.run(&wa16(0, 64, 0, 16), &data[..5000]);
         assert_eq!(o.status, Status::CheckCondition, "short data-out");
-        assert_eq!(t.store.bytes(8 * 512, 1024), before, "nothing written");
+        assert_eq!(t.store.bytes(64 * 512, 8192), before, "nothing written");
         let ro = Rig::read_only();
-        let (o, _) = ro.run(&wa16(0, 0, 0, 1), &data[..512]);
+        let (o, _) = ro.run(&wa16(0, 0, 0, 8), &data[..4096]);
         assert_eq!(sense_of(&o), Some((7, 0x27, 0)));
         let big = Rig::sized(64 << 20);
         let too_many = big.dev.max_atomic_blocks() as u16 + 1;

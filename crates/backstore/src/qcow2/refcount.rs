@@ -60,6 +60,14 @@ impl Meta {
         }
     }
 
+    /// The header, L1 table and refcount table: clusters a corrupted
+    /// refcount must never hand out (a cheap subset of QEMU's overlap checks).
+    fn is_fixed_metadata(&self, c: u64) -> bool {
+        let bits = self.g.cluster_bits;
+        let within = |off: u64, n: u64| c >= off >> bits && c < (off >> bits) + n;
+        c == 0 || within(self.l1_off, self.l1_clusters) || within(self.rct_off, self.rct_clusters)
+    }
+
     fn has_block(&self, ti: u64) -> bool {
         usize::try_from(ti)
             .ok()
@@ -73,8 +81,8 @@ impl Meta {
             return Ok(None);
         }
         let off = self.rct[ti as usize] & !0x1ff;
-        if !off.is_multiple_of(self.g.cs) {
-            return Err(corrupt("unaligned refcount block"));
+        if off == 0 || !off.is_multiple_of(self.g.cs) {
+            return Err(corrupt("bad refcount block offset"));
         }
         if let Some(s) = self.rcb.find(off) {
             return Ok(Some(s));
@@ -130,6 +138,9 @@ impl Meta {
                 continue;
             }
             let first = ti * self.g.rc_per_block;
+            if self.is_fixed_metadata(first) {
+                return Err(corrupt("no refcount block for clusters in use"));
+            }
             let mut data = vec![0u8; self.g.cs as usize].into_boxed_slice();
             rc_write(&mut data, 0, self.g.rc_order, 1);
             self.make_room_rcb()?;
@@ -173,6 +184,9 @@ impl Meta {
             if (c << self.g.cluster_bits) >= 1 << 56 {
                 return Err(io::Error::other("qcow2 image full (56-bit host offsets)"));
             }
+            if self.is_fixed_metadata(c) {
+                return Err(corrupt("refcounts say a metadata cluster is free"));
+            }
             self.rc_set(c, 1)?;
             self.free_hint = c + 1;
             self.end_cluster = self.end_cluster.max(c + 1);
@@ -194,6 +208,9 @@ impl Meta {
                 None => {
                     if ((e + n) << self.g.cluster_bits) >= 1 << 56 {
                         return Err(io::Error::other("qcow2 image full (56-bit host offsets)"));
+                    }
+                    if (e..e + n).any(|c| self.is_fixed_metadata(c)) {
+                        return Err(corrupt("end of the used area overlaps metadata"));
                     }
                     for c in e..e + n {
                         self.rc_set(c, 1)?;
