@@ -155,7 +155,13 @@ fn qemu_nbd_tcp_qcow2_with_holes_and_bad_export() {
         eprintln!("qemu-img not found: skipping");
         return;
     }
-    let port = "13731";
+    // A port the kernel just handed out is very likely still free when
+    // qemu-nbd binds it a moment later; a fixed one clashes with other tests.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port().to_string())
+        .unwrap();
+    let port = port.as_str();
     let Some(_srv) = qemu_nbd(&[
         "-f",
         "qcow2",
