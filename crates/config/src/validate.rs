@@ -723,6 +723,11 @@ mod tests {
                 .any(|m| m.contains("used only for initiators without an ACL")),
             "{w:?}"
         );
+        let w = warn(json!({}), json!({"generate_node_acls": 0}));
+        assert!(
+            w.iter().any(|m| m.contains("no initiator can log in")),
+            "{w:?}"
+        );
         let w = warn(json!({"chap_mutual_userid": "m"}), json!({}));
         assert!(
             w.iter().any(|m| m.contains("mutual CHAP needs both")),

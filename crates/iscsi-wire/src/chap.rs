@@ -225,6 +225,11 @@ impl ChapServer {
         }
     }
 
+    /// The algorithm in use (MD5 until the initiator's CHAP_A picked one).
+    pub fn algorithm(&self) -> ChapAlgorithm {
+        self.alg
+    }
+
     /// Authentication succeeded.
     pub fn is_done(&self) -> bool {
         self.state == State::Done

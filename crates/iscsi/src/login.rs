@@ -454,8 +454,8 @@ pub fn run(
                 let g = now
                     .as_ref()
                     .and_then(|t| t.tpgs.iter().find(|g| g.tag == k.tpgt));
-                if let Some((table, _)) = g.and_then(|g| table_for(g, &k.initiator)) {
-                    l.install(table);
+                if let Some((table, acl)) = g.and_then(|g| table_for(g, &k.initiator)) {
+                    l.install(table, acl);
                 }
                 key = Some(k);
                 live = Some(l);
@@ -480,7 +480,8 @@ pub fn run(
             let neg = st.neg.take()?;
             tracing::info!(initiator = %st.initiator, %peer,
                 target = st.target.as_ref().map(|t| t.iqn.as_str()).unwrap_or("(discovery)"),
-                tsih, header_digest = neg.params.header_digest,
+                tsih, chap = ?st.chap.as_ref().map(ChapServer::algorithm),
+                header_digest = neg.params.header_digest,
                 data_digest = neg.params.data_digest, "login succeeded");
             return Some(LoginOutcome {
                 target: st.target.clone(),

@@ -124,8 +124,8 @@ impl Shared {
         {
             let tpg = t.tpgs.iter().find(|g| g.tag == k.tpgt && g.enable);
             match tpg.and_then(|g| table_for(g, &k.initiator)) {
-                Some((table, _)) => {
-                    if e.live.install(table) {
+                Some((table, acl)) => {
+                    if e.live.install(table, acl) {
                         tracing::info!(initiator = %k.initiator, target = %k.target,
                             "LUN table changed under a live session");
                     }
@@ -265,7 +265,7 @@ impl Shared {
                 },
                 local: e.live.local,
                 cid: e.live.cid,
-                acl: e.live.acl,
+                acl: e.live.acl.load(Ordering::Relaxed),
                 authenticated: e.live.authenticated,
                 parameters: crate::sessions::param_list(&e.live.params),
                 luns: e.live.lun_io(),

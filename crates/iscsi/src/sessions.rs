@@ -5,7 +5,7 @@
 //! (relaxed atomics), and the facts `sessions detail` shows.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use iscsi_wire::negotiate::SessionParams;
@@ -106,7 +106,8 @@ pub struct SessionLive {
     view: Mutex<LunView>,
     pub local: SocketAddr,
     pub cid: u16,
-    pub acl: bool,
+    /// The table comes from a node ACL (false: demo mode); follows `install`.
+    pub acl: AtomicBool,
     pub authenticated: bool,
     pub params: SessionParams,
 }
@@ -125,7 +126,7 @@ impl SessionLive {
             view: Mutex::new(LunView::new(table)),
             local,
             cid,
-            acl,
+            acl: AtomicBool::new(acl),
             authenticated,
             params,
         }
@@ -135,10 +136,11 @@ impl SessionLive {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Give the session `table` unless it already has an equal one.
-    /// Returns whether anything changed.
-    pub fn install(&self, table: Arc<LunTable>) -> bool {
+    /// Give the session `table` (from an ACL or not) unless it already has
+    /// an equal one. Returns whether the table changed.
+    pub fn install(&self, table: Arc<LunTable>, acl: bool) -> bool {
         let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        self.acl.store(acl, Ordering::Relaxed);
         if same_table(&v.table, &table) {
             return false;
         }
@@ -243,15 +245,16 @@ mod tests {
             .commands
             .fetch_add(5, Ordering::Relaxed);
         // Equal table (new Arc, same content): no epoch bump.
-        assert!(!live.install(table(&[(0, &a, false)])));
+        assert!(!live.install(table(&[(0, &a, false)]), false));
         assert_eq!(live.epoch.load(Ordering::Acquire), 0);
-        assert!(live.install(table(&[(0, &a, false), (1, &b, false)])));
+        assert!(live.install(table(&[(0, &a, false), (1, &b, false)]), false));
         assert_eq!(live.epoch.load(Ordering::Acquire), 1);
         let io = live.lun_io();
         assert_eq!((io[0].lun, io[0].commands), (0, 5));
         assert_eq!((io[1].lun, io[1].commands), (1, 0));
         // write_protect flips count as a change.
-        assert!(live.install(table(&[(0, &a, true), (1, &b, false)])));
+        assert!(live.install(table(&[(0, &a, true), (1, &b, false)]), true));
+        assert!(live.acl.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -530,6 +530,53 @@ mod tests {
     }
 
     #[test]
+    fn acls_mapped_luns_credentials_and_discovery_auth() {
+        let cfg: SaveConfig = serde_json::from_value(json!({
+            "fabric_modules": [{"name": "iscsi", "discovery_enable_auth": true,
+                "discovery_userid": "du", "discovery_password": "dpassword123",
+                "discovery_mutual_userid": "", "discovery_mutual_password": ""}],
+            "storage_objects": [{"plugin": "ramdisk", "name": "r", "size": 65536}],
+            "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.x:a", "tpgs": [
+                {"tag": 1, "attributes": {"demo_mode_write_protect": 1},
+                 "luns": [{"index": 2, "storage_object": "/backstores/ramdisk/r"}],
+                 "node_acls": [
+                    {"node_wwn": "iqn.2026-11.x:h1", "chap_userid": "u", "chap_password": "p12345678901",
+                     "mapped_luns": [{"index": 7, "tpg_lun": 2, "write_protect": true}]},
+                    {"node_wwn": "iqn.2026-11.x:h2", "attributes": {"authentication": 1},
+                     "mapped_luns": [{"index": 0, "tpg_lun": 2, "write_protect": false}]}
+                 ]},
+                {"tag": 2, "luns": []}
+            ]}]
+        }))
+        .unwrap();
+        let rt = build(&cfg).unwrap();
+        let d = rt.discovery_auth.unwrap();
+        assert_eq!((d.userid.as_str(), d.mutual_userid), ("du", None));
+        let tpg = &rt.targets[0].tpgs[0];
+        // ACLs listed, no generate_node_acls: LIO's default (0).
+        assert_eq!(tpg.attributes["generate_node_acls"], "0");
+        // No ACLs and no attribute: served in demo mode as before.
+        assert_eq!(rt.targets[0].tpgs[1].attributes["generate_node_acls"], "1");
+        let (h1, h2) = (&tpg.acls[0], &tpg.acls[1]);
+        assert_eq!(h1.initiator, "iqn.2026-11.x:h1");
+        let l = &h1.luns.luns[0];
+        assert_eq!((l.id, l.write_protect), (7, true));
+        assert!(Arc::ptr_eq(&l.device, &tpg.luns.luns[0].device));
+        assert_eq!(h1.chap.as_ref().unwrap().userid, "u");
+        assert_eq!(h1.authentication, None);
+        // demo_mode_write_protect does not reach ACL mappings.
+        assert!(!h2.luns.luns[0].write_protect);
+        assert!(tpg.luns.luns[0].write_protect);
+        assert_eq!((h2.chap.is_none(), h2.authentication), (true, Some(true)));
+        let off: SaveConfig = serde_json::from_value(json!({
+            "fabric_modules": [{"name": "iscsi", "discovery_enable_auth": false,
+                "discovery_userid": "du", "discovery_password": "dpassword123"}]
+        }))
+        .unwrap();
+        assert!(discovery_auth(&off).is_none());
+    }
+
+    #[test]
     fn nbd_uris() {
         let (a, e) = parse_nbd_uri("nbd://127.0.0.1:10810/disk").unwrap();
         assert_eq!(

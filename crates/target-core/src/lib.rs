@@ -13,8 +13,9 @@
 //! path) drives handlers from the `commands` table; `rw` and `rmw` are the
 //! block data path, `provisioning` thin provisioning, `inquiry`, `mode`,
 //! `misc`, `medium`, `opcodes`, `sanitize`, `xcopy` the other SPC/SBC
-//! commands; `ua`, `reservation` + `pr`, `tmf` hold per-nexus state; `error`
-//! maps every failure to one status + sense answer.
+//! commands; `ua`, `reservation` + `pr` (+ `pr_out`, and `pr_file` for
+//! APTPL state on disk), `tmf` hold per-nexus state; `error` maps every
+//! failure to one status + sense answer.
 //!
 //! PUBLIC API CONTRACT (shared with the `iscsi` fabric and the `rtarget`
 //! binary): the items below keep these names and signatures; add to them,

@@ -65,7 +65,13 @@ pub(crate) fn maintenance_in_rsoc(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Handl
                     data_in.push(0);
                     data_in.push(if rctd { 0x80 } else { 0 } | 0x03);
                     data_in.extend_from_slice(&(e.usage.len() as u16).to_be_bytes());
+                    let at = data_in.len();
                     data_in.extend_from_slice(e.usage);
+                    // WRITE SAME's UNMAP bit is only honoured on a thin LU.
+                    if matches!(e.opcode, op::WRITE_SAME_10 | op::WRITE_SAME_16) && !ctx.dev.thin()
+                    {
+                        data_in[at + 1] &= !0x08;
+                    }
                     if rctd {
                         timeouts(data_in);
                     }
@@ -187,6 +193,20 @@ mod tests {
         t.expect_sense(&rsoc(2, false, 0x28, 0), 5, 0x24, 0);
         let (_, d) = t.ok(&rsoc(1, false, 0xd7, 0));
         assert_eq!(d[1] & 0x07, 1, "not supported");
+        let (_, d) = t.ok(&rsoc(1, false, 0x41, 0));
+        assert_eq!(d[5] & 0x08, 0, "no UNMAP bit on a thick LU");
+        let (_, d) = Rig::thin().ok(&rsoc(1, false, 0x41, 0));
+        assert_eq!(d[5] & 0x08, 0x08, "UNMAP bit on a thin LU");
+        let (_, d) = t.ok(&rsoc(1, false, 0x9c, 0));
+        assert_eq!(
+            (d[1] & 0x07, d[4], d[5] & 0x18),
+            (3, 0x9c, 0x18),
+            "WRITE ATOMIC(16), DPO/FUA"
+        );
+        let (_, d) = t.ok(&rsoc(2, false, 0x5f, 7));
+        assert_eq!((d[1] & 0x07, d[5]), (3, 7), "REGISTER AND MOVE");
+        let (_, d) = t.ok(&rsoc(2, false, 0x48, 3));
+        assert_eq!(d[1] & 0x07, 1, "no CRYPTO ERASE");
         let (_, d) = t.ok(&rsoc(1, true, 0x28, 0));
         assert_eq!(d[1] & 0x80, 0x80);
         assert_eq!(d.len(), 4 + 10 + 12);

@@ -36,6 +36,21 @@ fn be32(b: &[u8]) -> usize {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
 }
 
+/// One PERSISTENT RESERVE OUT as the service actions see it.
+#[derive(Clone, Copy)]
+struct Prout<'a> {
+    n: &'a Nexus,
+    sa: u8,
+    scope: u8,
+    rtype: u8,
+    /// RESERVATION KEY.
+    key: u64,
+    /// SERVICE ACTION RESERVATION KEY.
+    sa_key: u64,
+    /// The whole parameter list (at least 24 bytes).
+    p: &'a [u8],
+}
+
 pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     let cdb = &ctx.cdb;
     let sa = cdb.b(1) & 0x1f;
@@ -63,18 +78,19 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
     // Restored if the APTPL state cannot be written: no half-done change.
     let before = pr.clone();
     let mut uas: Uas = Vec::new();
+    let req = Prout {
+        n,
+        sa,
+        scope,
+        rtype,
+        key,
+        sa_key,
+        p,
+    };
     let mut result = match sa {
-        SA_REGISTER | SA_REGISTER_AND_IGNORE => register(
-            pr,
-            n,
-            sa == SA_REGISTER_AND_IGNORE,
-            key,
-            sa_key,
-            p,
-            &mut uas,
-        ),
-        SA_REGISTER_AND_MOVE => register_and_move(pr, n, scope, rtype, key, sa_key, p),
-        _ => holder_action(pr, n, sa, scope, rtype, key, sa_key, p, &mut uas),
+        SA_REGISTER | SA_REGISTER_AND_IGNORE => register(pr, &req, &mut uas),
+        SA_REGISTER_AND_MOVE => register_and_move(pr, &req),
+        _ => holder_action(pr, &req, &mut uas),
     };
     if result.is_ok() {
         if let Err(e) = crate::pr_file::sync(pr) {
@@ -94,18 +110,16 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
 
 /// RESERVE, RELEASE, CLEAR, PREEMPT (AND ABORT): the issuer must be
 /// registered with the key it names.
-#[allow(clippy::too_many_arguments)]
-fn holder_action(
-    pr: &mut PrState,
-    n: &Nexus,
-    sa: u8,
-    scope: u8,
-    rtype: u8,
-    key: u64,
-    sa_key: u64,
-    p: &[u8],
-    uas: &mut Uas,
-) -> Result<(), CmdError> {
+fn holder_action(pr: &mut PrState, req: &Prout<'_>, uas: &mut Uas) -> Result<(), CmdError> {
+    let Prout {
+        n,
+        sa,
+        scope,
+        rtype,
+        key,
+        sa_key,
+        p,
+    } = *req;
     if p.len() != 24 {
         return Err(CmdError::ParameterListLength);
     }
@@ -188,15 +202,16 @@ fn spec_i_pt_list(p: &[u8]) -> Result<Vec<String>, CmdError> {
 }
 
 /// REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 5.9.7).
-fn register(
-    pr: &mut PrState,
-    n: &Nexus,
-    ignore: bool,
-    key: u64,
-    sa_key: u64,
-    p: &[u8],
-    uas: &mut Uas,
-) -> Result<(), CmdError> {
+fn register(pr: &mut PrState, req: &Prout<'_>, uas: &mut Uas) -> Result<(), CmdError> {
+    let Prout {
+        n,
+        sa,
+        key,
+        sa_key,
+        p,
+        ..
+    } = *req;
+    let ignore = sa == SA_REGISTER_AND_IGNORE;
     let flags = p[20];
     let spec_i_pt = flags & 0x08 != 0;
     let all_tg_pt = flags & 0x04 != 0;
@@ -283,15 +298,16 @@ fn register(
 /// REGISTER AND MOVE (SPC-4 5.9.8): the holder registers another I_T
 /// nexus (TransportID + relative target port) and hands it the
 /// reservation, optionally unregistering itself.
-fn register_and_move(
-    pr: &mut PrState,
-    n: &Nexus,
-    scope: u8,
-    rtype: u8,
-    key: u64,
-    sa_key: u64,
-    p: &[u8],
-) -> Result<(), CmdError> {
+fn register_and_move(pr: &mut PrState, req: &Prout<'_>) -> Result<(), CmdError> {
+    let Prout {
+        n,
+        scope,
+        rtype,
+        key,
+        sa_key,
+        p,
+        ..
+    } = *req;
     let unreg = p[17] & 0x02 != 0;
     let aptpl = p[17] & 0x01 != 0;
     let rel = u16::from_be_bytes([p[18], p[19]]);
