@@ -4,7 +4,8 @@
 # free 127.0.0.1 port, with a temp state dir and config:
 #   start with no config (demo target, config saved), iscsi-ls, INQUIRY standard
 #   and VPD pages, READ CAPACITY(16), a 256 MiB random image written with
-#   qemu-img and read back byte-exact, qemu-io pattern checks, restart from the
+#   qemu-img and read back byte-exact, qemu-io pattern checks, APTPL reservations
+#   kept across the restart (aptpl.py), restart from the
 #   saved config with the data intact, malformed-PDU probes (malformed.py) with the
 #   daemon still serving afterwards, and SIGTERM -> exit 0 within 5 s.
 # --target tgt runs the same initiator checks against tgtd (LUN 1) to validate the
@@ -168,6 +169,10 @@ check "qemu-io flush" qio_ok -c 'write -P 0x33 90M 64k' -c 'flush'
 
 # --- restart from the saved config (rtarget only) ---------------------------------
 if [[ $TARGET == rtarget ]]; then
+    # A persistent reservation made with APTPL=1 must survive the restart below.
+    PRKEY=0x5254415247455431
+    check "PR REGISTER+RESERVE with APTPL=1" \
+        python3 "$HERE/aptpl.py" register 127.0.0.1 "$PORT" "$IQN" "$LUN" $PRKEY
     T0=$SECONDS; rc=0; stop_rtarget 5 || rc=$?
     if ((rc == 0)); then pass "SIGTERM -> exit 0 in $((SECONDS - T0))s (first run)"
     else fail "SIGTERM -> exit 0 (first run)" "exit status $rc after $((SECONDS - T0))s"; fi
@@ -183,6 +188,10 @@ if [[ $TARGET == rtarget ]]; then
             qio_ok -c 'read -P 0xab 0 1M' -c 'read -P 0x11 64M 64k' -c 'read -P 0 80M 1M'
         }
         check "data intact after restart" persist
+        check "APTPL registration and reservation restored after restart" \
+            python3 "$HERE/aptpl.py" check 127.0.0.1 "$PORT" "$IQN" "$LUN" $PRKEY
+        check "PR unregister after restart" \
+            python3 "$HERE/aptpl.py" clear 127.0.0.1 "$PORT" "$IQN" "$LUN" $PRKEY
     else
         fail "restart from saved config" "$(tail -n 3 "$RT_LOG" | tr '\n' ' ')"; exit 1
     fi

@@ -484,6 +484,7 @@ mod tests {
                 fixed_portals: None,
                 default_portal: "127.0.0.1:3260".parse().unwrap(),
                 prefs: crate::prefs::Prefs::default(),
+                pr_dir: None,
             },
             config::SaveConfig::default(),
             HashMap::new(),

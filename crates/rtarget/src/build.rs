@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -40,13 +41,16 @@ pub struct Runtime {
     pub discovery_auth: Option<ChapCredentials>,
 }
 
-pub fn build(cfg: &SaveConfig) -> Result<Runtime> {
+/// `pr_dir` holds the persistent-reservation state of LUs whose
+/// registrations asked for APTPL (`aptpl_<wwn>`, as LIO keeps
+/// /var/target/pr); `None` keeps reservations in memory only.
+pub fn build(cfg: &SaveConfig, pr_dir: Option<&Path>) -> Result<Runtime> {
     let mut devices = Vec::new();
     let mut objects = HashMap::new();
     let mut by_path: HashMap<String, Arc<Device>> = HashMap::new();
     for so in &cfg.storage_objects {
         let Some(device) =
-            open_device(so).with_context(|| format!("storage object {}", so.path()))?
+            open_device(so, pr_dir).with_context(|| format!("storage object {}", so.path()))?
         else {
             continue;
         };
@@ -258,7 +262,7 @@ pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapC
 }
 
 /// `None` for plugins rtarget does not serve (already warned about).
-pub fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
+pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<Arc<Device>>> {
     let attr = |k: &str| attr_bool(&so.attributes, k).map_err(|e| anyhow!(e));
     let block_size = so.block_size().map_err(|e| anyhow!(e))?;
     let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
@@ -342,7 +346,17 @@ pub fn open_device(so: &StorageObject) -> Result<Option<Arc<Device>>> {
         read_only: caps.read_only,
         thin_provisioning: thin_wanted && caps.discard,
     };
-    Ok(Some(Device::new(options, backstore)))
+    let device = Device::new(options, backstore);
+    if let Some(dir) = pr_dir {
+        let file = dir.join(format!("aptpl_{}", device.options.wwn));
+        device.set_pr_state_file(file.clone()).with_context(|| {
+            format!(
+                "cannot restore persistent reservations from {}",
+                file.display()
+            )
+        })?;
+    }
+    Ok(Some(device))
 }
 
 /// A `user:qcow` object: open the image, or create it (sparse, 64 KiB

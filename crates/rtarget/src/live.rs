@@ -37,6 +37,8 @@ pub struct Settings {
     pub fixed_portals: Option<Vec<SocketAddr>>,
     pub default_portal: SocketAddr,
     pub prefs: Prefs,
+    /// Where APTPL reservation state lives (`<state-dir>/pr`).
+    pub pr_dir: Option<PathBuf>,
 }
 
 /// A portal could not be bound (the change was not applied).
@@ -58,6 +60,8 @@ pub struct Live {
     fixed_portals: Option<Vec<SocketAddr>>,
     /// The portal `tpg1` of a new target gets.
     pub default_portal: SocketAddr,
+    /// Where APTPL reservation state lives (see `build::build`).
+    pr_dir: Option<PathBuf>,
     state: Mutex<State>,
     prefs: Mutex<Prefs>,
 }
@@ -81,12 +85,14 @@ impl Live {
             fixed_portals,
             default_portal,
             prefs,
+            pr_dir,
         } = settings;
         Live {
             server,
             config_path,
             fixed_portals,
             default_portal,
+            pr_dir,
             state: Mutex::new(State {
                 cfg,
                 objects,
@@ -203,8 +209,8 @@ impl Live {
                     continue;
                 }
             }
-            if let Some(dev) =
-                build::open_device(so).with_context(|| format!("storage object {path}"))?
+            if let Some(dev) = build::open_device(so, self.pr_dir.as_deref())
+                .with_context(|| format!("storage object {path}"))?
             {
                 // rtslib needs the size of user objects to restore them;
                 // an existing image given without one has it in its header.
@@ -354,6 +360,7 @@ mod tests {
                 fixed_portals: None,
                 default_portal: "127.0.0.1:3260".parse().unwrap(),
                 prefs: Prefs::default(),
+                pr_dir: None,
             },
             SaveConfig::default(),
             HashMap::new(),

@@ -20,7 +20,10 @@ use crate::{api, build, demo};
 pub fn run(args: &ServeArgs) -> Result<()> {
     let shutdown = ShutdownSignals::install().context("installing signal handlers")?;
     let (cfg, demo_image) = load_or_create_demo(args)?;
-    let rt = build::build(&cfg)?;
+    let pr_dir = std::path::absolute(&args.state_dir)
+        .unwrap_or_else(|_| args.state_dir.clone())
+        .join("pr");
+    let rt = build::build(&cfg, Some(&pr_dir))?;
     if let Some(image) = &demo_image {
         // Saved only once the demo could actually be built; never overwrites.
         save_new(&cfg, &args.config)?;
@@ -67,6 +70,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         fixed_portals: (!args.listen.is_empty()).then(|| bound.clone()),
         default_portal: args.default_portal,
         prefs: load_prefs(&args.config),
+        pr_dir: Some(pr_dir),
     };
     let live = Arc::new(Live::new(
         server.clone(),
