@@ -514,7 +514,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let rt = build(&cfg).unwrap();
+        let rt = build(&cfg, None).unwrap();
         assert_eq!(rt.devices.len(), 3);
         let d = &rt.devices[0];
         assert_eq!(d.options.block_size, 4096);
@@ -563,7 +563,7 @@ mod tests {
             ]}]
         }))
         .unwrap();
-        let rt = build(&cfg).unwrap();
+        let rt = build(&cfg, None).unwrap();
         let d = rt.discovery_auth.unwrap();
         assert_eq!((d.userid.as_str(), d.mutual_userid), ("du", None));
         let tpg = &rt.targets[0].tpgs[0];
@@ -638,7 +638,7 @@ mod tests {
             "storage_objects": [{"plugin": "fileio", "name": "gone", "dev": "/nonexistent/dir/x.img"}]
         }))
         .unwrap();
-        let e = format!("{:#}", build(&cfg).err().unwrap());
+        let e = format!("{:#}", build(&cfg, None).err().unwrap());
         assert!(
             e.contains("/backstores/fileio/gone") && e.contains("/nonexistent/dir/x.img"),
             "{e}"
