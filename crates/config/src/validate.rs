@@ -160,6 +160,7 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
         "emulate_tpws",
         "is_nonrot",
         "readonly",
+        "removable",
     ] {
         if let Err(e) = attr_bool(&so.attributes, key) {
             r.err(loc, e);

@@ -347,6 +347,11 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
         thin_provisioning: thin_wanted && caps.discard,
     };
     let device = Device::new(options, backstore);
+    // rtarget's own attribute (LIO has none): a removable medium that can be
+    // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
+    if attr("removable")?.unwrap_or(false) {
+        device.set_removable(true);
+    }
     if let Some(dir) = pr_dir {
         let file = dir.join(format!("aptpl_{}", device.options.wwn));
         device.set_pr_state_file(file.clone()).with_context(|| {
