@@ -147,7 +147,7 @@ fn find_tpg(t: &Target, tag: u16) -> Option<&Tpg> {
         .map(|(_, g)| g)
 }
 
-fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut Tpg> {
+pub(crate) fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut Tpg> {
     let t = cfg
         .targets
         .iter_mut()

@@ -8,7 +8,7 @@ use config::{SaveConfig, Tpg};
 use serde_json::{Map, Value};
 
 use crate::args::{parse_index, Args};
-use crate::ops::{locate, Loc};
+use crate::ops::{locate, tpg_mut, Loc};
 use crate::tree::portal_name;
 
 /// TPG attributes (targetcli names) and what rtarget does with them.
@@ -281,20 +281,6 @@ fn remove_luns(tpg: &mut Tpg, gone: &[u64]) {
     for acl in &mut tpg.node_acls {
         acl.mapped_luns.retain(|m| !gone.contains(&m.tpg_lun));
     }
-}
-
-fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut Tpg> {
-    let t = cfg
-        .targets
-        .iter_mut()
-        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
-        .ok_or_else(|| anyhow!("no such target {wwn}"))?;
-    t.tpgs
-        .iter_mut()
-        .enumerate()
-        .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
-        .map(|(_, g)| g)
-        .ok_or_else(|| anyhow!("no such TPG tpg{tag}"))
 }
 
 /// The map a group lives in, and the names it accepts.
