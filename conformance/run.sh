@@ -83,6 +83,11 @@ cfg_sanitize() {    # fileio with the SANITIZE tests allowed
 cfg_thinsanitize() { # thin fileio with SANITIZE allowed: BLOCK ERASE needs thin provisioning
     cfg_thin; CU_FLAGS=(-d -S); CFG_SUITES='^Sanitize$'
 }
+cfg_thin4k() {      # thin fileio with 4 KiB logical blocks: GetLBAStatus.UnmapSingle assumes
+    # one logical block per physical block, which 512-byte LUs (4 KiB physical) are not
+    cfg_thin; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:emulate_tpu=1,emulate_tpws=1,block_size=4096")
+    CFG_SUITES='^GetLBAStatus$'
+}
 cfg_removable() {   # fileio with a removable medium (eject/load, PREVENT ALLOW)
     cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:removable=1")
     CFG_SUITES='^(PreventAllow|StartStopUnit|NoMedia|TestUnitReady|Inquiry|Mandatory)$'
