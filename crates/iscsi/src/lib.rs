@@ -19,7 +19,6 @@ mod conn;
 mod dataout;
 mod discovery;
 mod login;
-mod residual;
 mod server;
 mod session;
 mod sessions;

@@ -510,7 +510,9 @@ impl Session {
         let status = out.status as u8;
         let residual = if c.write {
             let lun = scsi::lun::decode(c.lun);
-            let wanted = crate::residual::write_transfer_len(&self.luns, lun, cdb)
+            let wanted = self
+                .luns
+                .data_out_len(lun, cdb)
                 .unwrap_or(data_out_len as u64);
             Residual::of(edtl, wanted)
         } else if c.read {

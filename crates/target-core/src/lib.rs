@@ -239,6 +239,24 @@ impl LunTable {
         }
     }
 
+    /// Bytes of Data-Out the CDB itself asks for, for the block write
+    /// commands (WRITE, WRITE AND VERIFY, ORWRITE, COMPARE AND WRITE); `None`
+    /// for other commands, whose parameter lists count as what was sent.
+    /// Fabrics compute write residuals from it without parsing CDBs.
+    pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u64> {
+        use scsi::opcode::*;
+        let bs = u64::from(self.find(lun)?.device.options.block_size);
+        let c = scsi::cdb::Cdb::new(cdb).ok()?;
+        let blocks = match c.opcode() {
+            WRITE_6 | WRITE_10 | WRITE_12 | WRITE_16 | WRITE_AND_VERIFY_10
+            | WRITE_AND_VERIFY_12 | WRITE_AND_VERIFY_16 | ORWRITE_16 => u64::from(c.rw().blocks),
+            // The verify data and the write data.
+            COMPARE_AND_WRITE => 2 * u64::from(c.b(13)),
+            _ => return None,
+        };
+        Some(blocks * bs)
+    }
+
     /// The LUN entry for `lun`, if mapped.
     pub fn find(&self, lun: u64) -> Option<&Lun> {
         self.luns.iter().find(|l| l.id == lun)
@@ -330,5 +348,51 @@ mod tests {
         assert_eq!(o.status, crate::Status::Good);
         let o = t.run_full_table(&table, &t.me, 0, &TUR);
         assert_eq!(sense_of(&o), Some((6, 0x3f, 0x0e)));
+    }
+
+    /// The Data-Out a write CDB asks for, which fabrics use for residuals.
+    #[test]
+    fn data_out_len_of_write_cdbs() {
+        use std::sync::Arc;
+        let store = Arc::new(backstore::NullBackstore::new(1 << 20));
+        let mut opts = crate::DeviceOptions::new("n", "00000000-0000-4000-8000-000000000000");
+        opts.block_size = 4096;
+        let luns = LunTable {
+            luns: vec![Lun {
+                id: 3,
+                device: crate::Device::new(opts, store),
+                write_protect: false,
+            }],
+        };
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (&[0x0a, 0, 0, 0, 0, 0], Some(256 * 4096)),
+            (&[0x0a, 0, 0, 0, 2, 0], Some(2 * 4096)),
+            (&[0x2a, 0, 0, 0, 0, 0, 0, 0, 3, 0], Some(3 * 4096)),
+            (&[0x2e, 0, 0, 0, 0, 0, 0, 1, 0, 0], Some(256 * 4096)),
+            (&[0xaa, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0], Some(5 * 4096)),
+            (
+                &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0],
+                Some(7 * 4096),
+            ),
+            (
+                &[0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0],
+                Some(4 * 4096),
+            ),
+            (
+                &[0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+                Some(2 * 4096),
+            ),
+            (&[0x2a, 0, 0], None), // truncated CDB
+            (&[0x12, 0, 0, 0, 36, 0], None),
+            (&[], None),
+        ];
+        for (cdb, want) in cases {
+            assert_eq!(luns.data_out_len(3, cdb), *want, "{cdb:02x?}");
+        }
+        // An unmapped LUN has no block size to count with.
+        assert_eq!(
+            luns.data_out_len(9, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            None
+        );
     }
 }
