@@ -5,6 +5,7 @@
 pub mod bhs;
 pub mod chap;
 pub mod digest;
+mod layout;
 pub mod negotiate;
 pub mod pdu;
 pub mod request;

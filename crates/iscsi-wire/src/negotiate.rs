@@ -173,6 +173,51 @@ fn yes_no(v: bool) -> &'static str {
     }
 }
 
+/// A list-valued digest key: the first of the initiator's choices the target
+/// allows is the answer, and `slot` records whether it is CRC32C.
+fn answer_digest(v: &str, allowed: &[DigestKind], slot: &mut bool) -> String {
+    let pick = v
+        .split(',')
+        .filter_map(DigestKind::parse)
+        .find(|d| allowed.contains(d));
+    match pick {
+        Some(d) => {
+            *slot = d == DigestKind::Crc32c;
+            d.name().to_string()
+        }
+        None => REJECT.into(),
+    }
+}
+
+/// A numerical key (RFC 7143 §6.2.2): an offer in `lo..=hi` is answered with
+/// `pick(offer)` (the min or max against the target's own value), which
+/// `slot` records; anything else is rejected.
+fn answer_number<T>(v: &str, lo: T, hi: T, slot: &mut T, pick: impl FnOnce(T) -> T) -> String
+where
+    T: Copy + Into<u64> + TryFrom<u64> + ToString,
+{
+    match parse_range(v, lo.into(), hi.into()).and_then(|n| T::try_from(n).ok()) {
+        Some(n) => {
+            let r = pick(n);
+            *slot = r;
+            r.to_string()
+        }
+        None => REJECT.into(),
+    }
+}
+
+/// A boolean key: `pick` applies the OR or AND rule; `slot` records it.
+fn answer_bool(v: &str, slot: &mut bool, pick: impl FnOnce(bool) -> bool) -> String {
+    match parse_bool(v) {
+        Some(b) => {
+            let r = pick(b);
+            *slot = r;
+            yes_no(r).into()
+        }
+        None => REJECT.into(),
+    }
+}
+
 impl TargetOffer {
     /// Apply one targetcli-style TPG parameter (`MaxRecvDataSegmentLength`,
     /// `ImmediateData`, `HeaderDigest`, ...). Unknown names (markers,
@@ -457,70 +502,23 @@ impl Negotiator {
                     None => REJECT.into(),
                 }
             }
-            "HeaderDigest" | "DataDigest" => {
-                let allowed = if key == "HeaderDigest" {
-                    &o.header_digest
-                } else {
-                    &o.data_digest
-                };
-                let pick = v
-                    .split(',')
-                    .filter_map(DigestKind::parse)
-                    .find(|d| allowed.contains(d));
-                match pick {
-                    Some(d) => {
-                        let on = d == DigestKind::Crc32c;
-                        if key == "HeaderDigest" {
-                            self.params.header_digest = on;
-                        } else {
-                            self.params.data_digest = on;
-                        }
-                        d.name().to_string()
-                    }
-                    None => REJECT.into(),
-                }
-            }
-            "MaxConnections" => match parse_range(v, 1, 65535) {
-                Some(n) => {
-                    let r = (n as u16).min(o.max_connections);
-                    self.params.max_connections = r;
-                    r.to_string()
-                }
-                None => REJECT.into(),
-            },
-            "InitialR2T" => match parse_bool(v) {
-                Some(b) => {
-                    let r = b || o.initial_r2t;
-                    self.params.initial_r2t = r;
-                    yes_no(r).into()
-                }
-                None => REJECT.into(),
-            },
-            "ImmediateData" => match parse_bool(v) {
-                Some(b) => {
-                    let r = b && o.immediate_data;
-                    self.params.immediate_data = r;
-                    yes_no(r).into()
-                }
-                None => REJECT.into(),
-            },
-            "DataPDUInOrder" | "DataSequenceInOrder" => match parse_bool(v) {
-                Some(b) => {
-                    let mine = if key == "DataPDUInOrder" {
-                        o.data_pdu_in_order
-                    } else {
-                        o.data_sequence_in_order
-                    };
-                    let r = b || mine;
-                    if key == "DataPDUInOrder" {
-                        self.params.data_pdu_in_order = r;
-                    } else {
-                        self.params.data_sequence_in_order = r;
-                    }
-                    yes_no(r).into()
-                }
-                None => REJECT.into(),
-            },
+            "HeaderDigest" => answer_digest(v, &o.header_digest, &mut self.params.header_digest),
+            "DataDigest" => answer_digest(v, &o.data_digest, &mut self.params.data_digest),
+            "MaxConnections" => answer_number(v, 1, 65535, &mut self.params.max_connections, |n| {
+                n.min(o.max_connections)
+            }),
+            // Booleans: OR when either side may insist on "Yes", AND when
+            // either may refuse (RFC 7143 §6.2.2).
+            "InitialR2T" => answer_bool(v, &mut self.params.initial_r2t, |b| b || o.initial_r2t),
+            "ImmediateData" => answer_bool(v, &mut self.params.immediate_data, |b| {
+                b && o.immediate_data
+            }),
+            "DataPDUInOrder" => answer_bool(v, &mut self.params.data_pdu_in_order, |b| {
+                b || o.data_pdu_in_order
+            }),
+            "DataSequenceInOrder" => answer_bool(v, &mut self.params.data_sequence_in_order, |b| {
+                b || o.data_sequence_in_order
+            }),
             "MaxRecvDataSegmentLength" => match parse_range(v, 512, u64::from(SEG_MAX)) {
                 Some(n) => {
                     self.params.initiator_mrdsl = n as u32;
@@ -528,55 +526,40 @@ impl Negotiator {
                 }
                 None => REJECT.into(),
             },
-            "MaxBurstLength" | "FirstBurstLength" => {
-                match parse_range(v, u64::from(SEG_MIN), u64::from(SEG_MAX)) {
-                    Some(n) => {
-                        let n = n as u32;
-                        if key == "MaxBurstLength" {
-                            let r = n.min(o.max_burst_length);
-                            self.params.max_burst_length = r;
-                            r.to_string()
-                        } else {
-                            let r = n.min(o.first_burst_length);
-                            self.params.first_burst_length = r;
-                            r.to_string()
-                        }
-                    }
-                    None => REJECT.into(),
-                }
+            "MaxBurstLength" => answer_number(
+                v,
+                SEG_MIN,
+                SEG_MAX,
+                &mut self.params.max_burst_length,
+                |n| n.min(o.max_burst_length),
+            ),
+            "FirstBurstLength" => answer_number(
+                v,
+                SEG_MIN,
+                SEG_MAX,
+                &mut self.params.first_burst_length,
+                |n| n.min(o.first_burst_length),
+            ),
+            "DefaultTime2Wait" => {
+                answer_number(v, 0, 3600, &mut self.params.default_time2wait, |n| {
+                    n.max(o.default_time2wait)
+                })
             }
-            "DefaultTime2Wait" => match parse_range(v, 0, 3600) {
-                Some(n) => {
-                    let r = (n as u16).max(o.default_time2wait);
-                    self.params.default_time2wait = r;
-                    r.to_string()
-                }
-                None => REJECT.into(),
-            },
-            "DefaultTime2Retain" => match parse_range(v, 0, 3600) {
-                Some(n) => {
-                    let r = (n as u16).min(o.default_time2retain);
-                    self.params.default_time2retain = r;
-                    r.to_string()
-                }
-                None => REJECT.into(),
-            },
-            "MaxOutstandingR2T" => match parse_range(v, 1, 65535) {
-                Some(n) => {
-                    let r = (n as u16).min(o.max_outstanding_r2t);
-                    self.params.max_outstanding_r2t = r;
-                    r.to_string()
-                }
-                None => REJECT.into(),
-            },
-            "ErrorRecoveryLevel" => match parse_range(v, 0, 2) {
-                Some(n) => {
-                    let r = (n as u8).min(o.error_recovery_level);
-                    self.params.error_recovery_level = r;
-                    r.to_string()
-                }
-                None => REJECT.into(),
-            },
+            "DefaultTime2Retain" => {
+                answer_number(v, 0, 3600, &mut self.params.default_time2retain, |n| {
+                    n.min(o.default_time2retain)
+                })
+            }
+            "MaxOutstandingR2T" => {
+                answer_number(v, 1, 65535, &mut self.params.max_outstanding_r2t, |n| {
+                    n.min(o.max_outstanding_r2t)
+                })
+            }
+            "ErrorRecoveryLevel" => {
+                answer_number(v, 0, 2, &mut self.params.error_recovery_level, |n| {
+                    n.min(o.error_recovery_level)
+                })
+            }
             // Markers are obsolete (RFC 7143 §13.25): never used.
             "OFMarker" | "IFMarker" => match parse_bool(v) {
                 Some(_) => "No".into(),

@@ -1,9 +1,14 @@
 //! Views of the PDUs an initiator sends (RFC 7143 §11): SCSI Command,
 //! Data-Out, NOP-Out, Login, Text, Logout, Task Management and SNACK
-//! requests. Each view parses from and writes to a [`Bhs`]; parsing is
-//! infallible (reserved bits are ignored) and writing sets the opcode.
+//! requests. Each view parses from and writes to a [`Bhs`](crate::Bhs);
+//! parsing is infallible (reserved bits are ignored) and writing sets the
+//! opcode. The layouts are field tables for the `layout` module's `bhs_pdu!`.
 
-use crate::bhs::{set_bit, Bhs, Opcode};
+use crate::bhs::Opcode;
+use crate::layout::{
+    bhs_pdu, At, BitValue, Bits, Flag, CID, CONTINUE, CSG, FINAL, IMMEDIATE, ISID, ITT, LUN, NSG,
+    TRANSIT, TSIH, TTT,
+};
 
 /// SCSI task attribute as carried in the SCSI Command PDU (ATTR field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,349 +46,131 @@ impl Attr {
     }
 }
 
-/// SCSI Command (opcode 0x01).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScsiCommand {
-    pub immediate: bool,
-    pub final_bit: bool,
-    pub read: bool,
-    pub write: bool,
-    pub attr: Attr,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub expected_data_len: u32,
-    pub cmdsn: u32,
-    pub exp_statsn: u32,
-    pub cdb: [u8; 16],
-}
-
-impl ScsiCommand {
-    pub fn parse(b: &Bhs) -> ScsiCommand {
-        let mut cdb = [0u8; 16];
-        cdb.copy_from_slice(&b.0[32..48]);
-        ScsiCommand {
-            immediate: b.immediate(),
-            final_bit: b.final_bit(),
-            read: b.flags() & 0x40 != 0,
-            write: b.flags() & 0x20 != 0,
-            attr: Attr::from_bits(b.flags()),
-            lun: b.lun(),
-            itt: b.itt(),
-            expected_data_len: b.u32_at(20),
-            cmdsn: b.u32_at(24),
-            exp_statsn: b.u32_at(28),
-            cdb,
-        }
+impl BitValue for Attr {
+    fn from_bits(v: u8) -> Attr {
+        Attr::from_bits(v)
     }
-
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::SCSI_COMMAND.0;
-        b.set_immediate(self.immediate);
-        let mut f = self.attr.bits();
-        set_bit(&mut f, 0x80, self.final_bit);
-        set_bit(&mut f, 0x40, self.read);
-        set_bit(&mut f, 0x20, self.write);
-        b.set_flags(f);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.expected_data_len);
-        b.set_u32_at(24, self.cmdsn);
-        b.set_u32_at(28, self.exp_statsn);
-        b.0[32..48].copy_from_slice(&self.cdb);
+    fn to_bits(self) -> u8 {
+        self.bits()
     }
 }
 
-/// SCSI Data-Out (opcode 0x05).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataOut {
-    pub final_bit: bool,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub exp_statsn: u32,
-    pub datasn: u32,
-    pub buffer_offset: u32,
-}
+/// CmdSN and ExpStatSN: every request but Data-Out and SNACK carries both.
+const CMDSN: At = At(24);
+const EXP_STATSN: At = At(28);
 
-impl DataOut {
-    pub fn parse(b: &Bhs) -> DataOut {
-        DataOut {
-            final_bit: b.final_bit(),
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            exp_statsn: b.u32_at(28),
-            datasn: b.u32_at(36),
-            buffer_offset: b.u32_at(40),
-        }
+bhs_pdu! {
+    /// SCSI Command (opcode 0x01).
+    pub struct ScsiCommand: Opcode::SCSI_COMMAND {
+        pub immediate: bool = IMMEDIATE,
+        pub final_bit: bool = FINAL,
+        pub read: bool = Flag(1, 0x40),
+        pub write: bool = Flag(1, 0x20),
+        pub attr: Attr = Bits::low(1, 7),
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub expected_data_len: u32 = At(20),
+        pub cmdsn: u32 = CMDSN,
+        pub exp_statsn: u32 = EXP_STATSN,
+        pub cdb: [u8; 16] = At(32),
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::DATA_OUT.0;
-        b.set_flags(if self.final_bit { 0x80 } else { 0 });
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        b.set_u32_at(28, self.exp_statsn);
-        b.set_u32_at(36, self.datasn);
-        b.set_u32_at(40, self.buffer_offset);
-    }
-}
-
-/// NOP-Out (opcode 0x00).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NopOut {
-    pub immediate: bool,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub cmdsn: u32,
-    pub exp_statsn: u32,
-}
-
-impl NopOut {
-    pub fn parse(b: &Bhs) -> NopOut {
-        NopOut {
-            immediate: b.immediate(),
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            cmdsn: b.u32_at(24),
-            exp_statsn: b.u32_at(28),
-        }
+    /// SCSI Data-Out (opcode 0x05).
+    pub struct DataOut: Opcode::DATA_OUT {
+        pub final_bit: bool = FINAL,
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub exp_statsn: u32 = EXP_STATSN,
+        pub datasn: u32 = At(36),
+        pub buffer_offset: u32 = At(40),
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::NOP_OUT.0;
-        b.set_immediate(self.immediate);
-        b.set_flags(0x80);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        b.set_u32_at(24, self.cmdsn);
-        b.set_u32_at(28, self.exp_statsn);
-    }
-}
-
-/// Login Request (opcode 0x03).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginRequest {
-    pub transit: bool,
-    pub cont: bool,
-    /// Current stage (0 security, 1 operational, 3 full feature).
-    pub csg: u8,
-    /// Next stage, meaningful only with `transit`.
-    pub nsg: u8,
-    pub version_max: u8,
-    pub version_min: u8,
-    pub isid: [u8; 6],
-    pub tsih: u16,
-    pub itt: u32,
-    pub cid: u16,
-    pub cmdsn: u32,
-    pub exp_statsn: u32,
-}
-
-impl LoginRequest {
-    pub fn parse(b: &Bhs) -> LoginRequest {
-        let mut isid = [0u8; 6];
-        isid.copy_from_slice(&b.0[8..14]);
-        LoginRequest {
-            transit: b.flags() & 0x80 != 0,
-            cont: b.flags() & 0x40 != 0,
-            csg: (b.flags() >> 2) & 3,
-            nsg: b.flags() & 3,
-            version_max: b.0[2],
-            version_min: b.0[3],
-            isid,
-            tsih: b.u16_at(14),
-            itt: b.itt(),
-            cid: b.u16_at(20),
-            cmdsn: b.u32_at(24),
-            exp_statsn: b.u32_at(28),
-        }
+    /// NOP-Out (opcode 0x00).
+    pub struct NopOut: Opcode::NOP_OUT [FINAL = true] {
+        pub immediate: bool = IMMEDIATE,
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub cmdsn: u32 = CMDSN,
+        pub exp_statsn: u32 = EXP_STATSN,
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::LOGIN_REQUEST.0;
-        // Login requests are always immediate (RFC 7143 §11.12).
-        b.set_immediate(true);
-        let mut f = ((self.csg & 3) << 2) | (self.nsg & 3);
-        set_bit(&mut f, 0x80, self.transit);
-        set_bit(&mut f, 0x40, self.cont);
-        b.set_flags(f);
-        b.0[2] = self.version_max;
-        b.0[3] = self.version_min;
-        b.0[8..14].copy_from_slice(&self.isid);
-        b.set_u16_at(14, self.tsih);
-        b.set_itt(self.itt);
-        b.set_u16_at(20, self.cid);
-        b.set_u32_at(24, self.cmdsn);
-        b.set_u32_at(28, self.exp_statsn);
-    }
-}
-
-/// Text Request (opcode 0x04).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TextRequest {
-    pub immediate: bool,
-    pub final_bit: bool,
-    pub cont: bool,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub cmdsn: u32,
-    pub exp_statsn: u32,
-}
-
-impl TextRequest {
-    pub fn parse(b: &Bhs) -> TextRequest {
-        TextRequest {
-            immediate: b.immediate(),
-            final_bit: b.final_bit(),
-            cont: b.flags() & 0x40 != 0,
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            cmdsn: b.u32_at(24),
-            exp_statsn: b.u32_at(28),
-        }
+    /// Login Request (opcode 0x03). Login requests are always immediate
+    /// (RFC 7143 §11.12), so the I bit is written but not kept.
+    pub struct LoginRequest: Opcode::LOGIN_REQUEST [IMMEDIATE = true] {
+        pub transit: bool = TRANSIT,
+        pub cont: bool = CONTINUE,
+        /// Current stage (0 security, 1 operational, 3 full feature).
+        pub csg: u8 = CSG,
+        /// Next stage, meaningful only with `transit`.
+        pub nsg: u8 = NSG,
+        pub version_max: u8 = At(2),
+        pub version_min: u8 = At(3),
+        pub isid: [u8; 6] = ISID,
+        pub tsih: u16 = TSIH,
+        pub itt: u32 = ITT,
+        pub cid: u16 = CID,
+        pub cmdsn: u32 = CMDSN,
+        pub exp_statsn: u32 = EXP_STATSN,
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::TEXT_REQUEST.0;
-        b.set_immediate(self.immediate);
-        let mut f = 0;
-        set_bit(&mut f, 0x80, self.final_bit);
-        set_bit(&mut f, 0x40, self.cont);
-        b.set_flags(f);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        b.set_u32_at(24, self.cmdsn);
-        b.set_u32_at(28, self.exp_statsn);
-    }
-}
-
-/// Logout Request (opcode 0x06).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogoutRequest {
-    pub immediate: bool,
-    /// 0 close session, 1 close connection, 2 remove connection for recovery.
-    pub reason: u8,
-    pub itt: u32,
-    pub cid: u16,
-    pub cmdsn: u32,
-    pub exp_statsn: u32,
-}
-
-impl LogoutRequest {
-    pub fn parse(b: &Bhs) -> LogoutRequest {
-        LogoutRequest {
-            immediate: b.immediate(),
-            reason: b.flags() & 0x7f,
-            itt: b.itt(),
-            cid: b.u16_at(20),
-            cmdsn: b.u32_at(24),
-            exp_statsn: b.u32_at(28),
-        }
+    /// Text Request (opcode 0x04).
+    pub struct TextRequest: Opcode::TEXT_REQUEST {
+        pub immediate: bool = IMMEDIATE,
+        pub final_bit: bool = FINAL,
+        pub cont: bool = CONTINUE,
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub cmdsn: u32 = CMDSN,
+        pub exp_statsn: u32 = EXP_STATSN,
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::LOGOUT_REQUEST.0;
-        b.set_immediate(self.immediate);
-        b.set_flags(0x80 | (self.reason & 0x7f));
-        b.set_itt(self.itt);
-        b.set_u16_at(20, self.cid);
-        b.set_u32_at(24, self.cmdsn);
-        b.set_u32_at(28, self.exp_statsn);
-    }
-}
-
-/// Task Management Function Request (opcode 0x02).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskMgmtRequest {
-    pub immediate: bool,
-    /// Function code 1..=8 (and reserved values, kept for the response).
-    pub function: u8,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub referenced_tag: u32,
-    pub cmdsn: u32,
-    pub exp_statsn: u32,
-    pub ref_cmdsn: u32,
-    pub exp_datasn: u32,
-}
-
-impl TaskMgmtRequest {
-    pub fn parse(b: &Bhs) -> TaskMgmtRequest {
-        TaskMgmtRequest {
-            immediate: b.immediate(),
-            function: b.flags() & 0x7f,
-            lun: b.lun(),
-            itt: b.itt(),
-            referenced_tag: b.u32_at(20),
-            cmdsn: b.u32_at(24),
-            exp_statsn: b.u32_at(28),
-            ref_cmdsn: b.u32_at(32),
-            exp_datasn: b.u32_at(36),
-        }
+    /// Logout Request (opcode 0x06).
+    pub struct LogoutRequest: Opcode::LOGOUT_REQUEST [FINAL = true] {
+        pub immediate: bool = IMMEDIATE,
+        /// 0 close session, 1 close connection, 2 remove connection for recovery.
+        pub reason: u8 = Bits::low(1, 0x7f),
+        pub itt: u32 = ITT,
+        pub cid: u16 = CID,
+        pub cmdsn: u32 = CMDSN,
+        pub exp_statsn: u32 = EXP_STATSN,
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::TASK_MGMT_REQUEST.0;
-        b.set_immediate(self.immediate);
-        b.set_flags(0x80 | (self.function & 0x7f));
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.referenced_tag);
-        b.set_u32_at(24, self.cmdsn);
-        b.set_u32_at(28, self.exp_statsn);
-        b.set_u32_at(32, self.ref_cmdsn);
-        b.set_u32_at(36, self.exp_datasn);
-    }
-}
-
-/// SNACK Request (opcode 0x10); ERL 0 targets reject it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnackRequest {
-    pub snack_type: u8,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub exp_statsn: u32,
-    pub beg_run: u32,
-    pub run_length: u32,
-}
-
-impl SnackRequest {
-    pub fn parse(b: &Bhs) -> SnackRequest {
-        SnackRequest {
-            snack_type: b.flags() & 0x0f,
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            exp_statsn: b.u32_at(28),
-            beg_run: b.u32_at(40),
-            run_length: b.u32_at(44),
-        }
+    /// Task Management Function Request (opcode 0x02).
+    pub struct TaskMgmtRequest: Opcode::TASK_MGMT_REQUEST [FINAL = true] {
+        pub immediate: bool = IMMEDIATE,
+        /// Function code 1..=8 (and reserved values, kept for the response).
+        pub function: u8 = Bits::low(1, 0x7f),
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub referenced_tag: u32 = TTT,
+        pub cmdsn: u32 = CMDSN,
+        pub exp_statsn: u32 = EXP_STATSN,
+        pub ref_cmdsn: u32 = At(32),
+        pub exp_datasn: u32 = At(36),
     }
 
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::SNACK_REQUEST.0;
-        b.set_flags(0x80 | (self.snack_type & 0x0f));
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        b.set_u32_at(28, self.exp_statsn);
-        b.set_u32_at(40, self.beg_run);
-        b.set_u32_at(44, self.run_length);
+    /// SNACK Request (opcode 0x10); ERL 0 targets reject it.
+    pub struct SnackRequest: Opcode::SNACK_REQUEST [FINAL = true] {
+        pub snack_type: u8 = Bits::low(1, 0x0f),
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub exp_statsn: u32 = EXP_STATSN,
+        pub beg_run: u32 = At(40),
+        pub run_length: u32 = At(44),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digests;
+    use crate::layout::testing::assert_round_trip;
+    use crate::pdu::{encode, parse_frame};
+    use crate::Bhs;
 
     #[test]
     fn scsi_command_round_trip_and_layout() {
@@ -513,5 +300,239 @@ mod tests {
     fn reserved_attr_survives() {
         assert_eq!(Attr::from_bits(6), Attr::Reserved(6));
         assert_eq!(Attr::Reserved(6).bits(), 6);
+    }
+
+    /// Distinct, non-zero values in every field so a place that overlaps
+    /// another (or is read from the wrong offset) cannot go unnoticed.
+    #[test]
+    fn every_request_round_trips() {
+        let lun = [1, 2, 3, 4, 5, 6, 7, 8];
+        let layouts = [
+            (
+                Attr::Untagged,
+                "41e00000 00000000 01020304 05060708 10111213 20212223 \
+                 30313233 40414243 50515253 54555657 58595a5b 5c5d5e5f",
+            ),
+            (
+                Attr::HeadOfQueue,
+                "41e30000 00000000 01020304 05060708 10111213 20212223 \
+                 30313233 40414243 50515253 54555657 58595a5b 5c5d5e5f",
+            ),
+            (
+                Attr::Reserved(7),
+                "41e70000 00000000 01020304 05060708 10111213 20212223 \
+                 30313233 40414243 50515253 54555657 58595a5b 5c5d5e5f",
+            ),
+        ];
+        for (attr, golden) in layouts {
+            let c = ScsiCommand {
+                immediate: true,
+                final_bit: true,
+                read: true,
+                write: true,
+                attr,
+                lun,
+                itt: 0x1011_1213,
+                expected_data_len: 0x2021_2223,
+                cmdsn: 0x3031_3233,
+                exp_statsn: 0x4041_4243,
+                cdb: core::array::from_fn(|i| 0x50 + i as u8),
+            };
+            let (op, w, p) = (
+                Opcode::SCSI_COMMAND,
+                ScsiCommand::write_to,
+                ScsiCommand::parse,
+            );
+            assert_round_trip(&c, op, w, p, golden);
+        }
+        let d = DataOut {
+            final_bit: true,
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            exp_statsn: 0x3031_3233,
+            datasn: 0x4041_4243,
+            buffer_offset: 0x5051_5253,
+        };
+        assert_round_trip(
+            &d,
+            Opcode::DATA_OUT,
+            DataOut::write_to,
+            DataOut::parse,
+            "05800000 00000000 01020304 05060708 10111213 20212223 \
+             00000000 30313233 00000000 40414243 50515253 00000000",
+        );
+        let n = NopOut {
+            immediate: true,
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            cmdsn: 0x3031_3233,
+            exp_statsn: 0x4041_4243,
+        };
+        assert_round_trip(
+            &n,
+            Opcode::NOP_OUT,
+            NopOut::write_to,
+            NopOut::parse,
+            "40800000 00000000 01020304 05060708 10111213 20212223 \
+             30313233 40414243 00000000 00000000 00000000 00000000",
+        );
+        let l = LoginRequest {
+            transit: true,
+            cont: true,
+            csg: 1,
+            nsg: 2,
+            version_max: 3,
+            version_min: 4,
+            isid: [0x80, 0x81, 0x82, 0x83, 0x84, 0x85],
+            tsih: 0x9091,
+            itt: 0x1011_1213,
+            cid: 0xa0a1,
+            cmdsn: 0x3031_3233,
+            exp_statsn: 0x4041_4243,
+        };
+        assert_round_trip(
+            &l,
+            Opcode::LOGIN_REQUEST,
+            LoginRequest::write_to,
+            LoginRequest::parse,
+            "43c60304 00000000 80818283 84859091 10111213 a0a10000 \
+             30313233 40414243 00000000 00000000 00000000 00000000",
+        );
+        let t = TextRequest {
+            immediate: true,
+            final_bit: true,
+            cont: true,
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            cmdsn: 0x3031_3233,
+            exp_statsn: 0x4041_4243,
+        };
+        assert_round_trip(
+            &t,
+            Opcode::TEXT_REQUEST,
+            TextRequest::write_to,
+            TextRequest::parse,
+            "44c00000 00000000 01020304 05060708 10111213 20212223 \
+             30313233 40414243 00000000 00000000 00000000 00000000",
+        );
+        let lo = LogoutRequest {
+            immediate: true,
+            reason: 2,
+            itt: 0x1011_1213,
+            cid: 0xa0a1,
+            cmdsn: 0x3031_3233,
+            exp_statsn: 0x4041_4243,
+        };
+        assert_round_trip(
+            &lo,
+            Opcode::LOGOUT_REQUEST,
+            LogoutRequest::write_to,
+            LogoutRequest::parse,
+            "46820000 00000000 00000000 00000000 10111213 a0a10000 \
+             30313233 40414243 00000000 00000000 00000000 00000000",
+        );
+        let tm = TaskMgmtRequest {
+            immediate: true,
+            function: 0x7e,
+            lun,
+            itt: 0x1011_1213,
+            referenced_tag: 0x2021_2223,
+            cmdsn: 0x3031_3233,
+            exp_statsn: 0x4041_4243,
+            ref_cmdsn: 0x5051_5253,
+            exp_datasn: 0x6061_6263,
+        };
+        assert_round_trip(
+            &tm,
+            Opcode::TASK_MGMT_REQUEST,
+            TaskMgmtRequest::write_to,
+            TaskMgmtRequest::parse,
+            "42fe0000 00000000 01020304 05060708 10111213 20212223 \
+             30313233 40414243 50515253 60616263 00000000 00000000",
+        );
+        let sn = SnackRequest {
+            snack_type: 0x0e,
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            exp_statsn: 0x3031_3233,
+            beg_run: 0x4041_4243,
+            run_length: 0x5051_5253,
+        };
+        assert_round_trip(
+            &sn,
+            Opcode::SNACK_REQUEST,
+            SnackRequest::write_to,
+            SnackRequest::parse,
+            "108e0000 00000000 01020304 05060708 10111213 20212223 \
+             00000000 30313233 00000000 00000000 40414243 50515253",
+        );
+    }
+
+    /// The constant bits each request sets whatever its fields say.
+    #[test]
+    fn constant_header_bits() {
+        let mut b = Bhs([0xff; 48]);
+        let l = LoginRequest::parse(&Bhs::default());
+        l.write_to(&mut b);
+        assert_eq!((b.0[0], b.0[1]), (0x43, 0x00), "login is always immediate");
+        NopOut::parse(&Bhs::default()).write_to(&mut b);
+        assert_eq!((b.0[0], b.0[1]), (0x00, 0x80));
+        DataOut::parse(&Bhs([0xff; 48])).write_to(&mut b);
+        assert_eq!(b.0[0], 0x05, "Data-Out has no I bit");
+        for (f, byte1) in [(0u8, 0x80u8), (0x7f, 0xff)] {
+            let mut tm = TaskMgmtRequest::parse(&Bhs::default());
+            tm.function = f;
+            tm.write_to(&mut b);
+            assert_eq!(b.0[1], byte1);
+        }
+    }
+
+    /// Out-of-range field values are masked to their width on write and
+    /// reserved bits are dropped on parse; neither panics.
+    #[test]
+    fn malformed_fields_are_masked_not_fatal() {
+        let all = Bhs([0xff; 48]);
+        assert_eq!(ScsiCommand::parse(&all).attr, Attr::Reserved(7));
+        let l = LoginRequest::parse(&all);
+        assert_eq!((l.csg, l.nsg), (3, 3));
+        assert_eq!(LogoutRequest::parse(&all).reason, 0x7f);
+        assert_eq!(TaskMgmtRequest::parse(&all).function, 0x7f);
+        assert_eq!(SnackRequest::parse(&all).snack_type, 0x0f);
+        let mut b = Bhs::default();
+        let mut lo = LogoutRequest::parse(&b);
+        lo.reason = 0xff;
+        lo.write_to(&mut b);
+        assert_eq!(b.0[1], 0xff);
+        let mut lr = LoginRequest::parse(&b);
+        lr.csg = 0xfd;
+        lr.nsg = 0xfe;
+        lr.write_to(&mut b);
+        assert_eq!(b.0[1] & 0x0f, 0x06);
+    }
+
+    /// Views only ever see a whole 48-byte header: every shorter buffer, and
+    /// every truncation of a framed PDU, is "need more bytes", not a view.
+    #[test]
+    fn truncated_requests_never_reach_a_view() {
+        let mut b = Bhs::default();
+        let c = ScsiCommand::parse(&Bhs([0x11; 48]));
+        c.write_to(&mut b);
+        let mut wire = Vec::new();
+        encode(&mut wire, &b, b"payload", Digests::default());
+        for cut in 0..wire.len() {
+            assert!(Bhs::from_slice(&wire[..cut.min(47)]).is_none());
+            assert!(parse_frame(&wire[..cut], Digests::default(), 8192)
+                .unwrap()
+                .is_none());
+        }
+        let f = parse_frame(&wire, Digests::default(), 8192)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ScsiCommand::parse(&f.bhs), c);
+        assert_eq!(f.data, b"payload");
     }
 }

@@ -1,9 +1,14 @@
 //! Views of the PDUs a target sends (RFC 7143 §11): SCSI Response, Data-In,
 //! R2T, NOP-In, Login/Text/Logout responses, Task Management response,
 //! Reject and Asynchronous Message. Each writes itself into a [`Bhs`] and
-//! parses back (initiator-side tests use the parse half).
+//! parses back (initiator-side tests use the parse half). The layouts are
+//! field tables for the `layout` module's `bhs_pdu!`; the places only target
+//! PDUs have (sequence numbers, residual, Data-In status) are defined here.
 
-use crate::bhs::{set_bit, Bhs, Opcode};
+use crate::bhs::{Bhs, Opcode, RESERVED_TAG};
+use crate::layout::{
+    bhs_pdu, At, Flag, Place, Wire, CONTINUE, CSG, FINAL, ISID, ITT, LUN, NSG, TRANSIT, TSIH, TTT,
+};
 
 /// The sequence numbers every target PDU carries at bytes 24..36.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,19 +18,20 @@ pub struct SnFields {
     pub max_cmdsn: u32,
 }
 
-impl SnFields {
-    fn parse(b: &Bhs) -> SnFields {
+/// StatSN, ExpCmdSN and MaxCmdSN in a row from `off` (always 24, see `SN`).
+impl Wire for SnFields {
+    fn read(b: &Bhs, off: usize) -> SnFields {
         SnFields {
-            statsn: b.u32_at(24),
-            exp_cmdsn: b.u32_at(28),
-            max_cmdsn: b.u32_at(32),
+            statsn: b.u32_at(off),
+            exp_cmdsn: b.u32_at(off + 4),
+            max_cmdsn: b.u32_at(off + 8),
         }
     }
 
-    fn write(&self, b: &mut Bhs) {
-        b.set_u32_at(24, self.statsn);
-        b.set_u32_at(28, self.exp_cmdsn);
-        b.set_u32_at(32, self.max_cmdsn);
+    fn write(self, b: &mut Bhs, off: usize) {
+        b.set_u32_at(off, self.statsn);
+        b.set_u32_at(off + 4, self.exp_cmdsn);
+        b.set_u32_at(off + 8, self.max_cmdsn);
     }
 }
 
@@ -59,333 +65,6 @@ impl Residual {
     }
 }
 
-/// SCSI Response (opcode 0x21).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScsiResponse {
-    /// 0x00 command completed at target, 0x01 target failure.
-    pub response: u8,
-    pub status: u8,
-    pub residual: Residual,
-    pub itt: u32,
-    pub sn: SnFields,
-    pub exp_datasn: u32,
-}
-
-impl ScsiResponse {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::SCSI_RESPONSE.0;
-        let mut f = 0x80;
-        set_bit(&mut f, 0x04, self.residual.overflow);
-        set_bit(&mut f, 0x02, self.residual.underflow);
-        b.set_flags(f);
-        b.0[2] = self.response;
-        b.0[3] = self.status;
-        b.set_itt(self.itt);
-        self.sn.write(b);
-        b.set_u32_at(36, self.exp_datasn);
-        b.set_u32_at(44, self.residual.count);
-    }
-
-    pub fn parse(b: &Bhs) -> ScsiResponse {
-        ScsiResponse {
-            response: b.0[2],
-            status: b.0[3],
-            residual: Residual {
-                overflow: b.flags() & 0x04 != 0,
-                underflow: b.flags() & 0x02 != 0,
-                count: b.u32_at(44),
-            },
-            itt: b.itt(),
-            sn: SnFields::parse(b),
-            exp_datasn: b.u32_at(36),
-        }
-    }
-}
-
-/// SCSI Data-In (opcode 0x25). `status` is `Some` when the S bit is set
-/// (then the F bit must be set too and StatSN is meaningful).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataIn {
-    pub final_bit: bool,
-    pub status: Option<u8>,
-    pub residual: Residual,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub sn: SnFields,
-    pub datasn: u32,
-    pub buffer_offset: u32,
-}
-
-impl DataIn {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::DATA_IN.0;
-        let mut f = 0;
-        set_bit(&mut f, 0x80, self.final_bit);
-        set_bit(&mut f, 0x01, self.status.is_some());
-        if self.status.is_some() {
-            set_bit(&mut f, 0x04, self.residual.overflow);
-            set_bit(&mut f, 0x02, self.residual.underflow);
-        }
-        b.set_flags(f);
-        b.0[3] = self.status.unwrap_or(0);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        self.sn.write(b);
-        b.set_u32_at(36, self.datasn);
-        b.set_u32_at(40, self.buffer_offset);
-        b.set_u32_at(
-            44,
-            if self.status.is_some() {
-                self.residual.count
-            } else {
-                0
-            },
-        );
-    }
-
-    pub fn parse(b: &Bhs) -> DataIn {
-        let s = b.flags() & 0x01 != 0;
-        DataIn {
-            final_bit: b.final_bit(),
-            status: s.then_some(b.0[3]),
-            residual: Residual {
-                overflow: b.flags() & 0x04 != 0,
-                underflow: b.flags() & 0x02 != 0,
-                count: b.u32_at(44),
-            },
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            sn: SnFields::parse(b),
-            datasn: b.u32_at(36),
-            buffer_offset: b.u32_at(40),
-        }
-    }
-}
-
-/// Ready To Transfer (opcode 0x31). `sn.statsn` carries the next StatSN
-/// without advancing it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct R2t {
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub sn: SnFields,
-    pub r2tsn: u32,
-    pub buffer_offset: u32,
-    pub desired_len: u32,
-}
-
-impl R2t {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::R2T.0;
-        b.set_flags(0x80);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        self.sn.write(b);
-        b.set_u32_at(36, self.r2tsn);
-        b.set_u32_at(40, self.buffer_offset);
-        b.set_u32_at(44, self.desired_len);
-    }
-
-    pub fn parse(b: &Bhs) -> R2t {
-        R2t {
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            sn: SnFields::parse(b),
-            r2tsn: b.u32_at(36),
-            buffer_offset: b.u32_at(40),
-            desired_len: b.u32_at(44),
-        }
-    }
-}
-
-/// NOP-In (opcode 0x20).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NopIn {
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub sn: SnFields,
-}
-
-impl NopIn {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::NOP_IN.0;
-        b.set_flags(0x80);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        self.sn.write(b);
-    }
-
-    pub fn parse(b: &Bhs) -> NopIn {
-        NopIn {
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            sn: SnFields::parse(b),
-        }
-    }
-}
-
-/// Login Response (opcode 0x23).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginResponse {
-    pub transit: bool,
-    pub cont: bool,
-    pub csg: u8,
-    pub nsg: u8,
-    pub version_max: u8,
-    pub version_active: u8,
-    pub isid: [u8; 6],
-    pub tsih: u16,
-    pub itt: u32,
-    pub sn: SnFields,
-    pub status_class: u8,
-    pub status_detail: u8,
-}
-
-impl LoginResponse {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::LOGIN_RESPONSE.0;
-        let mut f = ((self.csg & 3) << 2) | (self.nsg & 3);
-        set_bit(&mut f, 0x80, self.transit);
-        set_bit(&mut f, 0x40, self.cont);
-        b.set_flags(f);
-        b.0[2] = self.version_max;
-        b.0[3] = self.version_active;
-        b.0[8..14].copy_from_slice(&self.isid);
-        b.set_u16_at(14, self.tsih);
-        b.set_itt(self.itt);
-        self.sn.write(b);
-        b.0[36] = self.status_class;
-        b.0[37] = self.status_detail;
-    }
-
-    pub fn parse(b: &Bhs) -> LoginResponse {
-        let mut isid = [0u8; 6];
-        isid.copy_from_slice(&b.0[8..14]);
-        LoginResponse {
-            transit: b.flags() & 0x80 != 0,
-            cont: b.flags() & 0x40 != 0,
-            csg: (b.flags() >> 2) & 3,
-            nsg: b.flags() & 3,
-            version_max: b.0[2],
-            version_active: b.0[3],
-            isid,
-            tsih: b.u16_at(14),
-            itt: b.itt(),
-            sn: SnFields::parse(b),
-            status_class: b.0[36],
-            status_detail: b.0[37],
-        }
-    }
-}
-
-/// Text Response (opcode 0x24).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TextResponse {
-    pub final_bit: bool,
-    pub cont: bool,
-    pub lun: [u8; 8],
-    pub itt: u32,
-    pub ttt: u32,
-    pub sn: SnFields,
-}
-
-impl TextResponse {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::TEXT_RESPONSE.0;
-        let mut f = 0;
-        set_bit(&mut f, 0x80, self.final_bit);
-        set_bit(&mut f, 0x40, self.cont);
-        b.set_flags(f);
-        b.set_lun(self.lun);
-        b.set_itt(self.itt);
-        b.set_u32_at(20, self.ttt);
-        self.sn.write(b);
-    }
-
-    pub fn parse(b: &Bhs) -> TextResponse {
-        TextResponse {
-            final_bit: b.final_bit(),
-            cont: b.flags() & 0x40 != 0,
-            lun: b.lun(),
-            itt: b.itt(),
-            ttt: b.u32_at(20),
-            sn: SnFields::parse(b),
-        }
-    }
-}
-
-/// Logout Response (opcode 0x26).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogoutResponse {
-    /// 0 closed successfully, 1 CID not found, 2 recovery not supported,
-    /// 3 cleanup failed.
-    pub response: u8,
-    pub itt: u32,
-    pub sn: SnFields,
-    pub time2wait: u16,
-    pub time2retain: u16,
-}
-
-impl LogoutResponse {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::LOGOUT_RESPONSE.0;
-        b.set_flags(0x80);
-        b.0[2] = self.response;
-        b.set_itt(self.itt);
-        self.sn.write(b);
-        b.set_u16_at(40, self.time2wait);
-        b.set_u16_at(42, self.time2retain);
-    }
-
-    pub fn parse(b: &Bhs) -> LogoutResponse {
-        LogoutResponse {
-            response: b.0[2],
-            itt: b.itt(),
-            sn: SnFields::parse(b),
-            time2wait: b.u16_at(40),
-            time2retain: b.u16_at(42),
-        }
-    }
-}
-
-/// Task Management Function Response (opcode 0x22).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskMgmtResponse {
-    /// 0 complete, 1 task does not exist, 2 LUN does not exist, 3 task still
-    /// allegiant, 4 reassignment not supported, 5 not supported,
-    /// 6 authorization failed, 255 rejected.
-    pub response: u8,
-    pub itt: u32,
-    pub sn: SnFields,
-}
-
-impl TaskMgmtResponse {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::TASK_MGMT_RESPONSE.0;
-        b.set_flags(0x80);
-        b.0[2] = self.response;
-        b.set_itt(self.itt);
-        self.sn.write(b);
-    }
-
-    pub fn parse(b: &Bhs) -> TaskMgmtResponse {
-        TaskMgmtResponse {
-            response: b.0[2],
-            itt: b.itt(),
-            sn: SnFields::parse(b),
-        }
-    }
-}
-
 /// Reject reasons (RFC 7143 §11.17.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RejectReason(pub u8);
@@ -403,79 +82,197 @@ impl RejectReason {
     pub const WAITING_FOR_LOGOUT: RejectReason = RejectReason(0x0c);
 }
 
-/// Reject (opcode 0x3f); its data segment is the rejected PDU's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reject {
-    pub reason: RejectReason,
-    pub sn: SnFields,
-    pub datasn_r2tsn: u32,
-}
+/// The StatSN/ExpCmdSN/MaxCmdSN triple of every target PDU.
+const SN: At = At(24);
 
-impl Reject {
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::REJECT.0;
-        b.set_flags(0x80);
-        b.0[2] = self.reason.0;
-        b.set_itt(0xffff_ffff);
-        self.sn.write(b);
-        b.set_u32_at(36, self.datasn_r2tsn);
-    }
+/// O and U bits of byte 1 plus the ResidualCount at bytes 44..48, shared by
+/// SCSI Response and Data-In.
+#[derive(Clone, Copy)]
+struct ResidualPlace;
 
-    pub fn parse(b: &Bhs) -> Reject {
-        Reject {
-            reason: RejectReason(b.0[2]),
-            sn: SnFields::parse(b),
-            datasn_r2tsn: b.u32_at(36),
+impl Place<Residual> for ResidualPlace {
+    fn get(self, b: &Bhs) -> Residual {
+        Residual {
+            overflow: Flag(1, 0x04).get(b),
+            underflow: Flag(1, 0x02).get(b),
+            count: b.u32_at(44),
         }
     }
+
+    fn put(self, b: &mut Bhs, v: Residual) {
+        Flag(1, 0x04).put(b, v.overflow);
+        Flag(1, 0x02).put(b, v.underflow);
+        b.set_u32_at(44, v.count);
+    }
 }
 
-/// Asynchronous Message (opcode 0x32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AsyncMessage {
-    pub lun: [u8; 8],
-    pub sn: SnFields,
-    /// 0 SCSI async event, 1 logout request, 2 connection drop,
-    /// 3 session drop, 4 parameter negotiation request, 255 vendor.
-    pub event: u8,
-    pub vcode: u8,
-    pub param1: u16,
-    pub param2: u16,
-    pub param3: u16,
+/// Data-In's S bit (byte 1, 0x01) and the status byte it makes valid.
+#[derive(Clone, Copy)]
+struct DataInStatus;
+
+impl Place<Option<u8>> for DataInStatus {
+    fn get(self, b: &Bhs) -> Option<u8> {
+        S_BIT.get(b).then_some(b.0[3])
+    }
+
+    fn put(self, b: &mut Bhs, v: Option<u8>) {
+        S_BIT.put(b, v.is_some());
+        b.0[3] = v.unwrap_or(0);
+    }
+}
+
+const S_BIT: Flag = Flag(1, 0x01);
+
+/// Data-In carries a residual only with the S bit (RFC 7143 §11.7): without
+/// it the O/U bits and ResidualCount are written as zero. Relies on the
+/// `status` field (which sets S) being written first.
+#[derive(Clone, Copy)]
+struct DataInResidual;
+
+impl Place<Residual> for DataInResidual {
+    fn get(self, b: &Bhs) -> Residual {
+        ResidualPlace.get(b)
+    }
+
+    fn put(self, b: &mut Bhs, v: Residual) {
+        let v = if S_BIT.get(b) { v } else { Residual::default() };
+        ResidualPlace.put(b, v);
+    }
+}
+
+impl Wire for RejectReason {
+    fn read(b: &Bhs, off: usize) -> RejectReason {
+        RejectReason(b.0[off])
+    }
+
+    fn write(self, b: &mut Bhs, off: usize) {
+        b.0[off] = self.0;
+    }
+}
+
+bhs_pdu! {
+    /// SCSI Response (opcode 0x21).
+    pub struct ScsiResponse: Opcode::SCSI_RESPONSE [FINAL = true] {
+        /// 0x00 command completed at target, 0x01 target failure.
+        pub response: u8 = At(2),
+        pub status: u8 = At(3),
+        pub residual: Residual = ResidualPlace,
+        pub itt: u32 = ITT,
+        pub sn: SnFields = SN,
+        pub exp_datasn: u32 = At(36),
+    }
+
+    /// SCSI Data-In (opcode 0x25). `status` is `Some` when the S bit is set
+    /// (then the F bit must be set too and StatSN is meaningful).
+    pub struct DataIn: Opcode::DATA_IN {
+        pub final_bit: bool = FINAL,
+        pub status: Option<u8> = DataInStatus,
+        pub residual: Residual = DataInResidual,
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub sn: SnFields = SN,
+        pub datasn: u32 = At(36),
+        pub buffer_offset: u32 = At(40),
+    }
+
+    /// Ready To Transfer (opcode 0x31). `sn.statsn` carries the next StatSN
+    /// without advancing it.
+    pub struct R2t: Opcode::R2T [FINAL = true] {
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub sn: SnFields = SN,
+        pub r2tsn: u32 = At(36),
+        pub buffer_offset: u32 = At(40),
+        pub desired_len: u32 = At(44),
+    }
+
+    /// NOP-In (opcode 0x20).
+    pub struct NopIn: Opcode::NOP_IN [FINAL = true] {
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub sn: SnFields = SN,
+    }
+
+    /// Login Response (opcode 0x23).
+    pub struct LoginResponse: Opcode::LOGIN_RESPONSE {
+        pub transit: bool = TRANSIT,
+        pub cont: bool = CONTINUE,
+        pub csg: u8 = CSG,
+        pub nsg: u8 = NSG,
+        pub version_max: u8 = At(2),
+        pub version_active: u8 = At(3),
+        pub isid: [u8; 6] = ISID,
+        pub tsih: u16 = TSIH,
+        pub itt: u32 = ITT,
+        pub sn: SnFields = SN,
+        pub status_class: u8 = At(36),
+        pub status_detail: u8 = At(37),
+    }
+
+    /// Text Response (opcode 0x24).
+    pub struct TextResponse: Opcode::TEXT_RESPONSE {
+        pub final_bit: bool = FINAL,
+        pub cont: bool = CONTINUE,
+        pub lun: [u8; 8] = LUN,
+        pub itt: u32 = ITT,
+        pub ttt: u32 = TTT,
+        pub sn: SnFields = SN,
+    }
+
+    /// Logout Response (opcode 0x26).
+    pub struct LogoutResponse: Opcode::LOGOUT_RESPONSE [FINAL = true] {
+        /// 0 closed successfully, 1 CID not found, 2 recovery not supported,
+        /// 3 cleanup failed.
+        pub response: u8 = At(2),
+        pub itt: u32 = ITT,
+        pub sn: SnFields = SN,
+        pub time2wait: u16 = At(40),
+        pub time2retain: u16 = At(42),
+    }
+
+    /// Task Management Function Response (opcode 0x22).
+    pub struct TaskMgmtResponse: Opcode::TASK_MGMT_RESPONSE [FINAL = true] {
+        /// 0 complete, 1 task does not exist, 2 LUN does not exist, 3 task still
+        /// allegiant, 4 reassignment not supported, 5 not supported,
+        /// 6 authorization failed, 255 rejected.
+        pub response: u8 = At(2),
+        pub itt: u32 = ITT,
+        pub sn: SnFields = SN,
+    }
+
+    /// Reject (opcode 0x3f); its data segment is the rejected PDU's header.
+    /// Its ITT is always the reserved tag.
+    pub struct Reject: Opcode::REJECT [FINAL = true, ITT = RESERVED_TAG] {
+        pub reason: RejectReason = At(2),
+        pub sn: SnFields = SN,
+        pub datasn_r2tsn: u32 = At(36),
+    }
+
+    /// Asynchronous Message (opcode 0x32); its ITT is always the reserved tag.
+    pub struct AsyncMessage: Opcode::ASYNC_MESSAGE [FINAL = true, ITT = RESERVED_TAG] {
+        pub lun: [u8; 8] = LUN,
+        pub sn: SnFields = SN,
+        /// 0 SCSI async event, 1 logout request, 2 connection drop,
+        /// 3 session drop, 4 parameter negotiation request, 255 vendor.
+        pub event: u8 = At(36),
+        pub vcode: u8 = At(37),
+        pub param1: u16 = At(38),
+        pub param2: u16 = At(40),
+        pub param3: u16 = At(42),
+    }
 }
 
 impl AsyncMessage {
     pub const EVENT_LOGOUT_REQUEST: u8 = 1;
-
-    pub fn write_to(&self, b: &mut Bhs) {
-        b.0[0] = Opcode::ASYNC_MESSAGE.0;
-        b.set_flags(0x80);
-        b.set_lun(self.lun);
-        b.set_itt(0xffff_ffff);
-        self.sn.write(b);
-        b.0[36] = self.event;
-        b.0[37] = self.vcode;
-        b.set_u16_at(38, self.param1);
-        b.set_u16_at(40, self.param2);
-        b.set_u16_at(42, self.param3);
-    }
-
-    pub fn parse(b: &Bhs) -> AsyncMessage {
-        AsyncMessage {
-            lun: b.lun(),
-            sn: SnFields::parse(b),
-            event: b.0[36],
-            vcode: b.0[37],
-            param1: b.u16_at(38),
-            param2: b.u16_at(40),
-            param3: b.u16_at(42),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::testing::assert_round_trip;
 
     fn sn() -> SnFields {
         SnFields {
@@ -651,5 +448,228 @@ mod tests {
         };
         tr.write_to(&mut b);
         assert_eq!(TextResponse::parse(&b), tr);
+    }
+
+    /// Distinct, non-zero values in every field of every response.
+    #[test]
+    fn every_response_round_trips() {
+        let lun = [1, 2, 3, 4, 5, 6, 7, 8];
+        let sn = SnFields {
+            statsn: 0x6061_6263,
+            exp_cmdsn: 0x7071_7273,
+            max_cmdsn: 0x8081_8283,
+        };
+        let residual = Residual {
+            overflow: true,
+            underflow: false,
+            count: 0x9091_9293,
+        };
+        let r = ScsiResponse {
+            response: 0x01,
+            status: 0x02,
+            residual,
+            itt: 0x1011_1213,
+            sn,
+            exp_datasn: 0x2021_2223,
+        };
+        assert_round_trip(
+            &r,
+            Opcode::SCSI_RESPONSE,
+            ScsiResponse::write_to,
+            ScsiResponse::parse,
+            "21840102 00000000 00000000 00000000 10111213 00000000 \
+             60616263 70717273 80818283 20212223 00000000 90919293",
+        );
+        // Data-In without status carries no residual, so only the default one
+        // survives a round trip.
+        let layouts = [
+            (
+                Some(0x08),
+                residual,
+                "25850008 00000000 01020304 05060708 10111213 20212223 \
+                 60616263 70717273 80818283 30313233 40414243 90919293",
+            ),
+            (
+                None,
+                Residual::default(),
+                "25800000 00000000 01020304 05060708 10111213 20212223 \
+                 60616263 70717273 80818283 30313233 40414243 00000000",
+            ),
+        ];
+        for (status, residual, golden) in layouts {
+            let d = DataIn {
+                final_bit: true,
+                status,
+                residual,
+                lun,
+                itt: 0x1011_1213,
+                ttt: 0x2021_2223,
+                sn,
+                datasn: 0x3031_3233,
+                buffer_offset: 0x4041_4243,
+            };
+            assert_round_trip(&d, Opcode::DATA_IN, DataIn::write_to, DataIn::parse, golden);
+        }
+        let r2t = R2t {
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            sn,
+            r2tsn: 0x3031_3233,
+            buffer_offset: 0x4041_4243,
+            desired_len: 0x5051_5253,
+        };
+        assert_round_trip(
+            &r2t,
+            Opcode::R2T,
+            R2t::write_to,
+            R2t::parse,
+            "31800000 00000000 01020304 05060708 10111213 20212223 \
+             60616263 70717273 80818283 30313233 40414243 50515253",
+        );
+        let n = NopIn {
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            sn,
+        };
+        assert_round_trip(
+            &n,
+            Opcode::NOP_IN,
+            NopIn::write_to,
+            NopIn::parse,
+            "20800000 00000000 01020304 05060708 10111213 20212223 \
+             60616263 70717273 80818283 00000000 00000000 00000000",
+        );
+        let l = LoginResponse {
+            transit: true,
+            cont: true,
+            csg: 1,
+            nsg: 2,
+            version_max: 3,
+            version_active: 4,
+            isid: [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5],
+            tsih: 0xb0b1,
+            itt: 0x1011_1213,
+            sn,
+            status_class: 5,
+            status_detail: 6,
+        };
+        assert_round_trip(
+            &l,
+            Opcode::LOGIN_RESPONSE,
+            LoginResponse::write_to,
+            LoginResponse::parse,
+            "23c60304 00000000 a0a1a2a3 a4a5b0b1 10111213 00000000 \
+             60616263 70717273 80818283 05060000 00000000 00000000",
+        );
+        let t = TextResponse {
+            final_bit: true,
+            cont: true,
+            lun,
+            itt: 0x1011_1213,
+            ttt: 0x2021_2223,
+            sn,
+        };
+        assert_round_trip(
+            &t,
+            Opcode::TEXT_RESPONSE,
+            TextResponse::write_to,
+            TextResponse::parse,
+            "24c00000 00000000 01020304 05060708 10111213 20212223 \
+             60616263 70717273 80818283 00000000 00000000 00000000",
+        );
+        let lo = LogoutResponse {
+            response: 3,
+            itt: 0x1011_1213,
+            sn,
+            time2wait: 0xc0c1,
+            time2retain: 0xd0d1,
+        };
+        assert_round_trip(
+            &lo,
+            Opcode::LOGOUT_RESPONSE,
+            LogoutResponse::write_to,
+            LogoutResponse::parse,
+            "26800300 00000000 00000000 00000000 10111213 00000000 \
+             60616263 70717273 80818283 00000000 c0c1d0d1 00000000",
+        );
+        let tm = TaskMgmtResponse {
+            response: 255,
+            itt: 0x1011_1213,
+            sn,
+        };
+        assert_round_trip(
+            &tm,
+            Opcode::TASK_MGMT_RESPONSE,
+            TaskMgmtResponse::write_to,
+            TaskMgmtResponse::parse,
+            "2280ff00 00000000 00000000 00000000 10111213 00000000 \
+             60616263 70717273 80818283 00000000 00000000 00000000",
+        );
+        let rj = Reject {
+            reason: RejectReason::WAITING_FOR_LOGOUT,
+            sn,
+            datasn_r2tsn: 0x3031_3233,
+        };
+        assert_round_trip(
+            &rj,
+            Opcode::REJECT,
+            Reject::write_to,
+            Reject::parse,
+            "3f800c00 00000000 00000000 00000000 ffffffff 00000000 \
+             60616263 70717273 80818283 30313233 00000000 00000000",
+        );
+        let a = AsyncMessage {
+            lun,
+            sn,
+            event: 4,
+            vcode: 0xe0,
+            param1: 0xe1e2,
+            param2: 0xe3e4,
+            param3: 0xe5e6,
+        };
+        assert_round_trip(
+            &a,
+            Opcode::ASYNC_MESSAGE,
+            AsyncMessage::write_to,
+            AsyncMessage::parse,
+            "32800000 00000000 01020304 05060708 ffffffff 00000000 \
+             60616263 70717273 80818283 04e0e1e2 e3e4e5e6 00000000",
+        );
+    }
+
+    /// Bits and tags a response always carries, whatever was in the buffer.
+    #[test]
+    fn constant_header_fields() {
+        let rj = Reject::parse(&Bhs::default());
+        let mut b = Bhs::default();
+        rj.write_to(&mut b);
+        assert_eq!((b.0[1], b.itt()), (0x80, crate::RESERVED_TAG));
+        let a = AsyncMessage::parse(&Bhs::default());
+        let mut b = Bhs::default();
+        a.write_to(&mut b);
+        assert_eq!((b.0[1], b.itt()), (0x80, crate::RESERVED_TAG));
+        // Stale residual bits and count from a reused header are cleared when
+        // the Data-In has no status.
+        let mut b = Bhs([0xff; 48]);
+        let mut d = DataIn::parse(&b);
+        d.status = None;
+        d.final_bit = false;
+        d.write_to(&mut b);
+        assert_eq!((b.0[1], b.0[3], b.u32_at(44)), (0x00, 0, 0));
+    }
+
+    /// Reserved flag bits are ignored on parse; an all-ones header still
+    /// yields well-formed values.
+    #[test]
+    fn malformed_fields_are_ignored_not_fatal() {
+        let all = Bhs([0xff; 48]);
+        let l = LoginResponse::parse(&all);
+        assert_eq!((l.csg, l.nsg), (3, 3));
+        let d = DataIn::parse(&all);
+        assert_eq!(d.status, Some(0xff));
+        assert!(d.residual.overflow && d.residual.underflow);
+        assert_eq!(Reject::parse(&all).reason, RejectReason(0xff));
     }
 }
