@@ -3,16 +3,25 @@
 # LUNs, in the same run, A/B alternating (the order flips every round), each
 # workload ROUNDS times; the table shows medians and the ratio rtarget/tgt.
 #
-# usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk]] [--smoke] [--write-md]
+# usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--smoke] [--write-md]
 #   configs (1 GiB LUNs, filled with data first so reads never hit holes):
 #     ram      tgt --bstype rdwr on a file in /dev/shm  vs  rtarget fileio on /dev/shm
 #     disk     both on a file on disk (target/bench-work), page cache warm
 #     ramdisk  tgt as in "ram"  vs  rtarget's ramdisk backstore
+#     qcow2    a 1 GiB qcow2 image (64 KiB clusters, fully allocated by qemu-io, two
+#              identical copies on disk): rtarget user:qcow over iSCSI  vs
+#              qemu-storage-daemon's NBD export on a unix socket (cache.direct=off,
+#              aio=threads), both driven by qemu-img bench -f raw -t none; workloads
+#              4k-randread-qd32 / 4k-randwrite-qd32 (4 KiB requests at a stride of
+#              7919 blocks, wrapping: every block once, no two neighbours in a row;
+#              qemu-img bench has no random mode) and 64k-read-qd8 / 64k-write-qd8
+#              (sequential); its own table, ratio rtarget/q-s-d
 #   workloads (initiator: libiscsi, through iscsi-perf or QEMU's iscsi driver):
 #     4k-randread-qd32  iscsi-perf -r -b 8 -m 32 (random 4 KiB reads, fixed time)
 #     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1
 #                       qemu-img bench -t none -d DEPTH -s SIZE [-w] (sequential, COUNT requests)
-#   --smoke     one round, "ram" only, ~10x smaller counts: checks every workload runs
+#   --smoke     one round, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
+#               every workload runs
 #               (exit 1 if any rtarget run errors); numbers are not meaningful
 #   --write-md  append this run's table to BENCHMARKS.md (machine, kernel, date)
 # Needs target/release/rtarget (RTARGET_BIN overrides), tgtd, libiscsi-bin, qemu-utils
@@ -22,12 +31,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=3 CONFIGS=ram,disk SMOKE='' WRITE_MD='' SCALE=1
+ROUNDS=3 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --configs) CONFIGS=$2; shift ;;
-        --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram SCALE=10 ;;
+        --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram,qcow2 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
@@ -40,7 +49,12 @@ SHM=/dev/shm/rtarget-bench-$$
 mkdir -p "$W" "$SHM"
 RAW=$W/raw.txt; : >"$RAW"
 IQN_T=iqn.2026-11.org.rtarget:bench-tgt IQN_R=iqn.2026-11.org.rtarget:bench
-cleanup() { set +e; stop_rtarget 5; stop_tgt; rm -rf "$SHM" "$W"/*.img; }
+QSD_PID=''
+stop_qsd() {
+    [[ -n $QSD_PID ]] || return 0
+    kill -TERM "$QSD_PID" 2>/dev/null; wait "$QSD_PID" 2>/dev/null; QSD_PID=''
+}
+cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; }
 trap cleanup EXIT
 
 # --- LUNs: the same backing kinds for both targets ---------------------------------
@@ -55,6 +69,19 @@ for cfg in ${CONFIGS//,/ }; do
              RSPECS+=("fileio:disk0:$W/rt-disk.img:1G") ;;
         ramdisk) [[ -f $SHM/tgt-ram.img ]] || fill "$SHM/tgt-ram.img"
              RSPECS+=("ramdisk:rd0::1G") ;;
+        qcow2) QSIZE=$((SMOKE ? 64 : 1024))M
+             # Two copies made the same way, then dropped from the page cache:
+             # the kernel's cost per buffered write depends on how a file's
+             # pages got cached (large folios), so both must start equal.
+             for img in rt qsd; do
+                 rm -f "$W/$img.qcow2"
+                 qemu-img create -q -f qcow2 "$W/$img.qcow2" "$QSIZE"
+                 qemu-io -f qcow2 -c "write -P 0x5a 0 $QSIZE" "$W/$img.qcow2" >/dev/null
+                 python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$W/$img.qcow2"
+             done
+             RSPECS+=("qcow:qc0:$W/rt.qcow2:") ;;
         *) echo "bench.sh: unknown config $cfg" >&2; exit 2 ;;
     esac
     RLUN[$cfg]=$n TLUN[$cfg]=$((n + 1)); n=$((n + 1))
@@ -67,6 +94,19 @@ for cfg in ${CONFIGS//,/ }; do
         disk) tgt_lun 1 "${TLUN[$cfg]}" "$W/tgt-disk.img" rdwr ;;
     esac
 done
+if [[ ,$CONFIGS, == *,qcow2,* ]]; then
+    rm -f "$W/qsd.sock"
+    # The same cache mode as rtarget's (page cache), threads for I/O.
+    setpriv --pdeathsig TERM qemu-storage-daemon \
+        --blockdev "{\"driver\":\"file\",\"node-name\":\"f0\",\"filename\":\"$W/qsd.qcow2\",\"aio\":\"threads\",\"cache\":{\"direct\":false}}" \
+        --blockdev '{"driver":"qcow2","node-name":"q0","file":"f0"}' \
+        --nbd-server "{\"addr\":{\"type\":\"unix\",\"path\":\"$W/qsd.sock\"}}" \
+        --export '{"type":"nbd","id":"e0","node-name":"q0","name":"qc","writable":true}' \
+        >"$W/qsd.log" 2>&1 &
+    QSD_PID=$!
+    for ((i = 0; i < 100; i++)); do [[ -S $W/qsd.sock ]] && break; sleep 0.05; done
+    [[ -S $W/qsd.sock ]] || { echo "bench: qemu-storage-daemon did not start" >&2; cat "$W/qsd.log" >&2; exit 1; }
+fi
 RPORT=$(free_port)
 while [[ $RPORT == "$TPORT" ]]; do RPORT=$(free_port); done
 rm -rf "$W/rt"; mkdir -p "$W/rt"
@@ -112,6 +152,7 @@ T0=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
     if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
     for cfg in ${CONFIGS//,/ }; do
+        [[ $cfg == qcow2 ]] && continue    # compared with q-s-d below, not with tgt
         for wl in "${WORKLOADS[@]}"; do
             for t in "${ORDER[@]}"; do
                 if iops=$(run_workload "$wl" "$(url "$t" "$cfg")"); then
@@ -130,6 +171,45 @@ for ((r = 1; r <= ROUNDS; r++)); do
         done
     done
 done
+
+# --- qcow2: rtarget user:qcow over iSCSI vs qemu-storage-daemon over NBD ---------------
+QWORKLOADS=(4k-randread-qd32 4k-randwrite-qd32 64k-read-qd8 64k-write-qd8)
+QRAW=$W/raw-qcow2.txt; : >"$QRAW"
+STRIDE=$((4096 * 7919))
+run_qworkload() {   # run_qworkload NAME URL -> IOPS
+    case $1 in
+        4k-randread-qd32)  qbench $((200000 / SCALE)) 32 4k -S "$STRIDE" "$2" ;;
+        4k-randwrite-qd32) qbench $((100000 / SCALE)) 32 4k -S "$STRIDE" -w "$2" ;;
+        64k-read-qd8)      qbench $((40000 / SCALE)) 8 64k "$2" ;;
+        64k-write-qd8)     qbench $((20000 / SCALE)) 8 64k -w "$2" ;;
+    esac
+}
+if [[ -n ${RLUN[qcow2]:-} ]]; then
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then ORDER=(qsd rtarget); else ORDER=(rtarget qsd); fi
+        for wl in "${QWORKLOADS[@]}"; do
+            for t in "${ORDER[@]}"; do
+                if [[ $t == qsd ]]; then u="nbd+unix:///qc?socket=$W/qsd.sock"
+                else u="iscsi://127.0.0.1:$RPORT/$IQN_R/${RLUN[qcow2]}"; fi
+                if iops=$(run_qworkload "$wl" "$u"); then
+                    echo "qcow2 $wl $t $r $iops" >>"$QRAW"
+                    printf '  round %d  %-8s %-17s %-8s %8s IOPS\n' "$r" qcow2 "$wl" "$t" "$iops" >&2
+                else
+                    echo "qcow2 $wl $t $r ERR" >>"$QRAW"
+                    printf '  round %d  %-8s %-17s %-8s    ERROR\n' "$r" qcow2 "$wl" "$t" >&2
+                    [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
+                fi
+            done
+        done
+    done
+    stop_qsd
+    stop_rtarget 5 || true
+    # Both copies took the same writes: both must still be consistent.
+    for img in rt qsd; do
+        qemu-img check -q -f qcow2 "$W/$img.qcow2" ||
+            { echo "bench: qemu-img check $img.qcow2 failed" >&2; ERRORS=$((ERRORS + 1)); }
+    done
+fi
 ELAPSED=$((SECONDS - T0))
 
 # --- table -----------------------------------------------------------------------
@@ -162,7 +242,37 @@ MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 
 echo
 echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)"
 echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
+[[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
+QTABLE=''
+if [[ -s $QRAW ]]; then
+    QTABLE=$(python3 - "$QRAW" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+size = lambda wl: 65536 if wl.startswith("64k") else 4096
+data = {}
+for cfg, wl, t, r, v in rows:
+    data.setdefault(wl, {}).setdefault(t, []).append(v)
+print("| image | workload | q-s-d NBD IOPS | q-s-d MB/s | rtarget iSCSI IOPS | rtarget MB/s | rtarget/q-s-d |")
+print("|-------|----------|---------------:|-----------:|-------------------:|-------------:|--------------:|")
+for wl, per in data.items():
+    cells, vals = [], {}
+    for t in ("qsd", "rtarget"):
+        ok = [int(v) for v in per.get(t, []) if v != "ERR"]
+        m = statistics.median(ok) if ok else None
+        vals[t] = m
+        errs = len(per.get(t, [])) - len(ok)
+        note = f" ({errs} err)" if errs else ""
+        cells += [f"{m:.0f}{note}" if m is not None else "error",
+                  f"{m * size(wl) / 1e6:.0f}" if m is not None else "-"]
+    ratio = f"{vals['rtarget'] / vals['qsd']:.2f}x" if vals["qsd"] and vals["rtarget"] else "-"
+    print(f"| qcow2 | {wl} | " + " | ".join(cells) + f" | {ratio} |")
+EOF
+)
+    echo
+    echo "qcow2: rtarget user:qcow (iSCSI) vs qemu-storage-daemon $(qemu-storage-daemon --version | head -n1 | awk '{print $3}') (NBD, unix socket)"
+    echo "$QTABLE"
+fi
 
 if [[ -n $WRITE_MD && -z $SMOKE ]]; then
     MD=$REPO/BENCHMARKS.md
@@ -179,6 +289,15 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
              "load average before the run: $LOAD0."
         echo
         echo "$TABLE"
+        if [[ -n $QTABLE ]]; then
+            echo
+            echo "qcow2 rows: the same 1 GiB qcow2 image (fully allocated, two identical copies)" \
+                 "served by rtarget user:qcow over iSCSI and by qemu-storage-daemon over NBD" \
+                 "(unix socket), both measured with qemu-img bench -f raw -t none; rand =" \
+                 "4 KiB requests at a stride of 7919 blocks (wrapping)."
+            echo
+            echo "$QTABLE"
+        fi
     } >>"$MD"
     echo "bench: appended to BENCHMARKS.md" >&2
 fi

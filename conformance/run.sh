@@ -55,6 +55,9 @@ IQN=iqn.2026-11.org.rtarget:conformance
 #   TGT_FILE TGT_BS   tgt backing file and --bstype (tested as LUN 1)
 #   CU_FLAGS  extra iscsi-test-cu flags;  MULTIPATH=1 passes the URL twice (2 sessions)
 #   CFG_SUITES  only the suites matching this ERE make sense here (empty: all)
+#   CFG_TEST    optional: run and score only this one test (Suite.Test) of those suites
+#   CFG_TIMEOUT optional: per-suite limit for this configuration (default --timeout)
+#   CFG_TPG_ATTRS optional: JSON object of TPG attributes merged into rtarget's config
 # To add one: write cfg_NAME, run `conformance/run.sh --matrix NAME` to record
 # results-NAME.txt, commit it, and add NAME to the --matrix list in scripts/test.sh.
 # shellcheck disable=SC2317  # called through "cfg_$cfg"
@@ -88,9 +91,55 @@ cfg_thin4k() {      # thin fileio with 4 KiB logical blocks: GetLBAStatus.UnmapS
     cfg_thin; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:emulate_tpu=1,emulate_tpws=1,block_size=4096")
     CFG_SUITES='^GetLBAStatus$'
 }
+cfg_pool() {        # fileio whose commands run on the I/O worker pool (io_engine=pool)
+    cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:io_engine=pool")
+}
+cfg_sanitizereset() { # Sanitize.Reset only: a SANITIZE that outlasts TMFs, resets and a
+    # relogin (>5 s) — 128 MiB at rtarget's QoS limit of 8 MiB/s takes 16 s
+    # The test then sleeps 60 s without reading its socket: no NOP-In ping (it would
+    # time out, close the session, and the relogin would meet a power-on UA).
+    cfg_fileio; CU_FLAGS=(-d -S); CFG_SUITES='^Sanitize$' CFG_TEST=Sanitize.Reset CFG_TIMEOUT=200
+    CFG_TPG_ATTRS='{"nopin_timeout": 0}'
+    RT_LUNS=("fileio:disk0:$W/disk0.img:128M:qos_rw_mbytes_per_sec=8")
+}
 cfg_removable() {   # fileio with a removable medium (eject/load, PREVENT ALLOW)
     cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:removable=1")
     CFG_SUITES='^(PreventAllow|StartStopUnit|NoMedia|TestUnitReady|Inquiry|Mandatory)$'
+}
+cfg_crypt() {       # thin fileio encrypted at rest (encryption=1): SANITIZE CRYPTO ERASE
+    # (and BLOCK ERASE, which needs thin provisioning) plus the suites that move data
+    # through the AES-XTS wrapper
+    cfg_thin; CU_FLAGS=(-d -S)
+    RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:emulate_tpu=1,emulate_tpws=1,encryption=1")
+    CFG_SUITES='^(Sanitize|Read(10|16)|Write(10|16)|WriteSame(10|16)|WriteVerify16|Verify16|OrWrite|CompareAndWrite|Unmap|ExtendedCopy)$'
+}
+cfg_qcow2() {       # native qcow2 (user:qcow), 1023 MiB, created by rtarget
+    cfg_fileio; RT_LUNS=("qcow:disk0:$W/disk0.qcow2:1023M")
+}
+cfg_qemu() {        # user:qemu: a 1023 MiB vmdk served through a supervised
+    # qemu-storage-daemon (made here with qemu-img)
+    cfg_fileio
+    qemu-img create -q -f vmdk "$W/disk0.vmdk" 1023M
+    RT_LUNS=("qemu:disk0:$W/disk0.vmdk:")
+}
+cfg_nbd() {         # user:nbd to a qemu-nbd on a unix socket (raw 1023 MiB file),
+    # started here and stopped after the run (PR_SET_PDEATHSIG via setpriv as well)
+    cfg_fileio
+    truncate -s 1023M "$W/nbd.img"
+    setpriv --pdeathsig TERM qemu-nbd -f raw -t -e 8 --cache=writeback --aio=threads \
+        --discard=unmap -x disk0 -k "$W/nbd.sock" "$W/nbd.img" >"$W/qemu-nbd.log" 2>&1 &
+    NBD_PID=$!
+    CFG_STOP=stop_nbd
+    local i; for ((i = 0; i < 100; i++)); do [[ -S $W/nbd.sock ]] && break; sleep 0.05; done
+    RT_LUNS=("nbd:disk0:$W/nbd.sock::export=disk0")
+}
+stop_nbd() {
+    [[ -n ${NBD_PID:-} ]] || return 0
+    kill -TERM "$NBD_PID" 2>/dev/null; wait "$NBD_PID" 2>/dev/null || true; NBD_PID=
+}
+cfg_block() {       # block plugin on a raw 1023 MiB file opened O_DIRECT (o_direct=1)
+    cfg_fileio; truncate -s 1023M "$W/disk0.raw"
+    RT_LUNS=("block:disk0:$W/disk0.raw::o_direct=1")
 }
 
 # --- target lifecycle ----------------------------------------------------------
@@ -98,6 +147,12 @@ start_target() {    # uses W PORT; sets URL; returns non-zero if the target is n
     if [[ $TARGET == rtarget ]]; then
         URL=iscsi://127.0.0.1:$PORT/$IQN/0
         [[ -f $W/saveconfig.json ]] || mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "${RT_LUNS[@]}" || return 1
+        if [[ -n ${CFG_TPG_ATTRS:-} ]]; then
+            python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p))
+for t in c["targets"]:
+    for g in t["tpgs"]: g["attributes"].update(json.loads(sys.argv[2]))
+json.dump(c, open(p, "w"), indent=2)' "$W/saveconfig.json" "$CFG_TPG_ATTRS" || return 1
+        fi
         start_rtarget "$W" "$PORT"
     else
         URL=iscsi://127.0.0.1:$PORT/$IQN/1
@@ -180,6 +235,7 @@ ALL_TESTS=$(iscsi-test-cu -l | awk -F. 'NF == 3 && $1 == "ALL" {print $2 "." $3}
 run_config() {
     local cfg=$1 suite t0 rc deadline status
     W=$WORKROOT/$TARGET-$cfg; rm -rf "$W"; mkdir -p "$W/logs"
+    CFG_TEST='' CFG_STOP='' CFG_TIMEOUT='' CFG_TPG_ATTRS=''
     "cfg_$cfg"
     PORT=$(free_port)
     : >"$W/events.txt"
@@ -197,11 +253,11 @@ run_config() {
         fi
         t0=$SECONDS rc=0
         local urls=("$URL"); [[ -n $MULTIPATH ]] && urls+=("$URL")
-        timeout -k 5 "$TIMEOUT" iscsi-test-cu "${CU_FLAGS[@]}" -V -t "ALL.$suite" "${urls[@]}" \
+        timeout -k 5 "${CFG_TIMEOUT:-$TIMEOUT}" iscsi-test-cu "${CU_FLAGS[@]}" -V -t "ALL.${CFG_TEST:-$suite}" "${urls[@]}" \
             >"$W/logs/$suite.log" 2>&1 || rc=$?
         status="rc=$rc"
         if ((rc == 124 || rc == 137)); then
-            status="TIMEOUT after ${TIMEOUT}s ($(grep -o 'Test: [^ ]*' "$W/logs/$suite.log" | tail -n1 || true))"
+            status="TIMEOUT after ${CFG_TIMEOUT:-$TIMEOUT}s ($(grep -o 'Test: [^ ]*' "$W/logs/$suite.log" | tail -n1 || true))"
             echo "suite $suite: $status; restarting the target" >>"$W/events.txt"
             restart_target || true
         elif ! target_alive; then
@@ -211,6 +267,7 @@ run_config() {
         printf '  %-28s %4ss  %s\n' "$suite" $((SECONDS - t0)) "$status" >&2
     done
     stop_target
+    if [[ -n $CFG_STOP ]]; then "$CFG_STOP"; fi   # helpers a cfg_ function started
     { cat "$W"/logs/*.log 2>/dev/null || true; } | normalize_log >"$W/full.log"
     # Score; tests that never reported (budget, hang, filtered out) count as FAIL.
     python3 "$CUSCORE" "$W/full.log" --list | grep -E '^(PASS|SKIP|FAIL) ' >"$W/scored.txt" || true
@@ -218,6 +275,7 @@ run_config() {
     for t in $ALL_TESTS; do
         [[ -z $SUITES || ${t%%.*} =~ $SUITES ]] || continue
         [[ -z $CFG_SUITES || ${t%%.*} =~ $CFG_SUITES ]] || continue
+        [[ -z $CFG_TEST || $t == "$CFG_TEST" ]] || continue
         grep -q " $t\$" "$W/scored.txt" || echo "FAIL $t" >>"$W/scored.txt"
     done
     {

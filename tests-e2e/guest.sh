@@ -3,6 +3,11 @@
 # (open-iscsi, iscsi_tcp) against a target on the host: SendTargets discovery,
 # login, mkfs.ext4, mount, write a file and a 32 MiB random blob, sync, umount,
 # e2fsck -fn, drop caches, mount read-only, md5sum -c, logout.
+# Against rtarget the login uses MUTUAL CHAP (the TPG requires CHAP and the
+# guest checks the target's answer), and while the guest is logged in the host
+# grows the LUN (`rtarget ... resize`): the guest rescans its SCSI devices and
+# must see the new size in /sys/block/sdX/size, read the new last sector and
+# find its files intact; no relogin.
 # The guest is built once by shared/tools/guest/build-guest.sh into
 # GUEST_CACHE (default /var/cache/rtarget-guest) and booted by run-guest.sh with
 # restricted slirp networking: guest 10.0.2.100:3260 -> host 127.0.0.1:PORT.
@@ -46,9 +51,28 @@ if ! "$GUEST_TOOLS/build-guest.sh" "$GUEST_CACHE" >"$W/build.log" 2>&1; then
 fi
 
 PORT=$(free_port)
+# Mutual CHAP credentials (rtarget only): the guest proves CHAP_USER, the
+# target proves CHAP_TUSER back (open-iscsi's username_in/password_in).
+CHAP_USER=guest-initiator CHAP_PASS=guestsecret-1234
+CHAP_TUSER=rtarget-target CHAP_TPASS=targetsecret-5678
+GROWN_MB=384
 if [[ $TARGET == rtarget ]]; then
     mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "fileio:guest0:$W/guest0.img:256M"
-    start_rtarget "$W" "$PORT"
+    python3 - "$W/saveconfig.json" "$CHAP_USER" "$CHAP_PASS" "$CHAP_TUSER" "$CHAP_TPASS" <<'EOF'
+import json, sys
+path, u, p, tu, tp = sys.argv[1:]
+cfg = json.load(open(path))
+tpg = cfg["targets"][0]["tpgs"][0]
+tpg["attributes"]["authentication"] = 1
+tpg.update(chap_userid=u, chap_password=p, chap_mutual_userid=tu, chap_mutual_password=tp)
+json.dump(cfg, open(path, "w"), indent=2)
+EOF
+    # As start_rtarget, plus an API socket of our own for the resize.
+    RT_LOG=$W/rtarget.log
+    "$RTARGET_BIN" serve --listen "127.0.0.1:$PORT" --config "$W/saveconfig.json" \
+        --state-dir "$W" --socket "$W/api.sock" >"$RT_LOG" 2>&1 &
+    RT_PID=$!
+    wait_port "$PORT" 10 || { tail -20 "$RT_LOG"; echo "FAIL guest (rtarget did not start)"; exit 1; }
     LUNPID=$RT_PID
 else
     start_tgt "$W" "$PORT"; tgt_target 1 "$IQN"
@@ -56,11 +80,45 @@ else
     LUNPID=$TGT_PID
 fi
 
+# Login: plain for tgt; mutual CHAP for rtarget (node record made for the
+# portal directly, as iscsi_login does, then CHAP set on it).
+# shellcheck disable=SC2016
+LOGIN='DEV=$(iscsi_login 10.0.2.100:3260 '"$IQN"'); echo "iSCSI disk: $DEV"'
+GROW=
+if [[ $TARGET == rtarget ]]; then
+    # shellcheck disable=SC2016
+    LOGIN='N="-m node -T '"$IQN"' -p 10.0.2.100:3260"
+iscsiadm $N -o new >/dev/null
+for kv in authmethod=CHAP username='"$CHAP_USER"' password='"$CHAP_PASS"' username_in='"$CHAP_TUSER"' password_in='"$CHAP_TPASS"'; do
+    iscsiadm $N -o update -n node.session.auth.${kv%%=*} -v ${kv#*=}
+done
+iscsiadm $N --login
+DEV=; for i in $(seq 100); do
+    for b in /sys/class/iscsi_session/session*/device/target*/*/block/*; do [ -e "$b" ] && DEV=/dev/${b##*/}; done
+    [ -n "$DEV" ] && wait_for $DEV 5 && break; sleep 0.1
+done; [ -n "$DEV" ]; echo "iSCSI disk (mutual CHAP): $DEV"'
+    # The host resizes when it sees RESIZE-REQUEST; the guest rescans until the
+    # size changes (the first rescan command also consumes the 2A/09 UA).
+    # shellcheck disable=SC2016
+    GROW='S0=$(cat /sys/block/${DEV#/dev/}/size); echo "size before: $S0 sectors"
+echo RESIZE-REQUEST
+S1=$S0; i=0; while [ "$S1" = "$S0" ]; do
+    [ $i -lt 120 ] || { echo "no new size after 60 s"; exit 1; }
+    for r in /sys/class/scsi_device/*/device/rescan; do echo 1 > $r; done
+    S1=$(cat /sys/block/${DEV#/dev/}/size); i=$((i + 1)); [ "$S1" != "$S0" ] || sleep 0.5
+done
+echo "guest sees the LUN grow: $S0 -> $S1 sectors"
+[ "$S1" -eq '"$((GROWN_MB * 2048))"' ]
+dd if=$DEV of=/dev/null bs=512 skip=$((S1 - 1)) count=1
+mount -t ext4 -o ro $DEV /mnt/t; md5sum -c /tmp/sums.md5; umount /mnt/t
+echo GUEST-RESIZE-OK'
+fi
+
 # Expanded in the guest (busybox sh).  Every step is fatal (set -e).
 # shellcheck disable=SC2016
 PAYLOAD='set -ex
 iscsiadm -m discovery -t sendtargets -p 10.0.2.100:3260
-DEV=$(iscsi_login 10.0.2.100:3260 '"$IQN"'); echo "iSCSI disk: $DEV"
+'"$LOGIN"'
 cat /sys/class/iscsi_session/session*/targetname
 mkfs.ext4 -q -F $DEV
 mkdir -p /mnt/t && mount -t ext4 $DEV /mnt/t
@@ -71,23 +129,44 @@ sync; umount /mnt/t
 e2fsck -fn $DEV
 echo 3 > /proc/sys/vm/drop_caches
 mount -t ext4 -o ro $DEV /mnt/t; cat /mnt/t/hello.txt; md5sum -c /tmp/sums.md5; umount /mnt/t
+'"$GROW"'
 iscsiadm -m node -T '"$IQN"' -p 10.0.2.100:3260 --logout
 echo GUEST-ISCSI-OK'
 
 T0=$SECONDS rc=0
 FWD="3260:$PORT" "$GUEST_TOOLS/run-guest.sh" "$GUEST_CACHE" "$PAYLOAD" >"$W/console.log" 2>&1 &
 GPID=$!
+if [[ $TARGET == rtarget ]]; then
+    # Grow the LUN once the guest asks (it is logged in and has checked its data).
+    (
+        for ((i = 0; i < 1200; i++)); do
+            kill -0 "$GPID" 2>/dev/null || exit 0
+            if tr -d '\r' <"$W/console.log" | grep -q '^RESIZE-REQUEST'; then
+                "$RTARGET_BIN" --socket "$W/api.sock" /backstores/fileio/guest0 resize "${GROWN_MB}M"
+                exit
+            fi
+            sleep 0.1
+        done
+    ) >"$W/resize.log" 2>&1 &
+    RZPID=$!
+fi
 wait "$GPID" || rc=$?
+[[ -n ${RZPID:-} ]] && { wait "$RZPID" || true; }
 GPID=
 DT=$((SECONDS - T0))
+WHAT="discovery, login, ext4, md5, logout"
+[[ $TARGET == rtarget ]] && WHAT="discovery, mutual CHAP login, ext4, md5, online resize $(
+    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout"
 if [[ $rc -eq 0 ]] && grep -q '^GUEST-ISCSI-OK' <(tr -d '\r' <"$W/console.log") &&
+   { [[ $TARGET != rtarget ]] || grep -q '^GUEST-RESIZE-OK' <(tr -d '\r' <"$W/console.log"); } &&
    kill -0 "$LUNPID" 2>/dev/null; then
     OK=1
-    echo "PASS guest ($TARGET, kernel open-iscsi: discovery, login, ext4, md5, logout) ${DT}s"
+    echo "PASS guest ($TARGET, kernel open-iscsi: $WHAT) ${DT}s"
 else
     tr -d '\r' <"$W/console.log" | tail -40
     kill -0 "$LUNPID" 2>/dev/null || echo "guest: the $TARGET process died"
-    [[ $TARGET == rtarget ]] && { echo "--- rtarget log (tail)"; tail -20 "$RT_LOG"; }
+    [[ $TARGET == rtarget ]] && { echo "--- resize"; cat "$W/resize.log" 2>/dev/null
+                                  echo "--- rtarget log (tail)"; tail -20 "$RT_LOG"; }
     echo "FAIL guest ($TARGET, run-guest rc=$rc) ${DT}s"
     exit 1
 fi

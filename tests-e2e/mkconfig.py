@@ -3,6 +3,13 @@
 
 usage: mkconfig.py OUT PORT IQN LUNSPEC...
   LUNSPEC = fileio:NAME:PATH:SIZE[:attr=val,...] | ramdisk:NAME::SIZE[:attr=val,...]
+          | block:NAME:PATH:[:attr=val,...]       (a block device or raw file;
+                                                   attr o_direct=1 bypasses the cache)
+          | qcow:NAME:PATH:SIZE[:attr=val,...]    (user:qcow; created when missing)
+          | qemu:NAME:PATH:[SIZE][:format=F,...]  (user:qemu; format defaults to
+                                                   the file extension; optional qemu
+                                                   options as opt_KEY=VAL)
+          | nbd:NAME:SOCKET:[:export=E,...]       (user:nbd to nbd+unix://)
 SIZE accepts K/M/G suffixes. Attributes land in the storage object's
 "attributes" except "ro=1", which sets the TPG's demo_mode_write_protect, and
 "write_back=0", which makes a fileio object write-through. One iSCSI target,
@@ -51,12 +58,30 @@ def main(argv):
             so.update(dev=path, size=size(sz), write_back=wb)
         elif plugin == "ramdisk":
             so.update(size=size(sz))
+        elif plugin == "block":
+            so.update(dev=os.path.abspath(path), write_back=False, readonly=False)
+        elif plugin == "qcow":
+            so.update(plugin="user", config="qcow/" + os.path.abspath(path))
+            if sz:
+                so.update(size=size(sz))
+        elif plugin == "qemu":
+            path = os.path.abspath(path)
+            fmt = a.pop("format", os.path.splitext(path)[1].lstrip(".") or "raw")
+            opts = "".join(f";{k[4:]}={a.pop(k)}" for k in list(a) if k.startswith("opt_"))
+            so.update(plugin="user", config=f"qemu/{fmt}/{path}{opts}")
+            if sz and size(sz):
+                so.update(size=size(sz))
+        elif plugin == "nbd":
+            export = a.pop("export", "")
+            so.update(plugin="user",
+                      config=f"nbd/nbd+unix:///{export}?socket={os.path.abspath(path)}")
         else:
             sys.exit(f"mkconfig: unknown plugin {plugin}")
         so["wwn"] = str(uuid.uuid4())
         so["attributes"] = a
         sos.append(so)
-        luns.append({"index": idx, "storage_object": f"/backstores/{plugin}/{name}"})
+        # rtslib references user objects as /backstores/user/NAME.
+        luns.append({"index": idx, "storage_object": f"/backstores/{so['plugin']}/{name}"})
         any_ro = any_ro or bool(ro)
     cfg = {
         "fabric_modules": [],

@@ -17,9 +17,12 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::{Backstore, Capabilities};
+
+mod resize;
 
 /// Alignment used for `O_DIRECT` (covers 512- and 4096-byte sector devices).
 const DIRECT_ALIGN: usize = 4096;
@@ -74,7 +77,12 @@ pub struct FileBackstore {
     file: File,
     /// `O_DIRECT` descriptor, when asked for and the filesystem accepts it.
     direct: Option<File>,
-    size: u64,
+    /// Exported size; grows online (`resize`), so every check loads it.
+    size: AtomicU64,
+    /// A block device node: `resize` re-reads the device size.
+    is_blk: bool,
+    /// Serializes `resize` calls (I/O never takes it).
+    grow: Mutex<()>,
     write_back: bool,
     read_only: bool,
     rotational: bool,
@@ -240,7 +248,9 @@ impl FileBackstore {
             path: opts.path.clone(),
             file,
             direct,
-            size,
+            size: AtomicU64::new(size),
+            is_blk,
+            grow: Mutex::new(()),
             write_back: opts.write_back,
             read_only: opts.read_only,
             rotational: opts
@@ -261,12 +271,17 @@ impl FileBackstore {
         self.direct.is_some()
     }
 
+    fn cur_size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
     fn check(&self, offset: u64, len: usize) -> io::Result<()> {
+        let size = self.cur_size();
         match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= size => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("I/O at {offset}+{len} beyond size {}", self.size),
+                format!("I/O at {offset}+{len} beyond size {size}"),
             )),
         }
     }
@@ -292,7 +307,8 @@ impl FileBackstore {
     /// Allocation state at `offset` (SEEK_DATA/SEEK_HOLE), for GET LBA STATUS.
     /// Filesystems without hole reporting answer "allocated up to the end".
     pub fn extent_at(&self, offset: u64) -> io::Result<Extent> {
-        if offset >= self.size {
+        let size = self.cur_size();
+        if offset >= size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "offset beyond size",
@@ -310,11 +326,11 @@ impl FileBackstore {
             return match e.raw_os_error() {
                 Some(libc::ENXIO) => Ok(Extent {
                     allocated: false,
-                    len: self.size - offset,
+                    len: size - offset,
                 }),
                 _ if is_unsupported(&e) => Ok(Extent {
                     allocated: true,
-                    len: self.size - offset,
+                    len: size - offset,
                 }),
                 _ => Err(e),
             };
@@ -323,7 +339,7 @@ impl FileBackstore {
         if data > offset {
             return Ok(Extent {
                 allocated: false,
-                len: data.min(self.size) - offset,
+                len: data.min(size) - offset,
             });
         }
         // SAFETY: plain syscall, no memory passed.
@@ -333,7 +349,7 @@ impl FileBackstore {
         }
         Ok(Extent {
             allocated: true,
-            len: (hole as u64).min(self.size) - offset,
+            len: (hole as u64).min(size) - offset,
         })
     }
 
@@ -386,7 +402,16 @@ impl Backstore for FileBackstore {
     }
 
     fn size(&self) -> u64 {
-        self.size
+        self.cur_size()
+    }
+
+    fn can_resize(&self) -> bool {
+        // A read-only block device can still grow underneath.
+        self.is_blk || !self.read_only
+    }
+
+    fn resize(&self, new_size: u64) -> io::Result<()> {
+        self.grow_to(new_size)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -453,7 +478,7 @@ impl Backstore for FileBackstore {
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check_writable()?;
-        let end = offset.checked_add(len).filter(|&e| e <= self.size);
+        let end = offset.checked_add(len).filter(|&e| e <= self.cur_size());
         if end.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -476,7 +501,7 @@ impl Backstore for FileBackstore {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check_writable()?;
-        if offset.checked_add(len).is_none_or(|e| e > self.size) {
+        if offset.checked_add(len).is_none_or(|e| e > self.cur_size()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "write_zeroes beyond size",

@@ -11,17 +11,38 @@
 
 use std::io;
 
+pub mod conformance;
+pub mod crypt;
 pub mod file;
 pub mod nbd;
 pub mod null;
 pub mod qcow2;
+pub mod qemu;
+pub mod qos;
 pub mod ram;
+pub mod registry;
 
+pub use crypt::{CryptBackstore, CryptError};
 pub use file::{Extent, FileBackstore, FileOptions};
 pub use nbd::{NbdAddr, NbdBackstore};
 pub use null::NullBackstore;
 pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
+pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
+pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
+pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
+
+/// The error every backstore answers a shrinking resize with: data past the
+/// new end could still be in use by an initiator, so rtarget (like LIO's
+/// users expect) only grows.
+pub fn refuse_shrink(current: u64, wanted: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "cannot shrink from {current} to {wanted} bytes: data past the new end would be lost (only growing is supported)"
+        ),
+    )
+}
 
 /// What a backstore can do; the core reads it to fill VPD pages and the
 /// thin-provisioning bits, and to decide which commands to offer.
@@ -91,6 +112,27 @@ pub trait Backstore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Grow the medium to `new_size` bytes while I/O continues (online
+    /// resize). Requests already in flight finish against the old size; once
+    /// this returns, `size()` reports the new one to every thread and the new
+    /// range reads as zeroes (or from a backing image). Shrinking would
+    /// discard data an initiator may still use, so it is refused with
+    /// `InvalidInput` ([`refuse_shrink`]); the same size is a no-op. The
+    /// default answers `Unsupported`, which [`Backstore::can_resize`] must
+    /// agree with.
+    fn resize(&self, _new_size: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this backstore cannot be resized",
+        ))
+    }
+
+    /// Whether [`Backstore::resize`] can grow this backstore (a capability
+    /// kept out of [`Capabilities`] so existing struct literals keep compiling).
+    fn can_resize(&self) -> bool {
+        false
+    }
+
     /// Make a range read back as zeroes. The default writes zero buffers.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         const CHUNK: u64 = 1 << 20;
@@ -102,5 +144,18 @@ pub trait Backstore: Send + Sync + 'static {
             done += n as u64;
         }
         Ok(())
+    }
+
+    /// Whether [`Backstore::crypto_erase`] works here (the data is stored
+    /// encrypted under a key this backstore can replace).
+    fn can_crypto_erase(&self) -> bool {
+        false
+    }
+
+    /// Cryptographic erase (SANITIZE CRYPTO ERASE): replace the media key
+    /// and destroy the old one, so everything written before reads back as
+    /// unrelated data. Ranges that read as zeroes may stay zeroes.
+    fn crypto_erase(&self) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 }

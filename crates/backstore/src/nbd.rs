@@ -9,7 +9,9 @@
 //! opens a few connections and each request takes an idle one. Replies are
 //! parsed as untrusted bytes: every magic, cookie, length and chunk offset is
 //! checked, and a protocol violation poisons the connection rather than
-//! letting a later request read a misaligned stream.
+//! letting a later request read a misaligned stream. The next request on a
+//! poisoned connection opens it again (a restarted server comes back without
+//! relogin), unless the owner turned that off.
 
 use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,6 +24,7 @@ use crate::{Backstore, Capabilities};
 
 mod proto;
 use proto::*;
+pub use proto::{parse_handshake, parse_reply, ParsedReply};
 
 /// Where the NBD server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,8 @@ pub struct NbdBackstore {
     /// One connection, or several when the server allows multi-conn.
     conns: Vec<Mutex<Conn>>,
     next: AtomicUsize,
+    /// Reconnect a broken connection on its next request.
+    reconnect: bool,
 }
 
 fn connect(addr: &NbdAddr) -> io::Result<Box<dyn Stream>> {
@@ -109,6 +114,7 @@ impl NbdBackstore {
             block_status: n.alloc_ctx.is_some(),
             conns,
             next: AtomicUsize::new(0),
+            reconnect: true,
         })
     }
 
@@ -128,6 +134,42 @@ impl NbdBackstore {
         self.conns[i]
             .lock()
             .map_err(|_| io::Error::other("nbd lock poisoned"))
+    }
+
+    /// Whether a connection failed mid-exchange (server gone, stream out of
+    /// sync): requests on it fail until the caller connects anew. A server's
+    /// error answer to one request does not break the connection.
+    pub fn is_broken(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.lock().map_or(true, |c| c.broken))
+    }
+
+    /// Whether a broken connection is opened again (and the export
+    /// renegotiated) by the next request that picks it, so a restarted
+    /// server is picked up; the request that saw the failure still fails.
+    /// On by default; a caller that supervises the server itself (the qemu
+    /// backstore) turns it off to learn about every restart.
+    pub fn set_reconnect(&mut self, on: bool) {
+        self.reconnect = on;
+    }
+
+    /// Open `c` again; the export must look exactly as before.
+    fn reopen(&self, c: &mut Conn) -> io::Result<()> {
+        let mut s = connect(&self.addr)?;
+        let n = handshake(s.as_mut(), &self.export)?;
+        let same = (n.size, n.flags, n.structured) == (self.size, self.flags, self.structured);
+        if !same || n.alloc_ctx.is_some() != self.block_status {
+            return Err(proto("the export changed across a reconnect"));
+        }
+        tracing::info!(addr = ?self.addr, export = %self.export, "nbd: reconnected");
+        *c = Conn {
+            s,
+            cookie: 0,
+            broken: false,
+            alloc_ctx: n.alloc_ctx,
+        };
+        Ok(())
     }
 
     pub fn addr(&self) -> &NbdAddr {
@@ -169,10 +211,20 @@ impl NbdBackstore {
     ) -> io::Result<()> {
         let mut c = self.pick()?;
         if c.broken {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "nbd connection failed earlier",
-            ));
+            let why = if self.reconnect {
+                match self.reopen(&mut c) {
+                    Ok(()) => None,
+                    Err(e) => Some(e.to_string()),
+                }
+            } else {
+                Some("reconnecting is off".into())
+            };
+            if let Some(why) = why {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("nbd connection failed earlier ({why})"),
+                ));
+            }
         }
         c.cookie = c.cookie.wrapping_add(1);
         let cookie = c.cookie;

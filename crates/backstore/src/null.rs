@@ -2,21 +2,25 @@
 //! `nullio`). Useful to measure the fabric and core without storage cost.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Backstore, Capabilities};
 
 pub struct NullBackstore {
-    size: u64,
+    /// Grows online (`resize`); nothing else depends on it.
+    size: AtomicU64,
 }
 
 impl NullBackstore {
     pub fn new(size: u64) -> NullBackstore {
-        NullBackstore { size }
+        NullBackstore {
+            size: AtomicU64::new(size),
+        }
     }
 
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= self.size() => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "I/O beyond size",
@@ -27,7 +31,20 @@ impl NullBackstore {
 
 impl Backstore for NullBackstore {
     fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn can_resize(&self) -> bool {
+        true
+    }
+
+    fn resize(&self, new_size: u64) -> io::Result<()> {
         self.size
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                (new_size >= old).then_some(new_size)
+            })
+            .map(|_| ())
+            .map_err(|old| crate::refuse_shrink(old, new_size))
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -83,5 +100,17 @@ mod tests {
         assert!(n.read_at(&mut buf, 4000).is_err());
         assert!(n.write_at(&buf, 4096).is_err());
         assert!(n.discard(u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn grows_and_refuses_shrink() {
+        let n = NullBackstore::new(4096);
+        n.resize(8192).unwrap();
+        n.write_at(&[0u8; 512], 8192 - 512).unwrap();
+        assert_eq!(
+            n.resize(4096).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(n.size(), 8192);
     }
 }

@@ -4,9 +4,16 @@
 //! allocated on first write, so a large ramdisk costs nothing until used and
 //! connections touching different chunks never contend. Discarding a whole
 //! chunk frees it; a partial discard zero-fills.
+//!
+//! Online growth: chunk slots live in segments of doubling length that are
+//! created once and never move (a "segmented vector"), so growing only adds
+//! segments and then publishes the new size. I/O in flight keeps using the
+//! slots it found; nothing takes a table-wide lock, and bytes past the old
+//! size were never writable, so they read as zeroes after the growth.
 
 use std::io;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{Backstore, Capabilities};
 
@@ -14,43 +21,101 @@ use crate::{Backstore, Capabilities};
 /// chunks, small enough that lazy allocation stays fine-grained.
 const CHUNK: usize = 1 << 20;
 
+/// Slots in segment 0; segment `k` holds `BASE << k` slots.
+const BASE: usize = 64;
+/// Segments: BASE * (2^48 - 1) chunks is far beyond any address space.
+const SEGMENTS: usize = 48;
+
 type Chunk = Option<Box<[u8]>>;
+type Segment = Box<[RwLock<Chunk>]>;
 
 pub struct RamBackstore {
-    size: u64,
-    chunks: Box<[RwLock<Chunk>]>,
+    size: AtomicU64,
+    segments: [OnceLock<Segment>; SEGMENTS],
+    /// Serializes `resize` calls (I/O never takes it).
+    grow: Mutex<()>,
+}
+
+/// Segment and index within it of chunk `idx`: segment `k` starts at chunk
+/// `BASE * (2^k - 1)`.
+fn locate(idx: usize) -> (usize, usize) {
+    let q = idx / BASE + 1;
+    let k = (usize::BITS - 1 - q.leading_zeros()) as usize;
+    (k, idx - BASE * ((1 << k) - 1))
+}
+
+fn missing() -> io::Error {
+    io::Error::other("ramdisk chunk table is shorter than its size")
 }
 
 impl RamBackstore {
     /// A zero-filled ramdisk of `size` bytes (no memory is allocated yet).
     pub fn new(size: u64) -> io::Result<RamBackstore> {
+        let r = RamBackstore {
+            size: AtomicU64::new(0),
+            segments: std::array::from_fn(|_| OnceLock::new()),
+            grow: Mutex::new(()),
+        };
+        r.ensure_slots(size)?;
+        r.size.store(size, Ordering::Release);
+        Ok(r)
+    }
+
+    /// Create the segments that hold the chunks of `size` bytes.
+    fn ensure_slots(&self, size: u64) -> io::Result<()> {
         let n = size.div_ceil(CHUNK as u64);
         let n = usize::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let chunks = (0..n).map(|_| RwLock::new(None)).collect();
-        Ok(RamBackstore { size, chunks })
+        if n == 0 {
+            return Ok(());
+        }
+        let (last, _) = locate(n - 1);
+        if last >= SEGMENTS {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        for (k, seg) in self.segments.iter().enumerate().take(last + 1) {
+            seg.get_or_init(|| (0..BASE << k).map(|_| RwLock::new(None)).collect());
+        }
+        Ok(())
+    }
+
+    fn slot(&self, idx: usize) -> io::Result<&RwLock<Chunk>> {
+        let (k, i) = locate(idx);
+        self.segments
+            .get(k)
+            .and_then(OnceLock::get)
+            .and_then(|s| s.get(i))
+            .ok_or_else(missing)
+    }
+
+    fn chunk_count(&self) -> usize {
+        self.size.load(Ordering::Acquire).div_ceil(CHUNK as u64) as usize
     }
 
     /// Bytes of RAM currently allocated for data.
     pub fn allocated_bytes(&self) -> u64 {
-        self.chunks.iter().filter(|c| read(c).is_some()).count() as u64 * CHUNK as u64
+        (0..self.chunk_count())
+            .filter(|&i| self.slot(i).is_ok_and(|c| read(c).is_some()))
+            .count() as u64
+            * CHUNK as u64
     }
 
     /// Allocation state at `offset` for GET LBA STATUS: chunks never written
     /// (or wholly discarded) are holes.
     pub fn extent_at(&self, offset: u64) -> io::Result<crate::Extent> {
-        if offset >= self.size {
+        let size = self.size.load(Ordering::Acquire);
+        if offset >= size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "offset beyond size",
             ));
         }
         let first = (offset / CHUNK as u64) as usize;
-        let allocated = read(&self.chunks[first]).is_some();
-        let same = self.chunks[first + 1..]
-            .iter()
-            .take_while(|c| read(c).is_some() == allocated)
-            .count();
-        let end = ((first + 1 + same) as u64 * CHUNK as u64).min(self.size);
+        let allocated = read(self.slot(first)?).is_some();
+        let mut end = first + 1;
+        while end < self.chunk_count() && read(self.slot(end)?).is_some() == allocated {
+            end += 1;
+        }
+        let end = (end as u64 * CHUNK as u64).min(size);
         Ok(crate::Extent {
             allocated,
             len: end - offset,
@@ -58,11 +123,12 @@ impl RamBackstore {
     }
 
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
+        let size = self.size.load(Ordering::Acquire);
         match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= size => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("I/O at {offset}+{len} beyond size {}", self.size),
+                format!("I/O at {offset}+{len} beyond size {size}"),
             )),
         }
     }
@@ -103,7 +169,23 @@ impl Backstore for RamBackstore {
     }
 
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn can_resize(&self) -> bool {
+        true
+    }
+
+    fn resize(&self, new_size: u64) -> io::Result<()> {
+        let _one = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.size.load(Ordering::Acquire);
+        if new_size < old {
+            return Err(crate::refuse_shrink(old, new_size));
+        }
+        // Slots first, size last: a reader that sees the new size finds them.
+        self.ensure_slots(new_size)?;
+        self.size.store(new_size, Ordering::Release);
+        Ok(())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -120,7 +202,7 @@ impl Backstore for RamBackstore {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.check(offset, buf.len() as u64)?;
         Self::pieces(offset, buf.len(), |idx, within, r| {
-            let g = read(&self.chunks[idx]);
+            let g = read(self.slot(idx)?);
             let n = r.len();
             match g.as_deref() {
                 Some(c) => buf[r].copy_from_slice(&c[within..within + n]),
@@ -133,7 +215,7 @@ impl Backstore for RamBackstore {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check(offset, buf.len() as u64)?;
         Self::pieces(offset, buf.len(), |idx, within, r| {
-            let mut g = write(&self.chunks[idx]);
+            let mut g = write(self.slot(idx)?);
             let c = g.get_or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice());
             c[within..within + r.len()].copy_from_slice(&buf[r]);
             Ok(())
@@ -148,7 +230,7 @@ impl Backstore for RamBackstore {
         self.check(offset, len)?;
         let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         Self::pieces(offset, len, |idx, within, r| {
-            let mut g = write(&self.chunks[idx]);
+            let mut g = write(self.slot(idx)?);
             if within == 0 && r.len() == CHUNK {
                 *g = None;
             } else if let Some(c) = g.as_deref_mut() {
@@ -259,5 +341,87 @@ mod tests {
             r.read_at(&mut buf, u64::from(t) * (4 << 20)).unwrap();
             assert!(buf.iter().all(|&x| x == t + 1));
         }
+    }
+
+    #[test]
+    fn segments_tile_the_chunk_indices() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(BASE - 1), (0, BASE - 1));
+        assert_eq!(locate(BASE), (1, 0));
+        assert_eq!(locate(3 * BASE - 1), (1, 2 * BASE - 1));
+        assert_eq!(locate(3 * BASE), (2, 0));
+        // Every index maps inside its segment, consecutively.
+        let mut prev = (0, 0);
+        for i in 1..2000 {
+            let (k, j) = locate(i);
+            assert!(j < BASE << k);
+            assert!(k == prev.0 && j == prev.1 + 1 || k == prev.0 + 1 && j == 0);
+            prev = (k, j);
+        }
+    }
+
+    #[test]
+    fn grows_online_keeping_data_and_refuses_shrink() {
+        let r = RamBackstore::new((1 << 20) + 4096).unwrap();
+        assert!(r.can_resize());
+        r.write_at(&[7u8; 4096], 1 << 20).unwrap();
+        assert!(r.write_at(&[1u8; 512], (1 << 20) + 4096).is_err());
+        // Far past the first segment (64 chunks).
+        r.resize(300 << 20).unwrap();
+        assert_eq!(r.size(), 300 << 20);
+        let mut buf = vec![1u8; 8192];
+        r.read_at(&mut buf, 1 << 20).unwrap();
+        assert!(buf[..4096].iter().all(|&x| x == 7));
+        assert!(
+            buf[4096..].iter().all(|&x| x == 0),
+            "tail of the old last chunk"
+        );
+        r.write_at(&[9u8; 512], (300 << 20) - 512).unwrap();
+        let e = r.resize(1 << 20).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(r.size(), 300 << 20);
+        r.resize(300 << 20).unwrap();
+        assert_eq!(
+            r.extent_at(299 << 20).unwrap(),
+            crate::Extent {
+                allocated: true,
+                len: 1 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn io_continues_while_growing() {
+        use std::sync::atomic::AtomicBool;
+        let r = Arc::new(RamBackstore::new(2 << 20).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let worker = {
+            let (r, stop, ops) = (r.clone(), stop.clone(), ops.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    let n = ops.load(Ordering::Relaxed);
+                    // Always near the current end: the range that just grew.
+                    let off = r.size() - 65536;
+                    r.write_at(&[(n % 251) as u8; 65536], off).unwrap();
+                    r.read_at(&mut buf, off).unwrap();
+                    assert!(buf.iter().all(|&x| x == (n % 251) as u8));
+                    ops.store(n + 1, Ordering::Relaxed);
+                }
+            })
+        };
+        for mib in 3..200u64 {
+            r.resize(mib << 20).unwrap();
+            // Let the worker run against each new size.
+            let want = ops.load(Ordering::Relaxed) + 2;
+            while ops.load(Ordering::Relaxed) < want && !worker.is_finished() {
+                std::thread::yield_now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        worker.join().unwrap();
+        assert!(ops.load(Ordering::Relaxed) >= 2 * 197);
+        assert_eq!(r.size(), 199 << 20);
     }
 }

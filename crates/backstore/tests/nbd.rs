@@ -305,3 +305,52 @@ fn simple_replies_server() {
     let disk = srv.join().unwrap();
     assert!(disk == mirror);
 }
+
+/// A restarted server is picked up: the request that met the dead one
+/// fails, the next one reconnects and sees the data; with reconnecting off
+/// the connection stays down.
+#[test]
+fn reconnects_to_a_restarted_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let args = [
+        "-f",
+        "raw",
+        "-t",
+        "-e",
+        "4",
+        "-k",
+        sock.to_str().unwrap(),
+        "-x",
+        "d",
+        img.to_str().unwrap(),
+    ];
+    let Some(srv) = qemu_nbd(&args) else {
+        return;
+    };
+    let addr = NbdAddr::Unix(sock.clone());
+    let b = connect_retry(&addr, "d");
+    let mut c = connect_retry(&addr, "d");
+    c.set_reconnect(false);
+    b.write_at(&[0x42; 4096], 8192).unwrap();
+    b.flush().unwrap();
+    drop(srv); // kill and reap
+    let _ = std::fs::remove_file(&sock);
+    let mut buf = [0u8; 4096];
+    assert!(b.read_at(&mut buf, 8192).is_err(), "server is gone");
+    assert!(b.is_broken());
+    let Some(_srv) = qemu_nbd(&args) else {
+        return;
+    };
+    let t = Instant::now();
+    while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.read_at(&mut buf, 8192).unwrap();
+    assert_eq!(buf, [0x42; 4096]);
+    assert!(!b.is_broken());
+    assert!(c.read_at(&mut buf, 0).is_err());
+    assert!(c.read_at(&mut buf, 0).is_err(), "reconnecting was off");
+}

@@ -6,10 +6,12 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+pub mod alua;
 pub mod model;
 pub mod store;
 pub mod validate;
 
+pub use alua::{AluaTpg, DEFAULT_TG_PT_GP};
 pub use model::{
     attr_bool, attr_u64, value_string, FabricModule, Lun, MappedLun, NodeAcl, Portal, SaveConfig,
     StorageObject, Target, Tpg,

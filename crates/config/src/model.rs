@@ -83,9 +83,9 @@ pub struct StorageObject {
     /// LIO device attributes (`block_size`, `emulate_write_cache`, `emulate_tpu`, ...).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub attributes: Map<String, Value>,
-    /// ALUA target port groups (kept verbatim).
+    /// ALUA target port groups (`default_tg_pt_gp` is implied when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alua_tpgs: Option<Vec<Value>>,
+    pub alua_tpgs: Option<Vec<crate::alua::AluaTpg>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

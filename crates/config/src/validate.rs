@@ -29,8 +29,8 @@ impl fmt::Display for Issue {
 /// Plugins rtarget can serve.
 pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk", "user"];
 /// Handlers of `user` objects rtarget serves natively (`config` =
-/// `qcow/<image path>` or `nbd/<NBD URI>`).
-pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd"];
+/// `qcow/<image path>`, `nbd/<NBD URI>` or `qemu/<FORMAT>/<image path>`).
+pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd", "qemu"];
 /// rtslib's own keys of `user` objects.
 const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
@@ -120,6 +120,9 @@ pub fn validate(cfg: &SaveConfig) -> Result<Vec<Issue>, Vec<Issue>> {
         }
         check_target(&mut r, &loc, t, &so_paths, &usable_sos);
     }
+    for (loc, problem) in crate::alua::check_lun_groups(cfg) {
+        r.err(&loc, problem);
+    }
 
     if r.errors.is_empty() {
         Ok(r.warnings)
@@ -161,6 +164,7 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
         "is_nonrot",
         "readonly",
         "removable",
+        "encryption",
     ] {
         if let Err(e) = attr_bool(&so.attributes, key) {
             r.err(loc, e);
@@ -188,14 +192,11 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
         r.extra(loc, &rest);
     }
     if let Some(tpgs) = &so.alua_tpgs {
-        let non_default = tpgs
-            .iter()
-            .any(|t| t.get("name").and_then(Value::as_str) != Some("default_tg_pt_gp"));
-        if non_default {
-            r.warn(
-                loc,
-                "ALUA target port groups other than default_tg_pt_gp are kept but not used",
-            );
+        for problem in crate::alua::check_groups(tpgs) {
+            r.err(loc, problem);
+        }
+        for g in tpgs {
+            r.extra(&format!("{loc} / alua {}", g.name), &g.extra);
         }
     }
     match so.plugin.as_str() {

@@ -145,6 +145,7 @@ pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer
         return;
     };
     let mut sess = Session::new(Arc::clone(&shared), login, local, io.handle.id);
+    sess.conn = Some(Arc::clone(&io.handle));
     full_feature(&mut sess, &mut io);
     sess.end();
 }
@@ -178,6 +179,10 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
                 return;
             }
         }
+        // Answers of pool tasks that finished meanwhile join this batch.
+        if sess.offload.active() {
+            sess.reap(&mut io.tx);
+        }
         if io.flush().is_err() {
             return;
         }
@@ -198,6 +203,18 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         if logout_deadline.is_some_and(|d| Instant::now() > d) {
             tracing::info!(initiator = %sess.initiator_name, "no logout after the request, closing");
             return;
+        }
+        if sess.offload.active() {
+            // Pool tasks in flight: wake for their completions as well as
+            // for the socket. (Without any, the plain blocking recv below
+            // is the whole wait: the inline path pays nothing for this.)
+            let ready = sess.offload.wait(&io.stream, TICK);
+            if !ready.socket {
+                if !ready.sink && sess.nop_timer(last_rx, &mut io.tx) == Action::Close {
+                    return;
+                }
+                continue;
+            }
         }
         let need = io.pending_need(sess.digests);
         match io.rx.fill(&mut io.stream, need) {

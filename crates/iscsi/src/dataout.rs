@@ -176,8 +176,7 @@ impl Session {
         }
         if t.buf.len() as u64 >= u64::from(t.cmd.expected_data_len) {
             let buf = std::mem::take(&mut t.buf);
-            self.execute(tx, &t.cmd, t.cdb.as_slice(), &buf);
-            tx.recycle(buf);
+            self.execute_owned(tx, &t.cmd, t.cdb.as_slice(), buf);
         } else {
             self.tasks.push(t);
         }

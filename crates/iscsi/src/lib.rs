@@ -1,7 +1,13 @@
 //! iSCSI fabric (RFC 7143, ErrorRecoveryLevel 0): portals, login, sessions,
 //! connections and the full-feature data path. It moves SCSI commands and
-//! data between TCP and the target core; it never interprets a CDB (except
-//! for the write transfer length, see `residual`).
+//! data between TCP and the target core; it never interprets a CDB.
+//!
+//! Each connection runs to completion on its own thread (`conn`): the fast
+//! path for LUs whose `io_engine` is inline. Commands of pool LUs and long
+//! commands (`target_core::may_run_long`) run on a shared worker pool
+//! (`pool`) while the connection keeps serving; their answers are sent by
+//! the connection thread (`offload`), so sequence numbers and PDU order
+//! stay single-threaded.
 //!
 //! PUBLIC API CONTRACT (used by the `rtarget` binary): the items below keep
 //! these names and signatures; add to them, don't rename them.
@@ -19,6 +25,8 @@ mod conn;
 mod dataout;
 mod discovery;
 mod login;
+mod offload;
+mod pool;
 mod server;
 mod session;
 mod sessions;
@@ -163,7 +171,8 @@ impl IscsiServer {
     }
 
     /// Start accepting connections on `addr` (a thread per listener; a
-    /// thread per connection). Returns the bound address (port 0 allowed).
+    /// thread per connection; pool LUs share one worker pool, started on
+    /// first use). Returns the bound address (port 0 allowed).
     pub fn listen(self: &Arc<Self>, addr: SocketAddr) -> io::Result<SocketAddr> {
         server::listen(&self.shared, addr)
     }

@@ -5,6 +5,7 @@
 //! Data-Out gathering lives in `dataout`, task management in `tmf`, Text and
 //! SendTargets in `discovery`.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use target_core::{Command, LunTable, Nexus, Outcome, Status, TaskAttr};
 use crate::dataout::{CdbStore, WriteTask};
 use crate::discovery::TextState;
 use crate::login::LoginOutcome;
-use crate::server::{next_nexus_id, SessionKey, Shared};
+use crate::offload::Offload;
+use crate::server::{next_nexus_id, ConnHandle, SessionKey, Shared};
 use crate::sessions::{LunCounters, SessionLive};
 use crate::txq::TxQueue;
 use crate::TargetConfig;
@@ -74,6 +76,15 @@ pub struct Session {
     nopin_timeout: Duration,
     nopin_response_timeout: Duration,
     pub text: TextState,
+    /// Commands running on the worker pool.
+    pub offload: Offload,
+    /// `nexus`, shared with pool jobs.
+    pub nexus_arc: Arc<Nexus>,
+    /// Our connection's handle (stop flag), for waits on the pool.
+    pub conn: Option<Arc<ConnHandle>>,
+    /// Highest MaxCmdSN announced: it never moves back (RFC 7143 §4.2.2.1
+    /// has initiators ignore a smaller one).
+    max_cmdsn_sent: Cell<u32>,
 }
 
 impl Session {
@@ -109,6 +120,7 @@ impl Session {
             .as_ref()
             .map_or(0, |v| v.epoch.load(Ordering::Acquire));
         let view = l.live.as_ref().map(|v| v.view());
+        let nexus_arc = Arc::new(nexus.clone());
         Session {
             shared,
             conn_id,
@@ -142,22 +154,41 @@ impl Session {
             nopin_response_timeout,
             text: TextState::default(),
             key: l.key,
+            offload: Offload::default(),
+            nexus_arc,
+            conn: None,
+            max_cmdsn_sent: Cell::new(l.exp_cmdsn.wrapping_add(l.window).wrapping_sub(1)),
         }
     }
 
     /// Orderly session end: the core forgets the nexus. (The registry entry
     /// goes in `Drop`, which also runs if a core call panicked.)
+    /// Pool tasks still running keep the nexus until the last one ends;
+    /// their responses are dropped.
     pub fn end(&mut self) {
-        if self.key.is_some() {
-            self.luns.nexus_gone(&self.nexus);
-        }
+        let gone = self.key.is_some().then(|| {
+            let luns = Arc::clone(&self.luns);
+            let nexus = Arc::clone(&self.nexus_arc);
+            Box::new(move || luns.nexus_gone(&nexus)) as crate::pool::EndAction
+        });
+        self.offload.close(gone);
         tracing::info!(initiator = %self.initiator_name,
             target = self.target.as_ref().map_or("(discovery)", |t| t.iqn.as_str()),
             tsih = self.tsih, "session ended");
     }
 
+    /// The window less the pool tasks that hold a slot, never below what
+    /// was already announced.
     pub fn max_cmdsn(&self) -> u32 {
-        self.exp_cmdsn.wrapping_add(self.window).wrapping_sub(1)
+        let room = self.window.saturating_sub(self.offload.live());
+        let cap = self.exp_cmdsn.wrapping_add(room).wrapping_sub(1);
+        let sent = self.max_cmdsn_sent.get();
+        if sn_lt(sent, cap) {
+            self.max_cmdsn_sent.set(cap);
+            cap
+        } else {
+            sent
+        }
     }
 
     /// Sequence fields without consuming a StatSN (R2T, NOP-In ping, Data-In).
@@ -352,6 +383,11 @@ impl Session {
         if !self.accept_cmdsn(l.immediate, l.cmdsn) {
             return Action::Continue;
         }
+        // Tasks still running answer before the Logout Response; a long
+        // one (SANITIZE) goes on without an answer.
+        if !self.settle(tx) || self.abort_flights(tx, |_| true).is_none() {
+            return Action::Close;
+        }
         let response = match l.reason {
             0 => 0,
             1 if l.cid == self.cid => 0,
@@ -413,7 +449,7 @@ impl Session {
             self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
             return Action::Continue;
         }
-        if self.tasks.iter().any(|t| t.itt == c.itt) {
+        if self.tasks.iter().any(|t| t.itt == c.itt) || self.offload.has_itt(c.itt) {
             self.reject(tx, RejectReason::TASK_IN_PROGRESS, &f.bhs);
             return Action::Continue;
         }
@@ -470,9 +506,47 @@ impl Session {
         self.counters = view.counters;
     }
 
-    /// Run a command whose Data-Out (if any) is complete.
+    /// Run a command whose Data-Out (if any) is complete: here, or on the
+    /// pool for pool LUs and long commands (with a pooled copy of the data).
     pub fn execute(&mut self, tx: &mut TxQueue, c: &ScsiCommand, cdb: &[u8], data_out: &[u8]) {
         self.refresh_luns();
+        let lun = scsi::lun::decode(c.lun);
+        if let Some(long) = self.pool_choice(lun, cdb) {
+            // Most commands carry no data: no buffer for them.
+            let buf = if data_out.is_empty() {
+                Vec::new()
+            } else {
+                let mut b = tx.take_buf();
+                b.extend_from_slice(data_out);
+                b
+            };
+            self.submit(tx, c, cdb, buf, long);
+            return;
+        }
+        self.execute_inline(tx, c, cdb, data_out);
+    }
+
+    /// `execute` for Data-Out gathered in a pooled buffer, which is handed
+    /// to the pool as is or recycled.
+    pub fn execute_owned(&mut self, tx: &mut TxQueue, c: &ScsiCommand, cdb: &[u8], buf: Vec<u8>) {
+        self.refresh_luns();
+        let lun = scsi::lun::decode(c.lun);
+        if let Some(long) = self.pool_choice(lun, cdb) {
+            self.submit(tx, c, cdb, buf, long);
+            return;
+        }
+        self.execute_inline(tx, c, cdb, &buf);
+        tx.recycle(buf);
+    }
+
+    /// Run a command to completion on this thread.
+    pub fn execute_inline(
+        &mut self,
+        tx: &mut TxQueue,
+        c: &ScsiCommand,
+        cdb: &[u8],
+        data_out: &[u8],
+    ) {
         let lun = scsi::lun::decode(c.lun);
         let mut data_in = tx.take_buf();
         let cmd = Command {
@@ -482,17 +556,22 @@ impl Session {
             attr: task_attr(c.attr),
         };
         let out = self.luns.execute(&self.nexus, lun, &cmd, &mut data_in);
+        self.count_io(lun, c, data_in.len(), data_out.len());
+        self.respond(tx, c, cdb, data_out.len(), out, data_in);
+    }
+
+    /// Per-LUN counters for `sessions detail`.
+    pub fn count_io(&self, lun: u64, c: &ScsiCommand, data_in_len: usize, data_out_len: usize) {
         if let Some(i) = self.luns.luns.iter().position(|l| l.id == lun) {
             if let Some(k) = self.counters.get(i) {
                 let sent = if c.read {
-                    data_in.len().min(c.expected_data_len as usize)
+                    data_in_len.min(c.expected_data_len as usize)
                 } else {
                     0
                 };
-                k.count(sent as u64, data_out.len() as u64);
+                k.count(sent as u64, data_out_len as u64);
             }
         }
-        self.respond(tx, c, cdb, data_out.len(), out, data_in);
     }
 
     /// Queue Data-In (status in the last one when GOOD without sense) and/or
@@ -603,13 +682,15 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // After a panic `end` did not run: still stop pool completions.
+        self.offload.close(None);
         if let Some(k) = &self.key {
             self.shared.unregister_session(k, self.conn_id);
         }
     }
 }
 
-fn task_attr(a: Attr) -> TaskAttr {
+pub(crate) fn task_attr(a: Attr) -> TaskAttr {
     match a {
         Attr::Ordered => TaskAttr::Ordered,
         Attr::HeadOfQueue => TaskAttr::HeadOfQueue,

@@ -1,7 +1,8 @@
 //! Task Management Function requests (RFC 7143 §11.5-11.6). The fabric
-//! aborts its own tasks (writes waiting for Data-Out: every other command
-//! ran to completion before the next PDU was read) and forwards the LU-side
-//! effects to the core; the result maps to a TMF response code.
+//! aborts its own tasks (writes waiting for Data-Out, and commands on the
+//! worker pool: those are waited for, see `offload`, so the TMF response is
+//! the last word about them) and forwards the LU-side effects to the core;
+//! the result maps to a TMF response code.
 
 use iscsi_wire::bhs::{sn_le, sn_lt};
 use iscsi_wire::request::TaskMgmtRequest;
@@ -42,11 +43,33 @@ impl Session {
         let core = |s: &Session, func: TmfFunction| {
             response_code(s.luns.task_management(&s.nexus, func, lun))
         };
+        // Pool tasks the function aborts: answered never, waited for now.
+        let aborted = match r.function {
+            1 => self.abort_flights(tx, |f| f.itt == r.referenced_tag),
+            2 | 4 | 5 => self.abort_flights(tx, |f| f.lun == r.lun),
+            6 | 7 => self.abort_flights(tx, |_| true),
+            _ => Some(0),
+        };
+        let Some(aborted) = aborted else {
+            return Action::Close;
+        };
+        // Functions for the whole task set of an LU (every initiator's):
+        // other sessions' pool tasks there finish before the answer too.
+        let settled = match r.function {
+            4 | 5 => self.wait_lus_idle(Some(lun)),
+            6 | 7 => self.wait_lus_idle(None),
+            _ => true,
+        };
+        if !settled {
+            return Action::Close;
+        }
         let response = match r.function {
             1 => {
                 if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
                     let t = self.tasks.swap_remove(i);
                     tx.recycle(t.buf);
+                    COMPLETE
+                } else if aborted > 0 {
                     COMPLETE
                 } else if sn_le(self.exp_cmdsn, r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
                     // In the window but never received: consider it

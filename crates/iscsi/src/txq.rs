@@ -73,10 +73,12 @@ impl TxQueue {
         }
     }
 
-    /// Give a buffer back without queueing it.
+    /// Give a buffer back without queueing it. One that never held memory
+    /// (a command without data) is not worth a pool slot.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
-        if self.pool.len() < POOL_KEEP
+        if cap > 0
+            && self.pool.len() < POOL_KEEP
             && cap <= POOL_MAX_CAP
             && self.pooled_bytes + cap <= POOL_MAX_BYTES
         {
@@ -297,6 +299,15 @@ mod tests {
         assert_eq!(rest.len(), f2.total_len + f3.total_len);
         // The data buffer went back to the pool.
         assert!(q.take_buf().capacity() >= 10);
+    }
+
+    #[test]
+    fn unallocated_buffers_take_no_pool_slot() {
+        let mut q = TxQueue::new();
+        q.recycle(Vec::new());
+        assert!(q.pool.is_empty());
+        q.recycle(Vec::with_capacity(4096));
+        assert_eq!(q.pool.len(), 1);
     }
 
     #[test]

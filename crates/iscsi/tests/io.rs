@@ -56,9 +56,7 @@ fn write_read_all_data_out_paths() {
 #[test]
 fn read_residuals() {
     let (srv, addr) = server(&[]);
-    let mut c = Client::connect(addr);
-    c.login(Some(IQN), &[]);
-    c.clear_ua();
+    let mut c = session(addr, &[]);
     // EDTL smaller than the transfer: overflow, data truncated.
     let (st, data, _) = c.read_cmd(&read10(0, 2), 512);
     assert_eq!(st, 0);
@@ -81,9 +79,7 @@ fn read_residuals() {
 #[test]
 fn write_residuals() {
     let (srv, addr) = server(&[]);
-    let mut c = Client::connect(addr);
-    c.login(Some(IQN), &[]);
-    c.clear_ua();
+    let mut c = session(addr, &[]);
     // One block in the CDB, two blocks of EDTL: underflow of one block.
     let r: ScsiResponse = c.write_cmd(&write10(0, 1), &pattern(1024, 1));
     assert!(r.residual.underflow, "{r:?}");
@@ -98,9 +94,7 @@ fn write_residuals() {
 #[test]
 fn many_commands_in_one_send_are_all_answered() {
     let (srv, addr) = server(&[]);
-    let mut c = Client::connect(addr);
-    c.login(Some(IQN), &[]);
-    c.clear_ua();
+    let mut c = session(addr, &[]);
     let mut bytes = Vec::new();
     let mut itts = Vec::new();
     for i in 0..64u32 {
@@ -125,9 +119,7 @@ fn many_commands_in_one_send_are_all_answered() {
 #[test]
 fn cmdsn_outside_window_is_ignored() {
     let (srv, addr) = server(&[]);
-    let mut c = Client::connect(addr);
-    c.login(Some(IQN), &[]);
-    c.clear_ua();
+    let mut c = session(addr, &[]);
     let mut cmd = c.scsi_cmd_header(&[0; 6], false, false, 0);
     cmd.cmdsn = cmd.cmdsn.wrapping_add(1000);
     c.cmdsn -= 1;
@@ -144,9 +136,7 @@ fn cmdsn_outside_window_is_ignored() {
 #[test]
 fn abort_task_waiting_for_data() {
     let (srv, addr) = server(&[]);
-    let mut c = Client::connect(addr);
-    c.login(Some(IQN), &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
-    c.clear_ua();
+    let mut c = session(addr, &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
     let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
     let mut b = Bhs::default();
     cmd.write_to(&mut b);
@@ -210,9 +200,7 @@ fn tmf(c: &mut Client, function: u8) -> u8 {
 #[test]
 fn resets_and_unknown_functions() {
     let (srv, addr) = server(&[]);
-    let mut c = Client::connect(addr);
-    c.login(Some(IQN), &[]);
-    c.clear_ua();
+    let mut c = session(addr, &[]);
     assert_eq!(tmf(&mut c, 5), 0, "LUN RESET");
     assert_eq!(tmf(&mut c, 8), 4, "TASK REASSIGN at ERL 0");
     assert_eq!(tmf(&mut c, 0x55), 255, "unknown function");

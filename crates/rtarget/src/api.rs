@@ -181,7 +181,7 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
         bail!("a request is a JSON object like {{\"op\":\"ls\",\"path\":\"/\"}}");
     };
     let op = req.get("op").and_then(Value::as_str).ok_or_else(|| {
-        anyhow!("missing \"op\" (ls, info, create, delete, set, get, enable, disable, saveconfig, restoreconfig, clearconfig, sessions, ping)")
+        anyhow!("missing \"op\" (ls, info, create, delete, set, get, enable, disable, resize, saveconfig, restoreconfig, clearconfig, sessions, ping)")
     })?;
     let path = match req.get("path") {
         None | Some(Value::Null) => "/".to_string(),
@@ -327,6 +327,17 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
             })?;
             Ok(json!({"message": out.message, "warnings": out.warnings}))
         }
+        "resize" => {
+            // "size": "2G" / "+1G" / bytes, or the first word of "argv".
+            let size = match req.get("size") {
+                None | Some(Value::Null) => words(&req)?.into_iter().next(),
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) if n.as_u64().is_some() => Some(n.to_string()),
+                Some(_) => bail!("\"size\" must be a string like \"2G\" or a byte count"),
+            };
+            let out = live.resize(&path, size.as_deref())?;
+            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        }
         "enable" | "disable" => {
             let out = live.change(|cfg| ops::enable(cfg, &path, op == "enable"))?;
             Ok(json!({"message": out.message, "warnings": out.warnings}))
@@ -353,7 +364,7 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
             Ok(json!({"sessions": list}))
         }
         other => {
-            bail!("unknown op {other:?} (ls, info, create, delete, set, get, enable, disable, saveconfig, restoreconfig, clearconfig, sessions, ping)")
+            bail!("unknown op {other:?} (ls, info, create, delete, set, get, enable, disable, resize, saveconfig, restoreconfig, clearconfig, sessions, ping)")
         }
     }
 }
@@ -512,7 +523,7 @@ mod tests {
         assert_eq!(ls["ok"], true);
         assert_eq!(
             ls["tree"]["children"].as_array().unwrap().len(),
-            tree::PLUGINS.len()
+            tree::plugins().len()
         );
         assert!(ls["text"].as_str().unwrap().starts_with("o- backstores "));
         let c =
@@ -532,6 +543,60 @@ mod tests {
             r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":[1]}}"#)["ok"],
             false
         );
+    }
+
+    /// `resize`: size as a string, a byte count or the first argv word;
+    /// refusals are answers, not crashes; the device is grown in place.
+    #[test]
+    fn resize_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = live(dir.path());
+        let r = |s: &str| respond(&l, s);
+        let c =
+            r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":"r0","size":"1M"}}"#);
+        assert_eq!(c["ok"], true, "{c}");
+        let dev = l.device("/backstores/ramdisk/r0").unwrap();
+        let g = r(r#"{"op":"resize","path":"/backstores/ramdisk/r0","size":"2M"}"#);
+        assert_eq!(g["ok"], true, "{g}");
+        assert_eq!(dev.backstore.size(), 2 << 20);
+        let g = r(r#"{"op":"resize","path":"/backstores/ramdisk/r0","size":4194304}"#);
+        assert_eq!(g["ok"], true, "{g}");
+        let g = r(r#"{"op":"resize","path":"/backstores/ramdisk/r0","argv":["+1M"]}"#);
+        assert_eq!(g["ok"], true, "{g}");
+        assert_eq!(dev.backstore.size(), 5 << 20);
+        assert!(Arc::ptr_eq(
+            &dev,
+            &l.device("/backstores/ramdisk/r0").unwrap()
+        ));
+        for (req, want) in [
+            (
+                r#"{"op":"resize","path":"/backstores/ramdisk/r0","size":"1M"}"#,
+                "cannot shrink",
+            ),
+            (
+                r#"{"op":"resize","path":"/backstores/ramdisk/r0","size":true}"#,
+                "\"size\" must be",
+            ),
+            (
+                r#"{"op":"resize","path":"/backstores/ramdisk/r0"}"#,
+                "needs a SIZE",
+            ),
+            (
+                r#"{"op":"resize","path":"/backstores","size":"1G"}"#,
+                "only a storage object",
+            ),
+            (
+                r#"{"op":"resize","path":"/backstores/ramdisk/nope","size":"1G"}"#,
+                "no such path",
+            ),
+        ] {
+            let e = r(req);
+            assert_eq!(e["ok"], false, "{req}");
+            assert!(e["error"].as_str().unwrap().contains(want), "{req}: {e}");
+        }
+        assert_eq!(dev.backstore.size(), 5 << 20);
+        let saved = std::fs::read_to_string(dir.path().join("saveconfig.json")).unwrap();
+        assert!(saved.contains("\"size\": 5242880"), "{saved}");
     }
 
     #[test]

@@ -19,12 +19,11 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use backstore::{
-    Backstore, FileBackstore, FileOptions, NbdAddr, NbdBackstore, NullBackstore, Qcow2Backstore,
-    Qcow2Options, RamBackstore,
+    Backstore, CryptBackstore, FileBackstore, FileOptions, NbdAddr, NullBackstore, RamBackstore,
 };
 use config::{attr_bool, parse_ip, value_string, SaveConfig, StorageObject, Tpg};
 use iscsi::{AclConfig, ChapCredentials, TargetConfig, TpgConfig};
-use target_core::{Device, DeviceOptions, Lun, LunTable};
+use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
 
 /// Everything the daemon runs from one config.
 pub struct Runtime {
@@ -97,6 +96,7 @@ pub fn build(cfg: &SaveConfig, pr_dir: Option<&Path>) -> Result<Runtime> {
             tpgs,
         });
     }
+    crate::alua::apply(cfg, &objects);
     Ok(Runtime {
         devices,
         targets,
@@ -265,6 +265,8 @@ pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapC
 pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<Arc<Device>>> {
     let attr = |k: &str| attr_bool(&so.attributes, k).map_err(|e| anyhow!(e));
     let block_size = so.block_size().map_err(|e| anyhow!(e))?;
+    // Whether the backstore bypasses the page cache (picks the I/O engine).
+    let mut direct = false;
     let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
         "fileio" | "block" => {
             let dev = so
@@ -280,9 +282,12 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
                 // LIO's is_nonrot attribute, else what the kernel says.
                 rotational: attr("is_nonrot")?.map(|nonrot| !nonrot),
                 read_only: so.readonly.unwrap_or(false) || attr("readonly")?.unwrap_or(false),
+                // rtarget extension: bypass the page cache.
+                direct: attr("o_direct")?.unwrap_or(false),
                 ..FileOptions::new(dev)
             };
             let f = FileBackstore::open(&opts).with_context(|| format!("cannot open {dev}"))?;
+            direct = f.is_direct();
             (
                 Arc::new(f),
                 if so.plugin == "fileio" {
@@ -304,22 +309,32 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
             }
         }
         "user" => match so.user_config() {
-            Some(("qcow", image)) => (open_qcow2(so, image)?, "QCOW2"),
-            Some(("nbd", uri)) => {
-                let (addr, export) = parse_nbd_uri(uri)?;
-                let n = NbdBackstore::connect(addr, &export)
-                    .with_context(|| format!("cannot connect to {uri}"))?;
-                (Arc::new(n), "NBD")
-            }
-            _ => return Ok(None),
+            // Every user:NAME object opens through the handler registered
+            // under NAME (crate::handlers, docs/handlers.md).
+            Some((sub, cfgstring)) => match crate::handlers::registry().get(sub) {
+                Some(h) => (
+                    crate::handlers::open_user(h.as_ref(), so, cfgstring, pr_dir)?,
+                    h.product(),
+                ),
+                None => return Ok(None),
+            },
+            None => return Ok(None),
         },
         _ => return Ok(None),
     };
+    let wwn = so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path()));
+    let backstore = if attr("encryption")?.unwrap_or(false) {
+        encrypt(backstore, &wwn, pr_dir)?
+    } else {
+        backstore
+    };
+    // rtarget extension (SPDK's bdev QoS): throughput / IOPS limits.
+    let backstore = backstore::with_qos(backstore, qos_limits(so)?);
     let size = backstore.size();
     if size < u64::from(block_size) {
         bail!("size {size} is smaller than one block ({block_size} bytes)");
     }
-    if size % u64::from(block_size) != 0 {
+    if !size.is_multiple_of(u64::from(block_size)) {
         tracing::warn!(object = %so.path(), size, block_size, "size is not a multiple of block_size; the tail is not exported");
     }
     let caps = backstore.capabilities();
@@ -335,9 +350,10 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
     if thin_wanted && !caps.discard {
         tracing::warn!(object = %so.path(), "thin provisioning requested but the backstore cannot discard; not offered");
     }
+    let io_engine = io_engine(so, direct)?;
     let options = DeviceOptions {
         name: so.name.clone(),
-        wwn: so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path())),
+        wwn,
         block_size,
         vendor: "RTARGET".to_string(),
         product: product.to_string(),
@@ -345,6 +361,7 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
         write_cache,
         read_only: caps.read_only,
         thin_provisioning: thin_wanted && caps.discard,
+        io_engine,
     };
     let device = Device::new(options, backstore);
     // rtarget's own attribute (LIO has none): a removable medium that can be
@@ -364,67 +381,75 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
     Ok(Some(device))
 }
 
-/// A `user:qcow` object: open the image, or create it (sparse, 64 KiB
-/// clusters) when it does not exist and the object has a size, as fileio
-/// creates its file.
-fn open_qcow2(so: &StorageObject, image: &str) -> Result<Arc<dyn Backstore>> {
-    let read_only = so.readonly.unwrap_or(false)
-        || attr_bool(&so.attributes, "readonly")
-            .map_err(|e| anyhow!(e))?
-            .unwrap_or(false);
-    let exists = std::path::Path::new(image)
-        .try_exists()
-        .with_context(|| format!("cannot check {image}"))?;
-    let q = if exists {
-        let opts = Qcow2Options {
-            read_only,
-            ..Qcow2Options::default()
-        };
-        Qcow2Backstore::open(image, &opts).with_context(|| format!("cannot open {image}"))?
-    } else {
-        let size = so
-            .size
-            .ok_or_else(|| anyhow!("{image} does not exist and 'size' is missing"))?;
-        Qcow2Backstore::create(image, size, 64 << 10)
-            .with_context(|| format!("cannot create {image}"))?
+/// rtarget's QoS storage-object attributes: `qos_rw_mbytes_per_sec`
+/// (MiB/s) and `qos_rw_ios_per_sec`, reads and writes together; 0 or
+/// absent means no limit.
+pub fn qos_limits(so: &StorageObject) -> Result<backstore::QosLimits> {
+    let get = |k: &str| {
+        config::attr_u64(&so.attributes, k)
+            .map_err(|e| anyhow!(e))
+            .map(|v| v.unwrap_or(0))
     };
-    if let Some(size) = so.size.filter(|s| *s != q.size()) {
-        tracing::warn!(object = %so.path(), saved = size, image = q.size(), "saved size differs from the image's virtual size; the image's is used");
+    let mib = get("qos_rw_mbytes_per_sec")?;
+    Ok(backstore::QosLimits {
+        bytes_per_sec: mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| anyhow!("qos_rw_mbytes_per_sec {mib} is too large"))?,
+        ios_per_sec: get("qos_rw_ios_per_sec")?,
+    })
+}
+
+/// rtarget's `io_engine` storage-object attribute (`inline`/`0` or
+/// `pool`/`1`), else the backstore's default: the worker pool where an I/O
+/// can block for long (O_DIRECT files and devices, NBD-based backstores),
+/// the connection thread for page-cache, RAM, null and qcow2 backstores.
+pub fn io_engine(so: &StorageObject, direct: bool) -> Result<IoEngine> {
+    if let Some(v) = so.attributes.get("io_engine") {
+        return match value_string(v).trim().to_ascii_lowercase().as_str() {
+            "inline" | "0" => Ok(IoEngine::Inline),
+            "pool" | "1" => Ok(IoEngine::Pool),
+            other => bail!("attribute io_engine: {other:?} is not inline (0) or pool (1)"),
+        };
     }
-    Ok(Arc::new(q))
+    let slow = match so.plugin.as_str() {
+        "fileio" | "block" => direct,
+        "user" => !matches!(so.user_config(), Some(("qcow", _))),
+        _ => false,
+    };
+    Ok(if slow {
+        IoEngine::Pool
+    } else {
+        IoEngine::Inline
+    })
+}
+
+/// rtarget's `encryption` attribute (an extension; LIO has none): store the
+/// object's data AES-XTS encrypted under a media key of its own, which
+/// SANITIZE CRYPTO ERASE replaces (docs/encryption.md). The key lives in
+/// the daemon's state directory, next to the PR state: `<state>/keys/key_<wwn>`.
+fn encrypt(
+    inner: Arc<dyn Backstore>,
+    wwn: &str,
+    pr_dir: Option<&Path>,
+) -> Result<Arc<dyn Backstore>> {
+    let Some(dir) = pr_dir.map(|p| p.with_file_name("keys")) else {
+        bail!("encryption=1 needs the daemon's state directory for its key");
+    };
+    // The wwn names a file: nothing that could leave the directory.
+    if wwn.is_empty() || !wwn.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        bail!("encryption=1 needs a wwn of letters, digits and '-' (got {wwn:?})");
+    }
+    let key_file = dir.join(format!("key_{wwn}"));
+    let c = CryptBackstore::open(inner, &key_file)
+        .with_context(|| format!("cannot open the media key {}", key_file.display()))?;
+    Ok(Arc::new(c))
 }
 
 /// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
 /// to an address and export name. HOST is an IP address (IPv6 in brackets).
 pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String)> {
-    let usage = "expected nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH";
-    if let Some(rest) = uri.strip_prefix("nbd+unix://") {
-        let (path, query) = rest
-            .split_once('?')
-            .ok_or_else(|| anyhow!("{uri}: no ?socket=PATH; {usage}"))?;
-        let export = path.strip_prefix('/').unwrap_or(path);
-        let socket = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("socket="))
-            .filter(|s| s.starts_with('/'))
-            .ok_or_else(|| anyhow!("{uri}: socket=PATH must be an absolute path; {usage}"))?;
-        return Ok((NbdAddr::Unix(socket.into()), export.to_string()));
-    }
-    let rest = uri
-        .strip_prefix("nbd://")
-        .ok_or_else(|| anyhow!("{uri}: {usage}"))?;
-    let (hostport, export) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr = match hostport.parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => {
-            let host = hostport.trim_start_matches('[').trim_end_matches(']');
-            let ip = host
-                .parse()
-                .map_err(|_| anyhow!("{uri}: {hostport:?} is not IP[:PORT]; {usage}"))?;
-            SocketAddr::new(ip, 10809)
-        }
-    };
-    Ok((NbdAddr::Tcp(addr), export.to_string()))
+    // One parser for create-time checks and the nbd handler.
+    Ok(backstore::registry::builtin::parse_nbd_uri(uri)?)
 }
 
 /// INQUIRY product revision: the crate version, at most 4 bytes.
@@ -648,5 +673,104 @@ mod tests {
             e.contains("/backstores/fileio/gone") && e.contains("/nonexistent/dir/x.img"),
             "{e}"
         );
+    }
+
+    /// `encryption=1` wraps the backstore (crypto erase possible), keeps its
+    /// key in `<state>/keys` with mode 0600, survives a saveconfig round
+    /// trip, and needs a state directory.
+    #[test]
+    fn encryption_attribute() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("e.img");
+        let wwn = "0b5e3c1e-0000-4000-8000-00000000000e";
+        let cfg: SaveConfig = serde_json::from_value(json!({
+            "storage_objects": [
+                {"plugin": "fileio", "name": "enc", "dev": img, "size": 1048576, "wwn": wwn,
+                 "attributes": {"encryption": 1, "block_size": 4096}},
+                {"plugin": "ramdisk", "name": "plain", "size": 1048576}
+            ]
+        }))
+        .unwrap();
+        let pr = dir.path().join("pr");
+        let rt = build(&cfg, Some(&pr)).unwrap();
+        let enc = &rt.objects["/backstores/fileio/enc"].1;
+        let plain = &rt.objects["/backstores/ramdisk/plain"].1;
+        assert!(enc.backstore.can_crypto_erase());
+        assert!(!plain.backstore.can_crypto_erase());
+        let key = dir.path().join("keys").join(format!("key_{wwn}"));
+        let meta = std::fs::metadata(&key).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        enc.backstore.write_at(&[0x61; 4096], 0).unwrap();
+        let mut raw = vec![0u8; 4096];
+        std::fs::File::open(&img)
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut raw, 0))
+            .unwrap();
+        assert_ne!(raw, vec![0x61; 4096], "stored in the clear");
+        let back: SaveConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back.storage_objects[0].attributes["encryption"], json!(1));
+        let e = format!("{:#}", build(&cfg, None).err().unwrap());
+        assert!(e.contains("state directory"), "{e}");
+    }
+
+    /// rtarget's `io_engine` (names or 0/1, else the backstore's default)
+    /// and QoS attributes reach the device; bad values are errors.
+    #[test]
+    fn io_engine_and_qos_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let so = |plugin: &str, attrs: serde_json::Value| -> StorageObject {
+            serde_json::from_value(json!({"plugin": plugin, "name": "x",
+                "dev": dir.path().join("x.img"), "size": 1048576, "attributes": attrs}))
+            .unwrap()
+        };
+        let eng = |o: &StorageObject, direct| io_engine(o, direct).unwrap();
+        assert_eq!(eng(&so("fileio", json!({})), false), IoEngine::Inline);
+        assert_eq!(eng(&so("fileio", json!({})), true), IoEngine::Pool);
+        assert_eq!(eng(&so("block", json!({})), true), IoEngine::Pool);
+        assert_eq!(eng(&so("ramdisk", json!({})), false), IoEngine::Inline);
+        assert_eq!(
+            eng(&so("fileio", json!({"io_engine": "pool"})), false),
+            IoEngine::Pool
+        );
+        assert_eq!(
+            eng(&so("fileio", json!({"io_engine": 1})), false),
+            IoEngine::Pool
+        );
+        assert_eq!(
+            eng(&so("fileio", json!({"io_engine": "Inline"})), true),
+            IoEngine::Inline
+        );
+        assert_eq!(
+            eng(&so("fileio", json!({"io_engine": "0"})), true),
+            IoEngine::Inline
+        );
+        assert!(io_engine(&so("fileio", json!({"io_engine": "fast"})), false).is_err());
+        let mut nbd = so("user", json!({}));
+        nbd.extra
+            .insert("config".into(), json!("nbd/nbd://127.0.0.1/e"));
+        assert_eq!(eng(&nbd, false), IoEngine::Pool);
+        let mut qcow = so("user", json!({}));
+        qcow.extra
+            .insert("config".into(), json!("qcow//tmp/a.qcow2"));
+        assert_eq!(eng(&qcow, false), IoEngine::Inline);
+
+        let q = qos_limits(&so(
+            "fileio",
+            json!({"qos_rw_mbytes_per_sec": 8, "qos_rw_ios_per_sec": "100"}),
+        ))
+        .unwrap();
+        assert_eq!((q.bytes_per_sec, q.ios_per_sec), (8 << 20, 100));
+        assert!(qos_limits(&so("fileio", json!({}))).unwrap().is_unlimited());
+        assert!(qos_limits(&so("fileio", json!({"qos_rw_ios_per_sec": "x"}))).is_err());
+        // The attribute reaches the device, which opens (and reads) normally.
+        let o = so(
+            "fileio",
+            json!({"io_engine": "pool", "qos_rw_ios_per_sec": 1000}),
+        );
+        let d = open_device(&o, None).unwrap().unwrap();
+        assert_eq!(d.options.io_engine, IoEngine::Pool);
+        let mut buf = [1u8; 512];
+        d.backstore.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [0u8; 512]);
     }
 }

@@ -29,6 +29,7 @@ pub const VERBS: &[&str] = &[
     "info",
     "ls",
     "pwd",
+    "resize",
     "restoreconfig",
     "saveconfig",
     "sessions",
@@ -200,6 +201,15 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             Action::Request(r, Show::Message)
         }
         "enable" | "disable" if params.is_empty() => Action::Request(req(verb), Show::Message),
+        "resize" => {
+            let mut r = req("resize");
+            match params {
+                [] => {}
+                [s] => r["size"] = json!(s.strip_prefix("size=").unwrap_or(s)),
+                _ => bail!("resize takes [SIZE] (e.g. 2G, or +1G to add)"),
+            }
+            Action::Request(r, Show::Message)
+        }
         "sessions" => match params {
             [] => Action::Request(req("sessions"), Show::Sessions),
             [d] if d == "detail" => {
@@ -331,6 +341,8 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   [PATH] set attribute|parameter|auth|discovery_auth|global NAME=VALUE...
   [PATH] get attribute|parameter|auth|discovery_auth|global [NAME...]
   [PATH] enable|disable              switch a TPG on or off
+  [PATH] resize [SIZE|+SIZE]         grow a backstore online (fileio, block, ramdisk,
+                                     user:qcow); initiators see the new capacity
   [PATH] info | status               saved settings | one-line summary
   saveconfig [FILE]                  save now (changes are saved automatically)
   restoreconfig [FILE]               replace the live configuration with FILE

@@ -127,7 +127,10 @@ impl Live {
     }
 
     pub fn config(&self) -> SaveConfig {
-        self.lock().cfg.clone()
+        let mut st = self.lock();
+        let st = &mut *st;
+        crate::alua::sync_states(&mut st.cfg, &st.objects);
+        st.cfg.clone()
     }
 
     pub fn config_path(&self) -> &Path {
@@ -158,7 +161,9 @@ impl Live {
 
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
-        let st = self.lock();
+        let mut st = self.lock();
+        let stm = &mut *st;
+        crate::alua::sync_states(&mut stm.cfg, &stm.objects);
         let sizes: HashMap<String, u64> = st
             .objects
             .iter()
@@ -170,6 +175,9 @@ impl Live {
     /// Apply `edit` to a copy of the config and make it live and saved.
     pub fn change(&self, edit: impl FnOnce(&mut SaveConfig) -> Result<String>) -> Result<Outcome> {
         let mut st = self.lock();
+        // States initiators set with STPG are part of the current config.
+        let st_ref = &mut *st;
+        crate::alua::sync_states(&mut st_ref.cfg, &st_ref.objects);
         let mut new = st.cfg.clone();
         let message = edit(&mut new)?;
         if new == st.cfg {
@@ -204,8 +212,14 @@ impl Live {
         for so in new.storage_objects.iter_mut() {
             let path = so.path();
             if let Some((old, dev)) = st.objects.get(&path) {
-                if old == so {
-                    objects.insert(path, (old.clone(), dev.clone()));
+                // ALUA groups change on the running device (alua::apply),
+                // not by reopening it.
+                let same = StorageObject {
+                    alua_tpgs: so.alua_tpgs.clone(),
+                    ..old.clone()
+                } == *so;
+                if same {
+                    objects.insert(path, (so.clone(), dev.clone()));
                     continue;
                 }
             }
@@ -301,6 +315,7 @@ impl Live {
             }
         }
         self.server.set_discovery_auth(build::discovery_auth(&new));
+        crate::alua::apply(&new, &objects);
 
         for (path, (_, dev)) in &st.objects {
             if !objects.contains_key(path) {
@@ -323,10 +338,68 @@ impl Live {
         Ok(Outcome { message, warnings })
     }
 
+    /// `resize [SIZE]` of the storage object at tree `path`: grow its
+    /// running backstore in place (sessions stay logged in; the device and
+    /// its SCSI state are kept, not reopened), queue CAPACITY DATA HAS
+    /// CHANGED for every initiator that reaches it, and save the new size.
+    pub fn resize(&self, path: &str, size: Option<&str>) -> Result<Outcome> {
+        let mut st = self.lock();
+        let saved = match crate::ops::locate(&st.cfg, path)? {
+            crate::ops::Loc::Object(..) => crate::ops::object_ref(&st.cfg, path)
+                .ok_or_else(|| anyhow!("no such storage object: {path}"))?,
+            _ => bail!("only a storage object (/backstores/PLUGIN/NAME) can be resized"),
+        };
+        let (so, dev) = st
+            .objects
+            .get(&saved)
+            .cloned()
+            .ok_or_else(|| anyhow!("{path} is not being served"))?;
+        let old = dev.backstore.size();
+        let new = crate::ops_resize::wanted_size(&so, size, old)?;
+        if !dev.backstore.can_resize() {
+            bail!(crate::ops_resize::cannot(&so));
+        }
+        dev.resize(new)
+            .map_err(|e| anyhow!("cannot resize {path}: {e}"))?;
+        let mut cfg = st.cfg.clone();
+        let mut recorded = so.clone();
+        if let Some(c) = cfg.storage_objects.iter_mut().find(|o| o.path() == saved) {
+            crate::ops_resize::record(c, new);
+            recorded = c.clone();
+        }
+        let mut warnings = Vec::new();
+        if cfg != st.cfg {
+            let save = if self.prefs().auto_save {
+                config::save(&cfg, &self.config_path).map_err(|e| e.to_string())
+            } else {
+                Err("auto_save is off (set global auto_save=true), run saveconfig".into())
+            };
+            if let Err(e) = save {
+                warnings.push(format!("the new size is live but was NOT saved: {e}"));
+            }
+        }
+        st.cfg = cfg;
+        // The same device under the updated object: later changes keep it.
+        st.objects.insert(saved.clone(), (recorded, dev));
+        let message = if new == old {
+            format!("{path} already has {new} bytes.")
+        } else {
+            format!(
+                "Resized {path} from {} to {} ({new} bytes); initiators were told the capacity changed.",
+                tree::bytes_to_human(old),
+                tree::bytes_to_human(new)
+            )
+        };
+        tracing::info!(object = %saved, old, new, "storage object resized");
+        Ok(Outcome { message, warnings })
+    }
+
     /// `saveconfig [file]`: write the current config (atomically, with backups).
     pub fn save(&self, file: Option<&Path>) -> Result<PathBuf> {
         // Under the lock: saves share one temp file name per process.
-        let st = self.lock();
+        let mut st = self.lock();
+        let stm = &mut *st;
+        crate::alua::sync_states(&mut stm.cfg, &stm.objects);
         let path = file.unwrap_or(&self.config_path).to_path_buf();
         config::save(&st.cfg, &path).map_err(|e| anyhow!(e))?;
         Ok(path)
@@ -436,5 +509,28 @@ mod tests {
         assert!(format!("{e:#}").contains("cannot listen on"), "{e:#}");
         assert!(l.config().targets.is_empty());
         assert!(!file.exists());
+    }
+
+    /// ALUA edits reach the running device without reopening it (its
+    /// state, e.g. reservations and unit attentions, survives).
+    #[test]
+    fn alua_changes_keep_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = live(dir.path());
+        create(&l, "/backstores/ramdisk", &["r0", "1M"]).unwrap();
+        let before = l.devices()[0].clone();
+        create(&l, "/backstores/ramdisk/r0/alua", &["sb", "2"]).unwrap();
+        let kv = [("alua_access_state".to_string(), "2".to_string())];
+        l.change(|c| ops::set(c, "/backstores/ramdisk/r0/alua/sb", "alua", &kv))
+            .unwrap();
+        let after = l.devices()[0].clone();
+        assert!(Arc::ptr_eq(&before, &after), "device reopened");
+        let g = after.alua_groups();
+        assert_eq!(
+            (g[1].id, g[1].state),
+            (2, target_core::AccessState::Standby)
+        );
+        let saved = std::fs::read_to_string(dir.path().join("saveconfig.json")).unwrap();
+        assert!(saved.contains("\"alua_access_state\": 2"), "{saved}");
     }
 }

@@ -3,6 +3,7 @@
 //! side; anything else is the targetcli-style client (`rtarget PATH VERB
 //! ARGS`, or the interactive shell when there are no arguments).
 
+mod alua;
 mod api;
 mod args;
 mod bookmarks;
@@ -10,10 +11,12 @@ mod build;
 mod cli;
 mod client;
 mod demo;
+mod handlers;
 mod live;
 mod ops;
 mod ops_backstore;
 mod ops_edit;
+mod ops_resize;
 mod prefs;
 mod serve;
 mod shell;

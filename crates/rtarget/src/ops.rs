@@ -15,7 +15,7 @@ use config::{parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObjec
 use serde_json::{json, Map, Value};
 
 use crate::args::{parse_index, Args};
-use crate::tree::{normalize, portal_name, PLUGINS};
+use crate::tree::{normalize, portal_name};
 
 /// Facts about a backing path: `None` when it does not exist.
 pub type StatFn = Box<dyn Fn(&str) -> Option<PathKind>>;
@@ -68,7 +68,9 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
     let loc = match parts.as_slice() {
         [] => Loc::Root,
         ["backstores"] => Loc::Backstores,
-        ["backstores", p] if PLUGINS.contains(p) => Loc::Plugin(p.to_string()),
+        ["backstores", p] if crate::tree::plugins().iter().any(|x| x == p) => {
+            Loc::Plugin(p.to_string())
+        }
         ["backstores", p, n] | ["backstores", p, n, "alua", ..] => {
             if !cfg
                 .storage_objects
@@ -163,6 +165,11 @@ pub(crate) fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Resul
 
 /// `create` at `path`. Returns a targetcli-like message.
 pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Result<String> {
+    match crate::alua::locate(cfg, path)? {
+        Some((idx, None)) => return crate::alua::create(cfg, idx, args),
+        Some((_, Some(_))) => bail!("create ALUA groups in the alua directory: create NAME TAG"),
+        None => {}
+    }
     match locate(cfg, path)? {
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
         Loc::Fabric(f) if f == "iscsi" => {
@@ -661,6 +668,51 @@ mod tests {
         assert!(config::validate(&cfg).is_ok());
         delete(&mut cfg, "/backstores/user:qcow/q", &Args::default()).unwrap();
         assert!(cfg.storage_objects.is_empty() && cfg.targets[0].tpgs[0].luns.is_empty());
+    }
+
+    #[test]
+    fn qemu_objects_take_a_config_string_and_size_zero() {
+        let mut cfg = SaveConfig::default();
+        // SIZE 0: the image's virtual size (not saved); the string is
+        // saved in its canonical FORMAT/PATH form.
+        run(
+            &mut cfg,
+            "/backstores/user:qemu",
+            &[
+                "v",
+                "0",
+                "cfgstring=format=vmdk;file=/data/old.img;readonly=on",
+            ],
+        )
+        .unwrap();
+        let so = &cfg.storage_objects[0];
+        assert_eq!(so.size, None);
+        assert_eq!(
+            so.user_config(),
+            Some(("qemu", "vmdk//data/old.img;readonly=on"))
+        );
+        assert_eq!(so.ui_plugin(), "user:qemu");
+        assert!(config::validate(&cfg).is_ok());
+        for (words, want) in [
+            (&["w", "0", "vmdk/rel.vmdk"][..], "must be absolute"),
+            (&["w", "0", "/data/old.img"][..], "expected FORMAT/PATH"),
+            (&["w", "0", "vmdk//data/new.vmdk"][..], "size is required"),
+            (
+                &["w", "0", "vmdk//data/old.img;bogus=1"][..],
+                "unknown option",
+            ),
+        ] {
+            let e = run(&mut cfg, "/backstores/user:qemu", words).unwrap_err();
+            assert!(e.to_string().contains(want), "{words:?}: {e}");
+        }
+        // A missing image with a size is created when it opens.
+        run(
+            &mut cfg,
+            "/backstores/user:qemu",
+            &["w", "1G", "vhdx//data/new.vhdx"],
+        )
+        .unwrap();
+        assert_eq!(cfg.storage_objects[1].size, Some(1 << 30));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `create` under `/backstores/<plugin>`: targetcli's parameters and
-//! defaults per plugin (fileio, block, ramdisk, user:qcow), checked against
-//! the backing path before anything is opened (see [`crate::ops`]).
+//! defaults per plugin (fileio, block, ramdisk, user:qcow, user:nbd,
+//! user:qemu), checked against the backing path before anything is opened
+//! (see [`crate::ops`]).
 
 use anyhow::{anyhow, bail, Result};
 use config::{SaveConfig, StorageObject};
@@ -16,7 +17,20 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             2,
         ),
         "block" => (&["name", "dev", "readonly", "wwn", "exclusive"], 2),
-        "user:qcow" | "user:nbd" => (
+        "user:qcow" | "user:nbd" | "user:qemu" => (
+            &[
+                "name",
+                "size",
+                "cfgstring",
+                "wwn",
+                "hw_max_sectors",
+                "control",
+            ],
+            1,
+        ),
+        // Any other registered handler (crate::handlers): tcmu-runner's
+        // parameters for user backstores.
+        p if p.starts_with("user:") => (
             &[
                 "name",
                 "size",
@@ -59,7 +73,12 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
         wwn: Some(wwn),
         ..StorageObject::default()
     };
-    let size_arg = b.get("size").map(parse_size).transpose()?;
+    let size_arg = b
+        .get("size")
+        // user:qemu's SIZE 0 means "the image's virtual size".
+        .filter(|s| !(plugin == "user:qemu" && *s == "0"))
+        .map(parse_size)
+        .transpose()?;
     let msg = match plugin {
         "fileio" => {
             let dev = b.req("file_or_dev")?;
@@ -146,6 +165,55 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             so.extra
                 .insert("config".into(), Value::from(format!("nbd/{uri}")));
             format!("Created user-backed storage object {name} using {uri}.")
+        }
+        "user:qemu" => {
+            let cfgstring = b.get("cfgstring").ok_or_else(|| {
+                anyhow!("missing parameter cfgstring (FORMAT/PATH[;KEY=VALUE...], e.g. vmdk//srv/disk.vmdk)")
+            })?;
+            let qc = backstore::QemuConfig::parse(cfgstring)?;
+            let image = qc.file.to_string_lossy().into_owned();
+            match ((ctx.stat)(&image), size_arg) {
+                (Some(PathKind::File(_) | PathKind::BlockDevice), _) => {}
+                (Some(_), _) => bail!("{image} is neither a regular file nor a block device"),
+                (None, None) => bail!("{image} does not exist: size is required to create it"),
+                (None, Some(_)) => {}
+            }
+            // 0 or omitted: the image's virtual size, learnt when it opens.
+            so.size = size_arg;
+            so.extra
+                .insert("config".into(), Value::from(format!("qemu/{qc}")));
+            for k in ["hw_max_sectors", "control"] {
+                if let Some(v) = b.get(k) {
+                    so.extra.insert(k.into(), Value::from(v));
+                }
+            }
+            format!("Created user-backed storage object {name} using {qc}.")
+        }
+        p if p.starts_with("user:") => {
+            let h = crate::handlers::registry()
+                .get(&p["user:".len()..])
+                .ok_or_else(|| anyhow!("no handler registered for {p}"))?;
+            let cfgstring = b.get("cfgstring").unwrap_or("");
+            h.check_config(cfgstring)
+                .map_err(|e| anyhow!("{p}: {e} (cfgstring: {})", h.config_help()))?;
+            match (h.size_policy(), size_arg) {
+                (backstore::SizePolicy::Required, None) => bail!("{p} needs a size"),
+                (backstore::SizePolicy::FromHandler, Some(_)) => {
+                    bail!("{p} takes its size from the medium: omit it")
+                }
+                _ => {}
+            }
+            so.size = size_arg;
+            so.extra.insert(
+                "config".into(),
+                Value::from(format!("{}/{cfgstring}", h.name())),
+            );
+            for k in ["hw_max_sectors", "control"] {
+                if let Some(v) = b.get(k) {
+                    so.extra.insert(k.into(), Value::from(v));
+                }
+            }
+            format!("Created user-backed storage object {name} ({p}, config {cfgstring:?}).")
         }
         _ => {
             so.size = size_arg;

@@ -97,6 +97,35 @@ const SO_ATTRIBUTES_USED: &[&str] = &[
     "is_nonrot",
 ];
 
+/// Node ACL attributes of LIO's iSCSI fabric (rtslib `NodeACL` attributes),
+/// with the values LIO accepts.
+pub const ACL_ATTRIBUTES: &[&str] = &[
+    "authentication",
+    "dataout_timeout",
+    "dataout_timeout_retries",
+    "default_erl",
+    "nopin_response_timeout",
+    "nopin_timeout",
+    "random_datain_pdu_offsets",
+    "random_datain_seq_offsets",
+    "random_r2t_offsets",
+];
+
+/// LIO's limits for ACL attributes (iscsi_target_nodeattrib.c).
+fn acl_attribute_range(k: &str) -> (u64, u64) {
+    match k {
+        "authentication" => (0, 1),
+        "dataout_timeout" => (2, 60),
+        "dataout_timeout_retries" => (1, 15),
+        "default_erl" => (0, 2),
+        "nopin_response_timeout" | "nopin_timeout" => (3, 60),
+        _ => (0, 1),
+    }
+}
+
+/// ACL attributes the fabric acts on; the others are saved for targetcli.
+const ACL_ATTRIBUTES_USED: &[&str] = &["authentication"];
+
 /// Auth names of targetcli (`set auth userid=...`), saved as rtslib's `chap_*`.
 pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_password"];
 
@@ -132,6 +161,15 @@ const YES_NO: &[&str] = &[
 /// `path` (targetcli's form); without, the object at `path` itself.
 pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
     let no_args = args.positional.is_empty() && args.named.is_empty();
+    match crate::alua::locate(cfg, path)? {
+        Some((idx, Some(g))) if no_args => return crate::alua::delete(cfg, idx, &g),
+        Some((idx, None)) => {
+            let b = args.bind("delete", &["name"], 1)?;
+            return crate::alua::delete(cfg, idx, b.get("name").unwrap_or_default());
+        }
+        Some(_) => bail!("delete takes no arguments here"),
+        None => {}
+    }
     let loc = locate(cfg, path)?;
     let target = match loc.clone() {
         Loc::Plugin(p) => {
@@ -312,13 +350,17 @@ fn group_map<'a>(
                 .ok_or_else(|| anyhow!("no iscsi fabric module"))?;
             Ok((&mut m.extra, DISCOVERY_AUTH, "discovery_"))
         }
-        (Loc::Acl(w, t, a), "auth") => {
+        (Loc::Acl(w, t, a), "auth" | "attribute") => {
             let acl = tpg_mut(cfg, w, *t)?
                 .node_acls
                 .iter_mut()
                 .find(|x| x.node_wwn == *a)
                 .ok_or_else(|| anyhow!("no such ACL {a}"))?;
-            Ok((&mut acl.extra, AUTH, "chap_"))
+            Ok(if group == "auth" {
+                (&mut acl.extra, AUTH, "chap_")
+            } else {
+                (&mut acl.attributes, ACL_ATTRIBUTES, "")
+            })
         }
         (Loc::Object(p, n), "attribute") => {
             let so = cfg
@@ -329,7 +371,7 @@ fn group_map<'a>(
             Ok((&mut so.attributes, SO_ATTRIBUTES, ""))
         }
         (_, g) => bail!(
-            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: auth; /iscsi: discovery_auth; storage objects: attribute)"
+            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: attribute, auth; /iscsi: discovery_auth; storage objects: attribute; ALUA groups and LUNs: alua)"
         ),
     }
 }
@@ -405,6 +447,11 @@ pub fn set(
     if values.is_empty() {
         bail!("set {group}: give at least one name=value");
     }
+    if group == "alua" {
+        let at = crate::alua::target(cfg, path)?
+            .ok_or_else(|| anyhow!("no alua group here (ALUA groups and LUNs have one)"))?;
+        return crate::alua::set(cfg, at, values);
+    }
     let loc = locate(cfg, path)?;
     if let (Loc::Object(p, n), "attribute") = (&loc, group) {
         let exported =
@@ -426,6 +473,13 @@ pub fn set(
             bail!("unknown {group} {k:?}; known: {}", names.join(", "));
         }
         let value = match group {
+            "attribute" if matches!(loc, Loc::Acl(..)) => {
+                let (lo, hi) = acl_attribute_range(k);
+                match v.trim().parse::<u64>() {
+                    Ok(n) if (lo..=hi).contains(&n) => Value::from(n),
+                    _ => bail!("{k}: {v:?} must be a number from {lo} to {hi}"),
+                }
+            }
             "attribute" => Value::from(
                 v.trim()
                     .parse::<u64>()
@@ -448,10 +502,12 @@ pub fn set(
         } else {
             v
         };
-        let note = if group == "attribute"
-            && matches!(loc, Loc::Object(..))
-            && !SO_ATTRIBUTES_USED.contains(&k.as_str())
-        {
+        let stored_only = match loc {
+            Loc::Object(..) => !SO_ATTRIBUTES_USED.contains(&k.as_str()),
+            Loc::Acl(..) => !ACL_ATTRIBUTES_USED.contains(&k.as_str()),
+            _ => false,
+        };
+        let note = if group == "attribute" && stored_only {
             " (saved; rtarget does not act on it yet)"
         } else {
             ""
@@ -505,6 +561,11 @@ pub fn get(
     group: &str,
     names: &[String],
 ) -> Result<Map<String, Value>> {
+    if group == "alua" {
+        let at = crate::alua::target(cfg, path)?
+            .ok_or_else(|| anyhow!("no alua group here (ALUA groups and LUNs have one)"))?;
+        return crate::alua::get(cfg, at, names);
+    }
     let loc = locate(cfg, path)?;
     let mut copy = cfg.clone();
     let (map, known, prefix) = group_map(&mut copy, &loc, group)?;
@@ -522,4 +583,76 @@ pub fn get(
         out.insert(k.to_string(), map.get(&key).cloned().unwrap_or(Value::Null));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SaveConfig {
+        serde_json::from_value(serde_json::json!({
+            "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:t1", "tpgs": [{
+                "tag": 1,
+                "node_acls": [{"node_wwn": "iqn.2026-11.org.example:h1", "mapped_luns": []}]
+            }]}]
+        }))
+        .unwrap()
+    }
+
+    const ACL: &str = "/iscsi/iqn.2026-11.org.example:t1/tpg1/acls/iqn.2026-11.org.example:h1";
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `set attribute` on an ACL stores LIO's node attributes, says which
+    /// ones the fabric does not act on, refuses values LIO refuses, and
+    /// `get attribute` reads them back.
+    #[test]
+    fn acl_attributes_are_stored_checked_and_read_back() {
+        let mut c = cfg();
+        let msg = set(
+            &mut c,
+            ACL,
+            "attribute",
+            &kv(&[("dataout_timeout", "5"), ("authentication", "1")]),
+        )
+        .unwrap();
+        assert!(
+            msg.contains("dataout_timeout is now '5'. (saved; rtarget does not act on it yet)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("authentication is now '1'.\n") || msg.ends_with("'1'."),
+            "{msg}"
+        );
+        let acl = &c.targets[0].tpgs[0].node_acls[0];
+        assert_eq!(acl.attributes["dataout_timeout"], 5);
+        for (k, v) in [("default_erl", "3"), ("nopin_timeout", "1"), ("bogus", "1")] {
+            let e = set(&mut c, ACL, "attribute", &kv(&[(k, v)])).unwrap_err();
+            assert!(
+                e.to_string().contains("must be a number from")
+                    || e.to_string().contains("unknown"),
+                "{e}"
+            );
+        }
+        let got = get(
+            &c,
+            ACL,
+            "attribute",
+            &["dataout_timeout".into(), "default_erl".into()],
+        )
+        .unwrap();
+        assert_eq!(got["dataout_timeout"], 5);
+        assert_eq!(got["default_erl"], Value::Null);
+        // Saved in rtslib's place: node_acls[].attributes.
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            v["targets"][0]["tpgs"][0]["node_acls"][0]["attributes"]["authentication"],
+            1
+        );
+    }
 }

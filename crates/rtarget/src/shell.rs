@@ -242,13 +242,23 @@ impl ShellHelper {
             _ => cwd,
         };
         let names: &[&str] = match (verb, before.len() - verb_pos) {
-            ("set" | "get", 1) => &["attribute", "parameter", "auth", "discovery_auth", "global"],
+            ("set" | "get", 1) => &[
+                "attribute",
+                "parameter",
+                "auth",
+                "discovery_auth",
+                "global",
+                "alua",
+            ],
             ("set" | "get", _) => match before[verb_pos + 1].as_str() {
                 "parameter" => TPG_PARAMETERS,
                 "global" => crate::prefs::NAMES,
                 "auth" => AUTH,
                 "discovery_auth" => crate::ops_edit::DISCOVERY_AUTH,
+                "alua" if at.contains("/luns/") => crate::alua::LUN_ALUA_PARAMS,
+                "alua" => config::alua::ALUA_PARAMS,
                 _ if at.starts_with("/backstores/") => SO_ATTRIBUTES,
+                _ if at.contains("/acls/") => crate::ops_edit::ACL_ATTRIBUTES,
                 _ => TPG_ATTRIBUTES,
             },
             ("create", _) => create_params(&at),
@@ -278,7 +288,7 @@ fn create_params(at: &str) -> &'static [&'static str] {
         ["backstores", "fileio"] => &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
         ["backstores", "block"] => &["name", "dev", "readonly", "wwn", "exclusive"],
         ["backstores", "ramdisk"] => &["name", "size", "nullio", "wwn"],
-        ["backstores", "user:qcow" | "user:nbd"] => &[
+        ["backstores", "user:qcow" | "user:nbd" | "user:qemu"] => &[
             "name",
             "size",
             "cfgstring",
@@ -288,6 +298,7 @@ fn create_params(at: &str) -> &'static [&'static str] {
         ],
         ["iscsi"] => &["wwn"],
         ["iscsi", _] => &["tag"],
+        ["backstores", _, _, "alua"] => &["name", "tag"],
         [.., "luns"] => &["storage_object", "lun", "add_mapped_luns"],
         [.., "portals"] => &["ip_address", "ip_port"],
         [.., "acls"] => &["wwn", "add_mapped_luns"],
@@ -352,7 +363,10 @@ mod tests {
     fn completes_verbs_groups_names_and_parameters() {
         let h = helper("/iscsi/iqn.2026-11.x:y/tpg1");
         assert_eq!(h.candidates(&[], "sa"), ["saveconfig "]);
-        assert_eq!(h.candidates(&words("set"), "a"), ["attribute ", "auth "]);
+        assert_eq!(
+            h.candidates(&words("set"), "a"),
+            ["attribute ", "auth ", "alua "]
+        );
         assert_eq!(h.candidates(&words("set global"), "auto_s"), ["auto_save="]);
         assert_eq!(
             h.candidates(&words("set attribute"), "generate"),

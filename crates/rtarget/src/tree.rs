@@ -10,7 +10,27 @@ use config::{attr_bool, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, T
 use serde::Serialize;
 
 /// Backstore plugins shown under `/backstores` (the ones rtarget serves).
-pub const PLUGINS: [&str; 5] = ["block", "fileio", "ramdisk", "user:nbd", "user:qcow"];
+pub const PLUGINS: [&str; 6] = [
+    "block",
+    "fileio",
+    "ramdisk",
+    "user:nbd",
+    "user:qcow",
+    "user:qemu",
+];
+/// Every plugin directory under `/backstores`: [`PLUGINS`] plus
+/// `user:NAME` for each registered handler ([`crate::handlers`]), sorted.
+pub fn plugins() -> Vec<String> {
+    let mut all: Vec<String> = PLUGINS.iter().map(|p| p.to_string()).collect();
+    for p in crate::handlers::user_plugins() {
+        if !all.contains(&p) {
+            all.push(p);
+        }
+    }
+    all.sort();
+    all
+}
+
 /// Fabric roots shown at the top level besides `backstores`.
 pub const FABRICS: [&str; 3] = ["iscsi", "loopback", "vhost"];
 /// rtslib's name for the ALUA group every LUN starts in.
@@ -79,7 +99,7 @@ pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
         children: Vec::new(),
     };
     let mut backstores = Node::new("/", "backstores", "...");
-    for plugin in PLUGINS {
+    for plugin in plugins() {
         let objects: Vec<&StorageObject> = cfg
             .storage_objects
             .iter()
@@ -87,17 +107,21 @@ pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
             .collect();
         let mut pn = Node::new(
             &backstores.path,
-            plugin,
+            &plugin,
             format!("Storage Objects: {}", objects.len()),
         );
         for so in objects {
             let mut on = Node::new(&pn.path, &so.name, object_summary(cfg, so, size_of));
-            let mut alua = Node::new(&on.path, "alua", "ALUA Groups: 1");
-            alua.children.push(Node::new(
-                &alua.path,
-                DEFAULT_TG_PT_GP,
-                "ALUA state: Active/optimized",
-            ));
+            let groups = config::alua::groups_of(so.alua_tpgs.as_deref());
+            let mut alua = Node::new(&on.path, "alua", format!("ALUA Groups: {}", groups.len()));
+            for g in &groups {
+                alua.children.push(Node::new(
+                    &alua.path,
+                    &g.name,
+                    format!("ALUA state: {}", g.state_name()),
+                ));
+            }
+            sort(&mut alua.children);
             on.children.push(alua);
             pn.children.push(on);
         }

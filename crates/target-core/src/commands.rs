@@ -8,8 +8,8 @@ use scsi::opcode as op;
 
 use crate::dispatch::{Ctx, HandlerResult};
 use crate::{
-    inquiry, medium, misc, mode, opcodes, pr, pr_out, provisioning, reservation, rmw, rw, sanitize,
-    xcopy,
+    alua, inquiry, medium, misc, mode, opcodes, pr, pr_out, provisioning, reservation, rmw, rw,
+    sanitize, xcopy,
 };
 
 /// How a command passes the unit attention and reservation checks.
@@ -126,8 +126,10 @@ pub(crate) static TABLE: &[Entry] = &[
     sa(op::RECEIVE_COPY_RESULTS, 0x03, Normal, xcopy::receive_copy_results, &[op::RECEIVE_COPY_RESULTS, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
     sa(scsi::opcode::SANITIZE, sanitize::SA_OVERWRITE, Normal, sanitize::sanitize, &[scsi::opcode::SANITIZE, 0xa1, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
     sa(scsi::opcode::SANITIZE, sanitize::SA_BLOCK_ERASE, Normal, sanitize::sanitize, &[scsi::opcode::SANITIZE, 0xa2, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
+    sa(scsi::opcode::SANITIZE, sanitize::SA_CRYPTO_ERASE, Normal, sanitize::sanitize, &[scsi::opcode::SANITIZE, 0xa3, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
     sa(scsi::opcode::SANITIZE, sanitize::SA_EXIT_FAILURE_MODE, Normal, sanitize::sanitize, &[scsi::opcode::SANITIZE, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x04]),
     sa(op::MAINTENANCE_IN, op::MI_REPORT_TARGET_PORT_GROUPS, ReservationExempt, opcodes::maintenance_in_rtpg, &[op::MAINTENANCE_IN, 0xea, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
+    sa(op::MAINTENANCE_OUT, alua::MO_SET_TARGET_PORT_GROUPS, Normal, alua::set_target_port_groups, &[op::MAINTENANCE_OUT, 0x0a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x04]),
 ];
 
 /// The table entry for a CDB, if the core implements it.

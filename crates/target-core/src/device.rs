@@ -43,6 +43,8 @@ pub(crate) struct DeviceState {
     pub copies: CopyResults,
     /// SANITIZE in progress / failed.
     pub sanitize: SanitizeState,
+    /// ALUA target port groups and the access-state gate.
+    pub alua: crate::alua::AluaState,
 }
 
 impl DeviceState {
@@ -59,6 +61,7 @@ impl DeviceState {
             io_order: RwLock::new(()),
             copies: CopyResults::default(),
             sanitize: SanitizeState::default(),
+            alua: crate::alua::AluaState::default(),
         }
     }
 

@@ -96,8 +96,15 @@ fn run(
         return misc::request_sense(dev, nexus, &cdb, data_in);
     }
     if let Some(asc) = dev.state.ua.check(nexus.id, policy) {
+        // Every nexus meets a UA (its power-on one) with its first command:
+        // the moment persistent reservations learn who it is (`pr`). UAs
+        // are rare, so the lock costs nothing on the data path.
+        dev.state.res.lock().pr.note_nexus(nexus);
         return Err(CmdError::UnitAttention(asc));
     }
+    // ALUA access state of the port (SPC-4 5.15.2): after the UA check,
+    // as LIO orders them; one atomic load while every group is optimized.
+    dev.state.alua.gate(nexus, &cdb)?;
     let Some(entry) = entry else {
         // An implemented opcode with an unknown service action is an invalid
         // field, not an invalid opcode (SPC-4 4.2.5.2).

@@ -37,6 +37,9 @@ pub(crate) fn inquiry(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
             return Err(CmdError::cdb_field(2));
         }
         standard(ctx.dev, TYPE_DISK, data_in);
+        // TPGS: the access types of the ALUA group this port is in.
+        let (_, access) = ctx.dev.state.alua.port_group(ctx.nexus);
+        data_in[5] |= (access & 0x03) << 4;
         return truncate_to(alloc, data_in);
     }
     let dev = ctx.dev;
@@ -92,7 +95,7 @@ fn standard(dev: &Device, pdt: u8, out: &mut Vec<u8>) {
         pdt, rmb, 0x06, // SPC-4
         0x12, // HISUP, response data format 2
         0,    // additional length, set below
-        0x18, // TPGS=01 (implicit ALUA), 3PC (EXTENDED COPY); no PROTECT
+        0x08, // TPGS (set below from the port's ALUA group), 3PC; no PROTECT
         0x00, 0x02, // CMDQUE
     ]);
     padded(
@@ -196,8 +199,15 @@ fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
         &[0, 0, rel[0], rel[1]],
     );
 
-    // Target port group: every port is in the default group 0 (no ALUA).
-    designator(out, CODE_BINARY, PIV | ASSOC_PORT | 0x05, &[0, 0, 0, 0]);
+    // Target port group: the ALUA group of the port this nexus uses.
+    let (group, _) = dev.state.alua.port_group(nexus);
+    let g = group.to_be_bytes();
+    designator(
+        out,
+        CODE_BINARY,
+        PIV | ASSOC_PORT | 0x05,
+        &[0, 0, g[0], g[1]],
+    );
 
     // SCSI name string: NUL-terminated, padded to a multiple of 4 (SPC-4 7.8.6.11).
     let mut name: Vec<u8> = nexus.target_port.bytes().take(250).collect();
@@ -248,6 +258,11 @@ fn block_device_characteristics(dev: &Device, out: &mut Vec<u8>) {
     if dev.thin() {
         // WABEREQ=01: reads after SANITIZE BLOCK ERASE succeed (zeroes).
         out[base + 3] = 0x40;
+    }
+    if dev.backstore.can_crypto_erase() {
+        // WACEREQ=01: reads after SANITIZE CRYPTO ERASE succeed, with
+        // whatever the old ciphertext decrypts to under the new key.
+        out[base + 3] |= 0x10;
     }
 }
 

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use backstore::Backstore;
 
+pub mod alua;
 mod commands;
 mod device;
 mod dispatch;
@@ -49,6 +50,7 @@ mod xcopy;
 #[cfg(test)]
 mod testutil;
 
+pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::CmdError;
 
 /// How a storage object is presented as a SCSI logical unit (LIO's
@@ -75,6 +77,21 @@ pub struct DeviceOptions {
     pub read_only: bool,
     /// emulate_tpu / emulate_tpws: offer UNMAP and WRITE SAME with UNMAP (thin).
     pub thin_provisioning: bool,
+    /// Where a fabric runs this LU's commands (rtarget's `io_engine`
+    /// storage-object attribute); the core itself ignores it.
+    pub io_engine: IoEngine,
+}
+
+/// How a fabric runs the commands of one LU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoEngine {
+    /// On the connection's own thread, run to completion: the fast path
+    /// for backstores that answer from memory or the page cache.
+    #[default]
+    Inline,
+    /// On a worker pool, so a backstore that blocks (O_DIRECT, network)
+    /// does not stall the connection's other commands.
+    Pool,
 }
 
 /// One storage object as seen by SCSI: its backstore plus all SCSI state that
@@ -100,6 +117,36 @@ impl Device {
     /// Number of logical blocks.
     pub fn num_blocks(&self) -> u64 {
         self.backstore.size() / u64::from(self.options.block_size)
+    }
+
+    /// The capacity changed underneath (the backstore was resized): queue
+    /// CAPACITY DATA HAS CHANGED (2A/09, SBC-3 4.x) for every I_T nexus
+    /// that has reached this LU, through any LUN or ACL that maps it, so
+    /// each initiator's next command tells it to re-read the capacity.
+    /// READ CAPACITY, the mode block descriptor and every LBA range check
+    /// read `num_blocks()` live, so they see the new size at once.
+    pub fn resized(&self) {
+        self.state.ua.queue_others(None, scsi::Asc(0x2a, 0x09));
+    }
+
+    /// Grow the LU to `new_size` bytes online: the backstore grows first
+    /// (refusing shrinks and backstores that cannot, see
+    /// [`Backstore::resize`]), then initiators are told ([`Device::resized`]).
+    /// `new_size` must be a whole number of logical blocks.
+    pub fn resize(&self, new_size: u64) -> std::io::Result<()> {
+        let bs = u64::from(self.options.block_size.max(1));
+        if !new_size.is_multiple_of(bs) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{new_size} bytes is not a whole number of {bs}-byte blocks"),
+            ));
+        }
+        let before = self.backstore.size();
+        self.backstore.resize(new_size)?;
+        if self.backstore.size() != before {
+            self.resized();
+        }
+        Ok(())
     }
 }
 
@@ -289,6 +336,7 @@ impl DeviceOptions {
             write_cache: true,
             read_only: false,
             thin_provisioning: false,
+            io_engine: IoEngine::Inline,
         }
     }
 }
@@ -394,5 +442,88 @@ mod tests {
             luns.data_out_len(9, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             None
         );
+    }
+
+    /// Growing the backstore under a logged-in nexus: the next command of
+    /// every nexus gets 2A/09 once, READ CAPACITY 10/16 report the new
+    /// size at once, and an LBA past the old end becomes addressable.
+    #[test]
+    fn resize_queues_capacity_data_has_changed() {
+        use std::sync::Arc;
+        let t = Rig::new();
+        let store = Arc::new(backstore::RamBackstore::new(1 << 20).unwrap());
+        let dev = crate::Device::new(
+            crate::DeviceOptions::new("r", "00000000-0000-4000-8000-000000000001"),
+            store,
+        );
+        let table = LunTable {
+            luns: vec![Lun {
+                id: 0,
+                device: dev.clone(),
+                write_protect: false,
+            }],
+        };
+        let exec = |n: &crate::Nexus, cdb: &[u8], data_out: &[u8], want: u32| {
+            let mut buf = Vec::new();
+            let cmd = crate::Command {
+                cdb,
+                data_out,
+                expected_len: want.max(data_out.len() as u32),
+                attr: crate::TaskAttr::Simple,
+            };
+            let o = table.execute(n, 0, &cmd, &mut buf);
+            (o, buf)
+        };
+        const CAP10: [u8; 10] = [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        const CAP16: [u8; 16] = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+        const WRITE_LBA_2048: [u8; 10] = [0x2a, 0, 0, 0, 0x08, 0, 0, 0, 1, 0];
+        let b = t.nexus(7);
+        for n in [&t.me, &b] {
+            let (o, _) = exec(n, &TUR, &[], 0);
+            assert_eq!(sense_of(&o), Some((6, 0x29, 0x00)), "power-on first");
+        }
+        let (o, cap) = exec(&t.me, &CAP10, &[], 8);
+        assert_eq!(o.status, crate::Status::Good);
+        assert_eq!(&cap[..4], &2047u32.to_be_bytes());
+        let (o, _) = exec(&t.me, &WRITE_LBA_2048, &[7u8; 512], 0);
+        assert_eq!(sense_of(&o), Some((5, 0x21, 0x00)), "LBA 2048 out of range");
+
+        let e = dev.resize((4 << 20) + 100).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "not whole blocks"
+        );
+        assert!(dev.resize(512 << 10).is_err(), "shrink refused");
+        dev.resize(4 << 20).unwrap();
+        assert_eq!(dev.num_blocks(), 8192);
+        // INQUIRY does not consume the UA; the next other command gets it, once.
+        let (o, _) = exec(&t.me, &[0x12, 0, 0, 0, 36, 0], &[], 36);
+        assert_eq!(o.status, crate::Status::Good);
+        let (o, _) = exec(&t.me, &CAP10, &[], 8);
+        assert_eq!(
+            sense_of(&o),
+            Some((6, 0x2a, 0x09)),
+            "CAPACITY DATA HAS CHANGED"
+        );
+        let (o, cap) = exec(&t.me, &CAP10, &[], 8);
+        assert_eq!(o.status, crate::Status::Good);
+        assert_eq!(&cap[..4], &8191u32.to_be_bytes());
+        let (o, _) = exec(&b, &TUR, &[], 0);
+        assert_eq!(sense_of(&o), Some((6, 0x2a, 0x09)), "second nexus too");
+        let (o, cap) = exec(&b, &CAP16, &[], 32);
+        assert_eq!(o.status, crate::Status::Good);
+        assert_eq!(&cap[..8], &8191u64.to_be_bytes());
+        let (o, _) = exec(&t.me, &WRITE_LBA_2048, &[7u8; 512], 0);
+        assert_eq!(o.status, crate::Status::Good, "LBA 2048 now inside");
+        // The mode parameter block descriptor carries the size too.
+        let (o, ms) = exec(&t.me, &[0x1a, 0, 0x3f, 0, 255, 0], &[], 255);
+        assert_eq!(o.status, crate::Status::Good);
+        assert_eq!(ms[3], 8, "block descriptor length");
+        assert_eq!(&ms[4..8], &8192u32.to_be_bytes(), "NUMBER OF BLOCKS");
+        // The same size again changes nothing and queues nothing.
+        dev.resize(4 << 20).unwrap();
+        let (o, _) = exec(&t.me, &TUR, &[], 0);
+        assert_eq!(o.status, crate::Status::Good);
     }
 }

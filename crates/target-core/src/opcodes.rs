@@ -1,7 +1,6 @@
 //! MAINTENANCE IN reports (SPC-4 6.35, 6.36, 6.27): REPORT SUPPORTED
 //! OPERATION CODES, built from the command table, REPORT SUPPORTED TASK
-//! MANAGEMENT FUNCTIONS, and REPORT TARGET PORT GROUPS for implicit ALUA
-//! with a single, always active/optimized group.
+//! MANAGEMENT FUNCTIONS, and REPORT TARGET PORT GROUPS (built by `alua`).
 
 use scsi::opcode as op;
 
@@ -11,8 +10,11 @@ use crate::error::CmdError;
 use crate::{Device, Status};
 
 /// Whether `e` is offered on `dev` (UNMAP and SANITIZE BLOCK ERASE only
-/// on thin LUs).
+/// on thin LUs, SANITIZE CRYPTO ERASE only on an encrypted backstore).
 fn offered(e: &Entry, dev: &Device) -> bool {
+    if e.opcode == op::SANITIZE && e.sa == Some(crate::sanitize::SA_CRYPTO_ERASE) {
+        return dev.backstore.can_crypto_erase();
+    }
     let thin_only = e.opcode == op::UNMAP
         || (e.opcode == op::SANITIZE && e.sa == Some(crate::sanitize::SA_BLOCK_ERASE));
     !thin_only || dev.thin()
@@ -102,34 +104,9 @@ pub(crate) fn maintenance_in_rstmf(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Hand
     Ok(Status::Good)
 }
 
-/// REPORT TARGET PORT GROUPS: target port group 0 (the one VPD 0x83
-/// names), active/optimized, holding the port this nexus came in on (the
-/// core is told only about that one).
+/// REPORT TARGET PORT GROUPS: the LU's ALUA groups (see `alua`).
 pub(crate) fn maintenance_in_rtpg(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
-    let cdb = &ctx.cdb;
-    let extended = match cdb.b(1) >> 5 {
-        0 => false,
-        1 => true,
-        _ => return Err(CmdError::cdb_field(1)),
-    };
-    let alloc = cdb.be32(6) as usize;
-    data_in.extend_from_slice(&[0; 4]);
-    if extended {
-        // Format 1, no implicit transition time reported.
-        data_in.extend_from_slice(&[0x10, 0, 0, 0]);
-    }
-    let rel = ctx.nexus.relative_port_id.to_be_bytes();
-    data_in.extend_from_slice(&[
-        0x80, // PREF, active/optimized
-        0x01, // AO_SUP only: the state never changes
-        0, 0, // target port group 0
-        0, 0, // reserved, status code
-        0, 1, // vendor specific, one target port
-        0, 0, rel[0], rel[1],
-    ]);
-    let len = u32::try_from(data_in.len() - 4).unwrap_or(u32::MAX);
-    data_in[..4].copy_from_slice(&len.to_be_bytes());
-    truncate_to(alloc, data_in)
+    crate::alua::report_target_port_groups(ctx, data_in)
 }
 
 #[cfg(test)]
@@ -224,7 +201,11 @@ mod tests {
         assert_eq!(d[4], 0x10);
         assert_eq!(&d[..4], &16u32.to_be_bytes());
         let (_, d) = t.ok(&[0x12, 0, 0, 0, 36, 0]);
-        assert_eq!(d[5] & 0x30, 0x10, "TPGS: implicit ALUA");
+        assert_eq!(
+            d[5] & 0x30,
+            0x30,
+            "TPGS: implicit and explicit ALUA (LIO's default)"
+        );
     }
 
     #[test]

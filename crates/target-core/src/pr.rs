@@ -9,6 +9,16 @@
 //! descriptor with ALL_TG_PT=1 in READ FULL STATUS, as SPC-4 allows), and
 //! one made through a TransportID in format 00b (initiator device name, no
 //! ISID) covers every port of that initiator.
+//!
+//! Unit attentions for a registrant go to every live I_T nexus its identity
+//! covers, resolved when the attention is raised from the LU's directory of
+//! live nexuses ([`PrState::note_nexus`]): a nexus enters it with its first
+//! command (the dispatcher notes every nexus it reports a unit attention
+//! to, and each new nexus meets its power-on one first; PERSISTENT RESERVE
+//! commands note their nexus too) and leaves it when it ends. So registrations restored
+//! from the APTPL file, made through SPEC_I_PT or REGISTER AND MOVE, or
+//! outliving a logout reach their initiator whether or not it has sent a
+//! PERSISTENT RESERVE command since.
 
 use std::path::PathBuf;
 
@@ -61,18 +71,32 @@ pub(crate) struct Registration {
     pub target: String,
     /// Registered through every target port (ALL_TG_PT=1).
     pub all_tg_pt: bool,
-    /// The nexus this I_T pair last used, for unit attentions (`None`
-    /// until it talks to the LU, e.g. after SPEC_I_PT or a restore).
-    pub nexus: Option<u64>,
     pub rel_port: u16,
 }
 
 impl Registration {
     pub(crate) fn is(&self, n: &Nexus) -> bool {
-        initiator_matches(&self.initiator, &n.initiator_port)
-            && (self.all_tg_pt || self.target == n.target_port)
+        self.covers(&n.initiator_port, &n.target_port)
+    }
+
+    fn covers(&self, initiator_port: &str, target_port: &str) -> bool {
+        initiator_matches(&self.initiator, initiator_port)
+            && (self.all_tg_pt || self.target == target_port)
     }
 }
+
+/// A nexus that has talked to the LU and not ended: its identity, so unit
+/// attentions for registrations can find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LiveNexus {
+    pub id: u64,
+    pub initiator_port: String,
+    pub target_port: String,
+}
+
+/// Live nexuses remembered per LU; past this the oldest is dropped (a
+/// fabric that never reports nexus loss cannot grow it without bound).
+const MAX_LIVE: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Reservation {
@@ -92,6 +116,8 @@ pub(crate) struct PrState {
     pub aptpl: bool,
     /// Where APTPL state is kept (`Device::set_pr_state_file`).
     pub file: Option<PathBuf>,
+    /// Live nexuses, by identity (not saved: nexus ids die with the run).
+    pub live: Vec<LiveNexus>,
 }
 
 impl PrState {
@@ -122,7 +148,6 @@ impl PrState {
         initiator: String,
         target: String,
         all_tg_pt: bool,
-        nexus: Option<u64>,
         rel_port: u16,
     ) -> u64 {
         self.next_id += 1;
@@ -133,7 +158,6 @@ impl PrState {
             initiator,
             target,
             all_tg_pt,
-            nexus,
             rel_port,
         });
         id
@@ -160,54 +184,76 @@ impl PrState {
         }
     }
 
+    /// Ids of the live nexuses `r` covers.
+    fn nexuses_of<'a>(&'a self, r: &'a Registration) -> impl Iterator<Item = u64> + 'a {
+        self.live
+            .iter()
+            .filter(|l| r.covers(&l.initiator_port, &l.target_port))
+            .map(|l| l.id)
+    }
+
     /// Remove the registrations `pred` selects, releasing a reservation
     /// whose holder goes away (the last registrant, for all-registrants).
-    /// Returns the nexus ids of the removed registrations.
+    /// Returns the ids of the live nexuses the removed registrations covered.
     pub(crate) fn remove_where(&mut self, pred: impl Fn(&Registration) -> bool) -> Vec<u64> {
-        let mut removed = Vec::new();
         let holder = self.reservation.as_ref().and_then(|r| r.holder);
-        let mut release = false;
-        self.regs.retain(|r| {
-            if !pred(r) {
-                return true;
-            }
-            release |= holder == Some(r.id);
-            removed.extend(r.nexus);
-            false
-        });
+        let (gone, kept): (Vec<Registration>, Vec<Registration>) =
+            std::mem::take(&mut self.regs).into_iter().partition(pred);
+        self.regs = kept;
+        let release = gone.iter().any(|r| holder == Some(r.id));
         if release || self.regs.is_empty() {
             self.reservation = None;
         }
-        removed
+        let mut ids: Vec<u64> = gone.iter().flat_map(|r| self.nexuses_of(r)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
-    /// Nexus ids of every registrant but `n`.
+    /// Ids of the live nexuses of every registrant but `n`.
     pub(crate) fn other_registrants(&self, n: &Nexus) -> Vec<u64> {
-        self.regs
+        let mut ids: Vec<u64> = self
+            .regs
             .iter()
             .filter(|r| !r.is(n))
-            .filter_map(|r| r.nexus)
-            .collect()
+            .flat_map(|r| self.nexuses_of(r))
+            .filter(|&id| id != n.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
-    /// Remember which nexus a registration last came through (for UAs).
-    pub(crate) fn touch(&mut self, n: &Nexus) {
+    /// `n` is talking to the LU: remember its identity (for unit attentions
+    /// to the registrations that cover it) and the relative port its
+    /// registration is reached through.
+    pub(crate) fn note_nexus(&mut self, n: &Nexus) {
+        if !self.live.iter().any(|l| l.id == n.id) {
+            if self.live.len() >= MAX_LIVE {
+                self.live.remove(0);
+            }
+            self.live.push(LiveNexus {
+                id: n.id,
+                initiator_port: n.initiator_port.clone(),
+                target_port: n.target_port.clone(),
+            });
+        }
         if let Some(i) = self.find(n) {
-            self.regs[i].nexus = Some(n.id);
             if !self.regs[i].all_tg_pt {
                 self.regs[i].rel_port = n.relative_port_id;
             }
         }
     }
 
+    /// Same as [`PrState::note_nexus`] (PERSISTENT RESERVE commands call it).
+    pub(crate) fn touch(&mut self, n: &Nexus) {
+        self.note_nexus(n)
+    }
+
     /// The nexus ended: registrations stay (they are persistent), but no
     /// unit attention may be queued for its id any more.
     pub(crate) fn forget_nexus(&mut self, id: u64) {
-        for r in &mut self.regs {
-            if r.nexus == Some(id) {
-                r.nexus = None;
-            }
-        }
+        self.live.retain(|l| l.id != id);
     }
 }
 
@@ -313,6 +359,45 @@ mod tests {
             "prefix only"
         );
         assert!(!initiator_matches("iqn.2026-01.test:init1,i,0x2", port));
+    }
+
+    fn nexus(id: u64, initiator: &str, target: &str) -> Nexus {
+        Nexus {
+            id,
+            initiator_port: initiator.into(),
+            target_port: target.into(),
+            relative_port_id: 1,
+            tpg_tag: 1,
+        }
+    }
+
+    /// A registration reaches every live nexus its identity covers (here
+    /// ALL_TG_PT through two target ports), and none that has ended.
+    #[test]
+    fn unit_attentions_resolve_registrations_to_live_nexuses() {
+        let (i, i2) = ("iqn.x:a,i,0x1", "iqn.x:b,i,0x1");
+        let mut pr = PrState::default();
+        pr.add(1, i.into(), "iqn.t,t,0x1".into(), true, 0);
+        pr.add(2, i2.into(), "iqn.t,t,0x1".into(), false, 1);
+        let a1 = nexus(10, i, "iqn.t,t,0x1");
+        let a2 = nexus(11, i, "iqn.t,t,0x2");
+        let b = nexus(12, i2, "iqn.t,t,0x1");
+        let b_other_port = nexus(13, i2, "iqn.t,t,0x2");
+        assert!(pr.other_registrants(&b).is_empty(), "nobody seen yet");
+        for n in [&a1, &a2, &b, &b_other_port] {
+            pr.note_nexus(n);
+        }
+        pr.note_nexus(&a1); // once only
+        assert_eq!(pr.live.len(), 4);
+        assert_eq!(pr.other_registrants(&b), vec![10, 11]);
+        assert_eq!(
+            pr.other_registrants(&a1),
+            vec![12],
+            "b is not registered via port 2"
+        );
+        pr.forget_nexus(10);
+        assert_eq!(pr.other_registrants(&b), vec![11]);
+        assert_eq!(pr.remove_where(|r| r.key == 1), vec![11]);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub(crate) fn parse(text: &str, pr: &mut PrState) -> io::Result<()> {
                 if i.is_empty() || (t.is_empty() && !all) {
                     return Err(bad("registration without initiator or target"));
                 }
-                let id = out.add(key, i, t, all, None, rel);
+                let id = out.add(key, i, t, all, rel);
                 if h {
                     holder = Some(id);
                 }
@@ -134,6 +134,7 @@ pub(crate) fn parse(text: &str, pr: &mut PrState) -> io::Result<()> {
     }
     out.aptpl = true;
     out.file = pr.file.take();
+    out.live = std::mem::take(&mut pr.live);
     *pr = out;
     Ok(())
 }
@@ -208,15 +209,13 @@ mod tests {
             generation: 9,
             ..PrState::default()
         };
-        pr.add(
-            0xaa,
-            "iqn.x:a,i,0x1".into(),
-            "iqn.t,t,0x1".into(),
-            false,
-            Some(3),
-            1,
-        );
-        let b = pr.add(0xbb, "iqn.x:b".into(), "iqn.t,t,0x1".into(), true, None, 0);
+        pr.add(0xaa, "iqn.x:a,i,0x1".into(), "iqn.t,t,0x1".into(), false, 1);
+        let b = pr.add(0xbb, "iqn.x:b".into(), "iqn.t,t,0x1".into(), true, 0);
+        pr.live.push(crate::pr::LiveNexus {
+            id: 3,
+            initiator_port: "iqn.x:a,i,0x1".into(),
+            target_port: "iqn.t,t,0x1".into(),
+        });
         pr.reservation = Some(Reservation {
             holder: Some(b),
             rtype: 3,
@@ -235,7 +234,7 @@ mod tests {
         assert_eq!(back.regs[0].key, 0xaa);
         assert_eq!(back.regs[1].initiator, "iqn.x:b");
         assert!(back.regs[1].all_tg_pt);
-        assert_eq!(back.regs[0].nexus, None, "nexus ids do not survive");
+        assert!(back.live.is_empty(), "nexus ids do not survive");
         assert_eq!(back.holder_key(), Some(0xbb));
         assert_eq!(back.reservation.as_ref().map(|r| r.rtype), Some(3));
         assert!(back.aptpl);

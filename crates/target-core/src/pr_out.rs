@@ -258,11 +258,10 @@ fn register(pr: &mut PrState, req: &Prout<'_>, uas: &mut Uas) -> Result<(), CmdE
             n.initiator_port.clone(),
             target.clone(),
             all_tg_pt,
-            Some(n.id),
             rel,
         );
         for t in new {
-            pr.add(sa_key, t.clone(), target.clone(), all_tg_pt, None, rel);
+            pr.add(sa_key, t.clone(), target.clone(), all_tg_pt, rel);
         }
         pr.aptpl = aptpl;
         pr.bump();
@@ -363,7 +362,7 @@ fn register_and_move(pr: &mut PrState, req: &Prout<'_>) -> Result<(), CmdError> 
             if pr.regs.len() >= MAX_REGISTRATIONS {
                 return Err(CmdError::InsufficientRegistrationResources);
             }
-            pr.add(sa_key, initiator, target, false, None, rel)
+            pr.add(sa_key, initiator, target, false, rel)
         }
     };
     pr.reservation = Some(Reservation {

@@ -446,6 +446,60 @@ mod aptpl {
         assert_eq!(&read_keys(&t, &a)[4..8], &[0, 0, 0, 0], "no registrations");
     }
 
+    /// After a restart, a restored registrant that has only sent TEST UNIT
+    /// READY (no PERSISTENT RESERVE command) is still found by its I_T
+    /// identity: preempted, it gets REGISTRATIONS PREEMPTED; and after it
+    /// logs out and back in (new nexus id), RESERVATIONS RELEASED too.
+    #[test]
+    fn restored_registrants_get_unit_attentions_before_any_pr_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aptpl_disk0");
+        let t = device(&path);
+        let (a, b, c) = (nexus(1, 1), nexus(2, 2), nexus(3, 3));
+        for n in [&a, &b, &c] {
+            run(&t, n, &[0, 0, 0, 0, 0, 0], &[]);
+        }
+        for (n, k) in [(&a, 0xaa), (&b, 0xbb), (&c, 0xcc)] {
+            assert_eq!(prout10(&t, n, 0, 0, &params(0, k, 0x01)), Status::Good);
+        }
+        // WRITE EXCLUSIVE - REGISTRANTS ONLY: releasing it tells registrants.
+        assert_eq!(prout10(&t, &a, 1, 5, &params(0xaa, 0, 0)), Status::Good);
+        drop(t);
+
+        let t = device(&path);
+        let (a, b, c) = (nexus(11, 1), nexus(12, 2), nexus(13, 3));
+        for n in [&a, &b, &c] {
+            let (o, _) = run(&t, n, &[0, 0, 0, 0, 0, 0], &[]);
+            assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "power on");
+        }
+        // a preempts b's registration (b never sent a PR command).
+        let preempt = params(0xaa, 0xbb, 0);
+        assert_eq!(prout10(&t, &a, 4, 5, &preempt), Status::Good);
+        let (o, _) = run(&t, &b, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(
+            sense_of(&o),
+            Some((6, 0x2a, 0x05)),
+            "REGISTRATIONS PREEMPTED"
+        );
+        let (o, _) = run(&t, &c, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(o.status, Status::Good, "c is still registered");
+
+        // c logs out and in again: the new nexus is found too.
+        t.nexus_gone(&c);
+        let c2 = Nexus {
+            id: 23,
+            ..c.clone()
+        };
+        let (o, _) = run(&t, &c2, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(sense_of(&o), Some((6, 0x29, 0)));
+        assert_eq!(prout10(&t, &a, 2, 5, &params(0xaa, 0, 0)), Status::Good);
+        let (o, _) = run(&t, &c2, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(sense_of(&o), Some((6, 0x2a, 0x04)), "RESERVATIONS RELEASED");
+        // The old id is forgotten: nothing is queued for it.
+        let (o, _) = run(&t, &c, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "a new nexus to the LU");
+    }
+
     #[test]
     fn without_aptpl_nothing_is_persisted() {
         let dir = tempfile::tempdir().expect("tempdir");

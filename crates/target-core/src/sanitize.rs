@@ -2,8 +2,12 @@
 //! initiator's pattern (INVERT alternates it between passes); BLOCK ERASE
 //! deallocates every block of a thin LU (reads then return zeroes, GET LBA
 //! STATUS says deallocated; WABEREQ=01 in VPD B1); EXIT FAILURE MODE leaves
-//! the failure state a failed sanitize leaves behind. Cryptographic erase
-//! is not offered: there is no encryption, hence no key to destroy.
+//! the failure state a failed sanitize leaves behind. CRYPTOGRAPHIC ERASE
+//! is offered only when the backstore stores data encrypted
+//! (`Backstore::can_crypto_erase`, the `encryption` attribute): it replaces
+//! the media key, so what was written reads back as unrelated data
+//! (WACEREQ=01 in VPD B1); elsewhere there is no key to destroy and the
+//! service action is refused (and not listed by REPORT SUPPORTED OPCODES).
 //!
 //! While a sanitize runs, every command but INQUIRY, REPORT LUNS and
 //! REQUEST SENSE gets NOT READY, SANITIZE IN PROGRESS with a progress
@@ -27,6 +31,7 @@ use crate::{Device, Status};
 
 pub(crate) const SA_OVERWRITE: u8 = 0x01;
 pub(crate) const SA_BLOCK_ERASE: u8 = 0x02;
+pub(crate) const SA_CRYPTO_ERASE: u8 = 0x03;
 pub(crate) const SA_EXIT_FAILURE_MODE: u8 = 0x1f;
 
 /// Bytes written per backstore call.
@@ -107,6 +112,7 @@ enum Work {
         invert: bool,
     },
     BlockErase,
+    CryptoErase,
 }
 
 pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
@@ -132,6 +138,12 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
                 return Err(CmdError::cdb_field(7));
             }
             Work::BlockErase
+        }
+        SA_CRYPTO_ERASE if dev.backstore.can_crypto_erase() => {
+            if plen != 0 {
+                return Err(CmdError::cdb_field(7));
+            }
+            Work::CryptoErase
         }
         _ => return Err(CmdError::cdb_field(1)),
     };
@@ -217,6 +229,9 @@ fn run(dev: &Device, work: &Work) -> io::Result<()> {
         Work::BlockErase => {
             crate::provisioning::deallocate(dev, 0, total).map_err(cmd_io)?;
         }
+        // Key replacement only: the stored ciphertext stays, unreadable
+        // under the new key (as on a self-encrypting drive).
+        Work::CryptoErase => dev.backstore.crypto_erase()?,
         Work::Overwrite {
             block,
             passes,
@@ -315,6 +330,147 @@ mod tests {
         let ro = Rig::read_only();
         let (o, _) = ro.run(&cdb(0x01, 8), &[0x01, 0, 0, 4, 1, 2, 3, 4]);
         assert_eq!(sense_of(&o), Some((7, 0x27, 0)));
+    }
+
+    /// An LU on an encrypted RAM backstore, the power-on UA consumed.
+    struct Crypt {
+        _dir: tempfile::TempDir,
+        table: crate::LunTable,
+        me: crate::Nexus,
+        inner: std::sync::Arc<backstore::RamBackstore>,
+    }
+
+    impl Crypt {
+        fn new(thin: bool) -> Crypt {
+            use std::sync::Arc;
+            let dir = tempfile::tempdir().unwrap();
+            let inner = Arc::new(backstore::RamBackstore::new(BLOCKS * 512).unwrap());
+            let key = dir.path().join("keys").join("key");
+            let c = backstore::CryptBackstore::open(inner.clone(), &key).unwrap();
+            let mut opts = crate::DeviceOptions::new("c", WWN);
+            opts.thin_provisioning = thin;
+            let device = crate::Device::new(opts, Arc::new(c));
+            let t = Crypt {
+                _dir: dir,
+                table: crate::LunTable {
+                    luns: vec![crate::Lun {
+                        id: 0,
+                        device,
+                        write_protect: false,
+                    }],
+                },
+                me: crate::Nexus {
+                    id: 1,
+                    initiator_port: "iqn.x:i,i,0x1".into(),
+                    target_port: "iqn.x:t,t,0x1".into(),
+                    relative_port_id: 1,
+                    tpg_tag: 1,
+                },
+                inner,
+            };
+            t.run(&TUR, &[]);
+            t
+        }
+
+        fn run(&self, cdb: &[u8], data_out: &[u8]) -> (crate::Outcome, Vec<u8>) {
+            let mut d = Vec::new();
+            let cmd = crate::Command {
+                cdb,
+                data_out,
+                expected_len: 1 << 20,
+                attr: crate::TaskAttr::Simple,
+            };
+            let o = self.table.execute(&self.me, 0, &cmd, &mut d);
+            (o, d)
+        }
+    }
+
+    const READ1: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+    #[test]
+    fn crypto_erase_replaces_the_key_on_an_encrypted_lu() {
+        let t = Crypt::new(false);
+        let (o, _) = t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0x61; 512]);
+        assert_eq!(o.status, Status::Good);
+        let (_, before) = t.run(&READ1, &[]);
+        assert_eq!(before, vec![0x61; 512]);
+        let mut raw = vec![0u8; 512];
+        backstore::Backstore::read_at(&*t.inner, &mut raw, 0).unwrap();
+        // Parameter list length must be 0.
+        let (o, _) = t.run(&cdb(0x03, 8), &[0; 8]);
+        assert_eq!(sense_of(&o), Some((5, 0x24, 0)));
+        let (o, _) = t.run(&cdb(0x03, 0), &[]);
+        assert_eq!(o.status, Status::Good);
+        let (o, after) = t.run(&READ1, &[]);
+        assert_eq!(o.status, Status::Good, "WACEREQ=01: reads succeed");
+        assert_ne!(after, before, "old data readable after crypto erase");
+        let mut raw_after = vec![0u8; 512];
+        backstore::Backstore::read_at(&*t.inner, &mut raw_after, 0).unwrap();
+        assert_eq!(raw, raw_after, "erased by the key, not by rewriting");
+        // Never-written blocks still read as zeroes.
+        let (_, d) = t.run(&[0x28, 0, 0, 0, 0, 9, 0, 0, 1, 0], &[]);
+        assert_eq!(d, vec![0u8; 512]);
+        // IMMED: GOOD at once, done by the time a TUR passes.
+        let mut c = cdb(0x03, 0);
+        c[1] |= 0x80;
+        let (o, _) = t.run(&c, &[]);
+        assert_eq!(o.status, Status::Good);
+        for _ in 0..5000 {
+            if t.run(&TUR, &[]).0.status == Status::Good {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(t.run(&TUR, &[]).0.status, Status::Good);
+        let (_, again) = t.run(&READ1, &[]);
+        assert_ne!(again, after, "second key replaced too");
+    }
+
+    /// A crypto erase that cannot store its new key fails like the other
+    /// service actions: the old key stays, medium access fails until a
+    /// sanitize succeeds or (with AUSE=1) EXIT FAILURE MODE.
+    #[test]
+    fn failed_crypto_erase_leaves_failure_mode() {
+        let t = Crypt::new(false);
+        t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0x61; 512]);
+        // The key directory turns into a file: the new key cannot be written.
+        let keys = t._dir.path().join("keys");
+        std::fs::remove_dir_all(&keys).unwrap();
+        std::fs::write(&keys, b"not a directory").unwrap();
+        let mut c = cdb(0x03, 0);
+        c[1] |= 0x20; // AUSE
+        let (o, _) = t.run(&c, &[]);
+        assert_eq!(sense_of(&o), Some((3, 0x0c, 0)));
+        let (o, _) = t.run(&READ1, &[]);
+        assert_eq!(
+            sense_of(&o),
+            Some((3, 0x31, 0x03)),
+            "SANITIZE COMMAND FAILED"
+        );
+        let (o, _) = t.run(&cdb(0x1f, 0), &[]);
+        assert_eq!(o.status, Status::Good, "EXIT FAILURE MODE");
+        let (o, d) = t.run(&READ1, &[]);
+        assert_eq!(o.status, Status::Good);
+        assert_eq!(d, vec![0x61; 512], "the old key is still in force");
+    }
+
+    #[test]
+    fn crypto_erase_is_listed_and_flagged_only_when_encrypted() {
+        // REPORT SUPPORTED OPCODES, one command: SANITIZE / CRYPTO ERASE.
+        let rsoc = [0xa3, 0x0c, 0x02, 0x48, 0, 0x03, 0, 0, 0x10, 0, 0, 0];
+        let vpd_b1 = [0x12, 1, 0xb1, 0, 0x40, 0];
+        let t = Crypt::new(true);
+        let (_, d) = t.run(&rsoc, &[]);
+        assert_eq!(d[1] & 0x07, 0x03, "supported");
+        let (_, d) = t.run(&vpd_b1, &[]);
+        assert_eq!(d[7] & 0x30, 0x10, "WACEREQ=01");
+        assert_eq!(d[7] & 0xc0, 0x40, "WABEREQ=01 (thin)");
+        let plain = Rig::thin();
+        let (_, d) = plain.ok(&rsoc);
+        assert_eq!(d[1] & 0x07, 0x01, "not supported");
+        let (_, d) = plain.ok(&vpd_b1);
+        assert_eq!(d[7] & 0x30, 0, "WACEREQ=0");
+        plain.expect_sense(&cdb(0x03, 0), 5, 0x24, 0);
     }
 
     const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];

@@ -410,6 +410,67 @@ pub(super) fn read_structured(
     Ok(Ok(()))
 }
 
+/// Server bytes from a slice; what the client writes is discarded.
+struct SliceStream<'a>(&'a [u8]);
+
+impl Read for SliceStream<'_> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        self.0.read(b)
+    }
+}
+
+impl Write for SliceStream<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`parse_reply`] found: the server's answer to the request and, for
+/// block status, the first extent `(length, flags)`.
+pub type ParsedReply = io::Result<Option<(u32, u32)>>;
+
+/// Parse one reply from a byte slice, exactly as the client parses it from
+/// its socket (for fuzzing and tests). A non-empty `read` expects READ data
+/// for `offset`; `status` expects block status for context `ctx`. Returns
+/// the bytes consumed and the server's answer; `Err` is a protocol
+/// violation, after which the client drops the connection.
+pub fn parse_reply(
+    bytes: &[u8],
+    structured: bool,
+    cookie: u64,
+    offset: u64,
+    read: &mut [u8],
+    status: bool,
+    ctx: Option<u32>,
+) -> io::Result<(usize, ParsedReply)> {
+    let mut s = SliceStream(bytes);
+    let mut extent = None;
+    let reply = if status {
+        Reply::Status(&mut extent)
+    } else if read.is_empty() {
+        Reply::Empty
+    } else {
+        Reply::Read(read)
+    };
+    let answer = if structured {
+        read_structured(&mut s, cookie, offset, reply, ctx)?
+    } else {
+        read_simple(&mut s, cookie, reply)?
+    };
+    let used = bytes.len() - s.0.len();
+    Ok((used, answer.map(|()| extent)))
+}
+
+/// Run the client's handshake against server bytes from a slice (for
+/// fuzzing and tests): the export's `(size, transmission flags)`.
+pub fn parse_handshake(bytes: &[u8], export: &str) -> io::Result<(u64, u16)> {
+    let n = handshake(&mut SliceStream(bytes), export)?;
+    Ok((n.size, n.flags))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +489,32 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn slice_parsers_match_the_stream_ones() {
+        let mut hole = 1004u64.to_be_bytes().to_vec();
+        hole.extend_from_slice(&4u32.to_be_bytes());
+        let mut bytes = chunk(0, CHUNK_OFFSET_DATA, 7, &data(1000, &[1, 2, 3, 4]));
+        bytes.extend(chunk(CHUNK_FLAG_DONE, CHUNK_OFFSET_HOLE, 7, &hole));
+        let total = bytes.len();
+        bytes.extend_from_slice(b"next reply");
+        let mut buf = [0xffu8; 8];
+        let (used, answer) = parse_reply(&bytes, true, 7, 1000, &mut buf, false, None).unwrap();
+        assert_eq!(used, total, "stops at the end of the reply");
+        assert_eq!(answer.unwrap(), None);
+        assert_eq!(buf, [1, 2, 3, 4, 0, 0, 0, 0]);
+        // Simple reply with an error: the server's answer, not a violation.
+        let mut simple = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+        simple.extend_from_slice(&5u32.to_be_bytes());
+        simple.extend_from_slice(&9u64.to_be_bytes());
+        let (used, answer) = parse_reply(&simple, false, 9, 0, &mut [], false, None).unwrap();
+        assert_eq!(used, 16);
+        assert!(answer.is_err());
+        assert!(parse_reply(&simple[..10], false, 9, 0, &mut [], false, None).is_err());
+        // A handshake cut short, or from something that is not NBD.
+        assert!(parse_handshake(&NBDMAGIC.to_be_bytes(), "x").is_err());
+        assert!(parse_handshake(b"HTTP/1.1 400 Bad Request\r\n\r\n", "x").is_err());
     }
 
     fn chunk(flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {

@@ -301,6 +301,18 @@ impl Backstore for Qcow2Backstore {
         self.size.load(Ordering::Acquire)
     }
 
+    fn can_resize(&self) -> bool {
+        !self.read_only
+    }
+
+    fn resize(&self, new_size: u64) -> io::Result<()> {
+        let old = self.size.load(Ordering::Acquire);
+        if new_size < old {
+            return Err(crate::refuse_shrink(old, new_size));
+        }
+        self.grow(new_size)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             discard: !self.read_only,

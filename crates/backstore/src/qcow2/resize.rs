@@ -90,3 +90,41 @@ impl Qcow2Backstore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backstore, Qcow2Backstore, Qcow2Options};
+
+    /// Through the trait: the new size is durable in the header (a reopen
+    /// sees it), the old data stays, the new range reads zeroes and takes
+    /// writes, shrinking is refused and read-only images cannot grow.
+    #[test]
+    fn resize_through_the_trait_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.qcow2");
+        let q = Qcow2Backstore::create(&p, 1 << 20, 64 << 10).unwrap();
+        assert!(q.can_resize());
+        q.write_at(&[4u8; 4096], (1 << 20) - 4096).unwrap();
+        // Each L1 entry maps 512 MiB here: 1 GiB adds an entry.
+        q.resize(1 << 30).unwrap();
+        q.write_at(&[8u8; 4096], (1 << 30) - 4096).unwrap();
+        let e = q.resize(1 << 20).unwrap_err();
+        assert!(e.to_string().contains("shrink"), "{e}");
+        q.flush().unwrap();
+        drop(q);
+        let ro = Qcow2Options {
+            read_only: true,
+            ..Qcow2Options::default()
+        };
+        let q = Qcow2Backstore::open(&p, &ro).unwrap();
+        assert_eq!(q.size(), 1 << 30);
+        assert!(!q.can_resize());
+        assert!(q.resize(2 << 30).is_err());
+        let mut buf = vec![0u8; 8192];
+        q.read_at(&mut buf, (1 << 20) - 4096).unwrap();
+        assert!(buf[..4096].iter().all(|&x| x == 4));
+        assert!(buf[4096..].iter().all(|&x| x == 0));
+        q.read_at(&mut buf[..4096], (1 << 30) - 4096).unwrap();
+        assert!(buf[..4096].iter().all(|&x| x == 8));
+    }
+}

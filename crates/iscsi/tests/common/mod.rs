@@ -539,6 +539,15 @@ impl Client {
     }
 }
 
+/// A client logged in to `IQN` with `extra` keys, unit attentions cleared:
+/// the set-up most tests start from.
+pub fn session(addr: SocketAddr, extra: &[(&str, &str)]) -> Client {
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), extra);
+    c.clear_ua();
+    c
+}
+
 pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
     let mut c = [0u8; 10];
     c[0] = 0x28;

@@ -1,0 +1,277 @@
+//! Quality of service: a throughput and/or IOPS limit per backstore, like
+//! SPDK's bdev QoS (`rw_mbytes_per_sec`, `rw_ios_per_sec`). [`with_qos`]
+//! wraps any backstore in a token-bucket limiter; with no limit set it
+//! returns the backstore itself, so an unlimited LU pays nothing.
+//!
+//! Reads, writes, write-zeroes and discards are charged before they run:
+//! one I/O each, and their length in bytes (a discard moves no data, so it
+//! costs an I/O only). Flush and metadata calls pass through free. A request
+//! takes its tokens at once, even into debt, and then sleeps until the
+//! bucket would have held them: callers are served in arrival order and a
+//! request larger than the burst still completes, at the configured rate.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Backstore, Capabilities, Extent};
+
+/// Limits of one backstore; 0 means no limit on that dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QosLimits {
+    /// Bytes per second, reads and writes together.
+    pub bytes_per_sec: u64,
+    /// I/O requests per second, reads and writes together.
+    pub ios_per_sec: u64,
+}
+
+impl QosLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.bytes_per_sec == 0 && self.ios_per_sec == 0
+    }
+}
+
+/// Credit a bucket may save up: this much time at its rate.
+const BURST: Duration = Duration::from_millis(100);
+
+/// One token bucket. `tokens` may go negative (debt).
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    cap: f64,
+    tokens: f64,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Option<Bucket> {
+        (rate > 0).then(|| {
+            let rate = rate as f64;
+            let cap = (rate * BURST.as_secs_f64()).max(1.0);
+            Bucket {
+                rate,
+                cap,
+                tokens: cap,
+            }
+        })
+    }
+
+    fn refill(&mut self, secs: f64) {
+        self.tokens = (self.tokens + secs * self.rate).min(self.cap);
+    }
+
+    /// Take `cost` tokens; how long to wait until they were there.
+    fn take(&mut self, cost: f64) -> f64 {
+        self.tokens -= cost;
+        if self.tokens >= 0.0 {
+            0.0
+        } else {
+            -self.tokens / self.rate
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Buckets {
+    bytes: Option<Bucket>,
+    ios: Option<Bucket>,
+    last: Instant,
+}
+
+/// A backstore behind a rate limiter.
+pub struct QosBackstore {
+    inner: Arc<dyn Backstore>,
+    limits: QosLimits,
+    buckets: Mutex<Buckets>,
+}
+
+/// `inner` limited to `limits`; `inner` itself when there is no limit.
+pub fn with_qos(inner: Arc<dyn Backstore>, limits: QosLimits) -> Arc<dyn Backstore> {
+    if limits.is_unlimited() {
+        return inner;
+    }
+    Arc::new(QosBackstore::new(inner, limits))
+}
+
+impl QosBackstore {
+    pub fn new(inner: Arc<dyn Backstore>, limits: QosLimits) -> QosBackstore {
+        QosBackstore {
+            inner,
+            limits,
+            buckets: Mutex::new(Buckets {
+                bytes: Bucket::new(limits.bytes_per_sec),
+                ios: Bucket::new(limits.ios_per_sec),
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> QosLimits {
+        self.limits
+    }
+
+    /// Charge one request of `bytes` and sleep off any debt (outside the
+    /// lock, so other requests keep taking their place in line).
+    fn charge(&self, bytes: u64) {
+        let wait = {
+            let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let secs = now.duration_since(b.last).as_secs_f64();
+            b.last = now;
+            let mut wait = 0.0f64;
+            if let Some(k) = b.ios.as_mut() {
+                k.refill(secs);
+                wait = wait.max(k.take(1.0));
+            }
+            if let Some(k) = b.bytes.as_mut() {
+                k.refill(secs);
+                wait = wait.max(k.take(bytes as f64));
+            }
+            wait
+        };
+        if wait > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(wait));
+        }
+    }
+}
+
+// Every trait method is forwarded, defaults included, so the wrapper never
+// changes what the backstore can do (the test below lists them).
+impl Backstore for QosBackstore {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.charge(buf.len() as u64);
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.charge(buf.len() as u64);
+        self.inner.write_at(buf, offset)
+    }
+
+    fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.charge(buf.len() as u64);
+        self.inner.write_at_fua(buf, offset)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.charge(0);
+        self.inner.discard(offset, len)
+    }
+
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<Extent>> {
+        self.inner.allocation_at(offset)
+    }
+
+    fn resize(&self, new_size: u64) -> io::Result<()> {
+        self.inner.resize(new_size)
+    }
+
+    fn can_resize(&self) -> bool {
+        self.inner.can_resize()
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.charge(len);
+        self.inner.write_zeroes(offset, len)
+    }
+
+    fn can_crypto_erase(&self) -> bool {
+        self.inner.can_crypto_erase()
+    }
+
+    fn crypto_erase(&self) -> io::Result<()> {
+        self.inner.crypto_erase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RamBackstore;
+
+    fn ram() -> Arc<dyn Backstore> {
+        Arc::new(RamBackstore::new(8 << 20).unwrap())
+    }
+
+    #[test]
+    fn unlimited_is_the_backstore_itself() {
+        let r = ram();
+        let q = with_qos(Arc::clone(&r), QosLimits::default());
+        assert!(Arc::ptr_eq(&r, &q));
+    }
+
+    #[test]
+    fn byte_rate_is_enforced() {
+        // 4 MiB/s: the burst (0.4 MiB) goes at once, the next 2 MiB take
+        // about half a second.
+        let q = with_qos(
+            ram(),
+            QosLimits {
+                bytes_per_sec: 4 << 20,
+                ios_per_sec: 0,
+            },
+        );
+        let buf = vec![7u8; 256 << 10];
+        let t = Instant::now();
+        for i in 0..10u64 {
+            q.write_at(&buf, i * (256 << 10)).unwrap();
+        }
+        let el = t.elapsed().as_secs_f64();
+        // 2.5 MiB - 0.4 MiB burst = 2.1 MiB at 4 MiB/s = 0.52 s.
+        assert!(el > 0.4 && el < 1.5, "took {el}s");
+        let mut back = vec![0u8; 256 << 10];
+        q.read_at(&mut back, 0).unwrap();
+        assert_eq!(back, buf);
+    }
+
+    #[test]
+    fn iops_rate_is_enforced_and_flush_is_free() {
+        let q = with_qos(
+            ram(),
+            QosLimits {
+                bytes_per_sec: 0,
+                ios_per_sec: 100,
+            },
+        );
+        let mut b = [0u8; 512];
+        let t = Instant::now();
+        for _ in 0..40 {
+            q.flush().unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_millis(50));
+        // Burst of 10, then 20 more at 100/s = 0.2 s.
+        for i in 0..30u64 {
+            q.read_at(&mut b, i * 512).unwrap();
+        }
+        let el = t.elapsed().as_secs_f64();
+        assert!(el > 0.15 && el < 1.0, "took {el}s");
+    }
+
+    #[test]
+    fn wrapper_forwards_capabilities_size_and_discard() {
+        let r = ram();
+        let q = QosBackstore::new(
+            Arc::clone(&r),
+            QosLimits {
+                bytes_per_sec: 1 << 30,
+                ios_per_sec: 0,
+            },
+        );
+        assert_eq!(q.size(), r.size());
+        assert_eq!(q.capabilities(), r.capabilities());
+        assert_eq!(q.can_resize(), r.can_resize());
+        assert_eq!(q.can_crypto_erase(), r.can_crypto_erase());
+        assert_eq!(q.discard(0, 4096).is_ok(), r.discard(0, 4096).is_ok());
+    }
+}

@@ -1,0 +1,279 @@
+//! The built-in handlers: `qcow` (native qcow2; the config string is the
+//! image path, created sparse with 64 KiB clusters when missing and a size
+//! is given), `nbd` (an NBD server: `nbd://IP[:PORT]/EXPORT` or
+//! `nbd+unix:///EXPORT?socket=PATH`; the size is the server's) and `qemu`
+//! (any QEMU image format through qemu-storage-daemon; see
+//! [`crate::qemu::QemuConfig`] for the string; `qemu-img create` makes a
+//! missing image when a size is given).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use super::{Handler, HandlerError, OpenRequest, SizePolicy};
+use crate::{
+    Backstore, NbdAddr, NbdBackstore, Qcow2Backstore, Qcow2Options, QemuBackstore, QemuConfig,
+    QemuOptions,
+};
+
+/// Every built-in handler.
+pub fn all() -> Vec<Arc<dyn Handler>> {
+    vec![Arc::new(Qcow), Arc::new(Nbd), Arc::new(Qemu)]
+}
+
+fn exists(path: &str) -> Result<bool, HandlerError> {
+    Path::new(path)
+        .try_exists()
+        .map_err(|e| HandlerError::Io(std::io::Error::new(e.kind(), format!("{path}: {e}"))))
+}
+
+/// Native qcow2 images (tcmu-runner's `user:qcow`).
+pub struct Qcow;
+
+impl Handler for Qcow {
+    fn name(&self) -> &str {
+        "qcow"
+    }
+    fn product(&self) -> &str {
+        "QCOW2"
+    }
+    fn config_help(&self) -> &str {
+        "the qcow2 image path (absolute)"
+    }
+    fn check_config(&self, config: &str) -> Result<(), HandlerError> {
+        if !config.starts_with('/') {
+            return Err(HandlerError::Config(format!(
+                "cfgstring {config:?} must be an absolute image path"
+            )));
+        }
+        Ok(())
+    }
+    fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
+        self.check_config(req.config)?;
+        let image = req.config;
+        let q = if exists(image)? {
+            let opts = Qcow2Options {
+                read_only: req.read_only,
+                ..Qcow2Options::default()
+            };
+            Qcow2Backstore::open(image, &opts)
+        } else {
+            let size = req.size.ok_or_else(|| {
+                HandlerError::Size(format!("{image} does not exist and 'size' is missing"))
+            })?;
+            Qcow2Backstore::create(image, size, 64 << 10)
+        }
+        .map_err(|e| HandlerError::Io(std::io::Error::other(format!("{image}: {e}"))))?;
+        if let Some(size) = req.size.filter(|s| *s != q.size()) {
+            tracing::warn!(
+                object = req.object,
+                saved = size,
+                image = q.size(),
+                "saved size differs from the image's virtual size; the image's is used"
+            );
+        }
+        Ok(Arc::new(q))
+    }
+}
+
+/// The NBD client: any NBD server is a handler.
+pub struct Nbd;
+
+impl Handler for Nbd {
+    fn name(&self) -> &str {
+        "nbd"
+    }
+    fn product(&self) -> &str {
+        "NBD"
+    }
+    fn config_help(&self) -> &str {
+        "nbd://IP[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH"
+    }
+    fn size_policy(&self) -> SizePolicy {
+        SizePolicy::FromHandler
+    }
+    fn check_config(&self, config: &str) -> Result<(), HandlerError> {
+        parse_nbd_uri(config).map(|_| ())
+    }
+    fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
+        let (addr, export) = parse_nbd_uri(req.config)?;
+        let n = NbdBackstore::connect(addr, &export).map_err(|e| {
+            HandlerError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot connect to {}: {e}", req.config),
+            ))
+        })?;
+        Ok(Arc::new(n))
+    }
+}
+
+/// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
+/// to an address and export name. HOST is an IP address (IPv6 in brackets).
+pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String), HandlerError> {
+    let usage = "expected nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH";
+    let bad = |what: &str| HandlerError::Config(format!("{uri}: {what}{usage}"));
+    if let Some(rest) = uri.strip_prefix("nbd+unix://") {
+        let (path, query) = rest
+            .split_once('?')
+            .ok_or_else(|| bad("no ?socket=PATH; "))?;
+        let export = path.strip_prefix('/').unwrap_or(path);
+        let socket = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("socket="))
+            .filter(|s| s.starts_with('/'))
+            .ok_or_else(|| bad("socket=PATH must be an absolute path; "))?;
+        return Ok((NbdAddr::Unix(socket.into()), export.to_string()));
+    }
+    let rest = uri.strip_prefix("nbd://").ok_or_else(|| bad(""))?;
+    let (hostport, export) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = match hostport.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let host = hostport.trim_start_matches('[').trim_end_matches(']');
+            let ip = host
+                .parse()
+                .map_err(|_| bad(&format!("{hostport:?} is not IP[:PORT]; ")))?;
+            SocketAddr::new(ip, 10809)
+        }
+    };
+    Ok((NbdAddr::Tcp(addr), export.to_string()))
+}
+
+/// Any QEMU image format, served by a supervised qemu-storage-daemon.
+pub struct Qemu;
+
+impl Handler for Qemu {
+    fn name(&self) -> &str {
+        "qemu"
+    }
+    fn product(&self) -> &str {
+        "QEMU"
+    }
+    fn config_help(&self) -> &str {
+        "FORMAT/PATH[;KEY=VALUE...], e.g. vmdk//srv/disk.vmdk"
+    }
+    fn check_config(&self, config: &str) -> Result<(), HandlerError> {
+        QemuConfig::parse(config)
+            .map(|_| ())
+            .map_err(|e| HandlerError::Config(e.to_string()))
+    }
+    fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
+        let cfg = QemuConfig::parse(req.config).map_err(|e| HandlerError::Config(e.to_string()))?;
+        let image = cfg.file.display().to_string();
+        match req.size.filter(|s| *s != 0) {
+            Some(size) if !exists(&image)? && cfg.key_secret.is_none() => {
+                let out = Command::new("qemu-img")
+                    .args(["create", "-q", "-f", &cfg.format, &image, &size.to_string()])
+                    .output()
+                    .map_err(|e| {
+                        HandlerError::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot run qemu-img to create {image}: {e}"),
+                        ))
+                    })?;
+                if !out.status.success() {
+                    return Err(HandlerError::Io(std::io::Error::other(format!(
+                        "qemu-img create {image}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))));
+                }
+            }
+            _ if !exists(&image)? => {
+                return Err(HandlerError::Size(format!(
+                    "{image} does not exist (give a size to create it)"
+                )))
+            }
+            _ => {}
+        }
+        let run_dir = req
+            .state_dir
+            .map(|d| d.join("qemu"))
+            .unwrap_or_else(std::env::temp_dir);
+        let opts = QemuOptions {
+            name: req.object.to_string(),
+            run_dir,
+            program: None,
+            read_only: req.read_only,
+        };
+        let q = QemuBackstore::open(cfg, &opts).map_err(|e| {
+            HandlerError::Io(std::io::Error::other(format!("cannot serve {image}: {e}")))
+        })?;
+        if let Some(size) = req.size.filter(|s| *s != 0 && *s != q.size()) {
+            tracing::warn!(
+                object = req.object,
+                saved = size,
+                image = q.size(),
+                "saved size differs from the image's virtual size; the image's is used"
+            );
+        }
+        Ok(Arc::new(q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nbd_uris() {
+        let (a, e) = parse_nbd_uri("nbd://127.0.0.1:10810/disk").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Tcp("127.0.0.1:10810".parse().unwrap()), "disk")
+        );
+        let (a, _) = parse_nbd_uri("nbd://[::1]").unwrap();
+        assert_eq!(a, NbdAddr::Tcp("[::1]:10809".parse().unwrap()));
+        let (a, e) = parse_nbd_uri("nbd+unix:///exp?socket=/run/n.sock").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Unix("/run/n.sock".into()), "exp")
+        );
+        for bad in [
+            "nbd://host.example/x",
+            "http://1.2.3.4/",
+            "nbd+unix:///x?socket=rel",
+        ] {
+            assert!(
+                matches!(parse_nbd_uri(bad), Err(HandlerError::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    /// qcow through the registry: created when missing with a size, an
+    /// error without one, reopened with its own size, read-only honoured.
+    #[test]
+    fn qcow_creates_opens_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("h.qcow2");
+        let img = img.to_str().unwrap();
+        let req = OpenRequest {
+            object: "/backstores/user/h",
+            config: img,
+            size: None,
+            read_only: false,
+            state_dir: None,
+        };
+        assert!(matches!(
+            Qcow.check_config("rel.qcow2"),
+            Err(HandlerError::Config(_))
+        ));
+        assert!(matches!(Qcow.open(&req), Err(HandlerError::Size(_))));
+        let b = Qcow
+            .open(&OpenRequest {
+                size: Some(4 << 20),
+                ..req
+            })
+            .unwrap();
+        assert_eq!(b.size(), 4 << 20);
+        drop(b);
+        let ro = Qcow
+            .open(&OpenRequest {
+                read_only: true,
+                ..req
+            })
+            .unwrap();
+        assert!(ro.capabilities().read_only);
+    }
+}

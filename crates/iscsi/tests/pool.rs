@@ -1,0 +1,345 @@
+//! Commands that run on the worker pool (an LU with `io_engine` pool, and
+//! long commands like SANITIZE): answers with the right sequence numbers
+//! while the connection keeps serving, the command window shrinking with
+//! the tasks in flight, task management waiting for them and never letting
+//! an aborted task's answer through, and sessions ending with tasks running.
+
+mod common;
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use backstore::{Backstore, Capabilities};
+use common::*;
+use iscsi::{IscsiServer, TargetConfig, TpgConfig};
+use iscsi_wire::request::{Attr, TaskMgmtRequest};
+use iscsi_wire::response::{DataIn, ScsiResponse, TaskMgmtResponse};
+use iscsi_wire::{Bhs, Opcode};
+use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
+
+/// RAM whose I/O blocks while the gate is closed: a backstore that is
+/// "slow" exactly as long as the test wants.
+struct GatedStore {
+    mem: Arc<MemStore>,
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl GatedStore {
+    fn new(size: usize) -> Arc<GatedStore> {
+        Arc::new(GatedStore {
+            mem: MemStore::new(size),
+            open: Mutex::new(true),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.cv.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut g = self.open.lock().unwrap();
+        while !*g {
+            g = self.cv.wait(g).unwrap();
+        }
+    }
+}
+
+impl Backstore for GatedStore {
+    fn size(&self) -> u64 {
+        self.mem.size()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.mem.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.pass();
+        self.mem.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.pass();
+        self.mem.write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn pool_server(
+    store: Arc<GatedStore>,
+    engine: IoEngine,
+) -> (Arc<IscsiServer>, std::net::SocketAddr) {
+    let mut opts = DeviceOptions::new("gated0", "5b3c9a2e-0000-4000-8000-0000000000b1");
+    opts.io_engine = engine;
+    let dev = Device::new(opts, store);
+    let luns = Arc::new(LunTable {
+        luns: vec![Lun {
+            id: 0,
+            device: dev,
+            write_protect: false,
+        }],
+    });
+    let s = IscsiServer::new();
+    s.set_target(TargetConfig {
+        iqn: IQN.into(),
+        tpgs: vec![TpgConfig {
+            tag: 1,
+            enable: true,
+            portals: vec![],
+            luns,
+            acls: vec![],
+            attributes: [("generate_node_acls".to_string(), "1".to_string())].into(),
+            parameters: Default::default(),
+        }],
+    });
+    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s, addr)
+}
+
+fn send_cmd(c: &mut Client, cdb: &[u8], read: bool, edtl: u32, data: &[u8]) -> (u32, u32) {
+    let cmd = c.scsi_cmd_header(cdb, read, !data.is_empty(), edtl);
+    let mut b = Bhs::default();
+    cmd.write_to(&mut b);
+    c.send(&b, data);
+    (cmd.itt, cmd.cmdsn)
+}
+
+fn tmf(c: &mut Client, function: u8, itt: u32, referenced: u32, ref_cmdsn: u32) {
+    let tm = TaskMgmtRequest {
+        immediate: true,
+        function,
+        lun: [0; 8],
+        itt,
+        referenced_tag: referenced,
+        cmdsn: c.cmdsn,
+        exp_statsn: c.exp_statsn,
+        ref_cmdsn,
+        exp_datasn: 0,
+    };
+    let mut b = Bhs::default();
+    tm.write_to(&mut b);
+    c.send(&b, &[]);
+}
+
+/// MaxCmdSN from a NOP-In.
+fn max_cmdsn(p: &Pdu) -> u32 {
+    p.bhs.u32_at(32)
+}
+
+#[test]
+fn pipelined_pool_io_is_answered_in_statsn_order_with_right_data() {
+    let store = GatedStore::new(8 << 20);
+    let (srv, addr) = pool_server(Arc::clone(&store), IoEngine::Pool);
+    let mut c = session(addr, &[]);
+    // Writes through every Data-Out path (immediate, unsolicited, R2T).
+    for (n, len) in [512usize, 65536, 300 * 1024, 1 << 20].iter().enumerate() {
+        let data = pattern(*len, n as u8 + 1);
+        let r = c.write_cmd(&write10(n as u32 * 4096, (*len / 512) as u16), &data);
+        assert_eq!(r.status, 0);
+    }
+    // 24 reads in flight at once; each answer must carry its own data.
+    let mut want = std::collections::HashMap::new();
+    for i in 0..24u32 {
+        let (itt, _) = send_cmd(&mut c, &read10((i % 4) * 4096, 1), true, 512, &[]);
+        want.insert(itt, pattern(512, (i % 4) as u8 + 1));
+    }
+    while !want.is_empty() {
+        let p = c.recv().unwrap();
+        assert_eq!(p.bhs.opcode(), Opcode::DATA_IN, "status rides in Data-In");
+        let d = DataIn::parse(&p.bhs);
+        assert_eq!(d.status, Some(0));
+        assert_eq!(d.sn.statsn, c.exp_statsn, "StatSN in order");
+        c.exp_statsn += 1;
+        let exp = want.remove(&d.itt).expect("known ITT, answered once");
+        assert!(p.data == exp, "data of ITT {}", d.itt);
+    }
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn window_shrinks_with_tasks_in_flight_and_abort_task_set_waits_for_them() {
+    let store = GatedStore::new(8 << 20);
+    let (srv, addr) = pool_server(Arc::clone(&store), IoEngine::Pool);
+    let mut c = session(addr, &[]);
+    let full = max_cmdsn(&c.nop(&[])).wrapping_sub(c.cmdsn);
+    store.set(false);
+    for _ in 0..4 {
+        send_cmd(&mut c, &read10(0, 1), true, 512, &[]);
+    }
+    // The reads hold 4 slots: MaxCmdSN does not advance past what was
+    // already announced (ExpCmdSN moved on by 4).
+    let p = c.nop(&[]);
+    assert_eq!(p.bhs.u32_at(28), c.cmdsn, "ExpCmdSN");
+    assert_eq!(max_cmdsn(&p).wrapping_sub(c.cmdsn), full - 4);
+    // ABORT TASK SET cannot answer before the reads have finished; their
+    // answers are never sent.
+    let s2 = Arc::clone(&store);
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        s2.set(true);
+    });
+    let t0 = Instant::now();
+    tmf(&mut c, 2, 0x5000, 0xffff_ffff, 0);
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE, "no read answer");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "waited for the tasks"
+    );
+    let r = TaskMgmtResponse::parse(&p.bhs);
+    assert_eq!(r.response, 0);
+    c.exp_statsn = r.sn.statsn.wrapping_add(1);
+    opener.join().unwrap();
+    // Slots are back.
+    let p = c.nop(&[]);
+    assert_eq!(max_cmdsn(&p).wrapping_sub(c.cmdsn), full);
+    let (st, got, _) = c.read_cmd(&read10(0, 1), 512);
+    assert_eq!((st, got.len()), (0, 512));
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn ordered_task_waits_for_older_ones() {
+    let store = GatedStore::new(8 << 20);
+    let (srv, addr) = pool_server(Arc::clone(&store), IoEngine::Pool);
+    let mut c = session(addr, &[]);
+    store.set(false);
+    let (simple, _) = send_cmd(&mut c, &read10(0, 1), true, 512, &[]);
+    let mut cmd = c.scsi_cmd_header(&read10(8, 1), true, false, 512);
+    cmd.attr = Attr::Ordered;
+    let mut b = Bhs::default();
+    cmd.write_to(&mut b);
+    c.send(&b, &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    store.set(true);
+    let first = DataIn::parse(&c.recv().unwrap().bhs);
+    let second = DataIn::parse(&c.recv().unwrap().bhs);
+    assert_eq!((first.itt, second.itt), (simple, cmd.itt));
+    c.exp_statsn = second.sn.statsn.wrapping_add(1);
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn long_command_runs_off_the_connection_and_survives_abort_and_logout() {
+    // An inline LU: SANITIZE goes to the pool anyway.
+    let store = GatedStore::new(1 << 20);
+    let (srv, addr) = pool_server(Arc::clone(&store), IoEngine::Inline);
+    let mut c = session(addr, &[]);
+    store.set(false);
+    // SANITIZE OVERWRITE, IMMED=0, one-byte pattern.
+    let param = [0x01, 0, 0, 1, 0xa5];
+    let cdb = [0x48, 0x01, 0, 0, 0, 0, 0, 0, param.len() as u8, 0];
+    let (san_itt, san_cmdsn) = send_cmd(&mut c, &cdb, false, param.len() as u32, &param);
+    // The connection still answers: NOT READY, SANITIZE IN PROGRESS.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (st, _, _) = c.read_cmd(&[0; 6], 0);
+        if st == 2 && c.last_sense.get(12..14) == Some(&[0x04, 0x1b]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw SANITIZE IN PROGRESS");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ABORT TASK does not wait for a long task; its answer never comes.
+    tmf(&mut c, 1, 0x6000, san_itt, san_cmdsn);
+    let p = c.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
+    let r = TaskMgmtResponse::parse(&p.bhs);
+    assert_eq!(r.response, 0);
+    c.exp_statsn = r.sn.statsn.wrapping_add(1);
+    store.set(true);
+    // Poll until the sanitize is over: only TUR answers arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cmd = c.scsi_cmd_header(&[0; 6], false, false, 0);
+        let mut b = Bhs::default();
+        cmd.write_to(&mut b);
+        c.send(&b, &[]);
+        let p = c.recv().unwrap();
+        assert_eq!(p.bhs.opcode(), Opcode::SCSI_RESPONSE);
+        let r = ScsiResponse::parse(&p.bhs);
+        assert_eq!(r.itt, cmd.itt, "no answer for the aborted SANITIZE");
+        c.exp_statsn = r.sn.statsn.wrapping_add(1);
+        if r.status == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sanitize never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second one, left running while the session logs out: the logout
+    // is answered at once and the daemon shuts down cleanly after it.
+    store.set(false);
+    send_cmd(&mut c, &cdb, false, param.len() as u32, &param);
+    let p = c.logout();
+    assert_eq!(p.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
+    store.set(true);
+    srv.shutdown();
+}
+
+#[test]
+fn connection_loss_with_tasks_in_flight_sends_nothing_and_frees_the_session() {
+    let store = GatedStore::new(8 << 20);
+    let (srv, addr) = pool_server(Arc::clone(&store), IoEngine::Pool);
+    let mut c = session(addr, &[]);
+    store.set(false);
+    for _ in 0..8 {
+        let data = pattern(4096, 9);
+        let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
+        let mut b = Bhs::default();
+        cmd.write_to(&mut b);
+        c.send(&b, &data);
+    }
+    // Let the writes reach the workers, then vanish.
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(srv.sessions().is_empty(), "the session ends at once");
+    store.set(true);
+    std::thread::sleep(Duration::from_millis(50));
+    // The same initiator logs in again and sees the writes' data.
+    let mut c = session(addr, &[]);
+    let (st, got, _) = c.read_cmd(&read10(0, 8), 4096);
+    assert_eq!(st, 0);
+    assert!(got == pattern(4096, 9));
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn lun_reset_waits_for_other_sessions_pool_tasks() {
+    let store = GatedStore::new(8 << 20);
+    let (srv, addr) = pool_server(Arc::clone(&store), IoEngine::Pool);
+    let mut a = session(addr, &[]);
+    let mut b = Client::connect(addr);
+    b.isid[5] = 0x77;
+    b.login(Some(IQN), &[]);
+    b.clear_ua();
+    store.set(false);
+    let (itt, _) = send_cmd(&mut a, &write10(0, 1), false, 512, &pattern(512, 3));
+    std::thread::sleep(Duration::from_millis(50));
+    let s2 = Arc::clone(&store);
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        s2.set(true);
+    });
+    let t0 = Instant::now();
+    tmf(&mut b, 5, 0x5100, 0xffff_ffff, 0);
+    let p = b.recv().unwrap();
+    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "the reset answered while another session's write was still running"
+    );
+    opener.join().unwrap();
+    // A's write was not A's to abort: it completed, and says so.
+    let p = a.recv().unwrap();
+    let r = ScsiResponse::parse(&p.bhs);
+    assert_eq!((r.itt, r.status), (itt, 0));
+    srv.shutdown();
+}
