@@ -8,10 +8,12 @@
 #    4. build        cargo build --workspace --release
 #    5. unit         cargo test --workspace
 #    6. e2e          tests-e2e/run.sh: real initiators against the release daemon
+#       e2e-qemu     tests-e2e/qemu.sh: user:qemu images (vmdk, vhdx, vdi, qcow2) over iSCSI
 #    7. conformance  conformance/run.sh --check over the LU matrix CONF_MATRIX: libiscsi's
 #                    iscsi-test-cu, per-test results compared with the committed
 #                    conformance/results*.txt (PASS -> not PASS fails the step)
-#    8. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in, ext4 + md5
+#    8. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
+#                    ext4 + md5, online resize seen after a rescan
 #    9. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.  Prints a
@@ -39,7 +41,7 @@ done
 
 # LU configurations for the conformance run (see cfg_* in conformance/run.sh); each
 # has its committed results file.
-CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,ramdisk}
+CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,ramdisk,crypt,sanitizereset,pool,qcow2,qemu,nbd,block}
 RESULTS=() FAILS=0 BUILD_OK=1 T_ALL=$SECONDS
 # step NAME LIMIT_SECONDS CMD...: run one step with a wall-clock limit, record result.
 step() {
@@ -47,7 +49,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|conformance|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|conformance|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -69,7 +71,8 @@ step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
 step build 1200 cargo build --workspace --release || BUILD_OK=0
 step unit 1200 cargo test --workspace
 step e2e 600 bash tests-e2e/run.sh
-step conformance 1200 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
+step e2e-qemu 300 bash tests-e2e/qemu.sh
+step conformance 1500 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
 step guest 420 bash tests-e2e/guest.sh
 step bench-smoke 180 bash bench/bench.sh --smoke
 

@@ -10,7 +10,8 @@
 #   iSCSI land in the images (qemu-img check clean, qemu-io reads the
 #   pattern from the file); a qemu-storage-daemon killed (SIGKILL) while reads
 #   run is restarted, the reads complete and the LUN is still byte-exact;
-#   SIGTERM to rtarget leaves no qemu-storage-daemon behind, restart from the
+#   deleting an object ends its child; SIGTERM to rtarget leaves no
+#   qemu-storage-daemon behind, restart from the
 #   saved config serves the written data, and SIGKILL to rtarget takes its
 #   children with it (PR_SET_PDEATHSIG).
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
@@ -132,6 +133,14 @@ check "CLI: ls shows it with the image's size" bash -c \
     '"$1" --socket "$2" ls /backstores/user:qemu | grep -q "cli0.*vmdk/.*(8.0MiB)"' _ "$RTARGET_BIN" "$SOCK"
 check "CLI: LUN from it" cli "/iscsi/$IQN/tpg1/luns" create /backstores/user:qemu/cli0
 check "CLI: saveconfig" cli saveconfig
+# delete ends the object's child
+qemu-img create -q -f vdi "$W/tmp.vdi" 4M
+cli /backstores/user:qemu create tmp1 0 "vdi/$W/tmp.vdi" >/dev/null
+tmpkid=$(pgrep -P "$PID" -f "tmp.vdi")
+check "CLI: delete stops its qemu-storage-daemon" bash -c '
+    [[ -n $3 ]] && "$1" --socket "$2" /backstores/user:qemu delete tmp1 || exit 1
+    for ((i = 0; i < 50; i++)); do kill -0 "$3" 2>/dev/null || exit 0; sleep 0.1; done; exit 1' \
+    _ "$RTARGET_BIN" "$SOCK" "$tmpkid"
 
 # Writes through iSCSI (checked in the files after the daemon stops).
 for i in "${!FORMATS[@]}"; do

@@ -23,6 +23,7 @@ fn table() -> &'static (LunTable, Nexus) {
                 write_cache: true,
                 read_only: false,
                 thin_provisioning: true,
+                io_engine: target_core::IoEngine::Inline,
             },
             Arc::new(ram),
         );

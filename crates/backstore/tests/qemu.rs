@@ -217,3 +217,41 @@ fn qemu_nbd_fallback_and_start_failures() {
         .count();
     assert_eq!(left, 0);
 }
+
+/// A child that cannot come back: requests wait `RECONNECT_WAIT`, then fail
+/// (the core answers MEDIUM ERROR) naming the daemon; once the image is back
+/// the supervisor's next attempt succeeds and I/O resumes.
+#[test]
+fn io_fails_while_the_daemon_cannot_restart_then_resumes() {
+    if !have("qemu-img") || !have("qemu-storage-daemon") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "vdi");
+    let cfg = QemuConfig::parse(&format!("vdi/{};readonly=on", img.display())).unwrap();
+    let b = QemuBackstore::open(cfg, &opts(dir.path(), None)).unwrap();
+    let pid = b.daemon_pid().unwrap();
+    let away = dir.path().join("away.vdi");
+    std::fs::rename(&img, &away).unwrap();
+    // SAFETY: signalling the test's own grandchild.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    let e = b.read_at(&mut buf, 0).unwrap_err();
+    assert!(t.elapsed() >= backstore::qemu::RECONNECT_WAIT, "{e}");
+    assert!(e.to_string().contains("is not running"), "{e}");
+    assert!(b.restarts() >= 2, "kept retrying: {}", b.restarts());
+    std::fs::rename(&away, &img).unwrap();
+    let t = Instant::now();
+    loop {
+        match b.read_at(&mut buf, 0) {
+            Ok(()) => break,
+            Err(e) if t.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    }
+    assert_eq!(buf, [0xab; 4096]);
+}

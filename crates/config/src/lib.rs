@@ -17,7 +17,7 @@ pub use model::{
     StorageObject, Target, Tpg,
 };
 pub use store::{load, parse_str, save, to_json, MAX_BACKUPS};
-pub use validate::{parse_ip, validate, Issue};
+pub use validate::{parse_ip, set_user_handlers, validate, Issue};
 
 /// Why a configuration could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]

@@ -30,7 +30,38 @@ impl fmt::Display for Issue {
 pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk", "user"];
 /// Handlers of `user` objects rtarget serves natively (`config` =
 /// `qcow/<image path>`, `nbd/<NBD URI>` or `qemu/<FORMAT>/<image path>`).
+/// The daemon widens this with every handler it registers
+/// ([`set_user_handlers`]).
 pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd", "qemu"];
+
+/// The handler names validation accepts for `user` objects; `None` until the
+/// process registers its own list (then the built-in list applies).
+static USER_HANDLERS: std::sync::RwLock<Option<Vec<String>>> = std::sync::RwLock::new(None);
+
+/// Tell validation which `user` handlers this process serves (the daemon's
+/// handler registry), so objects of a registered handler are not reported as
+/// unsupported. Replaces any earlier list.
+pub fn set_user_handlers<I, S>(names: I)
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let list = names.into_iter().map(Into::into).collect();
+    *USER_HANDLERS.write().unwrap_or_else(|e| e.into_inner()) = Some(list);
+}
+
+/// Whether `name` is a served user handler, and the list for messages.
+fn user_handler_known(name: &str) -> (bool, Vec<String>) {
+    let guard = USER_HANDLERS.read().unwrap_or_else(|e| e.into_inner());
+    let list: Vec<String> = match guard.as_ref() {
+        Some(l) => l.clone(),
+        None => SUPPORTED_USER_HANDLERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    (list.iter().any(|n| n == name), list)
+}
 /// rtslib's own keys of `user` objects.
 const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
@@ -76,21 +107,12 @@ pub fn validate(cfg: &SaveConfig) -> Result<Vec<Issue>, Vec<Issue>> {
         if fm.name.is_empty() {
             r.err(&loc, "'name' is missing or empty");
         }
+        // discovery_* keys drive discovery CHAP (rtarget's build reads them).
         let auth: Vec<&String> = fm
             .extra
             .keys()
             .filter(|k| k.starts_with("discovery_"))
             .collect();
-        if fm
-            .extra
-            .get("discovery_enable_auth")
-            .is_some_and(|v| v == &Value::Bool(true) || v == &Value::from(1))
-        {
-            r.warn(
-                &loc,
-                "discovery authentication is not supported by rtarget; discovery is open",
-            );
-        }
         let rest: Map<String, Value> = fm
             .extra
             .iter()
@@ -165,9 +187,32 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
         "readonly",
         "removable",
         "encryption",
+        "o_direct",
     ] {
         if let Err(e) = attr_bool(&so.attributes, key) {
             r.err(loc, e);
+        }
+    }
+    // rtarget's QoS limits (docs/io-engines-and-qos.md): whole numbers.
+    for key in ["qos_rw_mbytes_per_sec", "qos_rw_ios_per_sec"] {
+        match so.attributes.get(key) {
+            None => {}
+            Some(v) if v.as_u64().is_some() => {}
+            Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => {}
+            Some(v) => r.err(loc, format!("attribute {key}: {v} is not a whole number")),
+        }
+    }
+    if let Some(v) = so.attributes.get("io_engine") {
+        let ok = match v {
+            Value::String(s) => matches!(s.trim(), "inline" | "pool" | "0" | "1"),
+            Value::Number(n) => matches!(n.as_u64(), Some(0 | 1)),
+            _ => false,
+        };
+        if !ok {
+            r.err(
+                loc,
+                format!("attribute io_engine: {v} is not inline (0) or pool (1)"),
+            );
         }
     }
     if let Some(size) = so.size {
@@ -222,10 +267,11 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
                 );
                 false
             }
-            Some((sub, _)) if !SUPPORTED_USER_HANDLERS.contains(&sub) => {
+            Some((sub, _)) if !user_handler_known(sub).0 => {
+                let (_, list) = user_handler_known(sub);
                 r.warn(
                     loc,
-                    format!("user handler {sub:?} is not supported by rtarget (supported: {SUPPORTED_USER_HANDLERS:?}); object and its LUNs are skipped"),
+                    format!("user handler {sub:?} is not supported by rtarget (supported: {list:?}); object and its LUNs are skipped"),
                 );
                 false
             }
@@ -668,6 +714,31 @@ mod tests {
     }
 
     #[test]
+    fn rtarget_extension_attributes() {
+        let with = |attrs: Value| {
+            let mut v = base();
+            v["storage_objects"][0]["attributes"] = attrs;
+            validate(&cfg(v))
+        };
+        assert_eq!(
+            with(
+                json!({"io_engine": "pool", "o_direct": 1, "qos_rw_mbytes_per_sec": 8,
+                        "qos_rw_ios_per_sec": "100", "removable": 0, "encryption": 0})
+            ),
+            Ok(vec![])
+        );
+        for bad in [
+            json!({"io_engine": "uring"}),
+            json!({"io_engine": 2}),
+            json!({"o_direct": "maybe"}),
+            json!({"qos_rw_mbytes_per_sec": -1}),
+            json!({"qos_rw_ios_per_sec": "fast"}),
+        ] {
+            assert!(with(bad.clone()).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn user_objects() {
         let with = |so: Value| {
             let mut v = base();
@@ -689,6 +760,16 @@ mod tests {
                 .contains("user handler \"rbd\" is not supported"),
             "{w:?}"
         );
+        // A handler the process registers becomes valid; others stay reported.
+        let pattern =
+            json!({"plugin": "user", "name": "p", "config": "pattern/seed=1", "size": 1048576});
+        assert!(!with(pattern.clone()).unwrap().is_empty());
+        set_user_handlers(["qcow", "nbd", "qemu", "pattern"]);
+        assert_eq!(with(pattern), Ok(vec![]));
+        let w =
+            with(json!({"plugin": "user", "name": "q", "config": "rbd/pool/img", "size": 1048576}))
+                .unwrap();
+        assert!(w[0].message.contains("\"pattern\""), "{w:?}");
         let e = with(json!({"plugin": "user", "name": "q", "size": 1048576})).unwrap_err();
         assert!(e[0].message.contains("needs 'config'"), "{e:?}");
         let e =

@@ -81,6 +81,7 @@ fn main() -> io::Result<()> {
         iqn: iqn.clone(),
         tpgs: vec![TpgConfig {
             tag: 1,
+            relative_port_id: 1,
             enable: true,
             portals: vec![addr],
             luns,

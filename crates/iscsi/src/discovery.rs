@@ -186,6 +186,7 @@ mod tests {
             iqn: iqn.into(),
             tpgs: vec![TpgConfig {
                 tag: 1,
+                relative_port_id: 1,
                 enable,
                 portals: portals.iter().map(|p| p.parse().unwrap()).collect(),
                 luns: Arc::new(LunTable::default()),

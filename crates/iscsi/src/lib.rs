@@ -38,6 +38,12 @@ mod txq;
 pub struct TpgConfig {
     /// Target portal group tag (1-based, `tpg1` is tag 1).
     pub tag: u16,
+    /// Relative target port identifier of this TPG (SPC-4 VPD 0x83, RTPG,
+    /// PR): unique among all target ports of the daemon, so one LU mapped
+    /// through several targets' TPGs tells its paths apart. Whoever builds
+    /// the configuration assigns it (rtarget: 1-based position of the TPG
+    /// among all iSCSI TPGs in the configuration).
+    pub relative_port_id: u16,
     pub enable: bool,
     /// Portals advertised in SendTargets for this TPG.
     pub portals: Vec<SocketAddr>,

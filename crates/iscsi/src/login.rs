@@ -609,6 +609,7 @@ mod tests {
         };
         TpgConfig {
             tag: 1,
+            relative_port_id: 1,
             enable: true,
             portals: vec![],
             luns: Arc::new(target_core::LunTable::default()),

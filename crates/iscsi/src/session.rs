@@ -91,6 +91,7 @@ impl Session {
     pub fn new(shared: Arc<Shared>, l: LoginOutcome, local: SocketAddr, conn_id: u64) -> Session {
         let params = l.neg.params.clone();
         let tpg_tag = l.tpg.as_ref().map_or(0, |t| t.tag);
+        let relative_port_id = l.tpg.as_ref().map_or(0, |t| t.relative_port_id);
         let iqn = l.target.as_ref().map_or("", |t| t.iqn.as_str());
         let isid = l.key.as_ref().map_or([0; 6], |k| k.isid);
         let isid_hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
@@ -98,7 +99,7 @@ impl Session {
             id: next_nexus_id(),
             initiator_port: format!("{},i,0x{}", l.initiator_name, isid_hex),
             target_port: format!("{iqn},t,0x{tpg_tag:04x}"),
-            relative_port_id: tpg_tag,
+            relative_port_id,
             tpg_tag,
         };
         let attr = |name: &str, d: u64| {

@@ -262,6 +262,7 @@ mod tests {
         let a = dev("a");
         let mut tpg = TpgConfig {
             tag: 1,
+            relative_port_id: 1,
             enable: true,
             portals: vec![],
             luns: table(&[(0, &a, false)]),

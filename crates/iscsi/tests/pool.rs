@@ -87,6 +87,7 @@ fn pool_server(
         iqn: IQN.into(),
         tpgs: vec![TpgConfig {
             tag: 1,
+            relative_port_id: 1,
             enable: true,
             portals: vec![],
             luns,

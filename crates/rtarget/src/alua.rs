@@ -373,7 +373,7 @@ pub fn apply(cfg: &SaveConfig, objects: &HashMap<String, (StorageObject, Arc<Dev
                     .map_or(0, AluaTpg::id);
                 ports.push(AluaPort {
                     target_port: iscsi_target_port(&t.wwn, tag),
-                    relative_port_id: tag,
+                    relative_port_id: crate::build::relative_port_id(cfg, &t.wwn, tag),
                     group: u16::try_from(group).unwrap_or(0),
                 });
             }

@@ -72,8 +72,9 @@ pub fn build(cfg: &SaveConfig, pr_dir: Option<&Path>) -> Result<Runtime> {
         let mut tpgs = Vec::new();
         for (i, tpg) in t.tpgs.iter().enumerate() {
             let tag = tpg.tag.unwrap_or(i as u16 + 1);
-            let tc = tpg_config(tpg, tag, &by_path)
+            let mut tc = tpg_config(tpg, tag, &by_path)
                 .with_context(|| format!("target {} tpg{tag}", t.wwn))?;
+            tc.relative_port_id = relative_port_id(cfg, &t.wwn, tag);
             if tc.enable {
                 for p in &tc.portals {
                     if !portals.contains(p) {
@@ -149,6 +150,27 @@ pub fn listen_set(portals: &[SocketAddr]) -> Vec<SocketAddr> {
     portals.iter().filter(|a| !covered(a)).copied().collect()
 }
 
+/// The relative target port identifier of iSCSI target `wwn`'s TPG `tag`:
+/// its 1-based position among every iSCSI TPG of the configuration, so each
+/// target port of the daemon has its own (one LU exported through two
+/// targets' tpg1 must not show the same port twice in RTPG or VPD 0x83).
+/// For the usual one-target configuration it equals the TPG tag.
+pub fn relative_port_id(cfg: &SaveConfig, wwn: &str, tag: u16) -> u16 {
+    let mut n: u16 = 0;
+    for t in cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
+        for (i, tpg) in t.tpgs.iter().enumerate() {
+            n = n.saturating_add(1);
+            if t.wwn == wwn && tpg.tag.unwrap_or(i as u16 + 1) == tag {
+                return n;
+            }
+        }
+    }
+    // Not in the configuration (cannot happen for a TPG built from it).
+    tag
+}
+
+/// The fabric's view of one TPG; its `relative_port_id` is the tag until
+/// the caller sets it with [`relative_port_id`].
 pub fn tpg_config(
     tpg: &Tpg,
     tag: u16,
@@ -207,6 +229,7 @@ pub fn tpg_config(
         .collect();
     Ok(TpgConfig {
         tag,
+        relative_port_id: tag,
         enable: tpg.enabled(),
         portals,
         luns: Arc::new(LunTable { luns }),
@@ -772,5 +795,22 @@ mod tests {
         let mut buf = [1u8; 512];
         d.backstore.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, [0u8; 512]);
+    }
+
+    /// Every iSCSI TPG of the configuration gets its own relative port id,
+    /// in configuration order; a single target's ids are its TPG tags.
+    #[test]
+    fn relative_port_ids_are_unique_per_target_port() {
+        let cfg: SaveConfig = serde_json::from_value(json!({
+            "targets": [
+                {"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:a",
+                 "tpgs": [{"tag": 1}, {"tag": 2}]},
+                {"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:b",
+                 "tpgs": [{"tag": 1}]}
+            ]
+        }))
+        .unwrap();
+        let id = |w: &str, t| relative_port_id(&cfg, &format!("iqn.2026-11.org.example:{w}"), t);
+        assert_eq!((id("a", 1), id("a", 2), id("b", 1)), (1, 2, 3));
     }
 }

@@ -247,6 +247,7 @@ impl Live {
                 let tag = tpg.tag.unwrap_or(i as u16 + 1);
                 let mut tc = build::tpg_config(tpg, tag, &by_path)
                     .with_context(|| format!("target {} tpg{tag}", t.wwn))?;
+                tc.relative_port_id = build::relative_port_id(&new, &t.wwn, tag);
                 if tc.enable {
                     match &self.fixed_portals {
                         Some(fixed) => tc.portals = fixed.clone(),

@@ -34,6 +34,8 @@ fn main() -> ExitCode {
     }
     let cli = cli::Cli::parse();
     init_logging();
+    // Objects of every registered handler are valid in saveconfig.json.
+    config::set_user_handlers(handlers::registry().names());
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(&args),
         cli::Command::Check(args) => serve::check(&args),

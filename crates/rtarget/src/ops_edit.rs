@@ -86,6 +86,14 @@ pub const SO_ATTRIBUTES: &[&str] = &[
     "unmap_granularity",
     "unmap_granularity_alignment",
     "unmap_zeroes_data",
+    // rtarget extensions (docs/io-engines-and-qos.md, conformance/README.md);
+    // `encryption` is not here on purpose: turning it on or off under
+    // existing data would make that data unreadable.
+    "io_engine",
+    "o_direct",
+    "qos_rw_ios_per_sec",
+    "qos_rw_mbytes_per_sec",
+    "removable",
 ];
 
 /// Storage object attributes rtarget acts on (the rest are kept in the file).
@@ -95,6 +103,11 @@ const SO_ATTRIBUTES_USED: &[&str] = &[
     "emulate_tpws",
     "emulate_write_cache",
     "is_nonrot",
+    "io_engine",
+    "o_direct",
+    "qos_rw_ios_per_sec",
+    "qos_rw_mbytes_per_sec",
+    "removable",
 ];
 
 /// Node ACL attributes of LIO's iSCSI fabric (rtslib `NodeACL` attributes),
@@ -480,6 +493,10 @@ pub fn set(
                     _ => bail!("{k}: {v:?} must be a number from {lo} to {hi}"),
                 }
             }
+            // The I/O engine is named (inline/pool) as well as numbered.
+            "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool") => {
+                Value::from(v.trim())
+            }
             "attribute" => Value::from(
                 v.trim()
                     .parse::<u64>()
@@ -654,5 +671,37 @@ mod tests {
             v["targets"][0]["tpgs"][0]["node_acls"][0]["attributes"]["authentication"],
             1
         );
+    }
+
+    /// rtarget's own storage-object attributes (I/O engine, O_DIRECT, QoS,
+    /// removable) are settable like LIO's, acted on, and checked; the I/O
+    /// engine is stored by name.
+    #[test]
+    fn extension_object_attributes_are_settable() {
+        let mut c: SaveConfig = serde_json::from_value(serde_json::json!({
+            "storage_objects": [{"plugin": "fileio", "name": "d", "dev": "/tmp/d.img",
+                                 "size": 1048576}]
+        }))
+        .unwrap();
+        let msg = set(
+            &mut c,
+            "/backstores/fileio/d",
+            "attribute",
+            &kv(&[
+                ("io_engine", "pool"),
+                ("o_direct", "1"),
+                ("qos_rw_mbytes_per_sec", "8"),
+                ("removable", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(!msg.contains("does not act on it"), "{msg}");
+        let a = &c.storage_objects[0].attributes;
+        assert_eq!(a["io_engine"], "pool");
+        assert_eq!(a["qos_rw_mbytes_per_sec"], 8);
+        assert!(config::validate(&c).is_ok());
+        for (k, v) in [("io_engine", "uring"), ("encryption", "1")] {
+            assert!(set(&mut c, "/backstores/fileio/d", "attribute", &kv(&[(k, v)])).is_err());
+        }
     }
 }

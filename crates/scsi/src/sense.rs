@@ -49,6 +49,8 @@ impl Asc {
     pub const RESERVATIONS_PREEMPTED: Asc = Asc(0x2a, 0x03);
     pub const RESERVATIONS_RELEASED: Asc = Asc(0x2a, 0x04);
     pub const REGISTRATIONS_PREEMPTED: Asc = Asc(0x2a, 0x05);
+    pub const ASYMMETRIC_ACCESS_STATE_CHANGED: Asc = Asc(0x2a, 0x06);
+    pub const CAPACITY_DATA_HAS_CHANGED: Asc = Asc(0x2a, 0x09);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Asc = Asc(0x39, 0x00);
     pub const SANITIZE_COMMAND_FAILED: Asc = Asc(0x31, 0x03);
     pub const MEDIUM_NOT_PRESENT: Asc = Asc(0x3a, 0x00);

@@ -25,7 +25,7 @@ use crate::error::CmdError;
 use crate::{Nexus, Status};
 
 /// ASYMMETRIC ACCESS STATE CHANGED.
-pub(crate) const ASYMMETRIC_ACCESS_STATE_CHANGED: Asc = Asc(0x2a, 0x06);
+pub(crate) const ASYMMETRIC_ACCESS_STATE_CHANGED: Asc = Asc::ASYMMETRIC_ACCESS_STATE_CHANGED;
 /// MAINTENANCE OUT service action SET TARGET PORT GROUPS.
 pub(crate) const MO_SET_TARGET_PORT_GROUPS: u8 = 0x0a;
 

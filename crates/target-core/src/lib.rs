@@ -126,7 +126,9 @@ impl Device {
     /// READ CAPACITY, the mode block descriptor and every LBA range check
     /// read `num_blocks()` live, so they see the new size at once.
     pub fn resized(&self) {
-        self.state.ua.queue_others(None, scsi::Asc(0x2a, 0x09));
+        self.state
+            .ua
+            .queue_others(None, scsi::Asc::CAPACITY_DATA_HAS_CHANGED);
     }
 
     /// Grow the LU to `new_size` bytes online: the backstore grows first

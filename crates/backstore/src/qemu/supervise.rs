@@ -45,6 +45,10 @@ extern "C" fn stop_all_at_exit() {
         Ok(mut l) => l.drain(..).filter_map(|w| w.upgrade()).collect(),
         Err(_) => return,
     };
+    // Signal every child first, then wait: they close their images in parallel.
+    for s in &live {
+        s.begin_stop();
+    }
     for s in &live {
         s.stop();
     }
@@ -158,12 +162,21 @@ impl Supervisor {
         }
     }
 
-    /// Terminate the child and let the thread end (the caller joins it).
-    pub(super) fn stop(&self) {
+    /// Ask the child to terminate (SIGTERM) and the thread to end.
+    fn begin_stop(&self) {
         let mut st = self.lock();
-        st.stopping = true;
-        signal(st.pid, libc::SIGTERM);
+        if !st.stopping {
+            st.stopping = true;
+            signal(st.pid, libc::SIGTERM);
+        }
         self.cv.notify_all();
+    }
+
+    /// Terminate the child, waiting for it (SIGKILL after a grace period),
+    /// and let the thread end (the caller joins it).
+    pub(super) fn stop(&self) {
+        self.begin_stop();
+        let mut st = self.lock();
         let deadline = Instant::now() + STOP_GRACE;
         while st.pid.is_some() {
             let now = Instant::now();

@@ -75,6 +75,7 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
         iqn: iqn.into(),
         tpgs: vec![TpgConfig {
             tag: 1,
+            relative_port_id: 1,
             enable: true,
             portals: vec!["0.0.0.0:3260".parse().unwrap()],
             luns,
