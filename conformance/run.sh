@@ -99,7 +99,7 @@ cfg_thinsanitize() { # thin fileio with SANITIZE allowed: BLOCK ERASE needs thin
 cfg_thin4k() {      # thin fileio with 4 KiB logical blocks: GetLBAStatus.UnmapSingle assumes
     # one logical block per physical block, which 512-byte LUs (4 KiB physical) are not
     cfg_thin; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:emulate_tpu=1,emulate_tpws=1,block_size=4096")
-    CFG_SUITES='^GetLBAStatus$'
+    CFG_SUITES='^GetLBAStatus$' CFG_EXCLUDE=''   # UnmapSingle applies here
 }
 cfg_pool() {        # fileio whose commands run on the I/O worker pool (io_engine=pool)
     cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:io_engine=pool")

@@ -161,6 +161,7 @@ impl QemuBackstore {
         };
         // On error `me` drops here, which stops and reaps the child.
         let (generation, nbd) = me.connect(OPEN_WAIT).map_err(QemuError::Start)?;
+        me.sup.confirm();
         let _ = std::fs::set_permissions(
             me.dir.join("nbd.sock"),
             std::fs::Permissions::from_mode(0o600),

@@ -305,8 +305,9 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
                 // LIO's is_nonrot attribute, else what the kernel says.
                 rotational: attr("is_nonrot")?.map(|nonrot| !nonrot),
                 read_only: so.readonly.unwrap_or(false) || attr("readonly")?.unwrap_or(false),
-                // rtarget extension: bypass the page cache.
-                direct: attr("o_direct")?.unwrap_or(false),
+                // rtarget extension: bypass the page cache. `block` does by
+                // default, as LIO's iblock submits bios below the page cache.
+                direct: attr("o_direct")?.unwrap_or(so.plugin == "block"),
                 ..FileOptions::new(dev)
             };
             let f = FileBackstore::open(&opts).with_context(|| format!("cannot open {dev}"))?;

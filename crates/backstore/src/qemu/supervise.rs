@@ -65,6 +65,11 @@ struct State {
     stopping: bool,
     /// Why the first start failed (the supervisor then gives up).
     fatal: Option<String>,
+    /// An NBD client has talked to a child of this supervisor: from then
+    /// on a dying child is restarted. Before, a child that dies is a start
+    /// failure: qemu-nbd creates its socket before it opens the image, so
+    /// "socket exists" alone does not prove the configuration works.
+    confirmed: bool,
     restarts: u64,
     stderr: VecDeque<String>,
 }
@@ -116,6 +121,11 @@ impl Supervisor {
     pub(super) fn pid(&self) -> Option<u32> {
         let st = self.lock();
         st.pid.filter(|_| st.ready).map(|p| p as u32)
+    }
+
+    /// The opener connected: later deaths are restarted, not fatal.
+    pub(super) fn confirm(&self) {
+        self.lock().confirmed = true;
     }
 
     pub(super) fn restarts(&self) -> u64 {
@@ -331,6 +341,20 @@ impl Supervisor {
                     self.cv.notify_all();
                     if stopping {
                         tracing::info!(object = %self.name, pid, %status, "QEMU image server stopped");
+                        break;
+                    }
+                    if !self.lock().confirmed {
+                        // Let the stderr thread catch the last lines.
+                        std::thread::sleep(Duration::from_millis(50));
+                        let mut st = self.lock();
+                        let e = format!(
+                            "{} exited during start ({status}): {}",
+                            self.program.display(),
+                            Self::tail(&st)
+                        );
+                        tracing::error!(object = %self.name, error = %e, "QEMU image server failed to start");
+                        st.fatal = Some(e);
+                        self.cv.notify_all();
                         break;
                     }
                     if started.elapsed() > STABLE {
