@@ -747,4 +747,46 @@ mod tests {
         assert!(cfg.targets.is_empty());
         assert!(delete(&mut cfg, "/iscsi", &Args::from_words(&[IQN]).unwrap()).is_err());
     }
+
+    /// `user:qcow create ... backing=BASE` makes a native overlay over an
+    /// existing image (size from the base), and refuses backing= for an
+    /// image that already exists.
+    #[test]
+    fn qcow_overlay_with_backing() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        drop(backstore::Qcow2Backstore::create(&base, 8 << 20, 65536).unwrap());
+        let real = Ctx {
+            stat: Box::new(|p| {
+                std::fs::metadata(p).ok().map(|m| {
+                    if m.is_file() {
+                        PathKind::File(m.len())
+                    } else {
+                        PathKind::Other
+                    }
+                })
+            }),
+            ..ctx()
+        };
+        let top = dir.path().join("top.qcow2");
+        let words = [
+            "ov".to_string(),
+            format!("cfgstring={}", top.display()),
+            format!("backing={}", base.display()),
+        ];
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut cfg = SaveConfig::default();
+        let args = Args::from_words(&words).unwrap();
+        create(&mut cfg, "/backstores/user:qcow", &args, &real).unwrap();
+        assert_eq!(cfg.storage_objects[0].size, Some(8 << 20));
+        let q = backstore::Qcow2Backstore::open(&top, &Default::default()).unwrap();
+        assert_eq!(q.backing_file(), Some(base.as_path()));
+        let again = create(
+            &mut SaveConfig::default(),
+            "/backstores/user:qcow",
+            &args,
+            &real,
+        );
+        assert!(again.unwrap_err().to_string().contains("exists"));
+    }
 }

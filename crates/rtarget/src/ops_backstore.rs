@@ -17,7 +17,21 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             2,
         ),
         "block" => (&["name", "dev", "readonly", "wwn", "exclusive"], 2),
-        "user:qcow" | "user:nbd" | "user:qemu" => (
+        // Native qcow2 adds an overlay's backing file (created natively).
+        "user:qcow" => (
+            &[
+                "name",
+                "size",
+                "cfgstring",
+                "wwn",
+                "hw_max_sectors",
+                "control",
+                "backing",
+                "backing_fmt",
+            ],
+            1,
+        ),
+        "user:nbd" | "user:qemu" => (
             &[
                 "name",
                 "size",
@@ -132,11 +146,17 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             if !image.starts_with('/') {
                 bail!("cfgstring {image:?} must be an absolute image path");
             }
-            match ((ctx.stat)(image), size_arg) {
-                (Some(PathKind::File(_)), _) => {}
-                (Some(_), _) => bail!("{image} is not a regular file"),
-                (None, None) => bail!("{image} does not exist: size is required to create it"),
-                (None, Some(_)) => {
+            let backing = b.get("backing");
+            match ((ctx.stat)(image), size_arg, backing) {
+                (Some(_), _, Some(_)) => {
+                    bail!("{image} exists: backing= only applies when creating a new overlay")
+                }
+                (Some(PathKind::File(_)), _, None) => {}
+                (Some(_), _, None) => bail!("{image} is not a regular file"),
+                (None, None, None) => {
+                    bail!("{image} does not exist: size (or backing=) is required to create it")
+                }
+                (None, _, _) => {
                     if let Some(dir) = std::path::Path::new(image).parent() {
                         if (ctx.stat)(&dir.to_string_lossy()).is_none() {
                             bail!("directory {} does not exist", dir.display());
@@ -145,6 +165,16 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
                 }
             }
             so.size = size_arg;
+            if let Some(backing) = backing {
+                so.size = Some(create_qcow2_overlay(
+                    image,
+                    size_arg,
+                    backing,
+                    b.get("backing_fmt"),
+                )?);
+            } else if b.get("backing_fmt").is_some() {
+                bail!("backing_fmt= needs backing=");
+            }
             so.extra
                 .insert("config".into(), Value::from(format!("qcow/{image}")));
             for k in ["hw_max_sectors", "control"] {
@@ -223,4 +253,35 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
     };
     cfg.storage_objects.push(so);
     Ok(msg)
+}
+
+/// Create the qcow2 overlay `image` over `backing` natively (`qemu-img
+/// create -f qcow2 -b BACKING -F FMT` without QEMU); the format is probed
+/// (qcow2 magic, else raw) unless given. Returns the overlay's size.
+fn create_qcow2_overlay(
+    image: &str,
+    size: Option<u64>,
+    backing: &str,
+    format: Option<&str>,
+) -> Result<u64> {
+    use backstore::Backstore;
+    let resolved = std::path::Path::new(image)
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join(backing);
+    let format = match format {
+        Some(f) => f.to_string(),
+        None => {
+            let mut magic = [0u8; 4];
+            let f = std::fs::File::open(&resolved)
+                .map_err(|e| anyhow!("backing file {}: {e}", resolved.display()))?;
+            let is_qcow2 = std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0).is_ok()
+                && &magic == b"QFI\xfb";
+            if is_qcow2 { "qcow2" } else { "raw" }.to_string()
+        }
+    };
+    const CLUSTER: u64 = 64 << 10; // qemu-img's default
+    let q = backstore::Qcow2Backstore::create_with_backing(image, size, CLUSTER, backing, &format)
+        .map_err(|e| anyhow!("cannot create {image} over {backing}: {e}"))?;
+    Ok(q.size())
 }

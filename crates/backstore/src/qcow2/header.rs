@@ -14,7 +14,7 @@ pub const INCOMPAT_COMPRESSION_TYPE: u64 = 1 << 3;
 pub const INCOMPAT_EXTENDED_L2: u64 = 1 << 4;
 
 const EXT_END: u32 = 0;
-const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+pub(super) const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_FEATURE_NAMES: u32 = 0x6803_f857;
 
 /// Byte offset of `autoclear_features` (rewritten when opening for write).

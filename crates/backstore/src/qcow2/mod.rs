@@ -137,6 +137,59 @@ impl Qcow2Backstore {
         Self::open(path, &Qcow2Options::default())
     }
 
+    /// Create a new v3 image over the backing file `backing` (`qcow2` or
+    /// `raw`, as `format` says; a relative name is relative to `path`'s
+    /// directory, as qemu-img records it), truncating any existing file,
+    /// and open it. `size` defaults to the backing file's virtual size.
+    /// The backing file is only read, never written.
+    pub fn create_with_backing(
+        path: impl AsRef<Path>,
+        size: Option<u64>,
+        cluster_size: u64,
+        backing: &str,
+        format: &str,
+    ) -> Result<Self, Qcow2Error> {
+        let path = path.as_ref();
+        let resolved = {
+            let p = Path::new(backing);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                path.parent().unwrap_or(Path::new(".")).join(p)
+            }
+        };
+        if resolved == path {
+            return Err(Qcow2Error::Argument(
+                "an image cannot be its own backing file".into(),
+            ));
+        }
+        let backing_size = match format {
+            "qcow2" => {
+                let ro = Qcow2Options {
+                    read_only: true,
+                    ..Qcow2Options::default()
+                };
+                Qcow2Backstore::open(&resolved, &ro)
+                    .map_err(|e| Qcow2Error::Backing(format!("{}: {e}", resolved.display())))?
+                    .size()
+            }
+            "raw" => std::fs::metadata(&resolved)
+                .map_err(|e| Qcow2Error::Backing(format!("{}: {e}", resolved.display())))?
+                .len(),
+            other => {
+                return Err(Qcow2Error::Argument(format!(
+                    "backing format {other:?} is not qcow2 or raw"
+                )))
+            }
+        };
+        let b = create::NewBacking {
+            name: backing,
+            format,
+        };
+        create::create_image_backed(path, size.unwrap_or(backing_size), cluster_size, Some(&b))?;
+        Self::open(path, &Qcow2Options::default())
+    }
+
     fn open_depth(path: &Path, opts: &Qcow2Options, depth: usize) -> Result<Self, Qcow2Error> {
         let ro = opts.read_only;
         let file = OpenOptions::new().read(true).write(!ro).open(path)?;
