@@ -18,6 +18,23 @@ use std::sync::Arc;
 
 use crate::Backstore;
 
+/// The three identity methods of a [`Handler`] impl (`name`, `product`,
+/// `config_help`) from string literals: the built-in handlers and the
+/// tests' ones differ only in these. Defined before `builtin` so it can use it.
+macro_rules! handler_identity {
+    ($name:literal, $product:literal, $help:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+        fn product(&self) -> &str {
+            $product
+        }
+        fn config_help(&self) -> &str {
+            $help
+        }
+    };
+}
+
 pub mod builtin;
 
 /// Why a handler refused a configuration or could not open it.
@@ -152,15 +169,7 @@ mod tests {
 
     struct Mem;
     impl Handler for Mem {
-        fn name(&self) -> &str {
-            "mem"
-        }
-        fn product(&self) -> &str {
-            "MEM"
-        }
-        fn config_help(&self) -> &str {
-            "anything"
-        }
+        handler_identity!("mem", "MEM", "anything");
         fn size_policy(&self) -> SizePolicy {
             SizePolicy::Required
         }

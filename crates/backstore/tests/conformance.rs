@@ -5,9 +5,13 @@
 //! NBD client against `qemu-nbd`, and user:qemu (qemu-storage-daemon).
 //! Tests that need an external program say SKIP and why when it is absent.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{have, retry, run, LoopDevice, Reaped};
 
 use backstore::conformance::{check, Expect};
 use backstore::{
@@ -24,19 +28,6 @@ fn file(dir: &Path, f: impl FnOnce(&mut FileOptions)) -> FileBackstore {
     };
     f(&mut o);
     FileBackstore::open(&o).unwrap()
-}
-
-fn have(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("SKIP: {program} is not installed");
-    }
-    found
 }
 
 #[test]
@@ -94,51 +85,22 @@ fn block_loop_device() {
         return;
     }
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let img = dir.path().join("loop.img");
-    std::fs::File::create(&img).unwrap().set_len(SIZE).unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        eprintln!("SKIP block_loop_device: losetup failed (not root?)");
+    let Some(lo) = LoopDevice::attach(&dir.path().join("loop.img"), SIZE, "block_loop_device")
+    else {
         return;
-    }
-    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _detach = Detach(dev.clone());
+    };
     let b = FileBackstore::open(&FileOptions {
         direct: true,
         write_back: false,
         exclusive: true,
-        ..FileOptions::new(&dev)
+        ..FileOptions::new(&lo.dev)
     })
     .unwrap();
-    let (img2, dev2) = (img.clone(), dev.clone());
-    let grow = move |size: u64| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&img2)
-            .unwrap()
-            .set_len(size)
-            .unwrap();
-        assert!(Command::new("losetup")
-            .args(["-c", &dev2])
-            .status()
-            .unwrap()
-            .success());
-    };
     check(
         "block (loop device)",
         &b,
         &Expect {
-            grow_medium: Some(Box::new(grow)),
+            grow_medium: Some(Box::new(lo.grower())),
             ..Expect::default()
         },
     );
@@ -176,31 +138,28 @@ fn qcow2_from_qemu_img() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("q.qcow2");
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096"])
-        .arg(&img)
-        .arg(SIZE.to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let img = qemu_img_create(
+        dir.path(),
+        "q.qcow2",
+        &["-f", "qcow2", "-o", "cluster_size=4096"],
+    );
     let q = Qcow2Backstore::open(&img, &Qcow2Options::default()).unwrap();
     check("qcow2 (qemu-img, 4K clusters)", &q, &Expect::default());
     drop(q);
-    let out = Command::new("qemu-img")
-        .args(["check", "-q"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "qemu-img check: {out:?}");
+    run("qemu-img", &["check", "-q", img.to_str().unwrap()]);
 }
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `qemu-img create -q FORMAT-ARGS dir/name SIZE`; returns the image path.
+fn qemu_img_create(dir: &Path, name: &str, format: &[&str]) -> std::path::PathBuf {
+    let img = dir.join(name);
+    let (path, size) = (img.to_str().unwrap(), SIZE.to_string());
+    let args: Vec<&str> = ["create", "-q"]
+        .into_iter()
+        .chain(format.iter().copied())
+        .chain([path, size.as_str()])
+        .collect();
+    run("qemu-img", &args);
+    img
 }
 
 /// The NBD client against qemu-nbd on a private unix socket. NBD has no
@@ -214,7 +173,7 @@ fn nbd_qemu_nbd() {
     let img = dir.path().join("n.raw");
     std::fs::File::create(&img).unwrap().set_len(SIZE).unwrap();
     let sock = dir.path().join("nbd.sock");
-    let _srv = Child(
+    let _srv = Reaped(
         Command::new("qemu-nbd")
             .args(["-f", "raw", "-x", "c", "--discard=unmap", "-k"])
             .arg(&sock)
@@ -223,16 +182,12 @@ fn nbd_qemu_nbd() {
             .spawn()
             .unwrap(),
     );
-    let t = Instant::now();
-    let b = loop {
-        match NbdBackstore::connect(NbdAddr::Unix(sock.clone()), "c") {
-            Ok(b) => break b,
-            Err(_) if t.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("connect to qemu-nbd: {e}"),
-        }
-    };
+    let b = retry(
+        "connect to qemu-nbd",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || NbdBackstore::connect(NbdAddr::Unix(sock.clone()), "c"),
+    );
     assert!(!b.can_resize(), "NBD has no resize");
     check("nbd (qemu-nbd)", &b, &Expect::default());
 }
@@ -245,14 +200,7 @@ fn user_qemu_vmdk() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.vmdk");
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "vmdk"])
-        .arg(&img)
-        .arg(SIZE.to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let img = qemu_img_create(dir.path(), "d.vmdk", &["-f", "vmdk"]);
     let cfg = QemuConfig::parse(&format!("vmdk/{}", img.display())).unwrap();
     let opts = QemuOptions {
         name: "conformance".into(),

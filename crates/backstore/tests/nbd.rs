@@ -3,30 +3,24 @@
 //! simple replies. qemu-nbd tests are skipped with a message when it is
 //! not installed.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backstore::{Backstore, NbdAddr, NbdBackstore};
+use common::{retry, wait_for_path, Reaped, Rng};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn qemu_nbd(args: &[&str]) -> Option<Server> {
+fn qemu_nbd(args: &[&str]) -> Option<Reaped> {
     match Command::new("qemu-nbd")
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
     {
-        Ok(c) => Some(Server(c)),
+        Ok(c) => Some(Reaped(c)),
         Err(_) => {
             eprintln!("qemu-nbd not found: skipping NBD interoperability test");
             None
@@ -35,27 +29,12 @@ fn qemu_nbd(args: &[&str]) -> Option<Server> {
 }
 
 fn connect_retry(addr: &NbdAddr, export: &str) -> NbdBackstore {
-    let t = Instant::now();
-    loop {
-        match NbdBackstore::connect(addr.clone(), export) {
-            Ok(b) => return b,
-            Err(e) if t.elapsed() < Duration::from_secs(10) => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("connect {addr:?}: {e}"),
-        }
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+    retry(
+        &format!("connect {addr:?}"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || NbdBackstore::connect(addr.clone(), export),
+    )
 }
 
 fn exercise(b: &NbdBackstore, mirror: &mut [u8]) {
@@ -344,10 +323,7 @@ fn reconnects_to_a_restarted_server() {
     let Some(_srv) = qemu_nbd(&args) else {
         return;
     };
-    let t = Instant::now();
-    while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_path(&sock, Duration::from_secs(10));
     b.read_at(&mut buf, 8192).unwrap();
     assert_eq!(buf, [0x42; 4096]);
     assert!(!b.is_broken());

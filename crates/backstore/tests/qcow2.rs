@@ -4,40 +4,22 @@
 //! `qemu-img compare` must find the image identical to the mirror.
 //! Skipped (with a message) when qemu-img is not installed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 use backstore::{Backstore, Qcow2Backstore, Qcow2Error, Qcow2Options};
+use common::Rng;
 
 fn have_qemu_img() -> bool {
-    let ok = Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("qemu-img not found: skipping qcow2 interoperability test");
-    }
-    ok
+    common::have("qemu-img")
 }
 
 fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("run qemu-img");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
+    common::run("qemu-img", args)
 }
 
 /// `qemu-img check` must exit 0: no corruptions, no leaks.
@@ -54,6 +36,11 @@ fn check_clean(img: &Path) {
 fn compare_with(img: &Path, mirror: &[u8], dir: &Path) {
     let raw = dir.join("mirror.raw");
     std::fs::write(&raw, mirror).unwrap();
+    assert_same_as_raw(img, &raw);
+}
+
+/// `qemu-img compare`: the qcow2 image reads as the raw file does.
+fn assert_same_as_raw(img: &Path, raw: &Path) -> String {
     let text = qemu_img(&[
         "compare",
         "-f",
@@ -64,26 +51,25 @@ fn compare_with(img: &Path, mirror: &[u8], dir: &Path) {
         raw.to_str().unwrap(),
     ]);
     assert!(text.contains("Images are identical"), "{text}");
+    text
 }
 
-struct Rng(u64);
+/// Both of QEMU's verdicts: a clean image, with the mirror's contents.
+fn check_and_compare(img: &Path, mirror: &[u8], dir: &Path) {
+    check_clean(img);
+    compare_with(img, mirror, dir);
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
+/// `qemu-img convert OPTS FROM TO`.
+fn convert(opts: &[&str], from: &Path, to: &Path) {
+    let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
+    qemu_img(&[&["convert"], opts, &[from, to]].concat());
+}
+
+/// The image converted to raw by qemu-img (at `out`), read back.
+fn qemu_raw(img: &Path, out: &Path) -> Vec<u8> {
+    convert(&["-O", "raw"], img, out);
+    std::fs::read(out).unwrap()
 }
 
 fn rw() -> Qcow2Options {
@@ -164,16 +150,14 @@ fn random_writes_with(opts: &str, size: u64, ops: usize, open: &Qcow2Options) ->
         random_io(&q, &mut mirror, &mut rng, ops, true);
         assert!(read_all(&q) == mirror, "read-back differs before close");
     }
-    check_clean(&img);
-    compare_with(&img, &mirror, dir.path());
+    check_and_compare(&img, &mirror, dir.path());
     // Reopen and keep writing on top of what was persisted.
     {
         let q = Qcow2Backstore::open(&img, open).unwrap();
         assert!(read_all(&q) == mirror, "read-back differs after reopen");
         random_io(&q, &mut mirror, &mut rng, ops / 2, true);
     }
-    check_clean(&img);
-    compare_with(&img, &mirror, dir.path());
+    check_and_compare(&img, &mirror, dir.path());
     let h = std::fs::read(&img).unwrap();
     u32::from_be_bytes([h[56], h[57], h[58], h[59]])
 }
@@ -313,13 +297,7 @@ fn backing_chain_reads_through_and_writes_only_the_overlay() {
     let base_raw = dir.path().join("base.raw");
     std::fs::write(&base_raw, &base).unwrap();
     let base_q = dir.path().join("base.qcow2");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "qcow2",
-        base_raw.to_str().unwrap(),
-        base_q.to_str().unwrap(),
-    ]);
+    convert(&["-O", "qcow2"], &base_raw, &base_q);
     for (fmt, backing) in [("raw", &base_raw), ("qcow2", &base_q)] {
         let top = dir.path().join(format!("top-{fmt}.qcow2"));
         // A relative backing name: resolved against the overlay's directory.
@@ -351,8 +329,7 @@ fn backing_chain_reads_through_and_writes_only_the_overlay() {
             mirror[4096 + 512..4096 + 1024].fill(0xee);
             assert!(read_all(&q) == mirror, "{fmt}: overlay read-back differs");
         }
-        check_clean(&top);
-        compare_with(&top, &mirror, dir.path());
+        check_and_compare(&top, &mirror, dir.path());
         assert!(std::fs::read(&base_raw).unwrap() == base, "base modified");
     }
     check_clean(&base_q);
@@ -388,14 +365,7 @@ fn compressed_image_reads_byte_exact_and_cows_on_write() {
     let raw = dir.path().join("c.raw");
     let img = dir.path().join("c.qcow2");
     std::fs::write(&raw, &data).unwrap();
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    convert(&["-c", "-O", "qcow2"], &raw, &img);
     {
         let q = Qcow2Backstore::open(&img, &ro()).unwrap();
         assert!(read_all(&q) == data, "compressed image reads differ");
@@ -416,8 +386,7 @@ fn compressed_image_reads_byte_exact_and_cows_on_write() {
         let q = Qcow2Backstore::open(&img, &rw()).unwrap();
         random_io(&q, &mut mirror, &mut Rng(5), 300, true);
     }
-    check_clean(&img);
-    compare_with(&img, &mirror, dir.path());
+    check_and_compare(&img, &mirror, dir.path());
 }
 
 #[test]
@@ -445,16 +414,8 @@ fn created_image_is_accepted_by_qemu() {
             info.contains(&format!("virtual size: {} MiB", size >> 20)),
             "{info}"
         );
-        let out = dir.path().join("out.raw");
-        qemu_img(&[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
         assert!(
-            std::fs::read(&out).unwrap() == mirror,
+            qemu_raw(&img, &dir.path().join("out.raw")) == mirror,
             "qemu-img reads other data (cs {cs})"
         );
     }
@@ -550,8 +511,7 @@ fn concurrent_writers_and_flushes_keep_the_image_clean() {
     }
     assert!(read_all(&q) == mirror);
     drop(q);
-    check_clean(&img);
-    compare_with(&img, &mirror, dir.path());
+    check_and_compare(&img, &mirror, dir.path());
 }
 
 /// Internal snapshots (made by `qemu-img snapshot -c`): writes copy-on-write
@@ -576,11 +536,9 @@ fn internal_snapshot_survives_writes() {
         random_io(&q, &mut mirror, &mut Rng(32), 600, true);
         assert!(read_all(&q) == mirror);
     }
-    check_clean(&img);
-    compare_with(&img, &mirror, dir.path());
+    check_and_compare(&img, &mirror, dir.path());
     qemu_img(&["snapshot", "-a", "s1", img.to_str().unwrap()]);
-    check_clean(&img);
-    compare_with(&img, &at_snapshot, dir.path());
+    check_and_compare(&img, &at_snapshot, dir.path());
 }
 
 /// Online growth: in place (64K clusters, L1 has room) and by moving the L1
@@ -621,15 +579,7 @@ fn grow_online_keeps_data_and_qemu_sees_the_new_size() {
         check_clean(&img);
         let info = qemu_img(&["info", "--output=json", img.to_str().unwrap()]);
         assert!(info.contains(&format!("\"virtual-size\": {to}")), "{info}");
-        let out = dir.path().join("g.raw");
-        qemu_img(&[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
-        let got = std::fs::read(&out).unwrap();
+        let got = qemu_raw(&img, &dir.path().join("g.raw"));
         assert!(
             got[..mirror.len()] == mirror[..],
             "{opts}: data differs after grow"
@@ -751,16 +701,7 @@ fn stress_1gib_random_writes() {
     drop(q);
     println!("1 GiB random writes in {:.1}s", t0.elapsed().as_secs_f64());
     check_clean(&img);
-    let text = qemu_img(&[
-        "compare",
-        "-f",
-        "qcow2",
-        "-F",
-        "raw",
-        img.to_str().unwrap(),
-        raw_path.to_str().unwrap(),
-    ]);
-    assert!(text.contains("Images are identical"), "{text}");
+    let text = assert_same_as_raw(&img, &raw_path);
     println!("{}", text.trim());
 }
 

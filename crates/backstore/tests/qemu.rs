@@ -4,32 +4,14 @@
 //! recovers, and dropping the backstore leaves no process behind. Skipped
 //! with a message when QEMU's tools are not installed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backstore::qemu::Program;
 use backstore::{Backstore, QemuBackstore, QemuConfig, QemuOptions};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("{tool} not found: skipping");
-    }
-    ok
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let o = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use common::{have, retry, run};
 
 /// An image of `format` with 0xab at [0, 1M) and 0x5c at [3M, 3M+64K).
 fn image(dir: &Path, format: &str) -> PathBuf {
@@ -60,6 +42,32 @@ fn opts(dir: &Path, program: Option<Program>) -> QemuOptions {
     }
 }
 
+/// The config string `FORMAT/IMAGE` plus `extra` (e.g. `;readonly=on`).
+fn config(format: &str, img: &Path, extra: &str) -> QemuConfig {
+    QemuConfig::parse(&format!("{format}/{}{extra}", img.display())).unwrap()
+}
+
+/// `FORMAT/IMAGE` + `extra` served from `dir` by `program` (`None`: the
+/// backstore's choice, qemu-storage-daemon when installed).
+fn serve(
+    dir: &Path,
+    format: &str,
+    img: &Path,
+    extra: &str,
+    program: Option<Program>,
+) -> QemuBackstore {
+    QemuBackstore::open(config(format, img, extra), &opts(dir, program)).unwrap()
+}
+
+/// The backstore's private socket directories left in `dir`.
+fn socket_dirs(dir: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rtarget-qemu-"))
+        .collect()
+}
+
 fn alive(pid: u32) -> bool {
     // Zombies count as dead: /proc/PID/stat's state is 'Z'.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -86,8 +94,7 @@ fn formats_read_back_and_writes_land_in_the_image() {
     let dir = tempfile::tempdir().unwrap();
     for format in ["vmdk", "vhdx", "vdi", "qcow2"] {
         let img = image(dir.path(), format);
-        let cfg = QemuConfig::parse(&format!("{format}/{}", img.display())).unwrap();
-        let b = QemuBackstore::open(cfg, &opts(dir.path(), None)).unwrap();
+        let b = serve(dir.path(), format, &img, "", None);
         assert_eq!(b.size(), 16 << 20, "{format}");
         assert!(matches!(b.program(), Program::StorageDaemon(_)));
         check_pattern(&b);
@@ -114,12 +121,10 @@ fn formats_read_back_and_writes_land_in_the_image() {
             ],
         );
         // The socket directory is gone with it.
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("rtarget-qemu-"))
-            .collect();
-        assert!(left.is_empty(), "{format}: socket dir left behind");
+        assert!(
+            socket_dirs(dir.path()).is_empty(),
+            "{format}: socket dir left behind"
+        );
     }
 }
 
@@ -130,15 +135,10 @@ fn killed_daemon_is_restarted_and_io_recovers() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "qcow2");
-    let cfg = QemuConfig::parse(&format!("qcow2/{}", img.display())).unwrap();
-    let b = QemuBackstore::open(cfg, &opts(dir.path(), None)).unwrap();
+    let b = serve(dir.path(), "qcow2", &img, "", None);
     let pid = b.daemon_pid().unwrap();
     // Private socket directory.
-    let sock_dir = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("rtarget-qemu-"))
-        .unwrap();
+    let sock_dir = socket_dirs(dir.path()).pop().unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         sock_dir.metadata().unwrap().permissions().mode() & 0o777,
@@ -157,16 +157,16 @@ fn killed_daemon_is_restarted_and_io_recovers() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     // The next request waits for the restart and succeeds.
     check_pattern(&b);
-    let t = Instant::now();
-    let pid2 = loop {
-        match b.daemon_pid() {
-            Some(p) if p != pid => break p,
-            _ if t.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => panic!("no restart"),
-        }
-    };
+    let pid2 = retry(
+        "no restart",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            b.daemon_pid()
+                .filter(|p| *p != pid)
+                .ok_or("still the old pid")
+        },
+    );
     assert!(!alive(pid));
     assert_eq!(b.restarts(), 1);
     let mut buf = [0u8; 4096];
@@ -192,9 +192,8 @@ fn qemu_nbd_fallback_and_start_failures() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "vmdk");
-    let cfg = QemuConfig::parse(&format!("vmdk/{};readonly=on", img.display())).unwrap();
     let nbd = Program::QemuNbd("qemu-nbd".into());
-    let b = QemuBackstore::open(cfg, &opts(dir.path(), Some(nbd.clone()))).unwrap();
+    let b = serve(dir.path(), "vmdk", &img, ";readonly=on", Some(nbd.clone()));
     assert!(b.capabilities().read_only);
     check_pattern(&b);
     assert!(b.write_at(&[0; 512], 0).is_err());
@@ -203,19 +202,14 @@ fn qemu_nbd_fallback_and_start_failures() {
     assert!(!alive(pid));
 
     // A wrong format fails at open with QEMU's own words, leaving nothing.
-    let cfg = QemuConfig::parse(&format!("vhdx/{}", img.display())).unwrap();
+    let cfg = config("vhdx", &img, "");
     for p in [None, Some(nbd)] {
         let e = QemuBackstore::open(cfg.clone(), &opts(dir.path(), p))
             .err()
             .expect("vmdk opened as vhdx");
         assert!(e.to_string().contains("exited during start"), "{e}");
     }
-    let left = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rtarget-qemu-"))
-        .count();
-    assert_eq!(left, 0);
+    assert_eq!(socket_dirs(dir.path()).len(), 0);
 }
 
 /// A child that cannot come back: requests wait `RECONNECT_WAIT`, then fail
@@ -228,8 +222,7 @@ fn io_fails_while_the_daemon_cannot_restart_then_resumes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "vdi");
-    let cfg = QemuConfig::parse(&format!("vdi/{};readonly=on", img.display())).unwrap();
-    let b = QemuBackstore::open(cfg, &opts(dir.path(), None)).unwrap();
+    let b = serve(dir.path(), "vdi", &img, ";readonly=on", None);
     let pid = b.daemon_pid().unwrap();
     let away = dir.path().join("away.vdi");
     std::fs::rename(&img, &away).unwrap();
@@ -242,16 +235,11 @@ fn io_fails_while_the_daemon_cannot_restart_then_resumes() {
     assert!(e.to_string().contains("is not running"), "{e}");
     assert!(b.restarts() >= 2, "kept retrying: {}", b.restarts());
     std::fs::rename(&away, &img).unwrap();
-    let t = Instant::now();
-    loop {
-        match b.read_at(&mut buf, 0) {
-            Ok(()) => break,
-            Err(e) if t.elapsed() < Duration::from_secs(20) => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("no recovery: {e}"),
-        }
-    }
+    retry(
+        "no recovery",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || b.read_at(&mut buf, 0),
+    );
     assert_eq!(buf, [0xab; 4096]);
 }

@@ -644,31 +644,17 @@ mod tests {
         assert!(discovery_auth(&off).is_none());
     }
 
+    /// The wrapper forwards to the nbd handler's parser (every URI form is
+    /// tested there, in backstore::registry::builtin) and keeps its words.
     #[test]
-    fn nbd_uris() {
-        let (a, e) = parse_nbd_uri("nbd://127.0.0.1:10810/disk").unwrap();
-        assert_eq!(
-            (a, e.as_str()),
-            (NbdAddr::Tcp("127.0.0.1:10810".parse().unwrap()), "disk")
-        );
-        let (a, e) = parse_nbd_uri("nbd://[::1]").unwrap();
-        assert_eq!(
-            (a, e.as_str()),
-            (NbdAddr::Tcp("[::1]:10809".parse().unwrap()), "")
-        );
+    fn nbd_uris_use_the_handler_parser() {
         let (a, e) = parse_nbd_uri("nbd+unix:///exp?socket=/run/n.sock").unwrap();
         assert_eq!(
             (a, e.as_str()),
             (NbdAddr::Unix("/run/n.sock".into()), "exp")
         );
-        for bad in [
-            "nbd://host.example/x",
-            "http://1.2.3.4/",
-            "nbd+unix:///x",
-            "nbd+unix:///x?socket=rel",
-        ] {
-            assert!(parse_nbd_uri(bad).is_err(), "{bad}");
-        }
+        let e = parse_nbd_uri("nbd://host.example/x").unwrap_err();
+        assert!(e.to_string().contains("is not IP[:PORT]"), "{e}");
     }
 
     #[test]

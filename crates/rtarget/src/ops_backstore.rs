@@ -154,7 +154,7 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
                 (Some(PathKind::File(_)), _, None) => {}
                 (Some(_), _, None) => bail!("{image} is not a regular file"),
                 (None, None, None) => {
-                    bail!("{image} does not exist: size (or backing=) is required to create it")
+                    bail!("{image} does not exist: size is required to create it (or backing= for an overlay)")
                 }
                 (None, _, _) => {
                     if let Some(dir) = std::path::Path::new(image).parent() {

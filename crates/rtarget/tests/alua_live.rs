@@ -9,23 +9,14 @@
 
 mod common;
 
-#[path = "../../iscsi/tests/common/mod.rs"]
-mod initiator;
-
 use std::net::SocketAddr;
 
+use common::initiator::{self, Client};
 use common::*;
-use initiator::Client;
 
 const RTPG: [u8; 12] = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0];
 const TUR: [u8; 6] = [0; 6];
 const INQ: [u8; 6] = [0x12, 0, 0, 0, 96, 0];
-
-fn sense(c: &Client) -> (u8, u8, u8) {
-    let s = &c.last_sense;
-    assert!(s.len() >= 14, "no sense: {s:02x?}");
-    (s[2] & 0x0f, s[12], s[13])
-}
 
 /// One RTPG descriptor: (group id, state, preferred, status, relative
 /// port ids).
@@ -93,17 +84,7 @@ fn two_paths_standby_implicit_and_explicit_transitions() {
     );
     for tpg in ["tpg1", "tpg2"] {
         let p = format!("{t}/{tpg}");
-        ok(
-            sock,
-            &[
-                &p,
-                "set",
-                "attribute",
-                "authentication=0",
-                "generate_node_acls=1",
-                "demo_mode_write_protect=0",
-            ],
-        );
+        demo_mode(sock, &p);
         ok(
             sock,
             &[&format!("{p}/luns"), "create", "/backstores/ramdisk/r0"],

@@ -5,149 +5,28 @@
 //! disabled TPG logging its sessions out. Checked with a raw-PDU initiator
 //! (the iscsi crate's test client) and libiscsi's tools where installed.
 
-#[path = "../../iscsi/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Client;
+use common::initiator::{self as client, Client};
+use common::{report_luns, sense, tool, Served};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rtarget");
 const IQN: &str = "iqn.2026-11.org.example:live";
 const INIT: &str = "iqn.2026-11.org.example:host1";
 
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("saveconfig.json");
-        std::fs::write(&config, "{}\n").unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(dir.path().join("api.sock"))
-            .arg("--state-dir")
-            .arg(dir.path())
-            .arg("--default-portal")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rtarget");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let l = lines.next().expect("daemon ended").unwrap();
-            if l.starts_with("rtarget: API on ") {
-                break;
-            }
-            assert!(Instant::now() < end, "daemon did not start");
-        }
-        // Keep draining stderr so the daemon never blocks on it.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Daemon { child, dir, port }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("api.sock")
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("run rtarget")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "rtarget {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Two ramdisks, a target whose tpg1 exports r0 in demo mode.
-    fn with_target(self) -> Daemon {
-        self.ok(&["/backstores/ramdisk", "create", "r0", "4M"]);
-        self.ok(&["/backstores/ramdisk", "create", "r1", "4M"]);
-        self.ok(&["/iscsi", "create", IQN]);
-        let tpg = format!("/iscsi/{IQN}/tpg1");
-        self.ok(&[
-            &tpg,
-            "set",
-            "attribute",
-            "authentication=0",
-            "generate_node_acls=1",
-            "demo_mode_write_protect=0",
-        ]);
-        self.ok(&[&format!("{tpg}/luns"), "create", "/backstores/ramdisk/r0"]);
-        self
-    }
-
-    fn config_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("saveconfig.json")).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn report_luns(c: &mut Client) -> Vec<u64> {
-    let (st, data, _) = c.read_cmd(&[0xa0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], 4096);
-    assert_eq!(st, 0, "REPORT LUNS, sense {:02x?}", c.last_sense);
-    let len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
-    data[8..8 + len]
-        .chunks(8)
-        .map(|e| scsi::lun::decode(e.try_into().unwrap()))
-        .collect()
-}
-
-fn sense(c: &Client) -> (u8, u8, u8) {
-    let s = &c.last_sense;
-    assert!(s.len() >= 14, "no sense: {s:02x?}");
-    (s[2] & 0x0f, s[12], s[13])
-}
-
-fn tool(args: &[&str]) -> Option<Output> {
-    Command::new(args[0]).arg("--help").output().ok()?;
-    let mut cmd = Command::new("timeout");
-    cmd.arg("20").args(args);
-    Some(cmd.output().unwrap())
+/// A daemon with two ramdisks and a target whose tpg1 exports r0 in demo mode.
+fn with_target() -> Served {
+    let d = Served::start();
+    d.ok(&["/backstores/ramdisk", "create", "r0", "4M"]);
+    d.ok(&["/backstores/ramdisk", "create", "r1", "4M"]);
+    d.demo_target(IQN, &["/backstores/ramdisk/r0"]);
+    d
 }
 
 #[test]
 fn lun_created_through_the_api_reaches_a_logged_in_session() {
-    let d = Daemon::start().with_target();
+    let d = with_target();
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
     c.clear_ua();
@@ -163,11 +42,11 @@ fn lun_created_through_the_api_reaches_a_logged_in_session() {
     assert_eq!(report_luns(&mut c), vec![0, 1]);
     c.lun = 1;
     c.clear_ua();
-    let r = c.write_cmd(&common::write10(0, 1), &common::pattern(512, 3));
+    let r = c.write_cmd(&client::write10(0, 1), &client::pattern(512, 3));
     assert_eq!(r.status, 0);
 
     let out = d.ok(&["sessions", "detail"]);
-    assert!(out.contains(common::INITIATOR), "{out}");
+    assert!(out.contains(client::INITIATOR), "{out}");
     assert!(
         out.contains("mapped-lun: 1 backstore: r1 mode: rw"),
         "{out}"
@@ -186,10 +65,10 @@ fn lun_created_through_the_api_reaches_a_logged_in_session() {
 
 #[test]
 fn deleted_portal_stops_listening_and_disabled_tpg_logs_out() {
-    let d = Daemon::start().with_target();
+    let d = with_target();
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
-    let port = d.port.to_string();
+    let port = d.port().to_string();
     d.ok(&[
         &format!("/iscsi/{IQN}/tpg1/portals"),
         "delete",
@@ -221,7 +100,7 @@ fn deleted_portal_stops_listening_and_disabled_tpg_logs_out() {
 
 #[test]
 fn acls_mapped_luns_write_protect_and_acl_chap() {
-    let d = Daemon::start().with_target();
+    let d = with_target();
     let tpg = format!("/iscsi/{IQN}/tpg1");
     d.ok(&[&format!("{tpg}/luns"), "create", "/backstores/ramdisk/r1"]);
     d.ok(&[&tpg, "set", "attribute", "generate_node_acls=0"]);
@@ -245,7 +124,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
         1,
         true,
         &[
-            ("InitiatorName", common::INITIATOR),
+            ("InitiatorName", client::INITIATOR),
             ("TargetName", IQN),
             ("AuthMethod", "None"),
         ],
@@ -258,7 +137,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
     c.lun = 3;
     c.clear_ua();
     assert_eq!(report_luns(&mut c), vec![3]);
-    let r = c.write_cmd(&common::write10(0, 1), &common::pattern(512, 9));
+    let r = c.write_cmd(&client::write10(0, 1), &client::pattern(512, 9));
     assert_eq!(r.status, 2);
     assert_eq!(sense(&c), (7, 0x27, 0x00), "DATA PROTECT / WRITE PROTECTED");
     let out = d.ok(&["sessions", "detail"]);
@@ -273,7 +152,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
         "-s",
         "-i",
         INIT,
-        &format!("iscsi://127.0.0.1:{}", d.port),
+        &format!("iscsi://127.0.0.1:{}", d.port()),
     ]) {
         let s = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -282,7 +161,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
         );
         let out = tool(&[
             "iscsi-inq",
-            &format!("iscsi://127.0.0.1:{}/{IQN}/0", d.port),
+            &format!("iscsi://127.0.0.1:{}/{IQN}/0", d.port()),
         ])
         .unwrap();
         assert!(
@@ -310,7 +189,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
             "iscsi-inq",
             "-i",
             who,
-            &format!("iscsi://{creds}127.0.0.1:{}/{IQN}/0", d.port),
+            &format!("iscsi://{creds}127.0.0.1:{}/{IQN}/0", d.port()),
         ])
         .unwrap()
     };
@@ -339,7 +218,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
     let mutual = |tp: &str| {
         let url = format!(
             "iscsi://h2%host2secret99@127.0.0.1:{}/{IQN}/0?target_user=tgt2&target_password={tp}",
-            d.port
+            d.port()
         );
         tool(&["iscsi-inq", "-i", INIT2, &url]).unwrap()
     };
@@ -356,7 +235,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
         "iscsi-inq",
         "-i",
         INIT,
-        &format!("iscsi://127.0.0.1:{}/{IQN}/3", d.port),
+        &format!("iscsi://127.0.0.1:{}/{IQN}/3", d.port()),
     ])
     .unwrap();
     assert!(
@@ -368,7 +247,7 @@ fn acls_mapped_luns_write_protect_and_acl_chap() {
 
 #[test]
 fn discovery_auth_is_set_saved_and_enforced() {
-    let d = Daemon::start().with_target();
+    let d = with_target();
     d.ok(&[
         "/iscsi",
         "set",
@@ -377,7 +256,7 @@ fn discovery_auth_is_set_saved_and_enforced() {
         "userid=disc",
         "password=discsecret123",
     ]);
-    let saved = d.config_text();
+    let saved = d.saved();
     assert!(saved.contains("\"discovery_enable_auth\": true"), "{saved}");
     assert!(saved.contains("\"discovery_userid\": \"disc\""), "{saved}");
     let got = d.ok(&["/iscsi", "get", "discovery_auth", "enable", "userid"]);
@@ -392,7 +271,7 @@ fn discovery_auth_is_set_saved_and_enforced() {
         1,
         true,
         &[
-            ("InitiatorName", common::INITIATOR),
+            ("InitiatorName", client::INITIATOR),
             ("SessionType", "Discovery"),
             ("AuthMethod", "None"),
         ],
@@ -400,7 +279,7 @@ fn discovery_auth_is_set_saved_and_enforced() {
     assert_eq!((r.status_class, r.status_detail), (2, 1));
     if let Some(out) = tool(&[
         "iscsi-ls",
-        &format!("iscsi://disc%discsecret123@127.0.0.1:{}", d.port),
+        &format!("iscsi://disc%discsecret123@127.0.0.1:{}", d.port()),
     ]) {
         let s = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -408,7 +287,7 @@ fn discovery_auth_is_set_saved_and_enforced() {
             "{s}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = tool(&["iscsi-ls", &format!("iscsi://127.0.0.1:{}", d.port)]).unwrap();
+        let out = tool(&["iscsi-ls", &format!("iscsi://127.0.0.1:{}", d.port())]).unwrap();
         assert!(!out.status.success());
     }
     d.ok(&["/iscsi", "set", "discovery_auth", "enable=0"]);

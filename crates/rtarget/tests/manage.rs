@@ -29,17 +29,7 @@ fn walkthrough_applies_live_saves_and_survives_restart() {
     );
     let out = ok(&s.socket, &["/iscsi", "create", &format!("wwn={IQN}")]);
     assert!(out.contains(&format!("Created target {IQN}")), "{out}");
-    ok(
-        &s.socket,
-        &[
-            &tpg,
-            "set",
-            "attribute",
-            "authentication=0",
-            "generate_node_acls=1",
-            "demo_mode_write_protect=0",
-        ],
-    );
+    demo_mode(&s.socket, &tpg);
     ok(
         &s.socket,
         &[

@@ -3,23 +3,21 @@
 
 mod common;
 
+use common::host::{have, run, wait_for_path, Reaped};
 use common::*;
-use std::process::Child;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A qcow2 image as a `user:qcow` storage object: created by the CLI,
 /// exported, written over iSCSI, and a valid image afterwards.
 #[test]
 fn qcow2_backstore_through_the_cli() {
-    if Command::new("qemu-img").arg("--version").output().is_err() {
-        println!("qemu-img is not installed: skipping");
+    if !have("qemu-img") {
         return;
     }
     let s = setup();
     let d = Daemon::start(&s.config, &s.socket, s.port);
     let image = s.config.with_file_name("q1.qcow2");
-    let tpg = format!("/iscsi/{IQN}/tpg1");
     ok(
         &s.socket,
         &[
@@ -30,21 +28,7 @@ fn qcow2_backstore_through_the_cli() {
             image.to_str().unwrap(),
         ],
     );
-    ok(&s.socket, &["/iscsi", "create", IQN]);
-    ok(
-        &s.socket,
-        &[
-            &tpg,
-            "set",
-            "attribute",
-            "generate_node_acls=1",
-            "demo_mode_write_protect=0",
-        ],
-    );
-    ok(
-        &s.socket,
-        &[&format!("{tpg}/luns"), "create", "/backstores/user:qcow/q1"],
-    );
+    let tpg = demo_target(&s.socket, IQN, &["/backstores/user:qcow/q1"]);
     let ls = ok(&s.socket, &["ls", "/backstores/user:qcow"]);
     assert!(
         ls.contains(&format!("[{} (32.0MiB) activated]", image.display())),
@@ -62,45 +46,21 @@ fn qcow2_backstore_through_the_cli() {
     );
 
     let url = format!("iscsi://127.0.0.1:{}/{IQN}/0", s.port);
-    let out = Command::new("qemu-io")
-        .args(["-f", "raw", "-c", "write -P 0x5a 0 1M", &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run("qemu-io", &["-f", "raw", "-c", "write -P 0x5a 0 1M", &url]);
     d.stop();
-    let out = Command::new("qemu-img")
-        .arg("check")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    let image = image.to_str().unwrap();
+    run("qemu-img", &["check", image]);
+    let out = run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "read -P 0x5a 0 1M", image],
     );
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "read -P 0x5a 0 1M"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !stdout.contains("Pattern verification failed"),
-        "{stdout}"
-    );
+    assert!(!out.contains("Pattern verification failed"), "{out}");
 }
 
 /// An NBD export (qemu-nbd on a unix socket) as a `user:nbd` storage object.
 #[test]
 fn nbd_backstore_through_the_cli() {
-    if Command::new("qemu-nbd").arg("--version").output().is_err()
-        || Command::new("qemu-io").arg("--version").output().is_err()
-    {
-        println!("qemu-nbd/qemu-io are not installed: skipping");
+    if !have("qemu-nbd") || !have("qemu-io") {
         return;
     }
     let s = setup();
@@ -110,14 +70,7 @@ fn nbd_backstore_through_the_cli() {
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _nbd = Kill(
+    let _nbd = Reaped(
         Command::new("qemu-nbd")
             .args(["-f", "raw", "-x", "exp", "-t", "-k"])
             .arg(&sock)
@@ -125,10 +78,7 @@ fn nbd_backstore_through_the_cli() {
             .spawn()
             .unwrap(),
     );
-    let end = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_path(&sock, Duration::from_secs(10));
     let d = Daemon::start(&s.config, &s.socket, s.port);
     let uri = format!("nbd+unix:///exp?socket={}", sock.display());
     ok(
@@ -140,35 +90,15 @@ fn nbd_backstore_through_the_cli() {
             &format!("cfgstring={uri}"),
         ],
     );
-    let tpg = format!("/iscsi/{IQN}/tpg1");
-    ok(&s.socket, &["/iscsi", "create", IQN]);
-    ok(
-        &s.socket,
-        &[
-            &tpg,
-            "set",
-            "attribute",
-            "generate_node_acls=1",
-            "demo_mode_write_protect=0",
-        ],
-    );
-    ok(
-        &s.socket,
-        &[&format!("{tpg}/luns"), "create", "/backstores/user:nbd/n1"],
-    );
+    demo_target(&s.socket, IQN, &["/backstores/user:nbd/n1"]);
     let ls = ok(&s.socket, &["ls", "/backstores/user:nbd"]);
     assert!(ls.contains(&format!("[{uri} (16.0MiB) activated]")), "{ls}");
     let url = format!("iscsi://127.0.0.1:{}/{IQN}/0", s.port);
-    let out = Command::new("qemu-io")
-        .args(["-f", "raw", "-c", "write -P 0x77 4096 64k", &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x77 4096 64k", &url],
     );
-    let bad = cli(
+    let bad = fails(
         &s.socket,
         &[
             "/backstores/user:nbd",
@@ -177,8 +107,7 @@ fn nbd_backstore_through_the_cli() {
             "cfgstring=nbd://example.org/x",
         ],
     );
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not IP[:PORT]"));
+    assert!(bad.contains("is not IP[:PORT]"), "{bad}");
     d.stop();
     let data = std::fs::read(&img).unwrap();
     assert!(data[4096..4096 + 65536].iter().all(|b| *b == 0x77));

@@ -43,14 +43,8 @@ fn tpg_chap_set_through_the_cli_is_enforced() {
     assert!(!out.contains("secret123456"), "{out}");
     assert!(ok(&s.socket, &["ls", &tpg, "0"]).contains("[gen-acls, tpg-auth, 1-way auth]"));
     let inq = |creds: &str| {
-        Command::new("timeout")
-            .args([
-                "20",
-                "iscsi-inq",
-                &format!("iscsi://{creds}127.0.0.1:{}/{IQN}/0", s.port),
-            ])
-            .output()
-            .unwrap()
+        let url = format!("iscsi://{creds}127.0.0.1:{}/{IQN}/0", s.port);
+        tool(&["iscsi-inq", &url]).unwrap()
     };
     let good = inq("u1%secret123456@");
     assert!(
@@ -71,17 +65,11 @@ fn tpg_chap_set_through_the_cli_is_enforced() {
     );
     assert!(ok(&s.socket, &["ls", &tpg, "0"]).contains("[gen-acls, tpg-auth, mutual auth]"));
     let mutual = |tp: &str| {
-        Command::new("timeout")
-            .args([
-                "20",
-                "iscsi-inq",
-                &format!(
-                    "iscsi://u1%secret123456@127.0.0.1:{}/{IQN}/0?target_user=tgt&target_password={tp}",
-                    s.port
-                ),
-            ])
-            .output()
-            .unwrap()
+        let url = format!(
+            "iscsi://u1%secret123456@127.0.0.1:{}/{IQN}/0?target_user=tgt&target_password={tp}",
+            s.port
+        );
+        tool(&["iscsi-inq", &url]).unwrap()
     };
     assert!(mutual("tsecret654321").status.success());
     let out = mutual("wrongwrong1234");

@@ -8,132 +8,18 @@
 //! the new sizes are in saveconfig.json. Also: the example handler
 //! (`user:pattern`, crates/handler-example) served through the registry.
 
-#[path = "../../iscsi/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use common::host::LoopDevice;
+use common::initiator::{self as client, Client};
+use common::{capacity, sense, tool, Served};
 
-use common::Client;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rtarget");
 const IQN: &str = "iqn.2026-11.org.example:resize";
 
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("saveconfig.json");
-        std::fs::write(&config, "{}\n").unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(dir.path().join("api.sock"))
-            .arg("--state-dir")
-            .arg(dir.path())
-            .arg("--default-portal")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rtarget");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let l = lines.next().expect("daemon ended").unwrap();
-            if l.starts_with("rtarget: API on ") {
-                break;
-            }
-            assert!(Instant::now() < end, "daemon did not start");
-        }
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Daemon { child, dir, port }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--socket")
-            .arg(self.dir.path().join("api.sock"))
-            .args(args)
-            .output()
-            .expect("run rtarget")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "rtarget {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// The error text of a command that must fail.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(!out.status.success(), "rtarget {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// READ CAPACITY (16): (last LBA + 1, block size).
-fn capacity(c: &mut Client) -> (u8, u64) {
-    let cdb = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
-    let (st, data, _) = c.read_cmd(&cdb, 32);
-    if st != 0 {
-        return (st, 0);
-    }
-    (st, u64::from_be_bytes(data[..8].try_into().unwrap()) + 1)
-}
-
-fn sense(c: &Client) -> (u8, u8, u8) {
-    let s = &c.last_sense;
-    assert!(s.len() >= 14, "no sense: {s:02x?}");
-    (s[2] & 0x0f, s[12], s[13])
-}
-
 /// Blocks libiscsi's iscsi-readcapacity16 reports, `None` when not installed.
-fn libiscsi_blocks(d: &Daemon, lun: u64) -> Option<u64> {
-    Command::new("iscsi-readcapacity16")
-        .arg("--help")
-        .output()
-        .ok()?;
-    let url = format!("iscsi://127.0.0.1:{}/{IQN}/{lun}", d.port);
-    let out = Command::new("timeout")
-        .args(["20", "iscsi-readcapacity16", "-s", &url])
-        .output()
-        .unwrap();
+fn libiscsi_blocks(d: &Served, lun: u64) -> Option<u64> {
+    let url = format!("iscsi://127.0.0.1:{}/{IQN}/{lun}", d.port());
+    let out = tool(&["iscsi-readcapacity16", "-s", &url])?;
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     // "Total size:8388608" (bytes); -s prints the size only.
@@ -146,29 +32,20 @@ fn libiscsi_blocks(d: &Daemon, lun: u64) -> Option<u64> {
 
 #[test]
 fn grown_luns_are_seen_by_a_logged_in_initiator() {
-    let d = Daemon::start();
+    let d = Served::start();
     let qcow = d.path("q.qcow2");
     let file = d.path("f.img");
     d.ok(&["/backstores/fileio", "create", "f0", &file, "4M"]);
     d.ok(&["/backstores/ramdisk", "create", "r0", "4M"]);
     d.ok(&["/backstores/user:qcow", "create", "q0", "4M", &qcow]);
-    d.ok(&["/iscsi", "create", IQN]);
-    let tpg = format!("/iscsi/{IQN}/tpg1");
-    d.ok(&[
-        &tpg,
-        "set",
-        "attribute",
-        "authentication=0",
-        "generate_node_acls=1",
-        "demo_mode_write_protect=0",
-    ]);
-    for so in [
-        "/backstores/fileio/f0",
-        "/backstores/ramdisk/r0",
-        "/backstores/user:qcow/q0",
-    ] {
-        d.ok(&[&format!("{tpg}/luns"), "create", so]);
-    }
+    let tpg = d.demo_target(
+        IQN,
+        &[
+            "/backstores/fileio/f0",
+            "/backstores/ramdisk/r0",
+            "/backstores/user:qcow/q0",
+        ],
+    );
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
     for lun in 0..3 {
@@ -197,10 +74,10 @@ fn grown_luns_are_seen_by_a_logged_in_initiator() {
         assert_eq!(capacity(&mut c), (0, bytes / 512), "{path} after");
         // The new last block takes a write and reads it back.
         let last = u32::try_from(bytes / 512 - 1).unwrap();
-        let data = common::pattern(512, 9);
-        let r = c.write_cmd(&common::write10(last, 1), &data);
+        let data = client::pattern(512, 9);
+        let r = c.write_cmd(&client::write10(last, 1), &data);
         assert_eq!(r.status, 0, "write at the new end of {path}");
-        let (st, back, _) = c.read_cmd(&common::read10(last, 1), 512);
+        let (st, back, _) = c.read_cmd(&client::read10(last, 1), 512);
         assert_eq!((st, back), (0, data));
     }
     if let Some(b) = libiscsi_blocks(&d, 0) {
@@ -223,8 +100,7 @@ fn grown_luns_are_seen_by_a_logged_in_initiator() {
     assert!(d.ok(&["/backstores", "ls"]).contains("f0"));
 
     // Saved sizes, in rtslib's `size` field.
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path("saveconfig.json")).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&d.saved()).unwrap();
     let size_of = |name: &str| {
         saved["storage_objects"]
             .as_array()
@@ -243,8 +119,8 @@ fn grown_luns_are_seen_by_a_logged_in_initiator() {
     d.ok(&["/backstores/ramdisk", "create", "r1", "1M"]);
     c.lun = 1;
     let last = u32::try_from((16 << 20) / 512 - 1).unwrap();
-    let (st, back, _) = c.read_cmd(&common::read10(last, 1), 512);
-    assert_eq!((st, back), (0, common::pattern(512, 9)));
+    let (st, back, _) = c.read_cmd(&client::read10(last, 1), 512);
+    assert_eq!((st, back), (0, client::pattern(512, 9)));
 }
 
 /// The example handler registered as user:pattern: created through the
@@ -252,7 +128,7 @@ fn grown_luns_are_seen_by_a_logged_in_initiator() {
 /// over iSCSI is the handler's, writes get DATA PROTECT, and it grows.
 #[test]
 fn example_handler_is_served_through_the_registry() {
-    let d = Daemon::start();
+    let d = Served::start();
     assert!(d.ok(&["/backstores", "ls"]).contains("user:pattern"));
     let e = d.fails(&[
         "/backstores/user:pattern",
@@ -270,42 +146,28 @@ fn example_handler_is_served_through_the_registry() {
         "4M",
         "cfgstring=seed=9",
     ]);
-    d.ok(&["/iscsi", "create", IQN]);
-    let tpg = format!("/iscsi/{IQN}/tpg1");
-    d.ok(&[
-        &tpg,
-        "set",
-        "attribute",
-        "authentication=0",
-        "generate_node_acls=1",
-        "demo_mode_write_protect=0",
-    ]);
-    d.ok(&[
-        &format!("{tpg}/luns"),
-        "create",
-        "/backstores/user:pattern/p0",
-    ]);
-    let saved = std::fs::read_to_string(d.path("saveconfig.json")).unwrap();
+    d.demo_target(IQN, &["/backstores/user:pattern/p0"]);
+    let saved = d.saved();
     assert!(saved.contains("\"config\": \"pattern/seed=9\""), "{saved}");
 
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
     c.clear_ua();
-    let (st, data, _) = c.read_cmd(&common::read10(100, 8), 4096);
+    let (st, data, _) = c.read_cmd(&client::read10(100, 8), 4096);
     assert_eq!(st, 0);
     let mut want = [0u8; 512];
     for (i, s) in data.chunks(512).enumerate() {
         handler_example::sector(100 + i as u64, 9, &mut want);
         assert_eq!(s, want, "sector {}", 100 + i);
     }
-    let r = c.write_cmd(&common::write10(0, 1), &[0u8; 512]);
+    let r = c.write_cmd(&client::write10(0, 1), &[0u8; 512]);
     assert_eq!(r.status, 2);
     assert_eq!(sense(&c), (7, 0x27, 0x00), "WRITE PROTECTED");
     d.ok(&["/backstores/user:pattern/p0", "resize", "8M"]);
     let (st, _) = capacity(&mut c);
     assert_eq!((st, sense(&c)), (2, (6, 0x2a, 0x09)));
     assert_eq!(capacity(&mut c), (0, 16384));
-    let (st, data, _) = c.read_cmd(&common::read10(16383, 1), 512);
+    let (st, data, _) = c.read_cmd(&client::read10(16383, 1), 512);
     handler_example::sector(16383, 9, &mut want);
     assert_eq!((st, data), (0, want.to_vec()));
 }
@@ -317,63 +179,26 @@ fn example_handler_is_served_through_the_registry() {
 fn block_device_grown_underneath() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let img = dir.path().join("loop.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(4 << 20)
-        .unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&img)
-        .output();
-    let dev = match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => {
-            eprintln!("SKIP block_device_grown_underneath: no loop device (needs root)");
-            return;
-        }
+    let test = "block_device_grown_underneath";
+    let Some(lo) = LoopDevice::attach(&img, 4 << 20, test) else {
+        return;
     };
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _detach = Detach(dev.clone());
-    let d = Daemon::start();
-    d.ok(&["/backstores/block", "create", "b0", &dev]);
-    d.ok(&["/iscsi", "create", IQN]);
-    let tpg = format!("/iscsi/{IQN}/tpg1");
-    d.ok(&[
-        &tpg,
-        "set",
-        "attribute",
-        "authentication=0",
-        "generate_node_acls=1",
-    ]);
-    d.ok(&[&format!("{tpg}/luns"), "create", "/backstores/block/b0"]);
+    let d = Served::start();
+    d.ok(&["/backstores/block", "create", "b0", &lo.dev]);
+    d.demo_target(IQN, &["/backstores/block/b0"]);
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
     c.clear_ua();
     assert_eq!(capacity(&mut c), (0, 8192));
     let e = d.fails(&["/backstores/block/b0", "resize", "8M"]);
     assert!(e.contains("grow the device first"), "{e}");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&img)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    assert!(Command::new("losetup")
-        .args(["-c", &dev])
-        .status()
-        .unwrap()
-        .success());
+    lo.grow(8 << 20);
     let out = d.ok(&["/backstores/block/b0", "resize"]);
     assert!(out.contains("(8388608 bytes)"), "{out}");
     let (st, _) = capacity(&mut c);
     assert_eq!((st, sense(&c)), (2, (6, 0x2a, 0x09)));
     assert_eq!(capacity(&mut c), (0, 16384));
     // Block objects keep no size in saveconfig.json (the device has it).
-    let saved = std::fs::read_to_string(d.path("saveconfig.json")).unwrap();
+    let saved = d.saved();
     assert!(!saved.contains("8388608"), "{saved}");
 }

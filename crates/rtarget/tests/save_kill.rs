@@ -10,19 +10,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::host::Rng;
 use common::*;
-
-/// xorshift64: kill times differ per iteration and per run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 #[test]
 fn sigkill_during_saves_leaves_a_whole_file() {
@@ -30,6 +19,7 @@ fn sigkill_during_saves_leaves_a_whole_file() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
+    // Seeded from the clock: kill times differ per iteration and per run.
     let mut rng = Rng(seed | 1);
     let started = Instant::now();
     let mut total_acked = 0;

@@ -1,98 +1,42 @@
 //! End-to-end tests of the `rtarget` binary: demo creation, config errors,
 //! serving the demo target to libiscsi's `iscsi-ls`, clean shutdown.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rtarget");
+use common::host::{have, run};
+use common::{have_iscsi_ls, iscsi_ls_at, Daemon, BIN};
 
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
+/// `rtarget serve` on `config` and `state`, listening on a free port.
+fn serve(config: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
 }
 
-impl Daemon {
-    fn start(config: &Path, state: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .arg("--state-dir")
-            .arg(state)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rtarget");
-        let (tx, lines) = channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a stderr line starting with `prefix`; None if the daemon
-    /// exited or the timeout passed first.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Option<String> {
-        let end = Instant::now() + timeout;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
-                        return Some(l);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
+/// The daemon of [`serve`], logging at info level; does not wait.
+fn start(config: &Path, state: &Path) -> Daemon {
+    let mut cmd = serve(config, state);
+    cmd.env("RUST_LOG", "info");
+    Daemon::spawn(cmd)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `ADDRESS:PORT` the daemon says it listens on.
+fn listening(d: &mut Daemon) -> String {
+    let line = d.wait_line("rtarget: listening on ");
+    line.trim_start_matches("rtarget: listening on ")
+        .trim()
+        .to_string()
 }
 
 fn run_serve(config: &Path, state: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .expect("run rtarget")
+    serve(config, state).output().expect("run rtarget")
 }
 
 #[test]
@@ -180,15 +124,8 @@ fn demo_target_is_created_served_and_shut_down() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("etc/saveconfig.json");
     let state = dir.path().join("state");
-    let mut d = Daemon::start(&cfg, &state);
-    let line = d.wait_line("rtarget: listening on ", Duration::from_secs(30));
-    let Some(line) = line else {
-        panic!("daemon never listened; stderr:\n{}", d.seen.join("\n"));
-    };
-    let addr = line
-        .trim_start_matches("rtarget: listening on ")
-        .trim()
-        .to_string();
+    let mut d = start(&cfg, &state);
+    let addr = listening(&mut d);
 
     let saved = std::fs::read_to_string(&cfg).expect("demo config written");
     let v: serde_json::Value = serde_json::from_str(&saved).unwrap();
@@ -201,22 +138,13 @@ fn demo_target_is_created_served_and_shut_down() {
         "image is not sparse"
     );
     assert!(d
-        .wait_line("  libiscsi  iscsi-ls -s iscsi://", Duration::from_secs(5))
+        .wait_line_within("  libiscsi  iscsi-ls -s iscsi://", Duration::from_secs(5))
         .is_some());
 
-    if Command::new("iscsi-ls").arg("--help").output().is_err() {
+    if !have_iscsi_ls() {
         println!("iscsi-ls is not installed: skipping the discovery check");
     } else {
-        let out = Command::new("timeout")
-            .args(["20", "iscsi-ls", "-s", &format!("iscsi://{addr}")])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "iscsi-ls failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = iscsi_ls_at(&addr);
         assert!(
             stdout.contains("Target:iqn.2026-11.org.rtarget:demo"),
             "{stdout}"
@@ -224,16 +152,12 @@ fn demo_target_is_created_served_and_shut_down() {
         assert!(stdout.contains("Lun:0"), "{stdout}");
     }
 
-    d.signal(libc::SIGTERM);
-    let st = d
-        .wait_exit(Duration::from_secs(20))
-        .expect("daemon did not stop on SIGTERM");
-    assert!(st.success(), "exit status {st:?}");
+    d.stop();
 
     // A second start reuses the saved config (no demo banner, same identity).
-    let mut d = Daemon::start(&cfg, &state);
+    let mut d = start(&cfg, &state);
     assert!(d
-        .wait_line("rtarget: listening on ", Duration::from_secs(30))
+        .wait_line_within("rtarget: listening on ", Duration::from_secs(30))
         .is_some());
     assert!(
         !d.seen.iter().any(|l| l.contains("demo target was created")),
@@ -248,28 +172,17 @@ fn demo_target_is_created_served_and_shut_down() {
         .success());
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
-
 /// 64 MiB of random data written to the demo LUN with qemu-img and read
 /// back byte for byte.
 #[test]
 fn demo_lun_round_trips_data_through_qemu_img() {
     if !have("qemu-img") {
-        println!("qemu-img is not installed: skipping");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("saveconfig.json");
-    let mut d = Daemon::start(&cfg, dir.path());
-    let Some(line) = d.wait_line("rtarget: listening on ", Duration::from_secs(30)) else {
-        panic!("daemon never listened; stderr:\n{}", d.seen.join("\n"));
-    };
-    let addr = line
-        .trim_start_matches("rtarget: listening on ")
-        .trim()
-        .to_string();
+    let mut d = start(&cfg, dir.path());
+    let addr = listening(&mut d);
     let url = format!("iscsi://{addr}/iqn.2026-11.org.rtarget:demo/0");
 
     let input = dir.path().join("in.raw");
@@ -277,30 +190,16 @@ fn demo_lun_round_trips_data_through_qemu_img() {
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
         .unwrap();
     std::fs::write(&input, &data).unwrap();
-    let out = Command::new("qemu-img")
-        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
-        .arg(&input)
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "write: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let args = ["convert", "-n", "-f", "raw", "-O", "raw"];
+    run(
+        "qemu-img",
+        &[&args[..], &[input.to_str().unwrap(), &url]].concat(),
     );
 
     let output = dir.path().join("out.raw");
-    let out = Command::new("qemu-img")
-        .args(["dd", "-f", "raw", "-O", "raw", "bs=1M", "count=64"])
-        .arg(format!("if={url}"))
-        .arg(format!("of={}", output.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "read: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (from, to) = (format!("if={url}"), format!("of={}", output.display()));
+    let args = ["dd", "-f", "raw", "-O", "raw", "bs=1M", "count=64"];
+    run("qemu-img", &[&args[..], &[&from, &to]].concat());
     let back = std::fs::read(&output).unwrap();
     assert_eq!(back.len(), data.len());
     assert!(back == data, "data read back differs from data written");

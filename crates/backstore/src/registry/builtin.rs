@@ -6,6 +6,7 @@
 //! [`crate::qemu::QemuConfig`] for the string; `qemu-img create` makes a
 //! missing image when a size is given).
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -25,22 +26,37 @@ pub fn all() -> Vec<Arc<dyn Handler>> {
 fn exists(path: &str) -> Result<bool, HandlerError> {
     Path::new(path)
         .try_exists()
-        .map_err(|e| HandlerError::Io(std::io::Error::new(e.kind(), format!("{path}: {e}"))))
+        .map_err(|e| io_error(&e, format!("{path}: {e}")))
+}
+
+/// An I/O failure reworded for the operator, keeping its kind.
+fn io_error(e: &io::Error, message: String) -> HandlerError {
+    HandlerError::Io(io::Error::new(e.kind(), message))
+}
+
+/// A failure that is not an `io::Error` of its own (an engine's error).
+fn other_error(message: String) -> HandlerError {
+    HandlerError::Io(io::Error::other(message))
+}
+
+/// The image's own virtual size wins over a different saved one (the image
+/// may have been resized offline); say so, as tcmu-runner does.
+fn warn_if_size_differs(req: &OpenRequest<'_>, image_size: u64) {
+    if let Some(saved) = req.size.filter(|s| *s != 0 && *s != image_size) {
+        tracing::warn!(
+            object = req.object,
+            saved,
+            image = image_size,
+            "saved size differs from the image's virtual size; the image's is used"
+        );
+    }
 }
 
 /// Native qcow2 images (tcmu-runner's `user:qcow`).
 pub struct Qcow;
 
 impl Handler for Qcow {
-    fn name(&self) -> &str {
-        "qcow"
-    }
-    fn product(&self) -> &str {
-        "QCOW2"
-    }
-    fn config_help(&self) -> &str {
-        "the qcow2 image path (absolute)"
-    }
+    handler_identity!("qcow", "QCOW2", "the qcow2 image path (absolute)");
     fn check_config(&self, config: &str) -> Result<(), HandlerError> {
         if !config.starts_with('/') {
             return Err(HandlerError::Config(format!(
@@ -64,15 +80,8 @@ impl Handler for Qcow {
             })?;
             Qcow2Backstore::create(image, size, 64 << 10)
         }
-        .map_err(|e| HandlerError::Io(std::io::Error::other(format!("{image}: {e}"))))?;
-        if let Some(size) = req.size.filter(|s| *s != q.size()) {
-            tracing::warn!(
-                object = req.object,
-                saved = size,
-                image = q.size(),
-                "saved size differs from the image's virtual size; the image's is used"
-            );
-        }
+        .map_err(|e| other_error(format!("{image}: {e}")))?;
+        warn_if_size_differs(req, q.size());
         Ok(Arc::new(q))
     }
 }
@@ -81,15 +90,11 @@ impl Handler for Qcow {
 pub struct Nbd;
 
 impl Handler for Nbd {
-    fn name(&self) -> &str {
-        "nbd"
-    }
-    fn product(&self) -> &str {
-        "NBD"
-    }
-    fn config_help(&self) -> &str {
+    handler_identity!(
+        "nbd",
+        "NBD",
         "nbd://IP[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH"
-    }
+    );
     fn size_policy(&self) -> SizePolicy {
         SizePolicy::FromHandler
     }
@@ -98,12 +103,8 @@ impl Handler for Nbd {
     }
     fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
         let (addr, export) = parse_nbd_uri(req.config)?;
-        let n = NbdBackstore::connect(addr, &export).map_err(|e| {
-            HandlerError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot connect to {}: {e}", req.config),
-            ))
-        })?;
+        let n = NbdBackstore::connect(addr, &export)
+            .map_err(|e| io_error(&e, format!("cannot connect to {}: {e}", req.config)))?;
         Ok(Arc::new(n))
     }
 }
@@ -144,22 +145,16 @@ pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String), HandlerError> {
 pub struct Qemu;
 
 impl Handler for Qemu {
-    fn name(&self) -> &str {
-        "qemu"
-    }
-    fn product(&self) -> &str {
-        "QEMU"
-    }
-    fn config_help(&self) -> &str {
+    handler_identity!(
+        "qemu",
+        "QEMU",
         "FORMAT/PATH[;KEY=VALUE...], e.g. vmdk//srv/disk.vmdk"
-    }
+    );
     fn check_config(&self, config: &str) -> Result<(), HandlerError> {
-        QemuConfig::parse(config)
-            .map(|_| ())
-            .map_err(|e| HandlerError::Config(e.to_string()))
+        parse_qemu(config).map(|_| ())
     }
     fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
-        let cfg = QemuConfig::parse(req.config).map_err(|e| HandlerError::Config(e.to_string()))?;
+        let cfg = parse_qemu(req.config)?;
         let image = cfg.file.display().to_string();
         match req.size.filter(|s| *s != 0) {
             Some(size) if !exists(&image)? && cfg.key_secret.is_none() => {
@@ -167,16 +162,13 @@ impl Handler for Qemu {
                     .args(["create", "-q", "-f", &cfg.format, &image, &size.to_string()])
                     .output()
                     .map_err(|e| {
-                        HandlerError::Io(std::io::Error::new(
-                            e.kind(),
-                            format!("cannot run qemu-img to create {image}: {e}"),
-                        ))
+                        io_error(&e, format!("cannot run qemu-img to create {image}: {e}"))
                     })?;
                 if !out.status.success() {
-                    return Err(HandlerError::Io(std::io::Error::other(format!(
+                    return Err(other_error(format!(
                         "qemu-img create {image}: {}",
                         String::from_utf8_lossy(&out.stderr).trim()
-                    ))));
+                    )));
                 }
             }
             _ if !exists(&image)? => {
@@ -196,19 +188,15 @@ impl Handler for Qemu {
             program: None,
             read_only: req.read_only,
         };
-        let q = QemuBackstore::open(cfg, &opts).map_err(|e| {
-            HandlerError::Io(std::io::Error::other(format!("cannot serve {image}: {e}")))
-        })?;
-        if let Some(size) = req.size.filter(|s| *s != 0 && *s != q.size()) {
-            tracing::warn!(
-                object = req.object,
-                saved = size,
-                image = q.size(),
-                "saved size differs from the image's virtual size; the image's is used"
-            );
-        }
+        let q = QemuBackstore::open(cfg, &opts)
+            .map_err(|e| other_error(format!("cannot serve {image}: {e}")))?;
+        warn_if_size_differs(req, q.size());
         Ok(Arc::new(q))
     }
+}
+
+fn parse_qemu(config: &str) -> Result<QemuConfig, HandlerError> {
+    QemuConfig::parse(config).map_err(|e| HandlerError::Config(e.to_string()))
 }
 
 #[cfg(test)]
@@ -222,8 +210,11 @@ mod tests {
             (a, e.as_str()),
             (NbdAddr::Tcp("127.0.0.1:10810".parse().unwrap()), "disk")
         );
-        let (a, _) = parse_nbd_uri("nbd://[::1]").unwrap();
-        assert_eq!(a, NbdAddr::Tcp("[::1]:10809".parse().unwrap()));
+        let (a, e) = parse_nbd_uri("nbd://[::1]").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Tcp("[::1]:10809".parse().unwrap()), "")
+        );
         let (a, e) = parse_nbd_uri("nbd+unix:///exp?socket=/run/n.sock").unwrap();
         assert_eq!(
             (a, e.as_str()),
@@ -232,6 +223,7 @@ mod tests {
         for bad in [
             "nbd://host.example/x",
             "http://1.2.3.4/",
+            "nbd+unix:///x",
             "nbd+unix:///x?socket=rel",
         ] {
             assert!(
