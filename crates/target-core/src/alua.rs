@@ -260,9 +260,15 @@ fn allowed(state: AccessState, cdb: &Cdb) -> bool {
         AccessState::ActiveOptimized | AccessState::ActiveNonOptimized => true,
         AccessState::LbaDependent => true,
         AccessState::Standby => {
-            stpg || matches!(
-                o,
-                op::MODE_SENSE_6
+            // READ CAPACITY too, as LIO allows: Linux's sd reads the
+            // capacity of every path while probing, and a standby path that
+            // refused it would come up as a zero-sized disk under multipath.
+            let capacity = o == op::READ_CAPACITY_10
+                || (o == op::SERVICE_ACTION_IN_16 && sa == op::SAI_READ_CAPACITY_16);
+            stpg || capacity
+                || matches!(
+                    o,
+                    op::MODE_SENSE_6
                     | op::MODE_SENSE_10
                     | op::MODE_SELECT_6
                     | op::MODE_SELECT_10
@@ -273,7 +279,7 @@ fn allowed(state: AccessState, cdb: &Cdb) -> bool {
                     | op::PERSISTENT_RESERVE_IN
                     | op::PERSISTENT_RESERVE_OUT
                     | op::MAINTENANCE_IN
-            )
+                )
         }
         AccessState::Unavailable => stpg,
         AccessState::Offline | AccessState::Transitioning => false,

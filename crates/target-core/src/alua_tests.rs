@@ -96,6 +96,9 @@ fn standby_refuses_media_access_but_answers_reports() {
         &INQ[..],
         &RTPG[..],
         &[0x5a, 0, 0x3f, 0, 0, 0, 0, 0, 255, 0][..],
+        // READ CAPACITY 10 and 16: Linux probes the size of standby paths.
+        &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0][..],
     ] {
         let (o, _) = t.run_as(&other, ok, &[]);
         assert_eq!(o.status, Status::Good, "{ok:02x?}");
@@ -121,6 +124,12 @@ fn other_states_answer_their_ascq() {
         );
         let (o, _) = t.run_as(&other, &INQ, &[]);
         assert_eq!(o.status, Status::Good);
+        // Only standby lets READ CAPACITY through.
+        assert_eq!(
+            sense_full(&t, &other, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+            Some((2, 0x04, ascq)),
+            "{state:?}"
+        );
     }
 }
 
