@@ -141,6 +141,9 @@ pub struct Meta {
     pub l1_clusters: u64,
     /// Dirty L1 entries, as an index range [lo, hi).
     pub l1_dirty: Option<(usize, usize)>,
+    /// The L1 entries as last written to the file: an L2 table loaded back
+    /// from disk that no written entry points to is still fresh.
+    pub l1_disk: Vec<u64>,
     pub l2: TableCache,
     pub rct: Vec<u64>,
     pub rct_off: u64,
@@ -216,7 +219,12 @@ impl Meta {
         }
         self.make_room_l2()?;
         let data = self.read_table(off)?;
-        Ok(Some(self.l2.insert(off, data, false, false)))
+        // A fresh table evicted before the flush that writes its L1 entry
+        // comes back fresh: marking it otherwise would make its next
+        // eviction sync the file (the cost of random writes over more L2
+        // tables than the cache holds).
+        let fresh = self.l1_disk.get(i).is_none_or(|&d| d & OFF_MASK != off);
+        Ok(Some(self.l2.insert(off, data, false, fresh)))
     }
 
     /// Give L1 entry `i` a private copy of the shared L2 table at `old`.
@@ -401,6 +409,10 @@ impl Meta {
                 put64(&mut buf, k, *e);
             }
             self.file.write_all_at(&buf, self.l1_off + lo as u64 * 8)?;
+            if self.l1_disk.len() < hi {
+                self.l1_disk.resize(hi, 0);
+            }
+            self.l1_disk[lo..hi].copy_from_slice(&self.l1[lo..hi]);
             self.l1_dirty = None;
             wrote = true;
         }
@@ -452,6 +464,51 @@ mod tests {
             }
         );
         assert_eq!(v2.classify(0).unwrap(), Cluster::Unallocated);
+    }
+
+    /// An L2 table evicted and loaded back before any flush is still
+    /// unreferenced on disk, so it stays fresh (its next eviction needs no
+    /// sync); after a flush wrote its L1 entry it no longer is.
+    #[test]
+    fn reloaded_table_is_fresh_until_its_l1_entry_is_written() {
+        use crate::{Backstore, Qcow2Backstore, Qcow2Options};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("evict.qcow2");
+        drop(Qcow2Backstore::create(&p, 64 << 20, 4096).unwrap());
+        let opts = Qcow2Options {
+            l2_cache_bytes: 4 * 4096,
+            ..Qcow2Options::default()
+        };
+        let q = Qcow2Backstore::open(&p, &opts).unwrap();
+        // One 4 KiB cluster in each of six L2 tables (2 MiB each): table 0
+        // is evicted, then loaded back by the second write to it.
+        let fresh_of_table0 = |q: &Qcow2Backstore| {
+            let mut m = q.meta.lock().unwrap();
+            let key = m.l1[0] & OFF_MASK;
+            let s = m.l2.find(key).expect("table 0 cached");
+            m.l2.get(s).fresh
+        };
+        for t in 0..6u64 {
+            q.write_at(&[t as u8 + 1; 4096], t << 21).unwrap();
+        }
+        q.write_at(&[9; 4096], 4096).unwrap();
+        assert!(fresh_of_table0(&q), "reloaded before any flush");
+        q.flush().unwrap();
+        for t in 1..6u64 {
+            q.write_at(&[t as u8 + 1; 4096], (t << 21) + 8192).unwrap();
+        }
+        q.write_at(&[7; 4096], 12288).unwrap();
+        assert!(
+            !fresh_of_table0(&q),
+            "reloaded after its L1 entry was written"
+        );
+        drop(q);
+        let q = Qcow2Backstore::open(&p, &Qcow2Options::default()).unwrap();
+        let mut b = [0u8; 4096];
+        for (off, v) in [(0u64, 1u8), (4096, 9), (12288, 7), (5 << 21, 6)] {
+            q.read_at(&mut b, off).unwrap();
+            assert!(b.iter().all(|&x| x == v), "at {off}");
+        }
     }
 
     #[test]

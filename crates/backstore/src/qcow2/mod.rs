@@ -227,6 +227,7 @@ impl Qcow2Backstore {
         let meta = Meta {
             g,
             file: file.try_clone()?,
+            l1_disk: l1.clone(),
             l1,
             l1_off: h.l1_table_offset,
             l1_clusters: (u64::from(h.l1_size) * 8).div_ceil(g.cs),
