@@ -6,12 +6,13 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iscsi_wire::pdu::frame_len;
-use iscsi_wire::{parse_frame, Bhs, Digests};
+use iscsi_wire::{parse_frame, Bhs, Digests, Opcode, BHS_LEN};
 
 use crate::server::{ConnHandle, Shared, STOP_KILL, STOP_LOGOUT, STOP_NONE};
 use crate::session::{Action, Session};
@@ -55,6 +56,16 @@ impl RxBuf {
     /// One `recv` into the free tail. `need` is the size of the PDU being
     /// assembled (0 if unknown); the buffer grows to hold it.
     pub fn fill(&mut self, stream: &mut TcpStream, need: usize) -> io::Result<usize> {
+        self.fill_upto(stream, need, usize::MAX)
+    }
+
+    /// `fill`, reading at most `max` bytes.
+    pub fn fill_upto(
+        &mut self,
+        stream: &mut TcpStream,
+        need: usize,
+        max: usize,
+    ) -> io::Result<usize> {
         let avail = self.end - self.start;
         let want = need.max(avail + 1);
         if self.buf.len() - self.start < want || self.buf.len() - self.end < 16 * 1024 {
@@ -65,7 +76,8 @@ impl RxBuf {
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
-        let n = stream.read(&mut self.buf[self.end..])?;
+        let stop = self.end.saturating_add(max).min(self.buf.len());
+        let n = stream.read(&mut self.buf[self.end..stop])?;
         self.end += n;
         Ok(n)
     }
@@ -95,6 +107,67 @@ impl Io {
     pub fn stop_requested(&self) -> u8 {
         self.handle.stop.load(Ordering::SeqCst)
     }
+}
+
+/// Smallest Data-Out data segment received straight into its task buffer.
+const DIRECT_MIN: usize = 32 * 1024;
+/// The read size between large PDUs (see `full_feature`).
+const STREAMING_READ: usize = 4096;
+
+/// Receive the rest of a large Data-Out straight into its write task's
+/// buffer instead of through the receive buffer and a copy. Applies when
+/// the receive buffer ends inside the data segment of a Data-Out (so
+/// nothing follows it there), no digests are used, the segment is a whole
+/// number of words (no padding) and the task expects exactly this data
+/// next. `None`: not applicable, take the framed path.
+fn recv_data_out_direct(sess: &mut Session, io: &mut Io, last_rx: &mut Instant) -> Option<Action> {
+    if sess.digests.header || sess.digests.data {
+        return None;
+    }
+    let data = io.rx.data();
+    let bhs = Bhs::from_slice(data)?;
+    let dsl = bhs.data_segment_len() as usize;
+    let have = data.len() - BHS_LEN;
+    if bhs.opcode() != Opcode::DATA_OUT
+        || bhs.total_ahs_words() != 0
+        || dsl > sess.max_recv as usize
+        || !dsl.is_multiple_of(4)
+        || dsl < have + DIRECT_MIN
+    {
+        return None;
+    }
+    let mut t = sess.claim_data_out(&bhs)?;
+    let base = t.buf.len();
+    t.buf.reserve(dsl);
+    t.buf.extend_from_slice(&data[BHS_LEN..]);
+    io.rx.consume(BHS_LEN + have);
+    let fd = io.stream.as_raw_fd();
+    while t.buf.len() < base + dsl {
+        let left = base + dsl - t.buf.len();
+        let spare = &mut t.buf.spare_capacity_mut()[..left];
+        // SAFETY: `spare` is writable memory owned by `t.buf` of the given
+        // length; recv writes at most that many bytes into it.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+        match n {
+            0 => return Some(Action::Close),
+            n if n > 0 => {
+                // SAFETY: recv initialised the first `n` (<= spare.len())
+                // bytes after the old length.
+                unsafe { t.buf.set_len(t.buf.len() + n as usize) };
+                *last_rx = Instant::now();
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if !is_timeout(&e) || io.stop_requested() == STOP_KILL {
+                    return Some(Action::Close);
+                }
+                if sess.nop_timer(*last_rx, &mut io.tx) == Action::Close || io.flush().is_err() {
+                    return Some(Action::Close);
+                }
+            }
+        }
+    }
+    Some(sess.data_out_placed(t, &bhs, base, &mut io.tx))
 }
 
 /// Whether a receive error is just the tick timeout.
@@ -153,6 +226,12 @@ pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer
 fn full_feature(sess: &mut Session, io: &mut Io) {
     let mut last_rx = Instant::now();
     let mut logout_deadline: Option<Instant> = None;
+    // While large writes stream in (the last PDU carried a big data
+    // segment and write tasks wait for Data-Out), read only up to the end
+    // of the PDU at hand, or a little
+    // when none is pending: a Data-Out header then arrives with little
+    // data behind it and the rest goes straight into its task buffer.
+    let mut streaming = false;
     loop {
         // Handle every complete PDU this recv brought.
         loop {
@@ -168,7 +247,11 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
                 }
             };
             let n = frame.total_len;
+            let big = frame.data.len() >= DIRECT_MIN;
             let action = sess.handle(&frame, &mut io.tx);
+            // Only when Data-Out is still expected: a run of writes whose
+            // data all came as immediate data must keep reading in bulk.
+            streaming = big && !sess.tasks.is_empty();
             io.rx.consume(n);
             if action == Action::Close {
                 let _ = io.flush();
@@ -216,8 +299,26 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
                 continue;
             }
         }
+        match recv_data_out_direct(sess, io, &mut last_rx) {
+            Some(Action::Close) => {
+                let _ = io.flush();
+                graceful_close(io);
+                return;
+            }
+            Some(Action::Continue) => {
+                streaming = true;
+                continue;
+            }
+            None => {}
+        }
         let need = io.pending_need(sess.digests);
-        match io.rx.fill(&mut io.stream, need) {
+        let avail = io.rx.data().len();
+        let max = match streaming {
+            true if need > avail => need - avail,
+            true => STREAMING_READ,
+            false => usize::MAX,
+        };
+        match io.rx.fill_upto(&mut io.stream, need, max) {
             Ok(0) => return,
             Ok(_) => last_rx = Instant::now(),
             Err(e) if is_timeout(&e) => match sess.nop_timer(last_rx, &mut io.tx) {

@@ -148,7 +148,56 @@ impl Session {
             return Action::Continue;
         }
         let mut t = self.tasks.swap_remove(idx);
-        match self.accept_data(&mut t, &d, f.data, tx) {
+        let base = t.buf.len();
+        let res = self.accept_data(&mut t, &d, base, f.data.len(), tx);
+        if res.is_ok() {
+            t.buf.extend_from_slice(f.data);
+        }
+        self.finish_data(t, &f.bhs, res, tx)
+    }
+
+    /// The write task a Data-Out with header `bhs` continues, taken out of
+    /// the task list, when its data can be received straight into the
+    /// task's buffer: the task waits for data and this PDU starts exactly
+    /// where the buffer ends (every other case takes the framed path, which
+    /// reports it). Give it back with [`Session::data_out_placed`].
+    pub fn claim_data_out(&mut self, bhs: &Bhs) -> Option<WriteTask> {
+        let d = DataOut::parse(bhs);
+        let idx = self.tasks.iter().position(|t| {
+            t.itt == d.itt && !t.poisoned && t.buf.len() == d.buffer_offset as usize
+        })?;
+        Some(self.tasks.swap_remove(idx))
+    }
+
+    /// A Data-Out whose `len` data bytes the connection received straight
+    /// into `t.buf` at `base` (no copy through the receive buffer): the same
+    /// checks and outcome as [`Session::data_out`].
+    pub fn data_out_placed(
+        &mut self,
+        mut t: WriteTask,
+        bhs: &Bhs,
+        base: usize,
+        tx: &mut TxQueue,
+    ) -> Action {
+        let d = DataOut::parse(bhs);
+        let len = t.buf.len() - base;
+        let res = self.accept_data(&mut t, &d, base, len, tx);
+        if res.is_err() {
+            t.buf.truncate(base);
+        }
+        self.finish_data(t, bhs, res, tx)
+    }
+
+    /// After a Data-Out: poison, close or, once all data is in, execute.
+    fn finish_data(
+        &mut self,
+        mut t: WriteTask,
+        bhs: &Bhs,
+        res: Result<(), DataErr>,
+        tx: &mut TxQueue,
+    ) -> Action {
+        let d = DataOut::parse(bhs);
+        match res {
             Ok(()) => {}
             Err(DataErr::Sequence) => {
                 tracing::warn!(
@@ -166,10 +215,10 @@ impl Session {
                 tracing::warn!(
                     itt = d.itt,
                     offset = d.buffer_offset,
-                    len = f.data.len(),
+                    len = bhs.data_segment_len(),
                     "Data-Out outside the expected range, closing (ERL 0)"
                 );
-                self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+                self.reject(tx, RejectReason::PROTOCOL_ERROR, bhs);
                 tx.recycle(t.buf);
                 return Action::Close;
             }
@@ -183,14 +232,18 @@ impl Session {
         Action::Continue
     }
 
+    /// Check a Data-Out of `len` bytes against the task whose buffer held
+    /// `base` bytes before it, and advance the task's sequence state; the
+    /// caller appends (or has placed) the data.
     fn accept_data(
         &mut self,
         t: &mut WriteTask,
         d: &DataOut,
-        data: &[u8],
+        base: usize,
+        len: usize,
         tx: &mut TxQueue,
     ) -> Result<(), DataErr> {
-        let len = data.len() as u32;
+        let len = u32::try_from(len).map_err(|_| DataErr::Protocol)?;
         let check_sn = |got: u32, want: u32| {
             if got == want {
                 Ok(())
@@ -203,18 +256,17 @@ impl Session {
                 return Err(DataErr::Protocol);
             }
             check_sn(d.datasn, t.unsol_datasn)?;
-            if d.buffer_offset as usize != t.buf.len() {
+            if d.buffer_offset as usize != base {
                 return Err(DataErr::Protocol);
             }
             if len > t.unsol_left {
                 return Err(DataErr::Protocol);
             }
-            t.buf.extend_from_slice(data);
             t.unsol_left -= len;
             t.unsol_datasn = t.unsol_datasn.wrapping_add(1);
             if d.final_bit {
                 t.unsol_done = true;
-                t.next_r2t_offset = t.buf.len() as u32;
+                t.next_r2t_offset = d.buffer_offset + len;
                 self.issue_r2ts(t, tx);
             } else if t.unsol_left == 0 {
                 return Err(DataErr::Protocol);
@@ -226,13 +278,12 @@ impl Session {
         };
         let r = &mut t.r2ts[ri];
         check_sn(d.datasn, r.datasn)?;
-        if d.buffer_offset as usize != t.buf.len()
+        if d.buffer_offset as usize != base
             || d.buffer_offset != r.offset + r.got
             || len > r.len - r.got
         {
             return Err(DataErr::Protocol);
         }
-        t.buf.extend_from_slice(data);
         r.got += len;
         r.datasn = r.datasn.wrapping_add(1);
         if d.final_bit || r.got == r.len {

@@ -223,7 +223,7 @@ impl Session {
                 cdb,
                 attr,
                 data_out,
-                data_in: tx.take_buf(),
+                data_in: tx.take_filled(), // the core overwrites or clears it (see TxQueue::take_filled)
                 lu_key,
             },
             long,

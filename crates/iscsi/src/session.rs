@@ -549,7 +549,8 @@ impl Session {
         data_out: &[u8],
     ) {
         let lun = scsi::lun::decode(c.lun);
-        let mut data_in = tx.take_buf();
+        // The core clears it for anything but a READ, which overwrites it.
+        let mut data_in = tx.take_filled();
         let cmd = Command {
             cdb,
             data_out,

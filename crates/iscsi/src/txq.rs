@@ -64,6 +64,16 @@ impl TxQueue {
 
     /// An empty buffer from the pool (capacity kept from earlier use).
     pub fn take_buf(&mut self) -> Vec<u8> {
+        let mut b = self.take_filled();
+        b.clear();
+        b
+    }
+
+    /// A pooled buffer that still holds the bytes of its last use, for the
+    /// core's `data_in`: a READ overwrites them in place and only zero-fills
+    /// growth, so a large read costs no memset (the core clears the buffer
+    /// for every other command; a backstore read fills all of it or fails).
+    pub fn take_filled(&mut self) -> Vec<u8> {
         match self.pool.pop() {
             Some(b) => {
                 self.pooled_bytes -= b.capacity();
@@ -74,15 +84,15 @@ impl TxQueue {
     }
 
     /// Give a buffer back without queueing it. One that never held memory
-    /// (a command without data) is not worth a pool slot.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+    /// (a command without data) is not worth a pool slot. Its contents stay
+    /// (see `take_filled`); `take_buf` empties it.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
         let cap = buf.capacity();
         if cap > 0
             && self.pool.len() < POOL_KEEP
             && cap <= POOL_MAX_CAP
             && self.pooled_bytes + cap <= POOL_MAX_BYTES
         {
-            buf.clear();
             self.pooled_bytes += cap;
             self.pool.push(buf);
         }
@@ -299,6 +309,17 @@ mod tests {
         assert_eq!(rest.len(), f2.total_len + f3.total_len);
         // The data buffer went back to the pool.
         assert!(q.take_buf().capacity() >= 10);
+    }
+
+    #[test]
+    fn take_buf_is_empty_take_filled_keeps_bytes() {
+        let mut q = TxQueue::new();
+        q.recycle(vec![7u8; 4096]);
+        let b = q.take_filled();
+        assert_eq!(b.len(), 4096, "a READ reuses these bytes: no memset");
+        q.recycle(b);
+        let b = q.take_buf();
+        assert!(b.is_empty() && b.capacity() >= 4096);
     }
 
     #[test]

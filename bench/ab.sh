@@ -1,0 +1,126 @@
+#!/bin/bash
+# bench/ab.sh — A/B two rtarget builds on the same machine, in the same run:
+# both daemons run side by side (own port, own LUNs: a 1 GiB ramdisk and a 1 GiB
+# fileio image in /dev/shm, filled first), every workload runs on A and B back to
+# back with the order flipping every round; prints the median IOPS and the median
+# daemon CPU time per I/O (utime+stime, steadier than IOPS when the machine is
+# busy) per binary and the ratios B/A. For quick before/after loops on a
+# data-path change.
+#
+# usage: bench/ab.sh [--rounds N] [--luns rd,shm] [--workloads a,b,...] BIN_A BIN_B
+#   workloads: 4k-randread-qd32 (iscsi-perf -r -b 8 -m 32, 4 s)
+#              4k-write-qd32 64k-read-qd8 64k-write-qd8 1m-read-qd8 1m-write-qd8
+#              (qemu-img bench -f raw -t none, sequential, fixed count)
+# Needs libiscsi-bin and qemu-utils with qemu-block-extra.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../tests-e2e/lib.sh
+source "$HERE/../tests-e2e/lib.sh"
+
+ROUNDS=5 LUNS=rd,shm
+WLS=4k-randread-qd32,4k-write-qd32,64k-read-qd8,64k-write-qd8,1m-read-qd8,1m-write-qd8
+while [[ $# -gt 2 ]]; do
+    case $1 in
+        --rounds) ROUNDS=$2; shift ;;
+        --luns) LUNS=$2; shift ;;
+        --workloads) WLS=$2; shift ;;
+        *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $# -eq 2 ]] || { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
+BINS=("$(realpath "$1")" "$(realpath "$2")")
+
+W=$(mktemp -d /tmp/rtarget-ab.XXXXXX) SHM=$(mktemp -d /dev/shm/rtarget-ab.XXXXXX)
+IQN=iqn.2026-11.org.rtarget:ab
+declare -a PIDS PORTS
+cleanup() {
+    set +e
+    for p in "${PIDS[@]}"; do RT_PID=$p stop_rtarget 5; done
+    rm -rf "$W" "$SHM"
+}
+trap cleanup EXIT
+
+declare -A LUNNO
+for i in 0 1; do
+    specs=() n=0
+    for l in ${LUNS//,/ }; do
+        case $l in
+            rd) specs+=("ramdisk:rd$i::1G") ;;
+            shm) dd if=/dev/zero of="$SHM/f$i.img" bs=1M count=1024 status=none
+                 specs+=("fileio:shm$i:$SHM/f$i.img:1G") ;;
+            *) echo "ab.sh: unknown LUN kind $l" >&2; exit 2 ;;
+        esac
+        LUNNO[$l]=$n; n=$((n + 1))
+    done
+    port=$(free_port)
+    while [[ " ${PORTS[*]:-} " == *" $port "* ]]; do port=$(free_port); done
+    mkdir -p "$W/d$i"; mkconfig "$W/d$i/saveconfig.json" "$port" "$IQN" "${specs[@]}"
+    RTARGET_BIN=${BINS[$i]} start_rtarget "$W/d$i" "$port"
+    PIDS[i]=$RT_PID PORTS[i]=$port
+done
+
+qbench() {   # qbench COUNT DEPTH SIZE [-w] URL -> "IOPS COUNT"
+    local count=$1 depth=$2 size=$3 out secs; shift 3
+    out=$(timeout 300 qemu-img bench -f raw -t none -c "$count" -d "$depth" -s "$size" "$@" 2>&1) ||
+        { echo "$out" >&2; return 1; }
+    secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
+    python3 -c "print(round($count / max($secs, 1e-6)), $count)"
+}
+run() {   # run WORKLOAD URL -> "IOPS COUNT"
+    local out iops
+    case $1 in
+        4k-randread-qd32)
+            out=$(timeout 60 iscsi-perf -t 4 -m 32 -b 8 -r "$2" 2>&1 | tr '\r' '\n')
+            iops=$(sed -n 's/^iops average \([0-9]*\) .*/\1/p' <<<"$out" | tail -n1)
+            [[ -n $iops ]] && echo "$iops $((iops * 4))" ;;
+        4k-write-qd32) qbench 150000 32 4k -w "$2" ;;
+        64k-read-qd8)  qbench 40000 8 64k "$2" ;;
+        64k-write-qd8) qbench 20000 8 64k -w "$2" ;;
+        1m-read-qd8)   qbench 3000 8 1M "$2" ;;
+        1m-write-qd8)  qbench 1500 8 1M -w "$2" ;;
+        *) echo "ab.sh: unknown workload $1" >&2; return 2 ;;
+    esac
+}
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
+RAW=$W/raw.txt; : >"$RAW"
+AB=(A B)
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then ORDER=(0 1); else ORDER=(1 0); fi
+    for l in ${LUNS//,/ }; do
+        for wl in ${WLS//,/ }; do
+            for i in "${ORDER[@]}"; do
+                c0=$(cpu_ticks "${PIDS[i]}")
+                v=$(run "$wl" "iscsi://127.0.0.1:${PORTS[i]}/$IQN/${LUNNO[$l]}") || v=ERR
+                c1=$(cpu_ticks "${PIDS[i]}")
+                # CPU the daemon spent per I/O (µs): steadier than IOPS on a busy machine.
+                if [[ $v == ERR || -z $v ]]; then cpu=ERR v=ERR
+                else cpu=$(python3 -c "print(round(($c1 - $c0) * 1e6 / $TCK / ${v#* }, 2))"); v=${v% *}; fi
+                echo "$l $wl $i $v $cpu" >>"$RAW"
+                printf '  round %d %-4s %-17s %s %8s IOPS %6s us-cpu/io\n' "$r" "$l" "$wl" "${AB[i]}" "$v" "$cpu" >&2
+            done
+        done
+    done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+python3 - "$RAW" <<'EOF'
+import statistics, sys
+data = {}
+for line in open(sys.argv[1]):
+    l, wl, i, v, cpu = line.split()
+    data.setdefault((l, wl), ([], []))[int(i)].append((v, cpu))
+def med(vals, k):
+    ok = [float(x[k]) for x in vals if x[k] != "ERR"]
+    return statistics.median(ok) if ok else 0
+print("| LUN | workload | A IOPS | B IOPS | B/A | A us-cpu/io | B us-cpu/io | B/A cpu | B IOPS rounds |")
+print("|-----|----------|-------:|-------:|----:|------------:|------------:|--------:|---------------|")
+for (l, wl), (a, b) in data.items():
+    ia, ib, ca, cb = med(a, 0), med(b, 0), med(a, 1), med(b, 1)
+    r = f"{ib / ia:.3f}" if ia else "-"
+    rc = f"{cb / ca:.3f}" if ca else "-"
+    rounds = " ".join(x[0] for x in b)
+    print(f"| {l} | {wl} | {ia:.0f} | {ib:.0f} | {r} | {ca:.2f} | {cb:.2f} | {rc} | {rounds} |")
+EOF
