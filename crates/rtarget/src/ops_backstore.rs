@@ -10,6 +10,36 @@ use serde_json::Value;
 use crate::args::{parse_size, Args};
 use crate::ops::{Ctx, PathKind};
 
+/// tcmu-runner's `create` parameters for user backstores (targetcli).
+const USER_PARAMS: &[&str] = &[
+    "name",
+    "size",
+    "cfgstring",
+    "wwn",
+    "hw_max_sectors",
+    "control",
+];
+/// user:qcow adds an overlay's backing file (created natively).
+const QCOW_PARAMS: &[&str] = &[
+    "name",
+    "size",
+    "cfgstring",
+    "wwn",
+    "hw_max_sectors",
+    "control",
+    "backing",
+    "backing_fmt",
+];
+
+/// rtslib keeps `hw_max_sectors` and `control` of user objects as given.
+fn keep_tcmu_keys(so: &mut StorageObject, b: &crate::args::Bound) {
+    for k in ["hw_max_sectors", "control"] {
+        if let Some(v) = b.get(k) {
+            so.extra.insert(k.into(), Value::from(v));
+        }
+    }
+}
+
 pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
     let (params, required): (&[&str], usize) = match plugin {
         "fileio" => (
@@ -18,43 +48,10 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
         ),
         "block" => (&["name", "dev", "readonly", "wwn", "exclusive"], 2),
         // Native qcow2 adds an overlay's backing file (created natively).
-        "user:qcow" => (
-            &[
-                "name",
-                "size",
-                "cfgstring",
-                "wwn",
-                "hw_max_sectors",
-                "control",
-                "backing",
-                "backing_fmt",
-            ],
-            1,
-        ),
-        "user:nbd" | "user:qemu" => (
-            &[
-                "name",
-                "size",
-                "cfgstring",
-                "wwn",
-                "hw_max_sectors",
-                "control",
-            ],
-            1,
-        ),
-        // Any other registered handler (crate::handlers): tcmu-runner's
-        // parameters for user backstores.
-        p if p.starts_with("user:") => (
-            &[
-                "name",
-                "size",
-                "cfgstring",
-                "wwn",
-                "hw_max_sectors",
-                "control",
-            ],
-            1,
-        ),
+        "user:qcow" => (QCOW_PARAMS, 1),
+        // Every other registered handler (crate::handlers) takes
+        // tcmu-runner's parameters for user backstores.
+        p if p.starts_with("user:") => (USER_PARAMS, 1),
         _ => (&["name", "size", "nullio", "wwn"], 2),
     };
     let b = args.bind("create", params, required)?;
@@ -177,11 +174,7 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             }
             so.extra
                 .insert("config".into(), Value::from(format!("qcow/{image}")));
-            for k in ["hw_max_sectors", "control"] {
-                if let Some(v) = b.get(k) {
-                    so.extra.insert(k.into(), Value::from(v));
-                }
-            }
+            keep_tcmu_keys(&mut so, &b);
             format!("Created user-backed storage object {name} using {image}.")
         }
         "user:nbd" => {
@@ -212,11 +205,7 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             so.size = size_arg;
             so.extra
                 .insert("config".into(), Value::from(format!("qemu/{qc}")));
-            for k in ["hw_max_sectors", "control"] {
-                if let Some(v) = b.get(k) {
-                    so.extra.insert(k.into(), Value::from(v));
-                }
-            }
+            keep_tcmu_keys(&mut so, &b);
             format!("Created user-backed storage object {name} using {qc}.")
         }
         p if p.starts_with("user:") => {
@@ -238,11 +227,7 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
                 "config".into(),
                 Value::from(format!("{}/{cfgstring}", h.name())),
             );
-            for k in ["hw_max_sectors", "control"] {
-                if let Some(v) = b.get(k) {
-                    so.extra.insert(k.into(), Value::from(v));
-                }
-            }
+            keep_tcmu_keys(&mut so, &b);
             format!("Created user-backed storage object {name} ({p}, config {cfgstring:?}).")
         }
         _ => {
