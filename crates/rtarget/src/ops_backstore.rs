@@ -40,8 +40,10 @@ fn keep_tcmu_keys(so: &mut StorageObject, b: &crate::args::Bound) {
     }
 }
 
-pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
-    let (params, required): (&[&str], usize) = match plugin {
+/// `create`'s parameters under `/backstores/<plugin>` (in order) and how
+/// many are required; the shell completes from the same list.
+pub fn create_params(plugin: &str) -> (&'static [&'static str], usize) {
+    match plugin {
         "fileio" => (
             &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
             2,
@@ -52,8 +54,14 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
         // Every other registered handler (crate::handlers) takes
         // tcmu-runner's parameters for user backstores.
         p if p.starts_with("user:") => (USER_PARAMS, 1),
-        _ => (&["name", "size", "nullio", "wwn"], 2),
-    };
+        "ramdisk" => (&["name", "size", "nullio", "wwn"], 2),
+        // Not a backstore type (only the shell asks about such paths).
+        _ => (&[], 0),
+    }
+}
+
+pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
+    let (params, required) = create_params(plugin);
     let b = args.bind("create", params, required)?;
     let name = b.req("name")?.to_string();
     if name.is_empty() || name.contains(['/', ' ', '\t', '\n', '=']) {

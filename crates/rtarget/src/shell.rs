@@ -285,17 +285,7 @@ impl ShellHelper {
 fn create_params(at: &str) -> &'static [&'static str] {
     let parts: Vec<&str> = at.split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
-        ["backstores", "fileio"] => &["name", "file_or_dev", "size", "write_back", "sparse", "wwn"],
-        ["backstores", "block"] => &["name", "dev", "readonly", "wwn", "exclusive"],
-        ["backstores", "ramdisk"] => &["name", "size", "nullio", "wwn"],
-        ["backstores", "user:qcow" | "user:nbd" | "user:qemu"] => &[
-            "name",
-            "size",
-            "cfgstring",
-            "wwn",
-            "hw_max_sectors",
-            "control",
-        ],
+        ["backstores", plugin] => crate::ops_backstore::create_params(plugin).0,
         ["iscsi"] => &["wwn"],
         ["iscsi", _] => &["tag"],
         ["backstores", _, _, "alua"] => &["name", "tag"],
@@ -386,5 +376,19 @@ mod tests {
             h.candidates(&words("set attribute"), "emulate_tp"),
             ["emulate_tpu=", "emulate_tpws="]
         );
+    }
+
+    /// `create` completes from the parameters `create` itself binds, per
+    /// backstore type (user:qcow's backing=, any registered handler's).
+    #[test]
+    fn create_completion_follows_the_backstore_parameters() {
+        assert!(create_params("/backstores/user:qcow").contains(&"backing"));
+        assert!(!create_params("/backstores/user:qemu").contains(&"backing"));
+        assert!(create_params("/backstores/user:pattern").contains(&"cfgstring"));
+        assert_eq!(
+            create_params("/backstores/ramdisk"),
+            &["name", "size", "nullio", "wwn"]
+        );
+        assert!(create_params("/backstores/bogus").is_empty());
     }
 }
