@@ -350,16 +350,7 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
             let list: Vec<Value> = live
                 .sessions()
                 .iter()
-                .map(|s| {
-                    json!({
-                        "initiator": s.initiator,
-                        "isid": s.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                        "target": s.target,
-                        "tpg": s.tpg_tag,
-                        "tsih": s.tsih,
-                        "peer": s.peer.to_string(),
-                    })
-                })
+                .map(|s| Value::Object(session_summary(s)))
                 .collect();
             Ok(json!({"sessions": list}))
         }
@@ -396,6 +387,22 @@ fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
     }
 }
 
+/// `sessions`: who is logged in where.
+fn session_summary(s: &iscsi::SessionInfo) -> Map<String, Value> {
+    let isid: String = s.isid.iter().map(|b| format!("{b:02x}")).collect();
+    [
+        ("initiator", Value::from(s.initiator.clone())),
+        ("isid", Value::from(isid)),
+        ("target", Value::from(s.target.clone())),
+        ("tpg", Value::from(s.tpg_tag)),
+        ("tsih", Value::from(s.tsih)),
+        ("peer", Value::from(s.peer.to_string())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// `sessions` with `"detail": true`: one session with its connection,
 /// negotiated parameters and per-LUN counters.
 fn session_detail(d: &iscsi::SessionDetail) -> Value {
@@ -419,19 +426,19 @@ fn session_detail(d: &iscsi::SessionDetail) -> Value {
             })
         })
         .collect();
-    json!({
-        "initiator": s.initiator,
-        "isid": s.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        "target": s.target,
-        "tpg": s.tpg_tag,
-        "tsih": s.tsih,
-        "peer": s.peer.to_string(),
-        "acl": if d.acl { "explicit" } else { "generated" },
-        "authenticated": d.authenticated,
-        "connections": [{"cid": d.cid, "peer": s.peer.to_string(), "local": d.local.to_string()}],
-        "parameters": params,
-        "luns": luns,
-    })
+    let mut out = session_summary(s);
+    out.insert(
+        "acl".into(),
+        json!(if d.acl { "explicit" } else { "generated" }),
+    );
+    out.insert("authenticated".into(), json!(d.authenticated));
+    out.insert(
+        "connections".into(),
+        json!([{"cid": d.cid, "peer": s.peer.to_string(), "local": d.local.to_string()}]),
+    );
+    out.insert("parameters".into(), Value::Object(params));
+    out.insert("luns".into(), Value::from(luns));
+    Value::Object(out)
 }
 
 fn group(req: &Map<String, Value>) -> Result<String> {
