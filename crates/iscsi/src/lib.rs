@@ -157,15 +157,19 @@ impl IscsiServer {
 
     /// Add or replace (by IQN) a target. New logins use it at once; live
     /// sessions see a changed LUN table on their next command (with a
-    /// REPORTED LUNS DATA HAS CHANGED unit attention), and sessions whose
-    /// TPG was disabled or removed, or whose ACL was removed without demo
-    /// mode to fall back on, are asked to log out and then closed.
+    /// REPORTED LUNS DATA HAS CHANGED unit attention). Sessions whose TPG
+    /// was disabled or removed, whose ACL was removed without demo mode to
+    /// fall back on, or which did not pass the authentication a login now
+    /// needs (an ACL with CHAP created for a session that logged in
+    /// without, changed credentials: see `sessions::live_access`) lose
+    /// every LUN before this returns, are asked to log out and then closed.
     pub fn set_target(&self, target: TargetConfig) {
         self.shared.set_target(target);
     }
 
-    /// Remove a target (by IQN); its live sessions get an Async logout
-    /// request and are closed after a grace period. Returns false
+    /// Remove a target (by IQN); its live sessions lose every LUN at once,
+    /// get an Async logout request and are closed after a grace period.
+    /// Returns false
     /// if no such target was configured.
     pub fn remove_target(&self, iqn: &str) -> bool {
         self.shared.remove_target(iqn)

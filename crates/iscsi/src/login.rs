@@ -153,6 +153,19 @@ fn auth_policy(tpg: &TpgConfig, acl: Option<&AclConfig>) -> AuthPolicy {
     }
 }
 
+/// What a new login of an initiator (with `acl` or without) must prove:
+/// `None` when a login without CHAP is accepted, else the credentials CHAP
+/// checks (`Some(None)`: CHAP required with nothing to check against, so
+/// no login passes). Live sessions are held to the same rule when the
+/// configuration changes under them (`sessions::live_access`).
+pub(crate) fn login_requires(
+    tpg: &TpgConfig,
+    acl: Option<&AclConfig>,
+) -> Option<Option<ChapCredentials>> {
+    let offer = build_offer_for(Some(tpg), acl);
+    (!offer.auth_methods.contains(&AuthMethod::None)).then(|| auth_policy(tpg, acl).creds)
+}
+
 fn build_offer(tpg: Option<&TpgConfig>) -> TargetOffer {
     build_offer_for(tpg, None)
 }
@@ -440,23 +453,23 @@ pub fn run(
                 };
                 let table =
                     table_for(g, &st.initiator).map_or_else(|| Arc::clone(&g.luns), |(t, _)| t);
+                let proved = match st.chap.as_ref().is_some_and(ChapServer::is_done) {
+                    true => st.creds.clone(),
+                    false => None,
+                };
                 let l = Arc::new(SessionLive::new(
                     table,
                     local,
                     first.cid,
                     st.acl,
-                    st.chap.as_ref().is_some_and(ChapServer::is_done),
+                    proved,
                     neg.params.clone(),
                 ));
                 tsih = shared.register_session(k.clone(), io.handle.id, peer, Arc::clone(&l));
-                // A change pushed during the login missed this session.
-                let now = shared.target(&k.target);
-                let g = now
-                    .as_ref()
-                    .and_then(|t| t.tpgs.iter().find(|g| g.tag == k.tpgt));
-                if let Some((table, acl)) = g.and_then(|g| table_for(g, &k.initiator)) {
-                    l.install(table, acl);
-                }
+                // A change pushed during the login missed this session:
+                // held to the rule of live sessions (it authenticated
+                // against the configuration the login started with).
+                shared.refresh_session(&k, io.handle.id, &l);
                 key = Some(k);
                 live = Some(l);
             } else {

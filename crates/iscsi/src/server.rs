@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::sessions::{table_for, SessionLive};
+use crate::sessions::{live_access, SessionLive};
 use crate::{ChapCredentials, TargetConfig};
 
 /// No stop requested.
@@ -114,7 +114,9 @@ impl Shared {
     }
 
     /// Bring the live sessions of `t` in line with it: a new LUN table
-    /// where theirs changed, a logout request where they lost access.
+    /// where theirs changed; where they lost access (TPG disabled, ACL
+    /// removed without demo mode, authentication they did not pass: see
+    /// `live_access`), no LUN at once and a logout request.
     fn refresh_sessions(&self, t: &TargetConfig) {
         let mut leave = Vec::new();
         for (k, e) in self
@@ -122,18 +124,20 @@ impl Shared {
             .iter()
             .filter(|(k, _)| k.target == t.iqn)
         {
-            let tpg = t.tpgs.iter().find(|g| g.tag == k.tpgt && g.enable);
-            match tpg.and_then(|g| table_for(g, &k.initiator)) {
-                Some((table, acl)) => {
-                    if e.live.install(table, acl) {
-                        tracing::info!(initiator = %k.initiator, target = %k.target,
-                            "LUN table changed under a live session");
-                    }
-                }
-                None => leave.push(e.conn_id),
+            if !apply_access(Some(t), k, &e.live) {
+                leave.push(e.conn_id);
             }
         }
         self.ask_logout(&leave);
+    }
+
+    /// `refresh_sessions` for one session that just registered (its login
+    /// may have raced with a change).
+    pub fn refresh_session(&self, k: &SessionKey, conn_id: u64, live: &SessionLive) {
+        let t = self.target(&k.target);
+        if !apply_access(t.as_deref(), k, live) {
+            self.ask_logout(&[conn_id]);
+        }
     }
 
     /// Async logout request to these connections, then close (the
@@ -142,10 +146,7 @@ impl Shared {
         let conns = self.lock_conns();
         for id in conn_ids {
             if let Some(h) = conns.get(id) {
-                tracing::info!(
-                    conn = id,
-                    "session lost its target, TPG or ACL: asking for logout"
-                );
+                tracing::info!(conn = id, "session lost its access: asking for logout");
                 let _ = h.stop.compare_exchange(
                     STOP_NONE,
                     STOP_LOGOUT,
@@ -304,7 +305,10 @@ impl Shared {
             .lock_sessions()
             .iter()
             .filter(|(k, _)| k.target == iqn)
-            .map(|(_, e)| e.conn_id)
+            .map(|(k, e)| {
+                apply_access(None, k, &e.live);
+                e.conn_id
+            })
             .collect();
         self.ask_logout(&victims);
         removed
@@ -334,6 +338,27 @@ impl Shared {
             }
         }
         t.push(h);
+    }
+}
+
+/// Give a live session what `live_access` allows under target `t`, or
+/// revoke its access; false when it must be logged out.
+fn apply_access(t: Option<&TargetConfig>, k: &SessionKey, live: &SessionLive) -> bool {
+    match live_access(t, k.tpgt, &k.initiator, live.proved.as_ref()) {
+        Ok((table, acl)) => {
+            if live.install(table, acl) {
+                tracing::info!(initiator = %k.initiator, target = %k.target,
+                    "LUN table changed under a live session");
+            }
+            true
+        }
+        Err(why) => {
+            if live.revoke() {
+                tracing::warn!(initiator = %k.initiator, target = %k.target, reason = why,
+                    "live session lost its access");
+            }
+            false
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! session currently sees (swapped by the management side when a target is
 //! reconfigured, picked up by the connection thread through an epoch check,
 //! so the data path takes no lock per command), per-LUN I/O counters
-//! (relaxed atomics), and the facts `sessions detail` shows.
+//! (relaxed atomics), and the facts `sessions detail` shows. Also the rule
+//! that decides what a live session may keep when the configuration
+//! changes under it (`live_access`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use iscsi_wire::negotiate::SessionParams;
 use target_core::LunTable;
 
-use crate::{LunIo, TpgConfig};
+use crate::{ChapCredentials, LunIo, TargetConfig, TpgConfig};
 
 /// Counters of one mapped LUN in one session.
 #[derive(Default)]
@@ -98,6 +100,50 @@ pub fn demo_mode(tpg: &TpgConfig) -> bool {
         .is_some_and(|v| matches!(v.trim(), "1" | "true" | "True" | "yes"))
 }
 
+/// Why a live session loses its access (for the log).
+pub type Revoked = &'static str;
+
+/// What a live session of `initiator` in TPG `tpgt` of `target` (`None`:
+/// the target was removed) may use after a configuration change: the LUN
+/// table a fresh login would get now (and whether it comes from an ACL),
+/// provided the session passed the authentication such a login must pass.
+///
+/// Authentication happens once, at login; an ACL created, replaced or
+/// given credentials afterwards was never checked against this session.
+/// (LIO turns the dynamic ACL of a demo-mode session into the new explicit
+/// ACL in place, `core_tpg_add_initiator_node_acl`, so the session runs on
+/// under an ACL whose CHAP it never passed: the hole this rule closes.) So:
+/// if a login now requires CHAP and the session did not prove the very
+/// credentials it would now be checked against (same userid and secret:
+/// the mutual pair only protects the initiator), it loses access and is
+/// logged out; it may re-login with them. Otherwise it follows the new
+/// mapping, as LIO does: that is what a fresh login would get anyway.
+pub fn live_access(
+    target: Option<&TargetConfig>,
+    tpgt: u16,
+    initiator: &str,
+    proved: Option<&ChapCredentials>,
+) -> Result<(Arc<LunTable>, bool), Revoked> {
+    let Some(t) = target else {
+        return Err("target removed");
+    };
+    let Some(tpg) = t.tpgs.iter().find(|g| g.tag == tpgt && g.enable) else {
+        return Err("TPG disabled or removed");
+    };
+    let Some(found) = table_for(tpg, initiator) else {
+        return Err("no ACL and no demo mode for this initiator");
+    };
+    match crate::login::login_requires(tpg, find_acl(tpg, initiator)) {
+        None => Ok(found),
+        Some(Some(c))
+            if proved.is_some_and(|p| p.userid == c.userid && p.password == c.password) =>
+        {
+            Ok(found)
+        }
+        Some(_) => Err("its ACL or TPG now requires authentication it did not pass"),
+    }
+}
+
 /// Shared between the server's registry and the session's thread.
 pub struct SessionLive {
     /// Bumped (Release) after every `install`; the session compares it with
@@ -109,6 +155,12 @@ pub struct SessionLive {
     /// The table comes from a node ACL (false: demo mode); follows `install`.
     pub acl: AtomicBool,
     pub authenticated: bool,
+    /// The credentials CHAP checked at login (`None`: no CHAP): what
+    /// `live_access` holds later ACL and TPG changes against.
+    pub proved: Option<ChapCredentials>,
+    /// Access was taken away (`revoke`); the session is being logged out
+    /// and never gets a table again.
+    revoked: AtomicBool,
     pub params: SessionParams,
 }
 
@@ -118,7 +170,7 @@ impl SessionLive {
         local: SocketAddr,
         cid: u16,
         acl: bool,
-        authenticated: bool,
+        proved: Option<ChapCredentials>,
         params: SessionParams,
     ) -> SessionLive {
         SessionLive {
@@ -127,7 +179,9 @@ impl SessionLive {
             local,
             cid,
             acl: AtomicBool::new(acl),
-            authenticated,
+            authenticated: proved.is_some(),
+            proved,
+            revoked: AtomicBool::new(false),
             params,
         }
     }
@@ -140,11 +194,31 @@ impl SessionLive {
     /// an equal one. Returns whether the table changed.
     pub fn install(&self, table: Arc<LunTable>, acl: bool) -> bool {
         let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the view lock: a revoke cannot be undone by an
+        // install racing with it.
+        if self.revoked.load(Ordering::Relaxed) {
+            return false;
+        }
         self.acl.store(acl, Ordering::Relaxed);
         if same_table(&v.table, &table) {
             return false;
         }
         *v = v.successor(table);
+        self.epoch.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// Take every LUN away at once (the next command of the session finds
+    /// none), for good: the session is being logged out, and during the
+    /// logout grace period it must not be served from the access it lost.
+    /// Returns false if it was already revoked.
+    pub fn revoke(&self) -> bool {
+        let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if self.revoked.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.acl.store(false, Ordering::Relaxed);
+        *v = LunView::new(Arc::new(LunTable::default()));
         self.epoch.fetch_add(1, Ordering::Release);
         true
     }
@@ -238,7 +312,7 @@ mod tests {
             "127.0.0.1:3260".parse().unwrap(),
             0,
             false,
-            false,
+            None,
             SessionParams::default(),
         );
         live.view().counters[0]
@@ -282,5 +356,106 @@ mod tests {
             .insert("generate_node_acls".into(), "1".into());
         let (t, acl) = table_for(&tpg, "iqn.other").unwrap();
         assert!(!acl && t.luns[0].id == 0);
+    }
+
+    fn creds(user: &str, secret: &str, mutual: Option<&str>) -> ChapCredentials {
+        ChapCredentials {
+            userid: user.into(),
+            password: secret.into(),
+            mutual_userid: mutual.map(|_| "tgt".into()),
+            mutual_password: mutual.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn live_access_holds_sessions_to_the_authentication_a_login_needs_now() {
+        let a = dev("a");
+        let tpg = |acl_chap: Option<ChapCredentials>, tpg_auth: &str| TpgConfig {
+            tag: 1,
+            relative_port_id: 1,
+            enable: true,
+            portals: vec![],
+            luns: table(&[(0, &a, true)]),
+            acls: vec![crate::AclConfig {
+                initiator: "iqn.x:acl".into(),
+                luns: table(&[(0, &a, false)]),
+                chap: acl_chap,
+                authentication: None,
+            }],
+            attributes: [
+                ("generate_node_acls", "1"),
+                ("authentication", tpg_auth),
+                ("userid", "demo"),
+                ("password", "demosecret12"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            parameters: BTreeMap::new(),
+        };
+        let target = |g: TpgConfig| TargetConfig {
+            iqn: "iqn.t".into(),
+            tpgs: vec![g],
+        };
+        let ok = |t: &TargetConfig, who: &str, p: Option<&ChapCredentials>| {
+            live_access(Some(t), 1, who, p).map(|(t, acl)| (t.luns[0].write_protect, acl))
+        };
+        let good = creds("host", "hostsecret12", None);
+        // An ACL without credentials in a TPG without authentication: any
+        // session follows it (a login without CHAP gets the same).
+        let t = target(tpg(None, "0"));
+        assert_eq!(ok(&t, "iqn.x:acl", None), Ok((false, true)));
+        assert_eq!(ok(&t, "iqn.x:demo", None), Ok((true, false)));
+        // The ACL now has credentials: only a session that proved them.
+        let t = target(tpg(Some(good.clone()), "0"));
+        assert!(ok(&t, "iqn.x:acl", None).is_err());
+        assert!(ok(&t, "iqn.x:acl", Some(&creds("host", "othersecret1", None))).is_err());
+        assert!(ok(&t, "iqn.x:acl", Some(&creds("other", "hostsecret12", None))).is_err());
+        assert_eq!(ok(&t, "iqn.x:acl", Some(&good)), Ok((false, true)));
+        // The mutual pair protects the initiator, not the LUNs.
+        let m = creds("host", "hostsecret12", Some("tgtsecret123"));
+        assert_eq!(ok(&t, "iqn.x:acl", Some(&m)), Ok((false, true)));
+        // Demo sessions and the TPG's authentication and credentials.
+        assert_eq!(ok(&t, "iqn.x:demo", None), Ok((true, false)));
+        let t = target(tpg(None, "1"));
+        assert!(ok(&t, "iqn.x:demo", None).is_err());
+        assert!(ok(&t, "iqn.x:demo", Some(&good)).is_err());
+        let demo = creds("demo", "demosecret12", None);
+        assert_eq!(ok(&t, "iqn.x:demo", Some(&demo)), Ok((true, false)));
+        // An ACL without credentials follows the TPG's authentication, but
+        // the TPG's credentials serve demo mode only: no login passes.
+        assert!(ok(&t, "iqn.x:acl", None).is_err());
+        assert!(ok(&t, "iqn.x:acl", Some(&demo)).is_err());
+        // TPG disabled, target removed, no demo mode for the initiator.
+        let mut g = tpg(None, "0");
+        g.enable = false;
+        assert!(ok(&target(g), "iqn.x:acl", None).is_err());
+        assert!(live_access(None, 1, "iqn.x:acl", None).is_err());
+        let mut g = tpg(None, "0");
+        g.attributes.insert("generate_node_acls".into(), "0".into());
+        let t = target(g);
+        assert!(ok(&t, "iqn.x:demo", None).is_err());
+        assert!(live_access(Some(&t), 2, "iqn.x:acl", None).is_err());
+    }
+
+    #[test]
+    fn a_revoked_session_sees_no_lun_and_never_gets_one_again() {
+        let a = dev("a");
+        let live = SessionLive::new(
+            table(&[(0, &a, false)]),
+            "127.0.0.1:3260".parse().unwrap(),
+            0,
+            true,
+            None,
+            SessionParams::default(),
+        );
+        assert!(live.revoke());
+        assert_eq!(live.epoch.load(Ordering::Acquire), 1);
+        assert!(live.view().table.luns.is_empty());
+        assert!(!live.acl.load(Ordering::Relaxed));
+        assert!(!live.revoke());
+        assert!(!live.install(table(&[(0, &a, false)]), true));
+        assert!(live.view().table.luns.is_empty());
+        assert_eq!(live.epoch.load(Ordering::Acquire), 1);
     }
 }

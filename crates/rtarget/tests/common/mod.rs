@@ -1,4 +1,4 @@
-//! Helpers shared by the daemon tests (`manage*.rs`, `alua_live.rs`,
+//! Helpers shared by the daemon tests (`manage*.rs`, `acl_live.rs`, `alua_live.rs`,
 //! `fabric_live.rs`, `resize.rs`, `save_kill.rs`, `serve.rs`): a daemon
 //! whose stderr is watched, started on a temporary API socket and state
 //! directory ([`Served`]), the one-shot CLI, a demo-mode target, libiscsi's
