@@ -118,6 +118,7 @@ fn run(
         Ok(())
     })?;
     let Some(entry) = entry else {
+        // Refused by the validation above already.
         return Err(CmdError::InvalidOpcode);
     };
     if lun.write_protect && changes_shared_state(&cdb) {
