@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod alua;
 pub mod model;
+pub mod naa;
 pub mod store;
 pub mod validate;
 

@@ -133,6 +133,9 @@ pub fn validate(cfg: &SaveConfig) -> Result<Vec<Issue>, Vec<Issue>> {
             r.err(&loc, format!("duplicate storage object {}", so.path()));
         }
     }
+    for (loc, problem) in crate::naa::check(cfg, &usable_sos) {
+        r.warn(&loc, problem);
+    }
 
     let mut wwns = HashSet::new();
     for (i, t) in cfg.targets.iter().enumerate() {

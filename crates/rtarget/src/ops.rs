@@ -505,7 +505,16 @@ mod tests {
             default_portal: "127.0.0.1:3260".parse().unwrap(),
             add_default_portal: true,
             auto_add_mapped_luns: true,
-            new_uuid: Box::new(|| Ok("0f0e0d0c-0b0a-4908-8706-050403020100".into())),
+            // A distinct UUID per call (each a different NAA designator).
+            new_uuid: Box::new(|| {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let n = N.fetch_add(1, Ordering::Relaxed);
+                Ok(format!(
+                    "{:08x}-0b0a-4908-8706-050403020100",
+                    0x0f0e_0d0c + n
+                ))
+            }),
             stat: Box::new(|p| match p {
                 "/data" => Some(PathKind::Other),
                 "/data/old.img" => Some(PathKind::File(1 << 20)),

@@ -74,10 +74,6 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
     {
         bail!("storage object /backstores/{plugin}/{name} already exists");
     }
-    let wwn = match b.get("wwn") {
-        Some(w) => w.to_string(),
-        None => (ctx.new_uuid)()?,
-    };
     if plugin.starts_with("user:")
         && cfg
             .storage_objects
@@ -89,7 +85,6 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
     let mut so = StorageObject {
         plugin: plugin.split(':').next().unwrap_or(plugin).into(),
         name: name.clone(),
-        wwn: Some(wwn),
         ..StorageObject::default()
     };
     let size_arg = b
@@ -244,8 +239,34 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
             format!("Created ramdisk {name} with size {}.", b.req("size")?)
         }
     };
+    so.wwn = Some(unique_wwn(cfg, b.get("wwn"), ctx)?);
     cfg.storage_objects.push(so);
     Ok(msg)
+}
+
+/// The new object's wwn: the one given, or a fresh UUID. Either must give
+/// an NAA designator (VPD 0x83, LIO's derivation from its first 25 hex
+/// digits) no other storage object reports, or initiators would take the
+/// two LUs for one (see [`config::naa`]). A generated UUID that collides
+/// is drawn again.
+fn unique_wwn(cfg: &SaveConfig, given: Option<&str>, ctx: &Ctx) -> Result<String> {
+    if let Some(w) = given {
+        if let Some(other) = config::naa::colliding(&cfg.storage_objects, w) {
+            bail!("{}", config::naa::collision_message(w, other));
+        }
+        return Ok(w.to_string());
+    }
+    let mut wwn = (ctx.new_uuid)()?;
+    for _ in 0..8 {
+        match config::naa::colliding(&cfg.storage_objects, &wwn) {
+            None => return Ok(wwn),
+            Some(_) => wwn = (ctx.new_uuid)()?,
+        }
+    }
+    match config::naa::colliding(&cfg.storage_objects, &wwn) {
+        None => Ok(wwn),
+        Some(other) => bail!("{}", config::naa::collision_message(&wwn, other)),
+    }
 }
 
 /// Create the qcow2 overlay `image` over `backing` natively (`qemu-img

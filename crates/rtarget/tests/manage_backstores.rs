@@ -113,3 +113,77 @@ fn nbd_backstore_through_the_cli() {
     assert!(data[4096..4096 + 65536].iter().all(|b| *b == 0x77));
     assert!(data[..4096].iter().all(|b| *b == 0));
 }
+
+/// Two storage objects whose wwns share their first 25 hex digits would
+/// report one NAA designator (VPD 0x83, LIO's derivation): `create`
+/// refuses the second, through the CLI and the API alike, and `rtarget
+/// check` warns about a file that has them.
+#[test]
+fn colliding_naa_designators_are_refused_and_reported() {
+    const A: &str = "0f0e0d0c-0b0a-4908-8706-050403020100";
+    const SAME_NAA: &str = "0f0e0d0c-0b0a-4908-8706-0504030201ff";
+    const OTHER: &str = "1f0e0d0c-0b0a-4908-8706-050403020100";
+    let s = Served::start();
+    s.ok(&[
+        "/backstores/ramdisk",
+        "create",
+        "r0",
+        "1M",
+        &format!("wwn={A}"),
+    ]);
+    let e = s.fails(&[
+        "/backstores/ramdisk",
+        "create",
+        "r1",
+        "1M",
+        &format!("wwn={SAME_NAA}"),
+    ]);
+    assert!(
+        e.contains("same NAA designator") && e.contains("/backstores/ramdisk/r0"),
+        "{e}"
+    );
+    // Another plugin, the same rule.
+    let e = s.fails(&[
+        "/backstores/fileio",
+        "create",
+        "f1",
+        &s.path("f1.img"),
+        "1M",
+        &format!("wwn={A}"),
+    ]);
+    assert!(e.contains("same NAA designator"), "{e}");
+    s.ok(&[
+        "/backstores/ramdisk",
+        "create",
+        "r1",
+        "1M",
+        &format!("wwn={OTHER}"),
+    ]);
+    s.ok(&["/backstores/ramdisk", "create", "r2", "1M"]);
+    assert!(!s.saved().contains(SAME_NAA));
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("saveconfig.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"storage_objects": [
+                {{"plugin": "ramdisk", "name": "r0", "size": 1048576, "wwn": "{A}"}},
+                {{"plugin": "ramdisk", "name": "r1", "size": 1048576, "wwn": "{SAME_NAA}"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: storage_objects[1] /backstores/ramdisk/r1")
+            && stdout.contains("same NAA designator"),
+        "{stdout}"
+    );
+}

@@ -102,27 +102,27 @@ fn run(
         dev.state.res.lock().pr.note_nexus(nexus);
         return Err(CmdError::UnitAttention(asc));
     }
-    // ALUA access state of the port (SPC-4 5.15.2): after the UA check,
-    // as LIO orders them; one atomic load while every group is optimized.
-    dev.state.alua.gate(nexus, &cdb)?;
-    let Some(entry) = entry else {
-        // An implemented opcode with an unknown service action is an invalid
-        // field, not an invalid opcode (SPC-4 4.2.5.2).
-        if commands::has_service_actions(cdb.opcode()) {
-            return Err(CmdError::cdb_field(1));
+    access_gate(dev, nexus, &cdb, gate, || {
+        if entry.is_none() {
+            // An implemented opcode with an unknown service action is an
+            // invalid field, not an invalid opcode (SPC-4 4.2.5.2).
+            if commands::has_service_actions(cdb.opcode()) {
+                return Err(CmdError::cdb_field(1));
+            }
+            return Err(CmdError::InvalidOpcode);
         }
+        // NACA (ACA) is not supported (SAM-5 5.9.1.2).
+        if cdb.control() & 0x04 != 0 {
+            return Err(CmdError::cdb_bit(cdb.len() as u16 - 1, 2));
+        }
+        Ok(())
+    })?;
+    let Some(entry) = entry else {
+        // Refused by the validation above already.
         return Err(CmdError::InvalidOpcode);
     };
-    dev.state.sanitize.gate(&cdb)?;
-    // NACA (ACA) is not supported (SAM-5 5.9.1.2).
-    if cdb.control() & 0x04 != 0 {
-        return Err(CmdError::cdb_bit(cdb.len() as u16 - 1, 2));
-    }
-    if gate == Gate::Normal && dev.state.res.conflicts(dev, nexus, &cdb) {
-        return Err(CmdError::ReservationConflict);
-    }
-    if !dev.state.medium.loaded() && medium::needs_medium(&cdb) {
-        return Err(CmdError::MediumNotPresent);
+    if lun.write_protect && changes_shared_state(&cdb) {
+        return Err(CmdError::WriteProtected);
     }
     let ctx = Ctx {
         table,
@@ -133,6 +133,62 @@ fn run(
         data_out: cmd.data_out,
     };
     (entry.handler)(&ctx, data_in)
+}
+
+/// The access checks an LU makes of one command from `nexus`, after the
+/// unit attention check: the ALUA access state of the nexus's port (SPC-4
+/// 5.15.2, right after the UA check as LIO orders them), then `validate`
+/// (the CDB checks a direct command makes at that point), sanitize in
+/// progress or failed, reservations (SPC-2 RESERVE and persistent, for
+/// [`Gate::Normal`] commands), and a removable medium that is not loaded.
+///
+/// Every direct command goes through it in [`run`]; EXTENDED COPY sends
+/// the READ and WRITE it performs on its source and destination LUs
+/// through it too (`xcopy`), so a copy reaches an LU only where the same
+/// nexus's own READ or WRITE would. Costs a few atomic loads while nothing
+/// is reserved, restricted, sanitizing or ejected.
+pub(crate) fn access_gate(
+    dev: &Device,
+    nexus: &Nexus,
+    cdb: &Cdb,
+    gate: Gate,
+    validate: impl FnOnce() -> Result<(), CmdError>,
+) -> Result<(), CmdError> {
+    dev.state.alua.gate(nexus, cdb)?;
+    validate()?;
+    dev.state.sanitize.gate(cdb)?;
+    if gate == Gate::Normal && dev.state.res.conflicts(dev, nexus, cdb) {
+        return Err(CmdError::ReservationConflict);
+    }
+    if !dev.state.medium.loaded() && medium::needs_medium(cdb) {
+        return Err(CmdError::MediumNotPresent);
+    }
+    Ok(())
+}
+
+/// Whether `cdb` changes LU state that every other initiator sees, other
+/// than the medium's blocks (whose write commands check write protection
+/// themselves): mode parameters (MODE SELECT with a parameter list),
+/// loading or ejecting the medium (START STOP UNIT with LOEJ), preventing
+/// its removal, reservations (SPC-2 RESERVE, PERSISTENT RESERVE OUT) and
+/// ALUA states (SET TARGET PORT GROUPS). A write-protected mapping (ACL
+/// `write_protect`, `demo_mode_write_protect`) refuses them with DATA
+/// PROTECT, WRITE PROTECTED, as LIO refuses every command with Data-Out
+/// through a read-only LUN (`transport_lookup_cmd_lun`); START STOP UNIT
+/// and PREVENT, which carry no data, are refused for the same reason: an
+/// initiator allowed only to read must not eject or pin the medium under
+/// the others. ALLOW, RELEASE, power conditions and an empty MODE SELECT
+/// change nothing and stay allowed.
+fn changes_shared_state(cdb: &Cdb) -> bool {
+    match cdb.opcode() {
+        op::MODE_SELECT_6 => cdb.b(4) != 0,
+        op::MODE_SELECT_10 => cdb.be16(7) != 0,
+        op::START_STOP_UNIT => cdb.b(4) & 0x02 != 0 && cdb.b(4) >> 4 == 0,
+        op::PREVENT_ALLOW_MEDIUM_REMOVAL => cdb.b(4) & 0x03 != 0,
+        op::RESERVE_6 | op::RESERVE_10 | op::PERSISTENT_RESERVE_OUT => true,
+        op::MAINTENANCE_OUT => cdb.service_action() == crate::alua::MO_SET_TARGET_PORT_GROUPS,
+        _ => false,
+    }
 }
 
 /// SPC-4 answers for a LUN that is not mapped (SPC-4 7.6.2 / SAM-5 5.8).
@@ -212,6 +268,138 @@ mod tests {
             o.status,
             Status::Good | Status::CheckCondition | Status::ReservationConflict
         ));
+    }
+
+    /// The rig's device seen through a write-protected mapping (LUN 0 of
+    /// another table, as an ACL with `write_protect=1` maps it).
+    fn read_only_view(t: &Rig) -> crate::LunTable {
+        crate::LunTable {
+            luns: vec![crate::Lun {
+                id: 0,
+                device: t.dev.clone(),
+                write_protect: true,
+            }],
+        }
+    }
+
+    fn run_ro(
+        table: &crate::LunTable,
+        n: &crate::Nexus,
+        cdb: &[u8],
+        data_out: &[u8],
+    ) -> crate::Outcome {
+        let cmd = crate::Command {
+            cdb,
+            data_out,
+            expected_len: data_out.len().max(255) as u32,
+            attr: crate::TaskAttr::Simple,
+        };
+        table.execute(n, 0, &cmd, &mut Vec::new())
+    }
+
+    const TUR: [u8; 6] = [0; 6];
+
+    /// MODE SELECT through a write-protected mapping changes nothing for
+    /// anybody (WCE, SWP): DATA PROTECT, WRITE PROTECTED, as LIO refuses
+    /// every Data-Out command through a read-only LUN. An empty parameter
+    /// list and MODE SENSE stay allowed.
+    #[test]
+    fn write_protected_mapping_cannot_change_mode_parameters() {
+        let t = Rig::new();
+        let ro = read_only_view(&t);
+        let a = t.nexus(2);
+        let o = run_ro(&ro, &a, &TUR, &[]);
+        assert_eq!(sense_of(&o), Some((6, 0x29, 0)));
+        // Caching page with WCE=0, control page with SWP=1.
+        let mut caching = vec![0u8, 0, 0, 0, 0x08, 18];
+        caching.resize(24, 0);
+        let o = run_ro(&ro, &a, &[0x15, 0x10, 0, 0, 24, 0], &caching);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "WCE");
+        let (_, cur) = t.ok(&[0x1a, 0x08, 0x0a, 0, 255, 0]);
+        let mut control = vec![0u8, 0, 0, 0];
+        control.extend_from_slice(&cur[4..]);
+        control[4 + 4] |= 0x08;
+        let cdb = [0x15, 0x10, 0, 0, control.len() as u8, 0];
+        let o = run_ro(&ro, &a, &cdb, &control);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "SWP");
+        let cdb10 = [0x55, 0x10, 0, 0, 0, 0, 0, 0, 24, 0];
+        let mut caching10 = vec![0u8; 8];
+        caching10.extend_from_slice(&caching[4..]);
+        caching10.resize(28, 0);
+        let o = run_ro(&ro, &a, &cdb10, &caching10);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "MODE SELECT(10)");
+        // Nothing changed for the writable nexus: no UA, WCE on, writable.
+        let (_, d) = t.ok(&[0x1a, 0x08, 0x08, 0, 255, 0]);
+        assert_eq!(d[4 + 2] & 0x04, 0x04, "WCE still set");
+        t.ok(&TUR);
+        let (o, _) = t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0u8; 512]);
+        assert_eq!(o.status, Status::Good, "SWP not set");
+        let o = run_ro(&ro, &a, &[0x15, 0x10, 0, 0, 0, 0], &[]);
+        assert_eq!(o.status, Status::Good, "empty MODE SELECT");
+        let o = run_ro(&ro, &a, &[0x1a, 0x08, 0x3f, 0, 255, 0], &[]);
+        assert_eq!(o.status, Status::Good, "MODE SENSE");
+        // The writable mapping still may.
+        let (o, _) = t.run(&[0x15, 0x10, 0, 0, 24, 0], &caching);
+        assert_eq!(o.status, Status::Good);
+    }
+
+    /// Through a write-protected mapping the medium can be neither ejected,
+    /// loaded nor pinned (PREVENT); ALLOW and power conditions still work.
+    #[test]
+    fn write_protected_mapping_cannot_eject_load_or_prevent() {
+        const EJECT: [u8; 6] = [0x1b, 0, 0, 0, 0x02, 0];
+        const LOAD: [u8; 6] = [0x1b, 0, 0, 0, 0x03, 0];
+        const PREVENT: [u8; 6] = [0x1e, 0, 0, 0, 0x01, 0];
+        const ALLOW: [u8; 6] = [0x1e, 0, 0, 0, 0x00, 0];
+        let t = Rig::new();
+        t.dev.set_removable(true);
+        let ro = read_only_view(&t);
+        let a = t.nexus(2);
+        run_ro(&ro, &a, &TUR, &[]);
+        let o = run_ro(&ro, &a, &EJECT, &[]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "eject");
+        t.ok(&TUR);
+        let o = run_ro(&ro, &a, &PREVENT, &[]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "prevent");
+        assert_eq!(run_ro(&ro, &a, &ALLOW, &[]).status, Status::Good);
+        let start = [0x1b, 0, 0, 0, 0x01, 0];
+        assert_eq!(run_ro(&ro, &a, &start, &[]).status, Status::Good);
+        // The writable nexus is not pinned and may eject; loading back
+        // through the read-only mapping is refused too.
+        t.ok(&EJECT);
+        let o = run_ro(&ro, &a, &LOAD, &[]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "load");
+        t.expect_sense(&TUR, 2, 0x3a, 0);
+        t.ok(&LOAD);
+    }
+
+    /// Reservations and ALUA states bind every initiator: a write-protected
+    /// mapping can take neither (RESERVE, PERSISTENT RESERVE OUT, SET
+    /// TARGET PORT GROUPS); RELEASE and PERSISTENT RESERVE IN stay allowed.
+    #[test]
+    fn write_protected_mapping_cannot_reserve_or_set_port_groups() {
+        let t = Rig::new();
+        let ro = read_only_view(&t);
+        let a = t.nexus(2);
+        run_ro(&ro, &a, &TUR, &[]);
+        let o = run_ro(&ro, &a, &[0x16, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "RESERVE(6)");
+        let o = run_ro(&ro, &a, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "RESERVE(10)");
+        let mut reg = vec![0u8; 24];
+        reg[8..16].copy_from_slice(&0xaau64.to_be_bytes());
+        let o = run_ro(&ro, &a, &[0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0], &reg);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "PR OUT REGISTER");
+        let stpg = [0xa4, 0x0a, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0];
+        let o = run_ro(&ro, &a, &stpg, &[0, 0, 0, 0, 0x02, 0, 0, 0]);
+        assert_eq!(sense_of(&o), Some((7, 0x27, 0)), "STPG");
+        let o = run_ro(&ro, &a, &[0x17, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(o.status, Status::Good, "RELEASE");
+        let o = run_ro(&ro, &a, &[0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0], &[]);
+        assert_eq!(o.status, Status::Good, "PR IN");
+        // Nothing reserved, nothing in standby: the writable nexus writes.
+        let (o, _) = t.run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0u8; 512]);
+        assert_eq!(o.status, Status::Good);
     }
 
     #[test]

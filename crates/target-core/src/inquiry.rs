@@ -280,6 +280,27 @@ fn logical_block_provisioning(dev: &Device, out: &mut Vec<u8>) {
 mod tests {
     use crate::testutil::*;
 
+    /// LIO's derivation: NAA 6, company id 001405, then the first 25 hex
+    /// digits of the wwn (the same digits `config::naa::serial_digits`
+    /// compares to refuse colliding wwns); the rest of the wwn is lost.
+    #[test]
+    fn naa_designator_carries_the_first_25_hex_digits_of_the_wwn() {
+        let naa = |wwn: &str| {
+            let store = std::sync::Arc::new(backstore::NullBackstore::new(1 << 20));
+            super::naa6(&crate::Device::new(
+                crate::DeviceOptions::new("n", wwn),
+                store,
+            ))
+        };
+        let hex: String = naa(WWN).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, format!("6001405{}", "6a1c0f2e12344bcd9ef001234"));
+        assert_eq!(
+            naa("0f0e0d0c-0b0a-4908-8706-050403020100"),
+            naa("0f0e0d0c-0b0a-4908-8706-0504030201ff"),
+            "equal in the first 25 digits: one designator"
+        );
+    }
+
     #[test]
     fn standard_inquiry_layout() {
         let t = Rig::new();

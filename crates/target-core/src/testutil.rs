@@ -226,6 +226,12 @@ impl Rig {
         Rig::build(o, BLOCKS * 512, &[0], true)
     }
 
+    /// One LUN 0 of a device with these options (e.g. another WWN, so
+    /// another NAA designator), the power-on UA for `me` consumed.
+    pub fn with_options(opts: DeviceOptions) -> Rig {
+        Rig::build(opts, BLOCKS * 512, &[0], true)
+    }
+
     pub fn sized(bytes: u64) -> Rig {
         // Sparse enough for tests: the Vec is only touched where written.
         Rig::build(Rig::opts(), bytes, &[0], true)

@@ -2,12 +2,27 @@
 //! RESULTS, 7.8.17 Third-party Copy VPD page): block-to-block copies between
 //! the LUs of one LUN table, addressed by their NAA designators, done inside
 //! the target so no data crosses the network.
+//!
+//! Access: the copy manager acts for the nexus that sent the command. Each
+//! segment's source LU must let that nexus's own READ through, and its
+//! destination LU that nexus's own WRITE: the same reservation (SPC-2 and
+//! persistent), ALUA, sanitize, medium and write-protect checks, through
+//! the mapping the nexus sees the LU by. When one refuses, the copy ends
+//! with the answer the direct command would have got (RESERVATION CONFLICT
+//! status; NOT READY, LOGICAL UNIT NOT ACCESSIBLE; DATA PROTECT, WRITE
+//! PROTECTED; ...), not COPY ABORTED: the initiator learns the real reason,
+//! and the host-side copy it falls back to would meet the same answer.
+//! (LIO runs internal READ/WRITE commands on a session of its own and
+//! reports any failure of them as COPY ABORTED, COPY TARGET DEVICE NOT
+//! REACHABLE; SPC-4 leaves the copy manager's commands vendor specific.)
 
 use std::sync::Mutex;
 
+use scsi::cdb::Cdb;
 use scsi::{opcode as op, Asc, Sense, SenseKey};
 
-use crate::dispatch::{truncate_to, Ctx, HandlerResult};
+use crate::commands::Gate;
+use crate::dispatch::{self, truncate_to, Ctx, HandlerResult};
 use crate::error::CmdError;
 use crate::{inquiry, Device, Lun, Status};
 
@@ -231,14 +246,23 @@ fn copy_segment(
     let src = resolve(ctx, src_desc).ok_or(CopyError::Aborted(Asc(0x0d, 0x02)))?;
     let dst = resolve(ctx, dst_desc).ok_or(unreachable)?;
     let (sdev, ddev): (&Device, &Device) = (&src.device, &dst.device);
+    let blocks = u64::from(be16(s, 10));
+    let src_lba = be64(s, 12);
+    let dst_lba = be64(s, 20);
+    // The copy reads the source and writes the destination on behalf of
+    // this nexus: each LU must let the same nexus's own READ / WRITE of
+    // those blocks through (reservations, ALUA, sanitize, medium), else
+    // the copy fails with exactly the answer that READ / WRITE would get.
+    gate_as_direct(ctx, sdev, op::READ_16, src_lba, blocks)?;
+    gate_as_direct(ctx, ddev, op::WRITE_16, dst_lba, blocks)?;
+    if ddev.write_protected(dst) {
+        return Err(CmdError::WriteProtected.into());
+    }
     if sdev.block_size() != ddev.block_size() {
         return Err(CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE));
     }
     let bs = sdev.block_size();
-    let blocks = u64::from(be16(s, 10));
     let _ = dc; // equal block sizes: source and destination units agree
-    let src_lba = be64(s, 12);
-    let dst_lba = be64(s, 20);
     if blocks * bs > u64::from(MAX_SEGMENT_LENGTH) {
         return Err(CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE));
     }
@@ -246,9 +270,6 @@ fn copy_segment(
         .map_err(|_| CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE))?;
     let dr = crate::rw::byte_range(ddev, dst_lba, blocks)
         .map_err(|_| CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE))?;
-    if ddev.write_protected(dst) {
-        return Err(CmdError::WriteProtected.into());
-    }
     let mut off = 0;
     let total = sr.end - sr.start;
     while off < total {
@@ -270,6 +291,27 @@ fn copy_segment(
         off += n as u64;
     }
     Ok(())
+}
+
+/// Pass the checks a direct READ(16) / WRITE(16) (`opcode`) of `blocks`
+/// blocks at `lba` from this nexus would pass on `dev` (see
+/// [`dispatch::access_gate`]). Unit attentions are left alone: they belong
+/// to that LU's own commands, and a copy must not consume them. Done once
+/// per segment and LU, so an active/non-optimized port's delay is paid
+/// once, not per chunk.
+fn gate_as_direct(
+    ctx: &Ctx<'_>,
+    dev: &Device,
+    opcode: u8,
+    lba: u64,
+    blocks: u64,
+) -> Result<(), CmdError> {
+    let mut raw = [0u8; 16];
+    raw[0] = opcode;
+    raw[2..10].copy_from_slice(&lba.to_be_bytes());
+    raw[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
+    let cdb = Cdb::new(&raw).map_err(|_| CmdError::InvalidOpcode)?;
+    dispatch::access_gate(dev, ctx.nexus, &cdb, Gate::Normal, || Ok(()))
 }
 
 pub(crate) fn receive_copy_results(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
@@ -444,3 +486,7 @@ mod tests {
         assert_eq!(d[9], 0x83);
     }
 }
+
+#[cfg(test)]
+#[path = "xcopy_tests.rs"]
+mod access_tests;
