@@ -22,6 +22,7 @@ use std::sync::Mutex;
 
 use crate::{Backstore, Capabilities};
 
+mod durable;
 mod resize;
 
 /// Alignment used for `O_DIRECT` (covers 512- and 4096-byte sector devices).
@@ -91,6 +92,8 @@ pub struct FileBackstore {
     zero_range_ok: AtomicBool,
     /// Cleared the first time pwritev2(RWF_DSYNC) answers "unsupported".
     rwf_dsync_ok: AtomicBool,
+    /// Sticky flush failures (writeback errors are reported only once).
+    wb: durable::Writeback,
 }
 
 thread_local! {
@@ -259,6 +262,7 @@ impl FileBackstore {
             can_punch,
             zero_range_ok: AtomicBool::new(true),
             rwf_dsync_ok: AtomicBool::new(true),
+            wb: durable::Writeback::open(&opts.path, opts.read_only),
         })
     }
 
@@ -441,19 +445,26 @@ impl Backstore for FileBackstore {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
         self.check(offset, buf.len())?;
-        match self.direct_for(offset, buf.len()) {
+        let r = match self.direct_for(offset, buf.len()) {
             Some(d) if is_aligned(buf.as_ptr()) => d.write_all_at(buf, offset),
             Some(d) => with_bounce(buf.len(), |b| {
                 b.copy_from_slice(buf);
                 d.write_all_at(b, offset)
             }),
             None => self.file.write_all_at(buf, offset),
+        };
+        match r {
+            // O_DSYNC: the write's own sync may have reported an earlier
+            // writeback error.
+            Err(e) if !self.write_back => Err(self.wb.dsync_failed(e)),
+            r => r,
         }
     }
 
     fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
         self.check(offset, buf.len())?;
+        self.wb.fault.check()?;
         // Write-through descriptors are O_DSYNC already.
         if !self.write_back {
             return self.write_at(buf, offset);
@@ -462,18 +473,18 @@ impl Backstore for FileBackstore {
             match self.pwritev2_dsync(buf, offset) {
                 Ok(()) => return Ok(()),
                 Err(e) if is_unsupported(&e) => self.rwf_dsync_ok.store(false, Ordering::Relaxed),
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.wb.dsync_failed(e)),
             }
         }
         self.write_at(buf, offset)?;
-        self.file.sync_data()
+        self.wb.sync(&self.file, false)
     }
 
     fn flush(&self) -> io::Result<()> {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data()
+        self.wb.sync(&self.file, false)
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -496,7 +507,8 @@ impl Backstore for FileBackstore {
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset,
             len,
-        )
+        )?;
+        self.sync_if_write_through()
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -523,8 +535,8 @@ impl Backstore for FileBackstore {
             }
         }
         if self.can_punch {
-            self.discard(offset, len)?;
-            return self.sync_if_write_through();
+            // discard keeps the write-through promise itself.
+            return self.discard(offset, len);
         }
         // Plain zero buffers, as the trait's default does.
         const CHUNK: u64 = 1 << 20;
@@ -545,7 +557,7 @@ impl FileBackstore {
         if self.write_back {
             Ok(())
         } else {
-            self.file.sync_data()
+            self.wb.sync(&self.file, false)
         }
     }
 }

@@ -21,16 +21,18 @@ pub mod qemu;
 pub mod qos;
 pub mod ram;
 pub mod registry;
+pub mod sticky;
 
 pub use crypt::{CryptBackstore, CryptError};
 pub use file::{Extent, FileBackstore, FileOptions};
-pub use nbd::{NbdAddr, NbdBackstore};
+pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
 pub use null::NullBackstore;
 pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
 pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
 pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
+pub use sticky::FlushFault;
 
 /// The error every backstore answers a shrinking resize with: data past the
 /// new end could still be in use by an initiator, so rtarget (like LIO's

@@ -12,19 +12,27 @@
 //! letting a later request read a misaligned stream. The next request on a
 //! poisoned connection opens it again (a restarted server comes back without
 //! relogin), unless the owner turned that off.
+//!
+//! A server that advertises `SEND_FLUSH` may hold acknowledged writes in a
+//! volatile cache until a flush. When a connection breaks while such writes
+//! are unflushed (the server may have died with them), the loss is recorded
+//! in a sticky [`FlushFault`]: every later flush and FUA write fails, so the
+//! initiator's SYNCHRONIZE CACHE reports it instead of a silent reconnect
+//! hiding it. Every socket has connect and I/O timeouts ([`NbdTimeouts`]).
 
 use std::io::{self, IoSlice, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::{Backstore, Capabilities};
+use crate::{Backstore, Capabilities, FlushFault};
 
 mod proto;
+mod socket;
 use proto::*;
 pub use proto::{parse_handshake, parse_reply, ParsedReply};
+pub use socket::{NbdTimeouts, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT};
 
 /// Where the NBD server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,17 +65,24 @@ pub struct NbdBackstore {
     next: AtomicUsize,
     /// Reconnect a broken connection on its next request.
     reconnect: bool,
+    timeouts: NbdTimeouts,
+    /// Acknowledged writes that sat in the server's volatile cache, and how
+    /// many of them the last successful flush covered.
+    writes: AtomicU64,
+    flushed: AtomicU64,
+    /// Lost writes or a failed flush: later flushes fail (module docs).
+    fault: FlushFault,
 }
 
-fn connect(addr: &NbdAddr) -> io::Result<Box<dyn Stream>> {
-    Ok(match addr {
-        NbdAddr::Unix(p) => Box::new(UnixStream::connect(p)?),
-        NbdAddr::Tcp(a) => {
-            let s = TcpStream::connect(a)?;
-            s.set_nodelay(true)?;
-            Box::new(s)
-        }
-    })
+/// Connect and negotiate, with `t` bounding every wait.
+fn open_conn(
+    addr: &NbdAddr,
+    export: &str,
+    t: &NbdTimeouts,
+) -> io::Result<(Box<dyn Stream>, Negotiated)> {
+    let mut s = socket::open(addr, t)?;
+    let n = handshake(s.as_mut(), export).map_err(|e| socket::explain(e, t))?;
+    Ok((s, n))
 }
 
 impl NbdBackstore {
@@ -81,8 +96,18 @@ impl NbdBackstore {
     /// server advertises `CAN_MULTI_CONN` (a flush on one then covers writes
     /// done on all), so requests from different threads run in parallel.
     pub fn connect_multi(addr: NbdAddr, export: &str, max_conns: usize) -> io::Result<Self> {
-        let mut s = connect(&addr)?;
-        let n = handshake(s.as_mut(), export)?;
+        Self::connect_with(addr, export, max_conns, NbdTimeouts::default())
+    }
+
+    /// Like `connect_multi`, with explicit timeouts for every connect and
+    /// every request.
+    pub fn connect_with(
+        addr: NbdAddr,
+        export: &str,
+        max_conns: usize,
+        timeouts: NbdTimeouts,
+    ) -> io::Result<Self> {
+        let (s, n) = open_conn(&addr, export, &timeouts)?;
         let conn = |s, alloc_ctx| {
             Mutex::new(Conn {
                 s,
@@ -94,8 +119,7 @@ impl NbdBackstore {
         let mut conns = vec![conn(s, n.alloc_ctx)];
         if n.flags & TF_CAN_MULTI_CONN != 0 {
             while conns.len() < max_conns {
-                let mut s = connect(&addr)?;
-                let m = handshake(s.as_mut(), export)?;
+                let (s, m) = open_conn(&addr, export, &timeouts)?;
                 let same = (m.size, m.flags, m.structured) == (n.size, n.flags, n.structured);
                 if !same || m.alloc_ctx.is_some() != n.alloc_ctx.is_some() {
                     return Err(proto("connections to the same export disagree"));
@@ -115,7 +139,49 @@ impl NbdBackstore {
             conns,
             next: AtomicUsize::new(0),
             reconnect: true,
+            timeouts,
+            writes: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            fault: FlushFault::new(),
         })
+    }
+
+    /// The timeouts every connect and request of this client runs with.
+    pub fn timeouts(&self) -> NbdTimeouts {
+        self.timeouts
+    }
+
+    /// Whether acknowledged writes may have been lost (or a flush failed):
+    /// every flush and FUA write then fails until a new client is opened.
+    pub fn lost_writes(&self) -> bool {
+        self.fault.is_set()
+    }
+
+    /// The server may hold acknowledged writes until a flush.
+    fn volatile(&self) -> bool {
+        self.has(TF_SEND_FLUSH) && !self.has(TF_READ_ONLY)
+    }
+
+    /// Count an acknowledged write the server may still hold in its cache.
+    fn wrote(&self) {
+        if self.volatile() {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn unflushed(&self) -> u64 {
+        self.writes
+            .load(Ordering::Acquire)
+            .saturating_sub(self.flushed.load(Ordering::Acquire))
+    }
+
+    /// For log lines and errors.
+    fn name(&self) -> String {
+        let addr = match &self.addr {
+            NbdAddr::Unix(p) => p.display().to_string(),
+            NbdAddr::Tcp(a) => a.to_string(),
+        };
+        format!("nbd {addr} export {:?}", self.export)
     }
 
     /// How many connections requests are spread over.
@@ -156,8 +222,7 @@ impl NbdBackstore {
 
     /// Open `c` again; the export must look exactly as before.
     fn reopen(&self, c: &mut Conn) -> io::Result<()> {
-        let mut s = connect(&self.addr)?;
-        let n = handshake(s.as_mut(), &self.export)?;
+        let (s, n) = open_conn(&self.addr, &self.export, &self.timeouts)?;
         let same = (n.size, n.flags, n.structured) == (self.size, self.flags, self.structured);
         if !same || n.alloc_ctx.is_some() != self.block_status {
             return Err(proto("the export changed across a reconnect"));
@@ -209,6 +274,20 @@ impl NbdBackstore {
         payload: &[u8],
         reply: Reply<'_>,
     ) -> io::Result<()> {
+        self.exchange(cmd, flags, off, len, payload, reply)?
+    }
+
+    /// [`NbdBackstore::request`], telling a broken connection (outer
+    /// error) from the server's answer (inner).
+    fn exchange(
+        &self,
+        cmd: u16,
+        flags: u16,
+        off: u64,
+        len: u32,
+        payload: &[u8],
+        reply: Reply<'_>,
+    ) -> Exchange {
         let mut c = self.pick()?;
         if c.broken {
             let why = if self.reconnect {
@@ -246,9 +325,21 @@ impl NbdBackstore {
                 }
             });
         match r {
-            Ok(answer) => answer,
+            Ok(answer) => Ok(answer),
             Err(e) => {
                 c.broken = true;
+                let e = socket::explain(e, &self.timeouts);
+                let n = self.unflushed();
+                if n > 0 {
+                    // The server may be gone with them; a reconnect must
+                    // not make the next flush look like it saved them.
+                    self.fault.record(
+                        &self.name(),
+                        &format!(
+                            "connection lost ({e}) with {n} acknowledged writes not yet flushed"
+                        ),
+                    );
+                }
                 Err(e)
             }
         }
@@ -279,6 +370,9 @@ impl NbdBackstore {
                 &buf[done..done + n],
                 Reply::Empty,
             )?;
+            if flags & CMD_FLAG_FUA == 0 {
+                self.wrote();
+            }
         }
         Ok(())
     }
@@ -323,6 +417,7 @@ impl Backstore for NbdBackstore {
     }
 
     fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fault.check()?;
         if self.has(TF_SEND_FUA) {
             self.write_flags(buf, offset, CMD_FLAG_FUA)
         } else {
@@ -332,11 +427,29 @@ impl Backstore for NbdBackstore {
     }
 
     fn flush(&self) -> io::Result<()> {
-        if !self.has(TF_SEND_FLUSH) || self.has(TF_READ_ONLY) {
+        self.fault.check()?;
+        if !self.volatile() {
             // No volatile cache advertised: writes are already stable.
             return Ok(());
         }
-        self.request(CMD_FLUSH, 0, 0, 0, &[], Reply::Empty)
+        let upto = self.writes.load(Ordering::Acquire);
+        let mut answer = self.exchange(CMD_FLUSH, 0, 0, 0, &[], Reply::Empty);
+        if answer.is_err() && self.reconnect && !self.fault.is_set() {
+            // The connection broke with nothing unflushed: nothing was
+            // lost, and a flush is idempotent, so ask again on a new one.
+            answer = self.exchange(CMD_FLUSH, 0, 0, 0, &[], Reply::Empty);
+        }
+        match answer {
+            Ok(Ok(())) => {
+                self.flushed.fetch_max(upto, Ordering::AcqRel);
+                Ok(())
+            }
+            // The server's own writeback failed: what it held may be gone.
+            Ok(Err(e)) => Err(self
+                .fault
+                .record(&self.name(), &format!("the server failed a flush: {e}"))),
+            Err(e) => Err(self.fault.check().err().unwrap_or(e)),
+        }
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -373,6 +486,7 @@ impl Backstore for NbdBackstore {
                 &[],
                 Reply::Empty,
             )?;
+            self.wrote();
             done += n;
         }
         Ok(())

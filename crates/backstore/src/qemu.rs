@@ -11,7 +11,8 @@
 //! within [`RECONNECT_WAIT`], the request fails (MEDIUM ERROR sense for the
 //! initiator). Writes acknowledged by a child that then died may have sat
 //! in QEMU's own metadata caches (qcow2 L2 tables, vmdk grain tables), so
-//! after such a restart the next flush fails once: the initiator's
+//! after such a restart every later flush and FUA write fails (a sticky
+//! [`FlushFault`], until the object is opened again): the initiator's
 //! SYNCHRONIZE CACHE reports the possible loss instead of hiding it (as a
 //! disk reports a lost volatile cache). Raw images and `writethrough=on`
 //! keep no such cache and are exempt.
@@ -19,13 +20,13 @@
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::nbd::{NbdAddr, NbdBackstore};
-use crate::{Backstore, Capabilities, Extent};
+use crate::{Backstore, Capabilities, Extent, FlushFault};
 
 mod config;
 mod supervise;
@@ -88,7 +89,7 @@ pub struct QemuBackstore {
     volatile: bool,
     writes: AtomicU64,
     flushed: AtomicU64,
-    lost: AtomicBool,
+    fault: FlushFault,
 }
 
 static DIR_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -157,7 +158,7 @@ impl QemuBackstore {
             caps: Capabilities::default(),
             writes: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
+            fault: FlushFault::new(),
         };
         // On error `me` drops here, which stops and reaps the child.
         let (generation, nbd) = me.connect(OPEN_WAIT).map_err(QemuError::Start)?;
@@ -240,8 +241,10 @@ impl QemuBackstore {
             && self.volatile
             && self.writes.load(Ordering::Acquire) != self.flushed.load(Ordering::Acquire)
         {
-            tracing::error!(image = %self.config.file.display(), "QEMU restarted with unflushed writes; the next SYNCHRONIZE CACHE reports the possible loss");
-            self.lost.store(true, Ordering::Release);
+            self.fault.record(
+                &self.config.file.display().to_string(),
+                "QEMU image server restarted with acknowledged writes not yet flushed",
+            );
         }
         tracing::info!(image = %self.config.file.display(), generation, "reconnected to the QEMU image server");
         *link = Link {
@@ -307,17 +310,16 @@ impl Backstore for QemuBackstore {
     }
 
     fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fault.check()?;
         self.io(|n| n.write_at_fua(buf, offset))
     }
 
     fn flush(&self) -> io::Result<()> {
+        self.fault.check()?;
         let upto = self.writes.load(Ordering::Acquire);
         self.io(|n| n.flush())?;
-        if self.lost.swap(false, Ordering::AcqRel) {
-            return Err(io::Error::other(
-                "QEMU image server restarted: writes acknowledged before the restart may be lost",
-            ));
-        }
+        // A restart seen while this flush reconnected.
+        self.fault.check()?;
         self.flushed.fetch_max(upto, Ordering::AcqRel);
         Ok(())
     }

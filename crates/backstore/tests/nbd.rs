@@ -330,3 +330,171 @@ fn reconnects_to_a_restarted_server() {
     assert!(c.read_at(&mut buf, 0).is_err());
     assert!(c.read_at(&mut buf, 0).is_err(), "reconnecting was off");
 }
+
+fn qemu_nbd_args(sock: &std::path::Path, img: &std::path::Path) -> Vec<String> {
+    [
+        "-f",
+        "raw",
+        "-t",
+        "-e",
+        "4",
+        "-k",
+        sock.to_str().unwrap(),
+        "-x",
+        "d",
+        img.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Kill the server (SIGKILL, reaped) and start a new one on the same socket.
+fn restart(srv: Reaped, sock: &std::path::Path, args: &[String]) -> Option<Reaped> {
+    drop(srv);
+    let _ = std::fs::remove_file(sock);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = qemu_nbd(&args)?;
+    wait_for_path(sock, Duration::from_secs(10));
+    Some(srv)
+}
+
+/// The server died with acknowledged writes it had not flushed: the client
+/// reconnects for reads and writes, but every later flush and FUA write
+/// fails, so the initiator's SYNCHRONIZE CACHE reports the possible loss.
+/// A restart with everything flushed is not reported.
+#[test]
+fn server_lost_with_unflushed_writes_fails_every_later_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let args = qemu_nbd_args(&sock, &img);
+    let Some(srv) = qemu_nbd(&args.iter().map(String::as_str).collect::<Vec<_>>()) else {
+        return;
+    };
+    let b = connect_retry(&NbdAddr::Unix(sock.clone()), "d");
+    assert!(b.capabilities().write_cache, "qemu-nbd advertises flush");
+    b.write_at(&[1; 4096], 0).unwrap();
+    b.flush().unwrap();
+    let Some(srv) = restart(srv, &sock, &args) else {
+        return;
+    };
+    b.flush()
+        .expect("nothing was unflushed: the flush reconnects and succeeds");
+    b.write_at(&[2; 4096], 4096).unwrap();
+    b.write_at_fua(&[3; 4096], 8192).unwrap();
+    assert!(!b.lost_writes());
+    let Some(_srv) = restart(srv, &sock, &args) else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    assert!(b.read_at(&mut buf, 0).is_err(), "met the dead connection");
+    b.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [1; 4096], "reads go on after the reconnect");
+    assert!(b.lost_writes());
+    for _ in 0..3 {
+        let e = b
+            .flush()
+            .expect_err("a flush vouched for writes the server may have lost");
+        assert!(e.to_string().contains("not yet flushed"), "{e}");
+    }
+    assert!(b.write_at_fua(&[4; 4096], 0).is_err());
+    // A new client (the object re-opened) starts clean.
+    drop(b);
+    let b = connect_retry(&NbdAddr::Unix(sock.clone()), "d");
+    b.flush().unwrap();
+}
+
+/// A listener that accepts (or lets the kernel accept) and never answers:
+/// connecting fails with TimedOut at the I/O timeout instead of hanging.
+#[test]
+fn silent_server_times_out() {
+    let t = backstore::NbdTimeouts {
+        connect: Some(Duration::from_millis(500)),
+        io: Some(Duration::from_millis(300)),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("mute.sock");
+    let _unix = UnixListener::bind(&sock).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let accepted = tcp.try_clone().unwrap();
+    let holder = std::thread::spawn(move || accepted.accept().map(|(s, _)| s));
+    for addr in [
+        NbdAddr::Unix(sock.clone()),
+        NbdAddr::Tcp(tcp.local_addr().unwrap()),
+    ] {
+        let start = Instant::now();
+        let e = NbdBackstore::connect_with(addr.clone(), "x", 1, t)
+            .err()
+            .expect("connected to a server that never spoke");
+        let took = start.elapsed();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{addr:?}: {e}");
+        assert!(took < Duration::from_secs(3), "{addr:?}: {took:?}");
+        println!("{addr:?}: failed after {took:?}: {e}");
+    }
+    drop(holder.join().unwrap());
+}
+
+/// A stopped server (SIGSTOP) holds a request: it fails with TimedOut
+/// within the I/O timeout, dropping the client (shutdown) does not hang,
+/// and once the server runs again a new request reconnects.
+#[test]
+fn stopped_server_times_out_and_shutdown_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let args = qemu_nbd_args(&sock, &img);
+    let Some(srv) = qemu_nbd(&args.iter().map(String::as_str).collect::<Vec<_>>()) else {
+        return;
+    };
+    let t = backstore::NbdTimeouts {
+        connect: Some(Duration::from_secs(1)),
+        io: Some(Duration::from_millis(500)),
+    };
+    let addr = NbdAddr::Unix(sock.clone());
+    let b = retry(
+        "connect",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || NbdBackstore::connect_with(addr.clone(), "d", 1, t),
+    );
+    b.write_at(&[7; 4096], 0).unwrap();
+    b.flush().unwrap();
+    let pid = srv.0.id() as i32;
+    // SAFETY: signalling the test's own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let e = b.read_at(&mut buf, 0).unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Still stopped: the reconnect attempt is bounded too.
+    let start = Instant::now();
+    assert!(b.read_at(&mut buf, 0).is_err());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    println!("read from a stopped server failed after {took:?}: {e}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    b.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [7; 4096]);
+    b.flush().unwrap();
+    // Shutdown while the server is stopped: dropping the client returns.
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    drop(b);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    drop(srv);
+}

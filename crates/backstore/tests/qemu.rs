@@ -172,11 +172,12 @@ fn killed_daemon_is_restarted_and_io_recovers() {
     let mut buf = [0u8; 4096];
     b.read_at(&mut buf, 5 << 20).unwrap();
     assert_eq!(buf, [0x11; 4096], "flushed write survived the crash");
-    // A write was unflushed when qcow2's caches died with the child: the
-    // next flush says so, once.
+    // A write was unflushed when qcow2's caches died with the child: every
+    // later flush and FUA write says so (until the object is re-opened).
     b.write_at(&[0x33; 4096], 7 << 20).unwrap();
     assert!(b.flush().is_err(), "possible loss not reported");
-    b.flush().unwrap();
+    assert!(b.flush().is_err(), "possible loss reported only once");
+    assert!(b.write_at_fua(&[0x44; 4096], 7 << 20).is_err());
     drop(b);
     assert!(!alive(pid2));
     run(

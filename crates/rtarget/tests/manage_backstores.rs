@@ -187,3 +187,90 @@ fn colliding_naa_designators_are_refused_and_reported() {
         "{stdout}"
     );
 }
+
+/// A hung NBD server (qemu-nbd stopped with SIGSTOP) behind a `user:nbd`
+/// LU: the initiator's READ fails with MEDIUM ERROR within the cfgstring's
+/// `io_timeout` instead of holding a worker forever, and the daemon shuts
+/// down with a command still in flight and the server still stopped
+/// (exiting non-zero: the final flush could not reach the server).
+#[test]
+fn hung_nbd_server_fails_commands_and_shutdown_completes() {
+    use common::initiator::{read10, write10, Client};
+    use std::time::Instant;
+    if !have("qemu-nbd") {
+        return;
+    }
+    let s = setup();
+    let img = s.config.with_file_name("nbd.img");
+    let sock = s.config.with_file_name("nbd.sock");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let nbd = Reaped(
+        Command::new("qemu-nbd")
+            .args(["-f", "raw", "-x", "exp", "-t", "-e", "4", "-k"])
+            .arg(&sock)
+            .arg(&img)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_path(&sock, Duration::from_secs(10));
+    let d = Daemon::start(&s.config, &s.socket, s.port);
+    let uri = format!("nbd+unix:///exp?socket={}&io_timeout=1", sock.display());
+    ok(
+        &s.socket,
+        &[
+            "/backstores/user:nbd",
+            "create",
+            "n1",
+            &format!("cfgstring={uri}"),
+        ],
+    );
+    demo_target(&s.socket, IQN, &["/backstores/user:nbd/n1"]);
+    let mut c = Client::connect(std::net::SocketAddr::from(([127, 0, 0, 1], s.port)));
+    c.login(Some(IQN), &[]);
+    c.clear_ua();
+    assert_eq!(c.write_cmd(&write10(0, 1), &[0x5a; 512]).status, 0);
+    let pid = nbd.0.id() as i32;
+    // SAFETY: signalling the test's own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
+    let took = start.elapsed();
+    assert_eq!(st, 2, "CHECK CONDITION");
+    assert_eq!(
+        sense(&c),
+        (3, 0x11, 0),
+        "MEDIUM ERROR, UNRECOVERED READ ERROR"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    println!("READ from a stopped NBD server failed after {took:?}");
+    // One more READ in flight, then shutdown.
+    let cmd = c.scsi_cmd_header(&read10(0, 1), true, false, 512);
+    let mut bhs = iscsi_wire::Bhs::default();
+    cmd.write_to(&mut bhs);
+    c.send(&bhs, &[]);
+    let start = Instant::now();
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(15));
+    let took = start.elapsed();
+    assert!(
+        st.is_some(),
+        "no exit within 15 s with the NBD server stopped"
+    );
+    println!("shutdown with a stopped NBD server took {took:?}");
+    // The shutdown flush cannot reach the server, and says so.
+    d.wait_line_within("rtarget: error", Duration::from_secs(5));
+    assert!(!st.unwrap().success());
+    assert!(
+        d.seen
+            .iter()
+            .any(|l| l.contains("some backstores could not be flushed")),
+        "{}",
+        d.seen.join("\n")
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}

@@ -45,6 +45,10 @@ pub(crate) struct DeviceState {
     pub sanitize: SanitizeState,
     /// ALUA target port groups and the access-state gate.
     pub alua: crate::alua::AluaState,
+    /// A failed flush: every later SYNCHRONIZE CACHE and FUA write fails
+    /// too, whatever the backstore answers (see `rw::flush`). Not cleared
+    /// by resets; only re-opening the storage object starts afresh.
+    pub flush_fault: backstore::FlushFault,
 }
 
 impl DeviceState {
@@ -62,6 +66,7 @@ impl DeviceState {
             copies: CopyResults::default(),
             sanitize: SanitizeState::default(),
             alua: crate::alua::AluaState::default(),
+            flush_fault: backstore::FlushFault::new(),
         }
     }
 

@@ -94,12 +94,14 @@ pub(crate) fn write_same(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult 
     // device server may unmap; LBPRZ=1 then makes the blocks read zero).
     if unmap && dev.thin() {
         deallocate(dev, r.start, r.end - r.start)?;
+        crate::rw::sync_if_write_through(dev)?;
         return Ok(Status::Good);
     }
     if zero_pattern {
         dev.backstore
             .write_zeroes(r.start, r.end - r.start)
             .map_err(CmdError::WriteError)?;
+        crate::rw::sync_if_write_through(dev)?;
         return Ok(Status::Good);
     }
     // Repeat the block into a reusable chunk and write it out.
@@ -163,6 +165,7 @@ pub(crate) fn unmap(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
         let r = byte_range(dev, lba, u64::from(n))?;
         deallocate(dev, r.start, r.end - r.start)?;
     }
+    crate::rw::sync_if_write_through(dev)?;
     Ok(Status::Good)
 }
 
@@ -366,6 +369,31 @@ mod tests {
         let thick = Rig::new();
         let (o, _) = thick.run(&unmap_cdb(8), &[0u8; 8]);
         assert_eq!(sense_of(&o), Some((5, 0x20, 0)));
+    }
+
+    /// With the write cache off (emulate_write_cache=0, or MODE SELECT
+    /// WCE=0) a deallocation or zeroing is durable before GOOD, like a
+    /// WRITE: the core flushes a backstore that has a volatile cache.
+    #[test]
+    fn write_through_deallocation_and_zeroing_are_flushed() {
+        let t = Rig::thin();
+        let p = unmap_params(&[(0, 1), (2, 2)]);
+        let cases = [
+            (unmap_cdb(p.len()), p),
+            (ws10(0x08, 0, 4), vec![0u8; 512]),
+            (ws16(0, 8, 4), vec![0u8; 512]),
+            (ws16(0x01, 8, 4), vec![]),
+        ];
+        for wce in [true, false] {
+            t.dev.state.mode.wce.store(wce, Ordering::Relaxed);
+            for (cdb, data) in &cases {
+                let before = t.store.flushes();
+                let (o, _) = t.run(cdb, data);
+                assert_eq!(o.status, Status::Good, "{cdb:02x?}");
+                let want = usize::from(!wce);
+                assert_eq!(t.store.flushes() - before, want, "wce={wce} {cdb:02x?}");
+            }
+        }
     }
 
     #[test]

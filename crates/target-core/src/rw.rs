@@ -90,13 +90,44 @@ pub(crate) fn read(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
 /// Write `buf` at `offset`, durable before returning when FUA is asked or
 /// the write cache is off.
 pub(crate) fn write_buf(ctx: &Ctx<'_>, fua: bool, buf: &[u8], offset: u64) -> Result<(), CmdError> {
-    let bs = &ctx.dev.backstore;
-    let res = if fua || !ctx.dev.wce() {
-        bs.write_at_fua(buf, offset)
+    write_to(ctx.dev, fua, buf, offset)
+}
+
+/// [`write_buf`] on any device (EXTENDED COPY writes to another LU). A
+/// durable write is refused once a flush failed: it cannot vouch for the
+/// writes before it.
+pub(crate) fn write_to(dev: &Device, fua: bool, buf: &[u8], offset: u64) -> Result<(), CmdError> {
+    let bs = &dev.backstore;
+    let res = if fua || !dev.wce() {
+        dev.state
+            .flush_fault
+            .check()
+            .and_then(|()| bs.write_at_fua(buf, offset))
     } else {
         bs.write_at(buf, offset)
     };
     res.map_err(CmdError::WriteError)
+}
+
+/// Make every completed write durable. A failure sticks: the kernel reports
+/// a writeback error to one fsync only, and a backstore may not remember it,
+/// so the next SYNCHRONIZE CACHE must not answer GOOD for data that was lost.
+pub(crate) fn flush(dev: &Device) -> Result<(), CmdError> {
+    let fault = &dev.state.flush_fault;
+    fault.check().map_err(CmdError::WriteError)?;
+    dev.backstore
+        .flush()
+        .map_err(|e| CmdError::WriteError(fault.record(&dev.options.name, &e.to_string())))
+}
+
+/// After a change that does not go through `write_at_fua` (deallocation,
+/// zeroing, copies): with the write cache off it must be durable before
+/// GOOD, like a WRITE. A backstore without a volatile cache already is.
+pub(crate) fn sync_if_write_through(dev: &Device) -> Result<(), CmdError> {
+    if dev.wce() || !dev.state.caps.write_cache {
+        return Ok(());
+    }
+    flush(dev)
 }
 
 /// The Data-Out of a write and the range it covers. When the initiator's
@@ -229,7 +260,7 @@ pub(crate) fn write_verify(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResul
 pub(crate) fn sync_cache(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     let rw = ctx.cdb.rw();
     byte_range(ctx.dev, rw.lba, u64::from(rw.blocks))?;
-    ctx.dev.backstore.flush().map_err(CmdError::WriteError)?;
+    flush(ctx.dev)?;
     Ok(Status::Good)
 }
 
@@ -381,6 +412,41 @@ mod tests {
         let (o, _) = t.run(&rw10(0x2a, 0, 0, 1), &[0u8; 512]);
         assert_eq!(sense_of(&o), Some((3, 0x0c, 0)));
         t.expect_sense(&rw10(0x35, 0, 0, 0), 3, 0x0c, 0);
+    }
+
+    /// A flush failure sticks to the LU: the kernel reports a writeback
+    /// error to one fsync only, so a later SYNCHRONIZE CACHE that reached
+    /// the backstore would answer GOOD for lost data.
+    #[test]
+    fn a_failed_flush_fails_every_later_sync_and_fua_write() {
+        let t = Rig::new();
+        t.run(&rw10(0x2a, 0, 0, 1), &[1u8; 512]);
+        t.store.fail(true);
+        t.expect_sense(&rw10(0x35, 0, 0, 0), 3, 0x0c, 0);
+        t.store.fail(false);
+        for _ in 0..2 {
+            t.expect_sense(&rw10(0x35, 0, 0, 0), 3, 0x0c, 0);
+            t.expect_sense(&rw16(0x91, 0, 0, 0), 3, 0x0c, 0);
+            let (o, _) = t.run(&rw10(0x2a, 0x08, 0, 1), &[2u8; 512]);
+            assert_eq!(sense_of(&o), Some((3, 0x0c, 0)), "FUA write");
+        }
+        // A LOGICAL UNIT RESET does not clear it; reads and cached writes go on.
+        t.table
+            .task_management(&t.me, crate::TmfFunction::LogicalUnitReset, 0);
+        let (o, _) = t.run(&rw10(0x35, 0, 0, 0), &[]);
+        assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "reset UA first");
+        t.expect_sense(&rw10(0x35, 0, 0, 0), 3, 0x0c, 0);
+        t.ok(&rw10(0x28, 0, 0, 1));
+        let (o, _) = t.run(&rw10(0x2a, 0, 0, 1), &[3u8; 512]);
+        assert_eq!(o.status, Status::Good);
+        // Write cache off: every write must be durable, so every write fails.
+        t.dev
+            .state
+            .mode
+            .wce
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let (o, _) = t.run(&rw10(0x2a, 0, 0, 1), &[4u8; 512]);
+        assert_eq!(sense_of(&o), Some((3, 0x0c, 0)));
     }
 
     #[test]

@@ -285,9 +285,8 @@ fn copy_segment(
                 .map_err(CmdError::ReadError)?;
         }
         let _order = ddev.io_shared();
-        ddev.backstore
-            .write_at(scratch, dr.start + off)
-            .map_err(CmdError::WriteError)?;
+        // Durable before GOOD when the destination's write cache is off.
+        crate::rw::write_to(ddev, false, scratch, dr.start + off)?;
         off += n as u64;
     }
     Ok(())
@@ -438,6 +437,26 @@ mod tests {
             0x24,
             0,
         );
+    }
+
+    /// Write cache off: the copied blocks are durable before GOOD (each
+    /// chunk goes to the destination as a FUA write, as a WRITE's would).
+    #[test]
+    fn write_through_copy_is_durable() {
+        let t = Rig::new();
+        let p = params(7, 0, &[target_desc(&t)], &[seg(0, 0, 4, 0, 100)]);
+        for wce in [true, false] {
+            t.dev
+                .state
+                .mode
+                .wce
+                .store(wce, std::sync::atomic::Ordering::Relaxed);
+            let before = t.store.fua_writes() + t.store.flushes();
+            let (o, _) = t.run(&xcopy_cdb(p.len()), &p);
+            assert_eq!(o.status, Status::Good, "{:?}", sense_of(&o));
+            let synced = t.store.fua_writes() + t.store.flushes() - before;
+            assert_eq!(synced > 0, !wce, "wce={wce}: {synced} syncs");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl FileBackstore {
                 self.file.set_len(new_size)?;
                 // The new length must survive a crash before initiators
                 // are told about it and write there.
-                self.file.sync_all()?;
+                self.wb.sync(&self.file, true)?;
             }
         }
         self.size.store(new_size, Ordering::Release);

@@ -1,7 +1,8 @@
 //! The built-in handlers: `qcow` (native qcow2; the config string is the
 //! image path, created sparse with 64 KiB clusters when missing and a size
 //! is given), `nbd` (an NBD server: `nbd://IP[:PORT]/EXPORT` or
-//! `nbd+unix:///EXPORT?socket=PATH`; the size is the server's) and `qemu`
+//! `nbd+unix:///EXPORT?socket=PATH`, optionally with `io_timeout=SECONDS`
+//! and `connect_timeout=SECONDS` query keys; the size is the server's) and `qemu`
 //! (any QEMU image format through qemu-storage-daemon; see
 //! [`crate::qemu::QemuConfig`] for the string; `qemu-img create` makes a
 //! missing image when a size is given).
@@ -11,11 +12,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Handler, HandlerError, OpenRequest, SizePolicy};
 use crate::{
-    Backstore, NbdAddr, NbdBackstore, Qcow2Backstore, Qcow2Options, QemuBackstore, QemuConfig,
-    QemuOptions,
+    Backstore, NbdAddr, NbdBackstore, NbdTimeouts, Qcow2Backstore, Qcow2Options, QemuBackstore,
+    QemuConfig, QemuOptions,
 };
 
 /// Every built-in handler.
@@ -93,7 +95,7 @@ impl Handler for Nbd {
     handler_identity!(
         "nbd",
         "NBD",
-        "nbd://IP[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH"
+        "nbd://IP[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH, plus ?io_timeout=S&connect_timeout=S (0: none)"
     );
     fn size_policy(&self) -> SizePolicy {
         SizePolicy::FromHandler
@@ -102,8 +104,8 @@ impl Handler for Nbd {
         parse_nbd_uri(config).map(|_| ())
     }
     fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
-        let (addr, export) = parse_nbd_uri(req.config)?;
-        let n = NbdBackstore::connect(addr, &export)
+        let (addr, export, timeouts) = parse_nbd_config(req.config)?;
+        let n = NbdBackstore::connect_with(addr, &export, 1, timeouts)
             .map_err(|e| io_error(&e, format!("cannot connect to {}: {e}", req.config)))?;
         Ok(Arc::new(n))
     }
@@ -112,21 +114,43 @@ impl Handler for Nbd {
 /// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
 /// to an address and export name. HOST is an IP address (IPv6 in brackets).
 pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String), HandlerError> {
+    parse_nbd_config(uri).map(|(addr, export, _)| (addr, export))
+}
+
+/// [`parse_nbd_uri`] plus the timeouts from the query: `io_timeout=S`
+/// and `connect_timeout=S` in seconds (fractions allowed; 0: no timeout;
+/// defaults [`crate::nbd::DEFAULT_IO_TIMEOUT`] and
+/// [`crate::nbd::DEFAULT_CONNECT_TIMEOUT`]).
+pub fn parse_nbd_config(uri: &str) -> Result<(NbdAddr, String, NbdTimeouts), HandlerError> {
     let usage = "expected nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH";
     let bad = |what: &str| HandlerError::Config(format!("{uri}: {what}{usage}"));
-    if let Some(rest) = uri.strip_prefix("nbd+unix://") {
-        let (path, query) = rest
-            .split_once('?')
-            .ok_or_else(|| bad("no ?socket=PATH; "))?;
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let mut socket = None;
+    let mut timeouts = NbdTimeouts::default();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "socket" => socket = Some(v),
+            "io_timeout" => timeouts.io = seconds(uri, k, v)?,
+            "connect_timeout" => timeouts.connect = seconds(uri, k, v)?,
+            _ => {
+                return Err(HandlerError::Config(format!(
+                    "{uri}: unknown key {k:?} (known: socket, io_timeout, connect_timeout)"
+                )))
+            }
+        }
+    }
+    if let Some(path) = base.strip_prefix("nbd+unix://") {
         let export = path.strip_prefix('/').unwrap_or(path);
-        let socket = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("socket="))
+        let socket = socket
             .filter(|s| s.starts_with('/'))
             .ok_or_else(|| bad("socket=PATH must be an absolute path; "))?;
-        return Ok((NbdAddr::Unix(socket.into()), export.to_string()));
+        return Ok((NbdAddr::Unix(socket.into()), export.to_string(), timeouts));
     }
-    let rest = uri.strip_prefix("nbd://").ok_or_else(|| bad(""))?;
+    let rest = base.strip_prefix("nbd://").ok_or_else(|| bad(""))?;
+    if socket.is_some() {
+        return Err(bad("socket= is for nbd+unix:// only; "));
+    }
     let (hostport, export) = rest.split_once('/').unwrap_or((rest, ""));
     let addr = match hostport.parse::<SocketAddr>() {
         Ok(a) => a,
@@ -138,7 +162,20 @@ pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String), HandlerError> {
             SocketAddr::new(ip, 10809)
         }
     };
-    Ok((NbdAddr::Tcp(addr), export.to_string()))
+    Ok((NbdAddr::Tcp(addr), export.to_string(), timeouts))
+}
+
+/// A timeout in seconds; 0 turns it off.
+fn seconds(uri: &str, key: &str, v: &str) -> Result<Option<Duration>, HandlerError> {
+    match v.parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(s) if s.is_finite() && (0.001..=86_400.0).contains(&s) => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        _ => Err(HandlerError::Config(format!(
+            "{uri}: {key}={v:?} is not a number of seconds from 0.001 to 86400 (0: no timeout)"
+        ))),
+    }
 }
 
 /// Any QEMU image format, served by a supervised qemu-storage-daemon.
@@ -225,12 +262,39 @@ mod tests {
             "http://1.2.3.4/",
             "nbd+unix:///x",
             "nbd+unix:///x?socket=rel",
+            "nbd://1.2.3.4/x?io_timeout=soon",
+            "nbd://1.2.3.4/x?io_timeout=-1",
+            "nbd://1.2.3.4/x?connect_timeout=1e9",
+            "nbd://1.2.3.4/x?osd_op_timeout=3",
+            "nbd://1.2.3.4/x?socket=/a",
         ] {
             assert!(
                 matches!(parse_nbd_uri(bad), Err(HandlerError::Config(_))),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn nbd_timeouts_from_the_query() {
+        let (_, e, t) = parse_nbd_config("nbd://127.0.0.1/disk").unwrap();
+        assert_eq!((e.as_str(), t), ("disk", NbdTimeouts::default()));
+        assert_eq!(t.io, Some(crate::nbd::DEFAULT_IO_TIMEOUT));
+        let (a, e, t) =
+            parse_nbd_config("nbd://127.0.0.1:10810/disk?io_timeout=2.5&connect_timeout=0")
+                .unwrap();
+        assert_eq!(a, NbdAddr::Tcp("127.0.0.1:10810".parse().unwrap()));
+        assert_eq!(e, "disk", "the query is not part of the export name");
+        assert_eq!(t.io, Some(Duration::from_millis(2500)));
+        assert_eq!(t.connect, None);
+        let (a, e, t) =
+            parse_nbd_config("nbd+unix:///exp?io_timeout=7&socket=/run/n.sock").unwrap();
+        assert_eq!(
+            (a, e.as_str()),
+            (NbdAddr::Unix("/run/n.sock".into()), "exp")
+        );
+        assert_eq!(t.io, Some(Duration::from_secs(7)));
+        assert_eq!(t.connect, Some(crate::nbd::DEFAULT_CONNECT_TIMEOUT));
     }
 
     /// qcow through the registry: created when missing with a size, an
