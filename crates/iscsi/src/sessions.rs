@@ -93,9 +93,7 @@ pub fn find_acl<'a>(tpg: &'a TpgConfig, initiator: &str) -> Option<&'a crate::Ac
 /// `generate_node_acls=1`: initiators without an ACL log in and see the
 /// TPG's LUNs.
 pub fn demo_mode(tpg: &TpgConfig) -> bool {
-    tpg.attributes
-        .get("generate_node_acls")
-        .is_some_and(|v| matches!(v.trim(), "1" | "true" | "True" | "yes"))
+    tpg.attributes.generate_node_acls
 }
 
 /// Shared between the server's registry and the session's thread.
@@ -270,16 +268,16 @@ mod tests {
                 initiator: "iqn.x:Init".into(),
                 luns: table(&[(3, &a, true)]),
                 chap: None,
-                authentication: None,
+                attributes: Default::default(),
             }],
-            attributes: BTreeMap::new(),
+            attributes: Default::default(),
+            chap: None,
             parameters: BTreeMap::new(),
         };
         let (t, acl) = table_for(&tpg, "IQN.X:init").unwrap();
         assert!(acl && t.luns[0].id == 3);
         assert!(table_for(&tpg, "iqn.other").is_none());
-        tpg.attributes
-            .insert("generate_node_acls".into(), "1".into());
+        tpg.attributes.generate_node_acls = true;
         let (t, acl) = table_for(&tpg, "iqn.other").unwrap();
         assert!(!acl && t.luns[0].id == 0);
     }

@@ -92,7 +92,11 @@ fn pool_server(
             portals: vec![],
             luns,
             acls: vec![],
-            attributes: [("generate_node_acls".to_string(), "1".to_string())].into(),
+            attributes: config::TpgAttributes {
+                generate_node_acls: true,
+                ..Default::default()
+            },
+            chap: None,
             parameters: Default::default(),
         }],
     });

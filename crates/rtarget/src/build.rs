@@ -12,7 +12,7 @@
 //! is an error: serving a target with a LUN silently missing is worse than
 //! not starting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use backstore::{
     Backstore, CryptBackstore, FileBackstore, FileOptions, NbdAddr, NullBackstore, RamBackstore,
 };
-use config::{attr_bool, parse_ip, value_string, SaveConfig, StorageObject, Tpg};
+use config::{parse_ip, value_string, SaveConfig, StorageObject, Tpg};
 use iscsi::{AclConfig, ChapCredentials, TargetConfig, TpgConfig};
 use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
 
@@ -176,12 +176,14 @@ pub fn tpg_config(
     tag: u16,
     devices: &HashMap<String, Arc<Device>>,
 ) -> Result<TpgConfig> {
+    // The one typed reading of the attributes (validation refused what it
+    // refuses; a file that skipped it still cannot be served two ways).
+    let attributes = config::TpgAttributes::parse(&tpg.attributes, !tpg.node_acls.is_empty())
+        .map_err(|e| anyhow!(e.join("; ")))?;
     // The TPG's own LUN table serves demo-mode (generated) sessions only,
     // so demo_mode_write_protect decides whether those mappings are
     // read-only; ACL sessions get their mapped LUNs' write_protect.
-    let write_protect = attr_bool(&tpg.attributes, "demo_mode_write_protect")
-        .map_err(|e| anyhow!(e))?
-        .unwrap_or(false);
+    let write_protect = attributes.demo_mode_write_protect;
     let mut luns = Vec::new();
     for lun in &tpg.luns {
         // Validation already reported LUNs of unsupported objects.
@@ -200,33 +202,11 @@ pub fn tpg_config(
             .ok_or_else(|| anyhow!("invalid portal address {:?}", p.ip_address))?;
         portals.push(SocketAddr::new(ip, p.port));
     }
-    let strings = |m: &serde_json::Map<String, serde_json::Value>| -> BTreeMap<String, String> {
-        m.iter()
-            .map(|(k, v)| (k.clone(), value_string(v)))
-            .collect()
-    };
-    let mut attributes = strings(&tpg.attributes);
-    // rtslib saves TPG credentials as `chap_<name>`; the fabric reads them
-    // under targetcli's `set auth` names.
-    for (k, v) in &tpg.extra {
-        if let Some(name) = k.strip_prefix("chap_") {
-            if crate::ops_edit::AUTH.contains(&name) {
-                attributes.insert(name.to_string(), value_string(v));
-            }
-        }
-    }
-    // A hand-written TPG without generate_node_acls and without ACLs would
-    // admit nobody under LIO's default (0); rtarget serves it in demo mode
-    // as it always did. With ACLs listed the default is LIO's.
-    if !attributes.contains_key("generate_node_acls") {
-        let demo = if tpg.node_acls.is_empty() { "1" } else { "0" };
-        attributes.insert("generate_node_acls".into(), demo.into());
-    }
     let acls = tpg
         .node_acls
         .iter()
-        .map(|acl| acl_config(acl, &luns))
-        .collect();
+        .map(|acl| acl_config(acl, &luns).with_context(|| format!("node ACL {}", acl.node_wwn)))
+        .collect::<Result<_>>()?;
     Ok(TpgConfig {
         tag,
         relative_port_id: tag,
@@ -235,13 +215,19 @@ pub fn tpg_config(
         luns: Arc::new(LunTable { luns }),
         acls,
         attributes,
-        parameters: strings(&tpg.parameters),
+        // rtslib saves TPG credentials as `chap_<name>`.
+        chap: chap_from(&tpg.extra),
+        parameters: tpg
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), value_string(v)))
+            .collect(),
     })
 }
 
 /// One node ACL: its mapped LUNs point at the TPG's LUNs (mappings of
 /// LUNs that are not served were reported by validation and are skipped).
-fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> AclConfig {
+fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> Result<AclConfig> {
     let mut luns: Vec<Lun> = acl
         .mapped_luns
         .iter()
@@ -255,17 +241,13 @@ fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> AclConfig {
         })
         .collect();
     luns.sort_by_key(|l| l.id);
-    AclConfig {
+    Ok(AclConfig {
         initiator: acl.node_wwn.clone(),
         luns: Arc::new(LunTable { luns }),
         chap: chap_from(&acl.extra),
-        // LIO's node attribute: 1/0 decide, anything else (-1) inherits.
-        authentication: match acl.attributes.get("authentication").map(value_string) {
-            Some(v) if v.trim() == "1" => Some(true),
-            Some(v) if v.trim() == "0" => Some(false),
-            _ => None,
-        },
-    }
+        attributes: config::AclAttributes::parse(&acl.attributes)
+            .map_err(|e| anyhow!(e.join("; ")))?,
+    })
 }
 
 /// rtslib's `chap_userid`/`chap_password`/`chap_mutual_*` keys; both of a
@@ -286,8 +268,9 @@ pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapC
 
 /// `None` for plugins rtarget does not serve (already warned about).
 pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<Arc<Device>>> {
-    let attr = |k: &str| attr_bool(&so.attributes, k).map_err(|e| anyhow!(e));
-    let block_size = so.block_size().map_err(|e| anyhow!(e))?;
+    let attrs =
+        config::ObjectAttributes::parse(&so.attributes).map_err(|e| anyhow!(e.join("; ")))?;
+    let block_size = attrs.block_size;
     // Whether the backstore bypasses the page cache (picks the I/O engine).
     let mut direct = false;
     let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
@@ -303,11 +286,11 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
                 write_back: so.write_back.unwrap_or(false),
                 exclusive: so.plugin == "block" && so.exclusive.unwrap_or(true),
                 // LIO's is_nonrot attribute, else what the kernel says.
-                rotational: attr("is_nonrot")?.map(|nonrot| !nonrot),
-                read_only: so.readonly.unwrap_or(false) || attr("readonly")?.unwrap_or(false),
+                rotational: attrs.is_nonrot.map(|nonrot| !nonrot),
+                read_only: so.readonly.unwrap_or(false) || attrs.readonly,
                 // rtarget extension: bypass the page cache. `block` does by
                 // default, as LIO's iblock submits bios below the page cache.
-                direct: attr("o_direct")?.unwrap_or(so.plugin == "block"),
+                direct: attrs.o_direct.unwrap_or(so.plugin == "block"),
                 ..FileOptions::new(dev)
             };
             let f = FileBackstore::open(&opts).with_context(|| format!("cannot open {dev}"))?;
@@ -347,13 +330,13 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
         _ => return Ok(None),
     };
     let wwn = so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path()));
-    let backstore = if attr("encryption")?.unwrap_or(false) {
+    let backstore = if attrs.encryption {
         encrypt(backstore, &wwn, pr_dir)?
     } else {
         backstore
     };
     // rtarget extension (SPDK's bdev QoS): throughput / IOPS limits.
-    let backstore = backstore::with_qos(backstore, qos_limits(so)?);
+    let backstore = backstore::with_qos(backstore, qos_limits(&attrs)?);
     let size = backstore.size();
     if size < u64::from(block_size) {
         bail!("size {size} is smaller than one block ({block_size} bytes)");
@@ -362,19 +345,18 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
         tracing::warn!(object = %so.path(), size, block_size, "size is not a multiple of block_size; the tail is not exported");
     }
     let caps = backstore.capabilities();
-    let write_cache = attr("emulate_write_cache")?.unwrap_or(caps.write_cache);
+    let write_cache = attrs.emulate_write_cache.unwrap_or(caps.write_cache);
     if caps.write_cache && !write_cache {
         tracing::warn!(
             object = %so.path(),
             "emulate_write_cache=0 on a write-back backstore: initiators will not flush, so a host crash can lose acknowledged writes; set write_back=false"
         );
     }
-    let thin_wanted =
-        attr("emulate_tpu")?.unwrap_or(false) || attr("emulate_tpws")?.unwrap_or(false);
+    let thin_wanted = attrs.emulate_tpu || attrs.emulate_tpws;
     if thin_wanted && !caps.discard {
         tracing::warn!(object = %so.path(), "thin provisioning requested but the backstore cannot discard; not offered");
     }
-    let io_engine = io_engine(so, direct)?;
+    let io_engine = io_engine(so, &attrs, direct);
     let options = DeviceOptions {
         name: so.name.clone(),
         wwn,
@@ -390,7 +372,7 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
     let device = Device::new(options, backstore);
     // rtarget's own attribute (LIO has none): a removable medium that can be
     // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
-    if attr("removable")?.unwrap_or(false) {
+    if attrs.removable {
         device.set_removable(true);
     }
     if let Some(dir) = pr_dir {
@@ -408,18 +390,13 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
 /// rtarget's QoS storage-object attributes: `qos_rw_mbytes_per_sec`
 /// (MiB/s) and `qos_rw_ios_per_sec`, reads and writes together; 0 or
 /// absent means no limit.
-pub fn qos_limits(so: &StorageObject) -> Result<backstore::QosLimits> {
-    let get = |k: &str| {
-        config::attr_u64(&so.attributes, k)
-            .map_err(|e| anyhow!(e))
-            .map(|v| v.unwrap_or(0))
-    };
-    let mib = get("qos_rw_mbytes_per_sec")?;
+pub fn qos_limits(attrs: &config::ObjectAttributes) -> Result<backstore::QosLimits> {
+    let mib = attrs.qos_rw_mbytes_per_sec;
     Ok(backstore::QosLimits {
         bytes_per_sec: mib
             .checked_mul(1 << 20)
             .ok_or_else(|| anyhow!("qos_rw_mbytes_per_sec {mib} is too large"))?,
-        ios_per_sec: get("qos_rw_ios_per_sec")?,
+        ios_per_sec: attrs.qos_rw_ios_per_sec,
     })
 }
 
@@ -427,24 +404,22 @@ pub fn qos_limits(so: &StorageObject) -> Result<backstore::QosLimits> {
 /// `pool`/`1`), else the backstore's default: the worker pool where an I/O
 /// can block for long (O_DIRECT files and devices, NBD-based backstores),
 /// the connection thread for page-cache, RAM, null and qcow2 backstores.
-pub fn io_engine(so: &StorageObject, direct: bool) -> Result<IoEngine> {
-    if let Some(v) = so.attributes.get("io_engine") {
-        return match value_string(v).trim().to_ascii_lowercase().as_str() {
-            "inline" | "0" => Ok(IoEngine::Inline),
-            "pool" | "1" => Ok(IoEngine::Pool),
-            other => bail!("attribute io_engine: {other:?} is not inline (0) or pool (1)"),
-        };
+pub fn io_engine(so: &StorageObject, attrs: &config::ObjectAttributes, direct: bool) -> IoEngine {
+    match attrs.io_engine {
+        Some(config::IoEngineChoice::Inline) => return IoEngine::Inline,
+        Some(config::IoEngineChoice::Pool) => return IoEngine::Pool,
+        None => {}
     }
     let slow = match so.plugin.as_str() {
         "fileio" | "block" => direct,
         "user" => !matches!(so.user_config(), Some(("qcow", _))),
         _ => false,
     };
-    Ok(if slow {
+    if slow {
         IoEngine::Pool
     } else {
         IoEngine::Inline
-    })
+    }
 }
 
 /// rtarget's `encryption` attribute (an extension; LIO has none): store the
@@ -585,7 +560,7 @@ mod tests {
         assert_eq!(ids, [0, 3]);
         assert!(tpg.luns.luns.iter().all(|l| l.write_protect));
         assert_eq!(tpg.parameters["ImmediateData"], "Yes");
-        assert_eq!(tpg.attributes["demo_mode_write_protect"], "1");
+        assert!(tpg.attributes.demo_mode_write_protect);
         assert!(!rt.targets[0].tpgs[1].enable);
         // Only enabled TPGs' portals are listened on.
         assert_eq!(
@@ -622,26 +597,70 @@ mod tests {
         assert_eq!((d.userid.as_str(), d.mutual_userid), ("du", None));
         let tpg = &rt.targets[0].tpgs[0];
         // ACLs listed, no generate_node_acls: LIO's default (0).
-        assert_eq!(tpg.attributes["generate_node_acls"], "0");
+        assert!(!tpg.attributes.generate_node_acls);
         // No ACLs and no attribute: served in demo mode as before.
-        assert_eq!(rt.targets[0].tpgs[1].attributes["generate_node_acls"], "1");
+        assert!(rt.targets[0].tpgs[1].attributes.generate_node_acls);
         let (h1, h2) = (&tpg.acls[0], &tpg.acls[1]);
         assert_eq!(h1.initiator, "iqn.2026-11.x:h1");
         let l = &h1.luns.luns[0];
         assert_eq!((l.id, l.write_protect), (7, true));
         assert!(Arc::ptr_eq(&l.device, &tpg.luns.luns[0].device));
         assert_eq!(h1.chap.as_ref().unwrap().userid, "u");
-        assert_eq!(h1.authentication, None);
+        assert_eq!(h1.attributes.authentication, None);
         // demo_mode_write_protect does not reach ACL mappings.
         assert!(!h2.luns.luns[0].write_protect);
         assert!(tpg.luns.luns[0].write_protect);
-        assert_eq!((h2.chap.is_none(), h2.authentication), (true, Some(true)));
+        assert_eq!(
+            (h2.chap.is_none(), h2.attributes.authentication),
+            (true, Some(true))
+        );
         let off: SaveConfig = serde_json::from_value(json!({
             "fabric_modules": [{"name": "iscsi", "discovery_enable_auth": false,
                 "discovery_userid": "du", "discovery_password": "dpassword123"}]
         }))
         .unwrap();
         assert!(discovery_auth(&off).is_none());
+    }
+
+    /// Issue 9 item 1 at load: an out-of-range attribute stops the build
+    /// (even of a file validation never saw), naming attribute, value and
+    /// the allowed values; it is never read as "off" by the fabric.
+    #[test]
+    fn out_of_range_attributes_stop_the_build() {
+        for (tpg_attrs, acl_attrs, want) in [
+            (
+                json!({"authentication": 2}),
+                json!({}),
+                "attribute authentication: 2",
+            ),
+            (
+                json!({"generate_node_acls": -1}),
+                json!({}),
+                "generate_node_acls: -1",
+            ),
+            (
+                json!({"demo_mode_write_protect": "yes"}),
+                json!({}),
+                "demo_mode_write_protect: \"yes\"",
+            ),
+            (json!({}), json!({"tmr_cold_reset": 2}), "tmr_cold_reset: 2"),
+            (json!({}), json!({"authentication": 2}), "authentication: 2"),
+        ] {
+            let cfg: SaveConfig = serde_json::from_value(json!({
+                "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.x:a", "tpgs": [
+                    {"tag": 1, "attributes": tpg_attrs, "chap_userid": "u", "chap_password": "p12345678901",
+                     "node_acls": [{"node_wwn": "iqn.2026-11.x:h1", "attributes": acl_attrs}]}
+                ]}]
+            }))
+            .unwrap();
+            let e = format!("{:#}", build(&cfg, None).err().expect(want));
+            assert!(e.contains(want) && e.contains("(allowed: "), "{e}");
+        }
+        let so: StorageObject = serde_json::from_value(json!({"plugin": "ramdisk", "name": "r",
+            "size": 65536, "attributes": {"emulate_write_cache": 2}}))
+        .unwrap();
+        let e = format!("{:#}", open_device(&so, None).err().unwrap());
+        assert!(e.contains("emulate_write_cache: 2 is not allowed"), "{e}");
     }
 
     /// The wrapper forwards to the nbd handler's parser (every URI form is
@@ -733,7 +752,8 @@ mod tests {
                 "dev": dir.path().join("x.img"), "size": 1048576, "attributes": attrs}))
             .unwrap()
         };
-        let eng = |o: &StorageObject, direct| io_engine(o, direct).unwrap();
+        let attrs = |o: &StorageObject| config::ObjectAttributes::parse(&o.attributes);
+        let eng = |o: &StorageObject, direct| io_engine(o, &attrs(o).unwrap(), direct);
         assert_eq!(eng(&so("fileio", json!({})), false), IoEngine::Inline);
         assert_eq!(eng(&so("fileio", json!({})), true), IoEngine::Pool);
         assert_eq!(eng(&so("block", json!({})), true), IoEngine::Pool);
@@ -754,7 +774,7 @@ mod tests {
             eng(&so("fileio", json!({"io_engine": "0"})), true),
             IoEngine::Inline
         );
-        assert!(io_engine(&so("fileio", json!({"io_engine": "fast"})), false).is_err());
+        assert!(attrs(&so("fileio", json!({"io_engine": "fast"}))).is_err());
         let mut nbd = so("user", json!({}));
         nbd.extra
             .insert("config".into(), json!("nbd/nbd://127.0.0.1/e"));
@@ -764,14 +784,18 @@ mod tests {
             .insert("config".into(), json!("qcow//tmp/a.qcow2"));
         assert_eq!(eng(&qcow, false), IoEngine::Inline);
 
-        let q = qos_limits(&so(
-            "fileio",
-            json!({"qos_rw_mbytes_per_sec": 8, "qos_rw_ios_per_sec": "100"}),
-        ))
+        let q = qos_limits(
+            &attrs(&so(
+                "fileio",
+                json!({"qos_rw_mbytes_per_sec": 8, "qos_rw_ios_per_sec": "100"}),
+            ))
+            .unwrap(),
+        )
         .unwrap();
         assert_eq!((q.bytes_per_sec, q.ios_per_sec), (8 << 20, 100));
-        assert!(qos_limits(&so("fileio", json!({}))).unwrap().is_unlimited());
-        assert!(qos_limits(&so("fileio", json!({"qos_rw_ios_per_sec": "x"}))).is_err());
+        let none = attrs(&so("fileio", json!({}))).unwrap();
+        assert!(qos_limits(&none).unwrap().is_unlimited());
+        assert!(attrs(&so("fileio", json!({"qos_rw_ios_per_sec": "x"}))).is_err());
         // The attribute reaches the device, which opens (and reads) normally.
         let o = so(
             "fileio",
