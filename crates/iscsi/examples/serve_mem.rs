@@ -2,7 +2,6 @@
 //! `cargo run --release -p iscsi --example serve_mem -- PORT [SIZE_MIB] [IQN]`.
 //! `CHAP=user:secret` in the environment turns on CHAP authentication.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -91,7 +90,7 @@ fn main() -> io::Result<()> {
             acls: vec![],
             attributes,
             chap,
-            parameters: BTreeMap::new(),
+            offer: Default::default(),
         }],
     });
     let bound = server.listen(addr)?;

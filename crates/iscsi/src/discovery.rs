@@ -174,7 +174,6 @@ impl Session {
 mod tests {
     use super::*;
     use crate::TpgConfig;
-    use std::collections::BTreeMap;
     use target_core::LunTable;
 
     fn target(iqn: &str, portals: &[&str], enable: bool) -> Arc<TargetConfig> {
@@ -189,7 +188,7 @@ mod tests {
                 acls: vec![],
                 attributes: Default::default(),
                 chap: None,
-                parameters: BTreeMap::new(),
+                offer: Default::default(),
             }],
         })
     }

@@ -12,7 +12,6 @@
 //! PUBLIC API CONTRACT (used by the `rtarget` binary): the items below keep
 //! these names and signatures; add to them, don't rename them.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use target_core::LunTable;
 
 pub use iscsi_wire::chap::ChapCredentials;
+pub use iscsi_wire::negotiate::TargetOffer;
 
 mod conn;
 mod dataout;
@@ -61,10 +61,28 @@ pub struct TpgConfig {
     /// CHAP credentials of initiators without an ACL (targetcli's `set
     /// auth` on the TPG; rtslib's `chap_*` keys).
     pub chap: Option<ChapCredentials>,
-    /// iSCSI parameters as in targetcli (`MaxRecvDataSegmentLength`,
-    /// `ImmediateData`, `InitialR2T`, `HeaderDigest`, ...): the target's
-    /// offers and limits for negotiation.
-    pub parameters: BTreeMap<String, String>,
+    /// The target's offers and limits for negotiation: the TPG's iSCSI
+    /// parameters (`MaxRecvDataSegmentLength`, `ImmediateData`,
+    /// `InitialR2T`, `HeaderDigest`, ...) parsed once by whoever builds the
+    /// configuration ([`tpg_offer`]).
+    pub offer: TargetOffer,
+}
+
+/// The negotiation offer of a TPG with these iSCSI parameters (RFC 7143
+/// key names as targetcli shows them; keys the target does not negotiate,
+/// such as LIO's markers, are ignored). A value out of its range is an
+/// error naming the key.
+pub fn tpg_offer<'a, I>(parameters: I) -> Result<TargetOffer, String>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut offer = TargetOffer::default();
+    for (k, v) in parameters {
+        offer
+            .apply_parameter(k, v)
+            .map_err(|e| format!("parameter {k}: {e}"))?;
+    }
+    Ok(offer)
 }
 
 /// One node ACL of a TPG (targetcli `/iscsi/WWN/tpgN/acls/IQN`).

@@ -144,11 +144,7 @@ fn build_offer_for(tpg: Option<&TpgConfig>, acl: Option<&AclConfig>) -> TargetOf
     let mut offer = TargetOffer::default();
     if let Some(t) = tpg {
         let policy = auth_policy(t, acl);
-        for (k, v) in &t.parameters {
-            if let Err(e) = offer.apply_parameter(k, v) {
-                tracing::warn!(error = %e, "ignoring TPG parameter");
-            }
-        }
+        offer = t.offer.clone();
         // What this fabric implements caps what a configuration may offer.
         offer.error_recovery_level = 0;
         offer.max_connections = 1;
@@ -599,10 +595,7 @@ mod tests {
                 mutual_userid: None,
                 mutual_password: None,
             }),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            offer: crate::tpg_offer(params.iter().copied()).unwrap(),
         }
     }
 

@@ -207,7 +207,6 @@ pub fn param_list(p: &SessionParams) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use target_core::{Device, DeviceOptions, Lun};
 
     fn dev(name: &str) -> Arc<Device> {
@@ -272,7 +271,7 @@ mod tests {
             }],
             attributes: Default::default(),
             chap: None,
-            parameters: BTreeMap::new(),
+            offer: Default::default(),
         };
         let (t, acl) = table_for(&tpg, "IQN.X:init").unwrap();
         assert!(acl && t.luns[0].id == 3);

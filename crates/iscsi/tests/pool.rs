@@ -97,7 +97,7 @@ fn pool_server(
                 ..Default::default()
             },
             chap: None,
-            parameters: Default::default(),
+            offer: Default::default(),
         }],
     });
     let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();

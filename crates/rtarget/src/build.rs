@@ -202,6 +202,14 @@ pub fn tpg_config(
             .ok_or_else(|| anyhow!("invalid portal address {:?}", p.ip_address))?;
         portals.push(SocketAddr::new(ip, p.port));
     }
+    // The TPG parameters, parsed once into the negotiation offer.
+    let params: Vec<(&str, String)> = tpg
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), value_string(v)))
+        .collect();
+    let offer =
+        iscsi::tpg_offer(params.iter().map(|(k, v)| (*k, v.as_str()))).map_err(|e| anyhow!(e))?;
     let acls = tpg
         .node_acls
         .iter()
@@ -217,11 +225,7 @@ pub fn tpg_config(
         attributes,
         // rtslib saves TPG credentials as `chap_<name>`.
         chap: chap_from(&tpg.extra),
-        parameters: tpg
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), value_string(v)))
-            .collect(),
+        offer,
     })
 }
 
@@ -532,7 +536,7 @@ mod tests {
             "targets": [
                 {"fabric": "iscsi", "wwn": "iqn.2026-11.x:a", "tpgs": [
                     {"tag": 1, "attributes": {"demo_mode_write_protect": 1},
-                     "parameters": {"ImmediateData": "Yes"},
+                     "parameters": {"ImmediateData": "No"},
                      "luns": [{"index": 3, "storage_object": "/backstores/ramdisk/r"},
                               {"index": 0, "storage_object": "/backstores/fileio/d"},
                               {"index": 5, "storage_object": "/backstores/pscsi/p"}],
@@ -559,7 +563,7 @@ mod tests {
         let ids: Vec<u64> = tpg.luns.luns.iter().map(|l| l.id).collect();
         assert_eq!(ids, [0, 3]);
         assert!(tpg.luns.luns.iter().all(|l| l.write_protect));
-        assert_eq!(tpg.parameters["ImmediateData"], "Yes");
+        assert!(!tpg.offer.immediate_data);
         assert!(tpg.attributes.demo_mode_write_protect);
         assert!(!rt.targets[0].tpgs[1].enable);
         // Only enabled TPGs' portals are listened on.
@@ -661,6 +665,23 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", open_device(&so, None).err().unwrap());
         assert!(e.contains("emulate_write_cache: 2 is not allowed"), "{e}");
+    }
+
+    /// targetcli's own file: every TPG's attributes and parameters (LIO's
+    /// values, markers included) read into the typed settings and offer.
+    #[test]
+    fn targetcli_sample_tpgs_are_read() {
+        let cfg: SaveConfig = serde_json::from_str(include_str!(
+            "../../config/tests/data/targetcli-sample.json"
+        ))
+        .unwrap();
+        for t in &cfg.targets {
+            for (i, g) in t.tpgs.iter().enumerate() {
+                let tc = tpg_config(g, i as u16 + 1, &HashMap::new()).unwrap();
+                assert_eq!(tc.attributes.default_cmdsn_depth, 64);
+                assert_eq!(tc.offer.max_recv_data_segment_length, 8192);
+            }
+        }
     }
 
     /// The wrapper forwards to the nbd handler's parser (every URI form is

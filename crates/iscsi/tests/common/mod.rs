@@ -85,10 +85,7 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
                 ..Default::default()
             },
             chap: None,
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            offer: iscsi::tpg_offer(params.iter().copied()).unwrap(),
         }],
     }
 }
