@@ -36,7 +36,7 @@ pub(crate) fn check_logins(
     // Initiators without an ACL: the TPG's rule and credentials.
     let demo_ok = a.generate_node_acls && (!tpg_auth || tpg_creds);
     let mut acl_ok = false;
-    for acl in &tpg.node_acls {
+    for (i, acl) in tpg.node_acls.iter().enumerate() {
         // An ACL's own attribute decides; else its credentials require
         // CHAP; else the TPG's attribute applies.
         let own = crate::AclAttributes::parse(&acl.attributes)
@@ -48,7 +48,7 @@ pub(crate) fn check_logins(
             acl_ok = true;
         } else if tpg_auth && own.is_none() {
             r.warn(
-                &format!("{loc} / acls {}", acl.node_wwn),
+                &format!("{loc} / node_acls[{i}] {}", acl.node_wwn),
                 "authentication=1 but this ACL has no CHAP credentials (chap_userid/chap_password): its initiator cannot log in",
             );
         }
@@ -167,9 +167,9 @@ mod tests {
             "{w:?}"
         );
         assert!(
-            w.iter().any(
-                |m| m.contains("acls iqn.1994-05.com.redhat:h2") && m.contains("cannot log in")
-            ),
+            w.iter()
+                .any(|m| m.contains("node_acls[0] iqn.1994-05.com.redhat:h2")
+                    && m.contains("cannot log in")),
             "{w:?}"
         );
         // One ACL with, one without: only the one without is named.
