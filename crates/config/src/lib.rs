@@ -7,8 +7,10 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod alua;
+mod logins;
 pub mod model;
 pub mod naa;
+pub mod settings;
 pub mod store;
 pub mod validate;
 
@@ -17,6 +19,7 @@ pub use model::{
     attr_bool, attr_u64, value_string, FabricModule, Lun, MappedLun, NodeAcl, Portal, SaveConfig,
     StorageObject, Target, Tpg,
 };
+pub use settings::{AclAttributes, IoEngineChoice, ObjectAttributes, TpgAttributes};
 pub use store::{load, parse_str, save, to_json, MAX_BACKUPS};
 pub use validate::{parse_ip, set_user_handlers, validate, Issue};
 

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use crate::model::{attr_bool, attr_u64, SaveConfig, StorageObject, Target, Tpg};
+use crate::model::{SaveConfig, StorageObject, Target, Tpg};
 
 /// One problem, located by a targetcli-like path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub const BLOCK_SIZES: &[u64] = &[512, 1024, 2048, 4096];
 pub const MAX_LUN: u64 = 65535;
 
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     errors: Vec<Issue>,
     warnings: Vec<Issue>,
 }
@@ -84,7 +84,7 @@ impl Report {
             message: msg.into(),
         });
     }
-    fn warn(&mut self, loc: &str, msg: impl Into<String>) {
+    pub(crate) fn warn(&mut self, loc: &str, msg: impl Into<String>) {
         self.warnings.push(Issue {
             location: loc.to_string(),
             message: msg.into(),
@@ -168,56 +168,17 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
             ),
         );
     }
-    let block_size = match so.block_size() {
-        Ok(bs) if BLOCK_SIZES.contains(&u64::from(bs)) => u64::from(bs),
-        Ok(bs) => {
-            r.err(
-                loc,
-                format!("block_size {bs} is not one of {BLOCK_SIZES:?}"),
-            );
-            512
-        }
-        Err(e) => {
-            r.err(loc, e);
+    // One parse, shared with the daemon's build: every known attribute
+    // within LIO's values (rtarget's own for its extensions).
+    let block_size = match crate::ObjectAttributes::parse(&so.attributes) {
+        Ok(a) => u64::from(a.block_size),
+        Err(errors) => {
+            for e in errors {
+                r.err(loc, e);
+            }
             512
         }
     };
-    for key in [
-        "emulate_write_cache",
-        "emulate_tpu",
-        "emulate_tpws",
-        "is_nonrot",
-        "readonly",
-        "removable",
-        "encryption",
-        "o_direct",
-    ] {
-        if let Err(e) = attr_bool(&so.attributes, key) {
-            r.err(loc, e);
-        }
-    }
-    // rtarget's QoS limits (docs/io-engines-and-qos.md): whole numbers.
-    for key in ["qos_rw_mbytes_per_sec", "qos_rw_ios_per_sec"] {
-        match so.attributes.get(key) {
-            None => {}
-            Some(v) if v.as_u64().is_some() => {}
-            Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => {}
-            Some(v) => r.err(loc, format!("attribute {key}: {v} is not a whole number")),
-        }
-    }
-    if let Some(v) = so.attributes.get("io_engine") {
-        let ok = match v {
-            Value::String(s) => matches!(s.trim(), "inline" | "pool" | "0" | "1"),
-            Value::Number(n) => matches!(n.as_u64(), Some(0 | 1)),
-            _ => false,
-        };
-        if !ok {
-            r.err(
-                loc,
-                format!("attribute io_engine: {v} is not inline (0) or pool (1)"),
-            );
-        }
-    }
     if let Some(size) = so.size {
         if size == 0 {
             r.err(loc, "size must be greater than 0");
@@ -364,50 +325,42 @@ fn check_tpg(
         }
     }
     r.extra(loc, &rest);
-    for key in [
-        "authentication",
-        "generate_node_acls",
-        "demo_mode_write_protect",
-    ] {
-        if let Err(e) = attr_u64(&tpg.attributes, key) {
+    let attrs = match crate::TpgAttributes::parse(&tpg.attributes, !tpg.node_acls.is_empty()) {
+        Ok(a) => Some(a),
+        Err(errors) => {
+            for e in errors {
+                r.err(loc, e);
+            }
+            None
+        }
+    };
+    for (k, v) in &tpg.parameters {
+        if let Err(e) = crate::settings::check_parameter(k, &crate::value_string(v)) {
             r.err(loc, e);
         }
     }
     // TPG credentials (`set auth` in targetcli, `chap_*` here) are checked
-    // by the iSCSI fabric when authentication=1.
-    let has = |k: &str| {
-        tpg.extra
-            .get(k)
-            .is_some_and(|v| !crate::model::value_string(v).is_empty())
-    };
-    let complete = has("chap_userid") && has("chap_password");
+    // by the iSCSI fabric for initiators without an ACL.
+    let complete = crate::logins::creds_complete(&tpg.extra);
     if !chap.is_empty() && !complete {
         r.warn(
             loc,
             "CHAP credentials need both chap_userid and chap_password; incomplete ones are ignored",
         );
     }
+    let has = |k: &str| {
+        tpg.extra
+            .get(k)
+            .is_some_and(|v| !crate::model::value_string(v).is_empty())
+    };
     if has("chap_mutual_userid") != has("chap_mutual_password") {
         r.warn(
             loc,
             "mutual CHAP needs both chap_mutual_userid and chap_mutual_password",
         );
     }
-    if matches!(attr_bool(&tpg.attributes, "authentication"), Ok(Some(true))) {
-        if !complete {
-            r.warn(
-                loc,
-                "authentication=1 but the TPG has no CHAP credentials (chap_userid/chap_password): every login will be refused",
-            );
-        } else if matches!(
-            attr_bool(&tpg.attributes, "generate_node_acls"),
-            Ok(Some(false))
-        ) {
-            r.warn(
-                loc,
-                "the TPG's CHAP credentials are used only for initiators without an ACL (generate_node_acls=1); with generate_node_acls=0 each ACL needs its own (set auth in the ACL)",
-            );
-        }
+    if let Some(a) = &attrs {
+        crate::logins::check_logins(r, loc, tpg, a, complete);
     }
     let mut lun_ids = BTreeSet::new();
     for (i, lun) in tpg.luns.iter().enumerate() {
@@ -457,17 +410,6 @@ fn check_tpg(
             );
         }
     }
-    if tpg.node_acls.is_empty()
-        && matches!(
-            attr_bool(&tpg.attributes, "generate_node_acls"),
-            Ok(Some(false))
-        )
-    {
-        r.warn(
-            loc,
-            "generate_node_acls=0 and no node ACLs: no initiator can log in until an ACL is created (acls create IQN) or generate_node_acls=1",
-        );
-    }
     let mut acl_names = HashSet::new();
     for (i, acl) in tpg.node_acls.iter().enumerate() {
         let aloc = format!("{loc} / node_acls[{i}] {}", acl.node_wwn);
@@ -476,6 +418,11 @@ fn check_tpg(
         }
         if !acl_names.insert(acl.node_wwn.as_str()) {
             r.err(&aloc, "duplicate node ACL");
+        }
+        if let Err(errors) = crate::AclAttributes::parse(&acl.attributes) {
+            for e in errors {
+                r.err(&aloc, e);
+            }
         }
         let (chap, rest): (Vec<_>, Vec<_>) =
             acl.extra.iter().partition(|(k, _)| k.starts_with("chap_"));
@@ -526,15 +473,15 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn cfg(v: Value) -> SaveConfig {
+    pub(crate) fn cfg(v: Value) -> SaveConfig {
         serde_json::from_value(v).unwrap()
     }
 
-    fn base() -> Value {
+    pub(crate) fn base() -> Value {
         json!({
             "storage_objects": [
                 {"plugin": "fileio", "name": "d0", "dev": "/tmp/d0.img", "size": 1048576},
@@ -619,7 +566,9 @@ mod tests {
         );
         let mut v = base();
         v["storage_objects"][0]["attributes"] = json!({"block_size": 520});
-        assert!(errors(v).iter().any(|m| m.contains("block_size 520")));
+        assert!(errors(v).iter().any(
+            |m| m.contains("block_size: 520 is not allowed (allowed: 512, 1024, 2048 or 4096)")
+        ));
         let mut v = base();
         v["storage_objects"][1]
             .as_object_mut()
@@ -780,45 +729,48 @@ mod tests {
         assert!(e[0].message.contains("must be absolute"), "{e:?}");
     }
 
+    /// Issue 9 item 1 at `rtarget check` / load: every boolean-like TPG,
+    /// ACL and storage-object attribute refuses 2, -1 and "yes", naming the
+    /// attribute, the value and the allowed values.
     #[test]
-    fn tpg_chap_warnings() {
-        let warn = |extra: Value, attrs: Value| -> Vec<String> {
-            let mut v = base();
-            let tpg = v["targets"][0]["tpgs"][0].as_object_mut().unwrap();
-            tpg.insert("attributes".into(), attrs);
-            for (k, x) in extra.as_object().unwrap() {
-                tpg.insert(k.clone(), x.clone());
-            }
-            validate(&cfg(v))
-                .unwrap()
-                .iter()
-                .map(|i| i.to_string())
-                .collect()
+    fn every_boolean_like_attribute_refuses_out_of_range_values() {
+        use crate::settings::{ACL_ATTRIBUTES, SO_ATTRIBUTES, TPG_ATTRIBUTES};
+        let flags = |t: &'static [crate::settings::Spec]| {
+            t.iter()
+                .filter(|s| s.allowed == [(0, 1)])
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
         };
-        let creds = json!({"chap_userid": "u", "chap_password": "secretsecret"});
-        let on = json!({"authentication": 1, "generate_node_acls": 1});
-        assert_eq!(warn(creds.clone(), on.clone()), Vec::<String>::new());
-        let w = warn(json!({}), on);
-        assert!(
-            w.iter().any(|m| m.contains("every login will be refused")),
-            "{w:?}"
-        );
-        let w = warn(creds, json!({"authentication": 1, "generate_node_acls": 0}));
-        assert!(
-            w.iter()
-                .any(|m| m.contains("used only for initiators without an ACL")),
-            "{w:?}"
-        );
-        let w = warn(json!({}), json!({"generate_node_acls": 0}));
-        assert!(
-            w.iter().any(|m| m.contains("no initiator can log in")),
-            "{w:?}"
-        );
-        let w = warn(json!({"chap_mutual_userid": "m"}), json!({}));
-        assert!(
-            w.iter().any(|m| m.contains("mutual CHAP needs both")),
-            "{w:?}"
-        );
+        let mut tried = 0;
+        for (name, place) in flags(TPG_ATTRIBUTES)
+            .into_iter()
+            .map(|n| (n, "tpg"))
+            .chain(flags(ACL_ATTRIBUTES).into_iter().map(|n| (n, "acl")))
+            .chain(flags(SO_ATTRIBUTES).into_iter().map(|n| (n, "so")))
+        {
+            for bad in [json!(2), json!(-1), json!("yes")] {
+                let mut v = base();
+                let attrs = json!({ name: bad.clone() });
+                match place {
+                    "tpg" => v["targets"][0]["tpgs"][0]["attributes"] = attrs,
+                    "acl" => {
+                        v["targets"][0]["tpgs"][0]["node_acls"] =
+                            json!([{"node_wwn": "iqn.1994-05.com.redhat:x", "attributes": attrs}])
+                    }
+                    _ => v["storage_objects"][0]["attributes"] = attrs,
+                }
+                let e = errors(v);
+                assert!(
+                    e.iter()
+                        .any(|m| m.contains(&format!("attribute {name}: {bad}"))
+                            && m.contains("(allowed: 0 or 1)")),
+                    "{place} {name}={bad}: {e:?}"
+                );
+                tried += 1;
+            }
+        }
+        // authentication, generate_node_acls, demo_mode_write_protect, ...
+        assert!(tried >= 3 * 35, "{tried}");
     }
 
     #[test]

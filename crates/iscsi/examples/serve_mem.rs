@@ -2,12 +2,11 @@
 //! `cargo run --release -p iscsi --example serve_mem -- PORT [SIZE_MIB] [IQN]`.
 //! `CHAP=user:secret` in the environment turns on CHAP authentication.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
 use backstore::{Backstore, Capabilities};
-use iscsi::{IscsiServer, TargetConfig, TpgConfig};
+use iscsi::{ChapCredentials, IscsiServer, TargetConfig, TpgConfig};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
 /// RAM with positional access; a sharded lock would be faster, but the
@@ -66,16 +65,19 @@ fn main() -> io::Result<()> {
         }],
     });
     let addr = format!("127.0.0.1:{port}").parse().expect("address");
-    let mut attributes = BTreeMap::new();
-    attributes.insert("generate_node_acls".to_string(), "1".to_string());
-    if let Some((user, secret)) = std::env::var("CHAP").ok().and_then(|c| {
-        c.split_once(':')
-            .map(|(u, s)| (u.to_string(), s.to_string()))
-    }) {
-        attributes.insert("authentication".to_string(), "1".to_string());
-        attributes.insert("userid".to_string(), user);
-        attributes.insert("password".to_string(), secret);
-    }
+    let chap = std::env::var("CHAP").ok().and_then(|c| {
+        c.split_once(':').map(|(u, s)| ChapCredentials {
+            userid: u.to_string(),
+            password: s.to_string(),
+            mutual_userid: None,
+            mutual_password: None,
+        })
+    });
+    let attributes = config::TpgAttributes {
+        generate_node_acls: true,
+        authentication: chap.is_some().then_some(true),
+        ..Default::default()
+    };
     let server = IscsiServer::new();
     server.set_target(TargetConfig {
         iqn: iqn.clone(),
@@ -87,7 +89,8 @@ fn main() -> io::Result<()> {
             luns,
             acls: vec![],
             attributes,
-            parameters: BTreeMap::new(),
+            chap,
+            offer: Default::default(),
         }],
     });
     let bound = server.listen(addr)?;

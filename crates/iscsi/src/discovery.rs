@@ -46,11 +46,7 @@ fn address(p: SocketAddr, local: SocketAddr, tag: u16) -> String {
 /// only to initiators that have an ACL in it.
 pub fn send_targets(targets: &[Arc<TargetConfig>], local: SocketAddr, initiator: &str) -> Vec<u8> {
     let visible = |g: &crate::TpgConfig| {
-        let hidden = g
-            .attributes
-            .get("demo_mode_discovery")
-            .is_some_and(|v| v.trim() == "0");
-        !hidden || crate::sessions::table_for(g, initiator).is_some()
+        g.attributes.demo_mode_discovery || crate::sessions::table_for(g, initiator).is_some()
     };
     let mut out = Vec::new();
     for t in targets {
@@ -178,7 +174,6 @@ impl Session {
 mod tests {
     use super::*;
     use crate::TpgConfig;
-    use std::collections::BTreeMap;
     use target_core::LunTable;
 
     fn target(iqn: &str, portals: &[&str], enable: bool) -> Arc<TargetConfig> {
@@ -191,8 +186,9 @@ mod tests {
                 portals: portals.iter().map(|p| p.parse().unwrap()).collect(),
                 luns: Arc::new(LunTable::default()),
                 acls: vec![],
-                attributes: BTreeMap::new(),
-                parameters: BTreeMap::new(),
+                attributes: Default::default(),
+                chap: None,
+                offer: Default::default(),
             }],
         })
     }
@@ -221,13 +217,13 @@ mod tests {
         let local: SocketAddr = "127.0.0.1:3260".parse().unwrap();
         let mut t = (*target("iqn.h", &["127.0.0.1:3260"], true)).clone();
         let a = &mut t.tpgs[0].attributes;
-        a.insert("generate_node_acls".into(), "0".into());
-        a.insert("demo_mode_discovery".into(), "0".into());
+        a.generate_node_acls = false;
+        a.demo_mode_discovery = false;
         t.tpgs[0].acls.push(crate::AclConfig {
             initiator: "iqn.member".into(),
             luns: Arc::new(LunTable::default()),
             chap: None,
-            authentication: None,
+            attributes: Default::default(),
         });
         let ts = vec![Arc::new(t)];
         assert!(send_targets(&ts, local, "iqn.stranger").is_empty());

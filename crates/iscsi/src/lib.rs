@@ -12,7 +12,6 @@
 //! PUBLIC API CONTRACT (used by the `rtarget` binary): the items below keep
 //! these names and signatures; add to them, don't rename them.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use target_core::LunTable;
 
 pub use iscsi_wire::chap::ChapCredentials;
+pub use iscsi_wire::negotiate::TargetOffer;
 
 mod conn;
 mod dataout;
@@ -54,13 +54,35 @@ pub struct TpgConfig {
     /// Node ACLs: initiators with their own mapped LUNs and credentials.
     /// With `generate_node_acls=0` only these initiators may log in.
     pub acls: Vec<AclConfig>,
-    /// TPG attributes as in targetcli (`authentication`, `generate_node_acls`,
-    /// `default_cmdsn_depth`, `login_timeout`, ...), string values.
-    pub attributes: BTreeMap<String, String>,
-    /// iSCSI parameters as in targetcli (`MaxRecvDataSegmentLength`,
-    /// `ImmediateData`, `InitialR2T`, `HeaderDigest`, ...): the target's
-    /// offers and limits for negotiation.
-    pub parameters: BTreeMap<String, String>,
+    /// TPG attributes (`authentication`, `generate_node_acls`,
+    /// `default_cmdsn_depth`, `login_timeout`, ...), parsed and range-checked
+    /// once by whoever builds the configuration (`config::TpgAttributes`).
+    pub attributes: config::TpgAttributes,
+    /// CHAP credentials of initiators without an ACL (targetcli's `set
+    /// auth` on the TPG; rtslib's `chap_*` keys).
+    pub chap: Option<ChapCredentials>,
+    /// The target's offers and limits for negotiation: the TPG's iSCSI
+    /// parameters (`MaxRecvDataSegmentLength`, `ImmediateData`,
+    /// `InitialR2T`, `HeaderDigest`, ...) parsed once by whoever builds the
+    /// configuration ([`tpg_offer`]).
+    pub offer: TargetOffer,
+}
+
+/// The negotiation offer of a TPG with these iSCSI parameters (RFC 7143
+/// key names as targetcli shows them; keys the target does not negotiate,
+/// such as LIO's markers, are ignored). A value out of its range is an
+/// error naming the key.
+pub fn tpg_offer<'a, I>(parameters: I) -> Result<TargetOffer, String>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut offer = TargetOffer::default();
+    for (k, v) in parameters {
+        offer
+            .apply_parameter(k, v)
+            .map_err(|e| format!("parameter {k}: {e}"))?;
+    }
+    Ok(offer)
 }
 
 /// One node ACL of a TPG (targetcli `/iscsi/WWN/tpgN/acls/IQN`).
@@ -72,10 +94,12 @@ pub struct AclConfig {
     pub luns: Arc<LunTable>,
     /// CHAP credentials of this initiator (`set auth` on the ACL).
     pub chap: Option<ChapCredentials>,
-    /// The ACL's `authentication` attribute, if set. When `None`, an ACL
-    /// with credentials requires CHAP and one without inherits the TPG's
-    /// `authentication` attribute: so one TPG can mix both kinds.
-    pub authentication: Option<bool>,
+    /// LIO's node attributes: `authentication` (when `None`, an ACL with
+    /// credentials requires CHAP and one without inherits the TPG's
+    /// `authentication`: so one TPG can mix both kinds) and
+    /// `tmr_warm_reset` / `tmr_cold_reset` (whether this initiator may reset
+    /// the target).
+    pub attributes: config::AclAttributes,
 }
 
 /// One iSCSI target (an IQN with its TPGs).
@@ -132,14 +156,17 @@ pub struct SessionDetail {
 /// The iSCSI fabric: listeners, targets and live sessions.
 ///
 /// TPG attributes read (targetcli names): `authentication` (1 = CHAP
-/// required) with `userid`, `password`, `mutual_userid`, `mutual_password`;
+/// required) with the TPG's CHAP credentials;
 /// `default_cmdsn_depth` (command window, default 128), `login_timeout`
 /// (seconds, default 15), `nopin_timeout` / `nopin_response_timeout`
 /// (idle ping and its deadline, default 15 / 30 s; 0 disables the ping);
 /// `generate_node_acls` (1 = initiators without an ACL get the TPG's LUNs,
 /// 0 = only ACL initiators log in, others get login status 02/02);
 /// `demo_mode_discovery` (0 = SendTargets hides a TPG from initiators
-/// that cannot log in to it).
+/// that cannot log in to it). ACL attributes read: `authentication`,
+/// `tmr_warm_reset` / `tmr_cold_reset` (TARGET WARM / COLD RESET from the
+/// ACL's initiator; refused with "authorization failed" unless set, as in
+/// LIO; initiators without an ACL may reset the target).
 /// TPG parameters override the negotiation offers (`MaxRecvDataSegmentLength`,
 /// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
 /// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,

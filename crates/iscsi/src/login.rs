@@ -75,12 +75,6 @@ pub struct LoginOutcome {
     pub window: u32,
 }
 
-fn attr_u64(tpg: Option<&TpgConfig>, name: &str, default: u64) -> u64 {
-    tpg.and_then(|t| t.attributes.get(name))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 /// The TPG a connection reached: the enabled one with a portal matching the
 /// local address (wildcard portals match any address with their port),
 /// otherwise the first enabled one.
@@ -94,18 +88,6 @@ fn pick_tpg(t: &TargetConfig, local: SocketAddr) -> Option<TpgConfig> {
         })
         .or_else(|| enabled().next())
         .cloned()
-}
-
-/// CHAP secrets from the TPG attributes (targetcli's `auth` group names).
-fn chap_credentials(tpg: Option<&TpgConfig>) -> Option<ChapCredentials> {
-    let a = &tpg?.attributes;
-    let get = |k: &str| a.get(k).filter(|v| !v.is_empty()).cloned();
-    Some(ChapCredentials {
-        userid: get("userid")?,
-        password: get("password")?,
-        mutual_userid: get("mutual_userid"),
-        mutual_password: get("mutual_password"),
-    })
 }
 
 /// CHAP identifier and challenge from the kernel's random source.
@@ -143,11 +125,12 @@ fn auth_policy(tpg: &TpgConfig, acl: Option<&AclConfig>) -> AuthPolicy {
         Some(a) => AuthPolicy {
             creds: a.chap.clone(),
             required: a
+                .attributes
                 .authentication
                 .or_else(|| a.chap.is_some().then_some(true)),
         },
         None => AuthPolicy {
-            creds: chap_credentials(Some(tpg)),
+            creds: tpg.chap.clone(),
             required: None,
         },
     }
@@ -174,11 +157,7 @@ fn build_offer_for(tpg: Option<&TpgConfig>, acl: Option<&AclConfig>) -> TargetOf
     let mut offer = TargetOffer::default();
     if let Some(t) = tpg {
         let policy = auth_policy(t, acl);
-        for (k, v) in &t.parameters {
-            if let Err(e) = offer.apply_parameter(k, v) {
-                tracing::warn!(error = %e, "ignoring TPG parameter");
-            }
-        }
+        offer = t.offer.clone();
         // What this fabric implements caps what a configuration may offer.
         offer.error_recovery_level = 0;
         offer.max_connections = 1;
@@ -186,11 +165,10 @@ fn build_offer_for(tpg: Option<&TpgConfig>, acl: Option<&AclConfig>) -> TargetOf
         // AuthMethod parameter (whose targetcli default is "CHAP,None").
         // An ACL's own rule (credentials set, or its attribute) decides
         // before the TPG's.
-        let required = policy.required.map(|r| if r { "1" } else { "0" });
-        match required.or_else(|| t.attributes.get("authentication").map(|v| v.trim())) {
-            Some("1") => offer.auth_methods = vec![AuthMethod::Chap],
-            Some("0") => offer.auth_methods = vec![AuthMethod::None],
-            _ => {}
+        match policy.required.or(t.attributes.authentication) {
+            Some(true) => offer.auth_methods = vec![AuthMethod::Chap],
+            Some(false) => offer.auth_methods = vec![AuthMethod::None],
+            None => {}
         }
         // Never pick CHAP when there is nothing to check it against and
         // None is acceptable.
@@ -367,7 +345,9 @@ pub fn run(
                     return None;
                 }
             }
-            let secs = attr_u64(st.tpg.as_ref(), "login_timeout", DEFAULT_LOGIN_TIMEOUT);
+            let secs = st.tpg.as_ref().map_or(DEFAULT_LOGIN_TIMEOUT, |t| {
+                u64::from(t.attributes.login_timeout)
+            });
             deadline = Instant::now() + Duration::from_secs(secs.clamp(1, 3600));
         }
         let neg = st.neg.as_mut()?;
@@ -582,12 +562,7 @@ fn first_request(
                 LoginStatus::SessionDoesNotExist
             });
         }
-        st.window = attr_u64(
-            Some(&tpg),
-            "default_cmdsn_depth",
-            u64::from(DEFAULT_CMDSN_DEPTH),
-        )
-        .clamp(1, 4096) as u32;
+        st.window = tpg.attributes.default_cmdsn_depth.clamp(1, 4096);
         extra.push(Pair::new("TargetPortalGroupTag", tpg.tag.to_string()));
         st.neg = Some(Negotiator::new(build_offer_for(Some(&tpg), acl)));
         st.creds = auth_policy(&tpg, acl).creds;
@@ -612,14 +587,10 @@ fn first_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn tpg(attrs: &[(&str, &str)], params: &[(&str, &str)]) -> TpgConfig {
-        let m = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
-            v.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+    /// A TPG with `authentication` (`None`: not in the file), CHAP
+    /// credentials or not, and these parameters.
+    fn tpg(auth: Option<bool>, creds: bool, params: &[(&str, &str)]) -> TpgConfig {
         TpgConfig {
             tag: 1,
             relative_port_id: 1,
@@ -627,41 +598,43 @@ mod tests {
             portals: vec![],
             luns: Arc::new(target_core::LunTable::default()),
             acls: vec![],
-            attributes: m(attrs),
-            parameters: m(params),
+            attributes: config::TpgAttributes {
+                authentication: auth,
+                ..Default::default()
+            },
+            chap: creds.then(|| ChapCredentials {
+                userid: "u".into(),
+                password: "p".into(),
+                mutual_userid: None,
+                mutual_password: None,
+            }),
+            offer: crate::tpg_offer(params.iter().copied()).unwrap(),
         }
     }
 
     #[test]
     fn auth_methods_offered() {
         use AuthMethod::{Chap, None as No};
-        let creds = [("userid", "u"), ("password", "p")];
-        type Kv<'a> = Vec<(&'a str, &'a str)>;
-        let cases: Vec<(Kv, Kv, Vec<AuthMethod>)> = vec![
-            (vec![], vec![], vec![No]),
-            (
-                vec![("authentication", "0")],
-                vec![("AuthMethod", "CHAP,None")],
-                vec![No],
-            ),
-            (vec![], vec![("AuthMethod", "CHAP,None")], vec![No]),
-            (
-                creds.to_vec(),
-                vec![("AuthMethod", "CHAP,None")],
-                vec![Chap, No],
-            ),
-            (vec![("authentication", "1")], vec![], vec![Chap]),
-            (
-                vec![("authentication", "1"), ("userid", "u"), ("password", "p")],
-                vec![("AuthMethod", "None")],
-                vec![Chap],
-            ),
+        let both = [("AuthMethod", "CHAP,None")];
+        type Case<'a> = (
+            Option<bool>,
+            bool,
+            &'a [(&'a str, &'a str)],
+            Vec<AuthMethod>,
+        );
+        let cases: Vec<Case> = vec![
+            (None, false, &[], vec![No]),
+            (Some(false), false, &both, vec![No]),
+            (None, false, &both, vec![No]),
+            (None, true, &both, vec![Chap, No]),
+            (Some(true), false, &[], vec![Chap]),
+            (Some(true), true, &[("AuthMethod", "None")], vec![Chap]),
         ];
-        for (a, p, want) in cases {
+        for (a, c, p, want) in cases {
             assert_eq!(
-                build_offer(Some(&tpg(&a, &p))).auth_methods,
+                build_offer(Some(&tpg(a, c, p))).auth_methods,
                 want,
-                "{a:?} {p:?}"
+                "{a:?} {c} {p:?}"
             );
         }
     }
@@ -669,14 +642,16 @@ mod tests {
     #[test]
     fn tpg_parameters_reach_the_offer() {
         let o = build_offer(Some(&tpg(
-            &[],
+            None,
+            false,
             &[("MaxRecvDataSegmentLength", "8192"), ("InitialR2T", "Yes")],
         )));
         assert_eq!(o.max_recv_data_segment_length, 8192);
         assert!(o.initial_r2t);
         // ERL and MC/S beyond what is implemented are never offered.
         let o = build_offer(Some(&tpg(
-            &[],
+            None,
+            false,
             &[("ErrorRecoveryLevel", "2"), ("MaxConnections", "8")],
         )));
         assert_eq!((o.error_recovery_level, o.max_connections), (0, 1));

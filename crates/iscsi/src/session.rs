@@ -102,18 +102,18 @@ impl Session {
             relative_port_id,
             tpg_tag,
         };
-        let attr = |name: &str, d: u64| {
-            l.tpg
-                .as_ref()
-                .and_then(|t| t.attributes.get(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(d)
-        };
-        let nopin_timeout = Duration::from_secs(attr("nopin_timeout", DEFAULT_NOPIN_TIMEOUT));
-        let nopin_response_timeout = Duration::from_secs(attr(
-            "nopin_response_timeout",
-            DEFAULT_NOPIN_RESPONSE_TIMEOUT,
-        ));
+        let (nopin_timeout, nopin_response_timeout) = l.tpg.as_ref().map_or(
+            (DEFAULT_NOPIN_TIMEOUT, DEFAULT_NOPIN_RESPONSE_TIMEOUT),
+            |t| {
+                let a = &t.attributes;
+                (
+                    u64::from(a.nopin_timeout),
+                    u64::from(a.nopin_response_timeout),
+                )
+            },
+        );
+        let nopin_timeout = Duration::from_secs(nopin_timeout);
+        let nopin_response_timeout = Duration::from_secs(nopin_response_timeout);
         // Load the epoch before the view: an update racing with login is
         // then seen on the first command.
         let seen_epoch = l

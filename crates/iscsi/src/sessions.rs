@@ -95,9 +95,7 @@ pub fn find_acl<'a>(tpg: &'a TpgConfig, initiator: &str) -> Option<&'a crate::Ac
 /// `generate_node_acls=1`: initiators without an ACL log in and see the
 /// TPG's LUNs.
 pub fn demo_mode(tpg: &TpgConfig) -> bool {
-    tpg.attributes
-        .get("generate_node_acls")
-        .is_some_and(|v| matches!(v.trim(), "1" | "true" | "True" | "yes"))
+    tpg.attributes.generate_node_acls
 }
 
 /// Why a live session loses its access (for the log).
@@ -283,7 +281,6 @@ pub fn param_list(p: &SessionParams) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use target_core::{Device, DeviceOptions, Lun};
 
     fn dev(name: &str) -> Arc<Device> {
@@ -344,16 +341,16 @@ mod tests {
                 initiator: "iqn.x:Init".into(),
                 luns: table(&[(3, &a, true)]),
                 chap: None,
-                authentication: None,
+                attributes: Default::default(),
             }],
-            attributes: BTreeMap::new(),
-            parameters: BTreeMap::new(),
+            attributes: Default::default(),
+            chap: None,
+            offer: Default::default(),
         };
         let (t, acl) = table_for(&tpg, "IQN.X:init").unwrap();
         assert!(acl && t.luns[0].id == 3);
         assert!(table_for(&tpg, "iqn.other").is_none());
-        tpg.attributes
-            .insert("generate_node_acls".into(), "1".into());
+        tpg.attributes.generate_node_acls = true;
         let (t, acl) = table_for(&tpg, "iqn.other").unwrap();
         assert!(!acl && t.luns[0].id == 0);
     }
@@ -380,18 +377,15 @@ mod tests {
                 initiator: "iqn.x:acl".into(),
                 luns: table(&[(0, &a, false)]),
                 chap: acl_chap,
-                authentication: None,
+                attributes: Default::default(),
             }],
-            attributes: [
-                ("generate_node_acls", "1"),
-                ("authentication", tpg_auth),
-                ("userid", "demo"),
-                ("password", "demosecret12"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            parameters: BTreeMap::new(),
+            attributes: config::TpgAttributes {
+                generate_node_acls: true,
+                authentication: Some(tpg_auth == "1"),
+                ..Default::default()
+            },
+            chap: Some(creds("demo", "demosecret12", None)),
+            offer: Default::default(),
         };
         let target = |g: TpgConfig| TargetConfig {
             iqn: "iqn.t".into(),
@@ -432,7 +426,7 @@ mod tests {
         assert!(ok(&target(g), "iqn.x:acl", None).is_err());
         assert!(live_access(None, 1, "iqn.x:acl", None).is_err());
         let mut g = tpg(None, "0");
-        g.attributes.insert("generate_node_acls".into(), "0".into());
+        g.attributes.generate_node_acls = false;
         let t = target(g);
         assert!(ok(&t, "iqn.x:demo", None).is_err());
         assert!(live_access(Some(&t), 2, "iqn.x:acl", None).is_err());

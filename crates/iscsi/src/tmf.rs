@@ -19,6 +19,9 @@ pub const TASK_DOES_NOT_EXIST: u8 = 1;
 pub const LUN_DOES_NOT_EXIST: u8 = 2;
 pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
 pub const NOT_SUPPORTED: u8 = 5;
+/// "Task management function authorization failed": LIO's answer to a
+/// target reset its node attributes do not allow.
+pub const AUTH_FAILED: u8 = 6;
 pub const REJECTED: u8 = 255;
 
 /// Map a core result to the wire.
@@ -38,6 +41,13 @@ impl Session {
             return Action::Continue;
         }
         self.refresh_luns();
+        // LIO checks the node attribute before anything is aborted.
+        if matches!(r.function, 6 | 7) && !self.may_reset_target(r.function == 7) {
+            tracing::warn!(initiator = %self.initiator_name, function = r.function,
+                "target reset refused: the initiator's ACL does not allow it (tmr_warm_reset / tmr_cold_reset)");
+            self.tmf_response(r.itt, AUTH_FAILED, tx);
+            return Action::Continue;
+        }
         let lun = scsi::lun::decode(r.lun);
         let mut close = false;
         let core = |s: &Session, func: TmfFunction| {
@@ -107,14 +117,7 @@ impl Session {
         };
         tracing::info!(initiator = %self.initiator_name, function = r.function, lun, response,
             "task management");
-        let resp = TaskMgmtResponse {
-            response,
-            itt: r.itt,
-            sn: self.sn_next(),
-        };
-        let mut b = Bhs::default();
-        resp.write_to(&mut b);
-        tx.push_pdu(&b, &[], self.digests);
+        self.tmf_response(r.itt, response, tx);
         // A cold reset ends every connection to the target: the others now,
         // ours after the answer is sent.
         if close && response == COMPLETE {
@@ -124,6 +127,40 @@ impl Session {
             Action::Close
         } else {
             Action::Continue
+        }
+    }
+}
+
+impl Session {
+    fn tmf_response(&mut self, itt: u32, response: u8, tx: &mut TxQueue) {
+        let resp = TaskMgmtResponse {
+            response,
+            itt,
+            sn: self.sn_next(),
+        };
+        let mut b = Bhs::default();
+        resp.write_to(&mut b);
+        tx.push_pdu(&b, &[], self.digests);
+    }
+
+    /// TARGET WARM (`cold` false) or COLD RESET from this session: a reset
+    /// reaches every initiator's LUs and a cold one ends their sessions, so
+    /// as in LIO an ACL's initiator needs its `tmr_warm_reset` /
+    /// `tmr_cold_reset` node attribute (LIO's value, 0, refuses). Sessions
+    /// without an ACL (demo mode) keep SAM's behaviour. The configuration
+    /// read is the current one: ACLs may have changed since login.
+    fn may_reset_target(&self, cold: bool) -> bool {
+        let Some(t) = &self.target else {
+            return false;
+        };
+        let current = self.shared.target(&t.iqn).unwrap_or_else(|| t.clone());
+        let Some(tpg) = current.tpgs.iter().find(|g| g.tag == self.nexus.tpg_tag) else {
+            return false;
+        };
+        match crate::sessions::find_acl(tpg, &self.initiator_name) {
+            Some(acl) if cold => acl.attributes.tmr_cold_reset,
+            Some(acl) => acl.attributes.tmr_warm_reset,
+            None => true,
         }
     }
 }

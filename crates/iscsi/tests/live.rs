@@ -122,14 +122,13 @@ fn acl_target() -> (TargetConfig, Arc<Device>) {
     let mut t = target(IQN, 1 << 20, &[]);
     let dev = t.tpgs[0].luns.luns[0].device.clone();
     let tpg = &mut t.tpgs[0];
-    tpg.attributes
-        .insert("generate_node_acls".into(), "0".into());
+    tpg.attributes.generate_node_acls = false;
     tpg.acls = vec![
         AclConfig {
             initiator: "iqn.2026-11.org.rtarget:allowed".into(),
             luns: table(&[(5, &dev, true)]),
             chap: None,
-            authentication: None,
+            attributes: Default::default(),
         },
         AclConfig {
             initiator: "iqn.2026-11.org.rtarget:chap".into(),
@@ -140,7 +139,7 @@ fn acl_target() -> (TargetConfig, Arc<Device>) {
                 mutual_userid: None,
                 mutual_password: None,
             }),
-            authentication: None,
+            attributes: Default::default(),
         },
     ];
     (t, dev)
@@ -175,9 +174,7 @@ fn acls_decide_who_logs_in_and_what_it_sees() {
 
     // Demo mode: the others get the TPG's LUNs.
     let mut t2 = t.clone();
-    t2.tpgs[0]
-        .attributes
-        .insert("generate_node_acls".into(), "1".into());
+    t2.tpgs[0].attributes.generate_node_acls = true;
     s.set_target(t2);
     let mut d = Client::connect(addr);
     d.isid[5] = 0x44;

@@ -351,12 +351,8 @@ fn login_text_continued_across_pdus() {
 fn idle_connection_is_pinged_then_closed() {
     let s = iscsi::IscsiServer::new();
     let mut t = target(IQN, 1 << 20, &[]);
-    t.tpgs[0]
-        .attributes
-        .insert("nopin_timeout".into(), "1".into());
-    t.tpgs[0]
-        .attributes
-        .insert("nopin_response_timeout".into(), "1".into());
+    t.tpgs[0].attributes.nopin_timeout = 1;
+    t.tpgs[0].attributes.nopin_response_timeout = 1;
     s.set_target(t);
     let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut c = Client::connect(addr);
@@ -389,14 +385,13 @@ fn idle_connection_is_pinged_then_closed() {
 fn chap_server(mutual: bool) -> (std::sync::Arc<iscsi::IscsiServer>, std::net::SocketAddr) {
     let s = iscsi::IscsiServer::new();
     let mut t = target(IQN, 1 << 20, &[]);
-    let a = &mut t.tpgs[0].attributes;
-    a.insert("authentication".into(), "1".into());
-    a.insert("userid".into(), "alice".into());
-    a.insert("password".into(), "wonderland12".into());
-    if mutual {
-        a.insert("mutual_userid".into(), "tgt".into());
-        a.insert("mutual_password".into(), "lookingglass".into());
-    }
+    t.tpgs[0].attributes.authentication = Some(true);
+    t.tpgs[0].chap = Some(iscsi::ChapCredentials {
+        userid: "alice".into(),
+        password: "wonderland12".into(),
+        mutual_userid: mutual.then(|| "tgt".into()),
+        mutual_password: mutual.then(|| "lookingglass".into()),
+    });
     s.set_target(t);
     let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     (s, addr)

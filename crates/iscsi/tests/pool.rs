@@ -92,8 +92,12 @@ fn pool_server(
             portals: vec![],
             luns,
             acls: vec![],
-            attributes: [("generate_node_acls".to_string(), "1".to_string())].into(),
-            parameters: Default::default(),
+            attributes: config::TpgAttributes {
+                generate_node_acls: true,
+                ..Default::default()
+            },
+            chap: None,
+            offer: Default::default(),
         }],
     });
     let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -1,29 +1,24 @@
 //! Turns a validated saveconfig into runtime objects: backstores, target-core
-//! `Device`s and LUN tables, and the iSCSI fabric's `TargetConfig`s.
-//!
-//! Mapping from LIO's schema: `fileio` and `block` open the path with
-//! [`FileBackstore`] (write_back off unless the file says so, as rtslib
-//! restores it; block devices claimed exclusively unless `exclusive` is
-//! false), `ramdisk` is a [`RamBackstore`] or, with `nullio`, a
-//! [`NullBackstore`]. Attributes `block_size`, `emulate_write_cache` and
-//! `emulate_tpu`/`emulate_tpws` become `DeviceOptions`. Objects of other
-//! plugins and targets of other fabrics were reported as warnings by
-//! validation and are skipped here. A storage object that cannot be opened
-//! is an error: serving a target with a LUN silently missing is worse than
-//! not starting.
+//! `Device`s and LUN tables, and the iSCSI fabric's `TargetConfig`s (TPG
+//! and ACL attributes and TPG parameters read once, typed, through
+//! `config::settings`). Storage objects are opened by
+//! [`crate::build_device`]. Objects of other plugins and targets of other
+//! fabrics were reported as warnings by validation and are skipped here. A
+//! storage object that cannot be opened is an error: serving a target with
+//! a LUN silently missing is worse than not starting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
-use backstore::{
-    Backstore, CryptBackstore, FileBackstore, FileOptions, NbdAddr, NullBackstore, RamBackstore,
-};
-use config::{attr_bool, parse_ip, value_string, SaveConfig, StorageObject, Tpg};
+use anyhow::{anyhow, Context, Result};
+use backstore::NbdAddr;
+use config::{parse_ip, value_string, SaveConfig, StorageObject, Tpg};
 use iscsi::{AclConfig, ChapCredentials, TargetConfig, TpgConfig};
-use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
+use target_core::{Device, Lun, LunTable};
+
+pub use crate::build_device::open_device;
 
 /// Everything the daemon runs from one config.
 pub struct Runtime {
@@ -176,12 +171,14 @@ pub fn tpg_config(
     tag: u16,
     devices: &HashMap<String, Arc<Device>>,
 ) -> Result<TpgConfig> {
+    // The one typed reading of the attributes (validation refused what it
+    // refuses; a file that skipped it still cannot be served two ways).
+    let attributes = config::TpgAttributes::parse(&tpg.attributes, !tpg.node_acls.is_empty())
+        .map_err(|e| anyhow!(e.join("; ")))?;
     // The TPG's own LUN table serves demo-mode (generated) sessions only,
     // so demo_mode_write_protect decides whether those mappings are
     // read-only; ACL sessions get their mapped LUNs' write_protect.
-    let write_protect = attr_bool(&tpg.attributes, "demo_mode_write_protect")
-        .map_err(|e| anyhow!(e))?
-        .unwrap_or(false);
+    let write_protect = attributes.demo_mode_write_protect;
     let mut luns = Vec::new();
     for lun in &tpg.luns {
         // Validation already reported LUNs of unsupported objects.
@@ -200,33 +197,19 @@ pub fn tpg_config(
             .ok_or_else(|| anyhow!("invalid portal address {:?}", p.ip_address))?;
         portals.push(SocketAddr::new(ip, p.port));
     }
-    let strings = |m: &serde_json::Map<String, serde_json::Value>| -> BTreeMap<String, String> {
-        m.iter()
-            .map(|(k, v)| (k.clone(), value_string(v)))
-            .collect()
-    };
-    let mut attributes = strings(&tpg.attributes);
-    // rtslib saves TPG credentials as `chap_<name>`; the fabric reads them
-    // under targetcli's `set auth` names.
-    for (k, v) in &tpg.extra {
-        if let Some(name) = k.strip_prefix("chap_") {
-            if crate::ops_edit::AUTH.contains(&name) {
-                attributes.insert(name.to_string(), value_string(v));
-            }
-        }
-    }
-    // A hand-written TPG without generate_node_acls and without ACLs would
-    // admit nobody under LIO's default (0); rtarget serves it in demo mode
-    // as it always did. With ACLs listed the default is LIO's.
-    if !attributes.contains_key("generate_node_acls") {
-        let demo = if tpg.node_acls.is_empty() { "1" } else { "0" };
-        attributes.insert("generate_node_acls".into(), demo.into());
-    }
+    // The TPG parameters, parsed once into the negotiation offer.
+    let params: Vec<(&str, String)> = tpg
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), value_string(v)))
+        .collect();
+    let offer =
+        iscsi::tpg_offer(params.iter().map(|(k, v)| (*k, v.as_str()))).map_err(|e| anyhow!(e))?;
     let acls = tpg
         .node_acls
         .iter()
-        .map(|acl| acl_config(acl, &luns))
-        .collect();
+        .map(|acl| acl_config(acl, &luns).with_context(|| format!("node ACL {}", acl.node_wwn)))
+        .collect::<Result<_>>()?;
     Ok(TpgConfig {
         tag,
         relative_port_id: tag,
@@ -235,13 +218,15 @@ pub fn tpg_config(
         luns: Arc::new(LunTable { luns }),
         acls,
         attributes,
-        parameters: strings(&tpg.parameters),
+        // rtslib saves TPG credentials as `chap_<name>`.
+        chap: chap_from(&tpg.extra),
+        offer,
     })
 }
 
 /// One node ACL: its mapped LUNs point at the TPG's LUNs (mappings of
 /// LUNs that are not served were reported by validation and are skipped).
-fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> AclConfig {
+fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> Result<AclConfig> {
     let mut luns: Vec<Lun> = acl
         .mapped_luns
         .iter()
@@ -255,17 +240,13 @@ fn acl_config(acl: &config::NodeAcl, tpg_luns: &[Lun]) -> AclConfig {
         })
         .collect();
     luns.sort_by_key(|l| l.id);
-    AclConfig {
+    Ok(AclConfig {
         initiator: acl.node_wwn.clone(),
         luns: Arc::new(LunTable { luns }),
         chap: chap_from(&acl.extra),
-        // LIO's node attribute: 1/0 decide, anything else (-1) inherits.
-        authentication: match acl.attributes.get("authentication").map(value_string) {
-            Some(v) if v.trim() == "1" => Some(true),
-            Some(v) if v.trim() == "0" => Some(false),
-            _ => None,
-        },
-    }
+        attributes: config::AclAttributes::parse(&acl.attributes)
+            .map_err(|e| anyhow!(e.join("; ")))?,
+    })
 }
 
 /// rtslib's `chap_userid`/`chap_password`/`chap_mutual_*` keys; both of a
@@ -284,201 +265,11 @@ pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapC
     })
 }
 
-/// `None` for plugins rtarget does not serve (already warned about).
-pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<Arc<Device>>> {
-    let attr = |k: &str| attr_bool(&so.attributes, k).map_err(|e| anyhow!(e));
-    let block_size = so.block_size().map_err(|e| anyhow!(e))?;
-    // Whether the backstore bypasses the page cache (picks the I/O engine).
-    let mut direct = false;
-    let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
-        "fileio" | "block" => {
-            let dev = so
-                .dev
-                .as_deref()
-                .ok_or_else(|| anyhow!("'dev' is missing"))?;
-            let opts = FileOptions {
-                size: so.size,
-                // rtslib restores a missing write_back as False for both
-                // plugins (targetcli's `create` is what defaults fileio to on).
-                write_back: so.write_back.unwrap_or(false),
-                exclusive: so.plugin == "block" && so.exclusive.unwrap_or(true),
-                // LIO's is_nonrot attribute, else what the kernel says.
-                rotational: attr("is_nonrot")?.map(|nonrot| !nonrot),
-                read_only: so.readonly.unwrap_or(false) || attr("readonly")?.unwrap_or(false),
-                // rtarget extension: bypass the page cache. `block` does by
-                // default, as LIO's iblock submits bios below the page cache.
-                direct: attr("o_direct")?.unwrap_or(so.plugin == "block"),
-                ..FileOptions::new(dev)
-            };
-            let f = FileBackstore::open(&opts).with_context(|| format!("cannot open {dev}"))?;
-            direct = f.is_direct();
-            (
-                Arc::new(f),
-                if so.plugin == "fileio" {
-                    "FILEIO"
-                } else {
-                    "IBLOCK"
-                },
-            )
-        }
-        "ramdisk" => {
-            let size = so.size.ok_or_else(|| anyhow!("'size' is missing"))?;
-            if so.nullio == Some(true) {
-                (Arc::new(NullBackstore::new(size)), "NULLIO")
-            } else {
-                (
-                    Arc::new(RamBackstore::new(size).context("cannot allocate the ramdisk")?),
-                    "RAMDISK-MCP",
-                )
-            }
-        }
-        "user" => match so.user_config() {
-            // Every user:NAME object opens through the handler registered
-            // under NAME (crate::handlers, docs/handlers.md).
-            Some((sub, cfgstring)) => match crate::handlers::registry().get(sub) {
-                Some(h) => (
-                    crate::handlers::open_user(h.as_ref(), so, cfgstring, pr_dir)?,
-                    h.product(),
-                ),
-                None => return Ok(None),
-            },
-            None => return Ok(None),
-        },
-        _ => return Ok(None),
-    };
-    let wwn = so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path()));
-    let backstore = if attr("encryption")?.unwrap_or(false) {
-        encrypt(backstore, &wwn, pr_dir)?
-    } else {
-        backstore
-    };
-    // rtarget extension (SPDK's bdev QoS): throughput / IOPS limits.
-    let backstore = backstore::with_qos(backstore, qos_limits(so)?);
-    let size = backstore.size();
-    if size < u64::from(block_size) {
-        bail!("size {size} is smaller than one block ({block_size} bytes)");
-    }
-    if !size.is_multiple_of(u64::from(block_size)) {
-        tracing::warn!(object = %so.path(), size, block_size, "size is not a multiple of block_size; the tail is not exported");
-    }
-    let caps = backstore.capabilities();
-    let write_cache = attr("emulate_write_cache")?.unwrap_or(caps.write_cache);
-    if caps.write_cache && !write_cache {
-        tracing::warn!(
-            object = %so.path(),
-            "emulate_write_cache=0 on a write-back backstore: initiators will not flush, so a host crash can lose acknowledged writes; set write_back=false"
-        );
-    }
-    let thin_wanted =
-        attr("emulate_tpu")?.unwrap_or(false) || attr("emulate_tpws")?.unwrap_or(false);
-    if thin_wanted && !caps.discard {
-        tracing::warn!(object = %so.path(), "thin provisioning requested but the backstore cannot discard; not offered");
-    }
-    let io_engine = io_engine(so, direct)?;
-    let options = DeviceOptions {
-        name: so.name.clone(),
-        wwn,
-        block_size,
-        vendor: "RTARGET".to_string(),
-        product: product.to_string(),
-        revision: revision(),
-        write_cache,
-        read_only: caps.read_only,
-        thin_provisioning: thin_wanted && caps.discard,
-        io_engine,
-    };
-    let device = Device::new(options, backstore);
-    // rtarget's own attribute (LIO has none): a removable medium that can be
-    // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
-    if attr("removable")?.unwrap_or(false) {
-        device.set_removable(true);
-    }
-    if let Some(dir) = pr_dir {
-        let file = dir.join(format!("aptpl_{}", device.options.wwn));
-        device.set_pr_state_file(file.clone()).with_context(|| {
-            format!(
-                "cannot restore persistent reservations from {}",
-                file.display()
-            )
-        })?;
-    }
-    Ok(Some(device))
-}
-
-/// rtarget's QoS storage-object attributes: `qos_rw_mbytes_per_sec`
-/// (MiB/s) and `qos_rw_ios_per_sec`, reads and writes together; 0 or
-/// absent means no limit.
-pub fn qos_limits(so: &StorageObject) -> Result<backstore::QosLimits> {
-    let get = |k: &str| {
-        config::attr_u64(&so.attributes, k)
-            .map_err(|e| anyhow!(e))
-            .map(|v| v.unwrap_or(0))
-    };
-    let mib = get("qos_rw_mbytes_per_sec")?;
-    Ok(backstore::QosLimits {
-        bytes_per_sec: mib
-            .checked_mul(1 << 20)
-            .ok_or_else(|| anyhow!("qos_rw_mbytes_per_sec {mib} is too large"))?,
-        ios_per_sec: get("qos_rw_ios_per_sec")?,
-    })
-}
-
-/// rtarget's `io_engine` storage-object attribute (`inline`/`0` or
-/// `pool`/`1`), else the backstore's default: the worker pool where an I/O
-/// can block for long (O_DIRECT files and devices, NBD-based backstores),
-/// the connection thread for page-cache, RAM, null and qcow2 backstores.
-pub fn io_engine(so: &StorageObject, direct: bool) -> Result<IoEngine> {
-    if let Some(v) = so.attributes.get("io_engine") {
-        return match value_string(v).trim().to_ascii_lowercase().as_str() {
-            "inline" | "0" => Ok(IoEngine::Inline),
-            "pool" | "1" => Ok(IoEngine::Pool),
-            other => bail!("attribute io_engine: {other:?} is not inline (0) or pool (1)"),
-        };
-    }
-    let slow = match so.plugin.as_str() {
-        "fileio" | "block" => direct,
-        "user" => !matches!(so.user_config(), Some(("qcow", _))),
-        _ => false,
-    };
-    Ok(if slow {
-        IoEngine::Pool
-    } else {
-        IoEngine::Inline
-    })
-}
-
-/// rtarget's `encryption` attribute (an extension; LIO has none): store the
-/// object's data AES-XTS encrypted under a media key of its own, which
-/// SANITIZE CRYPTO ERASE replaces (docs/encryption.md). The key lives in
-/// the daemon's state directory, next to the PR state: `<state>/keys/key_<wwn>`.
-fn encrypt(
-    inner: Arc<dyn Backstore>,
-    wwn: &str,
-    pr_dir: Option<&Path>,
-) -> Result<Arc<dyn Backstore>> {
-    let Some(dir) = pr_dir.map(|p| p.with_file_name("keys")) else {
-        bail!("encryption=1 needs the daemon's state directory for its key");
-    };
-    // The wwn names a file: nothing that could leave the directory.
-    if wwn.is_empty() || !wwn.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        bail!("encryption=1 needs a wwn of letters, digits and '-' (got {wwn:?})");
-    }
-    let key_file = dir.join(format!("key_{wwn}"));
-    let c = CryptBackstore::open(inner, &key_file)
-        .with_context(|| format!("cannot open the media key {}", key_file.display()))?;
-    Ok(Arc::new(c))
-}
-
 /// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
 /// to an address and export name. HOST is an IP address (IPv6 in brackets).
 pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String)> {
     // One parser for create-time checks and the nbd handler.
     Ok(backstore::registry::builtin::parse_nbd_uri(uri)?)
-}
-
-/// INQUIRY product revision: the crate version, at most 4 bytes.
-fn revision() -> String {
-    env!("CARGO_PKG_VERSION").chars().take(4).collect()
 }
 
 /// A UUID-shaped serial derived from the object's path, so an object saved
@@ -557,7 +348,7 @@ mod tests {
             "targets": [
                 {"fabric": "iscsi", "wwn": "iqn.2026-11.x:a", "tpgs": [
                     {"tag": 1, "attributes": {"demo_mode_write_protect": 1},
-                     "parameters": {"ImmediateData": "Yes"},
+                     "parameters": {"ImmediateData": "No"},
                      "luns": [{"index": 3, "storage_object": "/backstores/ramdisk/r"},
                               {"index": 0, "storage_object": "/backstores/fileio/d"},
                               {"index": 5, "storage_object": "/backstores/pscsi/p"}],
@@ -584,8 +375,8 @@ mod tests {
         let ids: Vec<u64> = tpg.luns.luns.iter().map(|l| l.id).collect();
         assert_eq!(ids, [0, 3]);
         assert!(tpg.luns.luns.iter().all(|l| l.write_protect));
-        assert_eq!(tpg.parameters["ImmediateData"], "Yes");
-        assert_eq!(tpg.attributes["demo_mode_write_protect"], "1");
+        assert!(!tpg.offer.immediate_data);
+        assert!(tpg.attributes.demo_mode_write_protect);
         assert!(!rt.targets[0].tpgs[1].enable);
         // Only enabled TPGs' portals are listened on.
         assert_eq!(
@@ -622,26 +413,87 @@ mod tests {
         assert_eq!((d.userid.as_str(), d.mutual_userid), ("du", None));
         let tpg = &rt.targets[0].tpgs[0];
         // ACLs listed, no generate_node_acls: LIO's default (0).
-        assert_eq!(tpg.attributes["generate_node_acls"], "0");
+        assert!(!tpg.attributes.generate_node_acls);
         // No ACLs and no attribute: served in demo mode as before.
-        assert_eq!(rt.targets[0].tpgs[1].attributes["generate_node_acls"], "1");
+        assert!(rt.targets[0].tpgs[1].attributes.generate_node_acls);
         let (h1, h2) = (&tpg.acls[0], &tpg.acls[1]);
         assert_eq!(h1.initiator, "iqn.2026-11.x:h1");
         let l = &h1.luns.luns[0];
         assert_eq!((l.id, l.write_protect), (7, true));
         assert!(Arc::ptr_eq(&l.device, &tpg.luns.luns[0].device));
         assert_eq!(h1.chap.as_ref().unwrap().userid, "u");
-        assert_eq!(h1.authentication, None);
+        assert_eq!(h1.attributes.authentication, None);
         // demo_mode_write_protect does not reach ACL mappings.
         assert!(!h2.luns.luns[0].write_protect);
         assert!(tpg.luns.luns[0].write_protect);
-        assert_eq!((h2.chap.is_none(), h2.authentication), (true, Some(true)));
+        assert_eq!(
+            (h2.chap.is_none(), h2.attributes.authentication),
+            (true, Some(true))
+        );
         let off: SaveConfig = serde_json::from_value(json!({
             "fabric_modules": [{"name": "iscsi", "discovery_enable_auth": false,
                 "discovery_userid": "du", "discovery_password": "dpassword123"}]
         }))
         .unwrap();
         assert!(discovery_auth(&off).is_none());
+    }
+
+    /// Issue 9 item 1 at load: an out-of-range attribute stops the build
+    /// (even of a file validation never saw), naming attribute, value and
+    /// the allowed values; it is never read as "off" by the fabric.
+    #[test]
+    fn out_of_range_attributes_stop_the_build() {
+        for (tpg_attrs, acl_attrs, want) in [
+            (
+                json!({"authentication": 2}),
+                json!({}),
+                "attribute authentication: 2",
+            ),
+            (
+                json!({"generate_node_acls": -1}),
+                json!({}),
+                "generate_node_acls: -1",
+            ),
+            (
+                json!({"demo_mode_write_protect": "yes"}),
+                json!({}),
+                "demo_mode_write_protect: \"yes\"",
+            ),
+            (json!({}), json!({"tmr_cold_reset": 2}), "tmr_cold_reset: 2"),
+            (json!({}), json!({"authentication": 2}), "authentication: 2"),
+        ] {
+            let cfg: SaveConfig = serde_json::from_value(json!({
+                "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.x:a", "tpgs": [
+                    {"tag": 1, "attributes": tpg_attrs, "chap_userid": "u", "chap_password": "p12345678901",
+                     "node_acls": [{"node_wwn": "iqn.2026-11.x:h1", "attributes": acl_attrs}]}
+                ]}]
+            }))
+            .unwrap();
+            let e = format!("{:#}", build(&cfg, None).err().expect(want));
+            assert!(e.contains(want) && e.contains("(allowed: "), "{e}");
+        }
+        let so: StorageObject = serde_json::from_value(json!({"plugin": "ramdisk", "name": "r",
+            "size": 65536, "attributes": {"emulate_write_cache": 2}}))
+        .unwrap();
+        let e = format!("{:#}", open_device(&so, None).err().unwrap());
+        assert!(e.contains("emulate_write_cache: 2 is not allowed"), "{e}");
+    }
+
+    /// targetcli's own file: every TPG's attributes and parameters (LIO's
+    /// values, markers included) read into the typed settings and offer.
+    #[test]
+    fn targetcli_sample_tpgs_are_read() {
+        let cfg: SaveConfig = serde_json::from_str(include_str!(
+            "../../config/tests/data/targetcli-sample.json"
+        ))
+        .unwrap();
+        for t in &cfg.targets {
+            for (i, g) in t.tpgs.iter().enumerate() {
+                let tc = tpg_config(g, i as u16 + 1, &HashMap::new()).unwrap();
+                assert_eq!(tc.attributes.default_cmdsn_depth, 64);
+                assert_eq!(tc.offer.max_recv_data_segment_length, 8192);
+            }
+        }
     }
 
     /// The wrapper forwards to the nbd handler's parser (every URI form is
@@ -721,67 +573,6 @@ mod tests {
         assert_eq!(back.storage_objects[0].attributes["encryption"], json!(1));
         let e = format!("{:#}", build(&cfg, None).err().unwrap());
         assert!(e.contains("state directory"), "{e}");
-    }
-
-    /// rtarget's `io_engine` (names or 0/1, else the backstore's default)
-    /// and QoS attributes reach the device; bad values are errors.
-    #[test]
-    fn io_engine_and_qos_attributes() {
-        let dir = tempfile::tempdir().unwrap();
-        let so = |plugin: &str, attrs: serde_json::Value| -> StorageObject {
-            serde_json::from_value(json!({"plugin": plugin, "name": "x",
-                "dev": dir.path().join("x.img"), "size": 1048576, "attributes": attrs}))
-            .unwrap()
-        };
-        let eng = |o: &StorageObject, direct| io_engine(o, direct).unwrap();
-        assert_eq!(eng(&so("fileio", json!({})), false), IoEngine::Inline);
-        assert_eq!(eng(&so("fileio", json!({})), true), IoEngine::Pool);
-        assert_eq!(eng(&so("block", json!({})), true), IoEngine::Pool);
-        assert_eq!(eng(&so("ramdisk", json!({})), false), IoEngine::Inline);
-        assert_eq!(
-            eng(&so("fileio", json!({"io_engine": "pool"})), false),
-            IoEngine::Pool
-        );
-        assert_eq!(
-            eng(&so("fileio", json!({"io_engine": 1})), false),
-            IoEngine::Pool
-        );
-        assert_eq!(
-            eng(&so("fileio", json!({"io_engine": "Inline"})), true),
-            IoEngine::Inline
-        );
-        assert_eq!(
-            eng(&so("fileio", json!({"io_engine": "0"})), true),
-            IoEngine::Inline
-        );
-        assert!(io_engine(&so("fileio", json!({"io_engine": "fast"})), false).is_err());
-        let mut nbd = so("user", json!({}));
-        nbd.extra
-            .insert("config".into(), json!("nbd/nbd://127.0.0.1/e"));
-        assert_eq!(eng(&nbd, false), IoEngine::Pool);
-        let mut qcow = so("user", json!({}));
-        qcow.extra
-            .insert("config".into(), json!("qcow//tmp/a.qcow2"));
-        assert_eq!(eng(&qcow, false), IoEngine::Inline);
-
-        let q = qos_limits(&so(
-            "fileio",
-            json!({"qos_rw_mbytes_per_sec": 8, "qos_rw_ios_per_sec": "100"}),
-        ))
-        .unwrap();
-        assert_eq!((q.bytes_per_sec, q.ios_per_sec), (8 << 20, 100));
-        assert!(qos_limits(&so("fileio", json!({}))).unwrap().is_unlimited());
-        assert!(qos_limits(&so("fileio", json!({"qos_rw_ios_per_sec": "x"}))).is_err());
-        // The attribute reaches the device, which opens (and reads) normally.
-        let o = so(
-            "fileio",
-            json!({"io_engine": "pool", "qos_rw_ios_per_sec": 1000}),
-        );
-        let d = open_device(&o, None).unwrap().unwrap();
-        assert_eq!(d.options.io_engine, IoEngine::Pool);
-        let mut buf = [1u8; 512];
-        d.backstore.read_at(&mut buf, 0).unwrap();
-        assert_eq!(buf, [0u8; 512]);
     }
 
     /// Every iSCSI TPG of the configuration gets its own relative port id,

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
 use backstore::{Backstore, Handler, OpenRequest, Registry};
-use config::{attr_bool, StorageObject};
+use config::StorageObject;
 
 /// The process-wide registry (built on first use, then read-only).
 pub fn registry() -> &'static Registry {
@@ -39,9 +39,9 @@ pub fn open_user(
     pr_dir: Option<&Path>,
 ) -> Result<Arc<dyn Backstore>> {
     let read_only = so.readonly.unwrap_or(false)
-        || attr_bool(&so.attributes, "readonly")
-            .map_err(|e| anyhow!(e))?
-            .unwrap_or(false);
+        || config::ObjectAttributes::parse(&so.attributes)
+            .map_err(|e| anyhow!(e.join("; ")))?
+            .readonly;
     let object = so.path();
     let req = OpenRequest {
         object: &object,

@@ -8,6 +8,7 @@ mod api;
 mod args;
 mod bookmarks;
 mod build;
+mod build_device;
 mod cli;
 mod client;
 mod demo;

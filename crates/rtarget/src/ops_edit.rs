@@ -3,7 +3,10 @@
 //! its ACL mappings), and `set`/`get` know targetcli's attribute, parameter
 //! and auth names, refusing unknown ones instead of saving typos.
 
+use std::sync::OnceLock;
+
 use anyhow::{anyhow, bail, Result};
+use config::settings::{self, Spec};
 use config::{SaveConfig, Tpg};
 use serde_json::{Map, Value};
 
@@ -11,133 +14,45 @@ use crate::args::{parse_index, Args};
 use crate::ops::{locate, tpg_mut, Loc};
 use crate::tree::portal_name;
 
-/// TPG attributes (targetcli names) and what rtarget does with them.
-pub const TPG_ATTRIBUTES: &[&str] = &[
-    "authentication",
-    "cache_dynamic_acls",
-    "default_cmdsn_depth",
-    "default_erl",
-    "demo_mode_discovery",
-    "demo_mode_write_protect",
-    "fabric_prot_type",
-    "generate_node_acls",
-    "login_keys_offload",
-    "login_timeout",
-    "netif_timeout",
-    "nopin_response_timeout",
-    "nopin_timeout",
-    "prod_mode_write_protect",
-    "t10_pi",
-    "tpg_enabled_sendtargets",
-];
-
-/// iSCSI parameters of a TPG (RFC 7143 keys as LIO exposes them).
-pub const TPG_PARAMETERS: &[&str] = &[
-    "AuthMethod",
-    "DataDigest",
-    "DataPDUInOrder",
-    "DataSequenceInOrder",
-    "DefaultTime2Retain",
-    "DefaultTime2Wait",
-    "ErrorRecoveryLevel",
-    "FirstBurstLength",
-    "HeaderDigest",
-    "IFMarkInt",
-    "IFMarker",
-    "ImmediateData",
-    "InitialR2T",
-    "MaxBurstLength",
-    "MaxConnections",
-    "MaxOutstandingR2T",
-    "MaxRecvDataSegmentLength",
-    "MaxXmitDataSegmentLength",
-    "OFMarkInt",
-    "OFMarker",
-    "TargetAlias",
-];
-
-/// Storage object attributes of LIO.
-pub const SO_ATTRIBUTES: &[&str] = &[
-    "block_size",
-    "emulate_3pc",
-    "emulate_caw",
-    "emulate_dpo",
-    "emulate_fua_read",
-    "emulate_fua_write",
-    "emulate_model_alias",
-    "emulate_pr",
-    "emulate_rest_reord",
-    "emulate_tas",
-    "emulate_tpu",
-    "emulate_tpws",
-    "emulate_ua_intlck_ctrl",
-    "emulate_write_cache",
-    "enforce_pr_isids",
-    "force_pr_aptpl",
-    "is_nonrot",
-    "max_unmap_block_desc_count",
-    "max_unmap_lba_count",
-    "max_write_same_len",
-    "optimal_sectors",
-    "pi_prot_format",
-    "pi_prot_type",
-    "pi_prot_verify",
-    "queue_depth",
-    "unmap_granularity",
-    "unmap_granularity_alignment",
-    "unmap_zeroes_data",
-    // rtarget extensions (docs/io-engines-and-qos.md, conformance/README.md);
-    // `encryption` is not here on purpose: turning it on or off under
-    // existing data would make that data unreadable.
-    "io_engine",
-    "o_direct",
-    "qos_rw_ios_per_sec",
-    "qos_rw_mbytes_per_sec",
-    "removable",
-];
-
-/// Storage object attributes rtarget acts on (the rest are kept in the file).
-const SO_ATTRIBUTES_USED: &[&str] = &[
-    "block_size",
-    "emulate_tpu",
-    "emulate_tpws",
-    "emulate_write_cache",
-    "is_nonrot",
-    "io_engine",
-    "o_direct",
-    "qos_rw_ios_per_sec",
-    "qos_rw_mbytes_per_sec",
-    "removable",
-];
-
-/// Node ACL attributes of LIO's iSCSI fabric (rtslib `NodeACL` attributes),
-/// with the values LIO accepts.
-pub const ACL_ATTRIBUTES: &[&str] = &[
-    "authentication",
-    "dataout_timeout",
-    "dataout_timeout_retries",
-    "default_erl",
-    "nopin_response_timeout",
-    "nopin_timeout",
-    "random_datain_pdu_offsets",
-    "random_datain_seq_offsets",
-    "random_r2t_offsets",
-];
-
-/// LIO's limits for ACL attributes (iscsi_target_nodeattrib.c).
-fn acl_attribute_range(k: &str) -> (u64, u64) {
-    match k {
-        "authentication" => (0, 1),
-        "dataout_timeout" => (2, 60),
-        "dataout_timeout_retries" => (1, 15),
-        "default_erl" => (0, 2),
-        "nopin_response_timeout" | "nopin_timeout" => (3, 60),
-        _ => (0, 1),
-    }
+/// The names `set`/`get` offer in a group: those of config's settings
+/// tables, whose value ranges `set` checks (the same ones `rtarget check`
+/// and the daemon's load apply).
+fn names_of(
+    cell: &'static OnceLock<Vec<&'static str>>,
+    table: &'static [Spec],
+) -> &'static [&'static str] {
+    cell.get_or_init(|| {
+        table
+            .iter()
+            .filter(|s| s.settable)
+            .map(|s| s.name)
+            .collect()
+    })
 }
 
-/// ACL attributes the fabric acts on; the others are saved for targetcli.
-const ACL_ATTRIBUTES_USED: &[&str] = &["authentication"];
+/// TPG attributes (targetcli names).
+pub fn tpg_attributes() -> &'static [&'static str] {
+    static C: OnceLock<Vec<&'static str>> = OnceLock::new();
+    names_of(&C, settings::TPG_ATTRIBUTES)
+}
+
+/// Node ACL attributes (LIO's node attributes).
+pub fn acl_attributes() -> &'static [&'static str] {
+    static C: OnceLock<Vec<&'static str>> = OnceLock::new();
+    names_of(&C, settings::ACL_ATTRIBUTES)
+}
+
+/// Storage object attributes (LIO's and rtarget's extensions).
+pub fn so_attributes() -> &'static [&'static str] {
+    static C: OnceLock<Vec<&'static str>> = OnceLock::new();
+    names_of(&C, settings::SO_ATTRIBUTES)
+}
+
+/// iSCSI parameters of a TPG (RFC 7143 keys as LIO exposes them).
+pub fn tpg_parameters() -> &'static [&'static str] {
+    static C: OnceLock<Vec<&'static str>> = OnceLock::new();
+    C.get_or_init(|| settings::TPG_PARAMETERS.iter().map(|(n, _)| *n).collect())
+}
 
 /// Auth names of targetcli (`set auth userid=...`), saved as rtslib's `chap_*`.
 pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_password"];
@@ -159,16 +74,6 @@ fn stored_key(prefix: &str, k: &str) -> String {
         _ => format!("{prefix}{k}"),
     }
 }
-
-/// Parameters whose value is Yes or No.
-const YES_NO: &[&str] = &[
-    "DataPDUInOrder",
-    "DataSequenceInOrder",
-    "IFMarker",
-    "ImmediateData",
-    "InitialR2T",
-    "OFMarker",
-];
 
 /// `delete` at `path`: with arguments, the named child of the container at
 /// `path` (targetcli's form); without, the object at `path` itself.
@@ -346,8 +251,8 @@ fn group_map<'a>(
 )> {
     // (map, names, prefix of the saved keys)
     match (loc, group) {
-        (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, TPG_ATTRIBUTES, "")),
-        (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, TPG_PARAMETERS, "")),
+        (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, tpg_attributes(), "")),
+        (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, tpg_parameters(), "")),
         (Loc::Tpg(w, t), "auth") => Ok((&mut tpg_mut(cfg, w, *t)?.extra, AUTH, "chap_")),
         (Loc::Fabric(f), "discovery_auth") if f == "iscsi" => {
             if !cfg.fabric_modules.iter().any(|m| m.name == "iscsi") {
@@ -372,7 +277,7 @@ fn group_map<'a>(
             Ok(if group == "auth" {
                 (&mut acl.extra, AUTH, "chap_")
             } else {
-                (&mut acl.attributes, ACL_ATTRIBUTES, "")
+                (&mut acl.attributes, acl_attributes(), "")
             })
         }
         (Loc::Object(p, n), "attribute") => {
@@ -381,7 +286,7 @@ fn group_map<'a>(
                 .iter_mut()
                 .find(|so| so.ui_plugin() == *p && so.name == *n)
                 .ok_or_else(|| anyhow!("no such storage object"))?;
-            Ok((&mut so.attributes, SO_ATTRIBUTES, ""))
+            Ok((&mut so.attributes, so_attributes(), ""))
         }
         (_, g) => bail!(
             "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: attribute, auth; /iscsi: discovery_auth; storage objects: attribute; ALUA groups and LUNs: alua)"
@@ -485,25 +390,23 @@ pub fn set(
         if !names.contains(&k.as_str()) {
             bail!("unknown {group} {k:?}; known: {}", names.join(", "));
         }
+        let table = match loc {
+            Loc::Acl(..) => settings::ACL_ATTRIBUTES,
+            Loc::Object(..) => settings::SO_ATTRIBUTES,
+            _ => settings::TPG_ATTRIBUTES,
+        };
+        let spec = settings::find(table, k);
         let value = match group {
-            "attribute" if matches!(loc, Loc::Acl(..)) => {
-                let (lo, hi) = acl_attribute_range(k);
-                match v.trim().parse::<u64>() {
-                    Ok(n) if (lo..=hi).contains(&n) => Value::from(n),
-                    _ => bail!("{k}: {v:?} must be a number from {lo} to {hi}"),
-                }
-            }
             // The I/O engine is named (inline/pool) as well as numbered.
             "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool") => {
                 Value::from(v.trim())
             }
-            "attribute" => Value::from(
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| anyhow!("{k}: {v:?} is not a non-negative integer"))?,
-            ),
+            "attribute" => match spec {
+                Some(spec) => Value::from(spec.check_str(v).map_err(|e| anyhow!(e))?),
+                None => bail!("unknown {group} {k:?}"),
+            },
             "parameter" => {
-                check_parameter(k, v)?;
+                settings::check_parameter(k, v).map_err(|e| anyhow!(e))?;
                 Value::from(v.clone())
             }
             "discovery_auth" if k == "enable" => match v.trim() {
@@ -520,8 +423,7 @@ pub fn set(
             v
         };
         let stored_only = match loc {
-            Loc::Object(..) => !SO_ATTRIBUTES_USED.contains(&k.as_str()),
-            Loc::Acl(..) => !ACL_ATTRIBUTES_USED.contains(&k.as_str()),
+            Loc::Object(..) | Loc::Acl(..) => spec.is_some_and(|s| !s.used),
             _ => false,
         };
         let note = if group == "attribute" && stored_only {
@@ -532,42 +434,6 @@ pub fn set(
         msgs.push(format!("Parameter {k} is now '{shown}'.{note}"));
     }
     Ok(msgs.join("\n"))
-}
-
-/// RFC 7143's value ranges, so a typo is refused here rather than offered
-/// to initiators at the next login.
-fn check_parameter(k: &str, v: &str) -> Result<()> {
-    if YES_NO.contains(&k) && v != "Yes" && v != "No" {
-        bail!("{k}: {v:?} must be Yes or No");
-    }
-    let list = |allowed: &[&str]| -> Result<()> {
-        if v.split(',').all(|x| allowed.contains(&x)) {
-            Ok(())
-        } else {
-            bail!(
-                "{k}: {v:?} must be a comma-separated list of {}",
-                allowed.join(", ")
-            )
-        }
-    };
-    let range = |lo: u32, hi: u32| -> Result<()> {
-        match v.parse::<u32>() {
-            Ok(n) if (lo..=hi).contains(&n) => Ok(()),
-            _ => bail!("{k}: {v:?} must be a number from {lo} to {hi}"),
-        }
-    };
-    match k {
-        "HeaderDigest" | "DataDigest" => list(&["None", "CRC32C"]),
-        "AuthMethod" => list(&["None", "CHAP"]),
-        "MaxRecvDataSegmentLength"
-        | "MaxXmitDataSegmentLength"
-        | "MaxBurstLength"
-        | "FirstBurstLength" => range(512, (1 << 24) - 1),
-        "DefaultTime2Wait" | "DefaultTime2Retain" => range(0, 3600),
-        "ErrorRecoveryLevel" => range(0, 2),
-        "MaxOutstandingR2T" | "MaxConnections" => range(1, 65535),
-        _ => Ok(()),
-    }
 }
 
 /// `get GROUP [name...]`: the configured values; names never set read
@@ -651,7 +517,7 @@ mod tests {
         for (k, v) in [("default_erl", "3"), ("nopin_timeout", "1"), ("bogus", "1")] {
             let e = set(&mut c, ACL, "attribute", &kv(&[(k, v)])).unwrap_err();
             assert!(
-                e.to_string().contains("must be a number from")
+                e.to_string().contains("is not allowed (allowed: ")
                     || e.to_string().contains("unknown"),
                 "{e}"
             );
@@ -671,6 +537,55 @@ mod tests {
             v["targets"][0]["tpgs"][0]["node_acls"][0]["attributes"]["authentication"],
             1
         );
+    }
+
+    /// Issue 9 item 1 at `set`: every boolean-like TPG, ACL and storage
+    /// object attribute refuses 2, -1 and "yes" with the allowed values in
+    /// the message (the ranges are config's, the ones check and load use),
+    /// and stores 0 and 1.
+    #[test]
+    fn set_refuses_out_of_range_flags_everywhere() {
+        let mut c: SaveConfig = serde_json::from_value(serde_json::json!({
+            "storage_objects": [{"plugin": "ramdisk", "name": "r", "size": 1048576}],
+            "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:t1", "tpgs": [{
+                "tag": 1,
+                "node_acls": [{"node_wwn": "iqn.2026-11.org.example:h1", "mapped_luns": []}]
+            }]}]
+        }))
+        .unwrap();
+        let mut tried = 0;
+        for (path, table) in [
+            (
+                "/iscsi/iqn.2026-11.org.example:t1/tpg1",
+                settings::TPG_ATTRIBUTES,
+            ),
+            (ACL, settings::ACL_ATTRIBUTES),
+            ("/backstores/ramdisk/r", settings::SO_ATTRIBUTES),
+        ] {
+            for spec in table.iter().filter(|s| s.settable && s.allowed == [(0, 1)]) {
+                for bad in ["2", "-1", "yes"] {
+                    let e = set(&mut c, path, "attribute", &kv(&[(spec.name, bad)]))
+                        .unwrap_err()
+                        .to_string();
+                    assert!(
+                        e.contains(spec.name) && e.contains(bad) && e.contains("allowed: 0 or 1"),
+                        "{path} {}={bad}: {e}",
+                        spec.name
+                    );
+                    tried += 1;
+                }
+                for good in ["0", "1"] {
+                    set(&mut c, path, "attribute", &kv(&[(spec.name, good)])).unwrap();
+                }
+            }
+        }
+        assert!(tried >= 3 * 35, "{tried}");
+        assert!(config::validate(&c).is_ok());
+        // Ranges other than 0/1 come from the same table.
+        let tpg = "/iscsi/iqn.2026-11.org.example:t1/tpg1";
+        let e = set(&mut c, tpg, "attribute", &kv(&[("login_timeout", "31")])).unwrap_err();
+        assert!(e.to_string().contains("from 5 to 30"), "{e}");
+        set(&mut c, ACL, "attribute", &kv(&[("authentication", "-1")])).unwrap();
     }
 
     /// rtarget's own storage-object attributes (I/O engine, O_DIRECT, QoS,

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::bookmarks::{Bookmarks, Outcome};
 use crate::client::{self, Action, Conn, Show, HELP, VERBS};
-use crate::ops_edit::{AUTH, SO_ATTRIBUTES, TPG_ATTRIBUTES, TPG_PARAMETERS};
+use crate::ops_edit::{acl_attributes, so_attributes, tpg_attributes, tpg_parameters, AUTH};
 use crate::tree::normalize;
 
 struct Session {
@@ -251,15 +251,15 @@ impl ShellHelper {
                 "alua",
             ],
             ("set" | "get", _) => match before[verb_pos + 1].as_str() {
-                "parameter" => TPG_PARAMETERS,
+                "parameter" => tpg_parameters(),
                 "global" => crate::prefs::NAMES,
                 "auth" => AUTH,
                 "discovery_auth" => crate::ops_edit::DISCOVERY_AUTH,
                 "alua" if at.contains("/luns/") => crate::alua::LUN_ALUA_PARAMS,
                 "alua" => config::alua::ALUA_PARAMS,
-                _ if at.starts_with("/backstores/") => SO_ATTRIBUTES,
-                _ if at.contains("/acls/") => crate::ops_edit::ACL_ATTRIBUTES,
-                _ => TPG_ATTRIBUTES,
+                _ if at.starts_with("/backstores/") => so_attributes(),
+                _ if at.contains("/acls/") => acl_attributes(),
+                _ => tpg_attributes(),
             },
             ("create", _) => create_params(&at),
             _ => &[],

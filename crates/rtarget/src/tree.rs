@@ -6,7 +6,7 @@
 //! The tree is a view: it is rebuilt from the configuration on every
 //! request, so it can never disagree with what is saved and served.
 
-use config::{attr_bool, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
+use config::{MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
 use serde::Serialize;
 
 /// Backstore plugins shown under `/backstores` (the ones rtarget serves).
@@ -199,12 +199,10 @@ fn target_node(cfg: &SaveConfig, parent: &str, t: &Target) -> Node {
 
 fn acl_node(cfg: &SaveConfig, parent: &str, tpg: &Tpg, acl: &NodeAcl) -> Node {
     let mut msg = Vec::new();
-    let flag = |k: &str| {
-        attr_bool(&tpg.attributes, k)
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    };
+    // What the daemon serves (config's typed reading, defaults included).
+    let a = config::TpgAttributes::parse(&tpg.attributes, !tpg.node_acls.is_empty())
+        .unwrap_or_default();
+    let auth = a.authentication == Some(true);
     let has = |k: &str| {
         acl.extra
             .get(k)
@@ -220,8 +218,8 @@ fn acl_node(cfg: &SaveConfig, parent: &str, tpg: &Tpg, acl: &NodeAcl) -> Node {
                 "1-way auth".to_string()
             },
         );
-    } else if flag("authentication") {
-        if flag("generate_node_acls") {
+    } else if auth {
+        if a.generate_node_acls {
             msg.push("auth via tpg".to_string());
         } else if acl.extra.contains_key("chap_mutual_userid") {
             msg.push("mutual auth".to_string());
@@ -260,20 +258,18 @@ pub fn tpg_summary(tpg: &Tpg) -> String {
     if !tpg.enabled() {
         return "disabled".into();
     }
-    let flag = |k: &str| {
-        attr_bool(&tpg.attributes, k)
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    };
-    let mut msg = vec![if flag("generate_node_acls") {
+    // What the daemon serves (config's typed reading, defaults included).
+    let a = config::TpgAttributes::parse(&tpg.attributes, !tpg.node_acls.is_empty())
+        .unwrap_or_default();
+    let auth = a.authentication == Some(true);
+    let mut msg = vec![if a.generate_node_acls {
         "gen-acls"
     } else {
         "no-gen-acls"
     }];
-    if !flag("authentication") {
+    if !auth {
         msg.push("no-auth");
-    } else if !flag("generate_node_acls") {
+    } else if !a.generate_node_acls {
         msg.push("auth per-acl");
     } else {
         msg.push("tpg-auth");

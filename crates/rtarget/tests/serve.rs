@@ -215,3 +215,66 @@ fn demo_lun_round_trips_data_through_qemu_img() {
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut img, 0).unwrap();
     assert!(img == data, "image differs after shutdown");
 }
+
+/// Issue 9 item 1: `"authentication": 2` with TPG CHAP credentials passed
+/// `rtarget check` and the daemon served every initiator without CHAP (LIO
+/// accepts only 0 and 1). Now both refuse the file, naming the attribute,
+/// the value and the allowed values, and nothing is served.
+#[test]
+fn out_of_range_authentication_is_refused_at_check_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("saveconfig.json");
+    let text = r#"{"storage_objects": [{"plugin": "ramdisk", "name": "r0", "size": 1048576}],
+        "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:t1", "tpgs": [{"tag": 1,
+            "attributes": {"authentication": 2, "generate_node_acls": 1},
+            "chap_userid": "user", "chap_password": "secretsecret",
+            "luns": [{"index": 0, "storage_object": "/backstores/ramdisk/r0"}],
+            "portals": [{"ip_address": "127.0.0.1", "port": 3260}], "node_acls": []}]}]}"#;
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "check accepted it: {said}");
+    assert!(
+        said.contains("authentication") && said.contains("2") && said.contains("0 or 1"),
+        "{said}"
+    );
+
+    let mut d = start(&cfg, dir.path());
+    if let Some(line) = d.wait_line_within("rtarget: listening on ", Duration::from_secs(30)) {
+        // What a new user saw: a login without CHAP is let in.
+        let addr = line.trim_start_matches("rtarget: listening on ").trim();
+        let mut c = common::initiator::Client::connect(addr.parse().unwrap());
+        let (r, _) = c.login_pdu(
+            0,
+            1,
+            true,
+            &[
+                ("InitiatorName", "iqn.2026-11.org.example:h1"),
+                ("AuthMethod", "None"),
+                ("SessionType", "Normal"),
+                ("TargetName", "iqn.2026-11.org.example:t1"),
+            ],
+        );
+        panic!(
+            "authentication=2 was served; a login without CHAP got status {}/{}",
+            r.status_class, r.status_detail
+        );
+    }
+    let st = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("daemon neither served nor exited");
+    assert!(!st.success());
+    let stderr = d.seen.join("\n");
+    assert!(
+        stderr.contains("authentication") && stderr.contains("0 or 1"),
+        "{stderr}"
+    );
+}

@@ -80,11 +80,12 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
             portals: vec!["0.0.0.0:3260".parse().unwrap()],
             luns,
             acls: vec![],
-            attributes: [("generate_node_acls".to_string(), "1".to_string())].into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            attributes: config::TpgAttributes {
+                generate_node_acls: true,
+                ..Default::default()
+            },
+            chap: None,
+            offer: iscsi::tpg_offer(params.iter().copied()).unwrap(),
         }],
     }
 }
