@@ -44,14 +44,14 @@ pub enum Request {
         /// Levels below `path` (`None`: the whole subtree; 0: the node only).
         #[serde(
             default,
-            deserialize_with = "de_count",
+            deserialize_with = "de_depth",
             skip_serializing_if = "Option::is_none"
         )]
         depth: Option<u64>,
         /// Columns of the rendered text (default 80).
         #[serde(
             default,
-            deserialize_with = "de_count",
+            deserialize_with = "de_width",
             skip_serializing_if = "Option::is_none"
         )]
         width: Option<u64>,
@@ -290,8 +290,12 @@ fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(field(d, "\"path\" must be a string")?.unwrap_or_else(root))
 }
 
-fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    field(d, "\"depth\" and \"width\" must be non-negative integers")
+fn de_depth<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    field(d, "\"depth\" must be a non-negative integer")
+}
+
+fn de_width<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    field(d, "\"width\" must be a non-negative integer")
 }
 
 fn de_argv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -714,7 +718,8 @@ mod tests {
         assert!(err(r#"{"path":"/"}"#).starts_with("missing \"op\""));
         assert!(err(r#"{"op":7}"#).starts_with("missing \"op\""));
         for (line, want) in [
-            (r#"{"op":"ls","depth":-1}"#, "\"depth\" and \"width\""),
+            (r#"{"op":"ls","depth":-1}"#, "\"depth\" must be"),
+            (r#"{"op":"ls","width":"wide"}"#, "\"width\" must be"),
             (r#"{"op":"ls","path":3}"#, "\"path\" must be a string"),
             (r#"{"op":"create","argv":"x"}"#, "\"argv\" must be an array"),
             (r#"{"op":"create","argv":[1]}"#, "\"argv\" must be an array"),

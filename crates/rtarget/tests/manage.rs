@@ -185,7 +185,7 @@ fn bad_arguments_fail_clearly_and_the_daemon_survives() {
         "unknown op",
         "a request is a JSON object",
         r#"missing "op""#,
-        r#""depth" and "width" must be"#,
+        r#""depth" must be a non-negative integer"#,
         r#""argv" must be an array of strings"#,
         r#"missing "group""#,
         r#""detail" must be true or false"#,
