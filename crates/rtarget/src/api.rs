@@ -16,6 +16,9 @@ use serde_json::{json, Map, Value};
 use crate::args::Args;
 use crate::live::Live;
 use crate::ops;
+use crate::proto::{
+    Answer, Change, Info, Listing, Request, Response, Saved, Sessions, Values, Version,
+};
 use crate::tree;
 
 /// Where the daemon listens and the CLI connects unless `--socket` says otherwise.
@@ -160,204 +163,230 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<bool> {
 /// Answer one request line (never panics: a handler panic becomes an error).
 pub fn respond(live: &Live, line: &str) -> Value {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(live, line)));
-    match result {
-        Ok(Ok(Value::Object(m))) => {
-            let mut out = Map::new();
-            out.insert("ok".into(), Value::Bool(true));
-            out.extend(m);
-            Value::Object(out)
-        }
-        Ok(Ok(other)) => json!({"ok": true, "result": other}),
-        Ok(Err(e)) => json!({"ok": false, "error": format!("{e:#}")}),
-        Err(_) => {
-            json!({"ok": false, "error": "internal error while handling the request (see the daemon log)"})
-        }
-    }
+    let answer = match result {
+        Ok(Ok(r)) => Answer::Ok(r),
+        Ok(Err(e)) => Answer::Err(format!("{e:#}")),
+        Err(_) => Answer::Err(
+            "internal error while handling the request (see the daemon log)".to_string(),
+        ),
+    };
+    serde_json::to_value(answer).unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}))
 }
 
-fn handle(live: &Live, line: &str) -> Result<Value> {
-    let req: Value = serde_json::from_str(line).map_err(|e| anyhow!("bad JSON: {e}"))?;
-    let Value::Object(req) = req else {
-        bail!("a request is a JSON object like {{\"op\":\"ls\",\"path\":\"/\"}}");
+fn handle(live: &Live, line: &str) -> Result<Response> {
+    let req = Request::parse(line).map_err(|e| anyhow!(e))?;
+    tracing::debug!(op = req.op(), path = req.path(), "API request");
+    let change = |o: crate::live::Outcome| {
+        Response::Change(Change {
+            message: o.message,
+            warnings: o.warnings,
+        })
     };
-    let op = req.get("op").and_then(Value::as_str).ok_or_else(|| {
-        anyhow!("missing \"op\" (ls, info, create, delete, set, get, enable, disable, resize, saveconfig, restoreconfig, clearconfig, sessions, ping)")
-    })?;
-    let path = match req.get("path") {
-        None | Some(Value::Null) => "/".to_string(),
-        Some(Value::String(p)) => tree::normalize("/", p),
-        Some(_) => bail!("\"path\" must be a string"),
-    };
-    tracing::debug!(op, path = %path, "API request");
-    match op {
-        "ping" => Ok(json!({"version": env!("CARGO_PKG_VERSION")})),
-        "ls" => {
-            let depth = opt_u64(&req, "depth")?.map(|d| d as usize);
-            let width = opt_u64(&req, "width")?.unwrap_or(80).clamp(40, 1000) as usize;
+    Ok(match req {
+        Request::Ping => Response::Version(Version {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }),
+        Request::Ls { path, depth, width } => {
+            let path = tree::normalize("/", &path);
+            let depth = depth.map(|d| d as usize);
+            let width = width.unwrap_or(80).clamp(40, 1000) as usize;
             let root = live.tree();
             let node = root
                 .find(&path)
                 .ok_or_else(|| anyhow!("no such path: {path}"))?;
-            Ok(json!({
-                "text": tree::render(node, depth, width),
-                "tree": node.pruned(depth),
-            }))
+            Response::Listing(Listing {
+                text: tree::render(node, depth, width),
+                tree: node.pruned(depth),
+            })
         }
-        "create" | "delete" => {
-            let args = request_args(&req)?;
-            let prefs = live.prefs();
-            let mut ctx = ops::Ctx {
-                default_portal: live.default_portal,
-                add_default_portal: prefs.auto_add_default_portal,
-                auto_add_mapped_luns: prefs.auto_add_mapped_luns,
-                new_uuid: Box::new(crate::build::random_uuid),
-                stat: Box::new(stat),
-            };
-            let run = |ctx: &ops::Ctx| {
-                live.change(|cfg| {
-                    if op == "create" {
-                        ops::create(cfg, &path, &args, ctx)
-                    } else {
-                        ops::delete(cfg, &path, &args)
-                    }
-                })
-            };
-            let out = match run(&ctx) {
-                // As targetcli: a default portal that cannot be bound (the
-                // port is taken) leaves the new target without one.
-                Err(e) if op == "create" && path == "/iscsi" && ctx.add_default_portal => {
-                    let Some(lf) = e.downcast_ref::<crate::live::ListenFailed>() else {
-                        return Err(e);
-                    };
-                    let note = format!(
-                        "{lf}; the target has no portal yet: add one with \
-                         `.../tpg1/portals create IP PORT`"
-                    );
-                    ctx.add_default_portal = false;
-                    let mut out = run(&ctx)?;
-                    out.warnings.insert(0, note);
-                    out
-                }
-                other => other?,
-            };
-            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        Request::Create { path, argv, args } => {
+            change(create_delete(live, true, &path, &argv, &args)?)
         }
-        "set" => {
-            let group = group(&req)?;
-            let mut values = Vec::new();
-            if let Some(v) = req.get("values") {
-                let Value::Object(m) = v else {
-                    bail!("\"values\" must be an object of name: value");
-                };
-                for (k, v) in m {
-                    values.push((k.clone(), config::value_string(v)));
-                }
-            }
-            for w in words(&req)? {
-                let (k, v) = w
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("{w:?} is not name=value"))?;
-                values.push((k.to_string(), v.to_string()));
-            }
-            if group == "global" {
-                let message = live.set_prefs(&values)?;
-                return Ok(json!({"message": message, "warnings": []}));
-            }
-            let out = live.change(|cfg| ops::set(cfg, &path, &group, &values))?;
-            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        Request::Delete { path, argv, args } => {
+            change(create_delete(live, false, &path, &argv, &args)?)
         }
-        "get" => {
-            let group = group(&req)?;
-            let mut names = words(&req)?;
-            if let Some(Value::Array(a)) = req.get("names") {
-                names.extend(a.iter().filter_map(Value::as_str).map(str::to_string));
-            }
-            if group == "global" {
-                return Ok(json!({"values": live.prefs().get(&names)?}));
-            }
-            let mut values = ops::get(&live.config(), &path, &group, &names)?;
-            if group == "attribute" {
-                if let Some(dev) = live.device(&path) {
-                    effective_attributes(&mut values, &dev.options);
-                }
-            }
-            Ok(json!({"values": values}))
+        Request::Set {
+            path,
+            group,
+            values,
+            argv,
+        } => set(live, &tree::normalize("/", &path), &group, &values, &argv)?,
+        Request::Get {
+            path,
+            group,
+            mut names,
+            argv,
+        } => {
+            names.splice(0..0, argv);
+            get(live, &tree::normalize("/", &path), &group, &names)?
         }
-        "saveconfig" => {
-            let file = match req.get("file") {
-                Some(Value::String(f)) => Some(PathBuf::from(f)),
-                None | Some(Value::Null) => None,
-                Some(_) => bail!("\"file\" must be a string"),
-            };
-            let saved = live.save(file.as_deref())?;
-            Ok(json!({"message": format!("Configuration saved to {}", saved.display())}))
+        Request::Saveconfig { file } => {
+            let saved = live.save(file.as_deref().map(Path::new))?;
+            Response::Saved(Saved {
+                message: format!("Configuration saved to {}", saved.display()),
+            })
         }
-        "info" => {
-            let info = ops::info(&live.config(), &path)?;
-            Ok(json!({"info": info}))
+        Request::Info { path } => {
+            let info = ops::info(&live.config(), &tree::normalize("/", &path))?;
+            Response::Info(Info {
+                info: match info {
+                    Some(Value::Object(m)) => Some(m),
+                    _ => None,
+                },
+            })
         }
-        "restoreconfig" => {
-            let file = match req.get("file") {
-                Some(Value::String(f)) => PathBuf::from(f),
-                None | Some(Value::Null) => live.config_path().to_path_buf(),
-                Some(_) => bail!("\"file\" must be a string"),
-            };
-            let (loaded, issues) = config::load(&file)?;
-            let out = live.change(|cfg| {
-                *cfg = loaded;
-                Ok(format!("Configuration restored from {}", file.display()))
-            })?;
-            let mut warnings: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
-            warnings.extend(out.warnings);
-            warnings.dedup();
-            Ok(json!({"message": out.message, "warnings": warnings}))
-        }
-        "clearconfig" => {
-            let confirmed = match req.get("confirm") {
-                Some(Value::Bool(b)) => *b,
-                Some(Value::String(s)) => crate::args::parse_bool("confirm", s)?,
-                _ => false,
-            };
-            if !confirmed {
+        Request::Restoreconfig { file } => change(restore(live, file)?),
+        Request::Clearconfig { confirm } => {
+            if !confirm {
                 bail!("clearconfig deletes every object: repeat with confirm=true");
             }
-            let out = live.change(|cfg| {
+            change(live.change(|cfg| {
                 *cfg = config::SaveConfig::default();
                 Ok("All configuration cleared".into())
-            })?;
-            Ok(json!({"message": out.message, "warnings": out.warnings}))
+            })?)
         }
-        "resize" => {
+        Request::Resize { path, size, argv } => {
             // "size": "2G" / "+1G" / bytes, or the first word of "argv".
-            let size = match req.get("size") {
-                None | Some(Value::Null) => words(&req)?.into_iter().next(),
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Number(n)) if n.as_u64().is_some() => Some(n.to_string()),
-                Some(_) => bail!("\"size\" must be a string like \"2G\" or a byte count"),
+            let size = size
+                .map(|s| s.to_string())
+                .or_else(|| argv.into_iter().next());
+            change(live.resize(&tree::normalize("/", &path), size.as_deref())?)
+        }
+        Request::Enable { path } => {
+            let path = tree::normalize("/", &path);
+            change(live.change(|cfg| ops::enable(cfg, &path, true))?)
+        }
+        Request::Disable { path } => {
+            let path = tree::normalize("/", &path);
+            change(live.change(|cfg| ops::enable(cfg, &path, false))?)
+        }
+        Request::Sessions { detail: true } => Response::SessionsDetail(Sessions {
+            sessions: live.sessions_detail().iter().map(Into::into).collect(),
+        }),
+        Request::Sessions { detail: false } => Response::Sessions(Sessions {
+            sessions: live.sessions().iter().map(Into::into).collect(),
+        }),
+    })
+}
+
+/// `create` / `delete` at `path` with targetcli's words and named values.
+fn create_delete(
+    live: &Live,
+    create: bool,
+    path: &str,
+    argv: &[String],
+    named: &Map<String, Value>,
+) -> Result<crate::live::Outcome> {
+    let path = tree::normalize("/", path);
+    let mut args = Args::from_words(argv)?;
+    args.add_json(named)?;
+    let prefs = live.prefs();
+    let mut ctx = ops::Ctx {
+        default_portal: live.default_portal,
+        add_default_portal: prefs.auto_add_default_portal,
+        auto_add_mapped_luns: prefs.auto_add_mapped_luns,
+        new_uuid: Box::new(crate::build::random_uuid),
+        stat: Box::new(stat),
+    };
+    let run = |ctx: &ops::Ctx| {
+        live.change(|cfg| {
+            if create {
+                ops::create(cfg, &path, &args, ctx)
+            } else {
+                ops::delete(cfg, &path, &args)
+            }
+        })
+    };
+    match run(&ctx) {
+        // As targetcli: a default portal that cannot be bound (the
+        // port is taken) leaves the new target without one.
+        Err(e) if create && path == "/iscsi" && ctx.add_default_portal => {
+            let Some(lf) = e.downcast_ref::<crate::live::ListenFailed>() else {
+                return Err(e);
             };
-            let out = live.resize(&path, size.as_deref())?;
-            Ok(json!({"message": out.message, "warnings": out.warnings}))
+            let note = format!(
+                "{lf}; the target has no portal yet: add one with \
+                 `.../tpg1/portals create IP PORT`"
+            );
+            ctx.add_default_portal = false;
+            let mut out = run(&ctx)?;
+            out.warnings.insert(0, note);
+            Ok(out)
         }
-        "enable" | "disable" => {
-            let out = live.change(|cfg| ops::enable(cfg, &path, op == "enable"))?;
-            Ok(json!({"message": out.message, "warnings": out.warnings}))
+        other => other,
+    }
+}
+
+fn set(
+    live: &Live,
+    path: &str,
+    group: &str,
+    named: &Map<String, Value>,
+    argv: &[String],
+) -> Result<Response> {
+    let group = need_group(group)?;
+    let mut values: Vec<(String, String)> = named
+        .iter()
+        .map(|(k, v)| (k.clone(), config::value_string(v)))
+        .collect();
+    for w in argv {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{w:?} is not name=value"))?;
+        values.push((k.to_string(), v.to_string()));
+    }
+    let out = if group == "global" {
+        crate::live::Outcome {
+            message: live.set_prefs(&values)?,
+            warnings: Vec::new(),
         }
-        "sessions" if req.get("detail").and_then(Value::as_bool) == Some(true) => {
-            let list: Vec<Value> = live.sessions_detail().iter().map(session_detail).collect();
-            Ok(json!({"sessions": list}))
-        }
-        "sessions" => {
-            let list: Vec<Value> = live
-                .sessions()
-                .iter()
-                .map(|s| Value::Object(session_summary(s)))
-                .collect();
-            Ok(json!({"sessions": list}))
-        }
-        other => {
-            bail!("unknown op {other:?} (ls, info, create, delete, set, get, enable, disable, resize, saveconfig, restoreconfig, clearconfig, sessions, ping)")
+    } else {
+        live.change(|cfg| ops::set(cfg, path, group, &values))?
+    };
+    Ok(Response::Change(Change {
+        message: out.message,
+        warnings: out.warnings,
+    }))
+}
+
+fn get(live: &Live, path: &str, group: &str, names: &[String]) -> Result<Response> {
+    let group = need_group(group)?;
+    if group == "global" {
+        return Ok(Response::Values(Values {
+            values: live.prefs().get(names)?,
+        }));
+    }
+    let mut values = ops::get(&live.config(), path, group, names)?;
+    if group == "attribute" {
+        if let Some(dev) = live.device(path) {
+            effective_attributes(&mut values, &dev.options);
         }
     }
+    Ok(Response::Values(Values { values }))
+}
+
+fn need_group(group: &str) -> Result<&str> {
+    if group.is_empty() {
+        bail!("missing \"group\" (attribute, parameter, auth, discovery_auth, alua, global)");
+    }
+    Ok(group)
+}
+
+/// `restoreconfig`: replace the live configuration with a file's.
+fn restore(live: &Live, file: Option<String>) -> Result<crate::live::Outcome> {
+    let file = file.map_or_else(|| live.config_path().to_path_buf(), PathBuf::from);
+    let (loaded, issues) = config::load(&file)?;
+    let out = live.change(|cfg| {
+        *cfg = loaded;
+        Ok(format!("Configuration restored from {}", file.display()))
+    })?;
+    let mut warnings: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    warnings.extend(out.warnings);
+    warnings.dedup();
+    Ok(crate::live::Outcome {
+        message: out.message,
+        warnings,
+    })
 }
 
 /// Fill storage object attributes that were never set with what the
@@ -375,105 +404,6 @@ fn effective_attributes(values: &mut Map<String, Value>, o: &target_core::Device
             _ => continue,
         };
     }
-}
-
-fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
-    match req.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| anyhow!("\"{key}\" must be a non-negative integer")),
-    }
-}
-
-/// `sessions`: who is logged in where.
-fn session_summary(s: &iscsi::SessionInfo) -> Map<String, Value> {
-    let isid: String = s.isid.iter().map(|b| format!("{b:02x}")).collect();
-    [
-        ("initiator", Value::from(s.initiator.clone())),
-        ("isid", Value::from(isid)),
-        ("target", Value::from(s.target.clone())),
-        ("tpg", Value::from(s.tpg_tag)),
-        ("tsih", Value::from(s.tsih)),
-        ("peer", Value::from(s.peer.to_string())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
-
-/// `sessions` with `"detail": true`: one session with its connection,
-/// negotiated parameters and per-LUN counters.
-fn session_detail(d: &iscsi::SessionDetail) -> Value {
-    let s = &d.info;
-    let params: Map<String, Value> = d
-        .parameters
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-        .collect();
-    let luns: Vec<Value> = d
-        .luns
-        .iter()
-        .map(|l| {
-            json!({
-                "lun": l.lun,
-                "storage_object": l.device,
-                "write_protect": l.write_protect,
-                "commands": l.commands,
-                "read_bytes": l.read_bytes,
-                "write_bytes": l.write_bytes,
-            })
-        })
-        .collect();
-    let mut out = session_summary(s);
-    out.insert(
-        "acl".into(),
-        json!(if d.acl { "explicit" } else { "generated" }),
-    );
-    out.insert("authenticated".into(), json!(d.authenticated));
-    out.insert(
-        "connections".into(),
-        json!([{"cid": d.cid, "peer": s.peer.to_string(), "local": d.local.to_string()}]),
-    );
-    out.insert("parameters".into(), Value::Object(params));
-    out.insert("luns".into(), Value::from(luns));
-    Value::Object(out)
-}
-
-fn group(req: &Map<String, Value>) -> Result<String> {
-    req.get("group")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| {
-            anyhow!("missing \"group\" (attribute, parameter, auth, discovery_auth, global)")
-        })
-}
-
-/// `argv`: targetcli-style words (`name`, `key=value`).
-fn words(req: &Map<String, Value>) -> Result<Vec<String>> {
-    match req.get("argv") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("\"argv\" must be an array of strings"))
-            })
-            .collect(),
-        Some(_) => bail!("\"argv\" must be an array of strings"),
-    }
-}
-
-fn request_args(req: &Map<String, Value>) -> Result<Args> {
-    let mut args = Args::from_words(&words(req)?)?;
-    match req.get("args") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => args.add_json(m)?,
-        Some(_) => bail!("\"args\" must be an object of name: value"),
-    }
-    Ok(args)
 }
 
 fn stat(path: &str) -> Option<ops::PathKind> {

@@ -9,9 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::api::DEFAULT_SOCKET;
+use crate::proto::{
+    AclKind, Answer, Change, Info, Listing, Request, SessionDetail, SessionSummary, Sessions, Size,
+    Values,
+};
 use crate::tree::normalize;
 
 /// Verbs the client understands (completion and help list them).
@@ -59,9 +65,9 @@ impl Conn {
         })
     }
 
-    /// Send one request, read one response.
-    pub fn call(&mut self, req: &Value) -> Result<Value> {
-        let mut line = req.to_string();
+    /// Send one request, read one response line (decoded by [`print`]).
+    pub fn call(&mut self, req: &Request) -> Result<Value> {
+        let mut line = serde_json::to_string(req)?;
         line.push('\n');
         self.writer
             .write_all(line.as_bytes())
@@ -91,7 +97,7 @@ pub enum Show {
 #[derive(Debug, PartialEq)]
 pub enum Action {
     Nothing,
-    Request(Value, Show),
+    Request(Request, Show),
     Cd(String),
     Pwd,
     /// `bookmarks ...` at a path.
@@ -114,30 +120,9 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         // A bare path moves there (targetcli does the same).
         return Ok(Action::Cd(path));
     };
-    let req = |op: &str| json!({"op": op, "path": path});
+    let width = Some(width as u64);
     Ok(match verb.as_str() {
-        "ls" => {
-            let mut target = path.clone();
-            let mut depth: Option<u64> = None;
-            for p in params {
-                if let Some(d) = p.strip_prefix("depth=") {
-                    depth = Some(
-                        d.parse()
-                            .map_err(|_| anyhow!("depth {d:?} is not a number"))?,
-                    );
-                } else if let Ok(d) = p.parse::<u64>() {
-                    depth = Some(d);
-                } else if p.contains('=') {
-                    bail!("ls takes [PATH] [DEPTH]");
-                } else {
-                    target = normalize(&path, p);
-                }
-            }
-            Action::Request(
-                json!({"op": "ls", "path": target, "depth": depth, "width": width}),
-                Show::Ls,
-            )
-        }
+        "ls" => ls(path, params, width)?,
         "cd" => match params {
             [] => Action::Cd("/".into()),
             [p] => Action::Cd(normalize(&path, p)),
@@ -145,82 +130,128 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         },
         "pwd" => Action::Pwd,
         "bookmarks" => Action::Bookmarks(path.clone(), params.to_vec()),
-        "info" if params.is_empty() => Action::Request(req("info"), Show::Info),
+        "info" if params.is_empty() => Action::Request(Request::Info { path }, Show::Info),
         "status" if params.is_empty() => Action::Request(
-            json!({"op": "ls", "path": path, "depth": 0, "width": width}),
+            Request::Ls {
+                path,
+                depth: Some(0),
+                width,
+            },
             Show::Status,
         ),
         "help" => Action::Help,
         "exit" => Action::Exit,
         "create" | "delete" => {
-            let mut r = req(verb);
-            r["argv"] = json!(absolutize_backing(&path, verb, params)?);
-            Action::Request(r, Show::Message)
+            let argv = absolutize_backing(&path, verb, params)?;
+            let args = Map::new();
+            let req = if verb == "create" {
+                Request::Create { path, argv, args }
+            } else {
+                Request::Delete { path, argv, args }
+            };
+            Action::Request(req, Show::Message)
         }
         "set" | "get" => {
             let Some((group, rest)) = params.split_first() else {
-                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth or global");
+                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth, alua or global");
             };
-            let mut r = req(verb);
-            r["group"] = json!(group);
-            r["argv"] = json!(rest);
-            Action::Request(
-                r,
-                if verb == "get" {
-                    Show::Values
-                } else {
-                    Show::Message
-                },
-            )
-        }
-        "saveconfig" => {
-            let mut r = req("saveconfig");
-            match params {
-                [] => {}
-                [f] => r["file"] = json!(absolute(f.strip_prefix("savefile=").unwrap_or(f))?),
-                _ => bail!("saveconfig takes [savefile]"),
+            let (group, argv) = (group.clone(), rest.to_vec());
+            if verb == "get" {
+                let names = Vec::new();
+                let get = Request::Get {
+                    path,
+                    group,
+                    names,
+                    argv,
+                };
+                Action::Request(get, Show::Values)
+            } else {
+                let values = Map::new();
+                let set = Request::Set {
+                    path,
+                    group,
+                    values,
+                    argv,
+                };
+                Action::Request(set, Show::Message)
             }
-            Action::Request(r, Show::Message)
         }
-        "restoreconfig" => {
-            let mut r = req("restoreconfig");
-            match params {
-                [] => {}
-                [f] => r["file"] = json!(absolute(f.strip_prefix("savefile=").unwrap_or(f))?),
-                _ => bail!("restoreconfig takes [savefile]"),
-            }
-            Action::Request(r, Show::Message)
-        }
+        "saveconfig" => Action::Request(
+            Request::Saveconfig {
+                file: savefile(verb, params)?,
+            },
+            Show::Message,
+        ),
+        "restoreconfig" => Action::Request(
+            Request::Restoreconfig {
+                file: savefile(verb, params)?,
+            },
+            Show::Message,
+        ),
         "clearconfig" => {
-            let mut r = req("clearconfig");
-            match params {
-                [] => {}
-                [c] => r["confirm"] = json!(c.strip_prefix("confirm=").unwrap_or(c)),
+            let confirm = match params {
+                [] => false,
+                [c] => crate::args::parse_bool("confirm", c.strip_prefix("confirm=").unwrap_or(c))?,
                 _ => bail!("clearconfig takes confirm=true"),
-            }
-            Action::Request(r, Show::Message)
+            };
+            Action::Request(Request::Clearconfig { confirm }, Show::Message)
         }
-        "enable" | "disable" if params.is_empty() => Action::Request(req(verb), Show::Message),
+        "enable" if params.is_empty() => Action::Request(Request::Enable { path }, Show::Message),
+        "disable" if params.is_empty() => Action::Request(Request::Disable { path }, Show::Message),
         "resize" => {
-            let mut r = req("resize");
-            match params {
-                [] => {}
-                [s] => r["size"] = json!(s.strip_prefix("size=").unwrap_or(s)),
+            let size = match params {
+                [] => None,
+                [s] => Some(Size::Text(s.strip_prefix("size=").unwrap_or(s).to_string())),
                 _ => bail!("resize takes [SIZE] (e.g. 2G, or +1G to add)"),
-            }
-            Action::Request(r, Show::Message)
+            };
+            let argv = Vec::new();
+            Action::Request(Request::Resize { path, size, argv }, Show::Message)
         }
         "sessions" => match params {
-            [] => Action::Request(req("sessions"), Show::Sessions),
+            [] => Action::Request(Request::Sessions { detail: false }, Show::Sessions),
             [d] if d == "detail" => {
-                let mut r = req("sessions");
-                r["detail"] = json!(true);
-                Action::Request(r, Show::SessionsDetail)
+                Action::Request(Request::Sessions { detail: true }, Show::SessionsDetail)
             }
             _ => bail!("sessions takes no argument or 'detail'"),
         },
         other => bail!("unknown command {other:?} (commands: {})", VERBS.join(", ")),
     })
+}
+
+/// `ls [PATH] [DEPTH]` (or `depth=N`) at `path`.
+fn ls(path: String, params: &[String], width: Option<u64>) -> Result<Action> {
+    let mut target = path.clone();
+    let mut depth: Option<u64> = None;
+    for p in params {
+        if let Some(d) = p.strip_prefix("depth=") {
+            depth = Some(
+                d.parse()
+                    .map_err(|_| anyhow!("depth {d:?} is not a number"))?,
+            );
+        } else if let Ok(d) = p.parse::<u64>() {
+            depth = Some(d);
+        } else if p.contains('=') {
+            bail!("ls takes [PATH] [DEPTH]");
+        } else {
+            target = normalize(&path, p);
+        }
+    }
+    let ls = Request::Ls {
+        path: target,
+        depth,
+        width,
+    };
+    Ok(Action::Request(ls, Show::Ls))
+}
+
+/// `saveconfig` / `restoreconfig`'s optional `[savefile=]FILE`, made
+/// absolute against the client's directory.
+fn savefile(verb: &str, params: &[String]) -> Result<Option<String>> {
+    match params {
+        [] => Ok(None),
+        [f] => Ok(Some(absolute(f.strip_prefix("savefile=").unwrap_or(f))?)),
+        _ => bail!("{verb} takes [savefile]"),
+    }
 }
 
 /// Backing files are named relative to the client's directory, as in
@@ -260,77 +291,77 @@ fn absolute(p: &str) -> Result<String> {
 
 /// Print a response; returns whether it was a success.
 pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
-    let ok = resp["ok"] == Value::Bool(true);
     if as_json {
         println!("{resp}");
-        return ok;
-    }
-    if !ok {
-        eprintln!(
-            "rtarget: error: {}",
-            resp["error"].as_str().unwrap_or("unknown error")
-        );
-        return false;
+        return resp["ok"] == Value::Bool(true);
     }
     match show {
-        Show::Ls => println!("{}", resp["text"].as_str().unwrap_or("")),
-        Show::Status => println!(
-            "Status for {}: {}",
-            resp["tree"]["path"].as_str().unwrap_or("?"),
-            resp["tree"]["summary"].as_str().unwrap_or("?")
-        ),
-        Show::Info => match resp["info"].as_object() {
+        Show::Ls => decoded(resp, |l: Listing| println!("{}", l.text)),
+        Show::Status => decoded(resp, |l: Listing| {
+            println!("Status for {}: {}", l.tree.path, l.tree.summary)
+        }),
+        Show::Info => decoded(resp, |i: Info| match i.info {
             Some(m) => {
                 for (k, v) in m {
                     match v {
                         Value::Object(_) | Value::Array(_) => println!("{k}: {v}"),
-                        v => println!("{k}: {}", config::value_string(v)),
+                        v => println!("{k}: {}", config::value_string(&v)),
                     }
                 }
             }
             None => println!("(no information at this path)"),
-        },
-        Show::Message => {
-            if let Some(m) = resp["message"].as_str() {
-                println!("{m}");
+        }),
+        // `saveconfig`'s answer has no warnings: they default to none.
+        Show::Message => decoded(resp, |c: Change| {
+            println!("{}", c.message);
+            for w in c.warnings {
+                eprintln!("rtarget: warning: {w}");
             }
-        }
-        Show::Values => {
-            if let Some(m) = resp["values"].as_object() {
-                for (k, v) in m {
-                    match v {
-                        Value::Null => println!("{k}=(default)"),
-                        Value::Bool(b) => println!("{k}={b}"),
-                        v => println!("{k}={}", config::value_string(v)),
-                    }
+        }),
+        Show::Values => decoded(resp, |v: Values| {
+            for (k, v) in v.values {
+                match v {
+                    Value::Null => println!("{k}=(default)"),
+                    Value::Bool(b) => println!("{k}={b}"),
+                    v => println!("{k}={}", config::value_string(&v)),
                 }
             }
-        }
-        Show::SessionsDetail => print_sessions_detail(resp),
-        Show::Sessions => {
-            let list = resp["sessions"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+        }),
+        Show::SessionsDetail => decoded(resp, |s: Sessions<SessionDetail>| {
+            print_sessions_detail(&s.sessions)
+        }),
+        Show::Sessions => decoded(resp, |s: Sessions<SessionSummary>| {
+            if s.sessions.is_empty() {
                 println!("(no open sessions)");
             }
-            for s in list {
+            for s in s.sessions {
                 println!(
                     "{} isid {} tsih {} -> {} tpg{} from {}",
-                    s["initiator"].as_str().unwrap_or("?"),
-                    s["isid"].as_str().unwrap_or("?"),
-                    s["tsih"],
-                    s["target"].as_str().unwrap_or("?"),
-                    s["tpg"],
-                    s["peer"].as_str().unwrap_or("?"),
+                    s.initiator, s.isid, s.tsih, s.target, s.tpg, s.peer
                 );
             }
+        }),
+    }
+}
+
+/// Decode an answer as `T` and show it with `show`; an error answer (or
+/// one that is not a `T`) is printed to stderr. Returns whether it was a
+/// success.
+fn decoded<T: DeserializeOwned>(resp: &Value, show: impl FnOnce(T)) -> bool {
+    match Answer::<T>::deserialize(resp) {
+        Ok(Answer::Ok(body)) => {
+            show(body);
+            true
+        }
+        Ok(Answer::Err(e)) => {
+            eprintln!("rtarget: error: {e}");
+            false
+        }
+        Err(e) => {
+            eprintln!("rtarget: error: bad response from the daemon: {e}");
+            false
         }
     }
-    if let Some(w) = resp["warnings"].as_array() {
-        for w in w.iter().filter_map(Value::as_str) {
-            eprintln!("rtarget: warning: {w}");
-        }
-    }
-    true
 }
 
 pub const HELP: &str = "\
@@ -422,7 +453,15 @@ fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
             return Ok(true);
         }
         // One-shot: a bare path lists it.
-        Action::Cd(p) => (json!({"op": "ls", "path": p, "width": width()}), Show::Ls),
+        Action::Cd(path) => {
+            let width = Some(width() as u64);
+            let ls = Request::Ls {
+                path,
+                depth: None,
+                width,
+            };
+            (ls, Show::Ls)
+        }
         Action::Pwd => {
             println!("/");
             return Ok(true);
@@ -481,59 +520,52 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
 }
 
 /// `sessions detail` in targetcli's layout, plus parameters and counters.
-fn print_sessions_detail(resp: &Value) {
-    let list = resp["sessions"].as_array().cloned().unwrap_or_default();
+fn print_sessions_detail(list: &[SessionDetail]) {
     if list.is_empty() {
         println!("(no open sessions)");
     }
-    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
-    for s in list {
+    for d in list {
+        let s = &d.session;
         println!(
             "alias: {}\tsid: {} type: Normal session-state: LOGGED_IN",
-            text(&s["initiator"]),
-            s["tsih"]
+            s.initiator, s.tsih
         );
-        let auth = if s["authenticated"] == json!(true) {
+        let auth = if d.authenticated {
             "AUTHENTICATED"
         } else {
             "NOT AUTHENTICATED"
         };
-        println!("  name: {} ({auth})", text(&s["initiator"]));
+        let acl = match d.acl {
+            AclKind::Explicit => "explicit",
+            AclKind::Generated => "generated",
+        };
+        println!("  name: {} ({auth})", s.initiator);
         println!(
-            "  target: {} tpg{}  isid: 0x{}  tsih: {}  acl: {}",
-            text(&s["target"]),
-            s["tpg"],
-            text(&s["isid"]),
-            s["tsih"],
-            text(&s["acl"])
+            "  target: {} tpg{}  isid: 0x{}  tsih: {}  acl: {acl}",
+            s.target, s.tpg, s.isid, s.tsih
         );
-        for l in s["luns"].as_array().into_iter().flatten() {
+        for l in &d.luns {
             println!(
                 "    mapped-lun: {} backstore: {} mode: {}  commands: {} read: {} B write: {} B",
-                l["lun"],
-                text(&l["storage_object"]),
-                if l["write_protect"] == json!(true) {
-                    "r"
-                } else {
-                    "rw"
-                },
-                l["commands"],
-                l["read_bytes"],
-                l["write_bytes"]
+                l.lun,
+                l.storage_object,
+                if l.write_protect { "r" } else { "rw" },
+                l.commands,
+                l.read_bytes,
+                l.write_bytes
             );
         }
-        for c in s["connections"].as_array().into_iter().flatten() {
+        for c in &d.connections {
             println!(
                 "  address: {} (TCP)  local: {}  cid: {} connection-state: LOGGED_IN",
-                text(&c["peer"]),
-                text(&c["local"]),
-                c["cid"]
+                c.peer, c.local, c.cid
             );
         }
-        if let Some(p) = s["parameters"].as_object() {
-            let kv: Vec<String> = p
+        if !d.parameters.is_empty() {
+            let kv: Vec<String> = d
+                .parameters
                 .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             println!("  parameters: {}", kv.join(" "));
         }
@@ -543,36 +575,86 @@ fn print_sessions_detail(resp: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn w(s: &str) -> Vec<String> {
         split_words(s).unwrap()
     }
 
+    /// The request line a command sends (at `cwd`), as JSON, and how its
+    /// answer is shown.
+    fn sent(cwd: &str, line: &str) -> (Value, Show) {
+        match parse(cwd, &w(line), 80).unwrap() {
+            Action::Request(r, show) => (serde_json::to_value(&r).unwrap(), show),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
     #[test]
     fn command_lines_become_requests() {
-        let Action::Request(r, Show::Message) =
-            parse("/", &w("/backstores/fileio create d1 /x.img 1G"), 80).unwrap()
-        else {
-            panic!()
-        };
         assert_eq!(
-            r,
-            json!({"op": "create", "path": "/backstores/fileio", "argv": ["d1", "/x.img", "1G"]})
+            sent("/", "/backstores/fileio create d1 /x.img 1G"),
+            (
+                json!({"op": "create", "path": "/backstores/fileio", "argv": ["d1", "/x.img", "1G"]}),
+                Show::Message
+            )
         );
         let Action::Request(r, Show::Ls) = parse("/iscsi", &w("ls .. 2"), 100).unwrap() else {
             panic!()
         };
         assert_eq!(
             r,
-            json!({"op": "ls", "path": "/", "depth": 2, "width": 100})
+            Request::Ls {
+                path: "/".into(),
+                depth: Some(2),
+                width: Some(100)
+            }
         );
-        let Action::Request(r, _) =
-            parse("/iscsi/x/tpg1", &w("set attribute a=1 b=2"), 80).unwrap()
-        else {
-            panic!()
-        };
+        let (r, _) = sent("/iscsi/x/tpg1", "set attribute a=1 b=2");
         assert_eq!(r["group"], "attribute");
         assert_eq!(r["argv"], json!(["a=1", "b=2"]));
+        // Every verb that asks the daemon sends the op docs/api.md names.
+        for (line, want) in [
+            (
+                "get attribute a",
+                json!({"op": "get", "path": "/", "group": "attribute", "argv": ["a"]}),
+            ),
+            ("info", json!({"op": "info", "path": "/"})),
+            (
+                "status",
+                json!({"op": "ls", "path": "/", "depth": 0, "width": 80}),
+            ),
+            (
+                "/iscsi/x/tpg1 enable",
+                json!({"op": "enable", "path": "/iscsi/x/tpg1"}),
+            ),
+            (
+                "/iscsi/x/tpg1 disable",
+                json!({"op": "disable", "path": "/iscsi/x/tpg1"}),
+            ),
+            (
+                "/backstores/ramdisk/r resize size=+1G",
+                json!({"op": "resize", "path": "/backstores/ramdisk/r", "size": "+1G"}),
+            ),
+            ("saveconfig", json!({"op": "saveconfig"})),
+            (
+                "restoreconfig /x.json",
+                json!({"op": "restoreconfig", "file": "/x.json"}),
+            ),
+            (
+                "clearconfig confirm=yes",
+                json!({"op": "clearconfig", "confirm": true}),
+            ),
+            ("sessions", json!({"op": "sessions"})),
+            ("sessions detail", json!({"op": "sessions", "detail": true})),
+            (
+                "/iscsi delete iqn.x",
+                json!({"op": "delete", "path": "/iscsi", "argv": ["iqn.x"]}),
+            ),
+        ] {
+            assert_eq!(sent("/", line).0, want, "{line}");
+        }
+        assert!(parse("/", &w("clearconfig confirm=maybe"), 80).is_err());
         assert_eq!(
             parse("/iscsi", &w("x/tpg1"), 80).unwrap(),
             Action::Cd("/iscsi/x/tpg1".into())
@@ -591,28 +673,14 @@ mod tests {
     #[test]
     fn backing_files_become_absolute() {
         let cwd = std::env::current_dir().unwrap();
-        let Action::Request(r, _) =
-            parse("/backstores/fileio", &w("create d1 rel.img 1G"), 80).unwrap()
-        else {
-            panic!()
-        };
+        let (r, _) = sent("/backstores/fileio", "create d1 rel.img 1G");
         assert_eq!(r["argv"][1], json!(cwd.join("rel.img").to_string_lossy()));
-        let Action::Request(r, _) = parse(
-            "/",
-            &w("/backstores/fileio create name=d1 file_or_dev=r.img"),
-            80,
-        )
-        .unwrap() else {
-            panic!()
-        };
+        let (r, _) = sent("/", "/backstores/fileio create name=d1 file_or_dev=r.img");
         assert_eq!(
             r["argv"][1],
             json!(format!("file_or_dev={}", cwd.join("r.img").display()))
         );
-        let Action::Request(r, _) = parse("/", &w("/iscsi/x/tpg1/luns create lun0"), 80).unwrap()
-        else {
-            panic!()
-        };
+        let (r, _) = sent("/", "/iscsi/x/tpg1/luns create lun0");
         assert_eq!(r["argv"][0], "lun0");
     }
 

@@ -19,6 +19,7 @@ mod ops_backstore;
 mod ops_edit;
 mod ops_resize;
 mod prefs;
+mod proto;
 mod serve;
 mod shell;
 mod signals;

@@ -16,11 +16,13 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::bookmarks::{Bookmarks, Outcome};
 use crate::client::{self, Action, Conn, Show, HELP, VERBS};
 use crate::ops_edit::{acl_attributes, so_attributes, tpg_attributes, tpg_parameters, AUTH};
+use crate::proto::{Answer, Listing, Request};
 use crate::tree::normalize;
 
 struct Session {
@@ -33,7 +35,7 @@ struct Session {
 
 impl Session {
     /// One request; reconnects once if the daemon restarted meanwhile.
-    fn call(&mut self, req: &Value) -> anyhow::Result<Value> {
+    fn call(&mut self, req: &Request) -> anyhow::Result<Value> {
         if let Some(c) = &mut self.conn {
             if let Ok(v) = c.call(req) {
                 return Ok(v);
@@ -84,9 +86,9 @@ impl Session {
                 println!("{}", self.cwd);
                 Ok(true)
             }
-            Action::Cd(p) => match self.call(&json!({"op": "ls", "path": p, "depth": 0})) {
+            Action::Cd(path) => match self.call(&ls(&path, 0)) {
                 Ok(v) if v["ok"] == Value::Bool(true) => {
-                    self.cwd = p;
+                    self.cwd = path;
                     Ok(true)
                 }
                 Ok(v) => Ok(client::print(&v, Show::Ls, false)),
@@ -107,17 +109,19 @@ impl Session {
 
     /// Names of the children of `path` (for completion).
     fn children(&mut self, path: &str) -> Vec<String> {
-        match self.call(&json!({"op": "ls", "path": path, "depth": 1})) {
-            Ok(v) => v["tree"]["children"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c["name"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+        match self.call(&ls(path, 1)).map(Answer::<Listing>::deserialize) {
+            Ok(Ok(Answer::Ok(l))) => l.tree.children.into_iter().map(|c| c.name).collect(),
+            _ => Vec::new(),
         }
+    }
+}
+
+/// `ls` of `path`, `depth` levels deep, for the shell's own use.
+fn ls(path: &str, depth: u64) -> Request {
+    Request::Ls {
+        path: path.to_string(),
+        depth: Some(depth),
+        width: None,
     }
 }
 
@@ -129,7 +133,7 @@ pub fn run(socket: &Path, as_json: bool) -> ExitCode {
         as_json,
         bookmarks: Bookmarks::load(),
     }));
-    if let Err(e) = session.borrow_mut().call(&json!({"op": "ping"})) {
+    if let Err(e) = session.borrow_mut().call(&Request::Ping) {
         eprintln!("rtarget: error: {e:#}");
         return ExitCode::from(2);
     }

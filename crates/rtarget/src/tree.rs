@@ -7,7 +7,6 @@
 //! request, so it can never disagree with what is saved and served.
 
 use config::{MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
-use serde::Serialize;
 
 /// Backstore plugins shown under `/backstores` (the ones rtarget serves).
 pub const PLUGINS: [&str; 6] = [
@@ -36,16 +35,8 @@ pub const FABRICS: [&str; 3] = ["iscsi", "loopback", "vhost"];
 /// rtslib's name for the ALUA group every LUN starts in.
 pub const DEFAULT_TG_PT_GP: &str = "default_tg_pt_gp";
 
-/// One node of the tree, as sent to API clients.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Node {
-    pub name: String,
-    pub path: String,
-    /// The text between the brackets in `ls`.
-    pub summary: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<Node>,
-}
+/// One node of the tree, as sent to API clients (a wire type).
+pub use crate::proto::Node;
 
 impl Node {
     fn new(parent: &str, name: &str, summary: impl Into<String>) -> Node {

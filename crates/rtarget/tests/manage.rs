@@ -164,14 +164,41 @@ fn bad_arguments_fail_clearly_and_the_daemon_survives() {
     }
     // Raw protocol garbage gets an error line, and the daemon keeps serving.
     let mut c = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
-    c.write_all(b"not json\n{\"op\":\"nope\"}\n{\"op\":\"ping\"}\n")
-        .unwrap();
+    c.write_all(
+        concat!(
+            "not json\n",
+            "{\"op\":\"nope\"}\n",
+            "[1]\n",
+            "{\"path\":\"/\"}\n",
+            "{\"op\":\"ls\",\"depth\":-1}\n",
+            "{\"op\":\"create\",\"path\":\"/iscsi\",\"argv\":\"iqn.x\"}\n",
+            "{\"op\":\"set\",\"path\":\"/iscsi\",\"argv\":[\"a=1\"]}\n",
+            "{\"op\":\"sessions\",\"detail\":\"yes\"}\n",
+            "{\"op\":\"ping\"}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     let mut r = BufReader::new(c);
-    for want in ["bad JSON", "unknown op", "\"ok\":true"] {
+    for want in [
+        "bad JSON",
+        "unknown op",
+        "a request is a JSON object",
+        r#"missing "op""#,
+        r#""depth" must be a non-negative integer"#,
+        r#""argv" must be an array of strings"#,
+        r#"missing "group""#,
+        r#""detail" must be true or false"#,
+    ] {
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
-        assert!(line.contains(want), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], false, "{line}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{line}");
     }
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
     let out = ok(&s.socket, &["--json", "ls", "/", "0"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["ok"], true);
