@@ -3,7 +3,10 @@
 //! names), the per-key rules (list, AND/OR booleans, min/max numbers,
 //! declaratives), and the resulting [`SessionParams`]. The [`Negotiator`]
 //! answers one request's pairs at a time and remembers what was already
-//! negotiated so a key sent twice in a login is a protocol error.
+//! negotiated so a key sent twice in a login is a protocol error (except a
+//! declaration repeated with the same value, see [`REDECLARABLE`]).
+
+use std::collections::HashMap;
 
 use thiserror::Error;
 
@@ -349,6 +352,25 @@ const LEADING_ONLY: &[&str] = &[
     "AuthMethod",
 ];
 
+/// Declarative keys an initiator may state again, with the same value, in a
+/// later PDU of the same login. RFC 7143 §6.2 says no key should be sent
+/// twice, but libiscsi (iscsi-ls, iscsi-inq, QEMU) offers
+/// `AuthMethod=CHAP,None` whenever it has credentials and, when the target
+/// answers None, repeats InitiatorName, InitiatorAlias, TargetName and
+/// SessionType in its first operational-stage PDU; tgt and LIO accept that.
+/// Repeating a declaration changes nothing, so it is accepted; a different
+/// value would change who logs in to what and stays an error, as does
+/// repeating any negotiated key. (open-iscsi sends these keys only in its
+/// first PDU; MaxRecvDataSegmentLength is the other declarative key an
+/// initiator sends, listed for the same reason.)
+const REDECLARABLE: &[&str] = &[
+    "InitiatorName",
+    "InitiatorAlias",
+    "TargetName",
+    "SessionType",
+    "MaxRecvDataSegmentLength",
+];
+
 /// Target-side negotiation state for one login (or one Text exchange).
 #[derive(Debug, Clone)]
 pub struct Negotiator {
@@ -359,8 +381,9 @@ pub struct Negotiator {
     pub initiator_alias: Option<String>,
     pub target_name: Option<String>,
     pub auth_method: Option<AuthMethod>,
-    /// Keys already received in this login.
-    seen: Vec<String>,
+    /// Keys already received in this login, with their values (hashed: a
+    /// login may carry thousands of keys).
+    seen: HashMap<String, String>,
     declared: bool,
 }
 
@@ -378,7 +401,7 @@ impl Negotiator {
             initiator_alias: None,
             target_name: None,
             auth_method: None,
-            seen: Vec::new(),
+            seen: HashMap::new(),
             declared: false,
         }
     }
@@ -394,9 +417,9 @@ impl Negotiator {
         // SessionType first: relevance of other keys depends on it.
         if let Some(p) = pairs.iter().find(|p| p.key == "SessionType") {
             if stage != Stage::FullFeature {
-                self.session_type = match p.value.as_str() {
-                    "Discovery" => Some(SessionType::Discovery),
-                    "Normal" => Some(SessionType::Normal),
+                let t = match p.value.as_str() {
+                    "Discovery" => SessionType::Discovery,
+                    "Normal" => SessionType::Normal,
                     _ => {
                         return Err(NegError::BadParameter {
                             key: p.key.clone(),
@@ -404,15 +427,24 @@ impl Negotiator {
                         })
                     }
                 };
+                // Once known (declared, or implied by the first request
+                // and set by the login layer) the type never changes.
+                if self.session_type.is_some_and(|s| s != t) {
+                    return Err(NegError::Duplicate(p.key.clone()));
+                }
+                self.session_type = Some(t);
             }
         }
         let mut out = Vec::new();
         for p in pairs {
             if stage != Stage::FullFeature {
-                if self.seen.contains(&p.key) {
-                    return Err(NegError::Duplicate(p.key.clone()));
+                match self.seen.get(&p.key) {
+                    Some(v) if *v == p.value && REDECLARABLE.contains(&p.key.as_str()) => continue,
+                    Some(_) => return Err(NegError::Duplicate(p.key.clone())),
+                    None => {
+                        self.seen.insert(p.key.clone(), p.value.clone());
+                    }
                 }
-                self.seen.push(p.key.clone());
             } else if LEADING_ONLY.contains(&p.key.as_str()) {
                 return Err(NegError::WrongPhase(p.key.clone()));
             }
@@ -702,6 +734,76 @@ mod tests {
     }
 
     #[test]
+    fn repeated_declaration_with_same_value_is_accepted() {
+        // libiscsi after `AuthMethod=CHAP,None` was answered None.
+        let mut n = Negotiator::new(TargetOffer::default());
+        let first = [
+            Pair::new("InitiatorName", "iqn.2026-11.org.example:host"),
+            Pair::new("InitiatorAlias", "host"),
+            Pair::new("TargetName", "iqn.2026-11.org.example:t"),
+            Pair::new("SessionType", "Normal"),
+            Pair::new("AuthMethod", "CHAP,None"),
+        ];
+        n.respond(&first, Stage::Security).unwrap();
+        let mut again = first[..4].to_vec();
+        again.push(Pair::new("HeaderDigest", "None"));
+        let out = n.respond(&again, Stage::Operational).unwrap();
+        assert_eq!(out, vec![Pair::new("HeaderDigest", "None")]);
+        assert_eq!(
+            n.initiator_name.as_deref(),
+            Some("iqn.2026-11.org.example:host")
+        );
+        assert_eq!(n.session_type, Some(SessionType::Normal));
+    }
+
+    #[test]
+    fn repeated_declaration_with_other_value_is_refused() {
+        let base = || {
+            let mut n = Negotiator::new(TargetOffer::default());
+            n.respond(
+                &[
+                    Pair::new("InitiatorName", "iqn.2026-11.org.example:a"),
+                    Pair::new("InitiatorAlias", "a"),
+                    Pair::new("TargetName", "iqn.2026-11.org.example:t"),
+                    Pair::new("SessionType", "Discovery"),
+                    Pair::new("MaxRecvDataSegmentLength", "8192"),
+                ],
+                Stage::Security,
+            )
+            .unwrap();
+            n
+        };
+        let cases = [
+            ("InitiatorName", "iqn.2026-11.org.example:b"),
+            ("InitiatorAlias", "b"),
+            ("TargetName", "iqn.2026-11.org.example:u"),
+            ("SessionType", "Normal"),
+            ("MaxRecvDataSegmentLength", "65536"),
+        ];
+        for (k, v) in cases {
+            let mut n = base();
+            assert_eq!(
+                n.respond(&[Pair::new(k, v)], Stage::Operational),
+                Err(NegError::Duplicate(k.into())),
+                "{k}={v}"
+            );
+        }
+        // Negotiated keys may not be repeated even with the same value.
+        let mut n = Negotiator::new(TargetOffer::default());
+        n.respond(&[Pair::new("AuthMethod", "None")], Stage::Security)
+            .unwrap();
+        assert!(n
+            .respond(&[Pair::new("AuthMethod", "None")], Stage::Security)
+            .is_err());
+        // A session type the login layer fixed from the first request.
+        let mut n = Negotiator::new(TargetOffer::default());
+        n.session_type = Some(SessionType::Normal);
+        assert!(n
+            .respond(&[Pair::new("SessionType", "Discovery")], Stage::Operational)
+            .is_err());
+    }
+
+    #[test]
     fn auth_method() {
         let mut n = Negotiator::new(TargetOffer::default());
         assert_eq!(
@@ -773,6 +875,26 @@ mod tests {
         assert_eq!(
             one(&mut n, "HeaderDigest", "None", Stage::Operational).as_deref(),
             Some("Reject")
+        );
+    }
+
+    #[test]
+    fn negotiating_many_keys_is_linear() {
+        use crate::text::parse_pairs;
+        use crate::text::scaling::{best_of_three, many_keys};
+        use std::time::Duration;
+        let run = |n: usize| {
+            let pairs = parse_pairs(&many_keys(n)).unwrap();
+            best_of_three(|| {
+                let mut neg = Negotiator::new(TargetOffer::default());
+                let out = neg.respond(&pairs, Stage::Operational).unwrap();
+                assert_eq!(out.len(), n, "each unknown key gets NotUnderstood");
+            })
+        };
+        let (t_small, t_big) = (run(2_500), run(10_000));
+        assert!(
+            t_big < t_small * 8 + Duration::from_millis(5),
+            "2,500 keys: {t_small:?}, 10,000 keys: {t_big:?}"
         );
     }
 }

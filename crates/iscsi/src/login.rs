@@ -593,6 +593,15 @@ fn first_request(
         }
         st.neg = Some(Negotiator::new(offer));
     }
+    // A later PDU may repeat SessionType but never change it (absent from
+    // the first request, it is Normal).
+    if let Some(neg) = st.neg.as_mut() {
+        neg.session_type = Some(if discovery {
+            SessionType::Discovery
+        } else {
+            SessionType::Normal
+        });
+    }
     Ok(extra)
 }
 
