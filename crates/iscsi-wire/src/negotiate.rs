@@ -88,7 +88,7 @@ pub enum NegError {
     Duplicate(String),
     #[error("key {0} not allowed in this phase")]
     WrongPhase(String),
-    #[error("invalid value for parameter {key}: {value}")]
+    #[error("invalid value for parameter {key}: {value:?}")]
     BadParameter { key: String, value: String },
 }
 

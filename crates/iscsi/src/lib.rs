@@ -20,6 +20,8 @@ use std::sync::Arc;
 use target_core::LunTable;
 
 pub use iscsi_wire::chap::ChapCredentials;
+/// The iSCSI name rule logins are checked against (`acls create` uses it too).
+pub use iscsi_wire::name::valid_name as valid_iscsi_name;
 
 mod conn;
 mod dataout;

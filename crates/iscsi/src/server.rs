@@ -126,7 +126,7 @@ impl Shared {
             match tpg.and_then(|g| table_for(g, &k.initiator)) {
                 Some((table, acl)) => {
                     if e.live.install(table, acl) {
-                        tracing::info!(initiator = %k.initiator, target = %k.target,
+                        tracing::info!(initiator = ?k.initiator, target = %k.target,
                             "LUN table changed under a live session");
                     }
                 }
@@ -190,7 +190,7 @@ impl Shared {
     ) -> u16 {
         let old = self.lock_sessions().get(&key).map(|e| e.conn_id);
         if let Some(old_conn) = old {
-            tracing::info!(initiator = %key.initiator, target = %key.target,
+            tracing::info!(initiator = ?key.initiator, target = %key.target,
                 "session reinstatement: closing the old session");
             let h = self.lock_conns().get(&old_conn).cloned();
             if let Some(h) = h {
