@@ -23,6 +23,7 @@ pub use iscsi_wire::chap::ChapCredentials;
 /// The iSCSI name rule logins are checked against (`acls create` uses it too).
 pub use iscsi_wire::name::valid_name as valid_iscsi_name;
 
+mod admission;
 mod conn;
 mod dataout;
 mod discovery;
@@ -146,6 +147,7 @@ pub struct SessionDetail {
 /// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
 /// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,
 /// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...).
+/// Connection and login limits: see `admission.rs` (and the README).
 pub struct IscsiServer {
     shared: Arc<server::Shared>,
 }

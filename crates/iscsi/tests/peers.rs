@@ -133,6 +133,7 @@ fn qemu_img_chap_login_and_wrong_password() {
     let url = format!("iscsi://alice%not-the-password@{addr}/{IQN}/0");
     let o = run(&["qemu-img", "info", &url]);
     assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Authentication failure"), "{}", text(&o));
     // No credentials at all: refused too.
     let o = run(&["qemu-img", "info", &format!("iscsi://{addr}/{IQN}/0")]);
     assert!(!o.status.success(), "{}", text(&o));
