@@ -128,3 +128,32 @@ fn idle_connections_from_many_peers_do_not_lock_others_out() {
     drop(idle);
     srv.shutdown();
 }
+
+#[test]
+fn a_login_that_stalls_is_closed_at_the_login_timeout() {
+    let s = iscsi::IscsiServer::new();
+    let mut t = target(IQN, 1 << 20, &[]);
+    t.tpgs[0]
+        .attributes
+        .insert("login_timeout".into(), "1".into());
+    s.set_target(t);
+    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut c = Client::connect(addr);
+    // A first request that stays in the security stage, then nothing.
+    let (r, _) = c.login_pdu(
+        0,
+        1,
+        false,
+        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
+    );
+    assert_eq!(r.status_class, 0);
+    let t0 = std::time::Instant::now();
+    assert!(c.closed());
+    let waited = t0.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    s.shutdown();
+}
