@@ -402,7 +402,7 @@ impl Shared {
 pub fn listen(shared: &Arc<Shared>, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     // SAFETY: listen(2) again on a socket we own and that is listening
-    // only resizes its backlog (std binds with 128).
+    // only resizes its backlog (std listens with a backlog of 128).
     if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
     }
