@@ -6,6 +6,7 @@ pub mod bhs;
 pub mod chap;
 pub mod digest;
 mod layout;
+pub mod name;
 pub mod negotiate;
 pub mod pdu;
 pub mod request;

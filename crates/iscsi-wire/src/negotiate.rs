@@ -3,7 +3,10 @@
 //! names), the per-key rules (list, AND/OR booleans, min/max numbers,
 //! declaratives), and the resulting [`SessionParams`]. The [`Negotiator`]
 //! answers one request's pairs at a time and remembers what was already
-//! negotiated so a key sent twice in a login is a protocol error.
+//! negotiated so a key sent twice in a login is a protocol error (except a
+//! declaration repeated with the same value, see [`REDECLARABLE`]).
+
+use std::collections::HashMap;
 
 use thiserror::Error;
 
@@ -85,9 +88,17 @@ pub enum NegError {
     Duplicate(String),
     #[error("key {0} not allowed in this phase")]
     WrongPhase(String),
-    #[error("invalid value for parameter {key}: {value}")]
+    #[error("invalid value for parameter {key}: {value:?}")]
     BadParameter { key: String, value: String },
+    #[error("more than {MAX_LOGIN_KEYS} keys in one login")]
+    TooManyKeys,
 }
+
+/// Most distinct keys one login may carry. A login needs about 30 (RFC 7143
+/// §13 has 27 keys an initiator may send, CHAP's are counted apart); the
+/// cap bounds what a login that keeps sending new keys (each answered
+/// NotUnderstood) makes the target remember and answer.
+pub const MAX_LOGIN_KEYS: usize = 256;
 
 /// What the target offers and accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +360,25 @@ const LEADING_ONLY: &[&str] = &[
     "AuthMethod",
 ];
 
+/// Declarative keys an initiator may state again, with the same value, in a
+/// later PDU of the same login. RFC 7143 §6.2 says no key should be sent
+/// twice, but libiscsi (iscsi-ls, iscsi-inq, QEMU) offers
+/// `AuthMethod=CHAP,None` whenever it has credentials and, when the target
+/// answers None, repeats InitiatorName, InitiatorAlias, TargetName and
+/// SessionType in its first operational-stage PDU; tgt and LIO accept that.
+/// Repeating a declaration changes nothing, so it is accepted; a different
+/// value would change who logs in to what and stays an error, as does
+/// repeating any negotiated key. (open-iscsi sends these keys only in its
+/// first PDU; MaxRecvDataSegmentLength is the other declarative key an
+/// initiator sends, listed for the same reason.)
+const REDECLARABLE: &[&str] = &[
+    "InitiatorName",
+    "InitiatorAlias",
+    "TargetName",
+    "SessionType",
+    "MaxRecvDataSegmentLength",
+];
+
 /// Target-side negotiation state for one login (or one Text exchange).
 #[derive(Debug, Clone)]
 pub struct Negotiator {
@@ -359,8 +389,9 @@ pub struct Negotiator {
     pub initiator_alias: Option<String>,
     pub target_name: Option<String>,
     pub auth_method: Option<AuthMethod>,
-    /// Keys already received in this login.
-    seen: Vec<String>,
+    /// Keys already received in this login, with their values (hashed: a
+    /// login may carry thousands of keys).
+    seen: HashMap<String, String>,
     declared: bool,
 }
 
@@ -378,7 +409,7 @@ impl Negotiator {
             initiator_alias: None,
             target_name: None,
             auth_method: None,
-            seen: Vec::new(),
+            seen: HashMap::new(),
             declared: false,
         }
     }
@@ -394,9 +425,9 @@ impl Negotiator {
         // SessionType first: relevance of other keys depends on it.
         if let Some(p) = pairs.iter().find(|p| p.key == "SessionType") {
             if stage != Stage::FullFeature {
-                self.session_type = match p.value.as_str() {
-                    "Discovery" => Some(SessionType::Discovery),
-                    "Normal" => Some(SessionType::Normal),
+                let t = match p.value.as_str() {
+                    "Discovery" => SessionType::Discovery,
+                    "Normal" => SessionType::Normal,
                     _ => {
                         return Err(NegError::BadParameter {
                             key: p.key.clone(),
@@ -404,15 +435,25 @@ impl Negotiator {
                         })
                     }
                 };
+                // Once known (declared, or implied by the first request
+                // and set by the login layer) the type never changes.
+                if self.session_type.is_some_and(|s| s != t) {
+                    return Err(NegError::Duplicate(p.key.clone()));
+                }
+                self.session_type = Some(t);
             }
         }
         let mut out = Vec::new();
         for p in pairs {
             if stage != Stage::FullFeature {
-                if self.seen.contains(&p.key) {
-                    return Err(NegError::Duplicate(p.key.clone()));
+                match self.seen.get(&p.key) {
+                    Some(v) if *v == p.value && REDECLARABLE.contains(&p.key.as_str()) => continue,
+                    Some(_) => return Err(NegError::Duplicate(p.key.clone())),
+                    None if self.seen.len() >= MAX_LOGIN_KEYS => return Err(NegError::TooManyKeys),
+                    None => {
+                        self.seen.insert(p.key.clone(), p.value.clone());
+                    }
                 }
-                self.seen.push(p.key.clone());
             } else if LEADING_ONLY.contains(&p.key.as_str()) {
                 return Err(NegError::WrongPhase(p.key.clone()));
             }
@@ -580,199 +621,5 @@ impl Negotiator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(n: &mut Negotiator, k: &str, v: &str, stage: Stage) -> Option<String> {
-        let out = n.respond(&[Pair::new(k, v)], stage).unwrap();
-        out.into_iter().find(|p| p.key == k).map(|p| p.value)
-    }
-
-    #[test]
-    fn answers_table() {
-        // (key, offered value, expected answer)
-        let cases: &[(&str, &str, Option<&str>)] = &[
-            ("HeaderDigest", "CRC32C,None", Some("CRC32C")),
-            ("HeaderDigest", "None", Some("None")),
-            ("DataDigest", "Foo,None", Some("None")),
-            ("DataDigest", "Foo", Some("Reject")),
-            ("MaxConnections", "8", Some("1")),
-            ("MaxConnections", "0", Some("Reject")),
-            ("InitialR2T", "Yes", Some("Yes")),
-            ("InitialR2T", "No", Some("No")),
-            ("InitialR2T", "maybe", Some("Reject")),
-            ("ImmediateData", "Yes", Some("Yes")),
-            ("ImmediateData", "No", Some("No")),
-            ("MaxRecvDataSegmentLength", "65536", None),
-            ("MaxRecvDataSegmentLength", "100", Some("Reject")),
-            ("MaxBurstLength", "16776192", Some("1048576")),
-            ("MaxBurstLength", "65536", Some("65536")),
-            ("MaxBurstLength", "0x10000", Some("65536")),
-            ("MaxBurstLength", "16777216", Some("Reject")),
-            ("FirstBurstLength", "1048576", Some("262144")),
-            ("DefaultTime2Wait", "0", Some("2")),
-            ("DefaultTime2Wait", "5", Some("5")),
-            ("DefaultTime2Wait", "3601", Some("Reject")),
-            ("DefaultTime2Retain", "20", Some("0")),
-            ("MaxOutstandingR2T", "1", Some("1")),
-            ("MaxOutstandingR2T", "64", Some("16")),
-            ("DataPDUInOrder", "No", Some("Yes")),
-            ("DataSequenceInOrder", "Yes", Some("Yes")),
-            ("ErrorRecoveryLevel", "2", Some("0")),
-            ("ErrorRecoveryLevel", "3", Some("Reject")),
-            ("OFMarker", "Yes", Some("No")),
-            ("IFMarker", "No", Some("No")),
-            ("OFMarkInt", "2048~8192", Some("Irrelevant")),
-            ("IFMarkInt", "2048", Some("Irrelevant")),
-            ("X-com.example.foo", "1", Some("NotUnderstood")),
-            ("X#vendor", "1", Some("NotUnderstood")),
-            ("NoSuchKey", "1", Some("NotUnderstood")),
-            ("TargetAlias", "x", Some("Reject")),
-            ("TargetAddress", "1.2.3.4", Some("Reject")),
-            ("TargetPortalGroupTag", "1", Some("Reject")),
-            ("InitiatorName", "iqn.x", None),
-            ("InitiatorAlias", "host", None),
-            ("TargetName", "iqn.t", None),
-            ("SessionType", "Normal", None),
-            ("SendTargets", "All", Some("Irrelevant")),
-            ("TaskReporter", "RFC3720", Some("RFC3720")),
-        ];
-        for (k, v, want) in cases {
-            let mut n = Negotiator::new(TargetOffer::default());
-            let got = one(&mut n, k, v, Stage::Operational);
-            assert_eq!(got.as_deref(), *want, "{k}={v}");
-        }
-    }
-
-    #[test]
-    fn results_are_recorded() {
-        let mut n = Negotiator::new(TargetOffer::default());
-        let pairs = [
-            Pair::new("HeaderDigest", "CRC32C"),
-            Pair::new("ImmediateData", "Yes"),
-            Pair::new("InitialR2T", "No"),
-            Pair::new("MaxRecvDataSegmentLength", "65536"),
-            Pair::new("MaxBurstLength", "131072"),
-            Pair::new("FirstBurstLength", "262144"),
-        ];
-        n.respond(&pairs, Stage::Operational).unwrap();
-        let p = &n.params;
-        assert!(p.header_digest && !p.data_digest);
-        assert!(p.immediate_data && !p.initial_r2t);
-        assert_eq!(p.initiator_mrdsl, 65536);
-        assert_eq!(p.max_burst_length, 131072);
-        // FirstBurstLength never exceeds MaxBurstLength.
-        assert_eq!(p.first_burst_length, 131072);
-    }
-
-    #[test]
-    fn discovery_irrelevant_keys() {
-        let mut n = Negotiator::new(TargetOffer::default());
-        let out = n
-            .respond(
-                &[
-                    Pair::new("SessionType", "Discovery"),
-                    Pair::new("InitialR2T", "No"),
-                    Pair::new("MaxBurstLength", "1024"),
-                    Pair::new("HeaderDigest", "None"),
-                ],
-                Stage::Operational,
-            )
-            .unwrap();
-        assert_eq!(
-            out,
-            vec![
-                Pair::new("InitialR2T", "Irrelevant"),
-                Pair::new("MaxBurstLength", "Irrelevant"),
-                Pair::new("HeaderDigest", "None"),
-            ]
-        );
-        assert_eq!(n.session_type, Some(SessionType::Discovery));
-    }
-
-    #[test]
-    fn duplicate_across_pdus_is_error() {
-        let mut n = Negotiator::new(TargetOffer::default());
-        n.respond(&[Pair::new("MaxBurstLength", "1024")], Stage::Operational)
-            .unwrap();
-        assert_eq!(
-            n.respond(&[Pair::new("MaxBurstLength", "1024")], Stage::Operational),
-            Err(NegError::Duplicate("MaxBurstLength".into()))
-        );
-    }
-
-    #[test]
-    fn auth_method() {
-        let mut n = Negotiator::new(TargetOffer::default());
-        assert_eq!(
-            one(&mut n, "AuthMethod", "CHAP,None", Stage::Security).as_deref(),
-            Some("None")
-        );
-        assert_eq!(n.auth_method, Some(AuthMethod::None));
-        let mut n = Negotiator::new(TargetOffer::default());
-        assert_eq!(
-            one(&mut n, "AuthMethod", "CHAP", Stage::Security).as_deref(),
-            Some("Reject")
-        );
-        let mut n = Negotiator::new(TargetOffer::default());
-        assert!(n
-            .respond(&[Pair::new("AuthMethod", "None")], Stage::Operational)
-            .is_err());
-    }
-
-    #[test]
-    fn bad_session_type_is_error() {
-        let mut n = Negotiator::new(TargetOffer::default());
-        assert!(n
-            .respond(&[Pair::new("SessionType", "Bogus")], Stage::Security)
-            .is_err());
-    }
-
-    #[test]
-    fn full_feature_rejects_leading_only_keys() {
-        let mut n = Negotiator::new(TargetOffer::default());
-        assert!(n
-            .respond(&[Pair::new("InitialR2T", "Yes")], Stage::FullFeature)
-            .is_err());
-        // MaxRecvDataSegmentLength may be renegotiated in full feature phase.
-        n.respond(
-            &[Pair::new("MaxRecvDataSegmentLength", "4096")],
-            Stage::FullFeature,
-        )
-        .unwrap();
-        assert_eq!(n.params.initiator_mrdsl, 4096);
-    }
-
-    #[test]
-    fn declarations_once() {
-        let offer = TargetOffer {
-            target_alias: Some("disk".into()),
-            ..TargetOffer::default()
-        };
-        let mut n = Negotiator::new(offer);
-        let d = n.declarations();
-        assert_eq!(d[0], Pair::new("MaxRecvDataSegmentLength", "262144"));
-        assert_eq!(d[1], Pair::new("TargetAlias", "disk"));
-        assert!(n.declarations().is_empty());
-    }
-
-    #[test]
-    fn tpg_parameters_override() {
-        let mut o = TargetOffer::default();
-        o.apply_parameter("MaxRecvDataSegmentLength", "8192")
-            .unwrap();
-        o.apply_parameter("ImmediateData", "No").unwrap();
-        o.apply_parameter("HeaderDigest", "CRC32C").unwrap();
-        o.apply_parameter("OFMarker", "No").unwrap();
-        assert!(o.apply_parameter("InitialR2T", "Maybe").is_err());
-        assert!(o.apply_parameter("MaxBurstLength", "1").is_err());
-        assert_eq!(o.max_recv_data_segment_length, 8192);
-        assert!(!o.immediate_data);
-        assert_eq!(o.header_digest, vec![DigestKind::Crc32c]);
-        let mut n = Negotiator::new(o);
-        assert_eq!(
-            one(&mut n, "HeaderDigest", "None", Stage::Operational).as_deref(),
-            Some("Reject")
-        );
-    }
-}
+#[path = "negotiate_tests.rs"]
+mod tests;

@@ -4,6 +4,8 @@
 //! [`parse_pairs`] splits the result into ordered pairs, rejecting malformed
 //! ones and keys sent twice.
 
+use std::collections::HashSet;
+
 use thiserror::Error;
 
 /// Longest key name RFC 7143 §6.1 allows.
@@ -68,6 +70,9 @@ pub fn parse_list(data: &[u8]) -> Result<Vec<Pair>, TextError> {
 
 fn parse_inner(data: &[u8], allow_dup: bool) -> Result<Vec<Pair>, TextError> {
     let mut out: Vec<Pair> = Vec::new();
+    // Hashed so that a sequence of many keys costs linear time, not a
+    // comparison with every earlier key.
+    let mut seen: HashSet<&[u8]> = HashSet::new();
     for item in data.split(|&b| b == 0) {
         if item.is_empty() {
             continue;
@@ -93,7 +98,7 @@ fn parse_inner(data: &[u8], allow_dup: bool) -> Result<Vec<Pair>, TextError> {
             Ok(s) => s.to_owned(),
             Err(_) => return Err(TextError::NotUtf8(key)),
         };
-        if !allow_dup && out.iter().any(|p| p.key == key) {
+        if !allow_dup && !seen.insert(k) {
             return Err(TextError::Duplicate(key));
         }
         out.push(Pair { key, value });
@@ -232,5 +237,58 @@ mod tests {
         let e = encode_pairs(&pairs);
         let joined: Vec<u8> = chunks(&e, 5).flatten().copied().collect();
         assert_eq!(joined, e);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod scaling {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// `n` (at most 62^3) distinct three-letter keys in one text sequence.
+    pub(crate) fn many_keys(n: usize) -> Vec<u8> {
+        const ABC: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let mut out = Vec::new();
+        for i in 0..n {
+            let k = [ABC[i % 62], ABC[i / 62 % 62], ABC[i / 3844 % 62]];
+            push_pair(&mut out, std::str::from_utf8(&k).unwrap(), "1");
+        }
+        out
+    }
+
+    /// Best of five runs each of `a` and `b`, interleaved so both see the
+    /// same load.
+    pub(crate) fn best_of_five(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        };
+        let (mut ta, mut tb) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            ta = ta.min(time(&mut a));
+            tb = tb.min(time(&mut b));
+        }
+        (ta, tb)
+    }
+
+    #[test]
+    fn parsing_many_keys_is_linear() {
+        // 64 KiB (MAX_TEXT_LEN) holds about 11,000 such keys. With
+        // duplicate detection comparing each key with every earlier one,
+        // 10x the keys cost 100x the time (about 300 ms for 10,000 in a
+        // debug build); linear about 10x. Fail past 30x plus a floor, far
+        // from both on a busy machine.
+        let small = many_keys(1_000);
+        let big = many_keys(10_000);
+        assert!(big.len() <= MAX_TEXT_LEN);
+        let (t_small, t_big) = best_of_five(
+            || assert_eq!(parse_pairs(&small).unwrap().len(), 1_000),
+            || assert_eq!(parse_pairs(&big).unwrap().len(), 10_000),
+        );
+        assert!(
+            t_big < t_small * 30 + Duration::from_millis(20),
+            "1,000 keys: {t_small:?}, 10,000 keys: {t_big:?}"
+        );
     }
 }

@@ -212,7 +212,9 @@ pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer
         tx: TxQueue::new(),
         handle,
     };
-    let Some(login) = crate::login::run(&shared, &mut io, peer, local) else {
+    let login = crate::login::run(&shared, &mut io, peer, local);
+    shared.login_finished(&io.handle);
+    let Some(login) = login else {
         // A login reject must not be lost to a RST.
         graceful_close(&mut io);
         return;

@@ -19,8 +19,11 @@ use std::sync::Arc;
 use target_core::LunTable;
 
 pub use iscsi_wire::chap::ChapCredentials;
+/// The iSCSI name rule logins are checked against (`acls create` uses it too).
+pub use iscsi_wire::name::valid_name as valid_iscsi_name;
 pub use iscsi_wire::negotiate::TargetOffer;
 
+mod admission;
 mod conn;
 mod dataout;
 mod discovery;
@@ -171,6 +174,7 @@ pub struct SessionDetail {
 /// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
 /// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,
 /// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...).
+/// Connection and login limits: see `admission.rs` (and the README).
 pub struct IscsiServer {
     shared: Arc<server::Shared>,
 }

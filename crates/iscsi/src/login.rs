@@ -236,7 +236,7 @@ fn respond(io: &mut Io, st: &mut State, req: &LoginRequest, r: LoginResponse, da
 
 fn fail(io: &mut Io, st: &mut State, req: &LoginRequest, status: LoginStatus, peer: SocketAddr) {
     let (class, detail) = status.code();
-    tracing::warn!(initiator = %st.initiator, %peer,
+    tracing::warn!(initiator = ?st.initiator, %peer,
         target = st.target.as_ref().map(|t| t.iqn.as_str()).unwrap_or(""),
         class, detail, ?status, "login failed");
     let r = LoginResponse {
@@ -471,7 +471,7 @@ pub fn run(
         }
         if done {
             let neg = st.neg.take()?;
-            tracing::info!(initiator = %st.initiator, %peer,
+            tracing::info!(initiator = ?st.initiator, %peer,
                 target = st.target.as_ref().map(|t| t.iqn.as_str()).unwrap_or("(discovery)"),
                 tsih, chap = ?st.chap.as_ref().map(ChapServer::algorithm),
                 header_digest = neg.params.header_digest,
@@ -515,6 +515,16 @@ fn reply(st: &State, req: &LoginRequest, transit: bool, tsih: u16) -> LoginRespo
     }
 }
 
+/// The start of a peer's string for a log line (written with `?`, which
+/// escapes control characters): an 8 KiB name must not flood the log.
+fn truncated(s: &str) -> &str {
+    let mut end = s.len().min(256);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Checks of the first login request: who is logging in to what. Returns
 /// keys the target adds to its first answer.
 fn first_request(
@@ -529,6 +539,12 @@ fn first_request(
     let Some(initiator) = initiator else {
         return Err(LoginStatus::MissingParameter);
     };
+    // The name reaches logs, the session list and the APTPL file: only
+    // well-formed names (the rule `acls create` applies) get that far.
+    if !iscsi_wire::name::valid_name(initiator) {
+        tracing::warn!(initiator = ?truncated(initiator), "invalid InitiatorName");
+        return Err(LoginStatus::InitiatorError);
+    }
     st.initiator = initiator.to_string();
     let discovery = match get("SessionType") {
         None | Some("Normal") => false,
@@ -544,7 +560,7 @@ fn first_request(
         let tpg = pick_tpg(&target, local).ok_or(LoginStatus::TargetNotFound)?;
         let acl = find_acl(&tpg, initiator);
         if table_for(&tpg, initiator).is_none() {
-            tracing::warn!(%initiator, target = %target.iqn, tpg = tpg.tag,
+            tracing::warn!(?initiator, target = %target.iqn, tpg = tpg.tag,
                 "initiator has no ACL in this TPG and demo mode is off");
             return Err(LoginStatus::NotAuthorized);
         }
@@ -580,6 +596,15 @@ fn first_request(
             offer.auth_methods = vec![AuthMethod::Chap];
         }
         st.neg = Some(Negotiator::new(offer));
+    }
+    // A later PDU may repeat SessionType but never change it (absent from
+    // the first request, it is Normal).
+    if let Some(neg) = st.neg.as_mut() {
+        neg.session_type = Some(if discovery {
+            SessionType::Discovery
+        } else {
+            SessionType::Normal
+        });
     }
     Ok(extra)
 }

@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::admission::{peer_key, Admit, LoginSlots, LISTEN_BACKLOG, MAX_CONNECTIONS};
 use crate::sessions::{live_access, SessionLive};
 use crate::{ChapCredentials, TargetConfig};
 
@@ -26,6 +27,11 @@ pub struct ConnHandle {
     pub id: u64,
     pub stream: TcpStream,
     pub stop: AtomicU8,
+    /// Peer key of the login limits (`admission::peer_key`).
+    peer: IpAddr,
+    accepted: Instant,
+    /// Still in the login phase, holding a login slot.
+    in_login: AtomicBool,
 }
 
 impl ConnHandle {
@@ -70,6 +76,10 @@ pub struct Shared {
     discovery_auth: RwLock<Option<ChapCredentials>>,
     next_id: AtomicU64,
     next_tsih: Mutex<u16>,
+    logins: Mutex<LoginSlots>,
+    /// Refusals not logged yet, and when the next may be (a flood must not
+    /// flood the log too).
+    refusals: Mutex<(u64, Instant)>,
 }
 
 /// Nexus ids are unique for the life of the process, across servers.
@@ -91,6 +101,8 @@ impl Shared {
             discovery_auth: RwLock::new(None),
             next_id: AtomicU64::new(1),
             next_tsih: Mutex::new(0),
+            logins: Mutex::new(LoginSlots::default()),
+            refusals: Mutex::new((0, Instant::now())),
         }
     }
 
@@ -191,7 +203,7 @@ impl Shared {
     ) -> u16 {
         let old = self.lock_sessions().get(&key).map(|e| e.conn_id);
         if let Some(old_conn) = old {
-            tracing::info!(initiator = %key.initiator, target = %key.target,
+            tracing::info!(initiator = ?key.initiator, target = %key.target,
                 "session reinstatement: closing the old session");
             let h = self.lock_conns().get(&old_conn).cloned();
             if let Some(h) = h {
@@ -322,7 +334,56 @@ impl Shared {
     }
 
     fn unregister_conn(&self, id: u64) {
-        self.lock_conns().remove(&id);
+        let h = self.lock_conns().remove(&id);
+        if let Some(h) = h {
+            self.login_finished(&h);
+        }
+    }
+
+    fn lock_logins(&self) -> std::sync::MutexGuard<'_, LoginSlots> {
+        self.logins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection left the login phase (logged in, failed or closed):
+    /// its login slot is free again.
+    pub fn login_finished(&self, h: &ConnHandle) {
+        if h.in_login.swap(false, Ordering::SeqCst) {
+            self.lock_logins().release(h.peer);
+        }
+    }
+
+    /// Close the connection that has been in login longest (one not
+    /// already closing).
+    fn evict_oldest_login(&self) {
+        let conns = self.lock_conns();
+        let oldest = conns
+            .values()
+            .filter(|h| {
+                h.in_login.load(Ordering::SeqCst) && h.stop.load(Ordering::SeqCst) == STOP_NONE
+            })
+            .min_by_key(|h| h.accepted);
+        if let Some(h) = oldest.cloned() {
+            drop(conns);
+            self.refused(
+                h.stream.peer_addr().ok(),
+                "closing the oldest connection in login",
+            );
+            h.kill();
+            // Its slot is free now, not when its thread has noticed.
+            self.login_finished(&h);
+        }
+    }
+
+    /// Log a refused or evicted connection, at most one line per 10 s.
+    fn refused(&self, peer: Option<SocketAddr>, why: &str) {
+        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        r.0 += 1;
+        let now = Instant::now();
+        if now >= r.1 {
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            tracing::warn!(%peer, since_last = r.0, "{why} (connection limits)");
+            *r = (0, now + Duration::from_secs(10));
+        }
     }
 
     fn push_thread(&self, h: JoinHandle<()>) {
@@ -365,6 +426,11 @@ fn apply_access(t: Option<&TargetConfig>, k: &SessionKey, live: &SessionLive) ->
 /// Bind and start the accept thread of one portal.
 pub fn listen(shared: &Arc<Shared>, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
+    // SAFETY: listen(2) again on a socket we own and that is listening
+    // only resizes its backlog (std listens with a backlog of 128).
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     let local = listener.local_addr()?;
     let accept_side = listener.try_clone()?;
     let sh = Arc::clone(shared);
@@ -442,23 +508,48 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// Most simultaneous connections (each is a thread); beyond this new
-/// connections are closed at once so a flood cannot exhaust the process.
-const MAX_CONNECTIONS: usize = 4096;
-
+/// Start the thread of a new connection, within the limits of
+/// `admission` (a connection beyond them is closed at once).
 fn spawn_conn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
     if shared.lock_conns().len() >= MAX_CONNECTIONS {
-        tracing::warn!(%peer, "too many connections, refusing");
+        shared.refused(Some(peer), "too many connections, refusing");
         return Ok(());
     }
-    stream.set_nodelay(true)?;
+    let key = peer_key(peer.ip());
+    let admit = shared.lock_logins().admit(key);
+    match admit {
+        Admit::PeerFull => {
+            shared.refused(
+                Some(peer),
+                "too many connections in login from this peer, refusing",
+            );
+            return Ok(());
+        }
+        Admit::EvictOldest => shared.evict_oldest_login(),
+        Admit::Yes => {}
+    }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let clone = stream.try_clone();
     let handle = Arc::new(ConnHandle {
         id,
-        stream: stream.try_clone()?,
+        stream: match clone {
+            Ok(s) => s,
+            Err(e) => {
+                shared.lock_logins().release(key);
+                return Err(e);
+            }
+        },
         stop: AtomicU8::new(STOP_NONE),
+        peer: key,
+        accepted: Instant::now(),
+        in_login: AtomicBool::new(true),
     });
+    // From here on the connection's login slot is released with it.
     shared.lock_conns().insert(id, Arc::clone(&handle));
+    if let Err(e) = stream.set_nodelay(true) {
+        shared.unregister_conn(id);
+        return Err(e);
+    }
     let sh = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name(format!("iscsi-conn-{id}"))

@@ -453,23 +453,11 @@ fn first_free(used: impl Iterator<Item = u64>) -> u64 {
     (0..).find(|i| !used.contains(i)).unwrap_or(0)
 }
 
-/// iqn.YYYY-MM.reverse.domain[:anything], eui.16HEX or naa.HEX.
+/// iqn.YYYY-MM.reverse.domain[:anything], eui.16HEX or naa.HEX: the rule
+/// logins check InitiatorName against (no control or white-space
+/// characters, at most 223 bytes).
 pub fn check_iscsi_name(n: &str) -> Result<()> {
-    let ok = if let Some(rest) = n.strip_prefix("iqn.") {
-        let b = rest.as_bytes();
-        b.len() > 8
-            && b[..4].iter().all(u8::is_ascii_digit)
-            && b[4] == b'-'
-            && b[5..7].iter().all(u8::is_ascii_digit)
-            && b[7] == b'.'
-    } else if let Some(h) = n.strip_prefix("eui.") {
-        h.len() == 16 && h.bytes().all(|c| c.is_ascii_hexdigit())
-    } else if let Some(h) = n.strip_prefix("naa.") {
-        (h.len() == 16 || h.len() == 32) && h.bytes().all(|c| c.is_ascii_hexdigit())
-    } else {
-        false
-    };
-    if !ok || n.len() > 223 || n.contains(char::is_whitespace) || n.contains('/') {
+    if !iscsi::valid_iscsi_name(n) {
         bail!("{n:?} is not a valid iSCSI name (e.g. iqn.2026-11.org.example:target1)");
     }
     Ok(())

@@ -22,8 +22,15 @@
 //! ```
 //!
 //! `holder=1` marks the registration holding the reservation (every
-//! registrant holds an all-registrants one). Names never contain newlines
-//! (iSCSI names are restricted to `a-z0-9.-:`), so a line is one value.
+//! registrant holds an all-registrants one).
+//!
+//! Initiator and target ports are names a peer chose, and the file must
+//! hold any of them (a newline in a name once split a line and left a file
+//! the daemon refused to restore). Version 2 of the format percent-encodes
+//! the `initiator` and `target` values: every byte outside printable ASCII
+//! (`!`..`~`), and `%` itself, is written `%HH`. A file whose names need no
+//! encoding is written as version 1, byte for byte what earlier releases
+//! wrote and read; version 1 files are read as before (values raw).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -31,7 +38,52 @@ use std::path::Path;
 
 use crate::pr::{all_registrants, valid_type, PrState, Reservation};
 
+/// Values are written as they are.
 const MAGIC: &str = "rtarget-pr 1";
+/// `initiator` and `target` values are percent-encoded.
+const MAGIC_ENCODED: &str = "rtarget-pr 2";
+
+/// Whether `v` can be written raw in a version 1 file.
+fn plain(v: &str) -> bool {
+    v.bytes().all(|b| b.is_ascii_graphic() && b != b'%')
+}
+
+/// `v` with every byte that is not printable ASCII, and `%`, as `%HH`.
+fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode`]; malformed escapes and non-UTF-8 results are
+/// errors.
+fn decode(v: &str) -> io::Result<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad("bad %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad("name is not UTF-8"))
+}
 
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
@@ -39,13 +91,21 @@ fn bad(msg: &str) -> io::Error {
 
 /// The file's text for `pr`.
 pub(crate) fn render(pr: &PrState) -> String {
-    let mut s = format!("{MAGIC}\ngeneration={}\n", pr.generation);
+    let raw = pr
+        .regs
+        .iter()
+        .all(|r| plain(&r.initiator) && plain(&r.target));
+    let (magic, name): (_, fn(&str) -> String) = match raw {
+        true => (MAGIC, str::to_string),
+        false => (MAGIC_ENCODED, encode),
+    };
+    let mut s = format!("{magic}\ngeneration={}\n", pr.generation);
     for r in &pr.regs {
         s.push_str(&format!(
             "reg\nkey={:#018x}\ninitiator={}\ntarget={}\nall_tg_pt={}\nrel_port={}\nholder={}\nend\n",
             r.key,
-            r.initiator,
-            r.target,
+            name(&r.initiator),
+            name(&r.target),
             u8::from(r.all_tg_pt),
             r.rel_port,
             u8::from(pr.holds(r)),
@@ -61,9 +121,11 @@ pub(crate) fn render(pr: &PrState) -> String {
 /// APTPL on). Nothing is changed when the file is malformed.
 pub(crate) fn parse(text: &str, pr: &mut PrState) -> io::Result<()> {
     let mut lines = text.lines();
-    if lines.next() != Some(MAGIC) {
-        return Err(bad("not an rtarget persistent reservation file"));
-    }
+    let name: fn(&str) -> io::Result<String> = match lines.next() {
+        Some(MAGIC) => |v| Ok(v.to_string()),
+        Some(MAGIC_ENCODED) => decode,
+        _ => return Err(bad("not an rtarget persistent reservation file")),
+    };
     let mut out = PrState::default();
     let mut holder = None;
     let mut rtype = None;
@@ -99,8 +161,8 @@ pub(crate) fn parse(text: &str, pr: &mut PrState) -> io::Result<()> {
                 };
                 match (k, cur) {
                     ("key", Some(c)) => c.0 = num(v)?,
-                    ("initiator", Some(c)) => c.1 = v.to_string(),
-                    ("target", Some(c)) => c.2 = v.to_string(),
+                    ("initiator", Some(c)) => c.1 = name(v)?,
+                    ("target", Some(c)) => c.2 = name(v)?,
                     ("all_tg_pt", Some(c)) => c.3 = num(v)? != 0,
                     ("rel_port", Some(c)) => {
                         c.4 = u16::try_from(num(v)?).map_err(|_| bad("bad rel_port"))?
@@ -245,7 +307,7 @@ mod tests {
         let good = render(&sample());
         let cases = [
             String::new(),
-            "rtarget-pr 2\n".to_string(),
+            "rtarget-pr 3\n".to_string(),
             good.replace("key=0x00000000000000aa", "key=zz"),
             good.replace("end\n", ""),
             good.replace("holder=1", "holder=0"),
@@ -260,6 +322,92 @@ mod tests {
             assert!(parse(&text, &mut pr).is_err(), "{text:?}");
             assert_eq!(pr.generation, 42);
         }
+    }
+
+    /// Names no iSCSI login accepts any more, but the file must hold
+    /// whatever reaches it (and what older releases let in).
+    const HOSTILE: &[&str] = &[
+        "iqn.x:a\nreg\nkey=0x1\nend",
+        "iqn.x:cr\r",
+        "iqn.x:\u{1b}[31mred",
+        "iqn.x:100%25 % %zz",
+        "iqn.x:a=b c\tq",
+        " lead and trail ",
+        "iqn.x:h\u{f6}st\u{202e}",
+        "#not-a-comment",
+        "end",
+    ];
+
+    fn hostile() -> PrState {
+        let mut pr = sample();
+        for (i, n) in HOSTILE.iter().enumerate() {
+            pr.add(i as u64 + 1, format!("{n},i,0x1"), n.to_string(), false, 1);
+        }
+        let long = "n".repeat(8192) + "\n";
+        pr.add(0x77, long.clone(), long, false, 2);
+        pr
+    }
+
+    #[test]
+    fn hostile_names_round_trip() {
+        let pr = hostile();
+        let text = render(&pr);
+        assert!(text.starts_with("rtarget-pr 2\n"));
+        assert_eq!(
+            text.lines().count(),
+            3 + pr.regs.len() * 8,
+            "one value a line"
+        );
+        let mut back = PrState::default();
+        parse(&text, &mut back).expect("parse");
+        let names = |p: &PrState| {
+            p.regs
+                .iter()
+                .map(|r| (r.key, r.initiator.clone(), r.target.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&back), names(&pr));
+        assert_eq!(back.holder_key(), Some(0xbb));
+        // Broken escapes are refused.
+        for bad in ["%", "%4", "%zz", "%ff", "%+f"] {
+            let t = text.replace("initiator=iqn.x:a,i,0x1", &format!("initiator={bad}"));
+            assert!(parse(&t, &mut PrState::default()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_names_keep_version_1() {
+        // Files of earlier releases read as before, and what they could
+        // read is still what is written when no name needs encoding.
+        let text = render(&sample());
+        assert!(text.starts_with("rtarget-pr 1\n"));
+        assert!(text.contains("\ninitiator=iqn.x:a,i,0x1\n"));
+        let old = "rtarget-pr 1\ngeneration=3\nreg\nkey=0x5\ninitiator=iqn.x:%41,i,0x1\n\
+                   target=iqn.t,t,0x1\nall_tg_pt=0\nrel_port=1\nholder=0\nend\n";
+        let mut back = PrState::default();
+        parse(old, &mut back).expect("parse");
+        assert_eq!(
+            back.regs[0].initiator, "iqn.x:%41,i,0x1",
+            "version 1 is raw"
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_restored_by_a_new_device() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aptpl_x");
+        let mut pr = hostile();
+        pr.file = Some(path.clone());
+        sync(&pr).expect("write");
+        let store = std::sync::Arc::new(crate::testutil::MemStore::new(1 << 20, false));
+        let dev = crate::Device::new(crate::DeviceOptions::new("d", "wwn-1"), store);
+        dev.set_pr_state_file(path).expect("restore");
+        let back = dev.state.res.lock().pr.clone();
+        assert_eq!(back.regs.len(), pr.regs.len());
+        for (a, b) in back.regs.iter().zip(&pr.regs) {
+            assert_eq!((&a.initiator, &a.target), (&b.initiator, &b.target));
+        }
+        assert!(back.aptpl);
     }
 
     #[test]
