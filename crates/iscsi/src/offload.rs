@@ -408,3 +408,28 @@ fn wait_fd(fd: RawFd, timeout: Duration) -> bool {
     let n = unsafe { libc::poll(&mut p, 1, ms) };
     n > 0 && p.revents != 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congested_by_own_budget_or_by_the_pool_total_when_holding_tasks() {
+        let mut o = Offload::default();
+        assert!(!o.congested());
+        o.bytes = CONN_POOL_BYTES - 1;
+        assert!(!o.congested());
+        o.bytes = CONN_POOL_BYTES;
+        assert!(o.congested(), "own budget reached");
+        // The whole pool is full: a connection with tasks waits, one
+        // without any still gets its first.
+        pool::charge_for_test(POOL_TOTAL_BYTES as isize);
+        o.bytes = 1;
+        let with_tasks = o.congested();
+        o.bytes = 0;
+        let without = o.congested();
+        pool::charge_for_test(-(POOL_TOTAL_BYTES as isize));
+        assert!(with_tasks);
+        assert!(!without);
+    }
+}

@@ -252,6 +252,16 @@ pub fn pool_bytes() -> usize {
     POOL_BYTES.load(Ordering::Relaxed)
 }
 
+/// Move the pool's byte total (unit tests of the budget).
+#[cfg(test)]
+pub(crate) fn charge_for_test(n: isize) {
+    if n >= 0 {
+        POOL_BYTES.fetch_add(n as usize, Ordering::Relaxed);
+    } else {
+        POOL_BYTES.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
 fn pool() -> &'static Arc<Pool> {
     POOL.get_or_init(|| {
         let p = Arc::new(Pool {
