@@ -576,3 +576,44 @@ fn solicited_write_data_is_bounded_and_every_write_completes() {
     c.logout();
     srv.shutdown();
 }
+
+/// A pool READ whose CDB asks for more than the Expected Data Transfer
+/// Length: EDTL bytes are sent and the residual counts the rest, also
+/// when the excess was dropped before the answer waited to be sent.
+#[test]
+fn pool_read_past_edtl_reports_the_full_overflow() {
+    let _g = serial();
+    let (srv, addr) = server_on(MemStore::new(16 << 20), IoEngine::Pool);
+    let mut c = session(addr, &[]);
+    for (blocks, edtl) in [(16u32, 512u32), (16384, 4096), (16384, 0)] {
+        let cmd = c.scsi_cmd_header(&read16(0, blocks), true, false, edtl);
+        c.send_raw(&encode_cmd(&c, &cmd, &[])).unwrap();
+        let mut got = 0usize;
+        let residual = loop {
+            let p = c.recv().unwrap();
+            match p.bhs.opcode() {
+                Opcode::DATA_IN => {
+                    let d = DataIn::parse(&p.bhs);
+                    got += p.data.len();
+                    if let Some(st) = d.status {
+                        assert_eq!(st, 0);
+                        c.exp_statsn = d.sn.statsn.wrapping_add(1);
+                        break d.residual;
+                    }
+                }
+                Opcode::SCSI_RESPONSE => {
+                    let r = ScsiResponse::parse(&p.bhs);
+                    assert_eq!(r.status, 0);
+                    c.exp_statsn = r.sn.statsn.wrapping_add(1);
+                    break r.residual;
+                }
+                op => panic!("unexpected {op:?}"),
+            }
+        };
+        assert_eq!(got, edtl as usize);
+        assert!(residual.overflow && !residual.underflow);
+        assert_eq!(residual.count, blocks * 512 - edtl, "blocks {blocks}");
+    }
+    c.logout();
+    srv.shutdown();
+}
