@@ -35,7 +35,7 @@ use iscsi_wire::request::ScsiCommand;
 use target_core::{IoEngine, TaskAttr};
 
 use crate::dataout::CdbStore;
-use crate::pool::{self, Done, EndAction, Job, Sink};
+use crate::pool::{self, Done, Ends, Job, Sink};
 use crate::server::STOP_KILL;
 use crate::session::Session;
 use crate::txq::TxQueue;
@@ -101,18 +101,18 @@ impl Offload {
         self.flights.iter().any(|f| f.itt == itt && !f.aborted)
     }
 
-    /// The connection ends: late completions are dropped, and `end` runs
-    /// once the last running job has finished (now if none runs).
-    pub fn close(&mut self, end: Option<EndAction>) {
+    /// The connection ends: late completions are dropped, queued jobs are
+    /// dropped unstarted, and each of `ends` runs once its running jobs
+    /// have finished (now if none runs).
+    pub fn close(&mut self, ends: Ends) {
         self.flights.clear();
         self.live = 0;
         self.bytes = 0;
         match &self.sink {
-            Some(s) => s.close(end),
+            Some(s) => s.close(ends),
             None => {
-                if let Some(f) = end {
-                    f();
-                }
+                ends.short.into_iter().for_each(|f| f());
+                ends.all.into_iter().for_each(|f| f());
             }
         }
     }
@@ -253,23 +253,21 @@ impl Session {
         } else {
             CdbStore::Long(cdb.to_vec())
         };
-        pool::submit(
-            Job {
-                seq,
-                sink,
-                luns: Arc::clone(&self.luns),
-                nexus: Arc::clone(&self.nexus_arc),
-                lun,
-                cmd: *c,
-                cdb,
-                attr,
-                data_out,
-                data_in,
-                lu_key,
-                charge,
-            },
+        pool::submit(Job {
+            seq,
+            sink,
+            luns: Arc::clone(&self.luns),
+            nexus: Arc::clone(&self.nexus_arc),
+            lun,
+            cmd: *c,
+            cdb,
+            attr,
+            data_out,
+            data_in,
+            lu_key,
+            charge,
             long,
-        );
+        });
         if attr == TaskAttr::Ordered && !long {
             // ...and nothing newer starts before it has finished.
             self.wait_until(tx, |o| !o.flights.iter().any(|f| f.seq == seq));

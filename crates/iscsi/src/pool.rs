@@ -59,6 +59,9 @@ pub struct Job {
     /// queued or running: at least the capacity of both buffers and the
     /// Expected Data Transfer Length.
     pub charge: usize,
+    /// May run for minutes (`target_core::may_run_long`): gets a thread of
+    /// its own, and a session's drain does not wait for it.
+    pub long: bool,
 }
 
 /// A finished job, back on its connection.
@@ -74,21 +77,33 @@ pub struct Done {
     pub overflow: usize,
 }
 
-/// What a session must do once its last job has finished.
+/// What a session must do once its jobs have finished.
 pub type EndAction = Box<dyn FnOnce() + Send>;
+
+/// The actions a closed sink runs as its jobs finish.
+#[derive(Default)]
+pub struct Ends {
+    /// After the last job, long ones included (the nexus may go).
+    pub all: Option<EndAction>,
+    /// After the last short job: nothing the session sent can still change
+    /// data, but a long command (SANITIZE) that goes on by design.
+    pub short: Option<EndAction>,
+}
 
 #[derive(Default)]
 struct SinkState {
     done: Vec<Done>,
     /// Jobs submitted and not yet finished.
     running: usize,
+    /// Of those, the short ones.
+    running_short: usize,
     /// The connection is gone: drop completions.
     closed: bool,
     /// The connection thread is (about to be) asleep in poll: the next
     /// completion must write the eventfd. While it is awake it reaps
     /// without being told, which saves a syscall per completion.
     sleeping: bool,
-    end: Option<EndAction>,
+    end: Ends,
 }
 
 /// Per-connection completion mailbox.
@@ -153,60 +168,74 @@ impl Sink {
         }
     }
 
-    fn started(&self) {
-        self.lock().running += 1;
+    fn started(&self, long: bool) {
+        let mut s = self.lock();
+        s.running += 1;
+        s.running_short += usize::from(!long);
+    }
+
+    /// The end actions that are due: the sink is closed and their jobs
+    /// have finished.
+    fn due(s: &mut SinkState) -> [Option<EndAction>; 2] {
+        if !s.closed {
+            return [None, None];
+        }
+        let short = if s.running_short == 0 {
+            s.end.short.take()
+        } else {
+            None
+        };
+        let all = if s.running == 0 {
+            s.end.all.take()
+        } else {
+            None
+        };
+        [short, all]
     }
 
     /// A job finished (`Some`) or was dropped unstarted (`None`).
-    fn complete(&self, d: Option<Done>) {
-        let (signal, end) = {
+    fn complete(&self, d: Option<Done>, long: bool) {
+        let (signal, ends) = {
             let mut s = self.lock();
             s.running -= 1;
+            s.running_short -= usize::from(!long);
             let signal = !s.closed && s.sleeping && d.is_some();
             s.sleeping &= !signal;
             if let (false, Some(d)) = (s.closed, d) {
                 s.done.push(d);
             }
-            let end = if s.closed && s.running == 0 {
-                s.end.take()
-            } else {
-                None
-            };
-            (signal, end)
+            (signal, Self::due(&mut s))
         };
         if signal {
             let one = 1u64;
             // SAFETY: writing 8 bytes from a u64 to our own eventfd.
             unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
         }
-        if let Some(f) = end {
-            f();
-        }
+        ends.into_iter().flatten().for_each(|f| f());
     }
 
     /// The connection is gone. Its jobs that have not started are dropped;
-    /// `end` runs now if no job is running, else after the last one
-    /// finishes; completions are dropped from now on.
-    pub fn close(&self, end: Option<EndAction>) {
+    /// each of `ends` runs now if none of its jobs runs, else after the
+    /// last one finishes; completions are dropped from now on.
+    pub fn close(&self, ends: Ends) {
         self.closed.store(true, Ordering::SeqCst);
-        let cancelled = cancel_queued(self);
+        let (cancelled, cancelled_short) = cancel_queued(self);
         let now = {
             let mut s = self.lock();
             s.closed = true;
             s.done.clear();
             s.running -= cancelled;
-            if s.running == 0 {
-                end.or_else(|| s.end.take())
-            } else {
-                if end.is_some() {
-                    s.end = end;
-                }
-                None
+            s.running_short -= cancelled_short;
+            // A second close (Drop after end) keeps the first one's actions.
+            if ends.all.is_some() {
+                s.end.all = ends.all;
             }
+            if ends.short.is_some() {
+                s.end.short = ends.short;
+            }
+            Self::due(&mut s)
         };
-        if let Some(f) = now {
-            f();
-        }
+        now.into_iter().flatten().for_each(|f| f());
     }
 }
 
@@ -352,10 +381,11 @@ pub fn wait_lus_idle(keys: &[usize], tick: Duration, give_up: impl Fn() -> bool)
 }
 
 /// Take the jobs of `sink` that no worker has started out of the queue;
-/// returns how many. Their LU and byte accounting ends here.
-fn cancel_queued(sink: &Sink) -> usize {
+/// returns how many, and how many of them are short. Their LU and byte
+/// accounting ends here.
+fn cancel_queued(sink: &Sink) -> (usize, usize) {
     let Some(p) = POOL.get() else {
-        return 0;
+        return (0, 0);
     };
     let mine: VecDeque<Job> = {
         let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -364,7 +394,7 @@ fn cancel_queued(sink: &Sink) -> usize {
             .iter()
             .any(|j| std::ptr::eq(Arc::as_ptr(&j.sink), sink))
         {
-            return 0;
+            return (0, 0);
         }
         let (mine, rest): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut q.jobs)
             .into_iter()
@@ -382,12 +412,13 @@ fn cancel_queued(sink: &Sink) -> usize {
             "connection ended: its queued commands are dropped unstarted"
         );
     }
-    mine.len()
+    (mine.len(), mine.iter().filter(|j| !j.long).count())
 }
 
 /// Queue a job (a long one gets its own thread when one can be started).
-pub fn submit(job: Job, long: bool) {
-    job.sink.started();
+pub fn submit(job: Job) {
+    let long = job.long;
+    job.sink.started(long);
     lu_enter(job.lu_key);
     POOL_BYTES.fetch_add(job.charge, Ordering::Relaxed);
     let p = pool();
@@ -460,7 +491,7 @@ fn run(mut job: Job) {
         // Its connection ended before it started: never run it.
         lu_leave(job.lu_key);
         POOL_BYTES.fetch_sub(job.charge, Ordering::Relaxed);
-        job.sink.complete(None);
+        job.sink.complete(None, job.long);
         return;
     }
     let cmd = Command {
@@ -499,15 +530,19 @@ fn run(mut job: Job) {
     }
     POOL_BYTES.fetch_sub(job.charge, Ordering::Relaxed);
     let sink = Arc::clone(&job.sink);
-    sink.complete(Some(Done {
-        seq: job.seq,
-        cmd: job.cmd,
-        cdb: job.cdb,
-        out,
-        data_out: job.data_out,
-        data_in: job.data_in,
-        overflow,
-    }));
+    let long = job.long;
+    sink.complete(
+        Some(Done {
+            seq: job.seq,
+            cmd: job.cmd,
+            cdb: job.cdb,
+            out,
+            data_out: job.data_out,
+            data_in: job.data_in,
+            overflow,
+        }),
+        long,
+    );
 }
 
 #[cfg(test)]
@@ -544,8 +579,8 @@ mod tests {
     #[test]
     fn completions_signal_only_a_sleeping_connection() {
         let s = Sink::new().unwrap();
-        s.started();
-        s.complete(Some(done(1)));
+        s.started(false);
+        s.complete(Some(done(1)), false);
         assert!(!readable(s.fd()), "awake: no syscall, it reaps anyway");
         // Completions waiting: do not sleep.
         assert!(!s.prepare_sleep());
@@ -553,8 +588,8 @@ mod tests {
         s.take(&mut v);
         assert_eq!(v.len(), 1);
         assert!(s.prepare_sleep());
-        s.started();
-        s.complete(Some(done(2)));
+        s.started(false);
+        s.complete(Some(done(2)), false);
         assert!(readable(s.fd()), "asleep: woken");
         s.woke(true);
         assert!(!readable(s.fd()));
@@ -563,16 +598,19 @@ mod tests {
     #[test]
     fn closed_sink_drops_completions_and_ends_after_the_last_job() {
         let s = Sink::new().unwrap();
-        s.started();
-        s.started();
+        s.started(false);
+        s.started(false);
         let ended = Arc::new(AtomicBool::new(false));
         let e2 = Arc::clone(&ended);
-        s.close(Some(Box::new(move || e2.store(true, Ordering::SeqCst))));
-        s.complete(Some(done(1)));
+        s.close(Ends {
+            all: Some(Box::new(move || e2.store(true, Ordering::SeqCst))),
+            short: None,
+        });
+        s.complete(Some(done(1)), false);
         assert!(!ended.load(Ordering::SeqCst), "one job still runs");
         // A second close (Drop after end) must not lose the end action.
-        s.close(None);
-        s.complete(Some(done(2)));
+        s.close(Ends::default());
+        s.complete(Some(done(2)), false);
         assert!(ended.load(Ordering::SeqCst));
         let mut v = Vec::new();
         s.take(&mut v);
@@ -584,7 +622,10 @@ mod tests {
         let s = Sink::new().unwrap();
         let ended = Arc::new(AtomicBool::new(false));
         let e2 = Arc::clone(&ended);
-        s.close(Some(Box::new(move || e2.store(true, Ordering::SeqCst))));
+        s.close(Ends {
+            all: Some(Box::new(move || e2.store(true, Ordering::SeqCst))),
+            short: None,
+        });
         assert!(ended.load(Ordering::SeqCst));
     }
 

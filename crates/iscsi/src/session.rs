@@ -169,22 +169,22 @@ impl Session {
     /// Orderly session end: the core forgets the nexus. (The registry entry
     /// goes in `Drop`, which also runs if a core call panicked.)
     /// Pool tasks still running keep the nexus until the last one ends;
-    /// their responses are dropped.
-    /// A login that reinstates this I_T nexus waits until that has
-    /// happened (`Shared::drain_begin`): no stale command of this session
-    /// runs after the new one is admitted.
+    /// their responses are dropped, and queued ones never start. A login
+    /// of the same I_T nexus waits until the short ones have finished
+    /// (`Shared::drain_begin`): no stale command of this session runs
+    /// after the new one is admitted.
     pub fn end(&mut self) {
-        let gone = self.key.clone().map(|key| {
+        let mut ends = crate::pool::Ends::default();
+        if let Some(key) = self.key.clone() {
             let luns = Arc::clone(&self.luns);
             let nexus = Arc::clone(&self.nexus_arc);
+            ends.all = Some(Box::new(move || luns.nexus_gone(&nexus)));
+            // A SANITIZE goes on by design: a new login does not wait.
             let shared = Arc::clone(&self.shared);
             shared.drain_begin(&key);
-            Box::new(move || {
-                luns.nexus_gone(&nexus);
-                shared.drain_end(&key);
-            }) as crate::pool::EndAction
-        });
-        self.offload.close(gone);
+            ends.short = Some(Box::new(move || shared.drain_end(&key)));
+        }
+        self.offload.close(ends);
         tracing::info!(initiator = %self.initiator_name,
             target = self.target.as_ref().map_or("(discovery)", |t| t.iqn.as_str()),
             tsih = self.tsih, "session ended");
@@ -714,7 +714,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // After a panic `end` did not run: still stop pool completions.
-        self.offload.close(None);
+        self.offload.close(crate::pool::Ends::default());
         if let Some(k) = &self.key {
             self.shared.unregister_session(k, self.conn_id);
         }

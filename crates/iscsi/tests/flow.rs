@@ -617,3 +617,44 @@ fn pool_read_past_edtl_reports_the_full_overflow() {
     c.logout();
     srv.shutdown();
 }
+
+/// A SANITIZE goes on through reconnects by design: a new login of the
+/// same I_T nexus is not held back by it (only short commands are waited
+/// for), and sees SANITIZE IN PROGRESS.
+#[test]
+fn a_running_sanitize_does_not_hold_back_the_next_login() {
+    let _g = serial();
+    let store = GatedStore::new(1 << 20);
+    let (srv, addr) = server_on(Arc::clone(&store) as Arc<dyn Backstore>, IoEngine::Inline);
+    let mut c = session(addr, &[]);
+    store.set(false);
+    // SANITIZE OVERWRITE, IMMED=0, one-byte pattern.
+    let param = [0x01, 0, 0, 1, 0xa5];
+    let cdb = [0x48, 0x01, 0, 0, 0, 0, 0, 0, param.len() as u8, 0];
+    let cmd = c.scsi_cmd_header(&cdb, false, true, param.len() as u32);
+    c.send_raw(&encode_cmd(&c, &cmd, &param)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.started.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the sanitize never wrote");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    let t0 = Instant::now();
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the login waited for the sanitize"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (st, _, _) = c.read_cmd(&[0; 6], 0);
+        if st == 2 && c.last_sense.get(12..14) == Some(&[0x04, 0x1b]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw SANITIZE IN PROGRESS");
+    }
+    store.set(true);
+    c.logout();
+    srv.shutdown();
+}
