@@ -618,6 +618,34 @@ mod tests {
     }
 
     #[test]
+    fn short_end_waits_only_for_short_jobs() {
+        let s = Sink::new().unwrap();
+        s.started(true);
+        s.started(false);
+        let flag = |b: &Arc<AtomicBool>| {
+            let b = Arc::clone(b);
+            Some(Box::new(move || b.store(true, Ordering::SeqCst)) as EndAction)
+        };
+        let (all, short) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        s.close(Ends {
+            all: flag(&all),
+            short: flag(&short),
+        });
+        assert!(!short.load(Ordering::SeqCst) && !all.load(Ordering::SeqCst));
+        s.complete(Some(done(1)), false);
+        assert!(
+            short.load(Ordering::SeqCst),
+            "the short job was the last short one"
+        );
+        assert!(!all.load(Ordering::SeqCst), "the long one still runs");
+        s.complete(None, true);
+        assert!(all.load(Ordering::SeqCst));
+    }
+
+    #[test]
     fn close_without_jobs_ends_at_once() {
         let s = Sink::new().unwrap();
         let ended = Arc::new(AtomicBool::new(false));
