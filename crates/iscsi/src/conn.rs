@@ -235,8 +235,18 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
     // data behind it and the rest goes straight into its task buffer.
     let mut streaming = false;
     loop {
-        // Handle every complete PDU this recv brought.
+        // Handle every complete PDU this recv brought, unless the pool
+        // tasks hold the connection's memory budget (back-pressure: the
+        // rest waits, unread, until some complete) or the session was
+        // killed (reinstated, reset): PDUs already read but not handled
+        // belong to a session that no longer exists and must not run.
         loop {
+            if sess.offload.active() && sess.offload.congested() {
+                break;
+            }
+            if io.stop_requested() == STOP_KILL {
+                return;
+            }
             let digests = sess.digests;
             let frame = match parse_frame(io.rx.data(), digests, sess.max_recv) {
                 Ok(Some(f)) => f,
@@ -293,7 +303,14 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             // Pool tasks in flight: wake for their completions as well as
             // for the socket. (Without any, the plain blocking recv below
             // is the whole wait: the inline path pays nothing for this.)
-            let ready = sess.offload.wait(&io.stream, TICK);
+            // Congested: only for completions; nothing is read meanwhile,
+            // so neither is a NOP-In ping due (its answer could be unread).
+            let congested = sess.offload.congested();
+            let sock = (!congested).then(|| io.stream.as_raw_fd());
+            let ready = sess.offload.wait(sock, TICK);
+            if congested {
+                continue;
+            }
             if !ready.socket {
                 if !ready.sink && sess.nop_timer(last_rx, &mut io.tx) == Action::Close {
                     return;

@@ -9,13 +9,26 @@
 //! connection instead races with libiscsi's reconnect). An offset or
 //! length outside what was asked for is a protocol error that ends the
 //! connection.
+//!
+//! Memory: the write data a connection gathers is what it asked for. R2Ts
+//! are issued while the tasks' granted bytes (immediate, unsolicited and
+//! solicited data, [`WriteTask::granted`]) stay within [`CONN_WRITE_BYTES`];
+//! past that only the oldest task (lowest CmdSN) gets more, so it always
+//! completes and frees its share, and the others resume as tasks leave
+//! (`resume_r2ts`). With the command window (tasks hold slots) this bounds
+//! gathered data at CONN_WRITE_BYTES + one write + window x FirstBurstLength.
 
+use iscsi_wire::bhs::sn_lt;
 use iscsi_wire::request::{DataOut, ScsiCommand};
 use iscsi_wire::response::{R2t, RejectReason};
 use iscsi_wire::{Bhs, Frame, RESERVED_TAG};
 
 use crate::session::{Action, Session};
 use crate::txq::TxQueue;
+
+/// Write data one connection may solicit with R2Ts for tasks other than
+/// its oldest (see the module comment).
+pub const CONN_WRITE_BYTES: usize = 64 << 20;
 
 /// A CDB: 16 bytes inline, longer ones (extended CDB AHS) on the heap.
 pub enum CdbStore {
@@ -58,6 +71,27 @@ pub struct WriteTask {
 impl WriteTask {
     pub fn lun(&self) -> [u8; 8] {
         self.cmd.lun
+    }
+
+    /// Bytes the initiator may send for this task without being asked
+    /// again: what it has, plus the unsolicited data still allowed, or up
+    /// to the end of the last R2T.
+    fn granted(&self) -> usize {
+        if self.poisoned {
+            0
+        } else if !self.unsol_done {
+            self.buf.len() + self.unsol_left as usize
+        } else {
+            self.next_r2t_offset as usize
+        }
+    }
+
+    /// Waits for an R2T it was not given for lack of budget.
+    fn deferred(&self, max_out: usize) -> bool {
+        !self.poisoned
+            && self.unsol_done
+            && self.r2ts.len() < max_out
+            && self.next_r2t_offset < self.cmd.expected_data_len
     }
 }
 
@@ -106,12 +140,29 @@ impl Session {
         Action::Continue
     }
 
+    /// Issue the R2Ts `t` (not in `self.tasks`) may have now.
     fn issue_r2ts(&mut self, t: &mut WriteTask, tx: &mut TxQueue) {
         let edtl = t.cmd.expected_data_len;
         let max_out = usize::from(self.params.max_outstanding_r2t.max(1));
         let burst = self.params.max_burst_length.max(512);
+        if t.r2ts.len() >= max_out || t.next_r2t_offset >= edtl {
+            return;
+        }
+        let oldest = !self
+            .tasks
+            .iter()
+            .any(|o| sn_lt(o.cmd.cmdsn, t.cmd.cmdsn) && !o.poisoned);
+        let others: usize = if oldest {
+            0
+        } else {
+            self.tasks.iter().map(WriteTask::granted).sum()
+        };
         while t.r2ts.len() < max_out && t.next_r2t_offset < edtl {
             let len = burst.min(edtl - t.next_r2t_offset);
+            if !oldest && others + t.granted() + len as usize > CONN_WRITE_BYTES {
+                tracing::trace!(itt = t.itt, "R2T deferred: write data budget in use");
+                break;
+            }
             let ttt = self.alloc_ttt();
             let r = R2t {
                 lun: t.cmd.lun,
@@ -226,6 +277,7 @@ impl Session {
         if t.buf.len() as u64 >= u64::from(t.cmd.expected_data_len) {
             let buf = std::mem::take(&mut t.buf);
             self.execute_owned(tx, &t.cmd, t.cdb.as_slice(), buf);
+            self.resume_r2ts(tx);
         } else {
             self.tasks.push(t);
         }
@@ -296,6 +348,31 @@ impl Session {
         Ok(())
     }
 
+    /// A task left: tasks whose R2Ts were deferred may get them now. (In
+    /// the common case no task waits and this is one pass of checks.)
+    pub fn resume_r2ts(&mut self, tx: &mut TxQueue) {
+        let max_out = usize::from(self.params.max_outstanding_r2t.max(1));
+        for i in 0..self.tasks.len() {
+            if !self.tasks[i].deferred(max_out) {
+                continue;
+            }
+            // Out of the list while it is considered (as everywhere), then
+            // back in its place.
+            let mut t = self.tasks.swap_remove(i);
+            self.issue_r2ts(&mut t, tx);
+            self.tasks.push(t);
+            let last = self.tasks.len() - 1;
+            self.tasks.swap(i, last);
+        }
+    }
+
+    /// Drop the write task at `i` of `self.tasks` (ABORT TASK).
+    pub fn drop_task(&mut self, i: usize, tx: &mut TxQueue) {
+        let t = self.tasks.swap_remove(i);
+        tx.recycle(t.buf);
+        self.resume_r2ts(tx);
+    }
+
     /// Drop every task waiting for data (logout, warm/cold reset).
     pub fn drop_all_tasks(&mut self, tx: &mut TxQueue) {
         for t in self.tasks.drain(..) {
@@ -314,5 +391,6 @@ impl Session {
                 i += 1;
             }
         }
+        self.resume_r2ts(tx);
     }
 }

@@ -39,6 +39,9 @@ pub enum LoginStatus {
     MissingParameter,
     SessionDoesNotExist,
     InvalidDuringLogin,
+    /// The session being reinstated still has commands running (03/01:
+    /// the initiator retries later).
+    ServiceUnavailable,
 }
 
 impl LoginStatus {
@@ -54,6 +57,7 @@ impl LoginStatus {
             LoginStatus::MissingParameter => (2, 0x07),
             LoginStatus::SessionDoesNotExist => (2, 0x0a),
             LoginStatus::InvalidDuringLogin => (2, 0x0b),
+            LoginStatus::ServiceUnavailable => (3, 0x01),
         }
     }
 }
@@ -445,7 +449,13 @@ pub fn run(
                     proved,
                     neg.params.clone(),
                 ));
-                tsih = shared.register_session(k.clone(), io.handle.id, peer, Arc::clone(&l));
+                let Some(t) =
+                    shared.register_session(k.clone(), io.handle.id, peer, Arc::clone(&l))
+                else {
+                    fail(io, &mut st, &req, LoginStatus::ServiceUnavailable, peer);
+                    return None;
+                };
+                tsih = t;
                 // A change pushed during the login missed this session:
                 // held to the rule of live sessions (it authenticated
                 // against the configuration the login started with).

@@ -7,6 +7,16 @@
 //! Rules kept here:
 //! - A pool task counts against the command window until it is answered or
 //!   aborted, so MaxCmdSN never offers more than the connection can hold.
+//! - Memory: each task is charged the bytes its buffers may hold (at least
+//!   its Expected Data Transfer Length) until its answer is queued for
+//!   sending. While a connection's tasks hold [`CONN_POOL_BYTES`], or the
+//!   pool as a whole holds [`POOL_TOTAL_BYTES`] and this connection has
+//!   tasks of its own, the connection is congested: it stops reading and
+//!   handling PDUs (back-pressure through TCP) until its tasks complete.
+//!   Its own tasks always complete without the socket, so this cannot
+//!   deadlock, and one initiator cannot make the pool hold more than the
+//!   budget however many large READs it pipelines without reading the
+//!   answers (docs/io-engines-and-qos.md, "Memory bounds").
 //! - ORDERED waits for every task before it and runs alone; HEAD OF QUEUE
 //!   jumps the pool's queue; SIMPLE does neither.
 //! - An aborted task's response is never sent. A TMF waits for the aborted
@@ -16,7 +26,7 @@
 //!   Functions on a whole LU (CLEAR TASK SET, resets) also wait for other
 //!   sessions' pool tasks there (`pool::wait_lus_idle`).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +35,22 @@ use iscsi_wire::request::ScsiCommand;
 use target_core::{IoEngine, TaskAttr};
 
 use crate::dataout::CdbStore;
-use crate::pool::{self, Done, EndAction, Job, Sink};
+use crate::pool::{self, Done, Ends, Job, Sink};
 use crate::server::STOP_KILL;
 use crate::session::Session;
 use crate::txq::TxQueue;
+
+/// Bytes the pool tasks of one connection may hold before it stops taking
+/// new commands (back-pressure): 8 READs of 8 MiB, or 64 of 1 MiB, in flight.
+pub const CONN_POOL_BYTES: usize = 64 << 20;
+/// Bytes all queued and running pool tasks may hold before connections
+/// with tasks of their own stop taking new ones (a connection without any
+/// still gets one task at a time, so no initiator is locked out).
+pub const POOL_TOTAL_BYTES: usize = 1 << 30;
+
+/// Most of a task's Expected Data Transfer Length charged for its Data-In
+/// (more than the core ever returns; see `pool::run` for the rare excess).
+const MAX_DATA_IN_CHARGE: usize = 16 << 20;
 
 /// A task running on the pool.
 pub struct Flight {
@@ -39,6 +61,8 @@ pub struct Flight {
     long: bool,
     /// Aborted (TMF, logout): its completion is dropped.
     aborted: bool,
+    /// Bytes charged against the connection's budget until completion.
+    charge: usize,
 }
 
 /// Per-connection state of pool tasks.
@@ -48,6 +72,8 @@ pub struct Offload {
     flights: Vec<Flight>,
     /// Flights not aborted: they hold command window slots.
     live: u32,
+    /// Sum of the flights' charges.
+    bytes: usize,
     next_seq: u64,
     /// Completions being processed (capacity kept).
     done: Vec<Done>,
@@ -64,22 +90,29 @@ impl Offload {
         self.live
     }
 
+    /// The connection's tasks hold all the memory they may (see the module
+    /// comment): take no new PDU until some complete.
+    pub fn congested(&self) -> bool {
+        self.bytes >= CONN_POOL_BYTES || (self.bytes > 0 && pool::pool_bytes() >= POOL_TOTAL_BYTES)
+    }
+
     /// A task with this ITT is still running and not aborted.
     pub fn has_itt(&self, itt: u32) -> bool {
         self.flights.iter().any(|f| f.itt == itt && !f.aborted)
     }
 
-    /// The connection ends: late completions are dropped, and `end` runs
-    /// once the last running job has finished (now if none runs).
-    pub fn close(&mut self, end: Option<EndAction>) {
+    /// The connection ends: late completions are dropped, queued jobs are
+    /// dropped unstarted, and each of `ends` runs once its running jobs
+    /// have finished (now if none runs).
+    pub fn close(&mut self, ends: Ends) {
         self.flights.clear();
         self.live = 0;
+        self.bytes = 0;
         match &self.sink {
-            Some(s) => s.close(end),
+            Some(s) => s.close(ends),
             None => {
-                if let Some(f) = end {
-                    f();
-                }
+                ends.short.into_iter().for_each(|f| f());
+                ends.all.into_iter().for_each(|f| f());
             }
         }
     }
@@ -93,9 +126,10 @@ pub struct Ready {
 }
 
 impl Offload {
-    /// Wait up to `timeout` for the socket or a completion. Returns at once
-    /// (sink ready) when completions are already waiting.
-    pub fn wait(&self, sock: &impl AsRawFd, timeout: Duration) -> Ready {
+    /// Wait up to `timeout` for the socket (`None`: not for it, the
+    /// connection is congested) or a completion. Returns at once (sink
+    /// ready) when completions are already waiting.
+    pub fn wait(&self, sock: Option<RawFd>, timeout: Duration) -> Ready {
         let Some(sink) = &self.sink else {
             return poll_conn(sock, None, timeout);
         };
@@ -112,10 +146,10 @@ impl Offload {
 }
 
 /// Wait up to `timeout` for the socket and/or the sink to become readable.
-pub fn poll_conn(sock: &impl AsRawFd, sink: Option<RawFd>, timeout: Duration) -> Ready {
+pub fn poll_conn(sock: Option<RawFd>, sink: Option<RawFd>, timeout: Duration) -> Ready {
     let mut fds = [
         libc::pollfd {
-            fd: sock.as_raw_fd(),
+            fd: sock.unwrap_or(-1),
             events: libc::POLLIN,
             revents: 0,
         },
@@ -193,14 +227,21 @@ impl Session {
         };
         let seq = self.offload.next_seq;
         self.offload.next_seq += 1;
+        let data_in = tx.take_filled(); // the core overwrites or clears it (see TxQueue::take_filled)
+                                        // An absurd EDTL must not pin the pool's budget: no command yields
+                                        // more Data-In than the core's MAXIMUM TRANSFER LENGTH (8 MiB).
+        let edtl = (c.expected_data_len as usize).min(MAX_DATA_IN_CHARGE);
+        let charge = data_in.capacity().max(edtl) + data_out.capacity();
         self.offload.flights.push(Flight {
             seq,
             itt: c.itt,
             lun: c.lun,
             long,
             aborted: false,
+            charge,
         });
         self.offload.live += 1;
+        self.offload.bytes += charge;
         let lu_key = match self.luns.find(lun) {
             Some(l) if !long => pool::lu_key(&l.device),
             _ => 0,
@@ -212,22 +253,21 @@ impl Session {
         } else {
             CdbStore::Long(cdb.to_vec())
         };
-        pool::submit(
-            Job {
-                seq,
-                sink,
-                luns: Arc::clone(&self.luns),
-                nexus: Arc::clone(&self.nexus_arc),
-                lun,
-                cmd: *c,
-                cdb,
-                attr,
-                data_out,
-                data_in: tx.take_filled(), // the core overwrites or clears it (see TxQueue::take_filled)
-                lu_key,
-            },
+        pool::submit(Job {
+            seq,
+            sink,
+            luns: Arc::clone(&self.luns),
+            nexus: Arc::clone(&self.nexus_arc),
+            lun,
+            cmd: *c,
+            cdb,
+            attr,
+            data_out,
+            data_in,
+            lu_key,
+            charge,
             long,
-        );
+        });
         if attr == TaskAttr::Ordered && !long {
             // ...and nothing newer starts before it has finished.
             self.wait_until(tx, |o| !o.flights.iter().any(|f| f.seq == seq));
@@ -255,6 +295,7 @@ impl Session {
                 if !f.aborted {
                     self.offload.live -= 1;
                 }
+                self.offload.bytes -= f.charge;
                 f.aborted
             }
             None => true,
@@ -273,6 +314,7 @@ impl Session {
             d.data_out.len(),
             d.out,
             d.data_in,
+            d.overflow,
         );
         tx.recycle(d.data_out);
     }
@@ -363,4 +405,29 @@ fn wait_fd(fd: RawFd, timeout: Duration) -> bool {
     // SAFETY: one valid pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut p, 1, ms) };
     n > 0 && p.revents != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congested_by_own_budget_or_by_the_pool_total_when_holding_tasks() {
+        let mut o = Offload::default();
+        assert!(!o.congested());
+        o.bytes = CONN_POOL_BYTES - 1;
+        assert!(!o.congested());
+        o.bytes = CONN_POOL_BYTES;
+        assert!(o.congested(), "own budget reached");
+        // The whole pool is full: a connection with tasks waits, one
+        // without any still gets its first.
+        pool::charge_for_test(POOL_TOTAL_BYTES as isize);
+        o.bytes = 1;
+        let with_tasks = o.congested();
+        o.bytes = 0;
+        let without = o.congested();
+        pool::charge_for_test(-(POOL_TOTAL_BYTES as isize));
+        assert!(with_tasks);
+        assert!(!without);
+    }
 }

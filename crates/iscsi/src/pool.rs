@@ -12,12 +12,24 @@
 //!
 //! A sink outlives its connection while jobs still run: once closed, late
 //! completions are dropped (never sent on a dead or new connection) and the
-//! last one runs the session's deferred end (`nexus_gone`).
+//! last one runs the session's deferred end (`nexus_gone`, and the end of
+//! the session's drain that a reinstating login waits for). Jobs of a
+//! closed sink that have not started yet never run: `close` takes them out
+//! of the queue (and a worker that popped one just before checks again), so
+//! no stale WRITE of a dead or reinstated session lands after the
+//! initiator logged in again and retried it.
+//!
+//! Memory: every job is charged the bytes it may hold (its data buffers;
+//! [`Job::charge`]) against a process-wide total ([`pool_bytes`]); each
+//! connection also keeps its own total below a budget (`offload`). A job
+//! whose Data-In outgrew its charge (a READ whose CDB asks for more than the
+//! Expected Data Transfer Length: the excess is never sent) gives the
+//! excess back before it waits for its connection.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +55,13 @@ pub struct Job {
     /// The LU's key for [`wait_lus_idle`] (0: not tracked, as for long
     /// commands, which resets do not wait for).
     pub lu_key: usize,
+    /// Bytes charged to the pool's total ([`pool_bytes`]) while the job is
+    /// queued or running: at least the capacity of both buffers and the
+    /// Expected Data Transfer Length.
+    pub charge: usize,
+    /// May run for minutes (`target_core::may_run_long`): gets a thread of
+    /// its own, and a session's drain does not wait for it.
+    pub long: bool,
 }
 
 /// A finished job, back on its connection.
@@ -53,29 +72,47 @@ pub struct Done {
     pub out: Outcome,
     pub data_out: Vec<u8>,
     pub data_in: Vec<u8>,
+    /// Data-In bytes the command produced beyond `data_in` (dropped, past
+    /// the Expected Data Transfer Length): they count for the residual.
+    pub overflow: usize,
 }
 
-/// What a session must do once its last job has finished.
+/// What a session must do once its jobs have finished.
 pub type EndAction = Box<dyn FnOnce() + Send>;
+
+/// The actions a closed sink runs as its jobs finish.
+#[derive(Default)]
+pub struct Ends {
+    /// After the last job, long ones included (the nexus may go).
+    pub all: Option<EndAction>,
+    /// After the last short job: nothing the session sent can still change
+    /// data, but a long command (SANITIZE) that goes on by design.
+    pub short: Option<EndAction>,
+}
 
 #[derive(Default)]
 struct SinkState {
     done: Vec<Done>,
     /// Jobs submitted and not yet finished.
     running: usize,
+    /// Of those, the short ones.
+    running_short: usize,
     /// The connection is gone: drop completions.
     closed: bool,
     /// The connection thread is (about to be) asleep in poll: the next
     /// completion must write the eventfd. While it is awake it reaps
     /// without being told, which saves a syscall per completion.
     sleeping: bool,
-    end: Option<EndAction>,
+    end: Ends,
 }
 
 /// Per-connection completion mailbox.
 pub struct Sink {
     efd: OwnedFd,
     state: Mutex<SinkState>,
+    /// `state.closed`, readable without the lock by a worker about to run
+    /// one of this sink's jobs.
+    closed: AtomicBool,
 }
 
 impl Sink {
@@ -89,6 +126,7 @@ impl Sink {
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
             efd: unsafe { OwnedFd::from_raw_fd(fd) },
             state: Mutex::new(SinkState::default()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -130,55 +168,74 @@ impl Sink {
         }
     }
 
-    fn started(&self) {
-        self.lock().running += 1;
+    fn started(&self, long: bool) {
+        let mut s = self.lock();
+        s.running += 1;
+        s.running_short += usize::from(!long);
     }
 
-    fn complete(&self, d: Done) {
-        let (signal, end) = {
+    /// The end actions that are due: the sink is closed and their jobs
+    /// have finished.
+    fn due(s: &mut SinkState) -> [Option<EndAction>; 2] {
+        if !s.closed {
+            return [None, None];
+        }
+        let short = if s.running_short == 0 {
+            s.end.short.take()
+        } else {
+            None
+        };
+        let all = if s.running == 0 {
+            s.end.all.take()
+        } else {
+            None
+        };
+        [short, all]
+    }
+
+    /// A job finished (`Some`) or was dropped unstarted (`None`).
+    fn complete(&self, d: Option<Done>, long: bool) {
+        let (signal, ends) = {
             let mut s = self.lock();
             s.running -= 1;
-            let signal = !s.closed && s.sleeping;
+            s.running_short -= usize::from(!long);
+            let signal = !s.closed && s.sleeping && d.is_some();
             s.sleeping &= !signal;
-            if !s.closed {
+            if let (false, Some(d)) = (s.closed, d) {
                 s.done.push(d);
             }
-            let end = if s.closed && s.running == 0 {
-                s.end.take()
-            } else {
-                None
-            };
-            (signal, end)
+            (signal, Self::due(&mut s))
         };
         if signal {
             let one = 1u64;
             // SAFETY: writing 8 bytes from a u64 to our own eventfd.
             unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
         }
-        if let Some(f) = end {
-            f();
-        }
+        ends.into_iter().flatten().for_each(|f| f());
     }
 
-    /// The connection is gone. `end` runs now if no job is running, else
-    /// after the last one finishes; completions are dropped from now on.
-    pub fn close(&self, end: Option<EndAction>) {
+    /// The connection is gone. Its jobs that have not started are dropped;
+    /// each of `ends` runs now if none of its jobs runs, else after the
+    /// last one finishes; completions are dropped from now on.
+    pub fn close(&self, ends: Ends) {
+        self.closed.store(true, Ordering::SeqCst);
+        let (cancelled, cancelled_short) = cancel_queued(self);
         let now = {
             let mut s = self.lock();
             s.closed = true;
             s.done.clear();
-            if s.running == 0 {
-                end
-            } else {
-                if end.is_some() {
-                    s.end = end;
-                }
-                None
+            s.running -= cancelled;
+            s.running_short -= cancelled_short;
+            // A second close (Drop after end) keeps the first one's actions.
+            if ends.all.is_some() {
+                s.end.all = ends.all;
             }
+            if ends.short.is_some() {
+                s.end.short = ends.short;
+            }
+            Self::due(&mut s)
         };
-        if let Some(f) = now {
-            f();
-        }
+        now.into_iter().flatten().for_each(|f| f());
     }
 }
 
@@ -214,8 +271,27 @@ pub fn worker_count() -> usize {
     (cpus * 8).clamp(8, 64)
 }
 
+static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+
+/// Bytes charged by all jobs queued or running (see [`Job::charge`]).
+static POOL_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// What all queued and running jobs of every connection hold now.
+pub fn pool_bytes() -> usize {
+    POOL_BYTES.load(Ordering::Relaxed)
+}
+
+/// Move the pool's byte total (unit tests of the budget).
+#[cfg(test)]
+pub(crate) fn charge_for_test(n: isize) {
+    if n >= 0 {
+        POOL_BYTES.fetch_add(n as usize, Ordering::Relaxed);
+    } else {
+        POOL_BYTES.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
 fn pool() -> &'static Arc<Pool> {
-    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let p = Arc::new(Pool {
             queue: Mutex::new(Queue {
@@ -304,10 +380,47 @@ pub fn wait_lus_idle(keys: &[usize], tick: Duration, give_up: impl Fn() -> bool)
     }
 }
 
+/// Take the jobs of `sink` that no worker has started out of the queue;
+/// returns how many, and how many of them are short. Their LU and byte
+/// accounting ends here.
+fn cancel_queued(sink: &Sink) -> (usize, usize) {
+    let Some(p) = POOL.get() else {
+        return (0, 0);
+    };
+    let mine: VecDeque<Job> = {
+        let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if !q
+            .jobs
+            .iter()
+            .any(|j| std::ptr::eq(Arc::as_ptr(&j.sink), sink))
+        {
+            return (0, 0);
+        }
+        let (mine, rest): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut q.jobs)
+            .into_iter()
+            .partition(|j| std::ptr::eq(Arc::as_ptr(&j.sink), sink));
+        q.jobs = rest;
+        mine
+    };
+    for j in &mine {
+        lu_leave(j.lu_key);
+        POOL_BYTES.fetch_sub(j.charge, Ordering::Relaxed);
+    }
+    if !mine.is_empty() {
+        tracing::info!(
+            jobs = mine.len(),
+            "connection ended: its queued commands are dropped unstarted"
+        );
+    }
+    (mine.len(), mine.iter().filter(|j| !j.long).count())
+}
+
 /// Queue a job (a long one gets its own thread when one can be started).
-pub fn submit(job: Job, long: bool) {
-    job.sink.started();
+pub fn submit(job: Job) {
+    let long = job.long;
+    job.sink.started(long);
     lu_enter(job.lu_key);
+    POOL_BYTES.fetch_add(job.charge, Ordering::Relaxed);
     let p = pool();
     if long && p.long.fetch_add(1, Ordering::AcqRel) < MAX_LONG {
         // The job waits in a slot the thread takes it from, so a failed
@@ -374,6 +487,13 @@ fn worker(p: &Pool) {
 }
 
 fn run(mut job: Job) {
+    if job.sink.closed.load(Ordering::SeqCst) {
+        // Its connection ended before it started: never run it.
+        lu_leave(job.lu_key);
+        POOL_BYTES.fetch_sub(job.charge, Ordering::Relaxed);
+        job.sink.complete(None, job.long);
+        return;
+    }
     let cmd = Command {
         cdb: job.cdb.as_slice(),
         data_out: &job.data_out,
@@ -399,15 +519,30 @@ fn run(mut job: Job) {
         }
     });
     lu_leave(job.lu_key);
+    // Bytes past the Expected Data Transfer Length are never sent: do not
+    // keep them (beyond the charge) while the answer waits to be sent.
+    let edtl = job.cmd.expected_data_len as usize;
+    let mut overflow = 0;
+    if job.data_in.len() > edtl && job.data_in.capacity() + job.data_out.capacity() > job.charge {
+        overflow = job.data_in.len() - edtl;
+        job.data_in.truncate(edtl);
+        job.data_in.shrink_to_fit();
+    }
+    POOL_BYTES.fetch_sub(job.charge, Ordering::Relaxed);
     let sink = Arc::clone(&job.sink);
-    sink.complete(Done {
-        seq: job.seq,
-        cmd: job.cmd,
-        cdb: job.cdb,
-        out,
-        data_out: job.data_out,
-        data_in: job.data_in,
-    });
+    let long = job.long;
+    sink.complete(
+        Some(Done {
+            seq: job.seq,
+            cmd: job.cmd,
+            cdb: job.cdb,
+            out,
+            data_out: job.data_out,
+            data_in: job.data_in,
+            overflow,
+        }),
+        long,
+    );
 }
 
 #[cfg(test)]
@@ -427,6 +562,7 @@ mod tests {
             },
             data_out: Vec::new(),
             data_in: Vec::new(),
+            overflow: 0,
         }
     }
 
@@ -443,8 +579,8 @@ mod tests {
     #[test]
     fn completions_signal_only_a_sleeping_connection() {
         let s = Sink::new().unwrap();
-        s.started();
-        s.complete(done(1));
+        s.started(false);
+        s.complete(Some(done(1)), false);
         assert!(!readable(s.fd()), "awake: no syscall, it reaps anyway");
         // Completions waiting: do not sleep.
         assert!(!s.prepare_sleep());
@@ -452,8 +588,8 @@ mod tests {
         s.take(&mut v);
         assert_eq!(v.len(), 1);
         assert!(s.prepare_sleep());
-        s.started();
-        s.complete(done(2));
+        s.started(false);
+        s.complete(Some(done(2)), false);
         assert!(readable(s.fd()), "asleep: woken");
         s.woke(true);
         assert!(!readable(s.fd()));
@@ -462,16 +598,19 @@ mod tests {
     #[test]
     fn closed_sink_drops_completions_and_ends_after_the_last_job() {
         let s = Sink::new().unwrap();
-        s.started();
-        s.started();
+        s.started(false);
+        s.started(false);
         let ended = Arc::new(AtomicBool::new(false));
         let e2 = Arc::clone(&ended);
-        s.close(Some(Box::new(move || e2.store(true, Ordering::SeqCst))));
-        s.complete(done(1));
+        s.close(Ends {
+            all: Some(Box::new(move || e2.store(true, Ordering::SeqCst))),
+            short: None,
+        });
+        s.complete(Some(done(1)), false);
         assert!(!ended.load(Ordering::SeqCst), "one job still runs");
         // A second close (Drop after end) must not lose the end action.
-        s.close(None);
-        s.complete(done(2));
+        s.close(Ends::default());
+        s.complete(Some(done(2)), false);
         assert!(ended.load(Ordering::SeqCst));
         let mut v = Vec::new();
         s.take(&mut v);
@@ -479,11 +618,42 @@ mod tests {
     }
 
     #[test]
+    fn short_end_waits_only_for_short_jobs() {
+        let s = Sink::new().unwrap();
+        s.started(true);
+        s.started(false);
+        let flag = |b: &Arc<AtomicBool>| {
+            let b = Arc::clone(b);
+            Some(Box::new(move || b.store(true, Ordering::SeqCst)) as EndAction)
+        };
+        let (all, short) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        s.close(Ends {
+            all: flag(&all),
+            short: flag(&short),
+        });
+        assert!(!short.load(Ordering::SeqCst) && !all.load(Ordering::SeqCst));
+        s.complete(Some(done(1)), false);
+        assert!(
+            short.load(Ordering::SeqCst),
+            "the short job was the last short one"
+        );
+        assert!(!all.load(Ordering::SeqCst), "the long one still runs");
+        s.complete(None, true);
+        assert!(all.load(Ordering::SeqCst));
+    }
+
+    #[test]
     fn close_without_jobs_ends_at_once() {
         let s = Sink::new().unwrap();
         let ended = Arc::new(AtomicBool::new(false));
         let e2 = Arc::clone(&ended);
-        s.close(Some(Box::new(move || e2.store(true, Ordering::SeqCst))));
+        s.close(Ends {
+            all: Some(Box::new(move || e2.store(true, Ordering::SeqCst))),
+            short: None,
+        });
         assert!(ended.load(Ordering::SeqCst));
     }
 

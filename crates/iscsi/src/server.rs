@@ -7,7 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,10 @@ pub const STOP_NONE: u8 = 0;
 pub const STOP_LOGOUT: u8 = 1;
 /// Close now (reinstatement, cold reset, forced shutdown).
 pub const STOP_KILL: u8 = 2;
+
+/// How long a login waits for the session it reinstates (or a session of
+/// the same I_T nexus that just ended) to release its commands.
+pub const REINSTATE_WAIT: Duration = Duration::from_secs(5);
 
 /// What the server keeps about one connection thread.
 pub struct ConnHandle {
@@ -71,6 +75,10 @@ pub struct Shared {
     pub stopping: AtomicBool,
     conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     sessions: Mutex<HashMap<SessionKey, SessionEntry>>,
+    /// Ended sessions whose pool commands still run, per I_T nexus (a
+    /// count: the same nexus may end twice before the first drains).
+    draining: Mutex<HashMap<SessionKey, usize>>,
+    drained: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
     listeners: Mutex<Vec<Listener>>,
     discovery_auth: RwLock<Option<ChapCredentials>>,
@@ -96,6 +104,8 @@ impl Shared {
             stopping: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            draining: Mutex::new(HashMap::new()),
+            drained: Condvar::new(),
             threads: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
             discovery_auth: RwLock::new(None),
@@ -193,14 +203,21 @@ impl Shared {
 
     /// Register a session that finished login on `conn_id`; returns its
     /// TSIH. An existing session with the same key is reinstated: its
-    /// connection is closed and we wait (bounded) for it to clean up.
+    /// connection is closed. Like LIO, the new session is admitted only
+    /// once the old one's commands are released: its connection thread has
+    /// ended (so no PDU it had read runs later) and its pool commands have
+    /// finished or were dropped unstarted (`drain_begin`), so no stale
+    /// WRITE lands after the initiator retried it. `None` if that does not
+    /// happen within [`REINSTATE_WAIT`] (a hung backstore): the login is
+    /// refused and the initiator tries again.
     pub fn register_session(
         &self,
         key: SessionKey,
         conn_id: u64,
         peer: SocketAddr,
         live: Arc<SessionLive>,
-    ) -> u16 {
+    ) -> Option<u16> {
+        let deadline = Instant::now() + REINSTATE_WAIT;
         let old = self.lock_sessions().get(&key).map(|e| e.conn_id);
         if let Some(old_conn) = old {
             tracing::info!(initiator = ?key.initiator, target = %key.target,
@@ -208,11 +225,20 @@ impl Shared {
             let h = self.lock_conns().get(&old_conn).cloned();
             if let Some(h) = h {
                 h.kill();
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline && self.lock_conns().contains_key(&old_conn) {
+                while self.lock_conns().contains_key(&old_conn) {
+                    if Instant::now() >= deadline {
+                        tracing::warn!(initiator = %key.initiator, target = %key.target,
+                            "the reinstated session's connection did not end in time, refusing the login");
+                        return None;
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
+        }
+        if !self.wait_drained(&key, deadline) {
+            tracing::warn!(initiator = %key.initiator, target = %key.target,
+                "the previous session's commands still run, refusing the login");
+            return None;
         }
         let tsih = self.alloc_tsih();
         self.lock_sessions().insert(
@@ -224,7 +250,46 @@ impl Shared {
                 live,
             },
         );
-        tsih
+        Some(tsih)
+    }
+
+    fn lock_draining(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, usize>> {
+        self.draining.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A session of `key` ended with commands possibly still on the pool;
+    /// `drain_end` follows once the last one has finished.
+    pub fn drain_begin(&self, key: &SessionKey) {
+        *self.lock_draining().entry(key.clone()).or_insert(0) += 1;
+    }
+
+    pub fn drain_end(&self, key: &SessionKey) {
+        let mut d = self.lock_draining();
+        if let Some(n) = d.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                d.remove(key);
+                self.drained.notify_all();
+            }
+        }
+    }
+
+    /// Wait until no ended session of `key` has commands left; false if
+    /// some remain at `deadline`.
+    fn wait_drained(&self, key: &SessionKey, deadline: Instant) -> bool {
+        let mut d = self.lock_draining();
+        while d.contains_key(key) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            d = self
+                .drained
+                .wait_timeout(d, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 
     /// A fresh non-zero TSIH.

@@ -43,6 +43,10 @@ const DEFAULT_NOPIN_TIMEOUT: u64 = 15;
 const DEFAULT_NOPIN_RESPONSE_TIMEOUT: u64 = 30;
 /// Largest write we gather (peer-controlled EDTL must not size our memory).
 pub const MAX_WRITE_LEN: u32 = 256 << 20;
+/// Immediate SCSI commands that may be outstanding beyond the command
+/// window (RFC 7143 §3.2.2.1 asks a target to take at least one at any
+/// time; more get Reject "too many immediate commands").
+pub const IMMEDIATE_SLOTS: u32 = 4;
 
 pub struct Session {
     pub shared: Arc<Shared>,
@@ -165,23 +169,38 @@ impl Session {
     /// Orderly session end: the core forgets the nexus. (The registry entry
     /// goes in `Drop`, which also runs if a core call panicked.)
     /// Pool tasks still running keep the nexus until the last one ends;
-    /// their responses are dropped.
+    /// their responses are dropped, and queued ones never start. A login
+    /// of the same I_T nexus waits until the short ones have finished
+    /// (`Shared::drain_begin`): no stale command of this session runs
+    /// after the new one is admitted.
     pub fn end(&mut self) {
-        let gone = self.key.is_some().then(|| {
+        let mut ends = crate::pool::Ends::default();
+        if let Some(key) = self.key.clone() {
             let luns = Arc::clone(&self.luns);
             let nexus = Arc::clone(&self.nexus_arc);
-            Box::new(move || luns.nexus_gone(&nexus)) as crate::pool::EndAction
-        });
-        self.offload.close(gone);
+            ends.all = Some(Box::new(move || luns.nexus_gone(&nexus)));
+            // A SANITIZE goes on by design: a new login does not wait.
+            let shared = Arc::clone(&self.shared);
+            shared.drain_begin(&key);
+            ends.short = Some(Box::new(move || shared.drain_end(&key)));
+        }
+        self.offload.close(ends);
         tracing::info!(initiator = %self.initiator_name,
             target = self.target.as_ref().map_or("(discovery)", |t| t.iqn.as_str()),
             tsih = self.tsih, "session ended");
     }
 
-    /// The window less the pool tasks that hold a slot, never below what
-    /// was already announced.
+    /// Commands accepted and not answered yet: pool tasks and writes
+    /// waiting for Data-Out. (Inline commands are answered before the next
+    /// PDU is read.)
+    fn outstanding(&self) -> u32 {
+        self.offload.live() + self.tasks.len() as u32
+    }
+
+    /// The window less the outstanding commands, never below what was
+    /// already announced.
     pub fn max_cmdsn(&self) -> u32 {
-        let room = self.window.saturating_sub(self.offload.live());
+        let room = self.window.saturating_sub(self.outstanding());
         let cap = self.exp_cmdsn.wrapping_add(room).wrapping_sub(1);
         let sent = self.max_cmdsn_sent.get();
         if sn_lt(sent, cap) {
@@ -217,14 +236,17 @@ impl Session {
         t
     }
 
-    /// CmdSN acceptance for a non-immediate request: in order it advances
-    /// ExpCmdSN; anything else is dropped silently (RFC 7143 §4.2.2.1; with
-    /// one connection a gap can only come from a broken initiator).
+    /// CmdSN acceptance for a non-immediate request: in order and within
+    /// the window it advances ExpCmdSN; anything else is dropped silently
+    /// (RFC 7143 §3.2.2.1 and §4.2.2.1; with one connection a gap can only
+    /// come from a broken initiator). The window is what bounds the
+    /// commands a session holds: a command past MaxCmdSN never runs, even
+    /// in order (the initiator ignored the MaxCmdSN it was given).
     pub fn accept_cmdsn(&mut self, immediate: bool, cmdsn: u32) -> bool {
         if immediate {
             return true;
         }
-        if cmdsn == self.exp_cmdsn {
+        if cmdsn == self.exp_cmdsn && !sn_lt(self.max_cmdsn(), cmdsn) {
             self.exp_cmdsn = self.exp_cmdsn.wrapping_add(1);
             return true;
         }
@@ -423,6 +445,10 @@ impl Session {
         if !self.accept_cmdsn(c.immediate, c.cmdsn) {
             return Action::Continue;
         }
+        if c.immediate && self.outstanding() >= self.window.saturating_add(IMMEDIATE_SLOTS) {
+            self.reject(tx, RejectReason::IMMEDIATE_COMMAND_REJECT, &f.bhs);
+            return Action::Continue;
+        }
         let mut cdb = CdbStore::Short(c.cdb);
         for a in ahs_entries(f.ahs) {
             match a {
@@ -462,7 +488,7 @@ impl Session {
                     sense: Some(sense.to_fixed().to_vec()),
                 };
                 let buf = tx.take_buf();
-                self.respond(tx, &c, cdb.as_slice(), 0, out, buf);
+                self.respond(tx, &c, cdb.as_slice(), 0, out, buf, 0);
                 return Action::Continue;
             }
             return self.start_write(c, cdb, imm, tx);
@@ -559,7 +585,7 @@ impl Session {
         };
         let out = self.luns.execute(&self.nexus, lun, &cmd, &mut data_in);
         self.count_io(lun, c, data_in.len(), data_out.len());
-        self.respond(tx, c, cdb, data_out.len(), out, data_in);
+        self.respond(tx, c, cdb, data_out.len(), out, data_in, 0);
     }
 
     /// Per-LUN counters for `sessions detail`.
@@ -577,7 +603,9 @@ impl Session {
     }
 
     /// Queue Data-In (status in the last one when GOOD without sense) and/or
-    /// the SCSI Response.
+    /// the SCSI Response. `overflow`: Data-In the command produced beyond
+    /// `data_in` (already dropped), for the residual.
+    #[allow(clippy::too_many_arguments)]
     pub fn respond(
         &mut self,
         tx: &mut TxQueue,
@@ -586,6 +614,7 @@ impl Session {
         data_out_len: usize,
         out: Outcome,
         data_in: Vec<u8>,
+        overflow: usize,
     ) {
         let edtl = c.expected_data_len;
         let status = out.status as u8;
@@ -597,7 +626,7 @@ impl Session {
                 .unwrap_or(data_out_len as u64);
             Residual::of(edtl, wanted)
         } else if c.read {
-            Residual::of(edtl, data_in.len() as u64)
+            Residual::of(edtl, (data_in.len() + overflow) as u64)
         } else {
             Residual::default()
         };
@@ -685,7 +714,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // After a panic `end` did not run: still stop pool completions.
-        self.offload.close(None);
+        self.offload.close(crate::pool::Ends::default());
         if let Some(k) = &self.key {
             self.shared.unregister_session(k, self.conn_id);
         }

@@ -76,8 +76,7 @@ impl Session {
         let response = match r.function {
             1 => {
                 if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
-                    let t = self.tasks.swap_remove(i);
-                    tx.recycle(t.buf);
+                    self.drop_task(i, tx);
                     COMPLETE
                 } else if aborted > 0 {
                     COMPLETE
