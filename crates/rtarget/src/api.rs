@@ -190,7 +190,10 @@ fn handle(live: &Live, line: &str) -> Result<Value> {
     };
     tracing::debug!(op, path = %path, "API request");
     match op {
-        "ping" => Ok(json!({"version": env!("CARGO_PKG_VERSION")})),
+        "ping" => Ok(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "panics": crate::panics::count(),
+        })),
         "ls" => {
             let depth = opt_u64(&req, "depth")?.map(|d| d as usize);
             let width = opt_u64(&req, "width")?.unwrap_or(80).clamp(40, 1000) as usize;
@@ -546,6 +549,8 @@ mod tests {
         assert_eq!(s["ok"], true, "{s}");
         assert_eq!(r(r#"{"op":"clearconfig"}"#)["ok"], false);
         assert_eq!(r(r#"{"op":"sessions"}"#)["sessions"], json!([]));
+        // The daemon's panic count (crate::panics), which the e2e scripts require to be 0.
+        assert!(r(r#"{"op":"ping"}"#)["panics"].is_u64());
         assert_eq!(
             r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":[1]}}"#)["ok"],
             false

@@ -17,6 +17,7 @@ mod ops;
 mod ops_backstore;
 mod ops_edit;
 mod ops_resize;
+mod panics;
 mod prefs;
 mod serve;
 mod shell;
