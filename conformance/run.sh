@@ -388,7 +388,8 @@ for cfg in ${MATRIX//,/ }; do
         if [[ -z $BASE ]]; then
             BAD+=("REGRESSION no committed results $(basename "$OUTF") to compare with (run without --check, commit it)")
         else
-            echo "   baseline: $(tail -n1 <<<"$BASE")" >&2
+            echo "   baseline: $(awk '/^(PASS|SKIP|FAIL) / {n++; c[$1]++}
+                END {printf "tests=%d pass=%d skip=%d fail=%d", n, c["PASS"], c["SKIP"], c["FAIL"]}' <<<"$BASE")" >&2
             CMP=$(compare <(printf '%s\n' "$BASE") "$RES")
             echo "   better: $(grep -c '^BETTER ' <<<"$CMP" || true)" >&2
             grep -E '^(NEW|BETTER) ' <<<"$CMP" | sed 's/^/   /' >&2 || true
