@@ -400,7 +400,7 @@ for cfg in ${MATRIX//,/ }; do
             if [[ -z $SUITES ]]; then
                 FL=$(floor_of "$cfg")
                 if [[ -z $FL ]]; then
-                    BAD+=("REGRESSION no line for $cfg in conformance/floor.txt (this run records one: commit it)")
+                    BAD+=("REGRESSION no line for $cfg in conformance/floor.txt (a run without --check records one: commit it)")
                 elif ((PASSN < FL)); then
                     BAD+=("REGRESSION pass=$PASSN is under the floor $FL (conformance/floor.txt; lowering it is a hand edit)")
                 else
