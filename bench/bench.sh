@@ -44,6 +44,9 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
+# lib.sh need: a missing tool skips the run locally and fails it under CI=true.
+need tgtd tgtadm iscsi-perf qemu-img qemu-io python3
+if [[ ,$CONFIGS, == *,qcow2,* ]]; then need qemu-storage-daemon; fi
 W=${RTARGET_TEST_WORK:-$REPO/target/test-work}/bench
 SHM=/dev/shm/rtarget-bench-$$
 mkdir -p "$W" "$SHM"

@@ -5,8 +5,14 @@
 #
 # usage: conformance/run.sh [--check] [--target rtarget|tgt] [--matrix CFG[,CFG...]]
 #                           [--suites ERE] [--timeout SEC] [--budget SEC] [--no-write]
-#   --check     compare with the committed results (git HEAD, else the file on disk):
-#               any test that was PASS and is not PASS now is a regression -> exit 1
+#   --check     the ratchet (exit 1 on any of these, each printed as REGRESSION):
+#               the results are compared whole with the committed ones (git HEAD,
+#               else the file on disk): a test whose state got worse (PASS -> SKIP
+#               or FAIL, SKIP -> FAIL) or that is missing from the new results;
+#               for rtarget also any FAIL (fail=0 in every configuration), a PASS
+#               count under the configuration's line in conformance/floor.txt (or
+#               no line, or no committed results), and a daemon panic in the log.
+#               A configuration with a regression does not overwrite its results.
 #   --target    rtarget (default; target/release/rtarget) or tgt (tgtd, reference)
 #   --matrix    LU configurations (see cfg_* below; default fileio)
 #   --suites    only suites whose name matches this extended regex (no results written)
@@ -15,7 +21,10 @@
 #   --budget    whole-run limit in seconds (default 900); suites not started by then FAIL
 #   --no-write  do not update conformance/results*.txt
 # Results: conformance/results.txt (rtarget, fileio), results-CFG.txt (other rtarget
-# configurations), results-tgt[-CFG].txt (tgt).  One "PASS|SKIP|FAIL Suite.Test" line
+# configurations), results-tgt[-CFG].txt (tgt).  conformance/floor.txt: the least
+# number of PASS per rtarget configuration; a full run (no --suites, no --no-write)
+# without regressions raises a configuration's line to its PASS count, never lowers
+# it: lowering takes a hand edit of floor.txt, which review sees.  One "PASS|SKIP|FAIL Suite.Test" line
 # per test, sorted, then a "tests=N pass=N skip=N fail=N" totals line.
 # Logs: target/test-work/conformance/<target>-<cfg>/ (RTARGET_TEST_WORK overrides).
 #
@@ -44,6 +53,11 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 [[ $TARGET == rtarget || $TARGET == tgt ]] || { echo "run.sh: --target rtarget|tgt" >&2; exit 2; }
+need iscsi-test-cu python3 git
+if [[ $TARGET == tgt ]]; then need tgtd tgtadm; fi
+for cfg in ${MATRIX//,/ }; do
+    case $cfg in qemu) need qemu-img qemu-storage-daemon ;; nbd) need qemu-nbd setpriv ;; esac
+done
 CUSCORE=$TOOLS/cuscore.py
 [[ -f $CUSCORE ]] || { echo "run.sh: $CUSCORE not found (RTARGET_TOOLS=DIR overrides)" >&2; exit 2; }
 WORKROOT=${RTARGET_TEST_WORK:-$REPO/target/test-work}/conformance
@@ -312,6 +326,44 @@ run_config() {
     } >"$W/results.txt"
 }
 
+FLOOR=$HERE/floor.txt
+# floor_of CFG: the committed floor (git HEAD, else the file on disk) for CFG; empty
+# when it has none.  The committed one, so a floor lowered on disk is still enforced.
+floor_of() {
+    baseline_of "$FLOOR" | awk -v c="$1" '$1 == c {print $2; exit}'
+}
+# raise_floor CFG PASS: set CFG's line in floor.txt to PASS if that is higher (or new).
+raise_floor() {
+    local cur; cur=$(awk -v c="$1" '$1 == c {print $2; exit}' "$FLOOR" 2>/dev/null)
+    [[ -z $cur || $2 -gt $cur ]] || return 0
+    if [[ -n $cur ]]; then
+        sed -i "s/^$1 $cur\$/$1 $2/" "$FLOOR"
+        echo "   floor.txt: $1 raised $cur -> $2 (commit it)" >&2
+    else
+        echo "$1 $2" >>"$FLOOR"
+        echo "   floor.txt: $1 recorded at $2 (commit it)" >&2
+    fi
+}
+# compare BASE_FILE NEW_FILE: print one REGRESSION line per test that got worse
+# (PASS > SKIP > FAIL) or is missing from NEW, BETTER per test that got better, and
+# NEW per test only in NEW.
+compare() {
+    awk '
+        function rank(s) { return s == "PASS" ? 2 : s == "SKIP" ? 1 : 0 }
+        FNR == 1 { f++ }
+        !/^(PASS|SKIP|FAIL) / { next }
+        f == 1 { old[$2] = $1; next }
+        { new[$2] = $1 }
+        END {
+            for (t in old) {
+                if (!(t in new)) print "REGRESSION " t ": " old[t] " -> missing from the results"
+                else if (rank(new[t]) < rank(old[t])) print "REGRESSION " t ": " old[t] " -> " new[t]
+                else if (rank(new[t]) > rank(old[t])) print "BETTER " t ": " old[t] " -> " new[t]
+            }
+            for (t in new) if (!(t in old)) print "NEW " t ": " new[t]
+        }' "$1" "$2" | LC_ALL=C sort
+}
+
 REGRESSED=0
 for cfg in ${MATRIX//,/ }; do
     declare -F "cfg_$cfg" >/dev/null || { echo "run.sh: unknown configuration $cfg" >&2; exit 2; }
@@ -321,30 +373,55 @@ for cfg in ${MATRIX//,/ }; do
     RES=$W/results.txt OUTF=$(results_file "$cfg")
     if [[ -s $W/events.txt ]]; then sed 's/^/  ! /' "$W/events.txt" >&2; fi
     echo "== $TARGET/$cfg: $(tail -n1 "$RES") in $((SECONDS - T0))s (logs: $W)" >&2
+    PASSN=$(grep -c '^PASS ' "$RES" || true) FAILN=$(grep -c '^FAIL ' "$RES" || true)
+    BAD=()   # this configuration's regressions
+    # A panic in a connection or pool thread leaves the daemon serving: the log tells.
+    if [[ $TARGET == rtarget ]] && PANICS=$(panics_in "$W"/rtarget.log*); then
+        BAD+=("REGRESSION the daemon panicked (see $W/rtarget.log*):")
+        while IFS= read -r l; do BAD+=("     $l"); done <<<"$PANICS"
+    fi
     if [[ -n $CHECK ]]; then
         BASE=$(baseline_of "$OUTF")
+        if [[ -n $SUITES ]]; then   # a subset: compare only the suites that ran
+            BASE=$(awk -v re="$SUITES" '/^(PASS|SKIP|FAIL) / {split($2, a, "."); if (a[1] ~ re) print}' <<<"$BASE")
+        fi
         if [[ -z $BASE ]]; then
-            echo "   no committed baseline $(basename "$OUTF"): nothing to compare" >&2
+            BAD+=("REGRESSION no committed results $(basename "$OUTF") to compare with (run without --check, commit it)")
         else
-            REG=$(join -1 2 -2 2 <(grep -E '^(PASS|SKIP|FAIL) ' <<<"$BASE" | LC_ALL=C sort -k2) \
-                              <(grep -E '^(PASS|SKIP|FAIL) ' "$RES" | LC_ALL=C sort -k2) |
-                  awk '$2 == "PASS" && $3 != "PASS" {print "   REGRESSION " $1 ": PASS -> " $3}')
-            # a test that was PASS and vanished from the list also counts
-            GONE=$(comm -23 <(awk '$1 == "PASS" {print $2}' <<<"$BASE" | LC_ALL=C sort) \
-                            <(awk '/^(PASS|SKIP|FAIL) / {print $2}' "$RES" | LC_ALL=C sort) |
-                   sed 's/^/   REGRESSION (missing) /')
-            GAIN=$(join -1 2 -2 2 <(grep -E '^(PASS|SKIP|FAIL) ' <<<"$BASE" | LC_ALL=C sort -k2) \
-                               <(grep -E '^(PASS|SKIP|FAIL) ' "$RES" | LC_ALL=C sort -k2) |
-                   awk '$2 != "PASS" && $3 == "PASS"' | wc -l)
-            echo "   baseline: $(tail -n1 <<<"$BASE"); newly passing: $GAIN" >&2
-            if [[ -n $REG$GONE ]]; then
-                printf '%s\n' "$REG" "$GONE" | sed '/^$/d' >&2
-                REGRESSED=1
-            else
-                echo "   no regressions" >&2
+            echo "   baseline: $(awk '/^(PASS|SKIP|FAIL) / {n++; c[$1]++}
+                END {printf "tests=%d pass=%d skip=%d fail=%d", n, c["PASS"], c["SKIP"], c["FAIL"]}' <<<"$BASE")" >&2
+            CMP=$(compare <(printf '%s\n' "$BASE") "$RES")
+            echo "   better: $(grep -c '^BETTER ' <<<"$CMP" || true)" >&2
+            grep -E '^(NEW|BETTER) ' <<<"$CMP" | sed 's/^/   /' >&2 || true
+            while IFS= read -r l; do [[ -n $l ]] && BAD+=("$l"); done < <(grep '^REGRESSION ' <<<"$CMP" || true)
+        fi
+        if [[ $TARGET == rtarget ]]; then
+            ((FAILN == 0)) || BAD+=("REGRESSION fail=$FAILN: every configuration must have fail=0")
+            if [[ -z $SUITES ]]; then
+                FL=$(floor_of "$cfg")
+                if [[ -z $FL ]]; then
+                    BAD+=("REGRESSION no line for $cfg in conformance/floor.txt (a run without --check records one: commit it)")
+                elif ((PASSN < FL)); then
+                    BAD+=("REGRESSION pass=$PASSN is under the floor $FL (conformance/floor.txt; lowering it is a hand edit)")
+                else
+                    echo "   floor: pass=$PASSN >= $FL" >&2
+                fi
             fi
         fi
     fi
-    if [[ -n $WRITE ]]; then cp "$RES" "$OUTF"; echo "   wrote ${OUTF#"$REPO"/}" >&2; fi
+    if ((${#BAD[@]})); then
+        printf '   %s\n' "${BAD[@]}" >&2
+        REGRESSED=1
+    elif [[ -n $CHECK ]]; then
+        echo "   no regressions" >&2
+    fi
+    if [[ -n $WRITE ]]; then
+        if ((${#BAD[@]})) && [[ -n $CHECK ]]; then
+            echo "   not writing ${OUTF#"$REPO"/} (regressions; this run's list: $RES)" >&2
+        else
+            cp "$RES" "$OUTF"; echo "   wrote ${OUTF#"$REPO"/}" >&2
+            if [[ $TARGET == rtarget ]] && ((${#BAD[@]} == 0)); then raise_floor "$cfg" "$PASSN"; fi
+        fi
+    fi
 done
 exit $REGRESSED

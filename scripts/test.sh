@@ -12,13 +12,18 @@
 #       e2e-qcow2    tests-e2e/qcow2.sh: 1 GiB random writes/discards into a qemu-img qcow2 over
 #                    iSCSI -> qemu-img check clean + compare identical; crash; backing chain
 #    7. conformance  conformance/run.sh --check over the LU matrix CONF_MATRIX: libiscsi's
-#                    iscsi-test-cu, per-test results compared with the committed
-#                    conformance/results*.txt (PASS -> not PASS fails the step)
+#                    iscsi-test-cu, per-test results compared whole with the committed
+#                    conformance/results*.txt (a test that got worse or went missing,
+#                    any FAIL, a PASS count under conformance/floor.txt fail the step)
 #    8. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
 #                    ext4 + md5, online resize seen after a rescan
 #    9. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
-# that steps needing the release binary are skipped when the build fails.  Prints a
+# that steps needing the release binary are skipped when the build fails.
+# With CI=true in the environment (.ci/run sets it) a missing tool or device is a
+# failure: the Rust tests that need one (require_tool in crates/backstore/tests/
+# common) panic and the scripts (need in tests-e2e/lib.sh) exit 1; without it
+# they print SKIP and pass.  Any daemon panic fails the e2e and conformance steps.  Prints a
 # summary table; exit status 1 if any step failed.
 #
 # usage: scripts/test.sh [--quick] [--skip STEP[,STEP]] [--only STEP[,STEP]]

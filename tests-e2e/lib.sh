@@ -16,6 +16,54 @@ DEMO_IQN=iqn.2026-11.org.rtarget:demo
 
 log() { printf '%s\n' "$*" >&2; }
 
+# in_ci: true when CI is set and not "", 0, false or no (.ci/run sets CI=true).
+in_ci() { case ${CI:-} in '' | 0 | false | no) return 1 ;; *) return 0 ;; esac; }
+
+# need TOOL...: the one way a script gives up for want of a tool.  Returns when
+# every TOOL is on PATH; otherwise prints which are missing and EXITS the script:
+# status 0 after a "SKIP" line locally, status 1 after a "FAIL" line when in_ci
+# (there scripts/install-deps.sh installed everything, so a missing tool is a
+# broken machine, and a script that ran nothing must not pass).
+need() {
+    local t missing=()
+    for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+    ((${#missing[@]} == 0)) && return 0
+    if in_ci; then
+        echo "FAIL $(basename "$0"): ${missing[*]} not installed (CI=true: a missing tool is a failure)"
+        exit 1
+    fi
+    echo "SKIP $(basename "$0"): ${missing[*]} not installed"
+    exit 0
+}
+
+# panics_in LOG...: print the daemon log lines that report a Rust panic, each with
+# the line after it (the message); status 0 when there are some.  A panic in a
+# connection or pool thread does not stop the daemon, so it must be looked for.
+panics_in() {
+    local out
+    out=$(grep -h -A1 -E 'panicked at|^rtarget: [0-9]+ panic' "$@" 2>/dev/null | grep -v '^--$' | head -n 20)
+    [[ -n $out ]] && printf '%s\n' "$out"
+}
+
+# rt_panics [SOCKET]: the running daemon's panic count (API "ping"; default
+# RT_SOCK), or "?" when the API does not answer.
+rt_panics() {
+    python3 - "${1:-$RT_SOCK}" <<'EOF' 2>/dev/null || echo "?"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b'{"op":"ping"}\n')
+buf = b""
+while not buf.endswith(b"\n"):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    buf += chunk
+print(json.loads(buf)["panics"])
+EOF
+}
+
 # free_port: print a TCP port on 127.0.0.1 that nothing listens on (13300-13999,
 # the range reserved for hand-started test servers on the dev machines).
 free_port() {
@@ -55,13 +103,16 @@ mkconfig() {
 
 # start_rtarget DIR PORT [CONFIG]: start the daemon with state dir DIR on
 # 127.0.0.1:PORT (config DIR/saveconfig.json unless CONFIG is given; missing =
-# demo target).  Sets RT_PID and RT_LOG; waits for "rtarget: listening on".
+# demo target), its API on DIR/api.sock (never the system-wide socket).  Sets
+# RT_PID, RT_LOG and RT_SOCK; waits for "rtarget: listening on".  The log of an
+# earlier start in DIR is appended to DIR/rtarget.log.old (panics_in reads both).
 start_rtarget() {
     local dir=$1 port=$2 cfg=${3:-$1/saveconfig.json} i
     [[ -x $RTARGET_BIN ]] || { log "no rtarget binary at $RTARGET_BIN (cargo build --release -p rtarget)"; return 1; }
-    mkdir -p "$dir"; RT_LOG=$dir/rtarget.log
+    mkdir -p "$dir"; RT_LOG=$dir/rtarget.log RT_SOCK=$dir/api.sock
+    if [[ -s $RT_LOG ]]; then cat "$RT_LOG" >>"$dir/rtarget.log.old"; fi
     "$RTARGET_BIN" serve --listen "127.0.0.1:$port" --config "$cfg" --state-dir "$dir" \
-        >"$RT_LOG" 2>&1 &
+        --socket "$RT_SOCK" >"$RT_LOG" 2>&1 &
     RT_PID=$!
     for ((i = 0; i < 100; i++)); do
         grep -q "rtarget: listening on" "$RT_LOG" 2>/dev/null && return 0

@@ -5,12 +5,15 @@ usage: malformed.py HOST PORT IQN LUN [CASE...]     (no CASE: all; --list lists 
 
 Each case opens raw TCP connections and sends something a sane initiator never
 would (garbage, a bad opcode, a truncated header, an oversized
-DataSegmentLength, broken login keys, random CDBs ...).  Whatever the target
-answers is only reported: closing the connection, a Reject PDU, a login
-reject or a SCSI error are all fine.  The verdict is whether the target is
-still healthy afterwards: a fresh session must log in and complete INQUIRY and
-TEST UNIT READY.  Prints "PASS malformed-CASE (what happened)" or FAIL; exit
-status 1 if any case failed.
+DataSegmentLength, broken login keys, random CDBs ...).  Each probe must get
+the answer stated for it in EXPECT (a closed connection, a Reject PDU with its
+reason code, a login response with its status class and detail, a CHECK
+CONDITION with sense data), and the target must be healthy afterwards: a fresh
+session must log in and complete INQUIRY and TEST UNIT READY.  Prints "PASS
+malformed-CASE (what happened)" or "FAIL malformed-CASE (what happened; why)"
+per case, then "malformed: N of M cases run, F failed".  Exit status 1 if any
+case failed, if the probe itself broke (an exception is a FAIL, never a pass),
+or if fewer cases ran than were asked for.
 """
 import os
 import random
@@ -26,6 +29,19 @@ INITIATOR = "iqn.2026-11.org.rtarget:malformed-probe"
 
 class Closed(Exception):
     pass
+
+
+class Unexpected(Exception):
+    """The target answered, but not what the probe must get."""
+
+
+def sense_kcq(sense):
+    """(key, ASC, ASCQ) of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data."""
+    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
+        return sense[2] & 0x0F, sense[12], sense[13]
+    if len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
+        return sense[1] & 0x0F, sense[2], sense[3]
+    return None
 
 
 def recv_exact(s, n):
@@ -102,9 +118,11 @@ class Session:
         raise RuntimeError("login did not reach full feature phase")
 
     def command(self, cdb, lun, edtl):
-        """Send one read-type command; return (status, data) after the final response."""
+        """Send one read-type command; return (status, data) after the final response
+        (the sense data of a CHECK CONDITION is left in self.sense)."""
         itt = self.itt
         self.itt += 1
+        self.sense = b""
         self.s.sendall(scsi_cmd(cdb, lun, itt, self.cmdsn, self.expstatsn, edtl=edtl,
                                 read=edtl > 0))
         self.cmdsn += 1
@@ -117,8 +135,10 @@ class Session:
                 if bhs[1] & 0x01:  # S bit: status rides here
                     self.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
                     return bhs[3], data
-            elif op == 0x21:  # SCSI Response
+            elif op == 0x21:  # SCSI Response: the data segment is SenseLength + sense
                 self.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
+                n = int.from_bytes(seg[:2], "big") if len(seg) >= 2 else 0
+                self.sense = seg[2:2 + n]
                 return bhs[3], data
             elif op == 0x20:  # NOP-In (target ping): not expected here, skip
                 continue
@@ -146,20 +166,28 @@ def healthy(host, port, iqn, lun):
         s.close()
 
 
-def observe(s, wait=TIMEOUT):
-    """What the target does next on this connection."""
+def observe(s, wait=TIMEOUT, show_keys=()):
+    """What the target does next on this connection (for a login response, also
+    the target's first answer to each key in show_keys)."""
     s.settimeout(wait)
     try:
-        bhs, _ = recv_pdu(s)
+        bhs, data = recv_pdu(s)
         op = bhs[0] & 0x3F
         if op == 0x3F:
             return f"reject reason {bhs[2]:#x}"
         if op == 0x23:
-            return f"login response class {bhs[36]} detail {bhs[37]}"
+            answers = {}
+            for kv in data.split(b"\0"):
+                k, _, v = kv.decode(errors="replace").partition("=")
+                answers.setdefault(k, v)
+            shown = "".join(f" {k}={answers.get(k, '(none)')}" for k in show_keys)
+            return f"login response class {bhs[36]} detail {bhs[37]}{shown}"
         if op == 0x21:
             return f"SCSI response status {bhs[3]:#x}"
         return f"opcode {op:#x}"
-    except Closed:
+    except (Closed, ConnectionResetError):
+        # FIN or RST is the same answer: which one the peer sees depends only
+        # on whether the target closed with bytes of ours still unread.
         return "closed"
     except (socket.timeout, TimeoutError):
         return "no answer (connection left open)"
@@ -230,10 +258,12 @@ def case_bad_login_keys(h, p, iqn, lun):
         keys({"InitiatorName": INITIATOR, "TargetName": "iqn.no.such:target"}),
         keys({"InitiatorName": INITIATOR, "TargetName": iqn} | {f"K{i}": i for i in range(2000)}),
     ]
+    # Bad values of known keys (#4) must be answered Reject, not taken.
+    show = {4: ("HeaderDigest", "MaxRecvDataSegmentLength")}
     for i, data in enumerate(bad):
         s = raw(h, p)
         send_quiet(s, login_pdu(data))
-        out.append(f"#{i}: {observe(s)}")
+        out.append(f"#{i}: {observe(s, show_keys=show.get(i, ()))}")
         s.close()
     return "; ".join(out)
 
@@ -276,18 +306,35 @@ def case_random_cdbs(h, p, iqn, lun):
     writes = {0x04, 0x0A, 0x2A, 0x2E, 0x3B, 0x41, 0x42, 0x48, 0x53, 0x55, 0x89, 0x8A,
               0x8E, 0x93, 0x9F, 0xAA, 0xAE, 0x93, 0x1B, 0x35, 0x91, 0x83, 0x5F, 0x9E,
               0x4C, 0x3F, 0x3D, 0x7F, 0xA4, 0x8C, 0x80, 0x81, 0x0C, 0x0E, 0x1D, 0x8D}
+    # Each must end GOOD or CHECK CONDITION with fixed or descriptor sense data
+    # whose key is ILLEGAL REQUEST (a field of the CDB is wrong); the other
+    # statuses would be a target that lost track of the command.
     rng = random.Random(7)
     sess = Session(h, p, iqn)
-    statuses = {}
+    statuses, keys = {}, {}
     try:
-        for _ in range(200):
+        for _ in range(3):  # the power-on unit attention goes first
+            if sess.command(b"\x00" * 6, lun, 0)[0] == 0:
+                break
+        for i in range(200):
             op = rng.choice([o for o in range(256) if o not in writes])
             cdb = bytes([op]) + rng.randbytes(15)
             st, _ = sess.command(cdb, lun, rng.choice([0, 8, 512, 4096]))
             statuses[st] = statuses.get(st, 0) + 1
+            if st == 0x02:
+                k = sense_kcq(sess.sense)
+                if k is None:
+                    raise Unexpected(f"CDB #{i} {cdb.hex()}: CHECK CONDITION without sense data")
+                keys[k[0]] = keys.get(k[0], 0) + 1
+                if k[0] != 0x05:
+                    raise Unexpected(f"CDB #{i} {cdb.hex()}: sense {k[0]:02x}/{k[1]:02x}/{k[2]:02x}, "
+                                     "want key 05 ILLEGAL REQUEST")
+            elif st != 0x00:
+                raise Unexpected(f"CDB #{i} {cdb.hex()}: status {st:#x}")
     finally:
         sess.close()
-    return "statuses " + ", ".join(f"{k:#x}x{v}" for k, v in sorted(statuses.items()))
+    return ("statuses " + ", ".join(f"{k:#x}x{v}" for k, v in sorted(statuses.items()))
+            + "; sense keys " + ", ".join(f"{k:#x}x{v}" for k, v in sorted(keys.items())))
 
 
 def case_many_idle_connections(h, p, iqn, lun):
@@ -311,6 +358,51 @@ def case_login_then_drop(h, p, iqn, lun):
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
+# What each probe must get: the exact answer string a case returns (see observe()),
+# or None when the case checks its answers itself (raising Unexpected).
+#   closed: the target dropped the connection (a PDU that cannot be parsed, or that
+#     is not a Login PDU before login, leaves nothing to answer: RFC 7143 7.9 / 11.12).
+#   login response 2/0: initiator error (malformed key=value text); 2/3: target not found.
+#   login response 0/0: well-formed keys with bad or unknown values are answered
+#     per key (Reject / NotUnderstood) and the login goes on.
+#   reject reason 0x5: Command not supported (an opcode no initiator may send).
+EXPECT = {
+    "garbage": "closed",
+    "bad_opcode": "0x1e: closed; 0x3f: closed; 0x2a: closed",
+    "truncated_header": "closed",
+    "oversized_dsl": "closed",
+    "bad_login_keys": ("#0: login response class 2 detail 0; #1: login response class 2 detail 0; "
+                       "#2: login response class 2 detail 0; #3: login response class 2 detail 0; "
+                       "#4: login response class 0 detail 0 HeaderDigest=Reject MaxRecvDataSegmentLength=Reject; "
+                       "#5: login response class 2 detail 3; "
+                       "#6: login response class 0 detail 0"),
+    "ffp_bad_opcode": "reject reason 0x5",
+    "ffp_oversized_dsl": "closed",
+    "ffp_bad_ahs": "closed",
+    "random_cdbs": None,
+    "many_idle_connections": None,
+    "login_then_drop": None,
+}
+assert set(EXPECT) == set(CASES), "every case states its expected answer"
+
+
+def run_case(name, h, p, iqn, lun):
+    """(ok, text): the probe's answer checked against EXPECT, then the health check."""
+    try:
+        what = CASES[name](h, p, iqn, lun)
+    except Unexpected as e:
+        return False, f"wrong answer: {e}"
+    except Exception as e:  # the probe itself broke: a failure, never a pass
+        return False, f"probe error: {type(e).__name__}: {e}"
+    want = EXPECT[name]
+    if want is not None and what != want:
+        return False, f"{what}; expected: {want}"
+    try:
+        healthy(h, p, iqn, lun)
+    except Exception as e:
+        return False, f"{what}; afterwards: {type(e).__name__}: {e}"
+    return True, what
+
 
 def main(argv):
     if len(argv) >= 2 and argv[1] == "--list":
@@ -320,22 +412,26 @@ def main(argv):
         sys.exit(__doc__)
     h, p, iqn, lun = argv[1], int(argv[2]), argv[3], int(argv[4])
     names = argv[5:] or list(CASES)
-    failed = 0
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        print(f"FAIL malformed (unknown case(s) {', '.join(unknown)})")
+        return 1
+    failed = ran = 0
     for name in names:
         t0 = time.monotonic()
-        try:
-            what = CASES[name](h, p, iqn, lun)
-        except Exception as e:  # the probe itself broke: still check health
-            what = f"probe error: {type(e).__name__}: {e}"
-        try:
-            healthy(h, p, iqn, lun)
-            print(f"PASS malformed-{name} ({what}; {time.monotonic() - t0:.1f}s)")
-        except Exception as e:
+        ok, what = run_case(name, h, p, iqn, lun)
+        ran += 1
+        if not ok:
             failed += 1
-            print(f"FAIL malformed-{name} ({what}; afterwards: {type(e).__name__}: {e})")
+        print(f"{'PASS' if ok else 'FAIL'} malformed-{name} ({what}; {time.monotonic() - t0:.1f}s)")
         sys.stdout.flush()
-    return 1 if failed else 0
+    print(f"malformed: {ran} of {len(names)} cases run, {failed} failed")
+    return 1 if failed or ran != len(names) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        sys.exit(main(sys.argv))
+    except Exception as e:  # the script itself broke: say so, and fail
+        print(f"FAIL malformed (script error: {type(e).__name__}: {e})")
+        sys.exit(2)

@@ -32,9 +32,7 @@ source "$HERE/lib.sh"
 case ${1:-} in
     -h|--help) sed -n '2,/^set -uo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 esac
-for t in qemu-img qemu-io python3 md5sum; do
-    command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 0; }
-done
+need qemu-img qemu-io python3 md5sum   # lib.sh: SKIP locally, FAIL under CI=true
 bytes() { python3 -c 'import sys; t=sys.argv[1]; m={"K":1<<10,"M":1<<20,"G":1<<30}
 print(int(t[:-1]) * m[t[-1].upper()] if t[-1].upper() in m else int(t))' "$1"; }
 IMAGE=$(bytes "${QCOW2_E2E_IMAGE:-4G}")
@@ -54,7 +52,8 @@ STATE=$W/state CFG=$W/state/saveconfig.json SOCK=$W/api.sock
 mkdir -p "$STATE"
 # start: the daemon on its own API socket (never the system-wide default one).
 start() {
-    [[ -f $STATE/rtarget.log ]] && mv "$STATE/rtarget.log" "$STATE/rtarget.log.1"
+    # Earlier runs' logs are kept whole (the panic check at the end reads them).
+    if [[ -f $STATE/rtarget.log ]]; then cat "$STATE/rtarget.log" >>"$STATE/rtarget.log.old"; fi
     : >"$STATE/rtarget.log"   # exists before the wait loop greps it
     "$RTARGET_BIN" serve --listen "127.0.0.1:$PORT" --config "$CFG" --state-dir "$STATE" \
         --socket "$SOCK" >>"$STATE/rtarget.log" 2>&1 &
@@ -78,9 +77,16 @@ stop() {
     wait "$pid"
 }
 finish() {
+    local rc=$? p
     stop >/dev/null 2>&1
+    # A panic in a connection or pool thread leaves the daemon serving: every
+    # run's log (the crash round's too) must be free of them.
+    if p=$(panics_in "$STATE"/rtarget.log*); then
+        fail "no panic in the daemon logs" "$(tr '\n' ' ' <<<"$p" | cut -c1-300)"; rc=1
+    else pass "no panic in the daemon logs"; fi
     if ((NFAIL == 0)); then rm -rf "$W"; else log "qcow2 e2e: kept $W"; fi
     echo "$NPASS passed, $NFAIL failed ($((SECONDS - T0)) s)"
+    exit "$rc"
 }
 trap finish EXIT
 [[ -x $RTARGET_BIN ]] || { fail "no rtarget binary at $RTARGET_BIN"; exit 1; }

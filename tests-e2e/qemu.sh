@@ -20,9 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-for t in qemu-img qemu-io qemu-storage-daemon; do
-    command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 0; }
-done
+need qemu-img qemu-io qemu-storage-daemon pgrep   # lib.sh: SKIP locally, FAIL under CI=true
 W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/e2e-qemu.XXXXXX")
 NPASS=0 NFAIL=0 PID=
 pass() { NPASS=$((NPASS + 1)); echo "PASS $1"; }
@@ -44,16 +42,25 @@ stop() {
     wait "$pid" 2>/dev/null
 }
 finish() {
+    local rc=$? p
     stop
+    # A panic in a connection or pool thread leaves the daemon serving: every
+    # run's log must be free of them.
+    if p=$(panics_in "${STATE:-$W/state}"/rtarget.log*); then
+        fail "no panic in the daemon logs" "$(tr '\n' ' ' <<<"$p" | cut -c1-300)"; rc=1
+    else pass "no panic in the daemon logs"; fi
     if ((NFAIL == 0)); then rm -rf "$W"; else log "qemu e2e: kept $W"; fi
     echo "$NPASS passed, $NFAIL failed"
+    exit "$rc"
 }
 trap finish EXIT
 
 STATE=$W/state CFG=$W/state/saveconfig.json SOCK=$W/api.sock
 mkdir -p "$STATE"
 start() {
-    [[ -f $STATE/rtarget.log ]] && mv "$STATE/rtarget.log" "$STATE/rtarget.log.1"
+    # Earlier runs' logs are kept whole (the panic check at the end reads them).
+    if [[ -f $STATE/rtarget.log ]]; then cat "$STATE/rtarget.log" >>"$STATE/rtarget.log.old"; fi
+    : >"$STATE/rtarget.log"
     "$RTARGET_BIN" serve --listen "127.0.0.1:$PORT" --config "$CFG" --state-dir "$STATE" \
         --socket "$SOCK" >>"$STATE/rtarget.log" 2>&1 &
     PID=$!

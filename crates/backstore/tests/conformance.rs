@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{have, retry, run, LoopDevice, Reaped};
+use common::{require_tool, retry, run, LoopDevice, Reaped};
 
 use backstore::conformance::{check, Expect};
 use backstore::{
@@ -81,7 +81,7 @@ fn file_read_only() {
 /// (`losetup -c`) before the suite's resize step. Needs root.
 #[test]
 fn block_loop_device() {
-    if !have("losetup") {
+    if !require_tool("losetup") {
         return;
     }
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -134,7 +134,7 @@ fn qcow2_native() {
 /// refcount blocks per MiB), then `qemu-img check` after the suite.
 #[test]
 fn qcow2_from_qemu_img() {
-    if !have("qemu-img") {
+    if !require_tool("qemu-img") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -166,7 +166,7 @@ fn qemu_img_create(dir: &Path, name: &str, format: &[&str]) -> std::path::PathBu
 /// resize, so the suite checks that it says so.
 #[test]
 fn nbd_qemu_nbd() {
-    if !have("qemu-nbd") {
+    if !require_tool("qemu-nbd") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -196,7 +196,7 @@ fn nbd_qemu_nbd() {
 /// qemu-img, supervised by the backstore.
 #[test]
 fn user_qemu_vmdk() {
-    if !have("qemu-img") {
+    if !require_tool("qemu-img") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -211,7 +211,7 @@ fn user_qemu_vmdk() {
     let b = match QemuBackstore::open(cfg, &opts) {
         Ok(b) => b,
         Err(backstore::QemuError::NoProgram) => {
-            eprintln!("SKIP user_qemu_vmdk: no qemu-storage-daemon or qemu-nbd");
+            common::skip("user_qemu_vmdk: no qemu-storage-daemon or qemu-nbd");
             return;
         }
         Err(e) => panic!("user:qemu open: {e}"),

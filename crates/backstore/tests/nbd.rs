@@ -22,7 +22,7 @@ fn qemu_nbd(args: &[&str]) -> Option<Reaped> {
     {
         Ok(c) => Some(Reaped(c)),
         Err(_) => {
-            eprintln!("qemu-nbd not found: skipping NBD interoperability test");
+            common::skip("qemu-nbd is not installed (NBD interoperability test)");
             None
         }
     }
@@ -126,14 +126,13 @@ fn qemu_nbd_unix_socket_raw_file() {
 fn qemu_nbd_tcp_qcow2_with_holes_and_bad_export() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.qcow2");
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "16M"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("qemu-img not found: skipping");
+    if !common::require_tool("qemu-img") {
         return;
     }
+    common::run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "16M"],
+    );
     // A port the kernel just handed out is very likely still free when
     // qemu-nbd binds it a moment later; a fixed one clashes with other tests.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,7 +15,7 @@ use backstore::{Backstore, Qcow2Backstore, Qcow2Error, Qcow2Options};
 use common::Rng;
 
 fn have_qemu_img() -> bool {
-    common::have("qemu-img")
+    common::require_tool("qemu-img")
 }
 
 fn qemu_img(args: &[&str]) -> String {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backstore::qemu::Program;
 use backstore::{Backstore, QemuBackstore, QemuConfig, QemuOptions};
-use common::{have, retry, run};
+use common::{require_tool, retry, run};
 
 /// An image of `format` with 0xab at [0, 1M) and 0x5c at [3M, 3M+64K).
 fn image(dir: &Path, format: &str) -> PathBuf {
@@ -88,7 +88,7 @@ fn check_pattern(b: &QemuBackstore) {
 
 #[test]
 fn formats_read_back_and_writes_land_in_the_image() {
-    if !have("qemu-img") || !have("qemu-storage-daemon") {
+    if !require_tool("qemu-img") || !require_tool("qemu-storage-daemon") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +130,7 @@ fn formats_read_back_and_writes_land_in_the_image() {
 
 #[test]
 fn killed_daemon_is_restarted_and_io_recovers() {
-    if !have("qemu-img") || !have("qemu-storage-daemon") {
+    if !require_tool("qemu-img") || !require_tool("qemu-storage-daemon") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +188,7 @@ fn killed_daemon_is_restarted_and_io_recovers() {
 
 #[test]
 fn qemu_nbd_fallback_and_start_failures() {
-    if !have("qemu-img") || !have("qemu-nbd") {
+    if !require_tool("qemu-img") || !require_tool("qemu-nbd") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -218,7 +218,7 @@ fn qemu_nbd_fallback_and_start_failures() {
 /// the supervisor's next attempt succeeds and I/O resumes.
 #[test]
 fn io_fails_while_the_daemon_cannot_restart_then_resumes() {
-    if !have("qemu-img") || !have("qemu-storage-daemon") {
+    if !require_tool("qemu-img") || !require_tool("qemu-storage-daemon") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -185,6 +185,7 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
     Ok(match req {
         Request::Ping => Response::Version(Version {
             version: env!("CARGO_PKG_VERSION").to_string(),
+            panics: crate::panics::count(),
         }),
         Request::Ls { path, depth, width } => {
             let path = tree::normalize("/", &path);
@@ -476,6 +477,8 @@ mod tests {
         assert_eq!(s["ok"], true, "{s}");
         assert_eq!(r(r#"{"op":"clearconfig"}"#)["ok"], false);
         assert_eq!(r(r#"{"op":"sessions"}"#)["sessions"], json!([]));
+        // The daemon's panic count (crate::panics), which the e2e scripts require to be 0.
+        assert!(r(r#"{"op":"ping"}"#)["panics"].is_u64());
         assert_eq!(
             r(r#"{"op":"create","path":"/backstores/ramdisk","args":{"name":[1]}}"#)["ok"],
             false

@@ -18,6 +18,7 @@ mod ops;
 mod ops_backstore;
 mod ops_edit;
 mod ops_resize;
+mod panics;
 mod prefs;
 mod proto;
 mod serve;

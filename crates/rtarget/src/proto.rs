@@ -401,6 +401,9 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Version {
     pub version: String,
+    /// Panics caught in any daemon thread since start (a healthy daemon: 0).
+    #[serde(default)]
+    pub panics: u64,
 }
 
 /// `ls`: the rendered text and the (pruned) tree.

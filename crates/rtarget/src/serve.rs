@@ -18,6 +18,7 @@ use crate::signals::{self, ShutdownSignals};
 use crate::{api, build, demo};
 
 pub fn run(args: &ServeArgs) -> Result<()> {
+    crate::panics::install();
     let shutdown = ShutdownSignals::install().context("installing signal handlers")?;
     let (cfg, demo_image) = load_or_create_demo(args)?;
     let pr_dir = std::path::absolute(&args.state_dir)
@@ -103,6 +104,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let sig = shutdown.wait();
     tracing::info!(signal = signals::name(sig), "shutting down");
     server.shutdown();
+    // Threads that panicked did not stop the daemon: say so where the
+    // tests look (tests-e2e/lib.sh panics_in), whatever the exit status.
+    match crate::panics::count() {
+        0 => {}
+        n => eprintln!("rtarget: {n} panic(s) while serving (see \"panicked at\" above)"),
+    }
     let mut failed = false;
     for d in &live.devices() {
         if let Err(e) = d.backstore.flush() {

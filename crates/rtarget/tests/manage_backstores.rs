@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::host::{have, run, wait_for_path, Reaped};
+use common::host::{require_tool, run, wait_for_path, Reaped};
 use common::*;
 use std::process::Command;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 /// exported, written over iSCSI, and a valid image afterwards.
 #[test]
 fn qcow2_backstore_through_the_cli() {
-    if !have("qemu-img") {
+    if !require_tool("qemu-img") {
         return;
     }
     let s = setup();
@@ -60,7 +60,7 @@ fn qcow2_backstore_through_the_cli() {
 /// An NBD export (qemu-nbd on a unix socket) as a `user:nbd` storage object.
 #[test]
 fn nbd_backstore_through_the_cli() {
-    if !have("qemu-nbd") || !have("qemu-io") {
+    if !require_tool("qemu-nbd") || !require_tool("qemu-io") {
         return;
     }
     let s = setup();
@@ -197,7 +197,7 @@ fn colliding_naa_designators_are_refused_and_reported() {
 fn hung_nbd_server_fails_commands_and_shutdown_completes() {
     use common::initiator::{read10, write10, Client};
     use std::time::Instant;
-    if !have("qemu-nbd") {
+    if !require_tool("qemu-nbd") {
         return;
     }
     let s = setup();

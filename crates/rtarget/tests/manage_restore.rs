@@ -7,14 +7,12 @@ mod common;
 use common::*;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 
 /// TPG CHAP set with `set auth` applies to the next login: the right
 /// secret logs in, a wrong one or none is refused.
 #[test]
 fn tpg_chap_set_through_the_cli_is_enforced() {
-    if Command::new("iscsi-inq").arg("--help").output().is_err() {
-        println!("iscsi-inq is not installed: skipping");
+    if !host::require_tool("iscsi-inq") {
         return;
     }
     let s = setup();

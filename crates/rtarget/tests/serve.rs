@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::host::{have, run};
+use common::host::{require_tool, run};
 use common::{have_iscsi_ls, iscsi_ls_at, Daemon, BIN};
 
 /// `rtarget serve` on `config` and `state`, listening on a free port.
@@ -141,9 +141,7 @@ fn demo_target_is_created_served_and_shut_down() {
         .wait_line_within("  libiscsi  iscsi-ls -s iscsi://", Duration::from_secs(5))
         .is_some());
 
-    if !have_iscsi_ls() {
-        println!("iscsi-ls is not installed: skipping the discovery check");
-    } else {
+    if have_iscsi_ls() {
         let stdout = iscsi_ls_at(&addr);
         assert!(
             stdout.contains("Target:iqn.2026-11.org.rtarget:demo"),
@@ -176,7 +174,7 @@ fn demo_target_is_created_served_and_shut_down() {
 /// back byte for byte.
 #[test]
 fn demo_lun_round_trips_data_through_qemu_img() {
-    if !have("qemu-img") {
+    if !require_tool("qemu-img") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! Host-side helpers shared by the integration tests that drive real
 //! programs and devices: a seeded random generator (runs are repeatable),
-//! "is this tool installed" with a SKIP line, running a tool that must
+//! "is this tool installed" with a SKIP line (a failure under CI=true), running a tool that must
 //! succeed, a child process reaped on drop, polling until something is
 //! ready, and a loop device detached on drop. Also compiled into rtarget's
 //! daemon tests (through `#[path]`), so it uses nothing of this crate.
@@ -33,16 +33,37 @@ impl Rng {
     }
 }
 
-/// Whether `program --version` runs; prints why the caller skips when not.
-pub fn have(program: &str) -> bool {
+/// Whether this run is CI: the environment's `CI` is set and not "", "0",
+/// "false" or "no" (`.ci/run` sets CI=true). There every tool and device the
+/// tests use is installed (scripts/install-deps.sh, root), so one missing is
+/// a broken machine, and a test that quietly did nothing must not pass.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+}
+
+/// The one way a test gives up for want of something on the host (a tool,
+/// a loop device): a SKIP line locally, a panic when [`in_ci`].
+#[track_caller]
+pub fn skip(why: &str) {
+    assert!(
+        !in_ci(),
+        "CI=true, and {why}: a missing tool or device fails in CI"
+    );
+    eprintln!("SKIP: {why}");
+}
+
+/// Whether `program` is installed (found on PATH and runnable); when not,
+/// [`skip`]s naming it (a panic under CI=true). The caller returns on false.
+#[track_caller]
+pub fn require_tool(program: &str) -> bool {
     let found = Command::new(program)
-        .arg("--version")
+        .arg("--help")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
+        .is_ok();
     if !found {
-        eprintln!("SKIP: {program} is not installed");
+        skip(&format!("{program} is not installed"));
     }
     found
 }
@@ -109,8 +130,8 @@ pub struct LoopDevice {
 }
 
 impl LoopDevice {
-    /// Creates `image` sparse at `size` bytes and attaches it; `None` (with
-    /// a SKIP line naming `test`) when loop devices are unavailable (not root).
+    /// Creates `image` sparse at `size` bytes and attaches it; `None` (after
+    /// [`skip`] naming `test`) when loop devices are unavailable (not root).
     pub fn attach(image: &Path, size: u64, test: &str) -> Option<LoopDevice> {
         std::fs::File::create(image).unwrap().set_len(size).unwrap();
         let out = Command::new("losetup")
@@ -123,7 +144,7 @@ impl LoopDevice {
                 image: image.to_path_buf(),
             }),
             _ => {
-                eprintln!("SKIP {test}: no loop device (needs root and losetup)");
+                skip(&format!("{test}: no loop device (needs root and losetup)"));
                 None
             }
         }

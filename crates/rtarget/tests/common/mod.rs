@@ -203,9 +203,13 @@ pub fn demo_target(socket: &Path, iqn: &str, objects: &[&str]) -> String {
 }
 
 /// `timeout 20 PROGRAM ARGS...` (libiscsi's tools retry for long when
-/// something is wrong); `None` when the program is not installed.
+/// something is wrong); `None` when the program is not installed (a SKIP
+/// line, or a panic under CI=true: [`host::require_tool`]).
+#[track_caller]
 pub fn tool(args: &[&str]) -> Option<Output> {
-    Command::new(args[0]).arg("--help").output().ok()?;
+    if !host::require_tool(args[0]) {
+        return None;
+    }
     Some(
         Command::new("timeout")
             .arg("20")
@@ -215,8 +219,10 @@ pub fn tool(args: &[&str]) -> Option<Output> {
     )
 }
 
+/// Whether iscsi-ls is installed ([`host::require_tool`]: fails under CI=true).
+#[track_caller]
 pub fn have_iscsi_ls() -> bool {
-    Command::new("iscsi-ls").arg("--help").output().is_ok()
+    host::require_tool("iscsi-ls")
 }
 
 /// `iscsi-ls -s` against 127.0.0.1:`port`, which must succeed.
