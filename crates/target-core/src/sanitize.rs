@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use scsi::cdb::Cdb;
-use scsi::{opcode as op, Asc, Sense, SenseKey};
+use scsi::{opcode as op, Sense};
 
 use crate::dispatch::{Ctx, HandlerResult};
 use crate::error::CmdError;
@@ -53,9 +53,10 @@ pub(crate) struct SanitizeState {
 }
 
 impl SanitizeState {
-    fn in_progress(&self) -> Sense {
-        Sense::new(SenseKey::NotReady, Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS)
-            .with_progress(self.progress.load(Ordering::Relaxed))
+    fn in_progress(&self) -> CmdError {
+        CmdError::SanitizeInProgress {
+            progress: self.progress.load(Ordering::Relaxed),
+        }
     }
 
     /// What a command meets while a sanitize runs or after one failed
@@ -67,25 +68,24 @@ impl SanitizeState {
                 op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE
             )
         {
-            return Err(CmdError::Sense(self.in_progress()));
+            return Err(self.in_progress());
         }
         if self.failed.load(Ordering::Acquire)
             && cdb.opcode() != op::SANITIZE
             && crate::medium::needs_medium(cdb)
         {
-            return Err(CmdError::Sense(Sense::new(
-                SenseKey::MediumError,
-                Asc::SANITIZE_COMMAND_FAILED,
-            )));
+            return Err(CmdError::SanitizeFailed);
         }
         Ok(())
     }
 
     /// REQUEST SENSE data while a sanitize runs.
     pub(crate) fn request_sense(&self) -> Option<Sense> {
-        self.active
-            .load(Ordering::Acquire)
-            .then(|| self.in_progress())
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        // The same sense data the refused commands get.
+        self.in_progress().answer().1
     }
 }
 
@@ -157,7 +157,7 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        return Err(CmdError::Sense(st.in_progress()));
+        return Err(st.in_progress());
     }
     st.progress.store(0, Ordering::Relaxed);
     st.ause.store(ause, Ordering::Release);
@@ -176,10 +176,7 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     if let Err(e) = spawned {
         st.active.store(false, Ordering::Release);
         tracing::error!("cannot start the SANITIZE worker: {e}");
-        return Err(CmdError::Sense(Sense::new(
-            SenseKey::HardwareError,
-            Asc::INTERNAL_TARGET_FAILURE,
-        )));
+        return Err(CmdError::InternalTargetFailure);
     }
     Ok(Status::Good)
 }
