@@ -177,17 +177,9 @@ impl Backstore for QosBackstore {
         self.inner.resize(new_size)
     }
 
-    fn can_resize(&self) -> bool {
-        self.inner.can_resize()
-    }
-
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.charge(len);
         self.inner.write_zeroes(offset, len)
-    }
-
-    fn can_crypto_erase(&self) -> bool {
-        self.inner.can_crypto_erase()
     }
 
     fn crypto_erase(&self) -> io::Result<()> {
@@ -270,8 +262,6 @@ mod tests {
         );
         assert_eq!(q.size(), r.size());
         assert_eq!(q.capabilities(), r.capabilities());
-        assert_eq!(q.can_resize(), r.can_resize());
-        assert_eq!(q.can_crypto_erase(), r.can_crypto_erase());
         assert_eq!(q.discard(0, 4096).is_ok(), r.discard(0, 4096).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 //! STATUS says deallocated; WABEREQ=01 in VPD B1); EXIT FAILURE MODE leaves
 //! the failure state a failed sanitize leaves behind. CRYPTOGRAPHIC ERASE
 //! is offered only when the backstore stores data encrypted
-//! (`Backstore::can_crypto_erase`, the `encryption` attribute): it replaces
+//! (`Capabilities::crypto_erase`, the `encryption` attribute): it replaces
 //! the media key, so what was written reads back as unrelated data
 //! (WACEREQ=01 in VPD B1); elsewhere there is no key to destroy and the
 //! service action is refused (and not listed by REPORT SUPPORTED OPCODES).
@@ -139,7 +139,7 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
             }
             Work::BlockErase
         }
-        SA_CRYPTO_ERASE if dev.backstore.can_crypto_erase() => {
+        SA_CRYPTO_ERASE if dev.state.caps.crypto_erase => {
             if plen != 0 {
                 return Err(CmdError::cdb_field(7));
             }
