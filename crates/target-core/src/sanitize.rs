@@ -20,7 +20,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use scsi::cdb::Cdb;
 use scsi::{opcode as op, Sense};
@@ -50,6 +50,11 @@ pub(crate) struct SanitizeState {
     ause: AtomicBool,
     /// Completed fraction, in 65536ths.
     progress: AtomicU16,
+    /// Notified when a sanitize ends, for whoever waits for that
+    /// (`wait_idle`) instead of polling; the command path only ever reads
+    /// `active`.
+    ended: Condvar,
+    ended_lock: Mutex<()>,
 }
 
 impl SanitizeState {
@@ -77,6 +82,17 @@ impl SanitizeState {
             return Err(CmdError::SanitizeFailed);
         }
         Ok(())
+    }
+
+    /// Wait until no sanitize runs, at most `limit`; whether none does.
+    #[cfg(test)]
+    pub(crate) fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let g = self.ended_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (_g, _) = self
+            .ended
+            .wait_timeout_while(g, limit, |_| self.active.load(Ordering::Acquire))
+            .unwrap_or_else(|e| e.into_inner());
+        !self.active.load(Ordering::Acquire)
     }
 
     /// REQUEST SENSE data while a sanitize runs.
@@ -186,6 +202,10 @@ fn finish(dev: &Device, res: io::Result<()>) -> Result<(), CmdError> {
     let st = &dev.state.sanitize;
     st.failed.store(res.is_err(), Ordering::Release);
     st.active.store(false, Ordering::Release);
+    // Taking the lock orders this after a waiter's check of `active`, so
+    // the notification cannot fall between its check and its wait.
+    drop(st.ended_lock.lock().unwrap_or_else(|e| e.into_inner()));
+    st.ended.notify_all();
     res.map_err(CmdError::WriteError)
 }
 
@@ -412,12 +432,11 @@ mod tests {
         c[1] |= 0x80;
         let (o, _) = t.run(&c, &[]);
         assert_eq!(o.status, Status::Good);
-        for _ in 0..5000 {
-            if t.run(&TUR, &[]).0.status == Status::Good {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let dev = &t.table.luns[0].device;
+        assert!(
+            dev.state.sanitize.wait_idle(SANITIZE_LIMIT),
+            "never finished"
+        );
         assert_eq!(t.run(&TUR, &[]).0.status, Status::Good);
         let (_, again) = t.run(&READ1, &[]);
         assert_ne!(again, after, "second key replaced too");
@@ -472,26 +491,24 @@ mod tests {
 
     const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];
 
-    /// Wait for a background sanitize to end (TUR GOOD or a non-NOT READY
-    /// answer), at most 5 s.
+    /// How long a test waits for a background sanitize before failing.
+    const SANITIZE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Wait for a background sanitize to end, then answer a TUR.
     fn wait_done(t: &Rig) -> crate::Outcome {
-        for _ in 0..5000 {
-            let (o, _) = t.run(&TUR, &[]);
-            if sense_of(&o).map(|s| s.0) != Some(2) {
-                return o;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        panic!("sanitize never finished");
+        assert!(
+            t.dev.state.sanitize.wait_idle(SANITIZE_LIMIT),
+            "sanitize never finished"
+        );
+        t.run(&TUR, &[]).0
     }
 
     #[test]
     fn immed_runs_in_the_background_and_gates_other_commands() {
-        use std::sync::atomic::Ordering;
         let t = Rig::new();
         let other = t.nexus(2);
         t.run_as(&other, &TUR, &[]);
-        t.store.stall.store(true, Ordering::SeqCst);
+        t.store.stall();
         let mut c = cdb(0x01, 8);
         c[1] |= 0x80; // IMMED
         let (o, _) = t.run(&c, &[0x01, 0, 0, 4, 9, 8, 7, 6]);
@@ -514,7 +531,7 @@ mod tests {
         t.run(&TUR, &[]);
         let (o, _) = t.run(&TUR, &[]);
         assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)));
-        t.store.stall.store(false, Ordering::SeqCst);
+        t.store.unstall();
         assert_eq!(wait_done(&t).status, Status::Good);
         assert_eq!(t.store.bytes(512, 4), vec![9, 8, 7, 6]);
     }
