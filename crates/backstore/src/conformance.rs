@@ -2,7 +2,7 @@
 //! flush / discard / write-zeroes / resize / out-of-range / size /
 //! concurrency tests for every engine, so each one behaves as the target
 //! core expects. A capability a backstore lacks must be declared
-//! ([`Backstore::capabilities`], [`Backstore::can_resize`]); the checks then
+//! ([`Backstore::capabilities`]); the checks then
 //! verify that the operation is refused without side effects instead.
 //!
 //! Test support, not a data-path module: [`check`] panics (with the
@@ -265,11 +265,10 @@ fn concurrent(name: &str, b: &dyn Backstore, expect: &Expect) {
 
 fn resize(name: &str, b: &dyn Backstore, expect: &Expect) {
     let size = b.size();
-    if !b.can_resize() {
-        let e = b
-            .resize(size + (1 << 20))
-            .err()
-            .unwrap_or_else(|| panic!("{name}: resize succeeded but can_resize() is false"));
+    if !b.capabilities().resize {
+        let e = b.resize(size + (1 << 20)).err().unwrap_or_else(|| {
+            panic!("{name}: resize succeeded but capabilities().resize is false")
+        });
         let _ = e;
         assert_eq!(b.size(), size, "{name}: refused resize changed the size");
         return;
@@ -352,6 +351,7 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities {
                 discard: true,
+                resize: true,
                 ..self.inner.capabilities()
             }
         }
@@ -373,9 +373,6 @@ mod tests {
             } else {
                 self.inner.discard(offset, len)
             }
-        }
-        fn can_resize(&self) -> bool {
-            true
         }
         fn resize(&self, new_size: u64) -> io::Result<()> {
             if self.fake_resize {

@@ -179,7 +179,12 @@ impl Backstore for CryptBackstore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        // Everything the inner backstore offers, plus the one thing this
+        // layer adds: a key to destroy.
+        Capabilities {
+            crypto_erase: true,
+            ..self.inner.capabilities()
+        }
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -224,14 +229,6 @@ impl Backstore for CryptBackstore {
     fn resize(&self, new_size: u64) -> io::Result<()> {
         // The new range is a hole: zero ciphertext, read as zeroes.
         self.inner.resize(new_size)
-    }
-
-    fn can_resize(&self) -> bool {
-        self.inner.can_resize()
-    }
-
-    fn can_crypto_erase(&self) -> bool {
-        true
     }
 
     fn crypto_erase(&self) -> io::Result<()> {
@@ -529,7 +526,7 @@ mod tests {
         c.read_at(&mut back, 0).unwrap();
         assert_eq!(back, data);
         let old = std::fs::read(&key_file).unwrap();
-        assert!(c.can_crypto_erase());
+        assert!(c.capabilities().crypto_erase);
         c.crypto_erase().unwrap();
         let new = std::fs::read(&key_file).unwrap();
         assert_ne!(old, new);

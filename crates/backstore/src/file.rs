@@ -409,11 +409,6 @@ impl Backstore for FileBackstore {
         self.cur_size()
     }
 
-    fn can_resize(&self) -> bool {
-        // A read-only block device can still grow underneath.
-        self.is_blk || !self.read_only
-    }
-
     fn resize(&self, new_size: u64) -> io::Result<()> {
         self.grow_to(new_size)
     }
@@ -426,6 +421,9 @@ impl Backstore for FileBackstore {
             read_only: self.read_only,
             rotational: self.rotational,
             optimal_io_size: 0,
+            // A read-only block device can still grow underneath.
+            resize: self.is_blk || !self.read_only,
+            crypto_erase: false,
         }
     }
 

@@ -46,8 +46,12 @@ pub fn refuse_shrink(current: u64, wanted: u64) -> io::Error {
     )
 }
 
-/// What a backstore can do; the core reads it to fill VPD pages and the
-/// thin-provisioning bits, and to decide which commands to offer.
+/// What a backstore can do: every capability flag lives here, so the core
+/// (and management) read one struct, and a wrapper (QoS, encryption)
+/// forwards them all in one call ([`Backstore::capabilities`]) instead of
+/// one method per flag that it could forget to forward. The core reads it
+/// to fill VPD pages and the thin-provisioning bits, and to decide which
+/// commands to offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     /// `discard` deallocates (punches holes); reads of discarded ranges return zeroes.
@@ -62,6 +66,11 @@ pub struct Capabilities {
     pub rotational: bool,
     /// Preferred I/O granularity in bytes (0: no preference).
     pub optimal_io_size: u32,
+    /// [`Backstore::resize`] can grow the medium online.
+    pub resize: bool,
+    /// [`Backstore::crypto_erase`] works here: the data is stored encrypted
+    /// under a key this backstore can replace.
+    pub crypto_erase: bool,
 }
 
 impl Default for Capabilities {
@@ -73,6 +82,8 @@ impl Default for Capabilities {
             read_only: false,
             rotational: false,
             optimal_io_size: 0,
+            resize: false,
+            crypto_erase: false,
         }
     }
 }
@@ -83,7 +94,9 @@ pub trait Backstore: Send + Sync + 'static {
     /// Size in bytes.
     fn size(&self) -> u64;
 
-    /// What this backstore can do.
+    /// What this backstore can do. Required (no default), so a wrapper
+    /// must say what it forwards; each flag's operation must agree with it
+    /// (the [`conformance`] checks verify that).
     fn capabilities(&self) -> Capabilities;
 
     /// Fill `buf` from `offset`. Must fill the whole buffer or fail.
@@ -120,19 +133,13 @@ pub trait Backstore: Send + Sync + 'static {
     /// range reads as zeroes (or from a backing image). Shrinking would
     /// discard data an initiator may still use, so it is refused with
     /// `InvalidInput` ([`refuse_shrink`]); the same size is a no-op. The
-    /// default answers `Unsupported`, which [`Backstore::can_resize`] must
+    /// default answers `Unsupported`, which [`Capabilities::resize`] must
     /// agree with.
     fn resize(&self, _new_size: u64) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "this backstore cannot be resized",
         ))
-    }
-
-    /// Whether [`Backstore::resize`] can grow this backstore (a capability
-    /// kept out of [`Capabilities`] so existing struct literals keep compiling).
-    fn can_resize(&self) -> bool {
-        false
     }
 
     /// Make a range read back as zeroes. The default writes zero buffers.
@@ -148,16 +155,221 @@ pub trait Backstore: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Whether [`Backstore::crypto_erase`] works here (the data is stored
-    /// encrypted under a key this backstore can replace).
-    fn can_crypto_erase(&self) -> bool {
-        false
-    }
-
-    /// Cryptographic erase (SANITIZE CRYPTO ERASE): replace the media key
+    /// Cryptographic erase (SANITIZE CRYPTO ERASE), offered when
+    /// [`Capabilities::crypto_erase`] is set: replace the media key
     /// and destroy the old one, so everything written before reads back as
     /// unrelated data. Ranges that read as zeroes may stay zeroes.
     fn crypto_erase(&self) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A backstore that claims whatever capabilities it is given and records
+    /// every call that reaches it.
+    struct Probe {
+        caps: Capabilities,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Probe {
+        fn new(caps: Capabilities) -> Arc<Probe> {
+            Arc::new(Probe {
+                caps,
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn call(&self, name: &'static str) -> io::Result<()> {
+            self.calls.lock().unwrap().push(name);
+            Ok(())
+        }
+
+        fn take(&self) -> Vec<&'static str> {
+            std::mem::take(&mut self.calls.lock().unwrap())
+        }
+    }
+
+    impl Backstore for Probe {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.caps
+        }
+        fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+            buf.fill(0);
+            self.call("read_at")
+        }
+        fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+            self.call("write_at")
+        }
+        fn write_at_fua(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+            self.call("write_at_fua")
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.call("flush")
+        }
+        fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
+            self.call("discard")
+        }
+        fn allocation_at(&self, _offset: u64) -> io::Result<Option<Extent>> {
+            self.call("allocation_at").map(|()| None)
+        }
+        fn resize(&self, _new_size: u64) -> io::Result<()> {
+            self.call("resize")
+        }
+        fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
+            self.call("write_zeroes")
+        }
+        fn crypto_erase(&self) -> io::Result<()> {
+            self.call("crypto_erase")
+        }
+    }
+
+    /// The default, then one set of capabilities per flag that differs from
+    /// the default in that flag only.
+    fn each_flag() -> Vec<Capabilities> {
+        let d = Capabilities::default();
+        // No `..`: a new flag does not compile until it is listed below.
+        let Capabilities {
+            discard,
+            write_zeroes,
+            write_cache,
+            read_only,
+            rotational,
+            optimal_io_size,
+            resize,
+            crypto_erase,
+        } = d;
+        vec![
+            d,
+            Capabilities {
+                discard: !discard,
+                ..d
+            },
+            Capabilities {
+                write_zeroes: !write_zeroes,
+                ..d
+            },
+            Capabilities {
+                write_cache: !write_cache,
+                ..d
+            },
+            Capabilities {
+                read_only: !read_only,
+                ..d
+            },
+            Capabilities {
+                rotational: !rotational,
+                ..d
+            },
+            Capabilities {
+                optimal_io_size: optimal_io_size + 65536,
+                ..d
+            },
+            Capabilities {
+                resize: !resize,
+                ..d
+            },
+            Capabilities {
+                crypto_erase: !crypto_erase,
+                ..d
+            },
+        ]
+    }
+
+    fn limited() -> QosLimits {
+        QosLimits {
+            bytes_per_sec: 1 << 40,
+            ios_per_sec: 0,
+        }
+    }
+
+    /// The wrappers change nothing about what the wrapped backstore can do
+    /// (encryption adds the one thing it brings: a key to destroy).
+    #[test]
+    fn wrappers_report_the_inner_capabilities_for_every_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, caps) in each_flag().into_iter().enumerate() {
+            let inner = Probe::new(caps);
+            let q = with_qos(inner.clone(), limited());
+            assert_eq!(q.capabilities(), caps, "qos");
+            let key = dir.path().join(format!("k{i}"));
+            let c = CryptBackstore::open(inner.clone(), &key).unwrap();
+            let want = Capabilities {
+                crypto_erase: true,
+                ..caps
+            };
+            assert_eq!(c.capabilities(), want, "crypt");
+            // Stacked, as rtarget builds them: QoS outside encryption.
+            let both = with_qos(Arc::new(c), limited());
+            assert_eq!(both.capabilities(), want, "qos(crypt)");
+        }
+    }
+
+    /// Every operation reaches the wrapped backstore, so a wrapped LU never
+    /// falls back to a trait default (e.g. `Unsupported` for discard) while
+    /// its capabilities say the operation works.
+    #[test]
+    fn wrappers_forward_every_operation() {
+        let all = Capabilities {
+            discard: true,
+            write_zeroes: true,
+            resize: true,
+            crypto_erase: true,
+            ..Capabilities::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Probe::new(all);
+        let crypt = CryptBackstore::open(inner.clone(), &dir.path().join("k")).unwrap();
+        let qos = with_qos(inner.clone(), limited());
+        let ops = [
+            "size",
+            "read_at",
+            "write_at",
+            "write_at_fua",
+            "flush",
+            "discard",
+            "allocation_at",
+            "resize",
+            "write_zeroes",
+            "crypto_erase",
+        ];
+        for (name, w) in [("qos", &*qos), ("crypt", &crypt as &dyn Backstore)] {
+            for op in ops {
+                let mut buf = [0u8; 512];
+                let r = match op {
+                    "size" => {
+                        assert_eq!(w.size(), inner.size(), "{name}: size");
+                        continue;
+                    }
+                    "read_at" => w.read_at(&mut buf, 0),
+                    "write_at" => w.write_at(&buf, 0),
+                    "write_at_fua" => w.write_at_fua(&buf, 0),
+                    "flush" => w.flush(),
+                    "discard" => w.discard(0, 512),
+                    "allocation_at" => w.allocation_at(0).map(|_| ()),
+                    "resize" => w.resize(2 << 20),
+                    "write_zeroes" => w.write_zeroes(0, 512),
+                    "crypto_erase" => w.crypto_erase(),
+                    _ => unreachable!(),
+                };
+                r.unwrap_or_else(|e| panic!("{name}: {op}: {e}"));
+                let reached = inner.take();
+                // Encryption destroys its own key: erase stays in the wrapper.
+                let want: &[&str] = if name == "crypt" && op == "crypto_erase" {
+                    &[]
+                } else {
+                    &[op]
+                };
+                assert_eq!(reached, want, "{name}: {op}");
+            }
+        }
     }
 }

@@ -393,6 +393,9 @@ impl Backstore for NbdBackstore {
             read_only: ro,
             rotational: self.has(TF_ROTATIONAL),
             optimal_io_size: self.preferred,
+            // NBD has no resize request.
+            resize: false,
+            crypto_erase: false,
         }
     }
 

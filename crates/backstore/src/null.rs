@@ -34,10 +34,6 @@ impl Backstore for NullBackstore {
         self.size.load(Ordering::Acquire)
     }
 
-    fn can_resize(&self) -> bool {
-        true
-    }
-
     fn resize(&self, new_size: u64) -> io::Result<()> {
         self.size
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
@@ -52,6 +48,7 @@ impl Backstore for NullBackstore {
             discard: true,
             write_zeroes: true,
             write_cache: false,
+            resize: true,
             ..Capabilities::default()
         }
     }

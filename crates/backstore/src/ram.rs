@@ -172,10 +172,6 @@ impl Backstore for RamBackstore {
         self.size.load(Ordering::Acquire)
     }
 
-    fn can_resize(&self) -> bool {
-        true
-    }
-
     fn resize(&self, new_size: u64) -> io::Result<()> {
         let _one = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.size.load(Ordering::Acquire);
@@ -196,6 +192,8 @@ impl Backstore for RamBackstore {
             read_only: false,
             rotational: false,
             optimal_io_size: 0,
+            resize: true,
+            crypto_erase: false,
         }
     }
 
@@ -363,7 +361,7 @@ mod tests {
     #[test]
     fn grows_online_keeping_data_and_refuses_shrink() {
         let r = RamBackstore::new((1 << 20) + 4096).unwrap();
-        assert!(r.can_resize());
+        assert!(r.capabilities().resize);
         r.write_at(&[7u8; 4096], 1 << 20).unwrap();
         assert!(r.write_at(&[1u8; 512], (1 << 20) + 4096).is_err());
         // Far past the first segment (64 chunks).

@@ -188,7 +188,7 @@ fn nbd_qemu_nbd() {
         Duration::from_millis(50),
         || NbdBackstore::connect(NbdAddr::Unix(sock.clone()), "c"),
     );
-    assert!(!b.can_resize(), "NBD has no resize");
+    assert!(!b.capabilities().resize, "NBD has no resize");
     check("nbd (qemu-nbd)", &b, &Expect::default());
 }
 

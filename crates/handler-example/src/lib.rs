@@ -78,6 +78,8 @@ impl Backstore for PatternBackstore {
             read_only: true,
             rotational: false,
             optimal_io_size: 0,
+            resize: true,
+            crypto_erase: false,
         }
     }
 
@@ -120,10 +122,6 @@ impl Backstore for PatternBackstore {
 
     fn flush(&self) -> io::Result<()> {
         Ok(())
-    }
-
-    fn can_resize(&self) -> bool {
-        true
     }
 
     fn resize(&self, new_size: u64) -> io::Result<()> {

@@ -558,8 +558,8 @@ mod tests {
         let rt = build(&cfg, Some(&pr)).unwrap();
         let enc = &rt.objects["/backstores/fileio/enc"].1;
         let plain = &rt.objects["/backstores/ramdisk/plain"].1;
-        assert!(enc.backstore.can_crypto_erase());
-        assert!(!plain.backstore.can_crypto_erase());
+        assert!(enc.backstore.capabilities().crypto_erase);
+        assert!(!plain.backstore.capabilities().crypto_erase);
         let key = dir.path().join("keys").join(format!("key_{wwn}"));
         let meta = std::fs::metadata(&key).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);

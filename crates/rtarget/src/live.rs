@@ -357,7 +357,7 @@ impl Live {
             .ok_or_else(|| anyhow!("{path} is not being served"))?;
         let old = dev.backstore.size();
         let new = crate::ops_resize::wanted_size(&so, size, old)?;
-        if !dev.backstore.can_resize() {
+        if !dev.backstore.capabilities().resize {
             bail!(crate::ops_resize::cannot(&so));
         }
         dev.resize(new)

@@ -28,8 +28,14 @@ pub struct Asc(pub u8, pub u8);
 impl Asc {
     pub const NO_ADDITIONAL_SENSE: Asc = Asc(0x00, 0x00);
     pub const LU_NOT_READY_CAUSE_NOT_REPORTABLE: Asc = Asc(0x04, 0x00);
+    pub const LU_NOT_ACCESSIBLE_TRANSITIONING: Asc = Asc(0x04, 0x0a);
+    pub const LU_NOT_ACCESSIBLE_TARGET_PORT_STANDBY: Asc = Asc(0x04, 0x0b);
+    pub const LU_NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE: Asc = Asc(0x04, 0x0c);
+    pub const LU_NOT_READY_OFFLINE: Asc = Asc(0x04, 0x12);
     pub const LU_NOT_READY_SANITIZE_IN_PROGRESS: Asc = Asc(0x04, 0x1b);
     pub const WRITE_ERROR: Asc = Asc(0x0c, 0x00);
+    pub const COPY_TARGET_DEVICE_NOT_REACHABLE: Asc = Asc(0x0d, 0x02);
+    pub const INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT: Asc = Asc(0x0e, 0x03);
     pub const UNRECOVERED_READ_ERROR: Asc = Asc(0x11, 0x00);
     pub const PARAMETER_LIST_LENGTH_ERROR: Asc = Asc(0x1a, 0x00);
     pub const MISCOMPARE_DURING_VERIFY: Asc = Asc(0x1d, 0x00);
@@ -39,6 +45,10 @@ impl Asc {
     pub const LOGICAL_UNIT_NOT_SUPPORTED: Asc = Asc(0x25, 0x00);
     pub const INVALID_FIELD_IN_PARAMETER_LIST: Asc = Asc(0x26, 0x00);
     pub const INVALID_RELEASE_OF_PERSISTENT_RESERVATION: Asc = Asc(0x26, 0x04);
+    pub const TOO_MANY_TARGET_DESCRIPTORS: Asc = Asc(0x26, 0x06);
+    pub const UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE: Asc = Asc(0x26, 0x07);
+    pub const TOO_MANY_SEGMENT_DESCRIPTORS: Asc = Asc(0x26, 0x08);
+    pub const UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE: Asc = Asc(0x26, 0x09);
     pub const WRITE_PROTECTED: Asc = Asc(0x27, 0x00);
     pub const POWER_ON_RESET_OR_BUS_DEVICE_RESET: Asc = Asc(0x29, 0x00);
     pub const POWER_ON_OCCURRED: Asc = Asc(0x29, 0x01);

@@ -18,10 +18,10 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use scsi::cdb::Cdb;
-use scsi::{opcode as op, Asc, Sense, SenseKey};
+use scsi::{opcode as op, Asc};
 
 use crate::dispatch::{truncate_to, Ctx, HandlerResult};
-use crate::error::CmdError;
+use crate::error::{CmdError, Inaccessible};
 use crate::{Nexus, Status};
 
 /// ASYMMETRIC ACCESS STATE CHANGED.
@@ -288,13 +288,16 @@ fn allowed(state: AccessState, cdb: &Cdb) -> bool {
 
 /// NOT READY, LOGICAL UNIT NOT ACCESSIBLE, with the state's ASCQ.
 fn not_accessible(state: AccessState) -> CmdError {
-    let ascq = match state {
-        AccessState::Transitioning => 0x0a,
-        AccessState::Standby => 0x0b,
-        AccessState::Offline => 0x12,
-        _ => 0x0c,
-    };
-    CmdError::Sense(Sense::new(SenseKey::NotReady, Asc(0x04, ascq)))
+    CmdError::NotAccessible(match state {
+        AccessState::Transitioning => Inaccessible::Transitioning,
+        AccessState::Standby => Inaccessible::Standby,
+        AccessState::Offline => Inaccessible::Offline,
+        // Only the four refusing states reach here (see `allowed`).
+        AccessState::Unavailable
+        | AccessState::ActiveOptimized
+        | AccessState::ActiveNonOptimized
+        | AccessState::LbaDependent => Inaccessible::Unavailable,
+    })
 }
 
 impl AluaState {

@@ -259,7 +259,7 @@ fn block_device_characteristics(dev: &Device, out: &mut Vec<u8>) {
         // WABEREQ=01: reads after SANITIZE BLOCK ERASE succeed (zeroes).
         out[base + 3] = 0x40;
     }
-    if dev.backstore.can_crypto_erase() {
+    if dev.state.caps.crypto_erase {
         // WACEREQ=01: reads after SANITIZE CRYPTO ERASE succeed, with
         // whatever the old ciphertext decrypts to under the new key.
         out[base + 3] |= 0x10;

@@ -51,7 +51,7 @@ mod xcopy;
 mod testutil;
 
 pub use alua::{AccessState, AluaGroup, AluaPort};
-pub use error::CmdError;
+pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
 
 /// How a storage object is presented as a SCSI logical unit (LIO's
 /// storage-object attributes plus identity).

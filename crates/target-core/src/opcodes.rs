@@ -13,7 +13,7 @@ use crate::{Device, Status};
 /// on thin LUs, SANITIZE CRYPTO ERASE only on an encrypted backstore).
 fn offered(e: &Entry, dev: &Device) -> bool {
     if e.opcode == op::SANITIZE && e.sa == Some(crate::sanitize::SA_CRYPTO_ERASE) {
-        return dev.backstore.can_crypto_erase();
+        return dev.state.caps.crypto_erase;
     }
     let thin_only = e.opcode == op::UNMAP
         || (e.opcode == op::SANITIZE && e.sa == Some(crate::sanitize::SA_BLOCK_ERASE));

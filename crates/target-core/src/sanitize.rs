@@ -4,7 +4,7 @@
 //! STATUS says deallocated; WABEREQ=01 in VPD B1); EXIT FAILURE MODE leaves
 //! the failure state a failed sanitize leaves behind. CRYPTOGRAPHIC ERASE
 //! is offered only when the backstore stores data encrypted
-//! (`Backstore::can_crypto_erase`, the `encryption` attribute): it replaces
+//! (`Capabilities::crypto_erase`, the `encryption` attribute): it replaces
 //! the media key, so what was written reads back as unrelated data
 //! (WACEREQ=01 in VPD B1); elsewhere there is no key to destroy and the
 //! service action is refused (and not listed by REPORT SUPPORTED OPCODES).
@@ -20,10 +20,10 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use scsi::cdb::Cdb;
-use scsi::{opcode as op, Asc, Sense, SenseKey};
+use scsi::{opcode as op, Sense};
 
 use crate::dispatch::{Ctx, HandlerResult};
 use crate::error::CmdError;
@@ -50,12 +50,18 @@ pub(crate) struct SanitizeState {
     ause: AtomicBool,
     /// Completed fraction, in 65536ths.
     progress: AtomicU16,
+    /// Notified when a sanitize ends, for whoever waits for that
+    /// (`wait_idle`) instead of polling; the command path only ever reads
+    /// `active`.
+    ended: Condvar,
+    ended_lock: Mutex<()>,
 }
 
 impl SanitizeState {
-    fn in_progress(&self) -> Sense {
-        Sense::new(SenseKey::NotReady, Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS)
-            .with_progress(self.progress.load(Ordering::Relaxed))
+    fn in_progress(&self) -> CmdError {
+        CmdError::SanitizeInProgress {
+            progress: self.progress.load(Ordering::Relaxed),
+        }
     }
 
     /// What a command meets while a sanitize runs or after one failed
@@ -67,25 +73,35 @@ impl SanitizeState {
                 op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE
             )
         {
-            return Err(CmdError::Sense(self.in_progress()));
+            return Err(self.in_progress());
         }
         if self.failed.load(Ordering::Acquire)
             && cdb.opcode() != op::SANITIZE
             && crate::medium::needs_medium(cdb)
         {
-            return Err(CmdError::Sense(Sense::new(
-                SenseKey::MediumError,
-                Asc::SANITIZE_COMMAND_FAILED,
-            )));
+            return Err(CmdError::SanitizeFailed);
         }
         Ok(())
     }
 
+    /// Wait until no sanitize runs, at most `limit`; whether none does.
+    #[cfg(test)]
+    pub(crate) fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let g = self.ended_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (_g, _) = self
+            .ended
+            .wait_timeout_while(g, limit, |_| self.active.load(Ordering::Acquire))
+            .unwrap_or_else(|e| e.into_inner());
+        !self.active.load(Ordering::Acquire)
+    }
+
     /// REQUEST SENSE data while a sanitize runs.
     pub(crate) fn request_sense(&self) -> Option<Sense> {
-        self.active
-            .load(Ordering::Acquire)
-            .then(|| self.in_progress())
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        // The same sense data the refused commands get.
+        self.in_progress().answer().1
     }
 }
 
@@ -139,7 +155,7 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
             }
             Work::BlockErase
         }
-        SA_CRYPTO_ERASE if dev.backstore.can_crypto_erase() => {
+        SA_CRYPTO_ERASE if dev.state.caps.crypto_erase => {
             if plen != 0 {
                 return Err(CmdError::cdb_field(7));
             }
@@ -157,7 +173,7 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        return Err(CmdError::Sense(st.in_progress()));
+        return Err(st.in_progress());
     }
     st.progress.store(0, Ordering::Relaxed);
     st.ause.store(ause, Ordering::Release);
@@ -176,10 +192,7 @@ pub(crate) fn sanitize(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     if let Err(e) = spawned {
         st.active.store(false, Ordering::Release);
         tracing::error!("cannot start the SANITIZE worker: {e}");
-        return Err(CmdError::Sense(Sense::new(
-            SenseKey::HardwareError,
-            Asc::INTERNAL_TARGET_FAILURE,
-        )));
+        return Err(CmdError::InternalTargetFailure);
     }
     Ok(Status::Good)
 }
@@ -189,6 +202,10 @@ fn finish(dev: &Device, res: io::Result<()>) -> Result<(), CmdError> {
     let st = &dev.state.sanitize;
     st.failed.store(res.is_err(), Ordering::Release);
     st.active.store(false, Ordering::Release);
+    // Taking the lock orders this after a waiter's check of `active`, so
+    // the notification cannot fall between its check and its wait.
+    drop(st.ended_lock.lock().unwrap_or_else(|e| e.into_inner()));
+    st.ended.notify_all();
     res.map_err(CmdError::WriteError)
 }
 
@@ -415,12 +432,11 @@ mod tests {
         c[1] |= 0x80;
         let (o, _) = t.run(&c, &[]);
         assert_eq!(o.status, Status::Good);
-        for _ in 0..5000 {
-            if t.run(&TUR, &[]).0.status == Status::Good {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let dev = &t.table.luns[0].device;
+        assert!(
+            dev.state.sanitize.wait_idle(SANITIZE_LIMIT),
+            "never finished"
+        );
         assert_eq!(t.run(&TUR, &[]).0.status, Status::Good);
         let (_, again) = t.run(&READ1, &[]);
         assert_ne!(again, after, "second key replaced too");
@@ -475,26 +491,24 @@ mod tests {
 
     const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];
 
-    /// Wait for a background sanitize to end (TUR GOOD or a non-NOT READY
-    /// answer), at most 5 s.
+    /// How long a test waits for a background sanitize before failing.
+    const SANITIZE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Wait for a background sanitize to end, then answer a TUR.
     fn wait_done(t: &Rig) -> crate::Outcome {
-        for _ in 0..5000 {
-            let (o, _) = t.run(&TUR, &[]);
-            if sense_of(&o).map(|s| s.0) != Some(2) {
-                return o;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        panic!("sanitize never finished");
+        assert!(
+            t.dev.state.sanitize.wait_idle(SANITIZE_LIMIT),
+            "sanitize never finished"
+        );
+        t.run(&TUR, &[]).0
     }
 
     #[test]
     fn immed_runs_in_the_background_and_gates_other_commands() {
-        use std::sync::atomic::Ordering;
         let t = Rig::new();
         let other = t.nexus(2);
         t.run_as(&other, &TUR, &[]);
-        t.store.stall.store(true, Ordering::SeqCst);
+        t.store.stall();
         let mut c = cdb(0x01, 8);
         c[1] |= 0x80; // IMMED
         let (o, _) = t.run(&c, &[0x01, 0, 0, 4, 9, 8, 7, 6]);
@@ -517,7 +531,7 @@ mod tests {
         t.run(&TUR, &[]);
         let (o, _) = t.run(&TUR, &[]);
         assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)));
-        t.store.stall.store(false, Ordering::SeqCst);
+        t.store.unstall();
         assert_eq!(wait_done(&t).status, Status::Good);
         assert_eq!(t.store.bytes(512, 4), vec![9, 8, 7, 6]);
     }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use backstore::{Backstore, Capabilities};
 
@@ -25,8 +25,11 @@ pub struct MemStore {
     /// Write in 512-byte pieces with a yield between them, so a concurrent
     /// reader can observe a half-done write unless the core prevents it.
     pub piecewise: AtomicBool,
-    /// While set, writes wait (a long-running operation, held still).
-    pub stall: AtomicBool,
+    /// While closed, writes wait (a long-running operation, held still):
+    /// [`MemStore::stall`] / [`MemStore::unstall`]. A condition variable,
+    /// not a poll, so the writer resumes the moment the test lets it.
+    stalled: Mutex<bool>,
+    unstalled: Condvar,
     /// Allocated byte range reported by `allocation_at`, when set.
     allocated: Mutex<Option<(u64, u64)>>,
 }
@@ -42,7 +45,8 @@ impl MemStore {
             discards: AtomicUsize::new(0),
             can_discard,
             piecewise: AtomicBool::new(false),
-            stall: AtomicBool::new(false),
+            stalled: Mutex::new(false),
+            unstalled: Condvar::new(),
             allocated: Mutex::new(None),
         }
     }
@@ -50,6 +54,22 @@ impl MemStore {
     /// Report `[start, end)` as the only allocated range.
     pub fn set_allocated(&self, start: u64, end: u64) {
         *self.allocated.lock().expect("lock") = Some((start, end));
+    }
+
+    /// Hold every write until [`MemStore::unstall`].
+    pub fn stall(&self) {
+        *self.stalled.lock().expect("lock") = true;
+    }
+
+    /// Let held and later writes through.
+    pub fn unstall(&self) {
+        *self.stalled.lock().expect("lock") = false;
+        self.unstalled.notify_all();
+    }
+
+    fn wait_unstalled(&self) {
+        let g = self.stalled.lock().expect("lock");
+        drop(self.unstalled.wait_while(g, |s| *s).expect("lock"));
     }
 
     pub fn fail(&self, on: bool) {
@@ -98,9 +118,7 @@ impl Backstore for MemStore {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        while self.stall.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        self.wait_unstalled();
         self.check()?;
         if self.piecewise.load(Ordering::Relaxed) {
             for (i, piece) in buf.chunks(512).enumerate() {

@@ -19,11 +19,11 @@
 use std::sync::Mutex;
 
 use scsi::cdb::Cdb;
-use scsi::{opcode as op, Asc, Sense, SenseKey};
+use scsi::opcode as op;
 
 use crate::commands::Gate;
 use crate::dispatch::{self, truncate_to, Ctx, HandlerResult};
-use crate::error::CmdError;
+use crate::error::{CmdError, CopyAbort, CopyDescriptor};
 use crate::{inquiry, Device, Lun, Status};
 
 const MAX_TARGET_DESCRIPTORS: u16 = 2;
@@ -77,20 +77,6 @@ impl CopyResults {
     }
 }
 
-/// Why a copy stopped; mapped to sense data here since COPY ABORTED and the
-/// descriptor-specific ASCs are only used by this module.
-enum CopyError {
-    Cmd(CmdError),
-    Illegal(Asc),
-    Aborted(Asc),
-}
-
-impl From<CmdError> for CopyError {
-    fn from(e: CmdError) -> Self {
-        CopyError::Cmd(e)
-    }
-}
-
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -119,22 +105,13 @@ fn resolve<'a>(ctx: &Ctx<'a>, desc: &[u8]) -> Option<&'a Lun> {
 }
 
 pub(crate) fn extended_copy(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> HandlerResult {
-    match run_copy(ctx, data_in) {
-        Ok(()) => Ok(Status::Good),
-        Err(CopyError::Cmd(e)) => Err(e),
-        Err(CopyError::Illegal(asc)) => {
-            Err(CmdError::Sense(Sense::new(SenseKey::IllegalRequest, asc)))
-        }
-        Err(CopyError::Aborted(asc)) => {
-            Err(CmdError::Sense(Sense::new(SenseKey::CopyAborted, asc)))
-        }
-    }
+    run_copy(ctx, data_in).map(|()| Status::Good)
 }
 
-fn run_copy(ctx: &Ctx<'_>, scratch: &mut Vec<u8>) -> Result<(), CopyError> {
+fn run_copy(ctx: &Ctx<'_>, scratch: &mut Vec<u8>) -> Result<(), CmdError> {
     let cdb = &ctx.cdb;
     if cdb.service_action() != 0 {
-        return Err(CmdError::cdb_field(1).into());
+        return Err(CmdError::cdb_field(1));
     }
     let plen = cdb.be32(10) as usize;
     if plen == 0 {
@@ -145,7 +122,7 @@ fn run_copy(ctx: &Ctx<'_>, scratch: &mut Vec<u8>) -> Result<(), CopyError> {
         .get(..plen)
         .ok_or(CmdError::ParameterListLength)?;
     if p.len() < 16 {
-        return Err(CmdError::ParameterListLength.into());
+        return Err(CmdError::ParameterListLength);
     }
     let list_id = p[0];
     let list_id_usage = (p[1] >> 3) & 0x03;
@@ -153,24 +130,26 @@ fn run_copy(ctx: &Ctx<'_>, scratch: &mut Vec<u8>) -> Result<(), CopyError> {
     let sdl = be32(p, 8) as usize;
     let inline = be32(p, 12) as usize;
     if tdl + sdl > MAX_DESCRIPTOR_LIST_LENGTH as usize {
-        return Err(CmdError::ParameterListLength.into());
+        return Err(CmdError::ParameterListLength);
     }
     if inline != 0 {
-        return Err(CmdError::param(12).into());
+        return Err(CmdError::param(12));
     }
     if p.len() < 16 + tdl + sdl {
-        return Err(CmdError::ParameterListLength.into());
+        return Err(CmdError::ParameterListLength);
     }
     if tdl % 32 != 0 {
-        return Err(CmdError::param(2).into());
+        return Err(CmdError::param(2));
     }
     let targets = &p[16..16 + tdl];
     if tdl / 32 > usize::from(MAX_TARGET_DESCRIPTORS) {
-        return Err(CopyError::Illegal(Asc(0x26, 0x06)));
+        return Err(CmdError::BadCopyDescriptor(CopyDescriptor::TooManyTargets));
     }
     for t in targets.chunks_exact(32) {
         if t[0] != CSCD_ID {
-            return Err(CopyError::Illegal(Asc(0x26, 0x07)));
+            return Err(CmdError::BadCopyDescriptor(
+                CopyDescriptor::UnsupportedTargetType,
+            ));
         }
     }
     // Parse segment descriptors (variable length) before doing anything.
@@ -180,18 +159,20 @@ fn run_copy(ctx: &Ctx<'_>, scratch: &mut Vec<u8>) -> Result<(), CopyError> {
     while at < end {
         let s = p.get(at..end).ok_or(CmdError::ParameterListLength)?;
         if s.len() < 4 {
-            return Err(CmdError::ParameterListLength.into());
+            return Err(CmdError::ParameterListLength);
         }
         if s[0] != SEG_B2B {
-            return Err(CopyError::Illegal(Asc(0x26, 0x09)));
+            return Err(CmdError::BadCopyDescriptor(
+                CopyDescriptor::UnsupportedSegmentType,
+            ));
         }
         let len = 4 + usize::from(be16(s, 2));
         if len != 28 || s.len() < 28 {
-            return Err(CmdError::param(at as u16 + 2).into());
+            return Err(CmdError::param(at as u16 + 2));
         }
         segs.push(&s[..28]);
         if segs.len() > usize::from(MAX_SEGMENT_DESCRIPTORS) {
-            return Err(CopyError::Illegal(Asc(0x26, 0x08)));
+            return Err(CmdError::BadCopyDescriptor(CopyDescriptor::TooManySegments));
         }
         at += len;
     }
@@ -232,18 +213,18 @@ fn copy_segment(
     targets: &[u8],
     s: &[u8],
     scratch: &mut Vec<u8>,
-) -> Result<(), CopyError> {
-    let unreachable = CopyError::Aborted(Asc(0x0d, 0x02));
+) -> Result<(), CmdError> {
+    let unreachable = CmdError::CopyAborted(CopyAbort::TargetNotReachable);
     let dc = s[1] & 0x02 != 0;
     let src_i = usize::from(be16(s, 4));
     let dst_i = usize::from(be16(s, 6));
     let src_desc = targets
         .get(src_i * 32..src_i * 32 + 32)
-        .ok_or(CopyError::Aborted(Asc(0x0d, 0x02)))?;
+        .ok_or(CmdError::CopyAborted(CopyAbort::TargetNotReachable))?;
     let dst_desc = targets
         .get(dst_i * 32..dst_i * 32 + 32)
-        .ok_or(CopyError::Aborted(Asc(0x0d, 0x02)))?;
-    let src = resolve(ctx, src_desc).ok_or(CopyError::Aborted(Asc(0x0d, 0x02)))?;
+        .ok_or(CmdError::CopyAborted(CopyAbort::TargetNotReachable))?;
+    let src = resolve(ctx, src_desc).ok_or(CmdError::CopyAborted(CopyAbort::TargetNotReachable))?;
     let dst = resolve(ctx, dst_desc).ok_or(unreachable)?;
     let (sdev, ddev): (&Device, &Device) = (&src.device, &dst.device);
     let blocks = u64::from(be16(s, 10));
@@ -256,20 +237,20 @@ fn copy_segment(
     gate_as_direct(ctx, sdev, op::READ_16, src_lba, blocks)?;
     gate_as_direct(ctx, ddev, op::WRITE_16, dst_lba, blocks)?;
     if ddev.write_protected(dst) {
-        return Err(CmdError::WriteProtected.into());
+        return Err(CmdError::WriteProtected);
     }
     if sdev.block_size() != ddev.block_size() {
-        return Err(CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE));
+        return Err(CmdError::CopyAborted(CopyAbort::BlockSizeMismatch));
     }
     let bs = sdev.block_size();
     let _ = dc; // equal block sizes: source and destination units agree
     if blocks * bs > u64::from(MAX_SEGMENT_LENGTH) {
-        return Err(CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE));
+        return Err(CmdError::CopyAborted(CopyAbort::SegmentTooLong));
     }
     let sr = crate::rw::byte_range(sdev, src_lba, blocks)
-        .map_err(|_| CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE))?;
+        .map_err(|_| CmdError::CopyAborted(CopyAbort::OutOfRange))?;
     let dr = crate::rw::byte_range(ddev, dst_lba, blocks)
-        .map_err(|_| CopyError::Aborted(Asc::NO_ADDITIONAL_SENSE))?;
+        .map_err(|_| CmdError::CopyAborted(CopyAbort::OutOfRange))?;
     let mut off = 0;
     let total = sr.end - sr.start;
     while off < total {

@@ -4,8 +4,6 @@
 //! protection, an ejected medium and a running sanitize. In every case the
 //! copy must get what the same nexus's direct READ / WRITE gets.
 
-use std::sync::atomic::Ordering;
-
 use backstore::Backstore;
 
 use crate::inquiry::naa6;
@@ -295,7 +293,7 @@ fn ejected_medium_refuses_the_copy() {
 #[test]
 fn sanitize_in_progress_refuses_the_copy() {
     let t = Two::new();
-    t.lu1.store.stall.store(true, Ordering::SeqCst);
+    t.lu1.store.stall();
     // SANITIZE OVERWRITE, IMMED: runs in the background, held by the stall.
     let sanitize = [0x48, 0x81, 0, 0, 0, 0, 0, 0, 8, 0];
     let o = t.exec(&t.a, 1, &sanitize, &[0x01, 0, 0, 4, 9, 9, 9, 9]);
@@ -304,5 +302,5 @@ fn sanitize_in_progress_refuses_the_copy() {
     assert_eq!(sense_of(&o), Some((2, 0x04, 0x1b)), "direct READ");
     assert_eq!(sense_of(&t.pull()), Some((2, 0x04, 0x1b)));
     assert_eq!(t.lu0_bytes(), vec![0x11; LEN], "nothing read out of LU 1");
-    t.lu1.store.stall.store(false, Ordering::SeqCst);
+    t.lu1.store.unstall();
 }

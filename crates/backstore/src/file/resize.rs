@@ -90,7 +90,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a");
         let b = open(&p, Some(1 << 20));
-        assert!(b.can_resize());
+        assert!(b.capabilities().resize);
         b.write_at(&[5u8; 4096], (1 << 20) - 4096).unwrap();
         assert!(b.write_at(&[5u8; 512], 1 << 20).is_err());
         b.resize(1 << 30).unwrap();
@@ -120,7 +120,7 @@ mod tests {
             ..FileOptions::new(&p)
         })
         .unwrap();
-        assert!(!ro.can_resize());
+        assert!(!ro.capabilities().resize);
         assert_eq!(
             ro.resize(2 << 20).unwrap_err().kind(),
             io::ErrorKind::PermissionDenied
@@ -177,7 +177,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(b.size(), 1 << 20);
-        assert!(b.can_resize());
+        assert!(b.capabilities().resize);
         let e = b.resize(2 << 20).unwrap_err();
         assert!(e.to_string().contains("grow the device first"), "{e}");
         std::fs::OpenOptions::new()

@@ -355,10 +355,6 @@ impl Backstore for Qcow2Backstore {
         self.size.load(Ordering::Acquire)
     }
 
-    fn can_resize(&self) -> bool {
-        !self.read_only
-    }
-
     fn resize(&self, new_size: u64) -> io::Result<()> {
         let old = self.size.load(Ordering::Acquire);
         if new_size < old {
@@ -375,6 +371,8 @@ impl Backstore for Qcow2Backstore {
             read_only: self.read_only,
             rotational: false,
             optimal_io_size: u32::try_from(self.g.cs).unwrap_or(0),
+            resize: !self.read_only,
+            crypto_erase: false,
         }
     }
 

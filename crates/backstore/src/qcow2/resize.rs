@@ -103,7 +103,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.qcow2");
         let q = Qcow2Backstore::create(&p, 1 << 20, 64 << 10).unwrap();
-        assert!(q.can_resize());
+        assert!(q.capabilities().resize);
         q.write_at(&[4u8; 4096], (1 << 20) - 4096).unwrap();
         // Each L1 entry maps 512 MiB here: 1 GiB adds an entry.
         q.resize(1 << 30).unwrap();
@@ -118,7 +118,7 @@ mod tests {
         };
         let q = Qcow2Backstore::open(&p, &ro).unwrap();
         assert_eq!(q.size(), 1 << 30);
-        assert!(!q.can_resize());
+        assert!(!q.capabilities().resize);
         assert!(q.resize(2 << 30).is_err());
         let mut buf = vec![0u8; 8192];
         q.read_at(&mut buf, (1 << 20) - 4096).unwrap();
