@@ -220,8 +220,7 @@ pub fn target(cfg: &SaveConfig, path: &str) -> Result<Option<Target>> {
 fn members(cfg: &SaveConfig, so: &StorageObject, group: &str) -> Vec<String> {
     let mut out = Vec::new();
     for t in &cfg.targets {
-        for (i, tpg) in t.tpgs.iter().enumerate() {
-            let tag = tpg.tag.unwrap_or(i as u16 + 1);
+        for (tag, tpg) in t.tagged_tpgs() {
             for lun in tpg.luns.iter().filter(|l| l.storage_object == so.path()) {
                 if lun
                     .alua_tg_pt_gp_name
@@ -272,7 +271,7 @@ pub fn get(cfg: &SaveConfig, at: Target, names: &[String]) -> Result<Map<String,
             let lun = cfg
                 .targets
                 .iter()
-                .filter(|t| t.fabric == "iscsi" && t.wwn == wwn)
+                .filter(|t| t.is_iscsi() && t.wwn == wwn)
                 .flat_map(|t| t.tpgs.iter().enumerate())
                 .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
                 .and_then(|(_, g)| g.luns.iter().find(|l| l.index == index))
@@ -357,9 +356,8 @@ pub fn apply(cfg: &SaveConfig, objects: &HashMap<String, (StorageObject, Arc<Dev
         };
         let groups: Vec<AluaTpg> = groups_of(so.alua_tpgs.as_deref());
         let mut ports = Vec::new();
-        for t in cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
-            for (i, tpg) in t.tpgs.iter().enumerate() {
-                let tag = tpg.tag.unwrap_or(i as u16 + 1);
+        for t in cfg.iscsi_targets() {
+            for (tag, tpg) in t.tagged_tpgs() {
                 let Some(lun) = tpg.luns.iter().find(|l| l.storage_object == so.path()) else {
                     continue;
                 };
@@ -373,7 +371,7 @@ pub fn apply(cfg: &SaveConfig, objects: &HashMap<String, (StorageObject, Arc<Dev
                     .map_or(0, AluaTpg::id);
                 ports.push(AluaPort {
                     target_port: iscsi_target_port(&t.wwn, tag),
-                    relative_port_id: crate::build::relative_port_id(cfg, &t.wwn, tag),
+                    relative_port_id: manage::relative_port_id(cfg, &t.wwn, tag),
                     group: u16::try_from(group).unwrap_or(0),
                 });
             }

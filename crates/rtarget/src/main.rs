@@ -20,6 +20,7 @@ mod ops_edit;
 mod ops_resize;
 mod prefs;
 mod proto;
+mod reconcile;
 mod serve;
 mod shell;
 mod signals;

@@ -11,7 +11,9 @@
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Result};
-use config::{parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
+use config::{
+    fabric, parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg,
+};
 use serde_json::{json, Map, Value};
 
 use crate::args::{parse_index, Args};
@@ -81,8 +83,8 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
             }
             Loc::Object(p.to_string(), n.to_string())
         }
-        [f] if ["iscsi", "loopback", "vhost"].contains(f) => Loc::Fabric(f.to_string()),
-        ["iscsi", wwn, rest @ ..] => {
+        [f] if fabric::ALL.contains(f) => Loc::Fabric(f.to_string()),
+        [fabric::ISCSI, wwn, rest @ ..] => {
             let t = iscsi_target(cfg, wwn).ok_or_else(missing)?;
             let w = t.wwn.clone();
             let Some((tpg_part, rest)) = rest.split_first() else {
@@ -136,9 +138,7 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
 }
 
 fn iscsi_target<'a>(cfg: &'a SaveConfig, wwn: &str) -> Option<&'a Target> {
-    cfg.targets
-        .iter()
-        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+    cfg.targets.iter().find(|t| t.is_iscsi() && t.wwn == wwn)
 }
 
 fn find_tpg(t: &Target, tag: u16) -> Option<&Tpg> {
@@ -153,7 +153,7 @@ pub(crate) fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Resul
     let t = cfg
         .targets
         .iter_mut()
-        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+        .find(|t| t.is_iscsi() && t.wwn == wwn)
         .ok_or_else(|| anyhow!("no such target {wwn}"))?;
     t.tpgs
         .iter_mut()
@@ -172,7 +172,7 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
     }
     match locate(cfg, path)? {
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
-        Loc::Fabric(f) if f == "iscsi" => {
+        Loc::Fabric(f) if f == fabric::ISCSI => {
             let b = args.bind("create", &["wwn"], 0)?;
             let wwn = match b.get("wwn") {
                 Some(w) => w.to_string(),
@@ -184,7 +184,7 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
             }
             let p = ctx.add_default_portal.then_some(ctx.default_portal);
             cfg.targets.push(Target {
-                fabric: "iscsi".into(),
+                fabric: fabric::ISCSI.into(),
                 wwn: wwn.clone(),
                 tpgs: vec![new_tpg(1, p)],
                 ..Target::default()
@@ -201,14 +201,9 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
             let t = cfg
                 .targets
                 .iter_mut()
-                .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
+                .find(|t| t.is_iscsi() && t.wwn == wwn)
                 .ok_or_else(|| anyhow!("no such target {wwn}"))?;
-            let used: Vec<u16> = t
-                .tpgs
-                .iter()
-                .enumerate()
-                .map(|(i, g)| g.tag.unwrap_or(i as u16 + 1))
-                .collect();
+            let used: Vec<u16> = t.tagged_tpgs().map(|(tag, _)| tag).collect();
             let tag = match b.get("tag") {
                 Some(v) => u16::try_from(parse_index("tpg", v)?)
                     .ok()
