@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use backstore::NbdAddr;
 use config::{parse_ip, value_string, SaveConfig, Tpg};
 use iscsi::{AclConfig, ChapCredentials, TpgConfig};
 use target_core::{Device, Lun, LunTable};
@@ -152,13 +151,6 @@ pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapC
         mutual_userid: mu,
         mutual_password: mp,
     })
-}
-
-/// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
-/// to an address and export name. HOST is an IP address (IPv6 in brackets).
-pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String)> {
-    // One parser for create-time checks and the nbd handler.
-    Ok(backstore::registry::builtin::parse_nbd_uri(uri)?)
 }
 
 /// A UUID-shaped serial derived from the object's path, so an object saved
@@ -390,19 +382,6 @@ mod tests {
                 assert_eq!(tc.offer.max_recv_data_segment_length, 8192);
             }
         }
-    }
-
-    /// The wrapper forwards to the nbd handler's parser (every URI form is
-    /// tested there, in backstore::registry::builtin) and keeps its words.
-    #[test]
-    fn nbd_uris_use_the_handler_parser() {
-        let (a, e) = parse_nbd_uri("nbd+unix:///exp?socket=/run/n.sock").unwrap();
-        assert_eq!(
-            (a, e.as_str()),
-            (NbdAddr::Unix("/run/n.sock".into()), "exp")
-        );
-        let e = parse_nbd_uri("nbd://host.example/x").unwrap_err();
-        assert!(e.to_string().contains("is not IP[:PORT]"), "{e}");
     }
 
     #[test]

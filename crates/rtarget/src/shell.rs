@@ -259,7 +259,7 @@ impl ShellHelper {
                 "global" => crate::prefs::NAMES,
                 "auth" => AUTH,
                 "discovery_auth" => crate::ops_edit::DISCOVERY_AUTH,
-                "alua" if at.contains("/luns/") => crate::alua::LUN_ALUA_PARAMS,
+                "alua" if at.contains("/luns/") => manage::alua::LUN_ALUA_PARAMS,
                 "alua" => config::alua::ALUA_PARAMS,
                 _ if at.starts_with("/backstores/") => so_attributes(),
                 _ if at.contains("/acls/") => acl_attributes(),

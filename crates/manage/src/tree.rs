@@ -7,6 +7,7 @@
 //! request, so it can never disagree with what is saved and served.
 
 use config::{MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
+use serde::{Deserialize, Serialize};
 
 /// Backstore plugins shown under `/backstores` (the ones rtarget serves).
 pub const PLUGINS: [&str; 6] = [
@@ -35,8 +36,17 @@ pub const FABRICS: [&str; 3] = config::fabric::ALL;
 /// rtslib's name for the ALUA group every LUN starts in.
 pub const DEFAULT_TG_PT_GP: &str = "default_tg_pt_gp";
 
-/// One node of the tree, as sent to API clients (a wire type).
-pub use crate::proto::Node;
+/// One node of the tree, as sent to API clients (a wire type of the
+/// management API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub path: String,
+    /// The text between the brackets in `ls`.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Node>,
+}
 
 impl Node {
     fn new(parent: &str, name: &str, summary: impl Into<String>) -> Node {
