@@ -266,8 +266,8 @@ pub fn get(cfg: &SaveConfig, at: Target, names: &[String]) -> Result<Map<String,
                 .targets
                 .iter()
                 .filter(|t| t.is_iscsi() && t.wwn == wwn)
-                .flat_map(|t| t.tpgs.iter().enumerate())
-                .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
+                .flat_map(|t| t.tagged_tpgs())
+                .find(|(g, _)| *g == tag)
                 .and_then(|(_, g)| g.luns.iter().find(|l| l.index == index))
                 .ok_or_else(|| anyhow!("no such LUN {index}"))?;
             for k in names {

@@ -343,7 +343,7 @@ fn first_free(used: impl Iterator<Item = u64>) -> u64 {
     (0..).find(|i| !used.contains(i)).unwrap_or(0)
 }
 
-/// iqn.YYYY-MM.reverse.domain[:anything], eui.16HEX or naa.HEX.
+/// `iqn.YYYY-MM.reverse.domain[:anything]`, `eui.16HEX` or `naa.HEX`.
 pub fn check_iscsi_name(n: &str) -> Result<()> {
     let ok = if let Some(rest) = n.strip_prefix("iqn.") {
         let b = rest.as_bytes();

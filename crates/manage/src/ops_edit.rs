@@ -176,10 +176,11 @@ fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
                 .find(|t| t.is_iscsi() && t.wwn == *w)
                 .ok_or_else(|| anyhow!("no such target {w}"))?;
             let before = t.tpgs.len();
-            let mut i = 0;
+            let mut position = 0;
             t.tpgs.retain(|g| {
-                i += 1;
-                g.tag.unwrap_or(i) != *tag
+                let keep = g.tag_at(position) != *tag;
+                position += 1;
+                keep
             });
             if t.tpgs.len() == before {
                 bail!("no such TPG tpg{tag}");
@@ -300,8 +301,8 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
         cfg.targets
             .iter()
             .filter(|x| x.is_iscsi() && x.wwn == w)
-            .flat_map(|x| x.tpgs.iter().enumerate())
-            .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == t)
+            .flat_map(|x| x.tagged_tpgs())
+            .find(|(g, _)| *g == t)
             .map(|(_, g)| g)
             .ok_or_else(|| anyhow!("no such TPG"))
     };

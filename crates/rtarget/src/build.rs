@@ -376,8 +376,8 @@ mod tests {
         ))
         .unwrap();
         for t in &cfg.targets {
-            for (i, g) in t.tpgs.iter().enumerate() {
-                let tc = tpg_config(g, i as u16 + 1, &HashMap::new()).unwrap();
+            for (tag, g) in t.tagged_tpgs() {
+                let tc = tpg_config(g, tag, &HashMap::new()).unwrap();
                 assert_eq!(tc.attributes.default_cmdsn_depth, 64);
                 assert_eq!(tc.offer.max_recv_data_segment_length, 8192);
             }

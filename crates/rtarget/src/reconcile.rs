@@ -248,3 +248,131 @@ fn portals(server: &Arc<IscsiServer>, plan: &Plan) -> Result<Vec<SocketAddr>> {
     }
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const A: &str = "iqn.2026-11.org.example:a";
+    const B: &str = "iqn.2026-11.org.example:b";
+
+    /// Two targets over two ramdisks, on portals nobody will bind (the
+    /// server is given fixed portals: no sockets in unit tests).
+    fn two_targets() -> SaveConfig {
+        serde_json::from_value(json!({
+            "storage_objects": [
+                {"plugin": "ramdisk", "name": "r0", "size": 1048576},
+                {"plugin": "ramdisk", "name": "r1", "size": 1048576}
+            ],
+            "targets": [
+                {"fabric": "iscsi", "wwn": A, "tpgs": [{"tag": 1,
+                    "luns": [{"index": 0, "storage_object": "/backstores/ramdisk/r0"}],
+                    "portals": [{"ip_address": "127.0.0.1", "port": 3260}]}]},
+                {"fabric": "iscsi", "wwn": B, "tpgs": [{"tag": 1,
+                    "luns": [{"index": 0, "storage_object": "/backstores/ramdisk/r1"}],
+                    "portals": [{"ip_address": "127.0.0.1", "port": 3260}]}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn start(cfg: &SaveConfig) -> (Arc<IscsiServer>, Running) {
+        let server = IscsiServer::new();
+        let mut running = Running::default();
+        let p = prepare(&running, cfg.clone(), None, Some(&[])).unwrap();
+        commit(&server, &mut running, p, false).unwrap();
+        (server, running)
+    }
+
+    /// Start-up (from the empty running state) opens every object and
+    /// configures every target; reconciling the same config again does
+    /// nothing at all.
+    #[test]
+    fn start_up_applies_everything_and_a_repeat_nothing() {
+        let cfg = two_targets();
+        let p = prepare(&Running::default(), cfg.clone(), None, None).unwrap();
+        assert_eq!(p.opened.len(), 2);
+        let iqns: Vec<&str> = p.targets.iter().map(|t| t.iqn.as_str()).collect();
+        assert_eq!(iqns, [A, B]);
+        assert_eq!(p.targets[1].tpgs[0].relative_port_id, 2);
+        assert_eq!(p.plan.listen, ["127.0.0.1:3260".parse().unwrap()]);
+
+        let (_server, running) = start(&cfg);
+        assert_eq!(running.cfg, cfg);
+        assert_eq!(running.objects.len(), 2);
+        let again = prepare(&running, cfg.clone(), None, Some(&[])).unwrap();
+        assert!(again.plan.is_empty(), "{:?}", again.plan);
+        assert!(again.opened.is_empty() && again.targets.is_empty());
+        for (path, (_, dev)) in &again.objects {
+            assert!(
+                Arc::ptr_eq(dev, &running.objects[path].1),
+                "{path} reopened"
+            );
+        }
+    }
+
+    /// A LUN added to target B rebuilds B only; every device is kept.
+    #[test]
+    fn a_lun_added_touches_only_its_target() {
+        let cfg = two_targets();
+        let (server, mut running) = start(&cfg);
+        let mut new = cfg.clone();
+        new.targets[1].tpgs[0].luns.push(config::Lun {
+            index: 1,
+            storage_object: "/backstores/ramdisk/r0".into(),
+            ..Default::default()
+        });
+        let p = prepare(&running, new.clone(), None, Some(&[])).unwrap();
+        assert!(p.opened.is_empty());
+        let iqns: Vec<&str> = p.targets.iter().map(|t| t.iqn.as_str()).collect();
+        assert_eq!(iqns, [B]);
+        let luns: Vec<u64> = p.targets[0].tpgs[0]
+            .luns
+            .luns
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(luns, [0, 1]);
+        let r0 = running.objects["/backstores/ramdisk/r0"].1.clone();
+        assert!(Arc::ptr_eq(&p.targets[0].tpgs[0].luns.luns[1].device, &r0));
+        let (bound, warnings) = commit(&server, &mut running, p, false).unwrap();
+        assert!(bound.is_empty() && warnings.is_empty());
+        assert_eq!(running.cfg, new);
+    }
+
+    /// A changed object is reopened (a new device) for every TPG that
+    /// exports it; the deleted one is dropped from the running objects.
+    #[test]
+    fn changed_objects_are_reopened_and_deleted_ones_dropped() {
+        let cfg = two_targets();
+        let (server, mut running) = start(&cfg);
+        let old_r1 = running.objects["/backstores/ramdisk/r1"].1.clone();
+        let mut new = cfg.clone();
+        new.storage_objects[1].size = Some(2 << 20);
+        new.targets.remove(0);
+        new.storage_objects.remove(0);
+        let p = prepare(&running, new.clone(), None, Some(&[])).unwrap();
+        assert_eq!(p.opened.len(), 1);
+        assert_eq!(p.opened[0].backstore.size(), 2 << 20);
+        assert_eq!(p.plan.remove, [A]);
+        let iqns: Vec<&str> = p.targets.iter().map(|t| t.iqn.as_str()).collect();
+        assert_eq!(iqns, [B]);
+        // B's TPG is now the first iSCSI target port.
+        assert_eq!(p.targets[0].tpgs[0].relative_port_id, 1);
+        commit(&server, &mut running, p, false).unwrap();
+        assert_eq!(running.objects.len(), 1);
+        let new_r1 = &running.objects["/backstores/ramdisk/r1"].1;
+        assert!(!Arc::ptr_eq(new_r1, &old_r1));
+    }
+
+    /// A prepared change whose base is no longer what runs is refused.
+    #[test]
+    fn stale_preparations_are_refused() {
+        let cfg = two_targets();
+        let (server, mut running) = start(&cfg);
+        let stale = prepare(&Running::default(), cfg.clone(), None, Some(&[])).unwrap();
+        let e = commit(&server, &mut running, stale, false).unwrap_err();
+        assert!(e.to_string().contains("changed while"), "{e}");
+    }
+}
