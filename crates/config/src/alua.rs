@@ -371,8 +371,7 @@ pub fn check_groups(tpgs: &[AluaTpg]) -> Vec<String> {
 pub fn check_lun_groups(cfg: &crate::SaveConfig) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for t in &cfg.targets {
-        for (i, tpg) in t.tpgs.iter().enumerate() {
-            let tag = tpg.tag.unwrap_or(i as u16 + 1);
+        for (tag, tpg) in t.tagged_tpgs() {
             for lun in &tpg.luns {
                 let Some(name) = lun.alua_tg_pt_gp_name.as_deref() else {
                     continue;

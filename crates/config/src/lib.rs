@@ -16,8 +16,8 @@ pub mod validate;
 
 pub use alua::{AluaTpg, DEFAULT_TG_PT_GP};
 pub use model::{
-    attr_bool, attr_u64, value_string, FabricModule, Lun, MappedLun, NodeAcl, Portal, SaveConfig,
-    StorageObject, Target, Tpg,
+    attr_bool, attr_u64, fabric, value_string, FabricModule, Lun, MappedLun, NodeAcl, Portal,
+    SaveConfig, StorageObject, Target, Tpg,
 };
 pub use settings::{AclAttributes, IoEngineChoice, ObjectAttributes, TpgAttributes};
 pub use store::{load, parse_str, save, to_json, MAX_BACKUPS};

@@ -225,9 +225,43 @@ impl StorageObject {
     }
 }
 
+/// The fabric names of `targets[].fabric` and `fabric_modules[].name`
+/// (rtslib's fabric module names), stated once for every reader.
+pub mod fabric {
+    pub const ISCSI: &str = "iscsi";
+    pub const LOOPBACK: &str = "loopback";
+    pub const VHOST: &str = "vhost";
+    /// Every fabric targetcli shows at the root, in its order.
+    pub const ALL: [&str; 3] = [ISCSI, LOOPBACK, VHOST];
+}
+
+impl SaveConfig {
+    /// The targets of the iSCSI fabric, in config order.
+    pub fn iscsi_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.is_iscsi())
+    }
+}
+
+impl Target {
+    pub fn is_iscsi(&self) -> bool {
+        self.fabric == fabric::ISCSI
+    }
+
+    /// The TPGs with their tags, in config order (see [`Tpg::tag_at`]).
+    pub fn tagged_tpgs(&self) -> impl Iterator<Item = (u16, &Tpg)> {
+        self.tpgs.iter().enumerate().map(|(i, g)| (g.tag_at(i), g))
+    }
+}
+
 impl Tpg {
     pub fn enabled(&self) -> bool {
         self.enable.unwrap_or(true)
+    }
+
+    /// The tag of the TPG at `position` (0-based) in its target's list: its
+    /// own, or position + 1 when absent (rtslib numbers untagged TPGs so).
+    pub fn tag_at(&self, position: usize) -> u16 {
+        self.tag.unwrap_or(position as u16 + 1)
     }
 }
 

@@ -65,7 +65,7 @@ fn user_handler_known(name: &str) -> (bool, Vec<String>) {
 /// rtslib's own keys of `user` objects.
 const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
-pub const SUPPORTED_FABRICS: &[&str] = &["iscsi"];
+pub const SUPPORTED_FABRICS: &[&str] = &[crate::fabric::ISCSI];
 /// Logical block sizes the core accepts.
 pub const BLOCK_SIZES: &[u64] = &[512, 1024, 2048, 4096];
 /// LIO's per-TPG LUN limit.
@@ -295,8 +295,7 @@ fn check_target(
     }
     r.extra(loc, &t.extra);
     let mut tags = HashSet::new();
-    for (i, tpg) in t.tpgs.iter().enumerate() {
-        let tag = tpg.tag.unwrap_or(i as u16 + 1);
+    for (tag, tpg) in t.tagged_tpgs() {
         let tloc = format!("{loc} / tpg{tag}");
         if tag == 0 {
             r.err(&tloc, "TPG tag must be 1 or more");

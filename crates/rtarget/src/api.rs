@@ -423,7 +423,6 @@ fn stat(path: &str) -> Option<ops::PathKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn live(dir: &Path) -> Live {
         Live::new(
@@ -435,9 +434,6 @@ mod tests {
                 prefs: crate::prefs::Prefs::default(),
                 pr_dir: None,
             },
-            config::SaveConfig::default(),
-            HashMap::new(),
-            Vec::new(),
         )
     }
 

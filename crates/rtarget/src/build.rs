@@ -1,113 +1,33 @@
-//! Turns a validated saveconfig into runtime objects: backstores, target-core
-//! `Device`s and LUN tables, and the iSCSI fabric's `TargetConfig`s (TPG
-//! and ACL attributes and TPG parameters read once, typed, through
-//! `config::settings`). Storage objects are opened by
-//! [`crate::build_device`]. Objects of other plugins and targets of other
-//! fabrics were reported as warnings by validation and are skipped here. A
-//! storage object that cannot be opened is an error: serving a target with
-//! a LUN silently missing is worse than not starting.
+//! Builders of runtime objects from a validated saveconfig: the iSCSI
+//! fabric's view of a TPG and its ACLs (LUN tables over target-core
+//! `Device`s; TPG and ACL attributes and TPG parameters read once, typed,
+//! through `config::settings`) and discovery authentication. Storage
+//! objects are opened by [`crate::build_device`]; what to build when is
+//! decided by [`crate::reconcile`]. Objects of other plugins and targets of
+//! other fabrics were reported as warnings by validation and are skipped.
+//! A storage object that cannot be opened is an error: serving a target
+//! with a LUN silently missing is worse than not starting.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use backstore::NbdAddr;
-use config::{parse_ip, value_string, SaveConfig, StorageObject, Tpg};
-use iscsi::{AclConfig, ChapCredentials, TargetConfig, TpgConfig};
+use config::{parse_ip, value_string, SaveConfig, Tpg};
+use iscsi::{AclConfig, ChapCredentials, TpgConfig};
 use target_core::{Device, Lun, LunTable};
 
 pub use crate::build_device::open_device;
-
-/// Everything the daemon runs from one config.
-pub struct Runtime {
-    /// Every device, for the final flush.
-    pub devices: Vec<Arc<Device>>,
-    pub targets: Vec<TargetConfig>,
-    /// Each served storage object with the device opened from it, by
-    /// `/backstores/...` path (the live configuration reuses them).
-    pub objects: HashMap<String, (StorageObject, Arc<Device>)>,
-    /// What to listen on: the union of the enabled TPGs' portals, in config
-    /// order, without duplicates or addresses a wildcard already covers.
-    pub portals: Vec<SocketAddr>,
-    /// CHAP for discovery sessions (the iscsi fabric module's settings).
-    pub discovery_auth: Option<ChapCredentials>,
-}
-
-/// `pr_dir` holds the persistent-reservation state of LUs whose
-/// registrations asked for APTPL (`aptpl_<wwn>`, as LIO keeps
-/// /var/target/pr); `None` keeps reservations in memory only.
-pub fn build(cfg: &SaveConfig, pr_dir: Option<&Path>) -> Result<Runtime> {
-    let mut devices = Vec::new();
-    let mut objects = HashMap::new();
-    let mut by_path: HashMap<String, Arc<Device>> = HashMap::new();
-    for so in &cfg.storage_objects {
-        let Some(device) =
-            open_device(so, pr_dir).with_context(|| format!("storage object {}", so.path()))?
-        else {
-            continue;
-        };
-        tracing::info!(
-            object = %so.path(),
-            size = device.backstore.size(),
-            block_size = device.options.block_size,
-            write_cache = device.options.write_cache,
-            thin = device.options.thin_provisioning,
-            "storage object ready"
-        );
-        by_path.insert(so.path(), device.clone());
-        objects.insert(so.path(), (so.clone(), device.clone()));
-        devices.push(device);
-    }
-
-    let mut targets = Vec::new();
-    let mut portals = Vec::new();
-    for t in cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
-        let mut tpgs = Vec::new();
-        for (i, tpg) in t.tpgs.iter().enumerate() {
-            let tag = tpg.tag.unwrap_or(i as u16 + 1);
-            let mut tc = tpg_config(tpg, tag, &by_path)
-                .with_context(|| format!("target {} tpg{tag}", t.wwn))?;
-            tc.relative_port_id = relative_port_id(cfg, &t.wwn, tag);
-            if tc.enable {
-                for p in &tc.portals {
-                    if !portals.contains(p) {
-                        portals.push(*p);
-                    }
-                }
-            }
-            tracing::info!(
-                target = %t.wwn,
-                tpg = tag,
-                enabled = tc.enable,
-                luns = tc.luns.luns.len(),
-                portals = ?tc.portals,
-                "target portal group ready"
-            );
-            tpgs.push(tc);
-        }
-        targets.push(TargetConfig {
-            iqn: t.wwn.clone(),
-            tpgs,
-        });
-    }
-    crate::alua::apply(cfg, &objects);
-    Ok(Runtime {
-        devices,
-        targets,
-        objects,
-        portals: listen_set(&portals),
-        discovery_auth: discovery_auth(cfg),
-    })
-}
 
 /// rtslib's `discovery_enable_auth` with `discovery_userid`, ... of the
 /// iscsi fabric module. Enabled without complete credentials still
 /// requires CHAP (the fabric then refuses every discovery login), as LIO's
 /// enforce_discovery_auth does.
 pub fn discovery_auth(cfg: &SaveConfig) -> Option<ChapCredentials> {
-    let m = cfg.fabric_modules.iter().find(|m| m.name == "iscsi")?;
+    let m = cfg
+        .fabric_modules
+        .iter()
+        .find(|m| m.name == config::fabric::ISCSI)?;
     let enabled = m
         .extra
         .get("discovery_enable_auth")
@@ -132,40 +52,8 @@ pub fn discovery_auth(cfg: &SaveConfig) -> Option<ChapCredentials> {
     })
 }
 
-/// Drop portals that a wildcard portal of the same family and port already
-/// covers: binding both would fail with EADDRINUSE (LIO configs often list
-/// 0.0.0.0:3260 in one TPG and a specific address in another).
-pub fn listen_set(portals: &[SocketAddr]) -> Vec<SocketAddr> {
-    let covered = |a: &SocketAddr| {
-        !a.ip().is_unspecified()
-            && portals.iter().any(|w| {
-                w.ip().is_unspecified() && w.port() == a.port() && w.is_ipv4() == a.is_ipv4()
-            })
-    };
-    portals.iter().filter(|a| !covered(a)).copied().collect()
-}
-
-/// The relative target port identifier of iSCSI target `wwn`'s TPG `tag`:
-/// its 1-based position among every iSCSI TPG of the configuration, so each
-/// target port of the daemon has its own (one LU exported through two
-/// targets' tpg1 must not show the same port twice in RTPG or VPD 0x83).
-/// For the usual one-target configuration it equals the TPG tag.
-pub fn relative_port_id(cfg: &SaveConfig, wwn: &str, tag: u16) -> u16 {
-    let mut n: u16 = 0;
-    for t in cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
-        for (i, tpg) in t.tpgs.iter().enumerate() {
-            n = n.saturating_add(1);
-            if t.wwn == wwn && tpg.tag.unwrap_or(i as u16 + 1) == tag {
-                return n;
-            }
-        }
-    }
-    // Not in the configuration (cannot happen for a TPG built from it).
-    tag
-}
-
 /// The fabric's view of one TPG; its `relative_port_id` is the tag until
-/// the caller sets it with [`relative_port_id`].
+/// the caller sets it with [`manage::relative_port_id`].
 pub fn tpg_config(
     tpg: &Tpg,
     tag: u16,
@@ -265,13 +153,6 @@ pub fn chap_from(m: &serde_json::Map<String, serde_json::Value>) -> Option<ChapC
     })
 }
 
-/// The NBD URI forms (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`)
-/// to an address and export name. HOST is an IP address (IPv6 in brackets).
-pub fn parse_nbd_uri(uri: &str) -> Result<(NbdAddr, String)> {
-    // One parser for create-time checks and the nbd handler.
-    Ok(backstore::registry::builtin::parse_nbd_uri(uri)?)
-}
-
 /// A UUID-shaped serial derived from the object's path, so an object saved
 /// without `wwn` keeps the same identity across restarts (initiators key
 /// multipath and persistent names on it).
@@ -313,7 +194,14 @@ fn format_uuid(a: u64, b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use config::StorageObject;
     use serde_json::json;
+    use std::path::Path;
+
+    /// Start-up: a reconcile from the empty running state.
+    fn build(cfg: &SaveConfig, pr_dir: Option<&Path>) -> Result<crate::reconcile::Prepared> {
+        crate::reconcile::prepare(&Default::default(), cfg.clone(), pr_dir, None)
+    }
 
     #[test]
     fn uuids_are_well_formed_and_stable() {
@@ -360,16 +248,16 @@ mod tests {
         }))
         .unwrap();
         let rt = build(&cfg, None).unwrap();
-        assert_eq!(rt.devices.len(), 3);
-        let d = &rt.devices[0];
+        assert_eq!(rt.opened.len(), 3);
+        let d = &rt.opened[0];
         assert_eq!(d.options.block_size, 4096);
         assert!(d.options.thin_provisioning);
         assert!(d.options.write_cache);
         assert_eq!(d.num_blocks(), 256);
         assert_eq!(d.options.wwn, stable_uuid("/backstores/fileio/d"));
-        assert_eq!(rt.devices[1].options.wwn, "w");
-        assert!(!rt.devices[1].options.write_cache);
-        assert_eq!(rt.devices[2].options.product, "NULLIO");
+        assert_eq!(rt.opened[1].options.wwn, "w");
+        assert!(!rt.opened[1].options.write_cache);
+        assert_eq!(rt.opened[2].options.product, "NULLIO");
         assert_eq!(rt.targets.len(), 1);
         let tpg = &rt.targets[0].tpgs[0];
         let ids: Vec<u64> = tpg.luns.luns.iter().map(|l| l.id).collect();
@@ -380,7 +268,7 @@ mod tests {
         assert!(!rt.targets[0].tpgs[1].enable);
         // Only enabled TPGs' portals are listened on.
         assert_eq!(
-            rt.portals,
+            rt.plan.listen,
             [
                 "127.0.0.1:3260".parse().unwrap(),
                 "[::1]:3260".parse().unwrap()
@@ -488,40 +376,12 @@ mod tests {
         ))
         .unwrap();
         for t in &cfg.targets {
-            for (i, g) in t.tpgs.iter().enumerate() {
-                let tc = tpg_config(g, i as u16 + 1, &HashMap::new()).unwrap();
+            for (tag, g) in t.tagged_tpgs() {
+                let tc = tpg_config(g, tag, &HashMap::new()).unwrap();
                 assert_eq!(tc.attributes.default_cmdsn_depth, 64);
                 assert_eq!(tc.offer.max_recv_data_segment_length, 8192);
             }
         }
-    }
-
-    /// The wrapper forwards to the nbd handler's parser (every URI form is
-    /// tested there, in backstore::registry::builtin) and keeps its words.
-    #[test]
-    fn nbd_uris_use_the_handler_parser() {
-        let (a, e) = parse_nbd_uri("nbd+unix:///exp?socket=/run/n.sock").unwrap();
-        assert_eq!(
-            (a, e.as_str()),
-            (NbdAddr::Unix("/run/n.sock".into()), "exp")
-        );
-        let e = parse_nbd_uri("nbd://host.example/x").unwrap_err();
-        assert!(e.to_string().contains("is not IP[:PORT]"), "{e}");
-    }
-
-    #[test]
-    fn wildcard_portals_cover_specific_ones() {
-        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let got = listen_set(&[
-            a("127.0.0.1:3260"),
-            a("0.0.0.0:3260"),
-            a("127.0.0.1:3261"),
-            a("[::1]:3260"),
-        ]);
-        assert_eq!(
-            got,
-            [a("0.0.0.0:3260"), a("127.0.0.1:3261"), a("[::1]:3260")]
-        );
     }
 
     #[test]
@@ -573,22 +433,5 @@ mod tests {
         assert_eq!(back.storage_objects[0].attributes["encryption"], json!(1));
         let e = format!("{:#}", build(&cfg, None).err().unwrap());
         assert!(e.contains("state directory"), "{e}");
-    }
-
-    /// Every iSCSI TPG of the configuration gets its own relative port id,
-    /// in configuration order; a single target's ids are its TPG tags.
-    #[test]
-    fn relative_port_ids_are_unique_per_target_port() {
-        let cfg: SaveConfig = serde_json::from_value(json!({
-            "targets": [
-                {"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:a",
-                 "tpgs": [{"tag": 1}, {"tag": 2}]},
-                {"fabric": "iscsi", "wwn": "iqn.2026-11.org.example:b",
-                 "tpgs": [{"tag": 1}]}
-            ]
-        }))
-        .unwrap();
-        let id = |w: &str, t| relative_port_id(&cfg, &format!("iqn.2026-11.org.example:{w}"), t);
-        assert_eq!((id("a", 1), id("a", 2), id("b", 1)), (1, 2, 3));
     }
 }

@@ -65,7 +65,7 @@ pub fn config(state_dir: &Path) -> Result<SaveConfig> {
     Ok(SaveConfig {
         storage_objects: vec![so],
         targets: vec![Target {
-            fabric: "iscsi".into(),
+            fabric: config::fabric::ISCSI.into(),
             wwn: DEMO_IQN.into(),
             tpgs: vec![tpg],
             ..Target::default()

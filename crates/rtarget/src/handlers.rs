@@ -1,34 +1,14 @@
-//! The daemon's handler registry: every `user:NAME` backstore opens through
-//! the [`backstore::Handler`] registered under NAME. The built-in handlers
-//! (`qcow`, `nbd`, `qemu`) and the example handler `pattern` (the
-//! `handler-example` crate) are registered here; a new handler is one
-//! `register` line (docs/handlers.md). Registered names appear under
-//! `/backstores` as `user:NAME` and are saved as rtslib saves tcmu-runner
-//! objects: `"plugin": "user"`, `"config": "NAME/<config string>"`.
+//! Opening `user:NAME` objects through the handler registry
+//! ([`manage::handlers`], which the config edits share).
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use backstore::{Backstore, Handler, OpenRequest, Registry};
+use backstore::{Backstore, Handler, OpenRequest};
 use config::StorageObject;
 
-/// The process-wide registry (built on first use, then read-only).
-pub fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut r = Registry::with_builtin();
-        if let Err(e) = r.register(Arc::new(handler_example::PatternHandler)) {
-            tracing::error!(error = %e, "cannot register the pattern handler");
-        }
-        r
-    })
-}
-
-/// `user:NAME` for every registered handler, sorted.
-pub fn user_plugins() -> Vec<String> {
-    registry().names().map(|n| format!("user:{n}")).collect()
-}
+pub use manage::handlers::registry;
 
 /// Open a user object with its handler. `pr_dir` is `<state-dir>/pr`; the
 /// handler gets the state directory itself.
@@ -57,14 +37,6 @@ pub fn open_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn builtin_and_example_handlers_are_registered() {
-        assert_eq!(
-            user_plugins(),
-            ["user:nbd", "user:pattern", "user:qcow", "user:qemu"]
-        );
-    }
 
     #[test]
     fn user_objects_open_through_their_handler() {

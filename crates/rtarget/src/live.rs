@@ -1,24 +1,23 @@
 //! The live configuration: the saveconfig model is the source of truth and
 //! the running objects follow it. Every management change edits a copy of
-//! the config, validates it, opens what is new (storage objects), pushes
-//! the targets to the fabric (`set_target` / `remove_target`, which also
-//! update or log out live sessions), closes deleted portals and binds new
-//! ones, sets discovery authentication, then saves the file atomically; only then does the copy become
-//! the current config. A change that fails at any step leaves the current
-//! config as it was.
+//! the config, validates it, reconciles the running state with it
+//! ([`crate::reconcile`]: the same path that starts the daemon), then
+//! saves the file atomically. A change that fails at any step leaves the
+//! current config and what runs as they were.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::{anyhow, bail, Context, Result};
-use config::{SaveConfig, StorageObject};
-use iscsi::{IscsiServer, SessionInfo, TargetConfig};
+use anyhow::{anyhow, bail, Result};
+use config::SaveConfig;
+use iscsi::{IscsiServer, SessionInfo};
 use target_core::Device;
 
-use crate::build;
 use crate::prefs::Prefs;
+pub use crate::reconcile::ListenFailed;
+use crate::reconcile::{self, Prepared, Running};
 use crate::tree;
 
 /// What a successful change reports back.
@@ -41,18 +40,6 @@ pub struct Settings {
     pub pr_dir: Option<PathBuf>,
 }
 
-/// A portal could not be bound (the change was not applied).
-#[derive(Debug)]
-pub struct ListenFailed(pub SocketAddr, pub String);
-
-impl std::fmt::Display for ListenFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot listen on {}: {}", self.0, self.1)
-    }
-}
-
-impl std::error::Error for ListenFailed {}
-
 pub struct Live {
     server: Arc<IscsiServer>,
     config_path: PathBuf,
@@ -60,26 +47,16 @@ pub struct Live {
     fixed_portals: Option<Vec<SocketAddr>>,
     /// The portal `tpg1` of a new target gets.
     pub default_portal: SocketAddr,
-    /// Where APTPL reservation state lives (see `build::build`).
+    /// Where APTPL reservation state lives (see `build_device::open_device`).
     pr_dir: Option<PathBuf>,
-    state: Mutex<State>,
+    state: Mutex<Running>,
     prefs: Mutex<Prefs>,
 }
 
-struct State {
-    cfg: SaveConfig,
-    objects: HashMap<String, (StorageObject, Arc<Device>)>,
-    listening: Vec<SocketAddr>,
-}
-
 impl Live {
-    pub fn new(
-        server: Arc<IscsiServer>,
-        settings: Settings,
-        cfg: SaveConfig,
-        objects: HashMap<String, (StorageObject, Arc<Device>)>,
-        listening: Vec<SocketAddr>,
-    ) -> Live {
+    /// Nothing runs yet: the daemon starts with [`Live::prepare`] and
+    /// [`Live::commit`] of its config (a reconcile from the empty state).
+    pub fn new(server: Arc<IscsiServer>, settings: Settings) -> Live {
         let Settings {
             config_path,
             fixed_portals,
@@ -93,13 +70,28 @@ impl Live {
             fixed_portals,
             default_portal,
             pr_dir,
-            state: Mutex::new(State {
-                cfg,
-                objects,
-                listening,
-            }),
+            state: Mutex::new(Running::default()),
             prefs: Mutex::new(prefs),
         }
+    }
+
+    /// Open what `wanted` adds to the running state (start-up: everything)
+    /// and build its targets, without touching what runs.
+    pub fn prepare(&self, wanted: SaveConfig) -> Result<Prepared> {
+        let st = self.lock();
+        reconcile::prepare(
+            &st,
+            wanted,
+            self.pr_dir.as_deref(),
+            self.fixed_portals.as_deref(),
+        )
+    }
+
+    /// Make a prepared config the running one; returns the portals newly
+    /// bound (port 0 resolved) and warnings.
+    pub fn commit(&self, p: Prepared) -> Result<(Vec<SocketAddr>, Vec<String>)> {
+        let mut st = self.lock();
+        reconcile::commit(&self.server, &mut st, p, self.fixed_portals.is_none())
     }
 
     pub fn prefs(&self) -> Prefs {
@@ -120,8 +112,8 @@ impl Live {
         Ok(msgs.join("\n"))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State half-updated:
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        // A panic while holding the lock cannot leave Running half-updated:
         // every field is replaced only after all fallible steps.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -207,132 +199,31 @@ impl Live {
             ),
         };
 
-        // Open new or changed storage objects; keep the unchanged ones.
-        let mut objects = HashMap::new();
-        for so in new.storage_objects.iter_mut() {
-            let path = so.path();
-            if let Some((old, dev)) = st.objects.get(&path) {
-                // ALUA groups change on the running device (alua::apply),
-                // not by reopening it.
-                let same = StorageObject {
-                    alua_tpgs: so.alua_tpgs.clone(),
-                    ..old.clone()
-                } == *so;
-                if same {
-                    objects.insert(path, (so.clone(), dev.clone()));
-                    continue;
-                }
-            }
-            if let Some(dev) = build::open_device(so, self.pr_dir.as_deref())
-                .with_context(|| format!("storage object {path}"))?
-            {
-                // rtslib needs the size of user objects to restore them;
-                // an existing image given without one has it in its header.
-                if so.plugin == "user" && so.size.is_none() {
-                    so.size = Some(dev.backstore.size());
-                }
-                objects.insert(path, (so.clone(), dev));
-            }
-        }
-        let by_path: HashMap<String, Arc<Device>> = objects
-            .iter()
-            .map(|(p, (_, d))| (p.clone(), d.clone()))
-            .collect();
-
-        let mut targets = Vec::new();
-        let mut wanted = Vec::new();
-        for t in new.targets.iter().filter(|t| t.fabric == "iscsi") {
-            let mut tpgs = Vec::new();
-            for (i, tpg) in t.tpgs.iter().enumerate() {
-                let tag = tpg.tag.unwrap_or(i as u16 + 1);
-                let mut tc = build::tpg_config(tpg, tag, &by_path)
-                    .with_context(|| format!("target {} tpg{tag}", t.wwn))?;
-                tc.relative_port_id = build::relative_port_id(&new, &t.wwn, tag);
-                if tc.enable {
-                    match &self.fixed_portals {
-                        Some(fixed) => tc.portals = fixed.clone(),
-                        None => wanted.extend(tc.portals.iter().copied()),
-                    }
-                }
-                tpgs.push(tc);
-            }
-            targets.push(TargetConfig {
-                iqn: t.wwn.clone(),
-                tpgs,
-            });
-        }
-
-        // Portals first: a portal that cannot be bound fails the change
-        // before any target is touched. Deleted portals close before new
-        // ones bind (a specific address may replace a wildcard on the same
-        // port), and reopen if a bind fails.
-        let mut listening = st.listening.clone();
-        if self.fixed_portals.is_none() {
-            let wanted_set = build::listen_set(&wanted);
-            let closed: Vec<SocketAddr> = listening
-                .iter()
-                .filter(|a| !wanted_set.contains(a))
-                .copied()
-                .collect();
-            for addr in &closed {
-                if self.server.stop_listening(*addr) {
-                    tracing::info!(portal = %addr, "portal deleted: no longer listening");
-                }
-            }
-            listening.retain(|a| !closed.contains(a));
-            for addr in &wanted_set {
-                if !listening.contains(addr) {
-                    match self.server.listen(*addr) {
-                        Ok(bound) => {
-                            tracing::info!(portal = %bound, "listening");
-                            listening.push(*addr);
-                        }
-                        Err(e) => {
-                            for a in listening.iter().filter(|a| !st.listening.contains(a)) {
-                                self.server.stop_listening(*a);
-                            }
-                            for a in &closed {
-                                if let Err(e) = self.server.listen(*a) {
-                                    tracing::error!(portal = %a, error = %e, "cannot reopen a portal");
-                                }
-                            }
-                            return Err(anyhow::Error::new(ListenFailed(*addr, e.to_string())));
-                        }
-                    }
-                }
-            }
-        } else if new_portals(&st.cfg, &new) {
+        if self.fixed_portals.is_some() && new_portals(&st.cfg, &new) {
             warnings.push(
                 "portals are saved but not listened on: the daemon runs with --listen".into(),
             );
         }
-
-        for t in &targets {
-            self.server.set_target(t.clone());
-        }
-        for t in st.cfg.targets.iter().filter(|t| t.fabric == "iscsi") {
-            if !targets.iter().any(|n| n.iqn == t.wwn) {
-                self.server.remove_target(&t.wwn);
-            }
-        }
-        self.server.set_discovery_auth(build::discovery_auth(&new));
-        crate::alua::apply(&new, &objects);
-
-        for (path, (_, dev)) in &st.objects {
-            if !objects.contains_key(path) {
-                if let Err(e) = dev.backstore.flush() {
-                    warnings.push(format!("flushing {path} failed: {e}"));
-                }
-            }
-        }
+        let prepared = reconcile::prepare(
+            &st,
+            new,
+            self.pr_dir.as_deref(),
+            self.fixed_portals.as_deref(),
+        )?;
+        // The saved config is the one that runs (user objects' sizes filled).
+        let new = prepared.cfg.clone();
+        let (_, flushes) = reconcile::commit(
+            &self.server,
+            &mut st,
+            prepared,
+            self.fixed_portals.is_none(),
+        )?;
+        warnings.extend(flushes);
         let save = if self.prefs().auto_save {
             config::save(&new, &self.config_path).map_err(|e| e.to_string())
         } else {
             Err("auto_save is off (set global auto_save=true), run saveconfig".into())
         };
-        st.cfg = new;
-        st.objects = objects;
-        st.listening = listening;
         if let Err(e) = save {
             warnings.push(format!("the change is live but was NOT saved: {e}"));
         }
@@ -425,6 +316,7 @@ mod tests {
     use super::*;
     use crate::args::Args;
     use crate::ops;
+    use config::StorageObject;
 
     fn live(dir: &Path) -> Live {
         Live::new(
@@ -436,9 +328,6 @@ mod tests {
                 prefs: Prefs::default(),
                 pr_dir: None,
             },
-            SaveConfig::default(),
-            HashMap::new(),
-            Vec::new(),
         )
     }
 

@@ -5,7 +5,6 @@
 
 mod alua;
 mod api;
-mod args;
 mod bookmarks;
 mod build;
 mod build_device;
@@ -14,17 +13,17 @@ mod client;
 mod demo;
 mod handlers;
 mod live;
-mod ops;
-mod ops_backstore;
-mod ops_edit;
-mod ops_resize;
 mod panics;
-mod prefs;
 mod proto;
+mod reconcile;
 mod serve;
 mod shell;
 mod signals;
-mod tree;
+
+// The configuration edits, the object tree, the verbs' arguments and the
+// preferences are the `manage` library's (pure, shared with other front
+// ends); named here as they were when they lived in this crate.
+use manage::{args, ops, ops_backstore, ops_edit, ops_resize, prefs, tree};
 
 use std::process::ExitCode;
 

@@ -413,16 +413,8 @@ pub struct Listing {
     pub tree: Node,
 }
 
-/// One node of the object tree (built in [`crate::tree`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Node {
-    pub name: String,
-    pub path: String,
-    /// The text between the brackets in `ls`.
-    pub summary: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<Node>,
-}
+/// One node of the object tree (built by `manage::tree`).
+pub use manage::tree::Node;
 
 /// `info`: the object's saved settings (rtslib's schema, passwords
 /// masked), or `None` where the path has none of its own.

@@ -15,7 +15,7 @@ use crate::cli::{CheckArgs, ServeArgs};
 use crate::live::{Live, Settings};
 use crate::prefs::Prefs;
 use crate::signals::{self, ShutdownSignals};
-use crate::{api, build, demo};
+use crate::{api, demo};
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     crate::panics::install();
@@ -24,47 +24,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let pr_dir = std::path::absolute(&args.state_dir)
         .unwrap_or_else(|_| args.state_dir.clone())
         .join("pr");
-    let rt = build::build(&cfg, Some(&pr_dir))?;
-    if let Some(image) = &demo_image {
-        // Saved only once the demo could actually be built; never overwrites.
-        save_new(&cfg, &args.config)?;
-        tracing::info!(config = %args.config.display(), image = %image.display(), "created the demo target");
-    }
-
-    // The API socket comes first: with it, a daemon without portals is
-    // useful (targets get created through it); without it, it is not.
-    let socket = api_socket(args)?;
-
     let server = IscsiServer::new();
-    server.set_discovery_auth(rt.discovery_auth.clone());
+    // --listen replaces the portals: listen first (ports may be 0), then
+    // advertise what was actually bound, or SendTargets would send
+    // initiators to addresses nobody listens on.
     let mut bound = Vec::new();
-    if args.listen.is_empty() {
-        if rt.portals.is_empty() && socket.is_none() {
-            bail!(
-                "nothing to listen on: no enabled iSCSI TPG in {} has a portal (add one, or pass --listen ADDR:PORT)",
-                args.config.display()
-            );
-        }
-        for t in &rt.targets {
-            server.set_target(t.clone());
-        }
-        for addr in &rt.portals {
-            bound.push(listen(&server, *addr)?);
-        }
-    } else {
-        // --listen replaces the portals: listen first (ports may be 0), then
-        // advertise what was actually bound, or SendTargets would send
-        // initiators to addresses nobody listens on.
-        for addr in &args.listen {
-            bound.push(listen(&server, *addr)?);
-        }
-        for t in &rt.targets {
-            let mut t = t.clone();
-            for tpg in t.tpgs.iter_mut().filter(|tpg| tpg.enable) {
-                tpg.portals = bound.clone();
-            }
-            server.set_target(t);
-        }
+    for addr in &args.listen {
+        bound.push(listen(&server, *addr)?);
     }
     let settings = Settings {
         config_path: args.config.clone(),
@@ -73,17 +39,31 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         prefs: load_prefs(&args.config),
         pr_dir: Some(pr_dir),
     };
-    let live = Arc::new(Live::new(
-        server.clone(),
-        settings,
-        cfg.clone(),
-        rt.objects,
-        if args.listen.is_empty() {
-            rt.portals.clone()
-        } else {
-            Vec::new()
-        },
-    ));
+    // Start-up is a reconcile from the empty running state: the same path
+    // as every live change. Every object opens before anything else.
+    let live = Arc::new(Live::new(server.clone(), settings));
+    let ready = live.prepare(cfg)?;
+    let (targets, devices) = (ready.targets.len(), ready.opened.len());
+    if let Some(image) = &demo_image {
+        // Saved only once the demo could actually be built; never overwrites.
+        save_new(&ready.cfg, &args.config)?;
+        tracing::info!(config = %args.config.display(), image = %image.display(), "created the demo target");
+    }
+
+    // The API socket comes first: with it, a daemon without portals is
+    // useful (targets get created through it); without it, it is not.
+    let socket = api_socket(args)?;
+    if args.listen.is_empty() && ready.plan.listen.is_empty() && socket.is_none() {
+        bail!(
+            "nothing to listen on: no enabled iSCSI TPG in {} has a portal (add one, or pass --listen ADDR:PORT)",
+            args.config.display()
+        );
+    }
+    let (listening, warnings) = live.commit(ready)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    bound.extend(listening);
     if let Some(s) = &socket {
         s.serve(live.clone())?;
         eprintln!("rtarget: API on {}", s.path().display());
@@ -95,11 +75,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(image) = &demo_image {
         eprint!("{}", demo::instructions(bound[0], &args.config, image));
     }
-    tracing::info!(
-        targets = rt.targets.len(),
-        devices = rt.devices.len(),
-        "ready"
-    );
+    tracing::info!(targets, devices, "ready");
 
     let sig = shutdown.wait();
     tracing::info!(signal = signals::name(sig), "shutting down");

@@ -259,7 +259,7 @@ impl ShellHelper {
                 "global" => crate::prefs::NAMES,
                 "auth" => AUTH,
                 "discovery_auth" => crate::ops_edit::DISCOVERY_AUTH,
-                "alua" if at.contains("/luns/") => crate::alua::LUN_ALUA_PARAMS,
+                "alua" if at.contains("/luns/") => manage::alua::LUN_ALUA_PARAMS,
                 "alua" => config::alua::ALUA_PARAMS,
                 _ if at.starts_with("/backstores/") => so_attributes(),
                 _ if at.contains("/acls/") => acl_attributes(),
@@ -290,8 +290,8 @@ fn create_params(at: &str) -> &'static [&'static str] {
     let parts: Vec<&str> = at.split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         ["backstores", plugin] => crate::ops_backstore::create_params(plugin).0,
-        ["iscsi"] => &["wwn"],
-        ["iscsi", _] => &["tag"],
+        [config::fabric::ISCSI] => &["wwn"],
+        [config::fabric::ISCSI, _] => &["tag"],
         ["backstores", _, _, "alua"] => &["name", "tag"],
         [.., "luns"] => &["storage_object", "lun", "add_mapped_luns"],
         [.., "portals"] => &["ip_address", "ip_port"],

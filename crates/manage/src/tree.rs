@@ -7,6 +7,7 @@
 //! request, so it can never disagree with what is saved and served.
 
 use config::{MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
+use serde::{Deserialize, Serialize};
 
 /// Backstore plugins shown under `/backstores` (the ones rtarget serves).
 pub const PLUGINS: [&str; 6] = [
@@ -31,12 +32,21 @@ pub fn plugins() -> Vec<String> {
 }
 
 /// Fabric roots shown at the top level besides `backstores`.
-pub const FABRICS: [&str; 3] = ["iscsi", "loopback", "vhost"];
+pub const FABRICS: [&str; 3] = config::fabric::ALL;
 /// rtslib's name for the ALUA group every LUN starts in.
 pub const DEFAULT_TG_PT_GP: &str = "default_tg_pt_gp";
 
-/// One node of the tree, as sent to API clients (a wire type).
-pub use crate::proto::Node;
+/// One node of the tree, as sent to API clients (a wire type of the
+/// management API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub path: String,
+    /// The text between the brackets in `ls`.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Node>,
+}
 
 impl Node {
     fn new(parent: &str, name: &str, summary: impl Into<String>) -> Node {
@@ -134,8 +144,7 @@ pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
 
 fn target_node(cfg: &SaveConfig, parent: &str, t: &Target) -> Node {
     let mut tn = Node::new(parent, &t.wwn, format!("TPGs: {}", t.tpgs.len()));
-    for (i, tpg) in t.tpgs.iter().enumerate() {
-        let tag = tpg.tag.unwrap_or(i as u16 + 1);
+    for (tag, tpg) in t.tagged_tpgs() {
         let mut gn = Node::new(&tn.path, &format!("tpg{tag}"), tpg_summary(tpg));
         let mut acls = Node::new(&gn.path, "acls", format!("ACLs: {}", tpg.node_acls.len()));
         for acl in &tpg.node_acls {

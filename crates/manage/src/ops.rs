@@ -1,7 +1,7 @@
 //! The management verbs on the configuration: `create`, `delete`, `set` and
 //! `get` at a targetcli path, as edits of a [`SaveConfig`]. Pure: no I/O,
-//! no running objects; the daemon ([`crate::live`]) validates the edited
-//! config, applies it to the running objects and saves it.
+//! no running objects; a front end (rtarget's daemon) validates the edited
+//! config, reconciles the running objects with it and saves it.
 //!
 //! Each verb takes targetcli's parameters, in targetcli's positional order,
 //! with targetcli's defaults (fileio write-back on, LUNs and mapped LUNs
@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Result};
-use config::{parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, StorageObject, Target, Tpg};
+use config::{fabric, parse_ip, Lun, MappedLun, NodeAcl, Portal, SaveConfig, Target, Tpg};
 use serde_json::{json, Map, Value};
 
 use crate::args::{parse_index, Args};
@@ -41,128 +41,6 @@ pub enum PathKind {
     Other,
 }
 
-/// A path in the tree, resolved against the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Loc {
-    Root,
-    Backstores,
-    Plugin(String),
-    Object(String, String),
-    Fabric(String),
-    Target(String),
-    Tpg(String, u16),
-    Luns(String, u16),
-    Lun(String, u16, u64),
-    Acls(String, u16),
-    Acl(String, u16, String),
-    MappedLun(String, u16, String, u64),
-    Portals(String, u16),
-    Portal(String, u16, String),
-}
-
-/// Resolve an absolute path to a location that exists in `cfg`.
-pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
-    let path = normalize("/", path);
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let missing = || anyhow!("no such path: {path}");
-    let loc = match parts.as_slice() {
-        [] => Loc::Root,
-        ["backstores"] => Loc::Backstores,
-        ["backstores", p] if crate::tree::plugins().iter().any(|x| x == p) => {
-            Loc::Plugin(p.to_string())
-        }
-        ["backstores", p, n] | ["backstores", p, n, "alua", ..] => {
-            if !cfg
-                .storage_objects
-                .iter()
-                .any(|so| so.ui_plugin() == *p && so.name == *n)
-            {
-                return Err(missing());
-            }
-            Loc::Object(p.to_string(), n.to_string())
-        }
-        [f] if ["iscsi", "loopback", "vhost"].contains(f) => Loc::Fabric(f.to_string()),
-        ["iscsi", wwn, rest @ ..] => {
-            let t = iscsi_target(cfg, wwn).ok_or_else(missing)?;
-            let w = t.wwn.clone();
-            let Some((tpg_part, rest)) = rest.split_first() else {
-                return Ok(Loc::Target(w));
-            };
-            let tag = parse_index("tpg", tpg_part).map_err(|_| missing())?;
-            let tag = u16::try_from(tag).map_err(|_| missing())?;
-            let tpg = find_tpg(t, tag).ok_or_else(missing)?;
-            match rest {
-                [] => Loc::Tpg(w, tag),
-                ["luns"] => Loc::Luns(w, tag),
-                ["luns", l] => {
-                    let i = parse_index("lun", l).map_err(|_| missing())?;
-                    tpg.luns.iter().find(|x| x.index == i).ok_or_else(missing)?;
-                    Loc::Lun(w, tag, i)
-                }
-                ["acls"] => Loc::Acls(w, tag),
-                ["acls", a, rest @ ..] => {
-                    let acl = tpg
-                        .node_acls
-                        .iter()
-                        .find(|x| x.node_wwn == *a)
-                        .ok_or_else(missing)?;
-                    match rest {
-                        [] => Loc::Acl(w, tag, a.to_string()),
-                        [m] => {
-                            let i = parse_index("mapped_lun", m).map_err(|_| missing())?;
-                            acl.mapped_luns
-                                .iter()
-                                .find(|x| x.index == i)
-                                .ok_or_else(missing)?;
-                            Loc::MappedLun(w, tag, a.to_string(), i)
-                        }
-                        _ => return Err(missing()),
-                    }
-                }
-                ["portals"] => Loc::Portals(w, tag),
-                ["portals", p] => {
-                    tpg.portals
-                        .iter()
-                        .find(|x| portal_name(x) == *p)
-                        .ok_or_else(missing)?;
-                    Loc::Portal(w, tag, p.to_string())
-                }
-                _ => return Err(missing()),
-            }
-        }
-        _ => return Err(missing()),
-    };
-    Ok(loc)
-}
-
-fn iscsi_target<'a>(cfg: &'a SaveConfig, wwn: &str) -> Option<&'a Target> {
-    cfg.targets
-        .iter()
-        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
-}
-
-fn find_tpg(t: &Target, tag: u16) -> Option<&Tpg> {
-    t.tpgs
-        .iter()
-        .enumerate()
-        .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
-        .map(|(_, g)| g)
-}
-
-pub(crate) fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Result<&'a mut Tpg> {
-    let t = cfg
-        .targets
-        .iter_mut()
-        .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
-        .ok_or_else(|| anyhow!("no such target {wwn}"))?;
-    t.tpgs
-        .iter_mut()
-        .enumerate()
-        .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == tag)
-        .map(|(_, g)| g)
-        .ok_or_else(|| anyhow!("no such TPG tpg{tag} in {wwn}"))
-}
-
 /// `create` at `path`. Returns a targetcli-like message.
 pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Result<String> {
     match crate::alua::locate(cfg, path)? {
@@ -172,227 +50,239 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
     }
     match locate(cfg, path)? {
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
-        Loc::Fabric(f) if f == "iscsi" => {
-            let b = args.bind("create", &["wwn"], 0)?;
-            let wwn = match b.get("wwn") {
-                Some(w) => w.to_string(),
-                None => format!("iqn.2026-11.org.rtarget:sn.{}", &(ctx.new_uuid)()?[24..]),
-            };
-            check_iscsi_name(&wwn)?;
-            if iscsi_target(cfg, &wwn).is_some() {
-                bail!("target {wwn} already exists");
-            }
-            let p = ctx.add_default_portal.then_some(ctx.default_portal);
-            cfg.targets.push(Target {
-                fabric: "iscsi".into(),
-                wwn: wwn.clone(),
-                tpgs: vec![new_tpg(1, p)],
-                ..Target::default()
-            });
-            let mut msg = format!("Created target {wwn}.\nCreated TPG 1.");
-            if let Some(p) = p {
-                msg.push_str(&format!("\nCreated default portal listening on {p}."));
-            }
-            Ok(msg)
-        }
+        Loc::Fabric(f) if f == fabric::ISCSI => create_target(cfg, args, ctx),
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
-        Loc::Target(wwn) => {
-            let b = args.bind("create", &["tag"], 0)?;
-            let t = cfg
-                .targets
-                .iter_mut()
-                .find(|t| t.fabric == "iscsi" && t.wwn == wwn)
-                .ok_or_else(|| anyhow!("no such target {wwn}"))?;
-            let used: Vec<u16> = t
-                .tpgs
-                .iter()
-                .enumerate()
-                .map(|(i, g)| g.tag.unwrap_or(i as u16 + 1))
-                .collect();
-            let tag = match b.get("tag") {
-                Some(v) => u16::try_from(parse_index("tpg", v)?)
-                    .ok()
-                    .filter(|t| *t > 0)
-                    .ok_or_else(|| anyhow!("tag {v} is not in 1..=65535"))?,
-                None => (1..=u16::MAX)
-                    .find(|t| !used.contains(t))
-                    .ok_or_else(|| anyhow!("no free TPG tag"))?,
-            };
-            if used.contains(&tag) {
-                bail!("tpg{tag} already exists");
-            }
-            t.tpgs.push(new_tpg(tag, None));
-            Ok(format!("Created TPG {tag}."))
-        }
-        Loc::Luns(wwn, tag) => {
-            let b = args.bind("create", &["storage_object", "lun", "add_mapped_luns"], 1)?;
-            let given = normalize("/", b.req("storage_object")?);
-            let so_path = object_ref(cfg, &given).ok_or_else(|| {
-                anyhow!("storage object {given} does not exist (create it under /backstores first)")
-            })?;
-            let add_mapped = b
-                .bool("add_mapped_luns")?
-                .unwrap_or(ctx.auto_add_mapped_luns);
-            let tpg = tpg_mut(cfg, &wwn, tag)?;
-            let index = match b.get("lun") {
-                Some(v) => parse_index("lun", v)?,
-                None => first_free(tpg.luns.iter().map(|l| l.index)),
-            };
-            if tpg.luns.iter().any(|l| l.index == index) {
-                bail!("lun{index} already exists");
-            }
-            tpg.luns.push(Lun {
-                index,
-                storage_object: so_path.clone(),
-                alua_tg_pt_gp_name: Some(crate::tree::DEFAULT_TG_PT_GP.into()),
-                ..Lun::default()
-            });
-            let mut msg = format!("Created LUN {index}.");
-            if add_mapped {
-                for acl in &mut tpg.node_acls {
-                    let m = first_free(acl.mapped_luns.iter().map(|m| m.index));
-                    acl.mapped_luns.push(MappedLun {
-                        index: m,
-                        tpg_lun: index,
-                        ..MappedLun::default()
-                    });
-                    msg.push_str(&format!(
-                        "\nCreated LUN {index}->{m} mapping in node ACL {}",
-                        acl.node_wwn
-                    ));
-                }
-            }
-            Ok(msg)
-        }
-        Loc::Portals(wwn, tag) => {
-            let b = args.bind("create", &["ip_address", "ip_port"], 0)?;
-            let ip = b
-                .get("ip_address")
-                .map(str::to_string)
-                .unwrap_or_else(|| ctx.default_portal.ip().to_string());
-            let port: u16 = match b.get("ip_port") {
-                Some(v) => v
-                    .parse()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| anyhow!("ip_port {v:?} is not a port number"))?,
-                None => 3260,
-            };
-            let parsed = parse_ip(&ip).ok_or_else(|| anyhow!("{ip:?} is not an IP address"))?;
-            let ip = if parsed.is_ipv6() {
-                format!("[{parsed}]")
-            } else {
-                parsed.to_string()
-            };
-            let tpg = tpg_mut(cfg, &wwn, tag)?;
-            let portal = Portal {
-                ip_address: ip,
-                port,
-                iser: Some(false),
-                offload: Some(false),
-                ..Portal::default()
-            };
-            let name = portal_name(&portal);
-            if tpg.portals.iter().any(|p| portal_name(p) == name) {
-                bail!("portal {name} already exists");
-            }
-            tpg.portals.push(portal);
-            Ok(format!("Created network portal {name}."))
-        }
-        Loc::Acls(wwn, tag) => {
-            let b = args.bind("create", &["wwn", "add_mapped_luns"], 1)?;
-            let node = b.req("wwn")?.to_string();
-            check_iscsi_name(&node)?;
-            let add_mapped = b
-                .bool("add_mapped_luns")?
-                .unwrap_or(ctx.auto_add_mapped_luns);
-            let tpg = tpg_mut(cfg, &wwn, tag)?;
-            if tpg.node_acls.iter().any(|a| a.node_wwn == node) {
-                bail!("ACL for {node} already exists");
-            }
-            let mapped_luns = if add_mapped {
-                tpg.luns
-                    .iter()
-                    .map(|l| MappedLun {
-                        index: l.index,
-                        tpg_lun: l.index,
-                        ..MappedLun::default()
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let n = tpg.luns.len();
-            tpg.node_acls.push(NodeAcl {
-                node_wwn: node.clone(),
-                mapped_luns,
-                ..NodeAcl::default()
-            });
-            Ok(format!(
-                "Created Node ACL for {node}{}",
-                if add_mapped && n > 0 {
-                    format!(" with {n} mapped LUNs")
-                } else {
-                    String::new()
-                }
-            ))
-        }
-        Loc::Acl(wwn, tag, node) => {
-            let b = args.bind(
-                "create",
-                &["mapped_lun", "tpg_lun_or_backstore", "write_protect"],
-                2,
-            )?;
-            let index = parse_index("mapped_lun", b.req("mapped_lun")?)?;
-            let target = b.req("tpg_lun_or_backstore")?;
-            let wp = b.bool("write_protect")?.unwrap_or(false);
-            let p = normalize("/", target);
-            let p = object_ref(cfg, &p).unwrap_or(p);
-            let tpg = tpg_mut(cfg, &wwn, tag)?;
-            let tpg_lun = if target.starts_with('/') {
-                tpg.luns
-                    .iter()
-                    .find(|l| l.storage_object == p)
-                    .map(|l| l.index)
-                    .ok_or_else(|| anyhow!("{p} is not exported by a LUN of tpg{tag}"))?
-            } else {
-                let i = parse_index("lun", target)?;
-                if !tpg.luns.iter().any(|l| l.index == i) {
-                    bail!("lun{i} does not exist in tpg{tag}");
-                }
-                i
-            };
-            let acl = tpg
-                .node_acls
-                .iter_mut()
-                .find(|a| a.node_wwn == node)
-                .ok_or_else(|| anyhow!("no ACL {node}"))?;
-            if acl.mapped_luns.iter().any(|m| m.index == index) {
-                bail!("mapped_lun{index} already exists");
-            }
-            acl.mapped_luns.push(MappedLun {
-                index,
-                tpg_lun,
-                write_protect: wp,
-                ..MappedLun::default()
-            });
-            Ok(format!("Created Mapped LUN {index}."))
-        }
+        Loc::Target(wwn) => create_tpg(cfg, &wwn, args),
+        Loc::Luns(wwn, tag) => create_lun(cfg, &wwn, tag, args, ctx),
+        Loc::Portals(wwn, tag) => create_portal(cfg, &wwn, tag, args, ctx),
+        Loc::Acls(wwn, tag) => create_acl(cfg, &wwn, tag, args, ctx),
+        Loc::Acl(wwn, tag, node) => create_mapped_lun(cfg, &wwn, tag, &node, args),
         other => bail!("cannot create objects at {path} ({})", loc_kind(&other)),
     }
 }
 
-/// The saved reference (`/backstores/<plugin>/<name>`, as LUNs hold it) of
-/// the object at a tree path; user objects appear as `/backstores/user:qcow/NAME`
-/// in the tree but are referenced as `/backstores/user/NAME`.
-pub fn object_ref(cfg: &SaveConfig, tree_path: &str) -> Option<String> {
-    cfg.storage_objects
-        .iter()
-        .find(|so| {
-            so.path() == tree_path
-                || format!("/backstores/{}/{}", so.ui_plugin(), so.name) == tree_path
-        })
-        .map(StorageObject::path)
+/// `/iscsi create [wwn]`: a target with `tpg1` (and the default portal).
+fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String> {
+    let b = args.bind("create", &["wwn"], 0)?;
+    let wwn = match b.get("wwn") {
+        Some(w) => w.to_string(),
+        None => format!("iqn.2026-11.org.rtarget:sn.{}", &(ctx.new_uuid)()?[24..]),
+    };
+    check_iscsi_name(&wwn)?;
+    if iscsi_target(cfg, &wwn).is_some() {
+        bail!("target {wwn} already exists");
+    }
+    let p = ctx.add_default_portal.then_some(ctx.default_portal);
+    cfg.targets.push(Target {
+        fabric: fabric::ISCSI.into(),
+        wwn: wwn.clone(),
+        tpgs: vec![new_tpg(1, p)],
+        ..Target::default()
+    });
+    let mut msg = format!("Created target {wwn}.\nCreated TPG 1.");
+    if let Some(p) = p {
+        msg.push_str(&format!("\nCreated default portal listening on {p}."));
+    }
+    Ok(msg)
+}
+
+/// `/iscsi/IQN create [tag]`.
+fn create_tpg(cfg: &mut SaveConfig, wwn: &str, args: &Args) -> Result<String> {
+    let b = args.bind("create", &["tag"], 0)?;
+    let t = cfg
+        .targets
+        .iter_mut()
+        .find(|t| t.is_iscsi() && t.wwn == wwn)
+        .ok_or_else(|| anyhow!("no such target {wwn}"))?;
+    let used: Vec<u16> = t.tagged_tpgs().map(|(tag, _)| tag).collect();
+    let tag = match b.get("tag") {
+        Some(v) => u16::try_from(parse_index("tpg", v)?)
+            .ok()
+            .filter(|t| *t > 0)
+            .ok_or_else(|| anyhow!("tag {v} is not in 1..=65535"))?,
+        None => (1..=u16::MAX)
+            .find(|t| !used.contains(t))
+            .ok_or_else(|| anyhow!("no free TPG tag"))?,
+    };
+    if used.contains(&tag) {
+        bail!("tpg{tag} already exists");
+    }
+    t.tpgs.push(new_tpg(tag, None));
+    Ok(format!("Created TPG {tag}."))
+}
+
+/// `.../tpgN/luns create storage_object [lun] [add_mapped_luns]`.
+fn create_lun(cfg: &mut SaveConfig, wwn: &str, tag: u16, args: &Args, ctx: &Ctx) -> Result<String> {
+    let b = args.bind("create", &["storage_object", "lun", "add_mapped_luns"], 1)?;
+    let given = normalize("/", b.req("storage_object")?);
+    let so_path = object_ref(cfg, &given).ok_or_else(|| {
+        anyhow!("storage object {given} does not exist (create it under /backstores first)")
+    })?;
+    let add_mapped = b
+        .bool("add_mapped_luns")?
+        .unwrap_or(ctx.auto_add_mapped_luns);
+    let tpg = tpg_mut(cfg, wwn, tag)?;
+    let index = match b.get("lun") {
+        Some(v) => parse_index("lun", v)?,
+        None => first_free(tpg.luns.iter().map(|l| l.index)),
+    };
+    if tpg.luns.iter().any(|l| l.index == index) {
+        bail!("lun{index} already exists");
+    }
+    tpg.luns.push(Lun {
+        index,
+        storage_object: so_path.clone(),
+        alua_tg_pt_gp_name: Some(crate::tree::DEFAULT_TG_PT_GP.into()),
+        ..Lun::default()
+    });
+    let mut msg = format!("Created LUN {index}.");
+    if add_mapped {
+        for acl in &mut tpg.node_acls {
+            let m = first_free(acl.mapped_luns.iter().map(|m| m.index));
+            acl.mapped_luns.push(MappedLun {
+                index: m,
+                tpg_lun: index,
+                ..MappedLun::default()
+            });
+            msg.push_str(&format!(
+                "\nCreated LUN {index}->{m} mapping in node ACL {}",
+                acl.node_wwn
+            ));
+        }
+    }
+    Ok(msg)
+}
+
+/// `.../tpgN/portals create [ip_address] [ip_port]`.
+fn create_portal(
+    cfg: &mut SaveConfig,
+    wwn: &str,
+    tag: u16,
+    args: &Args,
+    ctx: &Ctx,
+) -> Result<String> {
+    let b = args.bind("create", &["ip_address", "ip_port"], 0)?;
+    let ip = b
+        .get("ip_address")
+        .map(str::to_string)
+        .unwrap_or_else(|| ctx.default_portal.ip().to_string());
+    let port: u16 = match b.get("ip_port") {
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| anyhow!("ip_port {v:?} is not a port number"))?,
+        None => 3260,
+    };
+    let parsed = parse_ip(&ip).ok_or_else(|| anyhow!("{ip:?} is not an IP address"))?;
+    let ip = if parsed.is_ipv6() {
+        format!("[{parsed}]")
+    } else {
+        parsed.to_string()
+    };
+    let tpg = tpg_mut(cfg, wwn, tag)?;
+    let portal = Portal {
+        ip_address: ip,
+        port,
+        iser: Some(false),
+        offload: Some(false),
+        ..Portal::default()
+    };
+    let name = portal_name(&portal);
+    if tpg.portals.iter().any(|p| portal_name(p) == name) {
+        bail!("portal {name} already exists");
+    }
+    tpg.portals.push(portal);
+    Ok(format!("Created network portal {name}."))
+}
+
+/// `.../tpgN/acls create wwn [add_mapped_luns]`.
+fn create_acl(cfg: &mut SaveConfig, wwn: &str, tag: u16, args: &Args, ctx: &Ctx) -> Result<String> {
+    let b = args.bind("create", &["wwn", "add_mapped_luns"], 1)?;
+    let node = b.req("wwn")?.to_string();
+    check_iscsi_name(&node)?;
+    let add_mapped = b
+        .bool("add_mapped_luns")?
+        .unwrap_or(ctx.auto_add_mapped_luns);
+    let tpg = tpg_mut(cfg, wwn, tag)?;
+    if tpg.node_acls.iter().any(|a| a.node_wwn == node) {
+        bail!("ACL for {node} already exists");
+    }
+    let mapped_luns = if add_mapped {
+        tpg.luns
+            .iter()
+            .map(|l| MappedLun {
+                index: l.index,
+                tpg_lun: l.index,
+                ..MappedLun::default()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let n = tpg.luns.len();
+    tpg.node_acls.push(NodeAcl {
+        node_wwn: node.clone(),
+        mapped_luns,
+        ..NodeAcl::default()
+    });
+    Ok(format!(
+        "Created Node ACL for {node}{}",
+        if add_mapped && n > 0 {
+            format!(" with {n} mapped LUNs")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// `.../acls/NODE create mapped_lun tpg_lun_or_backstore [write_protect]`.
+fn create_mapped_lun(
+    cfg: &mut SaveConfig,
+    wwn: &str,
+    tag: u16,
+    node: &str,
+    args: &Args,
+) -> Result<String> {
+    let b = args.bind(
+        "create",
+        &["mapped_lun", "tpg_lun_or_backstore", "write_protect"],
+        2,
+    )?;
+    let index = parse_index("mapped_lun", b.req("mapped_lun")?)?;
+    let target = b.req("tpg_lun_or_backstore")?;
+    let wp = b.bool("write_protect")?.unwrap_or(false);
+    let p = normalize("/", target);
+    let p = object_ref(cfg, &p).unwrap_or(p);
+    let tpg = tpg_mut(cfg, wwn, tag)?;
+    let tpg_lun = if target.starts_with('/') {
+        tpg.luns
+            .iter()
+            .find(|l| l.storage_object == p)
+            .map(|l| l.index)
+            .ok_or_else(|| anyhow!("{p} is not exported by a LUN of tpg{tag}"))?
+    } else {
+        let i = parse_index("lun", target)?;
+        if !tpg.luns.iter().any(|l| l.index == i) {
+            bail!("lun{i} does not exist in tpg{tag}");
+        }
+        i
+    };
+    let acl = tpg
+        .node_acls
+        .iter_mut()
+        .find(|a| a.node_wwn == node)
+        .ok_or_else(|| anyhow!("no ACL {node}"))?;
+    if acl.mapped_luns.iter().any(|m| m.index == index) {
+        bail!("mapped_lun{index} already exists");
+    }
+    acl.mapped_luns.push(MappedLun {
+        index,
+        tpg_lun,
+        write_protect: wp,
+        ..MappedLun::default()
+    });
+    Ok(format!("Created Mapped LUN {index}."))
 }
 
 /// `enable` / `disable` at a TPG.
@@ -457,31 +347,14 @@ fn first_free(used: impl Iterator<Item = u64>) -> u64 {
 /// logins check InitiatorName against (no control or white-space
 /// characters, at most 223 bytes).
 pub fn check_iscsi_name(n: &str) -> Result<()> {
-    if !iscsi::valid_iscsi_name(n) {
+    if !iscsi_wire::name::valid_name(n) {
         bail!("{n:?} is not a valid iSCSI name (e.g. iqn.2026-11.org.example:target1)");
     }
     Ok(())
 }
 
-fn loc_kind(l: &Loc) -> &'static str {
-    match l {
-        Loc::Root => "the root",
-        Loc::Backstores => "the backstores root",
-        Loc::Plugin(_) => "a backstore type",
-        Loc::Object(..) => "a storage object",
-        Loc::Fabric(_) => "a fabric",
-        Loc::Target(_) => "a target",
-        Loc::Tpg(..) => "a TPG",
-        Loc::Luns(..) => "the LUN list",
-        Loc::Lun(..) => "a LUN",
-        Loc::Acls(..) => "the ACL list",
-        Loc::Acl(..) => "an ACL",
-        Loc::MappedLun(..) => "a mapped LUN",
-        Loc::Portals(..) => "the portal list",
-        Loc::Portal(..) => "a portal",
-    }
-}
-
+pub(crate) use crate::locate::{iscsi_target, loc_kind, tpg_mut};
+pub use crate::locate::{locate, object_ref, Loc};
 pub use crate::ops_edit::{delete, get, info, set};
 
 #[cfg(test)]

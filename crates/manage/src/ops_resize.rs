@@ -2,7 +2,7 @@
 //! which objects can grow, the size a request asks for (`2G`, `+512M`, or
 //! nothing for a block device that grew underneath), and the wording of
 //! refusals. The live part (growing the running backstore, telling
-//! initiators, saving the new size) is [`crate::live::Live::resize`].
+//! initiators, saving the new size) is the daemon's (rtarget `Live::resize`).
 
 use std::io::{Seek, SeekFrom};
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Result};
 use config::settings::{self, Spec};
-use config::{SaveConfig, Tpg};
+use config::{fabric, SaveConfig, Tpg};
 use serde_json::{Map, Value};
 
 use crate::args::{parse_index, Args};
@@ -94,7 +94,7 @@ pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
             let b = args.bind("delete", &["name"], 1)?;
             Loc::Object(p, b.req("name")?.to_string())
         }
-        Loc::Fabric(f) if f == "iscsi" => {
+        Loc::Fabric(f) if f == fabric::ISCSI => {
             let b = args.bind("delete", &["wwn"], 1)?;
             Loc::Target(b.req("wwn")?.to_string())
         }
@@ -163,8 +163,7 @@ fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
         }
         Loc::Target(w) => {
             let before = cfg.targets.len();
-            cfg.targets
-                .retain(|t| !(t.fabric == "iscsi" && t.wwn == *w));
+            cfg.targets.retain(|t| !(t.is_iscsi() && t.wwn == *w));
             if cfg.targets.len() == before {
                 bail!("no such target {w}");
             }
@@ -174,13 +173,14 @@ fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
             let t = cfg
                 .targets
                 .iter_mut()
-                .find(|t| t.fabric == "iscsi" && t.wwn == *w)
+                .find(|t| t.is_iscsi() && t.wwn == *w)
                 .ok_or_else(|| anyhow!("no such target {w}"))?;
             let before = t.tpgs.len();
-            let mut i = 0;
+            let mut position = 0;
             t.tpgs.retain(|g| {
-                i += 1;
-                g.tag.unwrap_or(i) != *tag
+                let keep = g.tag_at(position) != *tag;
+                position += 1;
+                keep
             });
             if t.tpgs.len() == before {
                 bail!("no such TPG tpg{tag}");
@@ -254,17 +254,17 @@ fn group_map<'a>(
         (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, tpg_attributes(), "")),
         (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, tpg_parameters(), "")),
         (Loc::Tpg(w, t), "auth") => Ok((&mut tpg_mut(cfg, w, *t)?.extra, AUTH, "chap_")),
-        (Loc::Fabric(f), "discovery_auth") if f == "iscsi" => {
-            if !cfg.fabric_modules.iter().any(|m| m.name == "iscsi") {
+        (Loc::Fabric(f), "discovery_auth") if f == fabric::ISCSI => {
+            if !cfg.fabric_modules.iter().any(|m| m.name == fabric::ISCSI) {
                 cfg.fabric_modules.push(config::FabricModule {
-                    name: "iscsi".into(),
+                    name: fabric::ISCSI.into(),
                     ..Default::default()
                 });
             }
             let m = cfg
                 .fabric_modules
                 .iter_mut()
-                .find(|m| m.name == "iscsi")
+                .find(|m| m.name == fabric::ISCSI)
                 .ok_or_else(|| anyhow!("no iscsi fabric module"))?;
             Ok((&mut m.extra, DISCOVERY_AUTH, "discovery_"))
         }
@@ -300,9 +300,9 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
     let tpg = |w: &str, t: u16| -> Result<&Tpg> {
         cfg.targets
             .iter()
-            .filter(|x| x.fabric == "iscsi" && x.wwn == w)
-            .flat_map(|x| x.tpgs.iter().enumerate())
-            .find(|(i, g)| g.tag.unwrap_or(*i as u16 + 1) == t)
+            .filter(|x| x.is_iscsi() && x.wwn == w)
+            .flat_map(|x| x.tagged_tpgs())
+            .find(|(g, _)| *g == t)
             .map(|(_, g)| g)
             .ok_or_else(|| anyhow!("no such TPG"))
     };
@@ -312,11 +312,9 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
                 .iter()
                 .find(|so| so.ui_plugin() == p && so.name == n),
         )?,
-        Loc::Target(w) => serde_json::to_value(
-            cfg.targets
-                .iter()
-                .find(|x| x.fabric == "iscsi" && x.wwn == w),
-        )?,
+        Loc::Target(w) => {
+            serde_json::to_value(cfg.targets.iter().find(|x| x.is_iscsi() && x.wwn == w))?
+        }
         Loc::Tpg(w, t) => serde_json::to_value(tpg(&w, t)?)?,
         Loc::Lun(w, t, i) => serde_json::to_value(tpg(&w, t)?.luns.iter().find(|l| l.index == i))?,
         Loc::Portal(w, t, name) => {
