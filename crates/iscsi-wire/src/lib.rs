@@ -12,6 +12,7 @@ pub mod pdu;
 pub mod request;
 pub mod response;
 pub mod text;
+pub mod tmf;
 
 pub use bhs::{Bhs, Opcode, BHS_LEN, RESERVED_TAG};
 pub use digest::Digests;

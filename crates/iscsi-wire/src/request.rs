@@ -9,6 +9,7 @@ use crate::layout::{
     bhs_pdu, At, BitValue, Bits, Flag, CID, CONTINUE, CSG, FINAL, IMMEDIATE, ISID, ITT, LUN, NSG,
     TRANSIT, TSIH, TTT,
 };
+use crate::tmf::TmfFunction;
 
 /// SCSI task attribute as carried in the SCSI Command PDU (ATTR field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +142,7 @@ bhs_pdu! {
     /// Task Management Function Request (opcode 0x02).
     pub struct TaskMgmtRequest: Opcode::TASK_MGMT_REQUEST [FINAL = true] {
         pub immediate: bool = IMMEDIATE,
-        /// Function code 1..=8 (and reserved values, kept for the response).
-        pub function: u8 = Bits::low(1, 0x7f),
+        pub function: TmfFunction = Bits::low(1, 0x7f),
         pub lun: [u8; 8] = LUN,
         pub itt: u32 = ITT,
         pub referenced_tag: u32 = TTT,
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(LogoutRequest::parse(&b), lo);
         let tm = TaskMgmtRequest {
             immediate: true,
-            function: 5,
+            function: TmfFunction::LogicalUnitReset,
             lun: [0, 2, 0, 0, 0, 0, 0, 0],
             itt: 6,
             referenced_tag: 0xffff_ffff,
@@ -436,7 +436,7 @@ mod tests {
         );
         let tm = TaskMgmtRequest {
             immediate: true,
-            function: 0x7e,
+            function: TmfFunction::Unknown(0x7e),
             lun,
             itt: 0x1011_1213,
             referenced_tag: 0x2021_2223,
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(b.0[0], 0x05, "Data-Out has no I bit");
         for (f, byte1) in [(0u8, 0x80u8), (0x7f, 0xff)] {
             let mut tm = TaskMgmtRequest::parse(&Bhs::default());
-            tm.function = f;
+            tm.function = TmfFunction::from_code(f);
             tm.write_to(&mut b);
             assert_eq!(b.0[1], byte1);
         }
@@ -500,7 +500,10 @@ mod tests {
         let l = LoginRequest::parse(&all);
         assert_eq!((l.csg, l.nsg), (3, 3));
         assert_eq!(LogoutRequest::parse(&all).reason, 0x7f);
-        assert_eq!(TaskMgmtRequest::parse(&all).function, 0x7f);
+        assert_eq!(
+            TaskMgmtRequest::parse(&all).function,
+            TmfFunction::Unknown(0x7f)
+        );
         assert_eq!(SnackRequest::parse(&all).snack_type, 0x0f);
         let mut b = Bhs::default();
         let mut lo = LogoutRequest::parse(&b);

@@ -9,6 +9,7 @@ use crate::bhs::{Bhs, Opcode, RESERVED_TAG};
 use crate::layout::{
     bhs_pdu, At, Flag, Place, Wire, CONTINUE, CSG, FINAL, ISID, ITT, LUN, NSG, TRANSIT, TSIH, TTT,
 };
+use crate::tmf::TmfResponse;
 
 /// The sequence numbers every target PDU carries at bytes 24..36.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -235,10 +236,7 @@ bhs_pdu! {
 
     /// Task Management Function Response (opcode 0x22).
     pub struct TaskMgmtResponse: Opcode::TASK_MGMT_RESPONSE [FINAL = true] {
-        /// 0 complete, 1 task does not exist, 2 LUN does not exist, 3 task still
-        /// allegiant, 4 reassignment not supported, 5 not supported,
-        /// 6 authorization failed, 255 rejected.
-        pub response: u8 = At(2),
+        pub response: TmfResponse = At(2),
         pub itt: u32 = ITT,
         pub sn: SnFields = SN,
     }
@@ -409,7 +407,7 @@ mod tests {
 
         let mut b = Bhs::default();
         let t = TaskMgmtResponse {
-            response: 1,
+            response: TmfResponse::TaskDoesNotExist,
             itt: 4,
             sn: sn(),
         };
@@ -595,7 +593,7 @@ mod tests {
              60616263 70717273 80818283 00000000 c0c1d0d1 00000000",
         );
         let tm = TaskMgmtResponse {
-            response: 255,
+            response: TmfResponse::Rejected,
             itt: 0x1011_1213,
             sn,
         };

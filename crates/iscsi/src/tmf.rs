@@ -2,35 +2,55 @@
 //! aborts its own tasks (writes waiting for Data-Out, and commands on the
 //! worker pool: those are waited for, see `offload`, so the TMF response is
 //! the last word about them) and forwards the LU-side effects to the core;
-//! the result maps to a TMF response code.
+//! the core's result maps to a TMF response code.
 
 use iscsi_wire::bhs::{sn_le, sn_lt};
 use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::TaskMgmtResponse;
+use iscsi_wire::tmf::{TmfFunction as Wire, TmfResponse};
 use iscsi_wire::{Bhs, Frame};
 use target_core::{TmfFunction, TmfResult};
 
 use crate::session::{Action, Session};
 use crate::txq::TxQueue;
 
-/// TMF response codes.
-pub const COMPLETE: u8 = 0;
-pub const TASK_DOES_NOT_EXIST: u8 = 1;
-pub const LUN_DOES_NOT_EXIST: u8 = 2;
-pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
-pub const NOT_SUPPORTED: u8 = 5;
-/// "Task management function authorization failed": LIO's answer to a
-/// target reset its node attributes do not allow.
-pub const AUTH_FAILED: u8 = 6;
-pub const REJECTED: u8 = 255;
-
 /// Map a core result to the wire.
-pub fn response_code(r: TmfResult) -> u8 {
+pub fn response_code(r: TmfResult) -> TmfResponse {
     match r {
-        TmfResult::Complete => COMPLETE,
-        TmfResult::LunDoesNotExist => LUN_DOES_NOT_EXIST,
-        TmfResult::NotSupported => NOT_SUPPORTED,
-        TmfResult::Rejected => REJECTED,
+        TmfResult::Complete => TmfResponse::Complete,
+        TmfResult::LunDoesNotExist => TmfResponse::LunDoesNotExist,
+        TmfResult::NotSupported => TmfResponse::NotSupported,
+        TmfResult::Rejected => TmfResponse::Rejected,
+    }
+}
+
+/// Which tasks a function ends before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Nothing,
+    /// The referenced task.
+    Task,
+    /// This session's tasks on the LU.
+    SessionLun,
+    /// Every session's tasks on the LU (its whole task set).
+    Lun,
+    /// Every task on the target.
+    Target,
+}
+
+fn reach(f: Wire) -> Reach {
+    match f {
+        Wire::AbortTask => Reach::Task,
+        Wire::AbortTaskSet => Reach::SessionLun,
+        Wire::ClearTaskSet | Wire::LogicalUnitReset => Reach::Lun,
+        Wire::TargetWarmReset | Wire::TargetColdReset => Reach::Target,
+        Wire::ClearAca
+        | Wire::TaskReassign
+        | Wire::QueryTask
+        | Wire::QueryTaskSet
+        | Wire::ITNexusReset
+        | Wire::QueryAsyncEvent
+        | Wire::Unknown(_) => Reach::Nothing,
     }
 }
 
@@ -41,11 +61,13 @@ impl Session {
             return Action::Continue;
         }
         self.refresh_luns();
+        let func = r.function;
         // LIO checks the node attribute before anything is aborted.
-        if matches!(r.function, 6 | 7) && !self.may_reset_target(r.function == 7) {
-            tracing::warn!(initiator = %self.initiator_name, function = r.function,
+        let reset = matches!(func, Wire::TargetWarmReset | Wire::TargetColdReset);
+        if reset && !self.may_reset_target(func == Wire::TargetColdReset) {
+            tracing::warn!(initiator = %self.initiator_name, function = ?func,
                 "target reset refused: the initiator's ACL does not allow it (tmr_warm_reset / tmr_cold_reset)");
-            self.tmf_response(r.itt, AUTH_FAILED, tx);
+            self.tmf_response(r.itt, TmfResponse::AuthorizationFailed, tx);
             return Action::Continue;
         }
         let lun = scsi::lun::decode(r.lun);
@@ -54,72 +76,78 @@ impl Session {
             response_code(s.luns.task_management(&s.nexus, func, lun))
         };
         // Pool tasks the function aborts: answered never, waited for now.
-        let aborted = match r.function {
-            1 => self.abort_flights(tx, |f| f.itt == r.referenced_tag),
-            2 | 4 | 5 => self.abort_flights(tx, |f| f.lun == r.lun),
-            6 | 7 => self.abort_flights(tx, |_| true),
-            _ => Some(0),
+        let aborted = match reach(func) {
+            Reach::Nothing => Some(0),
+            Reach::Task => self.abort_flights(tx, |f| f.itt == r.referenced_tag),
+            Reach::SessionLun | Reach::Lun => self.abort_flights(tx, |f| f.lun == r.lun),
+            Reach::Target => self.abort_flights(tx, |_| true),
         };
         let Some(aborted) = aborted else {
             return Action::Close;
         };
         // Functions for the whole task set of an LU (every initiator's):
         // other sessions' pool tasks there finish before the answer too.
-        let settled = match r.function {
-            4 | 5 => self.wait_lus_idle(Some(lun)),
-            6 | 7 => self.wait_lus_idle(None),
-            _ => true,
+        let settled = match reach(func) {
+            Reach::Lun => self.wait_lus_idle(Some(lun)),
+            Reach::Target => self.wait_lus_idle(None),
+            Reach::Nothing | Reach::Task | Reach::SessionLun => true,
         };
         if !settled {
             return Action::Close;
         }
-        let response = match r.function {
-            1 => {
+        let response = match func {
+            Wire::AbortTask => {
                 if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
                     self.drop_task(i, tx);
-                    COMPLETE
+                    TmfResponse::Complete
                 } else if aborted > 0 {
-                    COMPLETE
+                    TmfResponse::Complete
                 } else if sn_le(self.exp_cmdsn, r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
                     // In the window but never received: consider it
                     // received and aborted (RFC 7143 §11.5.1).
-                    COMPLETE
+                    TmfResponse::Complete
                 } else {
-                    TASK_DOES_NOT_EXIST
+                    TmfResponse::TaskDoesNotExist
                 }
             }
-            2 => {
+            Wire::AbortTaskSet => {
                 self.drop_lun_tasks(r.lun, tx);
                 core(self, TmfFunction::AbortTaskSet)
             }
-            3 => core(self, TmfFunction::ClearAca),
-            4 => {
+            Wire::ClearAca => core(self, TmfFunction::ClearAca),
+            Wire::ClearTaskSet => {
                 self.drop_lun_tasks(r.lun, tx);
                 core(self, TmfFunction::ClearTaskSet)
             }
-            5 => {
+            Wire::LogicalUnitReset => {
                 self.drop_lun_tasks(r.lun, tx);
                 core(self, TmfFunction::LogicalUnitReset)
             }
-            6 => {
+            Wire::TargetWarmReset => {
                 self.drop_all_tasks(tx);
                 core(self, TmfFunction::TargetWarmReset)
             }
-            7 => {
+            Wire::TargetColdReset => {
                 self.drop_all_tasks(tx);
                 close = true;
                 core(self, TmfFunction::TargetColdReset)
             }
             // TASK REASSIGN needs ERL 2.
-            8 => REASSIGN_NOT_SUPPORTED,
-            _ => REJECTED,
+            Wire::TaskReassign => TmfResponse::ReassignNotSupported,
+            // RFC 7144's functions are not implemented; like codes that
+            // name no function they are rejected.
+            Wire::QueryTask
+            | Wire::QueryTaskSet
+            | Wire::ITNexusReset
+            | Wire::QueryAsyncEvent
+            | Wire::Unknown(_) => TmfResponse::Rejected,
         };
-        tracing::info!(initiator = %self.initiator_name, function = r.function, lun, response,
+        tracing::info!(initiator = %self.initiator_name, function = ?func, lun, ?response,
             "task management");
         self.tmf_response(r.itt, response, tx);
         // A cold reset ends every connection to the target: the others now,
         // ours after the answer is sent.
-        if close && response == COMPLETE {
+        if close && response == TmfResponse::Complete {
             if let Some(t) = &self.target {
                 self.shared.close_target_sessions(&t.iqn, self.conn_id);
             }
@@ -131,7 +159,7 @@ impl Session {
 }
 
 impl Session {
-    fn tmf_response(&mut self, itt: u32, response: u8, tx: &mut TxQueue) {
+    fn tmf_response(&mut self, itt: u32, response: TmfResponse, tx: &mut TxQueue) {
         let resp = TaskMgmtResponse {
             response,
             itt,
@@ -177,7 +205,27 @@ mod tests {
             (TmfResult::Rejected, 255),
         ];
         for (r, c) in cases {
-            assert_eq!(response_code(r), c, "{r:?}");
+            assert_eq!(response_code(r).code(), c, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn what_each_function_ends() {
+        let cases = [
+            (1, Reach::Task),
+            (2, Reach::SessionLun),
+            (3, Reach::Nothing),
+            (4, Reach::Lun),
+            (5, Reach::Lun),
+            (6, Reach::Target),
+            (7, Reach::Target),
+            (8, Reach::Nothing),
+            (9, Reach::Nothing),
+            (12, Reach::Nothing),
+            (0x55, Reach::Nothing),
+        ];
+        for (code, want) in cases {
+            assert_eq!(reach(Wire::from_code(code)), want, "{code}");
         }
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::{ScsiResponse, TaskMgmtResponse};
+use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{Bhs, Opcode};
 
 fn roundtrip(c: &mut Client, lba: u32, len: usize, seed: u8) {
@@ -145,7 +146,7 @@ fn abort_task_waiting_for_data() {
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
     let tm = TaskMgmtRequest {
         immediate: true,
-        function: 1,
+        function: TmfFunction::AbortTask,
         lun: [0; 8],
         itt: 0x7777,
         referenced_tag: cmd.itt,
@@ -159,7 +160,7 @@ fn abort_task_waiting_for_data() {
     c.send(&b, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
-    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response, 0);
+    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response.code(), 0);
     c.exp_statsn += 1;
     // Aborting it again: the task does not exist any more.
     let mut tm2 = tm;
@@ -168,7 +169,7 @@ fn abort_task_waiting_for_data() {
     tm2.write_to(&mut b);
     c.send(&b, &[]);
     let p = c.recv().unwrap();
-    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response, 1);
+    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response.code(), 1);
     c.exp_statsn += 1;
     // The session still works.
     let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
@@ -179,7 +180,7 @@ fn abort_task_waiting_for_data() {
 fn tmf(c: &mut Client, function: u8) -> u8 {
     let tm = TaskMgmtRequest {
         immediate: true,
-        function,
+        function: TmfFunction::from_code(function),
         lun: [0; 8],
         itt: 0x4000 + u32::from(function),
         referenced_tag: 0xffff_ffff,
@@ -194,7 +195,7 @@ fn tmf(c: &mut Client, function: u8) -> u8 {
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
     c.exp_statsn += 1;
-    TaskMgmtResponse::parse(&p.bhs).response
+    TaskMgmtResponse::parse(&p.bhs).response.code()
 }
 
 #[test]

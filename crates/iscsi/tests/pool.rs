@@ -15,6 +15,7 @@ use common::*;
 use iscsi::{IscsiServer, TargetConfig, TpgConfig};
 use iscsi_wire::request::{Attr, TaskMgmtRequest};
 use iscsi_wire::response::{DataIn, ScsiResponse, TaskMgmtResponse};
+use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{Bhs, Opcode};
 use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
 
@@ -115,7 +116,7 @@ fn send_cmd(c: &mut Client, cdb: &[u8], read: bool, edtl: u32, data: &[u8]) -> (
 fn tmf(c: &mut Client, function: u8, itt: u32, referenced: u32, ref_cmdsn: u32) {
     let tm = TaskMgmtRequest {
         immediate: true,
-        function,
+        function: TmfFunction::from_code(function),
         lun: [0; 8],
         itt,
         referenced_tag: referenced,
@@ -196,7 +197,7 @@ fn window_shrinks_with_tasks_in_flight_and_abort_task_set_waits_for_them() {
         "waited for the tasks"
     );
     let r = TaskMgmtResponse::parse(&p.bhs);
-    assert_eq!(r.response, 0);
+    assert_eq!(r.response.code(), 0);
     c.exp_statsn = r.sn.statsn.wrapping_add(1);
     opener.join().unwrap();
     // Slots are back.
@@ -256,7 +257,7 @@ fn long_command_runs_off_the_connection_and_survives_abort_and_logout() {
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
     let r = TaskMgmtResponse::parse(&p.bhs);
-    assert_eq!(r.response, 0);
+    assert_eq!(r.response.code(), 0);
     c.exp_statsn = r.sn.statsn.wrapping_add(1);
     store.set(true);
     // Poll until the sanitize is over: only TUR answers arrive.

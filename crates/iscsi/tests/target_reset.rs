@@ -12,6 +12,7 @@ use common::*;
 use iscsi::AclConfig;
 use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::TaskMgmtResponse;
+use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{Bhs, Opcode};
 
 const GUARDED: &str = "iqn.2026-11.org.rtarget:guarded";
@@ -20,7 +21,7 @@ const TRUSTED: &str = "iqn.2026-11.org.rtarget:trusted";
 fn tmf(c: &mut Client, function: u8) -> u8 {
     let tm = TaskMgmtRequest {
         immediate: true,
-        function,
+        function: TmfFunction::from_code(function),
         lun: [0; 8],
         itt: 0x4000 + u32::from(function),
         referenced_tag: 0xffff_ffff,
@@ -35,7 +36,7 @@ fn tmf(c: &mut Client, function: u8) -> u8 {
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
     c.exp_statsn += 1;
-    TaskMgmtResponse::parse(&p.bhs).response
+    TaskMgmtResponse::parse(&p.bhs).response.code()
 }
 
 fn logged_in(addr: std::net::SocketAddr, initiator: &str) -> Client {

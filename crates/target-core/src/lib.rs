@@ -226,19 +226,28 @@ pub struct Command<'a> {
     pub attr: TaskAttr,
 }
 
-/// Task management functions the fabric forwards to the core (the fabric
-/// aborts its own queued tasks; the core resets LU state).
+/// Task management functions (SAM-5 7), fabric-neutral: each fabric maps
+/// its own codes to them (iSCSI's in `iscsi_wire::tmf`; virtio-scsi's
+/// VIRTIO_SCSI_T_TMF_* map the same way). The fabric aborts its own queued
+/// tasks; the core resets LU state. Fabric-specific functions (iSCSI's TASK
+/// REASSIGN, a connection matter) stay with their fabric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmfFunction {
     AbortTask,
     AbortTaskSet,
-    ClearTaskSet,
     ClearAca,
+    ClearTaskSet,
     LogicalUnitReset,
+    ITNexusReset,
     TargetWarmReset,
     TargetColdReset,
+    QueryTask,
+    QueryTaskSet,
+    QueryAsyncEvent,
 }
 
+/// The core's answer to a task management function; fabrics map it to
+/// their response codes (`iscsi_wire::tmf::TmfResponse` for iSCSI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmfResult {
     Complete,

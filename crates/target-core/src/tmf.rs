@@ -50,6 +50,12 @@ pub(crate) fn task_management(
             }
             TmfResult::Complete
         }
+        // The task sets these ask about (or, for an I_T nexus reset, end)
+        // are still the fabric's: not implemented in the core.
+        TmfFunction::ITNexusReset
+        | TmfFunction::QueryTask
+        | TmfFunction::QueryTaskSet
+        | TmfFunction::QueryAsyncEvent => TmfResult::NotSupported,
     }
 }
 
@@ -110,6 +116,23 @@ mod tests {
         );
         let (o, _) = t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
         assert_eq!(o.status, crate::Status::Good);
+    }
+
+    #[test]
+    fn functions_the_core_does_not_implement() {
+        let t = Rig::new();
+        for f in [
+            TmfFunction::ITNexusReset,
+            TmfFunction::QueryTask,
+            TmfFunction::QueryTaskSet,
+            TmfFunction::QueryAsyncEvent,
+        ] {
+            assert_eq!(
+                t.table.task_management(&t.me, f, 0),
+                TmfResult::NotSupported,
+                "{f:?}"
+            );
+        }
     }
 
     #[test]
