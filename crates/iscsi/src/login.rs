@@ -137,7 +137,7 @@ pub fn run(
             }
             Step::Fail(f) => {
                 let Some(r) = f.reply else {
-                    tracing::warn!(%peer, status = ?f.status, "login closed");
+                    tracing::debug!(%peer, status = ?f.status, "login closed without a response");
                     return None;
                 };
                 let (class, detail) = f.status.code();

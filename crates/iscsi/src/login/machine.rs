@@ -292,28 +292,7 @@ impl<'a> LoginMachine<'a> {
         req: &LoginRequest,
         data: &[u8],
     ) -> Result<Step, LoginStatus> {
-        let first = match self.first {
-            None => {
-                self.first = Some(*req);
-                self.statsn = req.exp_statsn;
-                if req.version_min > 0 {
-                    return Err(LoginStatus::UnsupportedVersion);
-                }
-                *req
-            }
-            Some(f) => f,
-        };
-        if req.isid != first.isid || req.tsih != first.tsih || req.cid != first.cid {
-            return Err(LoginStatus::InitiatorError);
-        }
-        let stage_ok = req.csg <= 1
-            && self.stage.is_none_or(|s| s == req.csg)
-            && !(req.transit && req.cont)
-            && (!req.transit || (req.nsg > req.csg && req.nsg != 2));
-        if !stage_ok {
-            return Err(LoginStatus::InitiatorError);
-        }
-        self.stage = Some(req.csg);
+        let first = self.check_stage(req)?;
         let text = match self.acc.push(data, req.cont) {
             Ok(Some(t)) => t,
             // Ask for the rest of a continued request.
@@ -382,6 +361,44 @@ impl<'a> LoginMachine<'a> {
         if !done {
             return Ok(Step::Respond(reply));
         }
+        self.accepted(reply, &first, req)
+    }
+
+    /// A request of the same login as the first (returned), in the stage
+    /// the login is in, with a valid stage transition (RFC 7143 §6.3).
+    fn check_stage(&mut self, req: &LoginRequest) -> Result<LoginRequest, LoginStatus> {
+        let first = match self.first {
+            None => {
+                self.first = Some(*req);
+                self.statsn = req.exp_statsn;
+                if req.version_min > 0 {
+                    return Err(LoginStatus::UnsupportedVersion);
+                }
+                *req
+            }
+            Some(f) => f,
+        };
+        if req.isid != first.isid || req.tsih != first.tsih || req.cid != first.cid {
+            return Err(LoginStatus::InitiatorError);
+        }
+        let stage_ok = req.csg <= 1
+            && self.stage.is_none_or(|s| s == req.csg)
+            && !(req.transit && req.cont)
+            && (!req.transit || (req.nsg > req.csg && req.nsg != 2));
+        if !stage_ok {
+            return Err(LoginStatus::InitiatorError);
+        }
+        self.stage = Some(req.csg);
+        Ok(first)
+    }
+
+    /// The end of a successful login: `reply` answered `req`.
+    fn accepted(
+        &mut self,
+        reply: Reply,
+        first: &LoginRequest,
+        req: &LoginRequest,
+    ) -> Result<Step, LoginStatus> {
         let neg = self.neg.take().ok_or(LoginStatus::InitiatorError)?;
         let chap_done = self.chap.as_ref().filter(|c| c.is_done());
         Ok(Step::Done(Box::new(Accepted {
