@@ -375,7 +375,8 @@ EXPECT = {
                        "#2: login response class 2 detail 0; #3: login response class 2 detail 0; "
                        "#4: login response class 0 detail 0 HeaderDigest=Reject MaxRecvDataSegmentLength=Reject; "
                        "#5: login response class 2 detail 3; "
-                       "#6: login response class 0 detail 0"),
+                       # more than 256 distinct keys in one login: refused (iscsi admission rule)
+                       "#6: login response class 2 detail 0"),
     "ffp_bad_opcode": "reject reason 0x5",
     "ffp_oversized_dsl": "closed",
     "ffp_bad_ahs": "closed",

@@ -22,10 +22,12 @@ use std::net::IpAddr;
 
 /// Most simultaneous connections (each is a thread).
 pub const MAX_CONNECTIONS: usize = 4096;
-/// Most connections still in login from one peer: far above what one host
-/// logging in to many targets at once needs (open-iscsi logs in to each
-/// portal once, in parallel), far below [`MAX_CONNECTIONS`].
-pub const MAX_LOGINS_PER_PEER: usize = 64;
+/// Most connections still in login from one peer: above what one host
+/// logging in to many targets at once needs (open-iscsi logs in to every
+/// node in parallel at boot; arrays that present one target per LU give a
+/// host a hundred or more), a quarter of [`MAX_LOGINS`], far below
+/// [`MAX_CONNECTIONS`].
+pub const MAX_LOGINS_PER_PEER: usize = 256;
 /// Most connections still in login from all peers.
 pub const MAX_LOGINS: usize = 1024;
 /// Backlog of each listening socket.
