@@ -180,14 +180,18 @@ pub fn parse(text: &str) -> Vec<Op> {
         } else {
             rest.to_string()
         };
-        if let Some(op) = parse_call(&full, &mut offsets) {
-            ops.push(op);
-        }
+        ops.extend(parse_call(&full, &mut offsets));
     }
     ops
 }
 
-fn parse_call(line: &str, offsets: &mut HashMap<i64, u64>) -> Option<Op> {
+fn parse_call(line: &str, offsets: &mut HashMap<i64, u64>) -> Vec<Op> {
+    let mut out = Vec::new();
+    parse_into(line, offsets, &mut out);
+    out
+}
+
+fn parse_into(line: &str, offsets: &mut HashMap<i64, u64>, out: &mut Vec<Op>) -> Option<()> {
     let (name, args) = line.split_once('(')?;
     let (args, ret) = args.rsplit_once(") = ")?;
     let ret = ret.split_whitespace().next()?;
@@ -197,66 +201,67 @@ fn parse_call(line: &str, offsets: &mut HashMap<i64, u64>) -> Option<Op> {
     let a = split_args(args);
     let arg = |i: usize| a.get(i).map(String::as_str).unwrap_or("");
     let num = |s: &str| s.trim().parse::<u64>().ok();
-    match name {
-        "openat" => {
-            let (fd, path) = fd_path(ret)?;
-            offsets.insert(fd, 0);
-            let flags = arg(2);
-            if flags.contains("O_TRUNC") {
-                return Some(Op::Truncate { path, len: 0 });
+    let op =
+        match name {
+            "openat" => {
+                let (fd, path) = fd_path(ret)?;
+                offsets.insert(fd, 0);
+                let flags = arg(2);
+                // File::create: both (the create is a no-op on an existing file).
+                if flags.contains("O_CREAT") {
+                    out.push(Op::Create { path: path.clone() });
+                }
+                if flags.contains("O_TRUNC") {
+                    out.push(Op::Truncate { path, len: 0 });
+                }
+                return Some(());
             }
-            if flags.contains("O_CREAT") {
-                return Some(Op::Create { path });
+            "write" | "pwrite64" => {
+                let (fd, path) = fd_path(arg(0))?;
+                let mut data = unhex(arg(1))?;
+                data.truncate(num(ret)? as usize);
+                let off = if name == "write" {
+                    let o = offsets.entry(fd).or_insert(0);
+                    let off = *o;
+                    *o += data.len() as u64;
+                    off
+                } else {
+                    num(arg(3))?
+                };
+                Some(Op::Write { path, off, data })
             }
-            None
-        }
-        "write" | "pwrite64" => {
-            let (fd, path) = fd_path(arg(0))?;
-            let mut data = unhex(arg(1))?;
-            data.truncate(num(ret)? as usize);
-            let off = if name == "write" {
-                let o = offsets.entry(fd).or_insert(0);
-                let off = *o;
-                *o += data.len() as u64;
-                off
-            } else {
-                num(arg(3))?
-            };
-            Some(Op::Write { path, off, data })
-        }
-        "fsync" | "fdatasync" => Some(Op::Sync {
-            path: fd_path(arg(0))?.1,
-        }),
-        "ftruncate" => Some(Op::Truncate {
-            path: fd_path(arg(0))?.1,
-            len: num(arg(1))?,
-        }),
-        "fallocate" => {
-            let path = fd_path(arg(0))?.1;
-            let (off, len) = (num(arg(2))?, num(arg(3))?);
-            // Plain allocation changes no byte that can be read back.
-            (arg(1).contains("PUNCH_HOLE") || arg(1).contains("ZERO_RANGE")).then_some(Op::Zero {
-                path,
-                off,
-                len,
-            })
-        }
-        "rename" => Some(Op::Rename {
-            from: path_arg(arg(0))?,
-            to: path_arg(arg(1))?,
-        }),
-        "renameat" | "renameat2" => Some(Op::Rename {
-            from: path_arg(arg(1))?,
-            to: path_arg(arg(3))?,
-        }),
-        "unlink" => Some(Op::Unlink {
-            path: path_arg(arg(0))?,
-        }),
-        "unlinkat" if !arg(2).contains("AT_REMOVEDIR") => Some(Op::Unlink {
-            path: path_arg(arg(1))?,
-        }),
-        _ => None,
-    }
+            "fsync" | "fdatasync" => Some(Op::Sync {
+                path: fd_path(arg(0))?.1,
+            }),
+            "ftruncate" => Some(Op::Truncate {
+                path: fd_path(arg(0))?.1,
+                len: num(arg(1))?,
+            }),
+            "fallocate" => {
+                let path = fd_path(arg(0))?.1;
+                let (off, len) = (num(arg(2))?, num(arg(3))?);
+                // Plain allocation changes no byte that can be read back.
+                (arg(1).contains("PUNCH_HOLE") || arg(1).contains("ZERO_RANGE"))
+                    .then_some(Op::Zero { path, off, len })
+            }
+            "rename" => Some(Op::Rename {
+                from: path_arg(arg(0))?,
+                to: path_arg(arg(1))?,
+            }),
+            "renameat" | "renameat2" => Some(Op::Rename {
+                from: path_arg(arg(1))?,
+                to: path_arg(arg(3))?,
+            }),
+            "unlink" => Some(Op::Unlink {
+                path: path_arg(arg(0))?,
+            }),
+            "unlinkat" if !arg(2).contains("AT_REMOVEDIR") => Some(Op::Unlink {
+                path: path_arg(arg(1))?,
+            }),
+            _ => None,
+        };
+    out.extend(op);
+    Some(())
 }
 
 /// Split a syscall's argument list at top-level commas.
@@ -528,6 +533,7 @@ mod tests {
         let (d, f, t) = (hex("/d"), hex("/d/f"), hex("/d/.f.tmp"));
         let log = format!(
             "10 openat(AT_FDCWD, \"{t}\", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 3<{t}>\n\
+             10 openat(AT_FDCWD, \"{f}\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 5<{f}>\n\
              10 write(3<{t}>, \"{}\", 2) = 2\n\
              11 pwrite64(3<{t}>, \"{}\", 1, 7 <unfinished ...>\n\
              10 fsync(4<{d}>) = 0\n\
@@ -543,6 +549,13 @@ mod tests {
             vec![
                 Op::Create {
                     path: "/d/.f.tmp".into()
+                },
+                Op::Create {
+                    path: "/d/f".into()
+                },
+                Op::Truncate {
+                    path: "/d/f".into(),
+                    len: 0
                 },
                 Op::Write {
                     path: "/d/.f.tmp".into(),
