@@ -33,6 +33,14 @@ pub enum Op {
         off: u64,
         data: Vec<u8>,
     },
+    /// A write that is durable when it returns (pwritev2 with RWF_DSYNC,
+    /// or a write to a descriptor opened O_DSYNC/O_SYNC): Linux syncs its
+    /// range only, so earlier unsynced writes stay volatile.
+    SyncedWrite {
+        path: String,
+        off: u64,
+        data: Vec<u8>,
+    },
     /// fsync or fdatasync of a file or a directory.
     Sync {
         path: String,
@@ -64,9 +72,10 @@ impl Op {
     /// The file whose data this operation changes, if any.
     pub fn data_path(&self) -> Option<&str> {
         match self {
-            Op::Write { path, .. } | Op::Truncate { path, .. } | Op::Zero { path, .. } => {
-                Some(path)
-            }
+            Op::Write { path, .. }
+            | Op::SyncedWrite { path, .. }
+            | Op::Truncate { path, .. }
+            | Op::Zero { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -115,7 +124,7 @@ pub fn have_strace() -> bool {
 }
 
 /// The syscalls [`trace`] records.
-const TRACED: &str = "trace=openat,write,pwrite64,fsync,fdatasync,ftruncate,fallocate,rename,renameat,renameat2,unlink,unlinkat";
+const TRACED: &str = "trace=openat,write,pwrite64,pwritev2,fsync,fdatasync,ftruncate,fallocate,rename,renameat,renameat2,unlink,unlinkat";
 
 /// Run `cmd` under strace and return what it did to files under `under`
 /// (other paths, like the test harness's output, are left out). Panics if
@@ -148,6 +157,7 @@ pub fn trace(cmd: &Command, under: &Path, log: &Path) -> Vec<Op> {
         .into_iter()
         .filter(|op| match op {
             Op::Write { path, .. }
+            | Op::SyncedWrite { path, .. }
             | Op::Sync { path }
             | Op::Truncate { path, .. }
             | Op::Zero { path, .. }
@@ -162,7 +172,7 @@ pub fn trace(cmd: &Command, under: &Path, log: &Path) -> Vec<Op> {
 pub fn parse(text: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut pending: HashMap<String, String> = HashMap::new();
-    let mut offsets: HashMap<i64, u64> = HashMap::new();
+    let mut offsets: HashMap<i64, (u64, bool)> = HashMap::new();
     for line in text.lines() {
         let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
         let rest = rest.trim_start();
@@ -185,13 +195,17 @@ pub fn parse(text: &str) -> Vec<Op> {
     ops
 }
 
-fn parse_call(line: &str, offsets: &mut HashMap<i64, u64>) -> Vec<Op> {
+fn parse_call(line: &str, offsets: &mut HashMap<i64, (u64, bool)>) -> Vec<Op> {
     let mut out = Vec::new();
     parse_into(line, offsets, &mut out);
     out
 }
 
-fn parse_into(line: &str, offsets: &mut HashMap<i64, u64>, out: &mut Vec<Op>) -> Option<()> {
+fn parse_into(
+    line: &str,
+    offsets: &mut HashMap<i64, (u64, bool)>,
+    out: &mut Vec<Op>,
+) -> Option<()> {
     let (name, args) = line.split_once('(')?;
     let (args, ret) = args.rsplit_once(") = ")?;
     let ret = ret.split_whitespace().next()?;
@@ -205,8 +219,9 @@ fn parse_into(line: &str, offsets: &mut HashMap<i64, u64>, out: &mut Vec<Op>) ->
         match name {
             "openat" => {
                 let (fd, path) = fd_path(ret)?;
-                offsets.insert(fd, 0);
                 let flags = arg(2);
+                let dsync = flags.contains("O_DSYNC") || flags.contains("O_SYNC");
+                offsets.insert(fd, (0, dsync));
                 // File::create: both (the create is a no-op on an existing file).
                 if flags.contains("O_CREAT") {
                     out.push(Op::Create { path: path.clone() });
@@ -220,15 +235,39 @@ fn parse_into(line: &str, offsets: &mut HashMap<i64, u64>, out: &mut Vec<Op>) ->
                 let (fd, path) = fd_path(arg(0))?;
                 let mut data = unhex(arg(1))?;
                 data.truncate(num(ret)? as usize);
+                let o = offsets.entry(fd).or_insert((0, false));
+                let synced = o.1;
                 let off = if name == "write" {
-                    let o = offsets.entry(fd).or_insert(0);
-                    let off = *o;
-                    *o += data.len() as u64;
+                    let off = o.0;
+                    o.0 += data.len() as u64;
                     off
                 } else {
                     num(arg(3))?
                 };
-                Some(Op::Write { path, off, data })
+                Some(if synced {
+                    Op::SyncedWrite { path, off, data }
+                } else {
+                    Op::Write { path, off, data }
+                })
+            }
+            "pwritev2" => {
+                // One or more iovecs: their bases, in order.
+                let (fd, path) = fd_path(arg(0))?;
+                let mut data = Vec::new();
+                for part in arg(1).split("iov_base=").skip(1) {
+                    let end = part.find("\", iov_len")?;
+                    data.extend(unhex(&part[..end + 1])?);
+                }
+                data.truncate(num(ret)? as usize);
+                let synced = arg(4).contains("RWF_DSYNC")
+                    || arg(4).contains("RWF_SYNC")
+                    || offsets.get(&fd).is_some_and(|o| o.1);
+                let off = num(arg(3))?;
+                Some(if synced {
+                    Op::SyncedWrite { path, off, data }
+                } else {
+                    Op::Write { path, off, data }
+                })
             }
             "fsync" | "fdatasync" => Some(Op::Sync {
                 path: fd_path(arg(0))?.1,
@@ -335,7 +374,7 @@ fn fd_path(s: &str) -> Option<(i64, String)> {
 
 fn apply(buf: &mut Vec<u8>, op: &Op) {
     match op {
-        Op::Write { off, data, .. } => {
+        Op::Write { off, data, .. } | Op::SyncedWrite { off, data, .. } => {
             let end = *off as usize + data.len();
             if buf.len() < end {
                 buf.resize(end, 0);
@@ -378,10 +417,15 @@ pub fn file_after_cut(base: &[u8], ops: &[Op], path: &str, cut: usize, mut loss:
     for op in before[..synced].iter().filter(mine) {
         apply(&mut buf, op);
     }
-    let Loss::Random(rng) = &mut loss else {
-        return buf;
-    };
     for op in before[synced..].iter().filter(mine) {
+        // Only what was synced on its own survives for sure.
+        if matches!(op, Op::SyncedWrite { .. }) {
+            apply(&mut buf, op);
+            continue;
+        }
+        let Loss::Random(rng) = &mut loss else {
+            continue;
+        };
         match (rng.below(3), op) {
             (0, _) => apply(&mut buf, op),
             (1, _) => {}
@@ -487,7 +531,16 @@ pub fn paths_after_cut(
             }
             _ => {
                 if let Some(&i) = op.data_path().and_then(|p| live.get(p)) {
-                    inodes[i].pending.push(op.clone());
+                    let ino = &mut inodes[i];
+                    ino.pending.push(op.clone());
+                    if matches!(op, Op::SyncedWrite { .. }) {
+                        // Lenient (Linux syncs the range only): the file's
+                        // earlier writes count as durable too. The saves
+                        // checked here never write that way.
+                        for op in std::mem::take(&mut ino.pending) {
+                            apply(&mut ino.durable, &op);
+                        }
+                    }
                 }
             }
         }
@@ -539,9 +592,11 @@ mod tests {
              10 fsync(4<{d}>) = 0\n\
              11 <... pwrite64 resumed>) = 1\n\
              10 fdatasync(3<{t}>) = -1 EIO (Input/output error)\n\
-             10 rename(\"{t}\", \"{f}\") = 0\n",
+             10 rename(\"{t}\", \"{f}\") = 0\n\
+             10 pwritev2(5<{f}>, [{{iov_base=\"{}\", iov_len=1}}], 1, 9, RWF_DSYNC) = 1\n",
             hex("ab"),
-            hex("c")
+            hex("c"),
+            hex("d")
         );
         let ops = parse(&log);
         assert_eq!(
@@ -572,6 +627,11 @@ mod tests {
                     from: "/d/.f.tmp".into(),
                     to: "/d/f".into()
                 },
+                Op::SyncedWrite {
+                    path: "/d/f".into(),
+                    off: 9,
+                    data: b"d".to_vec()
+                },
             ]
         );
     }
@@ -593,6 +653,16 @@ mod tests {
         let ops = vec![w("/i", 0, b"aa"), sync("/i"), w("/i", 0, b"b")];
         assert_eq!(file_after_cut(b"", &ops, "/i", 3, Loss::All), b"aa");
         assert_eq!(file_after_cut(b"", &ops, "/i", 1, Loss::All), b"");
+        // A write synced on its own survives; the plain one before it need not.
+        let ops = vec![
+            w("/i", 0, b"aa"),
+            Op::SyncedWrite {
+                path: "/i".into(),
+                off: 2,
+                data: b"s".to_vec(),
+            },
+        ];
+        assert_eq!(file_after_cut(b"", &ops, "/i", 2, Loss::All), b"\0\0s");
     }
 
     /// The atomic replace pattern survives every cut; writing in place or
