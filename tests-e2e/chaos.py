@@ -20,6 +20,7 @@ all of them logged in. Exit status 1 on any failure.
 import os
 import random
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -253,6 +254,7 @@ def many(argv):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(sys.argv) < 2 or sys.argv[1] not in ("chaos", "sessions"):
         sys.exit(__doc__)
     sys.exit((chaos if sys.argv[1] == "chaos" else many)(sys.argv[2:]))

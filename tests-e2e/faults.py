@@ -22,6 +22,7 @@ Prints "faults: injected=N (enospc=E eio=I) restarts=0 lost=L bystander-ok=B"
 and exits 1 on any wrong answer, loss, panic or daemon death.
 """
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -60,6 +61,9 @@ def unmap(s, lun, lba, blocks):
 
 
 def main(argv):
+    # A time limit's SIGTERM unwinds like an error: the finally blocks stop the
+    # daemon and detach the loop device / unmount the tmpfs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(argv) != 3:
         sys.exit(__doc__)
     rounds, work = int(argv[1]), os.path.abspath(argv[2])

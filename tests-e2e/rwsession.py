@@ -216,6 +216,9 @@ class Daemon:
              "--config", os.path.join(self.dir, "saveconfig.json"), "--state-dir", self.dir,
              "--socket", self.sock], stdout=subprocess.DEVNULL, stderr=logf)
         logf.close()
+        # Never outlive the driver (an exception, or a time limit's SIGTERM).
+        import atexit
+        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log, "rb") as f:
