@@ -84,6 +84,11 @@ SLOW_SANITIZE_ONLY='Sanitize.Reset'
 # is SBC-4 only when a physical block is one logical block (cfg_thin4k); 512-byte
 # fileio LUs truthfully report 4 KiB physical blocks (conformance/README.md).
 ONE_BLOCK_PER_PHYSICAL_ONLY='GetLBAStatus.UnmapSingle'
+# The ProutReserve.Access* tests check that a reservation lets a WRITE through with
+# libiscsi's verify_write_works, which sends WRITE(10) of one block with 512 bytes of
+# data whatever the block size: on a 4 KiB LU that is a short Data-Out, refused with
+# ILLEGAL REQUEST (0E/03) as LIO refuses it. They run on the 512-byte LUs.
+BLOCK_512_ONLY='ProutReserve.AccessEA ProutReserve.AccessEAAR ProutReserve.AccessEARO ProutReserve.AccessWE ProutReserve.AccessWEAR ProutReserve.AccessWERO'
 # shellcheck disable=SC2317  # called through "cfg_$cfg"
 cfg_fileio() {      # 1023 MiB sparse file, write-back (under 2^21 blocks: READ(6) can reach the end)
     RT_LUNS=("fileio:disk0:$W/disk0.img:1023M"); TGT_FILE=$W/disk0.img TGT_BS=rdwr
@@ -114,6 +119,12 @@ cfg_thin4k() {      # thin fileio with 4 KiB logical blocks: GetLBAStatus.UnmapS
     # one logical block per physical block, which 512-byte LUs (4 KiB physical) are not
     cfg_thin; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:emulate_tpu=1,emulate_tpws=1,block_size=4096")
     CFG_SUITES='^GetLBAStatus$' CFG_EXCLUDE=''   # UnmapSingle applies here
+}
+cfg_fileio4k() {    # fileio with 4 KiB logical blocks (261,888 blocks): the whole suite, so
+    # every block-size assumption in the core (transfer lengths, limits, READ CAPACITY,
+    # WRITE SAME, COMPARE AND WRITE, UNMAP granularity) is checked with 4 KiB too
+    cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:block_size=4096")
+    CFG_EXCLUDE=$BLOCK_512_ONLY
 }
 cfg_pool() {        # fileio whose commands run on the I/O worker pool (io_engine=pool)
     cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:io_engine=pool")

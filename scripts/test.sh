@@ -15,9 +15,12 @@
 #                    iscsi-test-cu, per-test results compared whole with the committed
 #                    conformance/results*.txt (a test that got worse or went missing,
 #                    any FAIL, a PASS count under conformance/floor.txt fail the step)
-#    8. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
+#    8. reliability  scripts/reliability.sh --quick: kill -9 under logged writers (fileio,
+#                    block, qcow2; every acknowledged write reads back), connection chaos,
+#                    1,000 sessions, ENOSPC/EIO faults (RELIABILITY.md; ~30 s, limit 7 min)
+#    9. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
 #                    ext4 + md5, online resize seen after a rescan
-#    9. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
+#   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.
 # With CI=true in the environment (.ci/run sets it) a missing tool or device is a
@@ -48,7 +51,7 @@ done
 
 # LU configurations for the conformance run (see cfg_* in conformance/run.sh); each
 # has its committed results file.
-CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,ramdisk,crypt,sanitizereset,pool,qcow2,qemu,nbd,block}
+CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,fileio4k,ramdisk,crypt,sanitizereset,pool,qcow2,qemu,nbd,block}
 RESULTS=() FAILS=0 BUILD_OK=1 T_ALL=$SECONDS
 # step NAME LIMIT_SECONDS CMD...: run one step with a wall-clock limit, record result.
 step() {
@@ -56,7 +59,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|conformance|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|conformance|reliability|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -81,6 +84,7 @@ step e2e 600 bash tests-e2e/run.sh
 step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
 step conformance 1500 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
+step reliability 420 bash scripts/reliability.sh --quick
 step guest 420 bash tests-e2e/guest.sh
 step bench-smoke 180 bash bench/bench.sh --smoke
 

@@ -16,6 +16,8 @@ pub mod crypt;
 pub mod file;
 pub mod nbd;
 pub mod null;
+#[cfg(any(test, feature = "powerloss"))]
+pub mod powerloss;
 pub mod qcow2;
 pub mod qemu;
 pub mod qos;

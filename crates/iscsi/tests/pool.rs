@@ -25,6 +25,11 @@ struct GatedStore {
     mem: Arc<MemStore>,
     open: Mutex<bool>,
     cv: Condvar,
+    /// Every read and write as it reaches the store and as it leaves it
+    /// (`true` = entered, offset): the order the LU really ran them in,
+    /// which the order of the answers on the wire need not show.
+    log: Mutex<Vec<(bool, u64)>>,
+    logged: Condvar,
 }
 
 impl GatedStore {
@@ -33,6 +38,8 @@ impl GatedStore {
             mem: MemStore::new(size),
             open: Mutex::new(true),
             cv: Condvar::new(),
+            log: Mutex::new(Vec::new()),
+            logged: Condvar::new(),
         })
     }
 
@@ -47,6 +54,19 @@ impl GatedStore {
             g = self.cv.wait(g).unwrap();
         }
     }
+
+    fn note(&self, entered: bool, offset: u64) {
+        self.log.lock().unwrap().push((entered, offset));
+        self.logged.notify_all();
+    }
+
+    /// Wait until `n` I/Os have entered the store.
+    fn wait_entered(&self, n: usize) {
+        let mut g = self.log.lock().unwrap();
+        while g.iter().filter(|e| e.0).count() < n {
+            g = self.logged.wait(g).unwrap();
+        }
+    }
 }
 
 impl Backstore for GatedStore {
@@ -57,12 +77,18 @@ impl Backstore for GatedStore {
         self.mem.capabilities()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.note(true, offset);
         self.pass();
-        self.mem.read_at(buf, offset)
+        let r = self.mem.read_at(buf, offset);
+        self.note(false, offset);
+        r
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.note(true, offset);
         self.pass();
-        self.mem.write_at(buf, offset)
+        let r = self.mem.write_at(buf, offset);
+        self.note(false, offset);
+        r
     }
     fn flush(&self) -> io::Result<()> {
         Ok(())
@@ -216,16 +242,31 @@ fn ordered_task_waits_for_older_ones() {
     let mut c = session(addr, &[]);
     store.set(false);
     let (simple, _) = send_cmd(&mut c, &read10(0, 1), true, 512, &[]);
+    // The SIMPLE read is running (held at the gate) before the ORDERED
+    // one is sent.
+    store.wait_entered(1);
     let mut cmd = c.scsi_cmd_header(&read10(8, 1), true, false, 512);
     cmd.attr = Attr::Ordered;
     let mut b = Bhs::default();
     cmd.write_to(&mut b);
     c.send(&b, &[]);
-    std::thread::sleep(Duration::from_millis(100));
+    // Without ordering, one of the idle pool workers would start the
+    // ORDERED read at once and it would reach the store while the SIMPLE
+    // one still waits. Nothing can be awaited for "did not start": give it
+    // the time a worker needs to pick a job up many times over.
+    std::thread::sleep(Duration::from_millis(200));
+    let early = store.log.lock().unwrap().clone();
+    assert_eq!(early, [(true, 0)], "the ORDERED read started early");
     store.set(true);
     let first = DataIn::parse(&c.recv().unwrap().bhs);
     let second = DataIn::parse(&c.recv().unwrap().bhs);
     assert_eq!((first.itt, second.itt), (simple, cmd.itt));
+    // The store saw the SIMPLE read end before the ORDERED one began.
+    let log = store.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [(true, 0), (false, 0), (true, 8 * 512), (false, 8 * 512)]
+    );
     c.exp_statsn = second.sn.statsn.wrapping_add(1);
     c.logout();
     srv.shutdown();

@@ -50,6 +50,7 @@ impl Asc {
     pub const TOO_MANY_SEGMENT_DESCRIPTORS: Asc = Asc(0x26, 0x08);
     pub const UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE: Asc = Asc(0x26, 0x09);
     pub const WRITE_PROTECTED: Asc = Asc(0x27, 0x00);
+    pub const SPACE_ALLOCATION_FAILED_WRITE_PROTECT: Asc = Asc(0x27, 0x07);
     pub const POWER_ON_RESET_OR_BUS_DEVICE_RESET: Asc = Asc(0x29, 0x00);
     pub const POWER_ON_OCCURRED: Asc = Asc(0x29, 0x01);
     pub const SCSI_BUS_RESET_OCCURRED: Asc = Asc(0x29, 0x02);

@@ -110,6 +110,14 @@ pub enum CopyAbort {
     OutOfRange,
 }
 
+/// ENOSPC or EDQUOT: a write that failed for want of space, not of the medium.
+fn out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 impl CmdError {
     pub(crate) const fn cdb_field(byte: u16) -> CmdError {
         CmdError::InvalidFieldInCdb { byte, bit: None }
@@ -141,6 +149,12 @@ impl CmdError {
             CmdError::LunNotSupported => cc(s(IllegalRequest, Asc::LOGICAL_UNIT_NOT_SUPPORTED)),
             CmdError::WriteProtected => cc(s(DataProtect, Asc::WRITE_PROTECTED)),
             CmdError::ReadError(_) => cc(s(MediumError, Asc::UNRECOVERED_READ_ERROR)),
+            // The medium under the LU ran out of space (a thin or sparse file
+            // on a full file system, a quota): SBC-4's answer for a thin LU
+            // that cannot allocate, not a defect of the medium.
+            CmdError::WriteError(e) if out_of_space(e) => {
+                cc(s(DataProtect, Asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT))
+            }
             CmdError::WriteError(_) => cc(s(MediumError, Asc::WRITE_ERROR)),
             CmdError::ParameterListLength => {
                 cc(s(IllegalRequest, Asc::PARAMETER_LIST_LENGTH_ERROR))
@@ -288,6 +302,14 @@ mod tests {
             (E::WriteProtected, cc(7, 0x27, 0)),
             (E::ReadError(io()), cc(3, 0x11, 0)),
             (E::WriteError(io()), cc(3, 0x0c, 0)),
+            (
+                E::WriteError(io::ErrorKind::StorageFull.into()),
+                cc(7, 0x27, 7),
+            ),
+            (
+                E::WriteError(io::ErrorKind::QuotaExceeded.into()),
+                cc(7, 0x27, 7),
+            ),
             (E::ParameterListLength, cc(5, 0x1a, 0)),
             (E::param(258), cc_sks(5, 0x26, 0, [0x80, 1, 2])),
             (E::InvalidFieldInCommandIu, cc(5, 0x0e, 3)),

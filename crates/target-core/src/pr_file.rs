@@ -231,8 +231,14 @@ pub(crate) fn sync(pr: &PrState) -> io::Result<()> {
         return write_atomic(path, &render(pr));
     }
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        // The removal is only durable once the directory is synced: without
+        // it a power cut can bring back the state APTPL=0 just dropped.
+        Ok(()) => match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => File::open(d)?.sync_all(),
+            _ => File::open(".")?.sync_all(),
+        },
     }
 }
 
