@@ -87,14 +87,36 @@ fn run(
 ) -> HandlerResult {
     let dev = &*lun.device;
     let entry = commands::lookup(&cdb);
+    if entry.is_some_and(|e| e.gate == Gate::RequestSense) {
+        return misc::request_sense(dev, nexus, &cdb, data_in);
+    }
+    let entry = gates(nexus, lun, &cdb, entry)?;
+    let ctx = Ctx {
+        table,
+        nexus,
+        lun,
+        dev,
+        cdb,
+        data_out: cmd.data_out,
+    };
+    (entry.handler)(&ctx, data_in)
+}
+
+/// The checks every command (but REQUEST SENSE) passes before its
+/// handler: unit attention, access ([`access_gate`] with the opcode's
+/// validation), write protection of the mapping. Returns the handler.
+fn gates(
+    nexus: &Nexus,
+    lun: &Lun,
+    cdb: &Cdb,
+    entry: Option<&'static commands::Entry>,
+) -> Result<&'static commands::Entry, CmdError> {
+    let dev = &*lun.device;
     let gate = entry.map_or(Gate::Normal, |e| e.gate);
     let policy = match gate {
         Gate::UaExempt | Gate::RequestSense => UaPolicy::Ignore,
         Gate::Normal | Gate::ReservationExempt => UaPolicy::Report,
     };
-    if gate == Gate::RequestSense {
-        return misc::request_sense(dev, nexus, &cdb, data_in);
-    }
     if let Some(asc) = dev.state.ua.check(nexus.id, policy) {
         // Every nexus meets a UA (its power-on one) with its first command:
         // the moment persistent reservations learn who it is (`pr`). UAs
@@ -102,7 +124,7 @@ fn run(
         dev.state.res.lock().pr.note_nexus(nexus);
         return Err(CmdError::UnitAttention(asc));
     }
-    access_gate(dev, nexus, &cdb, gate, || {
+    access_gate(dev, nexus, cdb, gate, || {
         if entry.is_none() {
             // An implemented opcode with an unknown service action is an
             // invalid field, not an invalid opcode (SPC-4 4.2.5.2).
@@ -121,18 +143,36 @@ fn run(
         // Refused by the validation above already.
         return Err(CmdError::InvalidOpcode);
     };
-    if lun.write_protect && changes_shared_state(&cdb) {
+    if lun.write_protect && changes_shared_state(cdb) {
         return Err(CmdError::WriteProtected);
     }
+    Ok(entry)
+}
+
+/// For the asynchronous path (`submit`): a READ or WRITE that passed every
+/// gate, as the medium access it asks for (`None`: nothing to transfer,
+/// GOOD). Answers exactly what [`execute`] would up to the backstore call.
+pub(crate) fn prepare_rw(
+    table: &LunTable,
+    nexus: &Nexus,
+    lun: &Lun,
+    cdb: Cdb,
+    data_out: &[u8],
+) -> Result<Option<crate::rw::Access>, CmdError> {
+    gates(nexus, lun, &cdb, commands::lookup(&cdb))?;
     let ctx = Ctx {
         table,
         nexus,
         lun,
-        dev,
+        dev: &lun.device,
         cdb,
-        data_out: cmd.data_out,
+        data_out,
     };
-    (entry.handler)(&ctx, data_in)
+    crate::rw::prepare(&ctx)
+}
+
+pub(crate) fn outcome_for(err: &CmdError) -> Outcome {
+    outcome_of(err)
 }
 
 /// The access checks an LU makes of one command from `nexus`, after the
