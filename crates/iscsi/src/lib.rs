@@ -29,7 +29,6 @@ mod dataout;
 mod discovery;
 mod login;
 mod offload;
-mod pool;
 mod server;
 mod session;
 mod sessions;

@@ -55,8 +55,8 @@ impl Session {
         };
         // Pool tasks the function aborts: answered never, waited for now.
         let aborted = match r.function {
-            1 => self.abort_flights(tx, |f| f.itt == r.referenced_tag),
-            2 | 4 | 5 => self.abort_flights(tx, |f| f.lun == r.lun),
+            1 => self.abort_flights(tx, |t| t.tag == u64::from(r.referenced_tag)),
+            2 | 4 | 5 => self.abort_flights(tx, |t| t.lun == lun),
             6 | 7 => self.abort_flights(tx, |_| true),
             _ => Some(0),
         };
