@@ -1,6 +1,6 @@
 //! Task Management Function requests (RFC 7143 §11.5-11.6). The fabric
 //! aborts its own tasks (writes waiting for Data-Out, and commands on the
-//! worker pool: those are waited for, see `offload`, so the TMF response is
+//! I/O engine: those are waited for, see `offload`, so the TMF response is
 //! the last word about them) and forwards the LU-side effects to the core;
 //! the result maps to a TMF response code.
 
