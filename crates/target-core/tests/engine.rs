@@ -154,6 +154,12 @@ impl LaterStore {
         }
     }
 
+    fn log_sync(&self, offset: u64) -> std::io::Result<()> {
+        self.state.lock().unwrap().started.push(offset + 1);
+        self.changed.notify_all();
+        Ok(())
+    }
+
     fn started(&self) -> Vec<u64> {
         self.state.lock().unwrap().started.clone()
     }
@@ -189,11 +195,14 @@ impl Backstore for LaterStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
     }
-    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
-        unreachable!("the engine uses submit")
+    // The synchronous path (commands other than READ/WRITE, e.g. COMPARE
+    // AND WRITE) reads zeroes; both log as offset + 1.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        buf.fill(0);
+        self.log_sync(offset)
     }
-    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
-        unreachable!("the engine uses submit")
+    fn write_at(&self, _: &[u8], offset: u64) -> std::io::Result<()> {
+        self.log_sync(offset)
     }
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
@@ -310,4 +319,46 @@ fn inline_lu_runs_on_the_fabric_thread() {
         f.q.completion_fd().is_none(),
         "the engine was never involved"
     );
+}
+
+/// An asynchronous WRITE in flight counts as shared access to the medium:
+/// COMPARE AND WRITE (which needs it exclusively) waits until the
+/// backstore completed it. (The check that CAW has not touched the medium
+/// is a bounded wait for an event that must not come.)
+#[test]
+fn compare_and_write_waits_for_asynchronous_io_in_flight() {
+    let store = Arc::new(LaterStore::default());
+    let mut f = Fabric::new(pool_lu(Arc::clone(&store)));
+    f.send("w", &write(1), TaskAttr::Simple, vec![1; 512]);
+    store.wait_started(512);
+    let (luns, nexus) = (Arc::clone(&f.luns), Arc::clone(&f.nexus));
+    let caw = thread::spawn(move || {
+        let cdb = [0x89, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0];
+        let data = [0u8; 1024];
+        let cmd = Command {
+            cdb: &cdb,
+            data_out: &data,
+            expected_len: 1024,
+            attr: TaskAttr::Simple,
+        };
+        luns.execute(&nexus, 0, &cmd, &mut Vec::new()).status
+    });
+    {
+        let s = store.state.lock().unwrap();
+        let (s, _) = store
+            .changed
+            .wait_timeout_while(s, std::time::Duration::from_millis(300), |s| {
+                s.started.len() < 2
+            })
+            .unwrap();
+        assert_eq!(s.started, [512], "COMPARE AND WRITE ran beside the write");
+    }
+    store.complete(512);
+    assert_eq!(caw.join().unwrap(), Status::Good);
+    assert_eq!(
+        store.started(),
+        [512, 5 * 512 + 1, 5 * 512 + 1],
+        "read, then write"
+    );
+    f.wait_answers(1);
 }
