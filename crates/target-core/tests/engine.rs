@@ -44,7 +44,7 @@ impl Fabric {
             queue_bytes: 64 << 20,
             total_bytes: 1 << 40,
         };
-        let mut f = Fabric {
+        let f = Fabric {
             q: TaskQueue::new(limits),
             luns,
             nexus,
