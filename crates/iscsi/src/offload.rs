@@ -149,10 +149,7 @@ impl Session {
             data_in: tx.take_filled(), // the core overwrites or clears it (see TxQueue::take_filled)
             long,
         };
-        if let Err((task, _)) = self
-            .offload
-            .submit(&self.luns, &self.nexus_arc, task, *c)
-        {
+        if let Err((task, _)) = self.offload.submit(&self.luns, &self.nexus_arc, task, *c) {
             // No eventfd: run it here rather than fail it.
             self.execute_inline(tx, c, cdb, &task.data_out);
             tx.recycle(task.data_out);

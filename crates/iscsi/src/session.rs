@@ -27,11 +27,11 @@ use crate::dataout::{CdbStore, WriteTask};
 use crate::discovery::TextState;
 use crate::login::LoginOutcome;
 use crate::offload::Offload;
-use target_core::engine::{Ends, Finished};
 use crate::server::{next_nexus_id, ConnHandle, SessionKey, Shared};
 use crate::sessions::{LunCounters, SessionLive};
 use crate::txq::TxQueue;
 use crate::TargetConfig;
+use target_core::engine::{Ends, Finished};
 
 /// What the connection loop does after a PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
