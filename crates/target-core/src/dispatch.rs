@@ -85,32 +85,32 @@ fn run(
     cmd: &Command<'_>,
     data_in: &mut Vec<u8>,
 ) -> HandlerResult {
-    let dev = &*lun.device;
     let entry = commands::lookup(&cdb);
     if entry.is_some_and(|e| e.gate == Gate::RequestSense) {
-        return misc::request_sense(dev, nexus, &cdb, data_in);
+        return misc::request_sense(&lun.device, nexus, &cdb, data_in);
     }
-    let entry = gates(nexus, lun, &cdb, entry)?;
-    let ctx = Ctx {
-        table,
-        nexus,
-        lun,
-        dev,
-        cdb,
-        data_out: cmd.data_out,
-    };
-    (entry.handler)(&ctx, data_in)
+    gated(table, nexus, lun, cdb, cmd.data_out, entry, |ctx, e| {
+        (e.handler)(ctx, data_in)
+    })
 }
 
 /// The checks every command (but REQUEST SENSE) passes before its
 /// handler: unit attention, access ([`access_gate`] with the opcode's
-/// validation), write protection of the mapping. Returns the handler.
-fn gates(
-    nexus: &Nexus,
-    lun: &Lun,
-    cdb: &Cdb,
+/// validation), write protection of the mapping; then `then` with the
+/// command's context and table entry. A continuation rather than a
+/// returned entry, and inlined, so the per-command fast path compiles as
+/// one function (a call returning the large `Result` cost measurable
+/// instructions per 4 KiB read under callgrind).
+#[inline(always)]
+fn gated<'a, R>(
+    table: &'a LunTable,
+    nexus: &'a Nexus,
+    lun: &'a Lun,
+    cdb: Cdb,
+    data_out: &'a [u8],
     entry: Option<&'static commands::Entry>,
-) -> Result<&'static commands::Entry, CmdError> {
+    then: impl FnOnce(&Ctx<'a>, &'static commands::Entry) -> Result<R, CmdError>,
+) -> Result<R, CmdError> {
     let dev = &*lun.device;
     let gate = entry.map_or(Gate::Normal, |e| e.gate);
     let policy = match gate {
@@ -124,7 +124,7 @@ fn gates(
         dev.state.res.lock().pr.note_nexus(nexus);
         return Err(CmdError::UnitAttention(asc));
     }
-    access_gate(dev, nexus, cdb, gate, || {
+    access_gate(dev, nexus, &cdb, gate, || {
         if entry.is_none() {
             // An implemented opcode with an unknown service action is an
             // invalid field, not an invalid opcode (SPC-4 4.2.5.2).
@@ -143,10 +143,18 @@ fn gates(
         // Refused by the validation above already.
         return Err(CmdError::InvalidOpcode);
     };
-    if lun.write_protect && changes_shared_state(cdb) {
+    if lun.write_protect && changes_shared_state(&cdb) {
         return Err(CmdError::WriteProtected);
     }
-    Ok(entry)
+    let ctx = Ctx {
+        table,
+        nexus,
+        lun,
+        dev,
+        cdb,
+        data_out,
+    };
+    then(&ctx, entry)
 }
 
 /// For the asynchronous path (`submit`): a READ or WRITE that passed every
@@ -159,16 +167,10 @@ pub(crate) fn prepare_rw(
     cdb: Cdb,
     data_out: &[u8],
 ) -> Result<Option<crate::rw::Access>, CmdError> {
-    gates(nexus, lun, &cdb, commands::lookup(&cdb))?;
-    let ctx = Ctx {
-        table,
-        nexus,
-        lun,
-        dev: &lun.device,
-        cdb,
-        data_out,
-    };
-    crate::rw::prepare(&ctx)
+    let entry = commands::lookup(&cdb);
+    gated(table, nexus, lun, cdb, data_out, entry, |ctx, _| {
+        crate::rw::prepare(ctx)
+    })
 }
 
 pub(crate) fn outcome_for(err: &CmdError) -> Outcome {
