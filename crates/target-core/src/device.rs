@@ -3,7 +3,7 @@
 //! reservations, plus the small derived facts (thin? write protected?) that
 //! every handler asks about.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backstore::Capabilities;
@@ -21,9 +21,12 @@ pub(crate) struct AsyncIoToken(Arc<Device>);
 impl Drop for AsyncIoToken {
     fn drop(&mut self) {
         let s = &self.0.state;
-        let mut n = s.io_async.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        if *n == 0 {
+        // The lock and the wake-up only when an exclusive holder waits:
+        // the data path pays one atomic.
+        if s.io_async.fetch_sub(1, Ordering::SeqCst) == 1
+            && s.io_async_waiter.load(Ordering::SeqCst)
+        {
+            let _g = s.io_async_lock.lock().unwrap_or_else(|e| e.into_inner());
             s.io_async_idle.notify_all();
         }
     }
@@ -57,7 +60,11 @@ pub(crate) struct DeviceState {
     /// under `io_order` shared but cannot hold a guard until they complete
     /// (on another thread), so an exclusive holder waits for this to drop
     /// to zero before it touches the medium.
-    pub io_async: Mutex<usize>,
+    pub io_async: AtomicUsize,
+    /// An exclusive holder waits for `io_async` to reach zero (on
+    /// `io_async_idle`, under `io_async_lock`).
+    pub io_async_waiter: AtomicBool,
+    pub io_async_lock: Mutex<()>,
     pub io_async_idle: Condvar,
     /// Results of finished EXTENDED COPY commands.
     pub copies: CopyResults,
@@ -83,7 +90,9 @@ impl DeviceState {
             res: Reservations::default(),
             medium: MediumState::default(),
             io_order: RwLock::new(()),
-            io_async: Mutex::new(0),
+            io_async: AtomicUsize::new(0),
+            io_async_waiter: AtomicBool::new(false),
+            io_async_lock: Mutex::new(()),
             io_async_idle: Condvar::new(),
             copies: CopyResults::default(),
             sanitize: SanitizeState::default(),
@@ -165,18 +174,17 @@ impl crate::Device {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         // No asynchronous I/O starts while `g` is held (it needs the shared
-        // side); wait for those already started.
-        let mut n = self
-            .state
-            .io_async
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            n = self
-                .state
-                .io_async_idle
-                .wait(n)
-                .unwrap_or_else(|e| e.into_inner());
+        // side); wait for those already started. One exclusive holder at a
+        // time, so one waiter flag.
+        let st = &self.state;
+        if st.io_async.load(Ordering::SeqCst) > 0 {
+            st.io_async_waiter.store(true, Ordering::SeqCst);
+            let mut l = st.io_async_lock.lock().unwrap_or_else(|e| e.into_inner());
+            while st.io_async.load(Ordering::SeqCst) > 0 {
+                l = st.io_async_idle.wait(l).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(l);
+            st.io_async_waiter.store(false, Ordering::SeqCst);
         }
         g
     }
@@ -186,11 +194,7 @@ impl crate::Device {
     /// `io_shared` all along.
     pub(crate) fn io_async_begin(self: &Arc<Self>) -> AsyncIoToken {
         let _order = self.io_shared();
-        *self
-            .state
-            .io_async
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) += 1;
+        self.state.io_async.fetch_add(1, Ordering::SeqCst);
         AsyncIoToken(Arc::clone(self))
     }
 

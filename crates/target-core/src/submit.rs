@@ -128,8 +128,7 @@ pub(crate) fn submit(
             )
         }
     };
-    let dev = std::sync::Arc::clone(&lun.device);
-    dev.backstore.submit(
+    lun.device.backstore.submit(
         op,
         Completion::new(move |op, result| {
             drop(token);
