@@ -73,6 +73,10 @@ pub struct Capabilities {
     /// [`Backstore::crypto_erase`] works here: the data is stored encrypted
     /// under a key this backstore can replace.
     pub crypto_erase: bool,
+    /// [`Backstore::submit`] is truly asynchronous (completes later, on
+    /// another thread). Without it the engine calls the synchronous
+    /// methods directly and saves the completion's allocation.
+    pub async_submit: bool,
 }
 
 impl Default for Capabilities {
@@ -86,6 +90,7 @@ impl Default for Capabilities {
             optimal_io_size: 0,
             resize: false,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 }
@@ -263,6 +268,7 @@ mod tests {
             optimal_io_size,
             resize,
             crypto_erase,
+            async_submit,
         } = d;
         vec![
             d,
@@ -296,6 +302,10 @@ mod tests {
             },
             Capabilities {
                 crypto_erase: !crypto_erase,
+                ..d
+            },
+            Capabilities {
+                async_submit: !async_submit,
                 ..d
             },
         ]

@@ -1,11 +1,10 @@
 //! The completion-based command path ([`LunTable::submit`]): READ and WRITE
 //! pass every gate here, then go to the backstore's asynchronous path
 //! (`Backstore::submit`) with their buffers; the answer is built in the
-//! backstore's completion, on whatever thread that runs. A backstore
-//! without an asynchronous path completes inline (the trait's default),
-//! so this costs a synchronous one nothing but the completion box. Every
-//! other command runs synchronously ([`LunTable::execute`]) and completes
-//! before `submit` returns.
+//! backstore's completion, on whatever thread that runs. Only for a
+//! backstore whose capabilities say `async_submit`: for the others (and
+//! for every other command) this is [`LunTable::execute`] and `done` runs
+//! before `submit` returns, with no allocation.
 //!
 //! Medium ordering: an asynchronous access counts as holding the LU's
 //! shared order until it completes (`Device::io_async_begin`), so COMPARE
@@ -52,8 +51,13 @@ pub(crate) fn submit(
         data_out,
         mut data_in,
     } = req;
-    let lun = match (Cdb::new(cdb), table.find(lun_id)) {
-        (Ok(c), Some(lun))
+    // Checked first: a synchronous backstore's command goes straight to
+    // `execute` (one CDB parse, no allocation).
+    let lun = table
+        .find(lun_id)
+        .filter(|l| l.device.state.caps.async_submit);
+    let lun = match (lun, lun.map(|_| Cdb::new(cdb))) {
+        (Some(lun), Some(Ok(c)))
             if matches!(
                 c.opcode(),
                 op::READ_6

@@ -193,7 +193,10 @@ impl Backstore for LaterStore {
         1 << 20
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            async_submit: true,
+            ..Capabilities::default()
+        }
     }
     // The synchronous path (commands other than READ/WRITE, e.g. COMPARE
     // AND WRITE) reads zeroes; both log as offset + 1.

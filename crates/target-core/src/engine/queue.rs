@@ -82,6 +82,9 @@ pub struct TaskQueue<C> {
     live: u32,
     /// Sum of the flights' charges.
     bytes: usize,
+    /// Flights that are short ORDERED tasks: while there is none, a SIMPLE
+    /// task starts without a look at the others.
+    ordered: usize,
     next_seq: u64,
     /// Completions being processed (capacity kept).
     done: Vec<Done>,
@@ -97,6 +100,7 @@ impl<C> TaskQueue<C> {
             ready: Vec::new(),
             live: 0,
             bytes: 0,
+            ordered: 0,
             next_seq: 0,
             done: Vec::new(),
         }
@@ -144,6 +148,7 @@ impl<C> TaskQueue<C> {
         let older = |f: &&Flight<C>| f.seq < seq && f.info.lun == lun && !f.info.long;
         match attr {
             TaskAttr::HeadOfQueue => true,
+            TaskAttr::Simple | TaskAttr::Aca if self.ordered == 0 => true,
             TaskAttr::Ordered => !self.flights.iter().any(|f| older(&f)),
             TaskAttr::Simple | TaskAttr::Aca => !self
                 .flights
@@ -214,6 +219,7 @@ impl<C> TaskQueue<C> {
         });
         self.live += 1;
         self.bytes += charge;
+        self.ordered += usize::from(is_ordered(&info));
         let job = Job {
             seq,
             sink,
@@ -256,6 +262,7 @@ impl<C> TaskQueue<C> {
                 self.live -= 1;
             }
             self.bytes -= fl.charge;
+            self.ordered -= usize::from(is_ordered(&fl.info));
             let mut fin = Finished {
                 ctx: fl.ctx,
                 cdb: d.cdb,
@@ -326,6 +333,7 @@ impl<C> TaskQueue<C> {
             pool::lu_leave(job.lu_key);
             pool::uncharge(job.charge);
             self.bytes -= fl.charge;
+            self.ordered -= usize::from(is_ordered(&fl.info));
             if tas {
                 self.live -= 1;
             }
@@ -382,6 +390,7 @@ impl<C> TaskQueue<C> {
         self.ready.clear();
         self.live = 0;
         self.bytes = 0;
+        self.ordered = 0;
         match &self.sink {
             Some(s) => s.close(ends),
             None => {
@@ -390,6 +399,11 @@ impl<C> TaskQueue<C> {
             }
         }
     }
+}
+
+/// A task that orders the ones around it (long ones stay outside).
+fn is_ordered(t: &TaskInfo) -> bool {
+    t.attr == TaskAttr::Ordered && !t.long
 }
 
 fn task_aborted() -> Outcome {
