@@ -167,6 +167,10 @@ impl LaterStore {
     /// Complete the request at `offset` from a thread of the backstore's
     /// own (as librbd's callbacks or an io_uring reaper would).
     fn complete(self: &Arc<Self>, offset: u64) {
+        self.finish(offset, Ok(()))
+    }
+
+    fn finish(self: &Arc<Self>, offset: u64, result: std::io::Result<()>) {
         self.wait_started(offset);
         let me = Arc::clone(self);
         thread::spawn(move || {
@@ -181,7 +185,7 @@ impl LaterStore {
             if let IoOp::Read { buf, .. } = &mut op {
                 buf.fill(0xab);
             }
-            done.complete(op, Ok(()));
+            done.complete(op, result);
         })
         .join()
         .unwrap();
@@ -226,6 +230,11 @@ fn pool_lu(store: Arc<LaterStore>) -> Arc<Device> {
     let mut opts = DeviceOptions::new("later", "00000000-0000-4000-8000-00000000e001");
     opts.io_engine = IoEngine::Pool;
     Device::new(opts, store)
+}
+
+/// The sense key and ASC of an answer's fixed-format sense.
+fn sense_key_asc(sense: &[u8]) -> (u8, u8) {
+    (sense[2] & 0x0f, sense[12])
 }
 
 /// READ(10) / WRITE(10) of one 512-byte block at `lba` (offset lba*512).
@@ -364,4 +373,44 @@ fn compare_and_write_waits_for_asynchronous_io_in_flight() {
         "read, then write"
     );
     f.wait_answers(1);
+}
+
+/// The asynchronous path answers as `execute` does: a failed read from the
+/// backstore's completion is MEDIUM ERROR; an LBA past the end is refused
+/// before the backstore sees anything.
+#[test]
+fn asynchronous_errors_answer_as_the_synchronous_path() {
+    let store = Arc::new(LaterStore::default());
+    let f = Fabric::new(pool_lu(Arc::clone(&store)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = |cdb: &[u8]| {
+        let tx = tx.clone();
+        let req = target_core::Request {
+            cdb,
+            expected_len: 512,
+            attr: TaskAttr::Simple,
+            data_out: Vec::new(),
+            data_in: vec![7; 64],
+        };
+        f.luns
+            .submit(&f.nexus, 0, req, move |r| tx.send(r).unwrap());
+    };
+    run(&read(1));
+    store.finish(512, Err(std::io::Error::other("gone")));
+    let r = rx.recv().unwrap();
+    assert_eq!(r.out.status, Status::CheckCondition);
+    assert_eq!(
+        sense_key_asc(r.out.sense.as_deref().unwrap()),
+        (0x3, 0x11),
+        "MEDIUM ERROR, UNRECOVERED READ ERROR"
+    );
+    assert!(r.data_in.is_empty(), "no Data-In with an error");
+    run(&[0x28, 0, 0, 0, 0x08, 0, 0, 0, 1, 0]); // LBA 2048 of 2048 blocks
+    let r = rx.recv().unwrap();
+    assert_eq!(
+        sense_key_asc(r.out.sense.as_deref().unwrap()),
+        (0x5, 0x21),
+        "LBA OUT OF RANGE"
+    );
+    assert_eq!(store.started(), [512], "refused before the backstore");
 }
