@@ -7,7 +7,8 @@
 # busy) per binary and the ratios B/A. For quick before/after loops on a
 # data-path change.
 #
-# usage: bench/ab.sh [--rounds N] [--luns rd,shm] [--workloads a,b,...] BIN_A BIN_B
+# usage: bench/ab.sh [--rounds N] [--luns rd,shm,pool] [--workloads a,b,...] BIN_A BIN_B
+#   luns: rd (ramdisk), shm (fileio in /dev/shm), pool (the same with io_engine=pool)
 #   workloads: 4k-randread-qd32 (iscsi-perf -r -b 8 -m 32, 4 s)
 #              4k-write-qd32 64k-read-qd8 64k-write-qd8 1m-read-qd8 1m-write-qd8
 #              (qemu-img bench -f raw -t none, sequential, fixed count)
@@ -49,6 +50,8 @@ for i in 0 1; do
             rd) specs+=("ramdisk:rd$i::1G") ;;
             shm) dd if=/dev/zero of="$SHM/f$i.img" bs=1M count=1024 status=none
                  specs+=("fileio:shm$i:$SHM/f$i.img:1G") ;;
+            pool) dd if=/dev/zero of="$SHM/p$i.img" bs=1M count=1024 status=none
+                 specs+=("fileio:pool$i:$SHM/p$i.img:1G:io_engine=pool") ;;
             *) echo "ab.sh: unknown LUN kind $l" >&2; exit 2 ;;
         esac
         LUNNO[$l]=$n; n=$((n + 1))

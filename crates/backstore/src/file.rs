@@ -424,6 +424,7 @@ impl Backstore for FileBackstore {
             // A read-only block device can still grow underneath.
             resize: self.is_blk || !self.read_only,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 

@@ -11,6 +11,7 @@
 
 use std::io;
 
+pub mod aio;
 pub mod conformance;
 pub mod crypt;
 pub mod file;
@@ -25,6 +26,7 @@ pub mod ram;
 pub mod registry;
 pub mod sticky;
 
+pub use aio::{Completion, IoOp};
 pub use crypt::{CryptBackstore, CryptError};
 pub use file::{Extent, FileBackstore, FileOptions};
 pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
@@ -73,6 +75,10 @@ pub struct Capabilities {
     /// [`Backstore::crypto_erase`] works here: the data is stored encrypted
     /// under a key this backstore can replace.
     pub crypto_erase: bool,
+    /// [`Backstore::submit`] is truly asynchronous (completes later, on
+    /// another thread). Without it the engine calls the synchronous
+    /// methods directly and saves the completion's allocation.
+    pub async_submit: bool,
 }
 
 impl Default for Capabilities {
@@ -86,6 +92,7 @@ impl Default for Capabilities {
             optimal_io_size: 0,
             resize: false,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 }
@@ -164,6 +171,16 @@ pub trait Backstore: Send + Sync + 'static {
     fn crypto_erase(&self) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
+
+    /// The asynchronous path ([`aio`]): start `op` and call `done` once it
+    /// finished, possibly later and on another thread. The default runs
+    /// the synchronous method here and completes before returning, so a
+    /// simple backstore implements only the methods above. A wrapper must
+    /// forward it (its inner backstore may be truly asynchronous).
+    fn submit(&self, mut op: IoOp, done: Completion) {
+        let r = op.run_sync(self);
+        done.complete(op, r);
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +249,11 @@ mod tests {
         fn crypto_erase(&self) -> io::Result<()> {
             self.call("crypto_erase")
         }
+        fn submit(&self, op: IoOp, done: Completion) {
+            // Completes from another thread, as librbd or io_uring would.
+            let r = self.call("submit");
+            std::thread::spawn(move || done.complete(op, r));
+        }
     }
 
     /// The default, then one set of capabilities per flag that differs from
@@ -248,6 +270,7 @@ mod tests {
             optimal_io_size,
             resize,
             crypto_erase,
+            async_submit,
         } = d;
         vec![
             d,
@@ -281,6 +304,10 @@ mod tests {
             },
             Capabilities {
                 crypto_erase: !crypto_erase,
+                ..d
+            },
+            Capabilities {
+                async_submit: !async_submit,
                 ..d
             },
         ]
@@ -342,6 +369,8 @@ mod tests {
             "resize",
             "write_zeroes",
             "crypto_erase",
+            "submit_read",
+            "submit_write",
         ];
         for (name, w) in [("qos", &*qos), ("crypt", &crypt as &dyn Backstore)] {
             for op in ops {
@@ -360,6 +389,22 @@ mod tests {
                     "resize" => w.resize(2 << 20),
                     "write_zeroes" => w.write_zeroes(0, 512),
                     "crypto_erase" => w.crypto_erase(),
+                    "submit_read" => submit(
+                        w,
+                        IoOp::Read {
+                            offset: 0,
+                            buf: vec![0; 512],
+                        },
+                    ),
+                    "submit_write" => submit(
+                        w,
+                        IoOp::Write {
+                            offset: 0,
+                            buf: vec![0; 512],
+                            len: 512,
+                            fua: false,
+                        },
+                    ),
                     _ => unreachable!(),
                 };
                 r.unwrap_or_else(|e| panic!("{name}: {op}: {e}"));
@@ -367,11 +412,22 @@ mod tests {
                 // Encryption destroys its own key: erase stays in the wrapper.
                 let want: &[&str] = if name == "crypt" && op == "crypto_erase" {
                     &[]
+                } else if op.starts_with("submit") {
+                    // Not the synchronous default: the inner asynchronous path.
+                    &["submit"]
                 } else {
                     &[op]
                 };
                 assert_eq!(reached, want, "{name}: {op}");
             }
         }
+    }
+
+    /// One request through `submit`, awaited (the probe completes it from
+    /// another thread).
+    fn submit(w: &dyn Backstore, op: IoOp) -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.submit(op, Completion::new(move |_, r| tx.send(r).unwrap()));
+        rx.recv().unwrap()
     }
 }

@@ -396,6 +396,7 @@ impl Backstore for NbdBackstore {
             // NBD has no resize request.
             resize: false,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 

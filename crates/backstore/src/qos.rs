@@ -14,7 +14,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Backstore, Capabilities, Extent};
+use crate::{Backstore, Capabilities, Completion, Extent, IoOp};
 
 /// Limits of one backstore; 0 means no limit on that dimension.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -214,6 +214,15 @@ impl Backstore for QosBackstore {
 
     fn crypto_erase(&self) -> io::Result<()> {
         self.inner.crypto_erase()
+    }
+
+    /// Charged (and throttled) on the submitting thread, like the
+    /// synchronous calls; the request then goes on to the inner backstore.
+    fn submit(&self, op: IoOp, done: Completion) {
+        if !matches!(op, IoOp::Flush) {
+            self.charge(op.len() as u64);
+        }
+        self.inner.submit(op, done)
     }
 }
 

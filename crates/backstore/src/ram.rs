@@ -194,6 +194,7 @@ impl Backstore for RamBackstore {
             optimal_io_size: 0,
             resize: true,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 

@@ -80,6 +80,7 @@ impl Backstore for PatternBackstore {
             optimal_io_size: 0,
             resize: true,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 

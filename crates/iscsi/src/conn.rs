@@ -307,7 +307,7 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             // so neither is a NOP-In ping due (its answer could be unread).
             let congested = sess.offload.congested();
             let sock = (!congested).then(|| io.stream.as_raw_fd());
-            let ready = sess.offload.wait(sock, TICK);
+            let ready = crate::offload::wait(&sess.offload, sock, TICK);
             if congested {
                 continue;
             }

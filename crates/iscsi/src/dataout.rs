@@ -31,19 +31,7 @@ use crate::txq::TxQueue;
 pub const CONN_WRITE_BYTES: usize = 64 << 20;
 
 /// A CDB: 16 bytes inline, longer ones (extended CDB AHS) on the heap.
-pub enum CdbStore {
-    Short([u8; 16]),
-    Long(Vec<u8>),
-}
-
-impl CdbStore {
-    pub fn as_slice(&self) -> &[u8] {
-        match self {
-            CdbStore::Short(c) => c,
-            CdbStore::Long(v) => v,
-        }
-    }
-}
+pub use target_core::engine::Cdb as CdbStore;
 
 struct R2tState {
     ttt: u32,

@@ -3,11 +3,12 @@
 //! data between TCP and the target core; it never interprets a CDB.
 //!
 //! Each connection runs to completion on its own thread (`conn`): the fast
-//! path for LUs whose `io_engine` is inline. Commands of pool LUs and long
-//! commands (`target_core::may_run_long`) run on a shared worker pool
-//! (`pool`) while the connection keeps serving; their answers are sent by
-//! the connection thread (`offload`), so sequence numbers and PDU order
-//! stay single-threaded.
+//! path for LUs whose `io_engine` is inline. Commands of pool LUs, long
+//! commands (`target_core::may_run_long`) and commands task ordering holds
+//! back go to the I/O engine (`target_core::engine`) while the connection
+//! keeps serving; their answers are sent by the connection thread
+//! (`offload`, the adapter), so sequence numbers and PDU order stay
+//! single-threaded.
 //!
 //! PUBLIC API CONTRACT (used by the `rtarget` binary): the items below keep
 //! these names and signatures; add to them, don't rename them.
@@ -29,7 +30,6 @@ mod dataout;
 mod discovery;
 mod login;
 mod offload;
-mod pool;
 mod server;
 mod session;
 mod sessions;

@@ -31,6 +31,7 @@ use crate::server::{next_nexus_id, ConnHandle, SessionKey, Shared};
 use crate::sessions::{LunCounters, SessionLive};
 use crate::txq::TxQueue;
 use crate::TargetConfig;
+use target_core::engine::{Ends, Finished};
 
 /// What the connection loop does after a PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +81,10 @@ pub struct Session {
     nopin_timeout: Duration,
     nopin_response_timeout: Duration,
     pub text: TextState,
-    /// Commands running on the worker pool.
+    /// Commands in the I/O engine.
     pub offload: Offload,
+    /// Answers being processed (capacity kept).
+    pub finished: Vec<Finished<ScsiCommand>>,
     /// `nexus`, shared with pool jobs.
     pub nexus_arc: Arc<Nexus>,
     /// Our connection's handle (stop flag), for waits on the pool.
@@ -159,7 +162,8 @@ impl Session {
             nopin_response_timeout,
             text: TextState::default(),
             key: l.key,
-            offload: Offload::default(),
+            offload: Offload::new(crate::offload::LIMITS),
+            finished: Vec::new(),
             nexus_arc,
             conn: None,
             max_cmdsn_sent: Cell::new(l.exp_cmdsn.wrapping_add(l.window).wrapping_sub(1)),
@@ -174,7 +178,7 @@ impl Session {
     /// (`Shared::drain_begin`): no stale command of this session runs
     /// after the new one is admitted.
     pub fn end(&mut self) {
-        let mut ends = crate::pool::Ends::default();
+        let mut ends = Ends::default();
         if let Some(key) = self.key.clone() {
             let luns = Arc::clone(&self.luns);
             let nexus = Arc::clone(&self.nexus_arc);
@@ -476,7 +480,7 @@ impl Session {
             self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
             return Action::Continue;
         }
-        if self.tasks.iter().any(|t| t.itt == c.itt) || self.offload.has_itt(c.itt) {
+        if self.tasks.iter().any(|t| t.itt == c.itt) || self.offload.has_tag(u64::from(c.itt)) {
             self.reject(tx, RejectReason::TASK_IN_PROGRESS, &f.bhs);
             return Action::Continue;
         }
@@ -518,7 +522,7 @@ impl Session {
                         .table
                         .luns
                         .iter()
-                        .any(|n| Arc::ptr_eq(&n.device, &o.device))
+                        .any(|n| n.device.id() == o.device.id())
                 })
                 .cloned()
                 .collect(),
@@ -538,7 +542,7 @@ impl Session {
     pub fn execute(&mut self, tx: &mut TxQueue, c: &ScsiCommand, cdb: &[u8], data_out: &[u8]) {
         self.refresh_luns();
         let lun = scsi::lun::decode(c.lun);
-        if let Some(long) = self.pool_choice(lun, cdb) {
+        if let Some(long) = self.pool_choice(lun, c, cdb) {
             // Most commands carry no data: no buffer for them.
             let buf = if data_out.is_empty() {
                 Vec::new()
@@ -558,7 +562,7 @@ impl Session {
     pub fn execute_owned(&mut self, tx: &mut TxQueue, c: &ScsiCommand, cdb: &[u8], buf: Vec<u8>) {
         self.refresh_luns();
         let lun = scsi::lun::decode(c.lun);
-        if let Some(long) = self.pool_choice(lun, cdb) {
+        if let Some(long) = self.pool_choice(lun, c, cdb) {
             self.submit(tx, c, cdb, buf, long);
             return;
         }
@@ -714,7 +718,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // After a panic `end` did not run: still stop pool completions.
-        self.offload.close(crate::pool::Ends::default());
+        self.offload.close(Ends::default());
         if let Some(k) = &self.key {
             self.shared.unregister_session(k, self.conn_id);
         }

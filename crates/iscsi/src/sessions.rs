@@ -61,7 +61,7 @@ impl LunView {
                 self.table
                     .luns
                     .iter()
-                    .position(|o| o.id == l.id && Arc::ptr_eq(&o.device, &l.device))
+                    .position(|o| o.id == l.id && o.device.id() == l.device.id())
                     .map_or_else(Arc::default, |i| Arc::clone(&self.counters[i]))
             })
             .collect();
@@ -73,7 +73,7 @@ impl LunView {
 pub fn same_table(a: &LunTable, b: &LunTable) -> bool {
     a.luns.len() == b.luns.len()
         && a.luns.iter().zip(&b.luns).all(|(x, y)| {
-            x.id == y.id && x.write_protect == y.write_protect && Arc::ptr_eq(&x.device, &y.device)
+            x.id == y.id && x.write_protect == y.write_protect && x.device.id() == y.device.id()
         })
 }
 

@@ -1,6 +1,6 @@
 //! Task Management Function requests (RFC 7143 §11.5-11.6). The fabric
 //! aborts its own tasks (writes waiting for Data-Out, and commands on the
-//! worker pool: those are waited for, see `offload`, so the TMF response is
+//! I/O engine: those are waited for, see `offload`, so the TMF response is
 //! the last word about them) and forwards the LU-side effects to the core;
 //! the core's result maps to a TMF response code.
 
@@ -78,8 +78,8 @@ impl Session {
         // Pool tasks the function aborts: answered never, waited for now.
         let aborted = match reach(func) {
             Reach::Nothing => Some(0),
-            Reach::Task => self.abort_flights(tx, |f| f.itt == r.referenced_tag),
-            Reach::SessionLun | Reach::Lun => self.abort_flights(tx, |f| f.lun == r.lun),
+            Reach::Task => self.abort_flights(tx, |t| t.tag == u64::from(r.referenced_tag)),
+            Reach::SessionLun | Reach::Lun => self.abort_flights(tx, |t| t.lun == lun),
             Reach::Target => self.abort_flights(tx, |_| true),
         };
         let Some(aborted) = aborted else {

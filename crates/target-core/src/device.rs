@@ -3,8 +3,8 @@
 //! reservations, plus the small derived facts (thin? write protected?) that
 //! every handler asks about.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backstore::Capabilities;
 
@@ -13,7 +13,24 @@ use crate::reservation::Reservations;
 use crate::sanitize::SanitizeState;
 use crate::ua::UaState;
 use crate::xcopy::CopyResults;
-use crate::{DeviceOptions, Lun};
+use crate::{Device, DeviceOptions, Lun};
+
+/// See [`Device::io_async_begin`].
+pub(crate) struct AsyncIoToken(Arc<Device>);
+
+impl Drop for AsyncIoToken {
+    fn drop(&mut self) {
+        let s = &self.0.state;
+        // The lock and the wake-up only when an exclusive holder waits:
+        // the data path pays one atomic.
+        if s.io_async.fetch_sub(1, Ordering::SeqCst) == 1
+            && s.io_async_waiter.load(Ordering::SeqCst)
+        {
+            let _g = s.io_async_lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.io_async_idle.notify_all();
+        }
+    }
+}
 
 /// Largest single transfer (bytes) the core accepts; advertised in the
 /// Block Limits VPD page. Bounds the Data-In buffer a command can demand.
@@ -39,6 +56,16 @@ pub(crate) struct DeviceState {
     /// ATOMIC) hold it exclusively; plain reads and writes hold it shared.
     /// Uncontended, a shared acquire is one compare-and-swap, no syscall.
     pub io_order: RwLock<()>,
+    /// Reads and writes of the asynchronous path in flight: they started
+    /// under `io_order` shared but cannot hold a guard until they complete
+    /// (on another thread), so an exclusive holder waits for this to drop
+    /// to zero before it touches the medium.
+    pub io_async: AtomicUsize,
+    /// An exclusive holder waits for `io_async` to reach zero (on
+    /// `io_async_idle`, under `io_async_lock`).
+    pub io_async_waiter: AtomicBool,
+    pub io_async_lock: Mutex<()>,
+    pub io_async_idle: Condvar,
     /// Results of finished EXTENDED COPY commands.
     pub copies: CopyResults,
     /// SANITIZE in progress / failed.
@@ -63,6 +90,10 @@ impl DeviceState {
             res: Reservations::default(),
             medium: MediumState::default(),
             io_order: RwLock::new(()),
+            io_async: AtomicUsize::new(0),
+            io_async_waiter: AtomicBool::new(false),
+            io_async_lock: Mutex::new(()),
+            io_async_idle: Condvar::new(),
             copies: CopyResults::default(),
             sanitize: SanitizeState::default(),
             alua: crate::alua::AluaState::default(),
@@ -137,10 +168,34 @@ impl crate::Device {
 
     /// Exclusive access to the medium, for commands that must be atomic.
     pub(crate) fn io_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.state
+        let g = self
+            .state
             .io_order
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        // No asynchronous I/O starts while `g` is held (it needs the shared
+        // side); wait for those already started. One exclusive holder at a
+        // time, so one waiter flag.
+        let st = &self.state;
+        if st.io_async.load(Ordering::SeqCst) > 0 {
+            st.io_async_waiter.store(true, Ordering::SeqCst);
+            let mut l = st.io_async_lock.lock().unwrap_or_else(|e| e.into_inner());
+            while st.io_async.load(Ordering::SeqCst) > 0 {
+                l = st.io_async_idle.wait(l).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(l);
+            st.io_async_waiter.store(false, Ordering::SeqCst);
+        }
+        g
+    }
+
+    /// One read or write of the asynchronous path starts: counted until
+    /// the returned token drops (in its completion), as if it held
+    /// `io_shared` all along.
+    pub(crate) fn io_async_begin(self: &Arc<Self>) -> AsyncIoToken {
+        let _order = self.io_shared();
+        self.state.io_async.fetch_add(1, Ordering::SeqCst);
+        AsyncIoToken(Arc::clone(self))
     }
 
     /// MAXIMUM ATOMIC TRANSFER LENGTH (Block Limits VPD): WRITE ATOMIC

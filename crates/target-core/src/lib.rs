@@ -29,6 +29,7 @@ pub mod alua;
 mod commands;
 mod device;
 mod dispatch;
+pub mod engine;
 mod error;
 mod inquiry;
 mod medium;
@@ -43,6 +44,7 @@ mod reservation;
 mod rmw;
 mod rw;
 mod sanitize;
+mod submit;
 mod tmf;
 mod ua;
 mod xcopy;
@@ -52,6 +54,7 @@ mod testutil;
 
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
+pub use submit::{Reply, Request};
 
 /// How a storage object is presented as a SCSI logical unit (LIO's
 /// storage-object attributes plus identity).
@@ -98,6 +101,10 @@ pub enum IoEngine {
 /// belongs to the LU rather than to a path (mode page values, unit attention
 /// queues per I_T nexus, reservations). Shared by every LUN that maps it.
 pub struct Device {
+    /// Names the LU for the life of the process (the engine's per-LU
+    /// accounting keys on it; never an address, which a new device could
+    /// reuse).
+    id: u64,
     pub options: DeviceOptions,
     pub backstore: Arc<dyn Backstore>,
     state: device::DeviceState,
@@ -107,11 +114,18 @@ impl Device {
     pub fn new(options: DeviceOptions, backstore: Arc<dyn Backstore>) -> Arc<Device> {
         let caps = backstore.capabilities();
         let state = device::DeviceState::new(&options, caps);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Device {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             options,
             backstore,
             state,
         })
+    }
+
+    /// The LU's id: unique among all devices of this process, never 0.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Number of logical blocks.
@@ -269,6 +283,21 @@ impl LunTable {
         data_in: &mut Vec<u8>,
     ) -> Outcome {
         dispatch::execute(self, nexus, lun, cmd, data_in)
+    }
+
+    /// The completion-based form of [`LunTable::execute`], for engines:
+    /// READ and WRITE go to the backstore's asynchronous path and `done`
+    /// runs when it completes (possibly later, on another thread); other
+    /// commands run here and `done` runs before this returns. The buffers
+    /// come back in the [`Reply`].
+    pub fn submit(
+        &self,
+        nexus: &Nexus,
+        lun: u64,
+        req: Request<'_>,
+        done: impl FnOnce(Reply) + Send + 'static,
+    ) {
+        submit::submit(self, nexus, lun, req, done)
     }
 
     /// Apply a task management function's LU/target-side effects (reset

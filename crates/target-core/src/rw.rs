@@ -163,6 +163,63 @@ pub(crate) fn write(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     Ok(Status::Good)
 }
 
+/// A READ or WRITE reduced to the medium access it makes, for the
+/// asynchronous path (`submit`).
+pub(crate) enum Access {
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    /// `data_out[..len]` at `offset`; `fua`: durable before GOOD.
+    Write {
+        offset: u64,
+        len: usize,
+        fua: bool,
+    },
+}
+
+/// Every check [`read`] / [`write`] make before the backstore call, in the
+/// same order; `None`: nothing to transfer (GOOD).
+pub(crate) fn prepare(ctx: &Ctx<'_>) -> Result<Option<Access>, CmdError> {
+    use scsi::opcode as op;
+    let rw = ctx.cdb.rw();
+    check_protect(&rw)?;
+    let write = matches!(
+        ctx.cdb.opcode(),
+        op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16
+    );
+    if !write {
+        let r = transfer_range(ctx, &rw)?;
+        let len = (r.end - r.start) as usize;
+        return Ok((len > 0).then_some(Access::Read {
+            offset: r.start,
+            len,
+        }));
+    }
+    if ctx.dev.write_protected(ctx.lun) {
+        return Err(CmdError::WriteProtected);
+    }
+    let r = transfer_range(ctx, &rw)?;
+    let (buf, r) = write_extent(ctx, r)?;
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let fua = rw.fua() || !ctx.dev.wce();
+    if fua {
+        // As `write_to`: no durable write after a failed flush.
+        ctx.dev
+            .state
+            .flush_fault
+            .check()
+            .map_err(CmdError::WriteError)?;
+    }
+    Ok(Some(Access::Write {
+        offset: r.start,
+        len: buf.len(),
+        fua,
+    }))
+}
+
 /// Compare the medium at `r` with `expected` (one block repeated when
 /// `per_block`), using `scratch` as the read buffer. Returns the byte offset
 /// of the first difference.

@@ -373,6 +373,7 @@ impl Backstore for Qcow2Backstore {
             optimal_io_size: u32::try_from(self.g.cs).unwrap_or(0),
             resize: !self.read_only,
             crypto_erase: false,
+            async_submit: false,
         }
     }
 

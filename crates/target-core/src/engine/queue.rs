@@ -1,0 +1,444 @@
+//! [`TaskQueue`]: one nexus's tasks in the engine (see the module comment
+//! of `engine` for the rules). Owned and driven by the fabric's thread;
+//! the pool and backstores only reach its [`Sink`].
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use super::pool::{self, Job};
+use super::sink::{Ends, Sink};
+use super::{Cdb, Done, Task};
+use crate::{LunTable, Nexus, Outcome, Status, TaskAttr};
+
+/// The memory a fabric lets tasks hold (see `engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes one queue's tasks may hold before it is congested.
+    pub queue_bytes: usize,
+    /// Bytes all queues' tasks may hold before every queue holding any
+    /// is congested (a queue without tasks still gets one at a time, so
+    /// no initiator is locked out).
+    pub total_bytes: usize,
+}
+
+/// Most of a task's Expected Data Transfer Length charged for its Data-In
+/// (more than the core ever returns, 8 MiB; the pool gives back the rare
+/// excess of a CDB asking for more than the EDTL).
+const MAX_DATA_IN_CHARGE: usize = 16 << 20;
+
+/// What a fabric may select tasks on (ABORT TASK, ABORT TASK SET, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub tag: u64,
+    pub lun: u64,
+    pub attr: TaskAttr,
+    pub long: bool,
+}
+
+struct Flight<C> {
+    seq: u64,
+    info: TaskInfo,
+    ctx: C,
+    /// Handed to the pool (else held back by task ordering).
+    started: bool,
+    aborted: bool,
+    /// Aborted with TAS: answered TASK ABORTED instead of dropped.
+    tas: bool,
+    /// Bytes charged until completion.
+    charge: usize,
+}
+
+impl<C> Flight<C> {
+    /// Will be answered (holds a slot of the fabric's command window).
+    fn answers(&self) -> bool {
+        !self.aborted || self.tas
+    }
+}
+
+/// A finished task, back on the fabric's thread.
+pub struct Finished<C> {
+    pub ctx: C,
+    pub cdb: Cdb,
+    pub out: Outcome,
+    pub data_out: Vec<u8>,
+    pub data_in: Vec<u8>,
+    /// Data-In produced beyond `data_in` (for the residual).
+    pub overflow: usize,
+    /// Aborted: send nothing, only take the buffers back.
+    pub aborted: bool,
+}
+
+/// The tasks of one nexus (see `engine`).
+pub struct TaskQueue<C> {
+    limits: Limits,
+    sink: Option<Arc<Sink>>,
+    flights: Vec<Flight<C>>,
+    /// Tasks held back by ordering, oldest first.
+    held: VecDeque<Job>,
+    /// Tasks finished without running (aborted while held).
+    ready: Vec<Finished<C>>,
+    /// Flights that will be answered.
+    live: u32,
+    /// Sum of the flights' charges.
+    bytes: usize,
+    /// Flights that are short ORDERED tasks: while there is none, a SIMPLE
+    /// task starts without a look at the others.
+    ordered: usize,
+    next_seq: u64,
+    /// Completions being processed (capacity kept).
+    done: Vec<Done>,
+}
+
+impl<C> TaskQueue<C> {
+    pub fn new(limits: Limits) -> TaskQueue<C> {
+        TaskQueue {
+            limits,
+            sink: None,
+            flights: Vec::new(),
+            held: VecDeque::new(),
+            ready: Vec::new(),
+            live: 0,
+            bytes: 0,
+            ordered: 0,
+            next_seq: 0,
+            done: Vec::new(),
+        }
+    }
+
+    /// Tasks in the engine, or answers waiting: the fabric must reap.
+    pub fn active(&self) -> bool {
+        !self.flights.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Tasks that will be answered (they hold command window slots).
+    pub fn live(&self) -> u32 {
+        self.live
+    }
+
+    /// The queue holds all the memory it may: take no new command until
+    /// some complete.
+    pub fn congested(&self) -> bool {
+        self.bytes >= self.limits.queue_bytes
+            || (self.bytes > 0 && pool::pool_bytes() >= self.limits.total_bytes)
+    }
+
+    /// A task with this tag is in the engine and will be answered.
+    pub fn has_tag(&self, tag: u64) -> bool {
+        self.flights
+            .iter()
+            .any(|f| f.info.tag == tag && f.answers())
+    }
+
+    /// Every task but long ones has finished.
+    pub fn only_long_left(&self) -> bool {
+        self.flights.iter().all(|f| f.info.long)
+    }
+
+    /// Aborted short tasks still run: the abort is not over yet.
+    pub fn aborting(&self) -> bool {
+        self.flights
+            .iter()
+            .any(|f| f.aborted && f.started && !f.info.long)
+    }
+
+    /// Whether a task newer than every one in the queue may start now
+    /// (SAM task set rules, per LU; long tasks are outside them).
+    fn may_start(&self, seq: u64, lun: u64, attr: TaskAttr) -> bool {
+        let older = |f: &&Flight<C>| f.seq < seq && f.info.lun == lun && !f.info.long;
+        match attr {
+            TaskAttr::HeadOfQueue => true,
+            TaskAttr::Simple | TaskAttr::Aca if self.ordered == 0 => true,
+            TaskAttr::Ordered => !self.flights.iter().any(|f| older(&f)),
+            TaskAttr::Simple | TaskAttr::Aca => !self
+                .flights
+                .iter()
+                .filter(older)
+                .any(|f| f.info.attr == TaskAttr::Ordered),
+        }
+    }
+
+    /// Whether a command may run now on the fabric's thread, to completion
+    /// (an inline LU): nothing in the queue orders it after another task.
+    /// One branch when the queue is empty.
+    pub fn may_run_inline(&self, lun: u64, attr: TaskAttr) -> bool {
+        self.flights.is_empty() || self.may_start(u64::MAX, lun, attr)
+    }
+
+    /// Hand a task to the engine; its answer comes back from [`Self::reap`]
+    /// with `ctx`. Gives both back if the queue cannot get a completion
+    /// eventfd (the fabric then runs the command itself).
+    pub fn submit(
+        &mut self,
+        luns: &Arc<LunTable>,
+        nexus: &Arc<Nexus>,
+        task: Task,
+        ctx: C,
+    ) -> Result<(), (Task, C)> {
+        let sink = match &self.sink {
+            Some(s) => Arc::clone(s),
+            None => match Sink::new() {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    self.sink = Some(Arc::clone(&s));
+                    s
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create a completion sink");
+                    return Err((task, ctx));
+                }
+            },
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // An absurd EDTL must not pin the budget: no command yields more
+        // Data-In than the core's MAXIMUM TRANSFER LENGTH.
+        let edtl = (task.expected_len as usize).min(MAX_DATA_IN_CHARGE);
+        let charge = task.data_in.capacity().max(edtl) + task.data_out.capacity();
+        let lu_key = match luns.find(task.lun) {
+            Some(l) if !task.long => l.device.id(),
+            _ => 0,
+        };
+        pool::lu_enter(lu_key);
+        pool::charge(charge);
+        let info = TaskInfo {
+            tag: task.tag,
+            lun: task.lun,
+            attr: task.attr,
+            long: task.long,
+        };
+        let start = self.may_start(seq, task.lun, task.attr);
+        self.flights.push(Flight {
+            seq,
+            info,
+            ctx,
+            started: start,
+            aborted: false,
+            tas: false,
+            charge,
+        });
+        self.live += 1;
+        self.bytes += charge;
+        self.ordered += usize::from(is_ordered(&info));
+        let job = Job {
+            seq,
+            sink,
+            luns: Arc::clone(luns),
+            nexus: Arc::clone(nexus),
+            lun: task.lun,
+            cdb: task.cdb,
+            attr: task.attr,
+            expected_len: task.expected_len,
+            data_out: task.data_out,
+            data_in: task.data_in,
+            lu_key,
+            charge,
+            long: task.long,
+        };
+        if start {
+            pool::submit(job);
+        } else {
+            self.held.push_back(job);
+        }
+        Ok(())
+    }
+
+    /// Hand every finished task to `f` (aborted ones flagged), then start
+    /// the held tasks that ordering now lets run.
+    pub fn reap(&mut self, mut f: impl FnMut(Finished<C>)) {
+        self.ready.drain(..).for_each(&mut f);
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut done = std::mem::take(&mut self.done);
+        sink.take(&mut done);
+        let any = !done.is_empty();
+        for d in done.drain(..) {
+            let Some(i) = self.flights.iter().position(|x| x.seq == d.seq) else {
+                continue;
+            };
+            let fl = self.flights.swap_remove(i);
+            if fl.answers() {
+                self.live -= 1;
+            }
+            self.bytes -= fl.charge;
+            self.ordered -= usize::from(is_ordered(&fl.info));
+            let mut fin = Finished {
+                ctx: fl.ctx,
+                cdb: d.cdb,
+                out: d.out,
+                data_out: d.data_out,
+                data_in: d.data_in,
+                overflow: d.overflow,
+                aborted: fl.aborted && !fl.tas,
+            };
+            if fl.tas {
+                fin.out = task_aborted();
+                fin.data_in.clear();
+                fin.overflow = 0;
+            }
+            f(fin);
+        }
+        self.done = done;
+        if any && !self.held.is_empty() {
+            self.release();
+        }
+    }
+
+    /// Start the held tasks whose turn has come, oldest first.
+    fn release(&mut self) {
+        let mut held = std::mem::take(&mut self.held);
+        for job in held.drain(..) {
+            if self.may_start(job.seq, job.lun, job.attr) {
+                if let Some(fl) = self.flights.iter_mut().find(|f| f.seq == job.seq) {
+                    fl.started = true;
+                }
+                pool::submit(job);
+            } else {
+                self.held.push_back(job);
+            }
+        }
+    }
+
+    /// Abort the tasks `which` selects, answered never (`tas` false) or
+    /// with TASK ABORTED (`tas`). Held tasks end now; started ones end
+    /// when they finish ([`Self::aborting`] says whether any short one
+    /// still runs). Returns how many were aborted.
+    pub fn abort(&mut self, which: impl Fn(&TaskInfo) -> bool, tas: bool) -> usize {
+        let mut n = 0;
+        let mut dropped = Vec::new();
+        for fl in self.flights.iter_mut() {
+            if fl.aborted || !which(&fl.info) {
+                continue;
+            }
+            fl.aborted = true;
+            fl.tas = tas;
+            if !tas {
+                self.live -= 1;
+            }
+            n += 1;
+            if !fl.started {
+                dropped.push(fl.seq);
+            }
+        }
+        for seq in dropped {
+            let Some(j) = self.held.iter().position(|j| j.seq == seq) else {
+                continue;
+            };
+            let job = self.held.remove(j).expect("held job");
+            let i = self.flights.iter().position(|f| f.seq == seq);
+            let Some(fl) = i.map(|i| self.flights.swap_remove(i)) else {
+                continue;
+            };
+            pool::lu_leave(job.lu_key);
+            pool::uncharge(job.charge);
+            self.bytes -= fl.charge;
+            self.ordered -= usize::from(is_ordered(&fl.info));
+            if tas {
+                self.live -= 1;
+            }
+            let mut data_in = job.data_in;
+            data_in.clear();
+            self.ready.push(Finished {
+                ctx: fl.ctx,
+                cdb: job.cdb,
+                out: task_aborted(),
+                data_out: job.data_out,
+                data_in,
+                overflow: 0,
+                aborted: !tas,
+            });
+        }
+        // An aborted ORDERED task no longer holds the ones behind it.
+        if n > 0 && !self.held.is_empty() {
+            self.release();
+        }
+        n
+    }
+
+    /// The eventfd that becomes readable when answers wait (none before
+    /// the first task).
+    pub fn completion_fd(&self) -> Option<RawFd> {
+        self.sink.as_ref().map(|s| s.fd())
+    }
+
+    /// Before the fabric sleeps on [`Self::completion_fd`]: false if
+    /// answers already wait (reap instead); else the next one signals.
+    pub fn prepare_sleep(&self) -> bool {
+        if !self.ready.is_empty() {
+            return false;
+        }
+        self.sink.as_ref().is_none_or(|s| s.prepare_sleep())
+    }
+
+    /// After that sleep: `signalled` if the eventfd fired.
+    pub fn woke(&self, signalled: bool) {
+        if let Some(s) = &self.sink {
+            s.woke(signalled);
+        }
+    }
+
+    /// The nexus is gone: held and queued tasks never run, late answers
+    /// are dropped, and each of `ends` runs once the tasks still running
+    /// have finished (now if none runs).
+    pub fn close(&mut self, ends: Ends) {
+        for job in self.held.drain(..) {
+            pool::lu_leave(job.lu_key);
+            pool::uncharge(job.charge);
+        }
+        self.flights.clear();
+        self.ready.clear();
+        self.live = 0;
+        self.bytes = 0;
+        self.ordered = 0;
+        match &self.sink {
+            Some(s) => s.close(ends),
+            None => {
+                ends.short.into_iter().for_each(|f| f());
+                ends.all.into_iter().for_each(|f| f());
+            }
+        }
+    }
+}
+
+/// A task that orders the ones around it (long ones stay outside).
+fn is_ordered(t: &TaskInfo) -> bool {
+    t.attr == TaskAttr::Ordered && !t.long
+}
+
+fn task_aborted() -> Outcome {
+    Outcome {
+        status: Status::TaskAborted,
+        sense: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congested_by_own_budget_or_by_the_total_when_holding_tasks() {
+        let limits = Limits {
+            queue_bytes: 64 << 20,
+            // Above anything other tests of this process hold.
+            total_bytes: 1 << 40,
+        };
+        let mut q: TaskQueue<()> = TaskQueue::new(limits);
+        assert!(!q.congested());
+        q.bytes = limits.queue_bytes - 1;
+        assert!(!q.congested());
+        q.bytes = limits.queue_bytes;
+        assert!(q.congested(), "own budget reached");
+        // The whole pool is full: a queue with tasks waits, one without
+        // any still gets its first.
+        pool::charge(limits.total_bytes);
+        q.bytes = 1;
+        let with_tasks = q.congested();
+        q.bytes = 0;
+        let without = q.congested();
+        pool::uncharge(limits.total_bytes);
+        assert!(with_tasks);
+        assert!(!without);
+    }
+}

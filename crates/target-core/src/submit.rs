@@ -1,0 +1,158 @@
+//! The completion-based command path ([`LunTable::submit`]): READ and WRITE
+//! pass every gate here, then go to the backstore's asynchronous path
+//! (`Backstore::submit`) with their buffers; the answer is built in the
+//! backstore's completion, on whatever thread that runs. Only for a
+//! backstore whose capabilities say `async_submit`: for the others (and
+//! for every other command) this is [`LunTable::execute`] and `done` runs
+//! before `submit` returns, with no allocation.
+//!
+//! Medium ordering: an asynchronous access counts as holding the LU's
+//! shared order until it completes (`Device::io_async_begin`), so COMPARE
+//! AND WRITE, WRITE ATOMIC and SANITIZE still exclude it.
+
+use backstore::{Completion, IoOp};
+use scsi::cdb::Cdb;
+use scsi::opcode as op;
+
+use crate::dispatch::{self, GOOD};
+use crate::error::CmdError;
+use crate::rw::Access;
+use crate::{Command, LunTable, Nexus, Outcome, TaskAttr};
+
+/// A command handed over with the buffers it owns.
+pub struct Request<'a> {
+    pub cdb: &'a [u8],
+    pub expected_len: u32,
+    pub attr: TaskAttr,
+    /// All Data-Out the initiator sent.
+    pub data_out: Vec<u8>,
+    /// Reused for Data-In (see [`LunTable::execute`]).
+    pub data_in: Vec<u8>,
+}
+
+/// The answer, with both buffers back.
+pub struct Reply {
+    pub out: Outcome,
+    pub data_in: Vec<u8>,
+    pub data_out: Vec<u8>,
+}
+
+pub(crate) fn submit(
+    table: &LunTable,
+    nexus: &Nexus,
+    lun_id: u64,
+    req: Request<'_>,
+    done: impl FnOnce(Reply) + Send + 'static,
+) {
+    let Request {
+        cdb,
+        expected_len,
+        attr,
+        data_out,
+        mut data_in,
+    } = req;
+    // Checked first: a synchronous backstore's command goes straight to
+    // `execute` (one CDB parse, no allocation).
+    let lun = table
+        .find(lun_id)
+        .filter(|l| l.device.state.caps.async_submit);
+    let lun = match (lun, lun.map(|_| Cdb::new(cdb))) {
+        (Some(lun), Some(Ok(c)))
+            if matches!(
+                c.opcode(),
+                op::READ_6
+                    | op::READ_10
+                    | op::READ_12
+                    | op::READ_16
+                    | op::WRITE_6
+                    | op::WRITE_10
+                    | op::WRITE_12
+                    | op::WRITE_16
+            ) =>
+        {
+            match dispatch::prepare_rw(table, nexus, lun, c, &data_out) {
+                Ok(Some(access)) => (lun, access),
+                Ok(None) => {
+                    data_in.clear();
+                    return done(Reply {
+                        out: GOOD,
+                        data_in,
+                        data_out,
+                    });
+                }
+                Err(e) => {
+                    data_in.clear();
+                    return done(Reply {
+                        out: dispatch::outcome_for(&e),
+                        data_in,
+                        data_out,
+                    });
+                }
+            }
+        }
+        _ => {
+            let cmd = Command {
+                cdb,
+                data_out: &data_out,
+                expected_len,
+                attr,
+            };
+            let out = table.execute(nexus, lun_id, &cmd, &mut data_in);
+            return done(Reply {
+                out,
+                data_in,
+                data_out,
+            });
+        }
+    };
+    let (lun, access) = lun;
+    let token = lun.device.io_async_begin();
+    let (op, spare) = match access {
+        Access::Read { offset, len } => {
+            // Reuse whatever the buffer holds; only growth is zero-filled.
+            data_in.resize(len, 0);
+            (
+                IoOp::Read {
+                    offset,
+                    buf: data_in,
+                },
+                data_out,
+            )
+        }
+        Access::Write { offset, len, fua } => {
+            data_in.clear();
+            (
+                IoOp::Write {
+                    offset,
+                    buf: data_out,
+                    len,
+                    fua,
+                },
+                data_in,
+            )
+        }
+    };
+    lun.device.backstore.submit(
+        op,
+        Completion::new(move |op, result| {
+            drop(token);
+            let (data_in, data_out, err) = match op {
+                IoOp::Read { mut buf, .. } => {
+                    let err = result.err().map(CmdError::ReadError);
+                    if err.is_some() {
+                        buf.clear();
+                    }
+                    (buf, spare, err)
+                }
+                IoOp::Write { buf, .. } => (spare, buf, result.err().map(CmdError::WriteError)),
+                IoOp::Flush => (spare, Vec::new(), None),
+            };
+            let out = err.as_ref().map_or(GOOD, dispatch::outcome_for);
+            done(Reply {
+                out,
+                data_in,
+                data_out,
+            })
+        }),
+    );
+}
