@@ -10,6 +10,7 @@
 
 pub mod alua;
 pub mod args;
+pub mod examples;
 pub mod handlers;
 pub mod locate;
 pub mod ops;

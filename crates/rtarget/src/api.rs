@@ -194,7 +194,7 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
             let root = live.tree();
             let node = root
                 .find(&path)
-                .ok_or_else(|| anyhow!("no such path: {path}"))?;
+                .ok_or_else(|| manage::locate::no_such_path(&path))?;
             Response::Listing(Listing {
                 text: tree::render(node, depth, width),
                 tree: node.pruned(depth),

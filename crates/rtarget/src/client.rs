@@ -104,6 +104,14 @@ pub enum Action {
     Bookmarks(String, Vec<String>),
     Help,
     Exit,
+    /// `WORD VERB` where VERB is not a command: WORD was taken as a path
+    /// (`path`, resolved); whether it exists decides which word is wrong
+    /// ([`unknown_verb`]).
+    UnknownVerb {
+        word: String,
+        path: String,
+        verb: String,
+    },
 }
 
 /// Parse one command line (already split into words) run at `cwd`.
@@ -214,8 +222,28 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             }
             _ => bail!("sessions takes no argument or 'detail'"),
         },
+        other if !VERBS.contains(&first.as_str()) => Action::UnknownVerb {
+            word: first.clone(),
+            path,
+            verb: other.to_string(),
+        },
         other => bail!("unknown command {other:?} (commands: {})", VERBS.join(", ")),
     })
+}
+
+/// The error for [`Action::UnknownVerb`]: the first word is the wrong one
+/// when no such path exists (`bogus command`), else the second
+/// (`/iscsi frobnicate`).
+pub fn unknown_verb(word: &str, path: &str, verb: &str, path_exists: bool) -> String {
+    let commands = VERBS.join(", ");
+    if path_exists {
+        format!("unknown command {verb:?} after the path {path} (commands: {commands}; e.g. `{word} ls`)")
+    } else {
+        format!(
+            "{word:?} is neither a command nor a path ({path} does not exist); commands: {commands}; \
+             e.g. `ls`, `/backstores/fileio create disk1 /var/lib/rtarget/disk1.img 1G`"
+        )
+    }
 }
 
 /// `ls [PATH] [DEPTH]` (or `depth=N`) at `path`.
@@ -273,7 +301,14 @@ fn absolutize_backing(path: &str, verb: &str, params: &[String]) -> Result<Vec<S
                 return Ok(p.clone());
             }
             positional += 1;
-            if positional == if qcow { 3 } else { 2 } {
+            // user:qcow: `NAME SIZE IMAGE`, or `NAME IMAGE` for an
+            // existing one (see manage::ops_backstore).
+            let image = match positional {
+                2 => !qcow || crate::args::parse_size(p).is_err(),
+                3 => qcow,
+                _ => false,
+            };
+            if image {
                 absolute(p)
             } else {
                 Ok(p.clone())
@@ -475,6 +510,18 @@ fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
             return Ok(true);
         }
         Action::Nothing | Action::Exit => return Ok(true),
+        Action::UnknownVerb { word, path, verb } => {
+            let exists = Conn::open(socket)
+                .and_then(|mut c| {
+                    c.call(&Request::Ls {
+                        path: path.clone(),
+                        depth: Some(0),
+                        width: None,
+                    })
+                })
+                .is_ok_and(|v| v["ok"] == Value::Bool(true));
+            bail!("{}", unknown_verb(&word, &path, &verb, exists));
+        }
     };
     let resp = Conn::open(socket)?.call(&req)?;
     Ok(print(&resp, show, as_json))
@@ -663,10 +710,18 @@ mod tests {
             parse("/iscsi", &w("cd"), 80).unwrap(),
             Action::Cd("/".into())
         );
-        assert!(parse("/", &w("/iscsi frobnicate"), 80)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown command"));
+        assert_eq!(
+            parse("/", &w("/iscsi frobnicate"), 80).unwrap(),
+            Action::UnknownVerb {
+                word: "/iscsi".into(),
+                path: "/iscsi".into(),
+                verb: "frobnicate".into()
+            }
+        );
+        assert!(parse("/", &w("ls frobnicate x"), 80).is_ok());
+        assert!(
+            parse("/", &w("frobnicate"), 80).is_ok_and(|a| a == Action::Cd("/frobnicate".into()))
+        );
         assert!(parse("/", &w("get"), 80).is_err());
     }
 

@@ -86,6 +86,16 @@ impl Session {
                 println!("{}", self.cwd);
                 Ok(true)
             }
+            Action::UnknownVerb { word, path, verb } => {
+                let exists = self
+                    .call(&ls(&path, 0))
+                    .is_ok_and(|v| v["ok"] == Value::Bool(true));
+                eprintln!(
+                    "rtarget: error: {}",
+                    client::unknown_verb(&word, &path, &verb, exists)
+                );
+                Ok(false)
+            }
             Action::Cd(path) => match self.call(&ls(&path, 0)) {
                 Ok(v) if v["ok"] == Value::Bool(true) => {
                     self.cwd = path;
