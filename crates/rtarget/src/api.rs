@@ -374,7 +374,7 @@ fn need_group(group: &str) -> Result<&str> {
 }
 
 /// `restoreconfig`: replace the live configuration with a file's.
-fn restore(live: &Live, file: Option<String>) -> Result<crate::live::Outcome> {
+pub fn restore(live: &Live, file: Option<String>) -> Result<crate::live::Outcome> {
     let file = file.map_or_else(|| live.config_path().to_path_buf(), PathBuf::from);
     let (loaded, issues) = config::load(&file)?;
     let out = live.change(|cfg| {

@@ -95,6 +95,23 @@ mod tests {
         assert!(parse_listen("localhost:1").is_err());
     }
 
+    /// The packaged unit's ExecStart is a valid `serve` command line.
+    #[test]
+    fn unit_exec_start_parses() {
+        let unit = include_str!("../systemd/rtarget.service");
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "/usr/bin/rtarget");
+        let cli = Cli::try_parse_from(&words).unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("{line}")
+        };
+        assert_eq!(a.config, PathBuf::from("/etc/rtarget/saveconfig.json"));
+    }
+
     #[test]
     fn serve_defaults() {
         let cli = Cli::try_parse_from(["rtarget", "serve"]).unwrap();

@@ -13,6 +13,8 @@ mod client;
 mod demo;
 mod handlers;
 mod live;
+mod logging;
+mod notify;
 mod panics;
 mod proto;
 mod reconcile;
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
         return client::main(&argv[1..]);
     }
     let cli = cli::Cli::parse();
-    init_logging();
+    logging::init();
     // Objects of every registered handler are valid in saveconfig.json.
     config::set_user_handlers(handlers::registry().names());
     let result = match cli.command {
@@ -58,15 +60,4 @@ fn is_daemon_command(args: &[String]) -> bool {
         args.first().map(String::as_str),
         Some("serve" | "check" | "--help" | "-h" | "--version" | "-V")
     )
-}
-
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -76,8 +76,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         eprint!("{}", demo::instructions(bound[0], &args.config, image));
     }
     tracing::info!(targets, devices, "ready");
+    // systemd (Type=notify): only now do the portals accept connections.
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {targets} target(s), {devices} storage object(s)"
+    ));
 
-    let sig = shutdown.wait();
+    let sig = shutdown.wait(|| reload(&live));
+    crate::notify::notify("STOPPING=1");
     tracing::info!(signal = signals::name(sig), "shutting down");
     server.shutdown();
     // Threads that panicked did not stop the daemon: say so where the
@@ -98,6 +103,29 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP (systemd's reload): `restoreconfig` of the config file. The
+/// file is parsed and validated, and every object opened, before anything
+/// running changes: a bad file changes nothing (it is reported, and the
+/// running configuration stays).
+fn reload(live: &Live) {
+    crate::notify::reloading();
+    let path = live.config_path().display().to_string();
+    let status = match api::restore(live, None) {
+        Ok(out) => {
+            for w in &out.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(config = %path, "reloaded: {}", out.message);
+            format!("reloaded {path}")
+        }
+        Err(e) => {
+            tracing::error!(config = %path, "reload failed, the running configuration is unchanged: {e:#}");
+            format!("reload of {path} failed (running configuration unchanged): {e:#}")
+        }
+    };
+    crate::notify::notify(&format!("READY=1\nSTATUS={}", status.replace('\n', " ")));
 }
 
 /// Global preferences; a broken file is reported and the defaults used (it
