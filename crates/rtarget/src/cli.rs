@@ -29,6 +29,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Parse and validate a config file, print its warnings, and exit.
     Check(CheckArgs),
+    /// Print a shell completion script (e.g. `source <(rtarget completions bash)`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `rtarget man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod build_device;
 mod cli;
 mod client;
 mod demo;
+mod docs;
 mod handlers;
 mod live;
 mod logging;
@@ -43,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(&args),
         cli::Command::Check(args) => serve::check(&args),
+        cli::Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout()),
+        cli::Command::Man => docs::man(&mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,11 +56,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `serve`, `check`, and clap's own `--help`/`--version` (the client has
+/// `serve`, `check`, `completions`, `man`, and clap's own `--help`/`--version` (the client has
 /// its own `help` verb).
 fn is_daemon_command(args: &[String]) -> bool {
     matches!(
         args.first().map(String::as_str),
-        Some("serve" | "check" | "--help" | "-h" | "--version" | "-V")
+        Some("serve" | "check" | "completions" | "man" | "--help" | "-h" | "--version" | "-V")
     )
 }
