@@ -105,7 +105,7 @@ mod tests {
     /// The packaged unit's ExecStart is a valid `serve` command line.
     #[test]
     fn unit_exec_start_parses() {
-        let unit = include_str!("../systemd/rtarget.service");
+        let unit = include_str!("../debian/rtarget.service");
         let line = unit
             .lines()
             .find_map(|l| l.strip_prefix("ExecStart="))
