@@ -62,6 +62,16 @@ pub struct ServeArgs {
     /// (targetcli's default portal; rtarget uses loopback by default).
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, default_value = "127.0.0.1:3260")]
     pub default_portal: SocketAddr,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (off by
+    /// default; e.g. 127.0.0.1:9550).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_metrics)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `--metrics`: an address with a port (there is no default port to guess).
+fn parse_listen_metrics(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9550)"))
 }
 
 #[derive(Debug, Args)]

@@ -138,6 +138,15 @@ impl Live {
             .collect()
     }
 
+    /// Every open device with its storage object's path (`/backstores/...`).
+    pub fn devices_by_path(&self) -> Vec<(String, Arc<Device>)> {
+        self.lock()
+            .objects
+            .iter()
+            .map(|(p, (_, d))| (p.clone(), d.clone()))
+            .collect()
+    }
+
     /// The device serving the storage object at `path`.
     pub fn device(&self, path: &str) -> Option<Arc<Device>> {
         self.lock().objects.get(path).map(|(_, d)| d.clone())

@@ -15,6 +15,7 @@ mod docs;
 mod handlers;
 mod live;
 mod logging;
+mod metrics;
 mod notify;
 mod panics;
 mod proto;

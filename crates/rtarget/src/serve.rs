@@ -68,6 +68,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         s.serve(live.clone())?;
         eprintln!("rtarget: API on {}", s.path().display());
     }
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::serve(addr, live.clone())?;
+        eprintln!("rtarget: metrics on http://{bound}/metrics");
+    }
     // Printed once targets are set: tests and scripts connect right after it.
     for addr in &bound {
         eprintln!("rtarget: listening on {addr}");
@@ -117,10 +121,12 @@ fn reload(live: &Live) {
             for w in &out.warnings {
                 tracing::warn!("{w}");
             }
+            crate::metrics::RELOADS_OK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(config = %path, "reloaded: {}", out.message);
             format!("reloaded {path}")
         }
         Err(e) => {
+            crate::metrics::RELOADS_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(config = %path, "reload failed, the running configuration is unchanged: {e:#}");
             format!("reload of {path} failed (running configuration unchanged): {e:#}")
         }
