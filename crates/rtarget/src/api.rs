@@ -407,7 +407,7 @@ fn effective_attributes(values: &mut Map<String, Value>, o: &target_core::Device
     }
 }
 
-fn stat(path: &str) -> Option<ops::PathKind> {
+pub fn stat(path: &str) -> Option<ops::PathKind> {
     use std::os::unix::fs::FileTypeExt;
     let md = std::fs::metadata(path).ok()?;
     let ft = md.file_type();

@@ -29,6 +29,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Parse and validate a config file, print its warnings, and exit.
     Check(CheckArgs),
+    /// Convert a tgt configuration (tgt-admin's targets.conf) to a
+    /// saveconfig.json; what cannot be carried over is listed.
+    ImportTgt(ImportTgtArgs),
     /// Print a shell completion script (e.g. `source <(rtarget completions bash)`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -72,6 +75,22 @@ pub struct ServeArgs {
 fn parse_listen_metrics(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9550)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTgtArgs {
+    /// tgt's configuration (its `include` lines are followed).
+    #[arg(value_name = "TARGETS_CONF", default_value = "/etc/tgt/targets.conf")]
+    pub file: PathBuf,
+    /// Write the saveconfig.json here (default: print it).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The portal of every imported target (tgt listens on all addresses).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, default_value = "0.0.0.0:3260")]
+    pub portal: SocketAddr,
 }
 
 #[derive(Debug, Args)]

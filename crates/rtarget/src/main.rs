@@ -13,6 +13,7 @@ mod client;
 mod demo;
 mod docs;
 mod handlers;
+mod import;
 mod live;
 mod logging;
 mod metrics;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(&args),
         cli::Command::Check(args) => serve::check(&args),
+        cli::Command::ImportTgt(args) => import::run(&args),
         cli::Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout()),
         cli::Command::Man => docs::man(&mut std::io::stdout()),
     };
@@ -57,11 +59,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// `serve`, `check`, `completions`, `man`, and clap's own `--help`/`--version` (the client has
+/// `serve`, `check`, `import-tgt`, `completions`, `man`, and clap's own `--help`/`--version` (the client has
 /// its own `help` verb).
 fn is_daemon_command(args: &[String]) -> bool {
     matches!(
         args.first().map(String::as_str),
-        Some("serve" | "check" | "completions" | "man" | "--help" | "-h" | "--version" | "-V")
+        Some(
+            "serve"
+                | "check"
+                | "import-tgt"
+                | "completions"
+                | "man"
+                | "--help"
+                | "-h"
+                | "--version"
+                | "-V"
+        )
     )
 }
