@@ -41,6 +41,7 @@ pub const VERBS: &[&str] = &[
     "sessions",
     "set",
     "status",
+    "top",
 ];
 
 /// One connection to the daemon.
@@ -104,6 +105,8 @@ pub enum Action {
     Bookmarks(String, Vec<String>),
     Help,
     Exit,
+    /// `top [INTERVAL] [COUNT]` ([`crate::top`]).
+    Top(std::time::Duration, Option<u64>),
     /// `WORD VERB` where VERB is not a command: WORD was taken as a path
     /// (`path`, resolved); whether it exists decides which word is wrong
     /// ([`unknown_verb`]).
@@ -148,6 +151,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             Show::Status,
         ),
         "help" => Action::Help,
+        "top" => top_args(params)?,
         "exit" => Action::Exit,
         "create" | "delete" => {
             let argv = absolutize_backing(&path, verb, params)?;
@@ -244,6 +248,38 @@ pub fn unknown_verb(word: &str, path: &str, verb: &str, path_exists: bool) -> St
              e.g. `ls`, `/backstores/fileio create disk1 /var/lib/rtarget/disk1.img 1G`"
         )
     }
+}
+
+/// `top [INTERVAL] [COUNT]` (or `interval=S count=N`): seconds, 1 by default.
+fn top_args(params: &[String]) -> Result<Action> {
+    let usage = "top takes [INTERVAL] [COUNT] (e.g. `top 1` or `top 0.5 10`)";
+    if params.len() > 2 {
+        bail!("{usage}");
+    }
+    let get = |i: usize, key: &str| {
+        params
+            .get(i)
+            .map(|p| p.strip_prefix(key).unwrap_or(p).to_string())
+    };
+    let interval = match get(0, "interval=") {
+        None => 1.0,
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.1..=3600.0).contains(s))
+            .ok_or_else(|| anyhow!("interval {s:?} is not 0.1 to 3600 seconds; {usage}"))?,
+    };
+    let count = match get(1, "count=") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| anyhow!("count {s:?} is not a number; {usage}"))?,
+        ),
+    };
+    Ok(Action::Top(
+        std::time::Duration::from_secs_f64(interval),
+        count,
+    ))
 }
 
 /// `ls [PATH] [DEPTH]` (or `depth=N`) at `path`.
@@ -415,6 +451,7 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   clearconfig confirm=true           delete everything
   sessions [detail]                  list logged-in initiators (detail: connections,
                                      negotiated parameters, per-LUN I/O counters)
+  top [INTERVAL] [COUNT]             live IOPS and MiB/s per storage object (like iostat)
   bookmarks add|del|go NAME | show   named paths; @NAME works as a path
   cd PATH, pwd, help, exit           (shell)
 Examples:
@@ -510,6 +547,7 @@ fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
             return Ok(true);
         }
         Action::Nothing | Action::Exit => return Ok(true),
+        Action::Top(interval, count) => return crate::top::run(socket, interval, count),
         Action::UnknownVerb { word, path, verb } => {
             let exists = Conn::open(socket)
                 .and_then(|mut c| {

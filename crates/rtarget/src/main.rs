@@ -24,6 +24,7 @@ mod reconcile;
 mod serve;
 mod shell;
 mod signals;
+mod top;
 
 // The configuration edits, the object tree, the verbs' arguments and the
 // preferences are the `manage` library's (pure, shared with other front

@@ -86,6 +86,13 @@ impl Session {
                 println!("{}", self.cwd);
                 Ok(true)
             }
+            Action::Top(interval, count) => match crate::top::run(&self.socket, interval, count) {
+                Ok(ok) => Ok(ok),
+                Err(e) => {
+                    eprintln!("rtarget: error: {e:#}");
+                    Ok(false)
+                }
+            },
             Action::UnknownVerb { word, path, verb } => {
                 let exists = self
                     .call(&ls(&path, 0))
