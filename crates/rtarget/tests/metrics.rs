@@ -153,8 +153,40 @@ fn scrape_shows_sessions_and_lun_counters_moving() {
     let body = get(addr, "/metrics").1;
     assert_eq!(sample(&body, failed), 1);
 
+    dashboard_queries_find_their_metrics(&body);
+
     let (head, _) = get(addr, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     c.logout();
     d.stop();
+}
+
+/// docs/grafana/rtarget.json: every query names only metrics that a scrape
+/// (with a session doing I/O) has, so no panel stays empty for a typo.
+fn dashboard_queries_find_their_metrics(scrape: &str) {
+    let text = include_str!("../../../docs/grafana/rtarget.json");
+    let dash: serde_json::Value = serde_json::from_str(text).unwrap();
+    let mut queries = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            queries += 1;
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("rtarget_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr} names no rtarget metric");
+            for n in names {
+                let found = scrape
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} ")));
+                assert!(
+                    found,
+                    "panel {:?}: {n} is not in the scrape",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queries >= 10, "{queries}");
 }
