@@ -1,4 +1,5 @@
-//! The opt-in Prometheus endpoint (`serve --metrics ADDR:PORT`): `GET
+//! The opt-in Prometheus endpoint (`serve --metrics ADDR:PORT`, or the
+//! global setting `set global metrics=ADDR:PORT`, applied live): `GET
 //! /metrics` answers the OpenMetrics text of what the daemon already
 //! counts, read at scrape time (prometheus-client encodes it): sessions,
 //! each session's per-LUN commands and bytes (the iSCSI fabric's
@@ -11,8 +12,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,16 +31,65 @@ pub static RELOADS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Listen on `addr` and answer scrapes on a thread of its own; returns the
-/// bound address (the port may have been 0).
-pub fn serve(addr: SocketAddr, live: Arc<Live>) -> Result<SocketAddr> {
+/// The running endpoint (at most one): `serve --metrics`, or `set global
+/// metrics=ADDR:PORT` live.
+static ENDPOINT: Mutex<Option<Endpoint>> = Mutex::new(None);
+
+struct Endpoint {
+    /// As asked for (port 0 stays 0 here), to tell a change from a repeat.
+    asked: SocketAddr,
+    bound: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Endpoint {
+    /// Stop accepting: the flag, then a connection to wake `accept`.
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut wake = self.bound;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let _ = self.thread.join();
+    }
+}
+
+/// Serve metrics on `addr`, or stop serving them (`None`). A new address
+/// is bound before the old one closes, so a failed change keeps the old
+/// endpoint. Returns the bound address (the port may have been 0).
+pub fn switch(addr: Option<SocketAddr>, live: &Arc<Live>) -> Result<Option<SocketAddr>> {
+    let mut cur = ENDPOINT.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(c), Some(a)) = (cur.as_ref(), addr) {
+        if c.asked == a {
+            return Ok(Some(c.bound));
+        }
+    }
+    let new = addr.map(|a| start(a, live.clone())).transpose()?;
+    let bound = new.as_ref().map(|e| e.bound);
+    if let Some(old) = std::mem::replace(&mut *cur, new) {
+        old.stop();
+    }
+    Ok(bound)
+}
+
+fn start(addr: SocketAddr, live: Arc<Live>) -> Result<Endpoint> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
                 // One scrape at a time: a slow or silent client is cut off
                 // by the timeouts, never holds the daemon.
                 if let Err(e) = answer(stream, &live) {
@@ -47,7 +97,12 @@ pub fn serve(addr: SocketAddr, live: Arc<Live>) -> Result<SocketAddr> {
                 }
             }
         })?;
-    Ok(bound)
+    Ok(Endpoint {
+        asked: addr,
+        bound,
+        stop,
+        thread,
+    })
 }
 
 /// One HTTP/1.x request: `GET /metrics` gets the scrape, anything else 404

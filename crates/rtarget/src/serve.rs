@@ -64,13 +64,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         tracing::warn!("{w}");
     }
     bound.extend(listening);
+    // Before the API line: scripts that wait for it may scrape at once.
+    metrics(args, &live)?;
     if let Some(s) = &socket {
         s.serve(live.clone())?;
         eprintln!("rtarget: API on {}", s.path().display());
-    }
-    if let Some(addr) = args.metrics {
-        let bound = crate::metrics::serve(addr, live.clone())?;
-        eprintln!("rtarget: metrics on http://{bound}/metrics");
     }
     // Printed once targets are set: tests and scripts connect right after it.
     for addr in &bound {
@@ -106,6 +104,37 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         bail!("some backstores could not be flushed");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The metrics endpoint: `--metrics`, else the global setting (a setting
+/// that cannot be served is reported, not fatal: it is a convenience);
+/// later `set global metrics=...` moves or stops it live.
+fn metrics(args: &ServeArgs, live: &Arc<Live>) -> Result<()> {
+    let from_prefs = || live.prefs().metrics.parse::<SocketAddr>().ok();
+    if let Some(addr) = args.metrics.or_else(from_prefs) {
+        match crate::metrics::switch(Some(addr), live) {
+            Ok(Some(bound)) => eprintln!("rtarget: metrics on http://{bound}/metrics"),
+            Ok(None) => {}
+            Err(e) if args.metrics.is_none() => tracing::warn!("global metrics: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    let weak = Arc::downgrade(live);
+    let hook: crate::live::PrefsHook = Box::new(move |old, new| {
+        if old.metrics == new.metrics {
+            return Ok(());
+        }
+        let Some(live) = weak.upgrade() else {
+            return Ok(());
+        };
+        let addr = new.metrics.parse::<SocketAddr>().ok();
+        if let Some(bound) = crate::metrics::switch(addr, &live)? {
+            eprintln!("rtarget: metrics on http://{bound}/metrics");
+        }
+        Ok(())
+    });
+    let _ = live.on_prefs.set(hook);
     Ok(())
 }
 

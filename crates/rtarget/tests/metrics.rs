@@ -190,3 +190,40 @@ fn dashboard_queries_find_their_metrics(scrape: &str) {
     }
     assert!(queries >= 10, "{queries}");
 }
+
+/// `set global metrics=ADDR:PORT` starts, moves and stops the endpoint
+/// live; a bad address keeps the running one; the setting survives a
+/// restart.
+#[test]
+fn global_setting_moves_the_endpoint_live() {
+    let d = Served::start();
+    let (p1, p2) = (free_port(), free_port());
+    let a1 = SocketAddr::from(([127, 0, 0, 1], p1));
+    let a2 = SocketAddr::from(([127, 0, 0, 1], p2));
+    assert!(TcpStream::connect(a1).is_err());
+    d.ok(&["set", "global", &format!("metrics={a1}")]);
+    assert!(get(a1, "/metrics").1.contains("rtarget_targets 0"));
+    // Not an address of this host: refused, the endpoint stays.
+    let e = d.fails(&["set", "global", "metrics=192.0.2.1:9550"]);
+    assert!(
+        e.contains("cannot listen for metrics on 192.0.2.1:9550"),
+        "{e}"
+    );
+    assert!(get(a1, "/metrics").0.starts_with("HTTP/1.1 200"));
+    d.ok(&["set", "global", &format!("metrics={a2}")]);
+    assert!(get(a2, "/metrics").0.starts_with("HTTP/1.1 200"));
+    assert!(
+        TcpStream::connect(a1).is_err(),
+        "the old endpoint still listens"
+    );
+    let got = d.ok(&["get", "global", "metrics"]);
+    assert!(got.contains(&format!("metrics={a2}")), "{got}");
+
+    // Kept across a restart.
+    let s = d.stop();
+    let d = Served::on(s);
+    assert!(get(a2, "/metrics").0.starts_with("HTTP/1.1 200"));
+    d.ok(&["set", "global", "metrics=off"]);
+    assert!(TcpStream::connect(a2).is_err());
+    d.stop();
+}
