@@ -13,6 +13,44 @@ use crate::cli::Cli;
 
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> Result<()> {
     clap_complete::generate(shell, &mut Cli::command(), "rtarget", out);
+    if shell == clap_complete::Shell::Bash {
+        bash_management(out)?;
+    }
+    Ok(())
+}
+
+/// clap knows the daemon's subcommands only; in bash the management
+/// commands complete too: the first word may be a verb or a top-level
+/// path, the word after a path a verb (the tree itself needs the daemon:
+/// the interactive shell completes it).
+fn bash_management(out: &mut dyn Write) -> Result<()> {
+    let verbs = crate::client::VERBS.join(" ");
+    let mut paths = vec!["/backstores".to_string(), "/iscsi".to_string()];
+    paths.extend(
+        manage::tree::plugins()
+            .iter()
+            .map(|p| format!("/backstores/{p}")),
+    );
+    let paths = paths.join(" ");
+    write!(
+        out,
+        r#"
+_rtarget_management() {{
+    local cur=${{COMP_WORDS[COMP_CWORD]}}
+    case ${{COMP_WORDS[1]}} in
+        serve|check|import-tgt|completions|man|help|-*)
+            ((COMP_CWORD > 1)) && {{ _rtarget "$@"; return; }} ;;
+    esac
+    if ((COMP_CWORD == 1)); then
+        _rtarget "$@"
+        COMPREPLY+=($(compgen -W "{verbs} {paths}" -- "$cur"))
+    elif ((COMP_CWORD == 2)) && [[ ${{COMP_WORDS[1]}} == /* ]]; then
+        COMPREPLY=($(compgen -W "{verbs}" -- "$cur"))
+    fi
+}}
+complete -F _rtarget_management -o bashdefault -o default rtarget
+"#
+    )?;
     Ok(())
 }
 
@@ -122,5 +160,43 @@ mod tests {
         let script = String::from_utf8(out).unwrap();
         assert!(script.contains("complete -F _rtarget"), "{script}");
         assert!(script.contains("--default-portal"));
+    }
+
+    /// The bash script loads and completes both sides: `rtarget se` to
+    /// serve/sessions/set, `rtarget /backstores/fileio cr` to create.
+    #[test]
+    fn bash_completes_daemon_and_management_words() {
+        let mut out = Vec::new();
+        completions(clap_complete::Shell::Bash, &mut out).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtarget.bash");
+        std::fs::write(&path, out).unwrap();
+        let complete = |words: &str| {
+            let script = format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                 COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+                 _rtarget_management rtarget; printf '%s\\n' \"${{COMPREPLY[@]}}\" | sort -u",
+                path.display()
+            );
+            let o = std::process::Command::new("bash")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let first = complete("rtarget se");
+        for w in ["serve", "sessions", "set"] {
+            assert!(first.lines().any(|l| l == w), "{w} not in {first:?}");
+        }
+        let paths = complete("rtarget /backstores/f");
+        assert!(
+            paths.lines().any(|l| l == "/backstores/fileio"),
+            "{paths:?}"
+        );
+        let verbs = complete("rtarget /backstores/fileio cr");
+        assert_eq!(verbs.trim(), "create");
+        let serve = complete("rtarget serve --me");
+        assert!(serve.lines().any(|l| l == "--metrics"), "{serve:?}");
     }
 }
