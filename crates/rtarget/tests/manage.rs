@@ -334,11 +334,21 @@ fn shell_reads_commands_from_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"cd /nowhere\n")
+        .write_all(b"cd /nowhere\nbogus command\ncd /iscsi\nfrobnicate x\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such path: /nowhere"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such path: /nowhere"), "{stderr}");
+    // The word that is neither a path nor a command is the one named
+    // (relative to the shell's directory).
+    assert!(
+        stderr.contains("\"bogus\" is neither a command nor a path (/bogus does not exist)")
+            && stderr.contains(
+                "\"frobnicate\" is neither a command nor a path (/iscsi/frobnicate does not exist)"
+            ),
+        "{stderr}"
+    );
     d.stop();
 }
 
