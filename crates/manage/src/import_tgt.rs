@@ -426,6 +426,14 @@ fn access(
             }
         ));
     }
+    if !names.is_empty() && addresses.is_empty() {
+        // tgt-admin binds `-I ALL` next to the names when no address is
+        // given, so tgt let every initiator in; the names are the intent.
+        notes.push(format!(
+            "{}: only the initiator-name(s) may log in (under tgt-admin, without initiator-address, every initiator could)",
+            t.name
+        ));
+    }
     if !names.is_empty() {
         let luns: Vec<u64> = cfg
             .iscsi_targets()
@@ -623,6 +631,7 @@ default-driver iscsi
             "LUN 2 (/srv/missing.img) skipped: /srv/missing.img does not exist",
             "initiator-address 192.168.1.0/24 is not carried over",
             "admits nobody until you add some",
+            "one: only the initiator-name(s) may log in",
         ] {
             assert!(notes.contains(want), "{want:?} not in\n{notes}");
         }
