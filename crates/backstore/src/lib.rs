@@ -162,6 +162,13 @@ pub trait Backstore: Send + Sync + 'static {
     fn crypto_erase(&self) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
+
+    /// Counters of the engine's health for monitoring, by name (e.g. a
+    /// supervised child's `restarts`, a client's `reconnects`); read, never
+    /// reset. None by default; wrappers forward their inner backstore's.
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +236,9 @@ mod tests {
         }
         fn crypto_erase(&self) -> io::Result<()> {
             self.call("crypto_erase")
+        }
+        fn health(&self) -> Vec<(&'static str, u64)> {
+            vec![("probes", 7)]
         }
     }
 
@@ -347,6 +357,7 @@ mod tests {
                 let r = match op {
                     "size" => {
                         assert_eq!(w.size(), inner.size(), "{name}: size");
+                        assert_eq!(w.health(), [("probes", 7)], "{name}: health");
                         continue;
                     }
                     "read_at" => w.read_at(&mut buf, 0),

@@ -215,6 +215,10 @@ impl Backstore for QosBackstore {
     fn crypto_erase(&self) -> io::Result<()> {
         self.inner.crypto_erase()
     }
+
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        self.inner.health()
+    }
 }
 
 #[cfg(test)]

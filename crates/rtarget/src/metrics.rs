@@ -3,8 +3,9 @@
 //! /metrics` answers the OpenMetrics text of what the daemon already
 //! counts, read at scrape time (prometheus-client encodes it): sessions,
 //! each session's per-LUN commands and bytes (the iSCSI fabric's
-//! counters, as `sessions detail` shows them), storage object sizes and
-//! ALUA states, panics, and the reloads of the config file. Nothing here
+//! counters, as `sessions detail` shows them), storage object sizes, ALUA
+//! states and backstore recoveries (`Backstore::health`), panics, and the
+//! reloads of the config file. Nothing here
 //! is on an I/O path: a scrape takes the same snapshots as the API.
 //!
 //! A session's counters start at 0 when it logs in and go when it logs
@@ -238,13 +239,23 @@ fn sessions(reg: &mut Registry, live: &Live, cfg: &config::SaveConfig) {
     );
 }
 
-/// Storage objects: size, and the access state of each ALUA group.
+/// Storage objects: size, the access state of each ALUA group, and the
+/// backstore's health counters (user:qemu restarts, NBD reconnects).
 fn objects(reg: &mut Registry, live: &Live) {
     let size = Family::<Labels, Gauge>::default();
     let alua = Family::<Labels, Gauge>::default();
+    let health = Family::<Labels, Counter>::default();
     for (path, d) in live.devices_by_path() {
         size.get_or_create(&vec![("storage_object", path.clone())])
             .set(d.backstore.size() as i64);
+        for (event, n) in d.backstore.health() {
+            health
+                .get_or_create(&vec![
+                    ("storage_object", path.clone()),
+                    ("event", event.to_string()),
+                ])
+                .inc_by(n);
+        }
         for g in d.alua_groups() {
             alua.get_or_create(&vec![
                 ("storage_object", path.clone()),
@@ -258,6 +269,11 @@ fn objects(reg: &mut Registry, live: &Live) {
         "Capacity of a storage object",
         Unit::Bytes,
         size,
+    );
+    reg.register(
+        "backstore_events",
+        "Backstore recoveries: restarts of a user:qemu child, reconnects of an NBD client",
+        health,
     );
     reg.register(
         "alua_access_state",

@@ -178,6 +178,17 @@ fn nbd_backstore_through_the_cli() {
         ],
     );
     assert!(bad.contains("is not IP[:PORT]"), "{bad}");
+    // The NBD client's reconnects are a metric (0: the server never left),
+    // the one docs/grafana/rtarget.json's recoveries panel queries.
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    ok(&s.socket, &["set", "global", &format!("metrics={metrics}")]);
+    let mut http = std::net::TcpStream::connect(metrics).unwrap();
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut scrape = String::new();
+    std::io::Read::read_to_string(&mut http, &mut scrape).unwrap();
+    let series =
+        "rtarget_backstore_events_total{storage_object=\"/backstores/user/n1\",event=\"reconnects\"} 0";
+    assert!(scrape.contains(series), "{scrape}");
     d.stop();
     let data = std::fs::read(&img).unwrap();
     assert!(data[4096..4096 + 65536].iter().all(|b| *b == 0x77));

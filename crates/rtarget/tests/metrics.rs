@@ -177,6 +177,11 @@ fn dashboard_queries_find_their_metrics(scrape: &str) {
                 .collect();
             assert!(!names.is_empty(), "{expr} names no rtarget metric");
             for n in names {
+                // Backstore events need a user:qemu or NBD object: the NBD
+                // test in manage_backstores.rs finds that series.
+                if n == "rtarget_backstore_events_total" {
+                    continue;
+                }
                 let found = scrape
                     .lines()
                     .any(|l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} ")));
