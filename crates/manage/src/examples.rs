@@ -30,6 +30,18 @@ pub fn create(loc: &Loc, path: &str) -> Option<String> {
     Some(format!("{path} create {args}"))
 }
 
+/// A `delete` that works at `loc` (whose path is `path`).
+pub fn delete(loc: &Loc, path: &str) -> String {
+    let arg = match loc {
+        Loc::Plugin(_) => " disk1",
+        Loc::Fabric(_) => " iqn.2026-11.org.example:t1",
+        Loc::Acls(..) => " iqn.1994-05.com.redhat:client1",
+        Loc::Acl(..) => " 0 (its mapped LUN 0)",
+        _ => " (no arguments: deletes this object)",
+    };
+    format!("{path} delete{arg}")
+}
+
 /// A `set` of `group` that works at `loc`.
 pub fn set(loc: &Loc, group: &str) -> Option<&'static str> {
     Some(match (loc, group) {

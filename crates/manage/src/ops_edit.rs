@@ -85,11 +85,19 @@ pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
             let b = args.bind("delete", &["name"], 1)?;
             return crate::alua::delete(cfg, idx, b.get("name").unwrap_or_default());
         }
-        Some(_) => bail!("delete takes no arguments here"),
+        Some(_) => bail!("delete takes no arguments here (e.g. `{path} delete`)"),
         None => {}
     }
     let loc = locate(cfg, path)?;
-    let target = match loc.clone() {
+    let example = crate::examples::delete(&loc, &crate::tree::normalize("/", path));
+    delete_target(path, loc, args, no_args)
+        .and_then(|target| delete_loc(cfg, &target))
+        .map_err(|e| crate::examples::attach(e, Some(example)))
+}
+
+/// What `delete` at `loc` with `args` removes.
+fn delete_target(path: &str, loc: Loc, args: &Args, no_args: bool) -> Result<Loc> {
+    Ok(match loc {
         Loc::Plugin(p) => {
             let b = args.bind("delete", &["name"], 1)?;
             Loc::Object(p, b.req("name")?.to_string())
@@ -131,8 +139,7 @@ pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
             }
             other
         }
-    };
-    delete_loc(cfg, &target)
+    })
 }
 
 fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {

@@ -137,7 +137,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         "cd" => match params {
             [] => Action::Cd("/".into()),
             [p] => Action::Cd(normalize(&path, p)),
-            _ => bail!("cd takes one path"),
+            _ => bail!("cd takes one path (e.g. `cd /iscsi`, `cd ..`)"),
         },
         "pwd" => Action::Pwd,
         "bookmarks" => Action::Bookmarks(path.clone(), params.to_vec()),
@@ -165,7 +165,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         }
         "set" | "get" => {
             let Some((group, rest)) = params.split_first() else {
-                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth, alua or global");
+                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth, alua or global (e.g. `{verb} attribute`)");
             };
             let (group, argv) = (group.clone(), rest.to_vec());
             if verb == "get" {
@@ -204,7 +204,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             let confirm = match params {
                 [] => false,
                 [c] => crate::args::parse_bool("confirm", c.strip_prefix("confirm=").unwrap_or(c))?,
-                _ => bail!("clearconfig takes confirm=true"),
+                _ => bail!("clearconfig takes confirm=true (e.g. `clearconfig confirm=true`)"),
             };
             Action::Request(Request::Clearconfig { confirm }, Show::Message)
         }
@@ -224,7 +224,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             [d] if d == "detail" => {
                 Action::Request(Request::Sessions { detail: true }, Show::SessionsDetail)
             }
-            _ => bail!("sessions takes no argument or 'detail'"),
+            _ => bail!("sessions takes no argument or 'detail' (e.g. `sessions detail`)"),
         },
         other if !VERBS.contains(&first.as_str()) => Action::UnknownVerb {
             word: first.clone(),
@@ -290,12 +290,12 @@ fn ls(path: String, params: &[String], width: Option<u64>) -> Result<Action> {
         if let Some(d) = p.strip_prefix("depth=") {
             depth = Some(
                 d.parse()
-                    .map_err(|_| anyhow!("depth {d:?} is not a number"))?,
+                    .map_err(|_| anyhow!("depth {d:?} is not a number (e.g. `ls / 2`)"))?,
             );
         } else if let Ok(d) = p.parse::<u64>() {
             depth = Some(d);
         } else if p.contains('=') {
-            bail!("ls takes [PATH] [DEPTH]");
+            bail!("ls takes [PATH] [DEPTH] (e.g. `ls /iscsi 2`)");
         } else {
             target = normalize(&path, p);
         }
@@ -314,7 +314,7 @@ fn savefile(verb: &str, params: &[String]) -> Result<Option<String>> {
     match params {
         [] => Ok(None),
         [f] => Ok(Some(absolute(f.strip_prefix("savefile=").unwrap_or(f))?)),
-        _ => bail!("{verb} takes [savefile]"),
+        _ => bail!("{verb} takes [savefile] (e.g. `{verb} /root/backup.json`)"),
     }
 }
 
@@ -484,7 +484,7 @@ pub fn main(argv: &[String]) -> ExitCode {
             "--json" => as_json = true,
             "--socket" => {
                 let Some(p) = argv.get(i + 1) else {
-                    eprintln!("rtarget: error: --socket needs a PATH");
+                    eprintln!("rtarget: error: --socket needs a PATH (e.g. --socket /run/rtarget/rtarget.sock)");
                     return ExitCode::from(2);
                 };
                 socket = PathBuf::from(p);
@@ -492,7 +492,7 @@ pub fn main(argv: &[String]) -> ExitCode {
             }
             s if s.starts_with("--socket=") => socket = PathBuf::from(&s["--socket=".len()..]),
             s if s.starts_with("--") => {
-                eprintln!("rtarget: error: unknown option {s} (see rtarget help)");
+                eprintln!("rtarget: error: unknown option {s}: the options are --socket PATH and --json (e.g. `rtarget --json ls`; rtarget help lists the commands)");
                 return ExitCode::from(2);
             }
             _ => break,
@@ -596,7 +596,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
         }
     }
     if quote.is_some() {
-        bail!("unterminated quote");
+        bail!("unterminated quote (e.g. `create d1 \"/path with spaces/d.img\" 1G`)");
     }
     if in_word {
         words.push(cur);

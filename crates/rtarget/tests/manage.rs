@@ -207,6 +207,20 @@ fn bad_arguments_fail_clearly_and_the_daemon_survives() {
             ],
             "unknown attribute \"emulate_bogus\"",
         ),
+        (
+            &["/backstores/ramdisk", "delete"],
+            "missing parameter name; usage: delete name; e.g. /backstores/ramdisk delete disk1",
+        ),
+        (
+            &["/backstores/ramdisk", "delete", "nope"],
+            "no such storage object /backstores/ramdisk/nope",
+        ),
+        (&["ls", "/", "x=1"], "ls takes [PATH] [DEPTH] (e.g."),
+        (&["sessions", "all"], "e.g. `sessions detail`"),
+        (
+            &["--bogus", "ls"],
+            "the options are --socket PATH and --json",
+        ),
     ];
     for (args, want) in bad {
         let out = cli(&s.socket, args);
