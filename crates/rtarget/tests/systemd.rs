@@ -133,3 +133,40 @@ fn ready_after_the_portal_listens_and_sighup_reloads_only_good_files() {
     notify.wait_for("STOPPING=1");
     assert!(d.wait_exit(Duration::from_secs(20)).unwrap().success());
 }
+
+/// Under systemd stderr is the journal stream `$JOURNAL_STREAM` names:
+/// log lines then carry their level as `<N>` (no timestamp, no colour).
+#[test]
+fn journal_stream_gets_priority_prefixes() {
+    use std::os::unix::fs::MetadataExt;
+    let s = setup();
+    let log = s.config.with_file_name("journal.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let md = file.metadata().unwrap();
+    let notify_path = s.config.with_file_name("notify");
+    let mut notify = Notify::bind(&notify_path);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&s.config)
+        .arg("--socket")
+        .arg(&s.socket)
+        .arg("--state-dir")
+        .arg(s.config.parent().unwrap())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
+        .env("RUST_LOG", "info")
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    notify.wait_for("READY=1");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>rtarget::serve: ready")),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b') && !text.contains("INFO"), "{text}");
+}
