@@ -11,6 +11,11 @@
 #       e2e-qemu     tests-e2e/qemu.sh: user:qemu images (vmdk, vhdx, vdi, qcow2) over iSCSI
 #       e2e-qcow2    tests-e2e/qcow2.sh: 1 GiB random writes/discards into a qemu-img qcow2 over
 #                    iSCSI -> qemu-img check clean + compare identical; crash; backing chain
+#       e2e-tgt      tests-e2e/import-tgt.sh: one targets.conf in tgtd (tgt-admin) and in rtarget
+#                    (import-tgt): same targets, LUNs, sizes and data seen by iscsi-ls/qemu-io
+#       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
+#                    when missing) installed with dpkg -i, the unit's ExecStart reaches
+#                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)
 #    7. conformance  conformance/run.sh --check over the LU matrix CONF_MATRIX: libiscsi's
 #                    iscsi-test-cu, per-test results compared whole with the committed
 #                    conformance/results*.txt (a test that got worse or went missing,
@@ -59,7 +64,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|conformance|reliability|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|deb|conformance|reliability|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -83,6 +88,8 @@ step unit 1200 cargo test --workspace
 step e2e 600 bash tests-e2e/run.sh
 step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
+step e2e-tgt 120 bash tests-e2e/import-tgt.sh
+step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
 step conformance 1500 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick
 step guest 420 bash tests-e2e/guest.sh

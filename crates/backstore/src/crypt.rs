@@ -288,6 +288,10 @@ impl Backstore for CryptBackstore {
         tracing::info!(key_file = %self.key_file.display(), "media key replaced (crypto erase)");
         Ok(())
     }
+
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        self.inner.health()
+    }
 }
 
 /// Whether a sector is all zeroes. Early exit per 64 bytes: ciphertext

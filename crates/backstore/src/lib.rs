@@ -181,6 +181,13 @@ pub trait Backstore: Send + Sync + 'static {
         let r = op.run_sync(self);
         done.complete(op, r);
     }
+
+    /// Counters of the engine's health for monitoring, by name (e.g. a
+    /// supervised child's `restarts`, a client's `reconnects`); read, never
+    /// reset. None by default; wrappers forward their inner backstore's.
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +260,10 @@ mod tests {
             // Completes from another thread, as librbd or io_uring would.
             let r = self.call("submit");
             std::thread::spawn(move || done.complete(op, r));
+        }
+
+        fn health(&self) -> Vec<(&'static str, u64)> {
+            vec![("probes", 7)]
         }
     }
 
@@ -378,6 +389,7 @@ mod tests {
                 let r = match op {
                     "size" => {
                         assert_eq!(w.size(), inner.size(), "{name}: size");
+                        assert_eq!(w.health(), [("probes", 7)], "{name}: health");
                         continue;
                     }
                     "read_at" => w.read_at(&mut buf, 0),

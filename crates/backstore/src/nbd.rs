@@ -72,6 +72,8 @@ pub struct NbdBackstore {
     flushed: AtomicU64,
     /// Lost writes or a failed flush: later flushes fail (module docs).
     fault: FlushFault,
+    /// Broken connections opened again (health, for monitoring).
+    reconnects: AtomicU64,
 }
 
 /// Connect and negotiate, with `t` bounding every wait.
@@ -143,6 +145,7 @@ impl NbdBackstore {
             writes: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             fault: FlushFault::new(),
+            reconnects: AtomicU64::new(0),
         })
     }
 
@@ -228,6 +231,7 @@ impl NbdBackstore {
             return Err(proto("the export changed across a reconnect"));
         }
         tracing::info!(addr = ?self.addr, export = %self.export, "nbd: reconnected");
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
         *c = Conn {
             s,
             cookie: 0,
@@ -494,6 +498,10 @@ impl Backstore for NbdBackstore {
             done += n;
         }
         Ok(())
+    }
+
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        vec![("reconnects", self.reconnects.load(Ordering::Relaxed))]
     }
 }
 

@@ -337,6 +337,10 @@ impl Backstore for QemuBackstore {
         self.wrote();
         self.io(|n| n.write_zeroes(offset, len))
     }
+
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        vec![("restarts", self.restarts())]
+    }
 }
 
 impl Drop for QemuBackstore {

@@ -224,6 +224,10 @@ impl Backstore for QosBackstore {
         }
         self.inner.submit(op, done)
     }
+
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        self.inner.health()
+    }
 }
 
 #[cfg(test)]

@@ -312,6 +312,7 @@ fn reconnects_to_a_restarted_server() {
     let b = connect_retry(&addr, "d");
     let mut c = connect_retry(&addr, "d");
     c.set_reconnect(false);
+    assert_eq!(b.health(), [("reconnects", 0)]);
     b.write_at(&[0x42; 4096], 8192).unwrap();
     b.flush().unwrap();
     drop(srv); // kill and reap
@@ -326,6 +327,8 @@ fn reconnects_to_a_restarted_server() {
     b.read_at(&mut buf, 8192).unwrap();
     assert_eq!(buf, [0x42; 4096]);
     assert!(!b.is_broken());
+    // Monitoring sees the reconnect (rtarget's metrics read it).
+    assert_eq!(b.health(), [("reconnects", 1)]);
     assert!(c.read_at(&mut buf, 0).is_err());
     assert!(c.read_at(&mut buf, 0).is_err(), "reconnecting was off");
 }

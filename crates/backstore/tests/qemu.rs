@@ -169,6 +169,7 @@ fn killed_daemon_is_restarted_and_io_recovers() {
     );
     assert!(!alive(pid));
     assert_eq!(b.restarts(), 1);
+    assert_eq!(b.health(), [("restarts", 1)]);
     let mut buf = [0u8; 4096];
     b.read_at(&mut buf, 5 << 20).unwrap();
     assert_eq!(buf, [0x11; 4096], "flushed write survived the crash");

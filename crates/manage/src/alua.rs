@@ -36,7 +36,7 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Option<AluaLoc>> {
         .storage_objects
         .iter()
         .position(|so| so.ui_plugin() == p && so.name == n)
-        .ok_or_else(|| anyhow!("no such path: {path}"))?;
+        .ok_or_else(|| crate::locate::no_such_path(&path))?;
     match rest {
         [] => Ok(Some((idx, None))),
         [g] => {
@@ -45,11 +45,11 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Option<AluaLoc>> {
                 .iter()
                 .any(|x| x.name == *g)
             {
-                bail!("no such path: {path}");
+                return Err(crate::locate::no_such_path(&path));
             }
             Ok(Some((idx, Some(g.to_string()))))
         }
-        _ => bail!("no such path: {path}"),
+        _ => Err(crate::locate::no_such_path(&path)),
     }
 }
 

@@ -55,7 +55,11 @@ impl Args {
     pub fn bind(&self, verb: &str, params: &[&str], required: usize) -> Result<Bound> {
         let sig = signature(verb, params, required);
         if self.positional.len() > params.len() {
-            bail!("too many arguments; usage: {sig}");
+            bail!(
+                "too many arguments ({} given, {verb} takes at most {}); usage: {sig}",
+                self.positional.len(),
+                params.len()
+            );
         }
         let mut values = BTreeMap::new();
         for (p, v) in params.iter().zip(&self.positional) {
@@ -137,14 +141,14 @@ pub fn parse_size(v: &str) -> Result<u64> {
         "m" => 1 << 20,
         "g" => 1 << 30,
         "t" => 1 << 40,
-        _ => bail!("size {v:?}: unknown unit (use bytes or k, M, G, T)"),
+        _ => bail!("size {v:?}: unknown unit (bytes, or a number with k, M, G or T; e.g. 64M, 8G)"),
     };
     let n: f64 = num
         .parse()
         .map_err(|_| anyhow!("size {v:?} is not a number with an optional unit (e.g. 64M, 8G)"))?;
     let bytes = n * mult as f64;
     if !(1.0..=(1u64 << 60) as f64).contains(&bytes) {
-        bail!("size {v:?} is out of range");
+        bail!("size {v:?} is out of range (1 byte to 1 EiB; e.g. 8G)");
     }
     Ok(bytes as u64)
 }

@@ -10,7 +10,9 @@
 
 pub mod alua;
 pub mod args;
+pub mod examples;
 pub mod handlers;
+pub mod import_tgt;
 pub mod locate;
 pub mod ops;
 pub mod ops_backstore;

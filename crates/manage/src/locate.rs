@@ -27,11 +27,21 @@ pub enum Loc {
     Portal(String, u16, String),
 }
 
+/// "no such path", pointing at the nearest parent, where `ls` shows what
+/// exists instead.
+pub fn no_such_path(path: &str) -> anyhow::Error {
+    let parent = match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((p, _)) => p,
+    };
+    anyhow!("no such path: {path} (e.g. `ls {parent}` shows what is there)")
+}
+
 /// Resolve an absolute path to a location that exists in `cfg`.
 pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
     let path = normalize("/", path);
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let missing = || anyhow!("no such path: {path}");
+    let missing = || no_such_path(&path);
     let loc = match parts.as_slice() {
         [] => Loc::Root,
         ["backstores"] => Loc::Backstores,

@@ -48,7 +48,13 @@ pub fn create(cfg: &mut SaveConfig, path: &str, args: &Args, ctx: &Ctx) -> Resul
         Some((_, Some(_))) => bail!("create ALUA groups in the alua directory: create NAME TAG"),
         None => {}
     }
-    match locate(cfg, path)? {
+    let loc = locate(cfg, path)?;
+    let example = crate::examples::create(&loc, &normalize("/", path));
+    create_at(cfg, path, loc, args, ctx).map_err(|e| crate::examples::attach(e, example))
+}
+
+fn create_at(cfg: &mut SaveConfig, path: &str, loc: Loc, args: &Args, ctx: &Ctx) -> Result<String> {
+    match loc {
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
         Loc::Fabric(f) if f == fabric::ISCSI => create_target(cfg, args, ctx),
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
@@ -82,6 +88,18 @@ fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String>
     let mut msg = format!("Created target {wwn}.\nCreated TPG 1.");
     if let Some(p) = p {
         msg.push_str(&format!("\nCreated default portal listening on {p}."));
+        // targetcli listens on 0.0.0.0: say why this one is not reachable
+        // from other hosts, and how to make it so.
+        if p.ip().is_loopback() {
+            let portals = format!("/iscsi/{wwn}/tpg1/portals");
+            msg.push_str(&format!(
+                "\nNote: {ip} is reachable from this host only. To listen on all addresses: \
+                 `{portals} delete {ip} {port}` then `{portals} create 0.0.0.0 {port}` \
+                 (or start the daemon with --default-portal 0.0.0.0:{port} for new targets).",
+                ip = p.ip(),
+                port = p.port()
+            ));
+        }
     }
     Ok(msg)
 }
@@ -538,6 +556,74 @@ mod tests {
         assert!(config::validate(&cfg).is_ok());
         delete(&mut cfg, "/backstores/user:qcow/q", &Args::default()).unwrap();
         assert!(cfg.storage_objects.is_empty() && cfg.targets[0].tpgs[0].luns.is_empty());
+    }
+
+    /// `create q1 /existing.qcow2` (no size) under the short name `qcow2`:
+    /// the image's own size, saved as user:qcow.
+    #[test]
+    fn existing_qcow2_needs_no_size_and_qcow2_is_user_qcow() {
+        let mut cfg = SaveConfig::default();
+        let msg = run(&mut cfg, "/backstores/qcow2", &["q", "/data/old.img"]).unwrap();
+        assert!(msg.contains("using /data/old.img"), "{msg}");
+        let so = &cfg.storage_objects[0];
+        assert_eq!((so.path(), so.size), ("/backstores/user/q".into(), None));
+        assert_eq!(so.user_config(), Some(("qcow", "/data/old.img")));
+        // A size as the second word keeps targetcli's order.
+        let e = e(run(&mut cfg, "/backstores/qcow2", &["q2", "1G"]));
+        assert!(e.contains("missing parameter cfgstring"), "{e}");
+        let e = run(&mut cfg, "/backstores/qcow2", &["q3", "/data/new.qcow2"]).unwrap_err();
+        assert!(
+            e.to_string().contains("size is required")
+                && e.to_string()
+                    .contains("e.g. /backstores/user:qcow create q1 "),
+            "{e}"
+        );
+    }
+
+    /// The loopback default portal says so, with the commands that open it.
+    #[test]
+    fn loopback_default_portal_is_explained() {
+        let msg = run(&mut SaveConfig::default(), "/iscsi", &[IQN]).unwrap();
+        assert!(
+            msg.contains("127.0.0.1 is reachable from this host only")
+                && msg.contains(&format!("`/iscsi/{IQN}/tpg1/portals create 0.0.0.0 3260`")),
+            "{msg}"
+        );
+    }
+
+    /// Each common mistake names what was expected and shows an example.
+    #[test]
+    fn errors_show_an_example() {
+        let mut cfg = walkthrough();
+        for (path, words, want) in [
+            ("/backstores/ramdisk", &["r1"][..], "missing parameter size; usage: create name size [nullio] [wwn]; e.g. /backstores/ramdisk create ram1 1G"),
+            ("/backstores/fileio", &["d", "/data/d2.img", "1Q"], "unknown unit (bytes, or a number with k, M, G or T; e.g. 64M, 8G)"),
+            ("/backstores/ramdisk", &["r", "1G", "0", "w", "x"], "too many arguments (5 given, create takes at most 4); usage: create name size [nullio] [wwn]; e.g."),
+            ("/backstores/fileio", &["d", "/data/d2.img", "1G", "colour=red"], "unknown parameter \"colour\""),
+            ("/nowhere/x", &[], "no such path: /nowhere/x (e.g. `ls /nowhere` shows what is there)"),
+            ("/iscsi", &["bad name"], "is not a valid iSCSI name (e.g. iqn."),
+            ("/iscsi", &["iqn.2026-11.org.example:t1", "x"], "e.g. /iscsi create iqn.2026-11.org.example:t1"),
+        ] {
+            let e = e(run(&mut cfg, path, words));
+            assert!(e.contains(want), "{path} {words:?}: {e}");
+        }
+        let e = crate::ops_edit::set(
+            &mut cfg,
+            "/backstores/fileio/mydisk1",
+            "attribute",
+            &[("colour".into(), "1".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown attribute \"colour\"; known: ")
+                && e.ends_with("e.g. set attribute emulate_tpu=1"),
+            "{e}"
+        );
+    }
+
+    fn e(r: Result<String>) -> String {
+        r.unwrap_err().to_string()
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub fn create_params(plugin: &str) -> (&'static [&'static str], usize) {
 /// shares, then the plugin's own parameters; a fresh unit serial last.
 pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx) -> Result<String> {
     let (params, required) = create_params(plugin);
+    let args = &config_string_second(plugin, args);
     let b = args.bind("create", params, required)?;
     let name = b.req("name")?.to_string();
     if name.is_empty() || name.contains(['/', ' ', '\t', '\n', '=']) {
@@ -107,6 +108,25 @@ pub fn create_object(cfg: &mut SaveConfig, plugin: &str, args: &Args, ctx: &Ctx)
     so.wwn = Some(unique_wwn(cfg, b.get("wwn"), ctx)?);
     cfg.storage_objects.push(so);
     Ok(msg)
+}
+
+/// User backstores take `name size cfgstring` in targetcli's order, but
+/// an existing image (or an NBD export) has its own size: `create q1
+/// /srv/q1.qcow2` means the config string when the second word is not a
+/// size and no third one follows.
+fn config_string_second(plugin: &str, args: &Args) -> Args {
+    let mut args = args.clone();
+    if plugin.starts_with("user:")
+        && args.positional.len() == 2
+        && !args.named.contains_key("cfgstring")
+        && parse_size(&args.positional[1]).is_err()
+        // user:qemu's size 0 ("the image's") is a size.
+        && args.positional[1] != "0"
+    {
+        let cfgstring = args.positional.remove(1);
+        args.named.insert("cfgstring".into(), cfgstring);
+    }
+    args
 }
 
 /// `fileio`: a file (created sparse at `size`) or a block device.

@@ -85,11 +85,19 @@ pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
             let b = args.bind("delete", &["name"], 1)?;
             return crate::alua::delete(cfg, idx, b.get("name").unwrap_or_default());
         }
-        Some(_) => bail!("delete takes no arguments here"),
+        Some(_) => bail!("delete takes no arguments here (e.g. `{path} delete`)"),
         None => {}
     }
     let loc = locate(cfg, path)?;
-    let target = match loc.clone() {
+    let example = crate::examples::delete(&loc, &crate::tree::normalize("/", path));
+    delete_target(path, loc, args, no_args)
+        .and_then(|target| delete_loc(cfg, &target))
+        .map_err(|e| crate::examples::attach(e, Some(example)))
+}
+
+/// What `delete` at `loc` with `args` removes.
+fn delete_target(path: &str, loc: Loc, args: &Args, no_args: bool) -> Result<Loc> {
+    Ok(match loc {
         Loc::Plugin(p) => {
             let b = args.bind("delete", &["name"], 1)?;
             Loc::Object(p, b.req("name")?.to_string())
@@ -131,8 +139,7 @@ pub fn delete(cfg: &mut SaveConfig, path: &str, args: &Args) -> Result<String> {
             }
             other
         }
-    };
-    delete_loc(cfg, &target)
+    })
 }
 
 fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
@@ -289,7 +296,7 @@ fn group_map<'a>(
             Ok((&mut so.attributes, so_attributes(), ""))
         }
         (_, g) => bail!(
-            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: attribute, auth; /iscsi: discovery_auth; storage objects: attribute; ALUA groups and LUNs: alua)"
+            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: attribute, auth; /iscsi: discovery_auth; storage objects: attribute; ALUA groups and LUNs: alua; e.g. `/iscsi/IQN/tpg1 set attribute generate_node_acls=1`)"
         ),
     }
 }
@@ -361,7 +368,7 @@ pub fn set(
     values: &[(String, String)],
 ) -> Result<String> {
     if values.is_empty() {
-        bail!("set {group}: give at least one name=value");
+        bail!("set {group}: give at least one NAME=VALUE (e.g. set attribute emulate_tpu=1 on a storage object)");
     }
     if group == "alua" {
         let at = crate::alua::target(cfg, path)?
@@ -382,7 +389,17 @@ pub fn set(
             bail!("block_size cannot change while {exported} is exported by a LUN");
         }
     }
-    let (map, names, prefix) = group_map(cfg, &loc, group)?;
+    let example = crate::examples::set(&loc, group);
+    set_in(cfg, &loc, group, values).map_err(|e| crate::examples::attach(e, example))
+}
+
+fn set_in(
+    cfg: &mut SaveConfig,
+    loc: &Loc,
+    group: &str,
+    values: &[(String, String)],
+) -> Result<String> {
+    let (map, names, prefix) = group_map(cfg, loc, group)?;
     let mut msgs = Vec::new();
     for (k, v) in values {
         if !names.contains(&k.as_str()) {
@@ -458,7 +475,11 @@ pub fn get(
     let mut out = Map::new();
     for k in wanted {
         if !known.contains(&k) {
-            bail!("unknown {group} {k:?}; known: {}", known.join(", "));
+            bail!(
+                "unknown {group} {k:?}; known: {}; e.g. get {group} {}",
+                known.join(", "),
+                known.first().unwrap_or(&"")
+            );
         }
         let key = stored_key(prefix, k);
         out.insert(k.to_string(), map.get(&key).cloned().unwrap_or(Value::Null));

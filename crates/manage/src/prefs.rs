@@ -19,6 +19,9 @@ pub struct Prefs {
     pub auto_add_mapped_luns: bool,
     /// Save the configuration after every change (else only on `saveconfig`).
     pub auto_save: bool,
+    /// Where the Prometheus endpoint listens (`ADDR:PORT`); empty: off.
+    /// `serve --metrics` overrides it at start-up.
+    pub metrics: String,
 }
 
 impl Default for Prefs {
@@ -27,6 +30,7 @@ impl Default for Prefs {
             auto_add_default_portal: true,
             auto_add_mapped_luns: true,
             auto_save: true,
+            metrics: String::new(),
         }
     }
 }
@@ -35,6 +39,7 @@ pub const NAMES: &[&str] = &[
     "auto_add_default_portal",
     "auto_add_mapped_luns",
     "auto_save",
+    "metrics",
 ];
 
 impl Prefs {
@@ -68,6 +73,20 @@ impl Prefs {
     }
 
     pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        if name == "metrics" {
+            self.metrics = match value.trim() {
+                "" | "off" | "none" => String::new(),
+                a => a
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "metrics: {a:?} is not ADDR:PORT or off (e.g. set global metrics=127.0.0.1:9550)"
+                        )
+                    })?
+                    .to_string(),
+            };
+            return Ok(());
+        }
         let v = parse_bool(name, value)?;
         match name {
             "auto_add_default_portal" => self.auto_add_default_portal = v,
@@ -119,6 +138,18 @@ mod tests {
         let got = back.get(&["auto_save".into()]).unwrap();
         assert_eq!(got["auto_save"], Value::Bool(false));
         assert_eq!(back.get(&[]).unwrap().len(), NAMES.len());
+        p.set("metrics", "127.0.0.1:9550").unwrap();
+        assert_eq!(p.metrics, "127.0.0.1:9550");
+        assert!(p
+            .set("metrics", "9550")
+            .unwrap_err()
+            .to_string()
+            .contains("e.g."));
+        p.set("metrics", "off").unwrap();
+        assert_eq!(p.metrics, "");
+        // A file from before the setting existed still loads.
+        std::fs::write(&path, r#"{"auto_save": false}"#).unwrap();
+        assert_eq!(Prefs::load(&path).unwrap().metrics, "");
         std::fs::write(&path, "{").unwrap();
         assert!(Prefs::load(&path).is_err());
     }

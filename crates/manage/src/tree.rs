@@ -366,8 +366,14 @@ fn sort(nodes: &mut [Node]) {
     nodes.sort_by(|a, b| key(&a.name).cmp(&key(&b.name)));
 }
 
+/// Short names of plugin directories: `/backstores/qcow2` is
+/// `/backstores/user:qcow` (what people type after `qemu-img create -f
+/// qcow2`); objects are shown and saved under the full name.
+pub const PLUGIN_ALIASES: [(&str, &str); 1] = [("qcow2", "user:qcow")];
+
 /// Resolve `input` (absolute, or relative to `cwd`; `.` and `..` allowed)
-/// to a normalised absolute path without a trailing slash.
+/// to a normalised absolute path without a trailing slash; a plugin's
+/// short name ([`PLUGIN_ALIASES`]) becomes its full one.
 pub fn normalize(cwd: &str, input: &str) -> String {
     let joined = if input.starts_with('/') {
         input.to_string()
@@ -382,6 +388,11 @@ pub fn normalize(cwd: &str, input: &str) -> String {
                 parts.pop();
             }
             p => parts.push(p),
+        }
+    }
+    if let ["backstores", short, ..] = parts.as_slice() {
+        if let Some((_, full)) = PLUGIN_ALIASES.iter().find(|(a, _)| a == short) {
+            parts[1] = full;
         }
     }
     format!("/{}", parts.join("/"))
@@ -514,6 +525,13 @@ mod tests {
         assert_eq!(normalize("/iscsi/a/tpg1", ".."), "/iscsi/a");
         assert_eq!(normalize("/iscsi", "/backstores/"), "/backstores");
         assert_eq!(normalize("/", "../.."), "/");
+        // The short name of user:qcow, wherever the path starts.
+        assert_eq!(normalize("/", "/backstores/qcow2"), "/backstores/user:qcow");
+        assert_eq!(
+            normalize("/backstores", "qcow2/q1"),
+            "/backstores/user:qcow/q1"
+        );
+        assert_eq!(normalize("/", "/iscsi/qcow2"), "/iscsi/qcow2");
     }
 
     #[test]

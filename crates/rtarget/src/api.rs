@@ -194,7 +194,7 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
             let root = live.tree();
             let node = root
                 .find(&path)
-                .ok_or_else(|| anyhow!("no such path: {path}"))?;
+                .ok_or_else(|| manage::locate::no_such_path(&path))?;
             Response::Listing(Listing {
                 text: tree::render(node, depth, width),
                 tree: node.pruned(depth),
@@ -374,7 +374,7 @@ fn need_group(group: &str) -> Result<&str> {
 }
 
 /// `restoreconfig`: replace the live configuration with a file's.
-fn restore(live: &Live, file: Option<String>) -> Result<crate::live::Outcome> {
+pub fn restore(live: &Live, file: Option<String>) -> Result<crate::live::Outcome> {
     let file = file.map_or_else(|| live.config_path().to_path_buf(), PathBuf::from);
     let (loaded, issues) = config::load(&file)?;
     let out = live.change(|cfg| {
@@ -407,7 +407,7 @@ fn effective_attributes(values: &mut Map<String, Value>, o: &target_core::Device
     }
 }
 
-fn stat(path: &str) -> Option<ops::PathKind> {
+pub fn stat(path: &str) -> Option<ops::PathKind> {
     use std::os::unix::fs::FileTypeExt;
     let md = std::fs::metadata(path).ok()?;
     let ft = md.file_type();

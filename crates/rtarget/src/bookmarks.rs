@@ -53,7 +53,7 @@ impl Bookmarks {
             [a] if a == "show" => Ok(Outcome::Print(self.show())),
             [a, name] if a == "add" => {
                 if name.is_empty() || name.contains(['/', '@', ' ']) {
-                    bail!("bookmark names cannot contain '/', '@' or spaces");
+                    bail!("bookmark names cannot contain '/', '@' or spaces (e.g. `bookmarks add t1`)");
                 }
                 self.map.insert(name.clone(), path.to_string());
                 self.save()?;
@@ -62,7 +62,7 @@ impl Bookmarks {
             [a, name] if a == "del" => {
                 self.map
                     .remove(name)
-                    .ok_or_else(|| anyhow!("no bookmark {name:?}"))?;
+                    .ok_or_else(|| anyhow!("no bookmark {name:?} (`bookmarks show` lists them)"))?;
                 self.save()?;
                 Ok(Outcome::Print(format!("Deleted bookmark {name}.")))
             }
@@ -75,7 +75,7 @@ impl Bookmarks {
         self.map
             .get(name)
             .map(String::as_str)
-            .ok_or_else(|| anyhow!("no bookmark {name:?} (bookmarks show lists them)"))
+            .ok_or_else(|| anyhow!("no bookmark {name:?} (`bookmarks show` lists them; e.g. `bookmarks add {name}` at a path)"))
     }
 
     fn show(&self) -> String {

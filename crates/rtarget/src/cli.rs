@@ -29,6 +29,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Parse and validate a config file, print its warnings, and exit.
     Check(CheckArgs),
+    /// Convert a tgt configuration (tgt-admin's targets.conf) to a
+    /// saveconfig.json; what cannot be carried over is listed.
+    ImportTgt(ImportTgtArgs),
+    /// Print a shell completion script (e.g. `source <(rtarget completions bash)`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `rtarget man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +65,32 @@ pub struct ServeArgs {
     /// (targetcli's default portal; rtarget uses loopback by default).
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, default_value = "127.0.0.1:3260")]
     pub default_portal: SocketAddr,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (off by
+    /// default; e.g. 127.0.0.1:9550).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_metrics)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `--metrics`: an address with a port (there is no default port to guess).
+fn parse_listen_metrics(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9550)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTgtArgs {
+    /// tgt's configuration (its `include` lines are followed).
+    #[arg(value_name = "TARGETS_CONF", default_value = "/etc/tgt/targets.conf")]
+    pub file: PathBuf,
+    /// Write the saveconfig.json here (default: print it).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The portal of every imported target (tgt listens on all addresses).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, default_value = "0.0.0.0:3260")]
+    pub portal: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +129,23 @@ mod tests {
         assert_eq!(parse_listen("[::1]").unwrap().port(), 3260);
         assert!(parse_listen("[::1]:0").unwrap().ip().is_ipv6());
         assert!(parse_listen("localhost:1").is_err());
+    }
+
+    /// The packaged unit's ExecStart is a valid `serve` command line.
+    #[test]
+    fn unit_exec_start_parses() {
+        let unit = include_str!("../debian/rtarget.service");
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "/usr/bin/rtarget");
+        let cli = Cli::try_parse_from(&words).unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("{line}")
+        };
+        assert_eq!(a.config, PathBuf::from("/etc/rtarget/saveconfig.json"));
     }
 
     #[test]

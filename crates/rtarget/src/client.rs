@@ -41,6 +41,7 @@ pub const VERBS: &[&str] = &[
     "sessions",
     "set",
     "status",
+    "top",
 ];
 
 /// One connection to the daemon.
@@ -104,6 +105,16 @@ pub enum Action {
     Bookmarks(String, Vec<String>),
     Help,
     Exit,
+    /// `top [INTERVAL] [COUNT]` ([`crate::top`]).
+    Top(std::time::Duration, Option<u64>),
+    /// `WORD VERB` where VERB is not a command: WORD was taken as a path
+    /// (`path`, resolved); whether it exists decides which word is wrong
+    /// ([`unknown_verb`]).
+    UnknownVerb {
+        word: String,
+        path: String,
+        verb: String,
+    },
 }
 
 /// Parse one command line (already split into words) run at `cwd`.
@@ -126,7 +137,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         "cd" => match params {
             [] => Action::Cd("/".into()),
             [p] => Action::Cd(normalize(&path, p)),
-            _ => bail!("cd takes one path"),
+            _ => bail!("cd takes one path (e.g. `cd /iscsi`, `cd ..`)"),
         },
         "pwd" => Action::Pwd,
         "bookmarks" => Action::Bookmarks(path.clone(), params.to_vec()),
@@ -140,6 +151,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             Show::Status,
         ),
         "help" => Action::Help,
+        "top" => top_args(params)?,
         "exit" => Action::Exit,
         "create" | "delete" => {
             let argv = absolutize_backing(&path, verb, params)?;
@@ -153,7 +165,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
         }
         "set" | "get" => {
             let Some((group, rest)) = params.split_first() else {
-                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth, alua or global");
+                bail!("{verb} needs a group: attribute, parameter, auth, discovery_auth, alua or global (e.g. `{verb} attribute`)");
             };
             let (group, argv) = (group.clone(), rest.to_vec());
             if verb == "get" {
@@ -192,7 +204,7 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             let confirm = match params {
                 [] => false,
                 [c] => crate::args::parse_bool("confirm", c.strip_prefix("confirm=").unwrap_or(c))?,
-                _ => bail!("clearconfig takes confirm=true"),
+                _ => bail!("clearconfig takes confirm=true (e.g. `clearconfig confirm=true`)"),
             };
             Action::Request(Request::Clearconfig { confirm }, Show::Message)
         }
@@ -212,10 +224,62 @@ pub fn parse(cwd: &str, words: &[String], width: usize) -> Result<Action> {
             [d] if d == "detail" => {
                 Action::Request(Request::Sessions { detail: true }, Show::SessionsDetail)
             }
-            _ => bail!("sessions takes no argument or 'detail'"),
+            _ => bail!("sessions takes no argument or 'detail' (e.g. `sessions detail`)"),
+        },
+        other if !VERBS.contains(&first.as_str()) => Action::UnknownVerb {
+            word: first.clone(),
+            path,
+            verb: other.to_string(),
         },
         other => bail!("unknown command {other:?} (commands: {})", VERBS.join(", ")),
     })
+}
+
+/// The error for [`Action::UnknownVerb`]: the first word is the wrong one
+/// when no such path exists (`bogus command`), else the second
+/// (`/iscsi frobnicate`).
+pub fn unknown_verb(word: &str, path: &str, verb: &str, path_exists: bool) -> String {
+    let commands = VERBS.join(", ");
+    if path_exists {
+        format!("unknown command {verb:?} after the path {path} (commands: {commands}; e.g. `{word} ls`)")
+    } else {
+        format!(
+            "{word:?} is neither a command nor a path ({path} does not exist); commands: {commands}; \
+             e.g. `ls`, `/backstores/fileio create disk1 /var/lib/rtarget/disk1.img 1G`"
+        )
+    }
+}
+
+/// `top [INTERVAL] [COUNT]` (or `interval=S count=N`): seconds, 1 by default.
+fn top_args(params: &[String]) -> Result<Action> {
+    let usage = "top takes [INTERVAL] [COUNT] (e.g. `top 1` or `top 0.5 10`)";
+    if params.len() > 2 {
+        bail!("{usage}");
+    }
+    let get = |i: usize, key: &str| {
+        params
+            .get(i)
+            .map(|p| p.strip_prefix(key).unwrap_or(p).to_string())
+    };
+    let interval = match get(0, "interval=") {
+        None => 1.0,
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.1..=3600.0).contains(s))
+            .ok_or_else(|| anyhow!("interval {s:?} is not 0.1 to 3600 seconds; {usage}"))?,
+    };
+    let count = match get(1, "count=") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| anyhow!("count {s:?} is not a number; {usage}"))?,
+        ),
+    };
+    Ok(Action::Top(
+        std::time::Duration::from_secs_f64(interval),
+        count,
+    ))
 }
 
 /// `ls [PATH] [DEPTH]` (or `depth=N`) at `path`.
@@ -226,12 +290,12 @@ fn ls(path: String, params: &[String], width: Option<u64>) -> Result<Action> {
         if let Some(d) = p.strip_prefix("depth=") {
             depth = Some(
                 d.parse()
-                    .map_err(|_| anyhow!("depth {d:?} is not a number"))?,
+                    .map_err(|_| anyhow!("depth {d:?} is not a number (e.g. `ls / 2`)"))?,
             );
         } else if let Ok(d) = p.parse::<u64>() {
             depth = Some(d);
         } else if p.contains('=') {
-            bail!("ls takes [PATH] [DEPTH]");
+            bail!("ls takes [PATH] [DEPTH] (e.g. `ls /iscsi 2`)");
         } else {
             target = normalize(&path, p);
         }
@@ -250,7 +314,7 @@ fn savefile(verb: &str, params: &[String]) -> Result<Option<String>> {
     match params {
         [] => Ok(None),
         [f] => Ok(Some(absolute(f.strip_prefix("savefile=").unwrap_or(f))?)),
-        _ => bail!("{verb} takes [savefile]"),
+        _ => bail!("{verb} takes [savefile] (e.g. `{verb} /root/backup.json`)"),
     }
 }
 
@@ -273,7 +337,14 @@ fn absolutize_backing(path: &str, verb: &str, params: &[String]) -> Result<Vec<S
                 return Ok(p.clone());
             }
             positional += 1;
-            if positional == if qcow { 3 } else { 2 } {
+            // user:qcow: `NAME SIZE IMAGE`, or `NAME IMAGE` for an
+            // existing one (see manage::ops_backstore).
+            let image = match positional {
+                2 => !qcow || crate::args::parse_size(p).is_err(),
+                3 => qcow,
+                _ => false,
+            };
+            if image {
                 absolute(p)
             } else {
                 Ok(p.clone())
@@ -380,6 +451,7 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   clearconfig confirm=true           delete everything
   sessions [detail]                  list logged-in initiators (detail: connections,
                                      negotiated parameters, per-LUN I/O counters)
+  top [INTERVAL] [COUNT]             live IOPS and MiB/s per storage object (like iostat)
   bookmarks add|del|go NAME | show   named paths; @NAME works as a path
   cd PATH, pwd, help, exit           (shell)
 Examples:
@@ -412,7 +484,7 @@ pub fn main(argv: &[String]) -> ExitCode {
             "--json" => as_json = true,
             "--socket" => {
                 let Some(p) = argv.get(i + 1) else {
-                    eprintln!("rtarget: error: --socket needs a PATH");
+                    eprintln!("rtarget: error: --socket needs a PATH (e.g. --socket /run/rtarget/rtarget.sock)");
                     return ExitCode::from(2);
                 };
                 socket = PathBuf::from(p);
@@ -420,7 +492,7 @@ pub fn main(argv: &[String]) -> ExitCode {
             }
             s if s.starts_with("--socket=") => socket = PathBuf::from(&s["--socket=".len()..]),
             s if s.starts_with("--") => {
-                eprintln!("rtarget: error: unknown option {s} (see rtarget help)");
+                eprintln!("rtarget: error: unknown option {s}: the options are --socket PATH and --json (e.g. `rtarget --json ls`; rtarget help lists the commands)");
                 return ExitCode::from(2);
             }
             _ => break,
@@ -475,6 +547,19 @@ fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
             return Ok(true);
         }
         Action::Nothing | Action::Exit => return Ok(true),
+        Action::Top(interval, count) => return crate::top::run(socket, interval, count),
+        Action::UnknownVerb { word, path, verb } => {
+            let exists = Conn::open(socket)
+                .and_then(|mut c| {
+                    c.call(&Request::Ls {
+                        path: path.clone(),
+                        depth: Some(0),
+                        width: None,
+                    })
+                })
+                .is_ok_and(|v| v["ok"] == Value::Bool(true));
+            bail!("{}", unknown_verb(&word, &path, &verb, exists));
+        }
     };
     let resp = Conn::open(socket)?.call(&req)?;
     Ok(print(&resp, show, as_json))
@@ -511,7 +596,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
         }
     }
     if quote.is_some() {
-        bail!("unterminated quote");
+        bail!("unterminated quote (e.g. `create d1 \"/path with spaces/d.img\" 1G`)");
     }
     if in_word {
         words.push(cur);
@@ -663,10 +748,18 @@ mod tests {
             parse("/iscsi", &w("cd"), 80).unwrap(),
             Action::Cd("/".into())
         );
-        assert!(parse("/", &w("/iscsi frobnicate"), 80)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown command"));
+        assert_eq!(
+            parse("/", &w("/iscsi frobnicate"), 80).unwrap(),
+            Action::UnknownVerb {
+                word: "/iscsi".into(),
+                path: "/iscsi".into(),
+                verb: "frobnicate".into()
+            }
+        );
+        assert!(parse("/", &w("ls frobnicate x"), 80).is_ok());
+        assert!(
+            parse("/", &w("frobnicate"), 80).is_ok_and(|a| a == Action::Cd("/frobnicate".into()))
+        );
         assert!(parse("/", &w("get"), 80).is_err());
     }
 

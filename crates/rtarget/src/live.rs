@@ -51,7 +51,13 @@ pub struct Live {
     pr_dir: Option<PathBuf>,
     state: Mutex<Running>,
     prefs: Mutex<Prefs>,
+    /// Applies changed preferences that act on the daemon (the metrics
+    /// endpoint), before they are saved; set once by `serve`.
+    pub on_prefs: std::sync::OnceLock<PrefsHook>,
 }
+
+/// `(old, new) -> Ok` when `new` is in effect (see [`Live::on_prefs`]).
+pub type PrefsHook = Box<dyn Fn(&Prefs, &Prefs) -> Result<()> + Send + Sync>;
 
 impl Live {
     /// Nothing runs yet: the daemon starts with [`Live::prepare`] and
@@ -72,6 +78,7 @@ impl Live {
             pr_dir,
             state: Mutex::new(Running::default()),
             prefs: Mutex::new(prefs),
+            on_prefs: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,6 +114,9 @@ impl Live {
             p.set(k, v)?;
             msgs.push(format!("Parameter {k} is now '{v}'."));
         }
+        if let Some(hook) = self.on_prefs.get() {
+            hook(&guard, &p)?;
+        }
         p.save(&Prefs::path_for(&self.config_path))?;
         *guard = p;
         Ok(msgs.join("\n"))
@@ -135,6 +145,15 @@ impl Live {
             .objects
             .values()
             .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// Every open device with its storage object's path (`/backstores/...`).
+    pub fn devices_by_path(&self) -> Vec<(String, Arc<Device>)> {
+        self.lock()
+            .objects
+            .iter()
+            .map(|(p, (_, d))| (p.clone(), d.clone()))
             .collect()
     }
 

@@ -11,14 +11,20 @@ mod build_device;
 mod cli;
 mod client;
 mod demo;
+mod docs;
 mod handlers;
+mod import;
 mod live;
+mod logging;
+mod metrics;
+mod notify;
 mod panics;
 mod proto;
 mod reconcile;
 mod serve;
 mod shell;
 mod signals;
+mod top;
 
 // The configuration edits, the object tree, the verbs' arguments and the
 // preferences are the `manage` library's (pure, shared with other front
@@ -35,12 +41,15 @@ fn main() -> ExitCode {
         return client::main(&argv[1..]);
     }
     let cli = cli::Cli::parse();
-    init_logging();
+    logging::init();
     // Objects of every registered handler are valid in saveconfig.json.
     config::set_user_handlers(handlers::registry().names());
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(&args),
         cli::Command::Check(args) => serve::check(&args),
+        cli::Command::ImportTgt(args) => import::run(&args),
+        cli::Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout()),
+        cli::Command::Man => docs::man(&mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,22 +60,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// `serve`, `check`, and clap's own `--help`/`--version` (the client has
+/// `serve`, `check`, `import-tgt`, `completions`, `man`, and clap's own `--help`/`--version` (the client has
 /// its own `help` verb).
 fn is_daemon_command(args: &[String]) -> bool {
     matches!(
         args.first().map(String::as_str),
-        Some("serve" | "check" | "--help" | "-h" | "--version" | "-V")
+        Some(
+            "serve"
+                | "check"
+                | "import-tgt"
+                | "completions"
+                | "man"
+                | "--help"
+                | "-h"
+                | "--version"
+                | "-V"
+        )
     )
-}
-
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

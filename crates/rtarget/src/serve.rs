@@ -64,6 +64,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         tracing::warn!("{w}");
     }
     bound.extend(listening);
+    // Before the API line: scripts that wait for it may scrape at once.
+    metrics(args, &live)?;
     if let Some(s) = &socket {
         s.serve(live.clone())?;
         eprintln!("rtarget: API on {}", s.path().display());
@@ -76,8 +78,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         eprint!("{}", demo::instructions(bound[0], &args.config, image));
     }
     tracing::info!(targets, devices, "ready");
+    // systemd (Type=notify): only now do the portals accept connections.
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {targets} target(s), {devices} storage object(s)"
+    ));
 
-    let sig = shutdown.wait();
+    let sig = shutdown.wait(|| reload(&live));
+    crate::notify::notify("STOPPING=1");
     tracing::info!(signal = signals::name(sig), "shutting down");
     server.shutdown();
     // Threads that panicked did not stop the daemon: say so where the
@@ -98,6 +105,62 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metrics endpoint: `--metrics`, else the global setting (a setting
+/// that cannot be served is reported, not fatal: it is a convenience);
+/// later `set global metrics=...` moves or stops it live.
+fn metrics(args: &ServeArgs, live: &Arc<Live>) -> Result<()> {
+    let from_prefs = || live.prefs().metrics.parse::<SocketAddr>().ok();
+    if let Some(addr) = args.metrics.or_else(from_prefs) {
+        match crate::metrics::switch(Some(addr), live) {
+            Ok(Some(bound)) => eprintln!("rtarget: metrics on http://{bound}/metrics"),
+            Ok(None) => {}
+            Err(e) if args.metrics.is_none() => tracing::warn!("global metrics: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    let weak = Arc::downgrade(live);
+    let hook: crate::live::PrefsHook = Box::new(move |old, new| {
+        if old.metrics == new.metrics {
+            return Ok(());
+        }
+        let Some(live) = weak.upgrade() else {
+            return Ok(());
+        };
+        let addr = new.metrics.parse::<SocketAddr>().ok();
+        if let Some(bound) = crate::metrics::switch(addr, &live)? {
+            eprintln!("rtarget: metrics on http://{bound}/metrics");
+        }
+        Ok(())
+    });
+    let _ = live.on_prefs.set(hook);
+    Ok(())
+}
+
+/// SIGHUP (systemd's reload): `restoreconfig` of the config file. The
+/// file is parsed and validated, and every object opened, before anything
+/// running changes: a bad file changes nothing (it is reported, and the
+/// running configuration stays).
+fn reload(live: &Live) {
+    crate::notify::reloading();
+    let path = live.config_path().display().to_string();
+    let status = match api::restore(live, None) {
+        Ok(out) => {
+            for w in &out.warnings {
+                tracing::warn!("{w}");
+            }
+            crate::metrics::RELOADS_OK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(config = %path, "reloaded: {}", out.message);
+            format!("reloaded {path}")
+        }
+        Err(e) => {
+            crate::metrics::RELOADS_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(config = %path, "reload failed, the running configuration is unchanged: {e:#}");
+            format!("reload of {path} failed (running configuration unchanged): {e:#}")
+        }
+    };
+    crate::notify::notify(&format!("READY=1\nSTATUS={}", status.replace('\n', " ")));
 }
 
 /// Global preferences; a broken file is reported and the defaults used (it

@@ -86,6 +86,23 @@ impl Session {
                 println!("{}", self.cwd);
                 Ok(true)
             }
+            Action::Top(interval, count) => match crate::top::run(&self.socket, interval, count) {
+                Ok(ok) => Ok(ok),
+                Err(e) => {
+                    eprintln!("rtarget: error: {e:#}");
+                    Ok(false)
+                }
+            },
+            Action::UnknownVerb { word, path, verb } => {
+                let exists = self
+                    .call(&ls(&path, 0))
+                    .is_ok_and(|v| v["ok"] == Value::Bool(true));
+                eprintln!(
+                    "rtarget: error: {}",
+                    client::unknown_verb(&word, &path, &verb, exists)
+                );
+                Ok(false)
+            }
             Action::Cd(path) => match self.call(&ls(&path, 0)) {
                 Ok(v) if v["ok"] == Value::Bool(true) => {
                     self.cwd = path;

@@ -1,10 +1,11 @@
-//! SIGINT/SIGTERM handling (signal-hook): the first signal asks for a clean
-//! shutdown; a second one while shutting down exits at once, so a stuck
-//! shutdown can always be interrupted.
+//! Signal handling (signal-hook): SIGHUP asks for a reload (systemd's
+//! `ExecReload`); the first SIGINT/SIGTERM asks for a clean shutdown; a
+//! second one while shutting down exits at once, so a stuck shutdown can
+//! always be interrupted.
 
 use std::io;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 pub struct ShutdownSignals {
@@ -12,19 +13,29 @@ pub struct ShutdownSignals {
 }
 
 impl ShutdownSignals {
-    /// Install the handlers. Call early, so a signal during startup is not fatal.
+    /// Install the handlers. Call early, so a signal during startup is not
+    /// fatal (a SIGHUP that early waits until [`ShutdownSignals::wait`]).
     pub fn install() -> io::Result<ShutdownSignals> {
         Ok(ShutdownSignals {
-            signals: Signals::new([SIGINT, SIGTERM])?,
+            signals: Signals::new([SIGINT, SIGTERM, SIGHUP])?,
         })
     }
 
-    /// Block until SIGINT or SIGTERM arrives; returns its number. Later
-    /// signals terminate the process immediately with status 128+signal.
-    pub fn wait(mut self) -> i32 {
-        let sig = self.signals.forever().next().unwrap_or(SIGTERM);
+    /// Run `reload` on each SIGHUP until SIGINT or SIGTERM arrives; returns
+    /// its number. Later SIGINT/SIGTERM terminate the process immediately
+    /// with status 128+signal (SIGHUP is ignored then).
+    pub fn wait(mut self, mut reload: impl FnMut()) -> i32 {
+        let mut sig = SIGTERM;
+        for s in self.signals.forever() {
+            if s == SIGHUP {
+                reload();
+                continue;
+            }
+            sig = s;
+            break;
+        }
         std::thread::spawn(move || {
-            if let Some(again) = self.signals.forever().next() {
+            if let Some(again) = self.signals.forever().find(|s| *s != SIGHUP) {
                 eprintln!("rtarget: second signal {again}; exiting without a clean shutdown");
                 std::process::exit(128 + again);
             }
@@ -37,6 +48,7 @@ pub fn name(sig: i32) -> &'static str {
     match sig {
         SIGINT => "SIGINT",
         SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
         _ => "signal",
     }
 }

@@ -135,13 +135,24 @@ fn walkthrough_applies_live_saves_and_survives_restart() {
 fn bad_arguments_fail_clearly_and_the_daemon_survives() {
     let s = setup();
     let d = Daemon::start(&s.config, &s.socket, s.port);
+    ok(&s.socket, &["/backstores/ramdisk", "create", "r1", "16M"]);
+    // The common mistakes: each error names what was expected and shows
+    // a command that works ("e.g.").
     let bad: &[(&[&str], &str)] = &[
         (
             &["/backstores/fileio", "create", "d1"],
-            "missing parameter file_or_dev",
+            "missing parameter file_or_dev; usage: create name file_or_dev [size]",
+        ),
+        (
+            &["/backstores/ramdisk", "create", "r2"],
+            "missing parameter size",
         ),
         (
             &["/backstores/fileio", "create", "d1", "/x.img", "12Q"],
+            "unknown unit (bytes, or a number with k, M, G or T",
+        ),
+        (
+            &["/backstores/user:qcow", "create", "q1", "8Q", "/x.qcow2"],
             "unknown unit",
         ),
         (
@@ -149,18 +160,77 @@ fn bad_arguments_fail_clearly_and_the_daemon_survives() {
             "not a valid iSCSI name",
         ),
         (&["/nowhere", "ls"], "no such path: /nowhere"),
-        (&["/iscsi", "frobnicate"], "unknown command"),
+        (
+            &["/backstores/fileio/nope", "info"],
+            "`ls /backstores/fileio`",
+        ),
+        (
+            &["/iscsi", "frobnicate"],
+            "unknown command \"frobnicate\" after the path /iscsi",
+        ),
+        (
+            &["bogus", "command"],
+            "\"bogus\" is neither a command nor a path",
+        ),
         (
             &["/backstores/fileio", "create", "bogus=1"],
             "unknown parameter",
         ),
+        (
+            &[
+                "/backstores/ramdisk",
+                "create",
+                "a",
+                "1G",
+                "false",
+                "x",
+                "y",
+            ],
+            "too many arguments (5 given, create takes at most 4)",
+        ),
         (&["/", "set", "attribute", "a=1"], "no configuration group"),
+        (
+            &[
+                "/backstores/ramdisk/r1",
+                "set",
+                "attribute",
+                "emulate_bogus=1",
+            ],
+            "unknown attribute \"emulate_bogus\"",
+        ),
+        (
+            &[
+                "/backstores/ramdisk/r1",
+                "get",
+                "attribute",
+                "emulate_bogus",
+            ],
+            "unknown attribute \"emulate_bogus\"",
+        ),
+        (
+            &["/backstores/ramdisk", "delete"],
+            "missing parameter name; usage: delete name; e.g. /backstores/ramdisk delete disk1",
+        ),
+        (
+            &["/backstores/ramdisk", "delete", "nope"],
+            "no such storage object /backstores/ramdisk/nope",
+        ),
+        (&["ls", "/", "x=1"], "ls takes [PATH] [DEPTH] (e.g."),
+        (&["sessions", "all"], "e.g. `sessions detail`"),
+        (
+            &["--bogus", "ls"],
+            "the options are --socket PATH and --json",
+        ),
     ];
     for (args, want) in bad {
         let out = cli(&s.socket, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("e.g."),
+            "{args:?} shows no example: {stderr}"
+        );
     }
     // Raw protocol garbage gets an error line, and the daemon keeps serving.
     let mut c = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
@@ -203,8 +273,15 @@ fn bad_arguments_fail_clearly_and_the_daemon_survives() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["tree"]["name"], "/");
-    // Nothing bad was saved.
-    assert_eq!(std::fs::read_to_string(&s.config).unwrap(), "{}\n");
+    // Nothing bad was saved: only the ramdisk the attribute cases use.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.config).unwrap()).unwrap();
+    let objects = saved["storage_objects"].as_array().unwrap();
+    assert_eq!(
+        (objects.len(), &objects[0]["name"]),
+        (1, &serde_json::json!("r1"))
+    );
+    assert_eq!(saved["targets"], serde_json::json!([]));
     d.stop();
 
     let out = cli(&s.socket, &["ls"]);
@@ -271,11 +348,21 @@ fn shell_reads_commands_from_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"cd /nowhere\n")
+        .write_all(b"cd /nowhere\nbogus command\ncd /iscsi\nfrobnicate x\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such path: /nowhere"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such path: /nowhere"), "{stderr}");
+    // The word that is neither a path nor a command is the one named
+    // (relative to the shell's directory).
+    assert!(
+        stderr.contains("\"bogus\" is neither a command nor a path (/bogus does not exist)")
+            && stderr.contains(
+                "\"frobnicate\" is neither a command nor a path (/iscsi/frobnicate does not exist)"
+            ),
+        "{stderr}"
+    );
     d.stop();
 }
 

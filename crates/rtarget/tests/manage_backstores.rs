@@ -57,6 +57,76 @@ fn qcow2_backstore_through_the_cli() {
     assert!(!out.contains("Pattern verification failed"), "{out}");
 }
 
+/// An image made by `qemu-img create` opens with its own size, named
+/// relative to the client's directory, under the short name `qcow2`
+/// (saved as user:qcow), with no size argument.
+#[test]
+fn existing_qcow2_image_opens_with_its_own_size() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let s = setup();
+    let d = Daemon::start(&s.config, &s.socket, s.port);
+    let dir = s.config.parent().unwrap();
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            dir.join("e.qcow2").to_str().unwrap(),
+            "48M",
+        ],
+    );
+    let out = cli_in(
+        dir,
+        &s.socket,
+        &["/backstores/qcow2", "create", "q1", "e.qcow2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ls = ok(&s.socket, &["ls", "/backstores/qcow2"]);
+    let image = dir.join("e.qcow2");
+    assert!(
+        ls.contains("o- user:qcow") && ls.contains(&format!("[{} (48.0MiB) ", image.display())),
+        "{ls}"
+    );
+    let saved = std::fs::read_to_string(&s.config).unwrap();
+    assert!(
+        saved.contains(&format!("\"config\": \"qcow/{}\"", image.display())),
+        "{saved}"
+    );
+    // A new image still needs its size, and the error says how to give it.
+    let err = fails(
+        &s.socket,
+        &[
+            "/backstores/qcow2",
+            "create",
+            "q2",
+            "/nonexistent-dir/n.qcow2",
+        ],
+    );
+    assert!(
+        err.contains("e.g. /backstores/user:qcow create q1 "),
+        "{err}"
+    );
+    d.stop();
+}
+
+/// `rtarget ARGS` run in `dir` (relative paths resolve there).
+fn cli_in(dir: &std::path::Path, socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rtarget"))
+        .current_dir(dir)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// An NBD export (qemu-nbd on a unix socket) as a `user:nbd` storage object.
 #[test]
 fn nbd_backstore_through_the_cli() {
@@ -108,6 +178,17 @@ fn nbd_backstore_through_the_cli() {
         ],
     );
     assert!(bad.contains("is not IP[:PORT]"), "{bad}");
+    // The NBD client's reconnects are a metric (0: the server never left),
+    // the one docs/grafana/rtarget.json's recoveries panel queries.
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    ok(&s.socket, &["set", "global", &format!("metrics={metrics}")]);
+    let mut http = std::net::TcpStream::connect(metrics).unwrap();
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut scrape = String::new();
+    std::io::Read::read_to_string(&mut http, &mut scrape).unwrap();
+    let series =
+        "rtarget_backstore_events_total{storage_object=\"/backstores/user/n1\",event=\"reconnects\"} 0";
+    assert!(scrape.contains(series), "{scrape}");
     d.stop();
     let data = std::fs::read(&img).unwrap();
     assert!(data[4096..4096 + 65536].iter().all(|b| *b == 0x77));

@@ -1,0 +1,71 @@
+//! `rtarget top`: while an initiator reads steadily, the view shows the
+//! storage object's IOPS and MiB/s close to what the initiator measures.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::initiator::{read10, Client};
+use common::*;
+
+#[test]
+fn top_shows_the_running_io_rate() {
+    let d = Served::start();
+    d.ok(&["/backstores/ramdisk", "create", "r1", "16M"]);
+    d.demo_target(IQN, &["/backstores/ramdisk/r1"]);
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], d.port())));
+    c.login(Some(IQN), &[]);
+    c.clear_ua();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let io = {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut lba = 0;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(c.read_cmd(&read10(lba, 8), 4096).0, 0);
+                lba = (lba + 8) % 32768;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            c.logout();
+        })
+    };
+    // The initiator's own rate over the same window as top's.
+    let (t0, n0) = (Instant::now(), done.load(Ordering::Relaxed));
+    let out = d.ok(&["top", "0.5", "3"]);
+    let (secs, n1) = (t0.elapsed().as_secs_f64(), done.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    io.join().unwrap();
+
+    assert_eq!(out.matches("rtarget top: every 0.5 s").count(), 3, "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("r1 "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let iops: f64 = rows
+        .iter()
+        .map(|r| r[2].parse::<f64>().unwrap())
+        .sum::<f64>()
+        / 3.0;
+    let mibs: f64 = rows
+        .iter()
+        .map(|r| r[3].parse::<f64>().unwrap())
+        .sum::<f64>()
+        / 3.0;
+    let measured = (n1 - n0) as f64 / secs;
+    eprintln!("top: {iops:.0} IOPS {mibs:.1} MiB/s; initiator: {measured:.0} IOPS");
+    assert_eq!(rows[0][1], "1", "one session");
+    assert!(iops > 0.0 && mibs > 0.0, "{out}");
+    // Same window up to the sampling edges and the API round trips.
+    assert!(
+        (iops / measured - 1.0).abs() < 0.10,
+        "top {iops:.0} IOPS vs initiator {measured:.0}\n{out}"
+    );
+    // 4 KiB per read.
+    assert!((mibs * 1024.0 / 4.0 / iops - 1.0).abs() < 0.05, "{out}");
+}
