@@ -87,10 +87,11 @@ fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String>
     Ok(msg)
 }
 
-/// `/vhost create [wwn]`: a target (`naa.` + 16 hex digits, generated
-/// when omitted) with `tpg1`, whose nexus is derived from the WWN.
+/// `/vhost create [wwn] [socket]`: a target (`naa.` + 16 hex digits,
+/// generated when omitted) with `tpg1`, whose nexus is derived from the
+/// WWN; `socket` (rtarget's) replaces the default socket path.
 fn create_vhost_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String> {
-    let b = args.bind("create", &["wwn"], 0)?;
+    let b = args.bind("create", &["wwn", "socket"], 0)?;
     let wwn = match b.get("wwn") {
         Some(w) => w.to_ascii_lowercase(),
         None => {
@@ -107,6 +108,13 @@ fn create_vhost_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<S
     if iscsi_target(cfg, &wwn).is_some() {
         bail!("target {wwn} already exists");
     }
+    let mut extra = Map::new();
+    if let Some(sock) = b.get("socket") {
+        if !sock.starts_with('/') {
+            bail!("socket {sock:?} is not an absolute path");
+        }
+        extra.insert(config::vhost::SOCKET_KEY.into(), Value::from(sock));
+    }
     cfg.targets.push(Target {
         fabric: fabric::VHOST.into(),
         wwn: wwn.clone(),
@@ -115,7 +123,7 @@ fn create_vhost_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<S
             enable: Some(true),
             ..Tpg::default()
         }],
-        ..Target::default()
+        extra,
     });
     Ok(format!(
         "Created target {wwn}.\nCreated TPG 1 (nexus {}).",

@@ -161,7 +161,9 @@ impl Live {
             .iter()
             .map(|(p, (_, d))| (p.clone(), d.backstore.size()))
             .collect();
-        tree::build(&st.cfg, &|p| sizes.get(p).copied())
+        tree::build_live(&st.cfg, &|p| sizes.get(p).copied(), &|w| {
+            crate::vhost::guest_of(&st.vhost, w)
+        })
     }
 
     /// Apply `edit` to a copy of the config and make it live and saved.
@@ -271,6 +273,9 @@ impl Live {
             }
         }
         st.cfg = cfg;
+        if new != old {
+            crate::vhost::resized(&st.vhost, &st.cfg, &saved);
+        }
         // The same device under the updated object: later changes keep it.
         st.objects.insert(saved.clone(), (recorded, dev));
         let message = if new == old {

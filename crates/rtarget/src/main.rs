@@ -19,6 +19,7 @@ mod reconcile;
 mod serve;
 mod shell;
 mod signals;
+mod vhost;
 
 // The configuration edits, the object tree, the verbs' arguments and the
 // preferences are the `manage` library's (pure, shared with other front
