@@ -87,7 +87,7 @@ fn vhost_target_through_the_cli_shares_the_lu_with_iscsi() {
         (
             VIRTIO_SCSI_T_TRANSPORT_RESET,
             VIRTIO_SCSI_EVT_RESET_RESCAN,
-            lun(1)
+            event_lun(1, 1)
         )
     );
 

@@ -207,7 +207,7 @@ impl TargetShared {
         }
         self.push_events([Event {
             event: virtio::VIRTIO_SCSI_T_PARAM_CHANGE,
-            lun: virtio::encode_lun(self.target_id, lun),
+            lun: virtio::event_lun(self.target_id, lun),
             reason: 0x2a | (0x09 << 8),
         }]);
     }
@@ -259,7 +259,7 @@ impl TargetShared {
 fn reset_event(target: u8, lun: u64, removed: bool) -> Event {
     Event {
         event: virtio::VIRTIO_SCSI_T_TRANSPORT_RESET,
-        lun: virtio::encode_lun(target, lun),
+        lun: virtio::event_lun(target, lun),
         reason: if removed {
             virtio::VIRTIO_SCSI_EVT_RESET_REMOVED
         } else {

@@ -47,10 +47,21 @@ pub fn decode_lun(raw: &[u8; 8]) -> Option<Address> {
     })
 }
 
-/// Encode a LUN number for `target` as Linux's virtio_scsi does (flat space).
+/// Encode a LUN number for `target` as Linux's virtio_scsi does in its
+/// requests (always flat space).
 pub fn encode_lun(target: u8, lun: u64) -> [u8; 8] {
     let l = (lun & 0x3fff) as u16;
     [1, target, 0x40 | (l >> 8) as u8, l as u8, 0, 0, 0, 0]
+}
+
+/// The LUN field of an event: bytes 2-3 encoded as REPORT LUNS lists the
+/// LUN (peripheral addressing below 256). Linux takes bytes 2-3 of an
+/// event verbatim as its LUN number, so this is what makes a hotplugged
+/// LUN 1 appear as `H:0:T:1` (the number a scan gives it) and a REMOVED
+/// event find the device a scan created.
+pub fn event_lun(target: u8, lun: u64) -> [u8; 8] {
+    let sam = scsi::lun::encode(lun);
+    [1, target, sam[0], sam[1], 0, 0, 0, 0]
 }
 
 /// A request-queue command header.
@@ -230,7 +241,10 @@ mod tests {
         assert_eq!(decode_lun(&[1, 0, 0x40, 0, 0, 0, 0, 1]), None);
         for l in [0u64, 1, 255, 256, 16383] {
             assert_eq!(decode_lun(&encode_lun(9, l)).unwrap().lun, l);
+            assert_eq!(decode_lun(&event_lun(9, l)).unwrap().lun, l);
         }
+        assert_eq!(event_lun(1, 1), [1, 1, 0, 1, 0, 0, 0, 0], "as REPORT LUNS");
+        assert_eq!(event_lun(1, 300), [1, 1, 0x41, 0x2c, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn scsi_over_vhost_user() {
     let ev = g.wait_event(&w);
     assert_eq!(ev.event, VIRTIO_SCSI_T_TRANSPORT_RESET);
     assert_eq!(ev.reason, VIRTIO_SCSI_EVT_RESET_RESCAN);
-    assert_eq!(ev.lun, lun(1));
+    assert_eq!(ev.lun, event_lun(TARGET, 1));
     let r = g.scsi(0, lun(1), 14, &TUR, &[], 0, false);
     assert_eq!(r.status, 2, "the new LUN answers (power-on UA first)");
     disk1.resize(2 << 20).unwrap();
@@ -212,7 +212,7 @@ fn scsi_over_vhost_user() {
         (
             VIRTIO_SCSI_T_TRANSPORT_RESET,
             VIRTIO_SCSI_EVT_RESET_REMOVED,
-            lun(1)
+            event_lun(TARGET, 1)
         )
     );
     // LUN 0's nexus was told the inventory changed.
