@@ -213,3 +213,140 @@ impl GuestNexus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use backstore::{Backstore, Capabilities, RamBackstore};
+    use target_core::{Device, DeviceOptions, Lun, Status};
+
+    /// A RAM backstore whose reads wait at a gate, so a command can be
+    /// held running while the test issues others.
+    struct Gated {
+        inner: RamBackstore,
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        open: (Mutex<bool>, Condvar),
+    }
+
+    impl Backstore for Gated {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            if let Some(tx) = self.entered.lock().unwrap().take() {
+                tx.send(()).unwrap();
+            }
+            let mut open = self.open.0.lock().unwrap();
+            while !*open {
+                open = self.open.1.wait(open).unwrap();
+            }
+            self.inner.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.inner.write_at(buf, offset)
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const READ_1: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    const TUR: [u8; 6] = [0; 6];
+
+    fn task(tag: u64, cdb: &[u8]) -> Task<'_> {
+        Task {
+            tag,
+            lun: 0,
+            cdb,
+            attr: TaskAttr::Simple,
+            data_out: &[],
+            expected_len: 512,
+        }
+    }
+
+    /// While tag 7 runs: a second command with tag 7 is an overlapped
+    /// command, QUERY TASK finds it, ABORT TASK waits until it completed;
+    /// afterwards the tag is free again.
+    #[test]
+    fn task_set_overlap_query_and_abort_wait() {
+        let (tx, entered) = mpsc::channel();
+        let store = Arc::new(Gated {
+            inner: RamBackstore::new(1 << 20).unwrap(),
+            entered: Mutex::new(Some(tx)),
+            open: (Mutex::new(false), Condvar::new()),
+        });
+        let dev = Device::new(
+            DeviceOptions::new("g", "5a4b3c2d-0000-4000-8000-000000000001"),
+            store.clone(),
+        );
+        let luns = Arc::new(LunTable {
+            luns: vec![Lun {
+                id: 0,
+                device: dev,
+                write_protect: false,
+            }],
+        });
+        let nexus = GuestNexus::new(Nexus {
+            id: 1 << 48,
+            initiator_port: "naa.5001405000000001".into(),
+            target_port: "naa.5001405000000002,t,0x0001".into(),
+            relative_port_id: 1,
+            tpg_tag: 1,
+        });
+        let mut buf = Vec::new();
+        // The power-on unit attention first, so the READ reaches the store.
+        let o = nexus.execute(&luns, &task(1, &TUR), &mut buf).unwrap();
+        assert_eq!(o.status, Status::CheckCondition);
+
+        let (n, l) = (nexus.clone(), luns.clone());
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let o = n.execute(&l, &task(7, &READ_1), &mut buf).unwrap();
+            (o.status, buf.len())
+        });
+        entered.recv().unwrap();
+        assert_eq!(nexus.running(), 1);
+        assert_eq!(
+            nexus.execute(&luns, &task(7, &TUR), &mut buf).unwrap_err(),
+            Refused::Overlapped
+        );
+        assert_eq!(
+            nexus.task_management(&luns, 0, Tmf::QueryTask(7)),
+            TmfAnswer::Succeeded
+        );
+        assert_eq!(
+            nexus.task_management(&luns, 0, Tmf::QueryTaskSet),
+            TmfAnswer::Succeeded
+        );
+        assert_eq!(
+            nexus.task_management(&luns, 3, Tmf::QueryTask(7)),
+            TmfAnswer::IncorrectLun
+        );
+        let (n, l) = (nexus.clone(), luns.clone());
+        let (done_tx, done) = mpsc::channel();
+        let aborter = std::thread::spawn(move || {
+            let a = n.task_management(&l, 0, Tmf::AbortTask(7));
+            done_tx.send(a).unwrap();
+        });
+        // The abort cannot complete while the task runs.
+        assert!(done.recv_timeout(Duration::from_millis(200)).is_err());
+        *store.open.0.lock().unwrap() = true;
+        store.open.1.notify_all();
+        assert_eq!(reader.join().unwrap(), (Status::Good, 512));
+        assert_eq!(done.recv().unwrap(), TmfAnswer::Complete);
+        aborter.join().unwrap();
+        assert_eq!(nexus.running(), 0);
+        assert_eq!(
+            nexus.task_management(&luns, 0, Tmf::QueryTask(7)),
+            TmfAnswer::Complete
+        );
+        let o = nexus.execute(&luns, &task(7, &TUR), &mut buf).unwrap();
+        assert_eq!(o.status, Status::Good, "tag 7 is free again");
+    }
+}
