@@ -147,6 +147,23 @@ impl Live {
         self.server.sessions()
     }
 
+    /// The guests attached to vhost targets now.
+    pub fn vhost_guests(&self) -> Vec<crate::proto::VhostGuest> {
+        let st = self.lock();
+        st.vhost
+            .iter()
+            .filter_map(|(wwn, s)| {
+                let c = s.shared().config();
+                Some(crate::proto::VhostGuest {
+                    nexus: s.shared().guest()?,
+                    target: wwn.clone(),
+                    tpg: c.tpg_tag,
+                    socket: c.socket.display().to_string(),
+                })
+            })
+            .collect()
+    }
+
     pub fn sessions_detail(&self) -> Vec<iscsi::SessionDetail> {
         self.server.sessions_detail()
     }

@@ -1,7 +1,8 @@
 //! The vhost fabric through the daemon: `/vhost create`, `tpg1/luns
 //! create` typed into the CLI serve a vhost-user socket that a frontend
 //! (rust-vmm's, with the vhost crate's test driver as the guest) attaches
-//! to; `ls` shows the guest; LUNs created later arrive as hotplug events;
+//! to; `ls` and `sessions` show the guest, whose target is deleted only
+//! when forced; LUNs created later arrive as hotplug events;
 //! the same LU over iSCSI and vhost shares its persistent reservations; the
 //! target is saved as rtslib writes it and served again after a restart.
 
@@ -129,8 +130,17 @@ fn vhost_target_through_the_cli_shares_the_lu_with_iscsi() {
         false,
     );
     assert_eq!((r.status, &r.data[..4]), (0, &2047u32.to_be_bytes()[..]));
-    // Deleting the target stops it: the guest's connection closes.
-    d.ok(&["/vhost", "delete", WWN]);
+    // `sessions` lists the guest; deleting its target needs force=true,
+    // then stops it: the guest's connection closes.
+    let sessions = d.ok(&["sessions"]);
+    assert!(
+        sessions.contains(&format!("(vhost guest) -> {WWN} tpg1 on {sock}")),
+        "{sessions}"
+    );
+    let e = d.fails(&["/vhost", "delete", WWN]);
+    assert!(e.contains("has a guest attached"), "{e}");
+    assert!(std::path::Path::new(&sock).exists());
+    d.ok(&["/vhost", "delete", WWN, "force=true"]);
     assert!(!std::path::Path::new(&sock).exists());
     wait_until("guest connection closed", || g.frontend_queue_num_fails());
 }
