@@ -6,7 +6,10 @@
 # then mkfs.ext4, write a file and a 32 MiB random blob, sync, umount, e2fsck,
 # drop caches, mount read-only, md5sum -c. While the guest runs the host adds a
 # second LUN through the CLI (`tpg1/luns create`): it must appear in the guest
-# as a new disk with no manual rescan (virtio-scsi hotplug event).
+# as a new disk with no manual rescan (virtio-scsi hotplug event); sg_persist
+# registers, reserves, reads keys and the reservation, releases; the host grows
+# LUN 0 (`resize`): the guest sees the new size without a rescan (PARAM_CHANGE
+# event); the host deletes the added LUN: its disk goes away in the guest.
 # The guest is built once by shared/tools/guest/build-guest.sh into GUEST_CACHE
 # (default /var/cache/rtarget-guest, as tests-e2e/guest.sh) and runs under TCG
 # where there is no KVM. TIMEOUT (default 240 s) bounds the guest run.
@@ -87,6 +90,21 @@ N=1; for i in $(seq 600); do N=$(disks | wc -l); [ "$N" -ge 2 ] && break; sleep 
 [ "$N" -ge 2 ]; NEW=$(disks | grep -v "^$DEV$" | head -n1); wait_for $NEW 10
 ls -d /sys/bus/scsi/devices/*:1:1 # LUN 1, as a scan would name it
 echo "hotplugged disk: $NEW"; sg_readcap $NEW
+sg_turs $DEV || true  # the LUN change left REPORTED LUNS DATA HAS CHANGED for sda
+sg_persist --out --register --param-sark=0x5eed $DEV
+sg_persist --out --reserve --param-rk=0x5eed --prout-type=1 $DEV
+sg_persist --in --read-keys $DEV | grep -q 0x5eed
+sg_persist --in --read-reservation $DEV | tee /tmp/res; grep -q 0x5eed /tmp/res
+sg_persist --out --release --param-rk=0x5eed --prout-type=1 $DEV
+sg_persist --out --register --param-rk=0x5eed --param-sark=0 $DEV
+S0=$(cat /sys/block/${DEV#/dev/}/size)
+echo RESIZE-REQUEST
+S1=$S0; for i in $(seq 600); do S1=$(cat /sys/block/${DEV#/dev/}/size); [ "$S1" != "$S0" ] && break; sleep 0.1; done
+echo "resize seen without a rescan: $S0 -> $S1 sectors"; [ "$S1" -eq '"$((384 * 2048))"' ]
+echo REMOVE-REQUEST
+for i in $(seq 600); do [ -e /sys/block/${NEW#/dev/} ] || break; sleep 0.1; done
+[ ! -e /sys/block/${NEW#/dev/} ]; echo "LUN removal seen: $NEW is gone"
+mount -t ext4 -o ro $DEV /mnt/t; md5sum -c /tmp/sums.md5; umount /mnt/t
 echo GUEST-VHOST-OK'
 
 T0=$SECONDS rc=0
@@ -95,15 +113,21 @@ T0=$SECONDS rc=0
     -chardev "socket,id=vus,path=$SOCK" -device vhost-user-scsi-pci,chardev=vus,num_queues=2 \
     >"$W/console.log" 2>&1 &
 GPID=$!
-# Add a LUN once the guest has checked its data and asks for it.
+# Live changes through the CLI when the guest asks for them, in order: add a
+# LUN, grow LUN 0, delete the added LUN.
 (
-    for ((i = 0; i < 2400; i++)); do
-        kill -0 "$GPID" 2>/dev/null || exit 0
-        if tr -d '\r' <"$W/console.log" | grep -q '^HOTPLUG-REQUEST'; then
-            "$RTARGET_BIN" --socket "$RT_SOCK" "/vhost/$WWN/tpg1/luns" create /backstores/ramdisk/hot1
-            exit
-        fi
-        sleep 0.1
+    rt() { "$RTARGET_BIN" --socket "$RT_SOCK" "$@"; }
+    for req in HOTPLUG RESIZE REMOVE; do
+        for ((i = 0; ; i++)); do
+            ((i < 2400)) && kill -0 "$GPID" 2>/dev/null || exit 0
+            tr -d '\r' <"$W/console.log" | grep -q "^$req-REQUEST" && break
+            sleep 0.1
+        done
+        case $req in
+            HOTPLUG) rt "/vhost/$WWN/tpg1/luns" create /backstores/ramdisk/hot1 ;;
+            RESIZE) rt /backstores/fileio/vdisk0 resize 384M ;;
+            REMOVE) rt "/vhost/$WWN/tpg1/luns" delete 1 ;;
+        esac
     done
 ) >"$W/hotplug.log" 2>&1 &
 HPID=$!
@@ -115,7 +139,7 @@ if [[ $rc -eq 0 ]] && grep -q '^GUEST-VHOST-OK' <(tr -d '\r' <"$W/console.log") 
    kill -0 "$RT_PID" 2>/dev/null && [[ $(rt_panics) == 0 ]]; then
     OK=1
     [[ -n ${VERBOSE:-} ]] && tr -d '\r' <"$W/console.log"
-    echo "PASS vhost (vhost-user-scsi-pci, num_queues=2: sg_inq, sg_vpd, sg_readcap, ext4, md5, LUN hotplug) ${DT}s"
+    echo "PASS vhost (vhost-user-scsi-pci, num_queues=2: sg_inq, sg_vpd, sg_readcap, ext4, md5, LUN hotplug, sg_persist, resize, LUN removal) ${DT}s"
 else
     tr -d '\r' <"$W/console.log" | tail -40
     kill -0 "$RT_PID" 2>/dev/null || echo "vhost: the rtarget process died"
