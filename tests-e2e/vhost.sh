@@ -13,13 +13,22 @@
 # The guest is built once by shared/tools/guest/build-guest.sh into GUEST_CACHE
 # (default /var/cache/rtarget-guest, as tests-e2e/guest.sh) and runs under TCG
 # where there is no KVM. TIMEOUT (default 240 s) bounds the guest run.
+# --reconnect instead: QEMU's chardev has reconnect-ms=500; while the guest
+# writes 96 MiB with O_DIRECT the host kills rtarget with SIGKILL and starts it
+# again on the same config: the guest's writes complete (requests in flight
+# are fetched again: QEMU rewinds the rings to their used index) and every
+# byte reads back.
 # VERBOSE=1 prints the guest console on success too. Prints PASS/FAIL and the time.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
+MODE=main
 case ${1:-} in
+    --reconnect) MODE=reconnect ;;
     -h|--help) sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "usage: $0 [--reconnect]" >&2; exit 2 ;;
 esac
 need qemu-system-x86_64 python3
 GUEST_TOOLS=$TOOLS/guest
@@ -107,15 +116,53 @@ for i in $(seq 600); do [ -e /sys/block/${NEW#/dev/} ] || break; sleep 0.1; done
 mount -t ext4 -o ro $DEV /mnt/t; md5sum -c /tmp/sums.md5; umount /mnt/t
 echo GUEST-VHOST-OK'
 
+# shellcheck disable=SC2016
+RECONNECT_PAYLOAD='set -ex
+disks() { for b in /sys/bus/scsi/devices/*/block/*; do [ -e "$b" ] && echo /dev/${b##*/}; done; }
+DEV=; for i in $(seq 300); do DEV=$(disks | head -n1); [ -n "$DEV" ] && break; sleep 0.1; done
+[ -n "$DEV" ]; wait_for $DEV 10; echo "vhost disk: $DEV"
+dd if=/dev/urandom of=/tmp/blob bs=1M count=48 2>/dev/null
+md5sum </tmp/blob | tee /tmp/want
+echo KILL-REQUEST
+dd if=/tmp/blob of=$DEV bs=64k oflag=direct
+dd if=/tmp/blob of=$DEV bs=64k seek=1024 oflag=direct
+echo WRITES-DONE
+echo 3 > /proc/sys/vm/drop_caches
+for off in 0 1024; do
+    dd if=$DEV bs=64k skip=$off count=768 iflag=direct 2>/dev/null | md5sum | tee /tmp/got
+    cmp /tmp/want /tmp/got
+done
+echo GUEST-VHOST-OK'
+CHARDEV="socket,id=vus,path=$SOCK"
+if [[ $MODE == reconnect ]]; then
+    PAYLOAD=$RECONNECT_PAYLOAD CHARDEV+=",reconnect-ms=500"
+fi
+
 T0=$SECONDS rc=0
 "$GUEST_TOOLS/run-guest.sh" "$GUEST_CACHE" "$PAYLOAD" \
     -object "memory-backend-memfd,id=mem,size=${MEM}M,share=on" -machine memory-backend=mem \
-    -chardev "socket,id=vus,path=$SOCK" -device vhost-user-scsi-pci,chardev=vus,num_queues=2 \
+    -chardev "$CHARDEV" -device vhost-user-scsi-pci,chardev=vus,num_queues=2 \
     >"$W/console.log" 2>&1 &
 GPID=$!
+KILLED=
+if [[ $MODE == reconnect ]]; then
+    # SIGKILL rtarget while the guest writes, start it again at once.
+    for ((i = 0; i < 2400; i++)); do
+        kill -0 "$GPID" 2>/dev/null || break
+        if tr -d '\r' <"$W/console.log" | grep -q '^KILL-REQUEST'; then
+            sleep 0.5
+            tr -d '\r' <"$W/console.log" | grep -q '^WRITES-DONE' && break  # too late
+            kill -KILL "$RT_PID"; wait "$RT_PID" 2>/dev/null || true; RT_PID=
+            KILLED=1
+            start_rtarget "$W" "$PORT" || { echo "FAIL vhost (rtarget did not restart)"; exit 1; }
+            break
+        fi
+        sleep 0.1
+    done
+fi
 # Live changes through the CLI when the guest asks for them, in order: add a
 # LUN, grow LUN 0, delete the added LUN.
-(
+[[ $MODE == reconnect ]] || (
     rt() { "$RTARGET_BIN" --socket "$RT_SOCK" "$@"; }
     for req in HOTPLUG RESIZE REMOVE; do
         for ((i = 0; ; i++)); do
@@ -135,11 +182,16 @@ wait "$GPID" || rc=$?
 wait "$HPID" || true
 GPID=
 DT=$((SECONDS - T0))
+WHAT="sg_inq, sg_vpd, sg_readcap, ext4, md5, LUN hotplug, sg_persist, resize, LUN removal"
+[[ $MODE == reconnect ]] && WHAT="reconnect-ms: rtarget SIGKILLed and restarted during 96 MiB of O_DIRECT writes, all read back"
+if [[ $MODE == reconnect && -z $KILLED ]]; then
+    echo "vhost: the guest finished writing before the kill (make the writes longer)"; rc=1
+fi
 if [[ $rc -eq 0 ]] && grep -q '^GUEST-VHOST-OK' <(tr -d '\r' <"$W/console.log") &&
    kill -0 "$RT_PID" 2>/dev/null && [[ $(rt_panics) == 0 ]]; then
     OK=1
     [[ -n ${VERBOSE:-} ]] && tr -d '\r' <"$W/console.log"
-    echo "PASS vhost (vhost-user-scsi-pci, num_queues=2: sg_inq, sg_vpd, sg_readcap, ext4, md5, LUN hotplug, sg_persist, resize, LUN removal) ${DT}s"
+    echo "PASS vhost (vhost-user-scsi-pci, num_queues=2: $WHAT) ${DT}s"
 else
     tr -d '\r' <"$W/console.log" | tail -40
     kill -0 "$RT_PID" 2>/dev/null || echo "vhost: the rtarget process died"

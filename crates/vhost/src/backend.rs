@@ -60,6 +60,9 @@ pub(crate) struct ScsiBackend {
     /// Per worker thread, the bit mask of the virtqueues it serves.
     masks: Vec<u64>,
     num_queues: usize,
+    /// Queues that answered something since the guest connected (see
+    /// [`resignal_later`]).
+    started: std::sync::Mutex<std::collections::HashSet<usize>>,
 }
 
 impl ScsiBackend {
@@ -84,6 +87,7 @@ impl ScsiBackend {
             acked: AtomicU64::new(0),
             masks,
             num_queues: FIRST_REQUEST_QUEUE + request_queues,
+            started: Default::default(),
         }
     }
 
@@ -119,6 +123,23 @@ impl ScsiBackend {
     }
 }
 
+/// After a reconnect QEMU rewinds each ring to its used index, so the
+/// requests the old backend had taken but not answered come again and are
+/// answered as soon as the ring starts, while QEMU is still starting the
+/// device: it drops that used-buffer notification, and the guest would
+/// wait for those requests forever. So the first batch a ring answers is
+/// notified once more a little later (a spurious notification is harmless
+/// to virtio drivers: they find nothing new in the used ring).
+fn resignal_later(vring: VringRwLock, index: usize) {
+    let _ = std::thread::Builder::new()
+        .name("vhost resignal".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            tracing::debug!(queue = index, "used-buffer notification repeated");
+            let _ = vring.signal_used_queue();
+        });
+}
+
 impl VhostUserBackend for ScsiBackend {
     type Bitmap = ();
     type Vring = VringRwLock;
@@ -135,10 +156,6 @@ impl VhostUserBackend for ScsiBackend {
         offered_features()
     }
 
-    fn acked_features(&self, features: u64) {
-        self.acked.store(features, Ordering::Release);
-    }
-
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         // MQ: QEMU asks GET_QUEUE_NUM and refuses a backend offering fewer
         // queues than its num_queues + 2.
@@ -146,6 +163,7 @@ impl VhostUserBackend for ScsiBackend {
     }
 
     fn set_event_idx(&self, enabled: bool) {
+        tracing::debug!(enabled, "EVENT_IDX");
         self.event_idx.store(enabled, Ordering::Release);
     }
 
@@ -156,7 +174,16 @@ impl VhostUserBackend for ScsiBackend {
         space[start..end].to_vec()
     }
 
+    fn acked_features(&self, features: u64) {
+        tracing::debug!(
+            features = format_args!("{features:#x}"),
+            "features acknowledged"
+        );
+        self.acked.store(features, Ordering::Release);
+    }
+
     fn update_memory(&self, mem: Mem) -> io::Result<()> {
+        tracing::debug!("guest memory table set");
         *self.mem.write().unwrap() = Some(mem);
         Ok(())
     }
@@ -191,14 +218,21 @@ impl VhostUserBackend for ScsiBackend {
         let Some(index) = self.queue_index(thread_id, device_event) else {
             return Ok(());
         };
+        tracing::trace!(thread = thread_id, queue = index, "virtqueue kick");
         let Some(vring) = vrings.get(usize::from(device_event)) else {
             return Ok(());
         };
-        match index {
+        let first = self.started.lock().unwrap().insert(index);
+        let used_before = vring.queue_used_idx().ok();
+        let r = match index {
             CONTROL_QUEUE => self.drain(vring, |mem, v| queue::control(self, mem, v)),
             EVENT_QUEUE => self.drain(vring, |mem, v| queue::deliver_events(self, mem, v)),
             _ => self.drain(vring, |mem, v| queue::requests(self, mem, v)),
+        };
+        if first && vring.queue_used_idx().ok() != used_before {
+            resignal_later(vring.clone(), index);
         }
+        r
     }
 }
 

@@ -48,7 +48,9 @@ fn each_chain(
             .add_used(chain.head_index(), len)
             .map_err(io::Error::other)?;
         // Answer as we go: the guest can reuse the slot at once.
-        if vring.needs_notification().map_err(io::Error::other)? {
+        let notify = vring.needs_notification().map_err(io::Error::other)?;
+        tracing::trace!(head = chain.head_index(), len, notify, "used");
+        if notify {
             vring.signal_used_queue()?;
         }
     }
@@ -118,6 +120,14 @@ fn command(
     r.read_exact(data_out)?;
     let luns = b.target.luns();
     let cdb = &req.cdb[..cdb_len(&req.cdb)];
+    tracing::trace!(
+        tag = req.id,
+        lun = addr.lun,
+        op = cdb[0],
+        sent,
+        room,
+        "command"
+    );
     let task = Task {
         tag: req.id,
         lun: addr.lun,
