@@ -14,7 +14,7 @@
 # (default /var/cache/rtarget-guest, as tests-e2e/guest.sh) and runs under TCG
 # where there is no KVM. TIMEOUT (default 240 s) bounds the guest run.
 # --reconnect instead: QEMU's chardev has reconnect-ms=500; while the guest
-# writes 96 MiB with O_DIRECT the host kills rtarget with SIGKILL and starts it
+# writes 96 MiB with O_DIRECT in 4 KiB blocks the host kills rtarget with SIGKILL and starts it
 # again on the same config: the guest's writes complete (requests in flight
 # are fetched again: QEMU rewinds the rings to their used index) and every
 # byte reads back.
@@ -124,8 +124,8 @@ DEV=; for i in $(seq 300); do DEV=$(disks | head -n1); [ -n "$DEV" ] && break; s
 dd if=/dev/urandom of=/tmp/blob bs=1M count=48 2>/dev/null
 md5sum </tmp/blob | tee /tmp/want
 echo KILL-REQUEST
-dd if=/tmp/blob of=$DEV bs=64k oflag=direct
-dd if=/tmp/blob of=$DEV bs=64k seek=1024 oflag=direct
+dd if=/tmp/blob of=$DEV bs=4k oflag=direct
+dd if=/tmp/blob of=$DEV bs=4k seek=16384 oflag=direct
 echo WRITES-DONE
 echo 3 > /proc/sys/vm/drop_caches
 for off in 0 1024; do
@@ -150,7 +150,6 @@ if [[ $MODE == reconnect ]]; then
     for ((i = 0; i < 2400; i++)); do
         kill -0 "$GPID" 2>/dev/null || break
         if tr -d '\r' <"$W/console.log" | grep -q '^KILL-REQUEST'; then
-            sleep 0.5
             tr -d '\r' <"$W/console.log" | grep -q '^WRITES-DONE' && break  # too late
             kill -KILL "$RT_PID"; wait "$RT_PID" 2>/dev/null || true; RT_PID=
             KILLED=1
