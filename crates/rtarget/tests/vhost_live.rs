@@ -57,10 +57,26 @@ fn vhost_target_through_the_cli_shares_the_lu_with_iscsi() {
     let r = g.scsi(0, lun(0), 2, &TUR, &[], 0, false);
     assert_eq!(r.sense_triple(), Some((6, 0x29, 0)), "power-on UA");
 
-    // A registration made over iSCSI is seen by the guest.
+    // REPORT TARGET PORT GROUPS, over either fabric: the vhost port (0x8001,
+    // vhost's range) is in the default group next to the iSCSI port (1).
+    let ports = |data: &[u8]| -> Vec<u16> {
+        data[12..12 + 4 * usize::from(data[11])]
+            .chunks(4)
+            .map(|p| u16::from_be_bytes([p[2], p[3]]))
+            .collect()
+    };
+    let rtpg = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    let r = g.scsi(0, lun(0), 7, &rtpg, &[], 256, false);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(ports(&r.data), [1, 0x8001], "over vhost");
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
     c.clear_ua();
+    let (st, data, _) = c.read_cmd(&rtpg, 256);
+    assert_eq!(st, 0);
+    assert_eq!(ports(&data), [1, 0x8001], "over iSCSI");
+
+    // A registration made over iSCSI is seen by the guest.
     let (cdb, p) = pr_out(0, 0, 0, 0x1111);
     assert_eq!(c.write_cmd(&cdb, &p).status, 0);
     let read_keys = [0x5e, 0, 0, 0, 0, 0, 0, 0x01, 0, 0];
