@@ -267,3 +267,27 @@ fn reset_event(target: u8, lun: u64, removed: bool) -> Event {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events wait for buffers up to a limit; past it the oldest go and
+    /// the next one delivered carries VIRTIO_SCSI_T_EVENTS_MISSED, once.
+    #[test]
+    fn missed_events_are_flagged() {
+        let t = TargetShared::for_tests();
+        t.push_events((0..MAX_PENDING_EVENTS as u64 + 2).map(|l| reset_event(0, l, false)));
+        let first = t.peek_event().unwrap();
+        assert_eq!(
+            first.event,
+            virtio::VIRTIO_SCSI_T_TRANSPORT_RESET | virtio::VIRTIO_SCSI_T_EVENTS_MISSED
+        );
+        assert_eq!(first.lun, virtio::event_lun(0, 2), "the two oldest went");
+        t.pop_event();
+        let next = t.peek_event().unwrap();
+        assert_eq!(next.event, virtio::VIRTIO_SCSI_T_TRANSPORT_RESET);
+        t.clear_events();
+        assert!(t.peek_event().is_none());
+    }
+}

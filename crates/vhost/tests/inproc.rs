@@ -184,6 +184,14 @@ fn scsi_over_vhost_user() {
     let r = g.scsi(0, lun(0), 13, &TUR, &[], 0, false);
     assert_eq!(r.sense_triple(), Some((6, 0x29, 0)), "I_T nexus loss");
     assert_eq!(g.tmf(77, lun(0), 0), VIRTIO_SCSI_S_FUNCTION_REJECTED as u8);
+    // Asynchronous notification: none offered (event_actual 0), answered OK
+    // as QEMU does.
+    let mut an = [0u8; AN_REQ_LEN];
+    an[..4].copy_from_slice(&VIRTIO_SCSI_T_AN_SUBSCRIBE.to_le_bytes());
+    an[4..12].copy_from_slice(&lun(0));
+    an[12..].copy_from_slice(&0x10u32.to_le_bytes());
+    let u = g.call(0, &[Buf::Out(&an), Buf::In(5)], false);
+    assert_eq!((u.len, &u.bufs[0][..]), (5, &[0, 0, 0, 0, 0][..]));
 
     // Hotplug: a LUN added while the guest runs comes as TRANSPORT_RESET
     // RESCAN on the event queue, a removed one as REMOVED, a resize as
