@@ -72,7 +72,7 @@ impl ScsiBackend {
         request_queues: usize,
         workers: usize,
     ) -> ScsiBackend {
-        let request_queues = request_queues.clamp(1, 62);
+        let request_queues = request_queues.clamp(1, crate::MAX_REQUEST_QUEUES);
         let workers = workers.clamp(1, request_queues);
         let mut masks = vec![(1u64 << CONTROL_QUEUE) | (1u64 << EVENT_QUEUE)];
         masks.extend(std::iter::repeat_n(0u64, workers));

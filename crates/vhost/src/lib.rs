@@ -34,6 +34,11 @@ pub use server::VhostServer;
 use nexus::GuestNexus;
 use virtio::Event;
 
+/// Request queues a backend offers at most: the queue-to-thread masks of
+/// `vhost-user-backend` are 64 bits, two of them control and event. QEMU's
+/// `num_queues` (default: the guest's vCPUs) must not exceed it.
+pub const MAX_REQUEST_QUEUES: usize = 62;
+
 /// How one vhost target is served.
 #[derive(Debug, Clone)]
 pub struct VhostConfig {
@@ -63,7 +68,7 @@ impl VhostConfig {
             tpg_tag: 1,
             relative_port_id: 1,
             target_id: 0,
-            request_queues: 16,
+            request_queues: MAX_REQUEST_QUEUES,
             workers: 2,
         }
     }
