@@ -652,9 +652,15 @@ pub(crate) mod tests {
     fn vhost_targets() {
         let mut v = base();
         let lun = v["targets"][0]["tpgs"][0]["luns"][0].clone();
+        // As rtslib dumps a vhost target (TPG attribute fabric_prot_type,
+        // LUN alias and ALUA group), plus rtarget's socket key.
+        let mut lun = lun;
+        lun["alias"] = json!("8c3f5a1b2d");
+        lun["alua_tg_pt_gp_name"] = json!("default_tg_pt_gp");
         v["targets"].as_array_mut().unwrap().push(json!({
             "fabric": "vhost", "wwn": "naa.5001405abcdef012", "socket": "/tmp/v.sock",
-            "tpgs": [{"tag": 1, "luns": [lun], "portals": [], "node_acls": []}]
+            "tpgs": [{"tag": 1, "enable": true, "attributes": {"fabric_prot_type": 0},
+                      "parameters": {}, "luns": [lun], "portals": [], "node_acls": []}]
         }));
         let w = validate(&cfg(v.clone())).unwrap();
         assert!(w.is_empty(), "{w:?}");
