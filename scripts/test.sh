@@ -25,6 +25,11 @@
 #                    1,000 sessions, ENOSPC/EIO faults (RELIABILITY.md; ~30 s, limit 7 min)
 #    9. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
 #                    ext4 + md5, online resize seen after a rescan
+#       vhost        tests-e2e/vhost.sh: a Linux guest on a vhost-user-scsi-pci controller
+#                    (rtarget's vhost target): sg_inq/sg_readcap, ext4 + md5, LUN hotplug,
+#                    sg_persist, resize and LUN removal seen without a rescan
+#       vhost-reconnect  tests-e2e/vhost.sh --reconnect: rtarget SIGKILLed and restarted
+#                    during the guest's writes; they complete and read back
 #   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.
@@ -35,7 +40,7 @@
 # summary table; exit status 1 if any step failed.
 #
 # usage: scripts/test.sh [--quick] [--skip STEP[,STEP]] [--only STEP[,STEP]]
-#   --quick   skip guest and bench-smoke (the slow / noisy steps)
+#   --quick   skip guest, vhost, vhost-reconnect and bench-smoke (the slow / noisy steps)
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 1
@@ -45,7 +50,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 SKIP=, ONLY=
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --quick) SKIP+=guest,bench-smoke, ;;
+        --quick) SKIP+=guest,vhost,vhost-reconnect,bench-smoke, ;;
         --skip) SKIP+=$2,; shift ;;
         --only) ONLY=,$2,; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -64,7 +69,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|deb|conformance|reliability|guest|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|deb|conformance|reliability|guest|vhost|vhost-reconnect|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -93,6 +98,8 @@ step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
 step conformance 1500 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick
 step guest 420 bash tests-e2e/guest.sh
+step vhost 240 bash tests-e2e/vhost.sh
+step vhost-reconnect 240 bash tests-e2e/vhost.sh --reconnect
 step bench-smoke 180 bash bench/bench.sh --smoke
 
 echo

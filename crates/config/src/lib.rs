@@ -13,6 +13,7 @@ pub mod naa;
 pub mod settings;
 pub mod store;
 pub mod validate;
+pub mod vhost;
 
 pub use alua::{AluaTpg, DEFAULT_TG_PT_GP};
 pub use model::{

@@ -240,11 +240,26 @@ impl SaveConfig {
     pub fn iscsi_targets(&self) -> impl Iterator<Item = &Target> {
         self.targets.iter().filter(|t| t.is_iscsi())
     }
+
+    /// The targets of the vhost fabric, in config order.
+    pub fn vhost_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.is_vhost())
+    }
 }
 
 impl Target {
     pub fn is_iscsi(&self) -> bool {
         self.fabric == fabric::ISCSI
+    }
+
+    pub fn is_vhost(&self) -> bool {
+        self.fabric == fabric::VHOST
+    }
+
+    /// A target of a fabric rtarget serves (management finds targets by
+    /// WWN among these: a WWN names one target across fabrics).
+    pub fn is_served(&self) -> bool {
+        self.is_iscsi() || self.is_vhost()
     }
 
     /// The TPGs with their tags, in config order (see [`Tpg::tag_at`]).

@@ -65,7 +65,7 @@ fn user_handler_known(name: &str) -> (bool, Vec<String>) {
 /// rtslib's own keys of `user` objects.
 const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
-pub const SUPPORTED_FABRICS: &[&str] = &[crate::fabric::ISCSI];
+pub const SUPPORTED_FABRICS: &[&str] = &[crate::fabric::ISCSI, crate::fabric::VHOST];
 /// Logical block sizes the core accepts.
 pub const BLOCK_SIZES: &[u64] = &[512, 1024, 2048, 4096];
 /// LIO's per-TPG LUN limit.
@@ -284,6 +284,8 @@ fn check_target(
                 t.fabric
             ),
         );
+    } else if t.is_vhost() {
+        check_vhost(r, loc, t);
     } else if !["iqn.", "eui.", "naa."]
         .iter()
         .any(|p| t.wwn.starts_with(p))
@@ -293,7 +295,13 @@ fn check_target(
             format!("{:?} is not an iSCSI name (iqn./eui./naa.)", t.wwn),
         );
     }
-    r.extra(loc, &t.extra);
+    if t.is_vhost() {
+        let mut rest = t.extra.clone();
+        rest.remove(crate::vhost::SOCKET_KEY);
+        r.extra(loc, &rest);
+    } else {
+        r.extra(loc, &t.extra);
+    }
     let mut tags = HashSet::new();
     for (tag, tpg) in t.tagged_tpgs() {
         let tloc = format!("{loc} / tpg{tag}");
@@ -304,6 +312,34 @@ fn check_target(
             r.err(&tloc, format!("duplicate TPG tag {tag}"));
         }
         check_tpg(r, &tloc, tpg, so_paths, usable);
+    }
+}
+
+/// A vhost target: a `naa.` WWN, one TPG (one socket, one nexus) without
+/// portals or ACLs, an absolute socket path.
+fn check_vhost(r: &mut Report, loc: &str, t: &Target) {
+    if !crate::vhost::valid_wwn(&t.wwn) {
+        r.err(
+            loc,
+            format!("{:?} is not a vhost WWN (naa. and 16 hex digits)", t.wwn),
+        );
+    }
+    if t.tpgs.len() > 1 {
+        r.err(
+            loc,
+            "a vhost target has one TPG (one socket, one guest nexus)",
+        );
+    }
+    if t.tpgs
+        .iter()
+        .any(|g| !g.portals.is_empty() || !g.node_acls.is_empty())
+    {
+        r.err(loc, "vhost TPGs have no portals or ACLs");
+    }
+    match t.extra.get(crate::vhost::SOCKET_KEY) {
+        None => {}
+        Some(serde_json::Value::String(s)) if s.starts_with('/') => {}
+        Some(v) => r.err(loc, format!("socket {v} is not an absolute path")),
     }
 }
 
@@ -607,6 +643,42 @@ pub(crate) mod tests {
         let e = errors(v);
         assert!(e.iter().any(|m| m.contains("not an iSCSI name")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("invalid ip_address")), "{e:?}");
+    }
+
+    /// vhost targets: a targetcli-style one passes (with a `socket` key
+    /// rtslib ignores); a bad WWN, a second TPG, portals or a relative
+    /// socket path are errors.
+    #[test]
+    fn vhost_targets() {
+        let mut v = base();
+        let lun = v["targets"][0]["tpgs"][0]["luns"][0].clone();
+        // As rtslib dumps a vhost target (TPG attribute fabric_prot_type,
+        // LUN alias and ALUA group), plus rtarget's socket key.
+        let mut lun = lun;
+        lun["alias"] = json!("8c3f5a1b2d");
+        lun["alua_tg_pt_gp_name"] = json!("default_tg_pt_gp");
+        v["targets"].as_array_mut().unwrap().push(json!({
+            "fabric": "vhost", "wwn": "naa.5001405abcdef012", "socket": "/tmp/v.sock",
+            "tpgs": [{"tag": 1, "enable": true, "attributes": {"fabric_prot_type": 0},
+                      "parameters": {}, "luns": [lun], "portals": [], "node_acls": []}]
+        }));
+        let w = validate(&cfg(v.clone())).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        v["targets"][1]["wwn"] = json!("naa.123");
+        v["targets"][1]["socket"] = json!("rel.sock");
+        let t = v["targets"][1]["tpgs"][0].clone();
+        v["targets"][1]["tpgs"].as_array_mut().unwrap().push(t);
+        v["targets"][1]["tpgs"][1]["tag"] = json!(2);
+        v["targets"][1]["tpgs"][0]["portals"] = json!([{"ip_address": "127.0.0.1", "port": 3260}]);
+        let e = errors(v);
+        for want in [
+            "not a vhost WWN",
+            "one TPG",
+            "no portals",
+            "not an absolute path",
+        ] {
+            assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:?}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub mod ops_edit;
 pub mod ops_resize;
 pub mod prefs;
 pub mod reconcile;
+pub mod reconcile_vhost;
 pub mod tree;
 
 pub use reconcile::{listen_set, relative_port_id, wanted_portals, Plan, TargetChange};
+pub use reconcile_vhost::{vhost_port_id, VhostChange};

@@ -59,8 +59,12 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
             Loc::Object(p.to_string(), n.to_string())
         }
         [f] if fabric::ALL.contains(f) => Loc::Fabric(f.to_string()),
-        [fabric::ISCSI, wwn, rest @ ..] => {
-            let t = iscsi_target(cfg, wwn).ok_or_else(missing)?;
+        [f @ (fabric::ISCSI | fabric::VHOST), wwn, rest @ ..] => {
+            let t = cfg
+                .targets
+                .iter()
+                .find(|t| t.fabric == *f && t.wwn == *wwn)
+                .ok_or_else(missing)?;
             let w = t.wwn.clone();
             let Some((tpg_part, rest)) = rest.split_first() else {
                 return Ok(Loc::Target(w));
@@ -68,6 +72,9 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
             let tag = parse_index("tpg", tpg_part).map_err(|_| missing())?;
             let tag = u16::try_from(tag).map_err(|_| missing())?;
             let tpg = find_tpg(t, tag).ok_or_else(missing)?;
+            if t.is_vhost() && !matches!(rest, [] | ["luns", ..]) {
+                return Err(missing());
+            }
             match rest {
                 [] => Loc::Tpg(w, tag),
                 ["luns"] => Loc::Luns(w, tag),
@@ -112,8 +119,9 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
     Ok(loc)
 }
 
+/// The served target (iSCSI or vhost) named `wwn`.
 pub(crate) fn iscsi_target<'a>(cfg: &'a SaveConfig, wwn: &str) -> Option<&'a Target> {
-    cfg.targets.iter().find(|t| t.is_iscsi() && t.wwn == wwn)
+    cfg.targets.iter().find(|t| t.is_served() && t.wwn == wwn)
 }
 
 fn find_tpg(t: &Target, tag: u16) -> Option<&Tpg> {
@@ -124,7 +132,7 @@ pub(crate) fn tpg_mut<'a>(cfg: &'a mut SaveConfig, wwn: &str, tag: u16) -> Resul
     let t = cfg
         .targets
         .iter_mut()
-        .find(|t| t.is_iscsi() && t.wwn == wwn)
+        .find(|t| t.is_served() && t.wwn == wwn)
         .ok_or_else(|| anyhow!("no such target {wwn}"))?;
     let i = t
         .tagged_tpgs()

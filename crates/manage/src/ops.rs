@@ -57,6 +57,7 @@ fn create_at(cfg: &mut SaveConfig, path: &str, loc: Loc, args: &Args, ctx: &Ctx)
     match loc {
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
         Loc::Fabric(f) if f == fabric::ISCSI => create_target(cfg, args, ctx),
+        Loc::Fabric(f) if f == fabric::VHOST => create_vhost_target(cfg, args, ctx),
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
         Loc::Target(wwn) => create_tpg(cfg, &wwn, args),
         Loc::Luns(wwn, tag) => create_lun(cfg, &wwn, tag, args, ctx),
@@ -104,14 +105,61 @@ fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String>
     Ok(msg)
 }
 
+/// `/vhost create [wwn] [socket]`: a target (`naa.` + 16 hex digits,
+/// generated when omitted) with `tpg1`, whose nexus is derived from the
+/// WWN; `socket` (rtarget's) replaces the default socket path.
+fn create_vhost_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String> {
+    let b = args.bind("create", &["wwn", "socket"], 0)?;
+    let wwn = match b.get("wwn") {
+        Some(w) => w.to_ascii_lowercase(),
+        None => {
+            let hex: String = (ctx.new_uuid)()?
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .collect();
+            config::vhost::wwn_from(&hex[hex.len() - 9..])
+        }
+    };
+    if !config::vhost::valid_wwn(&wwn) {
+        bail!("{wwn:?} is not a vhost WWN (naa. and 16 hex digits)");
+    }
+    if iscsi_target(cfg, &wwn).is_some() {
+        bail!("target {wwn} already exists");
+    }
+    let mut extra = Map::new();
+    if let Some(sock) = b.get("socket") {
+        if !sock.starts_with('/') {
+            bail!("socket {sock:?} is not an absolute path");
+        }
+        extra.insert(config::vhost::SOCKET_KEY.into(), Value::from(sock));
+    }
+    cfg.targets.push(Target {
+        fabric: fabric::VHOST.into(),
+        wwn: wwn.clone(),
+        tpgs: vec![Tpg {
+            tag: Some(1),
+            enable: Some(true),
+            ..Tpg::default()
+        }],
+        extra,
+    });
+    Ok(format!(
+        "Created target {wwn}.\nCreated TPG 1 (nexus {}).",
+        config::vhost::nexus_of(&wwn, 1)
+    ))
+}
+
 /// `/iscsi/IQN create [tag]`.
 fn create_tpg(cfg: &mut SaveConfig, wwn: &str, args: &Args) -> Result<String> {
     let b = args.bind("create", &["tag"], 0)?;
     let t = cfg
         .targets
         .iter_mut()
-        .find(|t| t.is_iscsi() && t.wwn == wwn)
+        .find(|t| t.is_served() && t.wwn == wwn)
         .ok_or_else(|| anyhow!("no such target {wwn}"))?;
+    if t.is_vhost() {
+        bail!("a vhost target has one TPG (one socket, one guest nexus)");
+    }
     let used: Vec<u16> = t.tagged_tpgs().map(|(tag, _)| tag).collect();
     let tag = match b.get("tag") {
         Some(v) => u16::try_from(parse_index("tpg", v)?)
@@ -408,6 +456,60 @@ mod tests {
     }
 
     const IQN: &str = "iqn.2026-11.org.example:t1";
+
+    /// targetcli's vhost walkthrough: `/vhost create` (WWN generated),
+    /// `tpg1/luns create`, the `socket` attribute; vhost TPGs have only
+    /// `luns`, one TPG per target, a WWN names one target across fabrics.
+    #[test]
+    fn vhost_walkthrough() {
+        let mut cfg = SaveConfig::default();
+        run(&mut cfg, "/backstores/ramdisk", &["r0", "1M"]).unwrap();
+        let msg = run(&mut cfg, "/vhost", &[]).unwrap();
+        let wwn = cfg.targets[0].wwn.clone();
+        assert!(config::vhost::valid_wwn(&wwn), "{wwn}");
+        assert!(msg.contains("nexus naa.5001405"), "{msg}");
+        let tpg = format!("/vhost/{wwn}/tpg1");
+        run(
+            &mut cfg,
+            &format!("{tpg}/luns"),
+            &["/backstores/ramdisk/r0"],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.targets[0].tpgs[0].luns[0].storage_object,
+            "/backstores/ramdisk/r0"
+        );
+        assert!(locate(&cfg, &format!("{tpg}/acls")).is_err());
+        assert!(run(&mut cfg, &format!("/vhost/{wwn}"), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("one TPG"));
+        assert!(run(&mut cfg, "/vhost", &[&wwn]).is_err(), "exists");
+        assert!(
+            run(&mut cfg, "/iscsi", &[&wwn]).is_err(),
+            "one WWN, one target"
+        );
+        assert!(run(&mut cfg, "/vhost", &["naa.12"]).is_err());
+        let kv = |v: &str| vec![("socket".to_string(), v.to_string())];
+        let t = format!("/vhost/{wwn}");
+        assert!(set(&mut cfg, &t, "attribute", &kv("rel.sock")).is_err());
+        set(&mut cfg, &t, "attribute", &kv("/tmp/v.sock")).unwrap();
+        assert_eq!(config::vhost::socket_of(&cfg.targets[0]), "/tmp/v.sock");
+        assert!(config::validate(&cfg).unwrap().is_empty());
+        let tree =
+            crate::tree::build_live(&cfg, &|_| None, &|_| Some("naa.5001405000000001".into()));
+        let node = tree.find(&tpg).unwrap();
+        assert_eq!(node.children.len(), 1, "luns only");
+        assert!(
+            node.summary.contains("socket /tmp/v.sock, guest attached"),
+            "{}",
+            node.summary
+        );
+        let saved = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(saved["targets"][0]["fabric"], "vhost");
+        delete(&mut cfg, "/vhost", &Args::from_words(&[&wwn]).unwrap()).unwrap();
+        assert!(cfg.targets.is_empty());
+    }
 
     fn walkthrough() -> SaveConfig {
         let mut cfg = SaveConfig::default();

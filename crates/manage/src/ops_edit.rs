@@ -57,6 +57,10 @@ pub fn tpg_parameters() -> &'static [&'static str] {
 /// Auth names of targetcli (`set auth userid=...`), saved as rtslib's `chap_*`.
 pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_password"];
 
+/// vhost target attributes: rtarget's `socket` (saved as a target key,
+/// which rtslib ignores on restore).
+pub const VHOST_TARGET: &[&str] = &[config::vhost::SOCKET_KEY];
+
 /// `/iscsi set discovery_auth ...` names (rtslib saves them in the iscsi
 /// fabric module as `discovery_enable_auth`, `discovery_userid`, ...).
 pub const DISCOVERY_AUTH: &[&str] = &[
@@ -102,7 +106,7 @@ fn delete_target(path: &str, loc: Loc, args: &Args, no_args: bool) -> Result<Loc
             let b = args.bind("delete", &["name"], 1)?;
             Loc::Object(p, b.req("name")?.to_string())
         }
-        Loc::Fabric(f) if f == fabric::ISCSI => {
+        Loc::Fabric(f) if f == fabric::ISCSI || f == fabric::VHOST => {
             let b = args.bind("delete", &["wwn"], 1)?;
             Loc::Target(b.req("wwn")?.to_string())
         }
@@ -170,7 +174,7 @@ fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
         }
         Loc::Target(w) => {
             let before = cfg.targets.len();
-            cfg.targets.retain(|t| !(t.is_iscsi() && t.wwn == *w));
+            cfg.targets.retain(|t| !(t.is_served() && t.wwn == *w));
             if cfg.targets.len() == before {
                 bail!("no such target {w}");
             }
@@ -180,7 +184,7 @@ fn delete_loc(cfg: &mut SaveConfig, loc: &Loc) -> Result<String> {
             let t = cfg
                 .targets
                 .iter_mut()
-                .find(|t| t.is_iscsi() && t.wwn == *w)
+                .find(|t| t.is_served() && t.wwn == *w)
                 .ok_or_else(|| anyhow!("no such target {w}"))?;
             let before = t.tpgs.len();
             let mut position = 0;
@@ -258,6 +262,14 @@ fn group_map<'a>(
 )> {
     // (map, names, prefix of the saved keys)
     match (loc, group) {
+        (Loc::Target(w), "attribute") => {
+            let t = cfg
+                .targets
+                .iter_mut()
+                .find(|t| t.is_vhost() && t.wwn == *w)
+                .ok_or_else(|| anyhow!("only vhost targets have attributes (socket)"))?;
+            Ok((&mut t.extra, VHOST_TARGET, ""))
+        }
         (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, tpg_attributes(), "")),
         (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, tpg_parameters(), "")),
         (Loc::Tpg(w, t), "auth") => Ok((&mut tpg_mut(cfg, w, *t)?.extra, AUTH, "chap_")),
@@ -296,7 +308,7 @@ fn group_map<'a>(
             Ok((&mut so.attributes, so_attributes(), ""))
         }
         (_, g) => bail!(
-            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: attribute, auth; /iscsi: discovery_auth; storage objects: attribute; ALUA groups and LUNs: alua; e.g. `/iscsi/IQN/tpg1 set attribute generate_node_acls=1`)"
+            "no configuration group {g:?} here (TPGs: attribute, parameter, auth; ACLs: attribute, auth; /iscsi: discovery_auth; storage objects: attribute; ALUA groups and LUNs: alua; vhost targets: attribute socket; e.g. `/iscsi/IQN/tpg1 set attribute generate_node_acls=1`)"
         ),
     }
 }
@@ -307,7 +319,7 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
     let tpg = |w: &str, t: u16| -> Result<&Tpg> {
         cfg.targets
             .iter()
-            .filter(|x| x.is_iscsi() && x.wwn == w)
+            .filter(|x| x.is_served() && x.wwn == w)
             .flat_map(|x| x.tagged_tpgs())
             .find(|(g, _)| *g == t)
             .map(|(_, g)| g)
@@ -320,7 +332,7 @@ pub fn info(cfg: &SaveConfig, path: &str) -> Result<Option<Value>> {
                 .find(|so| so.ui_plugin() == p && so.name == n),
         )?,
         Loc::Target(w) => {
-            serde_json::to_value(cfg.targets.iter().find(|x| x.is_iscsi() && x.wwn == w))?
+            serde_json::to_value(cfg.targets.iter().find(|x| x.is_served() && x.wwn == w))?
         }
         Loc::Tpg(w, t) => serde_json::to_value(tpg(&w, t)?)?,
         Loc::Lun(w, t, i) => serde_json::to_value(tpg(&w, t)?.luns.iter().find(|l| l.index == i))?,
@@ -415,6 +427,13 @@ fn set_in(
             // The I/O engine is named (inline/pool) as well as numbered.
             "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool") => {
                 Value::from(v.trim())
+            }
+            "attribute" if matches!(loc, Loc::Target(_)) => {
+                let p = v.trim();
+                if !p.starts_with('/') || p.contains('\0') {
+                    bail!("socket: {v:?} is not an absolute path");
+                }
+                Value::from(p)
             }
             "attribute" => match spec {
                 Some(spec) => Value::from(spec.check_str(v).map_err(|e| anyhow!(e))?),

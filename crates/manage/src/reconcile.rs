@@ -42,6 +42,10 @@ pub struct Plan {
     pub listen: Vec<SocketAddr>,
     /// The iSCSI fabric module's settings (discovery CHAP) changed.
     pub discovery_auth: bool,
+    /// vhost targets to start, restart or give a new LUN table.
+    pub vhost: Vec<crate::reconcile_vhost::VhostChange>,
+    /// vhost targets to stop (deleted or disabled).
+    pub vhost_remove: Vec<String>,
 }
 
 /// One iSCSI target whose fabric view changes.
@@ -73,6 +77,8 @@ impl Plan {
             .copied()
             .collect();
         plan.discovery_auth = iscsi_module(running) != iscsi_module(wanted);
+        let reopened: HashSet<&str> = plan.open.iter().map(String::as_str).collect();
+        (plan.vhost, plan.vhost_remove) = crate::reconcile_vhost::plan(running, wanted, &reopened);
         plan
     }
 

@@ -93,6 +93,16 @@ impl Node {
 /// Build the whole tree. `size_of` gives the live size of a storage object
 /// (by its `/backstores/...` path) when the config does not hold one.
 pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
+    build_live(cfg, size_of, &|_| None)
+}
+
+/// [`build`] with the live state of vhost targets: `guest_of(wwn)` is the
+/// attached guest's nexus, if one is attached.
+pub fn build_live(
+    cfg: &SaveConfig,
+    size_of: &dyn Fn(&str) -> Option<u64>,
+    guest_of: &dyn Fn(&str) -> Option<String>,
+) -> Node {
     let mut root = Node {
         name: "/".into(),
         path: "/".into(),
@@ -134,7 +144,11 @@ pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
         let targets: Vec<&Target> = cfg.targets.iter().filter(|t| t.fabric == fabric).collect();
         let mut fnode = Node::new("/", fabric, format!("Targets: {}", targets.len()));
         for t in targets {
-            fnode.children.push(target_node(cfg, &fnode.path, t));
+            let mut tn = target_node(cfg, &fnode.path, t);
+            if t.is_vhost() {
+                vhost_view(t, &mut tn, guest_of(&t.wwn));
+            }
+            fnode.children.push(tn);
         }
         sort(&mut fnode.children);
         root.children.push(fnode);
@@ -254,6 +268,24 @@ fn mapped_lun_summary(cfg: &SaveConfig, tpg: &Tpg, m: &MappedLun) -> String {
 }
 
 /// targetcli's TPG summary: `gen-acls, no-auth`, `no-gen-acls, auth per-acl`, ...
+/// A vhost target as targetcli shows it: TPGs hold only `luns`; the TPG
+/// line names the nexus, the socket and whether a guest is attached.
+fn vhost_view(t: &Target, tn: &mut Node, guest: Option<String>) {
+    let socket = config::vhost::socket_of(t);
+    for gn in tn.children.iter_mut() {
+        let tag = gn.name.trim_start_matches("tpg").parse().unwrap_or(1);
+        gn.children.retain(|c| c.name == "luns");
+        let attached = match &guest {
+            Some(g) => format!("guest attached ({g})"),
+            None => "no guest".to_string(),
+        };
+        gn.summary = format!(
+            "nexus {}, socket {socket}, {attached}",
+            config::vhost::nexus_of(&t.wwn, tag)
+        );
+    }
+}
+
 pub fn tpg_summary(tpg: &Tpg) -> String {
     if !tpg.enabled() {
         return "disabled".into();

@@ -73,7 +73,7 @@ pub fn apply(cfg: &SaveConfig, objects: &HashMap<String, (StorageObject, Arc<Dev
         };
         let groups: Vec<AluaTpg> = groups_of(so.alua_tpgs.as_deref());
         let mut ports = Vec::new();
-        for t in cfg.iscsi_targets() {
+        for t in cfg.targets.iter().filter(|t| t.is_served()) {
             for (tag, tpg) in t.tagged_tpgs() {
                 let Some(lun) = tpg.luns.iter().find(|l| l.storage_object == so.path()) else {
                     continue;
@@ -86,9 +86,16 @@ pub fn apply(cfg: &SaveConfig, objects: &HashMap<String, (StorageObject, Arc<Dev
                     .iter()
                     .find(|g| g.name == name)
                     .map_or(0, AluaTpg::id);
+                // A vhost target port is named like an iSCSI one (see
+                // vhost_scsi's nexus), with its own relative port range.
+                let relative_port_id = if t.is_vhost() {
+                    manage::vhost_port_id(cfg, &t.wwn)
+                } else {
+                    manage::relative_port_id(cfg, &t.wwn, tag)
+                };
                 ports.push(AluaPort {
                     target_port: iscsi_target_port(&t.wwn, tag),
-                    relative_port_id: manage::relative_port_id(cfg, &t.wwn, tag),
+                    relative_port_id,
                     group: u16::try_from(group).unwrap_or(0),
                 });
             }

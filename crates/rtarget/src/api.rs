@@ -263,9 +263,11 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
         }
         Request::Sessions { detail: true } => Response::SessionsDetail(Sessions {
             sessions: live.sessions_detail().iter().map(Into::into).collect(),
+            guests: live.vhost_guests(),
         }),
         Request::Sessions { detail: false } => Response::Sessions(Sessions {
             sessions: live.sessions().iter().map(Into::into).collect(),
+            guests: live.vhost_guests(),
         }),
     })
 }
@@ -289,13 +291,32 @@ fn create_delete(
         new_uuid: Box::new(crate::build::random_uuid),
         stat: Box::new(stat),
     };
+    // A vhost target with a guest attached goes only when forced (the
+    // guest loses its disks at once).
+    let force = match args.named.remove("force").as_deref() {
+        None | Some("false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(v) => anyhow::bail!("force={v}: true or false"),
+    };
+    let guests = live.vhost_guests();
     let run = |ctx: &ops::Ctx| {
         live.change(|cfg| {
             if create {
-                ops::create(cfg, &path, &args, ctx)
-            } else {
-                ops::delete(cfg, &path, &args)
+                return ops::create(cfg, &path, &args, ctx);
             }
+            let msg = ops::delete(cfg, &path, &args)?;
+            if let Some(g) = guests
+                .iter()
+                .find(|g| !force && !cfg.vhost_targets().any(|t| t.wwn == g.target))
+            {
+                anyhow::bail!(
+                    "vhost target {} has a guest attached (nexus {}); \
+                     delete it with force=true",
+                    g.target,
+                    g.nexus
+                );
+            }
+            Ok(msg)
         })
     };
     match run(&ctx) {

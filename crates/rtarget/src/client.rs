@@ -399,10 +399,13 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
             }
         }),
         Show::SessionsDetail => decoded(resp, |s: Sessions<SessionDetail>| {
-            print_sessions_detail(&s.sessions)
+            if s.guests.is_empty() || !s.sessions.is_empty() {
+                print_sessions_detail(&s.sessions);
+            }
+            print_guests(&s.guests);
         }),
         Show::Sessions => decoded(resp, |s: Sessions<SessionSummary>| {
-            if s.sessions.is_empty() {
+            if s.sessions.is_empty() && s.guests.is_empty() {
                 println!("(no open sessions)");
             }
             for s in s.sessions {
@@ -411,6 +414,7 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                     s.initiator, s.isid, s.tsih, s.target, s.tpg, s.peer
                 );
             }
+            print_guests(&s.guests);
         }),
     }
 }
@@ -602,6 +606,16 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
         words.push(cur);
     }
     Ok(words)
+}
+
+/// vhost guests, one line each.
+fn print_guests(guests: &[crate::proto::VhostGuest]) {
+    for g in guests {
+        println!(
+            "{} (vhost guest) -> {} tpg{} on {}",
+            g.nexus, g.target, g.tpg, g.socket
+        );
+    }
 }
 
 /// `sessions detail` in targetcli's layout, plus parameters and counters.

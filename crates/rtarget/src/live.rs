@@ -166,6 +166,23 @@ impl Live {
         self.server.sessions()
     }
 
+    /// The guests attached to vhost targets now.
+    pub fn vhost_guests(&self) -> Vec<crate::proto::VhostGuest> {
+        let st = self.lock();
+        st.vhost
+            .iter()
+            .filter_map(|(wwn, s)| {
+                let c = s.shared().config();
+                Some(crate::proto::VhostGuest {
+                    nexus: s.shared().guest()?,
+                    target: wwn.clone(),
+                    tpg: c.tpg_tag,
+                    socket: c.socket.display().to_string(),
+                })
+            })
+            .collect()
+    }
+
     pub fn sessions_detail(&self) -> Vec<iscsi::SessionDetail> {
         self.server.sessions_detail()
     }
@@ -180,7 +197,9 @@ impl Live {
             .iter()
             .map(|(p, (_, d))| (p.clone(), d.backstore.size()))
             .collect();
-        tree::build(&st.cfg, &|p| sizes.get(p).copied())
+        tree::build_live(&st.cfg, &|p| sizes.get(p).copied(), &|w| {
+            crate::vhost::guest_of(&st.vhost, w)
+        })
     }
 
     /// Apply `edit` to a copy of the config and make it live and saved.
@@ -290,6 +309,9 @@ impl Live {
             }
         }
         st.cfg = cfg;
+        if new != old {
+            crate::vhost::resized(&st.vhost, &st.cfg, &saved);
+        }
         // The same device under the updated object: later changes keep it.
         st.objects.insert(saved.clone(), (recorded, dev));
         let message = if new == old {

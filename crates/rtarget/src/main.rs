@@ -25,6 +25,7 @@ mod serve;
 mod shell;
 mod signals;
 mod top;
+mod vhost;
 
 // The configuration edits, the object tree, the verbs' arguments and the
 // preferences are the `manage` library's (pure, shared with other front

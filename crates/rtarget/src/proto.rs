@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 pub mod session;
-pub use session::{AclKind, SessionDetail, SessionSummary};
+pub use session::{AclKind, SessionDetail, SessionSummary, VhostGuest};
 
 /// Every op, in the order error messages list them.
 pub const OPS: &[&str] = &[
@@ -450,6 +450,9 @@ pub struct Values {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sessions<T> {
     pub sessions: Vec<T>,
+    /// Guests attached to vhost targets (each one I_T nexus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guests: Vec<VhostGuest>,
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub type Objects = HashMap<String, (StorageObject, Arc<Device>)>;
 pub struct Running {
     pub cfg: SaveConfig,
     pub objects: Objects,
+    /// The running vhost targets.
+    pub vhost: crate::vhost::Servers,
 }
 
 /// The wanted state, brought up as far as it can be without touching what
@@ -53,6 +55,8 @@ pub struct Prepared {
     /// The fabric's view of the plan's targets, in config order.
     pub targets: Vec<TargetConfig>,
     pub discovery_auth: Option<ChapCredentials>,
+    /// The plan's vhost targets, built.
+    pub vhost: Vec<crate::vhost::Pending>,
 }
 
 /// Open what the plan from `running.cfg` to `wanted` opens, keep the
@@ -114,7 +118,9 @@ pub fn prepare(
             &change.tpgs,
         )?);
     }
+    let vhost = crate::vhost::prepare(&wanted, &plan, &devices);
     Ok(Prepared {
+        vhost,
         base: running.cfg.clone(),
         discovery_auth: build::discovery_auth(&wanted),
         plan,
@@ -185,8 +191,18 @@ pub fn commit(
         p.base == running.cfg,
         "the configuration changed while this change was prepared"
     );
+    let mut p = p;
+    // New vhost sockets first: like portals they can fail to bind, and
+    // then nothing else changes.
+    let started = crate::vhost::start(&mut running.vhost, &mut p.vhost)?;
     let bound = if listen_portals {
-        portals(server, &p.plan)?
+        match portals(server, &p.plan) {
+            Ok(b) => b,
+            Err(e) => {
+                crate::vhost::stop(&mut running.vhost, &started);
+                return Err(e);
+            }
+        }
     } else {
         Vec::new()
     };
@@ -199,6 +215,7 @@ pub fn commit(
     if p.plan.discovery_auth {
         server.set_discovery_auth(p.discovery_auth);
     }
+    crate::vhost::finish(&mut running.vhost, p.vhost, &p.plan.vhost_remove);
     // Only what changed takes effect on each device (see alua::apply).
     crate::alua::apply(&p.cfg, &p.objects);
     let mut warnings = Vec::new();

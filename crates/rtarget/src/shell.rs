@@ -309,6 +309,7 @@ fn create_params(at: &str) -> &'static [&'static str] {
         ["backstores", plugin] => crate::ops_backstore::create_params(plugin).0,
         [config::fabric::ISCSI] => &["wwn"],
         [config::fabric::ISCSI, _] => &["tag"],
+        [config::fabric::VHOST] => &["wwn", "socket"],
         ["backstores", _, _, "alua"] => &["name", "tag"],
         [.., "luns"] => &["storage_object", "lun", "add_mapped_luns"],
         [.., "portals"] => &["ip_address", "ip_port"],

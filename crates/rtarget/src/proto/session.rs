@@ -6,6 +6,16 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// A guest attached to a vhost target, as `sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VhostGuest {
+    /// The nexus WWN (the guest's initiator port).
+    pub nexus: String,
+    pub target: String,
+    pub tpg: u16,
+    pub socket: String,
+}
+
 /// One logged-in session, as `sessions` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
