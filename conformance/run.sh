@@ -344,16 +344,21 @@ floor_of() {
     baseline_of "$FLOOR" | awk -v c="$1" '$1 == c {print $2; exit}'
 }
 # raise_floor CFG PASS: set CFG's line in floor.txt to PASS if that is higher (or new).
+# (Under a lock: conformance/lanes.sh runs two of these side by side.)
 raise_floor() {
+    exec 9>"${TMPDIR:-/tmp}/rtarget-conformance-floor.lock"
+    flock 9
     local cur; cur=$(awk -v c="$1" '$1 == c {print $2; exit}' "$FLOOR" 2>/dev/null)
-    [[ -z $cur || $2 -gt $cur ]] || return 0
-    if [[ -n $cur ]]; then
-        sed -i "s/^$1 $cur\$/$1 $2/" "$FLOOR"
-        echo "   floor.txt: $1 raised $cur -> $2 (commit it)" >&2
-    else
-        echo "$1 $2" >>"$FLOOR"
-        echo "   floor.txt: $1 recorded at $2 (commit it)" >&2
+    if [[ -z $cur || $2 -gt $cur ]]; then
+        if [[ -n $cur ]]; then
+            sed -i "s/^$1 $cur\$/$1 $2/" "$FLOOR"
+            echo "   floor.txt: $1 raised $cur -> $2 (commit it)" >&2
+        else
+            echo "$1 $2" >>"$FLOOR"
+            echo "   floor.txt: $1 recorded at $2 (commit it)" >&2
+        fi
     fi
+    exec 9>&-
 }
 # compare BASE_FILE NEW_FILE: print one REGRESSION line per test that got worse
 # (PASS > SKIP > FAIL) or is missing from NEW, BETTER per test that got better, and

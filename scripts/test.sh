@@ -16,7 +16,8 @@
 #       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
 #                    when missing) installed with dpkg -i, the unit's ExecStart reaches
 #                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)
-#    7. conformance  conformance/run.sh --check over the LU matrix CONF_MATRIX: libiscsi's
+#    7. conformance  conformance/lanes.sh: conformance/run.sh --check in two lanes side by
+#                    side over the LU matrix CONF_MATRIX: libiscsi's
 #                    iscsi-test-cu, per-test results compared whole with the committed
 #                    conformance/results*.txt (a test that got worse or went missing,
 #                    any FAIL, a PASS count under conformance/floor.txt fail the step)
@@ -95,7 +96,7 @@ step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
 step e2e-tgt 120 bash tests-e2e/import-tgt.sh
 step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
-step conformance 1500 bash conformance/run.sh --check --matrix "$CONF_MATRIX" --timeout 60 --budget 240
+step conformance 1500 bash conformance/lanes.sh "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick
 step guest 420 bash tests-e2e/guest.sh
 step vhost 240 bash tests-e2e/vhost.sh

@@ -65,11 +65,13 @@ EOF
 }
 
 # free_port: print a TCP port on 127.0.0.1 that nothing listens on (13300-13999,
-# the range reserved for hand-started test servers on the dev machines).
+# the range reserved for hand-started test servers on the dev machines;
+# PORT_RANGE=LO-HI narrows it, so runs side by side never pick the same port).
 free_port() {
-    python3 - <<'EOF'
-import random, socket
-ports = list(range(13300, 14000)); random.shuffle(ports)
+    PORT_RANGE=${PORT_RANGE:-13300-13999} python3 - <<'EOF'
+import os, random, socket
+lo, hi = map(int, os.environ["PORT_RANGE"].split("-"))
+ports = list(range(lo, hi + 1)); random.shuffle(ports)
 for p in ports:
     s = socket.socket()
     try:
