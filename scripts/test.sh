@@ -6,7 +6,7 @@
 #    2. fmt          cargo fmt --all --check
 #    3. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #    4. build        cargo build --workspace --release
-#    5. unit         cargo test --workspace
+#    5. unit         cargo test --workspace --no-fail-fast
 #    6. e2e          tests-e2e/run.sh: real initiators against the release daemon
 #       e2e-qemu     tests-e2e/qemu.sh: user:qemu images (vmdk, vhdx, vdi, qcow2) over iSCSI
 #       e2e-qcow2    tests-e2e/qcow2.sh: 1 GiB random writes/discards into a qemu-img qcow2 over
@@ -90,7 +90,7 @@ command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust wi
 step fmt 300 cargo fmt --all --check
 step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
 step build 1200 cargo build --workspace --release || BUILD_OK=0
-step unit 1200 cargo test --workspace
+step unit 1200 cargo test --workspace --no-fail-fast
 step e2e 600 bash tests-e2e/run.sh
 step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh

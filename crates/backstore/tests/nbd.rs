@@ -357,6 +357,14 @@ fn restart(srv: Reaped, sock: &std::path::Path, args: &[String]) -> Option<Reape
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let srv = qemu_nbd(&args)?;
     wait_for_path(sock, Duration::from_secs(10));
+    // The socket file exists from bind(); connections are refused until
+    // listen(): wait until one is accepted, so the client's reconnect
+    // meets a listening server (a loaded machine widens that window).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(std::time::Instant::now() < deadline, "qemu-nbd never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Some(srv)
 }
 
