@@ -4,6 +4,8 @@
 #    1. deps         scripts/install-deps.sh (QEMU from bookworm-backports, libiscsi-bin,
 #                    tgt, open-iscsi; returns at once when everything is installed)
 #    2. fmt          cargo fmt --all --check
+#       size         scripts/size-check.sh: no module over 800 lines, no function over
+#                    120 lines in crates/iscsi, vhost, manage, rtarget (a second)
 #    3. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #    4. build        cargo build --workspace --release
 #    5. unit         cargo test --workspace --no-fail-fast
@@ -88,6 +90,7 @@ step() {
 step deps 900 bash scripts/install-deps.sh
 command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust with rustup)"; exit 1; }
 step fmt 300 cargo fmt --all --check
+step size 60 bash scripts/size-check.sh
 step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
 step build 1200 cargo build --workspace --release || BUILD_OK=0
 step unit 1200 cargo test --workspace --no-fail-fast

@@ -235,44 +235,8 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
     // data behind it and the rest goes straight into its task buffer.
     let mut streaming = false;
     loop {
-        // Handle every complete PDU this recv brought, unless the pool
-        // tasks hold the connection's memory budget (back-pressure: the
-        // rest waits, unread, until some complete) or the session was
-        // killed (reinstated, reset): PDUs already read but not handled
-        // belong to a session that no longer exists and must not run.
-        loop {
-            if sess.offload.active() && sess.offload.congested() {
-                break;
-            }
-            if io.stop_requested() == STOP_KILL {
-                return;
-            }
-            let digests = sess.digests;
-            let frame = match parse_frame(io.rx.data(), digests, sess.max_recv) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(initiator = %sess.initiator_name, error = %e,
-                        "framing error, closing the connection");
-                    let _ = io.flush();
-                    return;
-                }
-            };
-            let n = frame.total_len;
-            let big = frame.data.len() >= DIRECT_MIN;
-            let action = sess.handle(&frame, &mut io.tx);
-            // Only when Data-Out is still expected: a run of writes whose
-            // data all came as immediate data must keep reading in bulk.
-            streaming = big && !sess.tasks.is_empty();
-            io.rx.consume(n);
-            if action == Action::Close {
-                let _ = io.flush();
-                graceful_close(io);
-                return;
-            }
-            if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
-                return;
-            }
+        if !handle_received(sess, io, &mut streaming) {
+            return;
         }
         // Answers of pool tasks that finished meanwhile join this batch.
         if sess.offload.active() {
@@ -347,4 +311,48 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             Err(_) => return,
         }
     }
+}
+
+/// Handles every complete PDU the receive buffer holds, unless the pool
+/// tasks hold the connection's memory budget (back-pressure: the rest
+/// waits, unread, until some complete) or the session was killed
+/// (reinstated, reset): PDUs already read but not handled belong to a
+/// session that no longer exists and must not run. False when the
+/// connection ends.
+fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> bool {
+    loop {
+        if sess.offload.active() && sess.offload.congested() {
+            break;
+        }
+        if io.stop_requested() == STOP_KILL {
+            return false;
+        }
+        let digests = sess.digests;
+        let frame = match parse_frame(io.rx.data(), digests, sess.max_recv) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(initiator = %sess.initiator_name, error = %e,
+                    "framing error, closing the connection");
+                let _ = io.flush();
+                return false;
+            }
+        };
+        let n = frame.total_len;
+        let big = frame.data.len() >= DIRECT_MIN;
+        let action = sess.handle(&frame, &mut io.tx);
+        // Only when Data-Out is still expected: a run of writes whose
+        // data all came as immediate data must keep reading in bulk.
+        *streaming = big && !sess.tasks.is_empty();
+        io.rx.consume(n);
+        if action == Action::Close {
+            let _ = io.flush();
+            graceful_close(io);
+            return false;
+        }
+        if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
+            return false;
+        }
+    }
+    true
 }

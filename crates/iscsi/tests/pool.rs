@@ -7,7 +7,9 @@
 mod common;
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use backstore::{Backstore, Capabilities};
@@ -66,6 +68,30 @@ impl GatedStore {
         while g.iter().filter(|e| e.0).count() < n {
             g = self.logged.wait(g).unwrap();
         }
+    }
+
+    /// Wait until every I/O that entered the store has left it.
+    fn wait_idle(&self) {
+        let mut g = self.log.lock().unwrap();
+        while g.iter().filter(|e| e.0).count() != g.iter().filter(|e| !e.0).count() {
+            g = self.logged.wait(g).unwrap();
+        }
+    }
+
+    /// Open the gate after `after` on another thread, raising the returned
+    /// flag just before: an answer that must wait for the gate checks the
+    /// flag (an ordering), not how long it took.
+    fn open_later(self: &Arc<Self>, after: Duration) -> (Arc<AtomicBool>, JoinHandle<()>) {
+        let (s, opened) = (Arc::clone(self), Arc::new(AtomicBool::new(false)));
+        let flag = Arc::clone(&opened);
+        let h = std::thread::spawn(move || {
+            // The window in which a wrong answer would come early: nothing
+            // can be awaited for "did not answer".
+            std::thread::sleep(after);
+            flag.store(true, Ordering::SeqCst);
+            s.set(true);
+        });
+        (opened, h)
     }
 }
 
@@ -209,19 +235,11 @@ fn window_shrinks_with_tasks_in_flight_and_abort_task_set_waits_for_them() {
     assert_eq!(max_cmdsn(&p).wrapping_sub(c.cmdsn), full - 4);
     // ABORT TASK SET cannot answer before the reads have finished; their
     // answers are never sent.
-    let s2 = Arc::clone(&store);
-    let opener = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        s2.set(true);
-    });
-    let t0 = Instant::now();
+    let (opened, opener) = store.open_later(Duration::from_millis(300));
     tmf(&mut c, 2, 0x5000, 0xffff_ffff, 0);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE, "no read answer");
-    assert!(
-        t0.elapsed() >= Duration::from_millis(250),
-        "waited for the tasks"
-    );
+    assert!(opened.load(Ordering::SeqCst), "waited for the tasks");
     let r = TaskMgmtResponse::parse(&p.bhs);
     assert_eq!(r.response.code(), 0);
     c.exp_statsn = r.sn.statsn.wrapping_add(1);
@@ -342,13 +360,17 @@ fn connection_loss_with_tasks_in_flight_sends_nothing_and_frees_the_session() {
         cmd.write_to(&mut b);
         c.send(&b, &data);
     }
-    // Let the writes reach the workers, then vanish.
-    std::thread::sleep(Duration::from_millis(100));
+    // Vanish once the writes reach the workers.
+    store.wait_entered(1);
     drop(c);
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(srv.sessions().is_empty(), "the session ends at once");
+    // The session ends while its writes are still held at the gate.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !srv.sessions().is_empty() {
+        assert!(Instant::now() < deadline, "the session ends at once");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     store.set(true);
-    std::thread::sleep(Duration::from_millis(50));
+    store.wait_idle();
     // The same initiator logs in again and sees the writes' data.
     let mut c = session(addr, &[]);
     let (st, got, _) = c.read_cmd(&read10(0, 8), 4096);
@@ -369,18 +391,13 @@ fn lun_reset_waits_for_other_sessions_pool_tasks() {
     b.clear_ua();
     store.set(false);
     let (itt, _) = send_cmd(&mut a, &write10(0, 1), false, 512, &pattern(512, 3));
-    std::thread::sleep(Duration::from_millis(50));
-    let s2 = Arc::clone(&store);
-    let opener = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        s2.set(true);
-    });
-    let t0 = Instant::now();
+    store.wait_entered(1);
+    let (opened, opener) = store.open_later(Duration::from_millis(300));
     tmf(&mut b, 5, 0x5100, 0xffff_ffff, 0);
     let p = b.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
     assert!(
-        t0.elapsed() >= Duration::from_millis(250),
+        opened.load(Ordering::SeqCst),
         "the reset answered while another session's write was still running"
     );
     opener.join().unwrap();

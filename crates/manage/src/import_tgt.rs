@@ -360,51 +360,10 @@ fn access(
     notes: &mut Vec<String>,
     run: Run,
 ) -> Result<()> {
-    let all = |k: &str| -> Vec<&String> {
-        t.options
-            .iter()
-            .filter(|(x, _)| x == k)
-            .map(|(_, v)| v)
-            .collect()
-    };
-    let names: Vec<&String> = all("initiator-name");
-    let addresses: Vec<&String> = all("initiator-address");
+    let names: Vec<&String> = options(t, "initiator-name");
+    let addresses: Vec<&String> = options(t, "initiator-address");
     let open_to_all = addresses.iter().any(|a| a.eq_ignore_ascii_case("ALL"));
-    let chap = |k: &str, notes: &mut Vec<String>| -> Result<Option<(String, String)>> {
-        let vals = all(k);
-        if vals.len() > 1 {
-            notes.push(format!(
-                "{}: only the first {k} is carried over ({} given)",
-                t.name,
-                vals.len()
-            ));
-        }
-        vals.first()
-            .map(|v| {
-                let (u, p) = v
-                    .split_once(char::is_whitespace)
-                    .ok_or_else(|| anyhow!("{k} {v:?}: USER PASSWORD expected"))?;
-                Ok((u.to_string(), p.trim().to_string()))
-            })
-            .transpose()
-    };
-    let incoming = chap("incominguser", notes)?;
-    let outgoing = chap("outgoinguser", notes)?;
-    let mut auth = Vec::new();
-    if let Some((u, p)) = &incoming {
-        auth.push(("userid".to_string(), u.clone()));
-        auth.push(("password".to_string(), p.clone()));
-    }
-    if let Some((u, p)) = &outgoing {
-        auth.push(("mutual_userid".to_string(), u.clone()));
-        auth.push(("mutual_password".to_string(), p.clone()));
-    }
-    if outgoing.is_some() && incoming.is_none() {
-        bail!(
-            "{}: outgoinguser without incominguser cannot be carried over",
-            t.name
-        );
-    }
+    let auth = chap_auth(t, notes)?;
     let set = |cfg: &mut SaveConfig, path: &str, group: &str, kv: &[(String, String)]| {
         crate::ops_edit::set(cfg, path, group, kv).with_context(|| format!("{path} set {group}"))
     };
@@ -487,6 +446,56 @@ fn access(
         }
     }
     Ok(())
+}
+
+/// The values of every `k` option of the target, in file order.
+fn options<'a>(t: &'a TgtTarget, k: &str) -> Vec<&'a String> {
+    t.options
+        .iter()
+        .filter(|(x, _)| x == k)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// CHAP from `incominguser` / `outgoinguser` as the `auth` group's
+/// key/values (empty: no CHAP).
+fn chap_auth(t: &TgtTarget, notes: &mut Vec<String>) -> Result<Vec<(String, String)>> {
+    let chap = |k: &str, notes: &mut Vec<String>| -> Result<Option<(String, String)>> {
+        let vals = options(t, k);
+        if vals.len() > 1 {
+            notes.push(format!(
+                "{}: only the first {k} is carried over ({} given)",
+                t.name,
+                vals.len()
+            ));
+        }
+        vals.first()
+            .map(|v| {
+                let (u, p) = v
+                    .split_once(char::is_whitespace)
+                    .ok_or_else(|| anyhow!("{k} {v:?}: USER PASSWORD expected"))?;
+                Ok((u.to_string(), p.trim().to_string()))
+            })
+            .transpose()
+    };
+    let incoming = chap("incominguser", notes)?;
+    let outgoing = chap("outgoinguser", notes)?;
+    let mut auth = Vec::new();
+    if let Some((u, p)) = &incoming {
+        auth.push(("userid".to_string(), u.clone()));
+        auth.push(("password".to_string(), p.clone()));
+    }
+    if let Some((u, p)) = &outgoing {
+        auth.push(("mutual_userid".to_string(), u.clone()));
+        auth.push(("mutual_password".to_string(), p.clone()));
+    }
+    if outgoing.is_some() && incoming.is_none() {
+        bail!(
+            "{}: outgoinguser without incominguser cannot be carried over",
+            t.name
+        );
+    }
+    Ok(auth)
 }
 
 #[cfg(test)]
