@@ -23,6 +23,7 @@ pub mod qcow2;
 pub mod qemu;
 pub mod qos;
 pub mod ram;
+pub mod rbd;
 pub mod registry;
 pub mod sticky;
 
@@ -35,6 +36,7 @@ pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
 pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
+pub use rbd::{RbdBackstore, RbdConfig};
 pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
 pub use sticky::FlushFault;
 
