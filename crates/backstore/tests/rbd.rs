@@ -38,13 +38,20 @@ impl Cluster {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let (p1, p2) = (free_port(), free_port());
+        let (p1, p2) = loop {
+            let (a, b) = (free_port(), free_port());
+            if a != b {
+                break (a, b);
+            }
+        };
         let out = Command::new("bash")
             .arg(script_dir.join("ceph-up.sh"))
             .arg(dir.path().join("c"))
             .env("MON_PORT", p1.to_string())
             .env("MON_PORT_V1", p2.to_string())
             .env("SKIP_SMOKE", "1")
+            // The monitor refuses to start on a nearly full disk otherwise.
+            .env("EXTRA_CONF", "[mon]\\nmon_data_avail_crit = -1")
             .output()
             .unwrap();
         let c = Cluster { dir, script_dir };
@@ -189,9 +196,9 @@ fn rbd_backstore_on_a_real_cluster() {
 
     // A resize made elsewhere reaches the backstore through the watch.
     let (tx, rx) = mpsc::channel();
-    b.on_resize(move |s| {
+    b.on_resize(Box::new(move |s| {
         let _ = tx.send(s);
-    });
+    }));
     c.rbd(&["resize", "--size", "24M", "rbd/img"]);
     assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), 24 * MIB);
     assert_eq!(b.size(), 24 * MIB);

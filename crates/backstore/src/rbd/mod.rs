@@ -18,7 +18,7 @@
 //!
 //! An image resized elsewhere (`rbd resize`) is noticed through
 //! `rbd_update_watch`: `size()` follows, and the hook set with
-//! [`RbdBackstore::on_resize`] runs. librbd itself is loaded at run time
+//! [`Backstore::on_resize`] runs. librbd itself is loaded at run time
 //! ([`ffi`]).
 
 mod config;
@@ -32,14 +32,12 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 pub use config::{RbdConfig, DEFAULT_OSD_OP_TIMEOUT};
 
-use crate::{refuse_shrink, Backstore, Capabilities, Completion, IoOp};
+use crate::{refuse_shrink, Backstore, Capabilities, Completion, IoOp, ResizeHook};
 
 /// Whether librbd can be loaded on this host (why not, otherwise).
 pub fn available() -> Result<(), String> {
     ffi::api().map(|_| ())
 }
-
-type ResizeHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// What librbd's callbacks reach: the image handle and the live state.
 struct Shared {
@@ -281,16 +279,6 @@ impl RbdBackstore {
     /// `pool/image[@snap]`.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Run `hook(new_size)` whenever the image's size changes elsewhere
-    /// (seen through librbd's update watch), e.g. to tell initiators.
-    pub fn on_resize(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
-        *self
-            .shared
-            .on_resize
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
     }
 
     /// COMPARE AND WRITE, atomic in the cluster: write `data` at `offset`
@@ -728,6 +716,14 @@ impl Backstore for RbdBackstore {
             // Nothing to move (or flush on a read-only image).
             _ => done.complete(op, Ok(())),
         }
+    }
+
+    fn on_resize(&self, hook: ResizeHook) {
+        *self
+            .shared
+            .on_resize
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     fn health(&self) -> Vec<(&'static str, u64)> {
