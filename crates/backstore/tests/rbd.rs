@@ -173,6 +173,18 @@ fn rbd_backstore_on_a_real_cluster() {
     assert!(r.is_err(), "an async read past the end was accepted");
     submit(&b, IoOp::Flush).1.unwrap();
 
+    // Thin provisioning: GET LBA STATUS's view (object-map or not).
+    b.discard(8 * MIB, 4 * MIB).unwrap();
+    let hole = b.allocation_at(8 * MIB).unwrap().unwrap();
+    assert!(!hole.allocated && hole.len >= 4 * MIB, "{hole:?}");
+    b.write_at(&pattern(4096, 9), 10 * MIB).unwrap();
+    // (librbd 16 reports a written object from its start: the 2 MiB before
+    // the write may count as mapped, which GET LBA STATUS may always say.)
+    let before = b.allocation_at(8 * MIB).unwrap().unwrap();
+    assert!(before.allocated || before.len <= 2 * MIB, "{before:?}");
+    let data_ext = b.allocation_at(10 * MIB).unwrap().unwrap();
+    assert!(data_ext.allocated && data_ext.len >= 4096, "{data_ext:?}");
+
     // COMPARE AND WRITE, done by the cluster (one 512-byte block, as
     // VMware's ATS sends it).
     let new = pattern(512, 4);

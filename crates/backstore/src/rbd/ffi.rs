@@ -17,6 +17,7 @@ pub type Image = *mut c_void;
 pub type Aio = *mut c_void;
 pub type AioCallback = extern "C" fn(Aio, *mut c_void);
 pub type UpdateCallback = extern "C" fn(*mut c_void);
+pub type DiffCallback = extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int;
 
 /// `rbd_image_info_t` (librbd.h), for the object size.
 #[repr(C)]
@@ -91,6 +92,8 @@ api! {
         fn(Image, u64, usize, *const c_char, *const c_char, Aio, *mut u64, c_int) -> isize;
     rbd_update_watch: fn(Image, *mut u64, UpdateCallback, *mut c_void) -> c_int;
     rbd_update_unwatch: fn(Image, u64) -> c_int;
+    rbd_diff_iterate2:
+        fn(Image, *const c_char, u64, u64, u8, u8, DiffCallback, *mut c_void) -> c_int;
 }
 
 /// librbd, loaded on first use (once per process; the outcome is kept).

@@ -22,6 +22,7 @@
 //! ([`ffi`]).
 
 mod config;
+mod extent;
 mod ffi;
 
 use std::ffi::{c_int, c_void, CString};
@@ -32,7 +33,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 pub use config::{RbdConfig, DEFAULT_OSD_OP_TIMEOUT};
 
-use crate::{refuse_shrink, Backstore, Capabilities, Completion, IoOp, ResizeHook};
+use crate::{refuse_shrink, Backstore, Capabilities, Completion, Extent, IoOp, ResizeHook};
+use extent::{extent_from, on_extent, STATUS_WINDOW};
 
 /// Whether librbd can be loaded on this host (why not, otherwise).
 pub fn available() -> Result<(), String> {
@@ -622,6 +624,39 @@ impl Backstore for RbdBackstore {
         // SAFETY: no buffer. Flags 0: the range may be deallocated (thin).
         self.wait_io(move |c, _| unsafe { (api.rbd_aio_write_zeroes)(image, offset, n, c, 0, 0) })
             .map(drop)
+    }
+
+    /// Thin provisioning (GET LBA STATUS): which objects hold data, from
+    /// `rbd_diff_iterate2` over a bounded window (the parent's data counts).
+    /// Coarse where librbd is (a written object may count as mapped from its
+    /// start); "mapped" is always a correct answer, a hole only where no data is.
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<Extent>> {
+        let size = self.size();
+        if offset >= size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset beyond size",
+            ));
+        }
+        let end = size.min(offset.saturating_add(STATUS_WINDOW));
+        let mut ranges: Vec<(u64, u64, bool)> = Vec::new();
+        let arg = (&raw mut ranges).cast::<c_void>();
+        // SAFETY: the image is open; `ranges` outlives the call, whose
+        // callback runs before it returns.
+        let r = unsafe {
+            (self.shared.api.rbd_diff_iterate2)(
+                self.shared.image,
+                std::ptr::null(),
+                offset,
+                end - offset,
+                1,
+                0,
+                on_extent,
+                arg,
+            )
+        };
+        rc(&format!("allocation of {}", self.name), r as isize)?;
+        Ok(Some(extent_from(ranges, offset, end)))
     }
 
     fn resize(&self, new_size: u64) -> io::Result<()> {
