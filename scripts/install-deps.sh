@@ -3,14 +3,17 @@
 # Debian 12 (bookworm), idempotently: QEMU 10 from bookworm-backports (system
 # emulator, iscsi:// block driver, qemu-img/qemu-io), libiscsi's tools, tgt (the
 # reference target), open-iscsi and strace (the power-loss tests record system
-# calls with it).  Returns at once when all are present.
+# calls with it), and Ceph for the rbd backstore's tests (librbd/librados headers,
+# one mon + one osd started by ../shared/tools/ceph/ceph-up.sh; no daemon is started
+# here).  Returns at once when all are present.
 # Needs root for the apt steps (it is a no-op, not an error, when nothing is missing).
 set -euo pipefail
 
 BPO_PKGS=(qemu-system-x86 qemu-block-extra qemu-utils)
 PKGS=(libiscsi-bin tgt open-iscsi python3 strace)
+CEPH_PKGS=(librbd-dev librados-dev ceph-mon ceph-osd ceph-common)
 need=()
-for p in "${BPO_PKGS[@]}" "${PKGS[@]}"; do
+for p in "${BPO_PKGS[@]}" "${PKGS[@]}" "${CEPH_PKGS[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [[ ${#need[@]} -eq 0 ]]; then
@@ -31,6 +34,8 @@ fi
 apt-get update -q
 apt-get install -y -q -t bookworm-backports "${BPO_PKGS[@]}"
 apt-get install -y -q "${PKGS[@]}"
+# Without recommends: no mds, no tooling the tests do not use.
+apt-get install -y -q --no-install-recommends "${CEPH_PKGS[@]}"
 # tgt's package starts a system tgtd on port 3260; the tests start their own on
 # other ports with their own control socket, so it is left alone.
 echo "install-deps: done"

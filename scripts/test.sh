@@ -15,6 +15,9 @@
 #                    iSCSI -> qemu-img check clean + compare identical; crash; backing chain
 #       e2e-tgt      tests-e2e/import-tgt.sh: one targets.conf in tgtd (tgt-admin) and in rtarget
 #                    (import-tgt): same targets, LUNs, sizes and data seen by iscsi-ls/qemu-io
+#       e2e-rbd      tests-e2e/rbd.sh: a throw-away one-node Ceph (../shared/tools/ceph), a
+#                    user:rbd LU made with the CLI: 64 MiB in and back byte-exact with
+#                    qemu-img, `rbd export` agrees, `rbd resize` seen as 2A/09 (~25 s)
 #       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
 #                    when missing) installed with dpkg -i, the unit's ExecStart reaches
 #                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)
@@ -72,7 +75,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|deb|conformance|reliability|guest|vhost|vhost-reconnect|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|deb|conformance|reliability|guest|vhost|vhost-reconnect|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -98,6 +101,7 @@ step e2e 600 bash tests-e2e/run.sh
 step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
 step e2e-tgt 120 bash tests-e2e/import-tgt.sh
+step e2e-rbd 150 bash tests-e2e/rbd.sh
 step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
 step conformance 1500 bash conformance/lanes.sh "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick

@@ -289,6 +289,10 @@ impl Backstore for CryptBackstore {
         Ok(())
     }
 
+    fn on_resize(&self, hook: crate::ResizeHook) {
+        self.inner.on_resize(hook)
+    }
+
     fn health(&self) -> Vec<(&'static str, u64)> {
         self.inner.health()
     }

@@ -23,6 +23,7 @@ pub mod qcow2;
 pub mod qemu;
 pub mod qos;
 pub mod ram;
+pub mod rbd;
 pub mod registry;
 pub mod sticky;
 
@@ -35,6 +36,7 @@ pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
 pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
+pub use rbd::{RbdBackstore, RbdConfig};
 pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
 pub use sticky::FlushFault;
 
@@ -49,6 +51,10 @@ pub fn refuse_shrink(current: u64, wanted: u64) -> io::Error {
         ),
     )
 }
+
+/// Called with the new size when a medium grew underneath
+/// ([`Backstore::on_resize`]).
+pub type ResizeHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// What a backstore can do: every capability flag lives here, so the core
 /// (and management) read one struct, and a wrapper (QoS, encryption)
@@ -182,6 +188,13 @@ pub trait Backstore: Send + Sync + 'static {
         done.complete(op, r);
     }
 
+    /// Run `hook` with the new size whenever the medium's size changes
+    /// underneath (a resize made elsewhere, e.g. `rbd resize` on another
+    /// host), so the core can tell initiators (2A/09). A later call
+    /// replaces the hook. The default never calls it (such backstores
+    /// only change size through [`Backstore::resize`]); wrappers forward it.
+    fn on_resize(&self, _hook: ResizeHook) {}
+
     /// Counters of the engine's health for monitoring, by name (e.g. a
     /// supervised child's `restarts`, a client's `reconnects`); read, never
     /// reset. None by default; wrappers forward their inner backstore's.
@@ -260,6 +273,10 @@ mod tests {
             // Completes from another thread, as librbd or io_uring would.
             let r = self.call("submit");
             std::thread::spawn(move || done.complete(op, r));
+        }
+
+        fn on_resize(&self, _hook: ResizeHook) {
+            self.calls.lock().unwrap().push("on_resize");
         }
 
         fn health(&self) -> Vec<(&'static str, u64)> {
@@ -382,6 +399,7 @@ mod tests {
             "crypto_erase",
             "submit_read",
             "submit_write",
+            "on_resize",
         ];
         for (name, w) in [("qos", &*qos), ("crypt", &crypt as &dyn Backstore)] {
             for op in ops {
@@ -401,6 +419,10 @@ mod tests {
                     "resize" => w.resize(2 << 20),
                     "write_zeroes" => w.write_zeroes(0, 512),
                     "crypto_erase" => w.crypto_erase(),
+                    "on_resize" => {
+                        w.on_resize(Box::new(|_| {}));
+                        Ok(())
+                    }
                     "submit_read" => submit(
                         w,
                         IoOp::Read {

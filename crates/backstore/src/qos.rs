@@ -225,6 +225,10 @@ impl Backstore for QosBackstore {
         self.inner.submit(op, done)
     }
 
+    fn on_resize(&self, hook: crate::ResizeHook) {
+        self.inner.on_resize(hook)
+    }
+
     fn health(&self) -> Vec<(&'static str, u64)> {
         self.inner.health()
     }

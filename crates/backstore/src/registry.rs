@@ -126,7 +126,7 @@ impl Registry {
         Registry::default()
     }
 
-    /// The built-in handlers: `nbd`, `qcow`, `qemu`.
+    /// The built-in handlers: `nbd`, `qcow`, `qemu`, `rbd`.
     pub fn with_builtin() -> Registry {
         let mut r = Registry::new();
         for h in builtin::all() {
@@ -200,10 +200,19 @@ mod tests {
     #[test]
     fn builtins_are_registered_by_name() {
         let r = Registry::with_builtin();
-        assert_eq!(r.names().collect::<Vec<_>>(), ["nbd", "qcow", "qemu"]);
+        assert_eq!(
+            r.names().collect::<Vec<_>>(),
+            ["nbd", "qcow", "qemu", "rbd"]
+        );
         assert_eq!(r.get("qcow").unwrap().product(), "QCOW2");
         assert_eq!(r.get("nbd").unwrap().size_policy(), SizePolicy::FromHandler);
-        assert!(r.get("rbd").is_none());
+        assert!(r.get("iscsi").is_none());
+        let rbd = r.get("rbd").unwrap();
+        assert!(rbd.check_config("rbd/disk;osd_op_timeout=5").is_ok());
+        assert!(matches!(
+            rbd.check_config("disk"),
+            Err(HandlerError::Config(_))
+        ));
     }
 
     #[test]

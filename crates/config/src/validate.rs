@@ -29,10 +29,11 @@ impl fmt::Display for Issue {
 /// Plugins rtarget can serve.
 pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk", "user"];
 /// Handlers of `user` objects rtarget serves natively (`config` =
-/// `qcow/<image path>`, `nbd/<NBD URI>` or `qemu/<FORMAT>/<image path>`).
+/// `qcow/<image path>`, `nbd/<NBD URI>`, `qemu/<FORMAT>/<image path>` or
+/// `rbd/<pool>/<image>[@snap][;...]`).
 /// The daemon widens this with every handler it registers
 /// ([`set_user_handlers`]).
-pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd", "qemu"];
+pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd", "qemu", "rbd"];
 
 /// The handler names validation accepts for `user` objects; `None` until the
 /// process registers its own list (then the built-in list applies).
@@ -775,12 +776,13 @@ pub(crate) mod tests {
             ),
             Ok(vec![])
         );
-        let w =
-            with(json!({"plugin": "user", "name": "q", "config": "rbd/pool/img", "size": 1048576}))
-                .unwrap();
+        let w = with(
+            json!({"plugin": "user", "name": "q", "config": "glfs/vol@host/img", "size": 1048576}),
+        )
+        .unwrap();
         assert!(
             w[0].message
-                .contains("user handler \"rbd\" is not supported"),
+                .contains("user handler \"glfs\" is not supported"),
             "{w:?}"
         );
         // A handler the process registers becomes valid; others stay reported.
@@ -789,9 +791,10 @@ pub(crate) mod tests {
         assert!(!with(pattern.clone()).unwrap().is_empty());
         set_user_handlers(["qcow", "nbd", "qemu", "pattern"]);
         assert_eq!(with(pattern), Ok(vec![]));
-        let w =
-            with(json!({"plugin": "user", "name": "q", "config": "rbd/pool/img", "size": 1048576}))
-                .unwrap();
+        let w = with(
+            json!({"plugin": "user", "name": "q", "config": "glfs/vol@host/img", "size": 1048576}),
+        )
+        .unwrap();
         assert!(w[0].message.contains("\"pattern\""), "{w:?}");
         let e = with(json!({"plugin": "user", "name": "q", "size": 1048576})).unwrap_err();
         assert!(e[0].message.contains("needs 'config'"), "{e:?}");

@@ -1,6 +1,6 @@
 //! The handler registry: every `user:NAME` backstore opens through the
 //! [`backstore::Handler`] registered under NAME. The built-in handlers
-//! (`qcow`, `nbd`, `qemu`) and the example handler `pattern` (the
+//! (`qcow`, `nbd`, `qemu`, `rbd`) and the example handler `pattern` (the
 //! `handler-example` crate) are registered here; a new handler is one
 //! `register` line (docs/handlers.md). Registered names appear under
 //! `/backstores` as `user:NAME` and are saved as rtslib saves tcmu-runner
@@ -37,7 +37,13 @@ mod tests {
     fn builtin_and_example_handlers_are_registered() {
         assert_eq!(
             user_plugins(),
-            ["user:nbd", "user:pattern", "user:qcow", "user:qemu"]
+            [
+                "user:nbd",
+                "user:pattern",
+                "user:qcow",
+                "user:qemu",
+                "user:rbd"
+            ]
         );
     }
 }

@@ -125,7 +125,16 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
         thin_provisioning: thin_wanted && caps.discard,
         io_engine,
     };
-    let device = Device::new(options, backstore);
+    let device = Device::new(options, Arc::clone(&backstore));
+    // A medium that grows underneath (an RBD image resized elsewhere) is
+    // announced to initiators as an online resize is (2A/09). Weak: the
+    // hook lives in the backstore, which the device owns.
+    let weak = Arc::downgrade(&device);
+    backstore.on_resize(Box::new(move |_| {
+        if let Some(d) = weak.upgrade() {
+            d.resized();
+        }
+    }));
     // rtarget's own attribute (LIO has none): a removable medium that can be
     // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
     if attrs.removable {

@@ -22,7 +22,7 @@ use crate::{
 
 /// Every built-in handler.
 pub fn all() -> Vec<Arc<dyn Handler>> {
-    vec![Arc::new(Qcow), Arc::new(Nbd), Arc::new(Qemu)]
+    vec![Arc::new(Qcow), Arc::new(Nbd), Arc::new(Qemu), Arc::new(Rbd)]
 }
 
 fn exists(path: &str) -> Result<bool, HandlerError> {
@@ -229,6 +229,30 @@ impl Handler for Qemu {
             .map_err(|e| other_error(format!("cannot serve {image}: {e}")))?;
         warn_if_size_differs(req, q.size());
         Ok(Arc::new(q))
+    }
+}
+
+/// Ceph RBD images through librbd (tcmu-runner's `user:rbd`). Registered
+/// on every host; opening fails with a message where librbd is missing.
+pub struct Rbd;
+
+impl Handler for Rbd {
+    handler_identity!(
+        "rbd",
+        "RBD",
+        "pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S]"
+    );
+    fn check_config(&self, config: &str) -> Result<(), HandlerError> {
+        crate::RbdConfig::parse(config)
+            .map(|_| ())
+            .map_err(HandlerError::Config)
+    }
+    fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
+        let cfg = crate::RbdConfig::parse(req.config).map_err(HandlerError::Config)?;
+        let b = crate::RbdBackstore::open(&cfg, req.size, req.read_only)
+            .map_err(|e| io_error(&e, format!("rbd {}: {e}", req.config)))?;
+        warn_if_size_differs(req, b.size());
+        Ok(Arc::new(b))
     }
 }
 

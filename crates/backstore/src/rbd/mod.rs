@@ -1,0 +1,767 @@
+//! rbd: a Ceph RBD image through librbd (tcmu-runner's `user:rbd`).
+//!
+//! Every request is a librbd AIO (`rbd_aio_read`, `_write`, `_flush`,
+//! `_discard`, `_write_zeroes`, `_compare_and_write`) whose completion
+//! callback, on librbd's own thread, finishes it: [`Backstore::submit`]
+//! hands the engine's [`Completion`] to librbd and returns at once, so no
+//! thread waits per request (`async_submit`). The synchronous methods the
+//! core uses for everything but READ/WRITE issue the same AIO and wait for
+//! it. FUA is the write, then a flush issued from the write's completion.
+//!
+//! librbd's cache is off (`rbd_cache=false`: an acknowledged write is in
+//! the cluster, which several gateways must see alike), so the LU reports
+//! no volatile write cache. librados operations time out
+//! (`rados_osd_op_timeout`, `client_mount_timeout`) so an unreachable OSD
+//! fails a command instead of hanging it. Partial-object discards are not
+//! skipped (`rbd_skip_partial_discard=false`), so a discarded range always
+//! reads back as zeroes, as [`Capabilities::discard`] promises.
+//!
+//! An image resized elsewhere (`rbd resize`) is noticed through
+//! `rbd_update_watch`: `size()` follows, and the hook set with
+//! [`Backstore::on_resize`] runs. librbd itself is loaded at run time
+//! ([`ffi`]).
+
+mod config;
+mod extent;
+mod ffi;
+
+use std::ffi::{c_int, c_void, CString};
+use std::io;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+pub use config::{RbdConfig, DEFAULT_OSD_OP_TIMEOUT};
+
+use crate::{refuse_shrink, Backstore, Capabilities, Completion, Extent, IoOp, ResizeHook};
+use extent::{extent_from, on_extent, STATUS_WINDOW};
+
+/// Whether librbd can be loaded on this host (why not, otherwise).
+pub fn available() -> Result<(), String> {
+    ffi::api().map(|_| ())
+}
+
+/// What librbd's callbacks reach: the image handle and the live state.
+struct Shared {
+    api: &'static ffi::Api,
+    image: ffi::Image,
+    size: AtomicU64,
+    /// AIOs started and not yet finished (the image closes at zero).
+    inflight: Mutex<u64>,
+    idle: Condvar,
+    /// Size changes noticed through the update watch.
+    resizes: AtomicU64,
+    on_resize: Mutex<Option<ResizeHook>>,
+}
+
+// SAFETY: librbd image handles may be used from any thread at once.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn begin(&self) {
+        *self.inflight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn end(&self) {
+        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+}
+
+/// The cluster connection and pool context (closed after the image).
+struct Conn {
+    api: &'static ffi::Api,
+    cluster: ffi::Rados,
+    ioctx: ffi::Ioctx,
+}
+
+// SAFETY: only used to open and close (under &mut / Drop).
+unsafe impl Send for Conn {}
+unsafe impl Sync for Conn {}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: handles created by this Conn, destroyed once.
+        unsafe {
+            if !self.ioctx.is_null() {
+                (self.api.rados_ioctx_destroy)(self.ioctx);
+            }
+            (self.api.rados_shutdown)(self.cluster);
+        }
+    }
+}
+
+pub struct RbdBackstore {
+    shared: Arc<Shared>,
+    watch: Option<u64>,
+    read_only: bool,
+    obj_size: u64,
+    name: String,
+    // Last: dropped after `Drop::drop` closed the image.
+    _conn: Conn,
+}
+
+/// librbd's `-errno` as an error.
+fn rc(what: &str, r: isize) -> io::Result<usize> {
+    if r < 0 {
+        let e = io::Error::from_raw_os_error(-r as i32);
+        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+    } else {
+        Ok(r as usize)
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))
+}
+
+impl RbdBackstore {
+    /// Connect as `cfg` says and open the image, creating it with `size`
+    /// bytes when it does not exist (a snapshot is never created, and is
+    /// always read-only).
+    pub fn open(cfg: &RbdConfig, size: Option<u64>, read_only: bool) -> io::Result<RbdBackstore> {
+        let api = ffi::api().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        let read_only = read_only || cfg.snap.is_some();
+        let name = format!(
+            "{}/{}{}",
+            cfg.pool,
+            cfg.image,
+            cfg.snap
+                .as_ref()
+                .map(|s| format!("@{s}"))
+                .unwrap_or_default()
+        );
+        let mut cluster = null_mut();
+        // librados' default client (rados_create2 needs a name).
+        let client = cstr(&format!("client.{}", cfg.id.as_deref().unwrap_or("admin")))?;
+        // SAFETY: out-pointer to a local; strings outlive the call.
+        let r = unsafe { (api.rados_create2)(&mut cluster, c"ceph".as_ptr(), client.as_ptr(), 0) };
+        rc("rados_create2", r as isize)?;
+        let mut conn = Conn {
+            api,
+            cluster,
+            ioctx: null_mut(),
+        };
+        let conf = cfg.conf.as_deref().map(cstr).transpose()?;
+        let timeout = cfg.osd_op_timeout.as_secs().to_string();
+        let settings = [
+            ("rbd_cache", "false"),
+            ("rbd_skip_partial_discard", "false"),
+            ("rados_osd_op_timeout", timeout.as_str()),
+            ("client_mount_timeout", timeout.as_str()),
+        ];
+        // SAFETY: `cluster` is live; every string is NUL-terminated and
+        // outlives its call.
+        unsafe {
+            let path = conf.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+            rc(
+                "reading the ceph configuration",
+                (api.rados_conf_read_file)(cluster, path) as isize,
+            )?;
+            rc(
+                "CEPH_ARGS",
+                (api.rados_conf_parse_env)(cluster, std::ptr::null()) as isize,
+            )?;
+            for (k, v) in settings {
+                let (ck, cv) = (cstr(k)?, cstr(v)?);
+                rc(
+                    k,
+                    (api.rados_conf_set)(cluster, ck.as_ptr(), cv.as_ptr()) as isize,
+                )?;
+            }
+            rc(
+                "connecting to the cluster",
+                (api.rados_connect)(cluster) as isize,
+            )?;
+            let pool = cstr(&cfg.pool)?;
+            rc(
+                &format!("pool {}", cfg.pool),
+                (api.rados_ioctx_create)(cluster, pool.as_ptr(), &mut conn.ioctx) as isize,
+            )?;
+        }
+        let image = Self::open_image(api, conn.ioctx, cfg, size, read_only, &name)?;
+        let mut bytes = 0u64;
+        let mut info: ffi::ImageInfo = unsafe { std::mem::zeroed() };
+        // SAFETY: `image` is open; out-pointers to locals of the right type.
+        let stat = unsafe {
+            rc(
+                "rbd_get_size",
+                (api.rbd_get_size)(image, &mut bytes) as isize,
+            )
+            .and_then(|_| {
+                rc(
+                    "rbd_stat",
+                    (api.rbd_stat)(image, &mut info, std::mem::size_of::<ffi::ImageInfo>())
+                        as isize,
+                )
+            })
+        };
+        if let Err(e) = stat {
+            // SAFETY: opened above, not shared yet.
+            unsafe { (api.rbd_close)(image) };
+            return Err(e);
+        }
+        let shared = Arc::new(Shared {
+            api,
+            image,
+            size: AtomicU64::new(bytes),
+            inflight: Mutex::new(0),
+            idle: Condvar::new(),
+            resizes: AtomicU64::new(0),
+            on_resize: Mutex::new(None),
+        });
+        let mut b = RbdBackstore {
+            shared,
+            watch: None,
+            read_only,
+            obj_size: info.obj_size,
+            name,
+            _conn: conn,
+        };
+        let mut handle = 0u64;
+        let arg = Arc::as_ptr(&b.shared) as *mut c_void;
+        // SAFETY: `arg` stays valid until `Drop` unwatches (it owns an Arc).
+        let r = unsafe { (api.rbd_update_watch)(image, &mut handle, on_update, arg) };
+        match rc("rbd_update_watch", r as isize) {
+            Ok(_) => b.watch = Some(handle),
+            // Served all the same; a resize made elsewhere goes unnoticed.
+            Err(e) => tracing::warn!(image = %b.name, error = %e, "no update watch"),
+        }
+        Ok(b)
+    }
+
+    fn open_image(
+        api: &'static ffi::Api,
+        ioctx: ffi::Ioctx,
+        cfg: &RbdConfig,
+        size: Option<u64>,
+        read_only: bool,
+        name: &str,
+    ) -> io::Result<ffi::Image> {
+        let image_name = cstr(&cfg.image)?;
+        let snap = cfg.snap.as_deref().map(cstr).transpose()?;
+        let open = || {
+            let mut image = null_mut();
+            let snap = snap.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+            // SAFETY: live ioctx; strings outlive the call; out-pointer local.
+            let r = unsafe {
+                if read_only {
+                    (api.rbd_open_read_only)(ioctx, image_name.as_ptr(), &mut image, snap)
+                } else {
+                    (api.rbd_open)(ioctx, image_name.as_ptr(), &mut image, snap)
+                }
+            };
+            (r, image)
+        };
+        let (mut r, mut image) = open();
+        if r == -libc::ENOENT && cfg.snap.is_none() && !read_only {
+            if let Some(size) = size.filter(|s| *s > 0) {
+                let mut order: c_int = 0;
+                // SAFETY: as above; order 0 asks for the default object size.
+                let c = unsafe { (api.rbd_create)(ioctx, image_name.as_ptr(), size, &mut order) };
+                rc(&format!("creating image {name}"), c as isize)?;
+                tracing::info!(image = name, size, "rbd: image created");
+                (r, image) = open();
+            }
+        }
+        if r == -libc::ENOENT && size.is_none() && cfg.snap.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("image {name} does not exist (give a size to create it)"),
+            ));
+        }
+        rc(&format!("opening image {name}"), r as isize)?;
+        Ok(image)
+    }
+
+    /// `pool/image[@snap]`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// COMPARE AND WRITE, atomic in the cluster: write `data` at `offset`
+    /// only if the medium holds `cmp` there. `Ok(None)`: written;
+    /// `Ok(Some(i))`: not written, byte `i` of the range differs.
+    pub fn compare_and_write(
+        &self,
+        cmp: &[u8],
+        data: &[u8],
+        offset: u64,
+    ) -> io::Result<Option<u64>> {
+        if cmp.len() != data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "lengths differ",
+            ));
+        }
+        self.writable(offset, data.len() as u64)?;
+        let (image, cp, dp, len) = (self.shared.image, cmp.as_ptr(), data.as_ptr(), data.len());
+        let api = self.shared.api;
+        let r = self.wait(move |c, mismatch| {
+            // SAFETY: both buffers are borrowed until `wait` returns, which
+            // is after the completion.
+            unsafe {
+                (api.rbd_aio_compare_and_write)(
+                    image,
+                    offset,
+                    len,
+                    cp.cast(),
+                    dp.cast(),
+                    c,
+                    mismatch,
+                    0,
+                ) as c_int
+            }
+        });
+        match r {
+            Ok(_) => Ok(None),
+            Err((r, m)) if r == -(libc::EILSEQ as isize) => {
+                // librbd 16 reports the offset within the range; later
+                // releases may give the image offset (a range that starts
+                // at 0 reads the same either way).
+                let len = data.len() as u64;
+                let i = if m >= offset && m - offset < len {
+                    m - offset
+                } else {
+                    m
+                };
+                Ok(Some(i))
+            }
+            Err((r, _)) => rc(&format!("compare-and-write on {}", self.name), r).map(|_| None),
+        }
+    }
+
+    fn in_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{offset}+{len} is past the end of {}", self.name),
+            )),
+        }
+    }
+
+    fn writable(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is read-only", self.name),
+            ));
+        }
+        self.in_range(offset, len)
+    }
+
+    /// Start one AIO and wait for it (the synchronous methods).
+    fn wait(&self, start: impl FnOnce(ffi::Aio, *mut u64) -> c_int) -> Result<usize, (isize, u64)> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        launch(
+            Pending::new(
+                &self.shared,
+                Then::Call(Box::new(move |r, m| {
+                    let _ = tx.send((r, m));
+                })),
+            ),
+            start,
+        );
+        match rx.recv() {
+            Ok((r, _)) if r >= 0 => Ok(r as usize),
+            Ok((r, m)) => Err((r, m)),
+            Err(_) => Err((-(libc::EIO as isize), 0)),
+        }
+    }
+
+    fn wait_io(&self, start: impl FnOnce(ffi::Aio, *mut u64) -> c_int) -> io::Result<usize> {
+        self.wait(start).or_else(|(r, _)| rc(&self.name, r))
+    }
+}
+
+/// What to do once an AIO finished.
+enum Then {
+    /// An engine request: complete it (after a flush first when `flush`).
+    Io {
+        op: IoOp,
+        done: Completion,
+        flush: bool,
+    },
+    /// A synchronous caller waits: librbd's result and mismatch offset.
+    Call(Box<dyn FnOnce(isize, u64) + Send>),
+}
+
+/// One AIO's state, owned by librbd (as its callback argument) while it runs.
+struct Pending {
+    shared: Arc<Shared>,
+    then: Then,
+    mismatch: u64,
+}
+
+impl Pending {
+    /// Counted in flight from here until `finish` is done.
+    fn new(shared: &Arc<Shared>, then: Then) -> Box<Pending> {
+        shared.begin();
+        Box::new(Pending {
+            shared: Arc::clone(shared),
+            then,
+            mismatch: 0,
+        })
+    }
+
+    // Boxed: it is librbd's callback argument, taken back as the Box it was.
+    #[allow(clippy::boxed_local)]
+    fn finish(self: Box<Self>, r: isize) {
+        let Pending {
+            shared,
+            then,
+            mismatch,
+        } = *self;
+        match then {
+            Then::Io {
+                op,
+                done,
+                flush: true,
+            } if r >= 0 => {
+                // FUA: the write is in; now make it durable, then complete.
+                let image = shared.image;
+                let api = shared.api;
+                let next = Box::new(Pending {
+                    shared,
+                    then: Then::Io {
+                        op,
+                        done,
+                        flush: false,
+                    },
+                    mismatch: 0,
+                });
+                // SAFETY: the image stays open while anything is in flight.
+                launch(next, move |c, _| unsafe { (api.rbd_aio_flush)(image, c) });
+                return;
+            }
+            Then::Io { op, done, .. } => {
+                let res = rc("rbd", r).and_then(|n| match &op {
+                    IoOp::Read { buf, .. } if n != buf.len() => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("short read: {n} of {} bytes", buf.len()),
+                    )),
+                    _ => Ok(()),
+                });
+                done.complete(op, res);
+            }
+            Then::Call(f) => f(r, mismatch),
+        }
+        shared.end();
+    }
+}
+
+/// Hand `p` to librbd as the callback argument of a new completion and
+/// issue the AIO with `start` (which gets the completion and where librbd
+/// writes a mismatch offset). Whatever happens, `p` finishes exactly once.
+fn launch(p: Box<Pending>, start: impl FnOnce(ffi::Aio, *mut u64) -> c_int) {
+    let api = p.shared.api;
+    let raw = Box::into_raw(p);
+    // SAFETY: `raw` is a live Box until `on_complete` (or the error paths
+    // below) takes it back; only a raw pointer to a field is made here.
+    let mismatch = unsafe { &raw mut (*raw).mismatch };
+    let mut c = null_mut();
+    // SAFETY: out-pointer to a local; `on_complete` matches rbd_callback_t.
+    let r = unsafe { (api.rbd_aio_create_completion)(raw.cast(), on_complete, &mut c) };
+    if r < 0 {
+        // SAFETY: librbd did not take `raw`.
+        unsafe { Box::from_raw(raw) }.finish(r as isize);
+        return;
+    }
+    let r = start(c, mismatch);
+    if r < 0 {
+        // SAFETY: the AIO was refused, so its callback never runs.
+        unsafe {
+            (api.rbd_aio_release)(c);
+            Box::from_raw(raw).finish(r as isize);
+        }
+    }
+}
+
+extern "C" fn on_complete(c: ffi::Aio, arg: *mut c_void) {
+    // SAFETY: `arg` is the Box `launch` gave librbd for this completion,
+    // handed back exactly once.
+    let p = unsafe { Box::from_raw(arg.cast::<Pending>()) };
+    let api = p.shared.api;
+    // SAFETY: `c` is this callback's completion, released once, here.
+    let r = unsafe {
+        let r = (api.rbd_aio_get_return_value)(c);
+        (api.rbd_aio_release)(c);
+        r
+    };
+    // A panic must not unwind into librbd's C++ thread.
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.finish(r))).is_err() {
+        tracing::error!("rbd: a completion panicked");
+    }
+}
+
+/// librbd's update watch: the image header changed (a resize, a snapshot,
+/// a lock owner). Follow the size.
+extern "C" fn on_update(arg: *mut c_void) {
+    // SAFETY: `arg` is the Shared the backstore keeps alive until it
+    // unwatched.
+    let s = unsafe { &*arg.cast::<Shared>() };
+    let mut size = 0u64;
+    // SAFETY: the image is open while watched.
+    if unsafe { (s.api.rbd_get_size)(s.image, &mut size) } < 0 {
+        return;
+    }
+    let old = s.size.swap(size, Ordering::AcqRel);
+    if old != size {
+        s.resizes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(old, new = size, "rbd: the image was resized");
+        if let Some(hook) = s
+            .on_resize
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            hook(size);
+        }
+    }
+}
+
+impl Drop for RbdBackstore {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        // SAFETY: the watch and the image are this backstore's; the update
+        // callback can no longer run once unwatch returned, and nothing is
+        // in flight once the count is zero.
+        unsafe {
+            if let Some(h) = self.watch.take() {
+                (s.api.rbd_update_unwatch)(s.image, h);
+            }
+            let mut n = s.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            while *n > 0 {
+                n = s.idle.wait(n).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(n);
+            (s.api.rbd_close)(s.image);
+        }
+    }
+}
+
+impl Backstore for RbdBackstore {
+    fn size(&self) -> u64 {
+        self.shared.size.load(Ordering::Acquire)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            discard: !self.read_only,
+            write_zeroes: !self.read_only,
+            // rbd_cache=false: an acknowledged write is in the cluster.
+            write_cache: false,
+            read_only: self.read_only,
+            rotational: false,
+            optimal_io_size: u32::try_from(self.obj_size).unwrap_or(0),
+            resize: !self.read_only,
+            crypto_erase: false,
+            async_submit: true,
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.in_range(offset, buf.len() as u64)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (image, api, p, len) = (
+            self.shared.image,
+            self.shared.api,
+            buf.as_mut_ptr(),
+            buf.len(),
+        );
+        // SAFETY: `buf` is borrowed until the AIO completed.
+        let n = self
+            .wait_io(move |c, _| unsafe { (api.rbd_aio_read)(image, offset, len, p.cast(), c) })?;
+        if n != len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.writable(offset, buf.len() as u64)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (image, api, p, len) = (self.shared.image, self.shared.api, buf.as_ptr(), buf.len());
+        // SAFETY: `buf` is borrowed until the AIO completed.
+        self.wait_io(move |c, _| unsafe { (api.rbd_aio_write)(image, offset, len, p.cast(), c) })
+            .map(drop)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let (image, api) = (self.shared.image, self.shared.api);
+        // SAFETY: no buffer.
+        self.wait_io(move |c, _| unsafe { (api.rbd_aio_flush)(image, c) })
+            .map(drop)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.writable(offset, len)?;
+        let (image, api) = (self.shared.image, self.shared.api);
+        // SAFETY: no buffer.
+        self.wait_io(move |c, _| unsafe { (api.rbd_aio_discard)(image, offset, len, c) })
+            .map(drop)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.writable(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let n = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let (image, api) = (self.shared.image, self.shared.api);
+        // SAFETY: no buffer. Flags 0: the range may be deallocated (thin).
+        self.wait_io(move |c, _| unsafe { (api.rbd_aio_write_zeroes)(image, offset, n, c, 0, 0) })
+            .map(drop)
+    }
+
+    /// Thin provisioning (GET LBA STATUS): which objects hold data, from
+    /// `rbd_diff_iterate2` over a bounded window (the parent's data counts).
+    /// Coarse where librbd is (a written object may count as mapped from its
+    /// start); "mapped" is always a correct answer, a hole only where no data is.
+    fn allocation_at(&self, offset: u64) -> io::Result<Option<Extent>> {
+        let size = self.size();
+        if offset >= size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset beyond size",
+            ));
+        }
+        let end = size.min(offset.saturating_add(STATUS_WINDOW));
+        let mut ranges: Vec<(u64, u64, bool)> = Vec::new();
+        let arg = (&raw mut ranges).cast::<c_void>();
+        // SAFETY: the image is open; `ranges` outlives the call, whose
+        // callback runs before it returns.
+        let r = unsafe {
+            (self.shared.api.rbd_diff_iterate2)(
+                self.shared.image,
+                std::ptr::null(),
+                offset,
+                end - offset,
+                1,
+                0,
+                on_extent,
+                arg,
+            )
+        };
+        rc(&format!("allocation of {}", self.name), r as isize)?;
+        Ok(Some(extent_from(ranges, offset, end)))
+    }
+
+    fn resize(&self, new_size: u64) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{} is read-only", self.name),
+            ));
+        }
+        let size = self.size();
+        if new_size < size {
+            return Err(refuse_shrink(size, new_size));
+        }
+        if new_size == size {
+            return Ok(());
+        }
+        // SAFETY: the image is open.
+        let r = unsafe { (self.shared.api.rbd_resize)(self.shared.image, new_size) };
+        rc(&format!("resizing {}", self.name), r as isize)?;
+        self.shared.size.fetch_max(new_size, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn submit(&self, op: IoOp, done: Completion) {
+        let (image, api) = (self.shared.image, self.shared.api);
+        let check = match &op {
+            IoOp::Read { offset, buf } => self.in_range(*offset, buf.len() as u64),
+            IoOp::Write {
+                offset, len, buf, ..
+            } if *len <= buf.len() => self.writable(*offset, *len as u64),
+            IoOp::Write { .. } => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write length past its buffer",
+            )),
+            IoOp::Flush => Ok(()),
+        };
+        if let Err(e) = check {
+            return done.complete(op, Err(e));
+        }
+        let mut op = op;
+        match &mut op {
+            IoOp::Read { offset, buf } if !buf.is_empty() => {
+                let (off, p, len) = (*offset, buf.as_mut_ptr(), buf.len());
+                let pending = Pending::new(
+                    &self.shared,
+                    Then::Io {
+                        op,
+                        done,
+                        flush: false,
+                    },
+                );
+                // SAFETY: the buffer's heap block travels in `pending` and is
+                // neither freed nor moved until the completion.
+                launch(pending, move |c, _| unsafe {
+                    (api.rbd_aio_read)(image, off, len, p.cast(), c)
+                });
+            }
+            IoOp::Write {
+                offset,
+                buf,
+                len,
+                fua,
+            } if *len > 0 => {
+                let (off, p, n, fua) = (*offset, buf.as_ptr(), *len, *fua);
+                let pending = Pending::new(
+                    &self.shared,
+                    Then::Io {
+                        op,
+                        done,
+                        flush: fua,
+                    },
+                );
+                // SAFETY: as for reads.
+                launch(pending, move |c, _| unsafe {
+                    (api.rbd_aio_write)(image, off, n, p.cast(), c)
+                });
+            }
+            IoOp::Flush if !self.read_only => {
+                let pending = Pending::new(
+                    &self.shared,
+                    Then::Io {
+                        op,
+                        done,
+                        flush: false,
+                    },
+                );
+                // SAFETY: no buffer.
+                launch(pending, move |c, _| unsafe {
+                    (api.rbd_aio_flush)(image, c)
+                });
+            }
+            // Nothing to move (or flush on a read-only image).
+            _ => done.complete(op, Ok(())),
+        }
+    }
+
+    fn on_resize(&self, hook: ResizeHook) {
+        *self
+            .shared
+            .on_resize
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    fn health(&self) -> Vec<(&'static str, u64)> {
+        vec![("resizes_seen", self.shared.resizes.load(Ordering::Relaxed))]
+    }
+}

@@ -1,0 +1,254 @@
+//! The rbd backstore against a real single-node Ceph cluster
+//! (`../shared/tools/ceph/ceph-up.sh`, started and purged by this test).
+//! Skips with a message where librbd, Ceph or the script is missing (a
+//! failure under CI=true, where scripts/install-deps.sh installs them).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use backstore::conformance::{check, pattern, Expect};
+use backstore::{Backstore, Completion, IoOp, RbdBackstore, RbdConfig};
+use common::skip;
+
+/// A throw-away cluster in a temp dir; purged on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    script_dir: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        if let Err(e) = backstore::rbd::available() {
+            skip(&format!("librbd: {e}"));
+            return None;
+        }
+        let tools = std::env::var_os("RTARGET_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools"));
+        let script_dir = tools.join("ceph");
+        if !script_dir.join("ceph-up.sh").exists() {
+            skip(&format!("{} is missing", script_dir.display()));
+            return None;
+        }
+        if !common::require_tool("ceph-mon") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = loop {
+            let (a, b) = (free_port(), free_port());
+            if a != b {
+                break (a, b);
+            }
+        };
+        let out = Command::new("bash")
+            .arg(script_dir.join("ceph-up.sh"))
+            .arg(dir.path().join("c"))
+            .env("MON_PORT", p1.to_string())
+            .env("MON_PORT_V1", p2.to_string())
+            .env("SKIP_SMOKE", "1")
+            // The monitor refuses to start on a nearly full disk otherwise.
+            .env("EXTRA_CONF", "[mon]\\nmon_data_avail_crit = -1")
+            .output()
+            .unwrap();
+        let c = Cluster { dir, script_dir };
+        assert!(
+            out.status.success(),
+            "ceph-up.sh: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(c)
+    }
+
+    fn conf(&self) -> String {
+        self.dir.path().join("c/ceph.conf").display().to_string()
+    }
+
+    fn cfg(&self, spec: &str) -> RbdConfig {
+        RbdConfig::parse(&format!("{spec};conf={};osd_op_timeout=20", self.conf())).unwrap()
+    }
+
+    fn rbd(&self, args: &[&str]) {
+        let out = Command::new("rbd")
+            .args(["-c", &self.conf()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rbd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(self.script_dir.join("ceph-down.sh"))
+            .arg(self.dir.path().join("c"))
+            .arg("--purge")
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request through `submit`, awaited: its result and whether it
+/// completed on another thread (librbd's) than the caller's.
+fn submit(b: &dyn Backstore, op: IoOp) -> (IoOp, std::io::Result<()>, bool) {
+    let (tx, rx) = mpsc::channel();
+    let me = std::thread::current().id();
+    b.submit(
+        op,
+        Completion::new(move |op, r| tx.send((op, r, std::thread::current().id() != me)).unwrap()),
+    );
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+const MIB: u64 = 1 << 20;
+
+/// One cluster for every check (it takes a few seconds to start).
+#[test]
+fn rbd_backstore_on_a_real_cluster() {
+    let Some(c) = Cluster::start() else { return };
+
+    // A missing image without a size is an error, not a new image.
+    let e = RbdBackstore::open(&c.cfg("rbd/img"), None, false)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+
+    // Created with the size given, then the shared conformance checks.
+    let b = RbdBackstore::open(&c.cfg("rbd/img"), Some(16 * MIB), false).unwrap();
+    assert_eq!(b.size(), 16 * MIB);
+    let caps = b.capabilities();
+    assert!(caps.async_submit && caps.discard && caps.resize && !caps.write_cache);
+    assert_eq!(caps.optimal_io_size, 4 << 20, "the object size");
+    check("rbd", &b, &Expect::default());
+    let grown = b.size();
+    assert_eq!(grown, 19 * MIB);
+
+    // The asynchronous path completes on librbd's thread.
+    let data = pattern(64 << 10, 3);
+    let (_, r, other) = submit(
+        &b,
+        IoOp::Write {
+            offset: MIB,
+            buf: data.clone(),
+            len: data.len(),
+            fua: true,
+        },
+    );
+    r.unwrap();
+    assert!(other, "a write completed on the submitting thread");
+    let (op, r, other) = submit(
+        &b,
+        IoOp::Read {
+            offset: MIB,
+            buf: vec![0; 64 << 10],
+        },
+    );
+    r.unwrap();
+    assert!(other, "a read completed on the submitting thread");
+    let IoOp::Read { buf, .. } = op else { panic!() };
+    assert!(buf == data, "async read-back differs");
+    let (_, r, _) = submit(
+        &b,
+        IoOp::Read {
+            offset: grown - 512,
+            buf: vec![0; 1024],
+        },
+    );
+    assert!(r.is_err(), "an async read past the end was accepted");
+    submit(&b, IoOp::Flush).1.unwrap();
+
+    // Thin provisioning: GET LBA STATUS's view (object-map or not).
+    b.discard(8 * MIB, 4 * MIB).unwrap();
+    let hole = b.allocation_at(8 * MIB).unwrap().unwrap();
+    assert!(!hole.allocated && hole.len >= 4 * MIB, "{hole:?}");
+    b.write_at(&pattern(4096, 9), 10 * MIB).unwrap();
+    // (librbd 16 reports a written object from its start: the 2 MiB before
+    // the write may count as mapped, which GET LBA STATUS may always say.)
+    let before = b.allocation_at(8 * MIB).unwrap().unwrap();
+    assert!(before.allocated || before.len <= 2 * MIB, "{before:?}");
+    let data_ext = b.allocation_at(10 * MIB).unwrap().unwrap();
+    assert!(data_ext.allocated && data_ext.len >= 4096, "{data_ext:?}");
+
+    // COMPARE AND WRITE, done by the cluster (one 512-byte block, as
+    // VMware's ATS sends it).
+    let new = pattern(512, 4);
+    assert_eq!(b.compare_and_write(&data[..512], &new, MIB).unwrap(), None);
+    let mut back = vec![0; 512];
+    b.read_at(&mut back, MIB).unwrap();
+    assert!(back == new, "compare-and-write did not write");
+    let mut wrong = new.clone();
+    wrong[100] ^= 1;
+    assert_eq!(
+        b.compare_and_write(&wrong, &data[..512], MIB).unwrap(),
+        Some(100)
+    );
+    b.read_at(&mut back, MIB).unwrap();
+    assert!(back == new, "a miscompare wrote");
+    let four_k = b.compare_and_write(&pattern(4096, 1), &pattern(4096, 2), 2 * MIB);
+    // librbd 16 compares within one 512-byte sector only.
+    if let Err(e) = four_k {
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    }
+
+    // A resize made elsewhere reaches the backstore through the watch.
+    let (tx, rx) = mpsc::channel();
+    b.on_resize(Box::new(move |s| {
+        let _ = tx.send(s);
+    }));
+    c.rbd(&["resize", "--size", "24M", "rbd/img"]);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), 24 * MIB);
+    assert_eq!(b.size(), 24 * MIB);
+    // (The conformance run's own resize may have been counted too.)
+    assert!(b.health()[0].1 >= 1, "{:?}", b.health());
+
+    // A snapshot is served read-only.
+    c.rbd(&["snap", "create", "rbd/img@s1"]);
+    let s = RbdBackstore::open(&c.cfg("rbd/img@s1"), None, false).unwrap();
+    assert!(s.capabilities().read_only);
+    s.read_at(&mut back, MIB).unwrap();
+    assert!(back == new, "snapshot content");
+    check(
+        "rbd snapshot",
+        &s,
+        &Expect {
+            writable: false,
+            ..Expect::default()
+        },
+    );
+    drop(s);
+
+    // Reopened through the registry, without a size: the image's.
+    drop(b);
+    let h = backstore::Registry::with_builtin();
+    let cfgstring = format!("rbd/img;conf={}", c.conf());
+    let b: Arc<dyn Backstore> = h
+        .get("rbd")
+        .unwrap()
+        .open(&backstore::OpenRequest {
+            object: "/backstores/user:rbd/img",
+            config: &cfgstring,
+            size: None,
+            read_only: false,
+            state_dir: None,
+        })
+        .unwrap();
+    assert_eq!(b.size(), 24 * MIB);
+    b.read_at(&mut back, MIB).unwrap();
+    assert!(back == new, "data after reopen");
+}
