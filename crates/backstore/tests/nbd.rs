@@ -362,7 +362,10 @@ fn restart(srv: Reaped, sock: &std::path::Path, args: &[String]) -> Option<Reape
     // meets a listening server (a loaded machine widens that window).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        assert!(std::time::Instant::now() < deadline, "qemu-nbd never listened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qemu-nbd never listened"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     Some(srv)
