@@ -6,7 +6,9 @@
 //! Virtqueues (VIRTIO 1.x 5.6.2): 0 = control, 1 = event, 2.. = requests.
 //! Thread 0 serves control + event (and management's event kicks); the
 //! request queues are spread round-robin over `workers` threads, each of
-//! which replies on the queue the request came from.
+//! which replies on the queue the request came from. Commands that run in
+//! the engine (pool LUs, ORDERED, long ones) are answered by thread 0,
+//! woken by the engine's completion eventfd, on their own virtqueue.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +39,12 @@ pub(crate) const MAX_QUEUE_SIZE: usize = 1024;
 /// epoll token of the management-side event kick (past the queue tokens).
 pub(crate) fn event_kick_token(num_queues: usize) -> u64 {
     num_queues as u64 + 1
+}
+
+/// epoll token of the engine's completion eventfd (thread 0 reaps
+/// answers of commands that ran off the virtqueue threads).
+pub(crate) fn completion_token(num_queues: usize) -> u64 {
+    num_queues as u64 + 2
 }
 
 /// The virtio features offered: VERSION_1, indirect descriptors, EVENT_IDX,
@@ -205,6 +213,10 @@ impl VhostUserBackend for ScsiBackend {
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(io::Error::other(format!("unexpected events {evset:?}")));
+        }
+        if u64::from(device_event) == completion_token(self.num_queues) {
+            self.nexus.reap();
+            return Ok(());
         }
         if u64::from(device_event) == event_kick_token(self.num_queues) {
             // Management queued events: deliver them on the event queue.

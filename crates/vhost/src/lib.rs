@@ -182,7 +182,7 @@ impl TargetShared {
                 .collect(),
         };
         if !gone.luns.is_empty() {
-            guest.gone(&gone);
+            guest.lus_removed(&gone);
         }
         guest.luns_changed(&new);
         let t = self.target_id;

@@ -2,28 +2,37 @@
 //! virtio-scsi side needs from the core goes through [`GuestNexus`], and
 //! nothing else in this crate names a target-core execution call.
 //!
-//! One guest connection is one I_T nexus. The fabric hands over
-//! (LUN, CDB, task attribute, request id, Data-Out) and gets back
-//! status + sense + Data-In; task management goes the same way.
+//! One guest connection is one I_T nexus with one engine [`TaskQueue`]
+//! (`target_core::engine`), shared by the request queues' threads behind a
+//! lock: SAM task ordering, ABORT TASK and friends are the engine's, for
+//! the whole nexus (a guest's queues are one task set, as on tcm_vhost).
 //!
-//! Today this runs [`LunTable::execute`] inline on the virtqueue's worker
-//! thread (the core's "inline" path the iSCSI fabric uses), and keeps the
-//! nexus' task set (which request ids are running) itself, so a TMF can
-//! wait for the commands it affects and an overlapped id is detected.
-//! When target-core's fabric-neutral engine lands, `execute` becomes a
-//! submission with a completion callback and the task set moves into the
-//! engine; callers (`queue.rs`) keep the same three calls.
+//! Where a command runs:
+//! - an `io_engine=inline` LU, SIMPLE / HEAD OF QUEUE, nothing ordering it:
+//!   on the virtqueue's thread, to completion (the page-cache fast path;
+//!   no hand-off). These are tracked here only by tag (overlap, QUERY
+//!   TASK, TMFs wait for them: they are short);
+//! - everything else (pool LUs, ORDERED, SANITIZE & co.) is submitted to
+//!   the engine with a [`Respond`] context, and answered later: the
+//!   engine's completion eventfd is registered with the epoll loop of the
+//!   control-queue thread ([`GuestNexus::set_waker`]), which reaps and
+//!   writes each answer into the chain it belongs to, on the virtqueue it
+//!   came from.
+//!
+//! An ORDERED task first waits for the inline commands of its LU still
+//! running on other queue threads, so it is ordered after them too; while
+//! it is in the engine the LU's newer commands go to the engine as well.
 //!
 //! Copies: Data-Out is gathered from guest memory into one buffer (one
-//! copy, because the core wants a contiguous `&[u8]`), Data-In is built by
-//! the core into a reused `Vec` and copied once into the guest's buffers.
-//! An engine that takes scatter-gather lists (guest memory slices) would
-//! let the backstore read/write guest memory directly and drop both.
+//! copy, because the core wants a contiguous buffer), Data-In is built by
+//! the core into a `Vec` and copied once into the guest's buffers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use target_core::{Command, LunTable, Nexus, Outcome, TaskAttr, TmfFunction, TmfResult};
+use target_core::engine::{Cdb, Ends, Limits, Task as EngineTask, TaskQueue};
+use target_core::{Command, IoEngine, LunTable, Nexus, Outcome, TaskAttr, TmfFunction, TmfResult};
 
 /// One SCSI command from the guest, as the core needs it.
 pub struct Task<'a> {
@@ -33,9 +42,18 @@ pub struct Task<'a> {
     pub lun: u64,
     pub cdb: &'a [u8],
     pub attr: TaskAttr,
-    pub data_out: &'a [u8],
+    /// Gathered Data-Out; taken (moved into the engine) when submitted.
+    pub data_out: &'a mut Vec<u8>,
     /// Bytes the guest can take (Data-In) or sent (Data-Out).
     pub expected_len: u32,
+}
+
+/// How a submitted command's answer reaches the guest: called once, on
+/// whichever thread reaps it (never with the nexus' lock released midway).
+pub trait Respond: Send + 'static {
+    /// `aborted`: ended by a TMF or an overlapped command; the guest gets
+    /// its buffer back with an ABORTED response.
+    fn respond(self, out: &Outcome, data_in: &[u8], aborted: bool);
 }
 
 /// What a TMF did, in virtio terms the caller maps to a response byte.
@@ -63,31 +81,66 @@ pub enum Tmf {
     QueryTaskSet,
 }
 
-/// The running tasks of the nexus: tag -> LUN.
-#[derive(Default)]
-struct TaskSet {
-    running: Mutex<HashMap<u64, u64>>,
-    done: Condvar,
-}
-
-/// One guest's I_T nexus and its task set.
-pub struct GuestNexus {
-    nexus: Nexus,
-    tasks: TaskSet,
-}
-
 /// Why a command did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// Its tag is already running (SAM-5 5.9: overlapped command).
+    /// Its tag is already in the task set (SAM-5 5.9: overlapped command;
+    /// the engine's tasks of that LU were aborted).
     Overlapped,
 }
 
-impl GuestNexus {
-    pub fn new(nexus: Nexus) -> Arc<GuestNexus> {
+/// Registers the engine's completion eventfd with the thread that reaps.
+pub type Waker = Box<dyn Fn(RawFd) + Send + Sync>;
+
+/// The engine's context of one task: the tag (with a generation, so an
+/// aborted task's late answer cannot clear a newer task of the same tag)
+/// and the fabric's reply.
+struct Ctx<R> {
+    tag: u64,
+    gen: u64,
+    reply: R,
+}
+
+struct State<R> {
+    q: TaskQueue<Ctx<R>>,
+    /// Engine tasks not answered nor aborted: tag -> (LUN, generation).
+    queued: HashMap<u64, (u64, u64)>,
+    /// Commands running inline on a queue thread: tag -> LUN.
+    inline: HashMap<u64, u64>,
+    next_gen: u64,
+    /// The completion eventfd went to the waker.
+    registered: bool,
+}
+
+/// Memory the nexus' engine tasks may hold: a guest's rings bound the
+/// number of tasks, so these only stop runaway Data-In charges.
+const LIMITS: Limits = Limits {
+    queue_bytes: 1 << 30,
+    total_bytes: 4 << 30,
+};
+
+/// One guest's I_T nexus and its task set.
+pub struct GuestNexus<R: Respond = crate::queue::Reply> {
+    nexus: Arc<Nexus>,
+    state: Mutex<State<R>>,
+    /// An inline command finished.
+    inline_done: Condvar,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl<R: Respond> GuestNexus<R> {
+    pub fn new(nexus: Nexus) -> Arc<GuestNexus<R>> {
         Arc::new(GuestNexus {
-            nexus,
-            tasks: TaskSet::default(),
+            nexus: Arc::new(nexus),
+            state: Mutex::new(State {
+                q: TaskQueue::new(LIMITS),
+                queued: HashMap::new(),
+                inline: HashMap::new(),
+                next_gen: 0,
+                registered: false,
+            }),
+            inline_done: Condvar::new(),
+            waker: Mutex::new(None),
         })
     }
 
@@ -95,37 +148,153 @@ impl GuestNexus {
         &self.nexus
     }
 
-    /// Run one command to completion. Data-In goes to `data_in` (the core
-    /// clears it first; keep the Vec across calls to reuse its capacity).
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who is told the engine's completion eventfd once it exists (the
+    /// server: thread 0's epoll loop, which then calls [`Self::reap`]).
+    pub fn set_waker(&self, w: Waker) {
+        *self.waker.lock().unwrap() = Some(w);
+        let mut st = self.lock();
+        if let (Some(fd), false) = (st.q.completion_fd(), st.registered) {
+            st.registered = true;
+            (self.waker.lock().unwrap().as_ref().unwrap())(fd);
+        }
+    }
+
+    /// Start one command. `Ok(Some)`: it ran inline and Data-In is in
+    /// `data_in` (the core clears it first; keep the Vec across calls to
+    /// reuse its capacity). `Ok(None)`: it went to the engine with the
+    /// reply `reply()` makes, which gets its answer later.
     pub fn execute(
         &self,
-        luns: &LunTable,
-        task: &Task<'_>,
+        luns: &Arc<LunTable>,
+        task: Task<'_>,
         data_in: &mut Vec<u8>,
-    ) -> Result<Outcome, Refused> {
+        reply: impl FnOnce() -> R,
+    ) -> Result<Option<Outcome>, Refused> {
+        let inline_lu = luns
+            .find(task.lun)
+            .is_none_or(|l| l.device.options.io_engine == IoEngine::Inline);
+        let long = target_core::may_run_long(task.cdb);
+        let mut st = self.lock();
+        if st.inline.contains_key(&task.tag) || st.queued.contains_key(&task.tag) {
+            // SAM-5 5.9: the overlapped command is refused and the task
+            // set it hit is aborted (inline commands cannot be stopped and
+            // just finish).
+            let lun = task.lun;
+            st.queued.retain(|_, (l, _)| *l != lun);
+            st.q.abort(|t| t.lun == lun, false);
+            self.arm(&mut st);
+            return Err(Refused::Overlapped);
+        }
+        if inline_lu
+            && !long
+            && task.attr != TaskAttr::Ordered
+            && st.q.may_run_inline(task.lun, task.attr)
         {
-            let mut running = self.tasks.running.lock().unwrap();
-            if running.contains_key(&task.tag) {
-                return Err(Refused::Overlapped);
+            st.inline.insert(task.tag, task.lun);
+            drop(st);
+            // Remove the tag even if the core panics, so TMFs never wait
+            // forever.
+            struct Finish<'a, R: Respond>(&'a GuestNexus<R>, u64);
+            impl<R: Respond> Drop for Finish<'_, R> {
+                fn drop(&mut self) {
+                    self.0.lock().inline.remove(&self.1);
+                    self.0.inline_done.notify_all();
+                }
             }
-            running.insert(task.tag, task.lun);
+            let _finish = Finish(self, task.tag);
+            let cmd = Command {
+                cdb: task.cdb,
+                data_out: task.data_out,
+                expected_len: task.expected_len,
+                attr: task.attr,
+            };
+            return Ok(Some(luns.execute(&self.nexus, task.lun, &cmd, data_in)));
         }
-        // Remove the tag even if the core panics, so TMFs never wait forever.
-        struct Finish<'a>(&'a TaskSet, u64);
-        impl Drop for Finish<'_> {
-            fn drop(&mut self) {
-                self.0.running.lock().unwrap().remove(&self.1);
-                self.0.done.notify_all();
+        if task.attr == TaskAttr::Ordered && !long {
+            // Ordered after the LU's inline commands on other threads too.
+            while st.inline.values().any(|&l| l == task.lun) {
+                st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        let _finish = Finish(&self.tasks, task.tag);
-        let cmd = Command {
-            cdb: task.cdb,
-            data_out: task.data_out,
-            expected_len: task.expected_len,
+        let gen = st.next_gen;
+        st.next_gen += 1;
+        let t = EngineTask {
+            tag: task.tag,
+            lun: task.lun,
+            cdb: Cdb::from_slice(task.cdb),
             attr: task.attr,
+            expected_len: task.expected_len,
+            data_out: std::mem::take(task.data_out),
+            data_in: Vec::new(),
+            long,
         };
-        Ok(luns.execute(&self.nexus, task.lun, &cmd, data_in))
+        let ctx = Ctx {
+            tag: task.tag,
+            gen,
+            reply: reply(),
+        };
+        match st.q.submit(luns, &self.nexus, t, ctx) {
+            Ok(()) => {
+                st.queued.insert(task.tag, (task.lun, gen));
+                if let (Some(fd), false) = (st.q.completion_fd(), st.registered) {
+                    if let Some(w) = self.waker.lock().unwrap().as_ref() {
+                        st.registered = true;
+                        w(fd);
+                    }
+                }
+                self.arm(&mut st);
+                Ok(None)
+            }
+            // No eventfd to be told with: run it here, answered now.
+            Err((t, ctx)) => {
+                drop(st);
+                let cmd = Command {
+                    cdb: t.cdb.as_slice(),
+                    data_out: &t.data_out,
+                    expected_len: t.expected_len,
+                    attr: t.attr,
+                };
+                let out = luns.execute(&self.nexus, t.lun, &cmd, data_in);
+                let n = data_in.len().min(t.expected_len as usize);
+                ctx.reply.respond(&out, &data_in[..n], false);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Answer every finished engine task (the completion eventfd fired).
+    pub fn reap(&self) {
+        let mut st = self.lock();
+        st.q.woke(true);
+        self.arm(&mut st);
+    }
+
+    /// Answer what finished until the engine promises to signal the
+    /// eventfd for the next answer; with the lock held, so the reaper and
+    /// the submitting threads keep the engine's sleep protocol between
+    /// them.
+    fn arm(&self, st: &mut State<R>) {
+        loop {
+            Self::answer(st);
+            if st.q.prepare_sleep() {
+                return;
+            }
+        }
+    }
+
+    fn answer(st: &mut State<R>) {
+        let State { q, queued, .. } = st;
+        q.reap(|f| {
+            if queued.get(&f.ctx.tag).is_some_and(|&(_, g)| g == f.ctx.gen) {
+                queued.remove(&f.ctx.tag);
+            }
+            let n = f.data_in.len();
+            f.ctx.reply.respond(&f.out, &f.data_in[..n], f.aborted);
+        });
     }
 
     /// Bytes of Data-Out a write CDB asks for (for the residual).
@@ -133,23 +302,28 @@ impl GuestNexus {
         luns.data_out_len(lun, cdb)
     }
 
-    /// A task management function: the commands it affects are completed
-    /// first (they run to completion; nothing is queued behind them in this
-    /// inline model), then the core applies the LU side effects.
+    /// A task management function: the engine aborts the tasks it affects
+    /// (held ones at once, running ones when they finish), each of them is
+    /// answered ABORTED to the guest before the TMF's own answer, then the
+    /// core applies the LU side effects.
     pub fn task_management(&self, luns: &LunTable, lun: u64, tmf: Tmf) -> TmfAnswer {
         let mapped = luns.find(lun).is_some();
         let func = match tmf {
             Tmf::QueryTask(tag) => {
-                let running = self.tasks.running.lock().unwrap();
-                return match running.get(&tag) {
-                    Some(&l) if l == lun => TmfAnswer::Succeeded,
+                let st = self.lock();
+                let there = st.inline.get(&tag) == Some(&lun)
+                    || st.queued.get(&tag).is_some_and(|&(l, _)| l == lun);
+                return match () {
+                    _ if there => TmfAnswer::Succeeded,
                     _ if !mapped => TmfAnswer::IncorrectLun,
                     _ => TmfAnswer::Complete,
                 };
             }
             Tmf::QueryTaskSet => {
-                let running = self.tasks.running.lock().unwrap();
-                return if running.values().any(|&l| l == lun) {
+                let st = self.lock();
+                let any = st.inline.values().any(|&l| l == lun)
+                    || st.queued.values().any(|&(l, _)| l == lun);
+                return if any {
                     TmfAnswer::Succeeded
                 } else if !mapped {
                     TmfAnswer::IncorrectLun
@@ -158,27 +332,27 @@ impl GuestNexus {
                 };
             }
             Tmf::AbortTask(tag) => {
-                self.wait_for(|t, l| t == tag && l == lun);
+                self.abort_and_wait(|t, l| t == tag && l == lun);
                 TmfFunction::AbortTask
             }
             Tmf::AbortTaskSet => {
-                self.wait_for(|_, l| l == lun);
+                self.abort_and_wait(|_, l| l == lun);
                 TmfFunction::AbortTaskSet
             }
             Tmf::ClearTaskSet => {
-                self.wait_for(|_, l| l == lun);
+                self.abort_and_wait(|_, l| l == lun);
                 TmfFunction::ClearTaskSet
             }
             Tmf::ClearAca => TmfFunction::ClearAca,
             Tmf::LogicalUnitReset => {
-                self.wait_for(|_, l| l == lun);
+                self.abort_and_wait(|_, l| l == lun);
                 TmfFunction::LogicalUnitReset
             }
             Tmf::ItNexusReset => {
                 // Every task of the nexus ends, then the core forgets the
                 // nexus' per-LU state (SPC-2 reservations, UA queues), as
                 // on a nexus loss; its next command sees a fresh nexus.
-                self.wait_for(|_, _| true);
+                self.abort_and_wait(|_, _| true);
                 luns.nexus_gone(&self.nexus);
                 return TmfAnswer::Complete;
             }
@@ -190,10 +364,70 @@ impl GuestNexus {
         }
     }
 
-    /// The guest went away: the core drops the nexus' state.
-    pub fn gone(&self, luns: &LunTable) {
-        self.wait_for(|_, _| true);
-        luns.nexus_gone(&self.nexus);
+    /// Abort the engine tasks `affected` selects (tag, LUN), wait for the
+    /// started ones and the inline ones it selects, answering each. Runs on
+    /// the thread that reaps (the control queue's), so it may sleep on the
+    /// completion eventfd itself.
+    fn abort_and_wait(&self, affected: impl Fn(u64, u64) -> bool) {
+        let mut st = self.lock();
+        st.queued.retain(|&t, (l, _)| !affected(t, *l));
+        st.q.abort(|t| affected(t.tag, t.lun), false);
+        while st.inline.iter().any(|(&t, &l)| affected(t, l)) {
+            st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        loop {
+            Self::answer(&mut st);
+            if !st.q.aborting() {
+                break;
+            }
+            let Some(fd) = st.q.completion_fd() else {
+                break;
+            };
+            if !st.q.prepare_sleep() {
+                continue;
+            }
+            drop(st);
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let fired = unsafe { libc::poll(&mut p, 1, -1) } == 1;
+            st = self.lock();
+            st.q.woke(fired);
+        }
+        self.arm(&mut st);
+    }
+
+    /// The guest went away: tasks not started never run, late answers are
+    /// dropped, and the core drops the nexus' state once the running ones
+    /// have finished.
+    pub fn gone(&self, luns: &Arc<LunTable>) {
+        *self.waker.lock().unwrap() = None;
+        let mut st = self.lock();
+        while !st.inline.is_empty() {
+            st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.queued.clear();
+        let (luns, nexus) = (Arc::clone(luns), Arc::clone(&self.nexus));
+        st.q.close(Ends {
+            all: Some(Box::new(move || luns.nexus_gone(&nexus))),
+            short: None,
+        });
+        st.registered = false;
+    }
+
+    /// LUs the guest no longer sees (unmapped) forget its nexus, once its
+    /// inline commands on them finished (engine tasks hold their LU and
+    /// finish on it).
+    pub fn lus_removed(&self, removed: &LunTable) {
+        let mut st = self.lock();
+        while st.inline.values().any(|&l| removed.find(l).is_some()) {
+            st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        removed.nexus_gone(&self.nexus);
     }
 
     /// Tell the nexus the LUN inventory changed (queues 3F/0E).
@@ -201,16 +435,10 @@ impl GuestNexus {
         luns.luns_changed(&self.nexus);
     }
 
-    /// Tags running now (for tests and `sessions`).
+    /// Tasks in the task set now (for tests and `sessions`).
     pub fn running(&self) -> usize {
-        self.tasks.running.lock().unwrap().len()
-    }
-
-    fn wait_for(&self, affected: impl Fn(u64, u64) -> bool) {
-        let mut running = self.tasks.running.lock().unwrap();
-        while running.iter().any(|(&t, &l)| affected(t, l)) {
-            running = self.tasks.done.wait(running).unwrap();
-        }
+        let st = self.lock();
+        st.inline.len() + st.queued.len()
     }
 }
 
@@ -218,7 +446,6 @@ impl GuestNexus {
 mod tests {
     use super::*;
     use std::sync::mpsc;
-    use std::time::Duration;
 
     use backstore::{Backstore, Capabilities, RamBackstore};
     use target_core::{Device, DeviceOptions, Lun, Status};
@@ -227,8 +454,15 @@ mod tests {
     /// held running while the test issues others.
     struct Gated {
         inner: RamBackstore,
-        entered: Mutex<Option<mpsc::Sender<()>>>,
+        entered: Mutex<mpsc::Sender<()>>,
         open: (Mutex<bool>, Condvar),
+    }
+
+    impl Gated {
+        fn set(&self, open: bool) {
+            *self.open.0.lock().unwrap() = open;
+            self.open.1.notify_all();
+        }
     }
 
     impl Backstore for Gated {
@@ -239,9 +473,7 @@ mod tests {
             self.inner.capabilities()
         }
         fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            if let Some(tx) = self.entered.lock().unwrap().take() {
-                tx.send(()).unwrap();
-            }
+            let _ = self.entered.lock().unwrap().send(());
             let mut open = self.open.0.lock().unwrap();
             while !*open {
                 open = self.open.1.wait(open).unwrap();
@@ -256,97 +488,209 @@ mod tests {
         }
     }
 
-    const READ_1: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-    const TUR: [u8; 6] = [0; 6];
+    /// (tag, status, Data-In bytes, aborted)
+    type Answer = (u64, Status, usize, bool);
 
-    fn task(tag: u64, cdb: &[u8]) -> Task<'_> {
-        Task {
-            tag,
-            lun: 0,
-            cdb,
-            attr: TaskAttr::Simple,
-            data_out: &[],
-            expected_len: 512,
+    struct Chan(u64, mpsc::Sender<Answer>);
+
+    impl Respond for Chan {
+        fn respond(self, out: &Outcome, data_in: &[u8], aborted: bool) {
+            self.1
+                .send((self.0, out.status, data_in.len(), aborted))
+                .unwrap();
         }
     }
 
-    /// While tag 7 runs: a second command with tag 7 is an overlapped
-    /// command, QUERY TASK finds it, ABORT TASK waits until it completed;
-    /// afterwards the tag is free again.
-    #[test]
-    fn task_set_overlap_query_and_abort_wait() {
-        let (tx, entered) = mpsc::channel();
-        let store = Arc::new(Gated {
-            inner: RamBackstore::new(1 << 20).unwrap(),
-            entered: Mutex::new(Some(tx)),
-            open: (Mutex::new(false), Condvar::new()),
-        });
-        let dev = Device::new(
-            DeviceOptions::new("g", "5a4b3c2d-0000-4000-8000-000000000001"),
-            store.clone(),
-        );
-        let luns = Arc::new(LunTable {
-            luns: vec![Lun {
-                id: 0,
-                device: dev,
-                write_protect: false,
-            }],
-        });
-        let nexus = GuestNexus::new(Nexus {
-            id: 1 << 48,
-            initiator_port: "naa.5001405000000001".into(),
-            target_port: "naa.5001405000000002,t,0x0001".into(),
-            relative_port_id: 1,
-            tpg_tag: 1,
-        });
-        let mut buf = Vec::new();
-        // The power-on unit attention first, so the READ reaches the store.
-        let o = nexus.execute(&luns, &task(1, &TUR), &mut buf).unwrap();
-        assert_eq!(o.status, Status::CheckCondition);
+    const READ_1: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    const TUR: [u8; 6] = [0; 6];
 
-        let (n, l) = (nexus.clone(), luns.clone());
-        let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let o = n.execute(&l, &task(7, &READ_1), &mut buf).unwrap();
-            (o.status, buf.len())
-        });
-        entered.recv().unwrap();
-        assert_eq!(nexus.running(), 1);
+    struct Rig {
+        store: Arc<Gated>,
+        entered: mpsc::Receiver<()>,
+        luns: Arc<LunTable>,
+        nexus: Arc<GuestNexus<Chan>>,
+        fd: Arc<Mutex<Option<RawFd>>>,
+        tx: mpsc::Sender<Answer>,
+        rx: mpsc::Receiver<Answer>,
+    }
+
+    impl Rig {
+        fn new(engine: IoEngine) -> Rig {
+            let (etx, entered) = mpsc::channel();
+            let store = Arc::new(Gated {
+                inner: RamBackstore::new(1 << 20).unwrap(),
+                entered: Mutex::new(etx),
+                open: (Mutex::new(false), Condvar::new()),
+            });
+            let mut opts = DeviceOptions::new("g", "5a4b3c2d-0000-4000-8000-000000000001");
+            opts.io_engine = engine;
+            let dev = Device::new(opts, store.clone());
+            let luns = Arc::new(LunTable {
+                luns: vec![Lun {
+                    id: 0,
+                    device: dev,
+                    write_protect: false,
+                }],
+            });
+            let nexus = GuestNexus::new(Nexus {
+                id: 1 << 48,
+                initiator_port: "naa.5001405000000001".into(),
+                target_port: "naa.5001405000000002,t,0x0001".into(),
+                relative_port_id: 1,
+                tpg_tag: 1,
+            });
+            let fd = Arc::new(Mutex::new(None));
+            let f = fd.clone();
+            nexus.set_waker(Box::new(move |d| *f.lock().unwrap() = Some(d)));
+            let (tx, rx) = mpsc::channel();
+            Rig {
+                store,
+                entered,
+                luns,
+                nexus,
+                fd,
+                tx,
+                rx,
+            }
+        }
+
+        /// Send one command; its answer if it ran inline.
+        fn send(&self, tag: u64, cdb: &[u8], attr: TaskAttr) -> Result<Option<Status>, Refused> {
+            let mut out = Vec::new();
+            let task = Task {
+                tag,
+                lun: 0,
+                cdb,
+                attr,
+                data_out: &mut out,
+                expected_len: 512,
+            };
+            let tx = self.tx.clone();
+            let r = self
+                .nexus
+                .execute(&self.luns, task, &mut Vec::new(), || Chan(tag, tx));
+            r.map(|o| o.map(|o| o.status))
+        }
+
+        /// The next answer, reaped as the server's epoll loop does: on
+        /// the completion eventfd.
+        fn next(&self) -> Answer {
+            loop {
+                if let Ok(a) = self.rx.try_recv() {
+                    return a;
+                }
+                let fd = self.fd.lock().unwrap().expect("registered");
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "no answer");
+                self.nexus.reap();
+            }
+        }
+    }
+
+    /// Pool LU: a READ held in the backstore, an ORDERED TUR behind it and
+    /// a SIMPLE TUR behind that one wait in the engine (answered nothing);
+    /// ABORT TASK of the ORDERED one answers it ABORTED before the TMF
+    /// completes and lets the SIMPLE one run; the READ finishes last.
+    #[test]
+    fn pool_lu_ordered_then_abort_task_of_a_held_command() {
+        let rig = Rig::new(IoEngine::Pool);
+        assert_eq!(rig.send(1, &TUR, TaskAttr::Simple), Ok(None));
         assert_eq!(
-            nexus.execute(&luns, &task(7, &TUR), &mut buf).unwrap_err(),
-            Refused::Overlapped
+            rig.next(),
+            (1, Status::CheckCondition, 0, false),
+            "power-on UA"
         );
+
+        assert_eq!(rig.send(7, &READ_1, TaskAttr::Simple), Ok(None));
+        rig.entered.recv().unwrap();
+        assert_eq!(rig.send(8, &TUR, TaskAttr::Ordered), Ok(None));
+        assert_eq!(rig.send(9, &TUR, TaskAttr::Simple), Ok(None));
+        rig.nexus.reap();
+        assert!(rig.rx.try_recv().is_err(), "8 waits for 7, 9 for 8");
+        assert_eq!(rig.nexus.running(), 3);
+        let q = |t| rig.nexus.task_management(&rig.luns, 0, Tmf::QueryTask(t));
+        assert_eq!(q(8), TmfAnswer::Succeeded);
         assert_eq!(
-            nexus.task_management(&luns, 0, Tmf::QueryTask(7)),
-            TmfAnswer::Succeeded
-        );
-        assert_eq!(
-            nexus.task_management(&luns, 0, Tmf::QueryTaskSet),
-            TmfAnswer::Succeeded
-        );
-        assert_eq!(
-            nexus.task_management(&luns, 3, Tmf::QueryTask(7)),
+            rig.nexus.task_management(&rig.luns, 3, Tmf::QueryTask(8)),
             TmfAnswer::IncorrectLun
         );
-        let (n, l) = (nexus.clone(), luns.clone());
-        let (done_tx, done) = mpsc::channel();
-        let aborter = std::thread::spawn(move || {
-            let a = n.task_management(&l, 0, Tmf::AbortTask(7));
-            done_tx.send(a).unwrap();
-        });
-        // The abort cannot complete while the task runs.
-        assert!(done.recv_timeout(Duration::from_millis(200)).is_err());
-        *store.open.0.lock().unwrap() = true;
-        store.open.1.notify_all();
-        assert_eq!(reader.join().unwrap(), (Status::Good, 512));
-        assert_eq!(done.recv().unwrap(), TmfAnswer::Complete);
-        aborter.join().unwrap();
-        assert_eq!(nexus.running(), 0);
+
+        let a = rig.nexus.task_management(&rig.luns, 0, Tmf::AbortTask(8));
+        assert_eq!(a, TmfAnswer::Complete);
         assert_eq!(
-            nexus.task_management(&luns, 0, Tmf::QueryTask(7)),
-            TmfAnswer::Complete
+            rig.rx.try_recv().unwrap(),
+            (8, Status::TaskAborted, 0, true)
         );
-        let o = nexus.execute(&luns, &task(7, &TUR), &mut buf).unwrap();
-        assert_eq!(o.status, Status::Good, "tag 7 is free again");
+        assert_eq!(q(8), TmfAnswer::Complete, "gone from the task set");
+        assert_eq!(
+            rig.next(),
+            (9, Status::Good, 0, false),
+            "released, 7 still runs"
+        );
+        rig.store.set(true);
+        assert_eq!(rig.next(), (7, Status::Good, 512, false));
+        assert_eq!(rig.nexus.running(), 0);
+    }
+
+    /// ABORT TASK of a running command waits until it finished and it is
+    /// answered ABORTED first. A tag used twice while the first runs: the
+    /// new command is refused (overlapped), the running one is aborted and
+    /// answered ABORTED once it finished; then the tag is free again.
+    #[test]
+    fn abort_task_of_a_running_command_and_an_overlapped_tag() {
+        let rig = Rig::new(IoEngine::Pool);
+        assert_eq!(rig.send(1, &TUR, TaskAttr::Simple), Ok(None));
+        rig.next();
+
+        assert_eq!(rig.send(7, &READ_1, TaskAttr::Simple), Ok(None));
+        rig.entered.recv().unwrap();
+        let (n, l) = (rig.nexus.clone(), rig.luns.clone());
+        let aborter = std::thread::spawn(move || n.task_management(&l, 0, Tmf::AbortTask(7)));
+        // Out of the task set at once; the TMF waits for the READ.
+        while rig.nexus.running() != 0 {
+            std::thread::yield_now();
+        }
+        assert!(rig.rx.try_recv().is_err(), "not answered while it runs");
+        rig.store.set(true);
+        assert_eq!(aborter.join().unwrap(), TmfAnswer::Complete);
+        assert_eq!(rig.rx.try_recv().unwrap(), (7, Status::Good, 512, true));
+
+        rig.store.set(false);
+        assert_eq!(rig.send(7, &READ_1, TaskAttr::Simple), Ok(None));
+        rig.entered.recv().unwrap();
+        assert_eq!(
+            rig.send(7, &TUR, TaskAttr::Simple),
+            Err(Refused::Overlapped)
+        );
+        assert_eq!(rig.nexus.running(), 0, "aborted: out of the task set");
+        rig.store.set(true);
+        assert_eq!(rig.next(), (7, Status::Good, 512, true));
+        assert_eq!(rig.send(7, &TUR, TaskAttr::Simple), Ok(None));
+        assert_eq!(
+            rig.next(),
+            (7, Status::Good, 0, false),
+            "tag 7 is free again"
+        );
+    }
+
+    /// An inline LU runs SIMPLE commands on the caller's thread (answered
+    /// at once), ORDERED ones through the engine.
+    #[test]
+    fn inline_lu_runs_simple_here_and_ordered_in_the_engine() {
+        let rig = Rig::new(IoEngine::Inline);
+        rig.store.set(true);
+        let r = rig.send(1, &TUR, TaskAttr::Simple);
+        assert_eq!(r, Ok(Some(Status::CheckCondition)));
+        assert_eq!(
+            rig.send(2, &READ_1, TaskAttr::Simple),
+            Ok(Some(Status::Good))
+        );
+        assert_eq!(rig.send(3, &READ_1, TaskAttr::Ordered), Ok(None));
+        assert_eq!(rig.next(), (3, Status::Good, 512, false));
     }
 }

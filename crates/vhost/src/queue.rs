@@ -7,13 +7,13 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use scsi::sense::{Asc, Sense, SenseKey};
-use target_core::{Status, TaskAttr};
+use target_core::{Outcome, Status, TaskAttr};
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::{DescriptorChain, QueueT, Writer};
 use vm_memory::GuestAddressSpace;
 
 use crate::backend::{Mem, ScsiBackend};
-use crate::nexus::{Refused, Task, Tmf, TmfAnswer};
+use crate::nexus::{Refused, Respond, Task, Tmf, TmfAnswer};
 use crate::virtio::*;
 
 /// SAM-5 5.9 (not in the scsi crate's table yet).
@@ -28,11 +28,12 @@ thread_local! {
 }
 
 /// Pop every available chain and hand it to `f`, which returns the bytes it
-/// wrote; then notify the guest if it wants to be.
+/// wrote (`None`: answered later, by [`Reply`]); then notify the guest if
+/// it wants to be.
 fn each_chain(
     mem: &Mem,
     vring: &VringRwLock,
-    mut f: impl FnMut(&Chain) -> io::Result<u32>,
+    mut f: impl FnMut(&Chain) -> io::Result<Option<u32>>,
 ) -> io::Result<()> {
     loop {
         let chain = vring
@@ -40,21 +41,73 @@ fn each_chain(
             .get_queue_mut()
             .pop_descriptor_chain(mem.memory());
         let Some(chain) = chain else { break };
-        let len = f(&chain).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "malformed virtqueue request");
-            0
-        });
-        vring
-            .add_used(chain.head_index(), len)
-            .map_err(io::Error::other)?;
-        // Answer as we go: the guest can reuse the slot at once.
-        let notify = vring.needs_notification().map_err(io::Error::other)?;
-        tracing::trace!(head = chain.head_index(), len, notify, "used");
-        if notify {
-            vring.signal_used_queue()?;
-        }
+        let len = match f(&chain) {
+            Ok(Some(len)) => len,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed virtqueue request");
+                0
+            }
+        };
+        used(vring, chain.head_index(), len)?;
     }
     Ok(())
+}
+
+/// Return one chain to the guest. Answer as we go: the guest can reuse
+/// the slot at once.
+fn used(vring: &VringRwLock, head: u16, len: u32) -> io::Result<()> {
+    vring.add_used(head, len).map_err(io::Error::other)?;
+    let notify = vring.needs_notification().map_err(io::Error::other)?;
+    tracing::trace!(head, len, notify, "used");
+    if notify {
+        vring.signal_used_queue()?;
+    }
+    Ok(())
+}
+
+/// A command the engine answers later: where its answer goes (the chain,
+/// on the virtqueue it came from) and what its residual needs.
+pub struct Reply {
+    vring: VringRwLock,
+    chain: Chain,
+    /// Guest Data-In bytes (after the response header).
+    room: usize,
+    /// Data-Out bytes the guest sent.
+    sent: usize,
+    /// Data-Out bytes the CDB asks for.
+    wanted: u64,
+}
+
+impl Respond for Reply {
+    fn respond(self, out: &Outcome, data_in: &[u8], aborted: bool) {
+        let head = self.chain.head_index();
+        let r = (|| {
+            let mem = self.chain.memory();
+            let mut w = self.chain.clone().writer(mem).map_err(io::Error::other)?;
+            let mut din = w.split_at(CMD_RESP_LEN).map_err(io::Error::other)?;
+            if aborted {
+                w.write_all(&CmdResp::response(VIRTIO_SCSI_S_ABORTED).to_bytes())?;
+                return Ok(CMD_RESP_LEN as u32);
+            }
+            answer(
+                &mut w,
+                &mut din,
+                out,
+                data_in,
+                self.room,
+                self.sent,
+                self.wanted,
+            )
+        })();
+        let len = r.unwrap_or_else(|e: io::Error| {
+            tracing::warn!(error = %e, "cannot write a command's answer");
+            0
+        });
+        if let Err(e) = used(&self.vring, head, len) {
+            tracing::warn!(error = %e, "cannot return a chain");
+        }
+    }
 }
 
 /// CDB length from its group code (SPC-4 4.2.5.1); the variable-length
@@ -85,7 +138,7 @@ pub(crate) fn requests(b: &ScsiBackend, mem: &Mem, vring: &VringRwLock) -> io::R
     each_chain(mem, vring, |chain| {
         BUFS.with(|bufs| {
             let (data_out, data_in) = &mut *bufs.borrow_mut();
-            command(b, &guard, chain, data_out, data_in)
+            command(b, &guard, vring, chain, data_out, data_in)
         })
     })
 }
@@ -93,10 +146,11 @@ pub(crate) fn requests(b: &ScsiBackend, mem: &Mem, vring: &VringRwLock) -> io::R
 fn command(
     b: &ScsiBackend,
     mem: &<Mem as GuestAddressSpace>::M,
+    vring: &VringRwLock,
     chain: &Chain,
     data_out: &mut Vec<u8>,
     data_in: &mut Vec<u8>,
-) -> io::Result<u32> {
+) -> io::Result<Option<u32>> {
     let mut r = chain.clone().reader(mem).map_err(io::Error::other)?;
     let mut w = chain.clone().writer(mem).map_err(io::Error::other)?;
     if r.available_bytes() < CMD_REQ_LEN || w.available_bytes() < CMD_RESP_LEN {
@@ -111,7 +165,7 @@ fn command(
     let addr = decode_lun(&req.lun).filter(|a| a.target == b.target.target_id);
     let Some(addr) = addr else {
         w.write_all(&CmdResp::response(VIRTIO_SCSI_S_BAD_TARGET).to_bytes())?;
-        return Ok(CMD_RESP_LEN as u32);
+        return Ok(Some(CMD_RESP_LEN as u32));
     };
     // Copy 1 of at most 1 per direction: guest Data-Out into one buffer.
     data_out.clear();
@@ -128,6 +182,13 @@ fn command(
         room,
         "command"
     );
+    let wanted = if sent > 0 {
+        b.nexus
+            .data_out_len(&luns, addr.lun, cdb)
+            .unwrap_or(sent as u64)
+    } else {
+        0
+    };
     let task = Task {
         tag: req.id,
         lun: addr.lun,
@@ -136,11 +197,19 @@ fn command(
         data_out,
         expected_len: if sent > 0 { sent as u32 } else { room as u32 },
     };
-    let outcome = match b.nexus.execute(&luns, &task, data_in) {
-        Ok(o) => o,
+    let reply = || Reply {
+        vring: vring.clone(),
+        chain: chain.clone(),
+        room,
+        sent,
+        wanted,
+    };
+    let outcome = match b.nexus.execute(&luns, task, data_in, reply) {
+        Ok(Some(o)) => o,
+        Ok(None) => return Ok(None),
         Err(Refused::Overlapped) => {
             data_in.clear();
-            target_core::Outcome {
+            Outcome {
                 status: Status::CheckCondition,
                 sense: Some(
                     Sense::new(SenseKey::AbortedCommand, OVERLAPPED_COMMANDS_ATTEMPTED)
@@ -150,14 +219,24 @@ fn command(
             }
         }
     };
-    // Copy 2: the core's Data-In into the guest's buffers.
+    answer(&mut w, &mut din, &outcome, data_in, room, sent, wanted).map(Some)
+}
+
+/// Write a command's answer: Data-In into the guest's buffers (copy 2:
+/// the core's Data-In into guest memory), then the response header.
+/// Returns the bytes written.
+fn answer(
+    w: &mut Writer<'_>,
+    din: &mut Writer<'_>,
+    outcome: &Outcome,
+    data_in: &[u8],
+    room: usize,
+    sent: usize,
+    wanted: u64,
+) -> io::Result<u32> {
     let n = data_in.len().min(room);
     din.write_all(&data_in[..n])?;
     let resid = if sent > 0 {
-        let wanted = b
-            .nexus
-            .data_out_len(&luns, addr.lun, cdb)
-            .unwrap_or(sent as u64);
         (sent as u64).saturating_sub(wanted) as u32
     } else {
         (room - n) as u32
@@ -190,7 +269,7 @@ pub(crate) fn control(b: &ScsiBackend, mem: &Mem, vring: &VringRwLock) -> io::Re
                 r.read_exact(&mut req[4..])?;
                 let response = tmf(b, &TmfReq::parse(&req));
                 w.write_all(&[response as u8])?;
-                Ok(1)
+                Ok(Some(1))
             }
             VIRTIO_SCSI_T_AN_QUERY | VIRTIO_SCSI_T_AN_SUBSCRIBE => {
                 let mut rest = [0u8; AN_REQ_LEN - 4];
@@ -198,12 +277,12 @@ pub(crate) fn control(b: &ScsiBackend, mem: &Mem, vring: &VringRwLock) -> io::Re
                 let mut resp = [0u8; 5];
                 resp[4] = VIRTIO_SCSI_S_OK as u8;
                 w.write_all(&resp)?;
-                Ok(5)
+                Ok(Some(5))
             }
             other => {
                 tracing::debug!(ty = other, "unknown control request");
                 w.write_all(&[VIRTIO_SCSI_S_FAILURE as u8])?;
-                Ok(1)
+                Ok(Some(1))
             }
         }
     })

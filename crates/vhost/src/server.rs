@@ -18,7 +18,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::backend::{event_kick_token, ScsiBackend};
+use crate::backend::{completion_token, event_kick_token, ScsiBackend};
 use crate::{TargetShared, VhostConfig};
 
 /// A running vhost target.
@@ -154,10 +154,20 @@ fn serve_one(shared: &Arc<TargetShared>, stop: &Stop, listener: &UnixListener) -
         EventSet::IN,
         event_kick_token(num_queues),
     )?;
+    // The engine's answers wake thread 0 too (its eventfd exists once the
+    // first command went to the engine).
+    let handler = Arc::clone(&daemon.get_epoll_handlers()[0]);
+    nexus.set_waker(Box::new(move |fd| {
+        if let Err(e) = handler.register_listener(fd, EventSet::IN, completion_token(num_queues)) {
+            tracing::warn!(error = %e, "cannot watch the engine's completions");
+        }
+    }));
     let mut l = Listener::from(listener.try_clone()?);
-    daemon
-        .start(&mut l)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    if let Err(e) = daemon.start(&mut l) {
+        // Drops the waker, which holds thread 0's handler (and so the nexus).
+        nexus.gone(&shared.luns());
+        return Err(io::Error::other(e.to_string()));
+    }
     shared.clear_events();
     shared.set_guest(Some(Arc::clone(&nexus)));
     *stop.conn.lock().unwrap() = daemon.shutdown_handle();

@@ -9,6 +9,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use backstore::Backstore;
 use common::*;
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 use vhost_scsi::virtio::*;
@@ -269,4 +270,92 @@ fn stop_with_guest_attached() {
     assert!(!srv.connected());
     assert!(!sock.exists());
     assert!(g.frontend_queue_num_fails());
+}
+
+/// A RAM backstore whose reads wait at a gate the test opens, so a command
+/// stays running in the engine's pool while others are sent.
+struct Gated {
+    inner: backstore::RamBackstore,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    open: (std::sync::Mutex<bool>, std::sync::Condvar),
+}
+
+impl backstore::Backstore for Gated {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn capabilities(&self) -> backstore::Capabilities {
+        self.inner.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let _ = self.entered.lock().unwrap().send(());
+        let mut open = self.open.0.lock().unwrap();
+        while !*open {
+            open = self.open.1.wait(open).unwrap();
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An `io_engine=pool` LU through the engine: answers come back from the
+/// worker pool on the request queue they came from (thread 0 reaps them);
+/// an ORDERED command waits behind a running READ and holds a SIMPLE one
+/// behind it; ABORT TASK of the held ORDERED command on the control queue
+/// returns its chain ABORTED and lets the SIMPLE one run while the READ
+/// still runs; the READ then completes with its data.
+#[test]
+fn pool_lu_ordered_and_abort_task_through_the_control_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, entered) = std::sync::mpsc::channel();
+    let store = Arc::new(Gated {
+        inner: backstore::RamBackstore::new(1 << 20).unwrap(),
+        entered: std::sync::Mutex::new(tx),
+        open: Default::default(),
+    });
+    let mut opts = DeviceOptions::new("pool0", "6b2b3c4d-0000-4000-8000-00000000000b");
+    opts.io_engine = target_core::IoEngine::Pool;
+    let disk = Device::new(opts, store.clone());
+    let srv = server(&dir, table(&[(0, &disk)]));
+    let mut g = Guest::connect(&dir.path().join("sub/vhost.sock"), 3);
+    wait_until("guest attached", || srv.connected());
+
+    // Answered through the engine (the pool LU never runs inline).
+    let r = g.scsi(0, lun(0), 1, &TUR, &[], 0, false);
+    assert_eq!(r.sense_triple(), Some((6, 0x29, 0)), "power-on UA");
+
+    let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    let (h7, w7) = g.post_scsi(0, lun(0), 7, VIRTIO_SCSI_S_SIMPLE, &read, 512);
+    entered.recv().unwrap();
+    let (h8, w8) = g.post_scsi(0, lun(0), 8, VIRTIO_SCSI_S_ORDERED, &TUR, 0);
+    let (h9, w9) = g.post_scsi(0, lun(0), 9, VIRTIO_SCSI_S_SIMPLE, &TUR, 0);
+    // Both reach the task set (the request queue's thread takes them in
+    // order) and stay there, not answered: they wait behind the READ.
+    let succeeded = VIRTIO_SCSI_S_FUNCTION_SUCCEEDED as u8;
+    wait_until("9 in the task set", || {
+        g.tmf(VIRTIO_SCSI_T_TMF_QUERY_TASK, lun(0), 9) == succeeded
+    });
+    assert_eq!(g.tmf(VIRTIO_SCSI_T_TMF_QUERY_TASK, lun(0), 8), succeeded);
+
+    assert_eq!(g.tmf(VIRTIO_SCSI_T_TMF_ABORT_TASK, lun(0), 8), 0);
+    assert_eq!(g.wait_used_id(2), (h8, CMD_RESP_LEN as u32));
+    assert_eq!(g.scsi_resp(&w8).response, VIRTIO_SCSI_S_ABORTED as u8);
+    assert_eq!(g.wait_used_id(2).0, h9, "released by the abort");
+    let r9 = g.scsi_resp(&w9);
+    assert_eq!((r9.response, r9.status), (0, 0));
+    assert_eq!(g.tmf(VIRTIO_SCSI_T_TMF_QUERY_TASK, lun(0), 7), succeeded);
+
+    store.inner.write_at(&[0x5a; 512], 0).unwrap();
+    *store.open.0.lock().unwrap() = true;
+    store.open.1.notify_all();
+    assert_eq!(g.wait_used_id(2), (h7, (CMD_RESP_LEN + 512) as u32));
+    let r7 = g.scsi_resp(&w7);
+    assert_eq!((r7.response, r7.status, r7.resid), (0, 0, 0));
+    assert_eq!(g.read_bufs(&w7[1..])[0], vec![0x5a; 512]);
+    assert_eq!(g.tmf(VIRTIO_SCSI_T_TMF_QUERY_TASK_SET, lun(0), 0), 0);
 }

@@ -145,6 +145,17 @@ impl Guest {
 
     /// Post one chain on virtqueue `q` (no wait).
     pub fn post(&mut self, q: usize, bufs: &[Buf<'_>], indirect: bool) -> Vec<(u64, usize)> {
+        self.post_head(q, bufs, indirect).1
+    }
+
+    /// Post one chain on virtqueue `q` (no wait); also returns its head
+    /// descriptor index (the used element's id).
+    pub fn post_head(
+        &mut self,
+        q: usize,
+        bufs: &[Buf<'_>],
+        indirect: bool,
+    ) -> (u32, Vec<(u64, usize)>) {
         let mut descs = Vec::new();
         let mut writable = Vec::new();
         for b in bufs {
@@ -210,7 +221,88 @@ impl Guest {
             .unwrap();
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         vq.kick.write(1).unwrap();
+        (slot as u32, writable)
+    }
+
+    /// Wait for the next used element of virtqueue `q`, whichever chain it
+    /// is: (id = head descriptor, bytes written).
+    pub fn wait_used_id(&mut self, q: usize) -> (u32, u32) {
+        let vq = &mut self.vqs[q];
+        loop {
+            let idx: u16 = self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap();
+            if idx != vq.last_used {
+                break;
+            }
+            let mut pfd = libc::pollfd {
+                fd: vq.call.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+            assert!(
+                r > 0,
+                "no used-buffer notification within 10 s on queue {q}"
+            );
+            let _ = vq.call.read();
+        }
+        let elem = vq.used + 4 + 8 * u64::from(vq.last_used % QUEUE_SIZE);
+        let id: u32 = self.mem.read_obj(GuestAddress(elem)).unwrap();
+        let len: u32 = self.mem.read_obj(GuestAddress(elem + 4)).unwrap();
+        vq.last_used = vq.last_used.wrapping_add(1);
+        // used_event: as a driver re-enabling callbacks, ask to be told of
+        // the next one (answers may now come without a new request).
+        let used_event = vq.avail + 4 + 2 * u64::from(QUEUE_SIZE);
+        self.mem
+            .write_obj(vq.last_used, GuestAddress(used_event))
+            .unwrap();
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        (id, len)
+    }
+
+    /// Read back a posted chain's writable buffers.
+    pub fn read_bufs(&self, writable: &[(u64, usize)]) -> Vec<Vec<u8>> {
         writable
+            .iter()
+            .map(|&(a, n)| {
+                let mut v = vec![0u8; n];
+                self.mem.read_slice(&mut v, GuestAddress(a)).unwrap();
+                v
+            })
+            .collect()
+    }
+
+    /// Post a SCSI command with a task attribute on request queue `rq`
+    /// without waiting: (head id, writable buffers: response, Data-In).
+    pub fn post_scsi(
+        &mut self,
+        rq: usize,
+        lun: [u8; 8],
+        id: u64,
+        attr: u32,
+        cdb: &[u8],
+        data_in: usize,
+    ) -> (u32, Vec<(u64, usize)>) {
+        let mut c = [0u8; CDB_SIZE];
+        c[..cdb.len()].copy_from_slice(cdb);
+        let req = CmdReq {
+            lun,
+            id,
+            task_attr: attr as u8,
+            cdb: c,
+        }
+        .to_bytes();
+        let mut bufs = vec![Buf::Out(&req), Buf::In(CMD_RESP_LEN)];
+        if data_in > 0 {
+            bufs.push(Buf::In(data_in));
+        }
+        self.post_head(2 + rq, &bufs, false)
+    }
+
+    /// The response header of a chain `post_scsi` posted.
+    pub fn scsi_resp(&self, writable: &[(u64, usize)]) -> CmdResp {
+        let b = self.read_bufs(&writable[..1]);
+        CmdResp::parse(&b[0].clone().try_into().unwrap())
     }
 
     /// Wait for the next used element of virtqueue `q` (the call eventfd
