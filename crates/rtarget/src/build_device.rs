@@ -27,7 +27,88 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
     let attrs =
         config::ObjectAttributes::parse(&so.attributes).map_err(|e| anyhow!(e.join("; ")))?;
     let block_size = attrs.block_size;
-    // Whether the backstore bypasses the page cache (picks the I/O engine).
+    let Some((backstore, product, direct)) = open_backstore(so, &attrs, pr_dir)? else {
+        return Ok(None);
+    };
+    let wwn = so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path()));
+    let backstore = if attrs.encryption {
+        encrypt(backstore, &wwn, pr_dir)?
+    } else {
+        backstore
+    };
+    // rtarget extension (SPDK's bdev QoS): throughput / IOPS limits.
+    let backstore = backstore::with_qos(backstore, qos_limits(&attrs)?);
+    let size = backstore.size();
+    if size < u64::from(block_size) {
+        bail!("size {size} is smaller than one block ({block_size} bytes)");
+    }
+    if !size.is_multiple_of(u64::from(block_size)) {
+        tracing::warn!(object = %so.path(), size, block_size, "size is not a multiple of block_size; the tail is not exported");
+    }
+    let caps = backstore.capabilities();
+    let write_cache = attrs.emulate_write_cache.unwrap_or(caps.write_cache);
+    if caps.write_cache && !write_cache {
+        tracing::warn!(
+            object = %so.path(),
+            "emulate_write_cache=0 on a write-back backstore: initiators will not flush, so a host crash can lose acknowledged writes; set write_back=false"
+        );
+    }
+    let thin_wanted = attrs.emulate_tpu || attrs.emulate_tpws;
+    if thin_wanted && !caps.discard {
+        tracing::warn!(object = %so.path(), "thin provisioning requested but the backstore cannot discard; not offered");
+    }
+    let io_engine = io_engine(so, &attrs, direct);
+    let options = DeviceOptions {
+        name: so.name.clone(),
+        wwn,
+        block_size,
+        vendor: "RTARGET".to_string(),
+        product,
+        revision: revision(),
+        write_cache,
+        read_only: caps.read_only,
+        thin_provisioning: thin_wanted && caps.discard,
+        io_engine,
+    };
+    let device = Device::new(options, Arc::clone(&backstore));
+    // A medium that grows underneath (an RBD image resized elsewhere) is
+    // announced to initiators as an online resize is (2A/09). Weak: the
+    // hook lives in the backstore, which the device owns.
+    let weak = Arc::downgrade(&device);
+    backstore.on_resize(Box::new(move |_| {
+        if let Some(d) = weak.upgrade() {
+            d.resized();
+        }
+    }));
+    // rtarget's own attribute (LIO has none): a removable medium that can be
+    // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
+    if attrs.removable {
+        device.set_removable(true);
+    }
+    if let Some(dir) = pr_dir {
+        let file = dir.join(format!("aptpl_{}", device.options.wwn));
+        device.set_pr_state_file(file.clone()).with_context(|| {
+            format!(
+                "cannot restore persistent reservations from {}",
+                file.display()
+            )
+        })?;
+    }
+    Ok(Some(device))
+}
+
+/// What [`open_backstore`] opened: the backstore, the INQUIRY product name
+/// and whether it bypasses the page cache.
+type Opened = (Arc<dyn Backstore>, String, bool);
+
+/// The plugin's backstore, the INQUIRY product name and whether it
+/// bypasses the page cache (which picks the I/O engine); `None` for
+/// plugins rtarget does not serve.
+fn open_backstore(
+    so: &StorageObject,
+    attrs: &config::ObjectAttributes,
+    pr_dir: Option<&Path>,
+) -> Result<Option<Opened>> {
     let mut direct = false;
     let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
         "fileio" | "block" => {
@@ -85,71 +166,7 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
         },
         _ => return Ok(None),
     };
-    let wwn = so.wwn.clone().unwrap_or_else(|| stable_uuid(&so.path()));
-    let backstore = if attrs.encryption {
-        encrypt(backstore, &wwn, pr_dir)?
-    } else {
-        backstore
-    };
-    // rtarget extension (SPDK's bdev QoS): throughput / IOPS limits.
-    let backstore = backstore::with_qos(backstore, qos_limits(&attrs)?);
-    let size = backstore.size();
-    if size < u64::from(block_size) {
-        bail!("size {size} is smaller than one block ({block_size} bytes)");
-    }
-    if !size.is_multiple_of(u64::from(block_size)) {
-        tracing::warn!(object = %so.path(), size, block_size, "size is not a multiple of block_size; the tail is not exported");
-    }
-    let caps = backstore.capabilities();
-    let write_cache = attrs.emulate_write_cache.unwrap_or(caps.write_cache);
-    if caps.write_cache && !write_cache {
-        tracing::warn!(
-            object = %so.path(),
-            "emulate_write_cache=0 on a write-back backstore: initiators will not flush, so a host crash can lose acknowledged writes; set write_back=false"
-        );
-    }
-    let thin_wanted = attrs.emulate_tpu || attrs.emulate_tpws;
-    if thin_wanted && !caps.discard {
-        tracing::warn!(object = %so.path(), "thin provisioning requested but the backstore cannot discard; not offered");
-    }
-    let io_engine = io_engine(so, &attrs, direct);
-    let options = DeviceOptions {
-        name: so.name.clone(),
-        wwn,
-        block_size,
-        vendor: "RTARGET".to_string(),
-        product: product.to_string(),
-        revision: revision(),
-        write_cache,
-        read_only: caps.read_only,
-        thin_provisioning: thin_wanted && caps.discard,
-        io_engine,
-    };
-    let device = Device::new(options, Arc::clone(&backstore));
-    // A medium that grows underneath (an RBD image resized elsewhere) is
-    // announced to initiators as an online resize is (2A/09). Weak: the
-    // hook lives in the backstore, which the device owns.
-    let weak = Arc::downgrade(&device);
-    backstore.on_resize(Box::new(move |_| {
-        if let Some(d) = weak.upgrade() {
-            d.resized();
-        }
-    }));
-    // rtarget's own attribute (LIO has none): a removable medium that can be
-    // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
-    if attrs.removable {
-        device.set_removable(true);
-    }
-    if let Some(dir) = pr_dir {
-        let file = dir.join(format!("aptpl_{}", device.options.wwn));
-        device.set_pr_state_file(file.clone()).with_context(|| {
-            format!(
-                "cannot restore persistent reservations from {}",
-                file.display()
-            )
-        })?;
-    }
-    Ok(Some(device))
+    Ok(Some((backstore, product.to_string(), direct)))
 }
 
 /// rtarget's QoS storage-object attributes: `qos_rw_mbytes_per_sec`
