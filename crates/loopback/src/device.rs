@@ -56,6 +56,7 @@ impl UblkDevice {
         let thread = std::thread::Builder::new()
             .name(format!("ublk{dev_id}"))
             .spawn(move || {
+                ensure_ctrl_ring();
                 let tgt_init = move |dev: &mut UblkDev| {
                     set_params(dev, &g);
                     Ok(())
@@ -100,6 +101,8 @@ impl UblkDevice {
     }
 
     fn shutdown(&mut self) {
+        // Also for the control device's own drop, which deletes it.
+        ensure_ctrl_ring();
         if let Some(t) = self.thread.take() {
             if let Err(e) = self.ctrl.kill_dev() {
                 tracing::warn!(dev = self.dev_id, "ublk: stopping the device: {e}");
@@ -115,6 +118,24 @@ impl UblkDevice {
 impl Drop for UblkDevice {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// libublk sends control commands on a ring of the calling thread: every
+/// thread that starts, stops or drops a device needs one.
+fn ensure_ctrl_ring() {
+    let r = libublk::ctrl::ublk_init_ctrl_task_ring(|ring| {
+        if ring.is_none() {
+            *ring = Some(
+                io_uring::IoUring::builder()
+                    .build(16)
+                    .map_err(libublk::UblkError::IOError)?,
+            );
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        tracing::warn!("ublk: control ring: {e}");
     }
 }
 

@@ -67,8 +67,21 @@ fn cdb16(op: u8, byte1: u8, lba: u64, blocks: u32) -> [u8; 16] {
 
 /// The command for `req` on an LU of `block_size`-byte blocks.
 pub fn to_scsi(req: &BlockRequest, block_size: u32) -> Result<ScsiRequest, Unsupported> {
+    if req.op == OP_FLUSH {
+        // The whole medium: a flush carries no range (its sector field is
+        // not meaningful).
+        return Ok(ScsiRequest {
+            cdb: cdb16(opcode::SYNCHRONIZE_CACHE_16, 0, 0, 0),
+            cdb_len: 16,
+            param: None,
+            expected_len: 0,
+        });
+    }
     let bs = u64::from(block_size);
-    let start = req.start_sector * 512;
+    let start = req
+        .start_sector
+        .checked_mul(512)
+        .ok_or(Unsupported::Geometry)?;
     let bytes = u64::from(req.nr_sectors) * 512;
     if !start.is_multiple_of(bs) || !bytes.is_multiple_of(bs) {
         return Err(Unsupported::Geometry);
@@ -87,8 +100,6 @@ pub fn to_scsi(req: &BlockRequest, block_size: u32) -> Result<ScsiRequest, Unsup
     match req.op {
         OP_READ => Ok(simple(cdb16(opcode::READ_16, fua, lba, blocks), len)),
         OP_WRITE => Ok(simple(cdb16(opcode::WRITE_16, fua, lba, blocks), len)),
-        // The whole medium: a REQ_PREFLUSH carries no range.
-        OP_FLUSH => Ok(simple(cdb16(opcode::SYNCHRONIZE_CACHE_16, 0, 0, 0), 0)),
         OP_DISCARD => {
             if blocks == 0 {
                 return Err(Unsupported::Geometry);
@@ -196,6 +207,9 @@ mod tests {
     fn flush_discard_write_zeroes() {
         let f = to_scsi(&req(OP_FLUSH, 0, 0, 0), 512).unwrap();
         assert_eq!((f.cdb[0], f.expected_len), (0x91, 0));
+        // The kernel leaves a flush's sector field meaningless.
+        let f = to_scsi(&req(OP_FLUSH, 0, u64::MAX, 0), 4096).unwrap();
+        assert_eq!(f.cdb[0], 0x91);
         let d = to_scsi(&req(OP_DISCARD, 0, 8, 16), 4096).unwrap();
         assert_eq!((d.cdb[0], d.cdb_len, d.cdb[8]), (0x42, 10, 24));
         let p = d.param.unwrap();
@@ -218,6 +232,10 @@ mod tests {
             Err(Unsupported::Geometry)
         );
         assert_eq!(to_scsi(&req(13, 0, 0, 8), 512), Err(Unsupported::Op(13)));
+        assert_eq!(
+            to_scsi(&req(OP_READ, 0, u64::MAX / 2, 8), 512),
+            Err(Unsupported::Geometry)
+        );
         assert_eq!(Unsupported::Op(13).errno(), -libc::EOPNOTSUPP);
     }
 
