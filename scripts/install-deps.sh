@@ -3,12 +3,13 @@
 # Debian 12 (bookworm), idempotently: QEMU 10 from bookworm-backports (system
 # emulator, iscsi:// block driver, qemu-img/qemu-io), libiscsi's tools, tgt (the
 # reference target), open-iscsi and strace (the power-loss tests record system
-# calls with it).  Returns at once when all are present.
+# calls with it), libclang (the loopback fabric's libublk generates its ublk
+# bindings with bindgen at build time).  Returns at once when all are present.
 # Needs root for the apt steps (it is a no-op, not an error, when nothing is missing).
 set -euo pipefail
 
 BPO_PKGS=(qemu-system-x86 qemu-block-extra qemu-utils)
-PKGS=(libiscsi-bin tgt open-iscsi python3 strace)
+PKGS=(libiscsi-bin tgt open-iscsi python3 strace libclang1-14)
 need=()
 for p in "${BPO_PKGS[@]}" "${PKGS[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

@@ -65,7 +65,11 @@ fn user_handler_known(name: &str) -> (bool, Vec<String>) {
 /// rtslib's own keys of `user` objects.
 const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
-pub const SUPPORTED_FABRICS: &[&str] = &[crate::fabric::ISCSI, crate::fabric::VHOST];
+pub const SUPPORTED_FABRICS: &[&str] = &[
+    crate::fabric::ISCSI,
+    crate::fabric::LOOPBACK,
+    crate::fabric::VHOST,
+];
 /// Logical block sizes the core accepts.
 pub const BLOCK_SIZES: &[u64] = &[512, 1024, 2048, 4096];
 /// LIO's per-TPG LUN limit.
@@ -286,6 +290,8 @@ fn check_target(
         );
     } else if t.is_vhost() {
         check_vhost(r, loc, t);
+    } else if t.is_loopback() {
+        check_loopback(r, loc, t);
     } else if !["iqn.", "eui.", "naa."]
         .iter()
         .any(|p| t.wwn.starts_with(p))
@@ -298,6 +304,12 @@ fn check_target(
     if t.is_vhost() {
         let mut rest = t.extra.clone();
         rest.remove(crate::vhost::SOCKET_KEY);
+        r.extra(loc, &rest);
+    } else if t.is_loopback() {
+        let mut rest = t.extra.clone();
+        for k in crate::loopback::KEYS {
+            rest.remove(*k);
+        }
         r.extra(loc, &rest);
     } else {
         r.extra(loc, &t.extra);
@@ -340,6 +352,35 @@ fn check_vhost(r: &mut Report, loc: &str, t: &Target) {
         None => {}
         Some(serde_json::Value::String(s)) if s.starts_with('/') => {}
         Some(v) => r.err(loc, format!("socket {v} is not an absolute path")),
+    }
+}
+
+/// A loopback target: a `naa.` WWN, one TPG (one nexus) without portals
+/// or ACLs, ublk queue keys in range.
+fn check_loopback(r: &mut Report, loc: &str, t: &Target) {
+    if !crate::loopback::valid_wwn(&t.wwn) {
+        r.err(
+            loc,
+            format!("{:?} is not a loopback WWN (naa. and 16 hex digits)", t.wwn),
+        );
+    }
+    if t.tpgs.len() > 1 {
+        r.err(loc, "a loopback target has one TPG (one nexus)");
+    }
+    if t.tpgs
+        .iter()
+        .any(|g| !g.portals.is_empty() || !g.node_acls.is_empty())
+    {
+        r.err(loc, "loopback TPGs have no portals or ACLs");
+    }
+    for k in crate::loopback::KEYS {
+        if let Some(msg) = t
+            .extra
+            .get(*k)
+            .and_then(|v| crate::loopback::check_key(k, v))
+        {
+            r.err(loc, msg);
+        }
     }
 }
 
@@ -681,6 +722,37 @@ pub(crate) mod tests {
         }
     }
 
+    /// loopback targets: rtslib's shape (naa WWN, one TPG with LUNs) plus
+    /// rtarget's ublk queue keys passes; bad WWN, two TPGs, portals and
+    /// out-of-range queue keys are errors.
+    #[test]
+    fn loopback_targets() {
+        let mut v = base();
+        let lun = v["targets"][0]["tpgs"][0]["luns"][0].clone();
+        v["targets"].as_array_mut().unwrap().push(json!({
+            "fabric": "loopback", "wwn": "naa.5001405abcdef013", "ublk_queues": 2,
+            "tpgs": [{"tag": 1, "enable": true, "attributes": {"fabric_prot_type": 0},
+                      "parameters": {}, "luns": [lun], "portals": [], "node_acls": []}]
+        }));
+        let w = validate(&cfg(v.clone())).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        v["targets"][1]["wwn"] = json!("naa.123");
+        v["targets"][1]["ublk_queue_depth"] = json!(0);
+        let t = v["targets"][1]["tpgs"][0].clone();
+        v["targets"][1]["tpgs"].as_array_mut().unwrap().push(t);
+        v["targets"][1]["tpgs"][1]["tag"] = json!(2);
+        v["targets"][1]["tpgs"][0]["portals"] = json!([{"ip_address": "127.0.0.1", "port": 3260}]);
+        let e = errors(v);
+        for want in [
+            "not a loopback WWN",
+            "one TPG",
+            "no portals",
+            "ublk_queue_depth 0",
+        ] {
+            assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:?}");
+        }
+    }
+
     #[test]
     fn mapped_lun_must_exist() {
         let mut v = base();
@@ -708,7 +780,7 @@ pub(crate) mod tests {
         v["targets"]
             .as_array_mut()
             .unwrap()
-            .push(json!({"fabric": "loopback", "wwn": "naa.5001405", "tpgs": []}));
+            .push(json!({"fabric": "qla2xxx", "wwn": "naa.5001405", "tpgs": []}));
         let w: Vec<String> = validate(&cfg(v))
             .unwrap()
             .iter()
@@ -731,7 +803,7 @@ pub(crate) mod tests {
         );
         assert!(
             w.iter()
-                .any(|m| m.contains("fabric \"loopback\" is not supported")),
+                .any(|m| m.contains("fabric \"qla2xxx\" is not supported")),
             "{w:?}"
         );
     }

@@ -58,6 +58,9 @@ fn create_at(cfg: &mut SaveConfig, path: &str, loc: Loc, args: &Args, ctx: &Ctx)
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
         Loc::Fabric(f) if f == fabric::ISCSI => create_target(cfg, args, ctx),
         Loc::Fabric(f) if f == fabric::VHOST => create_vhost_target(cfg, args, ctx),
+        Loc::Fabric(f) if f == fabric::LOOPBACK => {
+            crate::ops_loopback::create_target(cfg, args, ctx)
+        }
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
         Loc::Target(wwn) => create_tpg(cfg, &wwn, args),
         Loc::Luns(wwn, tag) => create_lun(cfg, &wwn, tag, args, ctx),
@@ -159,6 +162,9 @@ fn create_tpg(cfg: &mut SaveConfig, wwn: &str, args: &Args) -> Result<String> {
         .ok_or_else(|| anyhow!("no such target {wwn}"))?;
     if t.is_vhost() {
         bail!("a vhost target has one TPG (one socket, one guest nexus)");
+    }
+    if t.is_loopback() {
+        bail!("a loopback target has one TPG (one nexus)");
     }
     let used: Vec<u16> = t.tagged_tpgs().map(|(tag, _)| tag).collect();
     let tag = match b.get("tag") {
@@ -424,10 +430,10 @@ pub use crate::locate::{locate, object_ref, Loc};
 pub use crate::ops_edit::{delete, get, info, set};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ctx() -> Ctx {
+    pub(crate) fn ctx() -> Ctx {
         Ctx {
             default_portal: "127.0.0.1:3260".parse().unwrap(),
             add_default_portal: true,
@@ -451,7 +457,7 @@ mod tests {
         }
     }
 
-    fn run(cfg: &mut SaveConfig, path: &str, words: &[&str]) -> Result<String> {
+    pub(crate) fn run(cfg: &mut SaveConfig, path: &str, words: &[&str]) -> Result<String> {
         create(cfg, path, &Args::from_words(words)?, &ctx())
     }
 
