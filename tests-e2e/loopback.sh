@@ -5,7 +5,8 @@
 # creates a fileio backstore, `/loopback create naa.…` and `tpg1/luns create`;
 # `ls /loopback` must show /dev/ublkb0; then mkfs.ext4 on /dev/ublkb0, mount,
 # write a file and a 16 MiB random blob, sync, umount, e2fsck -fn, drop caches,
-# mount read-only, md5sum -c; `/loopback delete` removes /dev/ublkb0 and the
+# mount read-only, md5sum -c; blkdiscard (the LU is thin: emulate_tpu=1) must
+# punch holes in the backing file (UNMAP through the core); `/loopback delete` removes /dev/ublkb0 and the
 # daemon stops cleanly (exit 0, no panic). The saved config holds the target
 # as rtslib writes the loopback fabric.
 # The guest is built once by shared/tools/guest/build-guest.sh with KERNEL=6.12
@@ -66,6 +67,7 @@ RTPID=$!
 for i in $(seq 300); do grep -q "rtarget: listening on" $S/rtarget.log && break; sleep 0.1; done
 grep -q "rtarget: listening on" $S/rtarget.log || { cat $S/rtarget.log; exit 1; }
 rt /backstores/fileio create lb0 /root/lb0.img 96M
+rt /backstores/fileio/lb0 set attribute emulate_tpu=1
 rt /loopback create '"$WWN"'
 rt /loopback/'"$WWN"'/tpg1/luns create /backstores/fileio/lb0
 rt ls /loopback | tee /tmp/ls.txt
@@ -82,6 +84,11 @@ sync; umount /mnt/t
 e2fsck -fn /dev/ublkb0
 echo 3 > /proc/sys/vm/drop_caches
 mount -t ext4 -o ro /dev/ublkb0 /mnt/t; cat /mnt/t/hello.txt; md5sum -c /tmp/sums.md5; umount /mnt/t
+cat /sys/block/ublkb0/queue/discard_max_bytes
+K0=$(du -k /root/lb0.img | cut -f1)
+blkdiscard /dev/ublkb0
+K1=$(du -k /root/lb0.img | cut -f1)
+echo "blkdiscard: backing file $K0 KiB -> $K1 KiB"; [ "$K1" -lt "$K0" ]
 rt /loopback delete '"$WWN"'
 [ ! -e /dev/ublkb0 ]; echo "ublkb0 removed"
 kill -TERM $RTPID; wait $RTPID; echo "rtarget exit $?"
