@@ -6,7 +6,9 @@
 # `ls /loopback` must show /dev/ublkb0; then mkfs.ext4 on /dev/ublkb0, mount,
 # write a file and a 16 MiB random blob, sync, umount, e2fsck -fn, drop caches,
 # mount read-only, md5sum -c; blkdiscard (the LU is thin: emulate_tpu=1) must
-# punch holes in the backing file (UNMAP through the core); `/loopback delete` removes /dev/ublkb0 and the
+# punch holes in the backing file (UNMAP through the core); `/loopback delete`,
+# with a new file system mounted and a writer running, returns, ends the
+# writer and removes /dev/ublkb0; the
 # daemon stops cleanly (exit 0, no panic). The saved config holds the target
 # as rtslib writes the loopback fabric.
 # The guest is built once by shared/tools/guest/build-guest.sh with KERNEL=6.12
@@ -89,7 +91,16 @@ K0=$(du -k /root/lb0.img | cut -f1)
 blkdiscard /dev/ublkb0
 K1=$(du -k /root/lb0.img | cut -f1)
 echo "blkdiscard: backing file $K0 KiB -> $K1 KiB"; [ "$K1" -lt "$K0" ]
+# Delete with the file system mounted and a writer running: the delete
+# returns, the writer fails, nothing hangs (blkdiscard emptied the disk).
+mkfs.ext4 -q -F /dev/ublkb0
+mount -t ext4 /dev/ublkb0 /mnt/t
+(while dd if=/dev/zero of=/mnt/t/w bs=1M count=8 conv=fsync 2>/dev/null; do :; done) &
+WR=$!
+while [ ! -s /mnt/t/w ]; do sleep 0.1; done
 rt /loopback delete '"$WWN"'
+wait $WR; echo "writer ended"
+umount -l /mnt/t
 [ ! -e /dev/ublkb0 ]; echo "ublkb0 removed"
 kill -TERM $RTPID; wait $RTPID; echo "rtarget exit $?"
 if grep -n "panicked" $S/rtarget.log; then exit 1; fi

@@ -108,8 +108,21 @@ impl UblkDevice {
                 tracing::warn!(dev = self.dev_id, "ublk: stopping the device: {e}");
             }
             let _ = t.join();
-            if let Err(e) = self.ctrl.del_dev() {
-                tracing::debug!(dev = self.dev_id, "ublk: deleting the device: {e}");
+            // DEL_DEV waits until every opener is gone: with a file system
+            // still mounted on the disk it would hang the caller. The
+            // asynchronous delete (Linux 6.9+) returns at once; on older
+            // kernels the wait happens on a thread of its own.
+            if let Err(e) = self.ctrl.del_dev_async() {
+                tracing::debug!(dev = self.dev_id, "ublk: asynchronous delete: {e}");
+                let ctrl = self.ctrl.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("ublk{}-del", self.dev_id))
+                    .spawn(move || {
+                        ensure_ctrl_ring();
+                        if let Err(e) = ctrl.del_dev() {
+                            tracing::debug!("ublk: deleting the device: {e}");
+                        }
+                    });
             }
         }
     }
