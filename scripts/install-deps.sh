@@ -3,14 +3,15 @@
 # Debian 12 (bookworm), idempotently: QEMU 10 from bookworm-backports (system
 # emulator, iscsi:// block driver, qemu-img/qemu-io), libiscsi's tools, tgt (the
 # reference target), open-iscsi and strace (the power-loss tests record system
-# calls with it), and Ceph for the rbd backstore's tests (librbd/librados headers,
+# calls with it), Ceph for the rbd backstore's tests (librbd/librados headers,
 # one mon + one osd started by ../shared/tools/ceph/ceph-up.sh; no daemon is started
-# here).  Returns at once when all are present.
+# here), and libclang (the loopback fabric's libublk generates its ublk bindings
+# with bindgen at build time).  Returns at once when all are present.
 # Needs root for the apt steps (it is a no-op, not an error, when nothing is missing).
 set -euo pipefail
 
 BPO_PKGS=(qemu-system-x86 qemu-block-extra qemu-utils)
-PKGS=(libiscsi-bin tgt open-iscsi python3 strace)
+PKGS=(libiscsi-bin tgt open-iscsi python3 strace libclang1-14)
 CEPH_PKGS=(librbd-dev librados-dev ceph-mon ceph-osd ceph-common)
 need=()
 for p in "${BPO_PKGS[@]}" "${PKGS[@]}" "${CEPH_PKGS[@]}"; do

@@ -36,6 +36,8 @@
 #                    sg_persist, resize and LUN removal seen without a rescan
 #       vhost-reconnect  tests-e2e/vhost.sh --reconnect: rtarget SIGKILLed and restarted
 #                    during the guest's writes; they complete and read back
+#       loopback     tests-e2e/loopback.sh: rtarget inside a 6.12 guest (ublk_drv): a fileio
+#                    LUN of a /loopback target as /dev/ublkb0, ext4 + md5, clean delete
 #   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.
@@ -108,6 +110,7 @@ step reliability 420 bash scripts/reliability.sh --quick
 step guest 420 bash tests-e2e/guest.sh
 step vhost 240 bash tests-e2e/vhost.sh
 step vhost-reconnect 240 bash tests-e2e/vhost.sh --reconnect
+step loopback 240 bash tests-e2e/loopback.sh
 step bench-smoke 180 bash bench/bench.sh --smoke
 
 echo

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod alua;
 mod logins;
+pub mod loopback;
 pub mod model;
 pub mod naa;
 pub mod settings;

@@ -241,6 +241,11 @@ impl SaveConfig {
         self.targets.iter().filter(|t| t.is_iscsi())
     }
 
+    /// The targets of the loopback fabric, in config order.
+    pub fn loopback_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.is_loopback())
+    }
+
     /// The targets of the vhost fabric, in config order.
     pub fn vhost_targets(&self) -> impl Iterator<Item = &Target> {
         self.targets.iter().filter(|t| t.is_vhost())
@@ -256,10 +261,20 @@ impl Target {
         self.fabric == fabric::VHOST
     }
 
+    pub fn is_loopback(&self) -> bool {
+        self.fabric == fabric::LOOPBACK
+    }
+
+    /// A local fabric (vhost, loopback): one TPG, one nexus, no portals
+    /// or ACLs.
+    pub fn is_local(&self) -> bool {
+        self.is_vhost() || self.is_loopback()
+    }
+
     /// A target of a fabric rtarget serves (management finds targets by
     /// WWN among these: a WWN names one target across fabrics).
     pub fn is_served(&self) -> bool {
-        self.is_iscsi() || self.is_vhost()
+        self.is_iscsi() || self.is_local()
     }
 
     /// The TPGs with their tags, in config order (see [`Tpg::tag_at`]).

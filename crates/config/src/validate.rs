@@ -29,11 +29,10 @@ impl fmt::Display for Issue {
 /// Plugins rtarget can serve.
 pub const SUPPORTED_PLUGINS: &[&str] = &["fileio", "block", "ramdisk", "user"];
 /// Handlers of `user` objects rtarget serves natively (`config` =
-/// `qcow/<image path>`, `nbd/<NBD URI>`, `qemu/<FORMAT>/<image path>` or
-/// `rbd/<pool>/<image>[@snap][;...]`).
+/// `qcow/<image path>`, `nbd/<NBD URI>` or `qemu/<FORMAT>/<image path>`).
 /// The daemon widens this with every handler it registers
 /// ([`set_user_handlers`]).
-pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd", "qemu", "rbd"];
+pub const SUPPORTED_USER_HANDLERS: &[&str] = &["qcow", "nbd", "qemu"];
 
 /// The handler names validation accepts for `user` objects; `None` until the
 /// process registers its own list (then the built-in list applies).
@@ -66,7 +65,11 @@ fn user_handler_known(name: &str) -> (bool, Vec<String>) {
 /// rtslib's own keys of `user` objects.
 const USER_KEYS: &[&str] = &["config", "control", "hw_max_sectors"];
 /// Fabrics rtarget can serve.
-pub const SUPPORTED_FABRICS: &[&str] = &[crate::fabric::ISCSI, crate::fabric::VHOST];
+pub const SUPPORTED_FABRICS: &[&str] = &[
+    crate::fabric::ISCSI,
+    crate::fabric::LOOPBACK,
+    crate::fabric::VHOST,
+];
 /// Logical block sizes the core accepts.
 pub const BLOCK_SIZES: &[u64] = &[512, 1024, 2048, 4096];
 /// LIO's per-TPG LUN limit.
@@ -287,6 +290,8 @@ fn check_target(
         );
     } else if t.is_vhost() {
         check_vhost(r, loc, t);
+    } else if t.is_loopback() {
+        check_loopback(r, loc, t);
     } else if !["iqn.", "eui.", "naa."]
         .iter()
         .any(|p| t.wwn.starts_with(p))
@@ -299,6 +304,12 @@ fn check_target(
     if t.is_vhost() {
         let mut rest = t.extra.clone();
         rest.remove(crate::vhost::SOCKET_KEY);
+        r.extra(loc, &rest);
+    } else if t.is_loopback() {
+        let mut rest = t.extra.clone();
+        for k in crate::loopback::KEYS {
+            rest.remove(*k);
+        }
         r.extra(loc, &rest);
     } else {
         r.extra(loc, &t.extra);
@@ -341,6 +352,35 @@ fn check_vhost(r: &mut Report, loc: &str, t: &Target) {
         None => {}
         Some(serde_json::Value::String(s)) if s.starts_with('/') => {}
         Some(v) => r.err(loc, format!("socket {v} is not an absolute path")),
+    }
+}
+
+/// A loopback target: a `naa.` WWN, one TPG (one nexus) without portals
+/// or ACLs, ublk queue keys in range.
+fn check_loopback(r: &mut Report, loc: &str, t: &Target) {
+    if !crate::loopback::valid_wwn(&t.wwn) {
+        r.err(
+            loc,
+            format!("{:?} is not a loopback WWN (naa. and 16 hex digits)", t.wwn),
+        );
+    }
+    if t.tpgs.len() > 1 {
+        r.err(loc, "a loopback target has one TPG (one nexus)");
+    }
+    if t.tpgs
+        .iter()
+        .any(|g| !g.portals.is_empty() || !g.node_acls.is_empty())
+    {
+        r.err(loc, "loopback TPGs have no portals or ACLs");
+    }
+    for k in crate::loopback::KEYS {
+        if let Some(msg) = t
+            .extra
+            .get(*k)
+            .and_then(|v| crate::loopback::check_key(k, v))
+        {
+            r.err(loc, msg);
+        }
     }
 }
 

@@ -173,6 +173,37 @@ fn vhost_targets() {
     }
 }
 
+/// loopback targets: rtslib's shape (naa WWN, one TPG with LUNs) plus
+/// rtarget's ublk queue keys passes; bad WWN, two TPGs, portals and
+/// out-of-range queue keys are errors.
+#[test]
+fn loopback_targets() {
+    let mut v = base();
+    let lun = v["targets"][0]["tpgs"][0]["luns"][0].clone();
+    v["targets"].as_array_mut().unwrap().push(json!({
+        "fabric": "loopback", "wwn": "naa.5001405abcdef013", "ublk_queues": 2,
+        "tpgs": [{"tag": 1, "enable": true, "attributes": {"fabric_prot_type": 0},
+                  "parameters": {}, "luns": [lun], "portals": [], "node_acls": []}]
+    }));
+    let w = validate(&cfg(v.clone())).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    v["targets"][1]["wwn"] = json!("naa.123");
+    v["targets"][1]["ublk_queue_depth"] = json!(0);
+    let t = v["targets"][1]["tpgs"][0].clone();
+    v["targets"][1]["tpgs"].as_array_mut().unwrap().push(t);
+    v["targets"][1]["tpgs"][1]["tag"] = json!(2);
+    v["targets"][1]["tpgs"][0]["portals"] = json!([{"ip_address": "127.0.0.1", "port": 3260}]);
+    let e = errors(v);
+    for want in [
+        "not a loopback WWN",
+        "one TPG",
+        "no portals",
+        "ublk_queue_depth 0",
+    ] {
+        assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:?}");
+    }
+}
+
 #[test]
 fn mapped_lun_must_exist() {
     let mut v = base();
@@ -200,7 +231,7 @@ fn unsupported_things_are_warnings() {
     v["targets"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"fabric": "loopback", "wwn": "naa.5001405", "tpgs": []}));
+        .push(json!({"fabric": "qla2xxx", "wwn": "naa.5001405", "tpgs": []}));
     let w: Vec<String> = validate(&cfg(v))
         .unwrap()
         .iter()
@@ -223,7 +254,7 @@ fn unsupported_things_are_warnings() {
     );
     assert!(
         w.iter()
-            .any(|m| m.contains("fabric \"loopback\" is not supported")),
+            .any(|m| m.contains("fabric \"qla2xxx\" is not supported")),
         "{w:?}"
     );
 }
@@ -267,13 +298,11 @@ fn user_objects() {
         ),
         Ok(vec![])
     );
-    let w = with(
-        json!({"plugin": "user", "name": "q", "config": "glfs/vol@host/img", "size": 1048576}),
-    )
-    .unwrap();
+    let w = with(json!({"plugin": "user", "name": "q", "config": "rbd/pool/img", "size": 1048576}))
+        .unwrap();
     assert!(
         w[0].message
-            .contains("user handler \"glfs\" is not supported"),
+            .contains("user handler \"rbd\" is not supported"),
         "{w:?}"
     );
     // A handler the process registers becomes valid; others stay reported.
@@ -282,10 +311,8 @@ fn user_objects() {
     assert!(!with(pattern.clone()).unwrap().is_empty());
     set_user_handlers(["qcow", "nbd", "qemu", "pattern"]);
     assert_eq!(with(pattern), Ok(vec![]));
-    let w = with(
-        json!({"plugin": "user", "name": "q", "config": "glfs/vol@host/img", "size": 1048576}),
-    )
-    .unwrap();
+    let w = with(json!({"plugin": "user", "name": "q", "config": "rbd/pool/img", "size": 1048576}))
+        .unwrap();
     assert!(w[0].message.contains("\"pattern\""), "{w:?}");
     let e = with(json!({"plugin": "user", "name": "q", "size": 1048576})).unwrap_err();
     assert!(e[0].message.contains("needs 'config'"), "{e:?}");

@@ -17,11 +17,14 @@ pub mod locate;
 pub mod ops;
 pub mod ops_backstore;
 pub mod ops_edit;
+pub mod ops_loopback;
 pub mod ops_resize;
 pub mod prefs;
 pub mod reconcile;
+pub mod reconcile_loopback;
 pub mod reconcile_vhost;
 pub mod tree;
 
 pub use reconcile::{listen_set, relative_port_id, wanted_portals, Plan, TargetChange};
+pub use reconcile_loopback::LoopbackChange;
 pub use reconcile_vhost::{vhost_port_id, VhostChange};

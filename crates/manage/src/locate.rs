@@ -59,7 +59,7 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
             Loc::Object(p.to_string(), n.to_string())
         }
         [f] if fabric::ALL.contains(f) => Loc::Fabric(f.to_string()),
-        [f @ (fabric::ISCSI | fabric::VHOST), wwn, rest @ ..] => {
+        [f @ (fabric::ISCSI | fabric::VHOST | fabric::LOOPBACK), wwn, rest @ ..] => {
             let t = cfg
                 .targets
                 .iter()
@@ -72,7 +72,7 @@ pub fn locate(cfg: &SaveConfig, path: &str) -> Result<Loc> {
             let tag = parse_index("tpg", tpg_part).map_err(|_| missing())?;
             let tag = u16::try_from(tag).map_err(|_| missing())?;
             let tpg = find_tpg(t, tag).ok_or_else(missing)?;
-            if t.is_vhost() && !matches!(rest, [] | ["luns", ..]) {
+            if t.is_local() && !matches!(rest, [] | ["luns", ..]) {
                 return Err(missing());
             }
             match rest {

@@ -58,6 +58,9 @@ fn create_at(cfg: &mut SaveConfig, path: &str, loc: Loc, args: &Args, ctx: &Ctx)
         Loc::Plugin(p) => crate::ops_backstore::create_object(cfg, &p, args, ctx),
         Loc::Fabric(f) if f == fabric::ISCSI => create_target(cfg, args, ctx),
         Loc::Fabric(f) if f == fabric::VHOST => create_vhost_target(cfg, args, ctx),
+        Loc::Fabric(f) if f == fabric::LOOPBACK => {
+            crate::ops_loopback::create_target(cfg, args, ctx)
+        }
         Loc::Fabric(f) => bail!("the {f} fabric is not available yet"),
         Loc::Target(wwn) => create_tpg(cfg, &wwn, args),
         Loc::Luns(wwn, tag) => create_lun(cfg, &wwn, tag, args, ctx),
@@ -159,6 +162,9 @@ fn create_tpg(cfg: &mut SaveConfig, wwn: &str, args: &Args) -> Result<String> {
         .ok_or_else(|| anyhow!("no such target {wwn}"))?;
     if t.is_vhost() {
         bail!("a vhost target has one TPG (one socket, one guest nexus)");
+    }
+    if t.is_loopback() {
+        bail!("a loopback target has one TPG (one nexus)");
     }
     let used: Vec<u16> = t.tagged_tpgs().map(|(tag, _)| tag).collect();
     let tag = match b.get("tag") {
@@ -425,4 +431,4 @@ pub use crate::ops_edit::{delete, get, info, set};
 
 #[cfg(test)]
 #[path = "ops_tests.rs"]
-mod tests;
+pub(crate) mod tests;

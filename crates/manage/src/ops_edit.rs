@@ -61,6 +61,10 @@ pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_passw
 /// which rtslib ignores on restore).
 pub const VHOST_TARGET: &[&str] = &[config::vhost::SOCKET_KEY];
 
+/// loopback target attributes: rtarget's ublk queue count and depth
+/// (target keys, as vhost's socket).
+pub const LOOPBACK_TARGET: &[&str] = config::loopback::KEYS;
+
 /// `/iscsi set discovery_auth ...` names (rtslib saves them in the iscsi
 /// fabric module as `discovery_enable_auth`, `discovery_userid`, ...).
 pub const DISCOVERY_AUTH: &[&str] = &[
@@ -106,7 +110,7 @@ fn delete_target(path: &str, loc: Loc, args: &Args, no_args: bool) -> Result<Loc
             let b = args.bind("delete", &["name"], 1)?;
             Loc::Object(p, b.req("name")?.to_string())
         }
-        Loc::Fabric(f) if f == fabric::ISCSI || f == fabric::VHOST => {
+        Loc::Fabric(f) if f == fabric::ISCSI || f == fabric::VHOST || f == fabric::LOOPBACK => {
             let b = args.bind("delete", &["wwn"], 1)?;
             Loc::Target(b.req("wwn")?.to_string())
         }
@@ -266,9 +270,12 @@ fn group_map<'a>(
             let t = cfg
                 .targets
                 .iter_mut()
-                .find(|t| t.is_vhost() && t.wwn == *w)
-                .ok_or_else(|| anyhow!("only vhost targets have attributes (socket)"))?;
-            Ok((&mut t.extra, VHOST_TARGET, ""))
+                .find(|t| t.is_local() && t.wwn == *w)
+                .ok_or_else(|| {
+                    anyhow!("only vhost (socket) and loopback (ublk_queues, ublk_queue_depth) targets have attributes")
+                })?;
+            let names = if t.is_loopback() { LOOPBACK_TARGET } else { VHOST_TARGET };
+            Ok((&mut t.extra, names, ""))
         }
         (Loc::Tpg(w, t), "attribute") => Ok((&mut tpg_mut(cfg, w, *t)?.attributes, tpg_attributes(), "")),
         (Loc::Tpg(w, t), "parameter") => Ok((&mut tpg_mut(cfg, w, *t)?.parameters, tpg_parameters(), "")),
@@ -427,6 +434,19 @@ fn set_in(
             // The I/O engine is named (inline/pool) as well as numbered.
             "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool") => {
                 Value::from(v.trim())
+            }
+            "attribute"
+                if matches!(loc, Loc::Target(_))
+                    && config::loopback::KEYS.contains(&k.as_str()) =>
+            {
+                let n: u64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("{k}: {v:?} is not a number"))?;
+                if let Some(e) = config::loopback::check_key(k, &Value::from(n)) {
+                    bail!(e);
+                }
+                Value::from(n)
             }
             "attribute" if matches!(loc, Loc::Target(_)) => {
                 let p = v.trim();

@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn ctx() -> Ctx {
+pub(crate) fn ctx() -> Ctx {
     Ctx {
         default_portal: "127.0.0.1:3260".parse().unwrap(),
         add_default_portal: true,
@@ -27,7 +27,7 @@ fn ctx() -> Ctx {
     }
 }
 
-fn run(cfg: &mut SaveConfig, path: &str, words: &[&str]) -> Result<String> {
+pub(crate) fn run(cfg: &mut SaveConfig, path: &str, words: &[&str]) -> Result<String> {
     create(cfg, path, &Args::from_words(words)?, &ctx())
 }
 

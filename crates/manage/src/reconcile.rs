@@ -46,6 +46,10 @@ pub struct Plan {
     pub vhost: Vec<crate::reconcile_vhost::VhostChange>,
     /// vhost targets to stop (deleted or disabled).
     pub vhost_remove: Vec<String>,
+    /// loopback targets to start, restart or give a new LUN table.
+    pub loopback: Vec<crate::reconcile_loopback::LoopbackChange>,
+    /// loopback targets to stop (deleted or disabled).
+    pub loopback_remove: Vec<String>,
 }
 
 /// One iSCSI target whose fabric view changes.
@@ -79,6 +83,8 @@ impl Plan {
         plan.discovery_auth = iscsi_module(running) != iscsi_module(wanted);
         let reopened: HashSet<&str> = plan.open.iter().map(String::as_str).collect();
         (plan.vhost, plan.vhost_remove) = crate::reconcile_vhost::plan(running, wanted, &reopened);
+        (plan.loopback, plan.loopback_remove) =
+            crate::reconcile_loopback::plan(running, wanted, &reopened);
         plan
     }
 
@@ -251,7 +257,7 @@ mod tests {
                     {"tag": 1, "luns": [{"index": 0, "storage_object": "/backstores/ramdisk/r1"}],
                      "portals": [{"ip_address": "127.0.0.1", "port": 3261}]}
                 ]},
-                {"fabric": "loopback", "wwn": "naa.5001405", "tpgs": []}
+                {"fabric": "loopback", "wwn": "naa.5001405000000abc", "tpgs": []}
             ]
         }))
         .unwrap()

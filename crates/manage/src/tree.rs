@@ -96,6 +96,31 @@ pub fn build(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>) -> Node {
     build_live(cfg, size_of, &|_| None)
 }
 
+/// The live state `ls` shows beside the configuration.
+pub struct Live<'a> {
+    /// The attached guest's nexus of vhost target `wwn`, if one is attached.
+    pub guest_of: &'a dyn Fn(&str) -> Option<String>,
+    /// The block device (/dev/ublkbN) of loopback target `wwn`'s LUN.
+    pub disk_of: &'a dyn Fn(&str, u64) -> Option<String>,
+}
+
+/// [`build`] with the live state of vhost and loopback targets.
+pub fn build_with(cfg: &SaveConfig, size_of: &dyn Fn(&str) -> Option<u64>, live: &Live) -> Node {
+    let mut root = build_live(cfg, size_of, live.guest_of);
+    if let Some(fnode) = root
+        .children
+        .iter_mut()
+        .find(|n| n.name == config::fabric::LOOPBACK)
+    {
+        for tn in fnode.children.iter_mut() {
+            if let Some(t) = cfg.loopback_targets().find(|t| t.wwn == tn.name) {
+                loopback_view(t, tn, live.disk_of);
+            }
+        }
+    }
+    root
+}
+
 /// [`build`] with the live state of vhost targets: `guest_of(wwn)` is the
 /// attached guest's nexus, if one is attached.
 pub fn build_live(
@@ -283,6 +308,29 @@ fn vhost_view(t: &Target, tn: &mut Node, guest: Option<String>) {
             "nexus {}, socket {socket}, {attached}",
             config::vhost::nexus_of(&t.wwn, tag)
         );
+    }
+}
+
+/// A loopback target as targetcli shows it: TPGs hold only `luns`; the
+/// TPG line names the nexus, each LUN line its block device.
+fn loopback_view(t: &Target, tn: &mut Node, disk_of: &dyn Fn(&str, u64) -> Option<String>) {
+    let (queues, depth) = config::loopback::queues_of(t);
+    for gn in tn.children.iter_mut() {
+        let tag = gn.name.trim_start_matches("tpg").parse().unwrap_or(1);
+        gn.children.retain(|c| c.name == "luns");
+        gn.summary = format!(
+            "nexus {}, ublk queues {queues}x{depth}",
+            config::loopback::nexus_of(&t.wwn, tag)
+        );
+        for luns in gn.children.iter_mut() {
+            for ln in luns.children.iter_mut() {
+                let Some(i) = ln.name.strip_prefix("lun").and_then(|i| i.parse().ok()) else {
+                    continue;
+                };
+                let dev = disk_of(&t.wwn, i).unwrap_or_else(|| "no device".into());
+                ln.summary = format!("{} ({dev})", ln.summary);
+            }
+        }
     }
 }
 

@@ -243,7 +243,7 @@ mod tests {
                      "portals": [{"ip_address": "127.0.0.1", "port": 3260}, {"ip_address": "[::1]", "port": 3260}]},
                     {"tag": 2, "enable": false, "luns": [], "portals": [{"ip_address": "127.0.0.2", "port": 3260}]}
                 ]},
-                {"fabric": "loopback", "wwn": "naa.5001", "tpgs": []}
+                {"fabric": "loopback", "wwn": "naa.5001405000000abc", "tpgs": []}
             ]
         }))
         .unwrap();

@@ -197,9 +197,11 @@ impl Live {
             .iter()
             .map(|(p, (_, d))| (p.clone(), d.backstore.size()))
             .collect();
-        tree::build_live(&st.cfg, &|p| sizes.get(p).copied(), &|w| {
-            crate::vhost::guest_of(&st.vhost, w)
-        })
+        let live = tree::Live {
+            guest_of: &|w| crate::vhost::guest_of(&st.vhost, w),
+            disk_of: &|w, lun| crate::loopback::disk_of(&st.loopback, w, lun),
+        };
+        tree::build_with(&st.cfg, &|p| sizes.get(p).copied(), &live)
     }
 
     /// Apply `edit` to a copy of the config and make it live and saved.

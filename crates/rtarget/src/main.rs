@@ -16,6 +16,7 @@ mod handlers;
 mod import;
 mod live;
 mod logging;
+mod loopback;
 mod metrics;
 mod notify;
 mod panics;

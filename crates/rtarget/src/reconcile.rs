@@ -38,6 +38,8 @@ pub struct Running {
     pub objects: Objects,
     /// The running vhost targets.
     pub vhost: crate::vhost::Servers,
+    /// The running loopback targets.
+    pub loopback: crate::loopback::Targets,
 }
 
 /// The wanted state, brought up as far as it can be without touching what
@@ -57,6 +59,8 @@ pub struct Prepared {
     pub discovery_auth: Option<ChapCredentials>,
     /// The plan's vhost targets, built.
     pub vhost: Vec<crate::vhost::Pending>,
+    /// The plan's loopback targets, built.
+    pub loopback: Vec<crate::loopback::Pending>,
 }
 
 /// Open what the plan from `running.cfg` to `wanted` opens, keep the
@@ -119,8 +123,10 @@ pub fn prepare(
         )?);
     }
     let vhost = crate::vhost::prepare(&wanted, &plan, &devices);
+    let loopback = crate::loopback::prepare(&wanted, &plan, &devices);
     Ok(Prepared {
         vhost,
+        loopback,
         base: running.cfg.clone(),
         discovery_auth: build::discovery_auth(&wanted),
         plan,
@@ -195,11 +201,21 @@ pub fn commit(
     // New vhost sockets first: like portals they can fail to bind, and
     // then nothing else changes.
     let started = crate::vhost::start(&mut running.vhost, &mut p.vhost)?;
+    // Loopback disks too: without ublk_drv the change fails here, with the
+    // module's name, before anything else changes.
+    let disks = match crate::loopback::start(&mut running.loopback, &mut p.loopback) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::vhost::stop(&mut running.vhost, &started);
+            return Err(e);
+        }
+    };
     let bound = if listen_portals {
         match portals(server, &p.plan) {
             Ok(b) => b,
             Err(e) => {
                 crate::vhost::stop(&mut running.vhost, &started);
+                crate::loopback::stop(&mut running.loopback, &disks);
                 return Err(e);
             }
         }
@@ -216,6 +232,7 @@ pub fn commit(
         server.set_discovery_auth(p.discovery_auth);
     }
     crate::vhost::finish(&mut running.vhost, p.vhost, &p.plan.vhost_remove);
+    crate::loopback::finish(&mut running.loopback, p.loopback, &p.plan.loopback_remove);
     // Only what changed takes effect on each device (see alua::apply).
     crate::alua::apply(&p.cfg, &p.objects);
     let mut warnings = Vec::new();

@@ -1,0 +1,112 @@
+//! The loopback fabric's verbs: `/loopback create [wwn]` (LUNs are created
+//! with the common `tpg1/luns create`, deleted with the common `delete`).
+
+use anyhow::{bail, Result};
+use config::{fabric, SaveConfig, Target, Tpg};
+use serde_json::Map;
+
+use crate::args::Args;
+use crate::locate::iscsi_target;
+use crate::ops::Ctx;
+
+/// `/loopback create [wwn]`: a target (`naa.` + 16 hex digits, generated
+/// when omitted) with `tpg1`, whose nexus is derived from the WWN; each
+/// LUN created in `tpg1/luns` becomes a ublk disk (/dev/ublkbN).
+pub(crate) fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String> {
+    let b = args.bind("create", &["wwn"], 0)?;
+    let wwn = match b.get("wwn") {
+        Some(w) => w.to_ascii_lowercase(),
+        None => {
+            let hex: String = (ctx.new_uuid)()?
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .collect();
+            config::vhost::wwn_from(&hex[hex.len() - 9..])
+        }
+    };
+    if !config::loopback::valid_wwn(&wwn) {
+        bail!("{wwn:?} is not a loopback WWN (naa. and 16 hex digits)");
+    }
+    if iscsi_target(cfg, &wwn).is_some() {
+        bail!("target {wwn} already exists");
+    }
+    cfg.targets.push(Target {
+        fabric: fabric::LOOPBACK.into(),
+        wwn: wwn.clone(),
+        tpgs: vec![Tpg {
+            tag: Some(1),
+            enable: Some(true),
+            ..Tpg::default()
+        }],
+        extra: Map::new(),
+    });
+    Ok(format!(
+        "Created target {wwn}.\nCreated TPG 1 (nexus {}).",
+        config::loopback::nexus_of(&wwn, 1)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::args::Args;
+    use crate::ops::tests::run;
+    use crate::ops::{delete, set};
+    use config::SaveConfig;
+
+    /// targetcli's loopback walkthrough: `/loopback create` (WWN
+    /// generated), `tpg1/luns create`, ublk queue attributes; saved as
+    /// rtslib writes the loopback fabric; `ls` shows each LUN's disk.
+    #[test]
+    fn loopback_walkthrough() {
+        let mut cfg = SaveConfig::default();
+        run(&mut cfg, "/backstores/ramdisk", &["r0", "1M"]).unwrap();
+        let msg = run(&mut cfg, "/loopback", &[]).unwrap();
+        let wwn = cfg.targets[0].wwn.clone();
+        assert!(config::loopback::valid_wwn(&wwn), "{wwn}");
+        assert!(msg.contains("nexus naa.5001405"), "{msg}");
+        let tpg = format!("/loopback/{wwn}/tpg1");
+        run(
+            &mut cfg,
+            &format!("{tpg}/luns"),
+            &["/backstores/ramdisk/r0"],
+        )
+        .unwrap();
+        assert!(run(&mut cfg, &format!("/loopback/{wwn}"), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("one TPG"));
+        assert!(run(&mut cfg, "/loopback", &[&wwn]).is_err(), "exists");
+        assert!(run(&mut cfg, "/loopback", &["naa.12"]).is_err());
+        let t = format!("/loopback/{wwn}");
+        let kv = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(set(&mut cfg, &t, "attribute", &kv("ublk_queues", "0")).is_err());
+        assert!(set(&mut cfg, &t, "attribute", &kv("socket", "/tmp/x")).is_err());
+        set(&mut cfg, &t, "attribute", &kv("ublk_queues", "2")).unwrap();
+        assert_eq!(config::loopback::queues_of(&cfg.targets[0]), (2, 128));
+        assert!(config::validate(&cfg).unwrap().is_empty());
+        let saved = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(saved["targets"][0]["fabric"], "loopback");
+        assert_eq!(saved["targets"][0]["wwn"], wwn.as_str());
+        assert_eq!(saved["targets"][0]["tpgs"][0]["tag"], 1);
+        assert_eq!(
+            saved["targets"][0]["tpgs"][0]["luns"][0]["storage_object"],
+            "/backstores/ramdisk/r0"
+        );
+        let live = crate::tree::Live {
+            guest_of: &|_| None,
+            disk_of: &|w, lun| (w == wwn && lun == 0).then(|| "/dev/ublkb0".to_string()),
+        };
+        let tree = crate::tree::build_with(&cfg, &|_| None, &live);
+        let node = tree.find(&tpg).unwrap();
+        assert_eq!(node.children.len(), 1, "luns only");
+        assert!(
+            node.summary.contains("ublk queues 2x128"),
+            "{}",
+            node.summary
+        );
+        let lun = tree.find(&format!("{tpg}/luns/lun0")).unwrap();
+        assert!(lun.summary.ends_with("(/dev/ublkb0)"), "{}", lun.summary);
+        delete(&mut cfg, "/loopback", &Args::from_words(&[&wwn]).unwrap()).unwrap();
+        assert!(cfg.targets.is_empty());
+    }
+}

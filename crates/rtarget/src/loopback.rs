@@ -1,0 +1,135 @@
+//! The daemon side of the loopback fabric: one [`LoopbackTarget`] (one
+//! nexus, one ublk disk per LUN) per running loopback target, started,
+//! restarted, updated and stopped by reconcile as its [`manage::Plan`]
+//! says. A LUN table change adds and removes disks; the disks of unchanged
+//! LUNs stay (a mounted file system on them is not disturbed).
+//!
+//! The LUNs map the same [`Device`] objects the other fabrics map, so
+//! reservations, unit attentions and ALUA state are shared across them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use config::SaveConfig;
+use loopback::{LoopbackConfig, LoopbackTarget, QueueConfig};
+use manage::Plan;
+use target_core::{Device, Lun, LunTable};
+
+/// The running loopback targets by WWN.
+pub type Targets = HashMap<String, LoopbackTarget>;
+
+/// A loopback target as the plan wants it, built without touching what runs.
+pub struct Pending {
+    pub wwn: String,
+    pub restart: bool,
+    pub config: LoopbackConfig,
+    pub luns: LunTable,
+}
+
+/// Build the planned loopback targets of `wanted` over `devices`.
+pub fn prepare(
+    wanted: &SaveConfig,
+    plan: &Plan,
+    devices: &HashMap<String, Arc<Device>>,
+) -> Vec<Pending> {
+    let mut out = Vec::new();
+    for change in &plan.loopback {
+        let Some(t) = wanted.loopback_targets().find(|t| t.wwn == change.wwn) else {
+            continue;
+        };
+        let Some((tag, tpg)) = manage::reconcile_vhost::served_tpg(t) else {
+            continue;
+        };
+        let (queues, depth) = config::loopback::queues_of(t);
+        let config = LoopbackConfig {
+            wwn: t.wwn.clone(),
+            nexus_wwn: config::loopback::nexus_of(&t.wwn, tag),
+            tpg_tag: tag,
+            queues: QueueConfig {
+                queues,
+                depth,
+                ..QueueConfig::default()
+            },
+        };
+        let mut luns: Vec<Lun> = tpg
+            .luns
+            .iter()
+            .filter_map(|l| {
+                devices.get(&l.storage_object).map(|d| Lun {
+                    id: l.index,
+                    device: d.clone(),
+                    write_protect: false,
+                })
+            })
+            .collect();
+        luns.sort_by_key(|l| l.id);
+        out.push(Pending {
+            wwn: t.wwn.clone(),
+            restart: change.restart,
+            config,
+            luns: LunTable { luns },
+        });
+    }
+    out
+}
+
+/// Start the new and restarted targets (a restarted one stops first). On a
+/// failure (no ublk_drv, a disk that does not come up) the ones started
+/// here stop again and the error is returned. Returns the WWNs started.
+pub fn start(targets: &mut Targets, pending: &mut [Pending]) -> Result<Vec<String>> {
+    let mut started = Vec::new();
+    for p in pending.iter_mut().filter(|p| p.restart) {
+        if let Some(old) = targets.remove(&p.wwn) {
+            old.stop();
+        }
+        let luns = std::mem::take(&mut p.luns);
+        match LoopbackTarget::start(p.config.clone(), luns)
+            .with_context(|| format!("loopback target {}", p.wwn))
+        {
+            Ok(t) => {
+                for (lun, dev) in t.devices() {
+                    tracing::info!(target = %p.wwn, lun, dev = %dev.display(), "loopback disk up");
+                }
+                targets.insert(p.wwn.clone(), t);
+                started.push(p.wwn.clone());
+            }
+            Err(e) => {
+                stop(targets, &started);
+                return Err(e);
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// Stop the targets of `wwns` (their disks go away).
+pub fn stop(targets: &mut Targets, wwns: &[String]) {
+    for w in wwns {
+        if let Some(t) = targets.remove(w) {
+            t.stop();
+            tracing::info!(target = %w, "loopback target stopped");
+        }
+    }
+}
+
+/// The LUN-table-only changes and the removals of the plan.
+pub fn finish(targets: &mut Targets, pending: Vec<Pending>, removed: &[String]) {
+    for p in pending.into_iter().filter(|p| !p.restart) {
+        if let Some(t) = targets.get(&p.wwn) {
+            if let Err(e) = t.set_luns(p.luns) {
+                tracing::warn!(target = %p.wwn, "loopback: {e}");
+            }
+        }
+    }
+    stop(targets, removed);
+}
+
+/// The block device of loopback target `wwn`'s LUN `lun`.
+pub fn disk_of(targets: &Targets, wwn: &str, lun: u64) -> Option<String> {
+    let t = targets.get(wwn)?;
+    t.devices()
+        .into_iter()
+        .find(|(l, _)| *l == lun)
+        .map(|(_, d)| d.display().to_string())
+}
