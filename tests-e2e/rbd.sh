@@ -15,7 +15,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 
 need qemu-img rbd ceph-mon ceph-osd python3 cmp   # lib.sh: SKIP locally, FAIL under CI=true
-if ! ldconfig -p | grep -q 'librbd\.so\.1 '; then need librbd.so.1; fi
+# (a here-string, not a pipe: under pipefail, grep -q's early exit would fail ldconfig with SIGPIPE)
+if ! grep -q 'librbd\.so\.1 ' <<<"$(ldconfig -p)"; then need librbd.so.1; fi
 [[ -f $TOOLS/ceph/ceph-up.sh ]] || need "$TOOLS/ceph/ceph-up.sh"
 W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/e2e-rbd.XXXXXX")
 NPASS=0 NFAIL=0 CEPH=$W/ceph
