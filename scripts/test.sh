@@ -7,6 +7,9 @@
 #    3. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #    4. build        cargo build --workspace --release
 #    5. unit         cargo test --workspace
+#       fuzz-smoke   scripts/fuzz.sh --smoke: every cargo-fuzz target 10 s over its committed
+#                    corpus (~2.5 min; a fresh machine first installs cargo-fuzz, ~2.5 min,
+#                    and builds the fuzz workspace, ~4 min); a crash fails the step
 #    6. e2e          tests-e2e/run.sh: real initiators against the release daemon
 #       e2e-qemu     tests-e2e/qemu.sh: user:qemu images (vmdk, vhdx, vdi, qcow2) over iSCSI
 #       e2e-qcow2    tests-e2e/qcow2.sh: 1 GiB random writes/discards into a qemu-img qcow2 over
@@ -77,6 +80,7 @@ step fmt 300 cargo fmt --all --check
 step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
 step build 1200 cargo build --workspace --release || BUILD_OK=0
 step unit 1200 cargo test --workspace
+step fuzz-smoke 900 bash scripts/fuzz.sh --smoke
 step e2e 600 bash tests-e2e/run.sh
 step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh

@@ -50,6 +50,9 @@ mod xcopy;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(feature = "fuzzing")]
+pub use pr_file::fuzz_pr_file;
+
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
 
