@@ -5,21 +5,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
-use target_core::{LunTable, Nexus};
-
-/// A 64 KiB LU: whole-LU commands (WRITE SAME with 0 blocks, FORMAT UNIT,
-/// SANITIZE, big READs) cost little, so the fuzzer spends its time on
-/// decoding rather than on copying.
-fn table() -> &'static (LunTable, Nexus) {
-    static T: OnceLock<(LunTable, Nexus)> = OnceLock::new();
-    T.get_or_init(|| {
-        let n = common::nexus(0);
-        (common::fresh_table(1, std::slice::from_ref(&n)), n)
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
@@ -30,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (cdb, data_out) = rest.split_at(cdb_len);
-    let (luns, nexus) = table();
+    // A fresh 64 KiB LU per input: state one input leaves (an ALUA state
+    // whose nonop/transition delay sleeps on every later command, a
+    // reservation, a sanitize failure) must not slow or steer the next,
+    // and a crash must replay from its input alone.
+    let nexus = common::nexus(0);
+    let luns = common::fresh_table(1, std::slice::from_ref(&nexus));
     let mut data_in = Vec::new();
-    common::exec(luns, nexus, 0, cdb, data_out, &mut data_in);
+    common::exec(&luns, &nexus, 0, cdb, data_out, &mut data_in);
 });
