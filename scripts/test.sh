@@ -9,6 +9,11 @@
 #    3. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #    4. build        cargo build --workspace --release
 #    5. unit         cargo test --workspace --no-fail-fast
+#       fuzz-smoke   scripts/fuzz.sh --smoke: every cargo-fuzz target FUZZ_SMOKE_SECS (4 s here)
+#                    over its committed corpus; a fresh machine first installs cargo-fuzz
+#                    (~2.5 min) and builds the fuzz workspace (~4 min). It runs in the
+#                    background beside the e2e/conformance steps (which mostly wait on
+#                    round trips) and is collected at the end; a crash fails the step
 #    6. e2e          tests-e2e/run.sh: real initiators against the release daemon
 #       e2e-qemu     tests-e2e/qemu.sh: user:qemu images (vmdk, vhdx, vdi, qcow2) over iSCSI
 #       e2e-qcow2    tests-e2e/qcow2.sh: 1 GiB random writes/discards into a qemu-img qcow2 over
@@ -99,6 +104,12 @@ step size 60 bash scripts/size-check.sh
 step clippy 1200 cargo clippy --workspace --all-targets -- -D warnings
 step build 1200 cargo build --workspace --release || BUILD_OK=0
 step unit 1200 cargo test --workspace --no-fail-fast
+# fuzz-smoke: started now, in the background, collected by its step at the end.
+FUZZ_DIR=$(mktemp -d)
+if [[ $SKIP != *",fuzz-smoke,"* && ( -z $ONLY || $ONLY == *",fuzz-smoke,"* ) ]]; then
+    (FUZZ_SMOKE_SECS=${FUZZ_SMOKE_SECS:-4} timeout -k 15 1200 bash scripts/fuzz.sh --smoke \
+        >"$FUZZ_DIR/log" 2>&1; echo $? >"$FUZZ_DIR/rc") &
+fi
 step e2e 600 bash tests-e2e/run.sh
 step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
@@ -112,6 +123,8 @@ step vhost 240 bash tests-e2e/vhost.sh
 step vhost-reconnect 240 bash tests-e2e/vhost.sh --reconnect
 step loopback 240 bash tests-e2e/loopback.sh
 step bench-smoke 180 bash bench/bench.sh --smoke
+# (its own limit is the background run's 1200 s; this waits for its result)
+step fuzz-smoke 1260 bash -c 'while [[ ! -f $1/rc ]]; do sleep 2; done; cat "$1/log"; exit "$(cat "$1/rc")"' _ "$FUZZ_DIR"
 
 echo
 echo "==== summary ($((SECONDS - T_ALL))s total)"

@@ -52,6 +52,9 @@ mod xcopy;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(feature = "fuzzing")]
+pub use pr_file::fuzz_pr_file;
+
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
 pub use submit::{Reply, Request};

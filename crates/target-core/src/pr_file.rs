@@ -268,6 +268,20 @@ impl crate::Device {
     }
 }
 
+/// Fuzz entry (fuzz/fuzz_targets/aptpl.rs): parse untrusted file text; what
+/// parses must render to a file that parses back to the same state.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_pr_file(text: &str) {
+    let mut pr = PrState::default();
+    if parse(text, &mut pr).is_err() {
+        return;
+    }
+    let saved = render(&pr);
+    let mut again = PrState::default();
+    parse(&saved, &mut again).expect("a rendered state file parses");
+    assert_eq!(render(&again), saved, "state file round trip");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

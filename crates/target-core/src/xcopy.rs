@@ -92,7 +92,13 @@ fn be64(b: &[u8], at: usize) -> u64 {
 /// The LU a CSCD identification descriptor names, if it is in this table.
 fn resolve<'a>(ctx: &Ctx<'a>, desc: &[u8]) -> Option<&'a Lun> {
     let designator = &desc[4..24];
-    let len = usize::from(designator[3]).min(20);
+    // The CSCD holds 20 designator bytes: the 4-byte header and at most 16
+    // of designator; a longer length names nothing (and must not index
+    // past the descriptor).
+    let len = usize::from(designator[3]);
+    if len > 16 {
+        return None;
+    }
     let (assoc_type, body) = (designator[1] & 0x3f, &designator[4..4 + len]);
     // Only LU-associated NAA designators name an LU here.
     if assoc_type != 0x03 {
@@ -472,6 +478,21 @@ mod tests {
         let (o, _) = t.run(&xcopy_cdb(p.len() + 1), &p);
         assert_eq!(sense_of(&o), Some((5, 0x1a, 0)), "truncated");
         t.ok(&xcopy_cdb(0));
+    }
+
+    /// Found by the xcopy fuzz target: a designator length over 16 (the
+    /// CSCD has room for 16) indexed past the descriptor and panicked.
+    #[test]
+    fn designator_longer_than_the_descriptor_is_unreachable() {
+        let t = Rig::new();
+        for len in [17u8, 20, 0xff] {
+            let mut td = target_desc(&t);
+            td[7] = len;
+            let p = params(1, 3, &[td], &[seg(0, 0, 1, 0, 1)]);
+            let (o, _) = t.run(&xcopy_cdb(p.len()), &p);
+            assert_eq!(o.status, Status::CheckCondition, "length {len}");
+            assert_eq!(sense_of(&o), Some((0x0a, 0x0d, 2)), "length {len}");
+        }
     }
 
     #[test]
