@@ -53,7 +53,7 @@
 # summary table; exit status 1 if any step failed.
 #
 # usage: scripts/test.sh [--quick] [--skip STEP[,STEP]] [--only STEP[,STEP]]
-#   --quick   skip guest, vhost, vhost-reconnect and bench-smoke (the slow / noisy steps)
+#   --quick   skip guest, vhost, vhost-reconnect, loopback, bench-smoke and fuzz-smoke (the slow steps)
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 1
@@ -63,7 +63,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 SKIP=, ONLY=
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --quick) SKIP+=guest,vhost,vhost-reconnect,bench-smoke, ;;
+        --quick) SKIP+=guest,vhost,vhost-reconnect,loopback,bench-smoke,fuzz-smoke, ;;
         --skip) SKIP+=$2,; shift ;;
         --only) ONLY=,$2,; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
