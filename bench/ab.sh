@@ -11,6 +11,7 @@
 #   luns: rd (ramdisk), shm (fileio in /dev/shm), pool (the same with io_engine=pool)
 #   workloads: 4k-randread-qd32 (iscsi-perf -r -b 8 -m 32, 4 s)
 #              4k-write-qd32 64k-read-qd8 64k-write-qd8 1m-read-qd8 1m-write-qd8
+#              4k-read-qd1 (single-request latency)
 #              (qemu-img bench -f raw -t none, sequential, fixed count)
 # Needs libiscsi-bin and qemu-utils with qemu-block-extra.
 set -euo pipefail
@@ -82,6 +83,7 @@ run() {   # run WORKLOAD URL -> "IOPS COUNT"
         64k-write-qd8) qbench 20000 8 64k -w "$2" ;;
         1m-read-qd8)   qbench 3000 8 1M "$2" ;;
         1m-write-qd8)  qbench 1500 8 1M -w "$2" ;;
+        4k-read-qd1)   qbench 40000 1 4k "$2" ;;
         *) echo "ab.sh: unknown workload $1" >&2; return 2 ;;
     esac
 }
