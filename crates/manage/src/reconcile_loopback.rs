@@ -25,43 +25,18 @@ pub fn plan(
     wanted: &SaveConfig,
     reopened: &HashSet<&str>,
 ) -> (Vec<LoopbackChange>, Vec<String>) {
-    let served = crate::reconcile_vhost::served_tpg;
-    let active = |cfg: &SaveConfig, wwn: &str| -> Option<Target> {
-        cfg.loopback_targets()
-            .find(|t| t.wwn == wwn && served(t).is_some())
-            .cloned()
-    };
-    let mut changes = Vec::new();
-    for t in wanted.loopback_targets() {
-        let Some((tag, tpg)) = served(t) else {
-            continue;
-        };
-        let Some(old) = active(running, &t.wwn) else {
-            changes.push(LoopbackChange {
-                wwn: t.wwn.clone(),
-                restart: true,
-            });
-            continue;
-        };
-        let (old_tag, old_tpg) = served(&old).expect("active");
-        let restart =
-            old_tag != tag || config::loopback::queues_of(&old) != config::loopback::queues_of(t);
-        let luns_same = old_tpg.luns == tpg.luns
-            && !tpg
-                .luns
-                .iter()
-                .any(|l| reopened.contains(l.storage_object.as_str()));
-        if restart || !luns_same {
-            changes.push(LoopbackChange {
-                wwn: t.wwn.clone(),
-                restart,
-            });
-        }
-    }
-    let removed = running
-        .loopback_targets()
-        .filter(|o| served(o).is_some() && active(wanted, &o.wwn).is_none())
-        .map(|o| o.wwn.clone())
+    let (changes, removed) = crate::reconcile_vhost::plan_single_nexus(
+        running,
+        wanted,
+        reopened,
+        Target::is_loopback,
+        |old, old_tag, new, tag| {
+            old_tag != tag || config::loopback::queues_of(old) != config::loopback::queues_of(new)
+        },
+    );
+    let changes = changes
+        .into_iter()
+        .map(|(wwn, restart)| LoopbackChange { wwn, restart })
         .collect();
     (changes, removed)
 }

@@ -38,42 +38,66 @@ pub fn plan(
     wanted: &SaveConfig,
     reopened: &HashSet<&str>,
 ) -> (Vec<VhostChange>, Vec<String>) {
-    let active = |cfg: &SaveConfig, wwn: &str| -> Option<Target> {
-        cfg.vhost_targets()
-            .find(|t| t.wwn == wwn && served_tpg(t).is_some())
+    let (changes, removed) = plan_single_nexus(
+        running,
+        wanted,
+        reopened,
+        Target::is_vhost,
+        |old, old_tag, new, tag| {
+            config::vhost::socket_of(old) != config::vhost::socket_of(new)
+                || old_tag != tag
+                || vhost_port_id(running, &new.wwn) != vhost_port_id(wanted, &new.wwn)
+        },
+    );
+    let changes = changes
+        .into_iter()
+        .map(|(wwn, restart)| VhostChange { wwn, restart })
+        .collect();
+    (changes, removed)
+}
+
+/// The plan of a fabric whose target is one nexus with one served TPG
+/// (vhost, loopback): `(wwn, restart)` per target whose running state
+/// changes and the WWNs to stop. A target restarts when it is new or
+/// `restarts(old, old_tag, new, new_tag)` says so; otherwise it changes
+/// when its LUNs differ or one of them is reopened.
+pub(crate) fn plan_single_nexus(
+    running: &SaveConfig,
+    wanted: &SaveConfig,
+    reopened: &HashSet<&str>,
+    of_fabric: fn(&Target) -> bool,
+    restarts: impl Fn(&Target, u16, &Target, u16) -> bool,
+) -> (Vec<(String, bool)>, Vec<String>) {
+    let active = |cfg: &'_ SaveConfig, wwn: &str| -> Option<Target> {
+        cfg.targets
+            .iter()
+            .find(|t| of_fabric(t) && t.wwn == wwn && served_tpg(t).is_some())
             .cloned()
     };
     let mut changes = Vec::new();
-    for t in wanted.vhost_targets() {
+    for t in wanted.targets.iter().filter(|t| of_fabric(t)) {
         let Some((tag, tpg)) = served_tpg(t) else {
             continue;
         };
         let Some(old) = active(running, &t.wwn) else {
-            changes.push(VhostChange {
-                wwn: t.wwn.clone(),
-                restart: true,
-            });
+            changes.push((t.wwn.clone(), true));
             continue;
         };
         let (old_tag, old_tpg) = served_tpg(&old).expect("active");
-        let restart = config::vhost::socket_of(&old) != config::vhost::socket_of(t)
-            || old_tag != tag
-            || vhost_port_id(running, &t.wwn) != vhost_port_id(wanted, &t.wwn);
+        let restart = restarts(&old, old_tag, t, tag);
         let luns_same = old_tpg.luns == tpg.luns
             && !tpg
                 .luns
                 .iter()
                 .any(|l| reopened.contains(l.storage_object.as_str()));
         if restart || !luns_same {
-            changes.push(VhostChange {
-                wwn: t.wwn.clone(),
-                restart,
-            });
+            changes.push((t.wwn.clone(), restart));
         }
     }
     let removed = running
-        .vhost_targets()
-        .filter(|o| served_tpg(o).is_some() && active(wanted, &o.wwn).is_none())
+        .targets
+        .iter()
+        .filter(|o| of_fabric(o) && served_tpg(o).is_some() && active(wanted, &o.wwn).is_none())
         .map(|o| o.wwn.clone())
         .collect();
     (changes, removed)
@@ -100,7 +124,7 @@ mod tests {
     }
 
     /// Start-up starts; a repeat does nothing; a LUN added updates without a
-    /// restart; a new socket restarts; disabling or deleting stops.
+    /// restart; a new socket or port id restarts; disabling or deleting stops.
     #[test]
     fn vhost_plans() {
         let none = HashSet::new();
@@ -132,5 +156,16 @@ mod tests {
         assert_eq!(plan(&c, &d, &none), (vec![], vec![V.to_string()]));
         assert_eq!(plan(&c, &SaveConfig::default(), &none).1, [V]);
         assert_eq!(vhost_port_id(&c, V), 0x8001);
+        // Another vhost target before it moves its relative port id: restart.
+        let mut e = c.clone();
+        let mut other = e.targets[0].clone();
+        other.wwn = "naa.5001405abcdef0ff".into();
+        e.targets.insert(0, other);
+        assert_eq!(vhost_port_id(&e, V), 0x8002);
+        let moved = plan(&c, &e, &none).0;
+        assert!(
+            moved.iter().any(|ch| ch.wwn == V && ch.restart),
+            "{moved:?}"
+        );
     }
 }
