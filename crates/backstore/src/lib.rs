@@ -17,6 +17,7 @@ pub mod crypt;
 pub mod file;
 pub mod nbd;
 pub mod null;
+pub mod ownership;
 #[cfg(any(test, feature = "powerloss"))]
 pub mod powerloss;
 pub mod qcow2;
@@ -32,11 +33,12 @@ pub use crypt::{CryptBackstore, CryptError};
 pub use file::{Extent, FileBackstore, FileOptions};
 pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
 pub use null::NullBackstore;
+pub use ownership::{Owner, Ownership};
 pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
 pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
-pub use rbd::{RbdBackstore, RbdConfig};
+pub use rbd::{RbdBackstore, RbdConfig, RbdGateway};
 pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
 pub use sticky::FlushFault;
 
@@ -200,6 +202,13 @@ pub trait Backstore: Send + Sync + 'static {
     /// reset. None by default; wrappers forward their inner backstore's.
     fn health(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// Set when several gateways serve this medium and one at a time owns
+    /// it ([`ownership`]): the core drives implicit ALUA from it. None by
+    /// default; wrappers forward their inner backstore's.
+    fn ownership(&self) -> Option<std::sync::Arc<dyn Ownership>> {
+        None
     }
 }
 

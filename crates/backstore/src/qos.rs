@@ -232,6 +232,10 @@ impl Backstore for QosBackstore {
     fn health(&self) -> Vec<(&'static str, u64)> {
         self.inner.health()
     }
+
+    fn ownership(&self) -> Option<std::sync::Arc<dyn crate::Ownership>> {
+        self.inner.ownership()
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,11 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
             d.resized();
         }
     }));
+    // Several gateways on one medium (an RBD image with alua_group=N): its
+    // owner drives implicit ALUA (target_core's alua_owner).
+    if let Some(o) = backstore.ownership() {
+        device.set_ownership(o);
+    }
     // rtarget's own attribute (LIO has none): a removable medium that can be
     // ejected and loaded (START STOP UNIT LOEJ, PREVENT ALLOW MEDIUM REMOVAL).
     if attrs.removable {

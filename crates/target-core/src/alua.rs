@@ -14,7 +14,7 @@
 //! active/optimized, which is the only state a LU without ALUA setup has.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use scsi::cdb::Cdb;
@@ -227,6 +227,8 @@ pub(crate) struct AluaState {
     /// Some group is not active/optimized: commands take the slow gate.
     restricted: AtomicBool,
     inner: RwLock<Inner>,
+    /// Set when the medium's owner decides the states (`crate::alua_owner`).
+    pub(crate) ownership: OnceLock<Arc<dyn backstore::Ownership>>,
 }
 
 impl Default for AluaState {
@@ -240,6 +242,7 @@ impl Default for AluaState {
                 }],
                 ports: Vec::new(),
             }),
+            ownership: OnceLock::new(),
         }
     }
 }
@@ -409,11 +412,38 @@ impl AluaState {
         group_changed || inner.port_states() != before
     }
 
+    /// The transitions that make the states follow `owner` (see
+    /// `crate::alua_owner`): its group active/optimized, every other one
+    /// active/non-optimized; nobody: the configured states; another,
+    /// unknown gateway: this gateway's group (`local`) not optimized.
+    pub(crate) fn owner_changes(
+        &self,
+        owner: backstore::Owner,
+        local: u16,
+    ) -> Vec<(u16, AccessState)> {
+        use backstore::Owner;
+        let inner = self.read();
+        inner
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let want = match owner {
+                    Owner::Group(o) if o == g.g.id => AccessState::ActiveOptimized,
+                    Owner::Group(_) => AccessState::ActiveNonOptimized,
+                    Owner::Nobody => g.configured,
+                    Owner::Elsewhere if g.g.id == local => AccessState::ActiveNonOptimized,
+                    Owner::Elsewhere => g.g.state,
+                };
+                (g.g.state != want).then_some((g.g.id, want))
+            })
+            .collect()
+    }
+
     /// Move the groups in `changes` to their states. `explicit` marks an
     /// STPG (status "altered by explicit STPG"). A group with a transition
     /// delay spends it in the transitioning state first, visible to every
     /// other command meanwhile.
-    fn transition(&self, changes: &[(u16, AccessState)], explicit: bool) {
+    pub(crate) fn transition(&self, changes: &[(u16, AccessState)], explicit: bool) {
         let delay = {
             let mut inner = self.write();
             let mut delay = 0;
@@ -458,6 +488,8 @@ pub(crate) fn report_target_port_groups(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) ->
         _ => return Err(CmdError::cdb_field(1)),
     };
     let alloc = cdb.be32(6) as usize;
+    // Several gateways: every one answers with the owner the cluster records.
+    ctx.dev.follow_owner(true);
     let inner = ctx.dev.state.alua.read();
     data_in.extend_from_slice(&[0; 4]);
     if extended {
@@ -556,6 +588,9 @@ pub(crate) fn set_target_port_groups(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
             changes.push((id, state));
         }
     }
+    if alua.ownership.get().is_some() {
+        return crate::alua_owner::set_target_port_groups(ctx.dev, &changes);
+    }
     alua.transition(&changes, true);
     ctx.dev
         .state
@@ -597,6 +632,8 @@ impl crate::Device {
                 .ua
                 .queue_others(None, ASYMMETRIC_ACCESS_STATE_CHANGED);
         }
+        // The owner, where one decides, overrides what management set.
+        self.follow_owner(false);
     }
 
     /// The LU's groups with their current states (STPG included).

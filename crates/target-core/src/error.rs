@@ -148,6 +148,14 @@ impl CmdError {
             CmdError::LbaOutOfRange => cc(s(IllegalRequest, Asc::LBA_OUT_OF_RANGE)),
             CmdError::LunNotSupported => cc(s(IllegalRequest, Asc::LOGICAL_UNIT_NOT_SUPPORTED)),
             CmdError::WriteProtected => cc(s(DataProtect, Asc::WRITE_PROTECTED)),
+            // This path lost the medium (a gateway fenced by another one):
+            // retry, here after a reconnect or on another path
+            // (backstore::ownership), not a defect of the medium.
+            CmdError::ReadError(e) | CmdError::WriteError(e)
+                if backstore::ownership::is_path_lost(e) =>
+            {
+                cc(s(NotReady, Asc::LU_NOT_ACCESSIBLE_TRANSITIONING))
+            }
             CmdError::ReadError(_) => cc(s(MediumError, Asc::UNRECOVERED_READ_ERROR)),
             // The medium under the LU ran out of space (a thin or sparse file
             // on a full file system, a quota): SBC-4's answer for a thin LU

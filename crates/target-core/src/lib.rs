@@ -26,6 +26,7 @@ use std::sync::Arc;
 use backstore::Backstore;
 
 pub mod alua;
+mod alua_owner;
 mod commands;
 mod device;
 mod dispatch;

@@ -1,5 +1,10 @@
 //! tcmu-runner's rbd configuration string (after `rbd/`):
-//! `pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S]`.
+//! `pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N]`.
+//!
+//! `alua_group=N` is rtarget's own: this daemon is one of several gateways
+//! serving the image, and N is the id of its ALUA target port group; the
+//! image's exclusive lock then decides which group is active/optimized
+//! ([`super::gateway`], docs/rbd-gateways.md).
 
 use std::time::Duration;
 
@@ -20,11 +25,14 @@ pub struct RbdConfig {
     pub id: Option<String>,
     /// rados_osd_op_timeout and client_mount_timeout.
     pub osd_op_timeout: Duration,
+    /// This gateway's target port group id (multi-gateway mode).
+    pub alua_group: Option<u16>,
 }
 
 impl RbdConfig {
     pub fn parse(s: &str) -> Result<RbdConfig, String> {
-        let usage = "expected pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S]";
+        let usage =
+            "expected pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N]";
         let mut parts = s.split(';');
         let spec = parts.next().unwrap_or("");
         let (pool, rest) = spec
@@ -47,6 +55,7 @@ impl RbdConfig {
             conf: None,
             id: None,
             osd_op_timeout: DEFAULT_OSD_OP_TIMEOUT,
+            alua_group: None,
         };
         for kv in parts.filter(|kv| !kv.is_empty()) {
             let (k, v) = kv
@@ -69,9 +78,15 @@ impl RbdConfig {
                         }
                     }
                 }
+                // 0 is the default group, which every LUN is in unless it
+                // names another: it cannot tell the gateways apart.
+                "alua_group" => match v.parse::<u16>() {
+                    Ok(n) if n > 0 => cfg.alua_group = Some(n),
+                    _ => return Err(format!("{s:?}: alua_group={v:?} is not 1..65535")),
+                },
                 _ => {
                     return Err(format!(
-                        "{s:?}: unknown key {k:?} (known: conf, id, osd_op_timeout)"
+                        "{s:?}: unknown key {k:?} (known: conf, id, osd_op_timeout, alua_group)"
                     ))
                 }
             }
@@ -95,6 +110,9 @@ mod tests {
         assert_eq!(c.conf.as_deref(), Some("/etc/ceph/x.conf"));
         assert_eq!(c.id.as_deref(), Some("gw"));
         assert_eq!(c.osd_op_timeout, Duration::from_secs(5));
+        assert_eq!(c.alua_group, None);
+        let c = RbdConfig::parse("p/i;alua_group=2").unwrap();
+        assert_eq!(c.alua_group, Some(2));
         for bad in [
             "",
             "disk",
@@ -108,6 +126,8 @@ mod tests {
             "rbd/a;id=",
             "rbd/a;cache=on",
             "rbd/a;noequals",
+            "rbd/a;alua_group=0",
+            "rbd/a;alua_group=65536",
         ] {
             assert!(RbdConfig::parse(bad).is_err(), "{bad:?}");
         }

@@ -24,6 +24,9 @@
 mod config;
 mod extent;
 mod ffi;
+mod ffi_lock;
+mod gateway;
+mod lock;
 
 use std::ffi::{c_int, c_void, CString};
 use std::io;
@@ -32,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 pub use config::{RbdConfig, DEFAULT_OSD_OP_TIMEOUT};
+pub use gateway::RbdGateway;
 
 use crate::{refuse_shrink, Backstore, Capabilities, Completion, Extent, IoOp, ResizeHook};
 use extent::{extent_from, on_extent, STATUS_WINDOW};
@@ -107,7 +111,10 @@ pub struct RbdBackstore {
 
 /// librbd's `-errno` as an error.
 fn rc(what: &str, r: isize) -> io::Result<usize> {
-    if r < 0 {
+    if r == -(libc::ESHUTDOWN as isize) {
+        // Blocklisted: another gateway took the image ([`gateway`]).
+        Err(crate::ownership::path_lost(format!("{what}: blocklisted")))
+    } else if r < 0 {
         let e = io::Error::from_raw_os_error(-r as i32);
         Err(io::Error::new(e.kind(), format!("{what}: {e}")))
     } else {
@@ -281,6 +288,11 @@ impl RbdBackstore {
     /// `pool/image[@snap]`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The lock calls on this connection ([`gateway`]).
+    fn locks(&self) -> io::Result<lock::Locks> {
+        lock::Locks::new(self.shared.image, self._conn.cluster)
     }
 
     /// COMPARE AND WRITE, atomic in the cluster: write `data` at `offset`

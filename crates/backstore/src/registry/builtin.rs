@@ -240,7 +240,7 @@ impl Handler for Rbd {
     handler_identity!(
         "rbd",
         "RBD",
-        "pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S]"
+        "pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N]"
     );
     fn check_config(&self, config: &str) -> Result<(), HandlerError> {
         crate::RbdConfig::parse(config)
@@ -249,10 +249,15 @@ impl Handler for Rbd {
     }
     fn open(&self, req: &OpenRequest<'_>) -> Result<Arc<dyn Backstore>, HandlerError> {
         let cfg = crate::RbdConfig::parse(req.config).map_err(HandlerError::Config)?;
-        let b = crate::RbdBackstore::open(&cfg, req.size, req.read_only)
-            .map_err(|e| io_error(&e, format!("rbd {}: {e}", req.config)))?;
+        let err = |e: std::io::Error| io_error(&e, format!("rbd {}: {e}", req.config));
+        // alua_group=N: one of several gateways (rbd::gateway).
+        let b: Arc<dyn Backstore> = if cfg.alua_group.is_some() {
+            Arc::new(crate::RbdGateway::open(&cfg, req.size, req.read_only).map_err(err)?)
+        } else {
+            Arc::new(crate::RbdBackstore::open(&cfg, req.size, req.read_only).map_err(err)?)
+        };
         warn_if_size_differs(req, b.size());
-        Ok(Arc::new(b))
+        Ok(b)
     }
 }
 
