@@ -22,7 +22,8 @@
 #                    (import-tgt): same targets, LUNs, sizes and data seen by iscsi-ls/qemu-io
 #       e2e-rbd      tests-e2e/rbd.sh: a throw-away one-node Ceph (../shared/tools/ceph), a
 #                    user:rbd LU made with the CLI: 64 MiB in and back byte-exact with
-#                    qemu-img, `rbd export` agrees, `rbd resize` seen as 2A/09 (~25 s)
+#                    qemu-img, `rbd export` agrees, `rbd resize` seen as 2A/09; two gateways
+#                    (alua_group): lock-driven ALUA, takeover, fencing, no ping-pong (~40 s)
 #       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
 #                    when missing) installed with dpkg -i, the unit's ExecStart reaches
 #                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)

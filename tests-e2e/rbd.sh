@@ -7,7 +7,10 @@
 #   back byte-exact; the `rbd` CLI exports the same bytes; the saveconfig holds
 #   plugin "user" with config "rbd/..."; `rbd resize` made outside reaches the
 #   logged-in initiator as 2A/09 and a larger READ CAPACITY (rbd_update_watch);
-#   a restart from the saved config serves the data again.
+#   a restart from the saved config serves the data again; two gateways
+#   (alua_group=1/2) on one image: RTPG alike on both, the exclusive lock
+#   moves with the writes, the old owner is blocklisted and fenced, no
+#   ping-pong, STPG takes it back, kill -9 of the owner (rbd_gateways.py).
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -45,7 +48,10 @@ t0=$SECONDS
 # Two distinct ports; the monitor must start on a nearly full disk too (its
 # default refuses under 5 % free, and at 0 % still refuses a disk under 1 % free).
 MP=$(free_port); MP1=$(free_port); while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
-if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 EXTRA_CONF='[mon]\nmon_data_avail_crit = -1' \
+# The OSDs drop a dead client's watch after 5 s (default 30): the gateway
+# check below waits that long for a killed lock owner to count as dead.
+if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 \
+    EXTRA_CONF='[mon]\nmon_data_avail_crit = -1\n[osd]\nosd_client_watch_timeout = 5' \
     bash "$TOOLS/ceph/ceph-up.sh" "$CEPH" >"$W/ceph-up.log" 2>&1; then
     pass "single-node Ceph up in $((SECONDS - t0)) s"
 else
@@ -84,6 +90,11 @@ assert len(got) == 1 and got[0]["config"].startswith("rbd/rbd/img0;conf="), got
 assert got[0]["size"] == 64 << 20, got' "$W/state/saveconfig.json"
 check "rbd resize elsewhere reaches the initiator as 2A/09, READ CAPACITY 80 MiB" \
     timeout 60 python3 "$HERE/rbd_resize.py" "$PORT" "$IQN" 1 80 resize rbd/img0
+
+mkdir -p "$W/gw"
+check "two gateways on one image: ALUA from the exclusive lock, takeover, fencing, no ping-pong" \
+    env RTARGET_BIN="$RTARGET_BIN" timeout 180 python3 "$HERE/rbd_gateways.py" "$W/gw" "$CONF"
+grep -E "^(takeover|failover)" "$W/out.txt" >&2
 
 stop_rtarget 10 || true
 # Empty the log first: start_rtarget's wait could see the old run's
