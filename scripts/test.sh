@@ -44,6 +44,9 @@
 #                    during the guest's writes; they complete and read back
 #       loopback     tests-e2e/loopback.sh: rtarget inside a 6.12 guest (ublk_drv): a fileio
 #                    LUN of a /loopback target as /dev/ublkb0, ext4 + md5, clean delete
+#       rbd-failover tests-e2e/rbd-failover.sh: a guest's dm-multipath (scsi_dh_alua) over two
+#                    rtarget gateways of one RBD image; kill -9 / SIGSTOP of the owner mid-write:
+#                    I/O resumes through the other, every acknowledged record in `rbd export`
 #   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.
@@ -54,7 +57,8 @@
 # summary table; exit status 1 if any step failed.
 #
 # usage: scripts/test.sh [--quick] [--skip STEP[,STEP]] [--only STEP[,STEP]]
-#   --quick   skip guest, vhost, vhost-reconnect, loopback, bench-smoke and fuzz-smoke (the slow steps)
+#   --quick   skip guest, vhost, vhost-reconnect, loopback, rbd-failover, bench-smoke and fuzz-smoke
+#             (the slow steps)
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 1
@@ -64,7 +68,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 SKIP=, ONLY=
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --quick) SKIP+=guest,vhost,vhost-reconnect,loopback,bench-smoke,fuzz-smoke, ;;
+        --quick) SKIP+=guest,vhost,vhost-reconnect,loopback,rbd-failover,bench-smoke,fuzz-smoke, ;;
         --skip) SKIP+=$2,; shift ;;
         --only) ONLY=,$2,; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -83,7 +87,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|deb|conformance|reliability|guest|vhost|vhost-reconnect|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|deb|conformance|reliability|guest|vhost|vhost-reconnect|rbd-failover|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -123,6 +127,7 @@ step guest 420 bash tests-e2e/guest.sh
 step vhost 240 bash tests-e2e/vhost.sh
 step vhost-reconnect 240 bash tests-e2e/vhost.sh --reconnect
 step loopback 240 bash tests-e2e/loopback.sh
+step rbd-failover 420 bash tests-e2e/rbd-failover.sh
 step bench-smoke 180 bash bench/bench.sh --smoke
 # (its own limit is the background run's 1200 s; this waits for its result)
 step fuzz-smoke 1260 bash -c 'while [[ ! -f $1/rc ]]; do sleep 2; done; cat "$1/log"; exit "$(cat "$1/rc")"' _ "$FUZZ_DIR"

@@ -21,6 +21,7 @@ Checks, in order (each prints PASS/FAIL; exit status 1 on any FAIL):
   - `rbd export` holds every acknowledged write and none of the refused.
 
 usage: rbd_gateways.py WORKDIR CEPH_CONF
+       rbd_gateways.py --late-write PORT   (rbd-failover.sh's check of a woken gateway)
 """
 import json
 import os
@@ -59,8 +60,9 @@ def group(name, gid, state):
     return g
 
 
-def gateway_config(path, me, ports, conf):
-    """Gateway `me` (1 or 2) of two; `ports` = {1: port, 2: port}."""
+def gateway_config(path, me, ports, conf, image=None):
+    """Gateway `me` (1 or 2) of two; `ports` = {1: port, 2: port}
+    (also used by rbd-failover.sh)."""
     tpgs = []
     for tag in (1, 2):
         tpgs.append({
@@ -77,7 +79,7 @@ def gateway_config(path, me, ports, conf):
         "fabric_modules": [],
         "storage_objects": [{
             "plugin": "user", "name": "gw0", "size": 64 << 20, "wwn": WWN,
-            "config": f"rbd/{IMAGE};conf={conf};osd_op_timeout=10;alua_group={me}",
+            "config": f"rbd/{image or IMAGE};conf={conf};osd_op_timeout=10;alua_group={me}",
             "attributes": {},
             # Group 1 preferred until some gateway owns the image.
             "alua_tpgs": [group("gw1", 1, 0), group("gw2", 2, 1)],
@@ -253,5 +255,18 @@ def main(argv):
     return 0 if all(RESULTS) else 1
 
 
+def late_write(port):
+    """rbd-failover.sh: a write through a gateway that was fenced while
+    stopped is refused (02/04/0A), and it does not claim group 1 any more."""
+    s = RwSession("127.0.0.1", port, IQN, timeout=30)
+    s.ready()
+    st, kcq = write(s, 4096, b"late".ljust(REC, b"\0"))
+    groups = states(rtpg(s))
+    print(f"late write: status {st:#x} {kcq}; RTPG through A: {groups}")
+    return 0 if st == 2 and kcq == (2, 4, 0x0A) and groups.get(1) == 1 and groups.get(2) == 0 else 1
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--late-write"]:
+        sys.exit(late_write(int(sys.argv[2])))
     sys.exit(main(sys.argv))

@@ -72,7 +72,7 @@ fn gateways_share_an_image_through_its_exclusive_lock() {
     assert_eq!(oa.owner(true), Owner::Group(1));
     assert_eq!(ob.owner(true), Owner::Group(1));
     assert!(changes.load(Ordering::SeqCst) >= 1, "A's hook ran");
-    assert_eq!(health(&a, "lock_owned"), 1);
+    assert_eq!(health(&a, "lock_takeovers"), 1);
 
     // A write through B takes it over: A's exact address is blocklisted.
     let before = c.ceph(&["osd", "blocklist", "ls"]);

@@ -265,8 +265,9 @@ impl Gw {
 
     /// Read the owner from the cluster and publish it.
     fn refresh(self: &Arc<Self>) -> Owner {
-        if self.fenced.load(Ordering::Acquire) {
-            // Being reconnected; serve the fence until then.
+        // Fenced: reconnect first (or wait for the thread doing it), so
+        // that this gateway answers with the owner the others see.
+        if self.fenced.load(Ordering::Acquire) && self.reconnect().is_err() {
             return *lock(&self.owner);
         }
         let (rbd, gen) = self.current();
@@ -472,11 +473,12 @@ impl Backstore for RbdGateway {
         *lock(&self.g.resize) = Some(Arc::from(hook));
     }
 
+    /// Counters only (never decreasing): whether the lock is held shows in
+    /// REPORT TARGET PORT GROUPS.
     fn health(&self) -> Vec<(&'static str, u64)> {
         let g = &self.g;
         let mut h = g.current().0.health();
         h.extend([
-            ("lock_owned", u64::from(g.owned.load(Ordering::Relaxed))),
             ("lock_takeovers", g.takeovers.load(Ordering::Relaxed)),
             ("fenced", g.fences.load(Ordering::Relaxed)),
             ("takeovers_refused", g.refused.load(Ordering::Relaxed)),
