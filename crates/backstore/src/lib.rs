@@ -291,6 +291,11 @@ mod tests {
         fn health(&self) -> Vec<(&'static str, u64)> {
             vec![("probes", 7)]
         }
+
+        fn ownership(&self) -> Option<std::sync::Arc<dyn Ownership>> {
+            self.calls.lock().unwrap().push("ownership");
+            None
+        }
     }
 
     /// The default, then one set of capabilities per flag that differs from
@@ -409,6 +414,7 @@ mod tests {
             "submit_read",
             "submit_write",
             "on_resize",
+            "ownership",
         ];
         for (name, w) in [("qos", &*qos), ("crypt", &crypt as &dyn Backstore)] {
             for op in ops {
@@ -430,6 +436,10 @@ mod tests {
                     "crypto_erase" => w.crypto_erase(),
                     "on_resize" => {
                         w.on_resize(Box::new(|_| {}));
+                        Ok(())
+                    }
+                    "ownership" => {
+                        assert!(w.ownership().is_none());
                         Ok(())
                     }
                     "submit_read" => submit(
