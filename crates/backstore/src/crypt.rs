@@ -296,6 +296,10 @@ impl Backstore for CryptBackstore {
     fn health(&self) -> Vec<(&'static str, u64)> {
         self.inner.health()
     }
+
+    fn shared_state(&self) -> Option<std::sync::Arc<dyn crate::SharedState>> {
+        self.inner.shared_state()
+    }
 }
 
 /// Whether a sector is all zeroes. Early exit per 64 bytes: ciphertext

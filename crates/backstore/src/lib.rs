@@ -25,6 +25,7 @@ pub mod qos;
 pub mod ram;
 pub mod rbd;
 pub mod registry;
+pub mod shared_state;
 pub mod sticky;
 
 pub use aio::{Completion, IoOp};
@@ -38,6 +39,7 @@ pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
 pub use rbd::{RbdBackstore, RbdConfig};
 pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
+pub use shared_state::SharedState;
 pub use sticky::FlushFault;
 
 /// The error every backstore answers a shrinking resize with: data past the
@@ -200,6 +202,14 @@ pub trait Backstore: Send + Sync + 'static {
     /// reset. None by default; wrappers forward their inner backstore's.
     fn health(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// State shared with every other target serving this medium (the
+    /// persistent reservations of an image several gateways export), kept
+    /// with the medium: [`shared_state`]. `None` (the default): the medium
+    /// is this process's alone. Wrappers forward it.
+    fn shared_state(&self) -> Option<std::sync::Arc<dyn SharedState>> {
+        None
     }
 }
 

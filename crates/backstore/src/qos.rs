@@ -232,6 +232,10 @@ impl Backstore for QosBackstore {
     fn health(&self) -> Vec<(&'static str, u64)> {
         self.inner.health()
     }
+
+    fn shared_state(&self) -> Option<std::sync::Arc<dyn crate::SharedState>> {
+        self.inner.shared_state()
+    }
 }
 
 #[cfg(test)]
