@@ -292,6 +292,11 @@ mod tests {
         fn health(&self) -> Vec<(&'static str, u64)> {
             vec![("probes", 7)]
         }
+
+        fn shared_state(&self) -> Option<std::sync::Arc<dyn SharedState>> {
+            self.calls.lock().unwrap().push("shared_state");
+            None
+        }
     }
 
     /// The default, then one set of capabilities per flag that differs from
@@ -410,6 +415,7 @@ mod tests {
             "submit_read",
             "submit_write",
             "on_resize",
+            "shared_state",
         ];
         for (name, w) in [("qos", &*qos), ("crypt", &crypt as &dyn Backstore)] {
             for op in ops {
@@ -431,6 +437,10 @@ mod tests {
                     "crypto_erase" => w.crypto_erase(),
                     "on_resize" => {
                         w.on_resize(Box::new(|_| {}));
+                        Ok(())
+                    }
+                    "shared_state" => {
+                        assert!(w.shared_state().is_none());
                         Ok(())
                     }
                     "submit_read" => submit(
