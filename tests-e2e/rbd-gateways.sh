@@ -10,7 +10,8 @@
 #   release through A lets B's WRITE through; an SPC-2 RESERVE(6) through A blocks
 #   B likewise and the holder's logout releases it;
 #   then libiscsi's iscsi-test-cu with the two URLs (its second initiator's session
-#   goes to B): SUITES (an ERE, default the reservation suites; "ALL": every suite)
+#   goes to B): SUITES (an ERE, default the reservation suites and MultipathIO, whose
+#   LU reset through one path must raise 29/00 on the other; "ALL": every suite)
 #   must have no FAIL.
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
 # MON_PORT / MON_PORT_V1 pick the monitor's ports (free ones by default).
@@ -22,7 +23,7 @@ source "$HERE/lib.sh"
 need rbd ceph-mon ceph-osd python3 iscsi-test-cu
 if ! grep -q 'librbd\.so\.1 ' <<<"$(ldconfig -p)"; then need librbd.so.1; fi
 [[ -f $TOOLS/ceph/ceph-up.sh ]] || need "$TOOLS/ceph/ceph-up.sh"
-SUITES=${SUITES:-'^(ProutRegister|ProutReserve|ProutClear|ProutPreempt|PrinReadKeys|PrinServiceactionRange|PrinReportCapabilities|Reserve6)$'}
+SUITES=${SUITES:-'^(ProutRegister|ProutReserve|ProutClear|ProutPreempt|PrinReadKeys|PrinServiceactionRange|PrinReportCapabilities|Reserve6|MultipathIO)$'}
 W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/e2e-rbdgw.XXXXXX")
 NPASS=0 NFAIL=0 CEPH=$W/ceph A_PID='' B_PID='' HOLDER=''
 pass() { NPASS=$((NPASS + 1)); echo "PASS $1"; }

@@ -25,7 +25,9 @@
 //! in the stored state: each change records (by registration identity)
 //! whom it must tell, tagged with its version; a target that reloads
 //! raises those of the versions it had not seen for its live nexuses. The
-//! last [`KEEP_EVENTS`] versions' are kept.
+//! last [`KEEP_EVENTS`] versions' are kept. A LOGICAL UNIT RESET (or a
+//! target reset) through one target is recorded the same way, for every
+//! nexus ([`lu_reset`]): the LU is one, whichever port reset it.
 //!
 //! With a shared state the APTPL file is not used: the state outlives any
 //! one target (a restarted gateway loads it) whatever the APTPL bit, which
@@ -52,7 +54,8 @@ const KEEP_EVENTS: u64 = 16;
 const MAX_TRIES: usize = 64;
 
 /// A unit attention for whichever live nexuses a registration identity
-/// covers, raised by the change that made `version`.
+/// covers (an empty `initiator`: every nexus), raised by the change that
+/// made `version`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Event {
     pub version: u64,
@@ -198,15 +201,32 @@ fn parse(text: &str) -> io::Result<Stored> {
     Ok(out)
 }
 
+/// Unit attentions to raise here after a reload.
+#[derive(Default)]
+struct Uas {
+    /// For these live nexuses.
+    each: Vec<(u64, Asc)>,
+    /// For every nexus (a reset elsewhere).
+    all: Option<Asc>,
+}
+
 /// The unit attentions of `events` for this target's live nexuses.
-fn resolve(pr: &PrState, events: &[&Event]) -> Vec<(u64, Asc)> {
-    let mut out = Vec::new();
+fn resolve(pr: &PrState, events: &[&Event]) -> Uas {
+    let mut out = Uas::default();
     for e in events {
+        if e.initiator.is_empty() {
+            // A reset supersedes what came before it.
+            out = Uas {
+                each: Vec::new(),
+                all: Some(e.asc),
+            };
+            continue;
+        }
         for l in &pr.live {
             if initiator_matches(&e.initiator, &l.initiator_port)
                 && (e.all_tg_pt || e.target == l.target_port)
             {
-                out.push((l.id, e.asc));
+                out.each.push((l.id, e.asc));
             }
         }
     }
@@ -215,16 +235,16 @@ fn resolve(pr: &PrState, events: &[&Event]) -> Vec<(u64, Asc)> {
 
 /// Bring `inner` up to the stored state; returns the unit attentions the
 /// changes since the cached version raise here.
-fn refresh_locked(store: &dyn SharedState, inner: &mut Inner) -> io::Result<Vec<(u64, Asc)>> {
+fn refresh_locked(store: &dyn SharedState, inner: &mut Inner) -> io::Result<Uas> {
     let Some((version, blob)) = store.load()? else {
         // Nothing stored (yet, or any more): no reservations.
         if inner.shared.version.is_some() {
             reset(inner, Stored::default(), None);
         }
-        return Ok(Vec::new());
+        return Ok(Uas::default());
     };
     if inner.shared.version == Some(version) {
-        return Ok(Vec::new());
+        return Ok(Uas::default());
     }
     let text = std::str::from_utf8(&blob).map_err(|_| bad("not UTF-8"))?;
     let stored = parse(text)?;
@@ -237,7 +257,7 @@ fn refresh_locked(store: &dyn SharedState, inner: &mut Inner) -> io::Result<Vec<
                 .collect();
             resolve(&inner.pr, &new)
         }
-        None => Vec::new(),
+        None => Uas::default(),
     };
     reset(inner, stored, Some(version));
     Ok(uas)
@@ -269,8 +289,11 @@ fn reset(inner: &mut Inner, stored: Stored, version: Option<u64>) {
     };
 }
 
-fn deliver(dev: &Device, uas: Vec<(u64, Asc)>) {
-    for (id, asc) in uas {
+fn deliver(dev: &Device, uas: Uas) {
+    if let Some(asc) = uas.all {
+        dev.state.ua.reset_all(asc);
+    }
+    for (id, asc) in uas.each {
         dev.state.ua.queue_for(id, asc);
     }
 }
@@ -310,7 +333,7 @@ pub(crate) fn update<T>(
         res.publish(&inner);
         return r.map(|(t, _)| t);
     };
-    let mut uas = Vec::new();
+    let mut uas = Uas::default();
     for _ in 0..MAX_TRIES {
         let mut inner = res.lock();
         let loaded = refresh_locked(&**store, &mut inner);
@@ -320,7 +343,13 @@ pub(crate) fn update<T>(
             CmdError::InternalTargetFailure
         };
         match loaded {
-            Ok(u) => uas.extend(u),
+            Ok(u) => {
+                if u.all.is_some() {
+                    uas = Uas::default();
+                }
+                uas.all = u.all.or(uas.all);
+                uas.each.extend(u.each);
+            }
             Err(e) => return Err(fail(&inner, "cannot load", e)),
         }
         let saved = (inner.pr.clone(), inner.holder.clone());
@@ -373,6 +402,31 @@ pub(crate) fn update<T>(
     }
     tracing::error!(lu = %dev.options.name, "shared reservations: too many concurrent changes");
     Err(CmdError::InternalTargetFailure)
+}
+
+/// LOGICAL UNIT RESET (and target resets) of the LU through this target:
+/// the SPC-2 reservation goes and, with a shared store, every other target
+/// raises `asc` for all its nexuses too. The caller raises it here.
+pub(crate) fn lu_reset(dev: &Device, asc: Asc) {
+    let shared = dev.state.res.shared.get().is_some();
+    if !shared {
+        dev.state.res.clear_spc2(dev, None);
+        return;
+    }
+    let r = update(dev, |inner, events| {
+        inner.holder = None;
+        events.push(Event {
+            version: 0,
+            asc,
+            initiator: String::new(),
+            target: String::new(),
+            all_tg_pt: true,
+        });
+        Ok(((), true))
+    });
+    if let Err(e) = r {
+        tracing::error!(lu = %dev.options.name, "reset not shared: {e:?}");
+    }
 }
 
 /// The unit attentions a PERSISTENT RESERVE OUT with service action `sa`

@@ -302,3 +302,23 @@ fn stored_form_round_trips_and_refuses_garbage() {
         assert!(parse(bad).is_err(), "{bad:?}");
     }
 }
+
+/// A LOGICAL UNIT RESET through A is the LU's: B's nexuses get the reset
+/// unit attention too, and an SPC-2 reservation held through B is gone.
+#[test]
+fn a_reset_through_one_gateway_reaches_the_other() {
+    let bus = Arc::new(Bus::default());
+    let (a, b) = (Gw::new(&bus, 1), Gw::new(&bus, 2));
+    let (a1, b2) = (a.login(1), b.login(2));
+    assert_eq!(b.run(&b2, &[0x16, 0, 0, 0, 0, 0], &[]).status, Status::Good);
+    assert_eq!(a.write(&a1).status, Status::ReservationConflict);
+    let r = a
+        .table
+        .task_management(&a1, crate::TmfFunction::LogicalUnitReset, 0);
+    assert_eq!(r, crate::TmfResult::Complete);
+    let o = b.run(&b2, &[0; 6], &[]);
+    assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "B's nexus");
+    let o = a.run(&a1, &[0; 6], &[]);
+    assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "A's own");
+    assert_eq!(a.write(&a1).status, Status::Good, "SPC-2 released");
+}

@@ -12,9 +12,10 @@ use crate::{Device, LunTable, Nexus, TmfFunction, TmfResult};
 /// every path).
 fn reset_device(dev: &Device) {
     dev.state.reset_mode(&dev.options);
-    dev.state.res.clear_spc2(dev, None);
     // The generic 29/00 rather than 29/03: SAM-5 allows it for any reset, and
-    // initiators (libiscsi among them) retry on exactly 29/00.
+    // initiators (libiscsi among them) retry on exactly 29/00. Other targets
+    // sharing the LU raise it too (`pr_shared`).
+    crate::pr_shared::lu_reset(dev, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
     dev.state
         .ua
         .reset_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
