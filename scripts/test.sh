@@ -24,6 +24,9 @@
 #                    user:rbd LU made with the CLI: 64 MiB in and back byte-exact with
 #                    qemu-img, `rbd export` agrees, `rbd resize` seen as 2A/09; two gateways
 #                    (alua_group): lock-driven ALUA, takeover, fencing, no ping-pong (~40 s)
+#       e2e-rbdpr    tests-e2e/rbd-gateways.sh: one image behind two gateways (TPG 1 and 2):
+#                    a reservation made through A holds at B and at a restarted B, SPC-2
+#                    likewise; iscsi-test-cu's reservation suites with one URL per gateway
 #       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
 #                    when missing) installed with dpkg -i, the unit's ExecStart reaches
 #                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)
@@ -87,7 +90,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|deb|conformance|reliability|guest|vhost|vhost-reconnect|rbd-failover|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|e2e-rbdpr|deb|conformance|reliability|guest|vhost|vhost-reconnect|rbd-failover|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -120,6 +123,7 @@ step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
 step e2e-tgt 120 bash tests-e2e/import-tgt.sh
 step e2e-rbd 150 bash tests-e2e/rbd.sh
+step e2e-rbdpr 240 bash tests-e2e/rbd-gateways.sh
 step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
 step conformance 1500 bash conformance/lanes.sh "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick

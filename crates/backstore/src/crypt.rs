@@ -300,6 +300,10 @@ impl Backstore for CryptBackstore {
     fn ownership(&self) -> Option<std::sync::Arc<dyn crate::Ownership>> {
         self.inner.ownership()
     }
+
+    fn shared_state(&self) -> Option<std::sync::Arc<dyn crate::SharedState>> {
+        self.inner.shared_state()
+    }
 }
 
 /// Whether a sector is all zeroes. Early exit per 64 bytes: ciphertext

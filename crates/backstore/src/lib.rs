@@ -26,6 +26,7 @@ pub mod qos;
 pub mod ram;
 pub mod rbd;
 pub mod registry;
+pub mod shared_state;
 pub mod sticky;
 
 pub use aio::{Completion, IoOp};
@@ -40,6 +41,7 @@ pub use qos::{with_qos, QosBackstore, QosLimits};
 pub use ram::RamBackstore;
 pub use rbd::{RbdBackstore, RbdConfig, RbdGateway};
 pub use registry::{Handler, HandlerError, OpenRequest, Registry, SizePolicy};
+pub use shared_state::SharedState;
 pub use sticky::FlushFault;
 
 /// The error every backstore answers a shrinking resize with: data past the
@@ -210,6 +212,14 @@ pub trait Backstore: Send + Sync + 'static {
     fn ownership(&self) -> Option<std::sync::Arc<dyn Ownership>> {
         None
     }
+
+    /// State shared with every other target serving this medium (the
+    /// persistent reservations of an image several gateways export), kept
+    /// with the medium: [`shared_state`]. `None` (the default): the medium
+    /// is this process's alone. Wrappers forward it.
+    fn shared_state(&self) -> Option<std::sync::Arc<dyn SharedState>> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +304,11 @@ mod tests {
 
         fn ownership(&self) -> Option<std::sync::Arc<dyn Ownership>> {
             self.calls.lock().unwrap().push("ownership");
+            None
+        }
+
+        fn shared_state(&self) -> Option<std::sync::Arc<dyn SharedState>> {
+            self.calls.lock().unwrap().push("shared_state");
             None
         }
     }
@@ -415,6 +430,7 @@ mod tests {
             "submit_write",
             "on_resize",
             "ownership",
+            "shared_state",
         ];
         for (name, w) in [("qos", &*qos), ("crypt", &crypt as &dyn Backstore)] {
             for op in ops {
@@ -440,6 +456,10 @@ mod tests {
                     }
                     "ownership" => {
                         assert!(w.ownership().is_none());
+                        Ok(())
+                    }
+                    "shared_state" => {
+                        assert!(w.shared_state().is_none());
                         Ok(())
                     }
                     "submit_read" => submit(

@@ -236,6 +236,10 @@ impl Backstore for QosBackstore {
     fn ownership(&self) -> Option<std::sync::Arc<dyn crate::Ownership>> {
         self.inner.ownership()
     }
+
+    fn shared_state(&self) -> Option<std::sync::Arc<dyn crate::SharedState>> {
+        self.inner.shared_state()
+    }
 }
 
 #[cfg(test)]

@@ -251,4 +251,46 @@ fn rbd_backstore_on_a_real_cluster() {
     assert_eq!(b.size(), 24 * MIB);
     b.read_at(&mut back, MIB).unwrap();
     assert!(back == new, "data after reopen");
+    drop(b);
+    shared_state_between_two_gateways(&c);
+}
+
+/// The image's shared state object as two gateways (two connections) see
+/// it: compare-and-swap on the version, an announcement that returns only
+/// after the other's hook ran, liveness of the holders.
+fn shared_state_between_two_gateways(c: &Cluster) {
+    let a = RbdBackstore::open(&c.cfg("rbd/img"), None, false).unwrap();
+    let b = RbdBackstore::open(&c.cfg("rbd/img"), None, false).unwrap();
+    let (sa, sb) = (a.shared_state().unwrap(), b.shared_state().unwrap());
+    assert_eq!(sa.load().unwrap(), None, "nothing stored yet");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Weak: the hook lives in the state object it reads.
+    let (s2, sb2) = (Arc::clone(&seen), Arc::downgrade(&sb));
+    sb.subscribe(Box::new(move || {
+        if let Some(sb) = sb2.upgrade() {
+            s2.lock().unwrap().push(sb.load().unwrap());
+        }
+    }));
+    assert!(sa.compare_and_swap(None, b"one").unwrap());
+    assert!(
+        !sb.compare_and_swap(None, b"lost").unwrap(),
+        "a stale version won"
+    );
+    sa.announce();
+    // The announcement waited for B's hook, which saw the new version.
+    assert_eq!(*seen.lock().unwrap(), vec![Some((1, b"one".to_vec()))]);
+    assert!(sb.compare_and_swap(Some(1), b"two").unwrap());
+    assert!(!sa.compare_and_swap(Some(1), b"lost").unwrap());
+    assert_eq!(sa.load().unwrap(), Some((2, b"two".to_vec())));
+    // B's own announcement does not run B's hook.
+    sb.announce();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(sa.holder_alive(sb.holder_id()));
+    let gone = sb.holder_id();
+    drop(sb);
+    drop(b);
+    assert!(!sa.holder_alive(gone), "a closed gateway counts as alive");
+    // A snapshot (read-only) has none.
+    let s = RbdBackstore::open(&c.cfg("rbd/img@s1"), None, false).unwrap();
+    assert!(s.shared_state().is_none());
 }

@@ -425,6 +425,13 @@ impl Session {
                 return Action::Continue;
             }
         };
+        if response == 0 && l.reason == 0 {
+            // The session's nexus ends here, before the response: what it
+            // releases (an SPC-2 reservation) is released everywhere, other
+            // gateways sharing the LU included, by the time the initiator
+            // sees its logout done. `end` repeats it harmlessly.
+            self.luns.nexus_gone(&self.nexus);
+        }
         let r = LogoutResponse {
             response,
             itt: l.itt,

@@ -90,7 +90,14 @@ pub fn open_device(so: &StorageObject, pr_dir: Option<&Path>) -> Result<Option<A
     if attrs.removable {
         device.set_removable(true);
     }
-    if let Some(dir) = pr_dir {
+    // A medium other targets serve too (an RBD image behind several
+    // gateways) keeps the reservations with it, shared; the APTPL file is
+    // for the others.
+    if let Some(store) = backstore.shared_state() {
+        device
+            .set_pr_store(store)
+            .context("cannot load the shared persistent reservations")?;
+    } else if let Some(dir) = pr_dir {
         let file = dir.join(format!("aptpl_{}", device.options.wwn));
         device.set_pr_state_file(file.clone()).with_context(|| {
             format!(

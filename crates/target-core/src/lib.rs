@@ -40,6 +40,7 @@ mod opcodes;
 mod pr;
 mod pr_file;
 mod pr_out;
+mod pr_shared;
 mod provisioning;
 mod reservation;
 mod rmw;

@@ -275,6 +275,8 @@ pub(crate) fn persistent_reserve_in(ctx: &Ctx<'_>, data_in: &mut Vec<u8>) -> Han
     let cdb = &ctx.cdb;
     let sa = cdb.b(1) & 0x1f;
     let alloc = usize::from(cdb.be16(7));
+    // Another target sharing the LU may have changed them (`pr_shared`).
+    crate::pr_shared::refresh(ctx.dev);
     let mut inner = ctx.dev.state.res.lock();
     let pr = &mut inner.pr;
     pr.touch(ctx.nexus);

@@ -49,7 +49,7 @@ fn plain(v: &str) -> bool {
 }
 
 /// `v` with every byte that is not printable ASCII, and `%`, as `%HH`.
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
         if b.is_ascii_graphic() && b != b'%' {
@@ -63,7 +63,7 @@ fn encode(v: &str) -> String {
 
 /// The inverse of [`encode`]; malformed escapes and non-UTF-8 results are
 /// errors.
-fn decode(v: &str) -> io::Result<String> {
+pub(crate) fn decode(v: &str) -> io::Result<String> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

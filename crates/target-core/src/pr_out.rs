@@ -71,13 +71,6 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
     let sa_key = be64(&p[8..16]);
     let n = ctx.nexus;
     let dev = ctx.dev;
-    let res = &dev.state.res;
-    let mut inner = res.lock();
-    let pr = &mut inner.pr;
-    pr.touch(n);
-    // Restored if the APTPL state cannot be written: no half-done change.
-    let before = pr.clone();
-    let mut uas: Uas = Vec::new();
     let req = Prout {
         n,
         sa,
@@ -87,23 +80,34 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
         sa_key,
         p,
     };
-    let mut result = match sa {
-        SA_REGISTER | SA_REGISTER_AND_IGNORE => register(pr, &req, &mut uas),
-        SA_REGISTER_AND_MOVE => register_and_move(pr, &req),
-        _ => holder_action(pr, &req, &mut uas),
-    };
-    if result.is_ok() {
+    let mut uas: Uas = Vec::new();
+    // Once, or again after another target sharing the LU changed the
+    // reservations first (`pr_shared`).
+    let result = crate::pr_shared::update(dev, |inner, events| {
+        let pr = &mut inner.pr;
+        pr.touch(n);
+        // Restored if the APTPL state cannot be written: no half-done change.
+        let before = pr.clone();
+        uas.clear();
+        let result = match sa {
+            SA_REGISTER | SA_REGISTER_AND_IGNORE => register(pr, &req, &mut uas),
+            SA_REGISTER_AND_MOVE => register_and_move(pr, &req),
+            _ => holder_action(pr, &req, &mut uas),
+        };
+        result?;
         if let Err(e) = crate::pr_file::sync(pr) {
             tracing::error!("persistent reservation state not saved: {e}");
             *pr = before;
             uas.clear();
-            result = Err(CmdError::InsufficientRegistrationResources);
+            return Err(CmdError::InsufficientRegistrationResources);
         }
-    }
-    res.publish(&inner);
-    drop(inner);
-    for (id, asc) in uas {
-        dev.state.ua.queue_for(id, asc);
+        crate::pr_shared::events_of(&before, pr, n, sa, events);
+        Ok(((), crate::pr_shared::pr_changed(&before, pr)))
+    });
+    if result.is_ok() {
+        for (id, asc) in uas {
+            dev.state.ua.queue_for(id, asc);
+        }
     }
     result.map(|()| Status::Good)
 }

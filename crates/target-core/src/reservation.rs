@@ -4,7 +4,9 @@
 //! reserved.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use backstore::SharedState;
 
 use scsi::cdb::Cdb;
 use scsi::opcode as op;
@@ -16,9 +18,31 @@ use crate::{Device, Nexus, Status};
 
 #[derive(Default)]
 pub(crate) struct Inner {
-    /// SPC-2 reservation holder (nexus id).
-    holder: Option<u64>,
+    /// SPC-2 reservation holder.
+    pub holder: Option<Spc2>,
     pub pr: PrState,
+    /// The stored version this state is a copy of, with a shared store.
+    pub shared: crate::pr_shared::Cache,
+}
+
+/// The I_T nexus holding an SPC-2 reservation: its id when it reached this
+/// process, its names (how other targets sharing the reservation tell it),
+/// and the holder id of the target it reached (0 without a shared store).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Spc2 {
+    pub nexus: Option<u64>,
+    pub initiator: String,
+    pub target: String,
+    pub gateway: u64,
+}
+
+impl Spc2 {
+    fn is(&self, n: &Nexus) -> bool {
+        match self.nexus {
+            Some(id) => id == n.id,
+            None => self.initiator == n.initiator_port && self.target == n.target_port,
+        }
+    }
 }
 
 /// How a command is treated under a persistent reservation (SPC-4 5.9.1,
@@ -70,6 +94,9 @@ pub(crate) struct Reservations {
     /// Something is reserved: take the slow path.
     active: AtomicBool,
     inner: Mutex<Inner>,
+    /// Where the reservations live when other targets share the medium
+    /// ([`crate::pr_shared`]).
+    pub shared: OnceLock<Arc<dyn SharedState>>,
 }
 
 impl Reservations {
@@ -85,27 +112,52 @@ impl Reservations {
 
     /// Whether `cdb` from `nexus` conflicts with a reservation held by
     /// another nexus (SPC-2 5.5.1; SPC-4 5.9.1 table 67).
-    pub(crate) fn conflicts(&self, _dev: &Device, nexus: &Nexus, cdb: &Cdb) -> bool {
+    pub(crate) fn conflicts(&self, dev: &Device, nexus: &Nexus, cdb: &Cdb) -> bool {
         if !self.active.load(Ordering::Acquire) {
             return false;
         }
+        // Shared with other targets: a conflict is only answered from the
+        // stored state (a release made elsewhere whose announcement was
+        // lost, or is still on its way, must not refuse the command).
+        let conflict = self.cached_conflict(nexus, cdb);
+        if conflict && self.shared.get().is_some() {
+            crate::pr_shared::refresh(dev);
+            return self.cached_conflict(nexus, cdb);
+        }
+        conflict
+    }
+
+    fn cached_conflict(&self, nexus: &Nexus, cdb: &Cdb) -> bool {
         let inner = self.lock();
-        if let Some(h) = inner.holder {
+        if let Some(h) = &inner.holder {
             // SPC-2: everything but RELEASE (a no-op for non-holders) and the
             // UA-exempt commands, which never reach this check.
-            return h != nexus.id && !matches!(cdb.opcode(), op::RELEASE_6 | op::RELEASE_10);
+            return !h.is(nexus) && !matches!(cdb.opcode(), op::RELEASE_6 | op::RELEASE_10);
         }
         inner.pr.conflicts(nexus, classify(cdb))
     }
 
     /// LOGICAL UNIT RESET / target reset / I_T nexus loss of the holder
-    /// release an SPC-2 reservation.
-    pub(crate) fn clear_spc2(&self, only_nexus: Option<u64>) {
-        let mut inner = self.lock();
-        if only_nexus.is_none() || inner.holder == only_nexus {
-            inner.holder = None;
+    /// release an SPC-2 reservation (everywhere, with a shared store; the
+    /// store is only touched when this process holds or resets it).
+    pub(crate) fn clear_spc2(&self, dev: &Device, only_nexus: Option<u64>) {
+        let hit = |h: &Option<Spc2>| match only_nexus {
+            None => h.is_some(),
+            Some(id) => h.as_ref().is_some_and(|h| h.nexus == Some(id)),
+        };
+        if !hit(&self.lock().holder) {
+            return;
         }
-        self.publish(&inner);
+        let r = crate::pr_shared::update(dev, |inner, _| {
+            let hit = hit(&inner.holder);
+            if hit {
+                inner.holder = None;
+            }
+            Ok(((), hit))
+        });
+        if let Err(e) = r {
+            tracing::error!(lu = %dev.options.name, "SPC-2 reservation not released: {e:?}");
+        }
     }
 }
 
@@ -120,29 +172,40 @@ fn spc2_checks(ctx: &Ctx<'_>) -> Result<(), CmdError> {
 
 pub(crate) fn reserve(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     spc2_checks(ctx)?;
-    let res = &ctx.dev.state.res;
-    let mut inner = res.lock();
-    // SPC-3 5.6.3: RESERVE while a persistent reservation exists conflicts.
-    if inner.pr.reservation.is_some() {
-        return Err(CmdError::ReservationConflict);
-    }
-    match inner.holder {
-        Some(h) if h != ctx.nexus.id => return Err(CmdError::ReservationConflict),
-        _ => inner.holder = Some(ctx.nexus.id),
-    }
-    res.publish(&inner);
+    let n = ctx.nexus;
+    let me = Spc2 {
+        nexus: Some(n.id),
+        initiator: n.initiator_port.clone(),
+        target: n.target_port.clone(),
+        gateway: ctx.dev.state.res.shared.get().map_or(0, |s| s.holder_id()),
+    };
+    crate::pr_shared::update(ctx.dev, |inner, _| {
+        // SPC-3 5.6.3: RESERVE while a persistent reservation exists conflicts.
+        if inner.pr.reservation.is_some() {
+            return Err(CmdError::ReservationConflict);
+        }
+        match &inner.holder {
+            Some(h) if !h.is(n) => Err(CmdError::ReservationConflict),
+            Some(_) => Ok(((), false)),
+            None => {
+                inner.holder = Some(me.clone());
+                Ok(((), true))
+            }
+        }
+    })?;
     Ok(Status::Good)
 }
 
 pub(crate) fn release(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
     spc2_checks(ctx)?;
-    let res = &ctx.dev.state.res;
-    let mut inner = res.lock();
-    // Releasing someone else's reservation is a no-op that still succeeds.
-    if inner.holder == Some(ctx.nexus.id) {
-        inner.holder = None;
-    }
-    res.publish(&inner);
+    crate::pr_shared::update(ctx.dev, |inner, _| {
+        // Releasing someone else's reservation is a no-op that still succeeds.
+        let mine = inner.holder.as_ref().is_some_and(|h| h.is(ctx.nexus));
+        if mine {
+            inner.holder = None;
+        }
+        Ok(((), mine))
+    })?;
     Ok(Status::Good)
 }
 

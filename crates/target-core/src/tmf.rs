@@ -12,9 +12,10 @@ use crate::{Device, LunTable, Nexus, TmfFunction, TmfResult};
 /// every path).
 fn reset_device(dev: &Device) {
     dev.state.reset_mode(&dev.options);
-    dev.state.res.clear_spc2(None);
     // The generic 29/00 rather than 29/03: SAM-5 allows it for any reset, and
-    // initiators (libiscsi among them) retry on exactly 29/00.
+    // initiators (libiscsi among them) retry on exactly 29/00. Other targets
+    // sharing the LU raise it too (`pr_shared`).
+    crate::pr_shared::lu_reset(dev, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
     dev.state
         .ua
         .reset_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
@@ -63,7 +64,7 @@ pub(crate) fn nexus_gone(table: &LunTable, nexus: &Nexus) {
     for l in &table.luns {
         let dev = &l.device;
         dev.state.ua.forget(nexus.id);
-        dev.state.res.clear_spc2(Some(nexus.id));
+        dev.state.res.clear_spc2(dev, Some(nexus.id));
         dev.state.res.lock().pr.forget_nexus(nexus.id);
         dev.state.copies.forget(nexus.id);
         dev.state.medium.allow(nexus.id);

@@ -490,4 +490,23 @@ impl Backstore for RbdGateway {
     fn ownership(&self) -> Option<Arc<dyn Ownership>> {
         Some(Arc::new(Handle(Arc::clone(&self.g))))
     }
+
+    /// The reservations live on a cluster connection of their own: a fenced
+    /// gateway replaces its image connection (blocklisted by the gateway
+    /// that took the lock), and the shared state must outlive that. Only
+    /// the image id is read through the extra image handle, which closes
+    /// at once; the state keeps its connection.
+    fn shared_state(&self) -> Option<Arc<dyn crate::SharedState>> {
+        if self.g.read_only {
+            return None;
+        }
+        match RbdBackstore::open(&self.g.cfg, None, false) {
+            Ok(own) => own.shared_state(),
+            Err(e) => {
+                tracing::error!(image = %self.name(), error = %e,
+                    "rbd gateway: no connection for the shared state");
+                None
+            }
+        }
+    }
 }

@@ -27,6 +27,8 @@ mod ffi;
 mod ffi_lock;
 mod gateway;
 mod lock;
+mod ffi_rados;
+mod shared;
 
 use std::ffi::{c_int, c_void, CString};
 use std::io;
@@ -105,8 +107,9 @@ pub struct RbdBackstore {
     read_only: bool,
     obj_size: u64,
     name: String,
-    // Last: dropped after `Drop::drop` closed the image.
-    _conn: Conn,
+    // Last: dropped after `Drop::drop` closed the image (and shared with
+    // the shared state object, which may outlive it).
+    _conn: Arc<Conn>,
 }
 
 /// librbd's `-errno` as an error.
@@ -227,7 +230,7 @@ impl RbdBackstore {
             read_only,
             obj_size: info.obj_size,
             name,
-            _conn: conn,
+            _conn: Arc::new(conn),
         };
         let mut handle = 0u64;
         let arg = Arc::as_ptr(&b.shared) as *mut c_void;
@@ -775,5 +778,16 @@ impl Backstore for RbdBackstore {
 
     fn health(&self) -> Vec<(&'static str, u64)> {
         vec![("resizes_seen", self.shared.resizes.load(Ordering::Relaxed))]
+    }
+
+    /// A RADOS object next to the image ([`shared`]); none for snapshots.
+    fn shared_state(&self) -> Option<Arc<dyn crate::SharedState>> {
+        if self.read_only {
+            return None;
+        }
+        let s = shared::RadosState::open(Arc::clone(&self._conn), self.shared.image);
+        s.inspect_err(|e| tracing::error!(image = %self.name, error = %e, "no shared state"))
+            .ok()
+            .map(|s| Arc::new(s) as Arc<dyn crate::SharedState>)
     }
 }
