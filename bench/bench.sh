@@ -27,7 +27,9 @@
 #     4k-randread-qd32  iscsi-perf -r -b 8 -m 32 (random 4 KiB reads, fixed time)
 #     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1
 #                       qemu-img bench -t none -d DEPTH -s SIZE [-w] (sequential, COUNT requests)
-#   --smoke     one round, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
+#   QD1 latency: bench/qd1lat.py (p50/p99 of single 4 KiB READ(10)s, 20000 per round)
+#               on both targets per config, same alternation; its own small table
+#   --smoke     two rounds, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
 #               every workload runs
 #               (exit 1 if any rtarget run errors); numbers are not meaningful
 #   --write-md  append this run's table to BENCHMARKS.md (machine, kernel, date) and
@@ -208,6 +210,26 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+# --- QD1 latency percentiles (bench/qd1lat.py: the initiators above report none) -------
+LRAW=$W/raw-lat.txt; : >"$LRAW"
+for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
+    for cfg in ${CONFIGS//,/ }; do
+        [[ $cfg == qcow2 ]] && continue
+        for t in "${ORDER[@]}"; do
+            if [[ $t == tgt ]]; then a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}")
+            else a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}"); fi
+            if v=$(timeout 120 python3 "$HERE/qd1lat.py" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
+                echo "$cfg $t $r $v" >>"$LRAW"
+                printf '  round %d  %-8s 4k-read-qd1 latency %-8s p50/p99/mean %s us\n' "$r" "$cfg" "$t" "${v% *}" >&2
+            else
+                printf '  round %d  %-8s 4k-read-qd1 latency %-8s ERROR\n' "$r" "$cfg" "$t" >&2
+                [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
+            fi
+        done
+    done
+done
+
 # --- qcow2: rtarget user:qcow over iSCSI vs qemu-storage-daemon over NBD ---------------
 QWORKLOADS=(4k-randread-qd32 4k-randwrite-qd32 64k-read-qd8 64k-write-qd8)
 QRAW=$W/raw-qcow2.txt; : >"$QRAW"
@@ -257,6 +279,8 @@ echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f
 echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 [[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
+LTABLE=''
+if [[ -s $LRAW ]]; then LTABLE=$(python3 "$HERE/report.py" lat "$LRAW"); echo; echo "$LTABLE"; fi
 QTABLE=''
 if [[ -s $QRAW ]]; then
     QTABLE=$(python3 "$HERE/report.py" table "$QRAW" qsd)
@@ -290,6 +314,13 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "![IOPS and CPU ratios]($CHART_REL)"
         echo
         echo "$TABLE"
+        if [[ -n $LTABLE ]]; then
+            echo
+            echo "4 KiB reads at QD1, one READ(10) at a time from bench/qd1lat.py (a minimal Python" \
+                 "initiator: its own cost is in every number, compare the columns), medians over rounds:"
+            echo
+            echo "$LTABLE"
+        fi
         if [[ -n $QTABLE ]]; then
             echo
             echo "qcow2 rows: the same 1 GiB qcow2 image (fully allocated, two identical copies)" \

@@ -2,6 +2,7 @@
 """bench/report.py: the tables and the SVG chart of bench/bench.sh.
 
 usage: report.py table RAW PEER            Markdown table of a raw file
+       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.py)
        report.py svg OUT TITLE RAW[:PEER]... one chart, a group of bars per row
 
 A raw file has one line per run: "CONFIG WORKLOAD TARGET ROUND IOPS CPU_US_PER_IO"
@@ -77,6 +78,22 @@ def table(path, peer):
         print(f"| {cfg} | {wl}{note} | " + " | ".join(cells) + f" | {ratio} | {cratio} |")
 
 
+def lat(path):
+    """QD1 latency lines "CONFIG TARGET ROUND P50 P99 MEAN COUNT": medians."""
+    data = {}
+    for line in open(path):
+        cfg, t, _r, p50, p99, mean, _n = line.split()
+        data.setdefault(cfg, {}).setdefault(t, []).append((float(p50), float(p99), float(mean)))
+    print("| LUN | tgt p50 µs | tgt p99 µs | rtarget p50 µs | rtarget p99 µs | rtarget/tgt p50 | rtarget/tgt p99 |")
+    print("|-----|---:|---:|---:|---:|---:|---:|")
+    for cfg, per in data.items():
+        m = {t: [statistics.median(x[k] for x in per.get(t, [(0, 0, 0)])) for k in (0, 1)]
+             for t in ("tgt", "rtarget")}
+        r = lambda k: f"{m['rtarget'][k] / m['tgt'][k]:.2f}x" if m["tgt"][k] else "-"
+        print(f"| {cfg} | {m['tgt'][0]:.1f} | {m['tgt'][1]:.1f} | {m['rtarget'][0]:.1f} "
+              f"| {m['rtarget'][1]:.1f} | {r(0)} | {r(1)} |")
+
+
 def svg(out, title, sources):
     """Two bars per row: IOPS ratio and CPU-efficiency ratio (peer CPU/IO over
     rtarget's), both "higher is better", against a line at 1x."""
@@ -120,6 +137,8 @@ def svg(out, title, sources):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "lat":
+        lat(sys.argv[2])
     elif len(sys.argv) >= 5 and sys.argv[1] == "svg":
         svg(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
