@@ -308,6 +308,7 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
              "$ROUNDS rounds, A/B alternating (each side first in half), median; configs: $CONFIGS;" \
              "load average before the run: $LOAD0."
+        echo
         echo "tgt's session parameters set to rtarget's: $TGT_PARAMS. CPU µs/IO: utime+stime of" \
              "the target process (all threads) during the run over the I/Os it completed."
         echo
