@@ -1,9 +1,16 @@
 #!/bin/bash
 # bench/bench.sh — rtarget against tgt (Debian's userspace iSCSI target) on equal
-# LUNs, in the same run, A/B alternating (the order flips every round), each
-# workload ROUNDS times; the table shows medians and the ratio rtarget/tgt.
+# LUNs, in the same run, A/B alternating (the order flips every round and the
+# number of rounds is even, so each side goes first equally often), each workload
+# ROUNDS times; the table shows medians, the ratio rtarget/tgt and the CPU time
+# per I/O of each target process (utime+stime of all its threads from
+# /proc/PID/stat over the run, divided by the I/Os completed: steady even when
+# the machine is busy).  tgt gets the session parameters rtarget negotiates with
+# libiscsi (TGT_PARAMS below: tgt's defaults are 8 KiB segments, InitialR2T=Yes,
+# 64 KiB FirstBurstLength), so both run the same PDU exchange.
 #
 # usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--smoke] [--write-md]
+#   --rounds    rounds per workload (default 4; an odd N becomes N+1)
 #   configs (1 GiB LUNs, filled with data first so reads never hit holes):
 #     ram      tgt --bstype rdwr on a file in /dev/shm  vs  rtarget fileio on /dev/shm
 #     disk     both on a file on disk (target/bench-work), page cache warm
@@ -20,10 +27,14 @@
 #     4k-randread-qd32  iscsi-perf -r -b 8 -m 32 (random 4 KiB reads, fixed time)
 #     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1
 #                       qemu-img bench -t none -d DEPTH -s SIZE [-w] (sequential, COUNT requests)
+#   QD1 latency: bench/qd1lat.py (p50/p99 of single 4 KiB READ(10)s, 20000 per round)
+#               on both targets per config, same alternation; its own small table
 #   --smoke     one round, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
 #               every workload runs
 #               (exit 1 if any rtarget run errors); numbers are not meaningful
-#   --write-md  append this run's table to BENCHMARKS.md (machine, kernel, date)
+#   --write-md  append this run's table to BENCHMARKS.md (machine, kernel, date) and
+#               write its chart (IOPS and CPU ratios per workload) to
+#               bench/charts/DATE-COMMIT.svg, linked from that section
 # Needs target/release/rtarget (RTARGET_BIN overrides), tgtd, libiscsi-bin, qemu-utils
 # with qemu-block-extra.  Takes ~5 min with the defaults (3 rounds, ram+disk).
 set -euo pipefail
@@ -31,7 +42,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=3 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1
+ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
@@ -43,6 +54,9 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+
+# Each side goes first in half the rounds (a smoke run only checks that all runs).
+if ((ROUNDS % 2)) && [[ -z $SMOKE ]]; then ROUNDS=$((ROUNDS + 1)); echo "bench: $((ROUNDS - 1)) rounds -> $ROUNDS (even)" >&2; fi
 
 # lib.sh need: a missing tool skips the run locally and fails it under CI=true.
 need tgtd tgtadm iscsi-perf qemu-img qemu-io python3
@@ -91,6 +105,15 @@ os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$W/$img.qcow2"
 done
 
 TPORT=$(free_port); start_tgt "$W/tgt" "$TPORT"; tgt_target 1 "$IQN_T"
+# What rtarget negotiates with libiscsi (rtarget sessions detail during a run):
+# tgt gets the same, so neither side pays for R2Ts or small segments alone.
+TGT_PARAMS="MaxRecvDataSegmentLength=262144 MaxXmitDataSegmentLength=262144"
+TGT_PARAMS+=" FirstBurstLength=262144 MaxBurstLength=262144 InitialR2T=No ImmediateData=Yes"
+TGT_PARAMS+=" MaxOutstandingR2T=1"
+for kv in $TGT_PARAMS; do
+    tgtadm -C "$TGT_CTL" --lld iscsi --op update --mode target --tid 1 \
+        --name "${kv%%=*}" --value "${kv#*=}"
+done
 for cfg in ${CONFIGS//,/ }; do
     case $cfg in
         ram|ramdisk) tgt_lun 1 "${TLUN[$cfg]}" "$SHM/tgt-ram.img" rdwr ;;
@@ -124,22 +147,33 @@ url() {   # url TARGET CFG
 # --- workloads: name, bytes per I/O, command (URL appended); each prints IOPS ---------
 WORKLOADS=(4k-randread-qd32 4k-read-qd32 4k-write-qd32 1m-read-qd8 1m-write-qd8 4k-read-qd1)
 PERF_SECS=$((SMOKE ? 2 : 5))
-qbench() {   # qbench COUNT DEPTH SIZE [-w] URL -> IOPS
+qbench() {   # qbench COUNT DEPTH SIZE [-w] URL -> "IOPS COUNT"
     local count=$1 depth=$2 size=$3 out secs; shift 3
     out=$(timeout 300 qemu-img bench -f raw -t none -c "$count" -d "$depth" -s "$size" "$@" 2>&1) ||
         { echo "$out" >&2; return 1; }
     secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
     [[ -n $secs ]] || { echo "$out" >&2; return 1; }
-    python3 -c "print(round($count / max($secs, 1e-6)))"
+    python3 -c "print(round($count / max($secs, 1e-6)), $count)"
 }
-run_workload() {   # run_workload NAME URL -> IOPS on stdout
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
+# measured PID CMD...: runs CMD (which prints "IOPS COUNT"), prints "IOPS CPU_US_PER_IO"
+# where CPU is what process PID spent while CMD ran, over the I/Os it completed.
+measured() {
+    local pid=$1 c0 c1 v; shift
+    c0=$(cpu_ticks "$pid")
+    v=$("$@") || return 1
+    c1=$(cpu_ticks "$pid")
+    python3 -c "print(${v% *}, round(($c1 - $c0) * 1e6 / $TCK / max(${v#* }, 1), 2))"
+}
+run_workload() {   # run_workload NAME URL -> "IOPS COUNT" on stdout
     local u=$2 out
     case $1 in
         4k-randread-qd32)
             out=$(timeout $((PERF_SECS + 30)) iscsi-perf -t "$PERF_SECS" -m 32 -b 8 -r "$u" 2>&1) ||
                 { echo "$out" | tr '\r' '\n' | tail -5 >&2; return 1; }
             out=$(tr '\r' '\n' <<<"$out" | sed -n 's/^iops average \([0-9]*\) .*/\1/p' | tail -n1)
-            [[ -n $out ]] && echo "$out" ;;
+            [[ -n $out ]] && echo "$out $((out * PERF_SECS))" ;;
         4k-read-qd32)  qbench $((400000 / SCALE)) 32 4k "$u" ;;
         4k-write-qd32) qbench $((200000 / SCALE)) 32 4k -w "$u" ;;
         1m-read-qd8)   qbench $((4000 / SCALE)) 8 1M "$u" ;;
@@ -158,9 +192,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
         [[ $cfg == qcow2 ]] && continue    # compared with q-s-d below, not with tgt
         for wl in "${WORKLOADS[@]}"; do
             for t in "${ORDER[@]}"; do
-                if iops=$(run_workload "$wl" "$(url "$t" "$cfg")"); then
-                    echo "$cfg $wl $t $r $iops" >>"$RAW"
-                    printf '  round %d  %-8s %-17s %-8s %8s IOPS\n' "$r" "$cfg" "$wl" "$t" "$iops" >&2
+                if [[ $t == tgt ]]; then pid=$TGT_PID; else pid=$RT_PID; fi
+                if v=$(measured "$pid" run_workload "$wl" "$(url "$t" "$cfg")"); then
+                    echo "$cfg $wl $t $r $v" >>"$RAW"
+                    printf '  round %d  %-8s %-17s %-8s %8s IOPS %7s us-cpu/io\n' "$r" "$cfg" "$wl" "$t" ${v} >&2
                 else
                     echo "$cfg $wl $t $r ERR" >>"$RAW"
                     printf '  round %d  %-8s %-17s %-8s    ERROR\n' "$r" "$cfg" "$wl" "$t" >&2
@@ -171,6 +206,26 @@ for ((r = 1; r <= ROUNDS; r++)); do
                     fi
                 fi
             done
+        done
+    done
+done
+
+# --- QD1 latency percentiles (bench/qd1lat.py: the initiators above report none) -------
+LRAW=$W/raw-lat.txt; : >"$LRAW"
+for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
+    for cfg in ${CONFIGS//,/ }; do
+        [[ $cfg == qcow2 ]] && continue
+        for t in "${ORDER[@]}"; do
+            if [[ $t == tgt ]]; then a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}")
+            else a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}"); fi
+            if v=$(timeout 120 python3 "$HERE/qd1lat.py" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
+                echo "$cfg $t $r $v" >>"$LRAW"
+                printf '  round %d  %-8s 4k-read-qd1 latency %-8s p50/p99/mean %s us\n' "$r" "$cfg" "$t" "${v% *}" >&2
+            else
+                printf '  round %d  %-8s 4k-read-qd1 latency %-8s ERROR\n' "$r" "$cfg" "$t" >&2
+                [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
+            fi
         done
     done
 done
@@ -194,9 +249,10 @@ if [[ -n ${RLUN[qcow2]:-} ]]; then
             for t in "${ORDER[@]}"; do
                 if [[ $t == qsd ]]; then u="nbd+unix:///qc?socket=$W/qsd.sock"
                 else u="iscsi://127.0.0.1:$RPORT/$IQN_R/${RLUN[qcow2]}"; fi
-                if iops=$(run_qworkload "$wl" "$u"); then
-                    echo "qcow2 $wl $t $r $iops" >>"$QRAW"
-                    printf '  round %d  %-8s %-17s %-8s %8s IOPS\n' "$r" qcow2 "$wl" "$t" "$iops" >&2
+                if [[ $t == qsd ]]; then pid=$QSD_PID; else pid=$RT_PID; fi
+                if v=$(measured "$pid" run_qworkload "$wl" "$u"); then
+                    echo "qcow2 $wl $t $r $v" >>"$QRAW"
+                    printf '  round %d  %-8s %-17s %-8s %8s IOPS %7s us-cpu/io\n' "$r" qcow2 "$wl" "$t" ${v} >&2
                 else
                     echo "qcow2 $wl $t $r ERR" >>"$QRAW"
                     printf '  round %d  %-8s %-17s %-8s    ERROR\n' "$r" qcow2 "$wl" "$t" >&2
@@ -216,62 +272,18 @@ fi
 ELAPSED=$((SECONDS - T0))
 
 # --- table -----------------------------------------------------------------------
-TABLE=$(python3 - "$RAW" "$ROUNDS" <<'EOF'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-size = lambda wl: 1 << 20 if wl.startswith("1m") else 4096
-data = {}
-for cfg, wl, t, r, v in rows:
-    data.setdefault((cfg, wl), {}).setdefault(t, []).append(v)
-def med(vals):
-    ok = [int(v) for v in vals if v != "ERR"]
-    return (statistics.median(ok), len(vals) - len(ok)) if ok else (None, len(vals))
-print("| LUN | workload | tgt IOPS | tgt MB/s | rtarget IOPS | rtarget MB/s | rtarget/tgt |")
-print("|-----|----------|---------:|---------:|-------------:|-------------:|------------:|")
-for (cfg, wl), per in data.items():
-    cells = []
-    vals = {}
-    for t in ("tgt", "rtarget"):
-        m, errs = med(per.get(t, []))
-        vals[t] = m
-        note = f" ({errs} err)" if errs else ""
-        cells += [f"{m:.0f}{note}" if m is not None else "error",
-                  f"{m * size(wl) / 1e6:.0f}" if m is not None else "-"]
-    ratio = f"{vals['rtarget'] / vals['tgt']:.2f}x" if vals["tgt"] and vals["rtarget"] else "-"
-    print(f"| {cfg} | {wl} | " + " | ".join(cells) + f" | {ratio} |")
-EOF
-)
+TABLE=$(python3 "$HERE/report.py" table "$RAW" tgt)
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
 echo
 echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)"
 echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 [[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
+LTABLE=''
+if [[ -s $LRAW ]]; then LTABLE=$(python3 "$HERE/report.py" lat "$LRAW"); echo; echo "$LTABLE"; fi
 QTABLE=''
 if [[ -s $QRAW ]]; then
-    QTABLE=$(python3 - "$QRAW" <<'EOF'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-size = lambda wl: 65536 if wl.startswith("64k") else 4096
-data = {}
-for cfg, wl, t, r, v in rows:
-    data.setdefault(wl, {}).setdefault(t, []).append(v)
-print("| image | workload | q-s-d NBD IOPS | q-s-d MB/s | rtarget iSCSI IOPS | rtarget MB/s | rtarget/q-s-d |")
-print("|-------|----------|---------------:|-----------:|-------------------:|-------------:|--------------:|")
-for wl, per in data.items():
-    cells, vals = [], {}
-    for t in ("qsd", "rtarget"):
-        ok = [int(v) for v in per.get(t, []) if v != "ERR"]
-        m = statistics.median(ok) if ok else None
-        vals[t] = m
-        errs = len(per.get(t, [])) - len(ok)
-        note = f" ({errs} err)" if errs else ""
-        cells += [f"{m:.0f}{note}" if m is not None else "error",
-                  f"{m * size(wl) / 1e6:.0f}" if m is not None else "-"]
-    ratio = f"{vals['rtarget'] / vals['qsd']:.2f}x" if vals["qsd"] and vals["rtarget"] else "-"
-    print(f"| qcow2 | {wl} | " + " | ".join(cells) + f" | {ratio} |")
-EOF
-)
+    QTABLE=$(python3 "$HERE/report.py" table "$QRAW" qsd)
     echo
     echo "qcow2: rtarget user:qcow (iSCSI) vs qemu-storage-daemon $(qemu-storage-daemon --version | head -n1 | awk '{print $3}') (NBD, unix socket)"
     echo "$QTABLE"
@@ -280,6 +292,12 @@ fi
 if [[ -n $WRITE_MD && -z $SMOKE ]]; then
     MD=$REPO/BENCHMARKS.md
     # shellcheck disable=SC2016  # the backquotes are Markdown
+    STAMP=$(date -u '+%Y%m%d-%H%M')-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    CHART_REL=bench/charts/$STAMP.svg
+    mkdir -p "$REPO/bench/charts"
+    srcs=("$RAW:tgt"); [[ -s $QRAW ]] && srcs+=("$QRAW:qsd")
+    python3 "$HERE/report.py" svg "$REPO/$CHART_REL" \
+        "rtarget vs tgt / q-s-d, $STAMP, load $LOAD0 (higher is better)" "${srcs[@]}"
     [[ -f $MD ]] || printf '# Benchmarks\n\nWritten by `bash bench/bench.sh --write-md`; newest last.\n' >"$MD"
     {
         echo
@@ -288,10 +306,22 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "Machine: $MACHINE. tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
-             "$ROUNDS rounds, A/B alternating, median; configs: $CONFIGS;" \
+             "$ROUNDS rounds, A/B alternating (each side first in half), median; configs: $CONFIGS;" \
              "load average before the run: $LOAD0."
         echo
+        echo "tgt's session parameters set to rtarget's: $TGT_PARAMS. CPU µs/IO: utime+stime of" \
+             "the target process (all threads) during the run over the I/Os it completed."
+        echo
+        echo "![IOPS and CPU ratios]($CHART_REL)"
+        echo
         echo "$TABLE"
+        if [[ -n $LTABLE ]]; then
+            echo
+            echo "4 KiB reads at QD1, one READ(10) at a time from bench/qd1lat.py (a minimal Python" \
+                 "initiator: its own cost is in every number, compare the columns), medians over rounds:"
+            echo
+            echo "$LTABLE"
+        fi
         if [[ -n $QTABLE ]]; then
             echo
             echo "qcow2 rows: the same 1 GiB qcow2 image (fully allocated, two identical copies)" \
