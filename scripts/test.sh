@@ -23,6 +23,9 @@
 #       e2e-rbd      tests-e2e/rbd.sh: a throw-away one-node Ceph (../shared/tools/ceph), a
 #                    user:rbd LU made with the CLI: 64 MiB in and back byte-exact with
 #                    qemu-img, `rbd export` agrees, `rbd resize` seen as 2A/09 (~25 s)
+#       e2e-metrics  tests-e2e/metrics.sh: iscsi-perf load on a ramdisk LU; scrapes during it show
+#                    the LU's latency histogram and counters moving; `rtarget top --json`
+#                    within 10% of iscsi-perf's IOPS (~12 s)
 #       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
 #                    when missing) installed with dpkg -i, the unit's ExecStart reaches
 #                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)
@@ -82,7 +85,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|deb|conformance|reliability|guest|vhost|vhost-reconnect|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|e2e-metrics|deb|conformance|reliability|guest|vhost|vhost-reconnect|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -115,6 +118,7 @@ step e2e-qemu 300 bash tests-e2e/qemu.sh
 step e2e-qcow2 240 bash tests-e2e/qcow2.sh
 step e2e-tgt 120 bash tests-e2e/import-tgt.sh
 step e2e-rbd 150 bash tests-e2e/rbd.sh
+step e2e-metrics 90 bash tests-e2e/metrics.sh
 step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
 step conformance 1500 bash conformance/lanes.sh "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick

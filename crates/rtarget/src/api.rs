@@ -270,6 +270,7 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
             guests: live.vhost_guests(),
         }),
         Request::Stats => Response::Stats(crate::proto::Stats {
+            at_ns: crate::proto::stats::clock_ns(),
             storage_objects: live
                 .devices_by_path()
                 .iter()

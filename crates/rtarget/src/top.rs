@@ -25,7 +25,9 @@ use crate::proto::{Answer, Request, SessionDetail, Sessions, Stats};
 /// One reading of every storage object's counters.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
-    at: Option<Instant>,
+    /// When the daemon read the counters (`Stats::at_ns`), else when the
+    /// answer arrived.
+    at: Option<Duration>,
     /// By path.
     objects: BTreeMap<String, LuCounters>,
     /// Sessions using each storage object, by name (as the fabric names it).
@@ -33,7 +35,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn new(stats: Stats, sessions: &[SessionDetail], at: Instant) -> Sample {
+    pub fn new(stats: Stats, sessions: &[SessionDetail], arrived: Duration) -> Sample {
         let mut users = BTreeMap::new();
         for s in sessions {
             let mut names: Vec<&str> = s.luns.iter().map(|l| l.storage_object.as_str()).collect();
@@ -43,6 +45,10 @@ impl Sample {
                 *users.entry(n.to_string()).or_default() += 1;
             }
         }
+        let at = match stats.at_ns {
+            0 => arrived,
+            ns => Duration::from_nanos(ns),
+        };
         Sample {
             at: Some(at),
             objects: stats
@@ -75,7 +81,7 @@ pub struct Row {
 /// Rates per storage object between two samples (by path, sorted).
 pub fn rows(prev: &Sample, cur: &Sample) -> Vec<Row> {
     let secs = match (prev.at, cur.at) {
-        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64().max(1e-6),
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64().max(1e-6),
         _ => 1.0,
     };
     const MIB: f64 = (1 << 20) as f64;
@@ -162,9 +168,9 @@ fn call<T: DeserializeOwned>(conn: &mut Conn, req: &Request) -> Result<T> {
     }
 }
 
-fn sample(conn: &mut Conn) -> Result<Sample> {
+fn sample(conn: &mut Conn, start: Instant) -> Result<Sample> {
     let stats: Stats = call(conn, &Request::Stats)?;
-    let at = Instant::now();
+    let at = start.elapsed();
     let s: Sessions<SessionDetail> = call(conn, &Request::Sessions { detail: true })?;
     Ok(Sample::new(stats, &s.sessions, at))
 }
@@ -173,12 +179,13 @@ fn sample(conn: &mut Conn) -> Result<Sample> {
 /// terminal each frame replaces the last; otherwise frames follow.
 pub fn run(socket: &Path, interval: Duration, count: Option<u64>, json: bool) -> Result<bool> {
     let mut conn = Conn::open(socket)?;
-    let mut prev = sample(&mut conn)?;
+    let start = Instant::now();
+    let mut prev = sample(&mut conn, start)?;
     let tty = std::io::stdout().is_terminal() && !json;
     let mut shown = 0;
     while count.is_none_or(|c| shown < c) {
         std::thread::sleep(interval);
-        let cur = sample(&mut conn)?;
+        let cur = sample(&mut conn, start)?;
         let r = rows(&prev, &cur);
         let mut out = std::io::stdout().lock();
         if json {
@@ -237,8 +244,9 @@ mod tests {
     /// (path, reads, read ns, writes, write ns, read bytes, written, in flight)
     type Lu = (&'static str, u64, u64, u64, u64, u64, u64, u64);
 
-    fn stats(lus: &[Lu]) -> Stats {
+    fn stats(at_s: u64, lus: &[Lu]) -> Stats {
         Stats {
+            at_ns: at_s * 1_000_000_000,
             storage_objects: lus
                 .iter()
                 .map(|&(path, r, rn, w, wn, rb, wb, inf)| LuCounters {
@@ -264,22 +272,25 @@ mod tests {
 
     #[test]
     fn rates_latency_and_queue_depth_over_the_interval() {
-        let t0 = Instant::now();
-        let t1 = t0 + Duration::from_secs(2);
+        // The daemon's clock decides, not the arrival.
+        let (t0, t1) = (Duration::from_secs(7), Duration::from_secs(8));
         let d1 = "/backstores/ramdisk/d1";
         let before = Sample::new(
-            stats(&[(d1, 100, 1_000_000, 0, 0, 1 << 20, 0, 0)]),
+            stats(10, &[(d1, 100, 1_000_000, 0, 0, 1 << 20, 0, 0)]),
             &[session(1, &["d1"])],
             t0,
         );
         // 200 reads of 0.5 ms and 100 writes of 2 ms in 2 s: 150 IOPS, an
         // average of (0.1 + 0.2) / 2 = 0.15 commands in the core.
         let after = Sample::new(
-            stats(&[
-                (d1, 300, 101_000_000, 100, 200_000_000, 5 << 20, 2 << 20, 3),
-                // Opened meanwhile: everything counts.
-                ("/backstores/fileio/d2", 10, 10_000, 0, 0, 0, 0, 0),
-            ]),
+            stats(
+                12,
+                &[
+                    (d1, 300, 101_000_000, 100, 200_000_000, 5 << 20, 2 << 20, 3),
+                    // Opened meanwhile: everything counts.
+                    ("/backstores/fileio/d2", 10, 10_000, 0, 0, 0, 0, 0),
+                ],
+            ),
             &[session(1, &["d1", "d1"]), session(2, &["d1"])],
             t1,
         );

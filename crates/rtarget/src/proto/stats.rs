@@ -11,7 +11,19 @@ use target_core::stats::{LuStats, OpClass, SENSE_KEYS};
 /// `stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
+    /// When the counters were read: nanoseconds on the daemon's monotonic
+    /// clock (from its first `stats`). Rates divide by differences of it,
+    /// so the time an answer spends reaching the client does not count.
+    #[serde(default)]
+    pub at_ns: u64,
     pub storage_objects: Vec<LuCounters>,
+}
+
+/// The daemon's clock for [`Stats::at_ns`].
+pub fn clock_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let e = EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(e.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Completed commands of one class and the sum of their latencies.
