@@ -27,6 +27,9 @@
 #       e2e-rbdpr    tests-e2e/rbd-gateways.sh: one image behind two gateways (TPG 1 and 2):
 #                    a reservation made through A holds at B and at a restarted B, SPC-2
 #                    likewise; iscsi-test-cu's reservation suites with one URL per gateway
+#       e2e-metrics  tests-e2e/metrics.sh: iscsi-perf load on a ramdisk LU; scrapes during it show
+#                    the LU's latency histogram and counters moving; `rtarget top --json`
+#                    within 10% of iscsi-perf's IOPS (~12 s)
 #       deb          tests-e2e/deb.sh: the .deb (cargo-deb; installed once per machine, ~4 min,
 #                    when missing) installed with dpkg -i, the unit's ExecStart reaches
 #                    READY=1 via NOTIFY_SOCKET and reloads on SIGHUP, dpkg -r (~20 s)
@@ -90,7 +93,7 @@ step() {
     if [[ $SKIP == *",$name,"* || ( -n $ONLY && $ONLY != *",$name,"* ) ]]; then
         RESULTS+=("$(printf '%-12s %-7s' "$name" skipped)"); return 0
     fi
-    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|e2e-rbdpr|deb|conformance|reliability|guest|vhost|vhost-reconnect|rbd-failover|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
+    if [[ $name =~ ^(e2e|e2e-qemu|e2e-qcow2|e2e-tgt|e2e-rbd|e2e-rbdpr|e2e-metrics|deb|conformance|reliability|guest|vhost|vhost-reconnect|rbd-failover|bench-smoke)$ && $BUILD_OK -eq 0 ]]; then
         RESULTS+=("$(printf '%-12s %-7s (release build failed)' "$name" SKIPPED)"); FAILS=$((FAILS + 1))
         return 1
     fi
@@ -124,6 +127,7 @@ step e2e-qcow2 240 bash tests-e2e/qcow2.sh
 step e2e-tgt 120 bash tests-e2e/import-tgt.sh
 step e2e-rbd 150 bash tests-e2e/rbd.sh
 step e2e-rbdpr 240 bash tests-e2e/rbd-gateways.sh
+step e2e-metrics 90 bash tests-e2e/metrics.sh
 step deb 600 env DEB_NO_BUILD=1 bash tests-e2e/deb.sh
 step conformance 1500 bash conformance/lanes.sh "$CONF_MATRIX" --timeout 60 --budget 240
 step reliability 420 bash scripts/reliability.sh --quick

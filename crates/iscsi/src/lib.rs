@@ -237,6 +237,13 @@ impl IscsiServer {
         self.shared.sessions_detail()
     }
 
+    /// Logins since the server started by outcome: (result, reason,
+    /// count), `("success", "normal" | "discovery", n)` or `("failure",
+    /// reason, n)`, every outcome listed (zeros too).
+    pub fn login_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.shared.login_counts.snapshot()
+    }
+
     /// Stop listening, log every session out (Async Message where possible,
     /// then close), and return when all connection threads have ended.
     pub fn shutdown(&self) {

@@ -22,9 +22,11 @@ mod machine;
 #[cfg(test)]
 mod machine_tests;
 mod policy;
+mod stats;
 
 use machine::{Accepted, Directory, LoginMachine, LoginStatus, Reply, Step};
 pub(crate) use policy::login_requires;
+pub(crate) use stats::{LoginCounters, LoginEnd};
 
 /// Largest login PDU data segment accepted (RFC default is 8192; some
 /// initiators send more with long CHAP values).
@@ -127,15 +129,22 @@ pub fn run(
 ) -> Option<LoginOutcome> {
     let directory: &Shared = shared;
     let mut m = LoginMachine::new(directory, local, Box::new(random_challenge), Instant::now());
+    let abandoned = || {
+        shared.login_counts.count(LoginEnd::Abandoned);
+        None
+    };
     loop {
-        let (bhs, data) = read_pdu(io, m.deadline())?;
+        let Some((bhs, data)) = read_pdu(io, m.deadline()) else {
+            return abandoned();
+        };
         match m.handle(Instant::now(), &bhs, &data) {
             Step::Respond(r) => {
                 if !send(io, &r) {
-                    return None;
+                    return abandoned();
                 }
             }
             Step::Fail(f) => {
+                shared.login_counts.count(LoginEnd::Refused(f.status));
                 let Some(r) = f.reply else {
                     tracing::debug!(%peer, status = ?f.status, "login closed without a response");
                     return None;
@@ -183,6 +192,7 @@ fn finish(
             else {
                 // The session it reinstates still has commands running.
                 let status = LoginStatus::ServiceUnavailable;
+                shared.login_counts.count(LoginEnd::Refused(status));
                 let (class, detail) = status.code();
                 tracing::warn!(initiator = ?a.initiator_name, %peer, target = %t.iqn,
                     class, detail, ?status, "login failed");
@@ -206,8 +216,14 @@ fn finish(
     } = a;
     reply.response.tsih = tsih;
     if !send(io, &reply) {
+        shared.login_counts.count(LoginEnd::Abandoned);
         return None;
     }
+    shared.login_counts.count(if a.discovery {
+        LoginEnd::Discovery
+    } else {
+        LoginEnd::Normal
+    });
     tracing::info!(initiator = ?a.initiator_name, %peer,
         target = target.as_ref().map(|t| t.iqn.as_str()).unwrap_or("(discovery)"),
         tsih, chap = ?a.chap,

@@ -88,6 +88,8 @@ pub struct Shared {
     /// Refusals not logged yet, and when the next may be (a flood must not
     /// flood the log too).
     refusals: Mutex<(u64, Instant)>,
+    /// Logins by outcome (monitoring).
+    pub login_counts: crate::login::LoginCounters,
 }
 
 /// Nexus ids are unique for the life of the process, across servers.
@@ -113,6 +115,7 @@ impl Shared {
             next_tsih: Mutex::new(0),
             logins: Mutex::new(LoginSlots::default()),
             refusals: Mutex::new((0, Instant::now())),
+            login_counts: Default::default(),
         }
     }
 
@@ -441,6 +444,7 @@ impl Shared {
 
     /// Log a refused or evicted connection, at most one line per 10 s.
     fn refused(&self, peer: Option<SocketAddr>, why: &str) {
+        self.login_counts.count(crate::login::LoginEnd::Admission);
         let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
         r.0 += 1;
         let now = Instant::now();

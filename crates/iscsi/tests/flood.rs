@@ -105,6 +105,12 @@ fn idle_connections_from_one_peer_do_not_lock_others_out() {
     // once (not after the login timeout).
     assert!(!closed_by_target(&mut idle[0]), "within the per-peer limit");
     assert!(closed_by_target(idle.last_mut().unwrap()), "beyond it");
+    let refused = srv
+        .login_counts()
+        .into_iter()
+        .find(|c| c.1 == "admission_limit")
+        .unwrap();
+    assert!(refused.2 > 0, "refusals counted: {refused:?}");
     drop(idle);
     srv.shutdown();
 }

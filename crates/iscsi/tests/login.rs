@@ -553,3 +553,86 @@ fn logout_reason_codes() {
     assert!(c.closed());
     srv.shutdown();
 }
+
+/// The server counts logins by outcome (the metrics endpoint exports
+/// them): successes by session type, refusals by reason, and logins the
+/// initiator abandoned.
+#[test]
+fn logins_are_counted_by_outcome() {
+    let (srv, addr) = server(&[]);
+    let count = |reason: &str| {
+        let c = srv.login_counts();
+        c.iter().find(|c| c.1 == reason).unwrap().2
+    };
+    // A success is counted once its last response is sent: wait for it.
+    let settle = |reason: &str, want: u64| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count(reason) != want {
+            assert!(
+                std::time::Instant::now() < end,
+                "{reason}: {:?}",
+                srv.login_counts()
+            );
+            std::thread::yield_now();
+        }
+    };
+    let mut c = Client::connect(addr);
+    c.login(Some(IQN), &[]);
+    settle("normal", 1);
+    let mut d = Client::connect(addr);
+    d.isid[5] = 2;
+    d.login(None, &[]);
+    settle("discovery", 1);
+    for (pairs, version, reason) in [
+        (
+            vec![("InitiatorName", INITIATOR), ("TargetName", "iqn.nope")],
+            0,
+            "target_not_found",
+        ),
+        (vec![("TargetName", IQN)], 0, "missing_parameter"),
+        (
+            vec![("InitiatorName", "not a name"), ("TargetName", IQN)],
+            0,
+            "bad_initiator_name",
+        ),
+        (
+            vec![
+                ("InitiatorName", INITIATOR),
+                ("TargetName", IQN),
+                ("SessionType", "Bogus"),
+            ],
+            0,
+            "protocol_error",
+        ),
+        (vec![], 1, "unsupported_version"),
+    ] {
+        assert_ne!(login_status(addr, &pairs, version), (0, 0), "{reason}");
+        assert_eq!(count(reason), 1, "{reason}: {:?}", srv.login_counts());
+    }
+    // Connected, then gone without a word.
+    drop(std::net::TcpStream::connect(addr).unwrap());
+    settle("abandoned", 1);
+    let failed: u64 = srv
+        .login_counts()
+        .iter()
+        .filter(|c| c.0 == "failure")
+        .map(|c| c.2)
+        .sum();
+    assert_eq!(failed, 6, "{:?}", srv.login_counts());
+    srv.shutdown();
+}
+
+/// A wrong CHAP response is counted as an authentication failure.
+#[test]
+fn failed_chap_is_counted_as_auth_failed() {
+    let (srv, addr) = chap_server(false);
+    let mut c = Client::connect(addr);
+    assert_eq!(chap_login(&mut c, "wrong-secret", None), (2, 1));
+    let c = srv.login_counts();
+    assert_eq!(
+        c.iter().find(|c| c.1 == "auth_failed").unwrap().2,
+        1,
+        "{c:?}"
+    );
+    srv.shutdown();
+}

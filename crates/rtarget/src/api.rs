@@ -269,6 +269,14 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
             sessions: live.sessions().iter().map(Into::into).collect(),
             guests: live.vhost_guests(),
         }),
+        Request::Stats => Response::Stats(crate::proto::Stats {
+            at_ns: crate::proto::stats::clock_ns(),
+            storage_objects: live
+                .devices_by_path()
+                .iter()
+                .map(|(path, d)| crate::proto::stats::LuCounters::new(path, &d.stats()))
+                .collect(),
+        }),
     })
 }
 

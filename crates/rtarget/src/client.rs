@@ -103,8 +103,8 @@ pub enum Action {
     Bookmarks(String, Vec<String>),
     Help,
     Exit,
-    /// `top [INTERVAL] [COUNT]` ([`crate::top`]).
-    Top(std::time::Duration, Option<u64>),
+    /// `top [--json] [INTERVAL] [COUNT]` ([`crate::top`]).
+    Top(std::time::Duration, Option<u64>, bool),
     /// `WORD VERB` where VERB is not a command: WORD was taken as a path
     /// (`path`, resolved); whether it exists decides which word is wrong
     /// ([`unknown_verb`]).
@@ -248,9 +248,12 @@ pub fn unknown_verb(word: &str, path: &str, verb: &str, path_exists: bool) -> St
     }
 }
 
-/// `top [INTERVAL] [COUNT]` (or `interval=S count=N`): seconds, 1 by default.
+/// `top [--json] [INTERVAL] [COUNT]` (or `interval=S count=N`): seconds,
+/// 1 by default; `--json`: one JSON line per frame.
 fn top_args(params: &[String]) -> Result<Action> {
-    let usage = "top takes [INTERVAL] [COUNT] (e.g. `top 1` or `top 0.5 10`)";
+    let usage = "top takes [--json] [INTERVAL] [COUNT] (e.g. `top 1` or `top --json 0.5 10`)";
+    let json = params.iter().any(|p| p == "--json");
+    let params: Vec<String> = params.iter().filter(|p| *p != "--json").cloned().collect();
     if params.len() > 2 {
         bail!("{usage}");
     }
@@ -277,6 +280,7 @@ fn top_args(params: &[String]) -> Result<Action> {
     Ok(Action::Top(
         std::time::Duration::from_secs_f64(interval),
         count,
+        json,
     ))
 }
 
@@ -374,7 +378,8 @@ rtarget management (targetcli-style). Commands, at the current path or at PATH:
   clearconfig confirm=true           delete everything
   sessions [detail]                  list logged-in initiators (detail: connections,
                                      negotiated parameters, per-LUN I/O counters)
-  top [INTERVAL] [COUNT]             live IOPS and MiB/s per storage object (like iostat)
+  top [--json] [INTERVAL] [COUNT]    live IOPS, MiB/s, latency and queue depth per
+                                     storage object (like iostat)
   bookmarks add|del|go NAME | show   named paths; @NAME works as a path
   cd PATH, pwd, help, exit           (shell)
 Examples:
@@ -470,7 +475,9 @@ fn one_shot(socket: &Path, words: &[String], as_json: bool) -> Result<bool> {
             return Ok(true);
         }
         Action::Nothing | Action::Exit => return Ok(true),
-        Action::Top(interval, count) => return crate::top::run(socket, interval, count),
+        Action::Top(interval, count, json) => {
+            return crate::top::run(socket, interval, count, json)
+        }
         Action::UnknownVerb { word, path, verb } => {
             let exists = Conn::open(socket)
                 .and_then(|mut c| {

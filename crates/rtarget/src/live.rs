@@ -187,6 +187,11 @@ impl Live {
         self.server.sessions_detail()
     }
 
+    /// iSCSI logins by outcome: (result, reason, count).
+    pub fn login_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.server.login_counts()
+    }
+
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
         let mut st = self.lock();

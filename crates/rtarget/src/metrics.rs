@@ -5,8 +5,10 @@
 //! each session's per-LUN commands and bytes (the iSCSI fabric's
 //! counters, as `sessions detail` shows them), storage object sizes, ALUA
 //! states and backstore recoveries (`Backstore::health`), panics, and the
-//! reloads of the config file. Nothing here
-//! is on an I/O path: a scrape takes the same snapshots as the API.
+//! reloads of the config file; the core's per-LU latency histograms, errors,
+//! queue depth, unit attentions and ALUA transitions, and the logins by
+//! outcome (`lu`). Nothing here is on an I/O path: a scrape takes the same
+//! snapshots as the API.
 //!
 //! A session's counters start at 0 when it logs in and go when it logs
 //! out (its labels carry the ISID, so a new session is a new series).
@@ -25,6 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::live::Live;
+
+mod lu;
 
 /// SIGHUP reloads that applied the file / that were refused.
 pub static RELOADS_OK: AtomicU64 = AtomicU64::new(0);
@@ -179,6 +183,7 @@ pub fn render(live: &Live) -> String {
 
     sessions(&mut reg, live, &cfg);
     objects(&mut reg, live);
+    lu::register(&mut reg, live);
 
     let mut out = String::new();
     // Writing into a String cannot fail.

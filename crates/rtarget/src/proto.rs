@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 pub mod session;
 pub use session::{AclKind, SessionDetail, SessionSummary, VhostGuest};
+pub mod stats;
+pub use stats::Stats;
 
 /// Every op, in the order error messages list them.
 pub const OPS: &[&str] = &[
@@ -28,6 +30,7 @@ pub const OPS: &[&str] = &[
     "restoreconfig",
     "clearconfig",
     "sessions",
+    "stats",
     "ping",
 ];
 
@@ -186,6 +189,8 @@ pub enum Request {
         )]
         detail: bool,
     },
+    /// Every storage object's core counters ([`Stats`]).
+    Stats,
 }
 
 /// `resize`'s size: `"2G"`, `"+1G"` (grow by), or a byte count.
@@ -223,6 +228,7 @@ impl Request {
             Request::Restoreconfig { .. } => "restoreconfig",
             Request::Clearconfig { .. } => "clearconfig",
             Request::Sessions { .. } => "sessions",
+            Request::Stats => "stats",
         }
     }
 
@@ -395,6 +401,7 @@ pub enum Response {
     Values(Values),
     Sessions(Sessions<SessionSummary>),
     SessionsDetail(Sessions<SessionDetail>),
+    Stats(Stats),
 }
 
 /// `ping`.
@@ -696,6 +703,7 @@ mod tests {
                 Ok(Request::Saveconfig { .. }) => again::<Saved>(line),
                 Ok(Request::Sessions { detail: false }) => again::<Sessions<SessionSummary>>(line),
                 Ok(Request::Sessions { detail: true }) => again::<Sessions<SessionDetail>>(line),
+                Ok(Request::Stats) => again::<Stats>(line),
                 Ok(_) => again::<Change>(line),
             };
             assert_eq!(back, line);

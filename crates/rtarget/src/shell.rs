@@ -86,13 +86,15 @@ impl Session {
                 println!("{}", self.cwd);
                 Ok(true)
             }
-            Action::Top(interval, count) => match crate::top::run(&self.socket, interval, count) {
-                Ok(ok) => Ok(ok),
-                Err(e) => {
-                    eprintln!("rtarget: error: {e:#}");
-                    Ok(false)
+            Action::Top(interval, count, json) => {
+                match crate::top::run(&self.socket, interval, count, json) {
+                    Ok(ok) => Ok(ok),
+                    Err(e) => {
+                        eprintln!("rtarget: error: {e:#}");
+                        Ok(false)
+                    }
                 }
-            },
+            }
             Action::UnknownVerb { word, path, verb } => {
                 let exists = self
                     .call(&ls(&path, 0))

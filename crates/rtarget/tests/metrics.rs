@@ -119,6 +119,7 @@ fn scrape_shows_sessions_and_lun_counters_moving() {
     );
     // The UA-clearing TEST UNIT READY, the write and the read at least.
     assert!(commands >= 3, "{commands}");
+    core_counters(&body);
 
     // More reads: the counters move between scrapes.
     for lba in 0..4 {
@@ -161,10 +162,64 @@ fn scrape_shows_sessions_and_lun_counters_moving() {
     d.stop();
 }
 
+/// The core's per-LU series after one login, the UA-clearing command, an
+/// 8-block write and read: the histograms hold them, the UA is counted as
+/// established, reported and as a CHECK CONDITION, the login as a success.
+fn core_counters(body: &str) {
+    const SO: &str = "storage_object=\"/backstores/ramdisk/r1\"";
+    let count = |op: &str| {
+        sample(
+            body,
+            &format!("rtarget_lu_latency_seconds_count{{{SO},op=\"{op}\"}}"),
+        )
+    };
+    assert!(count("read") >= 1 && count("write") >= 1, "{body}");
+    for op in ["read", "write"] {
+        let inf = format!("rtarget_lu_latency_seconds_bucket{{le=\"+Inf\",{SO},op=\"{op}\"}}");
+        assert_eq!(sample(body, &inf), count(op));
+        // Some finite bucket (under 8 s) holds each command.
+        let finite =
+            format!("rtarget_lu_latency_seconds_bucket{{le=\"8.388608\",{SO},op=\"{op}\"}}");
+        assert_eq!(sample(body, &finite), count(op), "{body}");
+    }
+    assert_eq!(
+        sample(body, &format!("rtarget_lu_read_bytes_total{{{SO}}}")),
+        4096
+    );
+    assert_eq!(
+        sample(body, &format!("rtarget_lu_write_bytes_total{{{SO}}}")),
+        4096
+    );
+    assert_eq!(sample(body, &format!("rtarget_lu_in_flight{{{SO}}}")), 0);
+    let ua = format!("rtarget_lu_check_conditions_total{{{SO},sense_key=\"unit_attention\"}}");
+    assert_eq!(sample(body, &ua), 1);
+    let reported = format!("rtarget_lu_unit_attentions_total{{{SO},event=\"reported\"}}");
+    assert_eq!(sample(body, &reported), 1);
+    let implicit = format!("rtarget_alua_transitions_total{{{SO},kind=\"implicit\"}}");
+    assert_eq!(sample(body, &implicit), 0);
+    let ok = "rtarget_iscsi_logins_total{result=\"success\",reason=\"normal\"}";
+    assert_eq!(sample(body, ok), 1);
+    let bad = "rtarget_iscsi_logins_total{result=\"failure\",reason=\"target_not_found\"}";
+    assert_eq!(sample(body, bad), 0);
+}
+
 /// docs/grafana/rtarget.json: every query names only metrics that a scrape
-/// (with a session doing I/O) has, so no panel stays empty for a typo.
+/// (with a session doing I/O) has, so no panel stays empty for a typo; and
+/// every metric of the scrape has a panel.
 fn dashboard_queries_find_their_metrics(scrape: &str) {
     let text = include_str!("../../../docs/grafana/rtarget.json");
+    for family in scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut words = family.split(' ');
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        let used = match kind {
+            "counter" => text.contains(&format!("{name}_total")),
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| text.contains(&format!("{name}{s}"))),
+            _ => text.contains(name),
+        };
+        assert!(used, "no dashboard panel shows {name} ({kind})");
+    }
     let dash: serde_json::Value = serde_json::from_str(text).unwrap();
     let mut queries = 0;
     for panel in dash["panels"].as_array().unwrap() {

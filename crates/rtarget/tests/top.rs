@@ -1,5 +1,6 @@
 //! `rtarget top`: while an initiator reads steadily, the view shows the
-//! storage object's IOPS and MiB/s close to what the initiator measures.
+//! storage object's IOPS and MiB/s close to what the initiator measures,
+//! its read latency and queue depth; `--json` gives the same frames.
 
 mod common;
 
@@ -43,7 +44,7 @@ fn top_shows_the_running_io_rate() {
     assert_eq!(out.matches("rtarget top: every 0.5 s").count(), 3, "{out}");
     let rows: Vec<Vec<&str>> = out
         .lines()
-        .filter(|l| l.starts_with("r1 "))
+        .filter(|l| l.starts_with("/backstores/ramdisk/r1 "))
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 3, "{out}");
@@ -68,4 +69,43 @@ fn top_shows_the_running_io_rate() {
     );
     // 4 KiB per read.
     assert!((mibs * 1024.0 / 4.0 / iops - 1.0).abs() < 0.05, "{out}");
+    // One command at a time: a read latency, a queue depth of at most one
+    // (the initiator waits for each answer), nothing written.
+    for r in &rows {
+        let (rlat, wlat, qd): (f64, f64, f64) = (
+            r[5].parse().unwrap(),
+            r[6].parse().unwrap(),
+            r[7].parse().unwrap(),
+        );
+        assert!(rlat > 0.0 && wlat == 0.0, "{out}");
+        assert!(qd > 0.0 && qd <= 1.0, "{out}");
+        assert!(r[8] == "0" || r[8] == "1", "{out}");
+    }
+}
+
+/// `top --json`: one JSON object per frame, with every column.
+#[test]
+fn top_json_prints_one_line_per_frame() {
+    let d = Served::start();
+    d.ok(&["/backstores/ramdisk", "create", "r1", "16M"]);
+    let out = d.ok(&["top", "--json", "0.2", "2"]);
+    let frames: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(frames.len(), 2, "{out}");
+    let lu = &frames[1]["storage_objects"][0];
+    assert_eq!(lu["storage_object"], "/backstores/ramdisk/r1", "{out}");
+    for k in [
+        "sessions",
+        "iops",
+        "read_mib_s",
+        "write_mib_s",
+        "read_lat_us",
+        "write_lat_us",
+        "queue_depth",
+        "in_flight",
+    ] {
+        assert!(lu[k].is_number(), "{k}: {out}");
+    }
 }

@@ -32,6 +32,19 @@ fn lun(l: u64) -> [u8; 8] {
     encode_lun(1, l)
 }
 
+/// The API's `stats` entry of `object`.
+fn stats(d: &Served, object: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.s.socket).unwrap();
+    s.write_all(b"{\"op\":\"stats\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let all = v["storage_objects"].as_array().unwrap();
+    let o = all.iter().find(|o| o["storage_object"] == object);
+    o.unwrap_or_else(|| panic!("{line}")).clone()
+}
+
 #[test]
 fn vhost_target_through_the_cli_shares_the_lu_with_iscsi() {
     let d = Served::start();
@@ -69,6 +82,11 @@ fn vhost_target_through_the_cli_shares_the_lu_with_iscsi() {
     let r = g.scsi(0, lun(0), 7, &rtpg, &[], 256, false);
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(ports(&r.data), [1, 0x8001], "over vhost");
+    // The core counted the guest's commands like any fabric's: INQUIRY,
+    // TEST UNIT READY (its unit attention) and RTPG.
+    let st = stats(&d, "/backstores/ramdisk/r0");
+    assert_eq!(st["other"]["commands"], 3, "{st}");
+    assert_eq!(st["check_conditions"]["unit_attention"], 1, "{st}");
     let mut c = Client::connect(d.addr());
     c.login(Some(IQN), &[]);
     c.clear_ua();

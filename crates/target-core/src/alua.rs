@@ -13,7 +13,7 @@
 //! The gate costs one relaxed atomic load while every group is
 //! active/optimized, which is the only state a LU without ALUA setup has.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -229,6 +229,9 @@ pub(crate) struct AluaState {
     inner: RwLock<Inner>,
     /// Set when the medium's owner decides the states (`crate::alua_owner`).
     pub(crate) ownership: OnceLock<Arc<dyn backstore::Ownership>>,
+    /// Group state changes by STPG / by management (monitoring).
+    explicit: AtomicU64,
+    implicit: AtomicU64,
 }
 
 impl Default for AluaState {
@@ -243,6 +246,8 @@ impl Default for AluaState {
                 ports: Vec::new(),
             }),
             ownership: OnceLock::new(),
+            explicit: AtomicU64::new(0),
+            implicit: AtomicU64::new(0),
         }
     }
 }
@@ -312,6 +317,23 @@ impl AluaState {
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// (explicit, implicit) group state changes so far.
+    pub(crate) fn transitions(&self) -> (u64, u64) {
+        (
+            self.explicit.load(Ordering::Relaxed),
+            self.implicit.load(Ordering::Relaxed),
+        )
+    }
+
+    fn count(&self, explicit: bool, n: usize) {
+        let c = if explicit {
+            &self.explicit
+        } else {
+            &self.implicit
+        };
+        c.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     fn publish(&self, inner: &Inner) {
@@ -406,10 +428,12 @@ impl AluaState {
         inner.groups = next;
         inner.ports = ports.to_vec();
         self.publish(&inner);
-        let group_changed = before_groups
+        let changed_groups = before_groups
             .iter()
-            .any(|(id, st)| inner.group(*id).is_some_and(|g| g.g.state != *st));
-        group_changed || inner.port_states() != before
+            .filter(|(id, st)| inner.group(*id).is_some_and(|g| g.g.state != *st))
+            .count();
+        self.count(false, changed_groups);
+        changed_groups > 0 || inner.port_states() != before
     }
 
     /// The transitions that make the states follow `owner` (see
@@ -444,8 +468,10 @@ impl AluaState {
     /// delay spends it in the transitioning state first, visible to every
     /// other command meanwhile.
     pub(crate) fn transition(&self, changes: &[(u16, AccessState)], explicit: bool) {
-        let delay = {
+        let (delay, before) = {
             let mut inner = self.write();
+            let before: Vec<(u16, AccessState)> =
+                inner.groups.iter().map(|g| (g.g.id, g.g.state)).collect();
             let mut delay = 0;
             for (id, _) in changes {
                 if let Some(g) = inner.groups.iter_mut().find(|g| g.g.id == *id) {
@@ -456,7 +482,7 @@ impl AluaState {
                 }
             }
             self.publish(&inner);
-            delay.min(MAX_TRANS_DELAY_MSECS)
+            (delay.min(MAX_TRANS_DELAY_MSECS), before)
         };
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(u64::from(delay)));
@@ -472,6 +498,11 @@ impl AluaState {
                 };
             }
         }
+        let changed = before
+            .iter()
+            .filter(|(id, st)| inner.group(*id).is_some_and(|g| g.g.state != *st))
+            .count();
+        self.count(explicit, changed);
         self.publish(&inner);
     }
 }

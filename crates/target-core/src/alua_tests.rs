@@ -254,3 +254,38 @@ fn all_optimized_keeps_the_fast_path() {
     let _ = two_groups(&t, AccessState::Standby);
     assert!(t.dev.state.alua.restricted.load(Ordering::Relaxed));
 }
+
+/// Monitoring counts each group that changed state once: STPG's as
+/// explicit, management's as implicit; new groups and repeats are none.
+#[test]
+fn transitions_are_counted_by_kind() {
+    let t = Rig::new();
+    let other = two_groups(&t, AccessState::Standby);
+    let s = t.dev.stats();
+    assert_eq!(
+        (s.alua_explicit_transitions, s.alua_implicit_transitions),
+        (0, 0)
+    );
+    t.run(&TUR, &[]);
+    t.run_as(&other, &TUR, &[]);
+    let (cdb, data) = stpg(&[(0x02, 1), (0x00, 2)]);
+    assert_eq!(t.run_as(&other, &cdb, &data).0.status, Status::Good);
+    let s = t.dev.stats();
+    assert_eq!(
+        (s.alua_explicit_transitions, s.alua_implicit_transitions),
+        (2, 0)
+    );
+    // Management moves sb (active/optimized by STPG) to unavailable.
+    let _ = two_groups(&t, AccessState::Unavailable);
+    let s = t.dev.stats();
+    assert_eq!(
+        (s.alua_explicit_transitions, s.alua_implicit_transitions),
+        (2, 1)
+    );
+    let _ = two_groups(&t, AccessState::Unavailable);
+    assert_eq!(
+        t.dev.stats().alua_implicit_transitions,
+        1,
+        "a repeat changes nothing"
+    );
+}

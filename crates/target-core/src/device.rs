@@ -18,6 +18,13 @@ use crate::{Device, DeviceOptions, Lun};
 /// See [`Device::io_async_begin`].
 pub(crate) struct AsyncIoToken(Arc<Device>);
 
+impl AsyncIoToken {
+    /// The device the access is on (its completion counts there).
+    pub(crate) fn device(&self) -> &Device {
+        &self.0
+    }
+}
+
 impl Drop for AsyncIoToken {
     fn drop(&mut self) {
         let s = &self.0.state;
@@ -76,6 +83,8 @@ pub(crate) struct DeviceState {
     /// too, whatever the backstore answers (see `rw::flush`). Not cleared
     /// by resets; only re-opening the storage object starts afresh.
     pub flush_fault: backstore::FlushFault,
+    /// Monitoring counters (`stats`).
+    pub stats: crate::stats::Counters,
 }
 
 impl DeviceState {
@@ -98,6 +107,7 @@ impl DeviceState {
             sanitize: SanitizeState::default(),
             alua: crate::alua::AluaState::default(),
             flush_fault: backstore::FlushFault::new(),
+            stats: crate::stats::Counters::default(),
         }
     }
 

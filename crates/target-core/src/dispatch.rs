@@ -60,10 +60,25 @@ pub(crate) fn execute(
     ) {
         data_in.clear();
     }
-    let result = match table.find(lun_id) {
-        Some(lun) => run(table, nexus, lun, cdb, cmd, data_in),
-        None => no_such_lun(table, cdb, data_in),
+    let Some(lun) = table.find(lun_id) else {
+        return answer(no_such_lun(table, cdb, data_in), data_in);
     };
+    // Counted per LU for monitoring (`stats`): a mapped LUN's commands only.
+    let stats = &lun.device.state.stats;
+    let started = stats.begin();
+    let out = answer(run(table, nexus, lun, cdb, cmd, data_in), data_in);
+    stats.end(
+        started,
+        cdb.opcode(),
+        &out,
+        data_in.len(),
+        cmd.data_out.len(),
+    );
+    out
+}
+
+#[inline(always)]
+fn answer(result: HandlerResult, data_in: &mut Vec<u8>) -> Outcome {
     match result {
         Ok(Status::Good) => GOOD,
         Ok(status) => Outcome {

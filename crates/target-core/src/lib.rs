@@ -46,6 +46,7 @@ mod reservation;
 mod rmw;
 mod rw;
 mod sanitize;
+pub mod stats;
 mod submit;
 mod tmf;
 mod ua;
@@ -126,6 +127,14 @@ impl Device {
             backstore,
             state,
         })
+    }
+
+    /// A reading of the LU's monitoring counters (see [`stats`]).
+    pub fn stats(&self) -> stats::LuStats {
+        let mut s = self.state.stats.snapshot();
+        (s.ua_established, s.ua_reported) = self.state.ua.counts();
+        (s.alua_explicit_transitions, s.alua_implicit_transitions) = self.state.alua.transitions();
+        s
     }
 
     /// The LU's id: unique among all devices of this process, never 0.

@@ -70,10 +70,15 @@ pub(crate) fn submit(
                     | op::WRITE_16
             ) =>
         {
+            let started = lun.device.state.stats.begin();
             match dispatch::prepare_rw(table, nexus, lun, c, &data_out) {
-                Ok(Some(access)) => (lun, access),
+                Ok(Some(access)) => (lun, access, started),
                 Ok(None) => {
                     data_in.clear();
+                    lun.device
+                        .state
+                        .stats
+                        .end(started, c.opcode(), &GOOD, 0, data_out.len());
                     return done(Reply {
                         out: GOOD,
                         data_in,
@@ -82,8 +87,10 @@ pub(crate) fn submit(
                 }
                 Err(e) => {
                     data_in.clear();
+                    let out = dispatch::outcome_for(&e);
+                    lun.device.state.stats.end(started, c.opcode(), &out, 0, 0);
                     return done(Reply {
-                        out: dispatch::outcome_for(&e),
+                        out,
                         data_in,
                         data_out,
                     });
@@ -105,7 +112,8 @@ pub(crate) fn submit(
             });
         }
     };
-    let (lun, access) = lun;
+    let (lun, access, started) = lun;
+    let opcode = cdb[0];
     let token = lun.device.io_async_begin();
     let (op, spare) = match access {
         Access::Read { offset, len } => {
@@ -135,7 +143,6 @@ pub(crate) fn submit(
     lun.device.backstore.submit(
         op,
         Completion::new(move |op, result| {
-            drop(token);
             let (data_in, data_out, err) = match op {
                 IoOp::Read { mut buf, .. } => {
                     let err = result.err().map(CmdError::ReadError);
@@ -148,6 +155,14 @@ pub(crate) fn submit(
                 IoOp::Flush => (spare, Vec::new(), None),
             };
             let out = err.as_ref().map_or(GOOD, dispatch::outcome_for);
+            token
+                .device()
+                .state
+                .stats
+                .end(started, opcode, &out, data_in.len(), data_out.len());
+            // The LU's shared order ends after the answer is counted, so
+            // an exclusive holder that waited sees nothing in flight.
+            drop(token);
             done(Reply {
                 out,
                 data_in,

@@ -22,6 +22,9 @@ struct Inner {
     /// Nexuses that have been given (or are owed) the power-on condition.
     seen: HashSet<u64>,
     queues: HashMap<u64, VecDeque<Asc>>,
+    /// Conditions queued / reported since the LU started (monitoring).
+    established: u64,
+    reported: u64,
 }
 
 impl Inner {
@@ -33,6 +36,7 @@ impl Inner {
         let q = self.queues.entry(nexus).or_default();
         if !q.contains(&asc) && q.len() < MAX_QUEUED {
             q.push_back(asc);
+            self.established += 1;
         }
     }
 
@@ -42,6 +46,7 @@ impl Inner {
             let q = self.queues.entry(nexus).or_default();
             q.clear();
             q.push_back(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
+            self.established += 1;
         }
     }
 }
@@ -96,6 +101,7 @@ impl UaState {
             UaPolicy::Ignore => None,
             UaPolicy::Report => inner.queues.get_mut(&nexus).and_then(|q| q.pop_front()),
         };
+        inner.reported += u64::from(asc.is_some());
         let mine_empty = inner.queues.get(&nexus).is_none_or(VecDeque::is_empty);
         if mine_empty {
             self.remember(nexus);
@@ -135,8 +141,15 @@ impl UaState {
             let q = inner.queues.entry(n).or_default();
             q.clear();
             q.push_back(asc);
+            inner.established += 1;
         }
         self.pending.store(inner.any_queued(), Ordering::Release);
+    }
+
+    /// (established, reported) conditions, for monitoring.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.established, inner.reported)
     }
 
     /// Forget a nexus (logout or connection loss).
@@ -215,6 +228,26 @@ mod tests {
             ua.check(1, UaPolicy::Report),
             Some(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
         );
+    }
+
+    /// Every condition queued counts as established once (a duplicate
+    /// not), every one a command reports as reported.
+    #[test]
+    fn counts_established_and_reported() {
+        let ua = UaState::default();
+        ua.check(1, UaPolicy::Report);
+        ua.check(2, UaPolicy::Ignore);
+        assert_eq!(ua.counts(), (2, 1), "two power-on, one reported");
+        ua.queue_others(None, Asc::MODE_PARAMETERS_CHANGED);
+        ua.queue_others(None, Asc::MODE_PARAMETERS_CHANGED);
+        ua.queue_for(1, Asc::RESERVATIONS_PREEMPTED);
+        assert_eq!(ua.counts(), (5, 1));
+        ua.reset_all(Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+        assert_eq!(ua.counts(), (7, 1));
+        for n in [1, 2] {
+            while ua.check(n, UaPolicy::Report).is_some() {}
+        }
+        assert_eq!(ua.counts(), (7, 3));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub const DEFAULT_CMDSN_DEPTH: u32 = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginStatus {
     InitiatorError,
+    /// An InitiatorName that is no valid iSCSI name: an initiator error
+    /// on the wire (02/00), told apart for monitoring.
+    BadInitiatorName,
     AuthFailed,
     /// No ACL for this initiator and no demo mode (LIO: TGT_FORBIDDEN).
     NotAuthorized,
@@ -55,7 +58,7 @@ impl LoginStatus {
     /// (class, detail) on the wire.
     pub fn code(self) -> (u8, u8) {
         match self {
-            LoginStatus::InitiatorError => (2, 0x00),
+            LoginStatus::InitiatorError | LoginStatus::BadInitiatorName => (2, 0x00),
             LoginStatus::AuthFailed => (2, 0x01),
             LoginStatus::NotAuthorized => (2, 0x02),
             LoginStatus::TargetNotFound => (2, 0x03),
@@ -497,7 +500,7 @@ impl<'a> LoginMachine<'a> {
         // well-formed names (the rule `acls create` applies) get that far.
         if !iscsi_wire::name::valid_name(initiator) {
             tracing::warn!(initiator = ?truncated(initiator), "invalid InitiatorName");
-            return Err(LoginStatus::InitiatorError);
+            return Err(LoginStatus::BadInitiatorName);
         }
         self.initiator = initiator.to_string();
         let discovery = match get("SessionType") {
@@ -585,6 +588,7 @@ mod tests {
     fn status_codes_table() {
         let cases = [
             (LoginStatus::InitiatorError, (2, 0)),
+            (LoginStatus::BadInitiatorName, (2, 0)),
             (LoginStatus::AuthFailed, (2, 1)),
             (LoginStatus::NotAuthorized, (2, 2)),
             (LoginStatus::TargetNotFound, (2, 3)),

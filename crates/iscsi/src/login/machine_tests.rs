@@ -417,9 +417,10 @@ fn initiator_name_is_checked() {
         keys[0].1 = bad;
         let want = match bad {
             "" => LoginStatus::MissingParameter,
-            _ => LoginStatus::InitiatorError,
+            _ => LoginStatus::BadInitiatorName,
         };
         assert_eq!(i.refused(0, 1, true, &keys), want, "{bad:?}");
+        assert_eq!(want.code().0, 2, "an initiator error on the wire");
         assert_eq!(i.m.initiator(), "");
     }
     let mut i = Initiator::new(&d);

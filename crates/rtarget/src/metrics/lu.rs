@@ -1,0 +1,159 @@
+//! The core's per-LU counters in a scrape (`target_core::stats`): latency
+//! histograms per command class, bytes, CHECK CONDITIONs by sense key,
+//! reservation conflicts, commands in flight, unit attentions and ALUA
+//! transitions; and the iSCSI logins by outcome. The core keeps them in
+//! relaxed atomics on the data path; a scrape reads a snapshot of each LU
+//! and encodes it here, so no prometheus-client metric (whose histogram
+//! takes a lock per observation) is ever touched per command.
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use target_core::stats::{bucket_upper_secs, LuStats, OpClass, BUCKETS, SENSE_KEYS};
+
+use super::Labels;
+use crate::live::Live;
+
+/// Each storage object's latency histograms, encoded from snapshots.
+#[derive(Debug)]
+struct Latency(Vec<(String, LuStats)>);
+
+impl prometheus_client::collector::Collector for Latency {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "lu_latency",
+            "Time the core took to answer a command, from its start to the backstore's completion, by class (read, write, flush, other)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        let mut buckets = [(0.0, 0); BUCKETS];
+        for (path, s) in &self.0 {
+            for class in OpClass::ALL {
+                let c = s.class(class);
+                for (i, b) in buckets.iter_mut().enumerate() {
+                    *b = (bucket_upper_secs(i), c.buckets[i]);
+                }
+                let labels: Labels = vec![
+                    ("storage_object", path.clone()),
+                    ("op", class.name().to_string()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        c.nanos as f64 * 1e-9,
+                        c.count(),
+                        &buckets,
+                        None,
+                    )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every LU's counters (by storage object path).
+pub(super) fn register(reg: &mut Registry, live: &Live) {
+    let snaps: Vec<(String, LuStats)> = live
+        .devices_by_path()
+        .into_iter()
+        .map(|(path, d)| (path, d.stats()))
+        .collect();
+    let read = Family::<Labels, Counter>::default();
+    let written = Family::<Labels, Counter>::default();
+    let in_flight = Family::<Labels, Gauge>::default();
+    let checks = Family::<Labels, Counter>::default();
+    let conflicts = Family::<Labels, Counter>::default();
+    let uas = Family::<Labels, Counter>::default();
+    let alua = Family::<Labels, Counter>::default();
+    for (path, s) in &snaps {
+        let so = || vec![("storage_object", path.clone())];
+        read.get_or_create(&so()).inc_by(s.read_bytes);
+        written.get_or_create(&so()).inc_by(s.write_bytes);
+        in_flight.get_or_create(&so()).set(s.in_flight() as i64);
+        conflicts
+            .get_or_create(&so())
+            .inc_by(s.reservation_conflicts);
+        // Only the sense keys an LU answered (16 mostly-zero series per
+        // LU would crowd the scrape).
+        for (key, n) in SENSE_KEYS.iter().zip(s.sense).filter(|(_, n)| *n > 0) {
+            let mut l = so();
+            l.push(("sense_key", key.to_string()));
+            checks.get_or_create(&l).inc_by(n);
+        }
+        for (event, n) in [
+            ("established", s.ua_established),
+            ("reported", s.ua_reported),
+        ] {
+            let mut l = so();
+            l.push(("event", event.to_string()));
+            uas.get_or_create(&l).inc_by(n);
+        }
+        for (kind, n) in [
+            ("explicit", s.alua_explicit_transitions),
+            ("implicit", s.alua_implicit_transitions),
+        ] {
+            let mut l = so();
+            l.push(("kind", kind.to_string()));
+            alua.get_or_create(&l).inc_by(n);
+        }
+    }
+    reg.register_collector(Box::new(Latency(snaps)));
+    reg.register_with_unit(
+        "lu_read",
+        "Data-In bytes of successful READs of a storage object (every fabric)",
+        Unit::Bytes,
+        read,
+    );
+    reg.register_with_unit(
+        "lu_write",
+        "Data-Out bytes of successful writes to a storage object (every fabric)",
+        Unit::Bytes,
+        written,
+    );
+    reg.register(
+        "lu_in_flight",
+        "Commands the core started and has not answered yet (the LU's queue depth in the core)",
+        in_flight,
+    );
+    reg.register(
+        "lu_check_conditions",
+        "CHECK CONDITION answers by sense key (unit_attention ones report a condition, the others are errors)",
+        checks,
+    );
+    reg.register(
+        "lu_reservation_conflicts",
+        "RESERVATION CONFLICT answers",
+        conflicts,
+    );
+    reg.register(
+        "lu_unit_attentions",
+        "Unit attention conditions queued for an I_T nexus (established) and reported to it",
+        uas,
+    );
+    reg.register(
+        "alua_transitions",
+        "ALUA group state changes of a storage object: by SET TARGET PORT GROUPS (explicit) or by management (implicit)",
+        alua,
+    );
+    logins(reg, live);
+}
+
+fn logins(reg: &mut Registry, live: &Live) {
+    let logins = Family::<Labels, Counter>::default();
+    for (result, reason, n) in live.login_counts() {
+        logins
+            .get_or_create(&vec![
+                ("result", result.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc_by(n);
+    }
+    reg.register(
+        "iscsi_logins",
+        "iSCSI login attempts by outcome: success (normal, discovery) or failure by reason",
+        logins,
+    );
+}
