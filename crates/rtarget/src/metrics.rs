@@ -250,7 +250,23 @@ fn objects(reg: &mut Registry, live: &Live) {
     let size = Family::<Labels, Gauge>::default();
     let alua = Family::<Labels, Gauge>::default();
     let health = Family::<Labels, Counter>::default();
+    let owner = Family::<Labels, Gauge>::default();
     for (path, d) in live.devices_by_path() {
+        // A medium several gateways share (RBD with alua_group): which
+        // gateway's group holds it, as last seen (no cluster I/O here).
+        if let Some(o) = d.backstore.ownership() {
+            let group = match o.owner(false) {
+                backstore::Owner::Group(g) => i64::from(g),
+                backstore::Owner::Nobody => 0,
+                backstore::Owner::Elsewhere => -1,
+            };
+            owner
+                .get_or_create(&vec![
+                    ("storage_object", path.clone()),
+                    ("local_group", o.local_group().to_string()),
+                ])
+                .set(group);
+        }
         size.get_or_create(&vec![("storage_object", path.clone())])
             .set(d.backstore.size() as i64);
         for (event, n) in d.backstore.health() {
@@ -279,6 +295,11 @@ fn objects(reg: &mut Registry, live: &Live) {
         "backstore_events",
         "Backstore recoveries: restarts of a user:qemu child, reconnects of an NBD client",
         health,
+    );
+    reg.register(
+        "storage_object_owner_group",
+        "Shared medium (RBD gateways): the ALUA group of the gateway holding its exclusive lock (0 nobody, -1 another gateway, not yet known)",
+        owner,
     );
     reg.register(
         "alua_access_state",
