@@ -6,7 +6,11 @@
 # `ls /loopback` must show /dev/ublkb0; then mkfs.ext4 on /dev/ublkb0, mount,
 # write a file and a 16 MiB random blob, sync, umount, e2fsck -fn, drop caches,
 # mount read-only, md5sum -c; blkdiscard (the LU is thin: emulate_tpu=1) must
-# punch holes in the backing file (UNMAP through the core); `/loopback delete`,
+# punch holes in the backing file (UNMAP through the core); user recovery:
+# kill -9 rtarget while a writer appends fsynced records to a mounted ext4,
+# restart it: it recovers /dev/ublkb0 (no new disk), the writer finishes
+# without an error, every acknowledged record verifies after drop caches;
+# `/loopback delete`,
 # with a new file system mounted and a writer running, returns, ends the
 # writer and removes /dev/ublkb0; the
 # daemon stops cleanly (exit 0, no panic). The saved config holds the target
@@ -64,10 +68,13 @@ PAYLOAD='set -ex
 S=/run/rt; mkdir -p $S
 rt() { rtarget --socket $S/api.sock "$@"; }
 echo "{\"storage_objects\": [], \"targets\": []}" > $S/saveconfig.json
-rtarget serve --listen 127.0.0.1:3260 --config $S/saveconfig.json --state-dir $S --socket $S/api.sock > $S/rtarget.log 2>&1 &
-RTPID=$!
-for i in $(seq 300); do grep -q "rtarget: listening on" $S/rtarget.log && break; sleep 0.1; done
-grep -q "rtarget: listening on" $S/rtarget.log || { cat $S/rtarget.log; exit 1; }
+serve() {
+    rtarget serve --listen 127.0.0.1:3260 --config $S/saveconfig.json --state-dir $S --socket $S/api.sock >> $S/rtarget.log 2>&1 &
+    RTPID=$!
+    for i in $(seq 600); do [ "$(grep -c "rtarget: listening on" $S/rtarget.log)" -ge "$1" ] && break; sleep 0.1; done
+    [ "$(grep -c "rtarget: listening on" $S/rtarget.log)" -ge "$1" ] || { cat $S/rtarget.log; exit 1; }
+}
+serve 1
 rt /backstores/fileio create lb0 /root/lb0.img 96M
 rt /backstores/fileio/lb0 set attribute emulate_tpu=1
 rt /loopback create '"$WWN"'
@@ -91,6 +98,33 @@ K0=$(du -k /root/lb0.img | cut -f1)
 blkdiscard /dev/ublkb0
 K1=$(du -k /root/lb0.img | cut -f1)
 echo "blkdiscard: backing file $K0 KiB -> $K1 KiB"; [ "$K1" -lt "$K0" ]
+# User recovery: kill -9 rtarget while a writer appends fsynced records
+# (a record is acknowledged when fsync returned: logged outside the disk),
+# restart it: it takes /dev/ublkb0 over (no new disk), the writer goes on
+# without an error, and every acknowledged record reads back from disk.
+mkfs.ext4 -q -F /dev/ublkb0
+mount -t ext4 /dev/ublkb0 /mnt/t
+: > /tmp/acked
+(i=0; while [ $i -lt 80 ]; do
+    echo "record $i" | dd of=/mnt/t/r$i conv=fsync 2>/dev/null || exit 1
+    echo $i >> /tmp/acked; i=$((i+1))
+done) &
+WR=$!
+while [ "$(wc -l < /tmp/acked)" -lt 20 ]; do sleep 0.1; done
+kill -9 $RTPID; echo "killed rtarget at $(wc -l < /tmp/acked) records"
+wait $RTPID || true
+serve 2
+grep "recovered" $S/rtarget.log | tail -n 2
+grep -q "recovered=true" $S/rtarget.log
+rt ls /loopback | grep -q /dev/ublkb0
+[ ! -e /dev/ublkb1 ]
+wait $WR; echo "writer finished: $(wc -l < /tmp/acked) records acknowledged"
+umount /mnt/t
+e2fsck -fn /dev/ublkb0
+echo 3 > /proc/sys/vm/drop_caches
+mount -t ext4 -o ro /dev/ublkb0 /mnt/t
+for i in $(cat /tmp/acked); do [ "$(cat /mnt/t/r$i)" = "record $i" ] || { echo "record $i lost"; exit 1; }; done
+echo "all $(wc -l < /tmp/acked) acknowledged records verified"; umount /mnt/t
 # Delete with the file system mounted and a writer running: the delete
 # returns, the writer fails, nothing hangs (blkdiscard emptied the disk).
 mkfs.ext4 -q -F /dev/ublkb0

@@ -8,6 +8,7 @@
 //! reservations, unit attentions and ALUA state are shared across them.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -27,11 +28,13 @@ pub struct Pending {
     pub luns: LunTable,
 }
 
-/// Build the planned loopback targets of `wanted` over `devices`.
+/// Build the planned loopback targets of `wanted` over `devices`; the
+/// disks' ids are kept in `state_dir` for a restarted daemon to recover.
 pub fn prepare(
     wanted: &SaveConfig,
     plan: &Plan,
     devices: &HashMap<String, Arc<Device>>,
+    state_dir: Option<&Path>,
 ) -> Vec<Pending> {
     let mut out = Vec::new();
     for change in &plan.loopback {
@@ -51,6 +54,7 @@ pub fn prepare(
                 depth,
                 ..QueueConfig::default()
             },
+            state_dir: state_dir.map(Path::to_path_buf),
         };
         let mut luns: Vec<Lun> = tpg
             .luns
