@@ -10,10 +10,13 @@
 # kill -9 rtarget while a writer appends fsynced records to a mounted ext4,
 # restart it: it recovers /dev/ublkb0 (no new disk), the writer finishes
 # without an error, every acknowledged record verifies after drop caches;
-# `/loopback delete`,
-# with a new file system mounted and a writer running, returns, ends the
-# writer and removes /dev/ublkb0; the
-# daemon stops cleanly (exit 0, no panic). The saved config holds the target
+# `/loopback delete`, with a new file system mounted and a writer running,
+# returns, ends the writer and removes /dev/ublkb0; mode=scsi on a second
+# target: the guest's open-iscsi initiator logs in to rtarget's private
+# portal (as the TPG's nexus WWN), `ls` shows /dev/sdX and /dev/sgN, sg_inq
+# shows rtarget's INQUIRY, sg_persist registers and reads a key, data
+# written with O_DIRECT reads back; `delete` logs out (no session, no
+# disk). The daemon stops cleanly (exit 0, no panic). The saved config holds the target
 # as rtslib writes the loopback fabric.
 # The guest is built once by shared/tools/guest/build-guest.sh with KERNEL=6.12
 # into GUEST_CACHE (default /var/cache/rtarget-guest-6.12) and runs under TCG
@@ -34,6 +37,7 @@ GUEST_CACHE=${GUEST_CACHE:-/var/cache/rtarget-guest-6.12}
 export TIMEOUT=${TIMEOUT:-240}
 export MEM=${MEM:-1024}
 WWN=naa.5001405c0ffee0a1
+WWN2=naa.5001405c0ffee0a2
 W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/loopback.XXXXXX" 2>/dev/null || mktemp -d)
 cleanup() {
     set +e
@@ -136,6 +140,25 @@ rt /loopback delete '"$WWN"'
 wait $WR; echo "writer ended"
 umount -l /mnt/t
 [ ! -e /dev/ublkb0 ]; echo "ublkb0 removed"
+# mode=scsi: the local open-iscsi initiator logs in to a private portal of
+# rtarget; the LUN is a SCSI disk with an sg node: sg_inq shows rtarget,
+# PR works through sg_persist; delete logs out (session and disk gone).
+rt /backstores/fileio create lb1 /root/lb1.img 16M
+rt /loopback create '"$WWN2"' mode=scsi
+rt /loopback/'"$WWN2"'/tpg1/luns create /backstores/fileio/lb1
+grep -q "\"mode\": \"scsi\"" $S/saveconfig.json
+rt ls /loopback | tee /tmp/ls2.txt
+SD=$(grep -o "/dev/sd[a-z]*" /tmp/ls2.txt | head -n1); SG=$(grep -o "/dev/sg[0-9]*" /tmp/ls2.txt | head -n1)
+echo "scsi mode: $SD $SG"; wait_for "$SD" 10; wait_for "$SG" 10
+sg_inq "$SG" | tee /tmp/inq.txt; grep -q "Vendor identification: RTARGET" /tmp/inq.txt
+sg_persist --out --register --param-sark=0xabc123 "$SG"
+sg_persist --in --read-keys "$SG" | tee /tmp/keys.txt; grep -q 0xabc123 /tmp/keys.txt
+NX=$(grep -o "nexus naa\.[0-9a-f]*" /tmp/ls2.txt | cut -d" " -f2)
+sg_persist --in --read-full-status "$SG" | tee /tmp/full.txt; grep -qi "$NX" /tmp/full.txt
+dd if=/dev/urandom of=/tmp/x bs=64k count=16 2>/dev/null; dd if=/tmp/x of="$SD" bs=64k oflag=direct 2>/dev/null
+[ "$(dd if="$SD" bs=64k count=16 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum < /tmp/x)" ]
+rt /loopback delete '"$WWN2"'
+[ -z "$(ls /sys/class/iscsi_session/)" ]; [ ! -e "$SD" ]; echo "logged out, $SD gone"
 kill -TERM $RTPID; wait $RTPID; echo "rtarget exit $?"
 if grep -n "panicked" $S/rtarget.log; then exit 1; fi
 echo GUEST-LOOPBACK-OK'

@@ -4,6 +4,9 @@
 //! says. A LUN table change adds and removes disks; the disks of unchanged
 //! LUNs stay (a mounted file system on them is not disturbed).
 //!
+//! A `mode=scsi` target is served by [`ScsiLoop`] instead: its LUNs
+//! become SCSI disks of the local iSCSI initiator.
+//!
 //! The LUNs map the same [`Device`] objects the other fabrics map, so
 //! reservations, unit attentions and ALUA state are shared across them.
 
@@ -17,13 +20,71 @@ use loopback::{LoopbackConfig, LoopbackTarget, QueueConfig};
 use manage::Plan;
 use target_core::{Device, Lun, LunTable};
 
+use crate::loopback_scsi::ScsiLoop;
+
+/// One running loopback target, in its mode.
+pub enum Served {
+    Ublk(LoopbackTarget),
+    Scsi(Box<ScsiLoop>),
+}
+
+impl Served {
+    fn start(p: &mut Pending) -> Result<Served> {
+        let luns = std::mem::take(&mut p.luns);
+        if p.scsi {
+            let c = &p.config;
+            // Relative port ids apart from the iSCSI TPGs' (their 1-based
+            // positions) and the ublk nexus' (1).
+            let rel = 0x8000 | (loopback::recovery::tag_of(&c.wwn) as u16 & 0x3fff);
+            return Ok(Served::Scsi(Box::new(ScsiLoop::start(
+                &c.wwn,
+                &c.nexus_wwn,
+                c.tpg_tag,
+                rel,
+                luns,
+            )?)));
+        }
+        Ok(Served::Ublk(LoopbackTarget::start(p.config.clone(), luns)?))
+    }
+
+    fn devices(&self) -> Vec<(u64, String)> {
+        match self {
+            Served::Ublk(t) => t
+                .devices()
+                .into_iter()
+                .map(|(l, d)| (l, d.display().to_string()))
+                .collect(),
+            Served::Scsi(t) => t.devices(),
+        }
+    }
+
+    fn set_luns(&mut self, luns: LunTable) -> Result<()> {
+        match self {
+            Served::Ublk(t) => Ok(t.set_luns(luns)?),
+            Served::Scsi(t) => {
+                t.set_luns(luns);
+                Ok(())
+            }
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Served::Ublk(t) => t.stop(),
+            Served::Scsi(t) => t.stop(),
+        }
+    }
+}
+
 /// The running loopback targets by WWN.
-pub type Targets = HashMap<String, LoopbackTarget>;
+pub type Targets = HashMap<String, Served>;
 
 /// A loopback target as the plan wants it, built without touching what runs.
 pub struct Pending {
     pub wwn: String,
     pub restart: bool,
+    /// `mode=scsi`: SCSI disks of the local initiator, not ublk disks.
+    pub scsi: bool,
     pub config: LoopbackConfig,
     pub luns: LunTable,
 }
@@ -71,6 +132,7 @@ pub fn prepare(
         out.push(Pending {
             wwn: t.wwn.clone(),
             restart: change.restart,
+            scsi: config::loopback::scsi_mode(t),
             config,
             luns: LunTable { luns },
         });
@@ -87,13 +149,10 @@ pub fn start(targets: &mut Targets, pending: &mut [Pending]) -> Result<Vec<Strin
         if let Some(old) = targets.remove(&p.wwn) {
             old.stop();
         }
-        let luns = std::mem::take(&mut p.luns);
-        match LoopbackTarget::start(p.config.clone(), luns)
-            .with_context(|| format!("loopback target {}", p.wwn))
-        {
+        match Served::start(p).with_context(|| format!("loopback target {}", p.wwn)) {
             Ok(t) => {
                 for (lun, dev) in t.devices() {
-                    tracing::info!(target = %p.wwn, lun, dev = %dev.display(), "loopback disk up");
+                    tracing::info!(target = %p.wwn, lun, dev = %dev, "loopback disk up");
                 }
                 targets.insert(p.wwn.clone(), t);
                 started.push(p.wwn.clone());
@@ -120,7 +179,7 @@ pub fn stop(targets: &mut Targets, wwns: &[String]) {
 /// The LUN-table-only changes and the removals of the plan.
 pub fn finish(targets: &mut Targets, pending: Vec<Pending>, removed: &[String]) {
     for p in pending.into_iter().filter(|p| !p.restart) {
-        if let Some(t) = targets.get(&p.wwn) {
+        if let Some(t) = targets.get_mut(&p.wwn) {
             if let Err(e) = t.set_luns(p.luns) {
                 tracing::warn!(target = %p.wwn, "loopback: {e}");
             }
@@ -135,5 +194,5 @@ pub fn disk_of(targets: &Targets, wwn: &str, lun: u64) -> Option<String> {
     t.devices()
         .into_iter()
         .find(|(l, _)| *l == lun)
-        .map(|(_, d)| d.display().to_string())
+        .map(|(_, d)| d)
 }
