@@ -75,32 +75,14 @@ impl Slot {
         tag_of(&self.key)
     }
 
-    fn load(&self) -> BTreeMap<String, u32> {
-        std::fs::read(&self.file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
     fn update(&self, f: impl FnOnce(&mut BTreeMap<String, u32>)) {
-        let _g = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map = self.load();
-        f(&mut map);
-        // Write-then-rename: a daemon killed mid-write leaves the old file.
-        let tmp = self.file.with_extension("json.tmp");
-        let res = serde_json::to_vec_pretty(&map)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &self.file));
-        if let Err(e) = res {
-            tracing::warn!(file = %self.file.display(), "loopback: saving the device ids: {e}");
-        }
+        update(&self.file, f);
     }
 
     /// The device id saved for this slot.
     pub fn saved(&self) -> Option<u32> {
         let _g = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        self.load().get(&self.key).copied()
+        load(&self.file).get(&self.key).copied()
     }
 
     pub fn record(&self, dev_id: u32) {
@@ -114,6 +96,61 @@ impl Slot {
             m.remove(&self.key);
         });
     }
+}
+
+fn load(file: &Path) -> BTreeMap<String, u32> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn update(file: &Path, f: impl FnOnce(&mut BTreeMap<String, u32>)) {
+    let _g = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = load(file);
+    f(&mut map);
+    // Write-then-rename: a daemon killed mid-write leaves the old file.
+    let tmp = file.with_extension("json.tmp");
+    let res = serde_json::to_vec_pretty(&map)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = res {
+        tracing::warn!(file = %file.display(), "loopback: saving the device ids: {e}");
+    }
+}
+
+/// Delete the disks a previous rtarget left that no slot of the running
+/// config claims (a target or LUN removed while rtarget was down): left
+/// alone, a quiesced disk would hold its I/O forever. Entries whose disk
+/// is gone, or is no longer ours, are dropped from the file.
+pub fn reap(state_dir: &Path, claimed: &dyn Fn(&str) -> bool) {
+    let file = state_dir.join(STATE_FILE);
+    if !file.exists() {
+        return; // never used loopback disks: no file made
+    }
+    update(&file, |map| {
+        map.retain(|key, &mut id| {
+            if claimed(key) {
+                return true;
+            }
+            if !Path::new(&format!("/dev/ublkc{id}")).exists() {
+                return false;
+            }
+            let Ok(ctrl) = UblkCtrl::new_simple(id as i32) else {
+                return false;
+            };
+            let info = ctrl.dev_info();
+            if info.ublksrv_flags == tag_of(key) && !alive(info.ublksrv_pid) {
+                tracing::info!(dev = id, slot = %key, "loopback: deleting a disk no target claims");
+                let _ = ctrl.kill_dev();
+                if let Err(e) = ctrl.del_dev() {
+                    tracing::warn!(dev = id, "loopback: deleting an unclaimed disk: {e}");
+                }
+            }
+            false
+        });
+    });
 }
 
 /// What the old disk looks like, for the new server's queues.
@@ -237,6 +274,16 @@ mod tests {
         assert_eq!((a.saved(), b.saved()), (None, Some(7)));
         let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
         assert!(text.contains("\"naa.5001405c0ffee0a1/lun1\": 7"), "{text}");
+        // Unclaimed entries whose disks do not exist are dropped.
+        reap(dir.path(), &|k| k == b.key);
+        assert_eq!((a.saved(), b.saved()), (None, Some(7)));
+        a.record(4);
+        reap(dir.path(), &|k| k == b.key);
+        assert_eq!(
+            (a.saved(), b.saved()),
+            (None, Some(7)),
+            "/dev/ublkc4 absent here"
+        );
         // A broken file is an empty one (and gets rewritten).
         std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
         assert_eq!(b.saved(), None);

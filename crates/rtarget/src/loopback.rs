@@ -196,3 +196,20 @@ pub fn disk_of(targets: &Targets, wwn: &str, lun: u64) -> Option<String> {
         .find(|(l, _)| *l == lun)
         .map(|(_, d)| d)
 }
+
+/// At start-up, once the config runs: delete the ublk disks a previous
+/// rtarget left (kept for recovery) that no LUN of `cfg` claims any more.
+pub fn reap_orphans(cfg: &SaveConfig, state_dir: &Path) {
+    let mut claimed = std::collections::HashSet::new();
+    for t in cfg.loopback_targets() {
+        if config::loopback::scsi_mode(t) {
+            continue;
+        }
+        for tpg in t.tpgs.iter().filter(|g| g.enabled()) {
+            for l in &tpg.luns {
+                claimed.insert(loopback::recovery::Slot::new(state_dir, &t.wwn, l.index).key);
+            }
+        }
+    }
+    loopback::recovery::reap(state_dir, &|k| claimed.contains(k));
+}
