@@ -16,8 +16,8 @@
 # portal (as the TPG's nexus WWN), `ls` shows /dev/sdX and /dev/sgN, sg_inq
 # shows rtarget's INQUIRY, sg_persist registers and reads a key, data
 # written with O_DIRECT reads back; `delete` logs out (no session, no
-# disk); a disk kept for recovery whose target was removed from the config
-# while rtarget was down is deleted at start-up. The daemon stops cleanly (exit 0, no panic). The saved config holds the target
+# disk); SIGTERM leaves a disk for the next rtarget; one whose target was
+# removed from the config while rtarget was down is deleted at start-up. The daemon stops cleanly (exit 0, no panic). The saved config holds the target
 # as rtslib writes the loopback fabric.
 # The guest is built once by shared/tools/guest/build-guest.sh with KERNEL=6.12
 # into GUEST_CACHE (default /var/cache/rtarget-guest-6.12) and runs under TCG
@@ -165,12 +165,14 @@ dd if=/dev/urandom of=/tmp/x bs=64k count=16 2>/dev/null; dd if=/tmp/x of="$SD" 
 [ "$(dd if="$SD" bs=64k count=16 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum < /tmp/x)" ]
 rt /loopback delete '"$WWN2"'
 [ -z "$(ls /sys/class/iscsi_session/)" ]; [ ! -e "$SD" ]; echo "logged out, $SD gone"
-# A disk kept for recovery that the config no longer has (edited while
-# rtarget was down) is deleted when rtarget starts.
+# A disk kept for recovery (rtarget stopped with SIGTERM: it stays) that
+# the config no longer has (edited while rtarget was down) is deleted when
+# rtarget starts.
 rt /loopback create '"$WWN3"'
 rt /loopback/'"$WWN3"'/tpg1/luns create /backstores/fileio/lb0
 D3=$(rt ls /loopback | grep -o "/dev/ublkb[0-9]*"); wait_for $D3 10
-kill -9 $RTPID; wait $RTPID || true
+# SIGTERM is a handover too: the disk stays for the next rtarget.
+kill -TERM $RTPID; wait $RTPID; [ -e $D3 ]
 echo "{\"storage_objects\": [], \"targets\": []}" > $S/saveconfig.json
 serve 3
 [ ! -e $D3 ]; [ ! -e /dev/ublkc${D3#/dev/ublkb} ]; grep -q "no target claims" $S/rtarget.log

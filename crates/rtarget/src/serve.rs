@@ -106,6 +106,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if failed {
         bail!("some backstores could not be flushed");
     }
+    // The loopback disks stay for the next rtarget (ublk user recovery:
+    // a restart is a handover); dropping the running state would delete
+    // them (the API thread's clone usually keeps it alive anyway).
+    std::mem::forget(live);
     tracing::info!("stopped");
     Ok(())
 }
