@@ -15,10 +15,13 @@
 # target: the guest's open-iscsi initiator logs in to rtarget's private
 # portal (as the TPG's nexus WWN), `ls` shows /dev/sdX and /dev/sgN, sg_inq
 # shows rtarget's INQUIRY, sg_persist registers and reads a key, data
-# written with O_DIRECT reads back; `delete` logs out (no session, no
-# disk); SIGTERM leaves a disk for the next rtarget; one whose target was
-# removed from the config while rtarget was down is deleted at start-up. The daemon stops cleanly (exit 0, no panic). The saved config holds the target
-# as rtslib writes the loopback fabric.
+# written with O_DIRECT reads back, also after kill -9 + restart (the
+# session reconnects to the same private port); `delete` logs out (no
+# session, no disk); SIGTERM leaves a ublk disk and a scsi-mode session for
+# the next rtarget; when their targets were removed from the config while
+# rtarget was down, the disk is deleted and the session logged out at
+# start-up. The daemon stops cleanly (exit 0, no panic). The
+# saved config holds the target as rtslib writes the loopback fabric.
 # The guest is built once by shared/tools/guest/build-guest.sh with KERNEL=6.12
 # into GUEST_CACHE (default /var/cache/rtarget-guest-6.12) and runs under TCG
 # where there is no KVM. TIMEOUT (default 240 s) bounds the guest run.
@@ -163,19 +166,29 @@ NX=$(grep -o "nexus naa\.[0-9a-f]*" /tmp/ls2.txt | cut -d" " -f2)
 sg_persist --in --read-full-status "$SG" | tee /tmp/full.txt; grep -qi "$NX" /tmp/full.txt
 dd if=/dev/urandom of=/tmp/x bs=64k count=16 2>/dev/null; dd if=/tmp/x of="$SD" bs=64k oflag=direct 2>/dev/null
 [ "$(dd if="$SD" bs=64k count=16 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum < /tmp/x)" ]
+# kill -9 and restart: the new rtarget listens on the same private port,
+# the session of the initiator reconnects by itself, the disk stays.
+kill -9 $RTPID; wait $RTPID || true
+serve 3
+grep -q "resumed=true" $S/rtarget.log; [ -e "$SD" ]
+[ "$(dd if="$SD" bs=64k count=16 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum < /tmp/x)" ]
+echo "scsi mode: $SD survived kill -9 + restart"
 rt /loopback delete '"$WWN2"'
 [ -z "$(ls /sys/class/iscsi_session/)" ]; [ ! -e "$SD" ]; echo "logged out, $SD gone"
-# A disk kept for recovery (rtarget stopped with SIGTERM: it stays) that
-# the config no longer has (edited while rtarget was down) is deleted when
-# rtarget starts.
+# A disk kept for recovery and a scsi-mode session (rtarget stopped with
+# SIGTERM: they stay) that the config no longer has (edited while rtarget
+# was down) are deleted / logged out when rtarget starts.
 rt /loopback create '"$WWN3"'
 rt /loopback/'"$WWN3"'/tpg1/luns create /backstores/fileio/lb0
 D3=$(rt ls /loopback | grep -o "/dev/ublkb[0-9]*"); wait_for $D3 10
-# SIGTERM is a handover too: the disk stays for the next rtarget.
-kill -TERM $RTPID; wait $RTPID; [ -e $D3 ]
+rt /loopback create '"$WWN2"' mode=scsi
+rt /loopback/'"$WWN2"'/tpg1/luns create /backstores/fileio/lb1
+# SIGTERM is a handover too: the disk and the session stay.
+kill -TERM $RTPID; wait $RTPID; [ -e $D3 ]; [ -n "$(ls /sys/class/iscsi_session/)" ]
 echo "{\"storage_objects\": [], \"targets\": []}" > $S/saveconfig.json
-serve 3
+serve 4
 [ ! -e $D3 ]; [ ! -e /dev/ublkc${D3#/dev/ublkb} ]; grep -q "no target claims" $S/rtarget.log
+[ -z "$(ls /sys/class/iscsi_session/)" ]
 echo "unclaimed $D3 deleted at start-up"
 kill -TERM $RTPID; wait $RTPID; echo "rtarget exit $?"
 if grep -n "panicked" $S/rtarget.log; then exit 1; fi

@@ -42,6 +42,7 @@ impl Served {
                 c.tpg_tag,
                 rel,
                 luns,
+                c.state_dir.as_deref(),
             )?)));
         }
         Ok(Served::Ublk(LoopbackTarget::start(p.config.clone(), luns)?))
@@ -198,11 +199,16 @@ pub fn disk_of(targets: &Targets, wwn: &str, lun: u64) -> Option<String> {
 }
 
 /// At start-up, once the config runs: delete the ublk disks a previous
-/// rtarget left (kept for recovery) that no LUN of `cfg` claims any more.
+/// rtarget left (kept for recovery) that no LUN of `cfg` claims any more,
+/// and log out the `mode=scsi` sessions of targets `cfg` no longer has.
 pub fn reap_orphans(cfg: &SaveConfig, state_dir: &Path) {
     let mut claimed = std::collections::HashSet::new();
+    let mut scsi = std::collections::HashSet::new();
     for t in cfg.loopback_targets() {
         if config::loopback::scsi_mode(t) {
+            if t.tpgs.iter().any(|g| g.enabled()) {
+                scsi.insert(t.wwn.clone());
+            }
             continue;
         }
         for tpg in t.tpgs.iter().filter(|g| g.enabled()) {
@@ -212,4 +218,5 @@ pub fn reap_orphans(cfg: &SaveConfig, state_dir: &Path) {
         }
     }
     loopback::recovery::reap(state_dir, &|k| claimed.contains(k));
+    crate::loopback_scsi::reap(state_dir, &|w| scsi.contains(w));
 }

@@ -35,6 +35,31 @@ pub struct ScsiLoop {
     tpg: TpgConfig,
     /// The open-iscsi iface made for the login (`None`: the default one).
     iface: Option<String>,
+    /// Where the portal's port is kept for a restarted rtarget.
+    ports: Option<PathBuf>,
+}
+
+/// The state dir's file of private portal ports, by target WWN.
+const PORTS_FILE: &str = "loopback-scsi-ports.json";
+
+fn load_ports(file: &Path) -> std::collections::BTreeMap<String, u16> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn update_ports(file: &Path, f: impl FnOnce(&mut std::collections::BTreeMap<String, u16>)) {
+    let mut m = load_ports(file);
+    f(&mut m);
+    let tmp = file.with_extension("json.tmp");
+    let res = serde_json::to_vec_pretty(&m)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = res {
+        tracing::warn!(file = %file.display(), "loopback: saving the portal port: {e}");
+    }
 }
 
 /// The private target's IQN for loopback target `wwn`.
@@ -120,15 +145,10 @@ impl ScsiLoop {
         tag: u16,
         relative_port_id: u16,
         luns: LunTable,
+        state_dir: Option<&Path>,
     ) -> Result<ScsiLoop> {
         check_initiator()?;
         let iqn = iqn_of(wwn);
-        // A session a killed rtarget left (its portal is gone): out first.
-        if session_of(&iqn).is_some() {
-            let _ = iscsiadm(&["-m", "node", "-T", &iqn, "--logout"]);
-            let _ = iscsiadm(&["-m", "node", "-T", &iqn, "-o", "delete"]);
-        }
-        let _ = iscsiadm(&["-m", "iface", "-I", &iface_of(wwn), "-o", "delete"]);
         let server = IscsiServer::new();
         let tpg = TpgConfig {
             tag,
@@ -145,23 +165,59 @@ impl ScsiLoop {
             chap: None,
             offer: Default::default(),
         };
-        let portal = server
-            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .context("private iSCSI portal")?;
+        let ports = state_dir.map(|d| d.join(PORTS_FILE));
+        // A session a previous rtarget left: listening on its port again
+        // lets the initiator reconnect on its own (the disk stays, I/O
+        // resumes); otherwise it is logged out first.
+        let old = ports
+            .as_deref()
+            .and_then(|f| load_ports(f).get(wwn).copied());
+        let resumed = match (old, session_of(&iqn)) {
+            (Some(port), Some(_)) => server
+                .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .map_err(|e| tracing::warn!(target = %wwn, port, "loopback: old portal: {e}"))
+                .ok(),
+            _ => None,
+        };
+        if resumed.is_none() {
+            if session_of(&iqn).is_some() {
+                let _ = iscsiadm(&["-m", "node", "-T", &iqn, "--logout"]);
+            }
+            let _ = iscsiadm(&["-m", "node", "-T", &iqn, "-o", "delete"]);
+            let _ = iscsiadm(&["-m", "iface", "-I", &iface_of(wwn), "-o", "delete"]);
+        }
+        let portal = match resumed {
+            Some(p) => p,
+            None => server
+                .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .context("private iSCSI portal")?,
+        };
         let mut me = ScsiLoop {
             wwn: wwn.to_string(),
             iqn,
             portal,
             server,
             tpg,
-            iface: None,
+            iface: resumed.map(|_| iface_of(wwn)),
+            ports,
         };
         me.tpg.portals = vec![portal];
         me.publish();
-        if let Err(e) = me.login(nexus_wwn) {
+        if let Some(f) = &me.ports {
+            update_ports(f, |m| {
+                m.insert(me.wwn.clone(), portal.port());
+            });
+        }
+        let up = if resumed.is_some() {
+            me.wait_disks()
+        } else {
+            me.login(nexus_wwn)
+        };
+        if let Err(e) = up {
             me.stop();
             return Err(e);
         }
+        tracing::info!(target = %me.wwn, portal = %portal, resumed = resumed.is_some(), "loopback: local initiator logged in");
         Ok(me)
     }
 
@@ -199,8 +255,13 @@ impl ScsiLoop {
         let node: Vec<&str> = node.iter().map(String::as_str).collect();
         iscsiadm(&[&node[..], &["-o", "new"]].concat())?;
         iscsiadm(&[&node[..], &["--login"]].concat())?;
-        // The login returns before the kernel has scanned every LUN; there
-        // is no event to wait on from here.
+        self.wait_disks()
+    }
+
+    /// Wait until every LUN's disk is there (the login returns before the
+    /// kernel has scanned them; a resumed session first reconnects).
+    fn wait_disks(&self) -> Result<()> {
+        // No event to wait on from here.
         let want: Vec<u64> = self.tpg.luns.luns.iter().map(|l| l.id).collect();
         let t0 = Instant::now();
         loop {
@@ -212,7 +273,10 @@ impl ScsiLoop {
                 return Ok(());
             }
             if t0.elapsed() > SCAN_TIMEOUT {
-                bail!("the local initiator logged in to {} but the disks of LUNs {want:?} did not appear", self.portal);
+                bail!(
+                    "the local initiator's session to {} has no disks for LUNs {want:?}",
+                    self.portal
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -233,6 +297,11 @@ impl ScsiLoop {
             let sid = s.trim_start_matches("session");
             if let Err(e) = iscsiadm(&["-m", "session", "-r", sid, "--rescan"]) {
                 tracing::warn!(target = %self.wwn, "loopback: rescan: {e:#}");
+            }
+            // The sd driver probes a new LUN asynchronously: the change
+            // returns once the disks are there, as a create does.
+            if let Err(e) = self.wait_disks() {
+                tracing::warn!(target = %self.wwn, "loopback: {e:#}");
             }
         }
     }
@@ -282,8 +351,38 @@ impl ScsiLoop {
         if let Some(i) = &self.iface {
             let _ = iscsiadm(&["-m", "iface", "-I", i, "-o", "delete"]);
         }
+        if let Some(f) = &self.ports {
+            update_ports(f, |m| {
+                m.remove(&self.wwn);
+            });
+        }
         self.server.shutdown();
     }
+}
+
+/// At start-up: log out the sessions a previous rtarget left for
+/// `mode=scsi` targets that no longer run (removed from the config while
+/// rtarget was down): nobody would ever serve their portal again.
+pub fn reap(state_dir: &Path, claimed: &dyn Fn(&str) -> bool) {
+    let file = state_dir.join(PORTS_FILE);
+    if !file.exists() {
+        return;
+    }
+    update_ports(&file, |m| {
+        m.retain(|wwn, _| {
+            if claimed(wwn) {
+                return true;
+            }
+            let iqn = iqn_of(wwn);
+            if session_of(&iqn).is_some() {
+                tracing::info!(target = %wwn, "loopback: logging out a session no target claims");
+                let _ = iscsiadm(&["-m", "node", "-T", &iqn, "--logout"]);
+            }
+            let _ = iscsiadm(&["-m", "node", "-T", &iqn, "-o", "delete"]);
+            let _ = iscsiadm(&["-m", "iface", "-I", &iface_of(wwn), "-o", "delete"]);
+            false
+        });
+    });
 }
 
 /// The sysfs name (`sessionN`) of the initiator's session with `iqn`.
@@ -364,6 +463,22 @@ mod tests {
         let load = || std::fs::create_dir(&module).is_ok();
         check_initiator_at(bin.as_os_str(), &module, &load).unwrap();
         check_initiator_at(bin.as_os_str(), &module, &|| false).unwrap();
+    }
+
+    /// Ports of targets no longer configured are dropped at start-up;
+    /// claimed ones stay.
+    #[test]
+    fn unclaimed_ports_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(PORTS_FILE);
+        update_ports(&f, |m| {
+            m.insert("naa.5001405c0ffee0e1".into(), 40001);
+            m.insert("naa.5001405c0ffee0e2".into(), 40002);
+        });
+        reap(dir.path(), &|w| w == "naa.5001405c0ffee0e2");
+        let m = load_ports(&f);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get("naa.5001405c0ffee0e2"), Some(&40002));
     }
 
     /// The session's SCSI devices from sysfs: LUN from H:C:T:L, the block
