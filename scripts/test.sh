@@ -36,7 +36,7 @@
 #                    1,000 sessions, ENOSPC/EIO faults (RELIABILITY.md; ~30 s, limit 7 min)
 #    9. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
 #                    ext4 + md5, online resize seen after a rescan; an rtarget in the
-#                    guest (6.1, no ublk_drv) refuses /loopback create clearly
+#                    guest (6.1, no ublk_drv) refuses /loopback create clearly; mode=scsi works
 #       vhost        tests-e2e/vhost.sh: a Linux guest on a vhost-user-scsi-pci controller
 #                    (rtarget's vhost target): sg_inq/sg_readcap, ext4 + md5, LUN hotplug,
 #                    sg_persist, resize and LUN removal seen without a rescan

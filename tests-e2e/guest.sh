@@ -10,7 +10,9 @@
 # find its files intact; no relogin. Before that, against rtarget, a second
 # rtarget runs INSIDE the guest (Debian 12's 6.1 kernel has no ublk_drv):
 # `/loopback create` must fail naming ublk_drv and the kernels that have
-# it, and that rtarget keeps serving (nothing created, the next change works).
+# it, and that rtarget keeps serving (nothing created, the next change
+# works); a `mode=scsi` loopback target works there (sg_inq on its /dev/sgN
+# through the guest's open-iscsi; delete logs out).
 # The guest is built once by shared/tools/guest/build-guest.sh into
 # GUEST_CACHE (default /var/cache/rtarget-guest) and booted by run-guest.sh with
 # restricted slirp networking: guest 10.0.2.100:3260 -> host 127.0.0.1:PORT.
@@ -137,6 +139,11 @@ if rl /loopback create naa.5001405c0ffee0c1 > $L/out 2>&1; then cat $L/out; exit
 cat $L/out; grep -q "modprobe ublk_drv" $L/out; grep -q "6.12" $L/out
 rl ls /loopback | grep -q "Targets: 0"
 rl /backstores/ramdisk create r1 1M; rl ls /backstores | grep -q r1
+rl /loopback create naa.5001405c0ffee0c2 mode=scsi
+rl /loopback/naa.5001405c0ffee0c2/tpg1/luns create /backstores/ramdisk/r1
+SG=$(rl ls /loopback | grep -o "/dev/sg[0-9]*"); wait_for $SG 10
+sg_inq $SG | grep "Vendor identification: RTARGET"
+rl /loopback delete naa.5001405c0ffee0c2; [ -z "$(ls /sys/class/iscsi_session/)" ]
 echo GUEST-NOUBLK-OK'
 fi
 
@@ -183,7 +190,7 @@ GPID=
 DT=$((SECONDS - T0))
 WHAT="discovery, login, ext4, md5, logout"
 [[ $TARGET == rtarget ]] && WHAT="discovery, mutual CHAP login, ext4, md5, online resize $(
-    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; in-guest rtarget: no ublk_drv refused clearly"
+    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; in-guest rtarget: no ublk_drv refused clearly, mode=scsi sg_inq"
 if [[ $rc -eq 0 ]] && grep -q '^GUEST-ISCSI-OK' <(tr -d '\r' <"$W/console.log") &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-RESIZE-OK' <(tr -d '\r' <"$W/console.log"); } &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-NOUBLK-OK' <(tr -d '\r' <"$W/console.log"); } &&
