@@ -42,14 +42,17 @@
 #                    block, qcow2; every acknowledged write reads back), connection chaos,
 #                    1,000 sessions, ENOSPC/EIO faults (RELIABILITY.md; ~30 s, limit 7 min)
 #    9. guest        tests-e2e/guest.sh: a Linux guest's open-iscsi logs in (mutual CHAP),
-#                    ext4 + md5, online resize seen after a rescan
+#                    ext4 + md5, online resize seen after a rescan; an rtarget in the
+#                    guest (6.1, no ublk_drv) refuses /loopback create clearly; mode=scsi works
 #       vhost        tests-e2e/vhost.sh: a Linux guest on a vhost-user-scsi-pci controller
 #                    (rtarget's vhost target): sg_inq/sg_readcap, ext4 + md5, LUN hotplug,
 #                    sg_persist, resize and LUN removal seen without a rescan
 #       vhost-reconnect  tests-e2e/vhost.sh --reconnect: rtarget SIGKILLed and restarted
 #                    during the guest's writes; they complete and read back
 #       loopback     tests-e2e/loopback.sh: rtarget inside a 6.12 guest (ublk_drv): a fileio
-#                    LUN of a /loopback target as /dev/ublkb0, ext4 + md5, clean delete
+#                    LUN of a /loopback target as /dev/ublkb0, ext4 + md5, kill -9 + restart
+#                    under a writer (user recovery), clean delete; mode=scsi (open-iscsi,
+#                    sg_inq, sg_persist, logout)
 #       rbd-failover tests-e2e/rbd-failover.sh: a guest's dm-multipath (scsi_dh_alua) over two
 #                    rtarget gateways of one RBD image; kill -9 / SIGSTOP of the owner mid-write:
 #                    I/O resumes through the other, every acknowledged record in `rbd export`

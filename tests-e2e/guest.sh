@@ -7,7 +7,12 @@
 # guest checks the target's answer), and while the guest is logged in the host
 # grows the LUN (`rtarget ... resize`): the guest rescans its SCSI devices and
 # must see the new size in /sys/block/sdX/size, read the new last sector and
-# find its files intact; no relogin.
+# find its files intact; no relogin. Before that, against rtarget, a second
+# rtarget runs INSIDE the guest (Debian 12's 6.1 kernel has no ublk_drv):
+# `/loopback create` must fail naming ublk_drv and the kernels that have
+# it, and that rtarget keeps serving (nothing created, the next change
+# works); a `mode=scsi` loopback target works there (sg_inq on its /dev/sgN
+# through the guest's open-iscsi; delete logs out).
 # The guest is built once by shared/tools/guest/build-guest.sh into
 # GUEST_CACHE (default /var/cache/rtarget-guest) and booted by run-guest.sh with
 # restricted slirp networking: guest 10.0.2.100:3260 -> host 127.0.0.1:PORT.
@@ -114,9 +119,38 @@ mount -t ext4 -o ro $DEV /mnt/t; md5sum -c /tmp/sums.md5; umount /mnt/t
 echo GUEST-RESIZE-OK'
 fi
 
+NOUBLK=
+if [[ $TARGET == rtarget ]]; then
+    # rtarget in the guest (stripped: a smaller initramfs boots faster).
+    mkdir -p "$W/overlay/usr/bin"
+    strip -o "$W/overlay/usr/bin/rtarget" "$RTARGET_BIN" 2>/dev/null ||
+        cp "$RTARGET_BIN" "$W/overlay/usr/bin/rtarget"
+    for lib in $(ldd "$RTARGET_BIN" | grep -o '/[^ ]*'); do
+        install -D -m755 "$(readlink -f "$lib")" "$W/overlay$lib"
+    done
+    export GUEST_OVERLAY=$W/overlay
+    # shellcheck disable=SC2016
+    NOUBLK='L=/run/lb; mkdir -p $L; echo "{\"storage_objects\": [], \"targets\": []}" > $L/c.json
+rtarget serve --config $L/c.json --state-dir $L --socket $L/api.sock > $L/log 2>&1 &
+for i in $(seq 300); do grep -q "rtarget: API on" $L/log && break; sleep 0.1; done
+rl() { rtarget --socket $L/api.sock "$@"; }
+rl /backstores/ramdisk create r0 1M
+if rl /loopback create naa.5001405c0ffee0c1 > $L/out 2>&1; then cat $L/out; exit 1; fi
+cat $L/out; grep -q "modprobe ublk_drv" $L/out; grep -q "6.12" $L/out
+rl ls /loopback | grep -q "Targets: 0"
+rl /backstores/ramdisk create r1 1M; rl ls /backstores | grep -q r1
+rl /loopback create naa.5001405c0ffee0c2 mode=scsi
+rl /loopback/naa.5001405c0ffee0c2/tpg1/luns create /backstores/ramdisk/r1
+SG=$(rl ls /loopback | grep -o "/dev/sg[0-9]*"); wait_for $SG 10
+sg_inq $SG | grep "Vendor identification: RTARGET"
+rl /loopback delete naa.5001405c0ffee0c2; [ -z "$(ls /sys/class/iscsi_session/)" ]
+echo GUEST-NOUBLK-OK'
+fi
+
 # Expanded in the guest (busybox sh).  Every step is fatal (set -e).
 # shellcheck disable=SC2016
 PAYLOAD='set -ex
+'"$NOUBLK"'
 iscsiadm -m discovery -t sendtargets -p 10.0.2.100:3260
 '"$LOGIN"'
 cat /sys/class/iscsi_session/session*/targetname
@@ -156,9 +190,10 @@ GPID=
 DT=$((SECONDS - T0))
 WHAT="discovery, login, ext4, md5, logout"
 [[ $TARGET == rtarget ]] && WHAT="discovery, mutual CHAP login, ext4, md5, online resize $(
-    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout"
+    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; in-guest rtarget: no ublk_drv refused clearly, mode=scsi sg_inq"
 if [[ $rc -eq 0 ]] && grep -q '^GUEST-ISCSI-OK' <(tr -d '\r' <"$W/console.log") &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-RESIZE-OK' <(tr -d '\r' <"$W/console.log"); } &&
+   { [[ $TARGET != rtarget ]] || grep -q '^GUEST-NOUBLK-OK' <(tr -d '\r' <"$W/console.log"); } &&
    kill -0 "$LUNPID" 2>/dev/null; then
     OK=1
     echo "PASS guest ($TARGET, kernel open-iscsi: $WHAT) ${DT}s"

@@ -3,9 +3,10 @@
 //! "tpgs": [{"tag": 1, "luns": [...], ...}]}`, as a vhost one; the TPG's
 //! nexus is derived from the WWN the same way (see [`crate::vhost`]).
 //!
-//! Each LUN becomes a ublk block device; rtarget adds two target keys
-//! rtslib ignores on restore, saved only when not the default: the ublk
-//! queue count and depth of its disks.
+//! Each LUN becomes a ublk block device; rtarget adds target keys rtslib
+//! ignores on restore, saved only when not the default: the ublk queue
+//! count and depth of its disks, and the mode (`scsi`: the LUNs become
+//! SCSI disks of the local iSCSI initiator instead of ublk disks).
 
 use crate::model::Target;
 
@@ -13,8 +14,12 @@ use crate::model::Target;
 pub const QUEUES_KEY: &str = "ublk_queues";
 /// Requests in flight per queue.
 pub const DEPTH_KEY: &str = "ublk_queue_depth";
+/// `ublk` (the default: one /dev/ublkbN per LUN) or `scsi` (the local
+/// open-iscsi initiator logged in to a private portal: /dev/sdX, /dev/sgN).
+pub const MODE_KEY: &str = "mode";
+pub const MODES: &[&str] = &["ublk", "scsi"];
 /// rtarget's target keys of a loopback target.
-pub const KEYS: &[&str] = &[QUEUES_KEY, DEPTH_KEY];
+pub const KEYS: &[&str] = &[QUEUES_KEY, DEPTH_KEY, MODE_KEY];
 pub const DEFAULT_QUEUES: u16 = 1;
 pub const DEFAULT_DEPTH: u16 = 128;
 /// ublk's own limits are higher; these keep one target's threads and
@@ -48,8 +53,19 @@ pub fn queues_of(t: &Target) -> (u16, u16) {
     )
 }
 
+/// Whether loopback target `t` serves its LUNs as local SCSI disks.
+pub fn scsi_mode(t: &Target) -> bool {
+    t.extra.get(MODE_KEY).and_then(|v| v.as_str()) == Some("scsi")
+}
+
 /// What is wrong with key `k`'s value, if anything.
 pub fn check_key(k: &str, v: &serde_json::Value) -> Option<String> {
+    if k == MODE_KEY {
+        return match v.as_str() {
+            Some(m) if MODES.contains(&m) => None,
+            _ => Some(format!("{k} {v} is not one of {}", MODES.join(", "))),
+        };
+    }
     let max = match k {
         QUEUES_KEY => MAX_QUEUES,
         DEPTH_KEY => MAX_DEPTH,
@@ -81,5 +97,11 @@ mod tests {
         assert!(check_key(QUEUES_KEY, &json!(0)).is_some());
         assert!(check_key(DEPTH_KEY, &json!(5000)).is_some());
         assert!(check_key(DEPTH_KEY, &json!("x")).is_some());
+        assert!(!scsi_mode(&t));
+        t.extra.insert(MODE_KEY.into(), json!("scsi"));
+        assert!(scsi_mode(&t));
+        assert_eq!(check_key(MODE_KEY, &json!("ublk")), None);
+        assert!(check_key(MODE_KEY, &json!("fc")).is_some());
+        assert!(check_key(MODE_KEY, &json!(1)).is_some());
     }
 }

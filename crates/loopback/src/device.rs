@@ -15,6 +15,7 @@ use libublk::io::{BufDescList, UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{sys, BufDesc, UblkFlags, UblkIORes};
 
 use crate::lu::{Geometry, LuPath};
+use crate::recovery::{self, Slot};
 use crate::request::BlockRequest;
 use crate::{LoopbackError, QueueConfig};
 
@@ -24,6 +25,10 @@ pub struct UblkDevice {
     thread: Option<JoinHandle<()>>,
     pub dev_id: u32,
     pub geometry: Geometry,
+    /// Where the device id is kept for a restarted daemon to recover.
+    slot: Option<Slot>,
+    /// Taken over from a previous rtarget rather than added.
+    pub recovered: bool,
 }
 
 /// How long the kernel may take to bring the disk up (partition scan
@@ -31,7 +36,13 @@ pub struct UblkDevice {
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl UblkDevice {
-    pub fn start(path: Arc<LuPath>, queues: &QueueConfig) -> Result<UblkDevice, LoopbackError> {
+    /// Start the disk of `path`: recover the one `slot` names if a
+    /// previous rtarget left it (see [`recovery`]), else add a new one.
+    pub fn start(
+        path: Arc<LuPath>,
+        queues: &QueueConfig,
+        slot: Option<Slot>,
+    ) -> Result<UblkDevice, LoopbackError> {
         let g = path.probe().map_err(LoopbackError::Probe)?;
         let bs = g.block_size;
         // One request fits one CDB and the core's maximum transfer length.
@@ -40,17 +51,37 @@ impl UblkDevice {
             io_bytes = io_bytes.min(g.max_transfer.saturating_mul(bs));
         }
         io_bytes -= io_bytes % bs;
-        let ctrl = UblkCtrlBuilder::default()
+        let size = g.blocks * u64::from(bs);
+        let old = slot
+            .as_ref()
+            .and_then(|s| recovery::begin(s, size, bs.trailing_zeros() as u8));
+        let builder = UblkCtrlBuilder::default()
             .name("rtarget")
-            .id(-1)
-            .nr_queues(queues.queues.max(1))
-            .depth(queues.depth.max(1))
-            .io_buf_bytes(io_bytes)
-            .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
-            .build()
-            .map_err(|e| LoopbackError::Ublk(format!("adding the device: {e}")))?;
+            .ctrl_flags(recovery::ctrl_flags())
+            .ctrl_target_flags(slot.as_ref().map_or(0, Slot::tag));
+        let built = match old {
+            // The old disk's layout: the kernel keeps it.
+            Some(r) => builder
+                .id(r.dev_id as i32)
+                .nr_queues(r.nr_queues)
+                .depth(r.depth)
+                .io_buf_bytes(r.io_buf_bytes)
+                .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
+                .build(),
+            None => builder
+                .id(-1)
+                .nr_queues(queues.queues.max(1))
+                .depth(queues.depth.max(1))
+                .io_buf_bytes(io_bytes)
+                .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+                .build(),
+        };
+        let ctrl = built.map_err(|e| LoopbackError::Ublk(format!("adding the device: {e}")))?;
         let ctrl = Arc::new(ctrl);
         let dev_id = ctrl.dev_info().dev_id;
+        if let Some(s) = &slot {
+            s.record(dev_id);
+        }
         let (tx, rx) = mpsc::channel::<Result<(), String>>();
         let runner = ctrl.clone();
         let thread = std::thread::Builder::new()
@@ -76,6 +107,8 @@ impl UblkDevice {
             thread: Some(thread),
             dev_id,
             geometry: g,
+            slot,
+            recovered: old.is_some(),
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(())) => Ok(dev),
@@ -98,6 +131,9 @@ impl UblkDevice {
     /// control device then deletes it.
     pub fn stop(mut self) {
         self.shutdown();
+        if let Some(s) = &self.slot {
+            s.forget();
+        }
     }
 
     fn shutdown(&mut self) {

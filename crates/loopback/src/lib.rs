@@ -4,6 +4,7 @@
 //! - `request`: block requests <-> SCSI commands and errnos (pure).
 //! - `lu`: THE seam to target-core: one LUN on the loopback nexus.
 //! - `device`: one /dev/ublkbN per LUN, its queue threads.
+//! - `recovery`: a restarted daemon takes its disks over (ublk user recovery).
 //!
 //! One loopback target (a `naa.` WWN with its TPG) is one I_T nexus, named
 //! by the TPG's nexus WWN as in rtslib; each of its LUNs is one ublk disk.
@@ -18,6 +19,7 @@ use target_core::{LunTable, Nexus};
 
 mod device;
 pub mod lu;
+pub mod recovery;
 pub mod request;
 
 pub use device::UblkDevice;
@@ -83,6 +85,9 @@ pub struct LoopbackConfig {
     pub nexus_wwn: String,
     pub tpg_tag: u16,
     pub queues: QueueConfig,
+    /// Where each disk's device id is kept, so that a restarted daemon
+    /// recovers its disks (`None`: disks are always added anew).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Nexus ids of loopback targets: a range of their own, apart from the
@@ -159,8 +164,10 @@ impl LoopbackTarget {
                 continue;
             }
             let path = Arc::new(lu::LuPath::new(luns.clone(), lun.id, self.nexus.clone()));
-            let dev = UblkDevice::start(path, &self.config.queues)?;
-            tracing::info!(lun = lun.id, dev = %dev.path().display(), "loopback: disk up");
+            let slot = (self.config.state_dir.as_deref())
+                .map(|d| recovery::Slot::new(d, &self.config.wwn, lun.id));
+            let dev = UblkDevice::start(path, &self.config.queues, slot)?;
+            tracing::info!(lun = lun.id, dev = %dev.path().display(), recovered = dev.recovered, "loopback: disk up");
             disks.insert(
                 lun.id,
                 Disk {
@@ -227,6 +234,7 @@ mod tests {
             nexus_wwn: "naa.5001405c0ffee002".into(),
             tpg_tag: 1,
             queues: QueueConfig::default(),
+            state_dir: None,
         };
         let e = LoopbackTarget::start(cfg, LunTable::default())
             .err()

@@ -58,6 +58,7 @@ fn ublk_disks_serve_through_the_core() {
             depth: 32,
             max_io_bytes: 256 << 10,
         },
+        state_dir: None,
     };
     let t = LoopbackTarget::start(cfg, luns).unwrap();
     let devs = t.devices();

@@ -61,8 +61,8 @@ pub const AUTH: &[&str] = &["userid", "password", "mutual_userid", "mutual_passw
 /// which rtslib ignores on restore).
 pub const VHOST_TARGET: &[&str] = &[config::vhost::SOCKET_KEY];
 
-/// loopback target attributes: rtarget's ublk queue count and depth
-/// (target keys, as vhost's socket).
+/// loopback target attributes: rtarget's ublk queue count and depth, and
+/// the mode (ublk or scsi) (target keys, as vhost's socket).
 pub const LOOPBACK_TARGET: &[&str] = config::loopback::KEYS;
 
 /// `/iscsi set discovery_auth ...` names (rtslib saves them in the iscsi
@@ -272,7 +272,7 @@ fn group_map<'a>(
                 .iter_mut()
                 .find(|t| t.is_local() && t.wwn == *w)
                 .ok_or_else(|| {
-                    anyhow!("only vhost (socket) and loopback (ublk_queues, ublk_queue_depth) targets have attributes")
+                    anyhow!("only vhost (socket) and loopback (ublk_queues, ublk_queue_depth, mode) targets have attributes")
                 })?;
             let names = if t.is_loopback() { LOOPBACK_TARGET } else { VHOST_TARGET };
             Ok((&mut t.extra, names, ""))
@@ -434,6 +434,13 @@ fn set_in(
             // The I/O engine is named (inline/pool) as well as numbered.
             "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool") => {
                 Value::from(v.trim())
+            }
+            "attribute" if matches!(loc, Loc::Target(_)) && k == config::loopback::MODE_KEY => {
+                let m = Value::from(v.trim());
+                if let Some(e) = config::loopback::check_key(k, &m) {
+                    bail!(e);
+                }
+                m
             }
             "attribute"
                 if matches!(loc, Loc::Target(_))

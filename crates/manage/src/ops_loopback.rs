@@ -1,5 +1,6 @@
-//! The loopback fabric's verbs: `/loopback create [wwn]` (LUNs are created
-//! with the common `tpg1/luns create`, deleted with the common `delete`).
+//! The loopback fabric's verbs: `/loopback create [wwn] [mode]` (LUNs are
+//! created with the common `tpg1/luns create`, deleted with the common
+//! `delete`).
 
 use anyhow::{bail, Result};
 use config::{fabric, SaveConfig, Target, Tpg};
@@ -11,9 +12,21 @@ use crate::ops::Ctx;
 
 /// `/loopback create [wwn]`: a target (`naa.` + 16 hex digits, generated
 /// when omitted) with `tpg1`, whose nexus is derived from the WWN; each
-/// LUN created in `tpg1/luns` becomes a ublk disk (/dev/ublkbN).
+/// LUN created in `tpg1/luns` becomes a ublk disk (/dev/ublkbN), or with
+/// `mode=scsi` a SCSI disk of the local iSCSI initiator (/dev/sdX).
 pub(crate) fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String> {
-    let b = args.bind("create", &["wwn"], 0)?;
+    let b = args.bind("create", &["wwn", "mode"], 0)?;
+    let mut extra = Map::new();
+    if let Some(m) = b.get("mode") {
+        let m = serde_json::Value::from(m);
+        if let Some(e) = config::loopback::check_key(config::loopback::MODE_KEY, &m) {
+            bail!(e);
+        }
+        // ublk is the default: saved only when not.
+        if m != "ublk" {
+            extra.insert(config::loopback::MODE_KEY.into(), m);
+        }
+    }
     let wwn = match b.get("wwn") {
         Some(w) => w.to_ascii_lowercase(),
         None => {
@@ -38,7 +51,7 @@ pub(crate) fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Res
             enable: Some(true),
             ..Tpg::default()
         }],
-        extra: Map::new(),
+        extra,
     });
     Ok(format!(
         "Created target {wwn}.\nCreated TPG 1 (nexus {}).",
@@ -108,5 +121,43 @@ mod tests {
         assert!(lun.summary.ends_with("(/dev/ublkb0)"), "{}", lun.summary);
         delete(&mut cfg, "/loopback", &Args::from_words(&[&wwn]).unwrap()).unwrap();
         assert!(cfg.targets.is_empty());
+    }
+
+    /// `mode=scsi` at create or as an attribute: saved as the target's
+    /// `mode` key (ublk, the default, is not saved); `ls` says the mode;
+    /// anything else is refused with the choices.
+    #[test]
+    fn loopback_scsi_mode() {
+        let mut cfg = SaveConfig::default();
+        let w = "naa.5001405c0ffee0b1";
+        assert!(run(&mut cfg, "/loopback", &[w, "mode=fc"])
+            .unwrap_err()
+            .to_string()
+            .contains("ublk, scsi"));
+        run(&mut cfg, "/loopback", &[w, "mode=scsi"]).unwrap();
+        assert!(config::loopback::scsi_mode(&cfg.targets[0]));
+        assert!(config::validate(&cfg).unwrap().is_empty());
+        let t = format!("/loopback/{w}");
+        let kv = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(set(&mut cfg, &t, "attribute", &kv("mode", "nvme")).is_err());
+        set(&mut cfg, &t, "attribute", &kv("mode", "ublk")).unwrap();
+        assert!(!config::loopback::scsi_mode(&cfg.targets[0]));
+        set(&mut cfg, &t, "attribute", &kv("mode", "scsi")).unwrap();
+        let saved = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(saved["targets"][0]["mode"], "scsi");
+        let live = crate::tree::Live {
+            guest_of: &|_| None,
+            disk_of: &|_, _| Some("/dev/sdb /dev/sg1".to_string()),
+        };
+        let tree = crate::tree::build_with(&cfg, &|_| None, &live);
+        let node = tree.find(&format!("{t}/tpg1")).unwrap();
+        assert!(node.summary.contains("mode scsi"), "{}", node.summary);
+        run(
+            &mut cfg,
+            "/loopback",
+            &["naa.5001405c0ffee0b2", "mode=ublk"],
+        )
+        .unwrap();
+        assert!(!cfg.targets[1].extra.contains_key("mode"));
     }
 }

@@ -1,6 +1,6 @@
 //! The loopback part of a reconcile [`Plan`](crate::Plan): which loopback
-//! targets start, stop, restart (other TPG tag or ublk queue layout: every
-//! disk is made anew) or only get a new LUN table (disks of unchanged LUNs
+//! targets start, stop, restart (other TPG tag, mode or ublk queue layout:
+//! every disk is made anew) or only get a new LUN table (disks of unchanged LUNs
 //! stay; new LUNs get a disk, removed ones lose theirs).
 //!
 //! A loopback target runs while it has an enabled TPG.
@@ -31,7 +31,9 @@ pub fn plan(
         reopened,
         Target::is_loopback,
         |old, old_tag, new, tag| {
-            old_tag != tag || config::loopback::queues_of(old) != config::loopback::queues_of(new)
+            old_tag != tag
+                || config::loopback::queues_of(old) != config::loopback::queues_of(new)
+                || config::loopback::scsi_mode(old) != config::loopback::scsi_mode(new)
         },
     );
     let changes = changes
@@ -87,6 +89,11 @@ mod tests {
         );
         let c = cfg(lun0.clone(), Some(2), true);
         assert_eq!(plan(&b, &c, &none).0, [change(true)]);
+        let mut scsi = c.clone();
+        scsi.targets[0]
+            .extra
+            .insert(config::loopback::MODE_KEY.into(), json!("scsi"));
+        assert_eq!(plan(&c, &scsi, &none).0, [change(true)], "mode change");
         let d = cfg(lun0, Some(2), false);
         assert_eq!(plan(&c, &d, &none), (vec![], vec![L.to_string()]));
         assert_eq!(plan(&c, &SaveConfig::default(), &none).1, [L]);

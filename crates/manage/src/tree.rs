@@ -318,10 +318,12 @@ fn loopback_view(t: &Target, tn: &mut Node, disk_of: &dyn Fn(&str, u64) -> Optio
     for gn in tn.children.iter_mut() {
         let tag = gn.name.trim_start_matches("tpg").parse().unwrap_or(1);
         gn.children.retain(|c| c.name == "luns");
-        gn.summary = format!(
-            "nexus {}, ublk queues {queues}x{depth}",
-            config::loopback::nexus_of(&t.wwn, tag)
-        );
+        let nexus = config::loopback::nexus_of(&t.wwn, tag);
+        gn.summary = if config::loopback::scsi_mode(t) {
+            format!("nexus {nexus}, mode scsi (local iSCSI initiator)")
+        } else {
+            format!("nexus {nexus}, ublk queues {queues}x{depth}")
+        };
         for luns in gn.children.iter_mut() {
             for ln in luns.children.iter_mut() {
                 let Some(i) = ln.name.strip_prefix("lun").and_then(|i| i.parse().ok()) else {

@@ -4,10 +4,14 @@
 //! says. A LUN table change adds and removes disks; the disks of unchanged
 //! LUNs stay (a mounted file system on them is not disturbed).
 //!
+//! A `mode=scsi` target is served by [`ScsiLoop`] instead: its LUNs
+//! become SCSI disks of the local iSCSI initiator.
+//!
 //! The LUNs map the same [`Device`] objects the other fabrics map, so
 //! reservations, unit attentions and ALUA state are shared across them.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -16,22 +20,83 @@ use loopback::{LoopbackConfig, LoopbackTarget, QueueConfig};
 use manage::Plan;
 use target_core::{Device, Lun, LunTable};
 
+use crate::loopback_scsi::ScsiLoop;
+
+/// One running loopback target, in its mode.
+pub enum Served {
+    Ublk(LoopbackTarget),
+    Scsi(Box<ScsiLoop>),
+}
+
+impl Served {
+    fn start(p: &mut Pending) -> Result<Served> {
+        let luns = std::mem::take(&mut p.luns);
+        if p.scsi {
+            let c = &p.config;
+            // Relative port ids apart from the iSCSI TPGs' (their 1-based
+            // positions) and the ublk nexus' (1).
+            let rel = 0x8000 | (loopback::recovery::tag_of(&c.wwn) as u16 & 0x3fff);
+            return Ok(Served::Scsi(Box::new(ScsiLoop::start(
+                &c.wwn,
+                &c.nexus_wwn,
+                c.tpg_tag,
+                rel,
+                luns,
+                c.state_dir.as_deref(),
+            )?)));
+        }
+        Ok(Served::Ublk(LoopbackTarget::start(p.config.clone(), luns)?))
+    }
+
+    fn devices(&self) -> Vec<(u64, String)> {
+        match self {
+            Served::Ublk(t) => t
+                .devices()
+                .into_iter()
+                .map(|(l, d)| (l, d.display().to_string()))
+                .collect(),
+            Served::Scsi(t) => t.devices(),
+        }
+    }
+
+    fn set_luns(&mut self, luns: LunTable) -> Result<()> {
+        match self {
+            Served::Ublk(t) => Ok(t.set_luns(luns)?),
+            Served::Scsi(t) => {
+                t.set_luns(luns);
+                Ok(())
+            }
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Served::Ublk(t) => t.stop(),
+            Served::Scsi(t) => t.stop(),
+        }
+    }
+}
+
 /// The running loopback targets by WWN.
-pub type Targets = HashMap<String, LoopbackTarget>;
+pub type Targets = HashMap<String, Served>;
 
 /// A loopback target as the plan wants it, built without touching what runs.
 pub struct Pending {
     pub wwn: String,
     pub restart: bool,
+    /// `mode=scsi`: SCSI disks of the local initiator, not ublk disks.
+    pub scsi: bool,
     pub config: LoopbackConfig,
     pub luns: LunTable,
 }
 
-/// Build the planned loopback targets of `wanted` over `devices`.
+/// Build the planned loopback targets of `wanted` over `devices`; the
+/// disks' ids are kept in `state_dir` for a restarted daemon to recover.
 pub fn prepare(
     wanted: &SaveConfig,
     plan: &Plan,
     devices: &HashMap<String, Arc<Device>>,
+    state_dir: Option<&Path>,
 ) -> Vec<Pending> {
     let mut out = Vec::new();
     for change in &plan.loopback {
@@ -51,6 +116,7 @@ pub fn prepare(
                 depth,
                 ..QueueConfig::default()
             },
+            state_dir: state_dir.map(Path::to_path_buf),
         };
         let mut luns: Vec<Lun> = tpg
             .luns
@@ -67,6 +133,7 @@ pub fn prepare(
         out.push(Pending {
             wwn: t.wwn.clone(),
             restart: change.restart,
+            scsi: config::loopback::scsi_mode(t),
             config,
             luns: LunTable { luns },
         });
@@ -83,13 +150,10 @@ pub fn start(targets: &mut Targets, pending: &mut [Pending]) -> Result<Vec<Strin
         if let Some(old) = targets.remove(&p.wwn) {
             old.stop();
         }
-        let luns = std::mem::take(&mut p.luns);
-        match LoopbackTarget::start(p.config.clone(), luns)
-            .with_context(|| format!("loopback target {}", p.wwn))
-        {
+        match Served::start(p).with_context(|| format!("loopback target {}", p.wwn)) {
             Ok(t) => {
                 for (lun, dev) in t.devices() {
-                    tracing::info!(target = %p.wwn, lun, dev = %dev.display(), "loopback disk up");
+                    tracing::info!(target = %p.wwn, lun, dev = %dev, "loopback disk up");
                 }
                 targets.insert(p.wwn.clone(), t);
                 started.push(p.wwn.clone());
@@ -116,7 +180,7 @@ pub fn stop(targets: &mut Targets, wwns: &[String]) {
 /// The LUN-table-only changes and the removals of the plan.
 pub fn finish(targets: &mut Targets, pending: Vec<Pending>, removed: &[String]) {
     for p in pending.into_iter().filter(|p| !p.restart) {
-        if let Some(t) = targets.get(&p.wwn) {
+        if let Some(t) = targets.get_mut(&p.wwn) {
             if let Err(e) = t.set_luns(p.luns) {
                 tracing::warn!(target = %p.wwn, "loopback: {e}");
             }
@@ -131,5 +195,28 @@ pub fn disk_of(targets: &Targets, wwn: &str, lun: u64) -> Option<String> {
     t.devices()
         .into_iter()
         .find(|(l, _)| *l == lun)
-        .map(|(_, d)| d.display().to_string())
+        .map(|(_, d)| d)
+}
+
+/// At start-up, once the config runs: delete the ublk disks a previous
+/// rtarget left (kept for recovery) that no LUN of `cfg` claims any more,
+/// and log out the `mode=scsi` sessions of targets `cfg` no longer has.
+pub fn reap_orphans(cfg: &SaveConfig, state_dir: &Path) {
+    let mut claimed = std::collections::HashSet::new();
+    let mut scsi = std::collections::HashSet::new();
+    for t in cfg.loopback_targets() {
+        if config::loopback::scsi_mode(t) {
+            if t.tpgs.iter().any(|g| g.enabled()) {
+                scsi.insert(t.wwn.clone());
+            }
+            continue;
+        }
+        for tpg in t.tpgs.iter().filter(|g| g.enabled()) {
+            for l in &tpg.luns {
+                claimed.insert(loopback::recovery::Slot::new(state_dir, &t.wwn, l.index).key);
+            }
+        }
+    }
+    loopback::recovery::reap(state_dir, &|k| claimed.contains(k));
+    crate::loopback_scsi::reap(state_dir, &|w| scsi.contains(w));
 }

@@ -17,6 +17,7 @@ mod import;
 mod live;
 mod logging;
 mod loopback;
+mod loopback_scsi;
 mod metrics;
 mod notify;
 mod panics;

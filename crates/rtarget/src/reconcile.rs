@@ -123,7 +123,9 @@ pub fn prepare(
         )?);
     }
     let vhost = crate::vhost::prepare(&wanted, &plan, &devices);
-    let loopback = crate::loopback::prepare(&wanted, &plan, &devices);
+    // The state dir is the PR directory's parent (serve's --state-dir).
+    let state_dir = pr_dir.and_then(Path::parent);
+    let loopback = crate::loopback::prepare(&wanted, &plan, &devices, state_dir);
     Ok(Prepared {
         vhost,
         loopback,

@@ -37,7 +37,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         fixed_portals: (!args.listen.is_empty()).then(|| bound.clone()),
         default_portal: args.default_portal,
         prefs: load_prefs(&args.config),
-        pr_dir: Some(pr_dir),
+        pr_dir: Some(pr_dir.clone()),
     };
     // Start-up is a reconcile from the empty running state: the same path
     // as every live change. Every object opens before anything else.
@@ -60,6 +60,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         );
     }
     let (listening, warnings) = live.commit(ready)?;
+    if let Some(state_dir) = pr_dir.parent() {
+        crate::loopback::reap_orphans(&live.config(), state_dir);
+    }
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -103,6 +106,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if failed {
         bail!("some backstores could not be flushed");
     }
+    // The loopback disks stay for the next rtarget (ublk user recovery:
+    // a restart is a handover); dropping the running state would delete
+    // them (the API thread's clone usually keeps it alive anyway).
+    std::mem::forget(live);
     tracing::info!("stopped");
     Ok(())
 }

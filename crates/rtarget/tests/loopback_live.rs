@@ -28,3 +28,23 @@ fn loopback_create_without_ublk_fails_clearly_and_the_daemon_keeps_serving() {
     d.ok(&["/backstores/ramdisk", "create", "r1", "1M"]);
     assert!(d.ok(&["ls", "/backstores"]).contains("r1"));
 }
+
+/// `mode=scsi` where the kernel has no iscsi_tcp (this host: no module
+/// to load): `create` fails naming the module, nothing is saved, the
+/// daemon keeps serving.
+#[test]
+fn loopback_scsi_mode_without_iscsi_tcp_fails_clearly() {
+    if std::path::Path::new("/sys/module/iscsi_tcp").exists() {
+        return; // an initiator kernel: see tests-e2e/loopback.sh
+    }
+    let d = Served::start();
+    let err = d.fails(&["/loopback", "create", WWN, "mode=scsi"]);
+    // Without iscsiadm the message names that instead (checked first).
+    assert!(
+        err.contains("iscsi_tcp") || err.contains("iscsiadm"),
+        "{err}"
+    );
+    assert!(err.contains("mode=scsi"), "{err}");
+    assert!(!d.saved().contains("\"loopback\""), "nothing saved");
+    d.ok(&["/backstores/ramdisk", "create", "r1", "1M"]);
+}
