@@ -11,6 +11,9 @@ REPO=$(git -C "$E2E_DIR" rev-parse --show-toplevel 2>/dev/null || (cd "$E2E_DIR/
 # Shared tools (guest builder, cuscore.py) live next to the repository checkout.
 TOOLS=${RTARGET_TOOLS:-$REPO/../shared/tools}
 RTARGET_BIN=${RTARGET_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/rtarget}
+# Guests (shared/tools/guest/run-guest.sh) boot with no_timer_check: on a loaded
+# host the TCG-emulated IO-APIC timer check can panic the kernel at boot.
+export KAPPEND=${KAPPEND:-no_timer_check}
 # shellcheck disable=SC2034
 DEMO_IQN=iqn.2026-11.org.rtarget:demo
 
