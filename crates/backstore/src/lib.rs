@@ -14,6 +14,7 @@ use std::io;
 pub mod aio;
 pub mod conformance;
 pub mod crypt;
+pub mod durable;
 pub mod file;
 pub mod nbd;
 pub mod null;

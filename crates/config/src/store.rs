@@ -89,7 +89,7 @@ pub fn save(cfg: &SaveConfig, path: &Path) -> Result<(), ConfigError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    crate::durable::create_dir_all(&dir).map_err(io_err(&dir))?;
     if let Ok(old) = fs::read(path) {
         if old == text.as_bytes() {
             return Ok(());
@@ -128,7 +128,7 @@ pub fn save(cfg: &SaveConfig, path: &Path) -> Result<(), ConfigError> {
 /// and prune to [`MAX_BACKUPS`].
 fn backup(dir: &Path, path: &Path, old: &[u8]) -> io::Result<()> {
     let bdir = dir.join("backup");
-    fs::create_dir_all(&bdir)?;
+    crate::durable::create_dir_all(&bdir)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -91,9 +91,12 @@ pub enum TmfResponse {
     NotSupported,
     /// 6: function authorization failed.
     AuthorizationFailed,
+    /// 7: function succeeded (RFC 7144 §4.2: QUERY TASK, QUERY TASK SET
+    /// and QUERY ASYNC EVENT found what they ask about).
+    Succeeded,
     /// 255: function rejected.
     Rejected,
-    /// Any other value (RFC 7144's 7, "function succeeded", among them).
+    /// Any other value.
     Unknown(u8),
 }
 
@@ -107,6 +110,7 @@ impl TmfResponse {
             4 => TmfResponse::ReassignNotSupported,
             5 => TmfResponse::NotSupported,
             6 => TmfResponse::AuthorizationFailed,
+            7 => TmfResponse::Succeeded,
             255 => TmfResponse::Rejected,
             n => TmfResponse::Unknown(n),
         }
@@ -121,6 +125,7 @@ impl TmfResponse {
             TmfResponse::ReassignNotSupported => 4,
             TmfResponse::NotSupported => 5,
             TmfResponse::AuthorizationFailed => 6,
+            TmfResponse::Succeeded => 7,
             TmfResponse::Rejected => 255,
             TmfResponse::Unknown(n) => n,
         }
@@ -178,12 +183,13 @@ mod tests {
             (ReassignNotSupported, 4),
             (NotSupported, 5),
             (AuthorizationFailed, 6),
+            (Succeeded, 7),
             (Rejected, 255),
         ];
         for (r, c) in known {
             assert_eq!((r.code(), TmfResponse::from_code(c)), (c, r));
         }
-        for c in 7..=254 {
+        for c in 8..=254 {
             assert_eq!(TmfResponse::from_code(c), Unknown(c));
             assert_eq!(Unknown(c).code(), c);
         }

@@ -34,6 +34,7 @@ mod server;
 mod session;
 mod sessions;
 mod tmf;
+mod tmf_sam4;
 mod txq;
 
 /// One target portal group as the fabric needs it.

@@ -71,6 +71,9 @@ impl Session {
             return Action::Continue;
         }
         let lun = scsi::lun::decode(r.lun);
+        if let Some(action) = self.sam4_tmf(&r, lun, tx) {
+            return action;
+        }
         let mut close = false;
         let core = |s: &Session, func: TmfFunction| {
             response_code(s.luns.task_management(&s.nexus, func, lun))
@@ -134,8 +137,8 @@ impl Session {
             }
             // TASK REASSIGN needs ERL 2.
             Wire::TaskReassign => TmfResponse::ReassignNotSupported,
-            // RFC 7144's functions are not implemented; like codes that
-            // name no function they are rejected.
+            // Codes that name no function are rejected (RFC 7144's are
+            // answered by `sam4_tmf`).
             Wire::QueryTask
             | Wire::QueryTaskSet
             | Wire::ITNexusReset
@@ -159,7 +162,7 @@ impl Session {
 }
 
 impl Session {
-    fn tmf_response(&mut self, itt: u32, response: TmfResponse, tx: &mut TxQueue) {
+    pub(crate) fn tmf_response(&mut self, itt: u32, response: TmfResponse, tx: &mut TxQueue) {
         let resp = TaskMgmtResponse {
             response,
             itt,

@@ -636,3 +636,63 @@ fn failed_chap_is_counted_as_auth_failed() {
     );
     srv.shutdown();
 }
+
+/// A login answer over 8192 bytes (the login-phase MaxRecvDataSegmentLength)
+/// comes in several Login Responses with C set, each fetched with an empty
+/// request; the assembled answer is complete and the login goes on.
+#[test]
+fn long_login_answer_is_continued() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    let unknown: Vec<String> = (0..200)
+        .map(|n| format!("X-org.example.{n:03}{}", "k".repeat(44)))
+        .collect();
+    let mut text = format!("InitiatorName={INITIATOR}\0TargetName={IQN}\0AuthMethod=None\0");
+    for k in &unknown {
+        text.push_str(&format!("{k}=v\0"));
+    }
+    let mut all = Vec::new();
+    let mut data = text.into_bytes();
+    let mut pieces = 0;
+    loop {
+        let req = iscsi_wire::request::LoginRequest {
+            transit: true,
+            cont: false,
+            csg: 0,
+            nsg: 1,
+            version_max: 0,
+            version_min: 0,
+            isid: c.isid,
+            tsih: 0,
+            itt: 1,
+            cid: 0,
+            cmdsn: c.cmdsn,
+            exp_statsn: c.exp_statsn,
+        };
+        let mut bh = iscsi_wire::Bhs::default();
+        req.write_to(&mut bh);
+        c.send(&bh, &data);
+        data.clear();
+        let p = c.recv().unwrap();
+        let r = iscsi_wire::response::LoginResponse::parse(&p.bhs);
+        assert_eq!((r.status_class, r.status_detail), (0, 0));
+        assert!(p.data.len() <= 8192);
+        c.exp_statsn = r.sn.statsn.wrapping_add(1);
+        all.extend_from_slice(&p.data);
+        pieces += 1;
+        if !r.cont {
+            assert!(r.transit && r.nsg == 1);
+            break;
+        }
+        assert!(!r.transit);
+    }
+    assert!(pieces >= 2, "{pieces}");
+    let pairs = parse_pairs(&all).unwrap();
+    for k in &unknown {
+        let v = pairs.iter().find(|p| &p.key == k).map(|p| p.value.as_str());
+        assert_eq!(v, Some("NotUnderstood"), "{k}");
+    }
+    let (r, _) = c.login_pdu(1, 3, true, &[("HeaderDigest", "None")]);
+    assert!(r.transit && r.status_class == 0 && r.tsih != 0);
+    srv.shutdown();
+}

@@ -61,6 +61,7 @@ pub use pr_file::fuzz_pr_file;
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
 pub use submit::{Reply, Request};
+pub use tmf::AsyncEvent;
 
 /// How a storage object is presented as a SCSI logical unit (LIO's
 /// storage-object attributes plus identity).
@@ -318,6 +319,12 @@ impl LunTable {
     /// state, clear reservations, queue unit attentions for other nexuses).
     pub fn task_management(&self, nexus: &Nexus, func: TmfFunction, lun: u64) -> TmfResult {
         tmf::task_management(self, nexus, func, lun)
+    }
+
+    /// QUERY ASYNCHRONOUS EVENT: the unit attention pending for `nexus` on
+    /// `lun` (it stays pending).
+    pub fn query_async_event(&self, nexus: &Nexus, lun: u64) -> AsyncEvent {
+        tmf::query_async_event(self, nexus, lun)
     }
 
     /// The nexus ended (logout, connection loss): drop its per-nexus state

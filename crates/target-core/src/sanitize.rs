@@ -278,8 +278,10 @@ fn run(dev: &Device, work: &Work) -> io::Result<()> {
             }
         }
     }
-    // Sanitized means on the medium, not in a cache.
-    dev.backstore.flush()
+    // Sanitized means on the medium, not in a cache. Through the LU's
+    // sticky guard like SYNCHRONIZE CACHE: no success after an earlier
+    // failed flush, and a failure here fails every later flush too.
+    crate::rw::flush(dev).map_err(cmd_io)
 }
 
 fn cmd_io(e: CmdError) -> io::Error {
@@ -560,5 +562,20 @@ mod tests {
         t.expect_sense(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 3, 0x31, 0x03);
         t.ok(&cdb(0x1f, 0));
         t.ok(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn sanitize_flush_goes_through_the_sticky_guard() {
+        let t = Rig::new();
+        let overwrite = [0x01, 0, 0, 4, 1, 2, 3, 4];
+        t.store.fail_flush(true);
+        let (o, _) = t.run(&cdb(0x01, 8), &overwrite);
+        assert_eq!(o.status, Status::CheckCondition);
+        assert!(t.dev.state.flush_fault.is_set(), "the failure sticks");
+        // The store's flush works again, yet nothing may vouch for the
+        // writes before the failure: the next sanitize fails as well.
+        t.store.fail_flush(false);
+        let (o, _) = t.run(&cdb(0x01, 8), &overwrite);
+        assert_eq!(o.status, Status::CheckCondition);
     }
 }

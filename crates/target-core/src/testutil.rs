@@ -18,6 +18,8 @@ pub struct MemStore {
     size: u64,
     data: Mutex<Vec<u8>>,
     fail: AtomicBool,
+    /// Only flushes fail (a writeback error met at fsync).
+    fail_flush: AtomicBool,
     fua: AtomicUsize,
     flushes: AtomicUsize,
     pub discards: AtomicUsize,
@@ -40,6 +42,7 @@ impl MemStore {
             size,
             data: Mutex::new(vec![0u8; size.min(64 << 20) as usize]),
             fail: AtomicBool::new(false),
+            fail_flush: AtomicBool::new(false),
             fua: AtomicUsize::new(0),
             flushes: AtomicUsize::new(0),
             discards: AtomicUsize::new(0),
@@ -74,6 +77,10 @@ impl MemStore {
 
     pub fn fail(&self, on: bool) {
         self.fail.store(on, Ordering::SeqCst);
+    }
+
+    pub fn fail_flush(&self, on: bool) {
+        self.fail_flush.store(on, Ordering::SeqCst);
     }
 
     pub fn fua_writes(&self) -> usize {
@@ -141,6 +148,9 @@ impl Backstore for MemStore {
 
     fn flush(&self) -> io::Result<()> {
         self.check()?;
+        if self.fail_flush.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected flush failure"));
+        }
         self.flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

@@ -7,6 +7,16 @@ use scsi::Asc;
 
 use crate::{Device, LunTable, Nexus, TmfFunction, TmfResult};
 
+/// What QUERY ASYNCHRONOUS EVENT finds for an I_T_L nexus (SAM-5 7.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncEvent {
+    /// The LUN is not mapped.
+    NoLun,
+    Nothing,
+    /// This unit attention is pending (sense key 6, ASC/ASCQ here).
+    UnitAttention(Asc),
+}
+
 /// Reset one LU: every nexus, the issuing one included, gets the unit
 /// attention (SAM-5 6.3.3; multipath initiators rely on seeing it on
 /// every path).
@@ -23,7 +33,7 @@ fn reset_device(dev: &Device) {
 
 pub(crate) fn task_management(
     table: &LunTable,
-    _nexus: &Nexus,
+    nexus: &Nexus,
     func: TmfFunction,
     lun: u64,
 ) -> TmfResult {
@@ -51,12 +61,50 @@ pub(crate) fn task_management(
             }
             TmfResult::Complete
         }
-        // The task sets these ask about (or, for an I_T nexus reset, end)
-        // are still the fabric's: not implemented in the core.
-        TmfFunction::ITNexusReset
-        | TmfFunction::QueryTask
-        | TmfFunction::QueryTaskSet
-        | TmfFunction::QueryAsyncEvent => TmfResult::NotSupported,
+        // The fabric ended the nexus' tasks; the LU side is here.
+        TmfFunction::ITNexusReset => {
+            it_nexus_reset(table, nexus);
+            TmfResult::Complete
+        }
+        // The tasks these ask about are the fabric's, which answers
+        // FUNCTION SUCCEEDED when it finds one (and QUERY ASYNCHRONOUS EVENT
+        // is `query_async_event`): the core only checks the LUN.
+        TmfFunction::QueryTask | TmfFunction::QueryTaskSet | TmfFunction::QueryAsyncEvent => {
+            if table.find(lun).is_some() {
+                TmfResult::Complete
+            } else {
+                TmfResult::LunDoesNotExist
+            }
+        }
+    }
+}
+
+/// I_T NEXUS RESET (SAM-5 7.7) after the fabric ended the nexus' tasks: on
+/// every LU the nexus loses what an I_T nexus loss takes (its SPC-2
+/// reservation, copy results, medium removal prevention; persistent
+/// reservations stay) and gets I_T NEXUS LOSS OCCURRED in place of older
+/// conditions. Unlike a logout the nexus goes on, so it is not forgotten.
+pub(crate) fn it_nexus_reset(table: &LunTable, nexus: &Nexus) {
+    for l in &table.luns {
+        let dev = &l.device;
+        dev.state.res.clear_spc2(dev, Some(nexus.id));
+        dev.state.copies.forget(nexus.id);
+        dev.state.medium.allow(nexus.id);
+        dev.state
+            .ua
+            .reset_nexus(nexus.id, Asc::I_T_NEXUS_LOSS_OCCURRED);
+    }
+}
+
+/// QUERY ASYNCHRONOUS EVENT (SAM-5 7.6): the unit attention pending for the
+/// nexus on `lun`, left pending.
+pub(crate) fn query_async_event(table: &LunTable, nexus: &Nexus, lun: u64) -> AsyncEvent {
+    match table.find(lun) {
+        None => AsyncEvent::NoLun,
+        Some(l) => match l.device.state.ua.peek(nexus.id) {
+            Some(asc) => AsyncEvent::UnitAttention(asc),
+            None => AsyncEvent::Nothing,
+        },
     }
 }
 
@@ -73,6 +121,7 @@ pub(crate) fn nexus_gone(table: &LunTable, nexus: &Nexus) {
 
 #[cfg(test)]
 mod tests {
+    use super::AsyncEvent;
     use crate::testutil::*;
     use crate::{TmfFunction, TmfResult};
 
@@ -120,20 +169,60 @@ mod tests {
     }
 
     #[test]
-    fn functions_the_core_does_not_implement() {
+    fn queries_check_the_lun() {
         let t = Rig::new();
         for f in [
-            TmfFunction::ITNexusReset,
             TmfFunction::QueryTask,
             TmfFunction::QueryTaskSet,
             TmfFunction::QueryAsyncEvent,
         ] {
+            assert_eq!(t.table.task_management(&t.me, f, 0), TmfResult::Complete);
             assert_eq!(
-                t.table.task_management(&t.me, f, 0),
-                TmfResult::NotSupported,
+                t.table.task_management(&t.me, f, 9),
+                TmfResult::LunDoesNotExist,
                 "{f:?}"
             );
         }
+    }
+
+    #[test]
+    fn query_async_event_reports_the_pending_ua_and_keeps_it() {
+        let t = Rig::new();
+        assert_eq!(t.table.query_async_event(&t.me, 0), AsyncEvent::Nothing);
+        // A reset from another nexus queues 29/00 for this one.
+        let other = t.nexus(2);
+        t.table
+            .task_management(&other, TmfFunction::LogicalUnitReset, 0);
+        assert_eq!(
+            t.table.query_async_event(&t.me, 0),
+            AsyncEvent::UnitAttention(scsi::Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+        );
+        t.expect_sense(&[0, 0, 0, 0, 0, 0], 6, 0x29, 0);
+        assert_eq!(t.table.query_async_event(&t.me, 0), AsyncEvent::Nothing);
+        assert_eq!(t.table.query_async_event(&t.me, 9), AsyncEvent::NoLun);
+    }
+
+    #[test]
+    fn it_nexus_reset_releases_the_nexus_and_queues_29_07() {
+        let t = Rig::new();
+        let other = t.nexus(2);
+        t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
+        t.run_as(&other, &[0, 0, 0, 0, 0, 0], &[]);
+        t.run_as(&t.me, &[0, 0, 0, 0, 0, 0], &[]);
+        t.ok(&[0x16, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            t.table.task_management(&t.me, TmfFunction::ITNexusReset, 0),
+            TmfResult::Complete
+        );
+        assert_eq!(
+            t.table.query_async_event(&t.me, 0),
+            AsyncEvent::UnitAttention(scsi::Asc::I_T_NEXUS_LOSS_OCCURRED)
+        );
+        t.expect_sense(&[0, 0, 0, 0, 0, 0], 6, 0x29, 7);
+        // The other nexus is untouched, and the reservation is gone: it
+        // may reserve now.
+        let (o, _) = t.run_as(&other, &[0x16, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(o.status, crate::Status::Good);
     }
 
     #[test]

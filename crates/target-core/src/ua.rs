@@ -146,6 +146,29 @@ impl UaState {
         self.pending.store(inner.any_queued(), Ordering::Release);
     }
 
+    /// The condition `nexus` would be told next, left queued (QUERY
+    /// ASYNCHRONOUS EVENT). A nexus the device has not seen owes the
+    /// power-on condition.
+    pub(crate) fn peek(&self, nexus: u64) -> Option<Asc> {
+        let mut inner = self.lock();
+        inner.introduce(nexus);
+        let asc = inner.queues.get(&nexus).and_then(|q| q.front().copied());
+        self.pending.store(inner.any_queued(), Ordering::Release);
+        asc
+    }
+
+    /// A reset of one nexus (I_T NEXUS RESET): it gets `asc` in place of
+    /// what was queued for it, as `reset_all` does for every nexus.
+    pub(crate) fn reset_nexus(&self, nexus: u64, asc: Asc) {
+        let mut inner = self.lock();
+        inner.seen.insert(nexus);
+        let q = inner.queues.entry(nexus).or_default();
+        q.clear();
+        q.push_back(asc);
+        inner.established += 1;
+        self.pending.store(true, Ordering::Release);
+    }
+
     /// (established, reported) conditions, for monitoring.
     pub(crate) fn counts(&self) -> (u64, u64) {
         let inner = self.lock();

@@ -32,6 +32,10 @@ use crate::{TargetConfig, TpgConfig};
 /// `login_timeout` applies from then on).
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_CMDSN_DEPTH: u32 = 128;
+/// Longest data segment of a Login Response: during login both sides
+/// use the default MaxRecvDataSegmentLength (RFC 7143 §6.1, §13.12), so
+/// longer text goes out in several responses with the C bit.
+pub const LOGIN_MRDSL: usize = 8192;
 
 /// Login status class/detail (RFC 7143 §11.13.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +214,16 @@ pub struct LoginMachine<'a> {
     chap: Option<ChapServer>,
     /// Done or failed: later requests are refused without an answer.
     ended: bool,
+    /// The rest of an answer longer than `LOGIN_MRDSL`, sent one piece
+    /// per empty request of the initiator.
+    outgoing: Option<Outgoing>,
+}
+
+/// An answer being sent in pieces: the text still to send and the
+/// response (transit, NSG) its last piece carries.
+struct Outgoing {
+    rest: Vec<u8>,
+    last: LoginResponse,
 }
 
 impl<'a> LoginMachine<'a> {
@@ -238,6 +252,7 @@ impl<'a> LoginMachine<'a> {
             acl: false,
             chap: None,
             ended: false,
+            outgoing: None,
         }
     }
 
@@ -296,6 +311,17 @@ impl<'a> LoginMachine<'a> {
         data: &[u8],
     ) -> Result<Step, LoginStatus> {
         let first = self.check_stage(req)?;
+        if let Some(out) = self.outgoing.take() {
+            // While a long answer is out, the initiator asks for each
+            // piece with an empty request (RFC 7143 §6.2).
+            if !data.is_empty() || req.cont {
+                return Err(LoginStatus::InitiatorError);
+            }
+            let mut last = out.last;
+            last.itt = req.itt;
+            last.sn = self.response(req, false, req.tsih).sn;
+            return self.answer(last, out.rest, &first, req);
+        }
         let text = match self.acc.push(data, req.cont) {
             Ok(Some(t)) => t,
             // Ask for the rest of a continued request.
@@ -350,21 +376,45 @@ impl<'a> LoginMachine<'a> {
         if req.csg == 1 {
             answers.extend(neg.declarations());
         }
-        let done = transit && req.nsg == 3;
         let mut r = self.response(req, transit, req.tsih);
         if transit {
             r.nsg = req.nsg;
         }
         tracing::debug!(transit, answers = ?answers.iter().filter(|p| !is_chap_key(&p.key)).collect::<Vec<_>>(),
             "login response");
-        let reply = self.emit(r, encode_pairs(&answers));
-        if transit {
-            self.stage = Some(req.nsg);
+        self.answer(r, encode_pairs(&answers), &first, req)
+    }
+
+    /// Send the answer `data` to `req` with the status and stage change of
+    /// `r`: at most `LOGIN_MRDSL` bytes now, the rest kept for the
+    /// initiator's next requests; the stage changes (and the login ends)
+    /// only with the last piece, since C and T exclude each other.
+    fn answer(
+        &mut self,
+        r: LoginResponse,
+        mut data: Vec<u8>,
+        first: &LoginRequest,
+        req: &LoginRequest,
+    ) -> Result<Step, LoginStatus> {
+        if data.len() > LOGIN_MRDSL {
+            let rest = data.split_off(LOGIN_MRDSL);
+            let head = LoginResponse {
+                transit: false,
+                cont: true,
+                nsg: 0,
+                ..r
+            };
+            self.outgoing = Some(Outgoing { rest, last: r });
+            return Ok(Step::Respond(self.emit(head, data)));
         }
-        if !done {
+        let reply = self.emit(r, data);
+        if r.transit {
+            self.stage = Some(r.nsg);
+        }
+        if !(r.transit && r.nsg == 3) {
             return Ok(Step::Respond(reply));
         }
-        self.accepted(reply, &first, req)
+        self.accepted(reply, first, req)
     }
 
     /// A request of the same login as the first (returned), in the stage

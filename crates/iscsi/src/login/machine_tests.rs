@@ -542,3 +542,81 @@ fn other_pdus_during_login() {
     assert_eq!((r.status_class, r.status_detail), (2, 0x0b));
     assert_eq!(r.sn.statsn, EXP_STATSN + 1);
 }
+
+/// An answer longer than the login MaxRecvDataSegmentLength (8192) goes
+/// out in pieces with C set and T clear; the initiator fetches each with an
+/// empty request and only the last piece ends the login. The request, as
+/// long, comes in two PDUs joined with C.
+#[test]
+fn long_answers_are_split_with_the_continue_bit() {
+    let d = dir(Some(false), None);
+    let mut i = Initiator::new(&d);
+    i.ok(0, 1, true, &security(IQN));
+    let unknown: Vec<String> = (0..240)
+        .map(|n| format!("X-org.example.{n:03}{}", "k".repeat(44)))
+        .collect();
+    let mut pairs: Vec<Pair> = OPERATIONAL.iter().map(|(k, v)| Pair::new(*k, *v)).collect();
+    pairs.extend(unknown.iter().map(|k| Pair::new(k.as_str(), "v")));
+    let text = encode_pairs(&pairs);
+    assert!(text.len() > 8192);
+    let (head, tail) = text.split_at(8192);
+    let bhs = i.request(1, 3, false, true);
+    let Step::Respond(r) = i.m.handle(i.now, &bhs, head) else {
+        panic!("continued request not acknowledged");
+    };
+    assert!(r.data.is_empty() && !r.response.cont && !r.response.transit);
+    let mut step = i.m.handle(i.now, &i.request(1, 3, true, false), tail);
+    let mut got = Vec::new();
+    let mut pieces = 0;
+    let last = loop {
+        pieces += 1;
+        match step {
+            Step::Respond(r) => {
+                let resp = r.response;
+                assert!(resp.cont && !resp.transit, "{resp:?}");
+                assert_eq!(r.data.len(), 8192);
+                assert_eq!((resp.status_class, resp.csg), (0, 1));
+                got.extend_from_slice(&r.data);
+                // A piece fetch carrying text is a protocol error, so
+                // only empty requests are sent.
+                step = i.m.handle(i.now, &i.request(1, 3, true, false), &[]);
+            }
+            Step::Done(a) => break *a,
+            Step::Fail(f) => panic!("login refused: {:?}", f.status),
+        }
+    };
+    assert!(pieces >= 3, "{pieces} pieces");
+    let r = last.reply.response;
+    assert!(r.transit && !r.cont);
+    assert_eq!((r.csg, r.nsg), (1, 3));
+    assert!(last.reply.data.len() <= 8192);
+    got.extend_from_slice(&last.reply.data);
+    let answers = parse_pairs(&got).unwrap();
+    for k in &unknown {
+        assert_eq!(get(&answers, k).as_deref(), Some("NotUnderstood"), "{k}");
+    }
+    assert_eq!(get(&answers, "HeaderDigest").as_deref(), Some("None"));
+    // Every response took its own StatSN.
+    assert_eq!(r.sn.statsn, EXP_STATSN + 2 + pieces as u32 - 1);
+}
+
+/// While an answer is being fetched, a request with text is refused.
+#[test]
+fn text_while_fetching_a_long_answer_is_refused() {
+    let d = dir(Some(false), None);
+    let mut i = Initiator::new(&d);
+    i.ok(0, 1, true, &security(IQN));
+    let unknown: Vec<String> = (0..200)
+        .map(|n| format!("X-org.example.{n:03}{}", "k".repeat(44)))
+        .collect();
+    let keys: Vec<(&str, &str)> = unknown.iter().map(|k| (k.as_str(), "v")).collect();
+    // A piece may end inside a pair: not parsed here.
+    let Step::Respond(r) = i.send(1, 3, true, &keys) else {
+        panic!("no first piece");
+    };
+    assert!(r.response.cont);
+    assert_eq!(
+        i.refused(1, 3, true, &[("HeaderDigest", "None")]),
+        LoginStatus::InitiatorError
+    );
+}

@@ -130,6 +130,12 @@ impl<C> TaskQueue<C> {
             .any(|f| f.info.tag == tag && f.answers())
     }
 
+    /// A task `which` selects is in the engine and will be answered (QUERY
+    /// TASK / QUERY TASK SET).
+    pub fn has_task(&self, which: impl Fn(&TaskInfo) -> bool) -> bool {
+        self.flights.iter().any(|f| f.answers() && which(&f.info))
+    }
+
     /// Every task but long ones has finished.
     pub fn only_long_left(&self) -> bool {
         self.flights.iter().all(|f| f.info.long)
