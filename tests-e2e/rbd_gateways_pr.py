@@ -6,6 +6,9 @@ reservations shared through the image's RADOS object, together
 Initiator 1 registers its key on both paths (as mpathpersist does) and
 reserves Write Exclusive - Registrants Only through A, which takes the
 lock with its write. Then, each printing PASS/FAIL (exit status 1 on any):
+  - initiator 2 registers through A and writes; A stops with more writes of
+    it queued; initiator 1 PREEMPTs it through B; A, woken, admits none of
+    them (it reloads a copy older than the lease before deciding);
   - initiator 2 (unregistered) through B: READ KEYS / READ RESERVATION show
     initiator 1's; its WRITE gets RESERVATION CONFLICT and moves no lock;
   - SIGSTOP A; initiator 1 writes through B: B takes the lock over (the
@@ -29,8 +32,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rbd_gateways import (IQN, RESULTS, check, gateway_config, record, rtpg,  # noqa: E402
-                          rtpg_alike, run, states, write)
+from malformed import recv_pdu, scsi_cmd  # noqa: E402
+from rbd_gateways import (IQN, REC, RESULTS, check, gateway_config, record,  # noqa: E402
+                          rtpg, rtpg_alike, run, states, wcdb, write)
 from rwsession import Daemon, RwSession, free_port  # noqa: E402
 
 IMAGE = f"rbd/gwpr{os.getpid()}"
@@ -77,6 +81,37 @@ def enforced(s, want_keys, where):
           st == CONFLICT, f"status {st:#x} {kcq}")
 
 
+def stale_window(a, i1b, i2a):
+    """Initiator 2 registers through A (the owner) and writes; A stops with
+    more of its writes queued; initiator 1 PREEMPTs it through B (GOOD once
+    the announcement gave up on A); A, woken, must not admit the queued
+    writes from its copy of before the PREEMPT (it reloads first: the lease)."""
+    st, kcq = prout(i2a, 0, 0, KEY2)
+    check("initiator 2 REGISTERs through A", st == 0, f"status {st:#x} {kcq}")
+    st, kcq = write(i2a, 8, record(10))
+    check("initiator 2, registered, writes through A", st == 0, f"status {st:#x} {kcq}")
+    os.kill(a.pid, signal.SIGSTOP)
+    for k in range(4):
+        itt = i2a.itt
+        i2a.itt += 1
+        i2a.s.sendall(scsi_cmd(wcdb(72 + 8 * k), 0, itt, i2a.cmdsn, i2a.expstatsn, edtl=REC,
+                               read=False, write=True, data=record(11 + k)))
+        i2a.cmdsn += 1
+    t0 = time.monotonic()
+    st, kcq = prout(i1b, 4, KEY1, KEY2, WE_RO)
+    check(f"A stopped: initiator 1 PREEMPTs initiator 2 through B "
+          f"({time.monotonic() - t0:.1f} s)", st == 0, f"status {st:#x} {kcq}")
+    os.kill(a.pid, signal.SIGCONT)
+    got = []
+    while len(got) < 4:
+        bhs, seg = recv_pdu(i2a.s)
+        if bhs[0] & 0x3F == 0x21:
+            i2a.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
+            got.append(bhs[3])
+    check(f"A, woken: none of initiator 2's queued writes is admitted {[hex(x) for x in got]}",
+          0 not in got and CONFLICT in got)
+
+
 def session(port, initiator):
     s = RwSession("127.0.0.1", port, IQN, initiator=initiator, timeout=30)
     s.ready()
@@ -100,6 +135,7 @@ def main(argv):
         gws[me] = Daemon(d, ports[me]).start()
     a, b = gws[1], gws[2]
     i1a, i1b, i2b = session(ports[1], I1), session(ports[2], I1), session(ports[2], I2)
+    i2a = session(ports[1], I2)
 
     st, kcq = prout(i1a, 0, 0, KEY1)
     check("initiator 1 REGISTERs through A", st == 0, f"status {st:#x} {kcq}")
@@ -111,6 +147,7 @@ def main(argv):
     st, kcq = write(i1a, 0, record(1))
     check("initiator 1 writes through A (A takes the lock)", st == 0, f"status {st:#x} {kcq}")
     rtpg_alike(i1a, i1b, {1: 0, 2: 1}, "(group 1 optimized)")
+    stale_window(a, i1b, i2a)
     enforced(i2b, [KEY1, KEY1], "B before the takeover")
     d = rtpg(i2b)
     check(f"the conflicting WRITE moved no lock: {states(d)}", states(d).get(1) == 0)
@@ -137,7 +174,6 @@ def main(argv):
     st, kcq = write(i1a, 24, record(4))
     check("SIGCONT A: initiator 1's write through A is refused (fenced, 02/04/0A)",
           st == 0x02 and kcq == (2, 0x04, 0x0A), f"status {st:#x} {kcq}")
-    i2a = session(ports[1], I2)
     enforced(i2a, [KEY1, KEY1, KEY2], "A fenced and reconnected")
 
     b.kill9()

@@ -25,9 +25,9 @@ mod config;
 mod extent;
 mod ffi;
 mod ffi_lock;
+mod ffi_rados;
 mod gateway;
 mod lock;
-mod ffi_rados;
 mod shared;
 
 use std::ffi::{c_int, c_void, CString};
