@@ -23,7 +23,8 @@
 #       e2e-rbd      tests-e2e/rbd.sh: a throw-away one-node Ceph (../shared/tools/ceph), a
 #                    user:rbd LU made with the CLI: 64 MiB in and back byte-exact with
 #                    qemu-img, `rbd export` agrees, `rbd resize` seen as 2A/09; two gateways
-#                    (alua_group): lock-driven ALUA, takeover, fencing, no ping-pong (~40 s)
+#                    (alua_group): lock-driven ALUA, takeover, fencing, no ping-pong; with
+#                    shared reservations, which hold through takeover and fencing (~45 s)
 #       e2e-rbdpr    tests-e2e/rbd-gateways.sh: one image behind two gateways (TPG 1 and 2):
 #                    a reservation made through A holds at B and at a restarted B, SPC-2
 #                    likewise; iscsi-test-cu's reservation suites with one URL per gateway
@@ -55,7 +56,8 @@
 #                    sg_inq, sg_persist, logout)
 #       rbd-failover tests-e2e/rbd-failover.sh: a guest's dm-multipath (scsi_dh_alua) over two
 #                    rtarget gateways of one RBD image; kill -9 / SIGSTOP of the owner mid-write:
-#                    I/O resumes through the other, every acknowledged record in `rbd export`
+#                    I/O resumes through the other, every acknowledged record in `rbd export`,
+#                    the guest's PR registrations and reservation hold after the failover
 #   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.

@@ -14,6 +14,10 @@
 #   in `rbd export`. Then the same with SIGSTOP (fresh image and gateways):
 #   once B serves, SIGCONT A, which must find itself fenced (blocklisted)
 #   and whose late writes must not land (the export check).
+#   Before the writer starts the guest registers a key on both paths and
+#   reserves Write Exclusive - Registrants Only through A (sg_persist; the
+#   reservations are shared through the image's RADOS object); after the
+#   failover READ KEYS / READ RESERVATION through B must still report them.
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +32,7 @@ GUEST_CACHE=${GUEST_CACHE:-/var/cache/rtarget-guest}
 export TIMEOUT=${TIMEOUT:-300}
 W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/e2e-rbd-failover.XXXXXX")
 NPASS=0 NFAIL=0 CEPH=$W/ceph IQN=iqn.2026-12.org.rtarget:gw IMAGE_BASE=rbd/failover
-RECORDS=${RECORDS:-80} KILL_AT=${KILL_AT:-30} FAILOVER_MAX=${FAILOVER_MAX:-20}
+RECORDS=${RECORDS:-80} KILL_AT=${KILL_AT:-30} FAILOVER_MAX=${FAILOVER_MAX:-20} PRKEY=0x52544741
 PIDS=()
 pass() { NPASS=$((NPASS + 1)); echo "PASS $1"; }
 fail() { NFAIL=$((NFAIL + 1)); echo "FAIL $1${2:+ ($2)}"; }
@@ -98,6 +102,10 @@ MP=/dev/mapper/mp
 [ -b "$MP" ] || MP=/dev/dm-0
 wait_for $MP 5
 dmsetup table mp
+# Persistent reservation before the failover: the key on both paths (as
+# mpathpersist registers it), Write Exclusive - Registrants Only through A.
+for p in $A $B; do sg_persist -n --out --register --param-sark='"$PRKEY"' $p; done
+sg_persist -n --out --reserve --param-rk='"$PRKEY"' --prout-type=5 $A
 head -c 4096 /dev/zero > /tmp/zero
 echo WRITER-START
 i=0
@@ -109,11 +117,15 @@ while [ $i -lt '"$RECORDS"' ]; do
     i=$((i + 1))
 done
 dmsetup status mp
-echo WRITER-DONE'
+echo WRITER-DONE
+sg_persist -n -i -k $B | sed "s/^/PRK /"
+sg_persist -n -i -r $B | sed "s/^/PRR /"
+sg_persist -n --out --clear --param-rk='"$PRKEY"' $B   # frees the LU for the late-write check'
 
 check_export() {
     rbd export --no-progress "$IMAGE" "$W/$KIND-export.raw" >/dev/null 2>&1 || return 1
-    python3 - "$W/$KIND-export.raw" <(tr -d '\r' <"$W/$KIND-console.log" | sed -n 's/^ACK //p') <<'EOF'
+    # The number only: a kernel message can land on the same console line.
+    python3 - "$W/$KIND-export.raw" <(tr -d '\r' <"$W/$KIND-console.log" | sed -n 's/^ACK \([0-9][0-9]*\).*/\1/p') <<'EOF'
 import sys
 img = open(sys.argv[1], "rb").read()
 acked = [int(x) for x in open(sys.argv[2]).read().split()]
@@ -180,6 +192,14 @@ if [[ -n $killed && -n $resumed ]]; then
 else
     fail "$KIND: I/O resumed through B" "killed=${killed:-no} resumed=${resumed:-no}"
 fi
+# The registrations (one per path) and the reservation made before the
+# failover, read through B after it.
+prk=$(tr -d '\r' <"$W/$KIND-console.log" | grep '^PRK ' | tr -s ' ' | tr '\n' ' ')
+prr=$(tr -d '\r' <"$W/$KIND-console.log" | grep '^PRR ' | tr -s ' ' | tr '\n' ' ')
+if [[ $prk == *"2 registered reservation keys"*"$PRKEY"*"$PRKEY"* &&
+    $prr == *"Key=$PRKEY"*"registrants only"* ]]; then
+    pass "$KIND: the PR registrations and reservation made before the failover hold after it"
+else fail "$KIND: the PR registrations and reservation hold after the failover" "$prk / $prr"; fi
 if out=$(check_export 2>&1); then pass "$KIND: rbd export holds every acknowledged record ($out)"
 else fail "$KIND: rbd export holds every acknowledged record" "$out"; fi
 if [[ $SIG == STOP ]]; then

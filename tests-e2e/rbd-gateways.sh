@@ -63,7 +63,9 @@ fi
 CONF=$CEPH/ceph.conf
 export CEPH_CONF=$CONF
 # No exclusive-lock feature: both gateways write without handing a lock over
-# (the lock-driven ALUA is another item; the reservations do not depend on it).
+# (active/active; rbd_gateways_pr.py, run by rbd.sh, checks the reservations
+# with lock-driven gateways, where libiscsi's alternating initiators would
+# meet the no-ping-pong rule: docs/rbd-gateways.md, "Which mode").
 check "rbd create rbd/gw (1023 MiB)" rbd create rbd/gw --size 1023M --image-feature layering
 
 IQN=iqn.2026-11.org.rtarget:rbdgw WWN=$(python3 -c 'import uuid; print(uuid.uuid4())')

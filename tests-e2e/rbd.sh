@@ -10,7 +10,9 @@
 #   a restart from the saved config serves the data again; two gateways
 #   (alua_group=1/2) on one image: RTPG alike on both, the exclusive lock
 #   moves with the writes, the old owner is blocklisted and fenced, no
-#   ping-pong, STPG takes it back, kill -9 of the owner (rbd_gateways.py).
+#   ping-pong, STPG takes it back, kill -9 of the owner (rbd_gateways.py);
+#   the same with persistent reservations shared through RADOS: they hold
+#   at the new owner and at the fenced, reconnected one (rbd_gateways_pr.py).
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -94,6 +96,10 @@ check "rbd resize elsewhere reaches the initiator as 2A/09, READ CAPACITY 80 MiB
 mkdir -p "$W/gw"
 check "two gateways on one image: ALUA from the exclusive lock, takeover, fencing, no ping-pong" \
     env RTARGET_BIN="$RTARGET_BIN" timeout 180 python3 "$HERE/rbd_gateways.py" "$W/gw" "$CONF"
+grep -E "^(takeover|failover)" "$W/out.txt" >&2
+mkdir -p "$W/gwpr"
+check "lock-driven gateways with shared PR: the reservation holds through takeover, fencing, kill -9" \
+    env RTARGET_BIN="$RTARGET_BIN" timeout 180 python3 "$HERE/rbd_gateways_pr.py" "$W/gwpr" "$CONF"
 grep -E "^(takeover|failover)" "$W/out.txt" >&2
 
 stop_rtarget 10 || true

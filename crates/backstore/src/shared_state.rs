@@ -34,6 +34,16 @@ pub trait SharedState: Send + Sync {
     /// call replaces it.
     fn subscribe(&self, hook: ChangeHook);
 
+    /// How long a holder may answer from its cached copy without reloading.
+    /// [`Self::announce`] gives up on a holder that does not run its hook in
+    /// time (a stopped process whose watch has not expired yet); such a
+    /// holder, woken, must not decide on a copy older than the change the
+    /// announcer has since answered GOOD for. So it must be shorter than
+    /// the time `announce` waits.
+    fn cache_for(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
     /// This holder's id among the holders (stable for its life).
     fn holder_id(&self) -> u64;
 

@@ -34,6 +34,7 @@
 //! is stored and reported as received.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use backstore::SharedState;
@@ -298,16 +299,54 @@ fn deliver(dev: &Device, uas: Uas) {
     }
 }
 
+/// Milliseconds since the first call (never 0): the clock of
+/// [`Reservations::synced`](crate::reservation::Reservations).
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    epoch.elapsed().as_millis() as u64 + 1
+}
+
+fn fresh(dev: &Device, store: &dyn SharedState) -> bool {
+    let synced = dev.state.res.synced.load(Ordering::Acquire);
+    synced != 0 && now_ms() - synced < store.cache_for().as_millis() as u64
+}
+
+/// Reload before deciding on a command if the cached copy is older than the
+/// store allows ([`SharedState::cache_for`]): an announcement this target
+/// did not acknowledge in time (it was stopped) was answered GOOD by its
+/// sender without it. With steady I/O that is one small read per lease.
+pub(crate) fn ensure_fresh(dev: &Device) {
+    let Some(store) = dev.state.res.shared.get() else {
+        return;
+    };
+    if !fresh(dev, &**store) {
+        reload(dev, &**store, true);
+    }
+}
+
 /// Reload the stored state if it changed (an announcement came, or a
 /// PERSISTENT RESERVE IN is about to answer). A store that cannot be read
 /// leaves the cached state in force.
 pub(crate) fn refresh(dev: &Device) {
+    if let Some(store) = dev.state.res.shared.get() {
+        reload(dev, &**store, false);
+    }
+}
+
+/// `only_if_stale`: skip it if another command reloaded while this one
+/// waited for the lock. The time is taken before the read (what it returns
+/// is at least that recent) and kept on failure too, so an unreachable
+/// store costs one wait per lease, not one per command.
+fn reload(dev: &Device, store: &dyn SharedState, only_if_stale: bool) {
     let res = &dev.state.res;
-    let Some(store) = res.shared.get() else {
-        return;
-    };
     let mut inner = res.lock();
-    let r = refresh_locked(&**store, &mut inner);
+    if only_if_stale && fresh(dev, store) {
+        return;
+    }
+    let started = now_ms();
+    let r = refresh_locked(store, &mut inner);
+    res.synced.store(started, Ordering::Release);
     res.publish(&inner);
     drop(inner);
     match r {
@@ -498,7 +537,9 @@ impl Device {
         }
         {
             let mut inner = res.lock();
+            let started = now_ms();
             refresh_locked(&*store, &mut inner)?;
+            res.synced.store(started, Ordering::Release);
             res.publish(&inner);
         }
         let weak = Arc::downgrade(self);

@@ -21,6 +21,10 @@ struct Bus {
     /// Stores refused (as if another holder had won the race) before the
     /// next one succeeds.
     lose: Mutex<usize>,
+    /// Holders whose hooks announcements skip (a stopped process).
+    deaf: Mutex<Vec<u64>>,
+    /// `cache_for` (the trait's default when unset).
+    lease: Mutex<Option<std::time::Duration>>,
 }
 
 struct Handle {
@@ -52,7 +56,7 @@ impl SharedState for Handle {
         let hooks: Vec<_> = {
             let h = self.bus.hooks.lock().unwrap();
             h.iter()
-                .filter(|(id, _)| **id != self.id)
+                .filter(|(id, _)| **id != self.id && !self.bus.deaf.lock().unwrap().contains(id))
                 .map(|(_, f)| Arc::clone(f))
                 .collect()
         };
@@ -69,6 +73,10 @@ impl SharedState for Handle {
     }
     fn holder_id(&self) -> u64 {
         self.id
+    }
+    fn cache_for(&self) -> std::time::Duration {
+        let lease = *self.bus.lease.lock().unwrap();
+        lease.unwrap_or(std::time::Duration::from_secs(1))
     }
     fn holder_alive(&self, id: u64) -> bool {
         self.bus.alive.lock().unwrap().contains(&id)
@@ -321,4 +329,22 @@ fn a_reset_through_one_gateway_reaches_the_other() {
     let o = a.run(&a1, &[0; 6], &[]);
     assert_eq!(sense_of(&o), Some((6, 0x29, 0)), "A's own");
     assert_eq!(a.write(&a1).status, Status::Good, "SPC-2 released");
+}
+
+/// A gateway that missed an announcement (stopped while the sender waited,
+/// then woken) does not admit a WRITE from its stale copy once the lease
+/// passed: it reloads first and finds the reservation made meanwhile.
+#[test]
+fn a_gateway_that_missed_an_announcement_reloads_before_deciding() {
+    let bus = Arc::new(Bus::default());
+    *bus.lease.lock().unwrap() = Some(std::time::Duration::from_millis(30));
+    let (a, b) = (Gw::new(&bus, 1), Gw::new(&bus, 2));
+    let (a2, b1) = (a.login(2), b.login(1));
+    assert_eq!(a.write(&a2).status, Status::Good);
+    bus.deaf.lock().unwrap().push(1);
+    assert_eq!(b.prout(&b1, 0, 0, 0, 0xaa), Status::Good);
+    assert_eq!(b.prout(&b1, 1, 1, 0xaa, 0), Status::Good, "WR_EX");
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    assert_eq!(a.write(&a2).status, Status::ReservationConflict);
+    assert_eq!(a.keys(&a2), vec![0xaa]);
 }

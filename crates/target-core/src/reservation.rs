@@ -3,7 +3,7 @@
 //! nexuses. The per-command check costs one atomic load while nothing is
 //! reserved.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use backstore::SharedState;
@@ -97,6 +97,9 @@ pub(crate) struct Reservations {
     /// Where the reservations live when other targets share the medium
     /// ([`crate::pr_shared`]).
     pub shared: OnceLock<Arc<dyn SharedState>>,
+    /// When the last reload from `shared` started ([`crate::pr_shared::now_ms`];
+    /// 0: never): the cached copy is good for the store's `cache_for` after it.
+    pub synced: AtomicU64,
 }
 
 impl Reservations {
@@ -113,6 +116,9 @@ impl Reservations {
     /// Whether `cdb` from `nexus` conflicts with a reservation held by
     /// another nexus (SPC-2 5.5.1; SPC-4 5.9.1 table 67).
     pub(crate) fn conflicts(&self, dev: &Device, nexus: &Nexus, cdb: &Cdb) -> bool {
+        // A copy that may have missed an announcement (this process was
+        // stopped past the announcer's wait) is reloaded before it decides.
+        crate::pr_shared::ensure_fresh(dev);
         if !self.active.load(Ordering::Acquire) {
             return false;
         }

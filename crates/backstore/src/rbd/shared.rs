@@ -369,6 +369,12 @@ impl SharedState for RadosState {
         }
     }
 
+    /// A third of the announcement's wait: a gateway that missed it
+    /// reloads before deciding anything after that.
+    fn cache_for(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(ANNOUNCE_TIMEOUT_MS / 3)
+    }
+
     fn subscribe(&self, hook: ChangeHook) {
         *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
