@@ -44,6 +44,7 @@ mod reservation;
 mod rmw;
 mod rw;
 mod sanitize;
+mod sg;
 mod submit;
 mod tmf;
 mod ua;
@@ -57,6 +58,7 @@ pub use pr_file::fuzz_pr_file;
 
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
+pub use sg::{is_read_write, SgCommand, SgOutcome};
 pub use submit::{Reply, Request};
 
 /// How a storage object is presented as a SCSI logical unit (LIO's
@@ -286,6 +288,14 @@ impl LunTable {
         data_in: &mut Vec<u8>,
     ) -> Outcome {
         dispatch::execute(self, nexus, lun, cmd, data_in)
+    }
+
+    /// [`LunTable::execute`] with buffers the fabric lends (a vhost
+    /// guest's memory): READ and WRITE move their data between the
+    /// backstore and those buffers without a copy; other commands bounce
+    /// through buffers of the core (see `sg`). Runs to completion here.
+    pub fn execute_sg(&self, nexus: &Nexus, lun: u64, cmd: &SgCommand<'_>) -> SgOutcome {
+        sg::execute_sg(self, nexus, lun, cmd)
     }
 
     /// The completion-based form of [`LunTable::execute`], for engines:

@@ -70,7 +70,7 @@ pub(crate) fn submit(
                     | op::WRITE_16
             ) =>
         {
-            match dispatch::prepare_rw(table, nexus, lun, c, &data_out) {
+            match dispatch::prepare_rw(table, nexus, lun, c, data_out.len()) {
                 Ok(Some(access)) => (lun, access),
                 Ok(None) => {
                     data_in.clear();

@@ -239,7 +239,7 @@ impl VhostUserBackend for ScsiBackend {
         let r = match index {
             CONTROL_QUEUE => self.drain(vring, |mem, v| queue::control(self, mem, v)),
             EVENT_QUEUE => self.drain(vring, |mem, v| queue::deliver_events(self, mem, v)),
-            _ => self.drain(vring, |mem, v| queue::requests(self, mem, v)),
+            _ => self.drain(vring, |mem, v| queue::requests(self, mem, v, index)),
         };
         if first && vring.queue_used_idx().ok() != used_before {
             resignal_later(vring.clone(), index);
