@@ -39,6 +39,7 @@ mod opcodes;
 mod pr;
 mod pr_file;
 mod pr_out;
+mod proto;
 mod provisioning;
 mod reservation;
 mod rmw;

@@ -151,6 +151,9 @@ struct State<R> {
     registered: bool,
 }
 
+/// How long a detaching guest waits for its commands still running.
+const GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Memory the nexus' engine tasks may hold: a guest's rings bound the
 /// number of tasks, so these only stop runaway Data-In charges.
 const LIMITS: Limits = Limits {
@@ -453,11 +456,33 @@ impl<R: Respond> GuestNexus<R> {
         }
         st.queued.clear();
         let (luns, nexus) = (Arc::clone(luns), Arc::clone(&self.nexus));
+        let idle = Arc::new((Mutex::new(false), Condvar::new()));
+        let i2 = Arc::clone(&idle);
         st.q.close(Ends {
             all: Some(Box::new(move || luns.nexus_gone(&nexus))),
-            short: None,
+            short: Some(Box::new(move || {
+                *i2.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                i2.1.notify_all();
+            })),
         });
         st.registered = false;
+        drop(st);
+        // Engine tasks still running read into the guest's memory itself
+        // (lent buffers): wait until they finished, so nothing writes it
+        // once the guest is gone (its memory may be a new guest's next).
+        // Bounded: a hung backstore must not hang the socket for good.
+        let (m, c) = &*idle;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let timed_out = c
+            .wait_timeout_while(g, GONE_WAIT, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .timed_out();
+        if timed_out {
+            tracing::warn!(
+                "vhost guest gone with commands still running in its backstore after {GONE_WAIT:?}"
+            );
+        }
     }
 
     /// LUs the guest no longer sees (unmapped) forget its nexus, once its
