@@ -81,7 +81,7 @@ print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
 # iscsi RW BS QD: the same workload over rtarget's iSCSI, in the frontend's format.
 iscsi() {
     local rw=$1 bs=$2 qd=$3 count args=() out secs c0 c1
-    if ((bs >= 1 << 20)); then count=$((SECS * 1500)); else count=$((SECS * 30000)); fi
+    if ((bs >= 1 << 20)); then count=$((SECS * 1500)); else count=$((SECS * 60000)); fi
     [[ $rw == rand* ]] && args+=(-S $((bs * 7919)))
     [[ $rw == *write ]] && args+=(-w)
     c0=$(cpu_secs "$RT_PID")
