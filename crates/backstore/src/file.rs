@@ -24,6 +24,7 @@ use crate::{Backstore, Capabilities};
 
 mod durable;
 mod resize;
+mod vectored;
 
 /// Alignment used for `O_DIRECT` (covers 512- and 4096-byte sector devices).
 const DIRECT_ALIGN: usize = 4096;
@@ -477,6 +478,14 @@ impl Backstore for FileBackstore {
         }
         self.write_at(buf, offset)?;
         self.wb.sync(&self.file, false)
+    }
+
+    fn read_vectored_at(&self, bufs: &crate::IoVecs, offset: u64) -> io::Result<()> {
+        self.read_iov(bufs, offset)
+    }
+
+    fn write_vectored_at(&self, bufs: &crate::IoVecs, offset: u64, fua: bool) -> io::Result<()> {
+        self.write_iov(bufs, offset, fua)
     }
 
     fn flush(&self) -> io::Result<()> {

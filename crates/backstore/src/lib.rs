@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod crypt;
 pub mod durable;
 pub mod file;
+pub mod iov;
 pub mod nbd;
 pub mod null;
 pub mod ownership;
@@ -33,6 +34,7 @@ pub mod sticky;
 pub use aio::{Completion, IoOp};
 pub use crypt::{CryptBackstore, CryptError};
 pub use file::{Extent, FileBackstore, FileOptions};
+pub use iov::IoVecs;
 pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
 pub use null::NullBackstore;
 pub use ownership::{Owner, Ownership};
@@ -130,6 +132,22 @@ pub trait Backstore: Send + Sync + 'static {
     fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.write_at(buf, offset)?;
         self.flush()
+    }
+
+    /// Fill all of `bufs` from `offset`: memory a fabric lends ([`iov`]:
+    /// a guest's buffers, which may change under us and are never seen as
+    /// a slice). The default bounces through a per-thread buffer and
+    /// [`Backstore::read_at`]; a backstore that can hand the segments to
+    /// the kernel (fileio: `preadv`) overrides it and copies nothing.
+    fn read_vectored_at(&self, bufs: &IoVecs, offset: u64) -> io::Result<()> {
+        iov::bounce_read(self, bufs, offset)
+    }
+
+    /// Write all of `bufs` at `offset`, durable before returning when
+    /// `fua` (as [`Backstore::write_at_fua`]). The default bounces (one
+    /// volatile copy of the lent memory) and calls the slice methods.
+    fn write_vectored_at(&self, bufs: &IoVecs, offset: u64, fua: bool) -> io::Result<()> {
+        iov::bounce_write(self, bufs, offset, fua)
     }
 
     /// Make every completed write durable (SYNCHRONIZE CACHE).
@@ -270,6 +288,12 @@ mod tests {
         }
         fn write_at_fua(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
             self.call("write_at_fua")
+        }
+        fn read_vectored_at(&self, _bufs: &IoVecs, _offset: u64) -> io::Result<()> {
+            self.call("read_vectored_at")
+        }
+        fn write_vectored_at(&self, _bufs: &IoVecs, _offset: u64, _fua: bool) -> io::Result<()> {
+            self.call("write_vectored_at")
         }
         fn flush(&self) -> io::Result<()> {
             self.call("flush")
@@ -421,6 +445,8 @@ mod tests {
             "read_at",
             "write_at",
             "write_at_fua",
+            "read_vectored_at",
+            "write_vectored_at",
             "flush",
             "discard",
             "allocation_at",
@@ -445,6 +471,16 @@ mod tests {
                     "read_at" => w.read_at(&mut buf, 0),
                     "write_at" => w.write_at(&buf, 0),
                     "write_at_fua" => w.write_at_fua(&buf, 0),
+                    "read_vectored_at" | "write_vectored_at" => {
+                        let p = buf.as_mut_ptr();
+                        // SAFETY: `buf` outlives the lent segment.
+                        let v = unsafe { IoVecs::new([(p, 512)], Arc::new(())) };
+                        if op == "read_vectored_at" {
+                            w.read_vectored_at(&v, 0)
+                        } else {
+                            w.write_vectored_at(&v, 0, true)
+                        }
+                    }
                     "flush" => w.flush(),
                     "discard" => w.discard(0, 512),
                     "allocation_at" => w.allocation_at(0).map(|_| ()),
@@ -486,6 +522,12 @@ mod tests {
                 // Encryption destroys its own key: erase stays in the wrapper.
                 let want: &[&str] = if name == "crypt" && op == "crypto_erase" {
                     &[]
+                } else if name == "crypt" && op == "read_vectored_at" {
+                    // Encryption needs the bytes: it bounces through its
+                    // own slice methods (which decrypt / encrypt).
+                    &["read_at"]
+                } else if name == "crypt" && op == "write_vectored_at" {
+                    &["write_at_fua"]
                 } else if op.starts_with("submit") {
                     // Not the synchronous default: the inner asynchronous path.
                     &["submit"]

@@ -190,6 +190,16 @@ impl Backstore for QosBackstore {
         self.inner.write_at_fua(buf, offset)
     }
 
+    fn read_vectored_at(&self, bufs: &crate::IoVecs, offset: u64) -> io::Result<()> {
+        self.charge(bufs.len() as u64);
+        self.inner.read_vectored_at(bufs, offset)
+    }
+
+    fn write_vectored_at(&self, bufs: &crate::IoVecs, offset: u64, fua: bool) -> io::Result<()> {
+        self.charge(bufs.len() as u64);
+        self.inner.write_vectored_at(bufs, offset, fua)
+    }
+
     fn flush(&self) -> io::Result<()> {
         self.inner.flush()
     }

@@ -12,8 +12,6 @@ use crate::{Device, Nexus};
 const TYPE_DISK: u8 = 0x00;
 /// Qualifier 011b + type 1Fh: no logical unit at this LUN.
 const NO_LUN: u8 = 0x7f;
-/// SCSI transport protocol identifier for iSCSI (SPC-4 table 362).
-const PROTO_ISCSI: u8 = 0x5;
 
 /// IEEE company id in the NAA 6 designator. It is the one Linux LIO uses,
 /// so an LU moved from LIO with the same `wwn` keeps its identity
@@ -163,8 +161,9 @@ pub(crate) fn naa6(dev: &Device) -> [u8; 16] {
 }
 
 /// Designation descriptor header (SPC-4 7.8.6.1).
-fn designator(out: &mut Vec<u8>, code_set: u8, piv_assoc_type: u8, body: &[u8]) {
-    out.push((PROTO_ISCSI << 4) | code_set);
+/// `proto`: the nexus' SCSI transport protocol ([`crate::proto`]).
+fn designator(out: &mut Vec<u8>, proto: u8, code_set: u8, piv_assoc_type: u8, body: &[u8]) {
+    out.push((proto << 4) | code_set);
     out.push(piv_assoc_type);
     out.push(0);
     out.push(body.len() as u8);
@@ -179,7 +178,8 @@ const ASSOC_LU: u8 = 0x00;
 const ASSOC_PORT: u8 = 0x10;
 
 fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
-    designator(out, CODE_BINARY, ASSOC_LU | 0x03, &naa6(dev));
+    let proto = crate::proto::of_initiator(&nexus.initiator_port);
+    designator(out, proto, CODE_BINARY, ASSOC_LU | 0x03, &naa6(dev));
 
     let mut t10 = Vec::with_capacity(8 + dev.options.wwn.len());
     let vendor = if dev.options.vendor.is_empty() {
@@ -189,11 +189,12 @@ fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
     };
     padded(&mut t10, vendor, 8);
     t10.extend(serial(dev).bytes().take(200));
-    designator(out, CODE_ASCII, ASSOC_LU | 0x01, &t10);
+    designator(out, proto, CODE_ASCII, ASSOC_LU | 0x01, &t10);
 
     let rel = nexus.relative_port_id.to_be_bytes();
     designator(
         out,
+        proto,
         CODE_BINARY,
         PIV | ASSOC_PORT | 0x04,
         &[0, 0, rel[0], rel[1]],
@@ -204,6 +205,7 @@ fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
     let g = group.to_be_bytes();
     designator(
         out,
+        proto,
         CODE_BINARY,
         PIV | ASSOC_PORT | 0x05,
         &[0, 0, g[0], g[1]],
@@ -215,7 +217,7 @@ fn device_identification(dev: &Device, nexus: &Nexus, out: &mut Vec<u8>) {
     while !name.len().is_multiple_of(4) {
         name.push(0);
     }
-    designator(out, CODE_UTF8, PIV | ASSOC_PORT | 0x08, &name);
+    designator(out, proto, CODE_UTF8, PIV | ASSOC_PORT | 0x08, &name);
 }
 
 fn put32(out: &mut [u8], at: usize, v: u32) {
@@ -366,6 +368,31 @@ mod tests {
         }
         assert_eq!(i, d.len());
         assert_eq!(kinds, vec![(0, 3), (0, 1), (0x10, 4), (0x10, 5), (0x10, 8)]);
+        assert_eq!(d[4] >> 4, 5, "iSCSI");
+    }
+
+    /// A vhost / loopback nexus (a bare naa. initiator port, as LIO's
+    /// tcm_vhost names it) reports SAS as its protocol, as tcm_vhost does
+    /// for naa. WWNs; the SCSI name string is the target port's.
+    #[test]
+    fn sas_nexus_reports_the_sas_protocol() {
+        let t = Rig::new();
+        let vhost = crate::Nexus {
+            id: 77,
+            initiator_port: "naa.5001405f00d00001".into(),
+            target_port: "naa.5001405abcdef012,t,0x0001".into(),
+            relative_port_id: 1,
+            tpg_tag: 1,
+        };
+        t.run_as(&vhost, &[0, 0, 0, 0, 0, 0], &[]);
+        let (o, d) = t.run_as(&vhost, &[0x12, 1, 0x83, 1, 0, 0], &[]);
+        assert_eq!(o.status, crate::Status::Good);
+        let mut i = 4;
+        while i + 4 <= d.len() {
+            assert_eq!(d[i] >> 4, 6, "SAS in designator at {i}");
+            i += 4 + usize::from(d[i + 3]);
+        }
+        assert!(d.windows(29).any(|w| w == b"naa.5001405abcdef012,t,0x0001"));
     }
 
     #[test]

@@ -41,11 +41,13 @@ mod pr;
 mod pr_file;
 mod pr_out;
 mod pr_shared;
+mod proto;
 mod provisioning;
 mod reservation;
 mod rmw;
 mod rw;
 mod sanitize;
+mod sg;
 pub mod stats;
 mod submit;
 mod tmf;
@@ -60,6 +62,7 @@ pub use pr_file::fuzz_pr_file;
 
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
+pub use sg::{is_read_write, SgCommand, SgOutcome};
 pub use submit::{Reply, Request};
 pub use tmf::AsyncEvent;
 
@@ -298,6 +301,14 @@ impl LunTable {
         data_in: &mut Vec<u8>,
     ) -> Outcome {
         dispatch::execute(self, nexus, lun, cmd, data_in)
+    }
+
+    /// [`LunTable::execute`] with buffers the fabric lends (a vhost
+    /// guest's memory): READ and WRITE move their data between the
+    /// backstore and those buffers without a copy; other commands bounce
+    /// through buffers of the core (see `sg`). Runs to completion here.
+    pub fn execute_sg(&self, nexus: &Nexus, lun: u64, cmd: &SgCommand<'_>) -> SgOutcome {
+        sg::execute_sg(self, nexus, lun, cmd)
     }
 
     /// The completion-based form of [`LunTable::execute`], for engines:

@@ -257,9 +257,20 @@ impl PrState {
     }
 }
 
-/// iSCSI TransportID (SPC-4 7.6.4.6) naming `initiator`: format 01b for an
-/// initiator port (`name,i,0x<ISID>`), 00b for a device name.
+/// The TransportID naming `initiator`: SAS (SPC-4 7.6.4.7) for a bare
+/// `naa.` port name (vhost, loopback: [`crate::proto`]), else iSCSI
+/// (7.6.4.6): format 01b for an initiator port (`name,i,0x<ISID>`), 00b
+/// for a device name.
 pub(crate) fn transport_id(initiator: &str, out: &mut Vec<u8>) {
+    if let Some(a) = crate::proto::sas_address(initiator)
+        .filter(|_| crate::proto::of_initiator(initiator) == crate::proto::PROTO_SAS)
+    {
+        out.push(crate::proto::PROTO_SAS);
+        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&a);
+        out.extend_from_slice(&[0; 12]);
+        return;
+    }
     let mut name: Vec<u8> = initiator.bytes().take(220).collect();
     name.push(0);
     while !name.len().is_multiple_of(4) || name.len() < 20 {
@@ -413,5 +424,10 @@ mod tests {
         v.clear();
         transport_id("iqn.x:a", &mut v);
         assert_eq!(v[0], 0x05);
+        v.clear();
+        transport_id("naa.5001405f00d00001", &mut v);
+        assert_eq!(v.len(), 24, "SAS: fixed length");
+        assert_eq!(v[0], 0x06);
+        assert_eq!(&v[4..12], &[0x50, 0x01, 0x40, 0x5f, 0x00, 0xd0, 0x00, 0x01]);
     }
 }

@@ -21,8 +21,7 @@ const SA_PREEMPT_AND_ABORT: u8 = 5;
 const SA_REGISTER_AND_IGNORE: u8 = 6;
 const SA_REGISTER_AND_MOVE: u8 = 7;
 
-/// iSCSI's SCSI transport protocol identifier (SPC-4 table 362).
-const PROTO_ISCSI: u8 = 0x5;
+use crate::proto::{PROTO_ISCSI, PROTO_SAS};
 
 type Uas = Vec<(u64, Asc)>;
 
@@ -155,11 +154,23 @@ fn holder_action(pr: &mut PrState, req: &Prout<'_>, uas: &mut Uas) -> Result<(),
     }
 }
 
-/// One iSCSI TransportID at the start of `b`: the initiator identity it
-/// names and its length in bytes.
+/// One iSCSI or SAS TransportID at the start of `b`: the initiator
+/// identity it names (a SAS address as the `naa.` name its fabric gives
+/// the nexus) and its length in bytes.
 fn parse_transport_id(b: &[u8], at: u16) -> Result<(String, usize), CmdError> {
     if b.len() < 4 {
         return Err(CmdError::ParameterListLength);
+    }
+    if b[0] & 0x0f == PROTO_SAS {
+        // SPC-4 7.6.4.7: 24 bytes, format 00b, the address in bytes 4..12.
+        if b[0] >> 6 != 0 {
+            return Err(CmdError::param(at));
+        }
+        let a = b.get(4..12).ok_or(CmdError::ParameterListLength)?;
+        if b.len() < 24 {
+            return Err(CmdError::ParameterListLength);
+        }
+        return Ok((crate::proto::sas_name(a), 24));
     }
     if b[0] & 0x0f != PROTO_ISCSI {
         return Err(CmdError::param(at));

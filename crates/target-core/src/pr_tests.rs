@@ -541,3 +541,38 @@ mod aptpl {
         assert!(dev.set_pr_state_file(path).is_err());
     }
 }
+
+/// A vhost guest's nexus (a bare naa. port name: SAS, as LIO's tcm_vhost)
+/// registered by an iSCSI initiator through a SAS TransportID (SPEC_I_PT,
+/// ALL_TG_PT) may reserve; READ FULL STATUS names it with a SAS TransportID and the
+/// iSCSI one with an iSCSI TransportID.
+#[test]
+fn sas_transport_ids_for_vhost_nexuses() {
+    let t = Rig::new();
+    let guest = Nexus {
+        id: 1 << 48,
+        initiator_port: "naa.5001405f00d00001".into(),
+        target_port: "naa.5001405abcdef012,t,0x0001".into(),
+        relative_port_id: 1,
+        tpg_tag: 1,
+    };
+    t.run_as(&guest, &[0, 0, 0, 0, 0, 0], &[]);
+    let sas = tid(&guest.initiator_port);
+    assert_eq!((sas.len(), sas[0]), (24, 0x06));
+    // ALL_TG_PT: the guest reaches the LU through another target port.
+    let mut p = params(0, 0x5a5, 0x0c);
+    p.extend_from_slice(&(sas.len() as u32).to_be_bytes());
+    p.extend_from_slice(&sas);
+    let a = t.me.clone();
+    assert_eq!(prout_with(&t, &a, 0, 0, &p).status, Status::Good);
+    assert_eq!(out(&t, &guest, 1, 1, 0x5a5, 0).status, Status::Good);
+    let (o, d) = t.run_as(&guest, &[0x5e, 3, 0, 0, 0, 0, 0, 0x10, 0, 0], &[]);
+    assert_eq!(o.status, Status::Good);
+    assert!(d.windows(24).any(|w| w == &sas[..]), "SAS TransportID");
+    assert!(d.windows(4).any(|w| w == b"iqn."), "the iSCSI registrant");
+    // A SAS TransportID shorter than 24 bytes is refused.
+    let mut p = params(0, 0x5a6, 0x08);
+    p.extend_from_slice(&20u32.to_be_bytes());
+    p.extend_from_slice(&sas[..20]);
+    assert_ne!(prout_with(&t, &t.nexus(3), 0, 0, &p).status, Status::Good);
+}

@@ -136,15 +136,20 @@ pub(crate) fn sync_if_write_through(dev: &Device) -> Result<(), CmdError> {
 /// option a: "data beyond the FCP_DL count shall not be transferred"); a
 /// partial block cannot be written, so that case is refused (option b).
 fn write_extent<'a>(ctx: &Ctx<'a>, r: Range<u64>) -> Result<(&'a [u8], Range<u64>), CmdError> {
-    let want = r.end - r.start;
-    let have = ctx.data_out.len() as u64;
-    if have >= want {
-        return Ok((&ctx.data_out[..want as usize], r));
+    let r = extent_of(ctx, r, ctx.data_out.len() as u64)?;
+    Ok((&ctx.data_out[..(r.end - r.start) as usize], r))
+}
+
+/// [`write_extent`]'s rule on a Data-Out length alone (the zero-copy
+/// path's bytes are lent memory the core does not look at).
+fn extent_of(ctx: &Ctx<'_>, r: Range<u64>, have: u64) -> Result<Range<u64>, CmdError> {
+    if have >= r.end - r.start {
+        return Ok(r);
     }
     if !have.is_multiple_of(ctx.dev.block_size()) {
         return Err(CmdError::InvalidFieldInCommandIu);
     }
-    Ok((ctx.data_out, r.start..r.start + have))
+    Ok(r.start..r.start + have)
 }
 
 pub(crate) fn write(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> HandlerResult {
@@ -179,8 +184,9 @@ pub(crate) enum Access {
 }
 
 /// Every check [`read`] / [`write`] make before the backstore call, in the
-/// same order; `None`: nothing to transfer (GOOD).
-pub(crate) fn prepare(ctx: &Ctx<'_>) -> Result<Option<Access>, CmdError> {
+/// same order; `None`: nothing to transfer (GOOD). `data_out_len`: the
+/// Data-Out bytes the initiator sent.
+pub(crate) fn prepare(ctx: &Ctx<'_>, data_out_len: usize) -> Result<Option<Access>, CmdError> {
     use scsi::opcode as op;
     let rw = ctx.cdb.rw();
     check_protect(&rw)?;
@@ -200,7 +206,7 @@ pub(crate) fn prepare(ctx: &Ctx<'_>) -> Result<Option<Access>, CmdError> {
         return Err(CmdError::WriteProtected);
     }
     let r = transfer_range(ctx, &rw)?;
-    let (buf, r) = write_extent(ctx, r)?;
+    let r = extent_of(ctx, r, data_out_len as u64)?;
     if r.is_empty() {
         return Ok(None);
     }
@@ -215,7 +221,7 @@ pub(crate) fn prepare(ctx: &Ctx<'_>) -> Result<Option<Access>, CmdError> {
     }
     Ok(Some(Access::Write {
         offset: r.start,
-        len: buf.len(),
+        len: (r.end - r.start) as usize,
         fua,
     }))
 }

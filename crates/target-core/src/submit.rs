@@ -71,7 +71,7 @@ pub(crate) fn submit(
             ) =>
         {
             let started = lun.device.state.stats.begin();
-            match dispatch::prepare_rw(table, nexus, lun, c, &data_out) {
+            match dispatch::prepare_rw(table, nexus, lun, c, data_out.len()) {
                 Ok(Some(access)) => (lun, access, started),
                 Ok(None) => {
                     data_in.clear();

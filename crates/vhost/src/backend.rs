@@ -115,6 +115,25 @@ impl ScsiBackend {
         vring: &VringRwLock,
         work: impl Fn(&Mem, &VringRwLock) -> io::Result<()>,
     ) -> io::Result<()> {
+        self.drain_while(vring, work, || true)
+    }
+
+    /// Deliver pending events into the event queue's buffers.
+    fn drain_events(&self, vring: &VringRwLock) -> io::Result<()> {
+        let events = |mem: &Mem, v: &VringRwLock| queue::deliver_events(self, mem, v);
+        self.drain_while(vring, events, || self.target.has_events())
+    }
+
+    /// [`Self::drain`], re-running `work` for buffers that came meanwhile
+    /// only while `wanted` says they will be used: the event queue's
+    /// buffers wait for events, so buffers alone must not keep the thread
+    /// looping (it would spin, and never reap the engine's answers).
+    fn drain_while(
+        &self,
+        vring: &VringRwLock,
+        work: impl Fn(&Mem, &VringRwLock) -> io::Result<()>,
+        wanted: impl Fn() -> bool,
+    ) -> io::Result<()> {
         let Some(mem) = self.mem.read().unwrap().clone() else {
             return Ok(());
         };
@@ -124,7 +143,8 @@ impl ScsiBackend {
         loop {
             vring.disable_notification().map_err(io::Error::other)?;
             work(&mem, vring)?;
-            if !vring.enable_notification().map_err(io::Error::other)? {
+            // Re-enabling also tells the guest to kick for its next buffer.
+            if !vring.enable_notification().map_err(io::Error::other)? || !wanted() {
                 return Ok(());
             }
         }
@@ -225,7 +245,7 @@ impl VhostUserBackend for ScsiBackend {
             let Some(vring) = vrings.get(EVENT_QUEUE).filter(|_| thread_id == 0) else {
                 return Ok(());
             };
-            return self.drain(vring, |mem, v| queue::deliver_events(self, mem, v));
+            return self.drain_events(vring);
         }
         let Some(index) = self.queue_index(thread_id, device_event) else {
             return Ok(());
@@ -238,8 +258,8 @@ impl VhostUserBackend for ScsiBackend {
         let used_before = vring.queue_used_idx().ok();
         let r = match index {
             CONTROL_QUEUE => self.drain(vring, |mem, v| queue::control(self, mem, v)),
-            EVENT_QUEUE => self.drain(vring, |mem, v| queue::deliver_events(self, mem, v)),
-            _ => self.drain(vring, |mem, v| queue::requests(self, mem, v)),
+            EVENT_QUEUE => self.drain_events(vring),
+            _ => self.drain(vring, |mem, v| queue::requests(self, mem, v, index)),
         };
         if first && vring.queue_used_idx().ok() != used_before {
             resignal_later(vring.clone(), index);

@@ -241,6 +241,11 @@ impl TargetShared {
         Some(ev)
     }
 
+    /// Events wait for the guest's buffers.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.lock().unwrap().queue.is_empty()
+    }
+
     pub(crate) fn pop_event(&self) {
         let mut e = self.events.lock().unwrap();
         e.queue.pop_front();

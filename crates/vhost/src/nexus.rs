@@ -23,16 +23,22 @@
 //! running on other queue threads, so it is ordered after them too; while
 //! it is in the engine the LU's newer commands go to the engine as well.
 //!
-//! Copies: Data-Out is gathered from guest memory into one buffer (one
-//! copy, because the core wants a contiguous buffer), Data-In is built by
-//! the core into a `Vec` and copied once into the guest's buffers.
+//! Copies: none for READ and WRITE. The guest's buffers are lent to the
+//! core as raw segments of the mapped guest memory (`SgBufs`, built by
+//! `queue`), and the backstore reads into / writes from them (fileio:
+//! `preadv` / `pwritev`); other commands bounce through the core's own
+//! buffers (`target_core::LunTable::execute_sg`). A READ or WRITE of at
+//! least [`offload_bytes`] goes to the engine's workers even on an inline
+//! LU: its copy dominates, and several run in parallel there.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use target_core::engine::{Cdb, Ends, Limits, Task as EngineTask, TaskQueue};
-use target_core::{Command, IoEngine, LunTable, Nexus, Outcome, TaskAttr, TmfFunction, TmfResult};
+use target_core::engine::{Cdb, Ends, Limits, SgBufs, Task as EngineTask, TaskQueue};
+use target_core::{
+    IoEngine, LunTable, Nexus, Outcome, SgCommand, SgOutcome, TaskAttr, TmfFunction, TmfResult,
+};
 
 /// One SCSI command from the guest, as the core needs it.
 pub struct Task<'a> {
@@ -42,18 +48,39 @@ pub struct Task<'a> {
     pub lun: u64,
     pub cdb: &'a [u8],
     pub attr: TaskAttr,
-    /// Gathered Data-Out; taken (moved into the engine) when submitted.
-    pub data_out: &'a mut Vec<u8>,
+    /// The guest's Data-Out and Data-In buffers, lent (moved into the
+    /// engine when submitted).
+    pub bufs: SgBufs,
     /// Bytes the guest can take (Data-In) or sent (Data-Out).
     pub expected_len: u32,
 }
 
+/// Transfers of at least this many bytes run on the engine's workers
+/// even for an inline LU (`RTARGET_VHOST_OFFLOAD_BYTES` overrides it for
+/// measurements; 0 sends everything to the workers).
+pub fn offload_bytes() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("RTARGET_VHOST_OFFLOAD_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_OFFLOAD_BYTES)
+    })
+}
+
+const DEFAULT_OFFLOAD_BYTES: usize = 128 << 10;
+
 /// How a submitted command's answer reaches the guest: called once, on
 /// whichever thread reaps it (never with the nexus' lock released midway).
 pub trait Respond: Send + 'static {
+    /// `data_in`: Data-In bytes already placed in the guest's buffers.
     /// `aborted`: ended by a TMF or an overlapped command; the guest gets
     /// its buffer back with an ABORTED response.
-    fn respond(self, out: &Outcome, data_in: &[u8], aborted: bool);
+    fn respond(self, out: &Outcome, data_in: usize, aborted: bool);
+
+    /// After a batch of answers (one reap): send what `respond` deferred
+    /// (one used-buffer notification per virtqueue, not one per answer).
+    fn batch_done() {}
 }
 
 /// What a TMF did, in virtio terms the caller maps to a response byte.
@@ -89,6 +116,18 @@ pub enum Refused {
     Overlapped,
 }
 
+/// Run one command on this thread, its data in the lent buffers.
+fn run_here(luns: &LunTable, nexus: &Nexus, task: &Task<'_>) -> SgOutcome {
+    let cmd = SgCommand {
+        cdb: task.cdb,
+        expected_len: task.expected_len,
+        attr: task.attr,
+        data_out: &task.bufs.data_out,
+        data_in: &task.bufs.data_in,
+    };
+    luns.execute_sg(nexus, task.lun, &cmd)
+}
+
 /// Registers the engine's completion eventfd with the thread that reaps.
 pub type Waker = Box<dyn Fn(RawFd) + Send + Sync>;
 
@@ -111,6 +150,9 @@ struct State<R> {
     /// The completion eventfd went to the waker.
     registered: bool,
 }
+
+/// How long a detaching guest waits for its commands still running.
+const GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Memory the nexus' engine tasks may hold: a guest's rings bound the
 /// number of tasks, so these only stop runaway Data-In charges.
@@ -163,20 +205,19 @@ impl<R: Respond> GuestNexus<R> {
         }
     }
 
-    /// Start one command. `Ok(Some)`: it ran inline and Data-In is in
-    /// `data_in` (the core clears it first; keep the Vec across calls to
-    /// reuse its capacity). `Ok(None)`: it went to the engine with the
-    /// reply `reply()` makes, which gets its answer later.
+    /// Start one command. `Ok(Some)`: it ran inline (Data-In is in the
+    /// guest's buffers). `Ok(None)`: it went to the engine with the reply
+    /// `reply()` makes, which gets its answer later.
     pub fn execute(
         &self,
         luns: &Arc<LunTable>,
         task: Task<'_>,
-        data_in: &mut Vec<u8>,
         reply: impl FnOnce() -> R,
-    ) -> Result<Option<Outcome>, Refused> {
+    ) -> Result<Option<SgOutcome>, Refused> {
+        let big = task.bufs.data_in.len().max(task.bufs.data_out.len()) >= offload_bytes();
         let inline_lu = luns
             .find(task.lun)
-            .is_none_or(|l| l.device.options.io_engine == IoEngine::Inline);
+            .is_none_or(|l| l.device.options.io_engine == IoEngine::Inline && !big);
         let long = target_core::may_run_long(task.cdb);
         let mut st = self.lock();
         if st.inline.contains_key(&task.tag) || st.queued.contains_key(&task.tag) {
@@ -187,6 +228,8 @@ impl<R: Respond> GuestNexus<R> {
             st.queued.retain(|_, (l, _)| *l != lun);
             st.q.abort(|t| t.lun == lun, false);
             self.arm(&mut st);
+            drop(st);
+            R::batch_done();
             return Err(Refused::Overlapped);
         }
         if inline_lu
@@ -206,13 +249,7 @@ impl<R: Respond> GuestNexus<R> {
                 }
             }
             let _finish = Finish(self, task.tag);
-            let cmd = Command {
-                cdb: task.cdb,
-                data_out: task.data_out,
-                expected_len: task.expected_len,
-                attr: task.attr,
-            };
-            return Ok(Some(luns.execute(&self.nexus, task.lun, &cmd, data_in)));
+            return Ok(Some(run_here(luns, &self.nexus, &task)));
         }
         if task.attr == TaskAttr::Ordered && !long {
             // Ordered after the LU's inline commands on other threads too.
@@ -228,7 +265,7 @@ impl<R: Respond> GuestNexus<R> {
             cdb: Cdb::from_slice(task.cdb),
             attr: task.attr,
             expected_len: task.expected_len,
-            data_out: std::mem::take(task.data_out),
+            data_out: Vec::new(),
             data_in: Vec::new(),
             long,
         };
@@ -237,9 +274,10 @@ impl<R: Respond> GuestNexus<R> {
             gen,
             reply: reply(),
         };
-        match st.q.submit(luns, &self.nexus, t, ctx) {
+        let (tag, lun, cdb, attr) = (task.tag, task.lun, task.cdb, task.attr);
+        match st.q.submit_sg(luns, &self.nexus, t, task.bufs, ctx) {
             Ok(()) => {
-                st.queued.insert(task.tag, (task.lun, gen));
+                st.queued.insert(tag, (lun, gen));
                 if let (Some(fd), false) = (st.q.completion_fd(), st.registered) {
                     if let Some(w) = self.waker.lock().unwrap().as_ref() {
                         st.registered = true;
@@ -247,20 +285,24 @@ impl<R: Respond> GuestNexus<R> {
                     }
                 }
                 self.arm(&mut st);
+                drop(st);
+                R::batch_done();
                 Ok(None)
             }
             // No eventfd to be told with: run it here, answered now.
-            Err((t, ctx)) => {
+            Err((t, bufs, ctx)) => {
                 drop(st);
-                let cmd = Command {
-                    cdb: t.cdb.as_slice(),
-                    data_out: &t.data_out,
+                let task = Task {
+                    tag,
+                    lun,
+                    cdb,
+                    attr,
+                    bufs,
                     expected_len: t.expected_len,
-                    attr: t.attr,
                 };
-                let out = luns.execute(&self.nexus, t.lun, &cmd, data_in);
-                let n = data_in.len().min(t.expected_len as usize);
-                ctx.reply.respond(&out, &data_in[..n], false);
+                let r = run_here(luns, &self.nexus, &task);
+                ctx.reply.respond(&r.out, r.data_in, false);
+                R::batch_done();
                 Ok(None)
             }
         }
@@ -271,6 +313,8 @@ impl<R: Respond> GuestNexus<R> {
         let mut st = self.lock();
         st.q.woke(true);
         self.arm(&mut st);
+        drop(st);
+        R::batch_done();
     }
 
     /// Answer what finished until the engine promises to signal the
@@ -292,8 +336,7 @@ impl<R: Respond> GuestNexus<R> {
             if queued.get(&f.ctx.tag).is_some_and(|&(_, g)| g == f.ctx.gen) {
                 queued.remove(&f.ctx.tag);
             }
-            let n = f.data_in.len();
-            f.ctx.reply.respond(&f.out, &f.data_in[..n], f.aborted);
+            f.ctx.reply.respond(&f.out, f.sg_in, f.aborted);
         });
     }
 
@@ -398,6 +441,8 @@ impl<R: Respond> GuestNexus<R> {
             st.q.woke(fired);
         }
         self.arm(&mut st);
+        drop(st);
+        R::batch_done();
     }
 
     /// The guest went away: tasks not started never run, late answers are
@@ -411,11 +456,33 @@ impl<R: Respond> GuestNexus<R> {
         }
         st.queued.clear();
         let (luns, nexus) = (Arc::clone(luns), Arc::clone(&self.nexus));
+        let idle = Arc::new((Mutex::new(false), Condvar::new()));
+        let i2 = Arc::clone(&idle);
         st.q.close(Ends {
             all: Some(Box::new(move || luns.nexus_gone(&nexus))),
-            short: None,
+            short: Some(Box::new(move || {
+                *i2.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                i2.1.notify_all();
+            })),
         });
         st.registered = false;
+        drop(st);
+        // Engine tasks still running read into the guest's memory itself
+        // (lent buffers): wait until they finished, so nothing writes it
+        // once the guest is gone (its memory may be a new guest's next).
+        // Bounded: a hung backstore must not hang the socket for good.
+        let (m, c) = &*idle;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let timed_out = c
+            .wait_timeout_while(g, GONE_WAIT, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .timed_out();
+        if timed_out {
+            tracing::warn!(
+                "vhost guest gone with commands still running in its backstore after {GONE_WAIT:?}"
+            );
+        }
     }
 
     /// LUs the guest no longer sees (unmapped) forget its nexus, once its
@@ -447,7 +514,7 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    use backstore::{Backstore, Capabilities, RamBackstore};
+    use backstore::{Backstore, Capabilities, IoVecs, RamBackstore};
     use target_core::{Device, DeviceOptions, Lun, Status};
 
     /// A RAM backstore whose reads wait at a gate, so a command can be
@@ -494,10 +561,8 @@ mod tests {
     struct Chan(u64, mpsc::Sender<Answer>);
 
     impl Respond for Chan {
-        fn respond(self, out: &Outcome, data_in: &[u8], aborted: bool) {
-            self.1
-                .send((self.0, out.status, data_in.len(), aborted))
-                .unwrap();
+        fn respond(self, out: &Outcome, data_in: usize, aborted: bool) {
+            self.1.send((self.0, out.status, data_in, aborted)).unwrap();
         }
     }
 
@@ -556,20 +621,31 @@ mod tests {
 
         /// Send one command; its answer if it ran inline.
         fn send(&self, tag: u64, cdb: &[u8], attr: TaskAttr) -> Result<Option<Status>, Refused> {
-            let mut out = Vec::new();
+            // The memory owns itself: `keep` is the buffer the segment
+            // points into, so it lives as long as the engine holds it.
+            struct Owned(std::cell::UnsafeCell<[u8; 512]>);
+            // SAFETY: only the kernel / volatile copies touch the bytes.
+            unsafe impl Send for Owned {}
+            // SAFETY: as above.
+            unsafe impl Sync for Owned {}
+            let mem = Arc::new(Owned(std::cell::UnsafeCell::new([0u8; 512])));
+            let p = mem.0.get().cast::<u8>();
+            // SAFETY: 512 bytes inside `mem`, kept alive by `keep`.
+            let data_in = unsafe { IoVecs::new([(p, 512)], mem) };
             let task = Task {
                 tag,
                 lun: 0,
                 cdb,
                 attr,
-                data_out: &mut out,
+                bufs: SgBufs {
+                    data_out: IoVecs::empty(),
+                    data_in,
+                },
                 expected_len: 512,
             };
             let tx = self.tx.clone();
-            let r = self
-                .nexus
-                .execute(&self.luns, task, &mut Vec::new(), || Chan(tag, tx));
-            r.map(|o| o.map(|o| o.status))
+            let r = self.nexus.execute(&self.luns, task, || Chan(tag, tx));
+            r.map(|o| o.map(|o| o.out.status))
         }
 
         /// The next answer, reaped as the server's epoll loop does: on

@@ -6,11 +6,15 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
+use backstore::iov::Keep;
+use backstore::IoVecs;
 use scsi::sense::{Asc, Sense, SenseKey};
-use target_core::{Outcome, Status, TaskAttr};
+use target_core::engine::SgBufs;
+use target_core::{Outcome, SgOutcome, Status, TaskAttr};
 use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, QueueT, Writer};
-use vm_memory::GuestAddressSpace;
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend};
 
 use crate::backend::{Mem, ScsiBackend};
 use crate::nexus::{Refused, Respond, Task, Tmf, TmfAnswer};
@@ -19,22 +23,21 @@ use crate::virtio::*;
 /// SAM-5 5.9 (not in the scsi crate's table yet).
 const OVERLAPPED_COMMANDS_ATTEMPTED: Asc = Asc(0x4e, 0x00);
 
-type Chain = DescriptorChain<<Mem as GuestAddressSpace>::T>;
-
-thread_local! {
-    /// Per worker thread: Data-Out gathered from the guest and the core's
-    /// Data-In, reused so steady-state I/O allocates nothing.
-    static BUFS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
+/// The guest memory as one request sees it (an `Arc` of the mapping).
+type Guard = <Mem as GuestAddressSpace>::T;
+type Chain = DescriptorChain<Guard>;
 
 /// Pop every available chain and hand it to `f`, which returns the bytes it
-/// wrote (`None`: answered later, by [`Reply`]); then notify the guest if
-/// it wants to be.
+/// wrote (`None`: answered later, by [`Reply`]); then notify the guest
+/// once for the whole batch, if it wants to be (with EVENT_IDX the guest
+/// says when; without it, one notification per batch instead of one per
+/// answer saves a syscall and a wake-up each).
 fn each_chain(
     mem: &Mem,
     vring: &VringRwLock,
     mut f: impl FnMut(&Chain) -> io::Result<Option<u32>>,
 ) -> io::Result<()> {
+    let mut answered = false;
     loop {
         let chain = vring
             .get_mut()
@@ -49,27 +52,38 @@ fn each_chain(
                 0
             }
         };
-        used(vring, chain.head_index(), len)?;
+        // Answer as we go: the guest can reuse the slot at once.
+        vring
+            .add_used(chain.head_index(), len)
+            .map_err(io::Error::other)?;
+        answered = true;
+    }
+    if answered {
+        notify(vring)?;
     }
     Ok(())
 }
 
-/// Return one chain to the guest. Answer as we go: the guest can reuse
-/// the slot at once.
-fn used(vring: &VringRwLock, head: u16, len: u32) -> io::Result<()> {
-    vring.add_used(head, len).map_err(io::Error::other)?;
-    let notify = vring.needs_notification().map_err(io::Error::other)?;
-    tracing::trace!(head, len, notify, "used");
-    if notify {
+/// Tell the guest about used buffers, if it wants to be told now.
+fn notify(vring: &VringRwLock) -> io::Result<()> {
+    if vring.needs_notification().map_err(io::Error::other)? {
         vring.signal_used_queue()?;
     }
     Ok(())
+}
+
+thread_local! {
+    /// Virtqueues given answers by [`Reply::respond`] on this thread and
+    /// not notified yet (by queue index): [`Reply::batch_done`] does.
+    static UNNOTIFIED: RefCell<Vec<(usize, VringRwLock)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A command the engine answers later: where its answer goes (the chain,
 /// on the virtqueue it came from) and what its residual needs.
 pub struct Reply {
     vring: VringRwLock,
+    /// The virtqueue's index (batches notifications per queue).
+    queue: usize,
     chain: Chain,
     /// Guest Data-In bytes (after the response header).
     room: usize,
@@ -80,32 +94,40 @@ pub struct Reply {
 }
 
 impl Respond for Reply {
-    fn respond(self, out: &Outcome, data_in: &[u8], aborted: bool) {
+    fn respond(self, out: &Outcome, data_in: usize, aborted: bool) {
         let head = self.chain.head_index();
         let r = (|| {
             let mem = self.chain.memory();
             let mut w = self.chain.clone().writer(mem).map_err(io::Error::other)?;
-            let mut din = w.split_at(CMD_RESP_LEN).map_err(io::Error::other)?;
             if aborted {
                 w.write_all(&CmdResp::response(VIRTIO_SCSI_S_ABORTED).to_bytes())?;
                 return Ok(CMD_RESP_LEN as u32);
             }
-            answer(
-                &mut w,
-                &mut din,
-                out,
-                data_in,
-                self.room,
-                self.sent,
-                self.wanted,
-            )
+            let n = data_in.min(self.room);
+            answer(&mut w, out, n, self.room, self.sent, self.wanted)
         })();
         let len = r.unwrap_or_else(|e: io::Error| {
             tracing::warn!(error = %e, "cannot write a command's answer");
             0
         });
-        if let Err(e) = used(&self.vring, head, len) {
+        if let Err(e) = self.vring.add_used(head, len) {
             tracing::warn!(error = %e, "cannot return a chain");
+            return;
+        }
+        UNNOTIFIED.with(|u| {
+            let mut u = u.borrow_mut();
+            if !u.iter().any(|(q, _)| *q == self.queue) {
+                u.push((self.queue, self.vring));
+            }
+        });
+    }
+
+    fn batch_done() {
+        let queues = UNNOTIFIED.with(|u| std::mem::take(&mut *u.borrow_mut()));
+        for (_, vring) in queues {
+            if let Err(e) = notify(&vring) {
+                tracing::warn!(error = %e, "cannot notify the guest");
+            }
         }
     }
 }
@@ -133,45 +155,84 @@ fn task_attr(a: u8) -> TaskAttr {
 }
 
 /// The request queues: one SCSI command per chain.
-pub(crate) fn requests(b: &ScsiBackend, mem: &Mem, vring: &VringRwLock) -> io::Result<()> {
+pub(crate) fn requests(
+    b: &ScsiBackend,
+    mem: &Mem,
+    vring: &VringRwLock,
+    queue: usize,
+) -> io::Result<()> {
     let guard = mem.memory();
-    each_chain(mem, vring, |chain| {
-        BUFS.with(|bufs| {
-            let (data_out, data_in) = &mut *bufs.borrow_mut();
-            command(b, &guard, vring, chain, data_out, data_in)
-        })
+    each_chain(mem, vring, |chain| command(b, &guard, vring, queue, chain))
+}
+
+/// The guest's data buffers of a request, lent to the core without a
+/// copy: the device-readable bytes after the request header (Data-Out)
+/// and the device-writable bytes after the response header (Data-In).
+fn lend(mem: &Guard, chain: &Chain) -> io::Result<SgBufs> {
+    let keep: Keep = mem.clone().into_inner();
+    Ok(SgBufs {
+        data_out: segments(mem, chain.clone().readable(), CMD_REQ_LEN, &keep)?,
+        data_in: segments(mem, chain.clone().writable(), CMD_RESP_LEN, &keep)?,
     })
+}
+
+/// The host addresses of `descs` past their first `skip` bytes.
+fn segments(
+    mem: &Guard,
+    descs: impl Iterator<Item = Descriptor>,
+    mut skip: usize,
+    keep: &Keep,
+) -> io::Result<IoVecs> {
+    let mut segs = Vec::new();
+    for d in descs {
+        let len = d.len() as usize;
+        let k = skip.min(len);
+        skip -= k;
+        if len == k {
+            continue;
+        }
+        let addr = GuestAddress(
+            d.addr()
+                .0
+                .checked_add(k as u64)
+                .ok_or_else(|| io::Error::other("descriptor address overflows"))?,
+        );
+        for s in GuestMemoryBackend::get_slices(&**mem, addr, len - k) {
+            let s = s.map_err(io::Error::other)?;
+            segs.push((s.ptr_guard_mut().as_ptr(), s.len()));
+        }
+    }
+    // SAFETY: each segment lies inside a region of the guest memory
+    // mapping (`get_slices` checked the descriptor against the regions),
+    // and `keep` holds that mapping (the `Arc` of the memory table) for
+    // as long as the `IoVecs` lives, also after a new memory table or the
+    // guest's disconnect. The guest may write its memory meanwhile: the
+    // core never makes references to it (IoVecs' contract).
+    Ok(unsafe { IoVecs::new(segs, keep.clone()) })
 }
 
 fn command(
     b: &ScsiBackend,
-    mem: &<Mem as GuestAddressSpace>::M,
+    mem: &Guard,
     vring: &VringRwLock,
+    queue: usize,
     chain: &Chain,
-    data_out: &mut Vec<u8>,
-    data_in: &mut Vec<u8>,
 ) -> io::Result<Option<u32>> {
-    let mut r = chain.clone().reader(mem).map_err(io::Error::other)?;
-    let mut w = chain.clone().writer(mem).map_err(io::Error::other)?;
+    let mut r = chain.clone().reader(&**mem).map_err(io::Error::other)?;
+    let mut w = chain.clone().writer(&**mem).map_err(io::Error::other)?;
     if r.available_bytes() < CMD_REQ_LEN || w.available_bytes() < CMD_RESP_LEN {
         return Err(io::Error::other("request or response header short"));
     }
     let mut hdr = [0u8; CMD_REQ_LEN];
     r.read_exact(&mut hdr)?;
     let req = CmdReq::parse(&hdr);
-    // `w` keeps the response header, `din` the guest's Data-In buffers.
-    let mut din = w.split_at(CMD_RESP_LEN).map_err(io::Error::other)?;
-    let room = din.available_bytes();
     let addr = decode_lun(&req.lun).filter(|a| a.target == b.target.target_id);
     let Some(addr) = addr else {
         w.write_all(&CmdResp::response(VIRTIO_SCSI_S_BAD_TARGET).to_bytes())?;
         return Ok(Some(CMD_RESP_LEN as u32));
     };
-    // Copy 1 of at most 1 per direction: guest Data-Out into one buffer.
-    data_out.clear();
-    let sent = r.available_bytes();
-    data_out.resize(sent, 0);
-    r.read_exact(data_out)?;
+    let bufs = lend(mem, chain)?;
+    let (sent, room) = (bufs.data_out.len(), bufs.data_in.len());
     let luns = b.target.luns();
     let cdb = &req.cdb[..cdb_len(&req.cdb)];
     tracing::trace!(
@@ -194,48 +255,46 @@ fn command(
         lun: addr.lun,
         cdb,
         attr: task_attr(req.task_attr),
-        data_out,
+        bufs,
         expected_len: if sent > 0 { sent as u32 } else { room as u32 },
     };
     let reply = || Reply {
         vring: vring.clone(),
+        queue,
         chain: chain.clone(),
         room,
         sent,
         wanted,
     };
-    let outcome = match b.nexus.execute(&luns, task, data_in, reply) {
+    let done = match b.nexus.execute(&luns, task, reply) {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(None),
-        Err(Refused::Overlapped) => {
-            data_in.clear();
-            Outcome {
+        Err(Refused::Overlapped) => SgOutcome {
+            out: Outcome {
                 status: Status::CheckCondition,
                 sense: Some(
                     Sense::new(SenseKey::AbortedCommand, OVERLAPPED_COMMANDS_ATTEMPTED)
                         .to_fixed()
                         .to_vec(),
                 ),
-            }
-        }
+            },
+            data_in: 0,
+        },
     };
-    answer(&mut w, &mut din, &outcome, data_in, room, sent, wanted).map(Some)
+    let n = done.data_in.min(room);
+    answer(&mut w, &done.out, n, room, sent, wanted).map(Some)
 }
 
-/// Write a command's answer: Data-In into the guest's buffers (copy 2:
-/// the core's Data-In into guest memory), then the response header.
-/// Returns the bytes written.
+/// Write a command's response header (its `n` bytes of Data-In are in
+/// the guest's buffers already). Returns the bytes written.
 fn answer(
     w: &mut Writer<'_>,
-    din: &mut Writer<'_>,
     outcome: &Outcome,
-    data_in: &[u8],
+    n: usize,
     room: usize,
     sent: usize,
     wanted: u64,
 ) -> io::Result<u32> {
-    let n = data_in.len().min(room);
-    din.write_all(&data_in[..n])?;
     let resid = if sent > 0 {
         (sent as u64).saturating_sub(wanted) as u32
     } else {

@@ -359,3 +359,26 @@ fn pool_lu_ordered_and_abort_task_through_the_control_queue() {
     assert_eq!(g.read_bufs(&w7[1..])[0], vec![0x5a; 512]);
     assert_eq!(g.tmf(VIRTIO_SCSI_T_TMF_QUERY_TASK_SET, lun(0), 0), 0);
 }
+
+/// Event buffers the guest posts while no event is pending wait for
+/// events; with EVENT_IDX they must not keep thread 0 (control, event and
+/// the engine's answers) looping over them: a pool LU's answer arrives.
+#[test]
+fn idle_event_buffers_do_not_stall_engine_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = DeviceOptions::new("pool1", "6b2b3c4d-0000-4000-8000-00000000000d");
+    opts.io_engine = target_core::IoEngine::Pool;
+    let store = Arc::new(backstore::RamBackstore::new(1 << 20).unwrap());
+    let disk = Device::new(opts, store);
+    let srv = server(&dir, table(&[(0, &disk)]));
+    let mut g = Guest::connect(&dir.path().join("sub/vhost.sock"), 3);
+    assert!(g.features & (1 << 29) != 0, "EVENT_IDX negotiated");
+    wait_until("guest attached", || srv.connected());
+    for _ in 0..4 {
+        g.post_event_buffer();
+    }
+    let r = g.scsi(0, lun(0), 1, &TUR, &[], 0, false);
+    assert_eq!(r.sense_triple(), Some((6, 0x29, 0)), "answered by thread 0");
+    let r = g.scsi(0, lun(0), 2, &TUR, &[], 0, false);
+    assert_eq!(r.status, 0);
+}

@@ -93,6 +93,17 @@ pub struct Task {
     pub long: bool,
 }
 
+/// Buffers a fabric lends for one task ([`TaskQueue::submit_sg`]): the
+/// task runs with [`crate::LunTable::execute_sg`] on a worker, READ and
+/// WRITE without a copy. The fabric keeps the memory behind them valid
+/// until the task's answer is reaped (the `IoVecs` contract); the engine
+/// drops them when the task ends, started or not.
+#[derive(Default)]
+pub struct SgBufs {
+    pub data_out: backstore::IoVecs,
+    pub data_in: backstore::IoVecs,
+}
+
 /// A finished task as the pool posts it (see [`Finished`] for what the
 /// fabric gets).
 pub struct Done {
@@ -104,4 +115,6 @@ pub struct Done {
     /// Data-In bytes the command produced beyond `data_in` (dropped, past
     /// the Expected Data Transfer Length): they count for the residual.
     pub overflow: usize,
+    /// Data-In bytes placed in the task's lent buffers (an `SgBufs` task).
+    pub sg_in: usize,
 }

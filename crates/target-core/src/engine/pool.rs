@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use scsi::sense::{Asc, Sense, SenseKey};
 
 use super::sink::Sink;
-use super::{Cdb, Done};
-use crate::{LunTable, Nexus, Outcome, Reply, Request, Status, TaskAttr};
+use super::{Cdb, Done, SgBufs};
+use crate::{LunTable, Nexus, Outcome, Reply, Request, SgCommand, Status, TaskAttr};
 
 /// One task handed to the pool, with the buffers it owns.
 pub(super) struct Job {
@@ -46,6 +46,8 @@ pub(super) struct Job {
     pub charge: usize,
     /// May run for minutes: a thread of its own.
     pub long: bool,
+    /// Lent buffers: run with `execute_sg` (data_out / data_in unused).
+    pub sg: Option<SgBufs>,
 }
 
 struct Queue {
@@ -302,7 +304,11 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(mut self, r: Reply) {
+    fn finish(self, r: Reply) {
+        self.finish_with(r, 0)
+    }
+
+    fn finish_with(mut self, r: Reply, sg_in: usize) {
         let Reply {
             out,
             mut data_in,
@@ -326,6 +332,7 @@ impl Pending {
             data_out,
             data_in,
             overflow,
+            sg_in,
         };
         self.sink.complete(Some(d), self.long);
     }
@@ -353,6 +360,7 @@ impl Drop for Pending {
             data_out: Vec::new(),
             data_in: Vec::new(),
             overflow: 0,
+            sg_in: 0,
         };
         self.sink.complete(Some(d), self.long);
     }
@@ -380,7 +388,39 @@ fn run(job: Job) {
         lu_key,
         charge,
         long,
+        sg,
     } = job;
+    let pending = |cdb: &Cdb| Pending {
+        seq,
+        sink,
+        cdb: Some(cdb.clone()),
+        lu_key,
+        charge,
+        expected_len,
+        long,
+    };
+    if let Some(sg) = sg {
+        // Lent memory: runs here, to completion (the backstore's blocking
+        // vectored call is this worker's job, as q-s-d's thread pool does).
+        let pending = pending(&cdb);
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let cmd = SgCommand {
+                cdb: cdb.as_slice(),
+                expected_len,
+                attr,
+                data_out: &sg.data_out,
+                data_in: &sg.data_in,
+            };
+            let r = luns.execute_sg(&nexus, lun, &cmd);
+            let reply = Reply {
+                out: r.out,
+                data_in,
+                data_out,
+            };
+            pending.finish_with(reply, r.data_in)
+        }));
+        return;
+    }
     let req = Request {
         cdb: cdb.as_slice(),
         expected_len,
@@ -390,15 +430,7 @@ fn run(job: Job) {
     };
     // `req` borrows the CDB; the completion gets a copy (16 bytes inline
     // for nearly every command).
-    let pending = Pending {
-        seq,
-        sink,
-        cdb: Some(cdb.clone()),
-        lu_key,
-        charge,
-        expected_len,
-        long,
-    };
+    let pending = pending(&cdb);
     // A panic in the core must not kill the worker; `Pending` answers.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         luns.submit(&nexus, lun, req, move |r| pending.finish(r))

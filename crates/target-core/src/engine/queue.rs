@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::pool::{self, Job};
 use super::sink::{Ends, Sink};
-use super::{Cdb, Done, Task};
+use super::{Cdb, Done, SgBufs, Task};
 use crate::{LunTable, Nexus, Outcome, Status, TaskAttr};
 
 /// The memory a fabric lets tasks hold (see `engine`).
@@ -65,6 +65,8 @@ pub struct Finished<C> {
     pub data_in: Vec<u8>,
     /// Data-In produced beyond `data_in` (for the residual).
     pub overflow: usize,
+    /// Data-In bytes placed in the lent buffers of a `submit_sg` task.
+    pub sg_in: usize,
     /// Aborted: send nothing, only take the buffers back.
     pub aborted: bool,
 }
@@ -181,6 +183,36 @@ impl<C> TaskQueue<C> {
         task: Task,
         ctx: C,
     ) -> Result<(), (Task, C)> {
+        self.submit_with(luns, nexus, task, None, ctx)
+            .map_err(|(t, _, c)| (t, c))
+    }
+
+    /// [`Self::submit`] for a task whose data lives in buffers the fabric
+    /// lends (`task`'s own buffers stay empty): it runs with
+    /// [`LunTable::execute_sg`] on a worker. Gives all back if the queue
+    /// cannot get a completion eventfd.
+    #[allow(clippy::result_large_err)]
+    pub fn submit_sg(
+        &mut self,
+        luns: &Arc<LunTable>,
+        nexus: &Arc<Nexus>,
+        task: Task,
+        bufs: SgBufs,
+        ctx: C,
+    ) -> Result<(), (Task, SgBufs, C)> {
+        self.submit_with(luns, nexus, task, Some(bufs), ctx)
+            .map_err(|(t, b, c)| (t, b.unwrap_or_default(), c))
+    }
+
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    fn submit_with(
+        &mut self,
+        luns: &Arc<LunTable>,
+        nexus: &Arc<Nexus>,
+        task: Task,
+        sg: Option<SgBufs>,
+        ctx: C,
+    ) -> Result<(), (Task, Option<SgBufs>, C)> {
         let sink = match &self.sink {
             Some(s) => Arc::clone(s),
             None => match Sink::new() {
@@ -191,7 +223,7 @@ impl<C> TaskQueue<C> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create a completion sink");
-                    return Err((task, ctx));
+                    return Err((task, sg, ctx));
                 }
             },
         };
@@ -200,6 +232,8 @@ impl<C> TaskQueue<C> {
         // An absurd EDTL must not pin the budget: no command yields more
         // Data-In than the core's MAXIMUM TRANSFER LENGTH.
         let edtl = (task.expected_len as usize).min(MAX_DATA_IN_CHARGE);
+        // Lent buffers are not ours: only owned ones count.
+        let edtl = if sg.is_some() { 0 } else { edtl };
         let charge = task.data_in.capacity().max(edtl) + task.data_out.capacity();
         let lu_key = match luns.find(task.lun) {
             Some(l) if !task.long => l.device.id(),
@@ -240,6 +274,7 @@ impl<C> TaskQueue<C> {
             lu_key,
             charge,
             long: task.long,
+            sg,
         };
         if start {
             pool::submit(job);
@@ -276,12 +311,14 @@ impl<C> TaskQueue<C> {
                 data_out: d.data_out,
                 data_in: d.data_in,
                 overflow: d.overflow,
+                sg_in: d.sg_in,
                 aborted: fl.aborted && !fl.tas,
             };
             if fl.tas {
                 fin.out = task_aborted();
                 fin.data_in.clear();
                 fin.overflow = 0;
+                fin.sg_in = 0;
             }
             f(fin);
         }
@@ -352,6 +389,7 @@ impl<C> TaskQueue<C> {
                 data_out: job.data_out,
                 data_in,
                 overflow: 0,
+                sg_in: 0,
                 aborted: !tas,
             });
         }

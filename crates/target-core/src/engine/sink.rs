@@ -192,6 +192,7 @@ mod tests {
             data_out: Vec::new(),
             data_in: Vec::new(),
             overflow: 0,
+            sg_in: 0,
         }
     }
 
