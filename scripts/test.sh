@@ -56,8 +56,9 @@
 #                    sg_inq, sg_persist, logout)
 #       rbd-failover tests-e2e/rbd-failover.sh: a guest's dm-multipath (scsi_dh_alua) over two
 #                    rtarget gateways of one RBD image; kill -9 / SIGSTOP of the owner mid-write:
-#                    I/O resumes through the other, every acknowledged record in `rbd export`,
-#                    the guest's PR registrations and reservation hold after the failover
+#                    I/O resumes through the other, every acknowledged record in `rbd export`;
+#                    the guest's PR registrations and reservation hold after the failover;
+#                    `rbd resize` on the host is seen after a rescan, no relogin
 #   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.

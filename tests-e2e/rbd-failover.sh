@@ -120,7 +120,15 @@ dmsetup status mp
 echo WRITER-DONE
 sg_persist -n -i -k $B | sed "s/^/PRK /"
 sg_persist -n -i -r $B | sed "s/^/PRR /"
-sg_persist -n --out --clear --param-rk='"$PRKEY"' $B   # frees the LU for the late-write check'
+sg_persist -n --out --clear --param-rk='"$PRKEY"' $B   # frees the LU for the late-write check
+# The host resizes the image once I/O resumed through B (`rbd resize`):
+# a rescan of the path shows the new size, no relogin.
+for i in $(seq 100); do
+    echo 1 > /sys/block/${B#/dev/}/device/rescan
+    [ "$(cat /sys/block/${B#/dev/}/size)" != "$S" ] && break
+    sleep 0.1
+done
+echo "RESIZE $S $(cat /sys/block/${B#/dev/}/size)"'
 
 check_export() {
     rbd export --no-progress "$IMAGE" "$W/$KIND-export.raw" >/dev/null 2>&1 || return 1
@@ -170,6 +178,8 @@ while kill -0 "$GPID" 2>/dev/null; do
         resumed=$(date +%s.%N)
         # SIGSTOP: wake A once B serves; its late writes must be refused.
         [[ $SIG == STOP ]] && kill -CONT "$APID"
+        # The guest checks after its writes that a rescan sees this.
+        rbd resize --no-progress --size 80M "$IMAGE" >"$W/$KIND-resize.log" 2>&1 &
     fi
     sleep 0.05
 done
@@ -200,6 +210,11 @@ if [[ $prk == *"2 registered reservation keys"*"$PRKEY"*"$PRKEY"* &&
     $prr == *"Key=$PRKEY"*"registrants only"* ]]; then
     pass "$KIND: the PR registrations and reservation made before the failover hold after it"
 else fail "$KIND: the PR registrations and reservation hold after the failover" "$prk / $prr"; fi
+# 64 MiB -> 80 MiB in 512-byte sectors.
+rs=$(tr -d '\r' <"$W/$KIND-console.log" | sed -n 's/^RESIZE \([0-9]* [0-9]*\).*/\1/p')
+if [[ $rs == "131072 163840" ]]; then
+    pass "$KIND: \`rbd resize\` on the host is seen by the guest after a rescan, no relogin"
+else fail "$KIND: \`rbd resize\` seen by the guest after a rescan" "sectors before/after: ${rs:-none}; $(tail -n 2 "$W/$KIND-resize.log" | tr '\n' ' ')"; fi
 if out=$(check_export 2>&1); then pass "$KIND: rbd export holds every acknowledged record ($out)"
 else fail "$KIND: rbd export holds every acknowledged record" "$out"; fi
 if [[ $SIG == STOP ]]; then
