@@ -3,106 +3,15 @@
 //! Skips with a message where librbd, Ceph or the script is missing (a
 //! failure under CI=true, where scripts/install-deps.sh installs them).
 
+mod ceph;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use backstore::conformance::{check, pattern, Expect};
-use backstore::{Backstore, Completion, IoOp, RbdBackstore, RbdConfig};
-use common::skip;
-
-/// A throw-away cluster in a temp dir; purged on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    script_dir: PathBuf,
-}
-
-impl Cluster {
-    fn start() -> Option<Cluster> {
-        if let Err(e) = backstore::rbd::available() {
-            skip(&format!("librbd: {e}"));
-            return None;
-        }
-        let tools = std::env::var_os("RTARGET_TOOLS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools"));
-        let script_dir = tools.join("ceph");
-        if !script_dir.join("ceph-up.sh").exists() {
-            skip(&format!("{} is missing", script_dir.display()));
-            return None;
-        }
-        if !common::require_tool("ceph-mon") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let (p1, p2) = loop {
-            let (a, b) = (free_port(), free_port());
-            if a != b {
-                break (a, b);
-            }
-        };
-        let out = Command::new("bash")
-            .arg(script_dir.join("ceph-up.sh"))
-            .arg(dir.path().join("c"))
-            .env("MON_PORT", p1.to_string())
-            .env("MON_PORT_V1", p2.to_string())
-            .env("SKIP_SMOKE", "1")
-            // The monitor refuses to start on a nearly full disk otherwise.
-            .env("EXTRA_CONF", "[mon]\\nmon_data_avail_crit = -1")
-            .output()
-            .unwrap();
-        let c = Cluster { dir, script_dir };
-        assert!(
-            out.status.success(),
-            "ceph-up.sh: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(c)
-    }
-
-    fn conf(&self) -> String {
-        self.dir.path().join("c/ceph.conf").display().to_string()
-    }
-
-    fn cfg(&self, spec: &str) -> RbdConfig {
-        RbdConfig::parse(&format!("{spec};conf={};osd_op_timeout=20", self.conf())).unwrap()
-    }
-
-    fn rbd(&self, args: &[&str]) {
-        let out = Command::new("rbd")
-            .args(["-c", &self.conf()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rbd {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(self.script_dir.join("ceph-down.sh"))
-            .arg(self.dir.path().join("c"))
-            .arg("--purge")
-            .output();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use backstore::{Backstore, Completion, IoOp, RbdBackstore};
+use ceph::Cluster;
 
 /// One request through `submit`, awaited: its result and whether it
 /// completed on another thread (librbd's) than the caller's.

@@ -62,6 +62,12 @@ impl Cluster {
         self.dir.path().join("c/ceph.conf").display().to_string()
     }
 
+    /// The backstore config of `spec` (pool/image[@snap]) on this cluster.
+    pub fn cfg(&self, spec: &str) -> backstore::RbdConfig {
+        backstore::RbdConfig::parse(&format!("{spec};conf={};osd_op_timeout=20", self.conf()))
+            .unwrap()
+    }
+
     /// Run the `rbd` CLI on this cluster; its stdout.
     pub fn rbd(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("rbd")
