@@ -30,7 +30,13 @@ fail() { NFAIL=$((NFAIL + 1)); echo "FAIL $1${2:+ ($2)}"; }
 check() {
     local name=$1; shift
     if "$@" >"$W/out.txt" 2>&1; then pass "$name"
-    else fail "$name" "$(tail -n 3 "$W/out.txt" | tr '\n' ' ' | cut -c1-300)"; fi
+    else
+        # The failing checks first (a Python test prints many PASS lines after them).
+        local why
+        why=$(grep -E '^(FAIL|Traceback|[A-Za-z]*Error)' "$W/out.txt" | head -n 5)
+        [[ -n $why ]] || why=$(tail -n 3 "$W/out.txt")
+        fail "$name" "$(tr '\n' ' ' <<<"$why" | cut -c1-600)"
+    fi
 }
 finish() {
     local rc=$? p
