@@ -25,7 +25,6 @@ usage: rbd_gateways.py WORKDIR CEPH_CONF
 """
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -175,7 +174,7 @@ def main(argv):
 
     # SIGSTOP A with a write queued in its socket; B takes over meanwhile.
     before = set(blocklist(conf))
-    os.kill(a.pid, signal.SIGSTOP)
+    a.sigstop()
     late = record(2)
     itt = sa.itt
     sa.itt += 1
@@ -192,7 +191,7 @@ def main(argv):
     added = [x for x in blocklist(conf) if x not in before]
     check("exactly one address blocklisted, with its nonce (not a whole IP)",
           len(added) == 1 and "/" in added[0] and not added[0].endswith("/0"), f"{added}")
-    os.kill(a.pid, signal.SIGCONT)
+    a.sigcont()
     while True:
         bhs, seg = recv_pdu(sa.s)
         if bhs[0] & 0x3F == 0x21:

@@ -24,7 +24,6 @@ lets initiator 2 write.
 usage: rbd_gateways_pr.py WORKDIR CEPH_CONF
 """
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -90,7 +89,7 @@ def stale_window(a, i1b, i2a):
     check("initiator 2 REGISTERs through A", st == 0, f"status {st:#x} {kcq}")
     st, kcq = write(i2a, 8, record(10))
     check("initiator 2, registered, writes through A", st == 0, f"status {st:#x} {kcq}")
-    os.kill(a.pid, signal.SIGSTOP)
+    a.sigstop()
     for k in range(4):
         itt = i2a.itt
         i2a.itt += 1
@@ -101,7 +100,7 @@ def stale_window(a, i1b, i2a):
     st, kcq = prout(i1b, 4, KEY1, KEY2, WE_RO)
     check(f"A stopped: initiator 1 PREEMPTs initiator 2 through B "
           f"({time.monotonic() - t0:.1f} s)", st == 0, f"status {st:#x} {kcq}")
-    os.kill(a.pid, signal.SIGCONT)
+    a.sigcont()
     got = []
     while len(got) < 4:
         bhs, seg = recv_pdu(i2a.s)
@@ -152,7 +151,7 @@ def main(argv):
     d = rtpg(i2b)
     check(f"the conflicting WRITE moved no lock: {states(d)}", states(d).get(1) == 0)
 
-    os.kill(a.pid, signal.SIGSTOP)
+    a.sigstop()
     t0 = time.monotonic()
     st, kcq = write(i1b, 8, record(2))
     took = time.monotonic() - t0
@@ -170,7 +169,7 @@ def main(argv):
     st, kcq = write(i2b, 16, record(3))
     check("initiator 2, registered, writes through B", st == 0, f"status {st:#x} {kcq}")
 
-    os.kill(a.pid, signal.SIGCONT)
+    a.sigcont()
     st, kcq = write(i1a, 24, record(4))
     check("SIGCONT A: initiator 1's write through A is refused (fenced, 02/04/0A)",
           st == 0x02 and kcq == (2, 0x04, 0x0A), f"status {st:#x} {kcq}")
