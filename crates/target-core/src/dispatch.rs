@@ -65,15 +65,9 @@ pub(crate) fn execute(
     };
     // Counted per LU for monitoring (`stats`): a mapped LUN's commands only.
     let stats = &lun.device.state.stats;
-    let started = stats.begin();
+    let started = stats.begin(cdb.opcode());
     let out = answer(run(table, nexus, lun, cdb, cmd, data_in), data_in);
-    stats.end(
-        started,
-        cdb.opcode(),
-        &out,
-        data_in.len(),
-        cmd.data_out.len(),
-    );
+    started.end(&out, data_in.len(), cmd.data_out.len());
     out
 }
 
