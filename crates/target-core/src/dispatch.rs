@@ -147,7 +147,8 @@ fn gated<'a, R>(
             return Err(CmdError::cdb_bit(cdb.len() as u16 - 1, 2));
         }
         Ok(())
-    })?;
+    })
+    .map_err(|e| unit_attention_first(dev, nexus, policy, e))?;
     let Some(entry) = entry else {
         // Refused by the validation above already.
         return Err(CmdError::InvalidOpcode);
@@ -164,6 +165,23 @@ fn gated<'a, R>(
         data_out,
     };
     then(&ctx, entry)
+}
+
+/// SAM-5 5.14: a pending unit attention is reported before the command
+/// runs, so before a RESERVATION CONFLICT. The check above can miss one
+/// raised by the very change that now refuses the command: a PREEMPT
+/// made meanwhile (its unit attentions are queued before the change is
+/// visible, `pr_shared::deliver`), or learnt by the reload of shared
+/// reservations the conflict check made. Looked at again, on this rare
+/// path only.
+#[cold]
+fn unit_attention_first(dev: &Device, nexus: &Nexus, policy: UaPolicy, e: CmdError) -> CmdError {
+    if matches!(e, CmdError::ReservationConflict) {
+        if let Some(asc) = dev.state.ua.check(nexus.id, policy) {
+            return CmdError::UnitAttention(asc);
+        }
+    }
+    e
 }
 
 /// For the asynchronous path (`submit`): a READ or WRITE that passed every
