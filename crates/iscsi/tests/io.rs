@@ -177,19 +177,18 @@ fn abort_task_waiting_for_data() {
     srv.shutdown();
 }
 
-
 #[test]
 fn resets_and_unknown_functions() {
     let (srv, addr) = server(&[]);
     let mut c = session(addr, &[]);
-    assert_eq!(c.tmf(5, 0, 0xffff_ffff).response.code(), 0, "LUN RESET");
-    assert_eq!(c.tmf(8, 0, 0xffff_ffff).response.code(), 4, "TASK REASSIGN at ERL 0");
-    assert_eq!(c.tmf(0x55, 0, 0xffff_ffff).response.code(), 255, "unknown function");
+    assert_eq!(c.tmf_code(5), 0, "LUN RESET");
+    assert_eq!(c.tmf_code(8), 4, "TASK REASSIGN at ERL 0");
+    assert_eq!(c.tmf_code(0x55), 255, "unknown function");
     // Cold reset: every session of the target ends.
     let mut other = Client::connect(addr);
     other.isid[5] = 0x42;
     other.login(Some(IQN), &[]);
-    assert_eq!(c.tmf(7, 0, 0xffff_ffff).response.code(), 0, "TARGET COLD RESET");
+    assert_eq!(c.tmf_code(7), 0, "TARGET COLD RESET");
     assert!(c.closed());
     assert!(other.closed());
     srv.shutdown();

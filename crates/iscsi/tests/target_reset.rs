@@ -14,7 +14,6 @@ use iscsi::AclConfig;
 const GUARDED: &str = "iqn.2026-11.org.rtarget:guarded";
 const TRUSTED: &str = "iqn.2026-11.org.rtarget:trusted";
 
-
 fn logged_in(addr: std::net::SocketAddr, initiator: &str) -> Client {
     let mut c = Client::connect(addr);
     c.initiator = initiator.into();
@@ -56,15 +55,15 @@ fn target_resets_need_the_acls_tmr_attributes() {
     let mut demo = logged_in(addr, INITIATOR);
 
     // Refused as LIO refuses it: "authorization failed", nothing reset.
-    assert_eq!(guarded.tmf(7, 0, 0xffff_ffff).response.code(), 6, "TARGET COLD RESET");
-    assert_eq!(guarded.tmf(6, 0, 0xffff_ffff).response.code(), 6, "TARGET WARM RESET");
+    assert_eq!(guarded.tmf_code(7), 6, "TARGET COLD RESET");
+    assert_eq!(guarded.tmf_code(6), 6, "TARGET WARM RESET");
     assert!(reads_clean(&mut trusted), "other initiator disturbed");
     assert!(reads_clean(&mut demo), "other initiator disturbed");
     assert!(reads_clean(&mut guarded), "refused reset still acted");
     assert_eq!(srv.sessions().len(), 3);
 
     // Allowed by the ACL: the warm reset resets the LUs for everyone.
-    assert_eq!(trusted.tmf(6, 0, 0xffff_ffff).response.code(), 0, "TARGET WARM RESET (allowed)");
+    assert_eq!(trusted.tmf_code(6), 0, "TARGET WARM RESET (allowed)");
     assert!(
         !reads_clean(&mut guarded),
         "no unit attention after a reset"
@@ -74,8 +73,8 @@ fn target_resets_need_the_acls_tmr_attributes() {
     trusted.clear_ua();
 
     // Without an ACL (demo mode): SAM's behaviour, as before.
-    assert_eq!(demo.tmf(6, 0, 0xffff_ffff).response.code(), 0, "TARGET WARM RESET (demo mode)");
-    assert_eq!(demo.tmf(7, 0, 0xffff_ffff).response.code(), 0, "TARGET COLD RESET (demo mode)");
+    assert_eq!(demo.tmf_code(6), 0, "TARGET WARM RESET (demo mode)");
+    assert_eq!(demo.tmf_code(7), 0, "TARGET COLD RESET (demo mode)");
     assert!(demo.closed());
     assert!(guarded.closed());
     assert!(trusted.closed());

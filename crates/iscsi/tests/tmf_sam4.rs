@@ -57,7 +57,10 @@ fn query_async_event_reports_a_pending_unit_attention() {
     // 7144's Additional Response Information names it: UADE DEPTH 01b (the
     // only one) with sense key 6, ASC 29h, ASCQ 00h.
     let r = c.tmf(12, 0, 0xffff_ffff);
-    assert_eq!((r.response.code(), r.additional), (SUCCEEDED, [0x16, 0x29, 0]));
+    assert_eq!(
+        (r.response.code(), r.additional),
+        (SUCCEEDED, [0x16, 0x29, 0])
+    );
     assert_eq!(tmf(&mut c, 12, 0, 0xffff_ffff), SUCCEEDED);
     let (st, _, _) = c.read_cmd(&[0; 6], 0);
     assert_eq!(st, 2);
@@ -68,7 +71,10 @@ fn query_async_event_reports_a_pending_unit_attention() {
     // A LUN reset queues another.
     assert_eq!(tmf(&mut c, 5, 0, 0xffff_ffff), COMPLETE);
     let r = c.tmf(12, 0, 0xffff_ffff);
-    assert_eq!((r.response.code(), r.additional), (SUCCEEDED, [0x16, 0x29, 0]));
+    assert_eq!(
+        (r.response.code(), r.additional),
+        (SUCCEEDED, [0x16, 0x29, 0])
+    );
     srv.shutdown();
 }
 
@@ -87,7 +93,10 @@ fn it_nexus_reset_ends_tasks_and_reservations_with_a_unit_attention() {
     assert_eq!(tmf(&mut c, 11, 0, 0xffff_ffff), COMPLETE);
     assert_eq!(tmf(&mut c, 9, 0, itt), COMPLETE, "the write is gone");
     let r = c.tmf(12, 0, 0xffff_ffff);
-    assert_eq!((r.response.code(), r.additional), (SUCCEEDED, [0x16, 0x29, 7]));
+    assert_eq!(
+        (r.response.code(), r.additional),
+        (SUCCEEDED, [0x16, 0x29, 7])
+    );
     let (st, _, _) = c.read_cmd(&[0; 6], 0);
     assert_eq!(st, 2);
     assert_eq!(c.last_sense[2] & 0xf, 6);

@@ -199,7 +199,10 @@ mod tests {
             AsyncEvent::UnitAttention(scsi::Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, 1)
         );
         // Another behind it: the first is still the one reported next.
-        t.dev.state.ua.queue_for(t.me.id, scsi::Asc::MODE_PARAMETERS_CHANGED);
+        t.dev
+            .state
+            .ua
+            .queue_for(t.me.id, scsi::Asc::MODE_PARAMETERS_CHANGED);
         assert_eq!(
             t.table.query_async_event(&t.me, 0),
             AsyncEvent::UnitAttention(scsi::Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, 2)

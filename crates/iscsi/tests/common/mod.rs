@@ -15,8 +15,8 @@ use iscsi_wire::request::{
     Attr, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TaskMgmtRequest, TextRequest,
 };
 use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse, TaskMgmtResponse};
-use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::text::{encode_pairs, parse_pairs, Pair};
+use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
@@ -562,6 +562,11 @@ impl Client {
         assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
         self.exp_statsn += 1;
         TaskMgmtResponse::parse(&p.bhs)
+    }
+
+    /// The response code of `function` on LUN 0, no task referenced.
+    pub fn tmf_code(&mut self, function: u8) -> u8 {
+        self.tmf(function, 0, 0xffff_ffff).response.code()
     }
 }
 
