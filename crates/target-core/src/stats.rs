@@ -447,9 +447,20 @@ mod lu_tests {
         assert!(s.class(OpClass::Read).nanos > 0);
     }
 
-    /// Completes asynchronous I/O only when the test says so.
+    /// Completes asynchronous I/O only when the test says so; with
+    /// `panics`, panics in every call instead (a backstore bug unwinding
+    /// through the core).
     #[derive(Default)]
-    struct Deferred(std::sync::Mutex<Vec<(backstore::IoOp, backstore::Completion)>>);
+    struct Deferred {
+        held: std::sync::Mutex<Vec<(backstore::IoOp, backstore::Completion)>>,
+        panics: bool,
+    }
+
+    impl Deferred {
+        fn check(&self) {
+            assert!(!self.panics, "backstore bug");
+        }
+    }
 
     impl backstore::Backstore for Deferred {
         fn size(&self) -> u64 {
@@ -462,26 +473,27 @@ mod lu_tests {
             }
         }
         fn read_at(&self, buf: &mut [u8], _: u64) -> std::io::Result<()> {
+            self.check();
             buf.fill(0);
             Ok(())
         }
         fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            self.check();
             Ok(())
         }
         fn flush(&self) -> std::io::Result<()> {
+            self.check();
             Ok(())
         }
         fn submit(&self, op: backstore::IoOp, done: backstore::Completion) {
-            self.0.lock().unwrap().push((op, done));
+            self.check();
+            self.held.lock().unwrap().push((op, done));
         }
     }
 
-    /// The asynchronous path counts a READ from its start to the
-    /// backstore's completion: in flight until the backstore completes.
-    #[test]
-    fn submit_counts_in_flight_until_completion() {
-        let store = std::sync::Arc::new(Deferred::default());
-        let dev = crate::Device::new(crate::DeviceOptions::new("d", WWN), store.clone());
+    /// An LU on `store` at LUN 0: its device and table.
+    fn lu(store: std::sync::Arc<Deferred>) -> (std::sync::Arc<crate::Device>, crate::LunTable) {
+        let dev = crate::Device::new(crate::DeviceOptions::new("d", WWN), store);
         let table = crate::LunTable {
             luns: vec![crate::Lun {
                 id: 0,
@@ -489,6 +501,15 @@ mod lu_tests {
                 write_protect: false,
             }],
         };
+        (dev, table)
+    }
+
+    /// The asynchronous path counts a READ from its start to the
+    /// backstore's completion: in flight until the backstore completes.
+    #[test]
+    fn submit_counts_in_flight_until_completion() {
+        let store = std::sync::Arc::new(Deferred::default());
+        let (dev, table) = lu(store.clone());
         let me = Rig::new().me;
         let (tx, rx) = mpsc::channel();
         let send = |cdb: &[u8], tx: mpsc::Sender<crate::Status>| {
@@ -508,40 +529,13 @@ mod lu_tests {
         assert!(rx.try_recv().is_err(), "held by the backstore");
         let s = dev.stats();
         assert_eq!((s.started, s.in_flight()), (2, 1));
-        for (op, done) in store.0.lock().unwrap().drain(..) {
+        for (op, done) in store.held.lock().unwrap().drain(..) {
             done.complete(op, Ok(()));
         }
         assert_eq!(rx.recv().unwrap(), crate::Status::Good);
         let s = dev.stats();
         assert_eq!((s.in_flight(), s.class(OpClass::Read).count()), (0, 2));
         assert_eq!((s.read_bytes, s.sense[6]), (4096, 1));
-    }
-
-    /// Panics in every call: a backstore bug unwinding through the core.
-    struct Panicking;
-
-    impl backstore::Backstore for Panicking {
-        fn size(&self) -> u64 {
-            1 << 20
-        }
-        fn capabilities(&self) -> backstore::Capabilities {
-            backstore::Capabilities {
-                async_submit: true,
-                ..Default::default()
-            }
-        }
-        fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
-            panic!("read_at");
-        }
-        fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
-            panic!("write_at");
-        }
-        fn flush(&self) -> std::io::Result<()> {
-            panic!("flush");
-        }
-        fn submit(&self, _: backstore::IoOp, _: backstore::Completion) {
-            panic!("submit");
-        }
     }
 
     /// A command that panics in the core (as the I/O engine's workers
@@ -551,17 +545,10 @@ mod lu_tests {
     /// completion dropped uncalled by the unwinding `submit`).
     #[test]
     fn a_panicking_command_does_not_stay_in_flight() {
-        let dev = crate::Device::new(
-            crate::DeviceOptions::new("d", WWN),
-            std::sync::Arc::new(Panicking),
-        );
-        let table = crate::LunTable {
-            luns: vec![crate::Lun {
-                id: 0,
-                device: dev.clone(),
-                write_protect: false,
-            }],
-        };
+        let (dev, table) = lu(std::sync::Arc::new(Deferred {
+            panics: true,
+            ..Deferred::default()
+        }));
         let me = Rig::new().me;
         // The power-on UA first: answered without the backstore.
         let mut data_in = Vec::new();
