@@ -14,7 +14,6 @@ use std::io;
 pub mod aio;
 pub mod conformance;
 pub mod crypt;
-pub mod durable;
 pub mod file;
 pub mod iov;
 pub mod nbd;

@@ -163,8 +163,20 @@ impl Session {
 
 impl Session {
     pub(crate) fn tmf_response(&mut self, itt: u32, response: TmfResponse, tx: &mut TxQueue) {
+        self.tmf_response_info(itt, response, [0; 3], tx);
+    }
+
+    /// A response with RFC 7144's Additional Response Information.
+    pub(crate) fn tmf_response_info(
+        &mut self,
+        itt: u32,
+        response: TmfResponse,
+        additional: [u8; 3],
+        tx: &mut TxQueue,
+    ) {
         let resp = TaskMgmtResponse {
             response,
+            additional,
             itt,
             sn: self.sn_next(),
         };

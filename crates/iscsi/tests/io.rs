@@ -177,39 +177,18 @@ fn abort_task_waiting_for_data() {
     srv.shutdown();
 }
 
-fn tmf(c: &mut Client, function: u8) -> u8 {
-    let tm = TaskMgmtRequest {
-        immediate: true,
-        function: TmfFunction::from_code(function),
-        lun: [0; 8],
-        itt: 0x4000 + u32::from(function),
-        referenced_tag: 0xffff_ffff,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-        ref_cmdsn: 0,
-        exp_datasn: 0,
-    };
-    let mut b = Bhs::default();
-    tm.write_to(&mut b);
-    c.send(&b, &[]);
-    let p = c.recv().unwrap();
-    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
-    c.exp_statsn += 1;
-    TaskMgmtResponse::parse(&p.bhs).response.code()
-}
-
 #[test]
 fn resets_and_unknown_functions() {
     let (srv, addr) = server(&[]);
     let mut c = session(addr, &[]);
-    assert_eq!(tmf(&mut c, 5), 0, "LUN RESET");
-    assert_eq!(tmf(&mut c, 8), 4, "TASK REASSIGN at ERL 0");
-    assert_eq!(tmf(&mut c, 0x55), 255, "unknown function");
+    assert_eq!(c.tmf_code(5), 0, "LUN RESET");
+    assert_eq!(c.tmf_code(8), 4, "TASK REASSIGN at ERL 0");
+    assert_eq!(c.tmf_code(0x55), 255, "unknown function");
     // Cold reset: every session of the target ends.
     let mut other = Client::connect(addr);
     other.isid[5] = 0x42;
     other.login(Some(IQN), &[]);
-    assert_eq!(tmf(&mut c, 7), 0, "TARGET COLD RESET");
+    assert_eq!(c.tmf_code(7), 0, "TARGET COLD RESET");
     assert!(c.closed());
     assert!(other.closed());
     srv.shutdown();

@@ -12,10 +12,11 @@ use std::time::Duration;
 use backstore::{Backstore, Capabilities};
 use iscsi::{IscsiServer, TargetConfig, TpgConfig};
 use iscsi_wire::request::{
-    Attr, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TextRequest,
+    Attr, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TaskMgmtRequest, TextRequest,
 };
-use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse};
+use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::text::{encode_pairs, parse_pairs, Pair};
+use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
@@ -538,6 +539,34 @@ impl Client {
         let p = self.recv().expect("logout response");
         assert_eq!(p.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
         p
+    }
+
+    /// One immediate Task Management Function request (`function` is the
+    /// wire code, `lun` single-level) and its response.
+    pub fn tmf(&mut self, function: u8, lun: u8, referenced_tag: u32) -> TaskMgmtResponse {
+        let tm = TaskMgmtRequest {
+            immediate: true,
+            function: TmfFunction::from_code(function),
+            lun: [0, lun, 0, 0, 0, 0, 0, 0],
+            itt: 0x4000 + u32::from(function),
+            referenced_tag,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+            ref_cmdsn: 0,
+            exp_datasn: 0,
+        };
+        let mut b = Bhs::default();
+        tm.write_to(&mut b);
+        self.send(&b, &[]);
+        let p = self.recv().expect("task management response");
+        assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
+        self.exp_statsn += 1;
+        TaskMgmtResponse::parse(&p.bhs)
+    }
+
+    /// The response code of `function` on LUN 0, no task referenced.
+    pub fn tmf_code(&mut self, function: u8) -> u8 {
+        self.tmf(function, 0, 0xffff_ffff).response.code()
     }
 }
 
