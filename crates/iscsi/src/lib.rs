@@ -29,11 +29,15 @@ mod conn;
 mod dataout;
 mod discovery;
 mod login;
+mod logout;
+mod mcs;
 mod offload;
 mod server;
 mod session;
+mod session_core;
 mod sessions;
 mod tmf;
+mod tmf_mcs;
 mod tmf_sam4;
 mod txq;
 
@@ -140,6 +144,14 @@ pub struct LunIo {
     pub write_bytes: u64,
 }
 
+/// One connection of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub cid: u16,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
 /// One live session in detail (`sessions detail`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDetail {
@@ -147,6 +159,8 @@ pub struct SessionDetail {
     /// Our address of the connection (its peer is `info.peer`).
     pub local: SocketAddr,
     pub cid: u16,
+    /// Every connection of the session (MC/S), the leading one first.
+    pub connections: Vec<ConnectionInfo>,
     /// Logged in through a node ACL (false: a generated, demo-mode session).
     pub acl: bool,
     /// CHAP authenticated the initiator.

@@ -95,12 +95,24 @@ impl From<&iscsi::SessionDetail> for SessionDetail {
                 AclKind::Generated
             },
             authenticated: d.authenticated,
-            // The fabric runs one connection per session (MaxConnections=1).
-            connections: vec![Connection {
-                cid: d.cid,
-                peer: d.info.peer,
-                local: d.local,
-            }],
+            // Every connection of the session (MC/S); the leading one when
+            // the fabric lists none.
+            connections: if d.connections.is_empty() {
+                vec![Connection {
+                    cid: d.cid,
+                    peer: d.info.peer,
+                    local: d.local,
+                }]
+            } else {
+                d.connections
+                    .iter()
+                    .map(|c| Connection {
+                        cid: c.cid,
+                        peer: c.peer,
+                        local: c.local,
+                    })
+                    .collect()
+            },
             parameters: d.parameters.clone(),
             luns: d
                 .luns
@@ -171,6 +183,18 @@ mod tests {
             },
             local: "[::1]:3260".parse().unwrap(),
             cid: 0,
+            connections: vec![
+                iscsi::ConnectionInfo {
+                    cid: 0,
+                    peer,
+                    local: "[::1]:3260".parse().unwrap(),
+                },
+                iscsi::ConnectionInfo {
+                    cid: 1,
+                    peer: "127.0.0.1:40513".parse().unwrap(),
+                    local: "[::1]:3260".parse().unwrap(),
+                },
+            ],
             acl: false,
             authenticated: false,
             parameters: vec![("MaxBurstLength".into(), "262144".into())],
@@ -189,6 +213,7 @@ mod tests {
         assert_eq!(wire["tpg"], 2);
         assert_eq!(wire["acl"], "generated");
         assert_eq!(wire["connections"][0]["local"], "[::1]:3260");
+        assert_eq!(wire["connections"][1]["cid"], 1);
         assert_eq!(wire["parameters"], json!({"MaxBurstLength": "262144"}));
         assert_eq!(wire["luns"][0]["storage_object"], "r0");
         let back: SessionDetail = serde_json::from_value(wire).unwrap();
