@@ -430,8 +430,10 @@ mod tests {
     use super::*;
 
     fn core(window: u32, conns: &[u64]) -> Arc<SessionCore> {
-        let mut p = SessionParams::default();
-        p.max_connections = 2;
+        let p = SessionParams {
+            max_connections: 2,
+            ..Default::default()
+        };
         let c = SessionCore::new(1, nexus_for("i", [0; 6], "t", 1, 1), p, 10, window);
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for (i, id) in conns.iter().enumerate() {
