@@ -188,7 +188,9 @@ pub struct SessionDetail {
 /// TPG parameters override the negotiation offers (`MaxRecvDataSegmentLength`,
 /// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
 /// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,
-/// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...).
+/// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...);
+/// `MaxConnections` (default 1) allows sessions of several connections
+/// (MC/S, docs/mcs.md).
 /// Connection and login limits: see `admission.rs` (and the README).
 pub struct IscsiServer {
     shared: Arc<server::Shared>,
