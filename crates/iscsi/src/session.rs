@@ -255,11 +255,9 @@ impl Session {
         if immediate {
             return true;
         }
-        let conn = self.conn.clone();
-        let stopping = || {
-            conn.as_ref()
-                .is_some_and(|h| h.stop.load(Ordering::SeqCst) != crate::server::STOP_NONE)
-        };
+        let conn = self.conn.as_deref();
+        let stopping =
+            || conn.is_some_and(|h| h.stop.load(Ordering::SeqCst) != crate::server::STOP_NONE);
         match self
             .core
             .accept(self.conn_id, self.outstanding(), cmdsn, &stopping)
