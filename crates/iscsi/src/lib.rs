@@ -126,6 +126,8 @@ pub struct SessionInfo {
     pub tpg_tag: u16,
     pub tsih: u16,
     pub peer: SocketAddr,
+    /// CIDs of its connections (several with MC/S), the leading one first.
+    pub cids: Vec<u16>,
 }
 
 /// I/O counters of one mapped LUN within one session.

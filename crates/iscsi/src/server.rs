@@ -326,6 +326,7 @@ impl Shared {
                 tpg_tag: k.tpgt,
                 tsih: e.tsih,
                 peer: e.peer,
+                cids: e.core.conns().iter().map(|c| c.cid).collect(),
             })
             .collect();
         v.sort_by(|a, b| (&a.target, a.tsih).cmp(&(&b.target, b.tsih)));
@@ -345,6 +346,7 @@ impl Shared {
                     tpg_tag: k.tpgt,
                     tsih: e.tsih,
                     peer: e.peer,
+                    cids: e.core.conns().iter().map(|c| c.cid).collect(),
                 },
                 local: e.live.local,
                 cid: e.live.cid,

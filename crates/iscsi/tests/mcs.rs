@@ -118,6 +118,7 @@ fn two_connections_share_one_session() {
     let mut a = lead(addr, "2");
     let mut b = join(addr, &a, 1);
     assert_eq!(srv.sessions().len(), 1);
+    assert_eq!(srv.sessions()[0].cids, vec![0, 1]);
     assert_eq!(cids(&srv), vec![0, 1]);
     let mut sn = a.cmdsn;
     // Small writes (immediate data) and large ones (R2Ts) on each, read

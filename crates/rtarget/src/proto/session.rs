@@ -26,6 +26,9 @@ pub struct SessionSummary {
     pub tpg: u16,
     pub tsih: u16,
     pub peer: SocketAddr,
+    /// CIDs of the session's connections (several with MC/S).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cids: Vec<u16>,
 }
 
 /// One session in detail (`sessions` with `"detail": true`).
@@ -81,6 +84,7 @@ impl From<&iscsi::SessionInfo> for SessionSummary {
             tpg: s.tpg_tag,
             tsih: s.tsih,
             peer: s.peer,
+            cids: s.cids.clone(),
         }
     }
 }
@@ -180,6 +184,7 @@ mod tests {
                 tpg_tag: 2,
                 tsih: 9,
                 peer,
+                cids: vec![0, 1],
             },
             local: "[::1]:3260".parse().unwrap(),
             cid: 0,
@@ -214,6 +219,7 @@ mod tests {
         assert_eq!(wire["acl"], "generated");
         assert_eq!(wire["connections"][0]["local"], "[::1]:3260");
         assert_eq!(wire["connections"][1]["cid"], 1);
+        assert_eq!(wire["cids"], json!([0, 1]));
         assert_eq!(wire["parameters"], json!({"MaxBurstLength": "262144"}));
         assert_eq!(wire["luns"][0]["storage_object"], "r0");
         let back: SessionDetail = serde_json::from_value(wire).unwrap();
