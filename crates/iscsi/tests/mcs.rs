@@ -361,3 +361,18 @@ fn task_management_reaches_the_other_connection() {
     assert_eq!(read(&mut a, 300, 4096), d);
     srv.shutdown();
 }
+
+/// A session that loses its access (target removed) is asked to log out
+/// on every connection.
+#[test]
+fn lost_access_asks_every_connection_to_log_out() {
+    let (srv, addr) = mcs_server("2");
+    let mut a = lead(addr, "2");
+    let mut b = join(addr, &a, 1);
+    assert!(srv.remove_target(IQN));
+    for c in [&mut a, &mut b] {
+        let p = c.recv().expect("async message");
+        assert_eq!(p.bhs.opcode(), Opcode::ASYNC_MESSAGE);
+    }
+    srv.shutdown();
+}
