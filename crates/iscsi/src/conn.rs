@@ -242,6 +242,10 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         if sess.offload.active() {
             sess.reap(&mut io.tx);
         }
+        // TMFs of the session's other connections reaching our tasks.
+        if !sess.serve_aborts(&mut io.tx) {
+            return;
+        }
         if io.flush().is_err() {
             return;
         }

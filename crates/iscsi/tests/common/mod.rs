@@ -118,6 +118,8 @@ pub struct Client {
     pub itt: u32,
     pub isid: [u8; 6],
     pub tsih: u16,
+    /// Connection ID sent at login (MC/S tests add connections).
+    pub cid: u16,
     /// Negotiated values the client acts on.
     pub immediate_data: bool,
     pub initial_r2t: bool,
@@ -146,6 +148,7 @@ impl Client {
             itt: 1,
             isid: [0x80, 0, 0, 0, 0x12, 0x34],
             tsih: 0,
+            cid: 0,
             immediate_data: true,
             initial_r2t: true,
             first_burst: 65536,
@@ -230,7 +233,7 @@ impl Client {
             isid: self.isid,
             tsih: self.tsih,
             itt: self.itt,
-            cid: 0,
+            cid: self.cid,
             cmdsn: self.cmdsn,
             exp_statsn: self.exp_statsn,
         };
@@ -303,8 +306,9 @@ impl Client {
         };
         self.immediate_data = get("ImmediateData").as_deref() != Some("No");
         self.initial_r2t = get("InitialR2T").as_deref() != Some("No");
-        if let Some(fb) = get("FirstBurstLength") {
-            self.first_burst = fb.parse().unwrap();
+        // (A login adding a connection gets "Irrelevant": the session's.)
+        if let Some(Ok(fb)) = get("FirstBurstLength").map(|v| v.parse()) {
+            self.first_burst = fb;
         }
         if let Some(m) = get("MaxRecvDataSegmentLength") {
             self.target_mrdsl = m.parse().unwrap();
@@ -524,12 +528,17 @@ impl Client {
     }
 
     pub fn logout(&mut self) -> Pdu {
+        self.logout_for(0, self.cid)
+    }
+
+    /// Logout with this reason code (0: session, 1: connection `cid`).
+    pub fn logout_for(&mut self, reason: u8, cid: u16) -> Pdu {
         let itt = self.next_itt();
         let l = LogoutRequest {
             immediate: true,
-            reason: 0,
+            reason,
             itt,
-            cid: 0,
+            cid,
             cmdsn: self.cmdsn,
             exp_statsn: self.exp_statsn,
         };
@@ -538,6 +547,7 @@ impl Client {
         self.send(&b, &[]);
         let p = self.recv().expect("logout response");
         assert_eq!(p.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
+        self.exp_statsn = p.bhs.u32_at(24).wrapping_add(1);
         p
     }
 

@@ -60,8 +60,16 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                 println!("(no open sessions)");
             }
             for s in s.sessions {
+                // Sessions of several connections (MC/S) say which.
+                let conns = match s.cids.len() {
+                    0 | 1 => String::new(),
+                    n => {
+                        let cids: Vec<String> = s.cids.iter().map(u16::to_string).collect();
+                        format!(" ({n} connections, cids {})", cids.join(","))
+                    }
+                };
                 println!(
-                    "{} isid {} tsih {} -> {} tpg{} from {}",
+                    "{} isid {} tsih {} -> {} tpg{} from {}{conns}",
                     s.initiator, s.isid, s.tsih, s.target, s.tpg, s.peer
                 );
             }
