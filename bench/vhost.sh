@@ -150,4 +150,11 @@ for name in dict.fromkeys(k[0] for k in rows):
     if iscsi:
         cells.append(f"{m['rtarget'][0] / m['iscsi'][0]:.2f}x")
     print("| " + " | ".join(cells) + " |")
+# Per round (the same round's runs compared; order rotates every round).
+for name in dict.fromkeys(k[0] for k in rows):
+    r = [float(x["iops"]) for x in rows[(name, "rtarget")]]
+    out = [name + ": vhost/q-s-d " + " ".join(f"{a / float(b['iops']):.2f}" for a, b in zip(r, rows[(name, "qsd")]))]
+    if iscsi:
+        out.append("vhost/iSCSI " + " ".join(f"{a / float(b['iops']):.2f}" for a, b in zip(r, rows[(name, "iscsi")])))
+    print("per round, " + ", ".join(out))
 PY
