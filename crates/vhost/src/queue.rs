@@ -5,12 +5,11 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::sync::Arc;
 
 use backstore::iov::Keep;
 use scsi::sense::{Asc, Sense, SenseKey};
 use target_core::engine::SgBufs;
-use target_core::{LunTable, Outcome, SgOutcome, Status, TaskAttr};
+use target_core::{Outcome, SgOutcome, Status, TaskAttr};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestAddressSpace;
@@ -156,9 +155,6 @@ fn task_attr(a: u8) -> TaskAttr {
     }
 }
 
-/// Commands of one drain served with the same look at the LUN table.
-const LUNS_EVERY: u32 = 32;
-
 /// The request queues: one SCSI command per chain.
 pub(crate) fn requests(
     b: &ScsiBackend,
@@ -167,23 +163,11 @@ pub(crate) fn requests(
     queue: usize,
 ) -> io::Result<()> {
     let guard = mem.memory();
-    // The LUN table looked up once per LUNS_EVERY commands, not per
-    // command (a lock and two reference counts each): a LUN change is
-    // seen a few commands later (a busy guest can keep one drain going).
-    let mut luns = b.target.luns();
-    let mut n = 0u32;
-    each_chain(mem, vring, |chain| {
-        n += 1;
-        if n.is_multiple_of(LUNS_EVERY) {
-            luns = b.target.luns();
-        }
-        command(b, &luns, &guard, vring, queue, chain)
-    })
+    each_chain(mem, vring, |chain| command(b, &guard, vring, queue, chain))
 }
 
 fn command(
     b: &ScsiBackend,
-    luns: &Arc<LunTable>,
     mem: &Guard,
     vring: &VringRwLock,
     queue: usize,
@@ -213,6 +197,10 @@ fn command(
         data_in: chain::lend(&c.writable, CMD_RESP_LEN, &keep),
     };
     let (sent, room) = (bufs.data_out.len(), bufs.data_in.len());
+    // Per command, so a LUN removed meanwhile is never served from a
+    // stale table (`GuestNexus::lus_removed` waits only for commands
+    // already running).
+    let luns = b.target.luns();
     let cdb = &req.cdb[..cdb_len(&req.cdb)];
     tracing::trace!(
         tag = req.id,
@@ -224,7 +212,7 @@ fn command(
     );
     let wanted = if sent > 0 {
         b.nexus
-            .data_out_len(luns, addr.lun, cdb)
+            .data_out_len(&luns, addr.lun, cdb)
             .unwrap_or(sent as u64)
     } else {
         0
@@ -245,7 +233,7 @@ fn command(
         sent,
         wanted,
     };
-    let done = match b.nexus.execute(luns, task, reply) {
+    let done = match b.nexus.execute(&luns, task, reply) {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(None),
         Err(Refused::Overlapped) => SgOutcome {
