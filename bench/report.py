@@ -2,7 +2,7 @@
 """bench/report.py: the tables and the SVG chart of bench/bench.sh.
 
 usage: report.py table RAW PEER            Markdown table of a raw file
-       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.py)
+       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.c, .py)
        report.py svg OUT TITLE RAW[:PEER]... one chart, a group of bars per row
 
 A raw file has one line per run: "CONFIG WORKLOAD TARGET ROUND IOPS CPU_US_PER_IO"
@@ -79,19 +79,24 @@ def table(path, peer):
 
 
 def lat(path):
-    """QD1 latency lines "CONFIG TARGET ROUND P50 P99 MEAN COUNT": medians."""
+    """QD1 latency lines "CONFIG PROBE TARGET ROUND P50 P99 MEAN COUNT" (PROBE: c for
+    bench/qd1lat.c, py for bench/qd1lat.py; lines without it are py): medians."""
     data = {}
     for line in open(path):
-        cfg, t, _r, p50, p99, mean, _n = line.split()
-        data.setdefault(cfg, {}).setdefault(t, []).append((float(p50), float(p99), float(mean)))
-    print("| LUN | tgt p50 µs | tgt p99 µs | rtarget p50 µs | rtarget p99 µs | rtarget/tgt p50 | rtarget/tgt p99 |")
-    print("|-----|---:|---:|---:|---:|---:|---:|")
-    for cfg, per in data.items():
+        f = line.split()
+        if len(f) == 7:
+            f.insert(1, "py")
+        cfg, probe, t, _r, p50, p99, mean, _n = f
+        data.setdefault((cfg, probe), {}).setdefault(t, []).append((float(p50), float(p99), float(mean)))
+    print("| LUN | probe | tgt p50 µs | tgt p99 µs | rtarget p50 µs | rtarget p99 µs | rtarget/tgt p50 | rtarget/tgt p99 |")
+    print("|-----|-------|---:|---:|---:|---:|---:|---:|")
+    names = {"c": "qd1lat.c", "py": "qd1lat.py"}
+    for (cfg, probe), per in data.items():
         m = {t: [statistics.median(x[k] for x in per.get(t, [(0, 0, 0)])) for k in (0, 1)]
              for t in ("tgt", "rtarget")}
         r = lambda k: f"{m['rtarget'][k] / m['tgt'][k]:.2f}x" if m["tgt"][k] else "-"
-        print(f"| {cfg} | {m['tgt'][0]:.1f} | {m['tgt'][1]:.1f} | {m['rtarget'][0]:.1f} "
-              f"| {m['rtarget'][1]:.1f} | {r(0)} | {r(1)} |")
+        print(f"| {cfg} | {names.get(probe, probe)} | {m['tgt'][0]:.1f} | {m['tgt'][1]:.1f} "
+              f"| {m['rtarget'][0]:.1f} | {m['rtarget'][1]:.1f} | {r(0)} | {r(1)} |")
 
 
 def svg(out, title, sources):
