@@ -28,6 +28,7 @@ mod admission;
 mod conn;
 mod dataout;
 mod discovery;
+mod lent_read;
 mod login;
 mod offload;
 mod server;

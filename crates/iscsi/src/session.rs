@@ -29,7 +29,7 @@ use crate::login::LoginOutcome;
 use crate::offload::Offload;
 use crate::server::{next_nexus_id, ConnHandle, SessionKey, Shared};
 use crate::sessions::{LunCounters, SessionLive};
-use crate::txq::TxQueue;
+use crate::txq::{TxData, TxQueue};
 use crate::TargetConfig;
 use target_core::engine::{Ends, Finished};
 
@@ -585,6 +585,9 @@ impl Session {
         cdb: &[u8],
         data_out: &[u8],
     ) {
+        if data_out.is_empty() && self.execute_lent(tx, c, cdb) {
+            return;
+        }
         let lun = scsi::lun::decode(c.lun);
         // The core clears it for anything but a READ, which overwrites it.
         let mut data_in = tx.take_filled();
@@ -624,9 +627,10 @@ impl Session {
         cdb: &[u8],
         data_out_len: usize,
         out: Outcome,
-        data_in: Vec<u8>,
+        data_in: impl Into<TxData>,
         overflow: usize,
     ) {
+        let data_in = data_in.into();
         let edtl = c.expected_data_len;
         let status = out.status as u8;
         let residual = if c.write {
