@@ -384,7 +384,7 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "Machine: $MACHINE. tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
-             "$ROUNDS rounds, A/B alternating (each side first in half), median; configs: $CONFIGS;" \
+             "$ROUNDS rounds, ${SPDK_DIR:+three targets rotating where SPDK runs, else }A/B alternating (each side first in as many rounds), median; configs: $CONFIGS;" \
              "load average before the run: $LOAD0."
         echo
         echo "tgt's session parameters set to rtarget's: $TGT_PARAMS. CPU µs/IO: utime+stime of" \

@@ -149,8 +149,9 @@ pub trait Backstore: Send + Sync + 'static {
     /// memory ([`lent`]), for a fabric that sends it without a copy. The
     /// pieces must be a snapshot: nothing the backstore does later may
     /// change bytes they show. `None` (the default): not offered, the
-    /// caller reads with [`Backstore::read_at`]. Wrappers do not forward
-    /// it (they transform or meter what they read).
+    /// caller reads with [`Backstore::read_at`]. A zero-length call must be
+    /// cheap (callers ask with one whether lending is offered). Wrappers do
+    /// not forward it (they transform or meter what they read).
     fn read_lent(&self, _offset: u64, _len: usize) -> Option<io::Result<LentRead>> {
         None
     }
