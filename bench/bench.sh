@@ -10,9 +10,10 @@
 # 64 KiB FirstBurstLength), so both run the same PDU exchange.
 #
 # usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--spdk DIR]
-#                       [--smoke] [--write-md]
+#                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...]
 #   --rounds    rounds per workload (default 4; an odd N becomes N+1, with --spdk a
 #               multiple of 3, or of 6 with "disk")
+#   --rtarget-tpg-attrs  TPG attributes for rtarget's target (e.g. busy_poll_us=20)
 #   --spdk DIR  (or SPDK_DIR=DIR) also measure SPDK's iSCSI target, built by
 #               ../shared/tools/spdk/build-spdk.sh into DIR and started with its
 #               run-spdk-iscsi.sh (RTARGET_TOOLS=DIR overrides ../shared/tools): one
@@ -42,8 +43,10 @@
 #     4k-randread-qd32  iscsi-perf -r -b 8 -m 32 (random 4 KiB reads, fixed time)
 #     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1
 #                       qemu-img bench -t none -d DEPTH -s SIZE [-w] (sequential, COUNT requests)
-#   QD1 latency: bench/qd1lat.py (p50/p99 of single 4 KiB READ(10)s, 20000 per round)
-#               on both targets per config, same alternation; its own small table
+#   QD1 latency: p50/p99 of single 4 KiB READ(10)s (20000 per round) from two probes,
+#               bench/qd1lat.c (raw iSCSI in C: the initiator adds ~nothing) and
+#               bench/qd1lat.py (the same in Python, kept for comparison with older
+#               runs), on both targets per config, same alternation; its own table
 #   --smoke     one round, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
 #               every workload runs
 #               (exit 1 if any rtarget run errors); numbers are not meaningful
@@ -51,13 +54,13 @@
 #               write its chart (IOPS and CPU ratios per workload) to
 #               bench/charts/DATE-COMMIT.svg, linked from that section
 # Needs target/release/rtarget (RTARGET_BIN overrides), tgtd, libiscsi-bin, qemu-utils
-# with qemu-block-extra.  Takes ~5 min with the defaults (3 rounds, ram+disk).
+# with qemu-block-extra, a C compiler (cc) for bench/qd1lat.c.  Takes ~5 min with the defaults (3 rounds, ram+disk).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 SPDK_DIR=${SPDK_DIR:-}
+ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-}
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
@@ -65,6 +68,7 @@ while [[ $# -gt 0 ]]; do
         --spdk) SPDK_DIR=$2; shift ;;
         --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram,qcow2 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
+        --rtarget-tpg-attrs) RT_TPG_ATTRS=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -96,11 +100,12 @@ order() {
 }
 
 # lib.sh need: a missing tool skips the run locally and fails it under CI=true.
-need tgtd tgtadm iscsi-perf qemu-img qemu-io python3
+need tgtd tgtadm iscsi-perf qemu-img qemu-io python3 cc
 if [[ ,$CONFIGS, == *,qcow2,* ]]; then need qemu-storage-daemon; fi
 W=${RTARGET_TEST_WORK:-$REPO/target/test-work}/bench
 SHM=/dev/shm/rtarget-bench-$$
 mkdir -p "$W" "$SHM"
+cc -O2 -o "$W/qd1lat" "$HERE/qd1lat.c"
 RAW=$W/raw.txt; : >"$RAW"
 IQN_T=iqn.2026-11.org.rtarget:bench-tgt IQN_R=iqn.2026-11.org.rtarget:bench
 QSD_PID=''
@@ -192,6 +197,17 @@ if [[ -n $SPDK_DIR ]]; then
 fi
 rm -rf "$W/rt"; mkdir -p "$W/rt"
 mkconfig "$W/rt/saveconfig.json" "$RPORT" "$IQN_R" "${RSPECS[@]}"
+if [[ -n $RT_TPG_ATTRS ]]; then
+    python3 - "$W/rt/saveconfig.json" "$RT_TPG_ATTRS" <<'EOF'
+import json, sys
+path, attrs = sys.argv[1], dict(kv.split("=", 1) for kv in sys.argv[2].split(","))
+cfg = json.load(open(path))
+for t in cfg["targets"]:
+    for tpg in t["tpgs"]:
+        tpg.setdefault("attributes", {}).update({k: int(v) for k, v in attrs.items()})
+json.dump(cfg, open(path, "w"), indent=2)
+EOF
+fi
 start_rtarget "$W/rt" "$RPORT"
 
 url() {   # url TARGET CFG
@@ -282,25 +298,29 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-# --- QD1 latency percentiles (bench/qd1lat.py: the initiators above report none) -------
+# --- QD1 latency percentiles (bench/qd1lat.c and .py: the initiators above report none) -
 LRAW=$W/raw-lat.txt; : >"$LRAW"
 for ((r = 1; r <= ROUNDS; r++)); do
     for cfg in ${CONFIGS//,/ }; do
         [[ $cfg == qcow2 ]] && continue
         read -ra ORDER <<<"$(targets_of "$r" "$cfg")"
-        for t in "${ORDER[@]}"; do
-            case $t in
-                tgt) a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}") ;;
-                spdk) a=("$SPORT" "$IQN_S" "${SLUN[$cfg]}") ;;
-                *) a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}") ;;
-            esac
-            if v=$(as "$t" timeout 120 python3 "$HERE/qd1lat.py" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
-                echo "$cfg $t $r $v" >>"$LRAW"
-                printf '  round %d  %-8s 4k-read-qd1 latency %-8s p50/p99/mean %s us\n' "$r" "$cfg" "$t" "${v% *}" >&2
-            else
-                printf '  round %d  %-8s 4k-read-qd1 latency %-8s ERROR\n' "$r" "$cfg" "$t" >&2
-                [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
-            fi
+        for probe in c py; do
+            for t in "${ORDER[@]}"; do
+                case $t in
+                    tgt) a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}") ;;
+                    spdk) a=("$SPORT" "$IQN_S" "${SLUN[$cfg]}") ;;
+                    *) a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}") ;;
+                esac
+                if [[ $probe == c ]]; then probe_cmd=("$W/qd1lat"); else probe_cmd=(python3 "$HERE/qd1lat.py"); fi
+                if v=$(as "$t" timeout 120 "${probe_cmd[@]}" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
+                    echo "$cfg $probe $t $r $v" >>"$LRAW"
+                    printf '  round %d  %-8s 4k-read-qd1 latency (%-2s) %-8s p50/p99/mean %s us\n' \
+                        "$r" "$cfg" "$probe" "$t" "${v% *}" >&2
+                else
+                    printf '  round %d  %-8s 4k-read-qd1 latency (%-2s) %-8s ERROR\n' "$r" "$cfg" "$probe" "$t" >&2
+                    [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
+                fi
+            done
         done
     done
 done
@@ -385,7 +405,7 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
              "$ROUNDS rounds, ${SPDK_DIR:+three targets rotating where SPDK runs, else }A/B alternating (each side first in as many rounds), median; configs: $CONFIGS;" \
-             "load average before the run: $LOAD0."
+             "load average before the run: $LOAD0.${RT_TPG_ATTRS:+ rtarget TPG attributes: $RT_TPG_ATTRS.}"
         echo
         echo "tgt's session parameters set to rtarget's: $TGT_PARAMS. CPU µs/IO: utime+stime of" \
              "the target process (all threads) during the run over the I/Os it completed."
@@ -404,8 +424,9 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "$TABLE"
         if [[ -n $LTABLE ]]; then
             echo
-            echo "4 KiB reads at QD1, one READ(10) at a time from bench/qd1lat.py (a minimal Python" \
-                 "initiator: its own cost is in every number, compare the columns), medians over rounds:"
+            echo "4 KiB reads at QD1, one READ(10) at a time from two raw iSCSI initiators:" \
+                 "bench/qd1lat.c (C: a send, a recv and two clock reads per command) and" \
+                 "bench/qd1lat.py (Python: its own cost is in both columns), medians over rounds:"
             echo
             echo "$LTABLE"
         fi

@@ -3,7 +3,7 @@
 
 usage: report.py table RAW PEER [PEER...]  Markdown table of a raw file (columns
                                            per peer, ratios rtarget/peer)
-       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.py;
+       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.c, .py;
                                            SPDK's columns when it was measured)
        report.py svg OUT TITLE RAW[:PEER]... one chart, a group of bars per row
 
@@ -102,23 +102,28 @@ def ratios(pi, pc, ri, rc):
 
 
 def lat(path):
-    """QD1 latency lines "CONFIG TARGET ROUND P50 P99 MEAN COUNT": medians."""
+    """QD1 latency lines "CONFIG PROBE TARGET ROUND P50 P99 MEAN COUNT" (PROBE: c for
+    bench/qd1lat.c, py for bench/qd1lat.py; lines without it are py): medians."""
     data = {}
     for line in open(path):
-        cfg, t, _r, p50, p99, mean, _n = line.split()
-        data.setdefault(cfg, {}).setdefault(t, []).append((float(p50), float(p99), float(mean)))
+        f = line.split()
+        if len(f) == 7:
+            f.insert(1, "py")
+        cfg, probe, t, _r, p50, p99, mean, _n = f
+        data.setdefault((cfg, probe), {}).setdefault(t, []).append((float(p50), float(p99), float(mean)))
     spdk = any("spdk" in per for per in data.values())
-    head = "| LUN | tgt p50 µs | tgt p99 µs | rtarget p50 µs | rtarget p99 µs | rtarget/tgt p50 | rtarget/tgt p99 |"
+    head = "| LUN | probe | tgt p50 µs | tgt p99 µs | rtarget p50 µs | rtarget p99 µs | rtarget/tgt p50 | rtarget/tgt p99 |"
     if spdk:
         head += " SPDK p50 µs | SPDK p99 µs | rtarget/SPDK p50 | rtarget/SPDK p99 |"
     print(head)
-    print("|-----|" + "---:|" * (10 if spdk else 6))
-    for cfg, per in data.items():
+    print("|-----|-------|" + "---:|" * (10 if spdk else 6))
+    names = {"c": "qd1lat.c", "py": "qd1lat.py"}
+    for (cfg, probe), per in data.items():
         m = {t: [statistics.median(x[k] for x in per.get(t, [(0, 0, 0)])) for k in (0, 1)]
              for t in ("tgt", "rtarget", "spdk")}
         r = lambda p, k: f"{m['rtarget'][k] / m[p][k]:.2f}x" if m[p][k] else "-"
-        line = (f"| {cfg} | {m['tgt'][0]:.1f} | {m['tgt'][1]:.1f} | {m['rtarget'][0]:.1f} "
-                f"| {m['rtarget'][1]:.1f} | {r('tgt', 0)} | {r('tgt', 1)} |")
+        line = (f"| {cfg} | {names.get(probe, probe)} | {m['tgt'][0]:.1f} | {m['tgt'][1]:.1f} "
+                f"| {m['rtarget'][0]:.1f} | {m['rtarget'][1]:.1f} | {r('tgt', 0)} | {r('tgt', 1)} |")
         if spdk:
             line += (f" {m['spdk'][0]:.1f} | {m['spdk'][1]:.1f} | {r('spdk', 0)} | {r('spdk', 1)} |"
                      if "spdk" in per else " - | - | - | - |")

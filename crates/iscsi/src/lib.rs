@@ -25,6 +25,7 @@ pub use iscsi_wire::name::valid_name as valid_iscsi_name;
 pub use iscsi_wire::negotiate::TargetOffer;
 
 mod admission;
+mod busypoll;
 mod conn;
 mod dataout;
 mod discovery;

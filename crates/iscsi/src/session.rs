@@ -80,6 +80,8 @@ pub struct Session {
     ping: Option<(u32, Instant)>,
     nopin_timeout: Duration,
     nopin_response_timeout: Duration,
+    /// The TPG's `busy_poll_us` (`crate::busypoll`); `None`: off.
+    pub busy_poll: Option<Duration>,
     pub text: TextState,
     /// Commands in the I/O engine.
     pub offload: Offload,
@@ -119,6 +121,8 @@ impl Session {
                 )
             },
         );
+        let busy_poll =
+            crate::busypoll::budget(l.tpg.as_ref().map_or(0, |t| t.attributes.busy_poll_us));
         let nopin_timeout = Duration::from_secs(nopin_timeout);
         let nopin_response_timeout = Duration::from_secs(nopin_response_timeout);
         // Load the epoch before the view: an update racing with login is
@@ -160,6 +164,7 @@ impl Session {
             ping: None,
             nopin_timeout,
             nopin_response_timeout,
+            busy_poll,
             text: TextState::default(),
             key: l.key,
             offload: Offload::new(crate::offload::LIMITS),

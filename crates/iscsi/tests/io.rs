@@ -214,3 +214,32 @@ fn resets_and_unknown_functions() {
     assert!(other.closed());
     srv.shutdown();
 }
+
+#[test]
+fn busy_polling_connection_serves_every_data_out_path() {
+    // busy_poll_us: the connection spins on non-blocking receives before
+    // it blocks; every PDU must still be framed and answered the same
+    // (immediate, unsolicited, R2T-solicited and directly received data).
+    let srv = iscsi::IscsiServer::new();
+    let mut t = target(IQN, 8 << 20, &[]);
+    t.tpgs[0].attributes.busy_poll_us = 1000;
+    srv.set_target(t);
+    let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    for (i, extra) in [
+        &[][..],
+        &[("ImmediateData", "No"), ("InitialR2T", "Yes")][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = Client::connect(addr);
+        c.isid[5] = i as u8;
+        c.login(Some(IQN), extra);
+        c.clear_ua();
+        for (n, len) in [512usize, 4096, 65536, 1 << 20].iter().enumerate() {
+            roundtrip(&mut c, (n as u32) * 2048, *len, i as u8 + n as u8);
+        }
+        c.logout();
+    }
+    srv.shutdown();
+}
