@@ -9,10 +9,24 @@
 # libiscsi (TGT_PARAMS below: tgt's defaults are 8 KiB segments, InitialR2T=Yes,
 # 64 KiB FirstBurstLength), so both run the same PDU exchange.
 #
-# usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--smoke] [--write-md]
-#                       [--rtarget-tpg-attrs K=V,...]
-#   --rounds    rounds per workload (default 4; an odd N becomes N+1)
+# usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--spdk DIR]
+#                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...]
+#   --rounds    rounds per workload (default 4; an odd N becomes N+1, with --spdk a
+#               multiple of 3, or of 6 with "disk")
 #   --rtarget-tpg-attrs  TPG attributes for rtarget's target (e.g. busy_poll_us=20)
+#   --spdk DIR  (or SPDK_DIR=DIR) also measure SPDK's iSCSI target, built by
+#               ../shared/tools/spdk/build-spdk.sh into DIR and started with its
+#               run-spdk-iscsi.sh (RTARGET_TOOLS=DIR overrides ../shared/tools): one
+#               polling reactor (core 0), no hugepages; "ramdisk" against its malloc
+#               bdev, "ram" against its aio bdev on a file in /dev/shm (O_DIRECT on
+#               tmpfs: no page cache, like a RAM disk). SPDK runs in the same rounds
+#               and rotation as tgt and rtarget (each of the three first equally
+#               often) and is stopped (SIGSTOP) while the others run, so its polling
+#               reactor does not take a core from them. Its CPU µs/IO includes that
+#               polling (a reactor spins at 100% of its core whether or not there is
+#               work): reported as measured. SPDK 23.05 negotiates its own limits:
+#               MaxRecvDataSegmentLength 64 KiB, InitialR2T=Yes, FirstBurstLength
+#               64 KiB (run-spdk-iscsi.sh). Extra columns: SPDK and rtarget/SPDK.
 #   configs (1 GiB LUNs, filled with data first so reads never hit holes):
 #     ram      tgt --bstype rdwr on a file in /dev/shm  vs  rtarget fileio on /dev/shm
 #     disk     both on a file on disk (target/bench-work), page cache warm
@@ -46,11 +60,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS=''
+ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-}
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --configs) CONFIGS=$2; shift ;;
+        --spdk) SPDK_DIR=$2; shift ;;
         --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram,qcow2 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
         --rtarget-tpg-attrs) RT_TPG_ATTRS=$2; shift ;;
@@ -60,8 +75,29 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
-# Each side goes first in half the rounds (a smoke run only checks that all runs).
-if ((ROUNDS % 2)) && [[ -z $SMOKE ]]; then ROUNDS=$((ROUNDS + 1)); echo "bench: $((ROUNDS - 1)) rounds -> $ROUNDS (even)" >&2; fi
+if [[ -n $SPDK_DIR ]]; then
+    SPDK_DIR=$(cd "$SPDK_DIR" && pwd)
+    [[ -x $SPDK_DIR/spdk/build/bin/iscsi_tgt ]] ||
+        { echo "bench.sh: no SPDK build in $SPDK_DIR (../shared/tools/spdk/build-spdk.sh)" >&2; exit 2; }
+fi
+# Each side goes first in as many rounds as the others (a smoke run only checks
+# that all runs): two targets alternate, three rotate.
+# (With --spdk only ram and ramdisk have three; any other config makes it 6.)
+NT=2
+if [[ -n $SPDK_DIR ]]; then
+    NT=3; [[ ,$CONFIGS, =~ ,(disk), ]] && NT=6
+fi
+if ((ROUNDS % NT)) && [[ -z $SMOKE ]]; then
+    r0=$ROUNDS; ROUNDS=$(((ROUNDS + NT - 1) / NT * NT)); echo "bench: $r0 rounds -> $ROUNDS (multiple of $NT)" >&2
+fi
+# order ROUND T...: the targets T in the order of round ROUND (a rotation).
+order() {
+    local r=$1 i; shift
+    local n=$# all=("$@") out=()
+    local k=$(((r - 1) % n))
+    for ((i = 0; i < n; i++)); do out+=("${all[(i + k) % n]}"); done
+    echo "${out[@]}"
+}
 
 # lib.sh need: a missing tool skips the run locally and fails it under CI=true.
 need tgtd tgtadm iscsi-perf qemu-img qemu-io python3 cc
@@ -77,20 +113,29 @@ stop_qsd() {
     [[ -n $QSD_PID ]] || return 0
     kill -TERM "$QSD_PID" 2>/dev/null; wait "$QSD_PID" 2>/dev/null; QSD_PID=''
 }
-cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; }
+SPDK_PID=''
+stop_spdk() {   # not our child (run-spdk-iscsi.sh starts it): poll for its exit
+    [[ -n $SPDK_PID ]] || return 0
+    kill -CONT "$SPDK_PID" 2>/dev/null; kill -TERM "$SPDK_PID" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do kill -0 "$SPDK_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SPDK_PID" 2>/dev/null; SPDK_PID=''
+}
+cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; stop_spdk; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; }
 trap cleanup EXIT
 
 # --- LUNs: the same backing kinds for both targets ---------------------------------
 fill() { dd if=/dev/zero of="$1" bs=1M count=1024 status=none conv=fsync; }
-declare -A TLUN RLUN    # config -> LUN number on tgt / rtarget
+declare -A TLUN RLUN SLUN   # config -> LUN number on tgt / rtarget / SPDK
 RSPECS=() n=0
 for cfg in ${CONFIGS//,/ }; do
     case $cfg in
         ram) fill "$SHM/tgt-ram.img"; fill "$SHM/rt-ram.img"
+             [[ -n $SPDK_DIR ]] && { fill "$SHM/spdk-ram.img"; SLUN[ram]=0; }
              RSPECS+=("fileio:ram0:$SHM/rt-ram.img:1G") ;;
         disk) fill "$W/tgt-disk.img"; fill "$W/rt-disk.img"
              RSPECS+=("fileio:disk0:$W/rt-disk.img:1G") ;;
         ramdisk) [[ -f $SHM/tgt-ram.img ]] || fill "$SHM/tgt-ram.img"
+             [[ -n $SPDK_DIR ]] && SLUN[ramdisk]=1
              RSPECS+=("ramdisk:rd0::1G") ;;
         qcow2) QSIZE=$((SMOKE ? 64 : 1024))M
              # Two copies made the same way, then dropped from the page cache:
@@ -141,6 +186,15 @@ if [[ ,$CONFIGS, == *,qcow2,* ]]; then
 fi
 RPORT=$(free_port)
 while [[ $RPORT == "$TPORT" ]]; do RPORT=$(free_port); done
+IQN_S=iqn.2016-06.io.spdk:t0
+if [[ -n $SPDK_DIR ]]; then
+    # LUN 0: aio bdev on FILE (the "ram" config's file), LUN 1: 1 GiB malloc bdev.
+    SPORT=$(free_port)
+    while [[ $SPORT == "$TPORT" || $SPORT == "$RPORT" ]]; do SPORT=$(free_port); done
+    [[ -f $SHM/spdk-ram.img ]] || truncate -s 64M "$SHM/spdk-ram.img"
+    SPDK_PID=$(bash "$TOOLS/spdk/run-spdk-iscsi.sh" "$SPDK_DIR" "$SPORT" "$SHM/spdk-ram.img")
+    kill -STOP "$SPDK_PID"   # runs only for its own measurements (see --spdk)
+fi
 rm -rf "$W/rt"; mkdir -p "$W/rt"
 mkconfig "$W/rt/saveconfig.json" "$RPORT" "$IQN_R" "${RSPECS[@]}"
 if [[ -n $RT_TPG_ATTRS ]]; then
@@ -157,8 +211,26 @@ fi
 start_rtarget "$W/rt" "$RPORT"
 
 url() {   # url TARGET CFG
-    if [[ $1 == tgt ]]; then echo "iscsi://127.0.0.1:$TPORT/$IQN_T/${TLUN[$2]}"
-    else echo "iscsi://127.0.0.1:$RPORT/$IQN_R/${RLUN[$2]}"; fi
+    case $1 in
+        tgt) echo "iscsi://127.0.0.1:$TPORT/$IQN_T/${TLUN[$2]}" ;;
+        spdk) echo "iscsi://127.0.0.1:$SPORT/$IQN_S/${SLUN[$2]}" ;;
+        *) echo "iscsi://127.0.0.1:$RPORT/$IQN_R/${RLUN[$2]}" ;;
+    esac
+}
+targets_of() {   # targets_of ROUND CFG: the targets measured on CFG, in round order
+    if [[ -n ${SLUN[$2]:-} ]]; then order "$1" tgt rtarget spdk
+    elif (($1 % 2)); then echo tgt rtarget
+    else echo rtarget tgt; fi
+}
+pid_of() { case $1 in tgt) echo "$TGT_PID" ;; spdk) echo "$SPDK_PID" ;; *) echo "$RT_PID" ;; esac; }
+# as TARGET CMD...: run CMD with TARGET's process running (SPDK is stopped between
+# its own runs: its reactor would spin on a core the others need).
+as() {
+    local t=$1 rc=0; shift
+    [[ $t == spdk ]] && kill -CONT "$SPDK_PID"
+    "$@" || rc=$?
+    [[ $t == spdk ]] && kill -STOP "$SPDK_PID"
+    return "$rc"
 }
 
 # --- workloads: name, bytes per I/O, command (URL appended); each prints IOPS ---------
@@ -204,13 +276,12 @@ ERRORS=0
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)   # other work on the machine makes numbers noisy
 T0=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
     for cfg in ${CONFIGS//,/ }; do
         [[ $cfg == qcow2 ]] && continue    # compared with q-s-d below, not with tgt
+        read -ra ORDER <<<"$(targets_of "$r" "$cfg")"
         for wl in "${WORKLOADS[@]}"; do
             for t in "${ORDER[@]}"; do
-                if [[ $t == tgt ]]; then pid=$TGT_PID; else pid=$RT_PID; fi
-                if v=$(measured "$pid" run_workload "$wl" "$(url "$t" "$cfg")"); then
+                if v=$(as "$t" measured "$(pid_of "$t")" run_workload "$wl" "$(url "$t" "$cfg")"); then
                     echo "$cfg $wl $t $r $v" >>"$RAW"
                     printf '  round %d  %-8s %-17s %-8s %8s IOPS %7s us-cpu/io\n' "$r" "$cfg" "$wl" "$t" ${v} >&2
                 else
@@ -230,15 +301,18 @@ done
 # --- QD1 latency percentiles (bench/qd1lat.c and .py: the initiators above report none) -
 LRAW=$W/raw-lat.txt; : >"$LRAW"
 for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
     for cfg in ${CONFIGS//,/ }; do
         [[ $cfg == qcow2 ]] && continue
+        read -ra ORDER <<<"$(targets_of "$r" "$cfg")"
         for probe in c py; do
             for t in "${ORDER[@]}"; do
-                if [[ $t == tgt ]]; then a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}")
-                else a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}"); fi
+                case $t in
+                    tgt) a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}") ;;
+                    spdk) a=("$SPORT" "$IQN_S" "${SLUN[$cfg]}") ;;
+                    *) a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}") ;;
+                esac
                 if [[ $probe == c ]]; then probe_cmd=("$W/qd1lat"); else probe_cmd=(python3 "$HERE/qd1lat.py"); fi
-                if v=$(timeout 120 "${probe_cmd[@]}" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
+                if v=$(as "$t" timeout 120 "${probe_cmd[@]}" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
                     echo "$cfg $probe $t $r $v" >>"$LRAW"
                     printf '  round %d  %-8s 4k-read-qd1 latency (%-2s) %-8s p50/p99/mean %s us\n' \
                         "$r" "$cfg" "$probe" "$t" "${v% *}" >&2
@@ -293,10 +367,13 @@ fi
 ELAPSED=$((SECONDS - T0))
 
 # --- table -----------------------------------------------------------------------
-TABLE=$(python3 "$HERE/report.py" table "$RAW" tgt)
+PEERS=(tgt); [[ -n $SPDK_DIR ]] && PEERS+=(spdk)   # the table's peer columns
+TABLE=$(python3 "$HERE/report.py" table "$RAW" "${PEERS[@]}")
+SPDK_VER=''
+[[ -n $SPDK_DIR ]] && SPDK_VER=$(git -C "$SPDK_DIR/spdk" describe --tags 2>/dev/null || echo '?')
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
 echo
-echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)"
+echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)${SPDK_VER:+ and SPDK $SPDK_VER}"
 echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 [[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
@@ -316,9 +393,9 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
     STAMP=$(date -u '+%Y%m%d-%H%M')-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     CHART_REL=bench/charts/$STAMP.svg
     mkdir -p "$REPO/bench/charts"
-    srcs=("$RAW:tgt"); [[ -s $QRAW ]] && srcs+=("$QRAW:qsd")
+    srcs=("$RAW:tgt"); [[ -n $SPDK_DIR ]] && srcs+=("$RAW:spdk"); [[ -s $QRAW ]] && srcs+=("$QRAW:qsd")
     python3 "$HERE/report.py" svg "$REPO/$CHART_REL" \
-        "rtarget vs tgt / q-s-d, $STAMP, load $LOAD0 (higher is better)" "${srcs[@]}"
+        "rtarget vs tgt${SPDK_DIR:+ / SPDK} / q-s-d, $STAMP, load $LOAD0 (higher is better)" "${srcs[@]}"
     [[ -f $MD ]] || printf '# Benchmarks\n\nWritten by `bash bench/bench.sh --write-md`; newest last.\n' >"$MD"
     {
         echo
@@ -327,11 +404,20 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "Machine: $MACHINE. tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
-             "$ROUNDS rounds, A/B alternating (each side first in half), median; configs: $CONFIGS;" \
+             "$ROUNDS rounds, ${SPDK_DIR:+three targets rotating where SPDK runs, else }A/B alternating (each side first in as many rounds), median; configs: $CONFIGS;" \
              "load average before the run: $LOAD0.${RT_TPG_ATTRS:+ rtarget TPG attributes: $RT_TPG_ATTRS.}"
         echo
         echo "tgt's session parameters set to rtarget's: $TGT_PARAMS. CPU µs/IO: utime+stime of" \
              "the target process (all threads) during the run over the I/Os it completed."
+        if [[ -n $SPDK_DIR ]]; then
+            echo
+            echo "SPDK $SPDK_VER iscsi_tgt (one reactor on core 0, no hugepages; ramdisk rows: its" \
+                 "malloc bdev, ram rows: its aio bdev on a file in /dev/shm), in the same rounds and" \
+                 "rotation (each target first in a third of the rounds), stopped (SIGSTOP) while the" \
+                 "others run. Its session limits: MaxRecvDataSegmentLength 64 KiB, InitialR2T=Yes," \
+                 "FirstBurstLength 64 KiB. **Its CPU µs/IO includes idle polling** (the reactor spins" \
+                 "at 100% of a core whether or not there is work): it is wall time per I/O, as measured."
+        fi
         echo
         echo "![IOPS and CPU ratios]($CHART_REL)"
         echo

@@ -29,6 +29,7 @@ mod busypoll;
 mod conn;
 mod dataout;
 mod discovery;
+mod lent_read;
 mod login;
 mod logout;
 mod mcs;

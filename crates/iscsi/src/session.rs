@@ -27,7 +27,7 @@ use crate::offload::Offload;
 use crate::server::{ConnHandle, SessionKey, Shared};
 use crate::session_core::{nexus_for, Accept, SessionCore};
 use crate::sessions::{LunCounters, SessionLive};
-use crate::txq::TxQueue;
+use crate::txq::{TxData, TxQueue};
 use crate::TargetConfig;
 use target_core::engine::{Ends, Finished};
 
@@ -576,6 +576,9 @@ impl Session {
         cdb: &[u8],
         data_out: &[u8],
     ) {
+        if data_out.is_empty() && self.execute_lent(tx, c, cdb) {
+            return;
+        }
         let lun = scsi::lun::decode(c.lun);
         // The core clears it for anything but a READ, which overwrites it.
         let mut data_in = tx.take_filled();
@@ -615,9 +618,10 @@ impl Session {
         cdb: &[u8],
         data_out_len: usize,
         out: Outcome,
-        data_in: Vec<u8>,
+        data_in: impl Into<TxData>,
         overflow: usize,
     ) {
+        let data_in = data_in.into();
         let edtl = c.expected_data_len;
         let status = out.status as u8;
         let residual = if c.write {
