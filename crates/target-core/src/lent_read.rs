@@ -47,7 +47,7 @@ impl LunTable {
         let probe = dev.backstore.read_lent(0, 0)?;
         drop(probe);
         let stats = &dev.state.stats;
-        let started = stats.begin();
+        let started = stats.begin(cdb.opcode());
         let (out, data) = match dispatch::prepare_rw(self, nexus, lun, cdb, 0) {
             Ok(Some(Access::Read { offset, len })) => {
                 // Ordered against WRITE ATOMIC and COMPARE AND WRITE as
@@ -70,7 +70,7 @@ impl LunTable {
             Ok(_) => (GOOD, LentRead::new()),
             Err(e) => (dispatch::outcome_for(&e), LentRead::new()),
         };
-        stats.end(started, cdb.opcode(), &out, data.len(), 0);
+        started.end(&out, data.len(), 0);
         Some((out, data))
     }
 }
