@@ -38,7 +38,7 @@ pub use iov::IoVecs;
 pub use lent::{LentBytes, LentRead};
 pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
 pub use null::NullBackstore;
-pub use ownership::{Owner, Ownership};
+pub use ownership::{GatewayReport, Owner, Ownership};
 pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
 pub use qos::{with_qos, QosBackstore, QosLimits};

@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::lock::{self, Locks};
+use super::service::Service;
 use super::{RbdBackstore, RbdConfig};
-use crate::ownership::{is_path_lost, path_lost, Owner, OwnerHook, Ownership};
+use crate::ownership::{is_path_lost, path_lost, GatewayReport, Owner, OwnerHook, Ownership};
 use crate::{Backstore, Capabilities, Completion, Extent, IoOp, ResizeHook};
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
@@ -67,7 +68,14 @@ struct Gw {
     fences: AtomicU64,
     refused: AtomicU64,
     reconnects: AtomicU64,
+    /// The addresses this gateway blocklisted (the last [`BLOCKLIST_KEPT`]).
+    blocklisted: Mutex<Vec<String>>,
+    /// Its entry in the service map (none when registering failed).
+    service: Option<Service>,
 }
+
+/// How many blocklisted peers a gateway reports.
+const BLOCKLIST_KEPT: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,6 +110,13 @@ impl RbdGateway {
         }
         let resize: Arc<Mutex<Option<SizeHook>>> = Arc::default();
         forward_resize(&rbd, &resize);
+        // Best effort: a gateway serves without its service map entry.
+        let service = Service::register(cfg, group)
+            .inspect_err(|e| {
+                tracing::warn!(image = %rbd.name(), error = %e,
+                "rbd gateway: not registered in the service map")
+            })
+            .ok();
         let g = Arc::new(Gw {
             cfg: cfg.clone(),
             group,
@@ -121,6 +136,8 @@ impl RbdGateway {
             fences: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            blocklisted: Mutex::new(Vec::new()),
+            service,
         });
         g.refresh();
         Ok(RbdGateway { g })
@@ -192,6 +209,23 @@ impl Gw {
             if let Some(h) = h {
                 h();
             }
+        }
+        // Every state change ends here (takeover, fence, another owner):
+        // the service map follows (an unchanged status is not sent).
+        if let Some(s) = &self.service {
+            s.update(self.report().status());
+        }
+    }
+
+    fn report(&self) -> GatewayReport {
+        GatewayReport {
+            medium: format!("{}/{}", self.cfg.pool, self.cfg.image),
+            group: self.group,
+            lock_owner: self.owned.load(Ordering::Acquire) && !self.fenced.load(Ordering::Acquire),
+            owner: *lock(&self.owner),
+            failovers: self.takeovers.load(Ordering::Relaxed),
+            fenced: self.fences.load(Ordering::Relaxed),
+            blocklisted: lock(&self.blocklisted).clone(),
         }
     }
 
@@ -381,6 +415,10 @@ impl Gw {
             }
             tracing::warn!(image = %rbd.name(), owner = %owner, "rbd gateway: breaking the lock (blocklisting that address)");
             l.break_lock(&owner)?;
+            let mut b = lock(&self.blocklisted);
+            b.push(owner.clone());
+            let extra = b.len().saturating_sub(BLOCKLIST_KEPT);
+            b.drain(..extra);
         }
         l.acquire()?;
         l.metadata_set(lock::OWNER_KEY, &lock::owner_record(self.group, &me))?;
@@ -407,6 +445,9 @@ impl Ownership for Handle {
     }
     fn on_change(&self, hook: OwnerHook) {
         *lock(&self.0.hook) = Some(Arc::from(hook));
+    }
+    fn report(&self) -> Option<GatewayReport> {
+        Some(self.0.report())
     }
 }
 

@@ -22,12 +22,14 @@
 //! ([`ffi`]).
 
 mod config;
+mod conn;
 mod extent;
 mod ffi;
 mod ffi_lock;
 mod ffi_rados;
 mod gateway;
 mod lock;
+mod service;
 mod shared;
 
 use std::ffi::{c_int, c_void, CString};
@@ -78,29 +80,6 @@ impl Shared {
     }
 }
 
-/// The cluster connection and pool context (closed after the image).
-struct Conn {
-    api: &'static ffi::Api,
-    cluster: ffi::Rados,
-    ioctx: ffi::Ioctx,
-}
-
-// SAFETY: only used to open and close (under &mut / Drop).
-unsafe impl Send for Conn {}
-unsafe impl Sync for Conn {}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // SAFETY: handles created by this Conn, destroyed once.
-        unsafe {
-            if !self.ioctx.is_null() {
-                (self.api.rados_ioctx_destroy)(self.ioctx);
-            }
-            (self.api.rados_shutdown)(self.cluster);
-        }
-    }
-}
-
 pub struct RbdBackstore {
     shared: Arc<Shared>,
     watch: Option<u64>,
@@ -109,7 +88,7 @@ pub struct RbdBackstore {
     name: String,
     // Last: dropped after `Drop::drop` closed the image (and shared with
     // the shared state object, which may outlive it).
-    _conn: Arc<Conn>,
+    _conn: Arc<conn::Conn>,
 }
 
 /// librbd's `-errno` as an error.
@@ -145,54 +124,7 @@ impl RbdBackstore {
                 .map(|s| format!("@{s}"))
                 .unwrap_or_default()
         );
-        let mut cluster = null_mut();
-        // librados' default client (rados_create2 needs a name).
-        let client = cstr(&format!("client.{}", cfg.id.as_deref().unwrap_or("admin")))?;
-        // SAFETY: out-pointer to a local; strings outlive the call.
-        let r = unsafe { (api.rados_create2)(&mut cluster, c"ceph".as_ptr(), client.as_ptr(), 0) };
-        rc("rados_create2", r as isize)?;
-        let mut conn = Conn {
-            api,
-            cluster,
-            ioctx: null_mut(),
-        };
-        let conf = cfg.conf.as_deref().map(cstr).transpose()?;
-        let timeout = cfg.osd_op_timeout.as_secs().to_string();
-        let settings = [
-            ("rbd_cache", "false"),
-            ("rbd_skip_partial_discard", "false"),
-            ("rados_osd_op_timeout", timeout.as_str()),
-            ("client_mount_timeout", timeout.as_str()),
-        ];
-        // SAFETY: `cluster` is live; every string is NUL-terminated and
-        // outlives its call.
-        unsafe {
-            let path = conf.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-            rc(
-                "reading the ceph configuration",
-                (api.rados_conf_read_file)(cluster, path) as isize,
-            )?;
-            rc(
-                "CEPH_ARGS",
-                (api.rados_conf_parse_env)(cluster, std::ptr::null()) as isize,
-            )?;
-            for (k, v) in settings {
-                let (ck, cv) = (cstr(k)?, cstr(v)?);
-                rc(
-                    k,
-                    (api.rados_conf_set)(cluster, ck.as_ptr(), cv.as_ptr()) as isize,
-                )?;
-            }
-            rc(
-                "connecting to the cluster",
-                (api.rados_connect)(cluster) as isize,
-            )?;
-            let pool = cstr(&cfg.pool)?;
-            rc(
-                &format!("pool {}", cfg.pool),
-                (api.rados_ioctx_create)(cluster, pool.as_ptr(), &mut conn.ioctx) as isize,
-            )?;
-        }
+        let conn = conn::connect(cfg, true)?;
         let image = Self::open_image(api, conn.ioctx, cfg, size, read_only, &name)?;
         let mut bytes = 0u64;
         let mut info: ffi::ImageInfo = unsafe { std::mem::zeroed() };

@@ -54,6 +54,7 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                 print_sessions_detail(&s.sessions);
             }
             print_guests(&s.guests);
+            print_gateways(&s.gateways);
         }),
         Show::Sessions => decoded(resp, |s: Sessions<SessionSummary>| {
             if s.sessions.is_empty() && s.guests.is_empty() {
@@ -74,6 +75,7 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                 );
             }
             print_guests(&s.guests);
+            print_gateways(&s.gateways);
         }),
     }
 }
@@ -95,6 +97,13 @@ fn decoded<T: DeserializeOwned>(resp: &Value, show: impl FnOnce(T)) -> bool {
             eprintln!("rtarget: error: bad response from the daemon: {e}");
             false
         }
+    }
+}
+
+/// Gateways of shared media, one line each.
+fn print_gateways(gateways: &[crate::proto::GatewayState]) {
+    for g in gateways {
+        println!("{} ({}): {}", g.storage_object, g.medium, g.state);
     }
 }
 

@@ -16,6 +16,37 @@ pub struct VhostGuest {
     pub socket: String,
 }
 
+/// A gateway of a shared medium, as `sessions` lists it
+/// ([`backstore::GatewayReport`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayState {
+    pub storage_object: String,
+    /// `pool/image`.
+    pub medium: String,
+    /// The summary line `ls` shows under the storage object.
+    pub state: String,
+    pub group: u16,
+    pub lock_owner: bool,
+    pub failovers: u64,
+    pub fenced: u64,
+    pub blocklisted: Vec<String>,
+}
+
+impl GatewayState {
+    pub fn new(storage_object: &str, r: &backstore::GatewayReport) -> GatewayState {
+        GatewayState {
+            storage_object: storage_object.to_string(),
+            medium: r.medium.clone(),
+            state: r.summary(),
+            group: r.group,
+            lock_owner: r.lock_owner,
+            failovers: r.failovers,
+            fenced: r.fenced,
+            blocklisted: r.blocklisted.clone(),
+        }
+    }
+}
+
 /// One logged-in session, as `sessions` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
