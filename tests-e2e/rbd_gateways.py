@@ -9,6 +9,8 @@ Checks, in order (each prints PASS/FAIL; exit status 1 on any FAIL):
   - REPORT TARGET PORT GROUPS answers the same bytes through A and B
     before any write (configured states) and after each takeover;
   - a write through A makes group 1 active/optimized on both;
+  - with the cluster stopped (SIGSTOP mon and osd), RTPG through A and B
+    answers within 2 s from the last owner seen (not after osd_op_timeout);
   - SIGSTOP A, a write through B takes the image over (group 2 optimized;
     the takeover time is printed) and blocklists A's exact address (with
     its nonce); a write queued at A while it was stopped is refused after
@@ -35,7 +37,8 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rbd_gw_common import (BS, IQN, NOT_READY_TRANSITION, REC, RESULTS,  # noqa: E402
-                           answers, blocklist, check, check_service_map, queue_writes, record,
+                           answers, blocklist, check, check_service_map, cluster_pids,
+                           queue_writes, record,
                            rtpg, rtpg_alike, run, start_gateways, states, stopped,
                            wait_takeover, write)
 from rwsession import RwSession  # noqa: E402
@@ -58,6 +61,18 @@ def main(argv):
     expect[0] = record(1)
     rtpg_alike(sa, sb, {1: 0, 2: 1}, "after A took the lock (group 1 optimized)")
     check_service_map(conf, IMAGE, {1: a, 2: b}, 1, "after A took the lock")
+
+    # The cluster unreachable (mon and osd stopped): RTPG answers at once
+    # from the last owner seen, not after osd_op_timeout (10 s here).
+    want = rtpg(sa)
+    with stopped(*cluster_pids(conf)):
+        for s, who in ((sa, "A"), (sb, "B"), (sa, "A again")):
+            t0 = time.monotonic()
+            d = rtpg(s)
+            took = time.monotonic() - t0
+            check(f"cluster stopped: RTPG through {who} answers in {took:.2f} s, "
+                  f"from the last owner seen {states(d)}", took < 2 and d == want,
+                  f"{states(d)} vs {states(want)}")
 
     # SIGSTOP A with a write queued in its socket; B takes over meanwhile.
     before = set(blocklist(conf))

@@ -8,6 +8,7 @@ checks send, and the gateways' state as the cluster and the CLI show it.
 """
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -164,16 +165,24 @@ def answers(s, n):
     return got
 
 
-def stopped(daemon):
-    """SIGSTOP `daemon` (with `with`), returning once every thread of it
-    stopped (Daemon.sigstop: commands queued next are not served before);
-    SIGCONT on leaving."""
+def stopped(*daemons):
+    """SIGSTOP `daemons` (with `with`): a Daemon through Daemon.sigstop,
+    which returns once every thread of it stopped (commands queued next are
+    not served before), a pid (a Ceph daemon) with kill; SIGCONT on leaving."""
     class Stopped:
         def __enter__(self):
-            daemon.sigstop()
+            for d in daemons:
+                if isinstance(d, int):
+                    os.kill(d, signal.SIGSTOP)
+                else:
+                    d.sigstop()
 
         def __exit__(self, *exc):
-            daemon.sigcont()
+            for d in daemons:
+                if isinstance(d, int):
+                    os.kill(d, signal.SIGCONT)
+                else:
+                    d.sigcont()
     return Stopped()
 
 
@@ -187,6 +196,16 @@ def wait_takeover(s, lba, data, limit=90):
         if st == 0 or time.monotonic() - t0 > limit or kcq != NOT_READY_TRANSITION:
             return st, kcq, time.monotonic() - t0
         time.sleep(0.2)
+
+
+def cluster_pids(conf):
+    """The pids of ceph-up.sh's mon and osd (pid files next to `conf`)."""
+    run_dir = os.path.join(os.path.dirname(os.path.abspath(conf)), "run")
+    out = []
+    for name in ("mon.a", "osd.0"):
+        with open(os.path.join(run_dir, f"{name}.pid")) as f:
+            out.append(int(f.read().strip()))
+    return out
 
 
 def blocklist(conf):

@@ -611,7 +611,8 @@ mod tests {
         let mut so = cfg.storage_objects[0].clone();
         so.plugin = "user".into();
         so.name = "gw0".into();
-        so.config = Some("rbd/rbd/img;alua_group=1".into());
+        so.extra
+            .insert("config".into(), json!("rbd/rbd/img;alua_group=1"));
         cfg.storage_objects.push(so);
         let mut root = build(&cfg, &|_| None);
         gateway_view(&cfg, &mut root, &|p| {

@@ -26,7 +26,8 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use super::lock::{self, Locks};
 use super::service::Service;
@@ -72,7 +73,23 @@ struct Gw {
     blocklisted: Mutex<Vec<String>>,
     /// Its entry in the service map (none when registering failed).
     service: Option<Service>,
+    /// The owner reads REPORT TARGET PORT GROUPS asked for ([`Gw::refresh_bounded`]).
+    refreshes: Mutex<Refreshes>,
+    refreshed: Condvar,
 }
+
+/// Owner reads in the background: one at a time, counted when done.
+#[derive(Default)]
+struct Refreshes {
+    running: bool,
+    done: u64,
+}
+
+/// How long REPORT TARGET PORT GROUPS waits for a fresh owner before it
+/// answers with the last one seen: reading the owner is a cluster round
+/// trip (milliseconds), but an unreachable cluster holds it until
+/// osd_op_timeout, and initiators time RTPG out well before that.
+const REFRESH_WAIT: Duration = Duration::from_millis(250);
 
 /// How many blocklisted peers a gateway reports.
 const BLOCKLIST_KEPT: usize = 8;
@@ -138,6 +155,8 @@ impl RbdGateway {
             reconnects: AtomicU64::new(0),
             blocklisted: Mutex::new(Vec::new()),
             service,
+            refreshes: Mutex::default(),
+            refreshed: Condvar::new(),
         });
         g.refresh();
         Ok(RbdGateway { g })
@@ -329,6 +348,41 @@ impl Gw {
         }
     }
 
+    /// [`Gw::refresh`] on a thread of its own, waited for at most `wait`:
+    /// then the owner as last seen, the read going on in the background
+    /// (its result published when it comes, as any owner change is).
+    fn refresh_bounded(self: &Arc<Self>, wait: Duration) -> Owner {
+        let mut st = lock(&self.refreshes);
+        // A read already under way counts (it started just before).
+        let want = st.done + 1;
+        if !st.running {
+            let g = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("rbd-owner".into())
+                .spawn(move || {
+                    g.refresh();
+                    let mut st = lock(&g.refreshes);
+                    st.running = false;
+                    st.done += 1;
+                    g.refreshed.notify_all();
+                });
+            match spawned {
+                Ok(_) => st.running = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rbd gateway: no thread to read the owner");
+                    drop(st);
+                    return *lock(&self.owner);
+                }
+            }
+        }
+        let (st, _) = self
+            .refreshed
+            .wait_timeout_while(st, wait, |s| s.done < want)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(st);
+        *lock(&self.owner)
+    }
+
     fn read_owner(&self, rbd: &RbdBackstore) -> io::Result<Owner> {
         let l = rbd.locks()?;
         let owners = l.owners()?;
@@ -435,7 +489,7 @@ impl Ownership for Handle {
     }
     fn owner(&self, refresh: bool) -> Owner {
         if refresh {
-            self.0.refresh()
+            self.0.refresh_bounded(REFRESH_WAIT)
         } else {
             *lock(&self.0.owner)
         }
