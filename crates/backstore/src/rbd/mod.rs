@@ -54,8 +54,12 @@ struct Shared {
     api: &'static ffi::Api,
     image: ffi::Image,
     size: AtomicU64,
-    /// AIOs started and not yet finished (the image closes at zero).
-    inflight: Mutex<u64>,
+    /// AIOs started and not yet finished (the image closes at zero): an
+    /// atomic, not a mutex, since every request counts itself twice (two
+    /// threads: the submitter and librbd's completion thread); `idle_lock`
+    /// and `idle` are only for the close waiting for zero.
+    inflight: AtomicU64,
+    idle_lock: Mutex<()>,
     idle: Condvar,
     /// Size changes noticed through the update watch.
     resizes: AtomicU64,
@@ -68,13 +72,14 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     fn begin(&self) {
-        *self.inflight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
     }
 
     fn end(&self) {
-        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        if *n == 0 {
+        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock: a close that saw a non-zero count is waiting
+            // (it checks and waits under it), so it cannot miss this.
+            let _g = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.idle.notify_all();
         }
     }
@@ -151,7 +156,8 @@ impl RbdBackstore {
             api,
             image,
             size: AtomicU64::new(bytes),
-            inflight: Mutex::new(0),
+            inflight: AtomicU64::new(0),
+            idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             resizes: AtomicU64::new(0),
             on_resize: Mutex::new(None),
@@ -482,11 +488,11 @@ impl Drop for RbdBackstore {
             if let Some(h) = self.watch.take() {
                 (s.api.rbd_update_unwatch)(s.image, h);
             }
-            let mut n = s.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            while *n > 0 {
-                n = s.idle.wait(n).unwrap_or_else(|e| e.into_inner());
+            let mut g = s.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
+            while s.inflight.load(Ordering::Acquire) > 0 {
+                g = s.idle.wait(g).unwrap_or_else(|e| e.into_inner());
             }
-            drop(n);
+            drop(g);
             (s.api.rbd_close)(s.image);
         }
     }
