@@ -2,8 +2,9 @@
 """bench/report.py: the tables and the SVG chart of bench/bench.sh.
 
 usage: report.py table RAW PEER            Markdown table of a raw file
-       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.c, .py)
+       report.py lat RAW                   QD1 latency percentiles (bench/iscsi-load.c lat, qd1lat.py)
        report.py svg OUT TITLE RAW[:PEER]... one chart, a group of bars per row
+       report.py gen RAW                   bench/iscsi-load.c's own CPU per I/O ("RUN TARGET US")
 
 A raw file has one line per run: "CONFIG WORKLOAD TARGET ROUND IOPS CPU_US_PER_IO"
 (IOPS and CPU are "ERR" when the run failed). TARGET is "rtarget" or the peer
@@ -80,7 +81,7 @@ def table(path, peer):
 
 def lat(path):
     """QD1 latency lines "CONFIG PROBE TARGET ROUND P50 P99 MEAN COUNT" (PROBE: c for
-    bench/qd1lat.c, py for bench/qd1lat.py; lines without it are py): medians."""
+    bench/iscsi-load.c lat (formerly qd1lat.c), py for bench/qd1lat.py; lines without it are py): medians."""
     data = {}
     for line in open(path):
         f = line.split()
@@ -90,13 +91,27 @@ def lat(path):
         data.setdefault((cfg, probe), {}).setdefault(t, []).append((float(p50), float(p99), float(mean)))
     print("| LUN | probe | tgt p50 µs | tgt p99 µs | rtarget p50 µs | rtarget p99 µs | rtarget/tgt p50 | rtarget/tgt p99 |")
     print("|-----|-------|---:|---:|---:|---:|---:|---:|")
-    names = {"c": "qd1lat.c", "py": "qd1lat.py"}
+    names = {"c": "iscsi-load lat", "py": "qd1lat.py"}
     for (cfg, probe), per in data.items():
         m = {t: [statistics.median(x[k] for x in per.get(t, [(0, 0, 0)])) for k in (0, 1)]
              for t in ("tgt", "rtarget")}
         r = lambda k: f"{m['rtarget'][k] / m['tgt'][k]:.2f}x" if m["tgt"][k] else "-"
         print(f"| {cfg} | {names.get(probe, probe)} | {m['tgt'][0]:.1f} | {m['tgt'][1]:.1f} "
               f"| {m['rtarget'][0]:.1f} | {m['rtarget'][1]:.1f} | {r(0)} | {r(1)} |")
+
+
+def gen(path):
+    """The load generator's own CPU µs per I/O, median per run kind and target: it must
+    stay far below the targets' so the rows measure the targets."""
+    data = {}
+    for line in open(path):
+        run, t, us = line.split()
+        data.setdefault(run, {}).setdefault(t, []).append(float(us))
+    print("| iscsi-load run | CPU µs/IO vs tgt | CPU µs/IO vs rtarget |")
+    print("|----------------|---:|---:|")
+    for run, per in data.items():
+        m = {t: f"{statistics.median(per[t]):.2f}" if t in per else "-" for t in ("tgt", "rtarget")}
+        print(f"| {run} | {m['tgt']} | {m['rtarget']} |")
 
 
 def svg(out, title, sources):
@@ -144,6 +159,8 @@ if __name__ == "__main__":
         table(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "lat":
         lat(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "gen":
+        gen(sys.argv[2])
     elif len(sys.argv) >= 5 and sys.argv[1] == "svg":
         svg(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
