@@ -14,7 +14,7 @@
 #              4k-write-qd32 64k-read-qd8 64k-write-qd8 1m-read-qd8 1m-write-qd8
 #              4k-read-qd1 (single-request latency)
 #              (qemu-img bench -f raw -t none, sequential, fixed count)
-#              4k-lat-qd1: bench/qd1lat.c, 20000 READ(10)s one at a time; its
+#              4k-lat-qd1: bench/iscsi-load.c lat, 20000 READ(10)s one at a time; its
 #              "IOPS" cells are the p50 latency in µs (B/A below 1 is better)
 #   tpg-attrs: TPG attributes of daemon A / B (the same binary twice then
 #              compares a setting, e.g. --tpg-attrs-b busy_poll_us=50)
@@ -42,7 +42,7 @@ done
 BINS=("$(realpath "$1")" "$(realpath "$2")")
 
 W=$(mktemp -d /tmp/rtarget-ab.XXXXXX) SHM=$(mktemp -d /dev/shm/rtarget-ab.XXXXXX)
-if [[ ,$WLS, == *,4k-lat-qd1,* ]]; then need cc; cc -O2 -o "$W/qd1lat" "$HERE/qd1lat.c"; fi
+if [[ ,$WLS, == *,4k-lat-qd1,* ]]; then need cc; cc -O2 -o "$W/iscsi-load" "$HERE/iscsi-load.c"; fi
 IQN=iqn.2026-11.org.rtarget:ab
 declare -a PIDS PORTS
 cleanup() {
@@ -106,7 +106,7 @@ run() {   # run WORKLOAD URL -> "IOPS COUNT"
         4k-read-qd1)   qbench 40000 1 4k "$2" ;;
         4k-lat-qd1)    # p50 µs in place of IOPS; the 1000 warm-up commands count for CPU
             local a=${2#iscsi://127.0.0.1:}
-            out=$(timeout 120 "$W/qd1lat" 127.0.0.1 "${a%%/*}" "$IQN" "${a##*/}" 20000) || return 1
+            out=$(timeout 120 "$W/iscsi-load" lat 127.0.0.1 "${a%%/*}" "$IQN" "${a##*/}" 20000) || return 1
             echo "${out%% *} 21000" ;;
         *) echo "ab.sh: unknown workload $1" >&2; return 2 ;;
     esac

@@ -10,10 +10,15 @@
 # 64 KiB FirstBurstLength), so both run the same PDU exchange.
 #
 # usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--spdk DIR]
-#                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...]
+#                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...] [--initiator load|legacy]
 #   --rounds    rounds per workload (default 4; an odd N becomes N+1, with --spdk a
 #               multiple of 3, or of 6 with "disk")
 #   --rtarget-tpg-attrs  TPG attributes for rtarget's target (e.g. busy_poll_us=20)
+#   --initiator load (default): every tgt/rtarget/SPDK row below is driven by bench/iscsi-load.c
+#               (raw iSCSI in C, pipelined, ~0.7 µs CPU per 4 KiB I/O, fixed time); legacy:
+#               iscsi-perf and qemu-img bench as in runs before 2026-12-07 (qemu-img's ~9 µs
+#               per 4 KiB write capped those rows near 110k IOPS), so old tables stay
+#               comparable.  Every target always gets the same initiator in a run.
 #   --spdk DIR  (or SPDK_DIR=DIR) also measure SPDK's iSCSI target, built by
 #               ../shared/tools/spdk/build-spdk.sh into DIR and started with its
 #               run-spdk-iscsi.sh (RTARGET_TOOLS=DIR overrides ../shared/tools): one
@@ -39,12 +44,14 @@
 #              7919 blocks, wrapping: every block once, no two neighbours in a row;
 #              qemu-img bench has no random mode) and 64k-read-qd8 / 64k-write-qd8
 #              (sequential); its own table, ratio rtarget/q-s-d
-#   workloads (initiator: libiscsi, through iscsi-perf or QEMU's iscsi driver):
-#     4k-randread-qd32  iscsi-perf -r -b 8 -m 32 (random 4 KiB reads, fixed time)
-#     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1
-#                       qemu-img bench -t none -d DEPTH -s SIZE [-w] (sequential, COUNT requests)
+#   workloads:
+#     4k-randread-qd32  load: iscsi-load load --rand --qd 32 --bs 4096 --time T
+#                       legacy: iscsi-perf -r -b 8 -m 32 (libiscsi; random 4 KiB reads, fixed time)
+#     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1 (sequential)
+#                       load: iscsi-load load --qd DEPTH --bs SIZE [--write] --time T
+#                       legacy: qemu-img bench -t none -d DEPTH -s SIZE [-w] (COUNT requests)
 #   QD1 latency: p50/p99 of single 4 KiB READ(10)s (20000 per round) from two probes,
-#               bench/qd1lat.c (raw iSCSI in C: the initiator adds ~nothing) and
+#               bench/iscsi-load.c lat (raw iSCSI in C: the initiator adds ~nothing) and
 #               bench/qd1lat.py (the same in Python, kept for comparison with older
 #               runs), on both targets per config, same alternation; its own table
 #   --smoke     one round, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
@@ -54,13 +61,13 @@
 #               write its chart (IOPS and CPU ratios per workload) to
 #               bench/charts/DATE-COMMIT.svg, linked from that section
 # Needs target/release/rtarget (RTARGET_BIN overrides), tgtd, libiscsi-bin, qemu-utils
-# with qemu-block-extra, a C compiler (cc) for bench/qd1lat.c.  Takes ~5 min with the defaults (3 rounds, ram+disk).
+# with qemu-block-extra, a C compiler (cc) for bench/iscsi-load.c.  Takes ~5 min with the defaults (3 rounds, ram+disk).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-}
+ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-} INITIATOR=load
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
@@ -69,6 +76,8 @@ while [[ $# -gt 0 ]]; do
         --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram,qcow2 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
         --rtarget-tpg-attrs) RT_TPG_ATTRS=$2; shift ;;
+        --initiator) INITIATOR=$2; shift
+            [[ $INITIATOR == load || $INITIATOR == legacy ]] || { echo "bench.sh: --initiator load|legacy" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -105,8 +114,9 @@ if [[ ,$CONFIGS, == *,qcow2,* ]]; then need qemu-storage-daemon; fi
 W=${RTARGET_TEST_WORK:-$REPO/target/test-work}/bench
 SHM=/dev/shm/rtarget-bench-$$
 mkdir -p "$W" "$SHM"
-cc -O2 -o "$W/qd1lat" "$HERE/qd1lat.c"
+cc -O2 -o "$W/iscsi-load" "$HERE/iscsi-load.c"
 RAW=$W/raw.txt; : >"$RAW"
+GRAW=$W/raw-gen.txt; : >"$GRAW"   # iscsi-load's own CPU µs per I/O
 IQN_T=iqn.2026-11.org.rtarget:bench-tgt IQN_R=iqn.2026-11.org.rtarget:bench
 QSD_PID=''
 stop_qsd() {
@@ -244,6 +254,17 @@ qbench() {   # qbench COUNT DEPTH SIZE [-w] URL -> "IOPS COUNT"
     [[ -n $secs ]] || { echo "$out" >&2; return 1; }
     python3 -c "print(round($count / max($secs, 1e-6)), $count)"
 }
+lbench() {   # lbench DEPTH SIZE [--write] URL -> "IOPS COUNT" (iscsi-load prints MB/s, own CPU too)
+    local depth=$1 size=$2 out a; shift 2
+    a=${*: -1}; a=${a#iscsi://127.0.0.1:}   # PORT/IQN/LUN
+    out=$(timeout $((PERF_SECS + 60)) "$W/iscsi-load" load 127.0.0.1 "${a%%/*}" "$(cut -d/ -f2 <<<"$a")" \
+        "${a##*/}" --qd "$depth" --bs "$size" --time "$PERF_SECS" "${@:1:$#-1}") || return 1
+    # The generator's own CPU per I/O, per target (the last field of its output).
+    local tgt=rtarget flags=${*:1:$#-1}; [[ $a == *"$IQN_T"* ]] && tgt=tgt
+    [[ -n ${IQN_S:-} && $a == *"$IQN_S"* ]] && tgt=spdk
+    echo "qd${depth}-${size}${flags:+-${flags//--/}} $tgt ${out##* }" >>"$GRAW"
+    awk '{print $1, $2}' <<<"$out"
+}
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
 # measured PID CMD...: runs CMD (which prints "IOPS COUNT"), prints "IOPS CPU_US_PER_IO"
@@ -256,6 +277,9 @@ measured() {
     python3 -c "print(${v% *}, round(($c1 - $c0) * 1e6 / $TCK / max(${v#* }, 1), 2))"
 }
 run_workload() {   # run_workload NAME URL -> "IOPS COUNT" on stdout
+    if [[ $INITIATOR == load ]]; then run_load "$@"; else run_legacy "$@"; fi
+}
+run_legacy() {
     local u=$2 out
     case $1 in
         4k-randread-qd32)
@@ -268,6 +292,17 @@ run_workload() {   # run_workload NAME URL -> "IOPS COUNT" on stdout
         1m-read-qd8)   qbench $((4000 / SCALE)) 8 1M "$u" ;;
         1m-write-qd8)  qbench $((2000 / SCALE)) 8 1M -w "$u" ;;
         4k-read-qd1)   qbench $((40000 / SCALE)) 1 4k "$u" ;;
+    esac
+}
+run_load() {
+    local u=$2
+    case $1 in
+        4k-randread-qd32) lbench 32 4096 --rand "$u" ;;
+        4k-read-qd32)  lbench 32 4096 "$u" ;;
+        4k-write-qd32) lbench 32 4096 --write "$u" ;;
+        1m-read-qd8)   lbench 8 1048576 "$u" ;;
+        1m-write-qd8)  lbench 8 1048576 --write "$u" ;;
+        4k-read-qd1)   lbench 1 4096 "$u" ;;
     esac
 }
 size_of() { case $1 in 1m-*) echo 1048576 ;; *) echo 4096 ;; esac; }
@@ -298,7 +333,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-# --- QD1 latency percentiles (bench/qd1lat.c and .py: the initiators above report none) -
+# --- QD1 latency percentiles (bench/iscsi-load.c lat and qd1lat.py: the initiators above report none) -
 LRAW=$W/raw-lat.txt; : >"$LRAW"
 for ((r = 1; r <= ROUNDS; r++)); do
     for cfg in ${CONFIGS//,/ }; do
@@ -311,7 +346,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
                     spdk) a=("$SPORT" "$IQN_S" "${SLUN[$cfg]}") ;;
                     *) a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}") ;;
                 esac
-                if [[ $probe == c ]]; then probe_cmd=("$W/qd1lat"); else probe_cmd=(python3 "$HERE/qd1lat.py"); fi
+                if [[ $probe == c ]]; then probe_cmd=("$W/iscsi-load" lat); else probe_cmd=(python3 "$HERE/qd1lat.py"); fi
                 if v=$(as "$t" timeout 120 "${probe_cmd[@]}" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
                     echo "$cfg $probe $t $r $v" >>"$LRAW"
                     printf '  round %d  %-8s 4k-read-qd1 latency (%-2s) %-8s p50/p99/mean %s us\n' \
@@ -364,6 +399,18 @@ if [[ -n ${RLUN[qcow2]:-} ]]; then
             { echo "bench: qemu-img check $img.qcow2 failed" >&2; ERRORS=$((ERRORS + 1)); }
     done
 fi
+# iscsi-load must fail loudly on a non-GOOD status: a LUN the target does not have.
+if [[ -n $SMOKE && $INITIATOR == load ]]; then
+    if "$W/iscsi-load" load 127.0.0.1 "$TPORT" "$IQN_T" 77 --time 1 >/dev/null 2>"$W/neg.txt" ||
+        ! grep -q 'READ CAPACITY did not succeed' "$W/neg.txt"; then
+        echo "bench: iscsi-load did not fail on a missing LUN" >&2; cat "$W/neg.txt" >&2; ERRORS=$((ERRORS + 1))
+    fi
+    # Its sequential writes start at LBA 0 with a 0x5a pattern: they must have landed.
+    for img in "$SHM/tgt-ram.img" "$SHM/rt-ram.img"; do
+        [[ $(head -c 4096 "$img" | tr -d '\132' | wc -c) == 0 ]] ||
+            { echo "bench: iscsi-load's writes are not in $img" >&2; ERRORS=$((ERRORS + 1)); }
+    done
+fi
 ELAPSED=$((SECONDS - T0))
 
 # --- table -----------------------------------------------------------------------
@@ -377,6 +424,8 @@ echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f
 echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 [[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
+GTABLE=''
+if [[ -s $GRAW ]]; then GTABLE=$(python3 "$HERE/report.py" gen "$GRAW"); echo; echo "$GTABLE"; fi
 LTABLE=''
 if [[ -s $LRAW ]]; then LTABLE=$(python3 "$HERE/report.py" lat "$LRAW"); echo; echo "$LTABLE"; fi
 QTABLE=''
@@ -422,10 +471,20 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "![IOPS and CPU ratios]($CHART_REL)"
         echo
         echo "$TABLE"
+        if [[ -n $GTABLE ]]; then
+            echo
+            echo "Initiator: $([[ $INITIATOR == load ]] && echo 'every row above by bench/iscsi-load.c load (one session, fixed time; randread --rand, the rest sequential)' || echo '4k-randread-qd32 by iscsi-perf, the other rows by qemu-img bench (--initiator legacy)');" \
+                 "its own CPU µs per I/O (user+system, medians):"
+            echo
+            echo "$GTABLE"
+        elif [[ $INITIATOR == legacy ]]; then
+            echo
+            echo "Initiator (--initiator legacy): 4k-randread-qd32 by iscsi-perf, the other rows by qemu-img bench."
+        fi
         if [[ -n $LTABLE ]]; then
             echo
             echo "4 KiB reads at QD1, one READ(10) at a time from two raw iSCSI initiators:" \
-                 "bench/qd1lat.c (C: a send, a recv and two clock reads per command) and" \
+                 "bench/iscsi-load.c lat (C: a send, a recv and two clock reads per command) and" \
                  "bench/qd1lat.py (Python: its own cost is in both columns), medians over rounds:"
             echo
             echo "$LTABLE"

@@ -3,9 +3,10 @@
 
 usage: report.py table RAW PEER [PEER...]  Markdown table of a raw file (columns
                                            per peer, ratios rtarget/peer)
-       report.py lat RAW                   QD1 latency percentiles (bench/qd1lat.c, .py;
-                                           SPDK's columns when it was measured)
+       report.py lat RAW                   QD1 latency percentiles (bench/iscsi-load.c lat,
+                                           qd1lat.py; SPDK's columns when it was measured)
        report.py svg OUT TITLE RAW[:PEER]... one chart, a group of bars per row
+       report.py gen RAW                   bench/iscsi-load.c's own CPU per I/O ("RUN TARGET US")
 
 A raw file has one line per run: "CONFIG WORKLOAD TARGET ROUND IOPS CPU_US_PER_IO"
 (IOPS and CPU are "ERR" when the run failed). TARGET is "rtarget" or the peer
@@ -103,7 +104,7 @@ def ratios(pi, pc, ri, rc):
 
 def lat(path):
     """QD1 latency lines "CONFIG PROBE TARGET ROUND P50 P99 MEAN COUNT" (PROBE: c for
-    bench/qd1lat.c, py for bench/qd1lat.py; lines without it are py): medians."""
+    bench/iscsi-load.c lat (formerly qd1lat.c), py for bench/qd1lat.py; lines without it are py): medians."""
     data = {}
     for line in open(path):
         f = line.split()
@@ -117,7 +118,7 @@ def lat(path):
         head += " SPDK p50 µs | SPDK p99 µs | rtarget/SPDK p50 | rtarget/SPDK p99 |"
     print(head)
     print("|-----|-------|" + "---:|" * (10 if spdk else 6))
-    names = {"c": "qd1lat.c", "py": "qd1lat.py"}
+    names = {"c": "iscsi-load lat", "py": "qd1lat.py"}
     for (cfg, probe), per in data.items():
         m = {t: [statistics.median(x[k] for x in per.get(t, [(0, 0, 0)])) for k in (0, 1)]
              for t in ("tgt", "rtarget", "spdk")}
@@ -128,6 +129,20 @@ def lat(path):
             line += (f" {m['spdk'][0]:.1f} | {m['spdk'][1]:.1f} | {r('spdk', 0)} | {r('spdk', 1)} |"
                      if "spdk" in per else " - | - | - | - |")
         print(line)
+
+
+def gen(path):
+    """The load generator's own CPU µs per I/O, median per run kind and target: it must
+    stay far below the targets' so the rows measure the targets."""
+    data = {}
+    for line in open(path):
+        run, t, us = line.split()
+        data.setdefault(run, {}).setdefault(t, []).append(float(us))
+    print("| iscsi-load run | CPU µs/IO vs tgt | CPU µs/IO vs rtarget |")
+    print("|----------------|---:|---:|")
+    for run, per in data.items():
+        m = {t: f"{statistics.median(per[t]):.2f}" if t in per else "-" for t in ("tgt", "rtarget")}
+        print(f"| {run} | {m['tgt']} | {m['rtarget']} |")
 
 
 def svg(out, title, sources):
@@ -177,6 +192,8 @@ if __name__ == "__main__":
         table(sys.argv[2], *sys.argv[3:])
     elif len(sys.argv) == 3 and sys.argv[1] == "lat":
         lat(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "gen":
+        gen(sys.argv[2])
     elif len(sys.argv) >= 5 and sys.argv[1] == "svg":
         svg(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
