@@ -162,7 +162,7 @@ impl Session {
             nopin_response_timeout,
             text: TextState::default(),
             key: l.key,
-            offload: Offload::new(crate::offload::LIMITS),
+            offload: crate::offload::new_offload(),
             finished: Vec::new(),
             nexus_arc,
             conn: None,
