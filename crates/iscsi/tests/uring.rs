@@ -1,7 +1,6 @@
 //! LUs with `io_engine=uring`: data written over iSCSI reads back through
 //! the ring (page cache and O_DIRECT), the commands a connection takes in
-//! one wake-up reach the kernel with fewer `io_uring_enter` calls than
-//! requests, and a read the kernel fails (a file cut underneath) answers
+//! one wake-up reach the kernel with fewer system calls than requests, and a read the kernel fails (a file cut underneath) answers
 //! MEDIUM ERROR as the synchronous path does.
 
 mod common;
@@ -62,15 +61,15 @@ fn uring_server(
     (s, addr, store)
 }
 
-/// The ring's counters: (requests, submitting `io_uring_enter` calls).
+/// The ring's counters: (requests, wake-ups of its reaper by submitters).
 fn counters(b: &UringBackstore) -> (u64, u64) {
     let h = b.health();
     let get = |k| h.iter().find(|(n, _)| *n == k).map(|p| p.1).unwrap();
-    (get("uring_ops"), get("uring_enters"))
+    (get("uring_ops"), get("uring_kicks"))
 }
 
 /// 16 reads sent in one TCP write: answered with their own data, and
-/// handed to the kernel in fewer enters than reads.
+/// handed to the kernel with fewer wake-ups than reads.
 fn burst_of_reads(c: &mut Client, store: &UringBackstore, seed: u8) {
     let mut burst = Vec::new();
     let mut want = std::collections::HashMap::new();
@@ -81,7 +80,7 @@ fn burst_of_reads(c: &mut Client, store: &UringBackstore, seed: u8) {
         iscsi_wire::pdu::encode(&mut burst, &b, &[], c.digests);
         want.insert(cmd.itt, pattern(4096, seed.wrapping_add(i as u8)));
     }
-    let (ops0, enters0) = counters(store);
+    let (ops0, kicks0) = counters(store);
     c.send_raw(&burst).unwrap();
     while !want.is_empty() {
         let p = c.recv().unwrap();
@@ -93,13 +92,13 @@ fn burst_of_reads(c: &mut Client, store: &UringBackstore, seed: u8) {
         let exp = want.remove(&d.itt).expect("known ITT, answered once");
         assert!(p.data == exp, "data of ITT {}", d.itt);
     }
-    let (ops, enters) = counters(store);
-    eprintln!("burst: {} ops, {} enters", ops - ops0, enters - enters0);
+    let (ops, kicks) = counters(store);
+    eprintln!("burst: {} ops, {} wake-ups", ops - ops0, kicks - kicks0);
     assert_eq!(ops - ops0, 16, "every read went through the ring");
     assert!(
-        enters - enters0 <= 8,
-        "16 reads of one burst took {} enters",
-        enters - enters0
+        kicks - kicks0 <= 8,
+        "16 reads of one burst took {} wake-ups",
+        kicks - kicks0
     );
 }
 

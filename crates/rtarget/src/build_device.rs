@@ -123,8 +123,9 @@ fn open_backstore(
     pr_dir: Option<&Path>,
 ) -> Result<Option<Opened>> {
     let mut direct = false;
-    let uring = attrs.io_engine == Some(config::IoEngineChoice::Uring);
-    if uring && !matches!(so.plugin.as_str(), "fileio" | "block") {
+    if attrs.io_engine == Some(config::IoEngineChoice::Uring)
+        && !matches!(so.plugin.as_str(), "fileio" | "block")
+    {
         bail!("io_engine=uring is for fileio and block objects only");
     }
     let (backstore, product): (Arc<dyn Backstore>, &str) = match so.plugin.as_str() {
@@ -149,7 +150,7 @@ fn open_backstore(
             };
             let f = FileBackstore::open(&opts).with_context(|| format!("cannot open {dev}"))?;
             direct = f.is_direct();
-            let f: Arc<dyn Backstore> = if uring {
+            let f: Arc<dyn Backstore> = if io_engine(so, attrs, direct) == IoEngine::Uring {
                 // The kernel may refuse io_uring (seccomp, old kernel): the
                 // object then fails to open, saying so.
                 Arc::new(UringBackstore::new(f)?)
@@ -207,9 +208,12 @@ pub fn qos_limits(attrs: &config::ObjectAttributes) -> Result<backstore::QosLimi
 }
 
 /// rtarget's `io_engine` storage-object attribute (`inline`/`0`,
-/// `pool`/`1` or `uring`/`2`), else the backstore's default: the worker pool where an I/O
-/// can block for long (O_DIRECT files and devices, NBD-based backstores),
-/// the connection thread for page-cache, RAM, null and qcow2 backstores.
+/// `pool`/`1` or `uring`/`2`), else the backstore's default: io_uring for
+/// O_DIRECT files and devices (the pool where the kernel refuses io_uring;
+/// BENCHMARKS.md, "I/O engines: uring": the same IOPS for a third to
+/// two thirds of the pool's CPU per I/O), the worker pool where an I/O can
+/// block for long (NBD-based backstores), the connection thread for
+/// page-cache, RAM, null and qcow2 backstores (inline wins there).
 pub fn io_engine(so: &StorageObject, attrs: &config::ObjectAttributes, direct: bool) -> IoEngine {
     match attrs.io_engine {
         Some(config::IoEngineChoice::Inline) => return IoEngine::Inline,
@@ -222,10 +226,10 @@ pub fn io_engine(so: &StorageObject, attrs: &config::ObjectAttributes, direct: b
         "user" => !matches!(so.user_config(), Some(("qcow", _))),
         _ => false,
     };
-    if slow {
-        IoEngine::Pool
-    } else {
-        IoEngine::Inline
+    match so.plugin.as_str() {
+        "fileio" | "block" if slow && UringBackstore::available() => IoEngine::Uring,
+        _ if slow => IoEngine::Pool,
+        _ => IoEngine::Inline,
     }
 }
 
@@ -274,8 +278,13 @@ mod tests {
         let attrs = |o: &StorageObject| config::ObjectAttributes::parse(&o.attributes);
         let eng = |o: &StorageObject, direct| io_engine(o, &attrs(o).unwrap(), direct);
         assert_eq!(eng(&so("fileio", json!({})), false), IoEngine::Inline);
-        assert_eq!(eng(&so("fileio", json!({})), true), IoEngine::Pool);
-        assert_eq!(eng(&so("block", json!({})), true), IoEngine::Pool);
+        // O_DIRECT: io_uring where the kernel allows it, else the pool.
+        let direct = match UringBackstore::available() {
+            true => IoEngine::Uring,
+            false => IoEngine::Pool,
+        };
+        assert_eq!(eng(&so("fileio", json!({})), true), direct);
+        assert_eq!(eng(&so("block", json!({})), true), direct);
         assert_eq!(eng(&so("ramdisk", json!({})), false), IoEngine::Inline);
         assert_eq!(
             eng(&so("fileio", json!({"io_engine": "pool"})), false),

@@ -4,8 +4,13 @@
 //! (synchronous) one.
 //!
 //! - One ring per backstore, shared by every thread that submits; a mutex
-//!   guards only the push of a submission entry. One reaper thread waits
-//!   for completions and calls each request's [`Completion`].
+//!   guards only the push of a submission entry. One reaper thread enters
+//!   the ring: submitters push entries and wake it through an eventfd that
+//!   a read in the ring waits on; it submits them and waits for
+//!   completions in one `io_uring_enter`, and calls each request's
+//!   [`Completion`]. (The kernel finishes a request on the task that
+//!   submitted it: were that a connection thread, it would be woken for
+//!   that and again for the answer.)
 //! - READ/WRITE go to the ring with the request's own buffer (no copy);
 //!   the in-flight state is boxed and its address is the entry's
 //!   `user_data`, so the buffer never moves while the kernel holds it.
@@ -22,9 +27,9 @@
 //!   partial buffered write) go on from where they stopped; zero bytes at
 //!   the end of the file fails as `read_exact_at` does.
 //! - Batching: a thread that [`plug`]s keeps its submissions in the ring's
-//!   queue until it [`unplug`]s, which hands them to the kernel with one
-//!   `io_uring_enter` per ring (the engine plugs while a fabric hands it the
-//!   commands of one wake-up). Unplugged submissions enter at once.
+//!   queue until it [`unplug`]s, which wakes the reaper once per ring (the
+//!   engine plugs while a fabric hands it the commands of one wake-up).
+//!   Unplugged submissions wake it at once.
 //!
 //! Opening fails (with the kernel's error) where io_uring is refused:
 //! a seccomp filter, a kernel without it, `io_uring_disabled`.
@@ -32,7 +37,7 @@
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,12 +52,14 @@ use crate::{
 
 /// Submission queue entries: more than a few connections' QD32 at once
 /// (a full queue is handed to the kernel and refilled).
-const SQ_ENTRIES: u32 = 256;
+const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: room for every request the engine's memory
 /// bounds let be in flight (the kernel also keeps overflow, NODROP).
 const CQ_ENTRIES: u32 = 4096;
 /// `user_data` of the no-op that tells the reaper to stop (no box is at 0).
 const EXIT: u64 = 0;
+/// `user_data` of the read of the wake-up eventfd (no box is at 1).
+const KICK: u64 = 1;
 
 /// A [`FileBackstore`] whose asynchronous path is an io_uring.
 pub struct UringBackstore {
@@ -62,6 +69,11 @@ pub struct UringBackstore {
 
 struct Shared {
     ring: IoUring,
+    /// Written by submitters to wake the reaper (blocking: io_uring then
+    /// waits for it instead of failing the read with EAGAIN).
+    kick: OwnedFd,
+    /// Where the ring's read of `kick` lands (never looked at).
+    kick_val: AtomicU64,
     /// Serializes pushes to the submission queue.
     sq: Mutex<()>,
     file: FileBackstore,
@@ -70,9 +82,9 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Cleared the first time a write with `RWF_DSYNC` is refused.
     rwf_dsync_ok: AtomicBool,
-    /// `io_uring_enter` calls made to submit (not the reaper's waits), and
+    /// Wake-ups of the reaper by submitters (one system call each), and
     /// requests submitted: their ratio shows the batching (`health`).
-    enters: AtomicU64,
+    kicks: AtomicU64,
     ops: AtomicU64,
 }
 
@@ -156,7 +168,7 @@ pub fn plug() {
 pub fn unplug() {
     let rings = PLUGGED.with(|p| p.borrow_mut().take());
     for r in rings.into_iter().flatten() {
-        r.enter();
+        r.kick();
     }
 }
 
@@ -173,13 +185,21 @@ impl UringBackstore {
                     format!("io_engine=uring: the kernel refuses io_uring ({e})"),
                 )
             })?;
+        // SAFETY: eventfd(2) returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
         let shared = Arc::new(Shared {
             ring,
+            // SAFETY: a fresh descriptor nothing else owns.
+            kick: unsafe { OwnedFd::from_raw_fd(fd) },
+            kick_val: AtomicU64::new(0),
             sq: Mutex::new(()),
             file,
             in_flight: AtomicUsize::new(0),
             rwf_dsync_ok: AtomicBool::new(true),
-            enters: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
             ops: AtomicU64::new(0),
         });
         let s2 = Arc::clone(&shared);
@@ -189,6 +209,19 @@ impl UringBackstore {
         Ok(UringBackstore {
             shared,
             reaper: Mutex::new(Some(reaper)),
+        })
+    }
+
+    /// Whether this process may use io_uring (a ring can be set up): what
+    /// a default engine choice asks; asked once, then remembered.
+    pub fn available() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| match IoUring::new(2) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::info!(error = %e, "io_uring unavailable; O_DIRECT files default to the pool");
+                false
+            }
         })
     }
 
@@ -264,15 +297,32 @@ impl Shared {
             if pushed {
                 return;
             }
+            // Full (rare: 1024 entries): hand them over from here.
             self.enter();
         }
+    }
+
+    /// Wake the reaper: it submits what is queued.
+    fn kick(&self) {
+        self.kicks.fetch_add(1, Ordering::Relaxed);
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.kick.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// The reaper's wait for `kick`.
+    fn arm_kick(&self) {
+        let buf = self.kick_val.as_ptr().cast::<u8>();
+        let read = opcode::Read::new(types::Fd(self.kick.as_raw_fd()), buf, 8)
+            .build()
+            .user_data(KICK);
+        self.push_entry(&read);
     }
 
     /// One `io_uring_enter` for whatever is queued. A busy ring (its
     /// completions not yet reaped) keeps the entries: the reaper's next
     /// wait submits them.
     fn enter(&self) {
-        self.enters.fetch_add(1, Ordering::Relaxed);
         loop {
             match self.ring.submitter().submit() {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -405,6 +455,7 @@ impl Flight {
 fn reap(sh: &Shared) {
     let mut exiting = false;
     let mut got: Vec<(u64, i32)> = Vec::with_capacity(64);
+    sh.arm_kick();
     loop {
         if exiting && sh.in_flight.load(Ordering::Acquire) == 0 {
             return;
@@ -429,6 +480,13 @@ fn reap(sh: &Shared) {
                 exiting = true;
                 continue;
             }
+            if ud == KICK {
+                // Woken: the next wait submits what was queued. (Still
+                // armed after the exit: nothing writes the eventfd then,
+                // and the descriptor closes with the ring.)
+                sh.arm_kick();
+                continue;
+            }
             // SAFETY: every other user_data is a box leaked by `push`,
             // completed exactly once.
             let f = unsafe { Box::from_raw(ud as *mut Flight) };
@@ -441,7 +499,7 @@ impl Drop for UringBackstore {
     fn drop(&mut self) {
         let nop = opcode::Nop::new().build().user_data(EXIT);
         self.shared.push_entry(&nop);
-        self.shared.enter();
+        self.shared.kick();
         let h = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
         // Dropped by a completion on the reaper itself: it stops on its own.
         if let Some(h) = h.filter(|h| h.thread().id() != std::thread::current().id()) {
@@ -493,7 +551,7 @@ impl Backstore for UringBackstore {
             None => false,
         });
         if !deferred {
-            sh.enter();
+            sh.kick();
         }
     }
 
@@ -508,7 +566,7 @@ impl Backstore for UringBackstore {
         let sh = &self.shared;
         vec![
             ("uring_ops", sh.ops.load(Ordering::Relaxed)),
-            ("uring_enters", sh.enters.load(Ordering::Relaxed)),
+            ("uring_kicks", sh.kicks.load(Ordering::Relaxed)),
         ]
     }
 

@@ -198,14 +198,14 @@ fn errors_match_the_sync_path() {
 }
 
 /// While plugged, submissions wait in the ring without a system call;
-/// unplug hands them all over with one `io_uring_enter`.
+/// unplug hands them all over with one wake-up of the reaper.
 #[test]
-fn plugged_submissions_enter_once() {
+fn plugged_submissions_wake_the_reaper_once() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(&dir.path().join("p.img"), |_| {});
-    let enters = |b: &UringBackstore| b.shared.enters.load(Ordering::Relaxed);
+    let kicks = |b: &UringBackstore| b.shared.kicks.load(Ordering::Relaxed);
     let (tx, rx) = mpsc::channel();
-    let before = enters(&b);
+    let before = kicks(&b);
     plug();
     for i in 0..8u64 {
         let tx = tx.clone();
@@ -219,9 +219,9 @@ fn plugged_submissions_enter_once() {
             Completion::new(move |_, r| tx.send(r.is_ok()).unwrap()),
         );
     }
-    assert_eq!(enters(&b), before, "no enter while plugged");
+    assert_eq!(kicks(&b), before, "no wake-up while plugged");
     unplug();
-    assert_eq!(enters(&b), before + 1, "one enter for the batch");
+    assert_eq!(kicks(&b), before + 1, "one wake-up for the batch");
     for _ in 0..8 {
         assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
     }
