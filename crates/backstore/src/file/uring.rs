@@ -292,7 +292,15 @@ impl Shared {
                 let _g = self.sq.lock().unwrap_or_else(|e| e.into_inner());
                 // SAFETY: the mutex makes this the only submission queue
                 // handle; the entry's memory outlives its completion (above).
-                unsafe { self.ring.submission_shared().push(entry).is_ok() }
+                let mut sq = unsafe { self.ring.submission_shared() };
+                // SAFETY: as above.
+                let ok = unsafe { sq.push(entry).is_ok() };
+                // The new tail is published under the lock: a handle still
+                // alive after it (a temporary outlives the guard in a
+                // block's tail) would let the next pusher reuse the slot.
+                sq.sync();
+                drop(sq);
+                ok
             };
             if pushed {
                 return;
