@@ -212,19 +212,6 @@ impl UringBackstore {
         })
     }
 
-    /// Whether this process may use io_uring (a ring can be set up): what
-    /// a default engine choice asks; asked once, then remembered.
-    pub fn available() -> bool {
-        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| match IoUring::new(2) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::info!(error = %e, "io_uring unavailable; O_DIRECT files default to the pool");
-                false
-            }
-        })
-    }
-
     /// The wrapped file.
     pub fn file(&self) -> &FileBackstore {
         &self.shared.file
