@@ -93,7 +93,6 @@ fn burst_of_reads(c: &mut Client, store: &UringBackstore, seed: u8) {
         assert!(p.data == exp, "data of ITT {}", d.itt);
     }
     let (ops, kicks) = counters(store);
-    eprintln!("burst: {} ops, {} wake-ups", ops - ops0, kicks - kicks0);
     assert_eq!(ops - ops0, 16, "every read went through the ring");
     assert!(
         kicks - kicks0 <= 8,
