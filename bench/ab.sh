@@ -7,25 +7,33 @@
 # busy) per binary and the ratios B/A. For quick before/after loops on a
 # data-path change.
 #
-# usage: bench/ab.sh [--rounds N] [--luns rd,shm,pool] [--workloads a,b,...] BIN_A BIN_B
+# usage: bench/ab.sh [--rounds N] [--luns rd,shm,pool] [--workloads a,b,...]
+#                    [--tpg-attrs-a K=V,...] [--tpg-attrs-b K=V,...] BIN_A BIN_B
 #   luns: rd (ramdisk), shm (fileio in /dev/shm), pool (the same with io_engine=pool)
 #   workloads: 4k-randread-qd32 (iscsi-perf -r -b 8 -m 32, 4 s)
 #              4k-write-qd32 64k-read-qd8 64k-write-qd8 1m-read-qd8 1m-write-qd8
 #              4k-read-qd1 (single-request latency)
 #              (qemu-img bench -f raw -t none, sequential, fixed count)
-# Needs libiscsi-bin and qemu-utils with qemu-block-extra.
+#              4k-lat-qd1: bench/iscsi-load.c lat, 20000 READ(10)s one at a time; its
+#              "IOPS" cells are the p50 latency in µs (B/A below 1 is better)
+#   tpg-attrs: TPG attributes of daemon A / B (the same binary twice then
+#              compares a setting, e.g. --tpg-attrs-b busy_poll_us=50)
+# Needs libiscsi-bin, qemu-utils with qemu-block-extra, and cc for 4k-lat-qd1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
 ROUNDS=5 LUNS=rd,shm
+TPG_ATTRS=('' '')
 WLS=4k-randread-qd32,4k-write-qd32,64k-read-qd8,64k-write-qd8,1m-read-qd8,1m-write-qd8
 while [[ $# -gt 2 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --luns) LUNS=$2; shift ;;
         --workloads) WLS=$2; shift ;;
+        --tpg-attrs-a) TPG_ATTRS[0]=$2; shift ;;
+        --tpg-attrs-b) TPG_ATTRS[1]=$2; shift ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -34,6 +42,7 @@ done
 BINS=("$(realpath "$1")" "$(realpath "$2")")
 
 W=$(mktemp -d /tmp/rtarget-ab.XXXXXX) SHM=$(mktemp -d /dev/shm/rtarget-ab.XXXXXX)
+if [[ ,$WLS, == *,4k-lat-qd1,* ]]; then need cc; cc -O2 -o "$W/iscsi-load" "$HERE/iscsi-load.c"; fi
 IQN=iqn.2026-11.org.rtarget:ab
 declare -a PIDS PORTS
 cleanup() {
@@ -60,6 +69,17 @@ for i in 0 1; do
     port=$(free_port)
     while [[ " ${PORTS[*]:-} " == *" $port "* ]]; do port=$(free_port); done
     mkdir -p "$W/d$i"; mkconfig "$W/d$i/saveconfig.json" "$port" "$IQN" "${specs[@]}"
+    if [[ -n ${TPG_ATTRS[i]} ]]; then
+        python3 - "$W/d$i/saveconfig.json" "${TPG_ATTRS[i]}" <<'EOF'
+import json, sys
+path, attrs = sys.argv[1], dict(kv.split("=", 1) for kv in sys.argv[2].split(","))
+cfg = json.load(open(path))
+for t in cfg["targets"]:
+    for tpg in t["tpgs"]:
+        tpg.setdefault("attributes", {}).update({k: int(v) for k, v in attrs.items()})
+json.dump(cfg, open(path, "w"), indent=2)
+EOF
+    fi
     RTARGET_BIN=${BINS[$i]} start_rtarget "$W/d$i" "$port"
     PIDS[i]=$RT_PID PORTS[i]=$port
 done
@@ -84,6 +104,10 @@ run() {   # run WORKLOAD URL -> "IOPS COUNT"
         1m-read-qd8)   qbench 3000 8 1M "$2" ;;
         1m-write-qd8)  qbench 1500 8 1M -w "$2" ;;
         4k-read-qd1)   qbench 40000 1 4k "$2" ;;
+        4k-lat-qd1)    # p50 µs in place of IOPS; the 1000 warm-up commands count for CPU
+            local a=${2#iscsi://127.0.0.1:}
+            out=$(timeout 120 "$W/iscsi-load" lat 127.0.0.1 "${a%%/*}" "$IQN" "${a##*/}" 20000) || return 1
+            echo "${out%% *} 21000" ;;
         *) echo "ab.sh: unknown workload $1" >&2; return 2 ;;
     esac
 }

@@ -9,8 +9,29 @@
 # libiscsi (TGT_PARAMS below: tgt's defaults are 8 KiB segments, InitialR2T=Yes,
 # 64 KiB FirstBurstLength), so both run the same PDU exchange.
 #
-# usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--smoke] [--write-md]
-#   --rounds    rounds per workload (default 4; an odd N becomes N+1)
+# usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--spdk DIR]
+#                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...] [--initiator load|legacy]
+#   --rounds    rounds per workload (default 4; an odd N becomes N+1, with --spdk a
+#               multiple of 3, or of 6 with "disk")
+#   --rtarget-tpg-attrs  TPG attributes for rtarget's target (e.g. busy_poll_us=20)
+#   --initiator load (default): every tgt/rtarget/SPDK row below is driven by bench/iscsi-load.c
+#               (raw iSCSI in C, pipelined, ~0.7 µs CPU per 4 KiB I/O, fixed time); legacy:
+#               iscsi-perf and qemu-img bench as in runs before 2026-12-07 (qemu-img's ~9 µs
+#               per 4 KiB write capped those rows near 110k IOPS), so old tables stay
+#               comparable.  Every target always gets the same initiator in a run.
+#   --spdk DIR  (or SPDK_DIR=DIR) also measure SPDK's iSCSI target, built by
+#               ../shared/tools/spdk/build-spdk.sh into DIR and started with its
+#               run-spdk-iscsi.sh (RTARGET_TOOLS=DIR overrides ../shared/tools): one
+#               polling reactor (core 0), no hugepages; "ramdisk" against its malloc
+#               bdev, "ram" against its aio bdev on a file in /dev/shm (O_DIRECT on
+#               tmpfs: no page cache, like a RAM disk). SPDK runs in the same rounds
+#               and rotation as tgt and rtarget (each of the three first equally
+#               often) and is stopped (SIGSTOP) while the others run, so its polling
+#               reactor does not take a core from them. Its CPU µs/IO includes that
+#               polling (a reactor spins at 100% of its core whether or not there is
+#               work): reported as measured. SPDK 23.05 negotiates its own limits:
+#               MaxRecvDataSegmentLength 64 KiB, InitialR2T=Yes, FirstBurstLength
+#               64 KiB (run-spdk-iscsi.sh). Extra columns: SPDK and rtarget/SPDK.
 #   configs (1 GiB LUNs, filled with data first so reads never hit holes):
 #     ram      tgt --bstype rdwr on a file in /dev/shm  vs  rtarget fileio on /dev/shm
 #     disk     both on a file on disk (target/bench-work), page cache warm
@@ -23,12 +44,16 @@
 #              7919 blocks, wrapping: every block once, no two neighbours in a row;
 #              qemu-img bench has no random mode) and 64k-read-qd8 / 64k-write-qd8
 #              (sequential); its own table, ratio rtarget/q-s-d
-#   workloads (initiator: libiscsi, through iscsi-perf or QEMU's iscsi driver):
-#     4k-randread-qd32  iscsi-perf -r -b 8 -m 32 (random 4 KiB reads, fixed time)
-#     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1
-#                       qemu-img bench -t none -d DEPTH -s SIZE [-w] (sequential, COUNT requests)
-#   QD1 latency: bench/qd1lat.py (p50/p99 of single 4 KiB READ(10)s, 20000 per round)
-#               on both targets per config, same alternation; its own small table
+#   workloads:
+#     4k-randread-qd32  load: iscsi-load load --rand --qd 32 --bs 4096 --time T
+#                       legacy: iscsi-perf -r -b 8 -m 32 (libiscsi; random 4 KiB reads, fixed time)
+#     4k-read-qd32 / 4k-write-qd32 / 1m-read-qd8 / 1m-write-qd8 / 4k-read-qd1 (sequential)
+#                       load: iscsi-load load --qd DEPTH --bs SIZE [--write] --time T
+#                       legacy: qemu-img bench -t none -d DEPTH -s SIZE [-w] (COUNT requests)
+#   QD1 latency: p50/p99 of single 4 KiB READ(10)s (20000 per round) from two probes,
+#               bench/iscsi-load.c lat (raw iSCSI in C: the initiator adds ~nothing) and
+#               bench/qd1lat.py (the same in Python, kept for comparison with older
+#               runs), on both targets per config, same alternation; its own table
 #   --smoke     one round, "ram" and "qcow2" (64 MiB) only, ~10x smaller counts: checks
 #               every workload runs
 #               (exit 1 if any rtarget run errors); numbers are not meaningful
@@ -36,55 +61,91 @@
 #               write its chart (IOPS and CPU ratios per workload) to
 #               bench/charts/DATE-COMMIT.svg, linked from that section
 # Needs target/release/rtarget (RTARGET_BIN overrides), tgtd, libiscsi-bin, qemu-utils
-# with qemu-block-extra.  Takes ~5 min with the defaults (3 rounds, ram+disk).
+# with qemu-block-extra, a C compiler (cc) for bench/iscsi-load.c.  Takes ~5 min with the defaults (3 rounds, ram+disk).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1
+ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-} INITIATOR=load
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --configs) CONFIGS=$2; shift ;;
+        --spdk) SPDK_DIR=$2; shift ;;
         --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram,qcow2 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
+        --rtarget-tpg-attrs) RT_TPG_ATTRS=$2; shift ;;
+        --initiator) INITIATOR=$2; shift
+            [[ $INITIATOR == load || $INITIATOR == legacy ]] || { echo "bench.sh: --initiator load|legacy" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
-# Each side goes first in half the rounds (a smoke run only checks that all runs).
-if ((ROUNDS % 2)) && [[ -z $SMOKE ]]; then ROUNDS=$((ROUNDS + 1)); echo "bench: $((ROUNDS - 1)) rounds -> $ROUNDS (even)" >&2; fi
+if [[ -n $SPDK_DIR ]]; then
+    SPDK_DIR=$(cd "$SPDK_DIR" && pwd)
+    [[ -x $SPDK_DIR/spdk/build/bin/iscsi_tgt ]] ||
+        { echo "bench.sh: no SPDK build in $SPDK_DIR (../shared/tools/spdk/build-spdk.sh)" >&2; exit 2; }
+fi
+# Each side goes first in as many rounds as the others (a smoke run only checks
+# that all runs): two targets alternate, three rotate.
+# (With --spdk only ram and ramdisk have three; any other config makes it 6.)
+NT=2
+if [[ -n $SPDK_DIR ]]; then
+    NT=3; [[ ,$CONFIGS, =~ ,(disk), ]] && NT=6
+fi
+if ((ROUNDS % NT)) && [[ -z $SMOKE ]]; then
+    r0=$ROUNDS; ROUNDS=$(((ROUNDS + NT - 1) / NT * NT)); echo "bench: $r0 rounds -> $ROUNDS (multiple of $NT)" >&2
+fi
+# order ROUND T...: the targets T in the order of round ROUND (a rotation).
+order() {
+    local r=$1 i; shift
+    local n=$# all=("$@") out=()
+    local k=$(((r - 1) % n))
+    for ((i = 0; i < n; i++)); do out+=("${all[(i + k) % n]}"); done
+    echo "${out[@]}"
+}
 
 # lib.sh need: a missing tool skips the run locally and fails it under CI=true.
-need tgtd tgtadm iscsi-perf qemu-img qemu-io python3
+need tgtd tgtadm iscsi-perf qemu-img qemu-io python3 cc
 if [[ ,$CONFIGS, == *,qcow2,* ]]; then need qemu-storage-daemon; fi
 W=${RTARGET_TEST_WORK:-$REPO/target/test-work}/bench
 SHM=/dev/shm/rtarget-bench-$$
 mkdir -p "$W" "$SHM"
+cc -O2 -o "$W/iscsi-load" "$HERE/iscsi-load.c"
 RAW=$W/raw.txt; : >"$RAW"
+GRAW=$W/raw-gen.txt; : >"$GRAW"   # iscsi-load's own CPU µs per I/O
 IQN_T=iqn.2026-11.org.rtarget:bench-tgt IQN_R=iqn.2026-11.org.rtarget:bench
 QSD_PID=''
 stop_qsd() {
     [[ -n $QSD_PID ]] || return 0
     kill -TERM "$QSD_PID" 2>/dev/null; wait "$QSD_PID" 2>/dev/null; QSD_PID=''
 }
-cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; }
+SPDK_PID=''
+stop_spdk() {   # not our child (run-spdk-iscsi.sh starts it): poll for its exit
+    [[ -n $SPDK_PID ]] || return 0
+    kill -CONT "$SPDK_PID" 2>/dev/null; kill -TERM "$SPDK_PID" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do kill -0 "$SPDK_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SPDK_PID" 2>/dev/null; SPDK_PID=''
+}
+cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; stop_spdk; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; }
 trap cleanup EXIT
 
 # --- LUNs: the same backing kinds for both targets ---------------------------------
 fill() { dd if=/dev/zero of="$1" bs=1M count=1024 status=none conv=fsync; }
-declare -A TLUN RLUN    # config -> LUN number on tgt / rtarget
+declare -A TLUN RLUN SLUN   # config -> LUN number on tgt / rtarget / SPDK
 RSPECS=() n=0
 for cfg in ${CONFIGS//,/ }; do
     case $cfg in
         ram) fill "$SHM/tgt-ram.img"; fill "$SHM/rt-ram.img"
+             [[ -n $SPDK_DIR ]] && { fill "$SHM/spdk-ram.img"; SLUN[ram]=0; }
              RSPECS+=("fileio:ram0:$SHM/rt-ram.img:1G") ;;
         disk) fill "$W/tgt-disk.img"; fill "$W/rt-disk.img"
              RSPECS+=("fileio:disk0:$W/rt-disk.img:1G") ;;
         ramdisk) [[ -f $SHM/tgt-ram.img ]] || fill "$SHM/tgt-ram.img"
+             [[ -n $SPDK_DIR ]] && SLUN[ramdisk]=1
              RSPECS+=("ramdisk:rd0::1G") ;;
         qcow2) QSIZE=$((SMOKE ? 64 : 1024))M
              # Two copies made the same way, then dropped from the page cache:
@@ -135,13 +196,51 @@ if [[ ,$CONFIGS, == *,qcow2,* ]]; then
 fi
 RPORT=$(free_port)
 while [[ $RPORT == "$TPORT" ]]; do RPORT=$(free_port); done
+IQN_S=iqn.2016-06.io.spdk:t0
+if [[ -n $SPDK_DIR ]]; then
+    # LUN 0: aio bdev on FILE (the "ram" config's file), LUN 1: 1 GiB malloc bdev.
+    SPORT=$(free_port)
+    while [[ $SPORT == "$TPORT" || $SPORT == "$RPORT" ]]; do SPORT=$(free_port); done
+    [[ -f $SHM/spdk-ram.img ]] || truncate -s 64M "$SHM/spdk-ram.img"
+    SPDK_PID=$(bash "$TOOLS/spdk/run-spdk-iscsi.sh" "$SPDK_DIR" "$SPORT" "$SHM/spdk-ram.img")
+    kill -STOP "$SPDK_PID"   # runs only for its own measurements (see --spdk)
+fi
 rm -rf "$W/rt"; mkdir -p "$W/rt"
 mkconfig "$W/rt/saveconfig.json" "$RPORT" "$IQN_R" "${RSPECS[@]}"
+if [[ -n $RT_TPG_ATTRS ]]; then
+    python3 - "$W/rt/saveconfig.json" "$RT_TPG_ATTRS" <<'EOF'
+import json, sys
+path, attrs = sys.argv[1], dict(kv.split("=", 1) for kv in sys.argv[2].split(","))
+cfg = json.load(open(path))
+for t in cfg["targets"]:
+    for tpg in t["tpgs"]:
+        tpg.setdefault("attributes", {}).update({k: int(v) for k, v in attrs.items()})
+json.dump(cfg, open(path, "w"), indent=2)
+EOF
+fi
 start_rtarget "$W/rt" "$RPORT"
 
 url() {   # url TARGET CFG
-    if [[ $1 == tgt ]]; then echo "iscsi://127.0.0.1:$TPORT/$IQN_T/${TLUN[$2]}"
-    else echo "iscsi://127.0.0.1:$RPORT/$IQN_R/${RLUN[$2]}"; fi
+    case $1 in
+        tgt) echo "iscsi://127.0.0.1:$TPORT/$IQN_T/${TLUN[$2]}" ;;
+        spdk) echo "iscsi://127.0.0.1:$SPORT/$IQN_S/${SLUN[$2]}" ;;
+        *) echo "iscsi://127.0.0.1:$RPORT/$IQN_R/${RLUN[$2]}" ;;
+    esac
+}
+targets_of() {   # targets_of ROUND CFG: the targets measured on CFG, in round order
+    if [[ -n ${SLUN[$2]:-} ]]; then order "$1" tgt rtarget spdk
+    elif (($1 % 2)); then echo tgt rtarget
+    else echo rtarget tgt; fi
+}
+pid_of() { case $1 in tgt) echo "$TGT_PID" ;; spdk) echo "$SPDK_PID" ;; *) echo "$RT_PID" ;; esac; }
+# as TARGET CMD...: run CMD with TARGET's process running (SPDK is stopped between
+# its own runs: its reactor would spin on a core the others need).
+as() {
+    local t=$1 rc=0; shift
+    [[ $t == spdk ]] && kill -CONT "$SPDK_PID"
+    "$@" || rc=$?
+    [[ $t == spdk ]] && kill -STOP "$SPDK_PID"
+    return "$rc"
 }
 
 # --- workloads: name, bytes per I/O, command (URL appended); each prints IOPS ---------
@@ -155,6 +254,17 @@ qbench() {   # qbench COUNT DEPTH SIZE [-w] URL -> "IOPS COUNT"
     [[ -n $secs ]] || { echo "$out" >&2; return 1; }
     python3 -c "print(round($count / max($secs, 1e-6)), $count)"
 }
+lbench() {   # lbench DEPTH SIZE [--write] URL -> "IOPS COUNT" (iscsi-load prints MB/s, own CPU too)
+    local depth=$1 size=$2 out a; shift 2
+    a=${*: -1}; a=${a#iscsi://127.0.0.1:}   # PORT/IQN/LUN
+    out=$(timeout $((PERF_SECS + 60)) "$W/iscsi-load" load 127.0.0.1 "${a%%/*}" "$(cut -d/ -f2 <<<"$a")" \
+        "${a##*/}" --qd "$depth" --bs "$size" --time "$PERF_SECS" "${@:1:$#-1}") || return 1
+    # The generator's own CPU per I/O, per target (the last field of its output).
+    local tgt=rtarget flags=${*:1:$#-1}; [[ $a == *"$IQN_T"* ]] && tgt=tgt
+    [[ -n ${IQN_S:-} && $a == *"$IQN_S"* ]] && tgt=spdk
+    echo "qd${depth}-${size}${flags:+-${flags//--/}} $tgt ${out##* }" >>"$GRAW"
+    awk '{print $1, $2}' <<<"$out"
+}
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads
 # measured PID CMD...: runs CMD (which prints "IOPS COUNT"), prints "IOPS CPU_US_PER_IO"
@@ -167,6 +277,9 @@ measured() {
     python3 -c "print(${v% *}, round(($c1 - $c0) * 1e6 / $TCK / max(${v#* }, 1), 2))"
 }
 run_workload() {   # run_workload NAME URL -> "IOPS COUNT" on stdout
+    if [[ $INITIATOR == load ]]; then run_load "$@"; else run_legacy "$@"; fi
+}
+run_legacy() {
     local u=$2 out
     case $1 in
         4k-randread-qd32)
@@ -181,19 +294,29 @@ run_workload() {   # run_workload NAME URL -> "IOPS COUNT" on stdout
         4k-read-qd1)   qbench $((40000 / SCALE)) 1 4k "$u" ;;
     esac
 }
+run_load() {
+    local u=$2
+    case $1 in
+        4k-randread-qd32) lbench 32 4096 --rand "$u" ;;
+        4k-read-qd32)  lbench 32 4096 "$u" ;;
+        4k-write-qd32) lbench 32 4096 --write "$u" ;;
+        1m-read-qd8)   lbench 8 1048576 "$u" ;;
+        1m-write-qd8)  lbench 8 1048576 --write "$u" ;;
+        4k-read-qd1)   lbench 1 4096 "$u" ;;
+    esac
+}
 size_of() { case $1 in 1m-*) echo 1048576 ;; *) echo 4096 ;; esac; }
 
 ERRORS=0
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)   # other work on the machine makes numbers noisy
 T0=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
     for cfg in ${CONFIGS//,/ }; do
         [[ $cfg == qcow2 ]] && continue    # compared with q-s-d below, not with tgt
+        read -ra ORDER <<<"$(targets_of "$r" "$cfg")"
         for wl in "${WORKLOADS[@]}"; do
             for t in "${ORDER[@]}"; do
-                if [[ $t == tgt ]]; then pid=$TGT_PID; else pid=$RT_PID; fi
-                if v=$(measured "$pid" run_workload "$wl" "$(url "$t" "$cfg")"); then
+                if v=$(as "$t" measured "$(pid_of "$t")" run_workload "$wl" "$(url "$t" "$cfg")"); then
                     echo "$cfg $wl $t $r $v" >>"$RAW"
                     printf '  round %d  %-8s %-17s %-8s %8s IOPS %7s us-cpu/io\n' "$r" "$cfg" "$wl" "$t" ${v} >&2
                 else
@@ -210,22 +333,29 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-# --- QD1 latency percentiles (bench/qd1lat.py: the initiators above report none) -------
+# --- QD1 latency percentiles (bench/iscsi-load.c lat and qd1lat.py: the initiators above report none) -
 LRAW=$W/raw-lat.txt; : >"$LRAW"
 for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then ORDER=(tgt rtarget); else ORDER=(rtarget tgt); fi
     for cfg in ${CONFIGS//,/ }; do
         [[ $cfg == qcow2 ]] && continue
-        for t in "${ORDER[@]}"; do
-            if [[ $t == tgt ]]; then a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}")
-            else a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}"); fi
-            if v=$(timeout 120 python3 "$HERE/qd1lat.py" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
-                echo "$cfg $t $r $v" >>"$LRAW"
-                printf '  round %d  %-8s 4k-read-qd1 latency %-8s p50/p99/mean %s us\n' "$r" "$cfg" "$t" "${v% *}" >&2
-            else
-                printf '  round %d  %-8s 4k-read-qd1 latency %-8s ERROR\n' "$r" "$cfg" "$t" >&2
-                [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
-            fi
+        read -ra ORDER <<<"$(targets_of "$r" "$cfg")"
+        for probe in c py; do
+            for t in "${ORDER[@]}"; do
+                case $t in
+                    tgt) a=("$TPORT" "$IQN_T" "${TLUN[$cfg]}") ;;
+                    spdk) a=("$SPORT" "$IQN_S" "${SLUN[$cfg]}") ;;
+                    *) a=("$RPORT" "$IQN_R" "${RLUN[$cfg]}") ;;
+                esac
+                if [[ $probe == c ]]; then probe_cmd=("$W/iscsi-load" lat); else probe_cmd=(python3 "$HERE/qd1lat.py"); fi
+                if v=$(as "$t" timeout 120 "${probe_cmd[@]}" 127.0.0.1 "${a[@]}" $((20000 / SCALE))); then
+                    echo "$cfg $probe $t $r $v" >>"$LRAW"
+                    printf '  round %d  %-8s 4k-read-qd1 latency (%-2s) %-8s p50/p99/mean %s us\n' \
+                        "$r" "$cfg" "$probe" "$t" "${v% *}" >&2
+                else
+                    printf '  round %d  %-8s 4k-read-qd1 latency (%-2s) %-8s ERROR\n' "$r" "$cfg" "$probe" "$t" >&2
+                    [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
+                fi
+            done
         done
     done
 done
@@ -269,16 +399,33 @@ if [[ -n ${RLUN[qcow2]:-} ]]; then
             { echo "bench: qemu-img check $img.qcow2 failed" >&2; ERRORS=$((ERRORS + 1)); }
     done
 fi
+# iscsi-load must fail loudly on a non-GOOD status: a LUN the target does not have.
+if [[ -n $SMOKE && $INITIATOR == load ]]; then
+    if "$W/iscsi-load" load 127.0.0.1 "$TPORT" "$IQN_T" 77 --time 1 >/dev/null 2>"$W/neg.txt" ||
+        ! grep -q 'READ CAPACITY did not succeed' "$W/neg.txt"; then
+        echo "bench: iscsi-load did not fail on a missing LUN" >&2; cat "$W/neg.txt" >&2; ERRORS=$((ERRORS + 1))
+    fi
+    # Its sequential writes start at LBA 0 with a 0x5a pattern: they must have landed.
+    for img in "$SHM/tgt-ram.img" "$SHM/rt-ram.img"; do
+        [[ $(head -c 4096 "$img" | tr -d '\132' | wc -c) == 0 ]] ||
+            { echo "bench: iscsi-load's writes are not in $img" >&2; ERRORS=$((ERRORS + 1)); }
+    done
+fi
 ELAPSED=$((SECONDS - T0))
 
 # --- table -----------------------------------------------------------------------
-TABLE=$(python3 "$HERE/report.py" table "$RAW" tgt)
+PEERS=(tgt); [[ -n $SPDK_DIR ]] && PEERS+=(spdk)   # the table's peer columns
+TABLE=$(python3 "$HERE/report.py" table "$RAW" "${PEERS[@]}")
+SPDK_VER=''
+[[ -n $SPDK_DIR ]] && SPDK_VER=$(git -C "$SPDK_DIR/spdk" describe --tags 2>/dev/null || echo '?')
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
 echo
-echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)"
+echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)${SPDK_VER:+ and SPDK $SPDK_VER}"
 echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 [[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
+GTABLE=''
+if [[ -s $GRAW ]]; then GTABLE=$(python3 "$HERE/report.py" gen "$GRAW"); echo; echo "$GTABLE"; fi
 LTABLE=''
 if [[ -s $LRAW ]]; then LTABLE=$(python3 "$HERE/report.py" lat "$LRAW"); echo; echo "$LTABLE"; fi
 QTABLE=''
@@ -295,9 +442,9 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
     STAMP=$(date -u '+%Y%m%d-%H%M')-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     CHART_REL=bench/charts/$STAMP.svg
     mkdir -p "$REPO/bench/charts"
-    srcs=("$RAW:tgt"); [[ -s $QRAW ]] && srcs+=("$QRAW:qsd")
+    srcs=("$RAW:tgt"); [[ -n $SPDK_DIR ]] && srcs+=("$RAW:spdk"); [[ -s $QRAW ]] && srcs+=("$QRAW:qsd")
     python3 "$HERE/report.py" svg "$REPO/$CHART_REL" \
-        "rtarget vs tgt / q-s-d, $STAMP, load $LOAD0 (higher is better)" "${srcs[@]}"
+        "rtarget vs tgt${SPDK_DIR:+ / SPDK} / q-s-d, $STAMP, load $LOAD0 (higher is better)" "${srcs[@]}"
     [[ -f $MD ]] || printf '# Benchmarks\n\nWritten by `bash bench/bench.sh --write-md`; newest last.\n' >"$MD"
     {
         echo
@@ -306,19 +453,39 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo "Machine: $MACHINE. tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
-             "$ROUNDS rounds, A/B alternating (each side first in half), median; configs: $CONFIGS;" \
-             "load average before the run: $LOAD0."
+             "$ROUNDS rounds, ${SPDK_DIR:+three targets rotating where SPDK runs, else }A/B alternating (each side first in as many rounds), median; configs: $CONFIGS;" \
+             "load average before the run: $LOAD0.${RT_TPG_ATTRS:+ rtarget TPG attributes: $RT_TPG_ATTRS.}"
         echo
         echo "tgt's session parameters set to rtarget's: $TGT_PARAMS. CPU µs/IO: utime+stime of" \
              "the target process (all threads) during the run over the I/Os it completed."
+        if [[ -n $SPDK_DIR ]]; then
+            echo
+            echo "SPDK $SPDK_VER iscsi_tgt (one reactor on core 0, no hugepages; ramdisk rows: its" \
+                 "malloc bdev, ram rows: its aio bdev on a file in /dev/shm), in the same rounds and" \
+                 "rotation (each target first in a third of the rounds), stopped (SIGSTOP) while the" \
+                 "others run. Its session limits: MaxRecvDataSegmentLength 64 KiB, InitialR2T=Yes," \
+                 "FirstBurstLength 64 KiB. **Its CPU µs/IO includes idle polling** (the reactor spins" \
+                 "at 100% of a core whether or not there is work): it is wall time per I/O, as measured."
+        fi
         echo
         echo "![IOPS and CPU ratios]($CHART_REL)"
         echo
         echo "$TABLE"
+        if [[ -n $GTABLE ]]; then
+            echo
+            echo "Initiator: $([[ $INITIATOR == load ]] && echo 'every row above by bench/iscsi-load.c load (one session, fixed time; randread --rand, the rest sequential)' || echo '4k-randread-qd32 by iscsi-perf, the other rows by qemu-img bench (--initiator legacy)');" \
+                 "its own CPU µs per I/O (user+system, medians):"
+            echo
+            echo "$GTABLE"
+        elif [[ $INITIATOR == legacy ]]; then
+            echo
+            echo "Initiator (--initiator legacy): 4k-randread-qd32 by iscsi-perf, the other rows by qemu-img bench."
+        fi
         if [[ -n $LTABLE ]]; then
             echo
-            echo "4 KiB reads at QD1, one READ(10) at a time from bench/qd1lat.py (a minimal Python" \
-                 "initiator: its own cost is in every number, compare the columns), medians over rounds:"
+            echo "4 KiB reads at QD1, one READ(10) at a time from two raw iSCSI initiators:" \
+                 "bench/iscsi-load.c lat (C: a send, a recv and two clock reads per command) and" \
+                 "bench/qd1lat.py (Python: its own cost is in both columns), medians over rounds:"
             echo
             echo "$LTABLE"
         fi

@@ -17,6 +17,10 @@
 # section, as rtarget sets it and QEMU does for -t none): every write is in the OSD.
 # CPU µs/IO: the target process' user+system time per I/O (tgtd, rtarget).
 #
+# A/B: RTARGET_BIN_B=PATH (another build, or a wrapper script that sets CEPH_ARGS and
+# execs one) adds a fourth contender, rtarget-B, in the same rotation on the same
+# image, and the columns B IOPS, B CPU µs/IO, B/librbd and B/A.
+#
 # usage: bench/rbd.sh [--rounds N] [--smoke] [--write-md]
 #   --smoke     one round, ~10x smaller counts: checks every path runs
 #   --write-md  append this run's table to BENCHMARKS.md
@@ -50,7 +54,7 @@ CEPH=$W/ceph RAW=$W/raw.txt
 IQN_T=iqn.2026-11.org.rtarget:bench-tgt-rbd IQN_R=iqn.2026-11.org.rtarget:bench-rbd
 cleanup() {
     set +e
-    stop_rtarget 5; stop_tgt
+    stop_rtarget 5; RT_PID=${RT_PID_B:-}; stop_rtarget 5; stop_tgt
     bash "$TOOLS/ceph/ceph-down.sh" "$CEPH" --purge >/dev/null 2>&1
     rm -rf "$W"
 }
@@ -89,15 +93,29 @@ json.dump({"fabric_modules": [], "storage_objects": [so],
            "targets": [{"fabric": "iscsi", "wwn": iqn, "tpgs": [tpg]}]}, open(out, "w"))
 EOF
 start_rtarget "$W/rt" "$RPORT"
+WHO=(librbd tgt rtarget) RT_PID_B='' BPORT=''
+if [[ -n ${RTARGET_BIN_B:-} ]]; then
+    RT_PID_A=$RT_PID
+    BPORT=$(free_port)
+    while [[ $BPORT == "$TPORT" || $BPORT == "$RPORT" ]]; do BPORT=$(free_port); done
+    mkdir -p "$W/rtb"
+    sed "s/\"port\": $RPORT/\"port\": $BPORT/" "$W/rt/saveconfig.json" >"$W/rtb/saveconfig.json"
+    RTARGET_BIN=$RTARGET_BIN_B start_rtarget "$W/rtb" "$BPORT"
+    RT_PID_B=$RT_PID RT_PID=$RT_PID_A
+    WHO+=(rtarget-B)
+fi
 
 url() {
     case $1 in
         librbd) echo "rbd:rbd/bench:conf=$CONF" ;;
         tgt) echo "iscsi://127.0.0.1:$TPORT/$IQN_T/1" ;;
         rtarget) echo "iscsi://127.0.0.1:$RPORT/$IQN_R/0" ;;
+        rtarget-B) echo "iscsi://127.0.0.1:$BPORT/$IQN_R/0" ;;
     esac
 }
-pid_of() { case $1 in tgt) echo "$TGT_PID" ;; rtarget) echo "$RT_PID" ;; *) echo '' ;; esac; }
+pid_of() {
+    case $1 in tgt) echo "$TGT_PID" ;; rtarget) echo "$RT_PID" ;; rtarget-B) echo "$RT_PID_B" ;; *) echo '' ;; esac
+}
 cpu_ticks() {   # user+system clock ticks of PID (0 without one)
     [[ -n $1 ]] || { echo 0; return; }
     awk '{print $14 + $15}' "/proc/$1/stat"
@@ -137,18 +155,18 @@ round(($t1 - $t0) * 1e6 / os.sysconf('SC_CLK_TCK') / $count, 1))"
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$SECONDS ERRORS=0
-WHO=(librbd tgt rtarget)
+N=${#WHO[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
     for wl in "${WORKLOADS[@]}"; do
-        for ((k = 0; k < 3; k++)); do
-            t=${WHO[$(((k + r) % 3))]}
+        for ((k = 0; k < N; k++)); do
+            t=${WHO[$(((k + r) % N))]}
             if res=$(run "$wl" "$t"); then
                 echo "$wl $t $r $res" >>"$RAW"
                 printf '  round %d  %-18s %-8s %8s IOPS  %6s us-cpu/io\n' "$r" "$wl" "$t" $res >&2
             else
                 echo "$wl $t $r ERR 0" >>"$RAW"
                 printf '  round %d  %-18s %-8s    ERROR\n' "$r" "$wl" "$t" >&2
-                [[ $t == rtarget ]] && ERRORS=$((ERRORS + 1))
+                [[ $t == rtarget* ]] && ERRORS=$((ERRORS + 1))
             fi
         done
     done
@@ -162,20 +180,29 @@ size = lambda wl: 1 << 20 if wl.startswith("1m") else 4096
 data = {}
 for wl, t, r, v, cpu in rows:
     data.setdefault(wl, {}).setdefault(t, []).append((v, float(cpu)))
-print("| workload | librbd IOPS | MB/s | tgt-rbd IOPS | MB/s | CPU µs/IO | rtarget IOPS | MB/s | CPU µs/IO | rtarget/tgt-rbd | rtarget/librbd |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+ab = any(t == "rtarget-B" for per in data.values() for t in per)
+extra = " B IOPS | B CPU µs/IO | B/librbd | B/A |" if ab else ""
+print("| workload | librbd IOPS | MB/s | tgt-rbd IOPS | MB/s | CPU µs/IO | rtarget IOPS | MB/s | CPU µs/IO | rtarget/tgt-rbd | rtarget/librbd |" + extra)
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if ab else ""))
 for wl, per in data.items():
-    cells, med = [], {}
-    for t in ("librbd", "tgt", "rtarget"):
+    cells, med, cpus = [], {}, {}
+    for t in ("librbd", "tgt", "rtarget") + (("rtarget-B",) if ab else ()):
         ok = [(int(v), c) for v, c in per.get(t, []) if v != "ERR"]
         m = statistics.median(v for v, _ in ok) if ok else None
         cpu = statistics.median(c for _, c in ok) if ok else None
-        med[t] = m
+        med[t], cpus[t] = m, cpu
+        if t == "rtarget-B":
+            continue
         cells += [f"{m:.0f}" if m else "error", f"{m * size(wl) / 1e6:.0f}" if m else "-"]
         if t != "librbd":
             cells.append(f"{cpu:.0f}" if cpu is not None else "-")
     r = lambda a, b: f"{med[a] / med[b]:.2f}x" if med[a] and med[b] else "-"
-    print(f"| {wl} | " + " | ".join(cells) + f" | {r('rtarget', 'tgt')} | {r('rtarget', 'librbd')} |")
+    b = ""
+    if ab:
+        m, cpu = med["rtarget-B"], cpus["rtarget-B"]
+        b = (f" {m:.0f} |" if m else " error |") + (f" {cpu:.0f} |" if cpu is not None else " - |")
+        b += f" {r('rtarget-B', 'librbd')} | {r('rtarget-B', 'rtarget')} |"
+    print(f"| {wl} | " + " | ".join(cells) + f" | {r('rtarget', 'tgt')} | {r('rtarget', 'librbd')} |" + b)
 EOF
 )
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"

@@ -7,7 +7,14 @@
 # initiators share its cores: when the machine is saturated, more sessions cannot
 # add throughput). The order of the N values flips every round; medians.
 #
-# usage: bench/sessions.sh [--rounds N] [--sessions "1 4 16"] [--secs S] [--lun-size 1G]
+# --connections "1 2": instead, ONE session spread over C connections (MC/S, the TPG
+# allows the largest C), QD32 over the whole session, driven by the test initiator
+# crates/iscsi/examples/mcs_perf.rs (libiscsi and open-iscsi open one connection per
+# session); build it first: cargo build --release -p iscsi --example mcs_perf
+# (MCS_PERF overrides the binary).
+#
+# usage: bench/sessions.sh [--rounds N] [--sessions "1 4 16" | --connections "1 2"]
+#                          [--secs S] [--lun-size 1G]
 # Needs target/release/rtarget (RTARGET_BIN overrides) and libiscsi-bin. KEEP=1 keeps
 # the work directory (each initiator's output, the daemon's log). Takes ~1 min.
 set -euo pipefail
@@ -15,11 +22,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
 
-ROUNDS=3 SESSIONS="1 4 16" SECS=5 SIZE=1G
+ROUNDS=3 SESSIONS="1 4 16" SECS=5 SIZE=1G CONNS=''
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --sessions) SESSIONS=$2; shift ;;
+        --connections) CONNS=$2; SESSIONS=$2; shift ;;
         --secs) SECS=$2; shift ;;
         --lun-size) SIZE=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -28,6 +36,11 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 need iscsi-perf python3
+MCS_PERF=${MCS_PERF:-$REPO/target/release/examples/mcs_perf}
+if [[ -n $CONNS && ! -x $MCS_PERF ]]; then
+    echo "sessions.sh: $MCS_PERF missing: cargo build --release -p iscsi --example mcs_perf" >&2
+    exit 2
+fi
 
 W=$(mktemp -d /tmp/rtarget-sessions.XXXXXX)
 IQN=iqn.2026-11.org.rtarget:sessions
@@ -35,6 +48,12 @@ cleanup() { set +e; stop_rtarget 5; [[ -n ${KEEP:-} ]] || rm -rf "$W"; }
 trap cleanup EXIT
 PORT=$(free_port)
 mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "ramdisk:rd0::$SIZE"
+if [[ -n $CONNS ]]; then
+    python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p))
+for t in c["targets"]:
+    for g in t["tpgs"]: g.setdefault("parameters", {})["MaxConnections"] = sys.argv[2]
+json.dump(c, open(p, "w"), indent=2)' "$W/saveconfig.json" "$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -n1)"
+fi
 start_rtarget "$W" "$PORT"
 URL="iscsi://127.0.0.1:$PORT/$IQN/0"
 
@@ -46,6 +65,13 @@ machine() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat
 # seconds; INIT_TICKS is the CPU they used (this subshell's waited-for children).
 run_n() {
     local n=$1 k pids=() total=0 ios=0 errs=0 iops ticks me=$BASHPID
+    if [[ -n $CONNS ]]; then   # one session, n connections: one initiator process
+        timeout $((SECS + 30)) "$MCS_PERF" "127.0.0.1:$PORT" "$IQN" "$n" 32 "$SECS" >"$W/out.0" 2>&1 || true
+        ticks=$(awk '{print $16 + $17}' "/proc/$me/stat")
+        iops=$(sed -n 's/^iops \([0-9]*\)$/\1/p' "$W/out.0")
+        if [[ -z $iops ]]; then tail -3 "$W/out.0" >&2; echo "0 0 1 $ticks"; return; fi
+        echo "$iops $((iops * SECS)) 0 $ticks"; return
+    fi
     for ((k = 0; k < n; k++)); do
         timeout $((SECS + 30)) iscsi-perf -i "iqn.2026-11.org.rtarget:init$k" -t "$SECS" \
             -m 32 -b 8 -r "$URL" >"$W/out.$k" 2>&1 &
@@ -62,6 +88,8 @@ run_n() {
 }
 
 RAW=$W/raw.txt; : >"$RAW"
+UNIT='session(s)'; [[ -z $CONNS ]] || UNIT='connection(s)'
+
 read -ra NS <<<"$SESSIONS"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average before: $LOAD0" >&2
@@ -80,14 +108,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
         path=$(python3 -c "print(round(($c1 - $c0 + $iticks) / $TCK / $SECS, 2))")
         icpu=$(python3 -c "print(round($iticks * 1e6 / $TCK / max($ios, 1), 2))")
         echo "$n $iops $cpu $busy $errs $path $icpu" >>"$RAW"
-        printf '  round %d  %3d session(s) %8d IOPS %6s us-cpu/io (initiators %s)  path %s CPUs  machine %3s%% busy  %d failed\n' \
-            "$r" "$n" "$iops" "$cpu" "$icpu" "$path" "$busy" "$errs" >&2
+        printf "  round %d  %3d %s %8d IOPS %6s us-cpu/io (initiators %s)  path %s CPUs  machine %3s%% busy  %d failed\n" \
+            "$r" "$n" "$UNIT" "$iops" "$cpu" "$icpu" "$path" "$busy" "$errs" >&2
     done
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); $ROUNDS round(s), median;" \
      "load average before: $LOAD0, after: $LOAD1"
-python3 - "$RAW" <<'EOF'
+python3 - "$RAW" "${CONNS:+1}" <<'EOF'
 import statistics, sys
 data = {}
 for line in open(sys.argv[1]):
@@ -96,7 +124,10 @@ for line in open(sys.argv[1]):
         (int(iops), float(cpu), int(busy), int(errs), float(path), float(icpu)))
 med = lambda rows, k: statistics.median(r[k] for r in rows)
 base = med(data[min(data)], 0) if data else 0
-print("| sessions x QD32 | total IOPS | vs 1 session | rtarget us-cpu/io | initiators us-cpu/io"
+mcs = sys.argv[2:] == ["1"]
+what = "connections of 1 session, QD32 in all" if mcs else "sessions x QD32"
+one = "1 connection" if mcs else "1 session"
+print(f"| {what} | total IOPS | vs {one} | rtarget us-cpu/io | initiators us-cpu/io"
       " | CPUs used (rtarget + initiators) | machine busy | failed |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|")
 for n in sorted(data):

@@ -2,8 +2,11 @@
 # bench/vhost.sh — rtarget's vhost-user-scsi target vs qemu-storage-daemon's
 # vhost-user-blk export, on the same file, driven by a host-side vhost-user
 # frontend written for this (crates/vhost/examples/vhost_bench.rs: memfd guest
-# memory, one split virtqueue, N requests in flight; no guest, so TCG does not
-# distort it), and the same LU over rtarget's iSCSI for reference (driven by
+# memory, QUEUES split request virtqueues with one driver thread each, QD
+# requests in flight in total, QD/QUEUES per queue; no guest, so TCG does not
+# distort it). QUEUES defaults to 2: QEMU gives a guest one queue per vCPU
+# (num_queues / num-queues default), and this machine has 2 cores; both vhost
+# targets get the same number of queues. And the same LU over rtarget's iSCSI for reference (driven by
 # qemu-img bench through QEMU's libiscsi driver: random = a stride of 7919
 # blocks, every block once, no two neighbours in a row). Workloads: 4 KiB
 # random read QD32, 4 KiB random write QD32, 1 MiB sequential read QD8; each
@@ -12,20 +15,24 @@
 # average before and after (other work on the machine makes IOPS noisy, CPU
 # per I/O much less so).
 #
-# usage: bench/vhost.sh [--rounds N] [--secs S] [--size BYTES] [--no-iscsi]
+# The iSCSI row stays one session at the same QD, what a guest's initiator
+# uses for one LU.
+#
+# usage: bench/vhost.sh [--rounds N] [--secs S] [--size BYTES] [--queues Q] [--no-iscsi]
 # Needs target/release/rtarget (RTARGET_BIN overrides), qemu-storage-daemon,
 # qemu-img (with the iscsi block driver). Environment reaches rtarget (e.g.
 # RTARGET_VHOST_OFFLOAD_BYTES, RTARGET_IO_WORKERS for comparisons).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-ROUNDS=3 SECS=5 SIZE=$((1 << 30)) ISCSI=1
+ROUNDS=3 SECS=5 SIZE=$((1 << 30)) ISCSI=1 QUEUES=2
 while [[ $# -gt 0 ]]; do
     case $1 in
         --no-iscsi) ISCSI=0; shift; continue ;;
         --rounds) ROUNDS=$2; shift ;;
         --secs) SECS=$2; shift ;;
         --size) SIZE=$2; shift ;;
+        --queues) QUEUES=$2; shift ;;
         *) echo "vhost.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -68,7 +75,7 @@ ISCSI_URL=iscsi://127.0.0.1:$PORT/$IQN/0
 
 setpriv --pdeathsig TERM qemu-storage-daemon \
     --blockdev "{\"driver\":\"file\",\"node-name\":\"f0\",\"filename\":\"$IMG\",\"aio\":\"threads\",\"cache\":{\"direct\":false}}" \
-    --export "{\"type\":\"vhost-user-blk\",\"id\":\"e0\",\"node-name\":\"f0\",\"writable\":true,\"num-queues\":1,\"addr\":{\"type\":\"unix\",\"path\":\"$W/qsd.sock\"}}" \
+    --export "{\"type\":\"vhost-user-blk\",\"id\":\"e0\",\"node-name\":\"f0\",\"writable\":true,\"num-queues\":$QUEUES,\"addr\":{\"type\":\"unix\",\"path\":\"$W/qsd.sock\"}}" \
     >"$W/qsd.log" 2>&1 &
 QSD_PID=$!
 wait_sock "$W/qsd.sock" || { cat "$W/qsd.log" >&2; exit 1; }
@@ -106,11 +113,12 @@ for ((r = 0; r < ROUNDS; r++)); do
                 qsd) args=(--socket "$W/qsd.sock" --kind blk --pid "$QSD_PID") ;;
             esac
             if [[ $t == iscsi ]]; then out=$(iscsi "$rw" "$bs" "$qd")
-            else out=$("$FE" "${args[@]}" --rw "$rw" --bs "$bs" --qd "$qd" --secs "$SECS" --size "$SIZE"); fi
+            else out=$("$FE" "${args[@]}" --rw "$rw" --bs "$bs" --qd "$qd" --queues "$QUEUES" --secs "$SECS" --size "$SIZE"); fi
             echo "$name $t $out" | tee -a "$RAW" >&2
         done
     done
 done
+echo "request queues per vhost target: $QUEUES (QD split over them); iSCSI: one session"
 echo "load average: before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg)"
 # name target iops(median) MB/s cpu-us/io ; ratio rtarget/qsd
 python3 - "$RAW" <<'PY'
@@ -142,4 +150,11 @@ for name in dict.fromkeys(k[0] for k in rows):
     if iscsi:
         cells.append(f"{m['rtarget'][0] / m['iscsi'][0]:.2f}x")
     print("| " + " | ".join(cells) + " |")
+# Per round (the same round's runs compared; order rotates every round).
+for name in dict.fromkeys(k[0] for k in rows):
+    r = [float(x["iops"]) for x in rows[(name, "rtarget")]]
+    out = [name + ": vhost/q-s-d " + " ".join(f"{a / float(b['iops']):.2f}" for a, b in zip(r, rows[(name, "qsd")]))]
+    if iscsi:
+        out.append("vhost/iSCSI " + " ".join(f"{a / float(b['iops']):.2f}" for a, b in zip(r, rows[(name, "iscsi")])))
+    print("per round, " + ", ".join(out))
 PY

@@ -72,6 +72,7 @@ IQN=iqn.2026-11.org.rtarget:conformance
 #   CFG_TEST    optional: run and score only this one test (Suite.Test) of those suites
 #   CFG_TIMEOUT optional: per-suite limit for this configuration (default --timeout)
 #   CFG_TPG_ATTRS optional: JSON object of TPG attributes merged into rtarget's config
+#   CFG_TPG_PARAMS optional: JSON object of TPG parameters merged into rtarget's config
 # To add one: write cfg_NAME, run `conformance/run.sh --matrix NAME` to record
 # results-NAME.txt, commit it, and add NAME to the --matrix list in scripts/test.sh.
 #   CFG_EXCLUDE  tests (Suite.Test, space separated) that do not apply to this LU and
@@ -140,6 +141,11 @@ cfg_sanitizereset() { # Sanitize.Reset only: a SANITIZE that outlasts TMFs, rese
     CFG_TPG_ATTRS='{"nopin_timeout": 0}'
     RT_LUNS=("fileio:disk0:$W/disk0.img:128M:qos_rw_mbytes_per_sec=8")
 }
+cfg_mcs() {         # fileio on a TPG allowing 2 connections per session (MaxConnections=2,
+    # MC/S): libiscsi logs in one connection; the session core, the shared CmdSN
+    # window and the logout paths run as for any session. (rtarget only.)
+    cfg_fileio; CFG_TPG_PARAMS='{"MaxConnections": "2"}'
+}
 cfg_removable() {   # fileio with a removable medium (eject/load, PREVENT ALLOW)
     cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:removable=1")
     CFG_SUITES='^(PreventAllow|StartStopUnit|NoMedia|TestUnitReady|Inquiry|Mandatory)$'
@@ -186,11 +192,13 @@ start_target() {    # uses W PORT; sets URL; returns non-zero if the target is n
     if [[ $TARGET == rtarget ]]; then
         URL=iscsi://127.0.0.1:$PORT/$IQN/0
         [[ -f $W/saveconfig.json ]] || mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "${RT_LUNS[@]}" || return 1
-        if [[ -n ${CFG_TPG_ATTRS:-} ]]; then
+        if [[ -n ${CFG_TPG_ATTRS:-}${CFG_TPG_PARAMS:-} ]]; then
             python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p))
 for t in c["targets"]:
-    for g in t["tpgs"]: g["attributes"].update(json.loads(sys.argv[2]))
-json.dump(c, open(p, "w"), indent=2)' "$W/saveconfig.json" "$CFG_TPG_ATTRS" || return 1
+    for g in t["tpgs"]:
+        g["attributes"].update(json.loads(sys.argv[2] or "{}"))
+        g.setdefault("parameters", {}).update(json.loads(sys.argv[3] or "{}"))
+json.dump(c, open(p, "w"), indent=2)' "$W/saveconfig.json" "${CFG_TPG_ATTRS:-}" "${CFG_TPG_PARAMS:-}" || return 1
         fi
         start_rtarget "$W" "$PORT"
     else
@@ -286,7 +294,7 @@ suite_spec() {
 run_config() {
     local cfg=$1 suite t0 rc deadline status
     W=$WORKROOT/$TARGET-$cfg; rm -rf "$W"; mkdir -p "$W/logs"
-    CFG_TEST='' CFG_STOP='' CFG_TIMEOUT='' CFG_TPG_ATTRS='' CFG_EXCLUDE=''
+    CFG_TEST='' CFG_STOP='' CFG_TIMEOUT='' CFG_TPG_ATTRS='' CFG_TPG_PARAMS='' CFG_EXCLUDE=''
     "cfg_$cfg"
     PORT=$(free_port)
     : >"$W/events.txt"

@@ -4,7 +4,7 @@
 # emulator, iscsi:// block driver, qemu-img/qemu-io), libiscsi's tools, tgt (the
 # reference target), open-iscsi and strace (the power-loss tests record system
 # calls with it), Ceph for the rbd backstore's tests (librbd/librados headers,
-# one mon + one osd started by ../shared/tools/ceph/ceph-up.sh; no daemon is started
+# one mon + one osd (+ a mgr for the service map) started by ../shared/tools/ceph/ceph-up.sh; no daemon is started
 # here; tgt-rbd, tgt's rbd backing store, for bench/rbd.sh), and libclang (the loopback fabric's libublk generates its ublk bindings
 # with bindgen at build time).  Returns at once when all are present.
 # Needs root for the apt steps (it is a no-op, not an error, when nothing is missing).
@@ -12,7 +12,7 @@ set -euo pipefail
 
 BPO_PKGS=(qemu-system-x86 qemu-block-extra qemu-utils)
 PKGS=(libiscsi-bin tgt open-iscsi python3 strace libclang1-14)
-CEPH_PKGS=(librbd-dev librados-dev ceph-mon ceph-osd ceph-common tgt-rbd)
+CEPH_PKGS=(librbd-dev librados-dev ceph-mon ceph-osd ceph-mgr ceph-common tgt-rbd)
 need=()
 for p in "${BPO_PKGS[@]}" "${PKGS[@]}" "${CEPH_PKGS[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

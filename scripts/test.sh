@@ -59,7 +59,8 @@
 #                    I/O resumes through the other, every acknowledged record in `rbd export`;
 #                    the guest's PR registrations and reservation hold after the failover;
 #                    `rbd resize` on the host is seen after a rescan, no relogin
-#   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny
+#   10. bench-smoke  bench/bench.sh --smoke: every benchmark workload runs once, tiny (through
+#                    bench/iscsi-load.c, which must fail on a missing LUN; its writes must land)
 # Every step runs (with its own time limit) even after an earlier one failed, except
 # that steps needing the release binary are skipped when the build fails.
 # With CI=true in the environment (.ci/run sets it) a missing tool or device is a
@@ -91,7 +92,7 @@ done
 
 # LU configurations for the conformance run (see cfg_* in conformance/run.sh); each
 # has its committed results file.
-CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,fileio4k,ramdisk,crypt,sanitizereset,pool,uring,qcow2,qemu,nbd,block}
+CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,fileio4k,ramdisk,crypt,sanitizereset,pool,qcow2,qemu,nbd,block,mcs,uring}
 RESULTS=() FAILS=0 BUILD_OK=1 T_ALL=$SECONDS
 # step NAME LIMIT_SECONDS CMD...: run one step with a wall-clock limit, record result.
 step() {

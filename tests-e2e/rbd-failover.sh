@@ -152,7 +152,7 @@ rbd create --size 64M "$IMAGE" || { fail "rbd create $IMAGE"; return 1; }
 PA=$(free_port); PB=$(free_port); while [[ $PB == "$PA" ]]; do PB=$(free_port); done
 for me in 1 2; do
     mkdir -p "$W/$KIND-gw$me"
-    python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import rbd_gateways as g
+    python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import rbd_gw_common as g
 g.gateway_config(sys.argv[2], int(sys.argv[3]), {1: int(sys.argv[4]), 2: int(sys.argv[5])},
                  sys.argv[6], sys.argv[7])' \
         "$HERE" "$W/$KIND-gw$me/saveconfig.json" "$me" "$PA" "$PB" "$CONF" "$IMAGE"

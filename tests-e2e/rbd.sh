@@ -10,7 +10,9 @@
 #   a restart from the saved config serves the data again; two gateways
 #   (alua_group=1/2) on one image: RTPG alike on both, the exclusive lock
 #   moves with the writes, the old owner is blocklisted and fenced, no
-#   ping-pong, STPG takes it back, kill -9 of the owner (rbd_gateways.py);
+#   ping-pong, STPG takes it back, kill -9 of the owner; the service map
+#   (ceph service dump/status), `ls` and `sessions` name the lock owner
+#   and the blocklisted peer (rbd_gateways.py);
 #   the same with persistent reservations shared through RADOS: they hold
 #   at the new owner and at the fenced, reconnected one (rbd_gateways_pr.py).
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
@@ -19,7 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-need qemu-img rbd ceph-mon ceph-osd python3 cmp   # lib.sh: SKIP locally, FAIL under CI=true
+need qemu-img rbd ceph-mon ceph-osd ceph-mgr python3 cmp   # lib.sh: SKIP locally, FAIL under CI=true
 # (a here-string, not a pipe: under pipefail, grep -q's early exit would fail ldconfig with SIGPIPE)
 if ! grep -q 'librbd\.so\.1 ' <<<"$(ldconfig -p)"; then need librbd.so.1; fi
 [[ -f $TOOLS/ceph/ceph-up.sh ]] || need "$TOOLS/ceph/ceph-up.sh"
@@ -58,8 +60,10 @@ t0=$SECONDS
 MP=$(free_port); MP1=$(free_port); while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
 # The OSDs drop a dead client's watch after 5 s (default 30): the gateway
 # check below waits that long for a killed lock owner to count as dead.
-if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 \
-    EXTRA_CONF='[mon]\nmon_data_avail_crit = -1\n[osd]\nosd_client_watch_timeout = 5' \
+# A ceph-mgr keeps the service map the gateways register in (rbd_gateways.py
+# reads it); it takes their status every second (mgr_stats_period, default 5).
+if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 WITH_MGR=1 \
+    EXTRA_CONF='[global]\nmgr_stats_period = 1\n[mon]\nmon_data_avail_crit = -1\n[osd]\nosd_client_watch_timeout = 5' \
     bash "$TOOLS/ceph/ceph-up.sh" "$CEPH" >"$W/ceph-up.log" 2>&1; then
     pass "single-node Ceph up in $((SECONDS - t0)) s"
 else

@@ -24,7 +24,6 @@ lets initiator 2 write.
 usage: rbd_gateways_pr.py WORKDIR CEPH_CONF
 """
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -32,10 +31,10 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from malformed import recv_pdu, scsi_cmd  # noqa: E402
-from rbd_gateways import (IQN, REC, RESULTS, check, gateway_config, record,  # noqa: E402
-                          rtpg, rtpg_alike, run, states, wcdb, write)
-from rwsession import Daemon, RwSession, free_port  # noqa: E402
+from rbd_gw_common import (IQN, NOT_READY_TRANSITION, RESULTS, answers,  # noqa: E402
+                           check, queue_writes, record, rtpg, rtpg_alike, run,
+                           start_gateways, states, stopped, wait_takeover, write)
+from rwsession import RwSession  # noqa: E402
 
 IMAGE = f"rbd/gwpr{os.getpid()}"
 I1 = "iqn.2026-12.org.rtarget:host1"
@@ -90,24 +89,13 @@ def stale_window(a, i1b, i2a):
     check("initiator 2 REGISTERs through A", st == 0, f"status {st:#x} {kcq}")
     st, kcq = write(i2a, 8, record(10))
     check("initiator 2, registered, writes through A", st == 0, f"status {st:#x} {kcq}")
-    os.kill(a.pid, signal.SIGSTOP)
-    for k in range(4):
-        itt = i2a.itt
-        i2a.itt += 1
-        i2a.s.sendall(scsi_cmd(wcdb(72 + 8 * k), 0, itt, i2a.cmdsn, i2a.expstatsn, edtl=REC,
-                               read=False, write=True, data=record(11 + k)))
-        i2a.cmdsn += 1
-    t0 = time.monotonic()
-    st, kcq = prout(i1b, 4, KEY1, KEY2, WE_RO)
-    check(f"A stopped: initiator 1 PREEMPTs initiator 2 through B "
-          f"({time.monotonic() - t0:.1f} s)", st == 0, f"status {st:#x} {kcq}")
-    os.kill(a.pid, signal.SIGCONT)
-    got = []
-    while len(got) < 4:
-        bhs, seg = recv_pdu(i2a.s)
-        if bhs[0] & 0x3F == 0x21:
-            i2a.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
-            got.append(bhs[3])
+    with stopped(a):
+        queue_writes(i2a, [(72 + 8 * k, record(11 + k)) for k in range(4)])
+        t0 = time.monotonic()
+        st, kcq = prout(i1b, 4, KEY1, KEY2, WE_RO)
+        check(f"A stopped: initiator 1 PREEMPTs initiator 2 through B "
+              f"({time.monotonic() - t0:.1f} s)", st == 0, f"status {st:#x} {kcq}")
+    got = [st for st, _ in answers(i2a, 4)]
     check(f"A, woken: none of initiator 2's queued writes is admitted {[hex(x) for x in got]}",
           0 not in got and CONFLICT in got)
 
@@ -120,20 +108,10 @@ def session(port, initiator):
 
 def main(argv):
     work, conf = argv[1], argv[2]
-    subprocess.run(["rbd", "-c", conf, "create", "--size", "64M", IMAGE], check=True)
+    a, b, ports = start_gateways(work, conf, IMAGE)
     info = subprocess.run(["rbd", "-c", conf, "info", IMAGE], capture_output=True,
                           text=True, check=True).stdout
     check("the image has the exclusive-lock feature", "exclusive-lock" in info, info)
-    ports = {1: free_port(), 2: free_port()}
-    while ports[2] == ports[1]:
-        ports[2] = free_port()
-    gws = {}
-    for me in (1, 2):
-        d = os.path.join(work, f"gw{me}")
-        os.makedirs(d, exist_ok=True)
-        gateway_config(os.path.join(d, "saveconfig.json"), me, ports, conf, IMAGE)
-        gws[me] = Daemon(d, ports[me]).start()
-    a, b = gws[1], gws[2]
     i1a, i1b, i2b = session(ports[1], I1), session(ports[2], I1), session(ports[2], I2)
     i2a = session(ports[1], I2)
 
@@ -152,40 +130,33 @@ def main(argv):
     d = rtpg(i2b)
     check(f"the conflicting WRITE moved no lock: {states(d)}", states(d).get(1) == 0)
 
-    os.kill(a.pid, signal.SIGSTOP)
-    t0 = time.monotonic()
-    st, kcq = write(i1b, 8, record(2))
-    took = time.monotonic() - t0
-    check(f"SIGSTOP A: initiator 1 writes through B, which takes over in {took:.2f} s",
-          st == 0, f"status {st:#x} {kcq}")
-    print(f"takeover with shared PR (A stopped): {took:.2f} s", flush=True)
-    d = rtpg(i1b)
-    check(f"RTPG through B after the takeover: group 2 optimized {states(d)}",
-          states(d).get(2) == 0)
-    enforced(i2b, [KEY1, KEY1], "B after the takeover")
-    t0 = time.monotonic()
-    st, kcq = prout(i2b, 0, 0, KEY2)
-    check(f"initiator 2 REGISTERs through B while A is stopped ({time.monotonic() - t0:.1f} s)",
-          st == 0, f"status {st:#x} {kcq}")
-    st, kcq = write(i2b, 16, record(3))
-    check("initiator 2, registered, writes through B", st == 0, f"status {st:#x} {kcq}")
+    with stopped(a):
+        t0 = time.monotonic()
+        st, kcq = write(i1b, 8, record(2))
+        took = time.monotonic() - t0
+        check(f"SIGSTOP A: initiator 1 writes through B, which takes over in {took:.2f} s",
+              st == 0, f"status {st:#x} {kcq}")
+        print(f"takeover with shared PR (A stopped): {took:.2f} s", flush=True)
+        d = rtpg(i1b)
+        check(f"RTPG through B after the takeover: group 2 optimized {states(d)}",
+              states(d).get(2) == 0)
+        enforced(i2b, [KEY1, KEY1], "B after the takeover")
+        t0 = time.monotonic()
+        st, kcq = prout(i2b, 0, 0, KEY2)
+        check(f"initiator 2 REGISTERs through B while A is stopped "
+              f"({time.monotonic() - t0:.1f} s)", st == 0, f"status {st:#x} {kcq}")
+        st, kcq = write(i2b, 16, record(3))
+        check("initiator 2, registered, writes through B", st == 0, f"status {st:#x} {kcq}")
 
-    os.kill(a.pid, signal.SIGCONT)
     st, kcq = write(i1a, 24, record(4))
     check("SIGCONT A: initiator 1's write through A is refused (fenced, 02/04/0A)",
-          st == 0x02 and kcq == (2, 0x04, 0x0A), f"status {st:#x} {kcq}")
+          st == 0x02 and kcq == NOT_READY_TRANSITION, f"status {st:#x} {kcq}")
     enforced(i2a, [KEY1, KEY1, KEY2], "A fenced and reconnected")
 
     b.kill9()
     for s in (i1b, i2b):
         s.close()
-    t0 = time.monotonic()
-    while True:
-        st, kcq = write(i1a, 32, record(5))
-        if st == 0 or time.monotonic() - t0 > 90 or kcq != (2, 0x04, 0x0A):
-            break
-        time.sleep(0.2)
-    took = time.monotonic() - t0
+    st, kcq, took = wait_takeover(i1a, 32, record(5))
     check(f"kill -9 B: A takes the lock back once B's watch expired, after {took:.1f} s",
           st == 0, f"status {st:#x} {kcq}")
     print(f"failover with shared PR after kill -9 of the owner: {took:.1f} s", flush=True)

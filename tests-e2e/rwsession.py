@@ -197,6 +197,16 @@ def mkconfig(out, port, iqn, *specs):
                     *specs], check=True)
 
 
+def _thread_state(pid, tid):
+    """The scheduler state letter of one thread (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            # "tid (comm) S ...": comm may hold spaces and parentheses.
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 class Daemon:
     """`rtarget serve` on DIR/saveconfig.json, 127.0.0.1:PORT, API on DIR/api.sock;
     its log goes to DIR/rtarget.log (appended across restarts)."""
@@ -241,6 +251,27 @@ class Daemon:
         import signal
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+    def sigstop(self, timeout=10):
+        """SIGSTOP the daemon and return once every thread is stopped.
+
+        kill() only queues the stop: one thread has to run to start the group
+        stop, and meanwhile another thread (a connection waking on data the
+        test sends next) may still serve a command. Tests that queue commands
+        at a stopped daemon must wait for this."""
+        import signal
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(_thread_state(self.pid, t) in ("T", "t", None)
+                   for t in os.listdir(f"/proc/{self.pid}/task")):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"rtarget {self.pid} did not stop within {timeout} s")
+
+    def sigcont(self):
+        import signal
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self):
         if self.alive():

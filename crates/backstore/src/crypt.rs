@@ -435,7 +435,7 @@ fn store_key(path: &Path, key: &[u8; KEY_LEN]) -> Result<(), CryptError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    crate::durable::create_dir_all(&dir).map_err(key_err(&dir))?;
+    durable::create_dir_all(&dir).map_err(key_err(&dir))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

@@ -14,9 +14,9 @@ use std::io;
 pub mod aio;
 pub mod conformance;
 pub mod crypt;
-pub mod durable;
 pub mod file;
 pub mod iov;
+pub mod lent;
 pub mod nbd;
 pub mod null;
 pub mod ownership;
@@ -36,9 +36,10 @@ pub use crypt::{CryptBackstore, CryptError};
 pub use file::uring::UringBackstore;
 pub use file::{Extent, FileBackstore, FileOptions};
 pub use iov::IoVecs;
+pub use lent::{LentBytes, LentRead};
 pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
 pub use null::NullBackstore;
-pub use ownership::{Owner, Ownership};
+pub use ownership::{GatewayReport, Owner, Ownership};
 pub use qcow2::{Qcow2Backstore, Qcow2Error, Qcow2Options};
 pub use qemu::{QemuBackstore, QemuConfig, QemuError, QemuOptions};
 pub use qos::{with_qos, QosBackstore, QosLimits};
@@ -142,6 +143,17 @@ pub trait Backstore: Send + Sync + 'static {
     /// the kernel (fileio: `preadv`) overrides it and copies nothing.
     fn read_vectored_at(&self, bufs: &IoVecs, offset: u64) -> io::Result<()> {
         iov::bounce_read(self, bufs, offset)
+    }
+
+    /// A READ of `len` bytes at `offset` answered with the backstore's own
+    /// memory ([`lent`]), for a fabric that sends it without a copy. The
+    /// pieces must be a snapshot: nothing the backstore does later may
+    /// change bytes they show. `None` (the default): not offered, the
+    /// caller reads with [`Backstore::read_at`]. A zero-length call must be
+    /// cheap (callers ask with one whether lending is offered). Wrappers do
+    /// not forward it (they transform or meter what they read).
+    fn read_lent(&self, _offset: u64, _len: usize) -> Option<io::Result<LentRead>> {
+        None
     }
 
     /// Write all of `bufs` at `offset`, durable before returning when

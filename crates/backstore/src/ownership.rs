@@ -45,6 +45,76 @@ pub trait Ownership: Send + Sync {
 
     /// Run `hook` whenever the owner changes (replaces an earlier hook).
     fn on_change(&self, hook: OwnerHook);
+
+    /// This gateway's state for `ls` and `sessions` (as last seen; no
+    /// cluster round trip). None by default.
+    fn report(&self) -> Option<GatewayReport> {
+        None
+    }
+}
+
+/// A gateway's state as `ls`, `sessions` and the cluster's service map
+/// (`ceph service dump`) show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayReport {
+    /// What it serves (`pool/image`).
+    pub medium: String,
+    /// Its target port group.
+    pub group: u16,
+    /// It holds the medium (the RBD exclusive lock) and is not fenced.
+    pub lock_owner: bool,
+    /// Who owns the medium, as last seen.
+    pub owner: Owner,
+    /// Times it took the medium over (failovers to this gateway).
+    pub failovers: u64,
+    /// Times it was fenced (another gateway took the medium).
+    pub fenced: u64,
+    /// The peers it blocklisted when it took the medium over, oldest first.
+    pub blocklisted: Vec<String>,
+}
+
+impl GatewayReport {
+    fn owner_name(&self) -> String {
+        match self.owner {
+            Owner::Nobody => "nobody".into(),
+            Owner::Group(g) => format!("group {g}"),
+            Owner::Elsewhere => "another gateway".into(),
+        }
+    }
+
+    /// One line: `ls`' summary and `sessions`' gateway line.
+    pub fn summary(&self) -> String {
+        let peers = if self.blocklisted.is_empty() {
+            "none".to_string()
+        } else {
+            self.blocklisted.join(" ")
+        };
+        format!(
+            "gateway group {}, lock owner {}, owner {}, failovers {}, fenced {}, blocklisted {peers}",
+            self.group,
+            if self.lock_owner { "yes" } else { "no" },
+            self.owner_name(),
+            self.failovers,
+            self.fenced,
+        )
+    }
+
+    /// The service map's status dictionary.
+    pub fn status(&self) -> Vec<(String, String)> {
+        [
+            (
+                "lock_owner",
+                (if self.lock_owner { "yes" } else { "no" }).to_string(),
+            ),
+            ("owner", self.owner_name()),
+            ("failovers", self.failovers.to_string()),
+            ("fenced", self.fenced.to_string()),
+            ("blocklisted", self.blocklisted.join(",")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 /// The marker inside a [`path_lost`] error.
@@ -80,5 +150,35 @@ mod tests {
         assert_eq!(e.to_string(), "fenced");
         assert!(!is_path_lost(&io::Error::from(io::ErrorKind::NotConnected)));
         assert!(!is_path_lost(&io::Error::other("fenced")));
+    }
+
+    #[test]
+    fn gateway_reports_read_alike_everywhere() {
+        let mut r = GatewayReport {
+            medium: "rbd/img".into(),
+            group: 2,
+            lock_owner: true,
+            owner: Owner::Group(2),
+            failovers: 1,
+            fenced: 0,
+            blocklisted: vec!["127.0.0.1:0/11".into(), "127.0.0.1:0/12".into()],
+        };
+        assert_eq!(
+            r.summary(),
+            "gateway group 2, lock owner yes, owner group 2, failovers 1, fenced 0, \
+             blocklisted 127.0.0.1:0/11 127.0.0.1:0/12"
+        );
+        let st = r.status();
+        assert_eq!(st[0], ("lock_owner".into(), "yes".into()));
+        assert_eq!(
+            st[4],
+            ("blocklisted".into(), "127.0.0.1:0/11,127.0.0.1:0/12".into())
+        );
+        r.lock_owner = false;
+        r.owner = Owner::Elsewhere;
+        r.blocklisted.clear();
+        assert!(r.summary().ends_with(
+            "lock owner no, owner another gateway, failovers 1, fenced 0, blocklisted none"
+        ));
     }
 }

@@ -162,6 +162,41 @@ fn rbd_backstore_on_a_real_cluster() {
     assert!(back == new, "data after reopen");
     drop(b);
     shared_state_between_two_gateways(&c);
+    blocklisted_writes_fail(&c);
+}
+
+/// A client whose exclusive lock was broken (and so blocklisted: another
+/// gateway took the image, or an operator ran `rbd lock rm`) gets its
+/// writes failed, never left hanging: fencing depends on it. (With
+/// librbd's zero-copy writes, `rbd_disable_zero_copy_writes=false`, this
+/// write hangs: librbd holds the completion back until it released the
+/// buffer, which it does not do after the lock was broken.)
+fn blocklisted_writes_fail(c: &Cluster) {
+    // The default features: the write takes the exclusive lock (librbd's
+    // automatic mode), which `rbd lock rm` breaks, blocklisting the holder.
+    c.rbd(&["create", "--size", "16M", "rbd/bl"]);
+    let b = Arc::new(RbdBackstore::open(&c.cfg("rbd/bl"), None, false).unwrap());
+    b.write_at(&pattern(4096, 1), 0).unwrap();
+    // "client.4321  auto 140234  127.0.0.1:0/1234": locker, id, address.
+    let locks = String::from_utf8(c.rbd(&["lock", "ls", "rbd/bl"])).unwrap();
+    let t: Vec<&str> = locks
+        .lines()
+        .find(|l| l.starts_with("client."))
+        .unwrap_or_else(|| panic!("no lock holder in {locks}"))
+        .split_whitespace()
+        .collect();
+    let id = format!("{} {}", t[1], t[2]);
+    c.rbd(&["lock", "rm", "rbd/bl", &id, t[0]]);
+    let (tx, rx) = mpsc::channel();
+    let w = Arc::clone(&b);
+    std::thread::spawn(move || {
+        let _ = tx.send(w.write_at(&pattern(4096, 2), 4096));
+    });
+    // osd_op_timeout is 20 s: an answer well within it, not a hang.
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a blocklisted client's write hangs");
+    assert!(r.is_err(), "a blocklisted client's write succeeded");
 }
 
 /// The image's shared state object as two gateways (two connections) see

@@ -7,7 +7,6 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod alua;
-mod durable;
 mod logins;
 pub mod loopback;
 pub mod model;

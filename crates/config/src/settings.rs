@@ -42,6 +42,9 @@ const fn spec(name: &'static str, allowed: &'static [(i64, i64)], used: bool) ->
 /// TPG attributes (targetcli `set attribute` on a TPG).
 pub const TPG_ATTRIBUTES: &[Spec] = &[
     spec("authentication", FLAG, true),
+    // rtarget extension: microseconds a connection thread spins on its
+    // socket before it sleeps in recv (docs/latency.md); 0 = never.
+    spec("busy_poll_us", &[(0, 1000)], true),
     spec("cache_dynamic_acls", FLAG, false),
     spec("default_cmdsn_depth", &[(1, 512)], true),
     spec("default_erl", &[(0, 2)], false),
@@ -301,6 +304,9 @@ pub struct TpgAttributes {
     /// Seconds the ping may stay unanswered.
     pub nopin_response_timeout: u32,
     pub default_erl: u8,
+    /// Microseconds a connection spins on non-blocking receives before it
+    /// blocks (lower single-request latency for CPU time); 0: never.
+    pub busy_poll_us: u32,
 }
 
 impl Default for TpgAttributes {
@@ -320,6 +326,7 @@ impl Default for TpgAttributes {
             nopin_timeout: 15,
             nopin_response_timeout: 30,
             default_erl: 0,
+            busy_poll_us: 0,
         }
     }
 }
@@ -350,6 +357,7 @@ impl TpgAttributes {
             nopin_timeout: num("nopin_timeout", d.nopin_timeout),
             nopin_response_timeout: num("nopin_response_timeout", d.nopin_response_timeout),
             default_erl: num("default_erl", 0) as u8,
+            busy_poll_us: num("busy_poll_us", d.busy_poll_us),
         })
     }
 }
@@ -571,6 +579,19 @@ mod tests {
             let e = TpgAttributes::parse(&map(bad.clone()), false).unwrap_err();
             assert!(e[0].contains("allowed:"), "{bad}: {e:?}");
         }
+    }
+
+    #[test]
+    fn busy_poll_us_is_typed_and_bounded() {
+        let t = TpgAttributes::parse(&map(json!({"busy_poll_us": "50"})), false).unwrap();
+        assert_eq!(t.busy_poll_us, 50);
+        let t = TpgAttributes::parse(&Map::new(), false).unwrap();
+        assert_eq!(t.busy_poll_us, 0, "off unless asked for");
+        for bad in [json!({"busy_poll_us": 1001}), json!({"busy_poll_us": -1})] {
+            let e = TpgAttributes::parse(&map(bad.clone()), false).unwrap_err();
+            assert!(e[0].contains("from 0 to 1000"), "{bad}: {e:?}");
+        }
+        assert!(find(TPG_ATTRIBUTES, "busy_poll_us").is_some_and(|s| s.used && s.settable));
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn save(cfg: &SaveConfig, path: &Path) -> Result<(), ConfigError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    crate::durable::create_dir_all(&dir).map_err(io_err(&dir))?;
+    durable::create_dir_all(&dir).map_err(io_err(&dir))?;
     if let Ok(old) = fs::read(path) {
         if old == text.as_bytes() {
             return Ok(());
@@ -128,7 +128,7 @@ pub fn save(cfg: &SaveConfig, path: &Path) -> Result<(), ConfigError> {
 /// and prune to [`MAX_BACKUPS`].
 fn backup(dir: &Path, path: &Path, old: &[u8]) -> io::Result<()> {
     let bdir = dir.join("backup");
-    crate::durable::create_dir_all(&bdir)?;
+    durable::create_dir_all(&bdir)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -344,5 +344,27 @@ mod tests {
         let plugin = text.find("\"plugin\"").unwrap();
         assert!(name < plugin);
         assert!(text.ends_with("}\n"));
+    }
+
+    /// `save` into a directory that does not exist yet creates it (and its
+    /// backup directory on the next save) through `durable`, which fsyncs
+    /// the parent of each new directory.
+    #[test]
+    fn save_syncs_the_directories_it_creates() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("etc/target/saveconfig.json");
+        let mut cfg = crate::model::SaveConfig::default();
+        durable::trace::synced();
+        save(&cfg, &path).unwrap();
+        let s = durable::trace::synced();
+        assert!(s.contains(&t.path().to_path_buf()), "{s:?}");
+        assert!(s.contains(&t.path().join("etc")), "{s:?}");
+        // A changed save backs the old file up into a new backup/.
+        cfg.extra.insert("note".into(), "second".into());
+        save(&cfg, &path).unwrap();
+        assert!(t.path().join("etc/target/backup").is_dir());
+        let s = durable::trace::synced();
+        let dir = t.path().join("etc/target");
+        assert!(s.contains(&dir), "{s:?}");
     }
 }

@@ -339,6 +339,23 @@ const DISCOVERY_IRRELEVANT: &[&str] = &[
     "DataSequenceInOrder",
 ];
 
+/// Session-wide keys (RFC 7143 §13, leading only): a login adding a
+/// connection to a session answers them Irrelevant, the session keeps the
+/// leading login's values.
+const SESSION_WIDE: &[&str] = &[
+    "MaxConnections",
+    "InitialR2T",
+    "ImmediateData",
+    "MaxBurstLength",
+    "FirstBurstLength",
+    "DefaultTime2Wait",
+    "DefaultTime2Retain",
+    "MaxOutstandingR2T",
+    "DataPDUInOrder",
+    "DataSequenceInOrder",
+    "ErrorRecoveryLevel",
+];
+
 /// Keys that may only be negotiated in the login of the leading connection.
 const LEADING_ONLY: &[&str] = &[
     "MaxConnections",
@@ -389,6 +406,9 @@ pub struct Negotiator {
     pub initiator_alias: Option<String>,
     pub target_name: Option<String>,
     pub auth_method: Option<AuthMethod>,
+    /// The login adds a connection to an existing session (MC/S): only
+    /// connection-scope keys are negotiated.
+    pub joining: bool,
     /// Keys already received in this login, with their values (hashed: a
     /// login may carry thousands of keys).
     seen: HashMap<String, String>,
@@ -409,6 +429,7 @@ impl Negotiator {
             initiator_alias: None,
             target_name: None,
             auth_method: None,
+            joining: false,
             seen: HashMap::new(),
             declared: false,
         }
@@ -500,6 +521,9 @@ impl Negotiator {
             return Ok(None);
         }
         if self.is_discovery() && DISCOVERY_IRRELEVANT.contains(&key) {
+            return Ok(Some(IRRELEVANT.into()));
+        }
+        if self.joining && SESSION_WIDE.contains(&key) {
             return Ok(Some(IRRELEVANT.into()));
         }
         let o = &self.offer;

@@ -111,6 +111,32 @@ fn discovery_irrelevant_keys() {
 }
 
 #[test]
+fn joining_login_negotiates_only_connection_keys() {
+    let mut n = Negotiator::new(TargetOffer::default());
+    n.joining = true;
+    let out = n
+        .respond(
+            &[
+                Pair::new("MaxConnections", "2"),
+                Pair::new("ImmediateData", "No"),
+                Pair::new("MaxBurstLength", "1024"),
+                Pair::new("HeaderDigest", "None"),
+            ],
+            Stage::Operational,
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Pair::new("MaxConnections", "Irrelevant"),
+            Pair::new("ImmediateData", "Irrelevant"),
+            Pair::new("MaxBurstLength", "Irrelevant"),
+            Pair::new("HeaderDigest", "None"),
+        ]
+    );
+}
+
+#[test]
 fn duplicate_across_pdus_is_error() {
     let mut n = Negotiator::new(TargetOffer::default());
     n.respond(&[Pair::new("MaxBurstLength", "1024")], Stage::Operational)

@@ -237,6 +237,10 @@ bhs_pdu! {
     /// Task Management Function Response (opcode 0x22).
     pub struct TaskMgmtResponse: Opcode::TASK_MGMT_RESPONSE [FINAL = true] {
         pub response: TmfResponse = At(2),
+        /// RFC 7144's Additional Response Information (bytes 8-10, SAM-5's
+        /// 3 bytes): for QUERY ASYNC EVENT the UADE DEPTH and sense key,
+        /// ASC and ASCQ of the pending unit attention; zero otherwise.
+        pub additional: [u8; 3] = At(8),
         pub itt: u32 = ITT,
         pub sn: SnFields = SN,
     }
@@ -408,6 +412,7 @@ mod tests {
         let mut b = Bhs::default();
         let t = TaskMgmtResponse {
             response: TmfResponse::TaskDoesNotExist,
+            additional: [6, 0x29, 7],
             itt: 4,
             sn: sn(),
         };
@@ -594,6 +599,7 @@ mod tests {
         );
         let tm = TaskMgmtResponse {
             response: TmfResponse::Rejected,
+            additional: [0x06, 0x2a, 0x05],
             itt: 0x1011_1213,
             sn,
         };
@@ -602,7 +608,7 @@ mod tests {
             Opcode::TASK_MGMT_RESPONSE,
             TaskMgmtResponse::write_to,
             TaskMgmtResponse::parse,
-            "2280ff00 00000000 00000000 00000000 10111213 00000000 \
+            "2280ff00 00000000 062a0500 00000000 10111213 00000000 \
              60616263 70717273 80818283 00000000 00000000 00000000",
         );
         let rj = Reject {

@@ -66,6 +66,35 @@ impl RxBuf {
         need: usize,
         max: usize,
     ) -> io::Result<usize> {
+        let stop = self.make_room(need, max);
+        let n = stream.read(&mut self.buf[self.end..stop])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// `fill_upto` that does not wait: `WouldBlock` when nothing is there
+    /// (busy polling, `crate::busypoll`).
+    pub fn fill_upto_nonblocking(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        need: usize,
+        max: usize,
+    ) -> io::Result<usize> {
+        let stop = self.make_room(need, max);
+        let tail = &mut self.buf[self.end..stop];
+        // SAFETY: `tail` is initialised, writable memory of `tail.len()`
+        // bytes owned by this buffer; recv writes at most that many.
+        let n = unsafe { libc::recv(fd, tail.as_mut_ptr().cast(), tail.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.end += n as usize;
+        Ok(n as usize)
+    }
+
+    /// Compact and grow so that a PDU of `need` bytes fits; the end of the
+    /// free tail one receive of at most `max` bytes may fill.
+    fn make_room(&mut self, need: usize, max: usize) -> usize {
         let avail = self.end - self.start;
         let want = need.max(avail + 1);
         if self.buf.len() - self.start < want || self.buf.len() - self.end < 16 * 1024 {
@@ -76,10 +105,7 @@ impl RxBuf {
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
-        let stop = self.end.saturating_add(max).min(self.buf.len());
-        let n = stream.read(&mut self.buf[self.end..stop])?;
-        self.end += n;
-        Ok(n)
+        self.end.saturating_add(max).min(self.buf.len())
     }
 }
 
@@ -242,6 +268,10 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         if sess.offload.active() {
             sess.reap(&mut io.tx);
         }
+        // TMFs of the session's other connections reaching our tasks.
+        if !sess.serve_aborts(&mut io.tx) {
+            return;
+        }
         if io.flush().is_err() {
             return;
         }
@@ -301,7 +331,11 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             true => STREAMING_READ,
             false => usize::MAX,
         };
-        match io.rx.fill_upto(&mut io.stream, need, max) {
+        let fd = io.stream.as_raw_fd();
+        let got = sess
+            .busy_poll
+            .and_then(|budget| crate::busypoll::poll(&mut io.rx, fd, need, max, budget));
+        match got.unwrap_or_else(|| io.rx.fill_upto(&mut io.stream, need, max)) {
             Ok(0) => return,
             Ok(_) => last_rx = Instant::now(),
             Err(e) if is_timeout(&e) => match sess.nop_timer(last_rx, &mut io.tx) {

@@ -25,15 +25,21 @@ pub use iscsi_wire::name::valid_name as valid_iscsi_name;
 pub use iscsi_wire::negotiate::TargetOffer;
 
 mod admission;
+mod busypoll;
 mod conn;
 mod dataout;
 mod discovery;
+mod lent_read;
 mod login;
+mod logout;
+mod mcs;
 mod offload;
 mod server;
 mod session;
+mod session_core;
 mod sessions;
 mod tmf;
+mod tmf_mcs;
 mod tmf_sam4;
 mod txq;
 
@@ -122,6 +128,8 @@ pub struct SessionInfo {
     pub tpg_tag: u16,
     pub tsih: u16,
     pub peer: SocketAddr,
+    /// CIDs of its connections (several with MC/S), the leading one first.
+    pub cids: Vec<u16>,
 }
 
 /// I/O counters of one mapped LUN within one session.
@@ -140,6 +148,14 @@ pub struct LunIo {
     pub write_bytes: u64,
 }
 
+/// One connection of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub cid: u16,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
 /// One live session in detail (`sessions detail`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDetail {
@@ -147,6 +163,8 @@ pub struct SessionDetail {
     /// Our address of the connection (its peer is `info.peer`).
     pub local: SocketAddr,
     pub cid: u16,
+    /// Every connection of the session (MC/S), the leading one first.
+    pub connections: Vec<ConnectionInfo>,
     /// Logged in through a node ACL (false: a generated, demo-mode session).
     pub acl: bool,
     /// CHAP authenticated the initiator.
@@ -174,7 +192,9 @@ pub struct SessionDetail {
 /// TPG parameters override the negotiation offers (`MaxRecvDataSegmentLength`,
 /// `MaxBurstLength`, `FirstBurstLength`, `ImmediateData`, `InitialR2T`,
 /// `MaxOutstandingR2T`, `HeaderDigest`, `DataDigest`, `DefaultTime2Wait`,
-/// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...).
+/// `DefaultTime2Retain`, `ErrorRecoveryLevel`, `TargetAlias`, ...);
+/// `MaxConnections` (default 1) allows sessions of several connections
+/// (MC/S, docs/mcs.md).
 /// Connection and login limits: see `admission.rs` (and the README).
 pub struct IscsiServer {
     shared: Arc<server::Shared>,

@@ -15,6 +15,7 @@ use iscsi_wire::{parse_frame, Bhs, Digests};
 
 use crate::conn::{is_timeout, Io};
 use crate::server::{SessionKey, Shared, STOP_NONE};
+use crate::session_core::{nexus_for, ConnSlot, SessionCore};
 use crate::sessions::{table_for, SessionLive};
 use crate::{TargetConfig, TpgConfig};
 
@@ -24,6 +25,7 @@ mod machine_tests;
 mod policy;
 mod stats;
 
+pub(crate) use machine::JoinRefused;
 use machine::{Accepted, Directory, LoginMachine, LoginStatus, Reply, Step};
 pub(crate) use policy::login_requires;
 pub(crate) use stats::{LoginCounters, LoginEnd};
@@ -39,6 +41,8 @@ pub struct LoginOutcome {
     pub key: Option<SessionKey>,
     /// Shared with the server registry (normal sessions only).
     pub live: Option<Arc<SessionLive>>,
+    /// The session's shared state (normal sessions; joined or new).
+    pub core: Option<Arc<SessionCore>>,
     pub tsih: u16,
     pub cid: u16,
     pub initiator_name: String,
@@ -56,6 +60,10 @@ impl Directory for Shared {
 
     fn session_exists(&self, key: &SessionKey, tsih: u16) -> bool {
         Shared::session_exists(self, key, tsih)
+    }
+
+    fn join_check(&self, key: &SessionKey, tsih: u16, cid: u16) -> Result<(), JoinRefused> {
+        Shared::join_check(self, key, tsih, cid)
     }
 
     fn discovery_auth(&self) -> Option<ChapCredentials> {
@@ -161,8 +169,68 @@ pub fn run(
     }
 }
 
-/// Register a normal session (a discovery session only gets a TSIH), send
-/// the last login response with its TSIH and hand the session over.
+/// What registering a login gives the session.
+type Registered = (
+    u16,
+    Option<SessionKey>,
+    Option<Arc<SessionLive>>,
+    Option<Arc<SessionCore>>,
+);
+
+/// Register a normal session: a new one (TSIH 0; reinstating one of the
+/// same I_T nexus) or a connection joining one (MC/S). A discovery
+/// session only gets a TSIH. `Err`: the login is refused with that status.
+fn register(
+    shared: &Arc<Shared>,
+    io: &Io,
+    peer: SocketAddr,
+    local: SocketAddr,
+    a: &Accepted,
+) -> Result<Registered, LoginStatus> {
+    let (Some(t), Some(g), false) = (&a.target, &a.tpg, a.discovery) else {
+        return Ok((shared.alloc_tsih(), None, None, None));
+    };
+    let k = SessionKey {
+        initiator: a.initiator_name.clone(),
+        isid: a.isid,
+        target: t.iqn.clone(),
+        tpgt: g.tag,
+    };
+    let slot = ConnSlot::new(a.cid, io.handle.id, peer, local);
+    if a.tsih != 0 {
+        let (core, live) = shared
+            .add_connection(&k, a.tsih, slot)
+            .map_err(JoinRefused::status)?;
+        tracing::info!(initiator = %a.initiator_name, tsih = a.tsih, cid = a.cid,
+            "connection added to the session");
+        return Ok((a.tsih, Some(k), Some(live), Some(core)));
+    }
+    let table = table_for(g, &a.initiator_name).map_or_else(|| Arc::clone(&g.luns), |(t, _)| t);
+    let l = Arc::new(SessionLive::new(
+        table,
+        local,
+        a.cid,
+        a.acl,
+        a.proved.clone(),
+        a.neg.params.clone(),
+    ));
+    let make = |tsih| {
+        let nexus = nexus_for(&a.initiator_name, a.isid, &t.iqn, g.tag, g.relative_port_id);
+        SessionCore::new(tsih, nexus, a.neg.params.clone(), a.exp_cmdsn, a.window)
+    };
+    // `None`: the session it reinstates still has commands running.
+    let core = shared
+        .register_session(k.clone(), slot, Arc::clone(&l), make)
+        .ok_or(LoginStatus::ServiceUnavailable)?;
+    // A change pushed during the login missed this session: held
+    // to the rule of live sessions (it authenticated against the
+    // configuration the login started with).
+    shared.refresh_session(&k, &[io.handle.id], &l);
+    Ok((core.tsih, Some(k), Some(l), Some(core)))
+}
+
+/// Register the session (or the connection it adds), send the last login
+/// response with its TSIH and hand the session over.
 fn finish(
     shared: &Arc<Shared>,
     io: &mut Io,
@@ -170,42 +238,17 @@ fn finish(
     local: SocketAddr,
     a: Accepted,
 ) -> Option<LoginOutcome> {
-    let (tsih, key, live) = match (&a.target, &a.tpg, a.discovery) {
-        (Some(t), Some(g), false) => {
-            let k = SessionKey {
-                initiator: a.initiator_name.clone(),
-                isid: a.isid,
-                target: t.iqn.clone(),
-                tpgt: g.tag,
-            };
-            let table =
-                table_for(g, &a.initiator_name).map_or_else(|| Arc::clone(&g.luns), |(t, _)| t);
-            let l = Arc::new(SessionLive::new(
-                table,
-                local,
-                a.cid,
-                a.acl,
-                a.proved.clone(),
-                a.neg.params.clone(),
-            ));
-            let Some(tsih) = shared.register_session(k.clone(), io.handle.id, peer, Arc::clone(&l))
-            else {
-                // The session it reinstates still has commands running.
-                let status = LoginStatus::ServiceUnavailable;
-                shared.login_counts.count(LoginEnd::Refused(status));
-                let (class, detail) = status.code();
-                tracing::warn!(initiator = ?a.initiator_name, %peer, target = %t.iqn,
-                    class, detail, ?status, "login failed");
-                send(io, &a.refusal(status));
-                return None;
-            };
-            // A change pushed during the login missed this session: held
-            // to the rule of live sessions (it authenticated against the
-            // configuration the login started with).
-            shared.refresh_session(&k, io.handle.id, &l);
-            (tsih, Some(k), Some(l))
+    let (tsih, key, live, core) = match register(shared, io, peer, local, &a) {
+        Ok(r) => r,
+        Err(status) => {
+            shared.login_counts.count(LoginEnd::Refused(status));
+            let (class, detail) = status.code();
+            tracing::warn!(initiator = ?a.initiator_name, %peer,
+                target = a.target.as_ref().map_or("", |t| t.iqn.as_str()),
+                class, detail, ?status, "login failed");
+            send(io, &a.refusal(status));
+            return None;
         }
-        _ => (shared.alloc_tsih(), None, None),
     };
     let Accepted {
         mut reply,
@@ -215,6 +258,12 @@ fn finish(
         ..
     } = a;
     reply.response.tsih = tsih;
+    if let (Some(c), true) = (&core, a.tsih != 0) {
+        // A joining connection learns the session's window.
+        let (exp, max) = c.sn(io.handle.id, 0);
+        reply.response.sn.exp_cmdsn = exp;
+        reply.response.sn.max_cmdsn = max;
+    }
     if !send(io, &reply) {
         shared.login_counts.count(LoginEnd::Abandoned);
         return None;
@@ -234,6 +283,7 @@ fn finish(
         tpg,
         key,
         live,
+        core,
         tsih,
         cid: a.cid,
         initiator_name: a.initiator_name,

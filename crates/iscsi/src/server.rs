@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::admission::{peer_key, Admit, LoginSlots, LISTEN_BACKLOG, MAX_CONNECTIONS};
+use crate::session_core::{ConnSlot, SessionCore};
 use crate::sessions::{live_access, SessionLive};
 use crate::{ChapCredentials, TargetConfig};
 
@@ -54,11 +55,13 @@ pub struct SessionKey {
     pub tpgt: u16,
 }
 
-struct SessionEntry {
-    tsih: u16,
-    conn_id: u64,
-    peer: SocketAddr,
-    live: Arc<SessionLive>,
+pub(crate) struct SessionEntry {
+    pub(crate) tsih: u16,
+    /// The leading connection's peer.
+    pub(crate) peer: SocketAddr,
+    pub(crate) live: Arc<SessionLive>,
+    /// Its connections (MC/S) and what they share.
+    pub(crate) core: Arc<SessionCore>,
 }
 
 /// A bound portal: the address asked for, the one bound, the socket and
@@ -150,7 +153,7 @@ impl Shared {
             .filter(|(k, _)| k.target == t.iqn)
         {
             if !apply_access(Some(t), k, &e.live) {
-                leave.push(e.conn_id);
+                leave.extend(e.core.conn_ids());
             }
         }
         self.ask_logout(&leave);
@@ -158,10 +161,10 @@ impl Shared {
 
     /// `refresh_sessions` for one session that just registered (its login
     /// may have raced with a change).
-    pub fn refresh_session(&self, k: &SessionKey, conn_id: u64, live: &SessionLive) {
+    pub fn refresh_session(&self, k: &SessionKey, conn_ids: &[u64], live: &SessionLive) {
         let t = self.target(&k.target);
         if !apply_access(t.as_deref(), k, live) {
-            self.ask_logout(&[conn_id]);
+            self.ask_logout(conn_ids);
         }
     }
 
@@ -196,17 +199,20 @@ impl Shared {
             .clone()
     }
 
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
+    pub(crate) fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, SessionEntry>> {
+    pub(crate) fn lock_sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SessionKey, SessionEntry>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Register a session that finished login on `conn_id`; returns its
-    /// TSIH. An existing session with the same key is reinstated: its
-    /// connection is closed. Like LIO, the new session is admitted only
+    /// Register a session that finished login on connection `slot`;
+    /// returns its core (`make` builds it for the TSIH assigned). An
+    /// existing session with the same key is reinstated: all its
+    /// connections are closed. Like LIO, the new session is admitted only
     /// once the old one's commands are released: its connection thread has
     /// ended (so no PDU it had read runs later) and its pool commands have
     /// finished or were dropped unstarted (`drain_begin`), so no stale
@@ -216,26 +222,19 @@ impl Shared {
     pub fn register_session(
         &self,
         key: SessionKey,
-        conn_id: u64,
-        peer: SocketAddr,
+        slot: ConnSlot,
         live: Arc<SessionLive>,
-    ) -> Option<u16> {
+        make: impl FnOnce(u16) -> SessionCore,
+    ) -> Option<Arc<SessionCore>> {
         let deadline = Instant::now() + REINSTATE_WAIT;
-        let old = self.lock_sessions().get(&key).map(|e| e.conn_id);
-        if let Some(old_conn) = old {
+        let old = self.lock_sessions().get(&key).map(|e| Arc::clone(&e.core));
+        if let Some(old) = old {
             tracing::info!(initiator = ?key.initiator, target = %key.target,
                 "session reinstatement: closing the old session");
-            let h = self.lock_conns().get(&old_conn).cloned();
-            if let Some(h) = h {
-                h.kill();
-                while self.lock_conns().contains_key(&old_conn) {
-                    if Instant::now() >= deadline {
-                        tracing::warn!(initiator = %key.initiator, target = %key.target,
-                            "the reinstated session's connection did not end in time, refusing the login");
-                        return None;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+            if !self.stop_conns(&old, &old.conn_ids(), deadline) {
+                tracing::warn!(initiator = %key.initiator, target = %key.target,
+                    "the reinstated session's connections did not end in time, refusing the login");
+                return None;
             }
         }
         if !self.wait_drained(&key, deadline) {
@@ -244,16 +243,19 @@ impl Shared {
             return None;
         }
         let tsih = self.alloc_tsih();
+        let peer = slot.peer;
+        let core = Arc::new(make(tsih));
+        core.attach(slot);
         self.lock_sessions().insert(
             key,
             SessionEntry {
                 tsih,
-                conn_id,
                 peer,
                 live,
+                core: Arc::clone(&core),
             },
         );
-        Some(tsih)
+        Some(core)
     }
 
     fn lock_draining(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, usize>> {
@@ -324,6 +326,7 @@ impl Shared {
                 tpg_tag: k.tpgt,
                 tsih: e.tsih,
                 peer: e.peer,
+                cids: e.core.conns().iter().map(|c| c.cid).collect(),
             })
             .collect();
         v.sort_by(|a, b| (&a.target, a.tsih).cmp(&(&b.target, b.tsih)));
@@ -343,9 +346,20 @@ impl Shared {
                     tpg_tag: k.tpgt,
                     tsih: e.tsih,
                     peer: e.peer,
+                    cids: e.core.conns().iter().map(|c| c.cid).collect(),
                 },
                 local: e.live.local,
                 cid: e.live.cid,
+                connections: e
+                    .core
+                    .conns()
+                    .into_iter()
+                    .map(|c| crate::ConnectionInfo {
+                        cid: c.cid,
+                        peer: c.peer,
+                        local: c.local,
+                    })
+                    .collect(),
                 acl: e.live.acl.load(Ordering::Relaxed),
                 authenticated: e.live.authenticated,
                 parameters: crate::sessions::param_list(&e.live.params),
@@ -362,8 +376,9 @@ impl Shared {
         let victims: Vec<u64> = self
             .lock_sessions()
             .iter()
-            .filter(|(k, e)| k.target == iqn && e.conn_id != keep)
-            .map(|(_, e)| e.conn_id)
+            .filter(|(k, _)| k.target == iqn)
+            .flat_map(|(_, e)| e.core.conn_ids())
+            .filter(|id| *id != keep)
             .collect();
         let conns = self.lock_conns();
         for id in victims {
@@ -385,20 +400,13 @@ impl Shared {
             .lock_sessions()
             .iter()
             .filter(|(k, _)| k.target == iqn)
-            .map(|(k, e)| {
+            .flat_map(|(k, e)| {
                 apply_access(None, k, &e.live);
-                e.conn_id
+                e.core.conn_ids()
             })
             .collect();
         self.ask_logout(&victims);
         removed
-    }
-
-    pub fn unregister_session(&self, key: &SessionKey, conn_id: u64) {
-        let mut s = self.lock_sessions();
-        if s.get(key).is_some_and(|e| e.conn_id == conn_id) {
-            s.remove(key);
-        }
     }
 
     fn unregister_conn(&self, id: u64) {

@@ -1,23 +1,20 @@
-//! A logged-in session on its (single) connection: CmdSN window and StatSN,
-//! the PDU dispatcher of the full-feature phase, SCSI command execution with
+//! One connection of a logged-in session: its StatSN (the CmdSN window is
+//! the session's, in `session_core`), the PDU dispatcher of the full-feature phase, SCSI command execution with
 //! Data-In/SCSI Response generation (status in the last Data-In, residuals,
 //! sense), NOP-Out/NOP-In, Logout, Reject and the Async logout request.
 //! Data-Out gathering lives in `dataout`, task management in `tmf`, Text and
 //! SendTargets in `discovery`.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iscsi_wire::bhs::sn_lt;
 use iscsi_wire::negotiate::{Negotiator, SessionParams};
 use iscsi_wire::pdu::ahs_entries;
-use iscsi_wire::request::{Attr, LogoutRequest, NopOut, ScsiCommand};
+use iscsi_wire::request::{Attr, NopOut, ScsiCommand};
 use iscsi_wire::response::{
-    AsyncMessage, DataIn, LogoutResponse, NopIn, Reject, RejectReason, Residual, ScsiResponse,
-    SnFields,
+    AsyncMessage, DataIn, NopIn, Reject, RejectReason, Residual, ScsiResponse, SnFields,
 };
 use iscsi_wire::{Bhs, Digests, Frame, Opcode, RESERVED_TAG};
 use scsi::sense::{Asc, Sense, SenseKey};
@@ -27,9 +24,10 @@ use crate::dataout::{CdbStore, WriteTask};
 use crate::discovery::TextState;
 use crate::login::LoginOutcome;
 use crate::offload::Offload;
-use crate::server::{next_nexus_id, ConnHandle, SessionKey, Shared};
+use crate::server::{ConnHandle, SessionKey, Shared};
+use crate::session_core::{nexus_for, Accept, SessionCore};
 use crate::sessions::{LunCounters, SessionLive};
-use crate::txq::TxQueue;
+use crate::txq::{TxData, TxQueue};
 use crate::TargetConfig;
 use target_core::engine::{Ends, Finished};
 
@@ -70,8 +68,8 @@ pub struct Session {
     pub digests: Digests,
     pub cid: u16,
     pub statsn: u32,
-    pub exp_cmdsn: u32,
-    pub window: u32,
+    /// What the session's connections share: CmdSN window, nexus, CIDs.
+    pub core: Arc<SessionCore>,
     pub local: SocketAddr,
     /// Our declared MaxRecvDataSegmentLength: the frame size limit.
     pub max_recv: u32,
@@ -80,6 +78,8 @@ pub struct Session {
     ping: Option<(u32, Instant)>,
     nopin_timeout: Duration,
     nopin_response_timeout: Duration,
+    /// The TPG's `busy_poll_us` (`crate::busypoll`); `None`: off.
+    pub busy_poll: Option<Duration>,
     pub text: TextState,
     /// Commands in the I/O engine.
     pub offload: Offload,
@@ -89,26 +89,34 @@ pub struct Session {
     pub nexus_arc: Arc<Nexus>,
     /// Our connection's handle (stop flag), for waits on the pool.
     pub conn: Option<Arc<ConnHandle>>,
-    /// Highest MaxCmdSN announced: it never moves back (RFC 7143 §4.2.2.1
-    /// has initiators ignore a smaller one).
-    max_cmdsn_sent: Cell<u32>,
+    /// The PDU being handled took a CmdSN other connections wait for
+    /// (`Accept::Ordered`).
+    ordered: bool,
 }
 
 impl Session {
     pub fn new(shared: Arc<Shared>, l: LoginOutcome, local: SocketAddr, conn_id: u64) -> Session {
-        let params = l.neg.params.clone();
-        let tpg_tag = l.tpg.as_ref().map_or(0, |t| t.tag);
-        let relative_port_id = l.tpg.as_ref().map_or(0, |t| t.relative_port_id);
-        let iqn = l.target.as_ref().map_or("", |t| t.iqn.as_str());
-        let isid = l.key.as_ref().map_or([0; 6], |k| k.isid);
-        let isid_hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
-        let nexus = Nexus {
-            id: next_nexus_id(),
-            initiator_port: format!("{},i,0x{}", l.initiator_name, isid_hex),
-            target_port: format!("{iqn},t,0x{tpg_tag:04x}"),
-            relative_port_id,
-            tpg_tag,
-        };
+        let core = l.core.clone().unwrap_or_else(|| {
+            // A discovery session: a core of its own, listed nowhere.
+            let nexus = nexus_for(&l.initiator_name, [0; 6], "", 0, 0);
+            let params = l.neg.params.clone();
+            Arc::new(SessionCore::new(
+                l.tsih,
+                nexus,
+                params,
+                l.exp_cmdsn,
+                l.window,
+            ))
+        });
+        // Session-wide keys are the leading login's; digests and data
+        // segment lengths are this connection's own.
+        let mut params = core.params.clone();
+        let own = &l.neg.params;
+        params.header_digest = own.header_digest;
+        params.data_digest = own.data_digest;
+        params.initiator_mrdsl = own.initiator_mrdsl;
+        params.target_mrdsl = own.target_mrdsl;
+        let nexus = (*core.nexus).clone();
         let (nopin_timeout, nopin_response_timeout) = l.tpg.as_ref().map_or(
             (DEFAULT_NOPIN_TIMEOUT, DEFAULT_NOPIN_RESPONSE_TIMEOUT),
             |t| {
@@ -119,6 +127,8 @@ impl Session {
                 )
             },
         );
+        let busy_poll =
+            crate::busypoll::budget(l.tpg.as_ref().map_or(0, |t| t.attributes.busy_poll_us));
         let nopin_timeout = Duration::from_secs(nopin_timeout);
         let nopin_response_timeout = Duration::from_secs(nopin_response_timeout);
         // Load the epoch before the view: an update racing with login is
@@ -128,7 +138,7 @@ impl Session {
             .as_ref()
             .map_or(0, |v| v.epoch.load(Ordering::Acquire));
         let view = l.live.as_ref().map(|v| v.view());
-        let nexus_arc = Arc::new(nexus.clone());
+        let nexus_arc = Arc::clone(&core.nexus);
         Session {
             shared,
             conn_id,
@@ -152,21 +162,21 @@ impl Session {
             neg: l.neg,
             cid: l.cid,
             statsn: l.statsn,
-            exp_cmdsn: l.exp_cmdsn,
-            window: l.window,
+            core,
             local,
             tasks: Vec::new(),
             next_ttt: 1,
             ping: None,
             nopin_timeout,
             nopin_response_timeout,
+            busy_poll,
             text: TextState::default(),
             key: l.key,
             offload: crate::offload::new_offload(),
             finished: Vec::new(),
             nexus_arc,
             conn: None,
-            max_cmdsn_sent: Cell::new(l.exp_cmdsn.wrapping_add(l.window).wrapping_sub(1)),
+            ordered: false,
         }
     }
 
@@ -177,12 +187,18 @@ impl Session {
     /// of the same I_T nexus waits until the short ones have finished
     /// (`Shared::drain_begin`): no stale command of this session runs
     /// after the new one is admitted.
+    /// With several connections, only the last one to end takes the nexus
+    /// with it (RFC 7143 §6.3.6: the session fails when its last
+    /// connection does; at ERL 0 the tasks of a connection that drops
+    /// earlier just end with it).
     pub fn end(&mut self) {
         let mut ends = Ends::default();
         if let Some(key) = self.key.clone() {
-            let luns = Arc::clone(&self.luns);
-            let nexus = Arc::clone(&self.nexus_arc);
-            ends.all = Some(Box::new(move || luns.nexus_gone(&nexus)));
+            if self.shared.leave_session(&key, &self.core, self.conn_id) {
+                let luns = Arc::clone(&self.luns);
+                let nexus = Arc::clone(&self.nexus_arc);
+                ends.all = Some(Box::new(move || luns.nexus_gone(&nexus)));
+            }
             // A SANITIZE goes on by design: a new login does not wait.
             let shared = Arc::clone(&self.shared);
             shared.drain_begin(&key);
@@ -201,26 +217,18 @@ impl Session {
         self.offload.live() + self.tasks.len() as u32
     }
 
-    /// The window less the outstanding commands, never below what was
-    /// already announced.
-    pub fn max_cmdsn(&self) -> u32 {
-        let room = self.window.saturating_sub(self.outstanding());
-        let cap = self.exp_cmdsn.wrapping_add(room).wrapping_sub(1);
-        let sent = self.max_cmdsn_sent.get();
-        if sn_lt(sent, cap) {
-            self.max_cmdsn_sent.set(cap);
-            cap
-        } else {
-            sent
-        }
+    /// The session's ExpCmdSN.
+    pub fn exp_cmdsn(&self) -> u32 {
+        self.core.exp_cmdsn()
     }
 
     /// Sequence fields without consuming a StatSN (R2T, NOP-In ping, Data-In).
     pub fn sn_peek(&self) -> SnFields {
+        let (exp_cmdsn, max_cmdsn) = self.core.sn(self.conn_id, self.outstanding());
         SnFields {
             statsn: self.statsn,
-            exp_cmdsn: self.exp_cmdsn,
-            max_cmdsn: self.max_cmdsn(),
+            exp_cmdsn,
+            max_cmdsn,
         }
     }
 
@@ -243,25 +251,37 @@ impl Session {
     /// CmdSN acceptance for a non-immediate request: in order and within
     /// the window it advances ExpCmdSN; anything else is dropped silently
     /// (RFC 7143 §3.2.2.1 and §4.2.2.1; with one connection a gap can only
-    /// come from a broken initiator). The window is what bounds the
-    /// commands a session holds: a command past MaxCmdSN never runs, even
-    /// in order (the initiator ignored the MaxCmdSN it was given).
+    /// come from a broken initiator). With several connections a command
+    /// ahead of ExpCmdSN waits for the ones before it (`SessionCore::accept`);
+    /// if they never come, this connection closes. The window is what
+    /// bounds the commands a session holds: a command past MaxCmdSN never
+    /// runs, even in order (the initiator ignored the MaxCmdSN it was given).
     pub fn accept_cmdsn(&mut self, immediate: bool, cmdsn: u32) -> bool {
         if immediate {
             return true;
         }
-        if cmdsn == self.exp_cmdsn && !sn_lt(self.max_cmdsn(), cmdsn) {
-            self.exp_cmdsn = self.exp_cmdsn.wrapping_add(1);
-            return true;
+        let conn = self.conn.as_deref();
+        let stopping =
+            || conn.is_some_and(|h| h.stop.load(Ordering::SeqCst) != crate::server::STOP_NONE);
+        match self
+            .core
+            .accept(self.conn_id, self.outstanding(), cmdsn, &stopping)
+        {
+            Accept::Take => true,
+            Accept::Ordered => {
+                self.ordered = true;
+                true
+            }
+            Accept::Drop => false,
+            Accept::GiveUp => {
+                // ERL 0: the session cannot recover the gap on this
+                // connection; the loop sees the stop flag and closes.
+                if let Some(h) = &self.conn {
+                    h.kill();
+                }
+                false
+            }
         }
-        let in_window = !sn_lt(cmdsn, self.exp_cmdsn) && !sn_lt(self.max_cmdsn(), cmdsn);
-        tracing::debug!(
-            cmdsn,
-            exp = self.exp_cmdsn,
-            in_window,
-            "dropping out-of-order command"
-        );
-        false
     }
 
     /// Queue a Reject carrying the offending header.
@@ -280,14 +300,31 @@ impl Session {
     /// Reject a request that carries a CmdSN: a non-immediate one still uses
     /// up its CmdSN so the window keeps moving.
     fn reject_cmd(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
-        if !bad.immediate() && bad.u32_at(24) == self.exp_cmdsn {
-            self.exp_cmdsn = self.exp_cmdsn.wrapping_add(1);
+        if !bad.immediate() {
+            self.core.consume(bad.u32_at(24));
         }
         self.reject(tx, reason, bad);
     }
 
-    /// Dispatch one full-feature PDU.
+    /// Handle one full-feature PDU. A command other connections wait for
+    /// (CmdSN order) is in the SCSI layer when `dispatch` returns.
     pub fn handle(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+        let action = self.dispatch(f, tx);
+        self.release_cmdsn();
+        action
+    }
+
+    /// The command that took a CmdSN other connections wait for is in the
+    /// SCSI layer (or will not be): the next CmdSN may go.
+    pub(crate) fn release_cmdsn(&mut self) {
+        if self.ordered {
+            self.ordered = false;
+            self.core.delivered(self.conn_id);
+        }
+    }
+
+    /// Dispatch one full-feature PDU.
+    fn dispatch(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
         let op = f.bhs.opcode();
         tracing::trace!(opcode = ?op, itt = f.bhs.itt(), flags = f.bhs.flags(),
             dsl = f.data.len(), w20 = f.bhs.u32_at(20), w24 = f.bhs.u32_at(24),
@@ -405,58 +442,12 @@ impl Session {
         tx.push_pdu(&b, &[], self.digests);
     }
 
-    fn logout(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
-        let l = LogoutRequest::parse(&f.bhs);
-        if !self.accept_cmdsn(l.immediate, l.cmdsn) {
-            return Action::Continue;
-        }
-        // Tasks still running answer before the Logout Response; a long
-        // one (SANITIZE) goes on without an answer.
-        if !self.settle(tx) || self.abort_flights(tx, |_| true).is_none() {
-            return Action::Close;
-        }
-        let response = match l.reason {
-            0 => 0,
-            1 if l.cid == self.cid => 0,
-            1 => 1,
-            2 => 2,
-            _ => {
-                self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
-                return Action::Continue;
-            }
-        };
-        if response == 0 && l.reason == 0 {
-            // The session's nexus ends here, before the response: what it
-            // releases (an SPC-2 reservation) is released everywhere, other
-            // gateways sharing the LU included, by the time the initiator
-            // sees its logout done. `end` repeats it harmlessly.
-            self.luns.nexus_gone(&self.nexus);
-        }
-        let r = LogoutResponse {
-            response,
-            itt: l.itt,
-            sn: self.sn_next(),
-            time2wait: self.params.default_time2wait,
-            time2retain: self.params.default_time2retain,
-        };
-        let mut b = Bhs::default();
-        r.write_to(&mut b);
-        tx.push_pdu(&b, &[], self.digests);
-        if response == 0 {
-            tracing::info!(initiator = %self.initiator_name, reason = l.reason, "logout");
-            self.drop_all_tasks(tx);
-            Action::Close
-        } else {
-            Action::Continue
-        }
-    }
-
     fn scsi_command(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
         let c = ScsiCommand::parse(&f.bhs);
         if !self.accept_cmdsn(c.immediate, c.cmdsn) {
             return Action::Continue;
         }
-        if c.immediate && self.outstanding() >= self.window.saturating_add(IMMEDIATE_SLOTS) {
+        if c.immediate && self.outstanding() >= self.core.window.saturating_add(IMMEDIATE_SLOTS) {
             self.reject(tx, RejectReason::IMMEDIATE_COMMAND_REJECT, &f.bhs);
             return Action::Continue;
         }
@@ -585,6 +576,9 @@ impl Session {
         cdb: &[u8],
         data_out: &[u8],
     ) {
+        if data_out.is_empty() && self.execute_lent(tx, c, cdb) {
+            return;
+        }
         let lun = scsi::lun::decode(c.lun);
         // The core clears it for anything but a READ, which overwrites it.
         let mut data_in = tx.take_filled();
@@ -624,9 +618,10 @@ impl Session {
         cdb: &[u8],
         data_out_len: usize,
         out: Outcome,
-        data_in: Vec<u8>,
+        data_in: impl Into<TxData>,
         overflow: usize,
     ) {
+        let data_in = data_in.into();
         let edtl = c.expected_data_len;
         let status = out.status as u8;
         let residual = if c.write {
@@ -727,7 +722,7 @@ impl Drop for Session {
         // After a panic `end` did not run: still stop pool completions.
         self.offload.close(Ends::default());
         if let Some(k) = &self.key {
-            self.shared.unregister_session(k, self.conn_id);
+            self.shared.leave_session(k, &self.core, self.conn_id);
         }
     }
 }

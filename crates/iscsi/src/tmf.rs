@@ -12,6 +12,7 @@ use iscsi_wire::{Bhs, Frame};
 use target_core::{TmfFunction, TmfResult};
 
 use crate::session::{Action, Session};
+use crate::session_core::AbortWhat;
 use crate::txq::TxQueue;
 
 /// Map a core result to the wire.
@@ -36,6 +37,16 @@ enum Reach {
     Lun,
     /// Every task on the target.
     Target,
+}
+
+/// What a function ends on the session's other connections.
+fn elsewhere(reach: Reach, r: &TaskMgmtRequest) -> Option<AbortWhat> {
+    match reach {
+        Reach::Nothing => None,
+        Reach::Task => Some(AbortWhat::Task(r.referenced_tag)),
+        Reach::SessionLun | Reach::Lun => Some(AbortWhat::Lun(r.lun)),
+        Reach::Target => Some(AbortWhat::All),
+    }
 }
 
 fn reach(f: Wire) -> Reach {
@@ -88,6 +99,8 @@ impl Session {
         let Some(aborted) = aborted else {
             return Action::Close;
         };
+        // The session's other connections end theirs too (MC/S).
+        let aborted = aborted + elsewhere(reach(func), &r).map_or(0, |w| self.abort_elsewhere(w));
         // Functions for the whole task set of an LU (every initiator's):
         // other sessions' pool tasks there finish before the answer too.
         let settled = match reach(func) {
@@ -105,7 +118,7 @@ impl Session {
                     TmfResponse::Complete
                 } else if aborted > 0 {
                     TmfResponse::Complete
-                } else if sn_le(self.exp_cmdsn, r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
+                } else if sn_le(self.exp_cmdsn(), r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
                     // In the window but never received: consider it
                     // received and aborted (RFC 7143 §11.5.1).
                     TmfResponse::Complete
@@ -163,8 +176,20 @@ impl Session {
 
 impl Session {
     pub(crate) fn tmf_response(&mut self, itt: u32, response: TmfResponse, tx: &mut TxQueue) {
+        self.tmf_response_info(itt, response, [0; 3], tx);
+    }
+
+    /// A response with RFC 7144's Additional Response Information.
+    pub(crate) fn tmf_response_info(
+        &mut self,
+        itt: u32,
+        response: TmfResponse,
+        additional: [u8; 3],
+        tx: &mut TxQueue,
+    ) {
         let resp = TaskMgmtResponse {
             response,
+            additional,
             itt,
             sn: self.sn_next(),
         };

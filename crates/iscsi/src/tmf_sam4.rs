@@ -20,6 +20,10 @@ impl Session {
         lun: u64,
         tx: &mut TxQueue,
     ) -> Option<Action> {
+        // RFC 7144: only QUERY ASYNC EVENT fills the Additional Response
+        // Information (SAM-5 7.6: UADE DEPTH, then the sense key, ASC and
+        // ASCQ of the condition reported next); zero for the others.
+        let mut additional = [0u8; 3];
         let response = match r.function {
             Wire::QueryTask => {
                 let tag = r.referenced_tag;
@@ -30,13 +34,22 @@ impl Session {
             // deferred error, which rtarget never holds) is pending. The
             // condition stays pending for the next command to report.
             Wire::QueryAsyncEvent => match self.luns.query_async_event(&self.nexus, lun) {
-                AsyncEvent::UnitAttention(_) => TmfResponse::Succeeded,
+                AsyncEvent::UnitAttention(asc, pending) => {
+                    // UADE DEPTH (bits 5-4): 01b this one, 10b more behind.
+                    let depth = if pending > 1 { 0x20 } else { 0x10 };
+                    let key = scsi::SenseKey::UnitAttention as u8;
+                    additional = [depth | key, asc.0, asc.1];
+                    TmfResponse::Succeeded
+                }
                 AsyncEvent::Nothing => TmfResponse::Complete,
                 AsyncEvent::NoLun => TmfResponse::LunDoesNotExist,
             },
             // Every task of the nexus ends (on every LU: the LUN field is
             // reserved), engine tasks waited for, so that the answer is the
-            // last word about them; then the UA and reservation side.
+            // last word about them; then the UA and reservation side. The
+            // session stays: SAM-5 7.7 resets the nexus's LU-side state
+            // (as an I_T nexus loss would leave it) without ending the
+            // nexus, which the initiator may log out of itself.
             Wire::ITNexusReset => {
                 if self.abort_flights(tx, |_| true).is_none() {
                     return Some(Action::Close);
@@ -50,8 +63,8 @@ impl Session {
             _ => return None,
         };
         tracing::info!(initiator = %self.initiator_name, function = ?r.function, lun, ?response,
-            "task management");
-        self.tmf_response(r.itt, response, tx);
+            ?additional, "task management");
+        self.tmf_response_info(r.itt, response, additional, tx);
         Some(Action::Continue)
     }
 

@@ -4,10 +4,14 @@
 //! padding and small data segments (sense, text) are copied into one byte
 //! arena; bulk Data-In stays in pooled buffers that the queue owns until the
 //! flush and then recycles, so a read costs no copy and no allocation.
+//! A READ a backstore answered with its own memory ([`LentRead`], e.g. a
+//! ramdisk) is queued as is: its pieces go to `writev` directly and are
+//! released after the flush, so its bytes are copied once, by the kernel.
 
 use std::io;
 use std::os::fd::AsRawFd;
 
+use backstore::LentRead;
 use iscsi_wire::bhs::padded;
 use iscsi_wire::{digest, Bhs, Digests};
 
@@ -29,6 +33,36 @@ enum Seg {
     Arena { off: usize, len: usize },
     /// Bytes of a queued data buffer.
     Data { buf: usize, off: usize, len: usize },
+    /// Bytes of a queued lent read: memory its reference counts keep
+    /// alive and unchanged until `clear` drops it.
+    Lent { ptr: *const u8, len: usize },
+}
+
+/// The Data-In of one command: a buffer of ours or memory a backstore lent.
+pub enum TxData {
+    Owned(Vec<u8>),
+    Lent(LentRead),
+}
+
+impl TxData {
+    pub fn len(&self) -> usize {
+        match self {
+            TxData::Owned(b) => b.len(),
+            TxData::Lent(l) => l.len(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for TxData {
+    fn from(b: Vec<u8>) -> TxData {
+        TxData::Owned(b)
+    }
+}
+
+impl From<LentRead> for TxData {
+    fn from(l: LentRead) -> TxData {
+        TxData::Lent(l)
+    }
 }
 
 /// The queue.
@@ -36,7 +70,7 @@ enum Seg {
 pub struct TxQueue {
     arena: Vec<u8>,
     segs: Vec<Seg>,
-    bufs: Vec<Vec<u8>>,
+    bufs: Vec<TxData>,
     pool: Vec<Vec<u8>>,
     iov: Vec<libc::iovec>,
     queued: usize,
@@ -45,7 +79,9 @@ pub struct TxQueue {
 
 // SAFETY: the raw pointers in `iov` are only written and read inside
 // `flush`, where they point into `arena`/`bufs` owned by this value; between
-// calls the vector holds no live pointers that are dereferenced.
+// calls the vector holds no live pointers that are dereferenced. Those of
+// `Seg::Lent` point into lent reads held in `bufs` (reference-counted,
+// `Send + Sync` memory that never moves), dropped together in `clear`.
 unsafe impl Send for TxQueue {}
 
 impl TxQueue {
@@ -85,8 +121,11 @@ impl TxQueue {
 
     /// Give a buffer back without queueing it. One that never held memory
     /// (a command without data) is not worth a pool slot. Its contents stay
-    /// (see `take_filled`); `take_buf` empties it.
-    pub fn recycle(&mut self, buf: Vec<u8>) {
+    /// (see `take_filled`); `take_buf` empties it. A lent read is released.
+    pub fn recycle(&mut self, buf: impl Into<TxData>) {
+        let TxData::Owned(buf) = buf.into() else {
+            return;
+        };
         let cap = buf.capacity();
         if cap > 0
             && self.pool.len() < POOL_KEEP
@@ -99,8 +138,8 @@ impl TxQueue {
     }
 
     /// Hand a data buffer to the queue; PDUs then reference it by index.
-    pub fn adopt(&mut self, buf: Vec<u8>) -> usize {
-        self.bufs.push(buf);
+    pub fn adopt(&mut self, buf: impl Into<TxData>) -> usize {
+        self.bufs.push(buf.into());
         self.bufs.len() - 1
     }
 
@@ -114,23 +153,7 @@ impl TxQueue {
     }
 
     fn push_seg(&mut self, seg: Seg) {
-        let len = match seg {
-            Seg::Arena { len, .. } | Seg::Data { len, .. } => len,
-        };
-        if len == 0 {
-            return;
-        }
-        self.queued += len;
-        // Adjacent arena pieces merge so headers + small data are one iovec.
-        if let (Some(Seg::Arena { off: o, len: l }), Seg::Arena { off, len }) =
-            (self.segs.last_mut(), seg)
-        {
-            if *o + *l == off {
-                *l += len;
-                return;
-            }
-        }
-        self.segs.push(seg);
+        push_seg(&mut self.segs, &mut self.queued, seg);
     }
 
     fn push_header(&mut self, bhs: &Bhs, data_len: usize, digests: Digests) {
@@ -180,15 +203,31 @@ impl TxQueue {
         if len == 0 {
             return;
         }
-        let crc = if digests.data {
-            match self.bufs.get(buf).and_then(|b| b.get(off..off + len)) {
-                Some(d) => digest::crc32c(d),
-                None => 0,
+        let mut crc = 0;
+        match self.bufs.get(buf) {
+            Some(TxData::Lent(l)) => {
+                // One segment per lent piece the PDU spans. The pointers
+                // stay valid: `l` lives in `bufs` until `clear`.
+                for s in l.range(off, len) {
+                    if digests.data {
+                        crc = digest::crc32c_append(crc, s);
+                    }
+                    let seg = Seg::Lent {
+                        ptr: s.as_ptr(),
+                        len: s.len(),
+                    };
+                    push_seg(&mut self.segs, &mut self.queued, seg);
+                }
             }
-        } else {
-            0
-        };
-        self.push_seg(Seg::Data { buf, off, len });
+            b => {
+                if digests.data {
+                    if let Some(TxData::Owned(d)) = b {
+                        crc = d.get(off..off + len).map_or(0, digest::crc32c);
+                    }
+                }
+                self.push_seg(Seg::Data { buf, off, len });
+            }
+        }
         self.push_trailer(crc, len, digests);
     }
 
@@ -208,8 +247,9 @@ impl TxQueue {
                 }
                 let (ptr, len) = match *seg {
                     Seg::Arena { off, len } => (self.arena[off..].as_ptr(), len),
+                    Seg::Lent { ptr, len } => (ptr, len),
                     Seg::Data { buf, off, len } => match self.bufs.get(buf) {
-                        Some(b) if off + len <= b.len() => (b[off..].as_ptr(), len),
+                        Some(TxData::Owned(b)) if off + len <= b.len() => (b[off..].as_ptr(), len),
                         // A bad reference would be a bug in the caller;
                         // send nothing rather than read out of bounds.
                         _ => (ZEROES.as_ptr(), 0),
@@ -239,9 +279,7 @@ impl TxQueue {
             // Advance past what was written.
             let mut n = n as usize;
             while n > 0 && seg_idx < self.segs.len() {
-                let len = match self.segs[seg_idx] {
-                    Seg::Arena { len, .. } | Seg::Data { len, .. } => len,
-                } - skip;
+                let len = seg_len(&self.segs[seg_idx]) - skip;
                 if n >= len {
                     n -= len;
                     seg_idx += 1;
@@ -265,6 +303,30 @@ impl TxQueue {
         while let Some(b) = self.bufs.pop() {
             self.recycle(b);
         }
+    }
+}
+
+/// `TxQueue::push_seg` on the two fields it changes (so it can run while
+/// a queued buffer is borrowed).
+fn push_seg(segs: &mut Vec<Seg>, queued: &mut usize, seg: Seg) {
+    let len = seg_len(&seg);
+    if len == 0 {
+        return;
+    }
+    *queued += len;
+    // Adjacent arena pieces merge so headers + small data are one iovec.
+    if let (Some(Seg::Arena { off: o, len: l }), Seg::Arena { off, len }) = (segs.last_mut(), seg) {
+        if *o + *l == off {
+            *l += len;
+            return;
+        }
+    }
+    segs.push(seg);
+}
+
+fn seg_len(s: &Seg) -> usize {
+    match *s {
+        Seg::Arena { len, .. } | Seg::Data { len, .. } | Seg::Lent { len, .. } => len,
     }
 }
 

@@ -177,40 +177,48 @@ fn abort_task_waiting_for_data() {
     srv.shutdown();
 }
 
-fn tmf(c: &mut Client, function: u8) -> u8 {
-    let tm = TaskMgmtRequest {
-        immediate: true,
-        function: TmfFunction::from_code(function),
-        lun: [0; 8],
-        itt: 0x4000 + u32::from(function),
-        referenced_tag: 0xffff_ffff,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-        ref_cmdsn: 0,
-        exp_datasn: 0,
-    };
-    let mut b = Bhs::default();
-    tm.write_to(&mut b);
-    c.send(&b, &[]);
-    let p = c.recv().unwrap();
-    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
-    c.exp_statsn += 1;
-    TaskMgmtResponse::parse(&p.bhs).response.code()
-}
-
 #[test]
 fn resets_and_unknown_functions() {
     let (srv, addr) = server(&[]);
     let mut c = session(addr, &[]);
-    assert_eq!(tmf(&mut c, 5), 0, "LUN RESET");
-    assert_eq!(tmf(&mut c, 8), 4, "TASK REASSIGN at ERL 0");
-    assert_eq!(tmf(&mut c, 0x55), 255, "unknown function");
+    assert_eq!(c.tmf_code(5), 0, "LUN RESET");
+    assert_eq!(c.tmf_code(8), 4, "TASK REASSIGN at ERL 0");
+    assert_eq!(c.tmf_code(0x55), 255, "unknown function");
     // Cold reset: every session of the target ends.
     let mut other = Client::connect(addr);
     other.isid[5] = 0x42;
     other.login(Some(IQN), &[]);
-    assert_eq!(tmf(&mut c, 7), 0, "TARGET COLD RESET");
+    assert_eq!(c.tmf_code(7), 0, "TARGET COLD RESET");
     assert!(c.closed());
     assert!(other.closed());
+    srv.shutdown();
+}
+
+#[test]
+fn busy_polling_connection_serves_every_data_out_path() {
+    // busy_poll_us: the connection spins on non-blocking receives before
+    // it blocks; every PDU must still be framed and answered the same
+    // (immediate, unsolicited, R2T-solicited and directly received data).
+    let srv = iscsi::IscsiServer::new();
+    let mut t = target(IQN, 8 << 20, &[]);
+    t.tpgs[0].attributes.busy_poll_us = 1000;
+    srv.set_target(t);
+    let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    for (i, extra) in [
+        &[][..],
+        &[("ImmediateData", "No"), ("InitialR2T", "Yes")][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = Client::connect(addr);
+        c.isid[5] = i as u8;
+        c.login(Some(IQN), extra);
+        c.clear_ua();
+        for (n, len) in [512usize, 4096, 65536, 1 << 20].iter().enumerate() {
+            roundtrip(&mut c, (n as u32) * 2048, *len, i as u8 + n as u8);
+        }
+        c.logout();
+    }
     srv.shutdown();
 }

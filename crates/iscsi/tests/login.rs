@@ -276,6 +276,9 @@ fn adding_a_connection_is_refused() {
     a.login(Some(IQN), &[]);
     let mut b = Client::connect(addr);
     b.tsih = a.tsih;
+    // A new CID: MaxConnections is 1 (LIO's default). The same CID would
+    // be a connection reinstatement (tests/mcs.rs).
+    b.cid = 1;
     let (r, _) = b.login_pdu(
         0,
         1,

@@ -10,34 +10,9 @@ use std::sync::Arc;
 
 use common::*;
 use iscsi::AclConfig;
-use iscsi_wire::request::TaskMgmtRequest;
-use iscsi_wire::response::TaskMgmtResponse;
-use iscsi_wire::tmf::TmfFunction;
-use iscsi_wire::{Bhs, Opcode};
 
 const GUARDED: &str = "iqn.2026-11.org.rtarget:guarded";
 const TRUSTED: &str = "iqn.2026-11.org.rtarget:trusted";
-
-fn tmf(c: &mut Client, function: u8) -> u8 {
-    let tm = TaskMgmtRequest {
-        immediate: true,
-        function: TmfFunction::from_code(function),
-        lun: [0; 8],
-        itt: 0x4000 + u32::from(function),
-        referenced_tag: 0xffff_ffff,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-        ref_cmdsn: 0,
-        exp_datasn: 0,
-    };
-    let mut b = Bhs::default();
-    tm.write_to(&mut b);
-    c.send(&b, &[]);
-    let p = c.recv().unwrap();
-    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
-    c.exp_statsn += 1;
-    TaskMgmtResponse::parse(&p.bhs).response.code()
-}
 
 fn logged_in(addr: std::net::SocketAddr, initiator: &str) -> Client {
     let mut c = Client::connect(addr);
@@ -80,15 +55,15 @@ fn target_resets_need_the_acls_tmr_attributes() {
     let mut demo = logged_in(addr, INITIATOR);
 
     // Refused as LIO refuses it: "authorization failed", nothing reset.
-    assert_eq!(tmf(&mut guarded, 7), 6, "TARGET COLD RESET");
-    assert_eq!(tmf(&mut guarded, 6), 6, "TARGET WARM RESET");
+    assert_eq!(guarded.tmf_code(7), 6, "TARGET COLD RESET");
+    assert_eq!(guarded.tmf_code(6), 6, "TARGET WARM RESET");
     assert!(reads_clean(&mut trusted), "other initiator disturbed");
     assert!(reads_clean(&mut demo), "other initiator disturbed");
     assert!(reads_clean(&mut guarded), "refused reset still acted");
     assert_eq!(srv.sessions().len(), 3);
 
     // Allowed by the ACL: the warm reset resets the LUs for everyone.
-    assert_eq!(tmf(&mut trusted, 6), 0, "TARGET WARM RESET (allowed)");
+    assert_eq!(trusted.tmf_code(6), 0, "TARGET WARM RESET (allowed)");
     assert!(
         !reads_clean(&mut guarded),
         "no unit attention after a reset"
@@ -98,8 +73,8 @@ fn target_resets_need_the_acls_tmr_attributes() {
     trusted.clear_ua();
 
     // Without an ACL (demo mode): SAM's behaviour, as before.
-    assert_eq!(tmf(&mut demo, 6), 0, "TARGET WARM RESET (demo mode)");
-    assert_eq!(tmf(&mut demo, 7), 0, "TARGET COLD RESET (demo mode)");
+    assert_eq!(demo.tmf_code(6), 0, "TARGET WARM RESET (demo mode)");
+    assert_eq!(demo.tmf_code(7), 0, "TARGET COLD RESET (demo mode)");
     assert!(demo.closed());
     assert!(guarded.closed());
     assert!(trusted.closed());

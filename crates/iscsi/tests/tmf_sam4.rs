@@ -4,9 +4,6 @@
 mod common;
 
 use common::*;
-use iscsi_wire::request::TaskMgmtRequest;
-use iscsi_wire::response::TaskMgmtResponse;
-use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{Bhs, Opcode};
 
 const SUCCEEDED: u8 = 7;
@@ -15,24 +12,7 @@ const NO_LUN: u8 = 2;
 
 /// Send one TMF (`lun` as a single-level LUN) and return its response code.
 fn tmf(c: &mut Client, function: u8, lun: u8, referenced_tag: u32) -> u8 {
-    let tm = TaskMgmtRequest {
-        immediate: true,
-        function: TmfFunction::from_code(function),
-        lun: [0, lun, 0, 0, 0, 0, 0, 0],
-        itt: 0x4000 + u32::from(function),
-        referenced_tag,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-        ref_cmdsn: 0,
-        exp_datasn: 0,
-    };
-    let mut b = Bhs::default();
-    tm.write_to(&mut b);
-    c.send(&b, &[]);
-    let p = c.recv().unwrap();
-    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
-    c.exp_statsn += 1;
-    TaskMgmtResponse::parse(&p.bhs).response.code()
+    c.tmf(function, lun, referenced_tag).response.code()
 }
 
 /// A WRITE that waits for Data-Out (R2T received): a task in the task set
@@ -73,17 +53,28 @@ fn query_async_event_reports_a_pending_unit_attention() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
     c.login(Some(IQN), &[]);
-    // A new nexus owes the power-on condition; the query leaves it.
-    assert_eq!(tmf(&mut c, 12, 0, 0xffff_ffff), SUCCEEDED);
+    // A new nexus owes the power-on condition; the query leaves it. RFC
+    // 7144's Additional Response Information names it: UADE DEPTH 01b (the
+    // only one) with sense key 6, ASC 29h, ASCQ 00h.
+    let r = c.tmf(12, 0, 0xffff_ffff);
+    assert_eq!(
+        (r.response.code(), r.additional),
+        (SUCCEEDED, [0x16, 0x29, 0])
+    );
     assert_eq!(tmf(&mut c, 12, 0, 0xffff_ffff), SUCCEEDED);
     let (st, _, _) = c.read_cmd(&[0; 6], 0);
     assert_eq!(st, 2);
     assert_eq!(c.last_sense.get(12..14), Some(&[0x29, 0x00][..]));
-    assert_eq!(tmf(&mut c, 12, 0, 0xffff_ffff), COMPLETE);
+    let r = c.tmf(12, 0, 0xffff_ffff);
+    assert_eq!((r.response.code(), r.additional), (COMPLETE, [0; 3]));
     assert_eq!(tmf(&mut c, 12, 5, 0xffff_ffff), NO_LUN);
     // A LUN reset queues another.
     assert_eq!(tmf(&mut c, 5, 0, 0xffff_ffff), COMPLETE);
-    assert_eq!(tmf(&mut c, 12, 0, 0xffff_ffff), SUCCEEDED);
+    let r = c.tmf(12, 0, 0xffff_ffff);
+    assert_eq!(
+        (r.response.code(), r.additional),
+        (SUCCEEDED, [0x16, 0x29, 0])
+    );
     srv.shutdown();
 }
 
@@ -101,7 +92,11 @@ fn it_nexus_reset_ends_tasks_and_reservations_with_a_unit_attention() {
     let itt = waiting_write(&mut c);
     assert_eq!(tmf(&mut c, 11, 0, 0xffff_ffff), COMPLETE);
     assert_eq!(tmf(&mut c, 9, 0, itt), COMPLETE, "the write is gone");
-    assert_eq!(tmf(&mut c, 12, 0, 0xffff_ffff), SUCCEEDED);
+    let r = c.tmf(12, 0, 0xffff_ffff);
+    assert_eq!(
+        (r.response.code(), r.additional),
+        (SUCCEEDED, [0x16, 0x29, 7])
+    );
     let (st, _, _) = c.read_cmd(&[0; 6], 0);
     assert_eq!(st, 2);
     assert_eq!(c.last_sense[2] & 0xf, 6);

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod ops_backstore;
 pub mod ops_edit;
 pub mod ops_loopback;
+mod ops_naa;
 pub mod ops_resize;
 pub mod prefs;
 pub mod reconcile;

@@ -113,22 +113,7 @@ fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String>
 /// WWN; `socket` (rtarget's) replaces the default socket path.
 fn create_vhost_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<String> {
     let b = args.bind("create", &["wwn", "socket"], 0)?;
-    let wwn = match b.get("wwn") {
-        Some(w) => w.to_ascii_lowercase(),
-        None => {
-            let hex: String = (ctx.new_uuid)()?
-                .chars()
-                .filter(char::is_ascii_hexdigit)
-                .collect();
-            config::vhost::wwn_from(&hex[hex.len() - 9..])
-        }
-    };
-    if !config::vhost::valid_wwn(&wwn) {
-        bail!("{wwn:?} is not a vhost WWN (naa. and 16 hex digits)");
-    }
-    if iscsi_target(cfg, &wwn).is_some() {
-        bail!("target {wwn} already exists");
-    }
+    let wwn = crate::ops_naa::new_wwn(cfg, b.get("wwn"), ctx, "vhost")?;
     let mut extra = Map::new();
     if let Some(sock) = b.get("socket") {
         if !sock.starts_with('/') {
@@ -136,19 +121,13 @@ fn create_vhost_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Result<S
         }
         extra.insert(config::vhost::SOCKET_KEY.into(), Value::from(sock));
     }
-    cfg.targets.push(Target {
-        fabric: fabric::VHOST.into(),
-        wwn: wwn.clone(),
-        tpgs: vec![Tpg {
-            tag: Some(1),
-            enable: Some(true),
-            ..Tpg::default()
-        }],
+    let nexus = config::vhost::nexus_of(&wwn, 1);
+    Ok(crate::ops_naa::add_target(
+        cfg,
+        fabric::VHOST,
+        wwn,
         extra,
-    });
-    Ok(format!(
-        "Created target {wwn}.\nCreated TPG 1 (nexus {}).",
-        config::vhost::nexus_of(&wwn, 1)
+        &nexus,
     ))
 }
 

@@ -3,11 +3,10 @@
 //! `delete`).
 
 use anyhow::{bail, Result};
-use config::{fabric, SaveConfig, Target, Tpg};
+use config::{fabric, SaveConfig};
 use serde_json::Map;
 
 use crate::args::Args;
-use crate::locate::iscsi_target;
 use crate::ops::Ctx;
 
 /// `/loopback create [wwn]`: a target (`naa.` + 16 hex digits, generated
@@ -27,35 +26,14 @@ pub(crate) fn create_target(cfg: &mut SaveConfig, args: &Args, ctx: &Ctx) -> Res
             extra.insert(config::loopback::MODE_KEY.into(), m);
         }
     }
-    let wwn = match b.get("wwn") {
-        Some(w) => w.to_ascii_lowercase(),
-        None => {
-            let hex: String = (ctx.new_uuid)()?
-                .chars()
-                .filter(char::is_ascii_hexdigit)
-                .collect();
-            config::vhost::wwn_from(&hex[hex.len() - 9..])
-        }
-    };
-    if !config::loopback::valid_wwn(&wwn) {
-        bail!("{wwn:?} is not a loopback WWN (naa. and 16 hex digits)");
-    }
-    if iscsi_target(cfg, &wwn).is_some() {
-        bail!("target {wwn} already exists");
-    }
-    cfg.targets.push(Target {
-        fabric: fabric::LOOPBACK.into(),
-        wwn: wwn.clone(),
-        tpgs: vec![Tpg {
-            tag: Some(1),
-            enable: Some(true),
-            ..Tpg::default()
-        }],
+    let wwn = crate::ops_naa::new_wwn(cfg, b.get("wwn"), ctx, "loopback")?;
+    let nexus = config::loopback::nexus_of(&wwn, 1);
+    Ok(crate::ops_naa::add_target(
+        cfg,
+        fabric::LOOPBACK,
+        wwn,
         extra,
-    });
-    Ok(format!(
-        "Created target {wwn}.\nCreated TPG 1 (nexus {}).",
-        config::loopback::nexus_of(&wwn, 1)
+        &nexus,
     ))
 }
 

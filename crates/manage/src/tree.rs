@@ -292,6 +292,23 @@ fn mapped_lun_summary(cfg: &SaveConfig, tpg: &Tpg, m: &MappedLun) -> String {
     }
 }
 
+/// Storage objects served by a gateway of several (an RBD image with
+/// `alua_group`) get a `gateway` child whose summary is that gateway's
+/// live state: `state_of` the object's saved path (`/backstores/user/x`).
+pub fn gateway_view(cfg: &SaveConfig, root: &mut Node, state_of: &dyn Fn(&str) -> Option<String>) {
+    let Some(bs) = root.children.iter_mut().find(|n| n.name == "backstores") else {
+        return;
+    };
+    for on in bs.children.iter_mut().flat_map(|p| p.children.iter_mut()) {
+        let Some(state) = crate::locate::object_ref(cfg, &on.path).and_then(|p| state_of(&p))
+        else {
+            continue;
+        };
+        let gw = Node::new(&on.path, "gateway", state);
+        on.children.push(gw);
+    }
+}
+
 /// targetcli's TPG summary: `gen-acls, no-auth`, `no-gen-acls, auth per-acl`, ...
 /// A vhost target as targetcli shows it: TPGs hold only `luns`; the TPG
 /// line names the nexus, the socket and whether a guest is attached.
@@ -586,6 +603,31 @@ mod tests {
                 && lines[lines.len() - 2].ends_with("[Targets: 0]")
         );
         assert!(lines[lines.len() - 1].starts_with("  o- vhost "));
+    }
+
+    #[test]
+    fn gateway_state_under_its_object() {
+        let mut cfg = sample();
+        let mut so = cfg.storage_objects[0].clone();
+        so.plugin = "user".into();
+        so.name = "gw0".into();
+        so.extra
+            .insert("config".into(), json!("rbd/rbd/img;alua_group=1"));
+        cfg.storage_objects.push(so);
+        let mut root = build(&cfg, &|_| None);
+        gateway_view(&cfg, &mut root, &|p| {
+            (p == "/backstores/user/gw0").then(|| "gateway group 1, lock owner yes".to_string())
+        });
+        let gw = root
+            .find("/backstores/user:rbd/gw0/gateway")
+            .expect("gateway node");
+        assert_eq!(gw.summary, "gateway group 1, lock owner yes");
+        let others = root.find("/backstores").unwrap().children.iter();
+        let n = others
+            .flat_map(|p| &p.children)
+            .filter(|o| o.children.iter().any(|c| c.name == "gateway"))
+            .count();
+        assert_eq!(n, 1);
     }
 
     #[test]

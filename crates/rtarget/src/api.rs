@@ -264,10 +264,12 @@ fn handle(live: &Live, line: &str) -> Result<Response> {
         Request::Sessions { detail: true } => Response::SessionsDetail(Sessions {
             sessions: live.sessions_detail().iter().map(Into::into).collect(),
             guests: live.vhost_guests(),
+            gateways: live.gateways(),
         }),
         Request::Sessions { detail: false } => Response::Sessions(Sessions {
             sessions: live.sessions().iter().map(Into::into).collect(),
             guests: live.vhost_guests(),
+            gateways: live.gateways(),
         }),
         Request::Stats => Response::Stats(crate::proto::Stats {
             at_ns: crate::proto::stats::clock_ns(),

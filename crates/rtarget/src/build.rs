@@ -66,19 +66,7 @@ pub fn tpg_config(
     // The TPG's own LUN table serves demo-mode (generated) sessions only,
     // so demo_mode_write_protect decides whether those mappings are
     // read-only; ACL sessions get their mapped LUNs' write_protect.
-    let write_protect = attributes.demo_mode_write_protect;
-    let mut luns = Vec::new();
-    for lun in &tpg.luns {
-        // Validation already reported LUNs of unsupported objects.
-        if let Some(device) = devices.get(&lun.storage_object) {
-            luns.push(Lun {
-                id: lun.index,
-                device: device.clone(),
-                write_protect,
-            });
-        }
-    }
-    luns.sort_by_key(|l| l.id);
+    let luns = tpg_luns(tpg, devices, attributes.demo_mode_write_protect);
     let mut portals = Vec::new();
     for p in &tpg.portals {
         let ip = parse_ip(&p.ip_address)
@@ -110,6 +98,29 @@ pub fn tpg_config(
         chap: chap_from(&tpg.extra),
         offer,
     })
+}
+
+/// The LUNs of `tpg` over `devices` in id order (every fabric's TPG LUN
+/// table). Validation already reported LUNs of unsupported objects: they
+/// are left out.
+pub fn tpg_luns(
+    tpg: &Tpg,
+    devices: &HashMap<String, Arc<Device>>,
+    write_protect: bool,
+) -> Vec<Lun> {
+    let mut luns: Vec<Lun> = tpg
+        .luns
+        .iter()
+        .filter_map(|l| {
+            devices.get(&l.storage_object).map(|d| Lun {
+                id: l.index,
+                device: d.clone(),
+                write_protect,
+            })
+        })
+        .collect();
+    luns.sort_by_key(|l| l.id);
+    luns
 }
 
 /// One node ACL: its mapped LUNs point at the TPG's LUNs (mappings of

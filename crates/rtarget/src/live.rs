@@ -206,7 +206,27 @@ impl Live {
             guest_of: &|w| crate::vhost::guest_of(&st.vhost, w),
             disk_of: &|w, lun| crate::loopback::disk_of(&st.loopback, w, lun),
         };
-        tree::build_with(&st.cfg, &|p| sizes.get(p).copied(), &live)
+        let mut root = tree::build_with(&st.cfg, &|p| sizes.get(p).copied(), &live);
+        tree::gateway_view(&st.cfg, &mut root, &|p| {
+            let (_, d) = st.objects.get(p)?;
+            Some(d.backstore.ownership()?.report()?.summary())
+        });
+        root
+    }
+
+    /// The gateways of shared media this daemon runs (`sessions`).
+    pub fn gateways(&self) -> Vec<crate::proto::GatewayState> {
+        let st = self.lock();
+        let mut out: Vec<_> = st
+            .objects
+            .iter()
+            .filter_map(|(p, (_, d))| {
+                let r = d.backstore.ownership()?.report()?;
+                Some(crate::proto::GatewayState::new(p, &r))
+            })
+            .collect();
+        out.sort_by(|a, b| a.storage_object.cmp(&b.storage_object));
+        out
     }
 
     /// Apply `edit` to a copy of the config and make it live and saved.

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use config::SaveConfig;
 use loopback::{LoopbackConfig, LoopbackTarget, QueueConfig};
 use manage::Plan;
-use target_core::{Device, Lun, LunTable};
+use target_core::{Device, LunTable};
 
 use crate::loopback_scsi::ScsiLoop;
 
@@ -118,18 +118,7 @@ pub fn prepare(
             },
             state_dir: state_dir.map(Path::to_path_buf),
         };
-        let mut luns: Vec<Lun> = tpg
-            .luns
-            .iter()
-            .filter_map(|l| {
-                devices.get(&l.storage_object).map(|d| Lun {
-                    id: l.index,
-                    device: d.clone(),
-                    write_protect: false,
-                })
-            })
-            .collect();
-        luns.sort_by_key(|l| l.id);
+        let luns = crate::build::tpg_luns(tpg, devices, false);
         out.push(Pending {
             wwn: t.wwn.clone(),
             restart: change.restart,

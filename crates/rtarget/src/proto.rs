@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 pub mod session;
-pub use session::{AclKind, SessionDetail, SessionSummary, VhostGuest};
+pub use session::{AclKind, GatewayState, SessionDetail, SessionSummary, VhostGuest};
 pub mod stats;
 pub use stats::Stats;
 
@@ -460,6 +460,10 @@ pub struct Sessions<T> {
     /// Guests attached to vhost targets (each one I_T nexus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guests: Vec<VhostGuest>,
+    /// This daemon's gateways of shared media (RBD images with
+    /// `alua_group`): who holds the lock, failovers, blocklisted peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayState>,
 }
 
 #[cfg(test)]

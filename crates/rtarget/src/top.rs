@@ -221,6 +221,7 @@ mod tests {
                 tpg: 1,
                 tsih,
                 peer: "127.0.0.1:1".parse().unwrap(),
+                cids: Vec::new(),
             },
             acl: AclKind::Generated,
             authenticated: false,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use config::SaveConfig;
 use manage::Plan;
-use target_core::{Device, Lun, LunTable};
+use target_core::{Device, LunTable};
 use vhost_scsi::{VhostConfig, VhostServer};
 
 /// The running vhost targets by WWN.
@@ -52,18 +52,7 @@ pub fn prepare(
         // The guest addresses the TPG as its virtio target (tcm_vhost does
         // the same with the TPG tag); Linux scans targets 0..=255.
         config.target_id = u8::try_from(tag).unwrap_or(u8::MAX);
-        let mut luns: Vec<Lun> = tpg
-            .luns
-            .iter()
-            .filter_map(|l| {
-                devices.get(&l.storage_object).map(|d| Lun {
-                    id: l.index,
-                    device: d.clone(),
-                    write_protect: false,
-                })
-            })
-            .collect();
-        luns.sort_by_key(|l| l.id);
+        let luns = crate::build::tpg_luns(tpg, devices, false);
         tracing::info!(target = %t.wwn, tpg = tag, luns = luns.len(),
             socket = %config.socket.display(), restart = change.restart, "vhost target ready");
         out.push(Pending {

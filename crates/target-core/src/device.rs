@@ -18,10 +18,10 @@ use crate::{Device, DeviceOptions, Lun};
 /// See [`Device::io_async_begin`].
 pub(crate) struct AsyncIoToken(Arc<Device>);
 
-impl AsyncIoToken {
-    /// The device the access is on (its completion counts there).
-    pub(crate) fn device(&self) -> &Device {
-        &self.0
+/// The counters a completion holding the token counts in.
+impl AsRef<crate::stats::Counters> for AsyncIoToken {
+    fn as_ref(&self) -> &crate::stats::Counters {
+        &self.0.state.stats
     }
 }
 

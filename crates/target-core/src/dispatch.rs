@@ -65,15 +65,9 @@ pub(crate) fn execute(
     };
     // Counted per LU for monitoring (`stats`): a mapped LUN's commands only.
     let stats = &lun.device.state.stats;
-    let started = stats.begin();
+    let started = stats.begin(cdb.opcode());
     let out = answer(run(table, nexus, lun, cdb, cmd, data_in), data_in);
-    stats.end(
-        started,
-        cdb.opcode(),
-        &out,
-        data_in.len(),
-        cmd.data_out.len(),
-    );
+    started.end(&out, data_in.len(), cmd.data_out.len());
     out
 }
 
@@ -153,7 +147,8 @@ fn gated<'a, R>(
             return Err(CmdError::cdb_bit(cdb.len() as u16 - 1, 2));
         }
         Ok(())
-    })?;
+    })
+    .map_err(|e| unit_attention_first(dev, nexus, policy, e))?;
     let Some(entry) = entry else {
         // Refused by the validation above already.
         return Err(CmdError::InvalidOpcode);
@@ -170,6 +165,23 @@ fn gated<'a, R>(
         data_out,
     };
     then(&ctx, entry)
+}
+
+/// SAM-5 5.14: a pending unit attention is reported before the command
+/// runs, so before a RESERVATION CONFLICT. The check above can miss one
+/// raised by the very change that now refuses the command: a PREEMPT
+/// made meanwhile (its unit attentions are queued before the change is
+/// visible, `pr_shared::deliver`), or learnt by the reload of shared
+/// reservations the conflict check made. Looked at again, on this rare
+/// path only.
+#[cold]
+fn unit_attention_first(dev: &Device, nexus: &Nexus, policy: UaPolicy, e: CmdError) -> CmdError {
+    if matches!(e, CmdError::ReservationConflict) {
+        if let Some(asc) = dev.state.ua.check(nexus.id, policy) {
+            return CmdError::UnitAttention(asc);
+        }
+    }
+    e
 }
 
 /// For the asynchronous path (`submit`): a READ or WRITE that passed every

@@ -33,6 +33,7 @@ mod dispatch;
 pub mod engine;
 mod error;
 mod inquiry;
+mod lent_read;
 mod medium;
 mod misc;
 mod mode;

@@ -79,19 +79,20 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
         sa_key,
         p,
     };
-    let mut uas: Uas = Vec::new();
     // Once, or again after another target sharing the LU changed the
-    // reservations first (`pr_shared`).
-    let result = crate::pr_shared::update(dev, |inner, events| {
+    // reservations first (`pr_shared`). The unit attentions raised here
+    // are queued before the change can refuse any command.
+    let result = crate::pr_shared::update(dev, |inner, raised| {
         let pr = &mut inner.pr;
         pr.touch(n);
         // Restored if the APTPL state cannot be written: no half-done change.
         let before = pr.clone();
+        let uas = &mut raised.here;
         uas.clear();
         let result = match sa {
-            SA_REGISTER | SA_REGISTER_AND_IGNORE => register(pr, &req, &mut uas),
+            SA_REGISTER | SA_REGISTER_AND_IGNORE => register(pr, &req, uas),
             SA_REGISTER_AND_MOVE => register_and_move(pr, &req),
-            _ => holder_action(pr, &req, &mut uas),
+            _ => holder_action(pr, &req, uas),
         };
         result?;
         if let Err(e) = crate::pr_file::sync(pr) {
@@ -100,14 +101,9 @@ pub(crate) fn persistent_reserve_out(ctx: &Ctx<'_>, _data_in: &mut Vec<u8>) -> H
             uas.clear();
             return Err(CmdError::InsufficientRegistrationResources);
         }
-        crate::pr_shared::events_of(&before, pr, n, sa, events);
+        crate::pr_shared::events_of(&before, pr, n, sa, &mut raised.events);
         Ok(((), crate::pr_shared::pr_changed(&before, pr)))
     });
-    if result.is_ok() {
-        for (id, asc) in uas {
-            dev.state.ua.queue_for(id, asc);
-        }
-    }
     result.map(|()| Status::Good)
 }
 

@@ -75,6 +75,15 @@ pub(crate) struct Cache {
     pub events: Vec<Event>,
 }
 
+/// What a change raises ([`update`]'s closure fills it in).
+#[derive(Default)]
+pub(crate) struct Raised {
+    /// Unit attentions for the other targets' nexuses (stored with it).
+    pub events: Vec<Event>,
+    /// Unit attentions for this target's nexuses.
+    pub here: Vec<(u64, Asc)>,
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
@@ -290,6 +299,10 @@ fn reset(inner: &mut Inner, stored: Stored, version: Option<u64>) {
     };
 }
 
+/// Queue the unit attentions a change raises here. Called with the
+/// reservation lock held, before the change can decide any command: a
+/// command the change refuses finds the condition pending and reports it
+/// first (SAM-5 5.14; `dispatch::gated`).
 fn deliver(dev: &Device, uas: Uas) {
     if let Some(asc) = uas.all {
         dev.state.ua.reset_all(asc);
@@ -347,28 +360,35 @@ fn reload(dev: &Device, store: &dyn SharedState, only_if_stale: bool) {
     let started = now_ms();
     let r = refresh_locked(store, &mut inner);
     res.synced.store(started, Ordering::Release);
-    res.publish(&inner);
-    drop(inner);
     match r {
         Ok(uas) => deliver(dev, uas),
         Err(e) => {
             tracing::error!(lu = %dev.options.name, error = %e, "shared reservations not reloaded")
         }
     }
+    res.publish(&inner);
 }
 
 /// Run `f` on the LU's reservations and, if it reports a change, make it
 /// the stored state (see the module documentation); `f` may run several
-/// times. `f` pushes the unit attentions other targets must raise to its
-/// second argument (their `version` is filled in here).
+/// times. `f` pushes the unit attentions its change raises to its second
+/// argument: those other targets must raise (their `version` is filled in
+/// here) and those of this target's nexuses, queued (once the change is
+/// made) before the lock is released.
 pub(crate) fn update<T>(
     dev: &Device,
-    mut f: impl FnMut(&mut Inner, &mut Vec<Event>) -> Result<(T, bool), CmdError>,
+    mut f: impl FnMut(&mut Inner, &mut Raised) -> Result<(T, bool), CmdError>,
 ) -> Result<T, CmdError> {
     let res = &dev.state.res;
     let Some(store) = res.shared.get() else {
         let mut inner = res.lock();
-        let r = f(&mut inner, &mut Vec::new());
+        let mut raised = Raised::default();
+        let r = f(&mut inner, &mut raised);
+        if r.is_ok() {
+            for (id, asc) in raised.here {
+                dev.state.ua.queue_for(id, asc);
+            }
+        }
         res.publish(&inner);
         return r.map(|(t, _)| t);
     };
@@ -392,20 +412,20 @@ pub(crate) fn update<T>(
             Err(e) => return Err(fail(&inner, "cannot load", e)),
         }
         let saved = (inner.pr.clone(), inner.holder.clone());
-        let mut events = Vec::new();
-        let (t, changed) = match f(&mut inner, &mut events) {
+        let mut raised = Raised::default();
+        let (t, changed) = match f(&mut inner, &mut raised) {
             Ok(r) => r,
             Err(e) => {
-                res.publish(&inner);
-                drop(inner);
                 deliver(dev, uas);
+                res.publish(&inner);
                 return Err(e);
             }
         };
+        let Raised { events, here } = raised;
         if !changed {
-            res.publish(&inner);
-            drop(inner);
+            uas.each.extend(here);
             deliver(dev, uas);
+            res.publish(&inner);
             return Ok(t);
         }
         let old = inner.shared.version;
@@ -425,9 +445,10 @@ pub(crate) fn update<T>(
                     version: Some(new),
                     events: kept,
                 };
+                uas.each.extend(here);
+                deliver(dev, uas);
                 res.publish(&inner);
                 drop(inner);
-                deliver(dev, uas);
                 store.announce();
                 return Ok(t);
             }
@@ -452,9 +473,9 @@ pub(crate) fn lu_reset(dev: &Device, asc: Asc) {
         dev.state.res.clear_spc2(dev, None);
         return;
     }
-    let r = update(dev, |inner, events| {
+    let r = update(dev, |inner, raised| {
         inner.holder = None;
-        events.push(Event {
+        raised.events.push(Event {
             version: 0,
             asc,
             initiator: String::new(),

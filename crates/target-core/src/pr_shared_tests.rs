@@ -348,3 +348,30 @@ fn a_gateway_that_missed_an_announcement_reloads_before_deciding() {
     assert_eq!(a.write(&a2).status, Status::ReservationConflict);
     assert_eq!(a.keys(&a2), vec![0xaa]);
 }
+
+/// SAM-5 5.14: a pending unit attention is reported before the command
+/// runs, so before its reservation conflict. A gateway that missed the
+/// announcement of a PREEMPT learns of it while checking a command of the
+/// preempted nexus (its reload raises REGISTRATIONS PREEMPTED): that
+/// command reports the unit attention, the next one the conflict.
+#[test]
+fn a_preempted_nexus_meets_its_unit_attention_before_the_conflict() {
+    let bus = Arc::new(Bus::default());
+    // Every command reloads: no lease to wait out.
+    *bus.lease.lock().unwrap() = Some(std::time::Duration::ZERO);
+    let (a, b) = (Gw::new(&bus, 1), Gw::new(&bus, 2));
+    let (a1, b2) = (a.login(1), b.login(2));
+    assert_eq!(a.prout(&a1, 0, 0, 0, 0xaa), Status::Good);
+    assert_eq!(b.prout(&b2, 0, 0, 0, 0xbb), Status::Good);
+    assert_eq!(a.prout(&a1, 1, 3, 0xaa, 0), Status::Good, "EX_AC");
+    bus.deaf.lock().unwrap().push(1);
+    assert_eq!(b.prout(&b2, 4, 3, 0xbb, 0xaa), Status::Good, "PREEMPT");
+    let o = a.write(&a1);
+    assert_eq!(
+        sense_of(&o),
+        Some((6, 0x2a, 0x05)),
+        "REGISTRATIONS PREEMPTED first, not {:?}",
+        o.status
+    );
+    assert_eq!(a.write(&a1).status, Status::ReservationConflict);
+}

@@ -80,15 +80,9 @@ pub(crate) fn execute_sg(
     // Counted like every other command (`stats`; `bounce` goes through
     // `dispatch::execute`, which counts).
     let stats = &lun.device.state.stats;
-    let started = stats.begin();
+    let started = stats.begin(cdb.opcode());
     let out = read_write(table, nexus, lun, cdb, cmd);
-    stats.end(
-        started,
-        cdb.opcode(),
-        &out.out,
-        out.data_in,
-        cmd.data_out.len(),
-    );
+    started.end(&out.out, out.data_in, cmd.data_out.len());
     out
 }
 

@@ -127,10 +127,58 @@ pub(crate) struct Counters {
     conflicts: AtomicU64,
 }
 
-/// A command the core started (at this many monotonic nanoseconds);
-/// [`Counters::end`] consumes it.
+/// A command the core started (at `at` monotonic nanoseconds):
+/// [`Started::end`] counts its answer. Dropped unanswered (a panic
+/// unwinding through the core, or a backstore dropping its completion
+/// uncalled) it ends all the same, as the HARDWARE ERROR the I/O engine
+/// answers for a panicked command, so it does not stay in flight for
+/// ever. `H` reaches the LU's counters: a borrow on the synchronous paths,
+/// the device's I/O token in an asynchronous completion.
 #[must_use]
-pub(crate) struct Started(u64);
+pub(crate) struct Started<H: AsRef<Counters>> {
+    /// `None` once counted.
+    counters: Option<H>,
+    at: u64,
+    opcode: u8,
+}
+
+impl<H: AsRef<Counters>> Started<H> {
+    /// The command answered `out` after moving `data_in` bytes to the
+    /// initiator and `data_out` from it.
+    #[inline]
+    pub(crate) fn end(mut self, out: &Outcome, data_in: usize, data_out: usize) {
+        if let Some(c) = self.counters.take() {
+            c.as_ref()
+                .record(self.at, self.opcode, out, data_in, data_out);
+        }
+    }
+
+    /// The same command, its counters now reached through `h` (one that
+    /// a completion closure can own).
+    #[inline]
+    pub(crate) fn hand_to<H2: AsRef<Counters>>(mut self, h: H2) -> Started<H2> {
+        self.counters = None;
+        Started {
+            counters: Some(h),
+            at: self.at,
+            opcode: self.opcode,
+        }
+    }
+}
+
+impl<H: AsRef<Counters>> Drop for Started<H> {
+    fn drop(&mut self) {
+        if let Some(c) = self.counters.take() {
+            c.as_ref().unwound(self.at, self.opcode);
+        }
+    }
+}
+
+impl AsRef<Counters> for Counters {
+    fn as_ref(&self) -> &Counters {
+        self
+    }
+}
 
 /// Monotonic nanoseconds: `clock_gettime` (the vDSO, no system call)
 /// without `Instant`'s checked arithmetic, which cost about a hundred
@@ -155,28 +203,31 @@ fn bucket_of(nanos: u64) -> usize {
 }
 
 impl Counters {
+    /// A command with `opcode` starts.
     #[inline]
-    pub(crate) fn begin(&self) -> Started {
+    pub(crate) fn begin(&self, opcode: u8) -> Started<&Counters> {
         self.started.fetch_add(1, Relaxed);
-        Started(now_ns())
+        Started {
+            counters: Some(self),
+            at: now_ns(),
+            opcode,
+        }
     }
 
-    /// The command with `opcode` answered `out` after moving `data_in`
-    /// bytes to the initiator and `data_out` from it.
+    /// Count the latency of a command started at `at`; its class.
     #[inline]
-    pub(crate) fn end(
-        &self,
-        s: Started,
-        opcode: u8,
-        out: &Outcome,
-        data_in: usize,
-        data_out: usize,
-    ) {
-        let nanos = now_ns().saturating_sub(s.0);
+    fn completed(&self, at: u64, opcode: u8) -> OpClass {
+        let nanos = now_ns().saturating_sub(at);
         let class = OpClass::of(opcode);
         let c = &self.classes[class as usize];
         c.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
         c.nanos.fetch_add(nanos, Relaxed);
+        class
+    }
+
+    #[inline]
+    fn record(&self, at: u64, opcode: u8, out: &Outcome, data_in: usize, data_out: usize) {
+        let class = self.completed(at, opcode);
         if out.status != Status::Good {
             self.failed(out);
             return;
@@ -186,6 +237,13 @@ impl Counters {
             OpClass::Write => self.write_bytes.fetch_add(data_out as u64, Relaxed),
             _ => 0,
         };
+    }
+
+    /// A command that never answered (see [`Started`]).
+    #[cold]
+    fn unwound(&self, at: u64, opcode: u8) {
+        self.completed(at, opcode);
+        self.sense[usize::from(scsi::SenseKey::HardwareError as u8)].fetch_add(1, Relaxed);
     }
 
     #[cold]
@@ -324,22 +382,22 @@ mod tests {
             status: Status::Good,
             sense: None,
         };
-        let s = c.begin();
+        let s = c.begin(op::READ_10);
         assert_eq!(c.snapshot().in_flight(), 1);
-        c.end(s, op::READ_10, &good, 4096, 0);
-        c.end(c.begin(), op::WRITE_16, &good, 0, 512);
+        s.end(&good, 4096, 0);
+        c.begin(op::WRITE_16).end(&good, 0, 512);
         let mut sense = vec![0u8; 18];
         sense[2] = 0x03;
         let medium = Outcome {
             status: Status::CheckCondition,
             sense: Some(sense),
         };
-        c.end(c.begin(), op::READ_10, &medium, 0, 0);
+        c.begin(op::READ_10).end(&medium, 0, 0);
         let conflict = Outcome {
             status: Status::ReservationConflict,
             sense: None,
         };
-        c.end(c.begin(), op::WRITE_10, &conflict, 0, 512);
+        c.begin(op::WRITE_10).end(&conflict, 0, 512);
         let s = c.snapshot();
         assert_eq!((s.started, s.completed(), s.in_flight()), (4, 4, 0));
         assert_eq!(s.class(OpClass::Read).count(), 2);
@@ -389,9 +447,20 @@ mod lu_tests {
         assert!(s.class(OpClass::Read).nanos > 0);
     }
 
-    /// Completes asynchronous I/O only when the test says so.
+    /// Completes asynchronous I/O only when the test says so; with
+    /// `panics`, panics in every call instead (a backstore bug unwinding
+    /// through the core).
     #[derive(Default)]
-    struct Deferred(std::sync::Mutex<Vec<(backstore::IoOp, backstore::Completion)>>);
+    struct Deferred {
+        held: std::sync::Mutex<Vec<(backstore::IoOp, backstore::Completion)>>,
+        panics: bool,
+    }
+
+    impl Deferred {
+        fn check(&self) {
+            assert!(!self.panics, "backstore bug");
+        }
+    }
 
     impl backstore::Backstore for Deferred {
         fn size(&self) -> u64 {
@@ -404,26 +473,27 @@ mod lu_tests {
             }
         }
         fn read_at(&self, buf: &mut [u8], _: u64) -> std::io::Result<()> {
+            self.check();
             buf.fill(0);
             Ok(())
         }
         fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            self.check();
             Ok(())
         }
         fn flush(&self) -> std::io::Result<()> {
+            self.check();
             Ok(())
         }
         fn submit(&self, op: backstore::IoOp, done: backstore::Completion) {
-            self.0.lock().unwrap().push((op, done));
+            self.check();
+            self.held.lock().unwrap().push((op, done));
         }
     }
 
-    /// The asynchronous path counts a READ from its start to the
-    /// backstore's completion: in flight until the backstore completes.
-    #[test]
-    fn submit_counts_in_flight_until_completion() {
-        let store = std::sync::Arc::new(Deferred::default());
-        let dev = crate::Device::new(crate::DeviceOptions::new("d", WWN), store.clone());
+    /// An LU on `store` at LUN 0: its device and table.
+    fn lu(store: std::sync::Arc<Deferred>) -> (std::sync::Arc<crate::Device>, crate::LunTable) {
+        let dev = crate::Device::new(crate::DeviceOptions::new("d", WWN), store);
         let table = crate::LunTable {
             luns: vec![crate::Lun {
                 id: 0,
@@ -431,6 +501,15 @@ mod lu_tests {
                 write_protect: false,
             }],
         };
+        (dev, table)
+    }
+
+    /// The asynchronous path counts a READ from its start to the
+    /// backstore's completion: in flight until the backstore completes.
+    #[test]
+    fn submit_counts_in_flight_until_completion() {
+        let store = std::sync::Arc::new(Deferred::default());
+        let (dev, table) = lu(store.clone());
         let me = Rig::new().me;
         let (tx, rx) = mpsc::channel();
         let send = |cdb: &[u8], tx: mpsc::Sender<crate::Status>| {
@@ -450,12 +529,59 @@ mod lu_tests {
         assert!(rx.try_recv().is_err(), "held by the backstore");
         let s = dev.stats();
         assert_eq!((s.started, s.in_flight()), (2, 1));
-        for (op, done) in store.0.lock().unwrap().drain(..) {
+        for (op, done) in store.held.lock().unwrap().drain(..) {
             done.complete(op, Ok(()));
         }
         assert_eq!(rx.recv().unwrap(), crate::Status::Good);
         let s = dev.stats();
         assert_eq!((s.in_flight(), s.class(OpClass::Read).count()), (0, 2));
         assert_eq!((s.read_bytes, s.sense[6]), (4096, 1));
+    }
+
+    /// A command that panics in the core (as the I/O engine's workers
+    /// catch it) leaves the in-flight count, counted as the HARDWARE
+    /// ERROR the engine answers for it: on the synchronous path
+    /// (`execute`, SYNCHRONIZE CACHE) and on the asynchronous one (the
+    /// completion dropped uncalled by the unwinding `submit`).
+    #[test]
+    fn a_panicking_command_does_not_stay_in_flight() {
+        let (dev, table) = lu(std::sync::Arc::new(Deferred {
+            panics: true,
+            ..Deferred::default()
+        }));
+        let me = Rig::new().me;
+        // The power-on UA first: answered without the backstore.
+        let mut data_in = Vec::new();
+        let cmd = |cdb: &'static [u8]| crate::Command {
+            cdb,
+            data_out: &[],
+            expected_len: 4096,
+            attr: TaskAttr::Simple,
+        };
+        const TUR: [u8; 6] = [0; 6];
+        table.execute(&me, 0, &cmd(&TUR), &mut data_in);
+        const SYNC: [u8; 10] = [0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            table.execute(&me, 0, &cmd(&SYNC), &mut data_in)
+        }));
+        assert!(r.is_err());
+        let s = dev.stats();
+        assert_eq!((s.started, s.in_flight()), (2, 0));
+        assert_eq!(s.class(OpClass::Flush).count(), 1);
+        assert_eq!(s.sense[4], 1, "{}", SENSE_KEYS[4]);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let req = Request {
+                cdb: &READ10,
+                expected_len: 4096,
+                attr: TaskAttr::Simple,
+                data_out: Vec::new(),
+                data_in: Vec::new(),
+            };
+            table.submit(&me, 0, req, |_| panic!("never answered"));
+        }));
+        assert!(r.is_err());
+        let s = dev.stats();
+        assert_eq!((s.started, s.in_flight()), (3, 0));
+        assert_eq!((s.class(OpClass::Read).count(), s.sense[4]), (1, 2));
     }
 }

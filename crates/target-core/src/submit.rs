@@ -70,15 +70,12 @@ pub(crate) fn submit(
                     | op::WRITE_16
             ) =>
         {
-            let started = lun.device.state.stats.begin();
+            let started = lun.device.state.stats.begin(c.opcode());
             match dispatch::prepare_rw(table, nexus, lun, c, data_out.len()) {
                 Ok(Some(access)) => (lun, access, started),
                 Ok(None) => {
                     data_in.clear();
-                    lun.device
-                        .state
-                        .stats
-                        .end(started, c.opcode(), &GOOD, 0, data_out.len());
+                    started.end(&GOOD, 0, data_out.len());
                     return done(Reply {
                         out: GOOD,
                         data_in,
@@ -88,7 +85,7 @@ pub(crate) fn submit(
                 Err(e) => {
                     data_in.clear();
                     let out = dispatch::outcome_for(&e);
-                    lun.device.state.stats.end(started, c.opcode(), &out, 0, 0);
+                    started.end(&out, 0, 0);
                     return done(Reply {
                         out,
                         data_in,
@@ -113,8 +110,9 @@ pub(crate) fn submit(
         }
     };
     let (lun, access, started) = lun;
-    let opcode = cdb[0];
-    let token = lun.device.io_async_begin();
+    // The completion owns the count through the device's I/O token: a
+    // completion dropped uncalled still ends it (`stats::Started`).
+    let started = started.hand_to(lun.device.io_async_begin());
     let (op, spare) = match access {
         Access::Read { offset, len } => {
             // Reuse whatever the buffer holds; only growth is zero-filled.
@@ -155,14 +153,10 @@ pub(crate) fn submit(
                 IoOp::Flush => (spare, Vec::new(), None),
             };
             let out = err.as_ref().map_or(GOOD, dispatch::outcome_for);
-            token
-                .device()
-                .state
-                .stats
-                .end(started, opcode, &out, data_in.len(), data_out.len());
-            // The LU's shared order ends after the answer is counted, so
-            // an exclusive holder that waited sees nothing in flight.
-            drop(token);
+            // The LU's shared order (the token) ends after the answer is
+            // counted, so an exclusive holder that waited sees nothing in
+            // flight.
+            started.end(&out, data_in.len(), data_out.len());
             done(Reply {
                 out,
                 data_in,

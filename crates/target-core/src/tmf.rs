@@ -13,8 +13,9 @@ pub enum AsyncEvent {
     /// The LUN is not mapped.
     NoLun,
     Nothing,
-    /// This unit attention is pending (sense key 6, ASC/ASCQ here).
-    UnitAttention(Asc),
+    /// This unit attention is reported next (sense key 6, ASC/ASCQ here),
+    /// one of this many pending (SAM-5's UADE DEPTH tells one from more).
+    UnitAttention(Asc, usize),
 }
 
 /// Reset one LU: every nexus, the issuing one included, gets the unit
@@ -102,7 +103,7 @@ pub(crate) fn query_async_event(table: &LunTable, nexus: &Nexus, lun: u64) -> As
     match table.find(lun) {
         None => AsyncEvent::NoLun,
         Some(l) => match l.device.state.ua.peek(nexus.id) {
-            Some(asc) => AsyncEvent::UnitAttention(asc),
+            Some((asc, pending)) => AsyncEvent::UnitAttention(asc, pending),
             None => AsyncEvent::Nothing,
         },
     }
@@ -195,9 +196,19 @@ mod tests {
             .task_management(&other, TmfFunction::LogicalUnitReset, 0);
         assert_eq!(
             t.table.query_async_event(&t.me, 0),
-            AsyncEvent::UnitAttention(scsi::Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+            AsyncEvent::UnitAttention(scsi::Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, 1)
+        );
+        // Another behind it: the first is still the one reported next.
+        t.dev
+            .state
+            .ua
+            .queue_for(t.me.id, scsi::Asc::MODE_PARAMETERS_CHANGED);
+        assert_eq!(
+            t.table.query_async_event(&t.me, 0),
+            AsyncEvent::UnitAttention(scsi::Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, 2)
         );
         t.expect_sense(&[0, 0, 0, 0, 0, 0], 6, 0x29, 0);
+        t.expect_sense(&[0, 0, 0, 0, 0, 0], 6, 0x2a, 0x01);
         assert_eq!(t.table.query_async_event(&t.me, 0), AsyncEvent::Nothing);
         assert_eq!(t.table.query_async_event(&t.me, 9), AsyncEvent::NoLun);
     }
@@ -216,7 +227,7 @@ mod tests {
         );
         assert_eq!(
             t.table.query_async_event(&t.me, 0),
-            AsyncEvent::UnitAttention(scsi::Asc::I_T_NEXUS_LOSS_OCCURRED)
+            AsyncEvent::UnitAttention(scsi::Asc::I_T_NEXUS_LOSS_OCCURRED, 1)
         );
         t.expect_sense(&[0, 0, 0, 0, 0, 0], 6, 0x29, 7);
         // The other nexus is untouched, and the reservation is gone: it

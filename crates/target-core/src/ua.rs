@@ -149,10 +149,13 @@ impl UaState {
     /// The condition `nexus` would be told next, left queued (QUERY
     /// ASYNCHRONOUS EVENT). A nexus the device has not seen owes the
     /// power-on condition.
-    pub(crate) fn peek(&self, nexus: u64) -> Option<Asc> {
+    pub(crate) fn peek(&self, nexus: u64) -> Option<(Asc, usize)> {
         let mut inner = self.lock();
         inner.introduce(nexus);
-        let asc = inner.queues.get(&nexus).and_then(|q| q.front().copied());
+        let asc = inner
+            .queues
+            .get(&nexus)
+            .and_then(|q| Some((*q.front()?, q.len())));
         self.pending.store(inner.any_queued(), Ordering::Release);
         asc
     }

@@ -23,6 +23,7 @@ use target_core::{LunTable, Nexus};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod backend;
+mod chain;
 pub mod nexus;
 mod queue;
 mod server;

@@ -146,6 +146,10 @@ struct State<R> {
     queued: HashMap<u64, (u64, u64)>,
     /// Commands running inline on a queue thread: tag -> LUN.
     inline: HashMap<u64, u64>,
+    /// Threads waiting on `inline_done` (std's `notify_all` is a futex
+    /// syscall even with nobody waiting: skipped when this is 0, which is
+    /// nearly always, instead of paying it on every inline command).
+    inline_waiters: usize,
     next_gen: u64,
     /// The completion eventfd went to the waker.
     registered: bool,
@@ -178,6 +182,7 @@ impl<R: Respond> GuestNexus<R> {
                 q: TaskQueue::new(LIMITS),
                 queued: HashMap::new(),
                 inline: HashMap::new(),
+                inline_waiters: 0,
                 next_gen: 0,
                 registered: false,
             }),
@@ -192,6 +197,15 @@ impl<R: Respond> GuestNexus<R> {
 
     fn lock(&self) -> MutexGuard<'_, State<R>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleep until an inline command finishes (counted, see
+    /// `State::inline_waiters`).
+    fn wait_inline<'a>(&'a self, mut st: MutexGuard<'a, State<R>>) -> MutexGuard<'a, State<R>> {
+        st.inline_waiters += 1;
+        let mut st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+        st.inline_waiters -= 1;
+        st
     }
 
     /// Who is told the engine's completion eventfd once it exists (the
@@ -244,8 +258,13 @@ impl<R: Respond> GuestNexus<R> {
             struct Finish<'a, R: Respond>(&'a GuestNexus<R>, u64);
             impl<R: Respond> Drop for Finish<'_, R> {
                 fn drop(&mut self) {
-                    self.0.lock().inline.remove(&self.1);
-                    self.0.inline_done.notify_all();
+                    let mut st = self.0.lock();
+                    st.inline.remove(&self.1);
+                    let waiters = st.inline_waiters > 0;
+                    drop(st);
+                    if waiters {
+                        self.0.inline_done.notify_all();
+                    }
                 }
             }
             let _finish = Finish(self, task.tag);
@@ -254,7 +273,7 @@ impl<R: Respond> GuestNexus<R> {
         if task.attr == TaskAttr::Ordered && !long {
             // Ordered after the LU's inline commands on other threads too.
             while st.inline.values().any(|&l| l == task.lun) {
-                st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.wait_inline(st);
             }
         }
         let gen = st.next_gen;
@@ -416,7 +435,7 @@ impl<R: Respond> GuestNexus<R> {
         st.queued.retain(|&t, (l, _)| !affected(t, *l));
         st.q.abort(|t| affected(t.tag, t.lun), false);
         while st.inline.iter().any(|(&t, &l)| affected(t, l)) {
-            st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait_inline(st);
         }
         loop {
             Self::answer(&mut st);
@@ -452,7 +471,7 @@ impl<R: Respond> GuestNexus<R> {
         *self.waker.lock().unwrap() = None;
         let mut st = self.lock();
         while !st.inline.is_empty() {
-            st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait_inline(st);
         }
         st.queued.clear();
         let (luns, nexus) = (Arc::clone(luns), Arc::clone(&self.nexus));
@@ -491,7 +510,7 @@ impl<R: Respond> GuestNexus<R> {
     pub fn lus_removed(&self, removed: &LunTable) {
         let mut st = self.lock();
         while st.inline.values().any(|&l| removed.find(l).is_some()) {
-            st = self.inline_done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait_inline(st);
         }
         drop(st);
         removed.nexus_gone(&self.nexus);

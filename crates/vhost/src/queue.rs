@@ -7,16 +7,15 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use backstore::iov::Keep;
-use backstore::IoVecs;
 use scsi::sense::{Asc, Sense, SenseKey};
 use target_core::engine::SgBufs;
 use target_core::{Outcome, SgOutcome, Status, TaskAttr};
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, QueueT, Writer};
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::GuestAddressSpace;
 
 use crate::backend::{Mem, ScsiBackend};
+use crate::chain::{self, ChainBufs};
 use crate::nexus::{Refused, Respond, Task, Tmf, TmfAnswer};
 use crate::virtio::*;
 
@@ -25,7 +24,7 @@ const OVERLAPPED_COMMANDS_ATTEMPTED: Asc = Asc(0x4e, 0x00);
 
 /// The guest memory as one request sees it (an `Arc` of the mapping).
 type Guard = <Mem as GuestAddressSpace>::T;
-type Chain = DescriptorChain<Guard>;
+pub(crate) type Chain = DescriptorChain<Guard>;
 
 /// Pop every available chain and hand it to `f`, which returns the bytes it
 /// wrote (`None`: answered later, by [`Reply`]); then notify the guest
@@ -97,14 +96,16 @@ impl Respond for Reply {
     fn respond(self, out: &Outcome, data_in: usize, aborted: bool) {
         let head = self.chain.head_index();
         let r = (|| {
-            let mem = self.chain.memory();
-            let mut w = self.chain.clone().writer(mem).map_err(io::Error::other)?;
-            if aborted {
-                w.write_all(&CmdResp::response(VIRTIO_SCSI_S_ABORTED).to_bytes())?;
-                return Ok(CMD_RESP_LEN as u32);
-            }
-            let n = data_in.min(self.room);
-            answer(&mut w, out, n, self.room, self.sent, self.wanted)
+            let bufs = ChainBufs::new(self.chain.memory(), &self.chain)?;
+            let (resp, len) = if aborted {
+                let r = CmdResp::response(VIRTIO_SCSI_S_ABORTED).to_bytes();
+                (r, CMD_RESP_LEN as u32)
+            } else {
+                let n = data_in.min(self.room);
+                answer(out, n, self.room, self.sent, self.wanted)
+            };
+            chain::write(&bufs.writable, &resp);
+            Ok(len)
         })();
         let len = r.unwrap_or_else(|e: io::Error| {
             tracing::warn!(error = %e, "cannot write a command's answer");
@@ -165,52 +166,6 @@ pub(crate) fn requests(
     each_chain(mem, vring, |chain| command(b, &guard, vring, queue, chain))
 }
 
-/// The guest's data buffers of a request, lent to the core without a
-/// copy: the device-readable bytes after the request header (Data-Out)
-/// and the device-writable bytes after the response header (Data-In).
-fn lend(mem: &Guard, chain: &Chain) -> io::Result<SgBufs> {
-    let keep: Keep = mem.clone().into_inner();
-    Ok(SgBufs {
-        data_out: segments(mem, chain.clone().readable(), CMD_REQ_LEN, &keep)?,
-        data_in: segments(mem, chain.clone().writable(), CMD_RESP_LEN, &keep)?,
-    })
-}
-
-/// The host addresses of `descs` past their first `skip` bytes.
-fn segments(
-    mem: &Guard,
-    descs: impl Iterator<Item = Descriptor>,
-    mut skip: usize,
-    keep: &Keep,
-) -> io::Result<IoVecs> {
-    let mut segs = Vec::new();
-    for d in descs {
-        let len = d.len() as usize;
-        let k = skip.min(len);
-        skip -= k;
-        if len == k {
-            continue;
-        }
-        let addr = GuestAddress(
-            d.addr()
-                .0
-                .checked_add(k as u64)
-                .ok_or_else(|| io::Error::other("descriptor address overflows"))?,
-        );
-        for s in GuestMemoryBackend::get_slices(&**mem, addr, len - k) {
-            let s = s.map_err(io::Error::other)?;
-            segs.push((s.ptr_guard_mut().as_ptr(), s.len()));
-        }
-    }
-    // SAFETY: each segment lies inside a region of the guest memory
-    // mapping (`get_slices` checked the descriptor against the regions),
-    // and `keep` holds that mapping (the `Arc` of the memory table) for
-    // as long as the `IoVecs` lives, also after a new memory table or the
-    // guest's disconnect. The guest may write its memory meanwhile: the
-    // core never makes references to it (IoVecs' contract).
-    Ok(unsafe { IoVecs::new(segs, keep.clone()) })
-}
-
 fn command(
     b: &ScsiBackend,
     mem: &Guard,
@@ -218,21 +173,33 @@ fn command(
     queue: usize,
     chain: &Chain,
 ) -> io::Result<Option<u32>> {
-    let mut r = chain.clone().reader(&**mem).map_err(io::Error::other)?;
-    let mut w = chain.clone().writer(&**mem).map_err(io::Error::other)?;
-    if r.available_bytes() < CMD_REQ_LEN || w.available_bytes() < CMD_RESP_LEN {
+    let c = ChainBufs::new(mem, chain)?;
+    if chain::len(&c.readable) < CMD_REQ_LEN || chain::len(&c.writable) < CMD_RESP_LEN {
         return Err(io::Error::other("request or response header short"));
     }
     let mut hdr = [0u8; CMD_REQ_LEN];
-    r.read_exact(&mut hdr)?;
+    chain::read(&c.readable, &mut hdr);
     let req = CmdReq::parse(&hdr);
     let addr = decode_lun(&req.lun).filter(|a| a.target == b.target.target_id);
     let Some(addr) = addr else {
-        w.write_all(&CmdResp::response(VIRTIO_SCSI_S_BAD_TARGET).to_bytes())?;
+        chain::write(
+            &c.writable,
+            &CmdResp::response(VIRTIO_SCSI_S_BAD_TARGET).to_bytes(),
+        );
         return Ok(Some(CMD_RESP_LEN as u32));
     };
-    let bufs = lend(mem, chain)?;
+    // The guest's data buffers, lent to the core without a copy: the
+    // device-readable bytes after the request header (Data-Out) and the
+    // device-writable bytes after the response header (Data-In).
+    let keep: Keep = mem.clone().into_inner();
+    let bufs = SgBufs {
+        data_out: chain::lend(&c.readable, CMD_REQ_LEN, &keep),
+        data_in: chain::lend(&c.writable, CMD_RESP_LEN, &keep),
+    };
     let (sent, room) = (bufs.data_out.len(), bufs.data_in.len());
+    // Per command, so a LUN removed meanwhile is never served from a
+    // stale table (`GuestNexus::lus_removed` waits only for commands
+    // already running).
     let luns = b.target.luns();
     let cdb = &req.cdb[..cdb_len(&req.cdb)];
     tracing::trace!(
@@ -282,19 +249,20 @@ fn command(
         },
     };
     let n = done.data_in.min(room);
-    answer(&mut w, &done.out, n, room, sent, wanted).map(Some)
+    let (resp, len) = answer(&done.out, n, room, sent, wanted);
+    chain::write(&c.writable, &resp);
+    Ok(Some(len))
 }
 
-/// Write a command's response header (its `n` bytes of Data-In are in
-/// the guest's buffers already). Returns the bytes written.
+/// A command's response header (its `n` bytes of Data-In are in the
+/// guest's buffers already) and the bytes the chain returns in all.
 fn answer(
-    w: &mut Writer<'_>,
     outcome: &Outcome,
     n: usize,
     room: usize,
     sent: usize,
     wanted: u64,
-) -> io::Result<u32> {
+) -> ([u8; CMD_RESP_LEN], u32) {
     let resid = if sent > 0 {
         (sent as u64).saturating_sub(wanted) as u32
     } else {
@@ -308,8 +276,7 @@ fn answer(
         resp.sense[..k].copy_from_slice(&s[..k]);
         resp.sense_len = k as u32;
     }
-    w.write_all(&resp.to_bytes())?;
-    Ok((CMD_RESP_LEN + n) as u32)
+    (resp.to_bytes(), (CMD_RESP_LEN + n) as u32)
 }
 
 /// The control queue: TMFs through the nexus, AN answered as QEMU does

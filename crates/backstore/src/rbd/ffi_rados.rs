@@ -63,6 +63,10 @@ rados_api! {
     rados_notify_ack: fn(Ioctx, *const c_char, u64, u64, *const c_char, c_int) -> c_int;
     rados_buffer_free: fn(*mut c_char);
     rbd_get_id: fn(Image, *mut c_char, usize) -> c_int;
+    // Service map (`ceph service dump`): metadata and status are
+    // "key\0value\0...\0" dictionaries ([`super::service::dict`]).
+    rados_service_register: fn(Rados, *const c_char, *const c_char, *const c_char) -> c_int;
+    rados_service_update_status: fn(Rados, *const c_char) -> c_int;
 }
 
 /// librados' object calls, loaded on first use.

@@ -26,11 +26,13 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use super::lock::{self, Locks};
+use super::service::Service;
 use super::{RbdBackstore, RbdConfig};
-use crate::ownership::{is_path_lost, path_lost, Owner, OwnerHook, Ownership};
+use crate::ownership::{is_path_lost, path_lost, GatewayReport, Owner, OwnerHook, Ownership};
 use crate::{Backstore, Capabilities, Completion, Extent, IoOp, ResizeHook};
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
@@ -67,7 +69,30 @@ struct Gw {
     fences: AtomicU64,
     refused: AtomicU64,
     reconnects: AtomicU64,
+    /// The addresses this gateway blocklisted (the last [`BLOCKLIST_KEPT`]).
+    blocklisted: Mutex<Vec<String>>,
+    /// Its entry in the service map (none when registering failed).
+    service: Option<Service>,
+    /// The owner reads REPORT TARGET PORT GROUPS asked for ([`Gw::refresh_bounded`]).
+    refreshes: Mutex<Refreshes>,
+    refreshed: Condvar,
 }
+
+/// Owner reads in the background: one at a time, counted when done.
+#[derive(Default)]
+struct Refreshes {
+    running: bool,
+    done: u64,
+}
+
+/// How long REPORT TARGET PORT GROUPS waits for a fresh owner before it
+/// answers with the last one seen: reading the owner is a cluster round
+/// trip (milliseconds), but an unreachable cluster holds it until
+/// osd_op_timeout, and initiators time RTPG out well before that.
+const REFRESH_WAIT: Duration = Duration::from_millis(250);
+
+/// How many blocklisted peers a gateway reports.
+const BLOCKLIST_KEPT: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,6 +127,13 @@ impl RbdGateway {
         }
         let resize: Arc<Mutex<Option<SizeHook>>> = Arc::default();
         forward_resize(&rbd, &resize);
+        // Best effort: a gateway serves without its service map entry.
+        let service = Service::register(cfg, group)
+            .inspect_err(|e| {
+                tracing::warn!(image = %rbd.name(), error = %e,
+                "rbd gateway: not registered in the service map")
+            })
+            .ok();
         let g = Arc::new(Gw {
             cfg: cfg.clone(),
             group,
@@ -121,6 +153,10 @@ impl RbdGateway {
             fences: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            blocklisted: Mutex::new(Vec::new()),
+            service,
+            refreshes: Mutex::default(),
+            refreshed: Condvar::new(),
         });
         g.refresh();
         Ok(RbdGateway { g })
@@ -192,6 +228,23 @@ impl Gw {
             if let Some(h) = h {
                 h();
             }
+        }
+        // Every state change ends here (takeover, fence, another owner):
+        // the service map follows (an unchanged status is not sent).
+        if let Some(s) = &self.service {
+            s.update(self.report().status());
+        }
+    }
+
+    fn report(&self) -> GatewayReport {
+        GatewayReport {
+            medium: format!("{}/{}", self.cfg.pool, self.cfg.image),
+            group: self.group,
+            lock_owner: self.owned.load(Ordering::Acquire) && !self.fenced.load(Ordering::Acquire),
+            owner: *lock(&self.owner),
+            failovers: self.takeovers.load(Ordering::Relaxed),
+            fenced: self.fences.load(Ordering::Relaxed),
+            blocklisted: lock(&self.blocklisted).clone(),
         }
     }
 
@@ -295,6 +348,41 @@ impl Gw {
         }
     }
 
+    /// [`Gw::refresh`] on a thread of its own, waited for at most `wait`:
+    /// then the owner as last seen, the read going on in the background
+    /// (its result published when it comes, as any owner change is).
+    fn refresh_bounded(self: &Arc<Self>, wait: Duration) -> Owner {
+        let mut st = lock(&self.refreshes);
+        // A read already under way counts (it started just before).
+        let want = st.done + 1;
+        if !st.running {
+            let g = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("rbd-owner".into())
+                .spawn(move || {
+                    g.refresh();
+                    let mut st = lock(&g.refreshes);
+                    st.running = false;
+                    st.done += 1;
+                    g.refreshed.notify_all();
+                });
+            match spawned {
+                Ok(_) => st.running = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rbd gateway: no thread to read the owner");
+                    drop(st);
+                    return *lock(&self.owner);
+                }
+            }
+        }
+        let (st, _) = self
+            .refreshed
+            .wait_timeout_while(st, wait, |s| s.done < want)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(st);
+        *lock(&self.owner)
+    }
+
     fn read_owner(&self, rbd: &RbdBackstore) -> io::Result<Owner> {
         let l = rbd.locks()?;
         let owners = l.owners()?;
@@ -381,6 +469,10 @@ impl Gw {
             }
             tracing::warn!(image = %rbd.name(), owner = %owner, "rbd gateway: breaking the lock (blocklisting that address)");
             l.break_lock(&owner)?;
+            let mut b = lock(&self.blocklisted);
+            b.push(owner.clone());
+            let extra = b.len().saturating_sub(BLOCKLIST_KEPT);
+            b.drain(..extra);
         }
         l.acquire()?;
         l.metadata_set(lock::OWNER_KEY, &lock::owner_record(self.group, &me))?;
@@ -397,7 +489,7 @@ impl Ownership for Handle {
     }
     fn owner(&self, refresh: bool) -> Owner {
         if refresh {
-            self.0.refresh()
+            self.0.refresh_bounded(REFRESH_WAIT)
         } else {
             *lock(&self.0.owner)
         }
@@ -407,6 +499,9 @@ impl Ownership for Handle {
     }
     fn on_change(&self, hook: OwnerHook) {
         *lock(&self.0.hook) = Some(Arc::from(hook));
+    }
+    fn report(&self) -> Option<GatewayReport> {
+        Some(self.0.report())
     }
 }
 

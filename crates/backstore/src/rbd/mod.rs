@@ -22,12 +22,14 @@
 //! ([`ffi`]).
 
 mod config;
+mod conn;
 mod extent;
 mod ffi;
 mod ffi_lock;
 mod ffi_rados;
 mod gateway;
 mod lock;
+mod service;
 mod shared;
 
 use std::ffi::{c_int, c_void, CString};
@@ -52,8 +54,12 @@ struct Shared {
     api: &'static ffi::Api,
     image: ffi::Image,
     size: AtomicU64,
-    /// AIOs started and not yet finished (the image closes at zero).
-    inflight: Mutex<u64>,
+    /// AIOs started and not yet finished (the image closes at zero): an
+    /// atomic, not a mutex, since every request counts itself twice (two
+    /// threads: the submitter and librbd's completion thread); `idle_lock`
+    /// and `idle` are only for the close waiting for zero.
+    inflight: AtomicU64,
+    idle_lock: Mutex<()>,
     idle: Condvar,
     /// Size changes noticed through the update watch.
     resizes: AtomicU64,
@@ -66,37 +72,15 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     fn begin(&self) {
-        *self.inflight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
     }
 
     fn end(&self) {
-        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        if *n == 0 {
+        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock: a close that saw a non-zero count is waiting
+            // (it checks and waits under it), so it cannot miss this.
+            let _g = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.idle.notify_all();
-        }
-    }
-}
-
-/// The cluster connection and pool context (closed after the image).
-struct Conn {
-    api: &'static ffi::Api,
-    cluster: ffi::Rados,
-    ioctx: ffi::Ioctx,
-}
-
-// SAFETY: only used to open and close (under &mut / Drop).
-unsafe impl Send for Conn {}
-unsafe impl Sync for Conn {}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // SAFETY: handles created by this Conn, destroyed once.
-        unsafe {
-            if !self.ioctx.is_null() {
-                (self.api.rados_ioctx_destroy)(self.ioctx);
-            }
-            (self.api.rados_shutdown)(self.cluster);
         }
     }
 }
@@ -109,7 +93,7 @@ pub struct RbdBackstore {
     name: String,
     // Last: dropped after `Drop::drop` closed the image (and shared with
     // the shared state object, which may outlive it).
-    _conn: Arc<Conn>,
+    _conn: Arc<conn::Conn>,
 }
 
 /// librbd's `-errno` as an error.
@@ -145,54 +129,7 @@ impl RbdBackstore {
                 .map(|s| format!("@{s}"))
                 .unwrap_or_default()
         );
-        let mut cluster = null_mut();
-        // librados' default client (rados_create2 needs a name).
-        let client = cstr(&format!("client.{}", cfg.id.as_deref().unwrap_or("admin")))?;
-        // SAFETY: out-pointer to a local; strings outlive the call.
-        let r = unsafe { (api.rados_create2)(&mut cluster, c"ceph".as_ptr(), client.as_ptr(), 0) };
-        rc("rados_create2", r as isize)?;
-        let mut conn = Conn {
-            api,
-            cluster,
-            ioctx: null_mut(),
-        };
-        let conf = cfg.conf.as_deref().map(cstr).transpose()?;
-        let timeout = cfg.osd_op_timeout.as_secs().to_string();
-        let settings = [
-            ("rbd_cache", "false"),
-            ("rbd_skip_partial_discard", "false"),
-            ("rados_osd_op_timeout", timeout.as_str()),
-            ("client_mount_timeout", timeout.as_str()),
-        ];
-        // SAFETY: `cluster` is live; every string is NUL-terminated and
-        // outlives its call.
-        unsafe {
-            let path = conf.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-            rc(
-                "reading the ceph configuration",
-                (api.rados_conf_read_file)(cluster, path) as isize,
-            )?;
-            rc(
-                "CEPH_ARGS",
-                (api.rados_conf_parse_env)(cluster, std::ptr::null()) as isize,
-            )?;
-            for (k, v) in settings {
-                let (ck, cv) = (cstr(k)?, cstr(v)?);
-                rc(
-                    k,
-                    (api.rados_conf_set)(cluster, ck.as_ptr(), cv.as_ptr()) as isize,
-                )?;
-            }
-            rc(
-                "connecting to the cluster",
-                (api.rados_connect)(cluster) as isize,
-            )?;
-            let pool = cstr(&cfg.pool)?;
-            rc(
-                &format!("pool {}", cfg.pool),
-                (api.rados_ioctx_create)(cluster, pool.as_ptr(), &mut conn.ioctx) as isize,
-            )?;
-        }
+        let conn = conn::connect(cfg, true)?;
         let image = Self::open_image(api, conn.ioctx, cfg, size, read_only, &name)?;
         let mut bytes = 0u64;
         let mut info: ffi::ImageInfo = unsafe { std::mem::zeroed() };
@@ -219,7 +156,8 @@ impl RbdBackstore {
             api,
             image,
             size: AtomicU64::new(bytes),
-            inflight: Mutex::new(0),
+            inflight: AtomicU64::new(0),
+            idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             resizes: AtomicU64::new(0),
             on_resize: Mutex::new(None),
@@ -550,11 +488,11 @@ impl Drop for RbdBackstore {
             if let Some(h) = self.watch.take() {
                 (s.api.rbd_update_unwatch)(s.image, h);
             }
-            let mut n = s.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            while *n > 0 {
-                n = s.idle.wait(n).unwrap_or_else(|e| e.into_inner());
+            let mut g = s.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
+            while s.inflight.load(Ordering::Acquire) > 0 {
+                g = s.idle.wait(g).unwrap_or_else(|e| e.into_inner());
             }
-            drop(n);
+            drop(g);
             (s.api.rbd_close)(s.image);
         }
     }

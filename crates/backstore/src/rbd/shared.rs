@@ -26,8 +26,9 @@ use std::ptr::null_mut;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::conn::Conn;
 use super::ffi_rados::{self as fr, acked_gids};
-use super::{ffi, rc, Conn};
+use super::{ffi, rc};
 use crate::shared_state::{ChangeHook, SharedState};
 
 const VERSION_XATTR: &CStr0 = c"rtarget.ver";

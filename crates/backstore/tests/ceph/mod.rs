@@ -62,6 +62,13 @@ impl Cluster {
         self.dir.path().join("c/ceph.conf").display().to_string()
     }
 
+    /// The pid of daemon `name` (`osd.0`, `mon.a`).
+    pub fn pid(&self, name: &str) -> i32 {
+        let f = self.dir.path().join(format!("c/run/{name}.pid"));
+        let s = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        s.trim().parse().unwrap()
+    }
+
     /// The backstore config of `spec` (pool/image[@snap]) on this cluster.
     pub fn cfg(&self, spec: &str) -> backstore::RbdConfig {
         backstore::RbdConfig::parse(&format!("{spec};conf={};osd_op_timeout=20", self.conf()))

@@ -76,11 +76,41 @@ impl LoginStatus {
     }
 }
 
+/// Why a login may not add a connection to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// No session with that key and TSIH.
+    NoSession,
+    /// The session has its negotiated MaxConnections.
+    TooMany,
+    /// The connection it reinstates did not end in time.
+    Busy,
+}
+
+impl JoinRefused {
+    pub fn status(self) -> LoginStatus {
+        match self {
+            JoinRefused::NoSession => LoginStatus::SessionDoesNotExist,
+            JoinRefused::TooMany => LoginStatus::TooManyConnections,
+            JoinRefused::Busy => LoginStatus::ServiceUnavailable,
+        }
+    }
+}
+
 /// What the login reads of the server (the machine changes nothing there).
 pub trait Directory {
     fn target(&self, iqn: &str) -> Option<Arc<TargetConfig>>;
     /// A session with this key and TSIH is registered.
     fn session_exists(&self, key: &SessionKey, tsih: u16) -> bool;
+    /// May connection `cid` join session `key`/`tsih` (MC/S)? By default
+    /// a session takes one connection.
+    fn join_check(&self, key: &SessionKey, tsih: u16, _cid: u16) -> Result<(), JoinRefused> {
+        if self.session_exists(key, tsih) {
+            Err(JoinRefused::TooMany)
+        } else {
+            Err(JoinRefused::NoSession)
+        }
+    }
     /// Credentials discovery sessions must prove (`None`: no CHAP).
     fn discovery_auth(&self) -> Option<ChapCredentials>;
 }
@@ -121,6 +151,8 @@ pub struct Accepted {
     pub target: Option<Arc<TargetConfig>>,
     pub tpg: Option<TpgConfig>,
     pub isid: [u8; 6],
+    /// Non-zero: the session this connection joins (MC/S).
+    pub tsih: u16,
     pub cid: u16,
     pub initiator_name: String,
     pub neg: Negotiator,
@@ -459,6 +491,7 @@ impl<'a> LoginMachine<'a> {
             target: self.target.clone(),
             tpg: self.tpg.clone(),
             isid: first.isid,
+            tsih: first.tsih,
             cid: first.cid,
             initiator_name: self.initiator.clone(),
             discovery: neg.session_type == Some(SessionType::Discovery),
@@ -575,22 +608,23 @@ impl<'a> LoginMachine<'a> {
                 return Err(LoginStatus::NotAuthorized);
             }
             if req.tsih != 0 {
-                // Adding a connection to a session: MaxConnections is 1.
+                // Adding a connection to a session (MC/S): the session's
+                // negotiated MaxConnections bounds it. The registry checks
+                // again when the login ends.
                 let key = SessionKey {
                     initiator: initiator.to_string(),
                     isid: req.isid,
                     target: target.iqn.clone(),
                     tpgt: tpg.tag,
                 };
-                return Err(if self.directory.session_exists(&key, req.tsih) {
-                    LoginStatus::TooManyConnections
-                } else {
-                    LoginStatus::SessionDoesNotExist
-                });
+                self.directory
+                    .join_check(&key, req.tsih, req.cid)
+                    .map_err(JoinRefused::status)?;
             }
             self.window = tpg.attributes.default_cmdsn_depth.clamp(1, 4096);
             extra.push(Pair::new("TargetPortalGroupTag", tpg.tag.to_string()));
-            let neg = Negotiator::new(build_offer_for(Some(&tpg), acl));
+            let mut neg = Negotiator::new(build_offer_for(Some(&tpg), acl));
+            neg.joining = req.tsih != 0;
             self.creds = auth_policy(&tpg, acl).creds;
             self.acl = acl.is_some();
             self.target = Some(target);

@@ -72,8 +72,9 @@ pub(crate) fn build_offer_for(tpg: Option<&TpgConfig>, acl: Option<&AclConfig>) 
         let policy = auth_policy(t, acl);
         offer = t.offer.clone();
         // What this fabric implements caps what a configuration may offer.
+        // MaxConnections is the TPG's (LIO's default, 1, unless set):
+        // sessions may carry several connections (MC/S, `session_core`).
         offer.error_recovery_level = 0;
-        offer.max_connections = 1;
         // As in LIO, the `authentication` attribute decides over the
         // AuthMethod parameter (whose targetcli default is "CHAP,None").
         // An ACL's own rule (credentials set, or its attribute) decides
@@ -157,13 +158,15 @@ mod tests {
         )));
         assert_eq!(o.max_recv_data_segment_length, 8192);
         assert!(o.initial_r2t);
-        // ERL and MC/S beyond what is implemented are never offered.
+        // ERL beyond what is implemented is never offered; MaxConnections
+        // is the TPG's.
         let o = build_offer(Some(&tpg(
             None,
             false,
             &[("ErrorRecoveryLevel", "2"), ("MaxConnections", "8")],
         )));
-        assert_eq!((o.error_recovery_level, o.max_connections), (0, 1));
+        assert_eq!((o.error_recovery_level, o.max_connections), (0, 8));
+        assert_eq!(build_offer(Some(&tpg(None, false, &[]))).max_connections, 1);
         assert_eq!(build_offer(None), TargetOffer::default());
     }
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 use backstore::{Backstore, Capabilities};
 use iscsi::{IscsiServer, TargetConfig, TpgConfig};
 use iscsi_wire::request::{
-    Attr, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TextRequest,
+    Attr, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, TaskMgmtRequest, TextRequest,
 };
-use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse};
+use iscsi_wire::response::{DataIn, LoginResponse, R2t, ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::text::{encode_pairs, parse_pairs, Pair};
+use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
@@ -117,6 +118,8 @@ pub struct Client {
     pub itt: u32,
     pub isid: [u8; 6],
     pub tsih: u16,
+    /// Connection ID sent at login (MC/S tests add connections).
+    pub cid: u16,
     /// Negotiated values the client acts on.
     pub immediate_data: bool,
     pub initial_r2t: bool,
@@ -145,6 +148,7 @@ impl Client {
             itt: 1,
             isid: [0x80, 0, 0, 0, 0x12, 0x34],
             tsih: 0,
+            cid: 0,
             immediate_data: true,
             initial_r2t: true,
             first_burst: 65536,
@@ -229,7 +233,7 @@ impl Client {
             isid: self.isid,
             tsih: self.tsih,
             itt: self.itt,
-            cid: 0,
+            cid: self.cid,
             cmdsn: self.cmdsn,
             exp_statsn: self.exp_statsn,
         };
@@ -302,8 +306,9 @@ impl Client {
         };
         self.immediate_data = get("ImmediateData").as_deref() != Some("No");
         self.initial_r2t = get("InitialR2T").as_deref() != Some("No");
-        if let Some(fb) = get("FirstBurstLength") {
-            self.first_burst = fb.parse().unwrap();
+        // (A login adding a connection gets "Irrelevant": the session's.)
+        if let Some(Ok(fb)) = get("FirstBurstLength").map(|v| v.parse()) {
+            self.first_burst = fb;
         }
         if let Some(m) = get("MaxRecvDataSegmentLength") {
             self.target_mrdsl = m.parse().unwrap();
@@ -523,12 +528,17 @@ impl Client {
     }
 
     pub fn logout(&mut self) -> Pdu {
+        self.logout_for(0, self.cid)
+    }
+
+    /// Logout with this reason code (0: session, 1: connection `cid`).
+    pub fn logout_for(&mut self, reason: u8, cid: u16) -> Pdu {
         let itt = self.next_itt();
         let l = LogoutRequest {
             immediate: true,
-            reason: 0,
+            reason,
             itt,
-            cid: 0,
+            cid,
             cmdsn: self.cmdsn,
             exp_statsn: self.exp_statsn,
         };
@@ -537,7 +547,36 @@ impl Client {
         self.send(&b, &[]);
         let p = self.recv().expect("logout response");
         assert_eq!(p.bhs.opcode(), Opcode::LOGOUT_RESPONSE);
+        self.exp_statsn = p.bhs.u32_at(24).wrapping_add(1);
         p
+    }
+
+    /// One immediate Task Management Function request (`function` is the
+    /// wire code, `lun` single-level) and its response.
+    pub fn tmf(&mut self, function: u8, lun: u8, referenced_tag: u32) -> TaskMgmtResponse {
+        let tm = TaskMgmtRequest {
+            immediate: true,
+            function: TmfFunction::from_code(function),
+            lun: [0, lun, 0, 0, 0, 0, 0, 0],
+            itt: 0x4000 + u32::from(function),
+            referenced_tag,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+            ref_cmdsn: 0,
+            exp_datasn: 0,
+        };
+        let mut b = Bhs::default();
+        tm.write_to(&mut b);
+        self.send(&b, &[]);
+        let p = self.recv().expect("task management response");
+        assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
+        self.exp_statsn += 1;
+        TaskMgmtResponse::parse(&p.bhs)
+    }
+
+    /// The response code of `function` on LUN 0, no task referenced.
+    pub fn tmf_code(&mut self, function: u8) -> u8 {
+        self.tmf(function, 0, 0xffff_ffff).response.code()
     }
 }
 

@@ -54,18 +54,28 @@ pub fn print(resp: &Value, show: Show, as_json: bool) -> bool {
                 print_sessions_detail(&s.sessions);
             }
             print_guests(&s.guests);
+            print_gateways(&s.gateways);
         }),
         Show::Sessions => decoded(resp, |s: Sessions<SessionSummary>| {
             if s.sessions.is_empty() && s.guests.is_empty() {
                 println!("(no open sessions)");
             }
             for s in s.sessions {
+                // Sessions of several connections (MC/S) say which.
+                let conns = match s.cids.len() {
+                    0 | 1 => String::new(),
+                    n => {
+                        let cids: Vec<String> = s.cids.iter().map(u16::to_string).collect();
+                        format!(" ({n} connections, cids {})", cids.join(","))
+                    }
+                };
                 println!(
-                    "{} isid {} tsih {} -> {} tpg{} from {}",
+                    "{} isid {} tsih {} -> {} tpg{} from {}{conns}",
                     s.initiator, s.isid, s.tsih, s.target, s.tpg, s.peer
                 );
             }
             print_guests(&s.guests);
+            print_gateways(&s.gateways);
         }),
     }
 }
@@ -87,6 +97,13 @@ fn decoded<T: DeserializeOwned>(resp: &Value, show: impl FnOnce(T)) -> bool {
             eprintln!("rtarget: error: bad response from the daemon: {e}");
             false
         }
+    }
+}
+
+/// Gateways of shared media, one line each.
+fn print_gateways(gateways: &[crate::proto::GatewayState]) {
+    for g in gateways {
+        println!("{} ({}): {}", g.storage_object, g.medium, g.state);
     }
 }
 

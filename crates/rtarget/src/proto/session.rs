@@ -16,6 +16,37 @@ pub struct VhostGuest {
     pub socket: String,
 }
 
+/// A gateway of a shared medium, as `sessions` lists it
+/// ([`backstore::GatewayReport`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayState {
+    pub storage_object: String,
+    /// `pool/image`.
+    pub medium: String,
+    /// The summary line `ls` shows under the storage object.
+    pub state: String,
+    pub group: u16,
+    pub lock_owner: bool,
+    pub failovers: u64,
+    pub fenced: u64,
+    pub blocklisted: Vec<String>,
+}
+
+impl GatewayState {
+    pub fn new(storage_object: &str, r: &backstore::GatewayReport) -> GatewayState {
+        GatewayState {
+            storage_object: storage_object.to_string(),
+            medium: r.medium.clone(),
+            state: r.summary(),
+            group: r.group,
+            lock_owner: r.lock_owner,
+            failovers: r.failovers,
+            fenced: r.fenced,
+            blocklisted: r.blocklisted.clone(),
+        }
+    }
+}
+
 /// One logged-in session, as `sessions` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
@@ -26,6 +57,9 @@ pub struct SessionSummary {
     pub tpg: u16,
     pub tsih: u16,
     pub peer: SocketAddr,
+    /// CIDs of the session's connections (several with MC/S).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cids: Vec<u16>,
 }
 
 /// One session in detail (`sessions` with `"detail": true`).
@@ -81,6 +115,7 @@ impl From<&iscsi::SessionInfo> for SessionSummary {
             tpg: s.tpg_tag,
             tsih: s.tsih,
             peer: s.peer,
+            cids: s.cids.clone(),
         }
     }
 }
@@ -95,12 +130,24 @@ impl From<&iscsi::SessionDetail> for SessionDetail {
                 AclKind::Generated
             },
             authenticated: d.authenticated,
-            // The fabric runs one connection per session (MaxConnections=1).
-            connections: vec![Connection {
-                cid: d.cid,
-                peer: d.info.peer,
-                local: d.local,
-            }],
+            // Every connection of the session (MC/S); the leading one when
+            // the fabric lists none.
+            connections: if d.connections.is_empty() {
+                vec![Connection {
+                    cid: d.cid,
+                    peer: d.info.peer,
+                    local: d.local,
+                }]
+            } else {
+                d.connections
+                    .iter()
+                    .map(|c| Connection {
+                        cid: c.cid,
+                        peer: c.peer,
+                        local: c.local,
+                    })
+                    .collect()
+            },
             parameters: d.parameters.clone(),
             luns: d
                 .luns
@@ -168,9 +215,22 @@ mod tests {
                 tpg_tag: 2,
                 tsih: 9,
                 peer,
+                cids: vec![0, 1],
             },
             local: "[::1]:3260".parse().unwrap(),
             cid: 0,
+            connections: vec![
+                iscsi::ConnectionInfo {
+                    cid: 0,
+                    peer,
+                    local: "[::1]:3260".parse().unwrap(),
+                },
+                iscsi::ConnectionInfo {
+                    cid: 1,
+                    peer: "127.0.0.1:40513".parse().unwrap(),
+                    local: "[::1]:3260".parse().unwrap(),
+                },
+            ],
             acl: false,
             authenticated: false,
             parameters: vec![("MaxBurstLength".into(), "262144".into())],
@@ -189,6 +249,8 @@ mod tests {
         assert_eq!(wire["tpg"], 2);
         assert_eq!(wire["acl"], "generated");
         assert_eq!(wire["connections"][0]["local"], "[::1]:3260");
+        assert_eq!(wire["connections"][1]["cid"], 1);
+        assert_eq!(wire["cids"], json!([0, 1]));
         assert_eq!(wire["parameters"], json!({"MaxBurstLength": "262144"}));
         assert_eq!(wire["luns"][0]["storage_object"], "r0");
         let back: SessionDetail = serde_json::from_value(wire).unwrap();

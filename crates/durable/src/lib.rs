@@ -3,6 +3,8 @@
 //! fsynced inside (with its own directory fsynced too) can still vanish
 //! after a crash together with the directory that held it. State files
 //! (saveconfig, APTPL, encryption keys) create their directories here.
+//! A crate of its own so that config (saveconfig) shares it with backstore
+//! and target-core without depending on the storage crates.
 
 use std::fs::{self, File};
 use std::io;
@@ -56,24 +58,33 @@ fn parent(p: &Path) -> PathBuf {
 }
 
 fn sync_dir(d: &Path) -> io::Result<()> {
-    #[cfg(test)]
-    tests::SYNCED.with(|s| s.borrow_mut().push(d.to_path_buf()));
+    #[cfg(any(test, feature = "trace"))]
+    trace::SYNCED.with(|s| s.borrow_mut().push(d.to_path_buf()));
     File::open(d)?.sync_all()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Test support (feature `trace`): which directories were fsynced, so a
+/// caller's tests can check that it creates its directories through here.
+#[cfg(any(test, feature = "trace"))]
+pub mod trace {
     use std::cell::RefCell;
+    use std::path::PathBuf;
 
     thread_local! {
         /// Directories `sync_dir` fsynced on this thread, in order.
         pub(super) static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
     }
 
-    fn synced() -> Vec<PathBuf> {
+    /// The directories fsynced on this thread since the last call.
+    pub fn synced() -> Vec<PathBuf> {
         SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace::synced;
+    use super::*;
 
     #[test]
     fn creates_missing_levels_and_syncs_each_parent() {

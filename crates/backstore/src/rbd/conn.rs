@@ -1,0 +1,121 @@
+//! One librados cluster connection made as the cfgstring says (conf file,
+//! client id, rtarget's settings): the image's ([`super::RbdBackstore`])
+//! and the gateway's service registration ([`super::service`]) each have
+//! their own.
+
+use std::ffi::CString;
+use std::io;
+use std::ptr::null_mut;
+
+use super::{cstr, ffi, rc, RbdConfig};
+
+/// The cluster connection and pool context (closed after the image).
+pub(super) struct Conn {
+    pub api: &'static ffi::Api,
+    pub cluster: ffi::Rados,
+    pub ioctx: ffi::Ioctx,
+}
+
+// SAFETY: only used to open and close (under &mut / Drop); librados
+// handles may be used from any thread.
+unsafe impl Send for Conn {}
+unsafe impl Sync for Conn {}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: handles created by this Conn, destroyed once.
+        unsafe {
+            if !self.ioctx.is_null() {
+                (self.api.rados_ioctx_destroy)(self.ioctx);
+            }
+            (self.api.rados_shutdown)(self.cluster);
+        }
+    }
+}
+
+/// What rtarget sets on every connection, after the conf file and
+/// CEPH_ARGS (so these win), with `timeout` in seconds.
+fn settings(timeout: &str) -> [(&'static str, &str); 5] {
+    [
+        // An acknowledged write is in the cluster (several gateways must
+        // see it alike); the LU reports no volatile cache.
+        ("rbd_cache", "false"),
+        ("rbd_skip_partial_discard", "false"),
+        // librbd copies every write buffer (its default, kept): with
+        // zero-copy writes (`false`) it holds the completion back until it
+        // let go of the buffer, and after the exclusive lock was broken
+        // under it (a takeover's blocklisting) it never does: the write,
+        // and the close waiting for it, hang (tests/rbd.rs,
+        // blocklisted_writes_fail). It would save ~150 µs of CPU per 1 MiB
+        // write (BENCHMARKS.md).
+        ("rbd_disable_zero_copy_writes", "true"),
+        ("rados_osd_op_timeout", timeout),
+        ("client_mount_timeout", timeout),
+    ]
+}
+
+/// Connect to the cluster `cfg` names; with `pool`, also open its context.
+pub(super) fn connect(cfg: &RbdConfig, pool: bool) -> io::Result<Conn> {
+    let api = ffi::api().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+    let mut cluster = null_mut();
+    // librados' default client (rados_create2 needs a name).
+    let client = cstr(&format!("client.{}", cfg.id.as_deref().unwrap_or("admin")))?;
+    // SAFETY: out-pointer to a local; strings outlive the call.
+    let r = unsafe { (api.rados_create2)(&mut cluster, c"ceph".as_ptr(), client.as_ptr(), 0) };
+    rc("rados_create2", r as isize)?;
+    let mut conn = Conn {
+        api,
+        cluster,
+        ioctx: null_mut(),
+    };
+    let conf = cfg.conf.as_deref().map(cstr).transpose()?;
+    let timeout = cfg.osd_op_timeout.as_secs().to_string();
+    let settings = settings(&timeout);
+    // SAFETY: `cluster` is live; every string is NUL-terminated and
+    // outlives its call.
+    unsafe {
+        let path = conf
+            .as_ref()
+            .map_or(std::ptr::null(), |c: &CString| c.as_ptr());
+        rc(
+            "reading the ceph configuration",
+            (api.rados_conf_read_file)(cluster, path) as isize,
+        )?;
+        rc(
+            "CEPH_ARGS",
+            (api.rados_conf_parse_env)(cluster, std::ptr::null()) as isize,
+        )?;
+        for (k, v) in settings {
+            let (ck, cv) = (cstr(k)?, cstr(v)?);
+            rc(
+                k,
+                (api.rados_conf_set)(cluster, ck.as_ptr(), cv.as_ptr()) as isize,
+            )?;
+        }
+        rc(
+            "connecting to the cluster",
+            (api.rados_connect)(cluster) as isize,
+        )?;
+        if pool {
+            let pool = cstr(&cfg.pool)?;
+            rc(
+                &format!("pool {}", cfg.pool),
+                (api.rados_ioctx_create)(cluster, pool.as_ptr(), &mut conn.ioctx) as isize,
+            )?;
+        }
+    }
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn settings_keep_the_cache_off_and_write_buffers_copied() {
+        let s = super::settings("7");
+        let get = |k: &str| s.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        assert_eq!(get("rbd_cache"), Some("false"));
+        assert_eq!(get("rbd_disable_zero_copy_writes"), Some("true"));
+        assert_eq!(get("rados_osd_op_timeout"), Some("7"));
+        assert_eq!(get("client_mount_timeout"), Some("7"));
+    }
+}
