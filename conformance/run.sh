@@ -130,6 +130,9 @@ cfg_fileio4k() {    # fileio with 4 KiB logical blocks (261,888 blocks): the who
 cfg_pool() {        # fileio whose commands run on the I/O worker pool (io_engine=pool)
     cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:io_engine=pool")
 }
+cfg_uring() {       # fileio whose READ/WRITE go through io_uring (io_engine=uring)
+    cfg_fileio; RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:io_engine=uring")
+}
 cfg_sanitizereset() { # Sanitize.Reset only: a SANITIZE that outlasts TMFs, resets and a
     # relogin (>5 s) — 128 MiB at rtarget's QoS limit of 8 MiB/s takes 16 s
     # The test then sleeps 60 s without reading its socket: no NOP-In ping (it would

@@ -92,7 +92,7 @@ done
 
 # LU configurations for the conformance run (see cfg_* in conformance/run.sh); each
 # has its committed results file.
-CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,fileio4k,ramdisk,crypt,sanitizereset,pool,qcow2,qemu,nbd,block,mcs}
+CONF_MATRIX=${CONF_MATRIX:-fileio,thin,readonly,multipath,removable,sanitize,thinsanitize,thin4k,fileio4k,ramdisk,crypt,sanitizereset,pool,qcow2,qemu,nbd,block,mcs,uring}
 RESULTS=() FAILS=0 BUILD_OK=1 T_ALL=$SECONDS
 # step NAME LIMIT_SECONDS CMD...: run one step with a wall-clock limit, record result.
 step() {

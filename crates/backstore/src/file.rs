@@ -24,6 +24,7 @@ use crate::{Backstore, Capabilities};
 
 mod durable;
 mod resize;
+pub mod uring;
 mod vectored;
 
 /// Alignment used for `O_DIRECT` (covers 512- and 4096-byte sector devices).

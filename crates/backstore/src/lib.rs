@@ -33,6 +33,7 @@ pub mod sticky;
 
 pub use aio::{Completion, IoOp};
 pub use crypt::{CryptBackstore, CryptError};
+pub use file::uring::UringBackstore;
 pub use file::{Extent, FileBackstore, FileOptions};
 pub use iov::IoVecs;
 pub use lent::{LentBytes, LentRead};

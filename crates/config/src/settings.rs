@@ -132,8 +132,8 @@ pub const SO_ATTRIBUTES: &[Spec] = &[
         used: true,
         settable: false,
     },
-    // 0 = inline, 1 = pool; also written by name (see `io_engine`).
-    spec("io_engine", FLAG, true),
+    // 0 = inline, 1 = pool, 2 = uring; also written by name (see `io_engine`).
+    spec("io_engine", &[(0, 2)], true),
     spec("o_direct", FLAG, true),
     spec("qos_rw_ios_per_sec", &[(0, i64::MAX)], true),
     spec("qos_rw_mbytes_per_sec", &[(0, i64::MAX)], true),
@@ -399,6 +399,8 @@ impl AclAttributes {
 pub enum IoEngineChoice {
     Inline,
     Pool,
+    /// io_uring (fileio and block only).
+    Uring,
 }
 
 /// A storage object's attributes as the daemon's build reads them; `None`
@@ -424,13 +426,14 @@ pub struct ObjectAttributes {
 
 impl ObjectAttributes {
     pub fn parse(map: &Map<String, Value>) -> Result<Self, Vec<String>> {
-        // The I/O engine is named (inline/pool) as well as numbered.
+        // The I/O engine is named (inline/pool/uring) as well as numbered.
         let mut numbered;
         let mut map = map;
         let named = match map.get("io_engine") {
             Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
                 "inline" => Some(IoEngineChoice::Inline),
                 "pool" => Some(IoEngineChoice::Pool),
+                "uring" => Some(IoEngineChoice::Uring),
                 _ => None,
             },
             _ => None,
@@ -445,7 +448,7 @@ impl ObjectAttributes {
             .iter_mut()
             .find(|e| e.starts_with("attribute io_engine:"))
         {
-            e.push_str(", or inline / pool");
+            e.push_str(", or inline / pool / uring");
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -465,7 +468,8 @@ impl ObjectAttributes {
             o_direct: opt("o_direct"),
             io_engine: named.or(match got.get("io_engine") {
                 Some(0) => Some(IoEngineChoice::Inline),
-                Some(_) => Some(IoEngineChoice::Pool),
+                Some(1) => Some(IoEngineChoice::Pool),
+                Some(_) => Some(IoEngineChoice::Uring),
                 None => None,
             }),
             qos_rw_mbytes_per_sec: num("qos_rw_mbytes_per_sec"),
@@ -602,18 +606,27 @@ mod tests {
         assert!(o.emulate_tpu && !o.emulate_tpws);
         assert_eq!(o.qos_rw_mbytes_per_sec, 8);
         assert_eq!(o.emulate_write_cache, None);
+        for (v, want) in [
+            (json!("uring"), IoEngineChoice::Uring),
+            (json!(" URING "), IoEngineChoice::Uring),
+            (json!(2), IoEngineChoice::Uring),
+            (json!("1"), IoEngineChoice::Pool),
+        ] {
+            let o = ObjectAttributes::parse(&map(json!({ "io_engine": v }))).unwrap();
+            assert_eq!(o.io_engine, Some(want));
+        }
         for bad in [
             json!({"block_size": 520}),
-            json!({"io_engine": "uring"}),
-            json!({"io_engine": 2}),
+            json!({"io_engine": "spdk"}),
+            json!({"io_engine": 3}),
             json!({"qos_rw_ios_per_sec": -1}),
             json!({"emulate_rest_reord": 1}),
             json!({"pi_prot_type": 2}),
         ] {
             assert!(ObjectAttributes::parse(&map(bad.clone())).is_err(), "{bad}");
         }
-        let e = ObjectAttributes::parse(&map(json!({"io_engine": "uring"}))).unwrap_err();
-        assert!(e[0].ends_with("or inline / pool"), "{e:?}");
+        let e = ObjectAttributes::parse(&map(json!({"io_engine": "fast"}))).unwrap_err();
+        assert!(e[0].ends_with("or inline / pool / uring"), "{e:?}");
     }
 
     #[test]

@@ -175,7 +175,13 @@ fn check_storage_object(r: &mut Report, loc: &str, so: &StorageObject) -> bool {
     // One parse, shared with the daemon's build: every known attribute
     // within LIO's values (rtarget's own for its extensions).
     let block_size = match crate::ObjectAttributes::parse(&so.attributes) {
-        Ok(a) => u64::from(a.block_size),
+        Ok(a) => {
+            let uring = a.io_engine == Some(crate::IoEngineChoice::Uring);
+            if uring && !matches!(so.plugin.as_str(), "fileio" | "block") {
+                r.err(loc, "io_engine=uring is for fileio and block objects only");
+            }
+            u64::from(a.block_size)
+        }
         Err(errors) => {
             for e in errors {
                 r.err(loc, e);

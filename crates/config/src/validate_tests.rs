@@ -273,15 +273,25 @@ fn rtarget_extension_attributes() {
         ),
         Ok(vec![])
     );
+    assert_eq!(with(json!({"io_engine": "uring"})), Ok(vec![]));
+    assert_eq!(with(json!({"io_engine": 2})), Ok(vec![]));
     for bad in [
-        json!({"io_engine": "uring"}),
-        json!({"io_engine": 2}),
+        json!({"io_engine": "spdk"}),
+        json!({"io_engine": 3}),
         json!({"o_direct": "maybe"}),
         json!({"qos_rw_mbytes_per_sec": -1}),
         json!({"qos_rw_ios_per_sec": "fast"}),
     ] {
         assert!(with(bad.clone()).is_err(), "{bad} accepted");
     }
+    // Only file-backed objects have a ring.
+    let mut v = base();
+    v["storage_objects"][1]["attributes"] = json!({"io_engine": "uring"});
+    let e = validate(&cfg(v)).unwrap_err();
+    assert!(
+        format!("{e:?}").contains("io_engine=uring is for fileio and block"),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -52,6 +52,15 @@ pub const LIMITS: Limits = Limits {
 /// A connection's engine queue; each task carries its command header.
 pub type Offload = TaskQueue<ScsiCommand>;
 
+/// A connection's engine queue. The connection thread submits and reaps
+/// (after each batch of PDUs it handled), so io_uring requests of one
+/// wake-up go to the kernel together.
+pub fn new_offload() -> Offload {
+    let mut q = Offload::new(LIMITS);
+    q.batch_submissions();
+    q
+}
+
 /// What `poll_conn` saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ready {
@@ -110,7 +119,7 @@ pub fn poll_conn(sock: Option<RawFd>, sink: Option<RawFd>, timeout: Duration) ->
 
 impl Session {
     /// Whether a command for `lun` goes to the engine, and if so whether it
-    /// is a long one: long commands, LUs whose `io_engine` is pool, and
+    /// is a long one: long commands, LUs whose `io_engine` is pool or uring, and
     /// commands that task ordering holds behind older engine tasks. One
     /// LUN lookup and one branch for inline LUs.
     pub fn pool_choice(&self, lun: u64, c: &ScsiCommand, cdb: &[u8]) -> Option<bool> {
@@ -118,7 +127,7 @@ impl Session {
             return Some(true);
         }
         match self.luns.find(lun) {
-            Some(l) if l.device.options.io_engine == IoEngine::Pool => Some(false),
+            Some(l) if l.device.options.io_engine != IoEngine::Inline => Some(false),
             _ if !self
                 .offload
                 .may_run_inline(lun, crate::session::task_attr(c.attr)) =>

@@ -172,7 +172,7 @@ impl Session {
             busy_poll,
             text: TextState::default(),
             key: l.key,
-            offload: Offload::new(crate::offload::LIMITS),
+            offload: crate::offload::new_offload(),
             finished: Vec::new(),
             nexus_arc,
             conn: None,

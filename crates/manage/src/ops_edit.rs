@@ -431,8 +431,8 @@ fn set_in(
         };
         let spec = settings::find(table, k);
         let value = match group {
-            // The I/O engine is named (inline/pool) as well as numbered.
-            "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool") => {
+            // The I/O engine is named (inline/pool/uring) as well as numbered.
+            "attribute" if k == "io_engine" && matches!(v.trim(), "inline" | "pool" | "uring") => {
                 Value::from(v.trim())
             }
             "attribute" if matches!(loc, Loc::Target(_)) && k == config::loopback::MODE_KEY => {
@@ -680,7 +680,15 @@ mod tests {
         assert_eq!(a["io_engine"], "pool");
         assert_eq!(a["qos_rw_mbytes_per_sec"], 8);
         assert!(config::validate(&c).is_ok());
-        for (k, v) in [("io_engine", "uring"), ("encryption", "1")] {
+        set(
+            &mut c,
+            "/backstores/fileio/d",
+            "attribute",
+            &kv(&[("io_engine", "uring")]),
+        )
+        .unwrap();
+        assert_eq!(c.storage_objects[0].attributes["io_engine"], "uring");
+        for (k, v) in [("io_engine", "spdk"), ("encryption", "1")] {
             assert!(set(&mut c, "/backstores/fileio/d", "attribute", &kv(&[(k, v)])).is_err());
         }
     }

@@ -106,6 +106,10 @@ pub enum IoEngine {
     /// On a worker pool, so a backstore that blocks (O_DIRECT, network)
     /// does not stall the connection's other commands.
     Pool,
+    /// READ and WRITE go straight to the backstore's io_uring from the
+    /// fabric's thread, queued per wake-up and submitted together; the
+    /// ring's reaper completes them. Other commands go to the worker pool.
+    Uring,
 }
 
 /// One storage object as seen by SCSI: its backstore plus all SCSI state that

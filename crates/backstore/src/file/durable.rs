@@ -52,6 +52,12 @@ impl Writeback {
         r.map_err(|e| self.fault.record(&self.name, &format!("fdatasync: {e}")))
     }
 
+    /// An fdatasync made elsewhere (the io_uring engine) failed with `e`:
+    /// remembered as `sync` remembers it.
+    pub(super) fn sync_failed(&self, e: io::Error) -> io::Error {
+        self.fault.record(&self.name, &format!("fdatasync: {e}"))
+    }
+
     /// A synchronous write failed with `e`: if a writeback error happened
     /// (the probe's sync reports it), it becomes sticky; otherwise the write
     /// alone failed and `e` is returned as is.

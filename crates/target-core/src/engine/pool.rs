@@ -48,6 +48,9 @@ pub(super) struct Job {
     pub long: bool,
     /// Lent buffers: run with `execute_sg` (data_out / data_in unused).
     pub sg: Option<SgBufs>,
+    /// A READ/WRITE of an `io_engine=uring` LU: started on the fabric's
+    /// thread ([`start_here`]).
+    pub ring: bool,
 }
 
 struct Queue {
@@ -255,6 +258,14 @@ pub(super) fn submit(job: Job) {
     enqueue(p, job);
 }
 
+/// Start a job on the calling thread: for a request the backstore only
+/// queues (an io_uring READ/WRITE), so the fabric's thread never blocks
+/// and no worker is woken for it.
+pub(super) fn start_here(job: Job) {
+    job.sink.started(job.long);
+    run(job);
+}
+
 fn enqueue(p: &Pool, job: Job) {
     let wake = {
         let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -389,6 +400,7 @@ fn run(job: Job) {
         charge,
         long,
         sg,
+        ring: _,
     } = job;
     let pending = |cdb: &Cdb| Pending {
         seq,

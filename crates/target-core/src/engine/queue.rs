@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::pool::{self, Job};
 use super::sink::{Ends, Sink};
 use super::{Cdb, Done, SgBufs, Task};
-use crate::{LunTable, Nexus, Outcome, Status, TaskAttr};
+use crate::{IoEngine, LunTable, Nexus, Outcome, Status, TaskAttr};
 
 /// The memory a fabric lets tasks hold (see `engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,9 @@ pub struct TaskQueue<C> {
     next_seq: u64,
     /// Completions being processed (capacity kept).
     done: Vec<Done>,
+    /// The fabric reaps on the thread that submits (`batch_submissions`):
+    /// io_uring requests wait queued until the next `reap`/`prepare_sleep`.
+    batch: bool,
 }
 
 impl<C> TaskQueue<C> {
@@ -105,7 +108,29 @@ impl<C> TaskQueue<C> {
             ordered: 0,
             next_seq: 0,
             done: Vec::new(),
+            batch: false,
         }
+    }
+
+    /// Promise that the thread submitting tasks is the one that calls
+    /// [`Self::reap`] or [`Self::prepare_sleep`] before it waits for them
+    /// (an iSCSI connection): then the io_uring requests of the commands a
+    /// fabric takes in one wake-up are submitted together, with one system
+    /// call, at that `reap`. Without it each is submitted at once.
+    pub fn batch_submissions(&mut self) {
+        self.batch = true;
+    }
+
+    /// Hand a started job to where it runs: the ring from this thread, or
+    /// the pool.
+    fn start(&self, job: Job) {
+        if !job.ring {
+            return pool::submit(job);
+        }
+        if self.batch {
+            backstore::file::uring::plug();
+        }
+        pool::start_here(job);
     }
 
     /// Tasks in the engine, or answers waiting: the fabric must reap.
@@ -235,10 +260,20 @@ impl<C> TaskQueue<C> {
         // Lent buffers are not ours: only owned ones count.
         let edtl = if sg.is_some() { 0 } else { edtl };
         let charge = task.data_in.capacity().max(edtl) + task.data_out.capacity();
-        let lu_key = match luns.find(task.lun) {
+        let lu = luns.find(task.lun);
+        let lu_key = match lu {
             Some(l) if !task.long => l.device.id(),
             _ => 0,
         };
+        // Only READ and WRITE are sure not to block this thread on a ring.
+        let ring = !task.long
+            && sg.is_none()
+            && lu.is_some_and(|l| l.device.options.io_engine == IoEngine::Uring)
+            && task
+                .cdb
+                .as_slice()
+                .first()
+                .is_some_and(|&o| is_read_write(o));
         pool::lu_enter(lu_key);
         pool::charge(charge);
         let info = TaskInfo {
@@ -275,9 +310,10 @@ impl<C> TaskQueue<C> {
             charge,
             long: task.long,
             sg,
+            ring,
         };
         if start {
-            pool::submit(job);
+            self.start(job);
         } else {
             self.held.push_back(job);
         }
@@ -287,6 +323,8 @@ impl<C> TaskQueue<C> {
     /// Hand every finished task to `f` (aborted ones flagged), then start
     /// the held tasks that ordering now lets run.
     pub fn reap(&mut self, mut f: impl FnMut(Finished<C>)) {
+        // The ring requests this wake-up queued: one system call for all.
+        backstore::file::uring::unplug();
         self.ready.drain(..).for_each(&mut f);
         let Some(sink) = &self.sink else {
             return;
@@ -336,7 +374,7 @@ impl<C> TaskQueue<C> {
                 if let Some(fl) = self.flights.iter_mut().find(|f| f.seq == job.seq) {
                     fl.started = true;
                 }
-                pool::submit(job);
+                self.start(job);
             } else {
                 self.held.push_back(job);
             }
@@ -409,6 +447,7 @@ impl<C> TaskQueue<C> {
     /// Before the fabric sleeps on [`Self::completion_fd`]: false if
     /// answers already wait (reap instead); else the next one signals.
     pub fn prepare_sleep(&self) -> bool {
+        backstore::file::uring::unplug();
         if !self.ready.is_empty() {
             return false;
         }
@@ -426,6 +465,7 @@ impl<C> TaskQueue<C> {
     /// are dropped, and each of `ends` runs once the tasks still running
     /// have finished (now if none runs).
     pub fn close(&mut self, ends: Ends) {
+        backstore::file::uring::unplug();
         for job in self.held.drain(..) {
             pool::lu_leave(job.lu_key);
             pool::uncharge(job.charge);
@@ -443,6 +483,22 @@ impl<C> TaskQueue<C> {
             }
         }
     }
+}
+
+/// READ(6/10/12/16) or WRITE(6/10/12/16).
+fn is_read_write(opcode: u8) -> bool {
+    use scsi::opcode as op;
+    matches!(
+        opcode,
+        op::READ_6
+            | op::READ_10
+            | op::READ_12
+            | op::READ_16
+            | op::WRITE_6
+            | op::WRITE_10
+            | op::WRITE_12
+            | op::WRITE_16
+    )
 }
 
 /// A task that orders the ones around it (long ones stay outside).
