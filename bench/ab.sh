@@ -70,15 +70,7 @@ for i in 0 1; do
     while [[ " ${PORTS[*]:-} " == *" $port "* ]]; do port=$(free_port); done
     mkdir -p "$W/d$i"; mkconfig "$W/d$i/saveconfig.json" "$port" "$IQN" "${specs[@]}"
     if [[ -n ${TPG_ATTRS[i]} ]]; then
-        python3 - "$W/d$i/saveconfig.json" "${TPG_ATTRS[i]}" <<'EOF'
-import json, sys
-path, attrs = sys.argv[1], dict(kv.split("=", 1) for kv in sys.argv[2].split(","))
-cfg = json.load(open(path))
-for t in cfg["targets"]:
-    for tpg in t["tpgs"]:
-        tpg.setdefault("attributes", {}).update({k: int(v) for k, v in attrs.items()})
-json.dump(cfg, open(path, "w"), indent=2)
-EOF
+        set_tpg_attributes "$W/d$i/saveconfig.json" "${TPG_ATTRS[i]}"
     fi
     RTARGET_BIN=${BINS[$i]} start_rtarget "$W/d$i" "$port"
     PIDS[i]=$RT_PID PORTS[i]=$port

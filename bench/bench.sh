@@ -208,15 +208,7 @@ fi
 rm -rf "$W/rt"; mkdir -p "$W/rt"
 mkconfig "$W/rt/saveconfig.json" "$RPORT" "$IQN_R" "${RSPECS[@]}"
 if [[ -n $RT_TPG_ATTRS ]]; then
-    python3 - "$W/rt/saveconfig.json" "$RT_TPG_ATTRS" <<'EOF'
-import json, sys
-path, attrs = sys.argv[1], dict(kv.split("=", 1) for kv in sys.argv[2].split(","))
-cfg = json.load(open(path))
-for t in cfg["targets"]:
-    for tpg in t["tpgs"]:
-        tpg.setdefault("attributes", {}).update({k: int(v) for k, v in attrs.items()})
-json.dump(cfg, open(path, "w"), indent=2)
-EOF
+    set_tpg_attributes "$W/rt/saveconfig.json" "$RT_TPG_ATTRS"
 fi
 start_rtarget "$W/rt" "$RPORT"
 

@@ -191,3 +191,17 @@ stop_tgt() {
     kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
     return 0
 }
+
+# set_tpg_attributes SAVECONFIG K=V[,K=V...]: set integer TPG attributes (e.g.
+# busy_poll_us=50) on every TPG of a saveconfig.json (bench.sh, ab.sh).
+set_tpg_attributes() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+path, attrs = sys.argv[1], dict(kv.split("=", 1) for kv in sys.argv[2].split(","))
+cfg = json.load(open(path))
+for t in cfg["targets"]:
+    for tpg in t["tpgs"]:
+        tpg.setdefault("attributes", {}).update({k: int(v) for k, v in attrs.items()})
+json.dump(cfg, open(path, "w"), indent=2)
+PY
+}

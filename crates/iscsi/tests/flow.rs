@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use backstore::{Backstore, Capabilities};
 use common::*;
-use iscsi::{IscsiServer, TargetConfig, TpgConfig};
+use iscsi::IscsiServer;
 use iscsi_wire::response::{DataIn, Reject, ScsiResponse};
 use iscsi_wire::{Bhs, Opcode};
-use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
+use target_core::{Device, DeviceOptions, IoEngine};
 
 /// One test at a time: the RSS test measures the whole process.
 fn serial() -> MutexGuard<'static, ()> {
@@ -105,39 +105,10 @@ fn server_on(
     store: Arc<dyn Backstore>,
     engine: IoEngine,
 ) -> (Arc<IscsiServer>, std::net::SocketAddr) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
     let mut opts = DeviceOptions::new("flow0", "5b3c9a2e-0000-4000-8000-0000000000f1");
     opts.io_engine = engine;
     let dev = Device::new(opts, store);
-    let luns = Arc::new(LunTable {
-        luns: vec![Lun {
-            id: 0,
-            device: dev,
-            write_protect: false,
-        }],
-    });
-    let s = IscsiServer::new();
-    s.set_target(TargetConfig {
-        iqn: IQN.into(),
-        tpgs: vec![TpgConfig {
-            tag: 1,
-            relative_port_id: 1,
-            enable: true,
-            portals: vec![],
-            luns,
-            acls: vec![],
-            attributes: config::TpgAttributes {
-                generate_node_acls: true,
-                ..Default::default()
-            },
-            chap: None,
-            offer: Default::default(),
-        }],
-    });
-    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (s, addr) = serve_device(dev);
     (s, addr)
 }
 

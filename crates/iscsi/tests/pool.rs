@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use backstore::{Backstore, Capabilities};
 use common::*;
-use iscsi::{IscsiServer, TargetConfig, TpgConfig};
+use iscsi::IscsiServer;
 use iscsi_wire::request::{Attr, TaskMgmtRequest};
 use iscsi_wire::response::{DataIn, ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{Bhs, Opcode};
-use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
+use target_core::{Device, DeviceOptions, IoEngine};
 
 /// RAM whose I/O blocks while the gate is closed: a backstore that is
 /// "slow" exactly as long as the test wants.
@@ -128,32 +128,7 @@ fn pool_server(
     let mut opts = DeviceOptions::new("gated0", "5b3c9a2e-0000-4000-8000-0000000000b1");
     opts.io_engine = engine;
     let dev = Device::new(opts, store);
-    let luns = Arc::new(LunTable {
-        luns: vec![Lun {
-            id: 0,
-            device: dev,
-            write_protect: false,
-        }],
-    });
-    let s = IscsiServer::new();
-    s.set_target(TargetConfig {
-        iqn: IQN.into(),
-        tpgs: vec![TpgConfig {
-            tag: 1,
-            relative_port_id: 1,
-            enable: true,
-            portals: vec![],
-            luns,
-            acls: vec![],
-            attributes: config::TpgAttributes {
-                generate_node_acls: true,
-                ..Default::default()
-            },
-            chap: None,
-            offer: Default::default(),
-        }],
-    });
-    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (s, addr) = serve_device(dev);
     (s, addr)
 }
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use backstore::{Backstore, FileBackstore, FileOptions, UringBackstore};
 use common::*;
-use iscsi::{IscsiServer, TargetConfig, TpgConfig};
+use iscsi::IscsiServer;
 use iscsi_wire::response::DataIn;
 use iscsi_wire::{Bhs, Opcode};
-use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
+use target_core::{Device, DeviceOptions, IoEngine};
 
 const SIZE: u64 = 8 << 20;
 
@@ -32,32 +32,7 @@ fn uring_server(
     let mut opts = DeviceOptions::new("uring0", "5b3c9a2e-0000-4000-8000-0000000000c1");
     opts.io_engine = IoEngine::Uring;
     let dev = Device::new(opts, Arc::clone(&store) as Arc<dyn Backstore>);
-    let luns = Arc::new(LunTable {
-        luns: vec![Lun {
-            id: 0,
-            device: dev,
-            write_protect: false,
-        }],
-    });
-    let s = IscsiServer::new();
-    s.set_target(TargetConfig {
-        iqn: IQN.into(),
-        tpgs: vec![TpgConfig {
-            tag: 1,
-            relative_port_id: 1,
-            enable: true,
-            portals: vec![],
-            luns,
-            acls: vec![],
-            attributes: config::TpgAttributes {
-                generate_node_acls: true,
-                ..Default::default()
-            },
-            chap: None,
-            offer: Default::default(),
-        }],
-    });
-    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (s, addr) = serve_device(dev);
     (s, addr, store)
 }
 

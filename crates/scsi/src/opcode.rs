@@ -78,6 +78,16 @@ pub fn cdb_len(opcode: u8) -> Option<usize> {
     }
 }
 
+/// READ (6/10/12/16): the block reads every fast path special-cases.
+pub fn is_read(opcode: u8) -> bool {
+    matches!(opcode, READ_6 | READ_10 | READ_12 | READ_16)
+}
+
+/// READ or WRITE (6/10/12/16).
+pub fn is_read_write(opcode: u8) -> bool {
+    is_read(opcode) || matches!(opcode, WRITE_6 | WRITE_10 | WRITE_12 | WRITE_16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +108,16 @@ mod tests {
         for (op, want) in cases {
             assert_eq!(cdb_len(op), want, "opcode {op:#04x}");
         }
+    }
+
+    #[test]
+    fn reads_and_writes_are_told_apart() {
+        for op in [READ_6, READ_10, READ_12, READ_16] {
+            assert!(is_read(op) && is_read_write(op), "{op:#04x}");
+        }
+        for op in [WRITE_6, WRITE_10, WRITE_12, WRITE_16] {
+            assert!(!is_read(op) && is_read_write(op), "{op:#04x}");
+        }
+        assert!(!is_read_write(0x00) && !is_read_write(0x35));
     }
 }

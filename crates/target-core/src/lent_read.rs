@@ -19,10 +19,7 @@ use crate::{LunTable, Nexus, Outcome};
 
 /// Whether `cdb` is a READ (6/10/12/16).
 fn is_read(cdb: &[u8]) -> bool {
-    matches!(
-        cdb.first().copied(),
-        Some(op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16)
-    )
+    cdb.first().is_some_and(|&o| op::is_read(o))
 }
 
 impl LunTable {

@@ -46,19 +46,7 @@ pub struct SgOutcome {
 /// buffers carry without a copy. A fabric may check this before it
 /// builds segment lists.
 pub fn is_read_write(cdb: &[u8]) -> bool {
-    matches!(
-        cdb.first().copied(),
-        Some(
-            op::READ_6
-                | op::READ_10
-                | op::READ_12
-                | op::READ_16
-                | op::WRITE_6
-                | op::WRITE_10
-                | op::WRITE_12
-                | op::WRITE_16
-        )
-    )
+    cdb.first().is_some_and(|&o| op::is_read_write(o))
 }
 
 thread_local! {

@@ -57,19 +57,7 @@ pub(crate) fn submit(
         .find(lun_id)
         .filter(|l| l.device.state.caps.async_submit);
     let lun = match (lun, lun.map(|_| Cdb::new(cdb))) {
-        (Some(lun), Some(Ok(c)))
-            if matches!(
-                c.opcode(),
-                op::READ_6
-                    | op::READ_10
-                    | op::READ_12
-                    | op::READ_16
-                    | op::WRITE_6
-                    | op::WRITE_10
-                    | op::WRITE_12
-                    | op::WRITE_16
-            ) =>
-        {
+        (Some(lun), Some(Ok(c))) if op::is_read_write(c.opcode()) => {
             let started = lun.device.state.stats.begin(c.opcode());
             match dispatch::prepare_rw(table, nexus, lun, c, data_out.len()) {
                 Ok(Some(access)) => (lun, access, started),

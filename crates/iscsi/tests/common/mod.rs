@@ -65,6 +65,13 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
         DeviceOptions::new("mem0", "5b3c9a2e-0000-4000-8000-000000000001"),
         MemStore::new(size),
     );
+    let mut t = one_lun_target(iqn, dev, iscsi::tpg_offer(params.iter().copied()).unwrap());
+    t.tpgs[0].portals = vec!["0.0.0.0:3260".parse().unwrap()];
+    t
+}
+
+/// A target with one TPG (tag 1, demo mode) exporting `dev` as LUN 0.
+pub fn one_lun_target(iqn: &str, dev: Arc<Device>, offer: iscsi::TargetOffer) -> TargetConfig {
     let luns = Arc::new(LunTable {
         luns: vec![Lun {
             id: 0,
@@ -78,7 +85,7 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
             tag: 1,
             relative_port_id: 1,
             enable: true,
-            portals: vec!["0.0.0.0:3260".parse().unwrap()],
+            portals: vec![],
             luns,
             acls: vec![],
             attributes: config::TpgAttributes {
@@ -86,9 +93,21 @@ pub fn target(iqn: &str, size: usize, params: &[(&str, &str)]) -> TargetConfig {
                 ..Default::default()
             },
             chap: None,
-            offer: iscsi::tpg_offer(params.iter().copied()).unwrap(),
+            offer,
         }],
     }
+}
+
+/// An in-process server on 127.0.0.1 exporting `dev` as LUN 0 of [`IQN`].
+pub fn serve_device(dev: Arc<Device>) -> (Arc<IscsiServer>, SocketAddr) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let s = IscsiServer::new();
+    s.set_target(one_lun_target(IQN, dev, Default::default()));
+    let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s, addr)
 }
 
 pub fn server(params: &[(&str, &str)]) -> (Arc<IscsiServer>, SocketAddr) {

@@ -273,7 +273,7 @@ impl<C> TaskQueue<C> {
                 .cdb
                 .as_slice()
                 .first()
-                .is_some_and(|&o| is_read_write(o));
+                .is_some_and(|&o| scsi::opcode::is_read_write(o));
         pool::lu_enter(lu_key);
         pool::charge(charge);
         let info = TaskInfo {
@@ -483,22 +483,6 @@ impl<C> TaskQueue<C> {
             }
         }
     }
-}
-
-/// READ(6/10/12/16) or WRITE(6/10/12/16).
-fn is_read_write(opcode: u8) -> bool {
-    use scsi::opcode as op;
-    matches!(
-        opcode,
-        op::READ_6
-            | op::READ_10
-            | op::READ_12
-            | op::READ_16
-            | op::WRITE_6
-            | op::WRITE_10
-            | op::WRITE_12
-            | op::WRITE_16
-    )
 }
 
 /// A task that orders the ones around it (long ones stay outside).
