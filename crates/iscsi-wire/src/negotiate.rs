@@ -356,19 +356,9 @@ const SESSION_WIDE: &[&str] = &[
     "ErrorRecoveryLevel",
 ];
 
-/// Keys that may only be negotiated in the login of the leading connection.
-const LEADING_ONLY: &[&str] = &[
-    "MaxConnections",
-    "InitialR2T",
-    "ImmediateData",
-    "MaxBurstLength",
-    "FirstBurstLength",
-    "DefaultTime2Wait",
-    "DefaultTime2Retain",
-    "MaxOutstandingR2T",
-    "DataPDUInOrder",
-    "DataSequenceInOrder",
-    "ErrorRecoveryLevel",
+/// Keys that may only be negotiated during login: the session-wide ones
+/// and these.
+const LOGIN_ONLY: &[&str] = &[
     "SessionType",
     "InitiatorName",
     "TargetName",
@@ -376,6 +366,10 @@ const LEADING_ONLY: &[&str] = &[
     "DataDigest",
     "AuthMethod",
 ];
+
+fn login_only(key: &str) -> bool {
+    SESSION_WIDE.contains(&key) || LOGIN_ONLY.contains(&key)
+}
 
 /// Declarative keys an initiator may state again, with the same value, in a
 /// later PDU of the same login. RFC 7143 §6.2 says no key should be sent
@@ -475,7 +469,7 @@ impl Negotiator {
                         self.seen.insert(p.key.clone(), p.value.clone());
                     }
                 }
-            } else if LEADING_ONLY.contains(&p.key.as_str()) {
+            } else if login_only(&p.key) {
                 return Err(NegError::WrongPhase(p.key.clone()));
             }
             if let Some(answer) = self.answer(p, stage)? {
