@@ -77,32 +77,28 @@ impl Cluster {
 
     /// Run the `rbd` CLI on this cluster; its stdout.
     pub fn rbd(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("rbd")
-            .args(["-c", &self.conf()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rbd {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        self.cli("rbd", args)
     }
 
     /// Run the `ceph` CLI on this cluster; its stdout.
     pub fn ceph(&self, args: &[&str]) -> String {
-        let out = Command::new("ceph")
+        String::from_utf8_lossy(&self.cli("ceph", args)).into_owned()
+    }
+
+    /// Run a Ceph CLI tool with this cluster's configuration; its stdout
+    /// (panics with its stderr when it fails).
+    fn cli(&self, tool: &str, args: &[&str]) -> Vec<u8> {
+        let out = Command::new(tool)
             .args(["-c", &self.conf()])
             .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "ceph {args:?}: {}",
+            "{tool} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.stdout
     }
 }
 
