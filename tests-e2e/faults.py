@@ -24,6 +24,7 @@ and exits 1 on any wrong answer, loss, panic or daemon death.
 import os
 import signal
 import struct
+import socket
 import subprocess
 import sys
 import time
@@ -79,14 +80,22 @@ def main(argv):
         with open(img, "wb") as f:
             f.truncate(16 << 20)
         sock = os.path.join(work, "nbd.sock")
+        # The work directory is reused: a socket file left by an earlier run
+        # would pass the wait below before this server listens.
+        if os.path.exists(sock):
+            os.unlink(sock)
         nbd = subprocess.Popen(
             [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                           "nbdfail.py"), sock, img, str(2048 * BS), str(4096 * BS)],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "nbdfail.log"), "wb"))
         for _ in range(200):
-            if os.path.exists(sock):
+            # Listening, not only bound: connect once.
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(sock)
                 break
-            time.sleep(0.05)
+            except OSError:
+                time.sleep(0.05)
         port = free_port()
         mkconfig(os.path.join(work, "saveconfig.json"), port, IQN,
                  f"fileio:thin0:{small}/thin0.img:64M:emulate_tpu=1",
