@@ -7,6 +7,7 @@
 #   back byte-exact; the `rbd` CLI exports the same bytes; the saveconfig holds
 #   plugin "user" with config "rbd/..."; `rbd resize` made outside reaches the
 #   logged-in initiator as 2A/09 and a larger READ CAPACITY (rbd_update_watch);
+#   a stopped daemon no longer watches the image (closed at the stop);
 #   a restart from the saved config serves the data again; two gateways
 #   (alua_group=1/2) on one image: RTPG alike on both, the exclusive lock
 #   moves with the writes, the old owner is blocklisted and fenced, no
@@ -113,6 +114,10 @@ check "lock-driven gateways with shared PR: the reservation holds through takeov
 grep -E "^(takeover|failover)" "$W/out.txt" >&2
 
 stop_rtarget 10 || true
+# Closed at the stop, not left for the OSDs to time out (5 s here, 30 s by
+# default): the other gateways of an image need not wait for it.
+check "the stopped daemon no longer watches the image header" \
+    bash -c '! rbd status rbd/img0 | grep watcher='
 # Empty the log first: start_rtarget's wait could see the old run's
 # "listening on" before the new daemon truncates it (kept for panics_in).
 cat "$W/state/rtarget.log" >>"$W/state/rtarget.log.old"; : >"$W/state/rtarget.log"
