@@ -7,14 +7,12 @@ mod common;
 
 use common::*;
 use iscsi_wire::response::{Reject, ScsiResponse};
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 
 /// Send `c` with `imm` as immediate data; expect a Reject with `reason`
 /// that carries the header.
 fn expect_reject(c: &mut Client, cmd: &iscsi_wire::request::ScsiCommand, imm: &[u8], reason: u8) {
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, imm);
+    let b = c.send_cmd(cmd, imm);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::REJECT, "{cmd:?}");
     let r = Reject::parse(&p.bhs);
@@ -62,11 +60,13 @@ fn read_flagged_as_write_answers_good_and_leaves_the_medium_alone() {
     // libiscsi's iSCSIResiduals.Read10Invalid: READ(10) of one block sent as
     // a write with one block of immediate data.
     let cmd = c.scsi_cmd_header(&read10(0, 1), false, true, 512);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &pattern(512, 0xa6));
+    c.send_cmd(&cmd, &pattern(512, 0xa6));
     let p = c.recv().unwrap();
-    assert_eq!(p.bhs.opcode(), Opcode::SCSI_RESPONSE, "no Data-In for a write");
+    assert_eq!(
+        p.bhs.opcode(),
+        Opcode::SCSI_RESPONSE,
+        "no Data-In for a write"
+    );
     let r = ScsiResponse::parse(&p.bhs);
     assert_eq!((r.itt, r.status), (cmd.itt, 0));
     c.exp_statsn = r.sn.statsn + 1;
