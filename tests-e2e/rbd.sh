@@ -56,16 +56,12 @@ finish() {
 trap finish EXIT
 
 t0=$SECONDS
-# Two distinct ports; the monitor must start on a nearly full disk too (its
-# default refuses under 5 % free, and at 0 % still refuses a disk under 1 % free).
-MP=$(free_port); MP1=$(free_port); while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
 # The OSDs drop a dead client's watch after 5 s (default 30): the gateway
 # check below waits that long for a killed lock owner to count as dead.
 # A ceph-mgr keeps the service map the gateways register in (rbd_gateways.py
 # reads it); it takes their status every second (mgr_stats_period, default 5).
-if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 WITH_MGR=1 \
-    EXTRA_CONF='[global]\nmgr_stats_period = 1\n[mon]\nmon_data_avail_crit = -1\n[osd]\nosd_client_watch_timeout = 5' \
-    bash "$TOOLS/ceph/ceph-up.sh" "$CEPH" >"$W/ceph-up.log" 2>&1; then
+if WITH_MGR=1 ceph_up "$CEPH" "$W/ceph-up.log" \
+    '[global]\nmgr_stats_period = 1\n[osd]\nosd_client_watch_timeout = 5'; then
     pass "single-node Ceph up in $((SECONDS - t0)) s"
 else
     fail "ceph-up.sh" "$(tail -n 3 "$W/ceph-up.log" | tr '\n' ' ')"; exit 1

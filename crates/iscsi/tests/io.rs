@@ -8,7 +8,7 @@ use common::*;
 use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::{ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::tmf::TmfFunction;
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 
 fn roundtrip(c: &mut Client, lba: u32, len: usize, seed: u8) {
     let data = pattern(len, seed);
@@ -99,9 +99,7 @@ fn many_commands_in_one_send_are_all_answered() {
     for i in 0..64u32 {
         let cmd = c.scsi_cmd_header(&read10(i, 1), true, false, 512);
         itts.push(cmd.itt);
-        let mut b = Bhs::default();
-        cmd.write_to(&mut b);
-        iscsi_wire::pdu::encode(&mut bytes, &b, &[], c.digests);
+        bytes.extend(c.encode_cmd(&cmd, &[]));
     }
     c.send_raw(&bytes).unwrap();
     for itt in itts {

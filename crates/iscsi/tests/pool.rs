@@ -175,16 +175,7 @@ fn pipelined_pool_io_is_answered_in_statsn_order_with_right_data() {
         let (itt, _) = send_cmd(&mut c, &read10((i % 4) * 4096, 1), true, 512, &[]);
         want.insert(itt, pattern(512, (i % 4) as u8 + 1));
     }
-    while !want.is_empty() {
-        let p = c.recv().unwrap();
-        assert_eq!(p.bhs.opcode(), Opcode::DATA_IN, "status rides in Data-In");
-        let d = DataIn::parse(&p.bhs);
-        assert_eq!(d.status, Some(0));
-        assert_eq!(d.sn.statsn, c.exp_statsn, "StatSN in order");
-        c.exp_statsn += 1;
-        let exp = want.remove(&d.itt).expect("known ITT, answered once");
-        assert!(p.data == exp, "data of ITT {}", d.itt);
-    }
+    c.expect_reads(want);
     c.logout();
     srv.shutdown();
 }

@@ -193,6 +193,32 @@ impl Client {
         b
     }
 
+    /// The encoded PDU of a SCSI command (immediate data included), for
+    /// tests that send several in one write.
+    pub fn encode_cmd(&self, cmd: &ScsiCommand, data: &[u8]) -> Vec<u8> {
+        let mut b = Bhs::default();
+        cmd.write_to(&mut b);
+        let mut out = Vec::new();
+        iscsi_wire::pdu::encode(&mut out, &b, data, self.digests);
+        out
+    }
+
+    /// The answers to single-PDU reads in flight, `want` mapping each ITT
+    /// to the data it must return: each in one Data-In with GOOD status,
+    /// StatSN in order, each ITT once.
+    pub fn expect_reads(&mut self, mut want: std::collections::HashMap<u32, Vec<u8>>) {
+        while !want.is_empty() {
+            let p = self.recv().unwrap();
+            assert_eq!(p.bhs.opcode(), Opcode::DATA_IN, "status rides in Data-In");
+            let d = DataIn::parse(&p.bhs);
+            assert_eq!(d.status, Some(0));
+            assert_eq!(d.sn.statsn, self.exp_statsn, "StatSN in order");
+            self.exp_statsn += 1;
+            let exp = want.remove(&d.itt).expect("known ITT, answered once");
+            assert!(p.data == exp, "data of ITT {}", d.itt);
+        }
+    }
+
     /// Send a Data-Out PDU carrying `data`.
     pub fn send_data_out(&mut self, d: &DataOut, data: &[u8]) {
         let mut b = Bhs::default();
