@@ -32,20 +32,7 @@ def prout(s, lun, action, key, sa_key, aptpl=False, rtype=0):
     """PERSISTENT RESERVE OUT with a 24-byte parameter list sent as immediate data."""
     params = struct.pack(">QQ4xB3x", key, sa_key, 0x01 if aptpl else 0)
     cdb = bytes([0x5F, action, rtype, 0, 0, 0, 0, 0, len(params), 0])
-    itt = s.itt
-    s.itt += 1
-    s.s.sendall(scsi_cmd(cdb, lun, itt, s.cmdsn, s.expstatsn, edtl=len(params),
-                         read=False, write=True, data=params))
-    s.cmdsn += 1
-    while True:
-        bhs, _ = recv_pdu(s.s)
-        op = bhs[0] & 0x3F
-        if op == 0x21:  # SCSI Response
-            s.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
-            return bhs[3]
-        if op == 0x20:  # NOP-In
-            continue
-        raise RuntimeError(f"PROUT: unexpected opcode {op:#x}")
+    return s.write(cdb, lun, params)
 
 
 def prin(s, lun, action):

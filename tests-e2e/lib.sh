@@ -86,6 +86,20 @@ for p in ports:
 EOF
 }
 
+# ceph_up DIR LOG [CONF]: a throw-away single-node Ceph in DIR ($TOOLS/ceph/
+# ceph-up.sh, its output in LOG) on two distinct free monitor ports (MON_PORT and
+# MON_PORT_V1 when set). ceph.conf gets CONF ('[osd]\nkey = value') after the
+# monitor's setting that lets it start on a nearly full disk (its default refuses
+# under 5 % free). Other ceph-up.sh knobs (WITH_MGR=1) pass through the environment.
+ceph_up() {
+    local dir=$1 log=$2 extra=${3:-} mp mp1
+    mp=${MON_PORT:-$(free_port)} mp1=${MON_PORT_V1:-$(free_port)}
+    while [[ $mp1 == "$mp" ]]; do mp1=$(free_port); done
+    MON_PORT=$mp MON_PORT_V1=$mp1 SKIP_SMOKE=1 \
+        EXTRA_CONF="[mon]\nmon_data_avail_crit = -1${extra:+\n$extra}" \
+        bash "$TOOLS/ceph/ceph-up.sh" "$dir" >"$log" 2>&1
+}
+
 # wait_port PORT [SECONDS]: wait until something accepts on 127.0.0.1:PORT.
 wait_port() {
     local i

@@ -147,6 +147,23 @@ class Session:
             else:
                 raise RuntimeError(f"unexpected opcode {op:#x}")
 
+    def write(self, cdb, lun, data):
+        """Send one write-type command with all of `data` as immediate data; return
+        its status (NOP-Ins on the way are skipped)."""
+        itt = self.itt
+        self.itt += 1
+        self.s.sendall(scsi_cmd(cdb, lun, itt, self.cmdsn, self.expstatsn, edtl=len(data),
+                                read=False, write=True, data=data))
+        self.cmdsn += 1
+        while True:
+            bhs, _ = recv_pdu(self.s)
+            op = bhs[0] & 0x3F
+            if op == 0x21:  # SCSI Response
+                self.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
+                return bhs[3]
+            if op != 0x20:  # NOP-In
+                raise RuntimeError(f"{cdb[0]:#04x}: unexpected opcode {op:#x}")
+
     def close(self):
         self.s.close()
 

@@ -57,9 +57,7 @@ fi
 if [[ -n ${REUSE_CEPH_CONF:-} ]]; then
     CONF=$REUSE_CEPH_CONF IMAGE_BASE=rbd/failover$$
 else
-    MP=$(free_port); MP1=$(free_port); while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
-    if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 EXTRA_CONF='[mon]\nmon_data_avail_crit = -1' \
-        bash "$TOOLS/ceph/ceph-up.sh" "$CEPH" >"$W/ceph-up.log" 2>&1; then
+    if ceph_up "$CEPH" "$W/ceph-up.log"; then
         pass "single-node Ceph up"
     else
         fail "ceph-up.sh" "$(tail -n 3 "$W/ceph-up.log" | tr '\n' ' ')"; exit 1

@@ -52,10 +52,7 @@ finish() {
 trap finish EXIT
 
 t0=$SECONDS
-MP=${MON_PORT:-$(free_port)} MP1=${MON_PORT_V1:-$(free_port)}
-while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
-if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 EXTRA_CONF='[mon]\nmon_data_avail_crit = -1' \
-    bash "$TOOLS/ceph/ceph-up.sh" "$CEPH" >"$W/ceph-up.log" 2>&1; then
+if ceph_up "$CEPH" "$W/ceph-up.log"; then
     pass "single-node Ceph up in $((SECONDS - t0)) s"
 else
     fail "ceph-up.sh" "$(tail -n 3 "$W/ceph-up.log" | tr '\n' ' ')"; exit 1

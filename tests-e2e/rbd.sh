@@ -7,6 +7,7 @@
 #   back byte-exact; the `rbd` CLI exports the same bytes; the saveconfig holds
 #   plugin "user" with config "rbd/..."; `rbd resize` made outside reaches the
 #   logged-in initiator as 2A/09 and a larger READ CAPACITY (rbd_update_watch);
+#   a stopped daemon no longer watches the image (closed at the stop);
 #   a restart from the saved config serves the data again; two gateways
 #   (alua_group=1/2) on one image: RTPG alike on both, the exclusive lock
 #   moves with the writes, the old owner is blocklisted and fenced, no
@@ -55,16 +56,12 @@ finish() {
 trap finish EXIT
 
 t0=$SECONDS
-# Two distinct ports; the monitor must start on a nearly full disk too (its
-# default refuses under 5 % free, and at 0 % still refuses a disk under 1 % free).
-MP=$(free_port); MP1=$(free_port); while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
 # The OSDs drop a dead client's watch after 5 s (default 30): the gateway
 # check below waits that long for a killed lock owner to count as dead.
 # A ceph-mgr keeps the service map the gateways register in (rbd_gateways.py
 # reads it); it takes their status every second (mgr_stats_period, default 5).
-if MON_PORT=$MP MON_PORT_V1=$MP1 SKIP_SMOKE=1 WITH_MGR=1 \
-    EXTRA_CONF='[global]\nmgr_stats_period = 1\n[mon]\nmon_data_avail_crit = -1\n[osd]\nosd_client_watch_timeout = 5' \
-    bash "$TOOLS/ceph/ceph-up.sh" "$CEPH" >"$W/ceph-up.log" 2>&1; then
+if WITH_MGR=1 ceph_up "$CEPH" "$W/ceph-up.log" \
+    '[global]\nmgr_stats_period = 1\n[osd]\nosd_client_watch_timeout = 5'; then
     pass "single-node Ceph up in $((SECONDS - t0)) s"
 else
     fail "ceph-up.sh" "$(tail -n 3 "$W/ceph-up.log" | tr '\n' ' ')"; exit 1
@@ -113,6 +110,10 @@ check "lock-driven gateways with shared PR: the reservation holds through takeov
 grep -E "^(takeover|failover)" "$W/out.txt" >&2
 
 stop_rtarget 10 || true
+# Closed at the stop, not left for the OSDs to time out (5 s here, 30 s by
+# default): the other gateways of an image need not wait for it.
+check "the stopped daemon no longer watches the image header" \
+    bash -c '! rbd status rbd/img0 | grep watcher='
 # Empty the log first: start_rtarget's wait could see the old run's
 # "listening on" before the new daemon truncates it (kept for panics_in).
 cat "$W/state/rtarget.log" >>"$W/state/rtarget.log.old"; : >"$W/state/rtarget.log"

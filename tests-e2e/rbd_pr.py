@@ -23,7 +23,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import malformed  # noqa: E402
 from aptpl import WRITE_EXCLUSIVE, other_session, prin, prout, settle  # noqa: E402
-from malformed import Session, recv_pdu, scsi_cmd  # noqa: E402
+from malformed import Session  # noqa: E402
 
 # A change waits (bounded, seconds) for every gateway watching the image to
 # reload, a gateway that just died included until its watch expires.
@@ -34,21 +34,7 @@ RESERVATION_CONFLICT = 0x18
 
 def write1(s, lun):
     """WRITE(10) of block 0 (512 bytes of immediate data); the status."""
-    data = bytes(512)
-    cdb = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0])
-    itt = s.itt
-    s.itt += 1
-    s.s.sendall(scsi_cmd(cdb, lun, itt, s.cmdsn, s.expstatsn, edtl=len(data),
-                         read=False, write=True, data=data))
-    s.cmdsn += 1
-    while True:
-        bhs, _ = recv_pdu(s.s)
-        op = bhs[0] & 0x3F
-        if op == 0x21:
-            s.expstatsn = struct.unpack(">I", bhs[24:28])[0] + 1
-            return bhs[3]
-        if op != 0x20:
-            raise RuntimeError(f"WRITE: unexpected opcode {op:#x}")
+    return s.write(bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]), lun, bytes(512))
 
 
 def main(argv):

@@ -304,6 +304,10 @@ impl Backstore for CryptBackstore {
     fn shared_state(&self) -> Option<std::sync::Arc<dyn crate::SharedState>> {
         self.inner.shared_state()
     }
+
+    fn close(&self) {
+        self.inner.close()
+    }
 }
 
 /// Whether a sector is all zeroes. Early exit per 64 bytes: ciphertext

@@ -250,6 +250,10 @@ impl Backstore for QosBackstore {
     fn shared_state(&self) -> Option<std::sync::Arc<dyn crate::SharedState>> {
         self.inner.shared_state()
     }
+
+    fn close(&self) {
+        self.inner.close()
+    }
 }
 
 #[cfg(test)]

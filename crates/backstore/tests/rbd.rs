@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use backstore::conformance::{check, pattern, Expect};
-use backstore::{Backstore, Completion, IoOp, RbdBackstore};
+use backstore::{Backstore, Completion, IoOp, RbdBackstore, RbdGateway};
 use ceph::Cluster;
 
 /// One request through `submit`, awaited: its result and whether it
@@ -162,7 +162,49 @@ fn rbd_backstore_on_a_real_cluster() {
     assert!(back == new, "data after reopen");
     drop(b);
     shared_state_between_two_gateways(&c);
+    close_lets_go_of_the_image(&c);
     blocklisted_writes_fail(&c);
+}
+
+/// The header watches on `image` (`rbd status`).
+fn watchers(c: &Cluster, image: &str) -> usize {
+    let out = String::from_utf8(c.rbd(&["status", image])).unwrap();
+    out.matches("watcher=").count()
+}
+
+/// `close` (the daemon's stop, which keeps the backstores alive) unwatches
+/// the image header and releases the exclusive lock at once, instead of
+/// leaving them until the OSDs time the process out (30 s), and later I/O
+/// fails instead of reaching a closed image.
+fn close_lets_go_of_the_image(c: &Cluster) {
+    c.rbd(&["create", "--size", "16M", "rbd/cl"]);
+    let plain = RbdBackstore::open(&c.cfg("rbd/cl"), None, false).unwrap();
+    let gw = RbdGateway::open(&c.cfg("rbd/cl;alua_group=1"), None, false).unwrap();
+    gw.write_at(&pattern(4096, 1), 0).unwrap();
+    assert_eq!(watchers(c, "rbd/cl"), 2);
+    let locks = String::from_utf8(c.rbd(&["lock", "ls", "rbd/cl"])).unwrap();
+    assert!(
+        locks.contains("client."),
+        "the gateway holds the lock: {locks}"
+    );
+    plain.close();
+    gw.close();
+    // No waiting: gone when close returns.
+    assert_eq!(watchers(c, "rbd/cl"), 0, "a closed image still watched");
+    let locks = String::from_utf8(c.rbd(&["lock", "ls", "rbd/cl"])).unwrap();
+    assert!(
+        !locks.contains("client."),
+        "a closed gateway holds the lock: {locks}"
+    );
+    let mut buf = [0u8; 512];
+    assert!(plain.read_at(&mut buf, 0).is_err());
+    assert!(gw.read_at(&mut buf, 0).is_err());
+    let (_, r, _) = submit(&plain, IoOp::Flush);
+    assert!(r.is_err());
+    assert!(plain.resize(32 * MIB).is_err());
+    // Dropping after close closes nothing twice.
+    drop(plain);
+    drop(gw);
 }
 
 /// A client whose exclusive lock was broken (and so blocklisted: another

@@ -26,6 +26,7 @@ pub use iscsi_wire::negotiate::TargetOffer;
 
 mod admission;
 mod busypoll;
+mod cmd_flags;
 mod conn;
 mod dataout;
 mod discovery;

@@ -468,6 +468,10 @@ impl Session {
             }
         }
         let imm = f.data;
+        if let Some(reason) = crate::cmd_flags::fault(&c, imm.len()) {
+            self.reject(tx, reason, &f.bhs);
+            return Action::Continue;
+        }
         if !imm.is_empty() && (!c.write || !self.params.immediate_data) {
             self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
             return Action::Continue;

@@ -120,15 +120,6 @@ fn read16(lba: u64, blocks: u32) -> [u8; 16] {
     c
 }
 
-/// The encoded PDU of a SCSI command (immediate data included).
-fn encode_cmd(c: &Client, cmd: &iscsi_wire::request::ScsiCommand, data: &[u8]) -> Vec<u8> {
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    let mut out = Vec::new();
-    iscsi_wire::pdu::encode(&mut out, &b, data, c.digests);
-    out
-}
-
 fn vm_rss() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -181,13 +172,13 @@ fn read_attack(engine: IoEngine, edtl: u32) {
     let mut stream = Vec::new();
     for _ in 0..20_000 {
         let cmd = c.scsi_cmd_header(&read16(0, 16384), true, false, edtl);
-        stream.extend_from_slice(&encode_cmd(&c, &cmd, &[]));
+        stream.extend_from_slice(&c.encode_cmd(&cmd, &[]));
     }
     let far = c.cmdsn.wrapping_add(1_000_000);
     for i in 0..2_000u32 {
         let mut cmd = c.scsi_cmd_header(&read16(0, 16384), true, false, edtl);
         cmd.cmdsn = far.wrapping_add(i);
-        stream.extend_from_slice(&encode_cmd(&c, &cmd, &[]));
+        stream.extend_from_slice(&c.encode_cmd(&cmd, &[]));
     }
     let mut sock = c.sock.try_clone().unwrap();
     sock.set_write_timeout(Some(Duration::from_secs(2)))
@@ -258,17 +249,17 @@ fn commands_past_max_cmdsn_never_run_and_immediates_are_bounded() {
     for _ in 0..window {
         let cmd = c.scsi_cmd_header(&read10(0, 1), true, false, 512);
         reads.insert(cmd.itt);
-        c.send_raw(&encode_cmd(&c, &cmd, &[])).unwrap();
+        c.send_raw(&c.encode_cmd(&cmd, &[])).unwrap();
     }
     // In order, but past MaxCmdSN: dropped.
     let data = pattern(512, 0x5a);
     let past = c.scsi_cmd_header(&write10(100, 1), false, true, 512);
     assert_eq!(past.cmdsn, max.wrapping_add(1));
-    c.send_raw(&encode_cmd(&c, &past, &data)).unwrap();
+    c.send_raw(&c.encode_cmd(&past, &data)).unwrap();
     // Far past it: dropped.
     let mut far = c.scsi_cmd_header(&write10(101, 1), false, true, 512);
     far.cmdsn = max.wrapping_add(100_000);
-    c.send_raw(&encode_cmd(&c, &far, &data)).unwrap();
+    c.send_raw(&c.encode_cmd(&far, &data)).unwrap();
     // The target never took those two CmdSNs.
     c.cmdsn = max.wrapping_add(1);
     // Immediate READs: some run, the rest are rejected.
@@ -278,7 +269,7 @@ fn commands_past_max_cmdsn_never_run_and_immediates_are_bounded() {
         cmd.immediate = true;
         cmd.cmdsn = max.wrapping_add(1);
         imm.insert(cmd.itt);
-        c.send_raw(&encode_cmd(&c, &cmd, &[])).unwrap();
+        c.send_raw(&c.encode_cmd(&cmd, &[])).unwrap();
     }
     c.cmdsn = max.wrapping_add(1);
     let opener = store.open_later(Duration::from_millis(200));
@@ -353,7 +344,7 @@ fn stale_pool_writes_case(end: impl FnOnce(Client)) {
     let mut stream = Vec::new();
     for i in 0..100u32 {
         let cmd = c.scsi_cmd_header(&write10(i, 1), false, true, 512);
-        stream.extend_from_slice(&encode_cmd(&c, &cmd, &pattern(512, i as u8 | 1)));
+        stream.extend_from_slice(&c.encode_cmd(&cmd, &pattern(512, i as u8 | 1)));
     }
     c.send_raw(&stream).unwrap();
     // Wait until the first writes are running (the rest queue behind them).
@@ -424,7 +415,7 @@ fn pdus_already_read_do_not_run_after_reinstatement() {
     let mut stream = Vec::new();
     for i in 0..20u32 {
         let cmd = old.scsi_cmd_header(&write10(i, 1), false, true, 512);
-        stream.extend_from_slice(&encode_cmd(&old, &cmd, &pattern(512, 0x11)));
+        stream.extend_from_slice(&old.encode_cmd(&cmd, &pattern(512, 0x11)));
     }
     old.send_raw(&stream).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -471,7 +462,7 @@ fn solicited_write_data_is_bounded_and_every_write_completes() {
         let mut cmd = c.scsi_cmd_header(&write10(0, (LEN / 512) as u16), false, true, LEN as u32);
         cmd.final_bit = true;
         itts.insert(cmd.itt);
-        stream.extend_from_slice(&encode_cmd(&c, &cmd, &[]));
+        stream.extend_from_slice(&c.encode_cmd(&cmd, &[]));
     }
     c.send_raw(&stream).unwrap();
     // The NOP-In comes after every R2T the commands got at once.
@@ -562,7 +553,7 @@ fn pool_read_past_edtl_reports_the_full_overflow() {
     let mut c = session(addr, &[]);
     for (blocks, edtl) in [(16u32, 512u32), (16384, 4096), (16384, 0)] {
         let cmd = c.scsi_cmd_header(&read16(0, blocks), true, false, edtl);
-        c.send_raw(&encode_cmd(&c, &cmd, &[])).unwrap();
+        c.send_raw(&c.encode_cmd(&cmd, &[])).unwrap();
         let mut got = 0usize;
         let residual = loop {
             let p = c.recv().unwrap();
@@ -607,7 +598,7 @@ fn a_running_sanitize_does_not_hold_back_the_next_login() {
     let param = [0x01, 0, 0, 1, 0xa5];
     let cdb = [0x48, 0x01, 0, 0, 0, 0, 0, 0, param.len() as u8, 0];
     let cmd = c.scsi_cmd_header(&cdb, false, true, param.len() as u32);
-    c.send_raw(&encode_cmd(&c, &cmd, &param)).unwrap();
+    c.send_raw(&c.encode_cmd(&cmd, &param)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while store.started.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the sanitize never wrote");

@@ -8,7 +8,7 @@ use common::*;
 use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::{ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::tmf::TmfFunction;
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 
 fn roundtrip(c: &mut Client, lba: u32, len: usize, seed: u8) {
     let data = pattern(len, seed);
@@ -64,9 +64,7 @@ fn read_residuals() {
     assert_eq!(data.len(), 512);
     // Check the flags through a raw response: status in the last Data-In.
     let cmd = c.scsi_cmd_header(&read10(0, 1), true, false, 1024);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::DATA_IN);
     let d = iscsi_wire::response::DataIn::parse(&p.bhs);
@@ -101,9 +99,7 @@ fn many_commands_in_one_send_are_all_answered() {
     for i in 0..64u32 {
         let cmd = c.scsi_cmd_header(&read10(i, 1), true, false, 512);
         itts.push(cmd.itt);
-        let mut b = Bhs::default();
-        cmd.write_to(&mut b);
-        iscsi_wire::pdu::encode(&mut bytes, &b, &[], c.digests);
+        bytes.extend(c.encode_cmd(&cmd, &[]));
     }
     c.send_raw(&bytes).unwrap();
     for itt in itts {
@@ -124,9 +120,7 @@ fn cmdsn_outside_window_is_ignored() {
     let mut cmd = c.scsi_cmd_header(&[0; 6], false, false, 0);
     cmd.cmdsn = cmd.cmdsn.wrapping_add(1000);
     c.cmdsn -= 1;
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     // The next in-window command is answered, and first.
     let (st, _, r) = c.read_cmd(&[0; 6], 0);
     assert_eq!(st, 0);
@@ -139,9 +133,7 @@ fn abort_task_waiting_for_data() {
     let (srv, addr) = server(&[]);
     let mut c = session(addr, &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
     let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
     let tm = TaskMgmtRequest {
@@ -155,9 +147,7 @@ fn abort_task_waiting_for_data() {
         ref_cmdsn: cmd.cmdsn,
         exp_datasn: 0,
     };
-    let mut b = Bhs::default();
-    tm.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_tmf(&tm);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
     assert_eq!(TaskMgmtResponse::parse(&p.bhs).response.code(), 0);
@@ -165,9 +155,7 @@ fn abort_task_waiting_for_data() {
     // Aborting it again: the task does not exist any more.
     let mut tm2 = tm;
     tm2.itt = 0x7778;
-    let mut b = Bhs::default();
-    tm2.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_tmf(&tm2);
     let p = c.recv().unwrap();
     assert_eq!(TaskMgmtResponse::parse(&p.bhs).response.code(), 1);
     c.exp_statsn += 1;

@@ -119,9 +119,7 @@ fn data_beyond_burst_closes() {
     let mut c = logged_in(addr, &[("ImmediateData", "No"), ("InitialR2T", "Yes")]);
     c.clear_ua();
     let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
     let ttt = p.bhs.u32_at(20);
@@ -134,9 +132,7 @@ fn data_beyond_burst_closes() {
         datasn: 0,
         buffer_offset: 0,
     };
-    let mut b = Bhs::default();
-    d.write_to(&mut b);
-    c.send(&b, &vec![0u8; 8192]); // twice what the R2T asked for
+    c.send_data_out(&d, &vec![0u8; 8192]); // twice what the R2T asked for
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::REJECT);
     assert!(c.closed());
@@ -150,9 +146,7 @@ fn unsolicited_data_without_permission_closes() {
     let mut c = logged_in(addr, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
     c.clear_ua();
     let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     let _r2t = c.recv().unwrap();
     let d = DataOut {
         final_bit: true,
@@ -163,9 +157,7 @@ fn unsolicited_data_without_permission_closes() {
         datasn: 0,
         buffer_offset: 0,
     };
-    let mut b = Bhs::default();
-    d.write_to(&mut b);
-    c.send(&b, &[0u8; 512]);
+    c.send_data_out(&d, &[0u8; 512]);
     assert!(c.closed());
     still_serves(addr);
     srv.shutdown();
@@ -257,9 +249,7 @@ fn wrong_datasn_poisons_the_task_only() {
     let before = pattern(1024, 9);
     assert_eq!(c.write_cmd(&write10(0, 2), &before).status, 0);
     let cmd = c.scsi_cmd_header(&write10(0, 2), false, true, 1024);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
     let ttt = p.bhs.u32_at(20);
@@ -273,9 +263,7 @@ fn wrong_datasn_poisons_the_task_only() {
             datasn: sn,
             buffer_offset: off as u32,
         };
-        let mut b = Bhs::default();
-        d.write_to(&mut b);
-        c.send(&b, &[0xee; 512]);
+        c.send_data_out(&d, &[0xee; 512]);
     }
     // No response for the poisoned write; the session keeps working and
     // the medium was not touched.

@@ -18,7 +18,7 @@ use iscsi::IscsiServer;
 use iscsi_wire::request::{Attr, TaskMgmtRequest};
 use iscsi_wire::response::{DataIn, ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::tmf::TmfFunction;
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 use target_core::{Device, DeviceOptions, IoEngine};
 
 /// RAM whose I/O blocks while the gate is closed: a backstore that is
@@ -134,9 +134,7 @@ fn pool_server(
 
 fn send_cmd(c: &mut Client, cdb: &[u8], read: bool, edtl: u32, data: &[u8]) -> (u32, u32) {
     let cmd = c.scsi_cmd_header(cdb, read, !data.is_empty(), edtl);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, data);
+    c.send_cmd(&cmd, data);
     (cmd.itt, cmd.cmdsn)
 }
 
@@ -152,9 +150,7 @@ fn tmf(c: &mut Client, function: u8, itt: u32, referenced: u32, ref_cmdsn: u32) 
         ref_cmdsn,
         exp_datasn: 0,
     };
-    let mut b = Bhs::default();
-    tm.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_tmf(&tm);
 }
 
 /// MaxCmdSN from a NOP-In.
@@ -179,16 +175,7 @@ fn pipelined_pool_io_is_answered_in_statsn_order_with_right_data() {
         let (itt, _) = send_cmd(&mut c, &read10((i % 4) * 4096, 1), true, 512, &[]);
         want.insert(itt, pattern(512, (i % 4) as u8 + 1));
     }
-    while !want.is_empty() {
-        let p = c.recv().unwrap();
-        assert_eq!(p.bhs.opcode(), Opcode::DATA_IN, "status rides in Data-In");
-        let d = DataIn::parse(&p.bhs);
-        assert_eq!(d.status, Some(0));
-        assert_eq!(d.sn.statsn, c.exp_statsn, "StatSN in order");
-        c.exp_statsn += 1;
-        let exp = want.remove(&d.itt).expect("known ITT, answered once");
-        assert!(p.data == exp, "data of ITT {}", d.itt);
-    }
+    c.expect_reads(want);
     c.logout();
     srv.shutdown();
 }
@@ -240,9 +227,7 @@ fn ordered_task_waits_for_older_ones() {
     store.wait_entered(1);
     let mut cmd = c.scsi_cmd_header(&read10(8, 1), true, false, 512);
     cmd.attr = Attr::Ordered;
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     // Without ordering, one of the idle pool workers would start the
     // ORDERED read at once and it would reach the store while the SIMPLE
     // one still waits. Nothing can be awaited for "did not start": give it
@@ -298,9 +283,7 @@ fn long_command_runs_off_the_connection_and_survives_abort_and_logout() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let cmd = c.scsi_cmd_header(&[0; 6], false, false, 0);
-        let mut b = Bhs::default();
-        cmd.write_to(&mut b);
-        c.send(&b, &[]);
+        c.send_cmd(&cmd, &[]);
         let p = c.recv().unwrap();
         assert_eq!(p.bhs.opcode(), Opcode::SCSI_RESPONSE);
         let r = ScsiResponse::parse(&p.bhs);
@@ -331,9 +314,7 @@ fn connection_loss_with_tasks_in_flight_sends_nothing_and_frees_the_session() {
     for _ in 0..8 {
         let data = pattern(4096, 9);
         let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
-        let mut b = Bhs::default();
-        cmd.write_to(&mut b);
-        c.send(&b, &data);
+        c.send_cmd(&cmd, &data);
     }
     // Vanish once the writes reach the workers.
     store.wait_entered(1);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 
 const SUCCEEDED: u8 = 7;
 const COMPLETE: u8 = 0;
@@ -19,9 +19,7 @@ fn tmf(c: &mut Client, function: u8, lun: u8, referenced_tag: u32) -> u8 {
 /// until it gets its data or is aborted. Returns its ITT.
 fn waiting_write(c: &mut Client) -> u32 {
     let cmd = c.scsi_cmd_header(&write10(0, 8), false, true, 4096);
-    let mut b = Bhs::default();
-    cmd.write_to(&mut b);
-    c.send(&b, &[]);
+    c.send_cmd(&cmd, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
     cmd.itt

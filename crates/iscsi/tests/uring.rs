@@ -11,8 +11,6 @@ use std::sync::Arc;
 use backstore::{Backstore, FileBackstore, FileOptions, UringBackstore};
 use common::*;
 use iscsi::IscsiServer;
-use iscsi_wire::response::DataIn;
-use iscsi_wire::{Bhs, Opcode};
 use target_core::{Device, DeviceOptions, IoEngine};
 
 const SIZE: u64 = 8 << 20;
@@ -50,23 +48,12 @@ fn burst_of_reads(c: &mut Client, store: &UringBackstore, seed: u8) {
     let mut want = std::collections::HashMap::new();
     for i in 0..16u32 {
         let cmd = c.scsi_cmd_header(&read10(i * 8, 8), true, false, 4096);
-        let mut b = Bhs::default();
-        cmd.write_to(&mut b);
-        iscsi_wire::pdu::encode(&mut burst, &b, &[], c.digests);
+        burst.extend(c.encode_cmd(&cmd, &[]));
         want.insert(cmd.itt, pattern(4096, seed.wrapping_add(i as u8)));
     }
     let (ops0, kicks0) = counters(store);
     c.send_raw(&burst).unwrap();
-    while !want.is_empty() {
-        let p = c.recv().unwrap();
-        assert_eq!(p.bhs.opcode(), Opcode::DATA_IN);
-        let d = DataIn::parse(&p.bhs);
-        assert_eq!(d.status, Some(0));
-        assert_eq!(d.sn.statsn, c.exp_statsn, "StatSN in order");
-        c.exp_statsn += 1;
-        let exp = want.remove(&d.itt).expect("known ITT, answered once");
-        assert!(p.data == exp, "data of ITT {}", d.itt);
-    }
+    c.expect_reads(want);
     let (ops, kicks) = counters(store);
     assert_eq!(ops - ops0, 16, "every read went through the ring");
     assert!(

@@ -103,6 +103,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             failed = true;
         }
     }
+    // What the cluster holds for an RBD image (its header watch, the
+    // exclusive lock) goes now, not when the OSDs time this process out:
+    // the other gateways take over at once. The state itself stays
+    // (forgotten below), so nothing else is torn down.
+    for d in &live.devices() {
+        d.backstore.close();
+    }
     if failed {
         bail!("some backstores could not be flushed");
     }

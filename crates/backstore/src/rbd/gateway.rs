@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use super::lock::{self, Locks};
+use super::lock;
 use super::service::Service;
 use super::{RbdBackstore, RbdConfig};
 use crate::ownership::{is_path_lost, path_lost, GatewayReport, Owner, OwnerHook, Ownership};
@@ -62,6 +62,8 @@ struct Gw {
     lost: AtomicBool,
     /// The current connection is blocklisted: reconnect before serving.
     fenced: AtomicBool,
+    /// Closed at the daemon's stop: no reconnecting any more.
+    closed: AtomicBool,
     owner: Mutex<Owner>,
     hook: Mutex<Option<Hook>>,
     resize: Arc<Mutex<Option<SizeHook>>>,
@@ -146,6 +148,7 @@ impl RbdGateway {
             owned: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             owner: Mutex::new(Owner::Nobody),
             hook: Mutex::new(None),
             resize,
@@ -297,6 +300,9 @@ impl Gw {
     fn reconnect_locked(&self) -> io::Result<()> {
         if !self.fenced.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "closed"));
         }
         let rbd = RbdBackstore::open(&self.cfg, None, self.read_only)?;
         forward_resize(&rbd, &self.resize);
@@ -450,7 +456,7 @@ impl Gw {
     }
 
     fn take_over_on(&self, rbd: &RbdBackstore, explicit: bool) -> io::Result<Take> {
-        let l: Locks = rbd.locks()?;
+        let l = rbd.locks()?;
         let me = l.my_addr()?;
         for owner in l.owners()? {
             if lock::is_alive(&owner, std::slice::from_ref(&me)) {
@@ -584,6 +590,14 @@ impl Backstore for RbdGateway {
 
     fn ownership(&self) -> Option<Arc<dyn Ownership>> {
         Some(Arc::new(Handle(Arc::clone(&self.g))))
+    }
+
+    /// The image closes (its watch goes, the lock is released for the
+    /// other gateways); a fenced gateway does not reconnect any more.
+    fn close(&self) {
+        let _c = lock(&self.g.change);
+        self.g.closed.store(true, Ordering::Release);
+        self.g.current().0.close();
     }
 
     /// The reservations live on a cluster connection of their own: a fenced

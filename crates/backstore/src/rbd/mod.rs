@@ -35,7 +35,7 @@ mod shared;
 use std::ffi::{c_int, c_void, CString};
 use std::io;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 pub use config::{RbdConfig, DEFAULT_OSD_OP_TIMEOUT};
@@ -59,6 +59,9 @@ struct Shared {
     /// threads: the submitter and librbd's completion thread); `idle_lock`
     /// and `idle` are only for the close waiting for zero.
     inflight: AtomicU64,
+    /// Set once by [`RbdBackstore::close_image`]: nothing starts on the
+    /// image any more (checked after counting in, see [`Shared::enter`]).
+    closed: AtomicBool,
     idle_lock: Mutex<()>,
     idle: Condvar,
     /// Size changes noticed through the update watch.
@@ -71,8 +74,20 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
+    // SeqCst, as `closed`: a close that set it and then saw zero in flight
+    // cannot miss a request that counted itself in and then saw it clear.
     fn begin(&self) {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Count a synchronous call on the image in, unless it is closed.
+    fn enter(self: &Arc<Self>, name: &str) -> io::Result<Hold> {
+        self.begin();
+        let hold = Hold(Arc::clone(self));
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(closed(name));
+        }
+        Ok(hold)
     }
 
     fn end(&self) {
@@ -83,6 +98,32 @@ impl Shared {
             self.idle.notify_all();
         }
     }
+}
+
+/// A call on the image in flight (the image stays open until it ends).
+struct Hold(Arc<Shared>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A value that uses the image, with the image kept open as long.
+pub(crate) struct Held<T> {
+    value: T,
+    _hold: Hold,
+}
+
+impl<T> std::ops::Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+fn closed(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, format!("{name}: closed"))
 }
 
 pub struct RbdBackstore {
@@ -157,6 +198,7 @@ impl RbdBackstore {
             image,
             size: AtomicU64::new(bytes),
             inflight: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             resizes: AtomicU64::new(0),
@@ -232,8 +274,33 @@ impl RbdBackstore {
     }
 
     /// The lock calls on this connection ([`gateway`]).
-    fn locks(&self) -> io::Result<lock::Locks> {
-        lock::Locks::new(self.shared.image, self._conn.cluster)
+    fn locks(&self) -> io::Result<Held<lock::Locks>> {
+        let hold = self.shared.enter(&self.name)?;
+        let value = lock::Locks::new(self.shared.image, self._conn.cluster)?;
+        Ok(Held { value, _hold: hold })
+    }
+
+    /// Unwatch and close the image once nothing is in flight; later calls
+    /// fail. Once (`close` at the daemon's stop, then `Drop`).
+    fn close_image(&self) {
+        let s = &self.shared;
+        if s.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // SAFETY: the watch and the image are this backstore's; the update
+        // callback can no longer run once unwatch returned, and nothing is
+        // in flight once the count is zero (nothing starts after `closed`).
+        unsafe {
+            if let Some(h) = self.watch {
+                (s.api.rbd_update_unwatch)(s.image, h);
+            }
+            let mut g = s.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
+            while s.inflight.load(Ordering::SeqCst) > 0 {
+                g = s.idle.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(g);
+            (s.api.rbd_close)(s.image);
+        }
     }
 
     /// COMPARE AND WRITE, atomic in the cluster: write `data` at `offset`
@@ -412,6 +479,12 @@ impl Pending {
 /// issue the AIO with `start` (which gets the completion and where librbd
 /// writes a mismatch offset). Whatever happens, `p` finishes exactly once.
 fn launch(p: Box<Pending>, start: impl FnOnce(ffi::Aio, *mut u64) -> c_int) {
+    // Counted in already (Pending::new): a close waits for it, or it sees
+    // the image closed.
+    if p.shared.closed.load(Ordering::SeqCst) {
+        p.finish(-(libc::ENXIO as isize));
+        return;
+    }
     let api = p.shared.api;
     let raw = Box::into_raw(p);
     // SAFETY: `raw` is a live Box until `on_complete` (or the error paths
@@ -480,21 +553,7 @@ extern "C" fn on_update(arg: *mut c_void) {
 
 impl Drop for RbdBackstore {
     fn drop(&mut self) {
-        let s = &self.shared;
-        // SAFETY: the watch and the image are this backstore's; the update
-        // callback can no longer run once unwatch returned, and nothing is
-        // in flight once the count is zero.
-        unsafe {
-            if let Some(h) = self.watch.take() {
-                (s.api.rbd_update_unwatch)(s.image, h);
-            }
-            let mut g = s.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
-            while s.inflight.load(Ordering::Acquire) > 0 {
-                g = s.idle.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
-            drop(g);
-            (s.api.rbd_close)(s.image);
-        }
+        self.close_image();
     }
 }
 
@@ -592,6 +651,7 @@ impl Backstore for RbdBackstore {
             ));
         }
         let end = size.min(offset.saturating_add(STATUS_WINDOW));
+        let _hold = self.shared.enter(&self.name)?;
         let mut ranges: Vec<(u64, u64, bool)> = Vec::new();
         let arg = (&raw mut ranges).cast::<c_void>();
         // SAFETY: the image is open; `ranges` outlives the call, whose
@@ -626,6 +686,7 @@ impl Backstore for RbdBackstore {
         if new_size == size {
             return Ok(());
         }
+        let _hold = self.shared.enter(&self.name)?;
         // SAFETY: the image is open.
         let r = unsafe { (self.shared.api.rbd_resize)(self.shared.image, new_size) };
         rc(&format!("resizing {}", self.name), r as isize)?;
@@ -718,12 +779,19 @@ impl Backstore for RbdBackstore {
         vec![("resizes_seen", self.shared.resizes.load(Ordering::Relaxed))]
     }
 
+    fn close(&self) {
+        self.close_image();
+    }
+
     /// A RADOS object next to the image ([`shared`]); none for snapshots.
     fn shared_state(&self) -> Option<Arc<dyn crate::SharedState>> {
         if self.read_only {
             return None;
         }
-        let s = shared::RadosState::open(Arc::clone(&self._conn), self.shared.image);
+        let s = self
+            .shared
+            .enter(&self.name)
+            .and_then(|_hold| shared::RadosState::open(Arc::clone(&self._conn), self.shared.image));
         s.inspect_err(|e| tracing::error!(image = %self.name, error = %e, "no shared state"))
             .ok()
             .map(|s| Arc::new(s) as Arc<dyn crate::SharedState>)

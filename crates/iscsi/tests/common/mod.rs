@@ -184,6 +184,55 @@ impl Client {
         self.sock.write_all(&out).unwrap();
     }
 
+    /// Send a SCSI Command PDU with `data` as its immediate data; the
+    /// header as sent.
+    pub fn send_cmd(&mut self, cmd: &ScsiCommand, data: &[u8]) -> Bhs {
+        let mut b = Bhs::default();
+        cmd.write_to(&mut b);
+        self.send(&b, data);
+        b
+    }
+
+    /// The encoded PDU of a SCSI command (immediate data included), for
+    /// tests that send several in one write.
+    pub fn encode_cmd(&self, cmd: &ScsiCommand, data: &[u8]) -> Vec<u8> {
+        let mut b = Bhs::default();
+        cmd.write_to(&mut b);
+        let mut out = Vec::new();
+        iscsi_wire::pdu::encode(&mut out, &b, data, self.digests);
+        out
+    }
+
+    /// The answers to single-PDU reads in flight, `want` mapping each ITT
+    /// to the data it must return: each in one Data-In with GOOD status,
+    /// StatSN in order, each ITT once.
+    pub fn expect_reads(&mut self, mut want: std::collections::HashMap<u32, Vec<u8>>) {
+        while !want.is_empty() {
+            let p = self.recv().unwrap();
+            assert_eq!(p.bhs.opcode(), Opcode::DATA_IN, "status rides in Data-In");
+            let d = DataIn::parse(&p.bhs);
+            assert_eq!(d.status, Some(0));
+            assert_eq!(d.sn.statsn, self.exp_statsn, "StatSN in order");
+            self.exp_statsn += 1;
+            let exp = want.remove(&d.itt).expect("known ITT, answered once");
+            assert!(p.data == exp, "data of ITT {}", d.itt);
+        }
+    }
+
+    /// Send a Data-Out PDU carrying `data`.
+    pub fn send_data_out(&mut self, d: &DataOut, data: &[u8]) {
+        let mut b = Bhs::default();
+        d.write_to(&mut b);
+        self.send(&b, data);
+    }
+
+    /// Send a Task Management Function Request.
+    pub fn send_tmf(&mut self, tm: &TaskMgmtRequest) {
+        let mut b = Bhs::default();
+        tm.write_to(&mut b);
+        self.send(&b, &[]);
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.sock.write_all(bytes)
     }
@@ -365,9 +414,7 @@ impl Client {
     /// Run a read-type command; returns (status, data, response pdu if any, residual).
     pub fn read_cmd(&mut self, cdb: &[u8], edtl: u32) -> (u8, Vec<u8>, Option<ScsiResponse>) {
         let c = self.scsi_cmd_header(cdb, true, false, edtl);
-        let mut b = Bhs::default();
-        c.write_to(&mut b);
-        self.send(&b, &[]);
+        self.send_cmd(&c, &[]);
         let mut data = Vec::new();
         let mut next_sn = 0;
         loop {
@@ -417,9 +464,7 @@ impl Client {
             data.len().min(self.first_burst as usize)
         };
         c.final_bit = unsol_end == imm;
-        let mut b = Bhs::default();
-        c.write_to(&mut b);
-        self.send(&b, &data[..imm]);
+        self.send_cmd(&c, &data[..imm]);
         sent += imm;
         let mut datasn = 0;
         while sent < unsol_end {
@@ -433,9 +478,7 @@ impl Client {
                 datasn,
                 buffer_offset: sent as u32,
             };
-            let mut b = Bhs::default();
-            d.write_to(&mut b);
-            self.send(&b, &data[sent..sent + n]);
+            self.send_data_out(&d, &data[sent..sent + n]);
             sent += n;
             datasn += 1;
         }
@@ -459,9 +502,7 @@ impl Client {
                             datasn: sn,
                             buffer_offset: off as u32,
                         };
-                        let mut b = Bhs::default();
-                        d.write_to(&mut b);
-                        self.send(&b, &data[off..off + n]);
+                        self.send_data_out(&d, &data[off..off + n]);
                         off += n;
                         sn += 1;
                     }
@@ -584,9 +625,7 @@ impl Client {
             ref_cmdsn: 0,
             exp_datasn: 0,
         };
-        let mut b = Bhs::default();
-        tm.write_to(&mut b);
-        self.send(&b, &[]);
+        self.send_tmf(&tm);
         let p = self.recv().expect("task management response");
         assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);
         self.exp_statsn += 1;
