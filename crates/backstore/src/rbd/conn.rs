@@ -35,8 +35,13 @@ impl Drop for Conn {
 
 /// What rtarget sets on every connection, after the conf file and
 /// CEPH_ARGS (so these win), with `timeout` in seconds.
-fn settings(timeout: &str) -> [(&'static str, &str); 5] {
+fn settings(timeout: &str) -> [(&'static str, &str); 6] {
     [
+        // An AIO call only queues the request for librbd's own thread
+        // (its default, kept whatever the conf file says): the engine
+        // starts READ and WRITE on the fabric's thread, which must never
+        // wait in librbd ([`crate::Backstore::submit_never_blocks`]).
+        ("rbd_non_blocking_aio", "true"),
         // An acknowledged write is in the cluster (several gateways must
         // see it alike); the LU reports no volatile cache.
         ("rbd_cache", "false"),
@@ -110,11 +115,12 @@ pub(super) fn connect(cfg: &RbdConfig, pool: bool) -> io::Result<Conn> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn settings_keep_the_cache_off_and_write_buffers_copied() {
+    fn settings_keep_the_cache_off_write_buffers_copied_and_aio_non_blocking() {
         let s = super::settings("7");
         let get = |k: &str| s.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         assert_eq!(get("rbd_cache"), Some("false"));
         assert_eq!(get("rbd_disable_zero_copy_writes"), Some("true"));
+        assert_eq!(get("rbd_non_blocking_aio"), Some("true"));
         assert_eq!(get("rados_osd_op_timeout"), Some("7"));
         assert_eq!(get("client_mount_timeout"), Some("7"));
     }

@@ -706,6 +706,12 @@ impl Backstore for RbdBackstore {
         }
     }
 
+    /// librbd's AIO calls only queue the request (`rbd_non_blocking_aio`,
+    /// which [`conn`] sets): READ and WRITE start on the fabric's thread.
+    fn submit_never_blocks(&self) -> bool {
+        true
+    }
+
     fn on_resize(&self, hook: ResizeHook) {
         *self
             .shared
