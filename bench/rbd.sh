@@ -16,6 +16,10 @@
 # librbd's cache is off for all three (rbd_cache=false in the cluster's client
 # section, as rtarget sets it and QEMU does for -t none): every write is in the OSD.
 # CPU µs/IO: the target process' user+system time per I/O (tgtd, rtarget).
+# Client settings: every client reads the same ceph.conf; rtarget adds its own
+# (crates/backstore/src/rbd/conn.rs), among them librados_thread_count=1, which
+# QEMU leaves at librados' 2. LIBRBD_OPTS=':librados_thread_count=1' (options
+# QEMU's rbd: filename passes to librados) gives the librbd column the same.
 #
 # A/B: RTARGET_BIN_B=PATH (another build, or a wrapper script that sets CEPH_ARGS and
 # execs one) adds a fourth contender, rtarget-B, in the same rotation on the same
@@ -107,7 +111,7 @@ fi
 
 url() {
     case $1 in
-        librbd) echo "rbd:rbd/bench:conf=$CONF" ;;
+        librbd) echo "rbd:rbd/bench:conf=$CONF${LIBRBD_OPTS:-}" ;;
         tgt) echo "iscsi://127.0.0.1:$TPORT/$IQN_T/1" ;;
         rtarget) echo "iscsi://127.0.0.1:$RPORT/$IQN_R/0" ;;
         rtarget-B) echo "iscsi://127.0.0.1:$BPORT/$IQN_R/0" ;;

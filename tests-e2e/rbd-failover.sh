@@ -172,7 +172,10 @@ while kill -0 "$GPID" 2>/dev/null; do
     if [[ -z $killed ]] && ((n >= KILL_AT)); then
         kill "-$SIG" "$APID"; killed=$(date +%s.%N) at=$n
         log "rbd failover: SIG$SIG to gateway A after $n acknowledged records"
-    elif [[ -n $killed && -z $resumed ]] && ((n > at)); then
+    # Two records on: the guest writes one at a time, and A may have
+    # finished the one in flight just before the signal (its ACK printed
+    # after); with SIGSTOP, waking A on that ACK meant B never took over.
+    elif [[ -n $killed && -z $resumed ]] && ((n > at + 1)); then
         resumed=$(date +%s.%N)
         # SIGSTOP: wake A once B serves; its late writes must be refused.
         [[ $SIG == STOP ]] && kill -CONT "$APID"

@@ -260,6 +260,16 @@ pub trait Backstore: Send + Sync + 'static {
     /// wait as long. I/O after it fails. Nothing by default; wrappers
     /// forward it.
     fn close(&self) {}
+
+    /// [`Backstore::submit`] of a READ or WRITE only queues the request
+    /// (librbd's AIO with `rbd_non_blocking_aio`): it never waits, not
+    /// even for a lock held across a slow operation, so the engine may
+    /// start it on the fabric's thread instead of waking a worker for it
+    /// (a thread hop per I/O). False by default; a wrapper that may wait
+    /// in `submit` (QoS) must not forward it.
+    fn submit_never_blocks(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ fn gateways_share_an_image_through_its_exclusive_lock() {
     };
     let a = RbdGateway::open(&cfg(1), Some(16 * MIB), false).unwrap();
     let b = RbdGateway::open(&cfg(2), None, false).unwrap();
+    // A write to a gateway that does not own the image takes it over
+    // first (blocking RADOS calls): never on the fabric's thread.
+    assert!(!a.submit_never_blocks() && !b.submit_never_blocks());
     let (oa, ob) = (a.ownership().unwrap(), b.ownership().unwrap());
     assert_eq!((oa.local_group(), ob.local_group()), (1, 2));
     let changes = Arc::new(AtomicU64::new(0));

@@ -104,7 +104,9 @@ pub enum IoEngine {
     #[default]
     Inline,
     /// On a worker pool, so a backstore that blocks (O_DIRECT, network)
-    /// does not stall the connection's other commands.
+    /// does not stall the connection's other commands. READ and WRITE of
+    /// a backstore whose submit never blocks (librbd AIO,
+    /// `Backstore::submit_never_blocks`) start on the fabric's thread.
     Pool,
     /// READ and WRITE go straight to the backstore's io_uring from the
     /// fabric's thread, queued per wake-up and submitted together; the

@@ -138,12 +138,16 @@ fn tag(name: &str) -> u64 {
 struct LaterStore {
     state: Mutex<Later>,
     changed: Condvar,
+    /// Says its submit never blocks (as librbd's AIO).
+    never_blocks: bool,
 }
 
 #[derive(Default)]
 struct Later {
     started: Vec<u64>,
     pending: Vec<(u64, IoOp, Completion)>,
+    /// The thread each `submit` ran on.
+    submitters: Vec<thread::ThreadId>,
 }
 
 impl LaterStore {
@@ -214,6 +218,9 @@ impl Backstore for LaterStore {
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
+    fn submit_never_blocks(&self) -> bool {
+        self.never_blocks
+    }
     fn submit(&self, op: IoOp, done: Completion) {
         let offset = match &op {
             IoOp::Read { offset, .. } | IoOp::Write { offset, .. } => *offset,
@@ -221,6 +228,7 @@ impl Backstore for LaterStore {
         };
         let mut s = self.state.lock().unwrap();
         s.started.push(offset);
+        s.submitters.push(thread::current().id());
         s.pending.push((offset, op, done));
         self.changed.notify_all();
     }
@@ -413,4 +421,37 @@ fn asynchronous_errors_answer_as_the_synchronous_path() {
         "LBA OUT OF RANGE"
     );
     assert_eq!(store.started(), [512], "refused before the backstore");
+}
+
+/// A pool LU whose backstore's submit never blocks (librbd's AIO) starts
+/// READ and WRITE on the fabric's own thread: no worker is woken for them
+/// (a thread hop per I/O). Any other asynchronous backstore's go to a
+/// worker.
+#[test]
+fn non_blocking_submit_starts_on_the_fabric_thread() {
+    for never_blocks in [true, false] {
+        let store = Arc::new(LaterStore {
+            never_blocks,
+            ..LaterStore::default()
+        });
+        let mut f = Fabric::new(pool_lu(Arc::clone(&store)));
+        f.send("r", &read(1), TaskAttr::Simple, Vec::new());
+        f.send("w", &write(2), TaskAttr::Simple, vec![7; 512]);
+        store.wait_started(512);
+        store.wait_started(1024);
+        let here = thread::current().id();
+        let on_fabric = store
+            .state
+            .lock()
+            .unwrap()
+            .submitters
+            .iter()
+            .map(|t| *t == here)
+            .collect::<Vec<_>>();
+        assert_eq!(on_fabric, [never_blocks; 2], "never_blocks={never_blocks}");
+        store.complete(512);
+        store.complete(1024);
+        f.wait_answers(2);
+        assert_eq!(f.answers, [("r", Status::Good), ("w", Status::Good)]);
+    }
 }

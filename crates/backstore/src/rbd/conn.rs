@@ -35,8 +35,21 @@ impl Drop for Conn {
 
 /// What rtarget sets on every connection, after the conf file and
 /// CEPH_ARGS (so these win), with `timeout` in seconds.
-fn settings(timeout: &str) -> [(&'static str, &str); 5] {
+fn settings(timeout: &str) -> [(&'static str, &str); 7] {
     [
+        // One thread runs librbd's completions, not librados' default two:
+        // requests handed between two threads cost a wake-up each; with
+        // one, a busy thread takes the next without a context switch
+        // (about a third of the daemon's CPU per 4 KiB I/O on the RBD
+        // bench, BENCHMARKS.md). Each image has its own connection, so
+        // several LUs still complete in parallel. Nothing of ours blocks
+        // on it (`on_update` hands its work off).
+        ("librados_thread_count", "1"),
+        // An AIO call only queues the request for librbd's own thread
+        // (its default, kept whatever the conf file says): the engine
+        // starts READ and WRITE on the fabric's thread, which must never
+        // wait in librbd ([`crate::Backstore::submit_never_blocks`]).
+        ("rbd_non_blocking_aio", "true"),
         // An acknowledged write is in the cluster (several gateways must
         // see it alike); the LU reports no volatile cache.
         ("rbd_cache", "false"),
@@ -110,11 +123,13 @@ pub(super) fn connect(cfg: &RbdConfig, pool: bool) -> io::Result<Conn> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn settings_keep_the_cache_off_and_write_buffers_copied() {
+    fn settings_keep_the_cache_off_write_buffers_copied_and_aio_non_blocking() {
         let s = super::settings("7");
         let get = |k: &str| s.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         assert_eq!(get("rbd_cache"), Some("false"));
         assert_eq!(get("rbd_disable_zero_copy_writes"), Some("true"));
+        assert_eq!(get("rbd_non_blocking_aio"), Some("true"));
+        assert_eq!(get("librados_thread_count"), Some("1"));
         assert_eq!(get("rados_osd_op_timeout"), Some("7"));
         assert_eq!(get("client_mount_timeout"), Some("7"));
     }

@@ -526,11 +526,35 @@ extern "C" fn on_complete(c: ffi::Aio, arg: *mut c_void) {
 }
 
 /// librbd's update watch: the image header changed (a resize, a snapshot,
-/// a lock owner). Follow the size.
+/// a lock owner). Follow the size, on a thread of its own: this runs on
+/// librbd's completion thread, the only one (`librados_thread_count=1`,
+/// [`conn`]), and `rbd_get_size` may first refresh the image header with
+/// RADOS reads whose completions need that very thread.
 extern "C" fn on_update(arg: *mut c_void) {
-    // SAFETY: `arg` is the Shared the backstore keeps alive until it
-    // unwatched.
-    let s = unsafe { &*arg.cast::<Shared>() };
+    // SAFETY: `arg` is `Arc::as_ptr` of the Shared the backstore keeps
+    // alive until it unwatched (which waits for this callback): one more
+    // strong count makes an Arc of our own.
+    let s = unsafe {
+        Arc::increment_strong_count(arg.cast::<Shared>());
+        Arc::from_raw(arg.cast::<Shared>())
+    };
+    // Counted in flight: the image stays open until the thread is done.
+    s.begin();
+    let s2 = Arc::clone(&s);
+    let spawned = std::thread::Builder::new()
+        .name("rbd-update".into())
+        .spawn(move || {
+            follow_size(&s2);
+            s2.end();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "rbd: cannot follow an image update");
+        s.end();
+    }
+}
+
+/// Read the image's size and tell the resize hook when it changed.
+fn follow_size(s: &Shared) {
     let mut size = 0u64;
     // SAFETY: the image is open while watched.
     if unsafe { (s.api.rbd_get_size)(s.image, &mut size) } < 0 {
@@ -765,6 +789,12 @@ impl Backstore for RbdBackstore {
             // Nothing to move (or flush on a read-only image).
             _ => done.complete(op, Ok(())),
         }
+    }
+
+    /// librbd's AIO calls only queue the request (`rbd_non_blocking_aio`,
+    /// which [`conn`] sets): READ and WRITE start on the fabric's thread.
+    fn submit_never_blocks(&self) -> bool {
+        true
     }
 
     fn on_resize(&self, hook: ResizeHook) {

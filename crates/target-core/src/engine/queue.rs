@@ -95,6 +95,19 @@ pub struct TaskQueue<C> {
     batch: bool,
 }
 
+/// Whether READ and WRITE of `dev` start on the fabric's thread: on an
+/// io_uring LU, and on a pool LU whose backstore's submit never blocks
+/// (librbd AIO): no worker is woken for them, which on a small machine is
+/// a good part of a request's CPU (BENCHMARKS.md, RBD). Other commands
+/// still run on the pool.
+fn starts_here(dev: &crate::Device) -> bool {
+    match dev.options.io_engine {
+        IoEngine::Uring => true,
+        IoEngine::Pool => dev.state.caps.async_submit && dev.backstore.submit_never_blocks(),
+        IoEngine::Inline => false,
+    }
+}
+
 impl<C> TaskQueue<C> {
     pub fn new(limits: Limits) -> TaskQueue<C> {
         TaskQueue {
@@ -265,10 +278,11 @@ impl<C> TaskQueue<C> {
             Some(l) if !task.long => l.device.id(),
             _ => 0,
         };
-        // Only READ and WRITE are sure not to block this thread on a ring.
+        // Only READ and WRITE are sure not to block this thread on a ring
+        // (or in a backstore whose submit only queues).
         let ring = !task.long
             && sg.is_none()
-            && lu.is_some_and(|l| l.device.options.io_engine == IoEngine::Uring)
+            && lu.is_some_and(|l| starts_here(&l.device))
             && task
                 .cdb
                 .as_slice()
