@@ -12,9 +12,13 @@
 //! (`/sys/kernel/mm/transparent_hugepage/enabled` = never) or none is
 //! free, the kernel falls back to 4 KiB pages: nothing else changes.
 //!
-//! The mapping is zero-filled by the kernel page by page on first touch,
-//! so an allocated but unwritten chunk costs no memory yet, as with the
-//! heap allocation it replaces.
+//! Costs, paid once per chunk at its first write: the kernel zero-fills a
+//! whole 2 MiB page on the first touch (a chunk written in one 4 KiB
+//! place holds 2 MiB of RAM, where 4 KiB pages held 4 KiB; the ramdisk's
+//! size bounds both), and with `defrag` = madvise (the default) it may
+//! compact memory to find a huge page. Measured on the same guest with
+//! fragmented memory: 0.5 to 14 ms per chunk, against ~2.4 ms for its 512
+//! small pages one fault at a time. Every access after that is cheaper.
 
 use std::alloc::{handle_alloc_error, Layout};
 use std::ops::{Deref, DerefMut};
