@@ -26,6 +26,7 @@ pub mod qcow2;
 pub mod qemu;
 pub mod qos;
 pub mod ram;
+mod ram_chunk;
 pub mod rbd;
 pub mod registry;
 pub mod shared_state;

@@ -226,7 +226,9 @@ impl SessionCore {
         cmdsn: u32,
         stopping: &dyn Fn() -> bool,
     ) -> Accept {
-        let deadline = Instant::now() + GAP_WAIT;
+        // Read the clock only once a command has to wait: the in-order
+        // case (every command of a one-connection session) never does.
+        let mut deadline: Option<Instant> = None;
         let mut s = self.lock();
         loop {
             let max = self.max_locked(&mut s, conn_id, own);
@@ -250,7 +252,8 @@ impl SessionCore {
                 );
                 return Accept::Drop;
             }
-            if stopping() || Instant::now() >= deadline {
+            let now = Instant::now();
+            if stopping() || now >= *deadline.get_or_insert(now + GAP_WAIT) {
                 tracing::warn!(
                     cmdsn,
                     exp = s.exp_cmdsn,
