@@ -28,6 +28,7 @@ mod ffi;
 mod ffi_lock;
 mod ffi_rados;
 mod gateway;
+mod inflight;
 mod lock;
 mod service;
 mod shared;
@@ -43,87 +44,11 @@ pub use gateway::RbdGateway;
 
 use crate::{refuse_shrink, Backstore, Capabilities, Completion, Extent, IoOp, ResizeHook};
 use extent::{extent_from, on_extent, STATUS_WINDOW};
+use inflight::{Held, Shared};
 
 /// Whether librbd can be loaded on this host (why not, otherwise).
 pub fn available() -> Result<(), String> {
     ffi::api().map(|_| ())
-}
-
-/// What librbd's callbacks reach: the image handle and the live state.
-struct Shared {
-    api: &'static ffi::Api,
-    image: ffi::Image,
-    size: AtomicU64,
-    /// AIOs started and not yet finished (the image closes at zero): an
-    /// atomic, not a mutex, since every request counts itself twice (two
-    /// threads: the submitter and librbd's completion thread); `idle_lock`
-    /// and `idle` are only for the close waiting for zero.
-    inflight: AtomicU64,
-    /// Set once by [`RbdBackstore::close_image`]: nothing starts on the
-    /// image any more (checked after counting in, see [`Shared::enter`]).
-    closed: AtomicBool,
-    idle_lock: Mutex<()>,
-    idle: Condvar,
-    /// Size changes noticed through the update watch.
-    resizes: AtomicU64,
-    on_resize: Mutex<Option<ResizeHook>>,
-}
-
-// SAFETY: librbd image handles may be used from any thread at once.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    // SeqCst, as `closed`: a close that set it and then saw zero in flight
-    // cannot miss a request that counted itself in and then saw it clear.
-    fn begin(&self) {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Count a synchronous call on the image in, unless it is closed.
-    fn enter(self: &Arc<Self>, name: &str) -> io::Result<Hold> {
-        self.begin();
-        let hold = Hold(Arc::clone(self));
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(closed(name));
-        }
-        Ok(hold)
-    }
-
-    fn end(&self) {
-        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Under the lock: a close that saw a non-zero count is waiting
-            // (it checks and waits under it), so it cannot miss this.
-            let _g = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.idle.notify_all();
-        }
-    }
-}
-
-/// A call on the image in flight (the image stays open until it ends).
-struct Hold(Arc<Shared>);
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// A value that uses the image, with the image kept open as long.
-pub(crate) struct Held<T> {
-    value: T,
-    _hold: Hold,
-}
-
-impl<T> std::ops::Deref for Held<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
-fn closed(name: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, format!("{name}: closed"))
 }
 
 pub struct RbdBackstore {
