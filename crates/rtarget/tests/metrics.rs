@@ -201,6 +201,19 @@ fn core_counters(body: &str) {
     assert_eq!(sample(body, ok), 1);
     let bad = "rtarget_iscsi_logins_total{result=\"failure\",reason=\"target_not_found\"}";
     assert_eq!(sample(body, bad), 0);
+    // Busy polling is on by default: the session's waits for its next
+    // command are counted (the first always teaches the gate, unspun).
+    let waits: u64 = ["data", "ran_out", "yielded", "skipped"]
+        .iter()
+        .map(|r| {
+            sample(
+                body,
+                &format!("rtarget_iscsi_busy_polls_total{{result=\"{r}\"}}"),
+            )
+        })
+        .sum();
+    assert!(waits > 0, "{body}");
+    assert!(body.contains("rtarget_iscsi_busy_poll_spin_seconds_total "));
 }
 
 /// docs/grafana/rtarget.json: every query names only metrics that a scrape
