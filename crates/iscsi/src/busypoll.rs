@@ -38,10 +38,13 @@ const SPIN_PER_TYPICAL: u32 = 4;
 /// typical wait near zero would otherwise plan a spin too short to catch
 /// anything.
 const MIN_SPIN: Duration = Duration::from_micros(10);
-/// A wait this many budgets long means the initiator paused: what was
-/// learnt about its pace no longer holds, and no spin is planned until
-/// a wait is seen again.
+/// A wait this many budgets long (and at least [`IDLE_MIN`]) means the
+/// initiator paused: what was learnt about its pace no longer holds, and
+/// no spin is planned until a wait is seen again.
 const IDLE_BUDGETS: u32 = 8;
+/// See [`IDLE_BUDGETS`]: with a budget of a few µs, a wait with a wake-up
+/// in it is no pause yet.
+const IDLE_MIN: Duration = Duration::from_millis(1);
 /// Longest back-off after spins that found nothing, in waits.
 const MAX_BACKOFF: u32 = 64;
 /// One round of the spin (a `recv` and a yield) that took this long
@@ -67,15 +70,15 @@ pub enum Spin {
 ///
 /// - It keeps the typical wait (from finding the socket empty to data
 ///   arriving; an average weighting recent waits, each capped at two
-///   budgets) and spins only while that is within the budget, for
-///   [`SPIN_PER_TYPICAL`] typical waits (at least [`MIN_SPIN`], at most
-///   the budget).
+///   budgets) and spins for [`SPIN_PER_TYPICAL`] typical waits (at least
+///   [`MIN_SPIN`], at most the budget).
 /// - A spin that found nothing (or yielded to another thread) backs off:
 ///   the next 1, 2, 4 ... [`MAX_BACKOFF`] waits block at once; a spin that
 ///   found data halves the back-off.
-/// - A wait of [`IDLE_BUDGETS`] budgets or more (the initiator paused, an
-///   idle connection's receive timeout) forgets everything: no spin until
-///   a wait has been seen again. An idle connection so spins at most once.
+/// - A wait of [`IDLE_BUDGETS`] budgets (at least [`IDLE_MIN`]) or more
+///   (the initiator paused, an idle connection's receive timeout) forgets
+///   everything: no spin until a wait has been seen again. An idle
+///   connection so spins at most once.
 #[derive(Debug, Clone)]
 pub struct Gate {
     budget: Duration,
@@ -103,13 +106,16 @@ impl Gate {
             self.skip -= 1;
             return None;
         }
-        let t = self.typical.filter(|&t| t <= self.budget)?;
+        // A typical wait beyond the budget still gets a spin of the budget
+        // now and then (the back-off spaces them): waits that blocked
+        // include the wake-up the spin would save, so they overstate.
+        let t = self.typical?;
         Some((t * SPIN_PER_TYPICAL).max(MIN_SPIN).min(self.budget))
     }
 
     /// A wait is over: it took `waited` and its spin ended `how`.
     pub fn record(&mut self, how: Spin, waited: Duration) {
-        if waited >= self.budget * IDLE_BUDGETS {
+        if waited >= (self.budget * IDLE_BUDGETS).max(IDLE_MIN) {
             *self = Gate::new(self.budget);
             return;
         }
@@ -263,7 +269,7 @@ impl Poller {
                 if let Some(r) = got {
                     self.gate.record(how, spun);
                     self.pending.data += 1;
-                    if self.pending.data % REPORT_EVERY == 0 {
+                    if self.pending.data.is_multiple_of(REPORT_EVERY) {
                         self.report();
                     }
                     return r;
@@ -337,28 +343,37 @@ mod tests {
         assert_eq!(g.plan(), Some(us(1)), "never past the budget");
     }
 
-    #[test]
-    fn a_slow_peer_is_not_spun_for() {
-        let mut g = Gate::new(us(50));
-        for _ in 0..100 {
-            assert_eq!(g.plan(), None);
-            g.record(Spin::Skipped, us(120));
-        }
-        // It speeds up: a few short waits bring the spin back.
+    /// Feeds `n` waits of `wait` (a spin shorter than that runs out):
+    /// how many were spun for.
+    fn run(g: &mut Gate, n: usize, wait: Duration) -> usize {
         let mut spins = 0;
-        for _ in 0..10 {
-            let p = g.plan();
-            spins += usize::from(p.is_some());
-            g.record(
-                if p.is_some() {
-                    Spin::Data
-                } else {
-                    Spin::Skipped
-                },
-                us(10),
-            );
+        for _ in 0..n {
+            let how = match g.plan() {
+                None => Spin::Skipped,
+                Some(len) => {
+                    spins += 1;
+                    if len >= wait {
+                        Spin::Data
+                    } else {
+                        Spin::RanOut
+                    }
+                }
+            };
+            g.record(how, wait);
         }
-        assert!((5..10).contains(&spins), "{spins}");
+        spins
+    }
+
+    #[test]
+    fn a_slow_peer_is_spun_for_rarely() {
+        let mut g = Gate::new(us(50));
+        // Waits of 120 µs: a 50 µs spin never catches one. Spins back off
+        // to one in 64 waits (a probe, in case the peer sped up).
+        let spins = run(&mut g, 1000, us(120));
+        assert!(spins <= 7 + 1000 / 64, "{spins}");
+        // It speeds up: within two back-offs the spin is back for good.
+        assert!(run(&mut g, 128, us(10)) >= 1);
+        assert_eq!(run(&mut g, 100, us(10)), 100);
     }
 
     #[test]
@@ -413,6 +428,17 @@ mod tests {
         assert_eq!(g.plan(), None);
         g.record(Spin::Skipped, us(10));
         assert!(g.plan().is_some());
+    }
+
+    #[test]
+    fn a_tiny_budget_keeps_learning_through_wake_ups() {
+        // 1 µs (one yield): a 30 µs wait that slept is no pause.
+        let mut g = Gate::new(us(1));
+        g.record(Spin::Skipped, us(30));
+        assert_eq!(g.plan(), Some(us(1)));
+        g.record(Spin::RanOut, Duration::from_millis(1));
+        assert_eq!(g.plan(), None);
+        assert_eq!(g.plan(), None, "forgotten after 1 ms");
     }
 
     #[test]
