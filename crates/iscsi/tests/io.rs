@@ -235,9 +235,12 @@ fn an_idle_connection_stops_busy_polling() {
     srv.set_target(t);
     let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut c = session(addr, &[]);
+    // Busy: an initiator that thinks 100 µs between reads (so that the
+    // connection does wait, however the threads are scheduled).
     for i in 0..200 {
         let (st, _, _) = c.read_cmd(&read10(i % 64, 8), 4096);
         assert_eq!(st, 0);
+        std::thread::sleep(std::time::Duration::from_micros(100));
     }
     // Idle: the first waits may still spin (and report); by now the
     // connection has blocked through one receive timeout.
