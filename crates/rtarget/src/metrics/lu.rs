@@ -183,7 +183,7 @@ fn busy_polls(reg: &mut Registry, live: &Live) {
     spin.inc_by(c.spin_ns as f64 * 1e-9);
     reg.register_with_unit(
         "iscsi_busy_poll_spin",
-        "CPU time iSCSI connections spent spinning on their sockets (busy_poll_us)",
+        "Time iSCSI connections spent spinning on their sockets (busy_poll_us; wall clock: the spin's yields let other threads run meanwhile)",
         Unit::Seconds,
         spin,
     );
