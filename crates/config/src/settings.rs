@@ -39,11 +39,17 @@ const fn spec(name: &'static str, allowed: &'static [(i64, i64)], used: bool) ->
     }
 }
 
+/// `busy_poll_us` of a TPG that does not set it: the budget of the
+/// adaptive busy polling (rtarget's iscsi `busypoll`), 0 = off. The one
+/// place the default is decided.
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
+
 /// TPG attributes (targetcli `set attribute` on a TPG).
 pub const TPG_ATTRIBUTES: &[Spec] = &[
     spec("authentication", FLAG, true),
-    // rtarget extension: microseconds a connection thread spins on its
-    // socket before it sleeps in recv (docs/latency.md); 0 = never.
+    // rtarget extension: the most microseconds a connection thread spins
+    // on its socket before it sleeps in recv, when its recent waits say a
+    // spin pays (docs/latency.md); 0 = never.
     spec("busy_poll_us", &[(0, 1000)], true),
     spec("cache_dynamic_acls", FLAG, false),
     spec("default_cmdsn_depth", &[(1, 512)], true),
@@ -304,8 +310,9 @@ pub struct TpgAttributes {
     /// Seconds the ping may stay unanswered.
     pub nopin_response_timeout: u32,
     pub default_erl: u8,
-    /// Microseconds a connection spins on non-blocking receives before it
-    /// blocks (lower single-request latency for CPU time); 0: never.
+    /// Most microseconds a connection spins on non-blocking receives
+    /// before it blocks, where its recent waits say that pays (lower
+    /// single-request latency for CPU time); 0: never.
     pub busy_poll_us: u32,
 }
 
@@ -326,7 +333,7 @@ impl Default for TpgAttributes {
             nopin_timeout: 15,
             nopin_response_timeout: 30,
             default_erl: 0,
-            busy_poll_us: 0,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
         }
     }
 }
@@ -586,7 +593,9 @@ mod tests {
         let t = TpgAttributes::parse(&map(json!({"busy_poll_us": "50"})), false).unwrap();
         assert_eq!(t.busy_poll_us, 50);
         let t = TpgAttributes::parse(&Map::new(), false).unwrap();
-        assert_eq!(t.busy_poll_us, 0, "off unless asked for");
+        assert_eq!(t.busy_poll_us, DEFAULT_BUSY_POLL_US, "the one default");
+        let t = TpgAttributes::parse(&map(json!({"busy_poll_us": 0})), false).unwrap();
+        assert_eq!(t.busy_poll_us, 0, "0 turns it off");
         for bad in [json!({"busy_poll_us": 1001}), json!({"busy_poll_us": -1})] {
             let e = TpgAttributes::parse(&map(bad.clone()), false).unwrap_err();
             assert!(e[0].contains("from 0 to 1000"), "{bad}: {e:?}");

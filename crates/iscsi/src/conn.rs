@@ -331,11 +331,11 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             true => STREAMING_READ,
             false => usize::MAX,
         };
-        let fd = io.stream.as_raw_fd();
-        let got = sess
-            .busy_poll
-            .and_then(|budget| crate::busypoll::poll(&mut io.rx, fd, need, max, budget));
-        match got.unwrap_or_else(|| io.rx.fill_upto(&mut io.stream, need, max)) {
+        let got = match sess.busy_poll.as_mut() {
+            Some(p) => p.recv(&mut io.rx, &mut io.stream, need, max),
+            None => io.rx.fill_upto(&mut io.stream, need, max),
+        };
+        match got {
             Ok(0) => return,
             Ok(_) => last_rx = Instant::now(),
             Err(e) if is_timeout(&e) => match sess.nop_timer(last_rx, &mut io.tx) {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use target_core::LunTable;
 
+pub use busypoll::PollStats;
 pub use iscsi_wire::chap::ChapCredentials;
 /// The iSCSI name rule logins are checked against (`acls create` uses it too).
 pub use iscsi_wire::name::valid_name as valid_iscsi_name;
@@ -264,6 +265,13 @@ impl IscsiServer {
     /// reason, n)`, every outcome listed (zeros too).
     pub fn login_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
         self.shared.login_counts.snapshot()
+    }
+
+    /// Busy polling since the server started, summed over connections
+    /// (`busy_poll_us`: spins that found data, ran out, yielded the CPU,
+    /// waits not spun for, time spun).
+    pub fn busy_poll_counts(&self) -> PollStats {
+        self.shared.busy_polls.snapshot()
     }
 
     /// Stop listening, log every session out (Async Message where possible,

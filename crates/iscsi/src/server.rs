@@ -93,6 +93,8 @@ pub struct Shared {
     refusals: Mutex<(u64, Instant)>,
     /// Logins by outcome (monitoring).
     pub login_counts: crate::login::LoginCounters,
+    /// Busy polling of every connection (monitoring).
+    pub busy_polls: Arc<crate::busypoll::PollCounters>,
 }
 
 /// Nexus ids are unique for the life of the process, across servers.
@@ -119,6 +121,7 @@ impl Shared {
             logins: Mutex::new(LoginSlots::default()),
             refusals: Mutex::new((0, Instant::now())),
             login_counts: Default::default(),
+            busy_polls: Default::default(),
         }
     }
 

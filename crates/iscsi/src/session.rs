@@ -79,7 +79,7 @@ pub struct Session {
     nopin_timeout: Duration,
     nopin_response_timeout: Duration,
     /// The TPG's `busy_poll_us` (`crate::busypoll`); `None`: off.
-    pub busy_poll: Option<Duration>,
+    pub busy_poll: Option<crate::busypoll::Poller>,
     pub text: TextState,
     /// Commands in the I/O engine.
     pub offload: Offload,
@@ -128,7 +128,8 @@ impl Session {
             },
         );
         let busy_poll =
-            crate::busypoll::budget(l.tpg.as_ref().map_or(0, |t| t.attributes.busy_poll_us));
+            crate::busypoll::budget(l.tpg.as_ref().map_or(0, |t| t.attributes.busy_poll_us))
+                .map(|b| crate::busypoll::Poller::new(b, Arc::clone(&shared.busy_polls)));
         let nopin_timeout = Duration::from_secs(nopin_timeout);
         let nopin_response_timeout = Duration::from_secs(nopin_response_timeout);
         // Load the epoch before the view: an update racing with login is

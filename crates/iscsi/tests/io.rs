@@ -210,3 +210,46 @@ fn busy_polling_connection_serves_every_data_out_path() {
     }
     srv.shutdown();
 }
+
+#[test]
+fn an_idle_connection_stops_busy_polling() {
+    // Busy polling is adaptive: it spins while requests come back to back
+    // and stops when the initiator goes quiet. An idle connection wakes
+    // every receive timeout (200 ms) and must not spin each time (a fixed
+    // spin would: one budget per wake-up, for nothing).
+    let srv = iscsi::IscsiServer::new();
+    let mut t = target(IQN, 1 << 20, &[]);
+    t.tpgs[0].attributes.busy_poll_us = 1000;
+    srv.set_target(t);
+    let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut c = session(addr, &[]);
+    // Busy: an initiator that thinks 100 µs between reads (so that the
+    // connection does wait, however the threads are scheduled).
+    for i in 0..200 {
+        let (st, _, _) = c.read_cmd(&read10(i % 64, 8), 4096);
+        assert_eq!(st, 0);
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    // Idle: the first waits may still spin (and report); by now the
+    // connection has blocked through one receive timeout.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = srv.busy_poll_counts();
+    let spun = |s: &iscsi::PollStats| s.data + s.ran_out + s.yielded;
+    assert!(
+        spun(&before) > 0,
+        "back-to-back requests are spun for: {before:?}"
+    );
+    // Five more receive timeouts of idleness: not one spin.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let after = srv.busy_poll_counts();
+    assert_eq!(spun(&after), spun(&before), "{before:?} -> {after:?}");
+    assert_eq!(after.spin_ns, before.spin_ns, "{before:?} -> {after:?}");
+    assert!(
+        after.skipped > before.skipped,
+        "the idle waits are seen: {after:?}"
+    );
+    // Still served, and spinning may start again.
+    assert_eq!(c.read_cmd(&read10(0, 8), 4096).0, 0);
+    c.logout();
+    srv.shutdown();
+}

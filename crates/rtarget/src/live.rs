@@ -192,6 +192,11 @@ impl Live {
         self.server.login_counts()
     }
 
+    /// Busy polling of the iSCSI connections, summed.
+    pub fn busy_poll_counts(&self) -> iscsi::PollStats {
+        self.server.busy_poll_counts()
+    }
+
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
         let mut st = self.lock();

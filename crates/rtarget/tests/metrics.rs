@@ -120,6 +120,7 @@ fn scrape_shows_sessions_and_lun_counters_moving() {
     // The UA-clearing TEST UNIT READY, the write and the read at least.
     assert!(commands >= 3, "{commands}");
     core_counters(&body);
+    busy_polls_are_counted(addr);
 
     // More reads: the counters move between scrapes.
     for lba in 0..4 {
@@ -201,6 +202,34 @@ fn core_counters(body: &str) {
     assert_eq!(sample(body, ok), 1);
     let bad = "rtarget_iscsi_logins_total{result=\"failure\",reason=\"target_not_found\"}";
     assert_eq!(sample(body, bad), 0);
+}
+
+fn busy_polls_are_counted(addr: SocketAddr) {
+    // Busy polling is on by default: the session's waits for its next
+    // command are counted. A connection reports its waits when it next
+    // blocks (the commands above may each have found the next already
+    // there): by now it has, or soon will, with nothing more to read.
+    let waits = |body: &str| -> u64 {
+        ["data", "ran_out", "yielded", "skipped"]
+            .iter()
+            .map(|r| {
+                sample(
+                    body,
+                    &format!("rtarget_iscsi_busy_polls_total{{result=\"{r}\"}}"),
+                )
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let scrape = loop {
+        let scrape = get(addr, "/metrics").1;
+        if waits(&scrape) > 0 || std::time::Instant::now() > deadline {
+            break scrape;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(waits(&scrape) > 0, "{scrape}");
+    assert!(scrape.contains("rtarget_iscsi_busy_poll_spin_seconds_total "));
 }
 
 /// docs/grafana/rtarget.json: every query names only metrics that a scrape

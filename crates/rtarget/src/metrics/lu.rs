@@ -1,7 +1,7 @@
 //! The core's per-LU counters in a scrape (`target_core::stats`): latency
 //! histograms per command class, bytes, CHECK CONDITIONs by sense key,
 //! reservation conflicts, commands in flight, unit attentions and ALUA
-//! transitions; and the iSCSI logins by outcome. The core keeps them in
+//! transitions; and the iSCSI logins by outcome and busy polling. The core keeps them in
 //! relaxed atomics on the data path; a scrape reads a snapshot of each LU
 //! and encodes it here, so no prometheus-client metric (whose histogram
 //! takes a lock per observation) is ever touched per command.
@@ -139,6 +139,7 @@ pub(super) fn register(reg: &mut Registry, live: &Live) {
         alua,
     );
     logins(reg, live);
+    busy_polls(reg, live);
 }
 
 fn logins(reg: &mut Registry, live: &Live) {
@@ -155,5 +156,35 @@ fn logins(reg: &mut Registry, live: &Live) {
         "iscsi_logins",
         "iSCSI login attempts by outcome: success (normal, discovery) or failure by reason",
         logins,
+    );
+}
+
+/// The iSCSI connections' busy polling (`busy_poll_us`): whether spins
+/// find data (pays) or run out (CPU spent for nothing), and the time spun.
+fn busy_polls(reg: &mut Registry, live: &Live) {
+    let c = live.busy_poll_counts();
+    let polls = Family::<Labels, Counter>::default();
+    for (result, n) in [
+        ("data", c.data),
+        ("ran_out", c.ran_out),
+        ("yielded", c.yielded),
+        ("skipped", c.skipped),
+    ] {
+        polls
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc_by(n);
+    }
+    reg.register(
+        "iscsi_busy_polls",
+        "Waits of iSCSI connections for a request (busy_poll_us): spun and found data, spun and ran out, spun and yielded the CPU to another thread, or not spun (the adaptive gate skipped it)",
+        polls,
+    );
+    let spin = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+    spin.inc_by(c.spin_ns as f64 * 1e-9);
+    reg.register_with_unit(
+        "iscsi_busy_poll_spin",
+        "Time iSCSI connections spent spinning on their sockets (busy_poll_us; wall clock: the spin's yields let other threads run meanwhile)",
+        Unit::Seconds,
+        spin,
     );
 }
