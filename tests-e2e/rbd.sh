@@ -7,13 +7,15 @@
 #   back byte-exact; the `rbd` CLI exports the same bytes; the saveconfig holds
 #   plugin "user" with config "rbd/..."; `rbd resize` made outside reaches the
 #   logged-in initiator as 2A/09 and a larger READ CAPACITY (rbd_update_watch);
-#   a stopped daemon no longer watches the image (closed at the stop);
+#   a stopped daemon no longer watches the image nor its shared PR object
+#   (closed at the stop);
 #   a restart from the saved config serves the data again; two gateways
 #   (alua_group=1/2) on one image: RTPG alike on both, the exclusive lock
 #   moves with the writes, the old owner is blocklisted and fenced, no
 #   ping-pong, STPG takes it back, kill -9 of the owner; the service map
 #   (ceph service dump/status), `ls` and `sessions` name the lock owner
-#   and the blocklisted peer (rbd_gateways.py);
+#   and the blocklisted peer, and a stopped gateway leaves the map and the
+#   PR object's watchers at once (rbd_gateways.py);
 #   the same with persistent reservations shared through RADOS: they hold
 #   at the new owner and at the fenced, reconnected one (rbd_gateways_pr.py).
 # Prints "PASS name" / "FAIL name (why)" per check and ends with "N passed, N failed".
@@ -22,7 +24,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-need qemu-img rbd ceph-mon ceph-osd ceph-mgr python3 cmp   # lib.sh: SKIP locally, FAIL under CI=true
+need qemu-img rbd rados ceph-mon ceph-osd ceph-mgr python3 cmp   # lib.sh: SKIP locally, FAIL under CI=true
 # (a here-string, not a pipe: under pipefail, grep -q's early exit would fail ldconfig with SIGPIPE)
 if ! grep -q 'librbd\.so\.1 ' <<<"$(ldconfig -p)"; then need librbd.so.1; fi
 [[ -f $TOOLS/ceph/ceph-up.sh ]] || need "$TOOLS/ceph/ceph-up.sh"
@@ -100,20 +102,40 @@ assert got[0]["size"] == 64 << 20, got' "$W/state/saveconfig.json"
 check "rbd resize elsewhere reaches the initiator as 2A/09, READ CAPACITY 80 MiB" \
     timeout 60 python3 "$HERE/rbd_resize.py" "$PORT" "$IQN" 1 80 resize rbd/img0
 
+# pr_watchers IMAGE: how many watch the image's shared PR object
+# (rtarget_pr.<image id>; exit status 1 at none).
+pr_watchers() {
+    local id
+    id=$(rbd info "$1" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') &&
+        rados -p rbd listwatchers "rtarget_pr.$id" | grep -c watcher=
+}
+# A deleted object lets go of its image at once, as a stopped daemon does.
+check "CLI: a second user:rbd object with a LUN" bash -c '
+    "$1" --socket "$2" /backstores/user:rbd create disk1 16M "rbd/img1;conf=$3;osd_op_timeout=20" &&
+    "$1" --socket "$2" "/iscsi/$4/tpg1/luns" create /backstores/user:rbd/disk1' \
+    _ "$RTARGET_BIN" "$RT_SOCK" "$CONF" "$IQN"
+check "it watches its image header and shared PR object" bash -c "$(declare -f pr_watchers)
+    rbd status rbd/img1 | grep -q watcher= && pr_watchers rbd/img1"
+check "CLI: delete it" cli /backstores/user:rbd delete disk1
+check "the deleted object no longer watches its image header nor PR object" bash -c "$(declare -f pr_watchers)
+    ! rbd status rbd/img1 | grep watcher= && test \"\$(pr_watchers rbd/img1)\" = 0"
+
 mkdir -p "$W/gw"
 check "two gateways on one image: ALUA from the exclusive lock, takeover, fencing, no ping-pong" \
     env RTARGET_BIN="$RTARGET_BIN" timeout 180 python3 "$HERE/rbd_gateways.py" "$W/gw" "$CONF"
-grep -E "^(takeover|failover)" "$W/out.txt" >&2
+grep -E "^(takeover|failover|stop)" "$W/out.txt" >&2
 mkdir -p "$W/gwpr"
 check "lock-driven gateways with shared PR: the reservation holds through takeover, fencing, kill -9" \
     env RTARGET_BIN="$RTARGET_BIN" timeout 180 python3 "$HERE/rbd_gateways_pr.py" "$W/gwpr" "$CONF"
 grep -E "^(takeover|failover)" "$W/out.txt" >&2
 
+check "the daemon watches the image's shared PR object" bash -c "$(declare -f pr_watchers); pr_watchers rbd/img0"
 stop_rtarget 10 || true
 # Closed at the stop, not left for the OSDs to time out (5 s here, 30 s by
 # default): the other gateways of an image need not wait for it.
 check "the stopped daemon no longer watches the image header" \
     bash -c '! rbd status rbd/img0 | grep watcher='
+check "nor its shared PR object" bash -c "$(declare -f pr_watchers); test \"\$(pr_watchers rbd/img0)\" = 0"
 # Empty the log first: start_rtarget's wait could see the old run's
 # "listening on" before the new daemon truncates it (kept for panics_in).
 cat "$W/state/rtarget.log" >>"$W/state/rtarget.log.old"; : >"$W/state/rtarget.log"

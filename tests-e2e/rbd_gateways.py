@@ -24,11 +24,17 @@ Checks, in order (each prints PASS/FAIL; exit status 1 on any FAIL):
     through rados_service_register), `ls` and `sessions` of each gateway
     name the lock owner after A took the lock and after B took over; B
     reports the peer it blocklisted, A that it was fenced (needs a ceph-mgr);
-  - `rbd export` holds every acknowledged write and none of the refused.
+  - `rbd export` holds every acknowledged write and none of the refused;
+  - B stopped (SIGTERM): its watch on the image's shared PR object goes
+    within 2 s, its service map entry within 10 s (librados' MMgrClose when
+    the registered connection shuts down; the times are printed), not
+    when the OSDs / the mgr time it out. A (killed) stays listed until the
+    mgr's mgr_service_beacon_grace (60 s): printed, not checked.
 
 usage: rbd_gateways.py WORKDIR CEPH_CONF
        rbd_gateways.py --late-write PORT   (rbd-failover.sh's check of a woken gateway)
 """
+import json
 import os
 import subprocess
 import sys
@@ -39,11 +45,54 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rbd_gw_common import (BS, IQN, NOT_READY_TRANSITION, REC, RESULTS,  # noqa: E402
                            answers, blocklist, check, check_service_map, cluster_pids,
                            queue_writes, record,
-                           rtpg, rtpg_alike, run, start_gateways, states, stopped,
+                           rtpg, rtpg_alike, run, service_map, start_gateways, states,
+                           stopped,
                            wait_takeover, write)
 from rwsession import RwSession  # noqa: E402
 
 IMAGE = f"rbd/gw{os.getpid()}"
+
+
+def pr_watchers(conf, image):
+    """The watchers of `image`'s shared PR object (rtarget_pr.<image id>)."""
+    info = json.loads(subprocess.run(["rbd", "-c", conf, "info", image, "--format", "json"],
+                                     capture_output=True, check=True, text=True).stdout)
+    pool = image.split("/")[0]
+    out = subprocess.run(["rados", "-c", conf, "-p", pool, "listwatchers",
+                          f"rtarget_pr.{info['id']}"], capture_output=True, text=True)
+    return out.stdout.count("watcher=")
+
+
+def poll(f, limit):
+    """Seconds until f() held (polled every 0.1 s), or None after `limit`."""
+    t0 = time.monotonic()
+    while not f():
+        if time.monotonic() - t0 > limit:
+            return None
+        time.sleep(0.1)
+    return round(time.monotonic() - t0, 2)
+
+
+def stop_lets_go(conf, b):
+    """Stop B (the last live gateway; A was killed) and see it leave the
+    PR object's watchers and the service map at once."""
+    # A's watch (killed) expires on the OSD's clock first: then only B's is left.
+    poll(lambda: pr_watchers(conf, IMAGE) <= 1, 30)
+    before = pr_watchers(conf, IMAGE)
+    def listed(group):
+        return [n for n, d in service_map(conf).items()
+                if d["metadata"].get("image") == IMAGE
+                and d["metadata"].get("alua_group") == str(group)]
+    was = bool(listed(2))
+    b.stop()
+    watch = poll(lambda: pr_watchers(conf, IMAGE) == 0, 2)
+    check(f"B stopped: its shared PR watch is gone ({before} watcher(s) before, "
+          f"none after {watch} s)", before == 1 and watch is not None)
+    entry = poll(lambda: not listed(2), 10)
+    check(f"B stopped: its service map entry (listed before: {was}) is gone after {entry} s",
+          was and entry is not None, f"{listed(2)}")
+    print(f"stop of B: its PR watch gone after {watch} s, its service map entry after "
+          f"{entry} s; A (kill -9) still listed: {bool(listed(1))}", flush=True)
 
 
 def main(argv):
@@ -139,7 +188,7 @@ def main(argv):
     zero = [lba for lba in (40,) if img[lba * BS:lba * BS + REC] != bytes(REC)]
     check("rbd export: every acknowledged write there (B's over A's late one), no refused one",
           not bad and not zero, f"wrong at {bad}, refused write landed at {zero}")
-    b.stop()
+    stop_lets_go(conf, b)
     panics = sum(g.panics() for g in (a, b))
     check("no panic in the gateways' logs", panics == 0, f"{panics}")
     return 0 if all(RESULTS) else 1

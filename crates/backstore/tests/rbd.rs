@@ -6,6 +6,7 @@
 mod ceph;
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -166,6 +167,7 @@ fn rbd_backstore_on_a_real_cluster() {
     drop(b);
     shared_state_between_two_gateways(&c);
     close_lets_go_of_the_image(&c);
+    io_racing_close_fails_cleanly(&c);
     blocklisted_writes_fail(&c);
 }
 
@@ -175,14 +177,33 @@ fn watchers(c: &Cluster, image: &str) -> usize {
     out.matches("watcher=").count()
 }
 
+/// The watches on the shared state object of `image` (`rados
+/// listwatchers rtarget_pr.<image id>`).
+fn state_watchers(c: &Cluster, image: &str) -> usize {
+    let info = String::from_utf8(c.rbd(&["info", image, "--format", "json"])).unwrap();
+    let id = info
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no image id in {info}"));
+    let (pool, _) = image.split_once('/').unwrap();
+    let out = c.rados(&["-p", pool, "listwatchers", &format!("rtarget_pr.{id}")]);
+    out.matches("watcher=").count()
+}
+
 /// `close` (the daemon's stop, which keeps the backstores alive) unwatches
 /// the image header and releases the exclusive lock at once, instead of
 /// leaving them until the OSDs time the process out (30 s), and later I/O
-/// fails instead of reaching a closed image.
+/// fails instead of reaching a closed image. The shared state objects the
+/// core keeps (alive past the stop too) stop watching as well, and fail
+/// later calls.
 fn close_lets_go_of_the_image(c: &Cluster) {
     c.rbd(&["create", "--size", "16M", "rbd/cl"]);
     let plain = RbdBackstore::open(&c.cfg("rbd/cl"), None, false).unwrap();
     let gw = RbdGateway::open(&c.cfg("rbd/cl;alua_group=1"), None, false).unwrap();
+    // Kept, as the core keeps them.
+    let states = [plain.shared_state().unwrap(), gw.shared_state().unwrap()];
+    assert_eq!(state_watchers(c, "rbd/cl"), 2);
     gw.write_at(&pattern(4096, 1), 0).unwrap();
     assert_eq!(watchers(c, "rbd/cl"), 2);
     let locks = String::from_utf8(c.rbd(&["lock", "ls", "rbd/cl"])).unwrap();
@@ -199,6 +220,16 @@ fn close_lets_go_of_the_image(c: &Cluster) {
         !locks.contains("client."),
         "a closed gateway holds the lock: {locks}"
     );
+    assert_eq!(
+        state_watchers(c, "rbd/cl"),
+        0,
+        "a closed backstore's shared state still watched"
+    );
+    for s in &states {
+        assert!(s.load().is_err(), "a closed shared state still reads");
+        assert!(s.compare_and_swap(None, b"x").is_err());
+        s.announce();
+    }
     let mut buf = [0u8; 512];
     assert!(plain.read_at(&mut buf, 0).is_err());
     assert!(gw.read_at(&mut buf, 0).is_err());
@@ -208,6 +239,96 @@ fn close_lets_go_of_the_image(c: &Cluster) {
     // Dropping after close closes nothing twice.
     drop(plain);
     drop(gw);
+    drop(states);
+}
+
+/// The daemon's stop closes while requests may still be in flight (the
+/// fabric stopped, librbd not done): the image and the connections close
+/// only after librbd handed back every completion, requests that race the
+/// close fail instead of reaching a closed image, and each completes
+/// exactly once; the shared state's calls racing the close return too (a
+/// use-after-free in the FFI would crash or hang here).
+fn io_racing_close_fails_cleanly(c: &Cluster) {
+    c.rbd(&["create", "--size", "16M", "rbd/race"]);
+    let b = Arc::new(RbdBackstore::open(&c.cfg("rbd/race"), None, false).unwrap());
+    let state = b.shared_state().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<std::io::Result<()>>();
+    let mut workers = Vec::new();
+    for t in 0..3u64 {
+        let (b, stop, tx) = (Arc::clone(&b), Arc::clone(&stop), tx.clone());
+        workers.push(std::thread::spawn(move || {
+            // At most 16 requests in flight per thread (a token each).
+            let (tokens, token) = mpsc::channel();
+            for _ in 0..16 {
+                tokens.send(()).unwrap();
+            }
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                token.recv().unwrap();
+                let offset = ((n * 3 + t) % 128) * 65536;
+                let op = match n % 3 {
+                    0 => IoOp::Read {
+                        offset,
+                        buf: vec![0; 65536],
+                    },
+                    r => IoOp::Write {
+                        offset,
+                        buf: pattern(65536, n),
+                        len: 65536,
+                        fua: r == 2,
+                    },
+                };
+                let (tx, tokens) = (tx.clone(), tokens.clone());
+                b.submit(
+                    op,
+                    Completion::new(move |_, r| {
+                        let _ = tx.send(r);
+                        let _ = tokens.send(());
+                    }),
+                );
+                n += 1;
+            }
+            n
+        }));
+    }
+    let (st, stop2) = (Arc::clone(&state), Arc::clone(&stop));
+    let pr = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Acquire) {
+            let _ = st.load();
+            let _ = st.compare_and_swap(None, b"x");
+            st.announce();
+        }
+    });
+    drop(tx);
+    // Some requests done, more in flight: close under them.
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut count = |r: std::io::Result<()>| match r {
+        Ok(()) => ok += 1,
+        Err(_) => failed += 1,
+    };
+    for _ in 0..64 {
+        count(rx.recv_timeout(Duration::from_secs(30)).unwrap());
+    }
+    b.close();
+    // Requests keep coming after the close: they fail.
+    for _ in 0..64 {
+        count(rx.recv_timeout(Duration::from_secs(30)).unwrap());
+    }
+    stop.store(true, Ordering::Release);
+    let submitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    pr.join().unwrap();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(r) => count(r),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("a request never completed: {e}"),
+        }
+    }
+    assert_eq!(ok + failed, submitted, "every request completes once");
+    assert!(ok > 0 && failed > 0, "{ok} ok, {failed} failed");
+    assert!(state.load().is_err());
+    assert_eq!(state_watchers(c, "rbd/race"), 0);
 }
 
 /// A client whose exclusive lock was broken (and so blocklisted: another

@@ -73,8 +73,12 @@ struct Gw {
     reconnects: AtomicU64,
     /// The addresses this gateway blocklisted (the last [`BLOCKLIST_KEPT`]).
     blocklisted: Mutex<Vec<String>>,
-    /// Its entry in the service map (none when registering failed).
-    service: Option<Service>,
+    /// Its entry in the service map (none when registering failed, or
+    /// once closed: shutting its connection down takes it off the map).
+    service: Mutex<Option<Service>>,
+    /// The shared state objects handed out (each on a connection of its
+    /// own), closed with the gateway.
+    states: super::shared::States,
     /// The owner reads REPORT TARGET PORT GROUPS asked for ([`Gw::refresh_bounded`]).
     refreshes: Mutex<Refreshes>,
     refreshed: Condvar,
@@ -157,7 +161,8 @@ impl RbdGateway {
             refused: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             blocklisted: Mutex::new(Vec::new()),
-            service,
+            service: Mutex::new(service),
+            states: Default::default(),
             refreshes: Mutex::default(),
             refreshed: Condvar::new(),
         });
@@ -234,8 +239,9 @@ impl Gw {
         }
         // Every state change ends here (takeover, fence, another owner):
         // the service map follows (an unchanged status is not sent).
-        if let Some(s) = &self.service {
-            s.update(self.report().status());
+        let status = self.report().status();
+        if let Some(s) = lock(&self.service).as_ref() {
+            s.update(status);
         }
     }
 
@@ -593,11 +599,21 @@ impl Backstore for RbdGateway {
     }
 
     /// The image closes (its watch goes, the lock is released for the
-    /// other gateways); a fenced gateway does not reconnect any more.
+    /// other gateways); a fenced gateway does not reconnect any more. Then
+    /// the shared state's watch goes, and the service map entry: librados
+    /// shutting the registered connection down tells the mgr (MMgrClose,
+    /// waiting up to `mgr_client_service_daemon_unregister_timeout`, 1 s),
+    /// which drops the daemon from the map it publishes next.
     fn close(&self) {
-        let _c = lock(&self.g.change);
-        self.g.closed.store(true, Ordering::Release);
-        self.g.current().0.close();
+        {
+            let _c = lock(&self.g.change);
+            self.g.closed.store(true, Ordering::Release);
+            self.g.current().0.close();
+        }
+        self.g.states.close();
+        // Taken out under the lock, shut down outside it (up to a second).
+        let service = lock(&self.g.service).take();
+        drop(service);
     }
 
     /// The reservations live on a cluster connection of their own: a fenced
@@ -610,7 +626,11 @@ impl Backstore for RbdGateway {
             return None;
         }
         match RbdBackstore::open(&self.g.cfg, None, false) {
-            Ok(own) => own.shared_state(),
+            Ok(own) => {
+                let s = own.rados_state()?;
+                self.g.states.add(&s);
+                Some(s)
+            }
             Err(e) => {
                 tracing::error!(image = %self.name(), error = %e,
                     "rbd gateway: no connection for the shared state");

@@ -9,6 +9,14 @@
 //! blocklisted when another gateway takes the lock and is replaced by a
 //! new one, and closing a registered connection removes its daemon from
 //! the map (which would race with the new connection's registration).
+//!
+//! That removal is how a gateway leaves the map when it stops (dropping
+//! the [`Service`] at [`crate::Backstore::close`]): `rados_shutdown`
+//! sends the mgr an `MMgrClose` and waits for its answer (at most
+//! `mgr_client_service_daemon_unregister_timeout`, 1 s); the mgr drops the
+//! daemon from the next map it publishes. librados has no other
+//! unregister call. A gateway that dies stays listed until the mgr's
+//! `mgr_service_beacon_grace` (60 s) passes without a beacon.
 
 use std::ffi::c_char;
 use std::io;

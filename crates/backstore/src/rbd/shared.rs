@@ -19,11 +19,19 @@
 //! the work to a thread of this object's own. A watch error (the OSD moved,
 //! the connection dropped: notifies may have been missed) re-arms the watch
 //! and runs the hook.
+//!
+//! The core keeps the state as long as the device, which outlives the
+//! daemon's stop (the live state is forgotten there), so the backstore
+//! that made it closes it at its [`crate::Backstore::close`] ([`States`]):
+//! the watch goes at once, not when the OSDs time the process out, and
+//! the other gateways' announcements stop waiting for it. A closed state
+//! fails its calls; the connection shuts down once the last call that
+//! held it returned.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
 use std::ptr::null_mut;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
 use super::conn::Conn;
@@ -58,12 +66,14 @@ struct WatchCtx {
 
 pub struct RadosState {
     api: &'static fr::Api,
-    conn: Arc<Conn>,
+    /// `None` once closed; each call holds a clone while it runs, so the
+    /// connection (and its ioctx) outlives every call that started.
+    conn: Mutex<Option<Arc<Conn>>>,
     oid: CString,
     gid: u64,
     hook: Arc<Mutex<Option<ChangeHook>>>,
     tx: mpsc::Sender<Msg>,
-    worker: Option<JoinHandle<()>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 // SAFETY: the ioctx and cluster handles may be used from any thread.
@@ -115,22 +125,48 @@ impl RadosState {
             .spawn(move || run_worker(api, h, ctx, cookie, rx, worker_hook))?;
         Ok(RadosState {
             api,
-            conn,
+            conn: Mutex::new(Some(conn)),
             oid,
             gid,
             hook,
             tx,
-            worker: Some(worker),
+            worker: Mutex::new(Some(worker)),
         })
     }
 
+    /// The connection, unless closed (kept open while the clone lives).
+    fn conn(&self) -> io::Result<Arc<Conn>> {
+        let c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        c.clone().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "the shared state is closed")
+        })
+    }
+
+    /// Unwatch (the worker stops, waiting for callbacks still running) and
+    /// let the connection go; later calls fail. Idempotent.
+    pub(super) fn close(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Not from the worker itself (its hook may hold the last reference
+        // to the device): it stops on the message all the same.
+        if let Some(w) = worker {
+            if w.thread().id() != std::thread::current().id() {
+                let _ = w.join();
+            }
+        }
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     fn notify(&self, payload: &[u8], timeout_ms: u64) -> (c_int, Vec<u8>) {
+        let Ok(conn) = self.conn() else {
+            return (-libc::ENOTCONN, Vec::new());
+        };
         let (mut reply, mut len) = (null_mut(), 0usize);
-        // SAFETY: live ioctx; the payload outlives the call; the reply is
-        // librados' buffer, copied and freed here.
+        // SAFETY: live ioctx (held by `conn`); the payload outlives the
+        // call; the reply is librados' buffer, copied and freed here.
         unsafe {
             let r = (self.api.rados_notify2)(
-                self.conn.ioctx,
+                conn.ioctx,
                 self.oid.as_ptr(),
                 payload.as_ptr().cast(),
                 payload.len() as c_int,
@@ -290,12 +326,13 @@ extern "C" fn on_watch_error(arg: *mut c_void, _cookie: u64, err: c_int) {
 
 impl SharedState for RadosState {
     fn load(&self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let conn = self.conn()?;
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            // SAFETY: live ioctx; the buffer's length is passed.
+            // SAFETY: live ioctx (held by `conn`); the buffer's length is passed.
             let r = unsafe {
                 (self.api.rados_read)(
-                    self.conn.ioctx,
+                    conn.ioctx,
                     self.oid.as_ptr(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
@@ -332,7 +369,8 @@ impl SharedState for RadosState {
         let mut body = format!("{new}\n").into_bytes();
         body.extend_from_slice(data);
         let (old_v, new_v) = (version.unwrap_or(0).to_string(), new.to_string());
-        let r = write_op(self.api, &self.conn, &self.oid, |op| {
+        let conn = self.conn()?;
+        let r = write_op(self.api, &conn, &self.oid, |op| {
             // SAFETY: a live op; the buffers outlive the operate call.
             unsafe {
                 (self.api.rados_write_op_cmpxattr)(
@@ -398,13 +436,26 @@ impl SharedState for RadosState {
 
 impl Drop for RadosState {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        // Not from the worker itself (its hook may hold the last reference
-        // to the device): it stops on the message all the same.
-        if let Some(w) = self.worker.take() {
-            if w.thread().id() != std::thread::current().id() {
-                let _ = w.join();
-            }
+        self.close();
+    }
+}
+
+/// The states a backstore handed out, closed with it (weak: the core owns
+/// them, and one that is gone closed itself).
+#[derive(Default)]
+pub(super) struct States(Mutex<Vec<Weak<RadosState>>>);
+
+impl States {
+    pub(super) fn add(&self, s: &Arc<RadosState>) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(s));
+    }
+
+    pub(super) fn close(&self) {
+        let v = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in v.iter().filter_map(Weak::upgrade) {
+            s.close();
         }
     }
 }

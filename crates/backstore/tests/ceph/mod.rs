@@ -80,6 +80,11 @@ impl Cluster {
         self.cli("rbd", args)
     }
 
+    /// Run the `rados` CLI on this cluster; its stdout.
+    pub fn rados(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.cli("rados", args)).into_owned()
+    }
+
     /// Run the `ceph` CLI on this cluster; its stdout.
     pub fn ceph(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.cli("ceph", args)).into_owned()
