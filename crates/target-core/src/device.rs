@@ -107,7 +107,11 @@ impl DeviceState {
             sanitize: SanitizeState::default(),
             alua: crate::alua::AluaState::default(),
             flush_fault: backstore::FlushFault::new(),
-            stats: crate::stats::Counters::default(),
+            stats: {
+                // Calibrate the stats clock before the first command.
+                crate::stats_clock::warm_up();
+                crate::stats::Counters::default()
+            },
         }
     }
 

@@ -50,6 +50,7 @@ mod rw;
 mod sanitize;
 mod sg;
 pub mod stats;
+mod stats_clock;
 mod submit;
 mod tmf;
 mod ua;

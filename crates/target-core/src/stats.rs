@@ -7,8 +7,9 @@
 //! completion), so the latency is the core's and the backstore's: time a
 //! command spends in a fabric's queues before the core sees it is not in it.
 //!
-//! The data path pays two clock reads and three or four relaxed atomic
-//! adds per command: no lock, no allocation. Histograms have fixed
+//! The data path pays two clock reads (TSC stamps, see
+//! [`crate::stats_clock`]) and three or four relaxed atomic adds per
+//! command: no lock, no allocation. Histograms have fixed
 //! power-of-two buckets (1 µs to 2^23 µs, about 8 s, then +Inf) so a
 //! command finds its bucket with one `leading_zeros`; readers (a metrics
 //! scrape, `rtarget top`) take a [`LuStats`] snapshot and build what they
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use scsi::opcode as op;
 
+use crate::stats_clock::{nanos_between, stamp};
 use crate::{Outcome, Status};
 
 /// Histogram slots: bucket `i < BUCKETS - 1` counts latencies under 2^i
@@ -127,7 +129,7 @@ pub(crate) struct Counters {
     conflicts: AtomicU64,
 }
 
-/// A command the core started (at `at` monotonic nanoseconds):
+/// A command the core started (at `at`, a [`crate::stats_clock`] stamp):
 /// [`Started::end`] counts its answer. Dropped unanswered (a panic
 /// unwinding through the core, or a backstore dropping its completion
 /// uncalled) it ends all the same, as the HARDWARE ERROR the I/O engine
@@ -180,22 +182,6 @@ impl AsRef<Counters> for Counters {
     }
 }
 
-/// Monotonic nanoseconds: `clock_gettime` (the vDSO, no system call)
-/// without `Instant`'s checked arithmetic, which cost about a hundred
-/// instructions per command under callgrind.
-#[inline]
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
-
 #[inline]
 fn bucket_of(nanos: u64) -> usize {
     let us = nanos / 1000;
@@ -209,7 +195,7 @@ impl Counters {
         self.started.fetch_add(1, Relaxed);
         Started {
             counters: Some(self),
-            at: now_ns(),
+            at: stamp(),
             opcode,
         }
     }
@@ -217,7 +203,7 @@ impl Counters {
     /// Count the latency of a command started at `at`; its class.
     #[inline]
     fn completed(&self, at: u64, opcode: u8) -> OpClass {
-        let nanos = now_ns().saturating_sub(at);
+        let nanos = nanos_between(at, stamp());
         let class = OpClass::of(opcode);
         let c = &self.classes[class as usize];
         c.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
