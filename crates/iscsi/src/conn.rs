@@ -354,6 +354,11 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
 /// session that no longer exists and must not run. False when the
 /// connection ends.
 fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> bool {
+    // Every answer sent before this batch; the batch's last PDU tells
+    // (its ExpStatSN) whether the initiator had read them all (see
+    // `Poller::peer_behind`).
+    let answered = sess.statsn;
+    let mut last_exp_statsn = None;
     loop {
         if sess.offload.active() && sess.offload.congested() {
             break;
@@ -373,6 +378,8 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
             }
         };
         let n = frame.total_len;
+        // Offset 28 is ExpStatSN in every PDU an initiator sends.
+        last_exp_statsn = Some(frame.bhs.u32_at(28));
         let big = frame.data.len() >= DIRECT_MIN;
         let action = sess.handle(&frame, &mut io.tx);
         // Only when Data-Out is still expected: a run of writes whose
@@ -387,6 +394,9 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
             return false;
         }
+    }
+    if let (Some(exp), Some(p)) = (last_exp_statsn, sess.busy_poll.as_mut()) {
+        p.peer_behind(answered.wrapping_sub(exp) as i32 > 0);
     }
     true
 }
