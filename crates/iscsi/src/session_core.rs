@@ -12,7 +12,7 @@
 //! before it, carried by other connections, have been taken.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,10 @@ impl ConnSlot {
 }
 
 struct State {
+    exp_cmdsn: u32,
+    /// Highest MaxCmdSN announced: it never moves back (RFC 7143 §4.2.2.1
+    /// has initiators ignore a smaller one).
+    max_cmdsn_sent: u32,
     /// The connection that took ExpCmdSN - 1 and has not handed it to
     /// the SCSI layer yet (`delivered`): the next command waits for that
     /// too, so commands reach the core in CmdSN order, not just leave
@@ -103,9 +107,6 @@ pub enum Accept {
     GiveUp,
 }
 
-/// `SessionCore::solo` with no connection or several.
-const NOT_SOLO: u64 = u64::MAX;
-
 pub struct SessionCore {
     pub tsih: u16,
     /// Commands the session may hold (the TPG's `default_cmdsn_depth`).
@@ -117,22 +118,6 @@ pub struct SessionCore {
     /// Session-wide negotiated parameters (the leading login's).
     pub params: SessionParams,
     state: Mutex<State>,
-    /// ExpCmdSN: written only under `state`'s lock; read without it by
-    /// [`SessionCore::sn`] on a one-connection session.
-    exp_cmdsn: AtomicU32,
-    /// Highest MaxCmdSN announced: it never moves back (RFC 7143 §4.2.2.1
-    /// has initiators ignore a smaller one). Raised with a compare and
-    /// swap, with or without the lock.
-    max_cmdsn_sent: AtomicU32,
-    /// The connection id of the session's only connection, [`NOT_SOLO`]
-    /// with none or several (kept under the lock). That connection reads
-    /// its sequence numbers without the lock (`sn`, once per response):
-    /// only the CmdSN acceptance takes it, once per command.
-    solo: AtomicU64,
-    /// The outstanding commands the solo connection last reported through
-    /// the lock-free `sn`: they go into its slot when a second connection
-    /// joins, so the window keeps counting them.
-    solo_own: AtomicU32,
     /// Signalled whenever ExpCmdSN advances (or a waiter must look at its
     /// stop flag), and when an abort request is answered.
     advanced: Condvar,
@@ -175,60 +160,16 @@ impl SessionCore {
             nexus: Arc::new(nexus),
             params,
             state: Mutex::new(State {
+                exp_cmdsn,
+                max_cmdsn_sent: exp_cmdsn.wrapping_add(window).wrapping_sub(1),
                 pending: None,
                 conns: Vec::new(),
                 aborts: Vec::new(),
                 next_abort: 1,
             }),
-            exp_cmdsn: AtomicU32::new(exp_cmdsn),
-            max_cmdsn_sent: AtomicU32::new(exp_cmdsn.wrapping_add(window).wrapping_sub(1)),
-            solo: AtomicU64::new(NOT_SOLO),
-            solo_own: AtomicU32::new(0),
             advanced: Condvar::new(),
             aborting: AtomicBool::new(false),
         }
-    }
-
-    /// After the connection list changed (under the lock): the solo
-    /// connection's lock-free reports go into its slot, and the new solo
-    /// connection, if any, is published.
-    fn conns_changed(&self, s: &mut State) {
-        let prev = self.solo.load(Ordering::Acquire);
-        if let Some(c) = s.conns.iter_mut().find(|c| c.conn_id == prev) {
-            c.outstanding = self.solo_own.load(Ordering::Acquire);
-        }
-        let solo = match s.conns.as_slice() {
-            [only] => {
-                self.solo_own.store(only.outstanding, Ordering::Release);
-                only.conn_id
-            }
-            _ => NOT_SOLO,
-        };
-        self.solo.store(solo, Ordering::Release);
-    }
-
-    /// MaxCmdSN up to `cap` if that is more than was announced; the
-    /// MaxCmdSN to announce.
-    fn raise_max(&self, cap: u32) -> u32 {
-        let mut cur = self.max_cmdsn_sent.load(Ordering::Acquire);
-        while sn_lt(cur, cap) {
-            match self.max_cmdsn_sent.compare_exchange_weak(
-                cur,
-                cap,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return cap,
-                Err(now) => cur = now,
-            }
-        }
-        cur
-    }
-
-    /// MaxCmdSN for ExpCmdSN `exp` with `total` commands outstanding.
-    fn max_for(&self, exp: u32, total: u32) -> u32 {
-        let room = self.window.saturating_sub(total);
-        self.raise_max(exp.wrapping_add(room).wrapping_sub(1))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -239,9 +180,6 @@ impl SessionCore {
     /// window less the commands outstanding on every connection, never
     /// below what was already announced.
     fn max_locked(&self, s: &mut State, conn_id: u64, own: u32) -> u32 {
-        if self.solo.load(Ordering::Relaxed) == conn_id {
-            self.solo_own.store(own, Ordering::Relaxed);
-        }
         let mut total = 0u32;
         for c in s.conns.iter_mut() {
             if c.conn_id == conn_id {
@@ -254,31 +192,24 @@ impl SessionCore {
             // connection on its way out.
             total = total.saturating_add(own);
         }
-        self.max_for(self.exp_cmdsn.load(Ordering::Relaxed), total)
+        let room = self.window.saturating_sub(total);
+        let cap = s.exp_cmdsn.wrapping_add(room).wrapping_sub(1);
+        if sn_lt(s.max_cmdsn_sent, cap) {
+            s.max_cmdsn_sent = cap;
+        }
+        s.max_cmdsn_sent
     }
 
     /// ExpCmdSN and MaxCmdSN for a PDU of connection `conn_id`, which
-    /// holds `own` commands. The only connection of a session holds all
-    /// of its commands and needs no lock: ExpCmdSN is read as the lock
-    /// left it (it moves only in `accept` and `consume`, on this same
-    /// connection's thread), MaxCmdSN is raised with a compare and swap.
-    /// A second connection attaching meanwhile can at worst have this
-    /// one answer with a window that does not count the few commands the
-    /// newcomer took in between: the window is flow control, a MaxCmdSN
-    /// is never withdrawn, and the next PDU takes the locked path.
+    /// holds `own` commands.
     pub fn sn(&self, conn_id: u64, own: u32) -> (u32, u32) {
-        if self.solo.load(Ordering::Acquire) == conn_id {
-            self.solo_own.store(own, Ordering::Release);
-            let exp = self.exp_cmdsn.load(Ordering::Acquire);
-            return (exp, self.max_for(exp, own));
-        }
         let mut s = self.lock();
         let max = self.max_locked(&mut s, conn_id, own);
-        (self.exp_cmdsn.load(Ordering::Relaxed), max)
+        (s.exp_cmdsn, max)
     }
 
     pub fn exp_cmdsn(&self) -> u32 {
-        self.exp_cmdsn.load(Ordering::Acquire)
+        self.lock().exp_cmdsn
     }
 
     /// CmdSN acceptance of a non-immediate request of connection
@@ -301,27 +232,31 @@ impl SessionCore {
         let mut s = self.lock();
         loop {
             let max = self.max_locked(&mut s, conn_id, own);
-            let exp = self.exp_cmdsn.load(Ordering::Relaxed);
-            let in_window = !sn_lt(cmdsn, exp) && !sn_lt(max, cmdsn);
+            let in_window = !sn_lt(cmdsn, s.exp_cmdsn) && !sn_lt(max, cmdsn);
             let others = s.conns.iter().any(|c| c.conn_id != conn_id);
-            if cmdsn == exp && in_window && s.pending.is_none() {
-                self.exp_cmdsn.store(exp.wrapping_add(1), Ordering::Release);
+            if cmdsn == s.exp_cmdsn && in_window && s.pending.is_none() {
+                s.exp_cmdsn = s.exp_cmdsn.wrapping_add(1);
                 if !others {
                     return Accept::Take;
                 }
                 s.pending = Some(conn_id);
                 return Accept::Ordered;
             }
-            let turn_coming = cmdsn != exp || s.pending.is_some();
+            let turn_coming = cmdsn != s.exp_cmdsn || s.pending.is_some();
             if !in_window || !turn_coming || !others {
-                tracing::debug!(cmdsn, exp, in_window, "dropping out-of-order command");
+                tracing::debug!(
+                    cmdsn,
+                    exp = s.exp_cmdsn,
+                    in_window,
+                    "dropping out-of-order command"
+                );
                 return Accept::Drop;
             }
             let now = Instant::now();
             if stopping() || now >= *deadline.get_or_insert(now + GAP_WAIT) {
                 tracing::warn!(
                     cmdsn,
-                    exp,
+                    exp = s.exp_cmdsn,
                     "the commands before this one never arrived on the other connections"
                 );
                 return Accept::GiveUp;
@@ -347,10 +282,9 @@ impl SessionCore {
     /// A rejected request still uses up its CmdSN, if it is the next one,
     /// so the window keeps moving.
     pub fn consume(&self, cmdsn: u32) {
-        let _s = self.lock();
-        if cmdsn == self.exp_cmdsn.load(Ordering::Relaxed) {
-            self.exp_cmdsn
-                .store(cmdsn.wrapping_add(1), Ordering::Release);
+        let mut s = self.lock();
+        if cmdsn == s.exp_cmdsn {
+            s.exp_cmdsn = s.exp_cmdsn.wrapping_add(1);
             self.advanced.notify_all();
         }
     }
@@ -363,9 +297,7 @@ impl SessionCore {
     }
 
     pub fn attach(&self, slot: ConnSlot) {
-        let mut s = self.lock();
-        s.conns.push(slot);
-        self.conns_changed(&mut s);
+        self.lock().conns.push(slot);
     }
 
     /// Put `slot` in place of the connection with its CID (connection
@@ -375,7 +307,6 @@ impl SessionCore {
         let c = s.conns.iter_mut().find(|c| c.cid == slot.cid)?;
         let old = c.conn_id;
         *c = slot;
-        self.conns_changed(&mut s);
         Some(old)
     }
 
@@ -385,7 +316,6 @@ impl SessionCore {
         let mut s = self.lock();
         let i = s.conns.iter().position(|c| c.conn_id == conn_id)?;
         s.conns.remove(i);
-        self.conns_changed(&mut s);
         if s.pending == Some(conn_id) {
             s.pending = None;
         }
@@ -528,61 +458,6 @@ mod tests {
             c.delivered(1);
         }
         assert_eq!(c.sn(2, 0), (16, 23));
-    }
-
-    /// The only connection of a session reads its sequence numbers
-    /// without the session lock (once per response): it answers while
-    /// another thread holds the lock. Two connections take it.
-    #[test]
-    fn a_lone_connection_reads_sn_without_the_lock() {
-        let c = core(8, &[1]);
-        assert_eq!(c.accept(1, 0, 10, &|| false), Accept::Take);
-        let held = c.lock();
-        let c2 = Arc::clone(&c);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(c2.sn(1, 3)).unwrap());
-        let got = rx.recv_timeout(Duration::from_secs(10));
-        drop(held);
-        assert_eq!(got, Ok((11, 17)), "never below what was announced");
-        assert_eq!(c.sn(1, 0), (11, 18));
-        c.attach(ConnSlot::new(
-            1,
-            2,
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:1".parse().unwrap(),
-        ));
-        let held = c.lock();
-        let c2 = Arc::clone(&c);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(c2.sn(1, 0)).unwrap());
-        assert!(
-            rx.recv_timeout(Duration::from_millis(100)).is_err(),
-            "locked"
-        );
-        drop(held);
-        assert_eq!(rx.recv().unwrap(), (11, 18));
-    }
-
-    /// What the lone connection reported without the lock still counts
-    /// in the window once a second connection joins, and again once it
-    /// is alone.
-    #[test]
-    fn the_window_keeps_what_a_lone_connection_holds() {
-        let c = core(8, &[1]);
-        assert_eq!(c.sn(1, 6), (10, 17));
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        c.attach(ConnSlot::new(1, 2, a, a));
-        for n in 10..20 {
-            c.consume(n);
-        }
-        // 6 of 8 held by connection 1: room for 2 from ExpCmdSN 20.
-        assert_eq!(c.sn(2, 0), (20, 21));
-        assert_eq!(c.detach(2), Some(1));
-        for n in 20..30 {
-            c.consume(n);
-        }
-        assert_eq!(c.sn(2, 0), (30, 31), "2 is gone: 1 still holds 6");
-        assert_eq!(c.sn(1, 1), (30, 36));
     }
 
     #[test]
