@@ -50,7 +50,7 @@ fn settings(timeout: &str) -> [(&'static str, &str); 9] {
         // objecter, which queues it for the messenger, instead of handing
         // it to the completion thread first (librbd's default, `true`):
         // one wake-up less per request, and that one thread no longer both
-        // dispatches and completes (1 MiB writes +20-30%, BENCHMARKS.md).
+        // dispatches and completes (1 MiB writes ~+13%, BENCHMARKS.md).
         // The fabric's thread must never wait in librbd
         // ([`crate::Backstore::submit_never_blocks`]); nothing on the way
         // does with the cache off: an image refresh, the exclusive lock's
