@@ -18,8 +18,10 @@
 # CPU µs/IO: the target process' user+system time per I/O (tgtd, rtarget).
 # Client settings: every client reads the same ceph.conf; rtarget adds its own
 # (crates/backstore/src/rbd/conn.rs), among them librados_thread_count=1, which
-# QEMU leaves at librados' 2. LIBRBD_OPTS=':librados_thread_count=1' (options
-# QEMU's rbd: filename passes to librados) gives the librbd column the same.
+# QEMU leaves at librados' 2, and rbd_non_blocking_aio=false (requests dispatched
+# on the submitting thread), which QEMU leaves at true. LIBRBD_OPTS=
+# ':librados_thread_count=1:rbd_non_blocking_aio=false' (options QEMU's rbd:
+# filename passes to librados) gives the librbd column the same.
 #
 # A/B: RTARGET_BIN_B=PATH (another build, or a wrapper script that sets CEPH_ARGS and
 # execs one) adds a fourth contender, rtarget-B, in the same rotation on the same

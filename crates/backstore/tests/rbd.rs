@@ -168,6 +168,7 @@ fn rbd_backstore_on_a_real_cluster() {
     shared_state_between_two_gateways(&c);
     close_lets_go_of_the_image(&c);
     io_racing_close_fails_cleanly(&c);
+    submit_never_waits_for_a_stalled_osd(&c);
     blocklisted_writes_fail(&c);
 }
 
@@ -331,12 +332,81 @@ fn io_racing_close_fails_cleanly(c: &Cluster) {
     assert_eq!(state_watchers(c, "rbd/race"), 0);
 }
 
+/// SIGCONT on drop (also when a check panics) for a SIGSTOPped daemon.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Stopped {
+        // SAFETY: a plain kill(2) of a daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The engine starts READ and WRITE on the fabric's thread
+/// (`submit_never_blocks`), where librbd dispatches them down to the
+/// objecter (`rbd_non_blocking_aio=false`): with the OSD not answering,
+/// more requests than the objecter's default budget (1024 ops) are
+/// accepted without waiting, and all complete once it answers again.
+fn submit_never_waits_for_a_stalled_osd(c: &Cluster) {
+    const N: usize = 1500;
+    c.rbd(&[
+        "create",
+        "--size",
+        "16M",
+        "--image-feature",
+        "layering",
+        "rbd/stall",
+    ]);
+    let b = Arc::new(RbdBackstore::open(&c.cfg("rbd/stall"), None, false).unwrap());
+    b.write_at(&pattern(4096, 1), 0).unwrap();
+    let stopped = Stopped::new(c.pid("osd.0"));
+    let (tx, rx) = mpsc::channel();
+    let (sub_tx, sub_rx) = mpsc::channel();
+    let w = Arc::clone(&b);
+    let data = pattern(4096, 5);
+    std::thread::spawn(move || {
+        for i in 0..N {
+            let tx = tx.clone();
+            w.submit(
+                IoOp::Write {
+                    offset: (i as u64 % 4096) * 4096,
+                    buf: data.clone(),
+                    len: data.len(),
+                    fua: false,
+                },
+                Completion::new(move |_, r| {
+                    let _ = tx.send(r);
+                }),
+            );
+        }
+        let _ = sub_tx.send(());
+    });
+    sub_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("a submit waited for the stalled OSD");
+    drop(stopped);
+    for _ in 0..N {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("a request never completed")
+            .unwrap();
+    }
+}
+
 /// A client whose exclusive lock was broken (and so blocklisted: another
 /// gateway took the image, or an operator ran `rbd lock rm`) gets its
 /// writes failed, never left hanging: fencing depends on it. (With
 /// librbd's zero-copy writes, `rbd_disable_zero_copy_writes=false`, this
 /// write hangs: librbd holds the completion back until it released the
-/// buffer, which it does not do after the lock was broken.)
+/// buffer, which a write failed for want of the lock keeps until that very
+/// completion fired.)
 fn blocklisted_writes_fail(c: &Cluster) {
     // The default features: the write takes the exclusive lock (librbd's
     // automatic mode), which `rbd lock rm` breaks, blocklisting the holder.

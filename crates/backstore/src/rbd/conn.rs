@@ -35,7 +35,7 @@ impl Drop for Conn {
 
 /// What rtarget sets on every connection, after the conf file and
 /// CEPH_ARGS (so these win), with `timeout` in seconds.
-fn settings(timeout: &str) -> [(&'static str, &str); 7] {
+fn settings(timeout: &str) -> [(&'static str, &str); 9] {
     [
         // One thread runs librbd's completions, not librados' default two:
         // requests handed between two threads cost a wake-up each; with
@@ -45,22 +45,43 @@ fn settings(timeout: &str) -> [(&'static str, &str); 7] {
         // several LUs still complete in parallel. Nothing of ours blocks
         // on it (`on_update` hands its work off).
         ("librados_thread_count", "1"),
-        // An AIO call only queues the request for librbd's own thread
-        // (its default, kept whatever the conf file says): the engine
-        // starts READ and WRITE on the fabric's thread, which must never
-        // wait in librbd ([`crate::Backstore::submit_never_blocks`]).
-        ("rbd_non_blocking_aio", "true"),
+        // An AIO call dispatches the request on the caller's thread (the
+        // fabric's: the engine starts READ and WRITE there) down to the
+        // objecter, which queues it for the messenger, instead of handing
+        // it to the completion thread first (librbd's default, `true`):
+        // one wake-up less per request, and that one thread no longer both
+        // dispatches and completes (1 MiB writes ~+13%, BENCHMARKS.md).
+        // The fabric's thread must never wait in librbd
+        // ([`crate::Backstore::submit_never_blocks`]); nothing on the way
+        // does with the cache off: an image refresh, the exclusive lock's
+        // acquisition and QoS queue the request and go on asynchronously,
+        // the object map and the messenger are asynchronous, and the
+        // objecter's budget (which would block the caller when
+        // exhausted) is set out of reach below.
+        ("rbd_non_blocking_aio", "false"),
+        // The objecter's in-flight budget (defaults 1024 ops, 100 MiB)
+        // blocks the submitting thread once spent, which with the dispatch
+        // above is the fabric's. The engine already bounds what a fabric
+        // holds (1 GiB of task memory in all, a command window per
+        // session), so the objecter's own limits are set beyond anything
+        // it can reach.
+        ("objecter_inflight_ops", "1048576"),
+        ("objecter_inflight_op_bytes", "17179869184"),
         // An acknowledged write is in the cluster (several gateways must
         // see it alike); the LU reports no volatile cache.
         ("rbd_cache", "false"),
         ("rbd_skip_partial_discard", "false"),
         // librbd copies every write buffer (its default, kept): with
         // zero-copy writes (`false`) it holds the completion back until it
-        // let go of the buffer, and after the exclusive lock was broken
-        // under it (a takeover's blocklisting) it never does: the write,
-        // and the close waiting for it, hang (tests/rbd.rs,
-        // blocklisted_writes_fail). It would save ~150 µs of CPU per 1 MiB
-        // write (BENCHMARKS.md).
+        // let go of the buffer, and a write that fails in a dispatch layer
+        // above the I/O itself (the exclusive lock not acquired after a
+        // takeover's blocklisting, a failed image refresh) keeps the
+        // buffer in its request, which is freed only once the completion
+        // fired: librbd 16 waits on itself and the write, and the close
+        // waiting for it, hang forever (tests/rbd.rs,
+        // blocklisted_writes_fail; librbd's log ends at "AioCompletion:
+        // fail"). The copy costs ~40 µs of CPU per 1 MiB write
+        // (BENCHMARKS.md).
         ("rbd_disable_zero_copy_writes", "true"),
         ("rados_osd_op_timeout", timeout),
         ("client_mount_timeout", timeout),
@@ -123,12 +144,20 @@ pub(super) fn connect(cfg: &RbdConfig, pool: bool) -> io::Result<Conn> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn settings_keep_the_cache_off_write_buffers_copied_and_aio_non_blocking() {
+    fn settings_keep_the_cache_off_write_buffers_copied_and_dispatch_unthrottled() {
         let s = super::settings("7");
         let get = |k: &str| s.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         assert_eq!(get("rbd_cache"), Some("false"));
         assert_eq!(get("rbd_disable_zero_copy_writes"), Some("true"));
-        assert_eq!(get("rbd_non_blocking_aio"), Some("true"));
+        // Dispatched on the caller's thread, whose wait for the objecter's
+        // budget is ruled out by the engine's own, smaller, limits.
+        assert_eq!(get("rbd_non_blocking_aio"), Some("false"));
+        let ops: u64 = get("objecter_inflight_ops").unwrap().parse().unwrap();
+        let bytes: u64 = get("objecter_inflight_op_bytes").unwrap().parse().unwrap();
+        assert!(
+            ops >= 1 << 20 && bytes >= 16 << 30,
+            "{ops} ops, {bytes} bytes"
+        );
         assert_eq!(get("librados_thread_count"), Some("1"));
         assert_eq!(get("rados_osd_op_timeout"), Some("7"));
         assert_eq!(get("client_mount_timeout"), Some("7"));

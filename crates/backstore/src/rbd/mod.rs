@@ -595,8 +595,10 @@ impl Backstore for RbdBackstore {
         }
     }
 
-    /// librbd's AIO calls only queue the request (`rbd_non_blocking_aio`,
-    /// which [`conn`] sets): READ and WRITE start on the fabric's thread.
+    /// librbd's AIO calls never wait: they dispatch down to the objecter,
+    /// whose budget [`conn`] sets beyond the engine's limits, and queue
+    /// what must wait (a refresh, the exclusive lock): READ and WRITE
+    /// start on the fabric's thread.
     fn submit_never_blocks(&self) -> bool {
         true
     }
