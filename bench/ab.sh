@@ -16,6 +16,9 @@
 #              (qemu-img bench -f raw -t none, sequential, fixed count)
 #              4k-lat-qd1: bench/iscsi-load.c lat, 20000 READ(10)s one at a time; its
 #              "IOPS" cells are the p50 latency in µs (B/A below 1 is better)
+#              L-4k-randread-qd32 L-4k-write-qd32 L-1m-read-qd8 L-1m-write-qd8: the
+#              same by bench/iscsi-load.c load for 4 s (bench.sh's initiator and
+#              session keys: 256 KiB immediate data, then R2Ts)
 #   tpg-attrs: TPG attributes of daemon A / B (the same binary twice then
 #              compares a setting, e.g. --tpg-attrs-b busy_poll_us=50)
 # Needs libiscsi-bin, qemu-utils with qemu-block-extra, and cc for 4k-lat-qd1.
@@ -42,7 +45,7 @@ done
 BINS=("$(realpath "$1")" "$(realpath "$2")")
 
 W=$(mktemp -d /tmp/rtarget-ab.XXXXXX) SHM=$(mktemp -d /dev/shm/rtarget-ab.XXXXXX)
-if [[ ,$WLS, == *,4k-lat-qd1,* ]]; then need cc; cc -O2 -o "$W/iscsi-load" "$HERE/iscsi-load.c"; fi
+if [[ ,$WLS, == *,4k-lat-qd1,* || ,$WLS, == *,L-* ]]; then need cc; cc -O2 -o "$W/iscsi-load" "$HERE/iscsi-load.c"; fi
 IQN=iqn.2026-11.org.rtarget:ab
 declare -a PIDS PORTS
 cleanup() {
@@ -100,9 +103,25 @@ run() {   # run WORKLOAD URL -> "IOPS COUNT"
             local a=${2#iscsi://127.0.0.1:}
             out=$(timeout 120 "$W/iscsi-load" lat 127.0.0.1 "${a%%/*}" "$IQN" "${a##*/}" 20000) || return 1
             echo "${out%% *} 21000" ;;
+        L-*)   # L-4k-randread-qd32 -> iscsi-load load --qd 32 --bs 4096 --rand
+            local a=${2#iscsi://127.0.0.1:} w=${1#L-} bs qd flags=()
+            bs=${w%%-*}; bs=${bs/k/*1024}; bs=$((${bs/m/*1048576})); qd=${w##*-qd}
+            [[ $w == *write* ]] && flags+=(--write); [[ $w == *rand* ]] && flags+=(--rand)
+            out=$(timeout 60 "$W/iscsi-load" load 127.0.0.1 "${a%%/*}" "$IQN" "${a##*/}" \
+                --qd "$qd" --bs "$bs" --time 4 "${flags[@]}") || return 1
+            awk '{print $1, $2}' <<<"$out" ;;
         *) echo "ab.sh: unknown workload $1" >&2; return 2 ;;
     esac
 }
+
+# A ramdisk allocates (and the kernel zeroes) its huge pages on first write:
+# write it once through so the first round does not pay for that.
+if [[ ,$LUNS, == *,rd,* && -x $W/iscsi-load ]]; then
+    for i in 0 1; do
+        "$W/iscsi-load" load 127.0.0.1 "${PORTS[i]}" "$IQN" "${LUNNO[rd]}" --qd 8 --bs 1048576 \
+            --write --time 3 >/dev/null
+    done
+fi
 
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, all threads

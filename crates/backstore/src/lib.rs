@@ -31,6 +31,7 @@ pub mod rbd;
 pub mod registry;
 pub mod shared_state;
 pub mod sticky;
+mod stream_copy;
 
 pub use aio::{Completion, IoOp};
 pub use crypt::{CryptBackstore, CryptError};

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::ram_chunk::{ChunkMem, HUGE};
+use crate::stream_copy::{copy_streaming, STREAM_MIN};
 use crate::{Backstore, Capabilities, LentRead};
 
 /// Chunk size: one huge page (`ram_chunk`: TLB misses cost ~100 ns per
@@ -248,7 +249,14 @@ impl Backstore for RamBackstore {
             let mut g = write(self.slot(idx)?);
             let c = g.get_or_insert_with(|| Arc::new(ChunkMem::zeroed(CHUNK)));
             // Copy-on-write: a lent read may still be sending this chunk.
-            Arc::make_mut(c)[within..within + r.len()].copy_from_slice(&buf[r]);
+            let dst = &mut Arc::make_mut(c)[within..within + r.len()];
+            // Large pieces bypass the cache (`stream_copy`): 1 MiB writes
+            // into a cold chunk cost ~10% less daemon CPU per I/O.
+            if r.len() >= STREAM_MIN {
+                copy_streaming(dst, &buf[r]);
+            } else {
+                dst.copy_from_slice(&buf[r]);
+            }
             Ok(())
         })
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iscsi_wire::pdu::frame_len;
-use iscsi_wire::{parse_frame, Bhs, Digests, Opcode, BHS_LEN};
+use iscsi_wire::{parse_frame, Bhs, Digests};
 
 use crate::server::{ConnHandle, Shared, STOP_KILL, STOP_LOGOUT, STOP_NONE};
 use crate::session::{Action, Session};
@@ -135,66 +135,8 @@ impl Io {
     }
 }
 
-/// Smallest Data-Out data segment received straight into its task buffer.
-const DIRECT_MIN: usize = 32 * 1024;
 /// The read size between large PDUs (see `full_feature`).
 const STREAMING_READ: usize = 4096;
-
-/// Receive the rest of a large Data-Out straight into its write task's
-/// buffer instead of through the receive buffer and a copy. Applies when
-/// the receive buffer ends inside the data segment of a Data-Out (so
-/// nothing follows it there), no digests are used, the segment is a whole
-/// number of words (no padding) and the task expects exactly this data
-/// next. `None`: not applicable, take the framed path.
-fn recv_data_out_direct(sess: &mut Session, io: &mut Io, last_rx: &mut Instant) -> Option<Action> {
-    if sess.digests.header || sess.digests.data {
-        return None;
-    }
-    let data = io.rx.data();
-    let bhs = Bhs::from_slice(data)?;
-    let dsl = bhs.data_segment_len() as usize;
-    let have = data.len() - BHS_LEN;
-    if bhs.opcode() != Opcode::DATA_OUT
-        || bhs.total_ahs_words() != 0
-        || dsl > sess.max_recv as usize
-        || !dsl.is_multiple_of(4)
-        || dsl < have + DIRECT_MIN
-    {
-        return None;
-    }
-    let mut t = sess.claim_data_out(&bhs)?;
-    let base = t.buf.len();
-    t.buf.reserve(dsl);
-    t.buf.extend_from_slice(&data[BHS_LEN..]);
-    io.rx.consume(BHS_LEN + have);
-    let fd = io.stream.as_raw_fd();
-    while t.buf.len() < base + dsl {
-        let left = base + dsl - t.buf.len();
-        let spare = &mut t.buf.spare_capacity_mut()[..left];
-        // SAFETY: `spare` is writable memory owned by `t.buf` of the given
-        // length; recv writes at most that many bytes into it.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
-        match n {
-            0 => return Some(Action::Close),
-            n if n > 0 => {
-                // SAFETY: recv initialised the first `n` (<= spare.len())
-                // bytes after the old length.
-                unsafe { t.buf.set_len(t.buf.len() + n as usize) };
-                *last_rx = Instant::now();
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if !is_timeout(&e) || io.stop_requested() == STOP_KILL {
-                    return Some(Action::Close);
-                }
-                if sess.nop_timer(*last_rx, &mut io.tx) == Action::Close || io.flush().is_err() {
-                    return Some(Action::Close);
-                }
-            }
-        }
-    }
-    Some(sess.data_out_placed(t, &bhs, base, &mut io.tx))
-}
 
 /// Whether a receive error is just the tick timeout.
 pub fn is_timeout(e: &io::Error) -> bool {
@@ -312,7 +254,7 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
                 continue;
             }
         }
-        match recv_data_out_direct(sess, io, &mut last_rx) {
+        match crate::direct::recv_direct(sess, io, &mut last_rx) {
             Some(Action::Close) => {
                 let _ = io.flush();
                 graceful_close(io);
@@ -380,7 +322,7 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         let n = frame.total_len;
         // Offset 28 is ExpStatSN in every PDU an initiator sends.
         last_exp_statsn = Some(frame.bhs.u32_at(28));
-        let big = frame.data.len() >= DIRECT_MIN;
+        let big = frame.data.len() >= crate::direct::DIRECT_MIN;
         let action = sess.handle(&frame, &mut io.tx);
         // Only when Data-Out is still expected: a run of writes whose
         // data all came as immediate data must keep reading in bulk.

@@ -30,6 +30,13 @@ use crate::txq::TxQueue;
 /// its oldest (see the module comment).
 pub const CONN_WRITE_BYTES: usize = 64 << 20;
 
+/// Immediate data of a write: in the receive buffer, or already in a task
+/// buffer (received there straight from the socket, `conn`).
+pub enum Imm<'a> {
+    Slice(&'a [u8]),
+    Placed(Vec<u8>),
+}
+
 /// A CDB: 16 bytes inline, longer ones (extended CDB AHS) on the heap.
 pub use target_core::engine::Cdb as CdbStore;
 
@@ -96,13 +103,19 @@ impl Session {
         &mut self,
         c: ScsiCommand,
         cdb: CdbStore,
-        imm: &[u8],
+        imm: Imm<'_>,
         tx: &mut TxQueue,
     ) -> Action {
         let edtl = c.expected_data_len;
-        let mut buf = tx.take_buf();
-        buf.extend_from_slice(imm);
-        let got = imm.len() as u32;
+        let buf = match imm {
+            Imm::Slice(imm) => {
+                let mut buf = tx.take_buf();
+                buf.extend_from_slice(imm);
+                buf
+            }
+            Imm::Placed(buf) => buf,
+        };
+        let got = buf.len() as u32;
         let unsol_left = if !self.params.initial_r2t && !c.final_bit {
             self.params.first_burst_length.min(edtl).saturating_sub(got)
         } else {
@@ -126,6 +139,28 @@ impl Session {
         }
         self.tasks.push(t);
         Action::Continue
+    }
+
+    /// A SCSI Command whose immediate data the connection received
+    /// straight into `buf` (no digests, no AHS; `conn`): the same as
+    /// `handle` for the framed PDU, without the copy out of the receive
+    /// buffer. Every check runs as there, before the data is used.
+    pub fn handle_command_placed(&mut self, bhs: &Bhs, buf: Vec<u8>, tx: &mut TxQueue) -> Action {
+        let f = Frame {
+            bhs: *bhs,
+            ahs: &[],
+            data: &[],
+            data_digest_ok: true,
+            total_len: iscsi_wire::BHS_LEN + buf.len(),
+        };
+        let action = if self.discovery {
+            self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, bhs);
+            Action::Continue
+        } else {
+            self.scsi_command(&f, Some(buf), tx)
+        };
+        self.release_cmdsn();
+        action
     }
 
     /// Issue the R2Ts `t` (not in `self.tasks`) may have now.

@@ -30,6 +30,7 @@ mod busypoll;
 mod cmd_flags;
 mod conn;
 mod dataout;
+mod direct;
 mod discovery;
 mod lent_read;
 mod login;
@@ -272,6 +273,15 @@ impl IscsiServer {
     /// waits not spun for, time spun).
     pub fn busy_poll_counts(&self) -> PollStats {
         self.shared.busy_polls.snapshot()
+    }
+
+    /// PDUs since the server started whose data segment went straight
+    /// from the socket into a write task's buffer: (Data-Out, SCSI
+    /// Commands with immediate data).
+    pub fn direct_receives(&self) -> (u64, u64) {
+        let d = &self.shared.direct_rx;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&d.data_out), get(&d.immediate))
     }
 
     /// Stop listening, log every session out (Async Message where possible,

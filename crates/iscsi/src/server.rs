@@ -95,6 +95,8 @@ pub struct Shared {
     pub login_counts: crate::login::LoginCounters,
     /// Busy polling of every connection (monitoring).
     pub busy_polls: Arc<crate::busypoll::PollCounters>,
+    /// Data segments received straight into task buffers (monitoring).
+    pub direct_rx: crate::direct::DirectCounters,
 }
 
 /// Nexus ids are unique for the life of the process, across servers.
@@ -122,6 +124,7 @@ impl Shared {
             refusals: Mutex::new((0, Instant::now())),
             login_counts: Default::default(),
             busy_polls: Default::default(),
+            direct_rx: Default::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use iscsi_wire::{Bhs, Digests, Frame, Opcode, RESERVED_TAG};
 use scsi::sense::{Asc, Sense, SenseKey};
 use target_core::{Command, LunTable, Nexus, Outcome, Status, TaskAttr};
 
-use crate::dataout::{CdbStore, WriteTask};
+use crate::dataout::{CdbStore, Imm, WriteTask};
 use crate::discovery::TextState;
 use crate::login::LoginOutcome;
 use crate::offload::Offload;
@@ -300,7 +300,7 @@ impl Session {
 
     /// Reject a request that carries a CmdSN: a non-immediate one still uses
     /// up its CmdSN so the window keeps moving.
-    fn reject_cmd(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
+    pub(crate) fn reject_cmd(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
         if !bad.immediate() {
             self.core.consume(bad.u32_at(24));
         }
@@ -346,7 +346,7 @@ impl Session {
                 self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
                 Action::Continue
             }
-            Opcode::SCSI_COMMAND => self.scsi_command(f, tx),
+            Opcode::SCSI_COMMAND => self.scsi_command(f, None, tx),
             Opcode::DATA_OUT if self.discovery => {
                 self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
                 Action::Continue
@@ -443,7 +443,14 @@ impl Session {
         tx.push_pdu(&b, &[], self.digests);
     }
 
-    fn scsi_command(&mut self, f: &Frame<'_>, tx: &mut TxQueue) -> Action {
+    /// A SCSI Command PDU. `placed`: its immediate data, received straight
+    /// into a task buffer by the connection (`f.data` is then empty).
+    pub(crate) fn scsi_command(
+        &mut self,
+        f: &Frame<'_>,
+        placed: Option<Vec<u8>>,
+        tx: &mut TxQueue,
+    ) -> Action {
         let c = ScsiCommand::parse(&f.bhs);
         if !self.accept_cmdsn(c.immediate, c.cmdsn) {
             return Action::Continue;
@@ -468,17 +475,17 @@ impl Session {
                 }
             }
         }
-        let imm = f.data;
-        if let Some(reason) = crate::cmd_flags::fault(&c, imm.len()) {
+        let imm_len = placed.as_ref().map_or(f.data.len(), Vec::len);
+        if let Some(reason) = crate::cmd_flags::fault(&c, imm_len) {
             self.reject(tx, reason, &f.bhs);
             return Action::Continue;
         }
-        if !imm.is_empty() && (!c.write || !self.params.immediate_data) {
+        if imm_len != 0 && (!c.write || !self.params.immediate_data) {
             self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
             return Action::Continue;
         }
-        if imm.len() as u64 > u64::from(c.expected_data_len)
-            || imm.len() > self.params.first_burst_length as usize
+        if imm_len as u64 > u64::from(c.expected_data_len)
+            || imm_len > self.params.first_burst_length as usize
         {
             self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
             return Action::Continue;
@@ -487,7 +494,7 @@ impl Session {
             self.reject(tx, RejectReason::TASK_IN_PROGRESS, &f.bhs);
             return Action::Continue;
         }
-        if c.write && (imm.len() as u32) < c.expected_data_len {
+        if c.write && (imm_len as u32) < c.expected_data_len {
             if c.expected_data_len > MAX_WRITE_LEN {
                 let sense = Sense::new(SenseKey::IllegalRequest, Asc::INVALID_FIELD_IN_CDB);
                 let out = Outcome {
@@ -498,9 +505,13 @@ impl Session {
                 self.respond(tx, &c, cdb.as_slice(), 0, out, buf, 0);
                 return Action::Continue;
             }
+            let imm = placed.map_or(Imm::Slice(f.data), Imm::Placed);
             return self.start_write(c, cdb, imm, tx);
         }
-        self.execute(tx, &c, cdb.as_slice(), imm);
+        match placed {
+            Some(buf) => self.execute_owned(tx, &c, cdb.as_slice(), buf),
+            None => self.execute(tx, &c, cdb.as_slice(), f.data),
+        }
         Action::Continue
     }
 
