@@ -36,6 +36,7 @@ mod login;
 mod logout;
 mod mcs;
 mod offload;
+mod read_overlap;
 mod server;
 mod session;
 mod session_core;
