@@ -568,6 +568,10 @@ impl Session {
             self.submit(tx, c, cdb, buf, long);
             return;
         }
+        if data_out.is_empty() && self.overlap_read(tx, c, lun) {
+            self.submit(tx, c, cdb, Vec::new(), false);
+            return;
+        }
         self.execute_inline(tx, c, cdb, data_out);
     }
 
