@@ -62,6 +62,14 @@ const SLEEP_CPU: Duration = Duration::from_micros(4);
 /// yield let another thread run): of its time, only this much counts
 /// as the spin's own CPU.
 const ROUND_ON_CPU: Duration = Duration::from_micros(3);
+/// PDUs a wait typically brings (all handled between two waits) from
+/// which an initiator counts as waiting on us although its ExpStatSN was
+/// behind: one that sends its commands in bursts this large turns a whole
+/// batch of our answers around at once, so its pipeline drains between
+/// bursts and our wake-up delays it (bench/iscsi-load at QD32: ~35 a
+/// wait; qemu-img bench at QD32, which trickles them: ~4).
+/// BENCHMARKS.md, "The floor".
+const BURST_WAITS_ON_US: u32 = 16;
 
 /// How a spin ended (or that none was made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +119,10 @@ pub struct Gate {
     /// The initiator sent its latest PDU before reading all our answers
     /// ([`Gate::peer_behind`]).
     peer_behind: bool,
+    /// PDUs handled since the last wait ended, and their typical number
+    /// per wait ([`BURST_WAITS_ON_US`]).
+    since_wait: u32,
+    burst: Option<u32>,
 }
 
 impl Gate {
@@ -125,6 +137,8 @@ impl Gate {
             slept: None,
             since_sample: 0,
             peer_behind: false,
+            since_wait: 0,
+            burst: None,
         }
     }
 
@@ -137,6 +151,20 @@ impl Gate {
     /// the shorter round trip counts too.
     pub fn peer_behind(&mut self, behind: bool) {
         self.peer_behind = behind;
+    }
+
+    /// `pdus` PDUs were handled (a batch read without a wait counts with
+    /// the wait before it).
+    pub fn handled(&mut self, pdus: u32) {
+        self.since_wait = self.since_wait.saturating_add(pdus);
+    }
+
+    /// Whether a sooner pickup gains the initiator anything: it read all
+    /// our answers (QD1, or a pipeline it drains faster than we answer),
+    /// or it sends bursts large enough that its pipeline empties between
+    /// them ([`BURST_WAITS_ON_US`]).
+    fn waits_on_us(&self) -> bool {
+        !self.peer_behind || self.burst.is_some_and(|b| b >= BURST_WAITS_ON_US)
     }
 
     /// How long to spin on the wait starting now; `None`: block at once.
@@ -169,13 +197,13 @@ impl Gate {
     fn pays(&self) -> bool {
         match (self.spun, self.spun_cpu, self.slept) {
             (Some(spun), Some(cpu), Some(slept)) => {
-                let sooner = match self.peer_behind {
-                    true => Duration::ZERO,
-                    false => slept.saturating_sub(spun),
+                let sooner = match self.waits_on_us() {
+                    false => Duration::ZERO,
+                    true => slept.saturating_sub(spun),
                 };
                 sooner + SLEEP_CPU >= cpu
             }
-            (_, Some(cpu), _) if self.peer_behind => SLEEP_CPU >= cpu,
+            (_, Some(cpu), _) if !self.waits_on_us() => SLEEP_CPU >= cpu,
             _ => true,
         }
     }
@@ -201,6 +229,16 @@ impl Gate {
             *self = Gate::new(self.budget);
             return;
         }
+        // The PDUs since the previous wait came with it. Quick to fall,
+        // slow to rise: a sleep of ours lets a trickling initiator's
+        // commands pile up into one large batch now and then, a bursting
+        // one sends every batch large.
+        let pdus = std::mem::take(&mut self.since_wait);
+        self.burst = Some(match self.burst {
+            None => pdus,
+            Some(b) if pdus < b => (b + pdus) / 2,
+            Some(b) => (b * 7 + pdus) / 8,
+        });
         let sample = waited.min(self.budget * 2);
         // Weight 1/4 for the newest wait: a few waits move it, one odd
         // wait does not.
@@ -384,9 +422,10 @@ impl Poller {
         r
     }
 
-    /// See [`Gate::peer_behind`].
-    pub fn peer_behind(&mut self, behind: bool) {
+    /// See [`Gate::peer_behind`] and [`Gate::handled`].
+    pub fn batch(&mut self, behind: bool, pdus: u32) {
         self.gate.peer_behind(behind);
+        self.gate.handled(pdus);
     }
 
     fn report(&mut self) {
@@ -496,6 +535,38 @@ mod tests {
         g.peer_behind(false);
         run(&mut g, 200, us(15), us(30));
         assert!(run(&mut g, 320, us(15), us(30)) >= 300);
+    }
+
+    #[test]
+    fn a_peer_with_answers_unread_that_sends_bursts_is_spun_for() {
+        // bench/iscsi-load at QD32: its ExpStatSN lags (our answers stream
+        // while it sends) but it turns a whole batch around at once, ~35
+        // PDUs a wait: our wake-up delays its next burst.
+        let burst = |pdus: u32| {
+            let mut g = Gate::new(us(50));
+            g.peer_behind(true);
+            let mut spins = 0;
+            for _ in 0..3200 {
+                g.handled(pdus);
+                spins += run(&mut g, 1, us(15), us(30));
+            }
+            spins
+        };
+        let spins = burst(32);
+        assert!(spins >= 3000, "{spins}");
+        // The same waits bringing a few PDUs each (qemu-img bench, busy
+        // with its own CPU): as when nothing is known, rarely; also when
+        // one wait in four brings a pile (it slept, commands queued up).
+        let spins = burst(4);
+        assert!(spins <= 10 + 3200 / 64, "{spins}");
+        let mut g = Gate::new(us(50));
+        g.peer_behind(true);
+        let mut spins = 0;
+        for i in 0..3200 {
+            g.handled(if i % 4 == 3 { 40 } else { 4 });
+            spins += run(&mut g, 1, us(15), us(30));
+        }
+        assert!(spins <= 10 + 3200 / 64, "{spins}");
     }
 
     #[test]

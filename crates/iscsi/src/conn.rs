@@ -301,6 +301,7 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
     // `Poller::peer_behind`).
     let answered = sess.statsn;
     let mut last_exp_statsn = None;
+    let mut pdus = 0u32;
     loop {
         if sess.offload.active() && sess.offload.congested() {
             break;
@@ -320,6 +321,7 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
             }
         };
         let n = frame.total_len;
+        pdus += 1;
         // Offset 28 is ExpStatSN in every PDU an initiator sends.
         last_exp_statsn = Some(frame.bhs.u32_at(28));
         let big = frame.data.len() >= crate::direct::DIRECT_MIN;
@@ -338,7 +340,7 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         }
     }
     if let (Some(exp), Some(p)) = (last_exp_statsn, sess.busy_poll.as_mut()) {
-        p.peer_behind(answered.wrapping_sub(exp) as i32 > 0);
+        p.batch(answered.wrapping_sub(exp) as i32 > 0, pdus);
     }
     true
 }
