@@ -153,12 +153,7 @@ impl Session {
             data_digest_ok: true,
             total_len: iscsi_wire::BHS_LEN + buf.len(),
         };
-        let action = if self.discovery {
-            self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, bhs);
-            Action::Continue
-        } else {
-            self.scsi_command(&f, Some(buf), tx)
-        };
+        let action = self.command(&f, Some(buf), tx);
         self.release_cmdsn();
         action
     }

@@ -300,7 +300,7 @@ impl Session {
 
     /// Reject a request that carries a CmdSN: a non-immediate one still uses
     /// up its CmdSN so the window keeps moving.
-    pub(crate) fn reject_cmd(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
+    fn reject_cmd(&mut self, tx: &mut TxQueue, reason: RejectReason, bad: &Bhs) {
         if !bad.immediate() {
             self.core.consume(bad.u32_at(24));
         }
@@ -342,11 +342,7 @@ impl Session {
         }
         match op {
             Opcode::NOP_OUT => self.nop_out(f, tx),
-            Opcode::SCSI_COMMAND if self.discovery => {
-                self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
-                Action::Continue
-            }
-            Opcode::SCSI_COMMAND => self.scsi_command(f, None, tx),
+            Opcode::SCSI_COMMAND => self.command(f, None, tx),
             Opcode::DATA_OUT if self.discovery => {
                 self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
                 Action::Continue
@@ -443,14 +439,23 @@ impl Session {
         tx.push_pdu(&b, &[], self.digests);
     }
 
-    /// A SCSI Command PDU. `placed`: its immediate data, received straight
-    /// into a task buffer by the connection (`f.data` is then empty).
-    pub(crate) fn scsi_command(
+    /// A SCSI Command PDU, refused on a discovery session. `placed`: its
+    /// immediate data, received straight into a task buffer by the
+    /// connection (`f.data` is then empty).
+    pub(crate) fn command(
         &mut self,
         f: &Frame<'_>,
         placed: Option<Vec<u8>>,
         tx: &mut TxQueue,
     ) -> Action {
+        if self.discovery {
+            self.reject_cmd(tx, RejectReason::PROTOCOL_ERROR, &f.bhs);
+            return Action::Continue;
+        }
+        self.scsi_command(f, placed, tx)
+    }
+
+    fn scsi_command(&mut self, f: &Frame<'_>, placed: Option<Vec<u8>>, tx: &mut TxQueue) -> Action {
         let c = ScsiCommand::parse(&f.bhs);
         if !self.accept_cmdsn(c.immediate, c.cmdsn) {
             return Action::Continue;
