@@ -3,7 +3,7 @@
  * run against. Two processes (a fork), one TCP connection over 127.0.0.1:
  *
  *   tcp-ceiling [--mode stream|rr] [--msg BYTES] [--pdu BYTES] [--qd N] [--secs S]
- *               [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1]
+ *               [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1] [--splice 0|1]
  *
  *   stream  the sender writes messages back to back, the receiver reads them:
  *           the most a single stream carries.
@@ -18,12 +18,17 @@
  * 1024, like the 1 GiB LUNs: the source is not in the CPU caches; --huge 1 asks
  * for transparent huge pages on it, as rtarget's ramdisk chunks have), the receiver
  * reads into a 4 MiB buffer (as bench/iscsi-load.c does) and only counts bytes.
+ * --splice 1 sends the data without the sender's copy: vmsplice(2) of the source pages
+ * into a 1 MiB pipe, then splice(2) to the socket (headers by send with MSG_MORE), the
+ * zero-copy path a target could take for a ramdisk READ. Over loopback the receiver
+ * copies straight from the lent pages (no MSG_ZEROCOPY fallback copy).
  * Both set TCP_NODELAY. Prints one line:
  *   "msgs_per_s MB_per_s sender_cpu_us_per_msg receiver_cpu_us_per_msg"
  * (user+system CPU of each process over the messages it moved). Built with
  * `cc -O2`; no library beyond libc. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -44,7 +49,8 @@
 #define MAXIOV 1024
 
 static size_t msg = 1 << 20, pdu = 256 << 10, src_mib = 1024;
-static int qd = 8, secs = 4, sndbuf, rcvbuf, rr = 1, huge;
+static int qd = 8, secs = 4, sndbuf, rcvbuf, rr = 1, huge, use_splice;
+static int pipefd[2]; /* --splice: the pipe the source pages are lent through */
 
 static void die(const char *what) {
     perror(what);
@@ -75,6 +81,29 @@ static size_t wire_len(void) {
     return rr ? msg + HDR * ((msg + pdu - 1) / pdu) + HDR : msg;
 }
 
+/* --splice: headers by send(MSG_MORE), data lent page by page: vmsplice into the pipe,
+ * splice from it to the socket. Returns -1 when the peer closed. */
+static int splice_out(int s, const struct iovec *v, int iv) {
+    for (int i = 0; i < iv; i++) {
+        if (v[i].iov_len <= HDR) {
+            if (send(s, v[i].iov_base, v[i].iov_len, MSG_MORE) != (ssize_t)v[i].iov_len) return -1;
+            continue;
+        }
+        struct iovec x = v[i];
+        while (x.iov_len) {
+            ssize_t n = vmsplice(pipefd[1], &x, 1, 0);
+            if (n <= 0) die("vmsplice");
+            x.iov_base = (uint8_t *)x.iov_base + n, x.iov_len -= (size_t)n;
+            while (n > 0) {
+                ssize_t m = splice(pipefd[0], NULL, s, NULL, (size_t)n, SPLICE_F_MORE);
+                if (m <= 0) return -1;
+                n -= m;
+            }
+        }
+    }
+    return 0;
+}
+
 /* The sender ("target"): answers until the peer closes. */
 static void sender(int s, uint8_t *src) {
     size_t srclen = src_mib << 20, pos = 0;
@@ -103,6 +132,10 @@ static void sender(int s, uint8_t *src) {
                 iov[iv++] = (struct iovec){src + pos, msg};
             }
             pos += msg;
+        }
+        if (use_splice) {
+            if (splice_out(s, iov, iv)) return;
+            continue;
         }
         /* writev until every byte left (partial writes happen when the send buffer fills). */
         struct iovec *v = iov;
@@ -157,6 +190,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--rcvbuf")) rcvbuf = atoi(v);
         else if (!strcmp(a, "--src")) src_mib = strtoul(v, NULL, 0);
         else if (!strcmp(a, "--huge")) huge = atoi(v);
+        else if (!strcmp(a, "--splice")) use_splice = atoi(v);
         else goto usage;
         i++;
     }
@@ -180,6 +214,7 @@ int main(int argc, char **argv) {
         tune(s);
         if (connect(s, (struct sockaddr *)&sa, sizeof sa)) die("connect");
         signal(SIGPIPE, SIG_IGN);
+        if (use_splice && (pipe(pipefd) || fcntl(pipefd[1], F_SETPIPE_SZ, 1 << 20) < 0)) die("pipe");
         sender(s, src);
         _exit(0);
     }
@@ -209,6 +244,6 @@ int main(int argc, char **argv) {
     return 0;
 usage:
     fprintf(stderr, "usage: tcp-ceiling [--mode stream|rr] [--msg BYTES] [--pdu BYTES] [--qd N] "
-                    "[--secs S] [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1]\n");
+                    "[--secs S] [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1] [--splice 0|1]\n");
     return 2;
 }
