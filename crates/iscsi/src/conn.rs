@@ -332,8 +332,7 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         };
         let n = frame.total_len;
         pdus += 1;
-        // Offset 28 is ExpStatSN in every PDU an initiator sends.
-        last_exp_statsn = Some(frame.bhs.u32_at(28));
+        last_exp_statsn = Some(iscsi_wire::request::exp_statsn(&frame.bhs));
         let big = frame.data.len() >= crate::direct::DIRECT_MIN;
         let action = sess.handle(&frame, &mut io.tx);
         // Only when Data-Out is still expected: a run of writes whose
