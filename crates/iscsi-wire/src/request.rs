@@ -164,6 +164,13 @@ bhs_pdu! {
     }
 }
 
+/// The ExpStatSN of any request, whatever its opcode: every PDU an
+/// initiator sends carries it in the same place, so a receive loop can
+/// read it without parsing each view.
+pub fn exp_statsn(b: &crate::Bhs) -> u32 {
+    crate::layout::Place::get(EXP_STATSN, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +522,46 @@ mod tests {
         lr.nsg = 0xfe;
         lr.write_to(&mut b);
         assert_eq!(b.0[1] & 0x0f, 0x06);
+    }
+
+    /// `exp_statsn` reads every request's ExpStatSN field.
+    #[test]
+    fn exp_statsn_of_every_request() {
+        let mut all = Vec::new();
+        let mut put = |f: &dyn Fn(&mut Bhs)| {
+            let mut b = Bhs([0x5a; 48]);
+            f(&mut b);
+            all.push(b);
+        };
+        let sn = 0x0102_0304;
+        let mut v = ScsiCommand::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = DataOut::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = NopOut::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = LoginRequest::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = TextRequest::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = LogoutRequest::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = TaskMgmtRequest::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        let mut v = SnackRequest::parse(&Bhs::default());
+        v.exp_statsn = sn;
+        put(&|b| v.write_to(b));
+        assert_eq!(all.len(), 8);
+        for b in &all {
+            assert_eq!(exp_statsn(b), sn, "opcode {:?}", b.opcode());
+        }
     }
 
     /// Views only ever see a whole 48-byte header: every shorter buffer, and

@@ -248,7 +248,7 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
                 continue;
             }
             if !ready.socket {
-                if !ready.sink && sess.nop_timer(last_rx, &mut io.tx) == Action::Close {
+                if !ready.sink && idle_tick(sess, last_rx, &mut io.tx) == Action::Close {
                     return;
                 }
                 continue;
@@ -280,13 +280,23 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         match got {
             Ok(0) => return,
             Ok(_) => last_rx = Instant::now(),
-            Err(e) if is_timeout(&e) => match sess.nop_timer(last_rx, &mut io.tx) {
+            Err(e) if is_timeout(&e) => match idle_tick(sess, last_rx, &mut io.tx) {
                 Action::Close => return,
                 Action::Continue => {}
             },
             Err(_) => return,
         }
     }
+}
+
+/// Nothing arrived for a tick. A LUN table the management side installed
+/// meanwhile is taken now, not at the next command: an idle session lets go
+/// of the devices it lost, and a deleted or replaced object's backstore is
+/// closed (its RBD lock released) as soon as its last command ends. Then
+/// the NOP-In timer.
+fn idle_tick(sess: &mut Session, last_rx: Instant, tx: &mut TxQueue) -> Action {
+    sess.refresh_luns();
+    sess.nop_timer(last_rx, tx)
 }
 
 /// Handles every complete PDU the receive buffer holds, unless the pool
@@ -322,8 +332,7 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         };
         let n = frame.total_len;
         pdus += 1;
-        // Offset 28 is ExpStatSN in every PDU an initiator sends.
-        last_exp_statsn = Some(frame.bhs.u32_at(28));
+        last_exp_statsn = Some(iscsi_wire::request::exp_statsn(&frame.bhs));
         let big = frame.data.len() >= crate::direct::DIRECT_MIN;
         let action = sess.handle(&frame, &mut io.tx);
         // Only when Data-Out is still expected: a run of writes whose

@@ -529,6 +529,15 @@ impl Session {
             return;
         }
         self.seen_epoch = epoch;
+        // The configuration of login time would keep the devices of the
+        // LUNs taken away (their backstores open): the current one.
+        if let Some(t) = self
+            .target
+            .as_ref()
+            .and_then(|t| self.shared.target(&t.iqn))
+        {
+            self.target = Some(t);
+        }
         let view = live.view();
         // LUs this nexus no longer sees drop its per-nexus state there.
         let gone = LunTable {

@@ -237,6 +237,9 @@ pub fn commit(
     crate::loopback::finish(&mut running.loopback, p.loopback, &p.plan.loopback_remove);
     // Only what changed takes effect on each device (see alua::apply).
     crate::alua::apply(&p.cfg, &p.objects);
+    // Objects that went away are flushed here, and closed (an RBD image's
+    // lock and watches released) by their drop, once no session runs a
+    // command on them: the sessions took their new LUN tables above.
     let mut warnings = Vec::new();
     for (path, (_, dev)) in &running.objects {
         let kept = p

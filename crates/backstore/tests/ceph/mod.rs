@@ -2,16 +2,54 @@
 //! (`../shared/tools/ceph/ceph-up.sh` on free ports in a temp dir, purged
 //! on drop). `None` (with a SKIP line; a failure under CI=true) where
 //! librbd, the script or the Ceph daemons are missing.
+//!
+//! The daemons double-fork out of the test's process group, so nothing
+//! the test process does on its way out (or fails to do: a `timeout` or
+//! Ctrl-C killing the group, a librbd assertion aborting) stops them. A
+//! reaper process, in its own process group, waits for the test side of a
+//! pipe to close (the cluster dropped, or the process gone however it
+//! died) and then tears the cluster down: see [`REAPER`].
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use super::common;
 
+/// The reaper (bash, given the temp dir in `D` and ceph-down.sh in
+/// `DOWN`): each line on stdin is the process group of a ceph-up.sh run;
+/// at EOF it kills those groups (an interrupted start would go on starting
+/// daemons), resumes daemons a test SIGSTOPped (they would sit out
+/// ceph-down.sh's 30 s SIGTERM grace), runs ceph-down.sh --purge, then
+/// SIGKILLs whatever still has the dir on its command line (a daemon
+/// caught before it wrote its pid file) and removes the dir. Only
+/// builtins touch the command lines, so the scan never sees its own
+/// helpers; the dir is in the environment, not in the reaper's own
+/// command line.
+const REAPER: &str = r#"
+trap '' INT HUP TERM
+groups=()
+while read -r g; do groups+=("$g"); done
+for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+for pf in "$D"/c/run/*.pid; do
+    [ -f "$pf" ] && kill -CONT "$(<"$pf")" 2>/dev/null
+done
+[ -d "$D/c" ] && bash "$DOWN" "$D/c" --purge >/dev/null 2>&1
+for p in /proc/[0-9]*; do
+    mapfile -d '' a <"$p/cmdline" 2>/dev/null || continue
+    [[ " ${a[*]} " == *"$D/"* ]] && kill -KILL "${p#/proc/}" 2>/dev/null
+done
+rm -rf "$D"
+exit 0
+"#;
+
 pub struct Cluster {
     dir: tempfile::TempDir,
-    script_dir: PathBuf,
+    /// The reaper and the write end of its stdin (closed on drop).
+    reaper: Child,
+    reaper_in: Option<ChildStdin>,
 }
 
 impl Cluster {
@@ -32,13 +70,26 @@ impl Cluster {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        let mut reaper = Command::new("bash")
+            .args(["-c", REAPER, "ceph-reaper"])
+            .env("D", dir.path())
+            .env("DOWN", script_dir.join("ceph-down.sh"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Out of the test's process group: signals sent to the group
+            // (a `timeout`, Ctrl-C) must leave it alive to do its job.
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut reaper_in = reaper.stdin.take();
         let (p1, p2) = loop {
             let (a, b) = (free_port(), free_port());
             if a != b {
                 break (a, b);
             }
         };
-        let out = Command::new("bash")
+        let up = Command::new("bash")
             .arg(script_dir.join("ceph-up.sh"))
             .arg(dir.path().join("c"))
             .env("MON_PORT", p1.to_string())
@@ -46,9 +97,23 @@ impl Cluster {
             .env("SKIP_SMOKE", "1")
             // The monitor refuses to start on a nearly full disk otherwise.
             .env("EXTRA_CONF", "[mon]\\nmon_data_avail_crit = -1")
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, which the reaper kills if the test dies
+            // while the script runs.
+            .process_group(0)
+            .spawn()
             .unwrap();
-        let c = Cluster { dir, script_dir };
+        let sent = reaper_in
+            .as_mut()
+            .map(|w| writeln!(w, "{}", up.id()).and_then(|_| w.flush()));
+        let out = up.wait_with_output().unwrap();
+        let c = Cluster {
+            dir,
+            reaper,
+            reaper_in,
+        };
+        sent.unwrap().unwrap();
         assert!(
             out.status.success(),
             "ceph-up.sh: {}{}",
@@ -60,6 +125,11 @@ impl Cluster {
 
     pub fn conf(&self) -> String {
         self.dir.path().join("c/ceph.conf").display().to_string()
+    }
+
+    /// The temp dir holding the cluster (in its `c/`), removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The pid of daemon `name` (`osd.0`, `mon.a`).
@@ -107,13 +177,12 @@ impl Cluster {
     }
 }
 
+/// Closing the reaper's stdin starts the teardown; waiting for it keeps
+/// the drop synchronous (the next test's cluster never races this one's).
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(self.script_dir.join("ceph-down.sh"))
-            .arg(self.dir.path().join("c"))
-            .arg("--purge")
-            .output();
+        drop(self.reaper_in.take());
+        let _ = self.reaper.wait();
     }
 }
 

@@ -1,0 +1,94 @@
+//! A device whose LUN is removed while a session uses it is released (its
+//! backstore closed, once) as soon as nothing runs on it, also when the
+//! session goes idle and sends nothing more: LIO frees a device once its
+//! LUNs are gone and their commands drained. Before, each connection kept
+//! the LUN table it last used until its next command, and with it an RBD
+//! image's header watch and exclusive lock.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backstore::{Backstore, Capabilities};
+use common::*;
+use target_core::{Device, DeviceOptions, Lun, LunTable};
+
+/// A [`MemStore`] that counts `close` calls.
+struct Closes(Arc<MemStore>, Arc<AtomicUsize>);
+
+impl Backstore for Closes {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn close(&self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn lun(id: u64, device: &Arc<Device>) -> Lun {
+    Lun {
+        id,
+        device: Arc::clone(device),
+        write_protect: false,
+    }
+}
+
+#[test]
+fn an_idle_session_lets_go_of_a_removed_device() {
+    let keep = Device::new(
+        DeviceOptions::new("keep", "5b3c9a2e-0000-4000-8000-0000000000b1"),
+        MemStore::new(1 << 20),
+    );
+    let closes = Arc::new(AtomicUsize::new(0));
+    let gone = Device::new(
+        DeviceOptions::new("gone", "5b3c9a2e-0000-4000-8000-0000000000b2"),
+        Arc::new(Closes(MemStore::new(1 << 20), Arc::clone(&closes))),
+    );
+    let weak = Arc::downgrade(&gone);
+    let mut t = one_lun_target(IQN, Arc::clone(&keep), Default::default());
+    t.tpgs[0].luns = Arc::new(LunTable {
+        luns: vec![lun(0, &keep), lun(1, &gone)],
+    });
+    drop(gone);
+    let (s, addr) = serve_device(keep.clone());
+    s.set_target(t.clone());
+    let mut c = session(addr, &[]);
+    // The connection uses LUN 1 (and so holds the table with it).
+    c.lun = 1;
+    c.clear_ua();
+    let (st, data, _) = c.read_cmd(&read10(0, 1), 512);
+    assert_eq!((st, data.len()), (0, 512));
+
+    // LUN 1 goes (targetcli deletes an object's LUNs first); the
+    // initiator sends nothing more.
+    t.tpgs[0].luns = Arc::new(LunTable {
+        luns: vec![lun(0, &keep)],
+    });
+    s.set_target(t);
+    let end = Instant::now() + Duration::from_secs(5);
+    while weak.strong_count() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(weak.strong_count(), 0, "the idle session still holds it");
+    assert_eq!(closes.load(Ordering::SeqCst), 1, "closed once");
+    // The session goes on, with LUN 0.
+    c.lun = 0;
+    c.clear_ua();
+    let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
+    assert_eq!(st, 0);
+    s.shutdown();
+}
