@@ -106,8 +106,9 @@ pub struct LoopbackTarget {
     config: LoopbackConfig,
     nexus: Arc<Nexus>,
     disks: Mutex<BTreeMap<u64, Disk>>,
-    /// The LUNs last applied, for the core's end-of-nexus cleanup.
-    luns: Mutex<Arc<LunTable>>,
+    /// The LUNs last applied: what the disks' commands run against, and
+    /// for the core's end-of-nexus cleanup.
+    luns: Arc<lu::LiveLuns>,
 }
 
 impl LoopbackTarget {
@@ -126,7 +127,7 @@ impl LoopbackTarget {
             config,
             nexus,
             disks: Mutex::default(),
-            luns: Mutex::default(),
+            luns: Arc::default(),
         };
         t.set_luns(luns)?;
         Ok(t)
@@ -141,7 +142,8 @@ impl LoopbackTarget {
     /// see the new inventory as a unit attention the LU path consumes.
     pub fn set_luns(&self, luns: LunTable) -> Result<(), LoopbackError> {
         let luns = Arc::new(luns);
-        *self.luns.lock().unwrap_or_else(|e| e.into_inner()) = luns.clone();
+        // The kept disks take it too: they let go of removed LUNs' devices.
+        self.luns.set(luns.clone());
         let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
         let keep = |d: &Disk, id: u64| {
             luns.find(id)
@@ -163,7 +165,11 @@ impl LoopbackTarget {
             if disks.contains_key(&lun.id) {
                 continue;
             }
-            let path = Arc::new(lu::LuPath::new(luns.clone(), lun.id, self.nexus.clone()));
+            let path = Arc::new(lu::LuPath::new(
+                self.luns.clone(),
+                lun.id,
+                self.nexus.clone(),
+            ));
             let slot = (self.config.state_dir.as_deref())
                 .map(|d| recovery::Slot::new(d, &self.config.wwn, lun.id));
             let dev = UblkDevice::start(path, &self.config.queues, slot)?;
@@ -193,8 +199,7 @@ impl LoopbackTarget {
         for (_, d) in disks {
             d.dev.stop();
         }
-        let luns = self.luns.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        luns.nexus_gone(&self.nexus);
+        self.luns.get().nexus_gone(&self.nexus);
     }
 }
 

@@ -6,7 +6,7 @@
 //! for any initiator. The device's geometry is asked of the core the way an
 //! initiator would (READ CAPACITY(16), Block Limits VPD).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use scsi::opcode;
 use target_core::{Command, LunTable, Nexus, Outcome, Status, TaskAttr};
@@ -38,15 +38,39 @@ pub struct Geometry {
     pub read_only: bool,
 }
 
+/// The LUN table a target's disks run against now, shared by the target
+/// and its disks. Each command takes the current one: a disk keeps running
+/// while LUNs come and go, and a disk holding the table of its start would
+/// keep the devices of LUNs removed since (their backstores open, an RBD
+/// image's watch and lock held) until the disk itself goes, idle or not.
+#[derive(Default)]
+pub struct LiveLuns(RwLock<Arc<LunTable>>);
+
+impl LiveLuns {
+    pub fn new(luns: Arc<LunTable>) -> Arc<LiveLuns> {
+        Arc::new(LiveLuns(RwLock::new(luns)))
+    }
+
+    pub fn get(&self) -> Arc<LunTable> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Install `luns`; commands running keep the table they started with
+    /// (and so their device) until they end.
+    pub fn set(&self, luns: Arc<LunTable>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = luns;
+    }
+}
+
 /// One LUN of a loopback target on the target's nexus.
 pub struct LuPath {
-    pub(crate) luns: Arc<LunTable>,
+    pub(crate) luns: Arc<LiveLuns>,
     pub(crate) lun: u64,
     pub(crate) nexus: Arc<Nexus>,
 }
 
 impl LuPath {
-    pub fn new(luns: Arc<LunTable>, lun: u64, nexus: Arc<Nexus>) -> LuPath {
+    pub fn new(luns: Arc<LiveLuns>, lun: u64, nexus: Arc<Nexus>) -> LuPath {
         LuPath { luns, lun, nexus }
     }
 
@@ -65,12 +89,13 @@ impl LuPath {
             expected_len,
             attr: TaskAttr::Simple,
         };
-        let mut o = self.luns.execute(&self.nexus, self.lun, &cmd, data_in);
+        let luns = self.luns.get();
+        let mut o = luns.execute(&self.nexus, self.lun, &cmd, data_in);
         for _ in 0..UA_RETRIES {
             if !request::is_unit_attention(&o) {
                 break;
             }
-            o = self.luns.execute(&self.nexus, self.lun, &cmd, data_in);
+            o = luns.execute(&self.nexus, self.lun, &cmd, data_in);
         }
         o
     }
@@ -198,17 +223,17 @@ mod tests {
                 write_protect,
             }],
         });
-        LuPath::new(
-            luns,
-            0,
-            Arc::new(Nexus {
-                id: 1 << 50,
-                initiator_port: "naa.5001405000000001".into(),
-                target_port: "naa.5001405000000002,t,0x0001".into(),
-                relative_port_id: 1,
-                tpg_tag: 1,
-            }),
-        )
+        LuPath::new(LiveLuns::new(luns), 0, nexus())
+    }
+
+    fn nexus() -> Arc<Nexus> {
+        Arc::new(Nexus {
+            id: 1 << 50,
+            initiator_port: "naa.5001405000000001".into(),
+            target_port: "naa.5001405000000002,t,0x0001".into(),
+            relative_port_id: 1,
+            tpg_tag: 1,
+        })
     }
 
     fn req(op: u8, start_sector: u64, nr_sectors: u32) -> BlockRequest {
@@ -278,5 +303,76 @@ mod tests {
         let g = p.probe().unwrap();
         assert!(g.read_only);
         assert_eq!(g.max_unmap, 0);
+    }
+
+    /// A RAM backstore that counts `close` calls.
+    struct Closes(RamBackstore, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl backstore::Backstore for Closes {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn capabilities(&self) -> backstore::Capabilities {
+            self.0.capabilities()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.0.write_at(buf, offset)
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn close(&self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// LUN 1 goes (its disk stopped, as `LoopbackTarget::set_luns` does)
+    /// while LUN 0's disk stays, idle: its device is released and its
+    /// backstore closed once, at once, not when LUN 0's disk goes; LUN 0's
+    /// disk goes on serving.
+    #[test]
+    fn a_kept_disk_lets_go_of_a_removed_luns_device() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let closes = Arc::new(AtomicUsize::new(0));
+        let dev = |name: &str, uuid: &str, store: Arc<dyn backstore::Backstore>| {
+            Device::new(DeviceOptions::new(name, uuid), store)
+        };
+        let keep = dev(
+            "keep",
+            "5a4b3c2d-0000-4000-8000-0000000000b1",
+            Arc::new(RamBackstore::new(1 << 20).unwrap()),
+        );
+        let gone = dev(
+            "gone",
+            "5a4b3c2d-0000-4000-8000-0000000000b2",
+            Arc::new(Closes(RamBackstore::new(1 << 20).unwrap(), closes.clone())),
+        );
+        let lun = |id, device: &Arc<Device>| Lun {
+            id,
+            device: device.clone(),
+            write_protect: false,
+        };
+        let live = LiveLuns::new(Arc::new(LunTable {
+            luns: vec![lun(0, &keep), lun(1, &gone)],
+        }));
+        let weak = Arc::downgrade(&gone);
+        drop(gone);
+        let nexus = nexus();
+        let p0 = LuPath::new(live.clone(), 0, nexus.clone());
+        let p1 = LuPath::new(live.clone(), 1, nexus);
+        let (mut din, mut buf) = (Vec::new(), vec![0u8; 512]);
+        assert_eq!(p0.serve(&req(OP_READ, 0, 1), 512, &mut buf, &mut din), 512);
+        assert_eq!(p1.serve(&req(OP_READ, 0, 1), 512, &mut buf, &mut din), 512);
+
+        drop(p1);
+        live.set(Arc::new(LunTable {
+            luns: vec![lun(0, &keep)],
+        }));
+        assert_eq!(weak.strong_count(), 0, "LUN 0's disk still holds it");
+        assert_eq!(closes.load(Ordering::SeqCst), 1, "closed once");
+        assert_eq!(p0.serve(&req(OP_READ, 0, 1), 512, &mut buf, &mut din), 512);
     }
 }
