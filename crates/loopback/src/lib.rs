@@ -142,8 +142,6 @@ impl LoopbackTarget {
     /// see the new inventory as a unit attention the LU path consumes.
     pub fn set_luns(&self, luns: LunTable) -> Result<(), LoopbackError> {
         let luns = Arc::new(luns);
-        // The kept disks take it too: they let go of removed LUNs' devices.
-        self.luns.set(luns.clone());
         let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
         let keep = |d: &Disk, id: u64| {
             luns.find(id)
@@ -160,6 +158,10 @@ impl LoopbackTarget {
                 d.dev.stop();
             }
         }
+        // Only now: a removed or remapped LUN's disk must not run a request
+        // on the new table (a remapped LUN's new device) before it stops.
+        // The kept disks take it too, and let go of removed LUNs' devices.
+        self.luns.set(luns.clone());
         luns.luns_changed(&self.nexus);
         for lun in &luns.luns {
             if disks.contains_key(&lun.id) {
