@@ -5,14 +5,13 @@
 //! (the buffer is only the task's, never the backstore's), so a refused
 //! command just drops its buffer.
 
-use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use iscsi_wire::{Bhs, Opcode, BHS_LEN};
 
-use crate::conn::{is_timeout, Io};
+use crate::conn::Io;
 use crate::server::STOP_KILL;
 use crate::session::{Action, Session};
 
@@ -88,9 +87,10 @@ pub fn recv_direct(sess: &mut Session, io: &mut Io, last_rx: &mut Instant) -> Op
     }
 }
 
-/// Receive into `buf` until it holds `until` bytes, keeping NOP-In pings
-/// and stop requests going while the initiator is slow. `Err`: the
-/// connection ends (closed, failed, killed).
+/// Receive into `buf` until it holds `until` bytes (`rx_wait`: one
+/// wake-up for the rest), keeping NOP-In pings and stop requests going
+/// while the initiator is slow. `Err`: the connection ends (closed,
+/// failed, killed).
 fn recv_exact(
     sess: &mut Session,
     io: &mut Io,
@@ -99,30 +99,14 @@ fn recv_exact(
     until: usize,
 ) -> Result<(), ()> {
     let fd = io.stream.as_raw_fd();
-    while buf.len() < until {
-        let left = until - buf.len();
-        let spare = &mut buf.spare_capacity_mut()[..left];
-        // SAFETY: `spare` is writable memory owned by `buf` of the given
-        // length; recv writes at most that many bytes into it.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
-        match n {
-            0 => return Err(()),
-            n if n > 0 => {
-                // SAFETY: recv initialised the first `n` (<= spare.len())
-                // bytes after the old length.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                *last_rx = Instant::now();
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if !is_timeout(&e) || io.stop_requested() == STOP_KILL {
-                    return Err(());
-                }
-                if sess.nop_timer(*last_rx, &mut io.tx) == Action::Close || io.flush().is_err() {
-                    return Err(());
-                }
-            }
+    let idle = |last: Instant| {
+        if io.stop_requested() == STOP_KILL
+            || sess.nop_timer(last, &mut io.tx) == Action::Close
+            || io.flush().is_err()
+        {
+            return Err(());
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    crate::rx_wait::recv_rest(fd, buf, until, last_rx, idle).map(drop)
 }

@@ -38,6 +38,7 @@ mod logout;
 mod mcs;
 mod offload;
 mod read_overlap;
+mod rx_wait;
 mod server;
 mod session;
 mod session_core;
