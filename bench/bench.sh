@@ -217,6 +217,13 @@ if [[ -n $RT_TPG_ATTRS ]]; then
     set_tpg_attributes "$W/rt/saveconfig.json" "$RT_TPG_ATTRS"
 fi
 start_rtarget "$W/rt" "$RPORT"
+# The ramdisk allocates its memory on first write: write it once through so
+# every round reads data (SPDK's malloc bdev is allocated and zeroed at start;
+# a read of a never-written chunk is a memset), whichever rows run.
+if [[ -n ${RLUN[ramdisk]:-} ]]; then
+    "$W/iscsi-load" load 127.0.0.1 "$RPORT" "$IQN_R" "${RLUN[ramdisk]}" --qd 8 --bs 1048576 \
+        --write --time 2 >/dev/null
+fi
 
 url() {   # url TARGET CFG
     case $1 in
