@@ -11,8 +11,12 @@
 #
 # usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--spdk DIR]
 #                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...] [--initiator load|legacy]
+#                       [--workloads a,b,...]
 #   --rounds    rounds per workload (default 4; an odd N becomes N+1, with --spdk a
 #               multiple of 3, or of 6 with "disk")
+#   --workloads only these of the workloads below (default all; e.g. 4k-randread-qd32,4k-read-qd32
+#               to look at one row without waiting for the rest); the QD1 latency table runs
+#               only when 4k-read-qd1 is among them
 #   --rtarget-tpg-attrs  TPG attributes for rtarget's target (e.g. busy_poll_us=20)
 #   --initiator load (default): every tgt/rtarget/SPDK row below is driven by bench/iscsi-load.c
 #               (raw iSCSI in C, pipelined, ~0.7 µs CPU per 4 KiB I/O, fixed time); legacy:
@@ -68,6 +72,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../tests-e2e/lib.sh"
 
 ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-} INITIATOR=load
+ONLY_WLS=''
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
@@ -76,6 +81,7 @@ while [[ $# -gt 0 ]]; do
         --smoke) SMOKE=1 ROUNDS=1 CONFIGS=ram,qcow2 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
         --rtarget-tpg-attrs) RT_TPG_ATTRS=$2; shift ;;
+        --workloads) ONLY_WLS=$2; shift ;;
         --initiator) INITIATOR=$2; shift
             [[ $INITIATOR == load || $INITIATOR == legacy ]] || { echo "bench.sh: --initiator load|legacy" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -211,6 +217,13 @@ if [[ -n $RT_TPG_ATTRS ]]; then
     set_tpg_attributes "$W/rt/saveconfig.json" "$RT_TPG_ATTRS"
 fi
 start_rtarget "$W/rt" "$RPORT"
+# The ramdisk allocates its memory on first write: write it once through so
+# every round reads data (SPDK's malloc bdev is allocated and zeroed at start;
+# a read of a never-written chunk is a memset), whichever rows run.
+if [[ -n ${RLUN[ramdisk]:-} ]]; then
+    "$W/iscsi-load" load 127.0.0.1 "$RPORT" "$IQN_R" "${RLUN[ramdisk]}" --qd 8 --bs 1048576 \
+        --write --time 2 >/dev/null
+fi
 
 url() {   # url TARGET CFG
     case $1 in
@@ -237,6 +250,12 @@ as() {
 
 # --- workloads: name, bytes per I/O, command (URL appended); each prints IOPS ---------
 WORKLOADS=(4k-randread-qd32 4k-read-qd32 4k-write-qd32 1m-read-qd8 1m-write-qd8 4k-read-qd1)
+if [[ -n $ONLY_WLS ]]; then
+    for wl in ${ONLY_WLS//,/ }; do
+        [[ " ${WORKLOADS[*]} " == *" $wl "* ]] || { echo "bench.sh: unknown workload $wl" >&2; exit 2; }
+    done
+    read -ra WORKLOADS <<<"${ONLY_WLS//,/ }"
+fi
 PERF_SECS=$((SMOKE ? 2 : 5))
 qbench() {   # qbench COUNT DEPTH SIZE [-w] URL -> "IOPS COUNT"
     local count=$1 depth=$2 size=$3 out secs; shift 3
@@ -327,7 +346,8 @@ done
 
 # --- QD1 latency percentiles (bench/iscsi-load.c lat and qd1lat.py: the initiators above report none) -
 LRAW=$W/raw-lat.txt; : >"$LRAW"
-for ((r = 1; r <= ROUNDS; r++)); do
+LAT_ROUNDS=$ROUNDS; [[ " ${WORKLOADS[*]} " == *" 4k-read-qd1 "* ]] || LAT_ROUNDS=0
+for ((r = 1; r <= LAT_ROUNDS; r++)); do
     for cfg in ${CONFIGS//,/ }; do
         [[ $cfg == qcow2 ]] && continue
         read -ra ORDER <<<"$(targets_of "$r" "$cfg")"

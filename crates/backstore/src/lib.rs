@@ -22,6 +22,7 @@ pub mod null;
 pub mod ownership;
 #[cfg(any(test, feature = "powerloss"))]
 pub mod powerloss;
+mod prefetch;
 pub mod qcow2;
 pub mod qemu;
 pub mod qos;
@@ -157,6 +158,13 @@ pub trait Backstore: Send + Sync + 'static {
     fn read_lent(&self, _offset: u64, _len: usize) -> Option<io::Result<LentRead>> {
         None
     }
+
+    /// Hint: a READ of `len` bytes at `offset` comes next. A backstore in
+    /// RAM starts loading those bytes into the CPU cache, so the copy of
+    /// that READ does not wait on memory (a random 4 KiB read otherwise
+    /// stalls on each of its cache lines in turn). Never fails, never
+    /// blocks; the default does nothing. Wrappers do not forward it.
+    fn prefetch(&self, _offset: u64, _len: usize) {}
 
     /// Write all of `bufs` at `offset`, durable before returning when
     /// `fua` (as [`Backstore::write_at_fua`]). The default bounces (one

@@ -243,6 +243,19 @@ impl Backstore for RamBackstore {
         Some(r.map(|()| out))
     }
 
+    fn prefetch(&self, offset: u64, len: usize) {
+        let len = len.min(crate::prefetch::MAX);
+        if self.check(offset, len as u64).is_err() {
+            return;
+        }
+        let _ = Self::pieces(offset, len, |idx, within, r| {
+            if let Some(c) = &*read(self.slot(idx)?) {
+                crate::prefetch::lines(&c[within..within + r.len()]);
+            }
+            Ok(())
+        });
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check(offset, buf.len() as u64)?;
         Self::pieces(offset, buf.len(), |idx, within, r| {
@@ -346,6 +359,22 @@ mod tests {
         );
         assert_eq!(r.extent_at(3 * c).unwrap(), hole(c + 4096));
         assert!(r.extent_at(4 * c + 4096).is_err());
+    }
+
+    #[test]
+    fn prefetch_is_a_harmless_hint() {
+        let r = RamBackstore::new(4 * CHUNK as u64).unwrap();
+        r.prefetch(0, 4096);
+        assert_eq!(r.allocated_bytes(), 0, "a hint on a hole allocates nothing");
+        r.write_at(&[7u8; 8192], CHUNK as u64 - 4096).unwrap();
+        r.prefetch(CHUNK as u64 - 4096, 8192);
+        r.prefetch(CHUNK as u64 - 4096, usize::MAX);
+        r.prefetch(u64::MAX - 10, 4096);
+        r.prefetch(4 * CHUNK as u64, 4096);
+        assert_eq!(r.allocated_bytes(), 2 * CHUNK as u64);
+        let mut back = [0u8; 8192];
+        r.read_at(&mut back, CHUNK as u64 - 4096).unwrap();
+        assert!(back.iter().all(|&b| b == 7));
     }
 
     #[test]

@@ -334,6 +334,9 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         pdus += 1;
         last_exp_statsn = Some(iscsi_wire::request::exp_statsn(&frame.bhs));
         let big = frame.data.len() >= crate::direct::DIRECT_MIN;
+        if let Some(next) = io.rx.data().get(n..) {
+            sess.prefetch_next(next);
+        }
         let action = sess.handle(&frame, &mut io.tx);
         // Only when Data-Out is still expected: a run of writes whose
         // data all came as immediate data must keep reading in bulk.

@@ -37,6 +37,7 @@ mod login;
 mod logout;
 mod mcs;
 mod offload;
+mod prefetch;
 mod read_overlap;
 mod rx_wait;
 mod server;

@@ -42,6 +42,7 @@ mod pr;
 mod pr_file;
 mod pr_out;
 mod pr_shared;
+mod prefetch;
 mod proto;
 mod provisioning;
 mod reservation;
