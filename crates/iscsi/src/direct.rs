@@ -99,6 +99,11 @@ fn recv_exact(
     until: usize,
 ) -> Result<(), ()> {
     let fd = io.stream.as_raw_fd();
+    // Tasks in flight on the engine (an RBD LU's librbd writes) complete
+    // while we wait: there the one-wake-up mark cost 1 MiB RBD writes
+    // 0.5x (BENCHMARKS.md, "Session 8"); it is kept for inline LUs, where
+    // nothing but this segment is awaited and it wins 1.2-1.4x.
+    let mark = !sess.offload.active();
     let idle = |last: Instant| {
         if io.stop_requested() == STOP_KILL
             || sess.nop_timer(last, &mut io.tx) == Action::Close
@@ -108,5 +113,5 @@ fn recv_exact(
         }
         Ok(())
     };
-    crate::rx_wait::recv_rest(fd, buf, until, last_rx, idle).map(drop)
+    crate::rx_wait::recv_rest(fd, buf, until, mark, last_rx, idle).map(drop)
 }
