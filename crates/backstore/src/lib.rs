@@ -33,6 +33,8 @@ pub mod registry;
 pub mod shared_state;
 pub mod sticky;
 mod stream_copy;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use aio::{Completion, IoOp};
 pub use crypt::{CryptBackstore, CryptError};

@@ -7,37 +7,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backstore::{Backstore, Capabilities};
+use backstore::testing::CountsCloses;
 use common::*;
 use target_core::{Device, DeviceOptions, Lun, LunTable};
-
-/// A [`MemStore`] that counts `close` calls.
-struct Closes(Arc<MemStore>, Arc<AtomicUsize>);
-
-impl Backstore for Closes {
-    fn size(&self) -> u64 {
-        self.0.size()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn close(&self) {
-        self.1.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 fn lun(id: u64, device: &Arc<Device>) -> Lun {
     Lun {
@@ -53,10 +28,10 @@ fn an_idle_session_lets_go_of_a_removed_device() {
         DeviceOptions::new("keep", "5b3c9a2e-0000-4000-8000-0000000000b1"),
         MemStore::new(1 << 20),
     );
-    let closes = Arc::new(AtomicUsize::new(0));
+    let store = CountsCloses::new(1 << 20);
     let gone = Device::new(
         DeviceOptions::new("gone", "5b3c9a2e-0000-4000-8000-0000000000b2"),
-        Arc::new(Closes(MemStore::new(1 << 20), Arc::clone(&closes))),
+        store.clone(),
     );
     let weak = Arc::downgrade(&gone);
     let mut t = one_lun_target(IQN, Arc::clone(&keep), Default::default());
@@ -84,7 +59,7 @@ fn an_idle_session_lets_go_of_a_removed_device() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(weak.strong_count(), 0, "the idle session still holds it");
-    assert_eq!(closes.load(Ordering::SeqCst), 1, "closed once");
+    assert_eq!(store.closes(), 1, "closed once");
     // The session goes on, with LUN 0.
     c.lun = 0;
     c.clear_ua();

@@ -305,38 +305,13 @@ mod tests {
         assert_eq!(g.max_unmap, 0);
     }
 
-    /// A RAM backstore that counts `close` calls.
-    struct Closes(RamBackstore, Arc<std::sync::atomic::AtomicUsize>);
-
-    impl backstore::Backstore for Closes {
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn capabilities(&self) -> backstore::Capabilities {
-            self.0.capabilities()
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-            self.0.write_at(buf, offset)
-        }
-        fn flush(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn close(&self) {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
     /// LUN 1 goes (its disk stopped, as `LoopbackTarget::set_luns` does)
     /// while LUN 0's disk stays, idle: its device is released and its
     /// backstore closed once, at once, not when LUN 0's disk goes; LUN 0's
     /// disk goes on serving.
     #[test]
     fn a_kept_disk_lets_go_of_a_removed_luns_device() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let closes = Arc::new(AtomicUsize::new(0));
+        let store = backstore::testing::CountsCloses::new(1 << 20);
         let dev = |name: &str, uuid: &str, store: Arc<dyn backstore::Backstore>| {
             Device::new(DeviceOptions::new(name, uuid), store)
         };
@@ -348,7 +323,7 @@ mod tests {
         let gone = dev(
             "gone",
             "5a4b3c2d-0000-4000-8000-0000000000b2",
-            Arc::new(Closes(RamBackstore::new(1 << 20).unwrap(), closes.clone())),
+            store.clone(),
         );
         let lun = |id, device: &Arc<Device>| Lun {
             id,
@@ -372,7 +347,7 @@ mod tests {
             luns: vec![lun(0, &keep)],
         }));
         assert_eq!(weak.strong_count(), 0, "LUN 0's disk still holds it");
-        assert_eq!(closes.load(Ordering::SeqCst), 1, "closed once");
+        assert_eq!(store.closes(), 1, "closed once");
         assert_eq!(p0.serve(&req(OP_READ, 0, 1), 512, &mut buf, &mut din), 512);
     }
 }

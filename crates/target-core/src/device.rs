@@ -245,40 +245,13 @@ impl Drop for crate::Device {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    use backstore::{Backstore, Capabilities, NullBackstore};
-
-    /// Counts `close` calls.
-    struct Closes(NullBackstore, AtomicUsize);
-
-    impl Backstore for Closes {
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.0.capabilities()
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-            self.0.write_at(buf, offset)
-        }
-        fn flush(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn close(&self) {
-            self.1.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use backstore::testing::CountsCloses;
 
     /// The backstore is closed once, when the last holder of the device
     /// drops it, not before.
     #[test]
     fn the_last_holder_dropping_the_device_closes_its_backstore_once() {
-        let store = Arc::new(Closes(NullBackstore::new(1 << 20), AtomicUsize::new(0)));
+        let store = CountsCloses::new(1 << 20);
         let opts = crate::DeviceOptions::new("d", "00000000-0000-4000-8000-000000000000");
         let dev = crate::Device::new(opts, store.clone());
         let lun = crate::Lun {
@@ -287,8 +260,8 @@ mod tests {
             write_protect: false,
         };
         drop(dev);
-        assert_eq!(store.1.load(Ordering::SeqCst), 0, "a LUN still holds it");
+        assert_eq!(store.closes(), 0, "a LUN still holds it");
         drop(lun);
-        assert_eq!(store.1.load(Ordering::SeqCst), 1);
+        assert_eq!(store.closes(), 1);
     }
 }

@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use backstore::{Backstore, Capabilities, RamBackstore};
+use backstore::testing::CountsCloses;
 use common::*;
 use target_core::{Device, DeviceOptions, IoEngine, Lun, LunTable};
 use vhost_scsi::virtio::encode_lun;
@@ -18,36 +17,11 @@ use vhost_scsi::{VhostConfig, VhostServer};
 
 const TARGET: u8 = 1;
 
-/// A RAM backstore that counts `close` calls.
-struct Closes(RamBackstore, Arc<AtomicUsize>);
-
-impl Backstore for Closes {
-    fn size(&self) -> u64 {
-        self.0.size()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn close(&self) {
-        self.1.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// A device counting its closes in `closes`, held only by the caller.
-fn device(name: &str, uuid: &str, engine: IoEngine, closes: &Arc<AtomicUsize>) -> Arc<Device> {
+/// A device counting its closes in `store`, held only by the caller.
+fn device(name: &str, uuid: &str, engine: IoEngine, store: &Arc<CountsCloses>) -> Arc<Device> {
     let mut opts = DeviceOptions::new(name, uuid);
     opts.io_engine = engine;
-    let store = Closes(RamBackstore::new(1 << 20).unwrap(), Arc::clone(closes));
-    Device::new(opts, Arc::new(store))
+    Device::new(opts, store.clone())
 }
 
 fn table(devs: &[(u64, &Arc<Device>)]) -> LunTable {
@@ -78,15 +52,15 @@ fn use_lun(g: &mut Guest, l: u64, tag: u64) {
     assert_eq!(r.status, 0, "{r:?}");
 }
 
-fn released(weak: &Weak<Device>, closes: &AtomicUsize, what: &str) {
+fn released(weak: &Weak<Device>, store: &CountsCloses, what: &str) {
     wait_until(what, || weak.strong_count() == 0);
-    assert_eq!(closes.load(Ordering::SeqCst), 1, "{what}: closed once");
+    assert_eq!(store.closes(), 1, "{what}: closed once");
 }
 
 #[test]
 fn an_idle_guest_lets_go_of_removed_devices() {
     let dir = tempfile::tempdir().unwrap();
-    let (kept_closes, gone_closes) = (Arc::default(), Arc::default());
+    let (kept_closes, gone_closes) = (CountsCloses::new(1 << 20), CountsCloses::new(1 << 20));
     let uuid = "6b2b3c4d-0000-4000-8000-0000000000e";
     let keep = device("keep", &format!("{uuid}1"), IoEngine::Inline, &kept_closes);
     // Through the engine's pool: its finished tasks must not hold it either.
@@ -113,7 +87,7 @@ fn an_idle_guest_lets_go_of_removed_devices() {
 
     // Reconcile removes the whole vhost target, the guest still attached.
     drop(keep);
-    assert_eq!(kept_closes.load(Ordering::SeqCst), 0, "LUN 0 holds it");
+    assert_eq!(kept_closes.closes(), 0, "LUN 0 holds it");
     srv.stop();
     drop(srv);
     released(&weak_keep, &kept_closes, "LUN 0's device released");

@@ -1,0 +1,62 @@
+//! Test backstores other crates' tests share (feature `testing`, enabled
+//! only through dev-dependencies; the daemon never builds it).
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Backstore, Capabilities, RamBackstore};
+
+/// A RAM backstore that counts [`Backstore::close`] calls, so a test can
+/// see when (and how often) the last holder of a device let it go. A
+/// test holds its own `Arc` of it: that keeps the store, not the device.
+pub struct CountsCloses {
+    ram: RamBackstore,
+    closes: AtomicUsize,
+    close_takes: Duration,
+}
+
+impl CountsCloses {
+    /// `size` bytes of zeros; `close` returns at once.
+    pub fn new(size: u64) -> Arc<CountsCloses> {
+        CountsCloses::slow(size, Duration::ZERO)
+    }
+
+    /// As [`CountsCloses::new`], with a `close` that takes `close_takes`
+    /// (as librbd's image close can take a second), counted once it ends.
+    pub fn slow(size: u64, close_takes: Duration) -> Arc<CountsCloses> {
+        Arc::new(CountsCloses {
+            ram: RamBackstore::new(size).expect("RAM backstore"),
+            closes: AtomicUsize::new(0),
+            close_takes,
+        })
+    }
+
+    /// How many times `close` returned.
+    pub fn closes(&self) -> usize {
+        self.closes.load(Ordering::SeqCst)
+    }
+}
+
+impl Backstore for CountsCloses {
+    fn size(&self) -> u64 {
+        self.ram.size()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.ram.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.ram.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.ram.write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn close(&self) {
+        std::thread::sleep(self.close_takes);
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
