@@ -527,37 +527,29 @@ mod tests {
     /// `exp_statsn` reads every request's ExpStatSN field.
     #[test]
     fn exp_statsn_of_every_request() {
-        let mut all = Vec::new();
-        let mut put = |f: &dyn Fn(&mut Bhs)| {
-            let mut b = Bhs([0x5a; 48]);
-            f(&mut b);
-            all.push(b);
-        };
         let sn = 0x0102_0304;
-        let mut v = ScsiCommand::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = DataOut::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = NopOut::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = LoginRequest::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = TextRequest::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = LogoutRequest::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = TaskMgmtRequest::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
-        let mut v = SnackRequest::parse(&Bhs::default());
-        v.exp_statsn = sn;
-        put(&|b| v.write_to(b));
+        // Each request type with only ExpStatSN set, written over 0x5a.
+        macro_rules! written {
+            ($($view:ty),*) => {
+                [$({
+                    let mut v = <$view>::parse(&Bhs::default());
+                    v.exp_statsn = sn;
+                    let mut b = Bhs([0x5a; 48]);
+                    v.write_to(&mut b);
+                    b
+                }),*]
+            };
+        }
+        let all = written!(
+            ScsiCommand,
+            DataOut,
+            NopOut,
+            LoginRequest,
+            TextRequest,
+            LogoutRequest,
+            TaskMgmtRequest,
+            SnackRequest
+        );
         assert_eq!(all.len(), 8);
         for b in &all {
             assert_eq!(exp_statsn(b), sn, "opcode {:?}", b.opcode());
