@@ -168,6 +168,14 @@ pub trait Backstore: Send + Sync + 'static {
     /// blocks; the default does nothing. Wrappers do not forward it.
     fn prefetch(&self, _offset: u64, _len: usize) {}
 
+    /// Whether [`Backstore::prefetch`] does anything: a fabric asks once
+    /// (when it takes a LUN table) and skips finding the next READ for a
+    /// table none of whose backstores would use the hint. False unless the
+    /// backstore implements `prefetch`.
+    fn takes_prefetch_hints(&self) -> bool {
+        false
+    }
+
     /// Write all of `bufs` at `offset`, durable before returning when
     /// `fua` (as [`Backstore::write_at_fua`]). The default bounces (one
     /// volatile copy of the lent memory) and calls the slice methods.

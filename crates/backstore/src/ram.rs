@@ -243,6 +243,10 @@ impl Backstore for RamBackstore {
         Some(r.map(|()| out))
     }
 
+    fn takes_prefetch_hints(&self) -> bool {
+        true
+    }
+
     fn prefetch(&self, offset: u64, len: usize) {
         let len = len.min(crate::prefetch::MAX);
         if self.check(offset, len as u64).is_err() {

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{Backstore, Capabilities, RamBackstore};
@@ -58,5 +58,52 @@ impl Backstore for CountsCloses {
     fn close(&self) {
         std::thread::sleep(self.close_takes);
         self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Records the [`Backstore::prefetch`] hints it gets; `takes` is its
+/// answer to [`Backstore::takes_prefetch_hints`] (a backstore that says
+/// no must not be asked to prefetch). Reads zeros, writes nothing.
+pub struct RecordsHints {
+    takes: bool,
+    hints: Mutex<Vec<(u64, usize)>>,
+}
+
+impl RecordsHints {
+    pub fn new(takes: bool) -> Arc<RecordsHints> {
+        Arc::new(RecordsHints {
+            takes,
+            hints: Mutex::default(),
+        })
+    }
+
+    /// The hints so far, as (offset, length).
+    pub fn hints(&self) -> Vec<(u64, usize)> {
+        self.hints.lock().unwrap().clone()
+    }
+}
+
+impl Backstore for RecordsHints {
+    fn size(&self) -> u64 {
+        1 << 30
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn prefetch(&self, offset: u64, len: usize) {
+        self.hints.lock().unwrap().push((offset, len));
+    }
+    fn takes_prefetch_hints(&self) -> bool {
+        self.takes
     }
 }

@@ -54,6 +54,8 @@ pub struct Session {
     pub target: Option<Arc<TargetConfig>>,
     pub tsih: u16,
     pub luns: Arc<LunTable>,
+    /// Whether `luns` takes prefetch hints (`prefetch::hints_for`).
+    pub(crate) prefetch_hints: bool,
     /// Counters parallel to `luns.luns`.
     counters: Arc<[Arc<LunCounters>]>,
     /// Shared with the registry: LUN table updates, counters for `sessions detail`.
@@ -139,15 +141,17 @@ impl Session {
             .as_ref()
             .map_or(0, |v| v.epoch.load(Ordering::Acquire));
         let view = l.live.as_ref().map(|v| v.view());
+        let luns = view
+            .as_ref()
+            .map_or_else(|| Arc::new(LunTable::default()), |v| Arc::clone(&v.table));
         let nexus_arc = Arc::clone(&core.nexus);
         Session {
             shared,
             conn_id,
             target: l.target,
             tsih: l.tsih,
-            luns: view
-                .as_ref()
-                .map_or_else(|| Arc::new(LunTable::default()), |v| Arc::clone(&v.table)),
+            prefetch_hints: crate::prefetch::hints_for(l.discovery, &luns),
+            luns,
             counters: view.map_or_else(|| Arc::from(Vec::new()), |v| v.counters),
             seen_epoch,
             live: l.live,
@@ -561,6 +565,7 @@ impl Session {
         view.table.luns_changed(&self.nexus);
         tracing::info!(initiator = %self.initiator_name, luns = view.table.luns.len(),
             "session now sees a changed LUN table");
+        self.prefetch_hints = crate::prefetch::hints_for(self.discovery, &view.table);
         self.luns = view.table;
         self.counters = view.counters;
     }

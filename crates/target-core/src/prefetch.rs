@@ -8,6 +8,16 @@ use scsi::opcode as op;
 use crate::LunTable;
 
 impl LunTable {
+    /// Whether any LU of the table uses [`LunTable::prefetch_read`]'s
+    /// hints (its backstore's [`backstore::Backstore::takes_prefetch_hints`]):
+    /// a fabric asks once per table and otherwise skips looking at the
+    /// next command at all.
+    pub fn takes_prefetch_hints(&self) -> bool {
+        self.luns
+            .iter()
+            .any(|l| l.device.backstore.takes_prefetch_hints())
+    }
+
     /// If `cdb` is a READ of LU `lun_id`, hint its backstore that those
     /// bytes are read next. Nothing is checked beyond what the hint needs:
     /// the command itself runs later with every check.
@@ -32,50 +42,31 @@ impl LunTable {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use backstore::{Backstore, Capabilities};
+    use backstore::testing::RecordsHints;
+    use backstore::NullBackstore;
 
     use crate::testutil::WWN;
     use crate::{Device, DeviceOptions, Lun, LunTable};
 
-    /// Records the prefetch hints it gets.
-    #[derive(Default)]
-    struct Hints(Mutex<Vec<(u64, usize)>>);
-
-    impl Backstore for Hints {
-        fn size(&self) -> u64 {
-            1 << 30
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities::default()
-        }
-        fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
-            buf.fill(0);
-            Ok(())
-        }
-        fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
-            Ok(())
-        }
-        fn flush(&self) -> io::Result<()> {
-            Ok(())
-        }
-        fn prefetch(&self, offset: u64, len: usize) {
-            self.0.lock().unwrap().push((offset, len));
+    fn table(stores: &[(u64, Arc<dyn backstore::Backstore>)]) -> LunTable {
+        LunTable {
+            luns: stores
+                .iter()
+                .map(|(id, s)| Lun {
+                    id: *id,
+                    device: Device::new(DeviceOptions::new("h0", WWN), Arc::clone(s)),
+                    write_protect: false,
+                })
+                .collect(),
         }
     }
 
     #[test]
     fn reads_of_a_mapped_lu_are_announced_to_its_backstore() {
-        let store = Arc::new(Hints::default());
-        let table = LunTable {
-            luns: vec![Lun {
-                id: 3,
-                device: Device::new(DeviceOptions::new("h0", WWN), store.clone()),
-                write_protect: false,
-            }],
-        };
+        let store = RecordsHints::new(true);
+        let table = table(&[(3, store.clone())]);
         // READ(10) of 8 blocks at LBA 1000, READ(16) of 2 at 2^33.
         table.prefetch_read(3, &[0x28, 0, 0, 0, 0x03, 0xe8, 0, 0, 8, 0]);
         let mut r16 = [0u8; 16];
@@ -88,8 +79,21 @@ mod tests {
         table.prefetch_read(4, &[0x28, 0, 0, 0, 0, 1, 0, 0, 8, 0]);
         table.prefetch_read(3, &[]);
         assert_eq!(
-            *store.0.lock().unwrap(),
+            store.hints(),
             vec![(1000 * 512, 4096), ((1 << 33) * 512, 1024)]
         );
+    }
+
+    /// A table takes hints when one of its LUs does (a RAM disk), not when
+    /// none does (files, wrappers, an empty table).
+    #[test]
+    fn a_table_takes_hints_when_one_of_its_backstores_does() {
+        let null: Arc<dyn backstore::Backstore> = Arc::new(NullBackstore::new(1 << 20));
+        let ram: Arc<dyn backstore::Backstore> =
+            Arc::new(backstore::RamBackstore::new(1 << 20).unwrap());
+        assert!(!LunTable::default().takes_prefetch_hints());
+        assert!(!table(&[(0, null.clone())]).takes_prefetch_hints());
+        assert!(!table(&[(0, RecordsHints::new(false))]).takes_prefetch_hints());
+        assert!(table(&[(0, null), (1, ram)]).takes_prefetch_hints());
     }
 }
