@@ -534,13 +534,11 @@ impl Session {
         }
         self.seen_epoch = epoch;
         // The configuration of login time would keep the devices of the
-        // LUNs taken away (their backstores open): the current one.
-        if let Some(t) = self
-            .target
-            .as_ref()
-            .and_then(|t| self.shared.target(&t.iqn))
-        {
-            self.target = Some(t);
+        // LUNs taken away (their backstores open): the current one, or for
+        // a removed target its own without LUNs.
+        if let Some(old) = &self.target {
+            let now = self.shared.target(&old.iqn);
+            self.target = Some(now.unwrap_or_else(|| Arc::new(crate::sessions::without_luns(old))));
         }
         let view = live.view();
         // LUs this nexus no longer sees drop its per-nexus state there.

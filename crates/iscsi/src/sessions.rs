@@ -86,6 +86,22 @@ pub fn table_for(tpg: &TpgConfig, initiator: &str) -> Option<(Arc<LunTable>, boo
     demo_mode(tpg).then(|| (Arc::clone(&tpg.luns), false))
 }
 
+/// `t` without any LUN (its TPGs' and ACLs' tables emptied): what a
+/// session of a removed target keeps until it ends, so that it no longer
+/// holds the removed LUs' devices (their backstores stay open while
+/// anything holds them). LIO ends such sessions at once; ours get the
+/// logout grace period, with no LUN.
+pub fn without_luns(t: &TargetConfig) -> TargetConfig {
+    let mut t = t.clone();
+    for g in &mut t.tpgs {
+        g.luns = Arc::default();
+        for a in &mut g.acls {
+            a.luns = Arc::default();
+        }
+    }
+    t
+}
+
 pub fn find_acl<'a>(tpg: &'a TpgConfig, initiator: &str) -> Option<&'a crate::AclConfig> {
     tpg.acls
         .iter()

@@ -67,3 +67,36 @@ fn an_idle_session_lets_go_of_a_removed_device() {
     assert_eq!(st, 0);
     s.shutdown();
 }
+
+/// A session of a target removed entirely lets go of the target's devices
+/// at its next idle tick, not when it ends (the logout it is asked for
+/// has a grace period of 3 s; an initiator that does not answer keeps the
+/// connection that long): before, it kept its login-time configuration,
+/// and with it every LU of the target, until then. LIO ends such sessions
+/// at once (`iscsit_tpg_del_portal_group` releases them before the LUNs).
+#[test]
+fn a_removed_targets_session_lets_go_of_its_devices_at_once() {
+    let store = CountsCloses::new(1 << 20);
+    let dev = Device::new(
+        DeviceOptions::new("gone", "5b3c9a2e-0000-4000-8000-0000000000b3"),
+        store.clone(),
+    );
+    let weak = Arc::downgrade(&dev);
+    let (s, addr) = serve_device(dev);
+    let mut c = session(addr, &[]);
+    c.clear_ua();
+    let (st, data, _) = c.read_cmd(&read10(0, 1), 512);
+    assert_eq!((st, data.len()), (0, 512));
+
+    // The whole target goes; the initiator sends nothing more (and does
+    // not answer the logout request).
+    assert!(s.remove_target(IQN));
+    // Well within the logout grace period (the idle tick is 200 ms).
+    let end = Instant::now() + Duration::from_secs(2);
+    while weak.strong_count() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(weak.strong_count(), 0, "the session still holds it");
+    assert_eq!(store.closes(), 1, "closed once");
+    s.shutdown();
+}
