@@ -196,30 +196,11 @@ fn acls_decide_who_logs_in_and_what_it_sees() {
 
 #[test]
 fn acl_chap_credentials_are_checked() {
-    use iscsi_wire::chap::{decode_binary, encode_hex, response};
     let (t, _) = acl_target();
     let (s, addr) = start(t);
     for (secret, want) in [("wrong-secret", (2, 1)), ("carolsecret12", (0, 0))] {
         let mut c = Client::connect(addr);
-        let (r, pairs) = c.login_pdu(
-            0,
-            1,
-            false,
-            &[
-                ("InitiatorName", "iqn.2026-11.org.rtarget:chap"),
-                ("TargetName", IQN),
-                ("AuthMethod", "CHAP,None"),
-            ],
-        );
-        assert_eq!(r.status_class, 0);
-        assert!(pairs
-            .iter()
-            .any(|p| p.key == "AuthMethod" && p.value == "CHAP"));
-        let (_, pairs) = c.login_pdu(0, 1, false, &[("CHAP_A", "5")]);
-        let get = |k: &str| pairs.iter().find(|p| p.key == k).unwrap().value.clone();
-        let id: u8 = get("CHAP_I").parse().unwrap();
-        let ch = decode_binary(&get("CHAP_C")).unwrap();
-        let resp = encode_hex(&response(id, secret.as_bytes(), &ch));
+        let resp = c.chap_response("iqn.2026-11.org.rtarget:chap", secret);
         let (r, _) = c.login_pdu(0, 1, true, &[("CHAP_N", "carol"), ("CHAP_R", &resp)]);
         assert_eq!((r.status_class, r.status_detail), want, "{secret}");
     }

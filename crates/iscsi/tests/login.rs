@@ -35,16 +35,7 @@ fn normal_login_negotiates_fast_defaults() {
 fn first_login_response_has_tpgt_and_window() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
-    let (r, pairs) = c.login_pdu(
-        0,
-        1,
-        true,
-        &[
-            ("InitiatorName", INITIATOR),
-            ("TargetName", IQN),
-            ("AuthMethod", "None"),
-        ],
-    );
+    let (r, pairs) = c.login_named(0, 1, &[("AuthMethod", "None")]);
     assert_eq!((r.status_class, r.status_detail), (0, 0));
     assert!(pairs
         .iter()
@@ -141,12 +132,7 @@ fn login_failures_have_the_right_status() {
 fn duplicate_key_fails_login() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
-    let (r, _) = c.login_pdu(
-        0,
-        1,
-        true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
-    );
+    let (r, _) = c.login_named(0, 1, &[]);
     assert_eq!(r.status_class, 0);
     let (r, _) = c.login_pdu(
         1,
@@ -163,12 +149,7 @@ fn bad_stage_transition_fails() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
     // NSG 2 is reserved.
-    let (r, _) = c.login_pdu(
-        0,
-        2,
-        true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
-    );
+    let (r, _) = c.login_named(0, 2, &[]);
     assert_eq!((r.status_class, r.status_detail), (2, 0));
     srv.shutdown();
 }
@@ -177,16 +158,7 @@ fn bad_stage_transition_fails() {
 fn skipping_security_goes_straight_to_operational() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
-    let (r, pairs) = c.login_pdu(
-        1,
-        3,
-        true,
-        &[
-            ("InitiatorName", INITIATOR),
-            ("TargetName", IQN),
-            ("ImmediateData", "Yes"),
-        ],
-    );
+    let (r, pairs) = c.login_named(1, 3, &[("ImmediateData", "Yes")]);
     assert_eq!((r.status_class, r.status_detail), (0, 0));
     assert!(r.tsih != 0);
     assert!(pairs.iter().any(|p| p.key == "TargetPortalGroupTag"));
@@ -279,21 +251,11 @@ fn adding_a_connection_is_refused() {
     // A new CID: MaxConnections is 1 (LIO's default). The same CID would
     // be a connection reinstatement (tests/mcs.rs).
     b.cid = 1;
-    let (r, _) = b.login_pdu(
-        0,
-        1,
-        true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
-    );
+    let (r, _) = b.login_named(0, 1, &[]);
     assert_eq!((r.status_class, r.status_detail), (2, 6));
     let mut d = Client::connect(addr);
     d.tsih = a.tsih.wrapping_add(100);
-    let (r, _) = d.login_pdu(
-        0,
-        1,
-        true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
-    );
+    let (r, _) = d.login_named(0, 1, &[]);
     assert_eq!((r.status_class, r.status_detail), (2, 10));
     srv.shutdown();
 }
@@ -403,27 +365,7 @@ fn chap_server(mutual: bool) -> (std::sync::Arc<iscsi::IscsiServer>, std::net::S
 /// Runs the CHAP security stage; returns the final login response status.
 fn chap_login(c: &mut Client, secret: &str, mutual: Option<&str>) -> (u8, u8) {
     use iscsi_wire::chap::{decode_binary, encode_hex, response};
-    let (r, pairs) = c.login_pdu(
-        0,
-        1,
-        false,
-        &[
-            ("InitiatorName", INITIATOR),
-            ("TargetName", IQN),
-            ("AuthMethod", "CHAP,None"),
-        ],
-    );
-    assert_eq!(r.status_class, 0);
-    assert!(pairs
-        .iter()
-        .any(|p| p.key == "AuthMethod" && p.value == "CHAP"));
-    let (r, pairs) = c.login_pdu(0, 1, false, &[("CHAP_A", "5")]);
-    assert_eq!(r.status_class, 0);
-    assert!(!r.transit);
-    let get = |k: &str| pairs.iter().find(|p| p.key == k).unwrap().value.clone();
-    let id: u8 = get("CHAP_I").parse().unwrap();
-    let ch = decode_binary(&get("CHAP_C")).unwrap();
-    let resp = encode_hex(&response(id, secret.as_bytes(), &ch));
+    let resp = c.chap_response(INITIATOR, secret);
     let my_ch = [0x5au8; 16];
     let my_ch_hex = encode_hex(&my_ch);
     let mut keys = vec![("CHAP_N", "alice"), ("CHAP_R", resp.as_str())];
@@ -461,26 +403,12 @@ fn chap_authentication() {
     // No authentication at all.
     let mut c = Client::connect(addr);
     c.isid[5] = 10;
-    let (r, _) = c.login_pdu(
-        0,
-        1,
-        true,
-        &[
-            ("InitiatorName", INITIATOR),
-            ("TargetName", IQN),
-            ("AuthMethod", "None"),
-        ],
-    );
+    let (r, _) = c.login_named(0, 1, &[("AuthMethod", "None")]);
     assert_eq!((r.status_class, r.status_detail), (2, 1));
     // Skipping the security stage.
     let mut c = Client::connect(addr);
     c.isid[5] = 11;
-    let (r, _) = c.login_pdu(
-        1,
-        3,
-        true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
-    );
+    let (r, _) = c.login_named(1, 3, &[]);
     assert_eq!((r.status_class, r.status_detail), (2, 1));
     srv.shutdown();
 }
@@ -512,12 +440,7 @@ fn sessions_are_listed_and_removed_with_their_target() {
     assert!(c.closed());
     // Gone from the table: a new login finds no target.
     let mut d = Client::connect(addr);
-    let (r, _) = d.login_pdu(
-        0,
-        1,
-        true,
-        &[("InitiatorName", INITIATOR), ("TargetName", IQN)],
-    );
+    let (r, _) = d.login_named(0, 1, &[]);
     assert_eq!((r.status_class, r.status_detail), (2, 3));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while !srv.sessions().is_empty() && std::time::Instant::now() < deadline {

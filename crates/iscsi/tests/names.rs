@@ -98,16 +98,10 @@ fn malformed_initiator_names_are_refused() {
 fn initiator_name_repeated_with_another_value_is_refused() {
     let (srv, addr) = server(&[]);
     let mut c = Client::connect(addr);
-    let (r, _) = c.login_pdu(
+    let (r, _) = c.login_named(
         0,
         1,
-        true,
-        &[
-            ("InitiatorName", INITIATOR),
-            ("TargetName", IQN),
-            ("SessionType", "Normal"),
-            ("AuthMethod", "CHAP,None"),
-        ],
+        &[("SessionType", "Normal"), ("AuthMethod", "CHAP,None")],
     );
     assert_eq!((r.status_class, r.status_detail), (0, 0));
     let (r, _) = c.login_pdu(

@@ -283,6 +283,47 @@ impl Client {
         self.itt
     }
 
+    /// A leading login request (transit to `nsg`) naming [`INITIATOR`] and
+    /// [`IQN`], then the `extra` keys.
+    pub fn login_named(
+        &mut self,
+        csg: u8,
+        nsg: u8,
+        extra: &[(&str, &str)],
+    ) -> (LoginResponse, Vec<Pair>) {
+        let mut pairs = vec![("InitiatorName", INITIATOR), ("TargetName", IQN)];
+        pairs.extend_from_slice(extra);
+        self.login_pdu(csg, nsg, true, &pairs)
+    }
+
+    /// The CHAP security stage up to the initiator's answer: offers CHAP
+    /// as `initiator` to [`IQN`], picks MD5 and returns the hex CHAP_R for
+    /// the target's challenge and `secret` (the caller sends it).
+    pub fn chap_response(&mut self, initiator: &str, secret: &str) -> String {
+        use iscsi_wire::chap::{decode_binary, encode_hex, response};
+        let (r, pairs) = self.login_pdu(
+            0,
+            1,
+            false,
+            &[
+                ("InitiatorName", initiator),
+                ("TargetName", IQN),
+                ("AuthMethod", "CHAP,None"),
+            ],
+        );
+        assert_eq!(r.status_class, 0);
+        assert!(pairs
+            .iter()
+            .any(|p| p.key == "AuthMethod" && p.value == "CHAP"));
+        let (r, pairs) = self.login_pdu(0, 1, false, &[("CHAP_A", "5")]);
+        assert_eq!(r.status_class, 0);
+        assert!(!r.transit);
+        let get = |k: &str| pairs.iter().find(|p| p.key == k).unwrap().value.clone();
+        let id: u8 = get("CHAP_I").parse().unwrap();
+        let ch = decode_binary(&get("CHAP_C")).unwrap();
+        encode_hex(&response(id, secret.as_bytes(), &ch))
+    }
+
     /// One login request; returns the response and its pairs.
     pub fn login_pdu(
         &mut self,
