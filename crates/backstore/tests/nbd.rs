@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use backstore::{Backstore, NbdAddr, NbdBackstore};
 use common::{retry, wait_for_path, Reaped, Rng};
 
-fn qemu_nbd(args: &[&str]) -> Option<Reaped> {
+fn qemu_nbd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Option<Reaped> {
     match Command::new("qemu-nbd")
         .args(args)
         .stdout(Stdio::null())
@@ -293,18 +293,7 @@ fn reconnects_to_a_restarted_server() {
     let img = dir.path().join("disk.raw");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let sock = dir.path().join("nbd.sock");
-    let args = [
-        "-f",
-        "raw",
-        "-t",
-        "-e",
-        "4",
-        "-k",
-        sock.to_str().unwrap(),
-        "-x",
-        "d",
-        img.to_str().unwrap(),
-    ];
+    let args = qemu_nbd_args(&sock, &img);
     let Some(srv) = qemu_nbd(&args) else {
         return;
     };
@@ -354,8 +343,7 @@ fn qemu_nbd_args(sock: &std::path::Path, img: &std::path::Path) -> Vec<String> {
 fn restart(srv: Reaped, sock: &std::path::Path, args: &[String]) -> Option<Reaped> {
     drop(srv);
     let _ = std::fs::remove_file(sock);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let srv = qemu_nbd(&args)?;
+    let srv = qemu_nbd(args)?;
     wait_for_path(sock, Duration::from_secs(10));
     // The socket file exists from bind(); connections are refused until
     // listen(): wait until one is accepted, so the client's reconnect
@@ -382,7 +370,7 @@ fn server_lost_with_unflushed_writes_fails_every_later_flush() {
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let sock = dir.path().join("nbd.sock");
     let args = qemu_nbd_args(&sock, &img);
-    let Some(srv) = qemu_nbd(&args.iter().map(String::as_str).collect::<Vec<_>>()) else {
+    let Some(srv) = qemu_nbd(&args) else {
         return;
     };
     let b = connect_retry(&NbdAddr::Unix(sock.clone()), "d");
@@ -458,7 +446,7 @@ fn stopped_server_times_out_and_shutdown_completes() {
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let sock = dir.path().join("nbd.sock");
     let args = qemu_nbd_args(&sock, &img);
-    let Some(srv) = qemu_nbd(&args.iter().map(String::as_str).collect::<Vec<_>>()) else {
+    let Some(srv) = qemu_nbd(&args) else {
         return;
     };
     let t = backstore::NbdTimeouts {

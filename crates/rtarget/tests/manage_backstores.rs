@@ -127,22 +127,23 @@ fn cli_in(dir: &std::path::Path, socket: &std::path::Path, args: &[&str]) -> std
         .unwrap()
 }
 
-/// An NBD export (qemu-nbd on a unix socket) as a `user:nbd` storage object.
-#[test]
-fn nbd_backstore_through_the_cli() {
-    if !require_tool("qemu-nbd") || !require_tool("qemu-io") {
-        return;
-    }
-    let s = setup();
+/// A 16 MiB image (`nbd.img` next to the config) exported by qemu-nbd
+/// (`-x exp`, then `nbd_args`, on a unix socket) as storage object
+/// `user:nbd/n1` (cfgstring: the export's URI, then `uri_tail`), LUN 0 of
+/// a demo-mode target [`IQN`] on a started daemon. Returns qemu-nbd, the
+/// daemon and the URI.
+fn nbd_lu(s: &Setup, nbd_args: &[&str], uri_tail: &str) -> (Reaped, Daemon, String) {
     let img = s.config.with_file_name("nbd.img");
     let sock = s.config.with_file_name("nbd.sock");
     std::fs::File::create(&img)
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    let _nbd = Reaped(
+    let nbd = Reaped(
         Command::new("qemu-nbd")
-            .args(["-f", "raw", "-x", "exp", "-t", "-k"])
+            .args(["-f", "raw", "-x", "exp"])
+            .args(nbd_args)
+            .arg("-k")
             .arg(&sock)
             .arg(&img)
             .spawn()
@@ -150,7 +151,7 @@ fn nbd_backstore_through_the_cli() {
     );
     wait_for_path(&sock, Duration::from_secs(10));
     let d = Daemon::start(&s.config, &s.socket, s.port);
-    let uri = format!("nbd+unix:///exp?socket={}", sock.display());
+    let uri = format!("nbd+unix:///exp?socket={}{uri_tail}", sock.display());
     ok(
         &s.socket,
         &[
@@ -161,6 +162,18 @@ fn nbd_backstore_through_the_cli() {
         ],
     );
     demo_target(&s.socket, IQN, &["/backstores/user:nbd/n1"]);
+    (nbd, d, uri)
+}
+
+/// An NBD export (qemu-nbd on a unix socket) as a `user:nbd` storage object.
+#[test]
+fn nbd_backstore_through_the_cli() {
+    if !require_tool("qemu-nbd") || !require_tool("qemu-io") {
+        return;
+    }
+    let s = setup();
+    let (_nbd, d, uri) = nbd_lu(&s, &["-t"], "");
+    let img = s.config.with_file_name("nbd.img");
     let ls = ok(&s.socket, &["ls", "/backstores/user:nbd"]);
     assert!(ls.contains(&format!("[{uri} (16.0MiB) activated]")), "{ls}");
     let url = format!("iscsi://127.0.0.1:{}/{IQN}/0", s.port);
@@ -282,33 +295,7 @@ fn hung_nbd_server_fails_commands_and_shutdown_completes() {
         return;
     }
     let s = setup();
-    let img = s.config.with_file_name("nbd.img");
-    let sock = s.config.with_file_name("nbd.sock");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let nbd = Reaped(
-        Command::new("qemu-nbd")
-            .args(["-f", "raw", "-x", "exp", "-t", "-e", "4", "-k"])
-            .arg(&sock)
-            .arg(&img)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_path(&sock, Duration::from_secs(10));
-    let d = Daemon::start(&s.config, &s.socket, s.port);
-    let uri = format!("nbd+unix:///exp?socket={}&io_timeout=1", sock.display());
-    ok(
-        &s.socket,
-        &[
-            "/backstores/user:nbd",
-            "create",
-            "n1",
-            &format!("cfgstring={uri}"),
-        ],
-    );
-    demo_target(&s.socket, IQN, &["/backstores/user:nbd/n1"]);
+    let (nbd, d, _) = nbd_lu(&s, &["-t", "-e", "4"], "&io_timeout=1");
     let mut c = Client::connect(std::net::SocketAddr::from(([127, 0, 0, 1], s.port)));
     c.login(Some(IQN), &[]);
     c.clear_ua();

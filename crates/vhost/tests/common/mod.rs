@@ -227,6 +227,21 @@ impl Guest {
     /// Wait for the next used element of virtqueue `q`, whichever chain it
     /// is: (id = head descriptor, bytes written).
     pub fn wait_used_id(&mut self, q: usize) -> (u32, u32) {
+        let used = self.next_used(q);
+        // used_event: as a driver re-enabling callbacks, ask to be told of
+        // the next one (answers may now come without a new request).
+        let vq = &self.vqs[q];
+        let used_event = vq.avail + 4 + 2 * u64::from(QUEUE_SIZE);
+        self.mem
+            .write_obj(vq.last_used, GuestAddress(used_event))
+            .unwrap();
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        used
+    }
+
+    /// Wait for (the call eventfd) and take the next used element of
+    /// virtqueue `q`: (id, bytes written).
+    fn next_used(&mut self, q: usize) -> (u32, u32) {
         let vq = &mut self.vqs[q];
         loop {
             let idx: u16 = self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap();
@@ -250,13 +265,6 @@ impl Guest {
         let id: u32 = self.mem.read_obj(GuestAddress(elem)).unwrap();
         let len: u32 = self.mem.read_obj(GuestAddress(elem + 4)).unwrap();
         vq.last_used = vq.last_used.wrapping_add(1);
-        // used_event: as a driver re-enabling callbacks, ask to be told of
-        // the next one (answers may now come without a new request).
-        let used_event = vq.avail + 4 + 2 * u64::from(QUEUE_SIZE);
-        self.mem
-            .write_obj(vq.last_used, GuestAddress(used_event))
-            .unwrap();
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         (id, len)
     }
 
@@ -308,36 +316,8 @@ impl Guest {
     /// Wait for the next used element of virtqueue `q` (the call eventfd
     /// fires: EVENT_IDX asked for it), reading back `writable`.
     pub fn wait_used(&mut self, q: usize, writable: &[(u64, usize)]) -> Used {
-        let vq = &mut self.vqs[q];
-        loop {
-            let idx: u16 = self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap();
-            if idx != vq.last_used {
-                break;
-            }
-            let mut pfd = libc::pollfd {
-                fd: vq.call.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-            assert!(
-                r > 0,
-                "no used-buffer notification within 10 s on queue {q}"
-            );
-            let _ = vq.call.read();
-        }
-        let elem = vq.used + 4 + 8 * u64::from(vq.last_used % QUEUE_SIZE);
-        let len: u32 = self.mem.read_obj(GuestAddress(elem + 4)).unwrap();
-        vq.last_used = vq.last_used.wrapping_add(1);
-        let bufs = writable
-            .iter()
-            .map(|&(a, n)| {
-                let mut v = vec![0u8; n];
-                self.mem.read_slice(&mut v, GuestAddress(a)).unwrap();
-                v
-            })
-            .collect();
+        let (_, len) = self.next_used(q);
+        let bufs = self.read_bufs(writable);
         Used { len, bufs }
     }
 
