@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::{Backstore, Capabilities, RamBackstore};
@@ -14,23 +14,37 @@ use crate::{Backstore, Capabilities, RamBackstore};
 pub struct CountsCloses {
     ram: RamBackstore,
     closes: AtomicUsize,
-    close_takes: Duration,
+    /// With [`CountsCloses::gated`]: whether `close` may return.
+    gate: Option<(Mutex<bool>, Condvar)>,
 }
 
 impl CountsCloses {
     /// `size` bytes of zeros; `close` returns at once.
     pub fn new(size: u64) -> Arc<CountsCloses> {
-        CountsCloses::slow(size, Duration::ZERO)
+        CountsCloses::with_gate(size, None)
     }
 
-    /// As [`CountsCloses::new`], with a `close` that takes `close_takes`
-    /// (as librbd's image close can take a second), counted once it ends.
-    pub fn slow(size: u64, close_takes: Duration) -> Arc<CountsCloses> {
+    /// As [`CountsCloses::new`], with a `close` that blocks (as librbd's
+    /// image close can for a second) until [`CountsCloses::open_gate`], or
+    /// at most [`GATE_MAX`]; it counts once it returns.
+    pub fn gated(size: u64) -> Arc<CountsCloses> {
+        CountsCloses::with_gate(size, Some((Mutex::new(false), Condvar::new())))
+    }
+
+    fn with_gate(size: u64, gate: Option<(Mutex<bool>, Condvar)>) -> Arc<CountsCloses> {
         Arc::new(CountsCloses {
             ram: RamBackstore::new(size).expect("RAM backstore"),
             closes: AtomicUsize::new(0),
-            close_takes,
+            gate,
         })
+    }
+
+    /// Let a gated `close` return.
+    pub fn open_gate(&self) {
+        if let Some((open, cv)) = &self.gate {
+            *open.lock().unwrap() = true;
+            cv.notify_all();
+        }
     }
 
     /// How many times `close` returned.
@@ -38,6 +52,10 @@ impl CountsCloses {
         self.closes.load(Ordering::SeqCst)
     }
 }
+
+/// The longest a gated close waits for its gate: a test whose caller
+/// wrongly waits for the close then fails instead of hanging.
+pub const GATE_MAX: Duration = Duration::from_secs(5);
 
 impl Backstore for CountsCloses {
     fn size(&self) -> u64 {
@@ -56,7 +74,10 @@ impl Backstore for CountsCloses {
         Ok(())
     }
     fn close(&self) {
-        std::thread::sleep(self.close_takes);
+        if let Some((open, cv)) = &self.gate {
+            let g = open.lock().unwrap();
+            let _ = cv.wait_timeout_while(g, GATE_MAX, |open| !*open).unwrap();
+        }
         self.closes.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -27,6 +27,7 @@ pub use iscsi_wire::negotiate::TargetOffer;
 
 mod admission;
 mod busypoll;
+mod closer;
 mod cmd_flags;
 mod conn;
 mod dataout;

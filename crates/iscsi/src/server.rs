@@ -97,6 +97,8 @@ pub struct Shared {
     pub busy_polls: Arc<crate::busypoll::PollCounters>,
     /// Data segments received straight into task buffers (monitoring).
     pub direct_rx: crate::direct::DirectCounters,
+    /// Drops what connection threads let go of (`closer`).
+    pub closer: crate::closer::Closer,
 }
 
 /// Nexus ids are unique for the life of the process, across servers.
@@ -125,6 +127,7 @@ impl Shared {
             login_counts: Default::default(),
             busy_polls: Default::default(),
             direct_rx: Default::default(),
+            closer: Default::default(),
         }
     }
 
@@ -686,4 +689,5 @@ pub fn shutdown(shared: &Arc<Shared>) {
     for t in threads {
         let _ = t.join();
     }
+    shared.closer.finish();
 }

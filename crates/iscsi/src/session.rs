@@ -536,10 +536,11 @@ impl Session {
         // The configuration of login time would keep the devices of the
         // LUNs taken away (their backstores open): the current one, or for
         // a removed target its own without LUNs.
-        if let Some(old) = &self.target {
+        let old_target = self.target.take();
+        self.target = old_target.as_ref().map(|old| {
             let now = self.shared.target(&old.iqn);
-            self.target = Some(now.unwrap_or_else(|| Arc::new(crate::sessions::without_luns(old))));
-        }
+            now.unwrap_or_else(|| Arc::new(crate::sessions::without_luns(old)))
+        });
         let view = live.view();
         // LUs this nexus no longer sees drop its per-nexus state there.
         let gone = LunTable {
@@ -564,8 +565,10 @@ impl Session {
         tracing::info!(initiator = %self.initiator_name, luns = view.table.luns.len(),
             "session now sees a changed LUN table");
         self.prefetch_hints = crate::prefetch::hints_for(self.discovery, &view.table);
-        self.luns = view.table;
+        let old_luns = std::mem::replace(&mut self.luns, view.table);
         self.counters = view.counters;
+        // Their last holder closes the devices they hold: not here.
+        self.shared.closer.drop_later((old_target, old_luns, gone));
     }
 
     /// Run a command whose Data-Out (if any) is complete: here, or on the

@@ -100,3 +100,53 @@ fn a_removed_targets_session_lets_go_of_its_devices_at_once() {
     assert_eq!(store.closes(), 1, "closed once");
     s.shutdown();
 }
+
+/// The close of a device a session lets go of (an RBD image's close can
+/// take a second) does not hold up the connection: a command sent while
+/// that close is still running is answered before it ends.
+#[test]
+fn a_slow_close_does_not_block_the_connection() {
+    let keep = Device::new(
+        DeviceOptions::new("keep", "5b3c9a2e-0000-4000-8000-0000000000b4"),
+        MemStore::new(1 << 20),
+    );
+    let store = CountsCloses::gated(1 << 20);
+    let gone = Device::new(
+        DeviceOptions::new("gone", "5b3c9a2e-0000-4000-8000-0000000000b5"),
+        store.clone(),
+    );
+    let weak = Arc::downgrade(&gone);
+    let mut t = one_lun_target(IQN, Arc::clone(&keep), Default::default());
+    t.tpgs[0].luns = Arc::new(LunTable {
+        luns: vec![lun(0, &keep), lun(1, &gone)],
+    });
+    drop(gone);
+    let (s, addr) = serve_device(keep.clone());
+    s.set_target(t.clone());
+    let mut c = session(addr, &[]);
+    c.clear_ua();
+
+    // LUN 1 goes: the session's idle tick lets go of its device, whose
+    // close now waits for the gate.
+    t.tpgs[0].luns = Arc::new(LunTable {
+        luns: vec![lun(0, &keep)],
+    });
+    s.set_target(t);
+    let end = Instant::now() + Duration::from_secs(5);
+    while weak.strong_count() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(weak.strong_count(), 0, "the idle session still holds it");
+    // The connection answers meanwhile (the inventory-changed UA first).
+    c.clear_ua();
+    let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
+    assert_eq!(st, 0);
+    assert_eq!(store.closes(), 0, "answered only once the close ended");
+    store.open_gate();
+    let end = Instant::now() + Duration::from_secs(5);
+    while store.closes() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(store.closes(), 1, "closed once");
+    s.shutdown();
+}
