@@ -369,6 +369,15 @@ mod tests {
         tpg.attributes.generate_node_acls = true;
         let (t, acl) = table_for(&tpg, "iqn.other").unwrap();
         assert!(!acl && t.luns[0].id == 0);
+        // What a removed target's sessions keep: no LUN, through the TPG
+        // or an ACL; the rest as it was.
+        let gone = without_luns(&TargetConfig {
+            iqn: "iqn.t".into(),
+            tpgs: vec![tpg],
+        });
+        let g = &gone.tpgs[0];
+        assert!(g.luns.luns.is_empty() && g.acls[0].luns.luns.is_empty());
+        assert!(table_for(g, "iqn.x:init").is_some_and(|(t, acl)| acl && t.luns.is_empty()));
     }
 
     fn creds(user: &str, secret: &str, mutual: Option<&str>) -> ChapCredentials {
