@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use backstore::testing::CountsCloses;
 use common::*;
+use iscsi::IscsiServer;
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
 fn lun(id: u64, device: &Arc<Device>) -> Lun {
@@ -22,13 +23,25 @@ fn lun(id: u64, device: &Arc<Device>) -> Lun {
     }
 }
 
-#[test]
-fn an_idle_session_lets_go_of_a_removed_device() {
+/// Polls `done` for up to `secs` (a tick is 200 ms); whether it came true.
+fn within(secs: u64, done: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !done() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+/// A server exporting a device as LUN 0 and `store`'s device (held by
+/// nothing else) as LUN 1, and a session that used LUN 1 (its connection
+/// holds the table with it). Then LUN 1 goes (targetcli deletes an
+/// object's LUNs first) and the initiator sends nothing more: returns once
+/// LUN 1's device is let go of (its close begins).
+fn lun_1_removed_under_an_idle_session(store: &Arc<CountsCloses>) -> (Arc<IscsiServer>, Client) {
     let keep = Device::new(
         DeviceOptions::new("keep", "5b3c9a2e-0000-4000-8000-0000000000b1"),
         MemStore::new(1 << 20),
     );
-    let store = CountsCloses::new(1 << 20);
     let gone = Device::new(
         DeviceOptions::new("gone", "5b3c9a2e-0000-4000-8000-0000000000b2"),
         store.clone(),
@@ -42,26 +55,30 @@ fn an_idle_session_lets_go_of_a_removed_device() {
     let (s, addr) = serve_device(keep.clone());
     s.set_target(t.clone());
     let mut c = session(addr, &[]);
-    // The connection uses LUN 1 (and so holds the table with it).
     c.lun = 1;
     c.clear_ua();
     let (st, data, _) = c.read_cmd(&read10(0, 1), 512);
     assert_eq!((st, data.len()), (0, 512));
 
-    // LUN 1 goes (targetcli deletes an object's LUNs first); the
-    // initiator sends nothing more.
     t.tpgs[0].luns = Arc::new(LunTable {
         luns: vec![lun(0, &keep)],
     });
     s.set_target(t);
-    let end = Instant::now() + Duration::from_secs(5);
-    while weak.strong_count() > 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(weak.strong_count(), 0, "the idle session still holds it");
-    assert_eq!(store.closes(), 1, "closed once");
-    // The session goes on, with LUN 0.
+    assert!(
+        within(5, || weak.strong_count() == 0),
+        "the idle session still holds it"
+    );
     c.lun = 0;
+    (s, c)
+}
+
+#[test]
+fn an_idle_session_lets_go_of_a_removed_device() {
+    let store = CountsCloses::new(1 << 20);
+    let (s, mut c) = lun_1_removed_under_an_idle_session(&store);
+    // (On the server's closer thread.)
+    assert!(within(5, || store.closes() == 1), "closed once");
+    // The session goes on, with LUN 0.
     c.clear_ua();
     let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
     assert_eq!(st, 0);
@@ -92,12 +109,11 @@ fn a_removed_targets_session_lets_go_of_its_devices_at_once() {
     // not answer the logout request).
     assert!(s.remove_target(IQN));
     // Well within the logout grace period (the idle tick is 200 ms).
-    let end = Instant::now() + Duration::from_secs(2);
-    while weak.strong_count() > 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(weak.strong_count(), 0, "the session still holds it");
-    assert_eq!(store.closes(), 1, "closed once");
+    assert!(
+        within(2, || weak.strong_count() == 0),
+        "the session still holds it"
+    );
+    assert!(within(2, || store.closes() == 1), "closed once");
     s.shutdown();
 }
 
@@ -106,47 +122,14 @@ fn a_removed_targets_session_lets_go_of_its_devices_at_once() {
 /// that close is still running is answered before it ends.
 #[test]
 fn a_slow_close_does_not_block_the_connection() {
-    let keep = Device::new(
-        DeviceOptions::new("keep", "5b3c9a2e-0000-4000-8000-0000000000b4"),
-        MemStore::new(1 << 20),
-    );
     let store = CountsCloses::gated(1 << 20);
-    let gone = Device::new(
-        DeviceOptions::new("gone", "5b3c9a2e-0000-4000-8000-0000000000b5"),
-        store.clone(),
-    );
-    let weak = Arc::downgrade(&gone);
-    let mut t = one_lun_target(IQN, Arc::clone(&keep), Default::default());
-    t.tpgs[0].luns = Arc::new(LunTable {
-        luns: vec![lun(0, &keep), lun(1, &gone)],
-    });
-    drop(gone);
-    let (s, addr) = serve_device(keep.clone());
-    s.set_target(t.clone());
-    let mut c = session(addr, &[]);
-    c.clear_ua();
-
-    // LUN 1 goes: the session's idle tick lets go of its device, whose
-    // close now waits for the gate.
-    t.tpgs[0].luns = Arc::new(LunTable {
-        luns: vec![lun(0, &keep)],
-    });
-    s.set_target(t);
-    let end = Instant::now() + Duration::from_secs(5);
-    while weak.strong_count() > 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(weak.strong_count(), 0, "the idle session still holds it");
+    let (s, mut c) = lun_1_removed_under_an_idle_session(&store);
     // The connection answers meanwhile (the inventory-changed UA first).
     c.clear_ua();
     let (st, _, _) = c.read_cmd(&read10(0, 1), 512);
     assert_eq!(st, 0);
     assert_eq!(store.closes(), 0, "answered only once the close ended");
     store.open_gate();
-    let end = Instant::now() + Duration::from_secs(5);
-    while store.closes() == 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(store.closes(), 1, "closed once");
+    assert!(within(5, || store.closes() == 1), "closed once");
     s.shutdown();
 }
