@@ -100,9 +100,12 @@ fn recv_exact(
 ) -> Result<(), ()> {
     let fd = io.stream.as_raw_fd();
     // Tasks in flight on the engine (an RBD LU's librbd writes) complete
-    // while we wait: there the one-wake-up mark cost 1 MiB RBD writes
-    // 0.5x (BENCHMARKS.md, "Session 8"); it is kept for inline LUs, where
-    // nothing but this segment is awaited and it wins 1.2-1.4x.
+    // while we wait, and their answers would wait for the whole segment:
+    // there the one-wake-up mark gains nothing (1 MiB RBD writes: same
+    // IOPS, 6% more CPU per I/O; its 0.5x of session 8 was the stall
+    // `rx_wait` now avoids, BENCHMARKS.md "Session 9"); it is kept for
+    // inline LUs, where nothing but this segment is awaited and it wins
+    // 1.2-1.4x.
     let mark = !sess.offload.active();
     let idle = |last: Instant| {
         if io.stop_requested() == STOP_KILL

@@ -13,10 +13,22 @@
 //! (`SO_RCVLOWAT`) to wake the thread only when the whole rest is there
 //! (it wakes it earlier when the receive window runs low, so the socket
 //! never stalls). Data already there is taken without a wait first.
+//!
+//! The wait is a `poll`, never a blocking `recv` with the mark: such a
+//! `recv` first copies whatever is queued and then sleeps, but the kernel
+//! wakes a sleeper only once the queue holds the whole mark again
+//! (`tcp_data_ready`), which the rest of the segment, the mark minus what
+//! was just copied, never does. Data that arrived between the first
+//! non-blocking receive and the wait thus left the thread asleep until its
+//! receive timeout (200 ms) with the initiator waiting for it: stalls that
+//! cost 1 MiB RBD writes 0.5x (BENCHMARKS.md, "Session 9: the RBD 1 MiB
+//! rows"), where the connection thread shares the CPUs with the OSD and
+//! the messenger and so more often finds data arriving in that gap.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The socket's receive low-water mark while a segment's rest is awaited;
 /// back to 1 (the default every other receive of the connection expects)
@@ -81,18 +93,12 @@ pub fn recv_rest(
     let mut wait = false;
     while buf.len() < until {
         let left = until - buf.len();
-        let flags = if wait {
-            if mark {
-                low.wait_for(left);
-            }
-            0
-        } else {
-            libc::MSG_DONTWAIT
-        };
         let spare = &mut buf.spare_capacity_mut()[..left];
-        // SAFETY: `spare` is writable memory owned by `buf` of the given
-        // length; recv writes at most that many bytes into it.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
+        let n = match (wait, mark) {
+            (false, _) => recv(fd, spare, libc::MSG_DONTWAIT),
+            (true, false) => recv(fd, spare, 0),
+            (true, true) => recv_marked(fd, &mut low, spare, crate::conn::TICK),
+        };
         match n {
             0 => return Err(()),
             n if n > 0 => {
@@ -117,6 +123,45 @@ pub fn recv_rest(
         }
     }
     Ok(receives)
+}
+
+/// `recv(2)` into `spare`: bytes received, 0 at the end of the stream,
+/// negative on error (`errno` set).
+fn recv(fd: RawFd, spare: &mut [MaybeUninit<u8>], flags: libc::c_int) -> isize {
+    // SAFETY: `spare` is writable memory of `spare.len()` bytes; recv
+    // writes at most that many into it.
+    unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) }
+}
+
+/// Sleep until all of `spare` can be filled at once (the mark; earlier if
+/// the kernel lets the window run low), or `timeout`, then take what is
+/// there without waiting. `poll` compares everything queued with the
+/// mark, where a blocking `recv` that copied part of it first would sleep
+/// past the rest's arrival (see the module comment). A timeout is
+/// `EAGAIN`, like the socket's own receive timeout.
+fn recv_marked(
+    fd: RawFd,
+    low: &mut LowWater,
+    spare: &mut [MaybeUninit<u8>],
+    timeout: Duration,
+) -> isize {
+    low.wait_for(spare.len());
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        0 => {
+            // SAFETY: errno is thread-local.
+            unsafe { *libc::__errno_location() = libc::EAGAIN };
+            -1
+        }
+        n if n < 0 => -1,
+        _ => recv(fd, spare, libc::MSG_DONTWAIT),
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +271,53 @@ mod tests {
         let _tx = writer.join().unwrap();
         assert!(buf == data, "bytes differ");
         assert!(idles >= 1);
+        assert_eq!(rcvlowat(&rx), 1);
+    }
+
+    /// Part of a segment's rest is already queued when the thread goes to
+    /// sleep for the rest, which comes a little later: it is woken once
+    /// the whole rest is there, not at the receive timeout. (A blocking
+    /// receive with the mark copied the queued part, then slept until the
+    /// timeout: the kernel waited for the whole mark to be queued again.
+    /// A small rest: with a large one the receive window running low
+    /// would wake it anyway.)
+    #[test]
+    fn rest_arriving_after_part_was_queued_wakes_the_receiver() {
+        const REST: usize = 8 * 1024;
+        let (mut tx, rx) = pair();
+        rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let data = pattern();
+        tx.write_all(&data[..1000]).unwrap();
+        // The first part is in the receiver's queue before the wait starts.
+        let mut p = libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 3000) }, 1);
+        let rest = data[1000..REST].to_vec();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.write_all(&rest).unwrap();
+            tx
+        });
+        let mut buf: Vec<u8> = Vec::with_capacity(REST);
+        let mut low = LowWater {
+            fd: rx.as_raw_fd(),
+            mark: 1,
+        };
+        let t0 = Instant::now();
+        let spare = &mut buf.spare_capacity_mut()[..REST];
+        let n = recv_marked(rx.as_raw_fd(), &mut low, spare, Duration::from_secs(3));
+        let took = t0.elapsed();
+        drop(low);
+        let _tx = writer.join().unwrap();
+        assert!(took < Duration::from_secs(1), "woken after {took:?}");
+        assert_eq!(n, REST as isize, "the whole rest in one receive");
+        // SAFETY: recv initialised the first `n` bytes.
+        unsafe { buf.set_len(n as usize) };
+        assert!(buf == data[..REST], "bytes differ");
         assert_eq!(rcvlowat(&rx), 1);
     }
 
