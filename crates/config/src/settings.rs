@@ -44,6 +44,12 @@ const fn spec(name: &'static str, allowed: &'static [(i64, i64)], used: bool) ->
 /// place the default is decided.
 pub const DEFAULT_BUSY_POLL_US: u32 = 50;
 
+/// `follow_flow_cpu` of a TPG that does not set it (rtarget's iscsi
+/// `flow_cpu`). The one place the default is decided: off, as it halves
+/// the target's CPU per QD1 command but costs qemu-img's QD1 5-20% of
+/// its IOPS (docs/latency.md).
+pub const DEFAULT_FOLLOW_FLOW_CPU: bool = false;
+
 /// TPG attributes (targetcli `set attribute` on a TPG).
 pub const TPG_ATTRIBUTES: &[Spec] = &[
     spec("authentication", FLAG, true),
@@ -57,6 +63,10 @@ pub const TPG_ATTRIBUTES: &[Spec] = &[
     spec("demo_mode_discovery", FLAG, true),
     spec("demo_mode_write_protect", FLAG, true),
     spec("fabric_prot_type", &[(0, 1), (3, 3)], false),
+    // rtarget extension: a connection running one command at a time moves
+    // its thread onto the CPU its packets arrive on (CPU-local wake-ups),
+    // and back when the load grows (docs/latency.md); default 0 = never.
+    spec("follow_flow_cpu", FLAG, true),
     spec("generate_node_acls", FLAG, true),
     spec("login_keys_workaround", FLAG, false),
     spec("login_timeout", &[(5, 30)], true),
@@ -314,6 +324,9 @@ pub struct TpgAttributes {
     /// before it blocks, where its recent waits say that pays (lower
     /// single-request latency for CPU time); 0: never.
     pub busy_poll_us: u32,
+    /// A connection at queue depth 1 runs its thread on the CPU its
+    /// packets arrive on, its own CPU mask again when the load grows.
+    pub follow_flow_cpu: bool,
 }
 
 impl Default for TpgAttributes {
@@ -334,6 +347,7 @@ impl Default for TpgAttributes {
             nopin_response_timeout: 30,
             default_erl: 0,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            follow_flow_cpu: DEFAULT_FOLLOW_FLOW_CPU,
         }
     }
 }
@@ -365,6 +379,7 @@ impl TpgAttributes {
             nopin_response_timeout: num("nopin_response_timeout", d.nopin_response_timeout),
             default_erl: num("default_erl", 0) as u8,
             busy_poll_us: num("busy_poll_us", d.busy_poll_us),
+            follow_flow_cpu: flag("follow_flow_cpu", d.follow_flow_cpu),
         })
     }
 }
@@ -586,6 +601,21 @@ mod tests {
             let e = TpgAttributes::parse(&map(bad.clone()), false).unwrap_err();
             assert!(e[0].contains("allowed:"), "{bad}: {e:?}");
         }
+    }
+
+    #[test]
+    fn follow_flow_cpu_is_a_flag() {
+        let t = TpgAttributes::parse(&Map::new(), false).unwrap();
+        assert_eq!(
+            t.follow_flow_cpu, DEFAULT_FOLLOW_FLOW_CPU,
+            "the one default"
+        );
+        for (v, want) in [(json!(0), false), (json!("1"), true)] {
+            let t = TpgAttributes::parse(&map(json!({"follow_flow_cpu": v})), false).unwrap();
+            assert_eq!(t.follow_flow_cpu, want);
+        }
+        assert!(TpgAttributes::parse(&map(json!({"follow_flow_cpu": 2})), false).is_err());
+        assert!(find(TPG_ATTRIBUTES, "follow_flow_cpu").is_some_and(|s| s.used && s.settable));
     }
 
     #[test]

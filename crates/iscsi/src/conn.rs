@@ -214,7 +214,16 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         if !sess.serve_aborts(&mut io.tx) {
             return;
         }
-        if io.flush().is_err() {
+        // Moved onto the flow's CPU, the send hands the CPU to the
+        // initiator (`crate::flow_cpu`).
+        if let Some(f) = sess.flow_cpu.as_mut() {
+            f.sending();
+        }
+        let sent = io.flush();
+        if let Some(f) = sess.flow_cpu.as_mut() {
+            f.sent();
+        }
+        if sent.is_err() {
             return;
         }
         match io.stop_requested() {
@@ -351,8 +360,13 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
             return false;
         }
     }
-    if let (Some(exp), Some(p)) = (last_exp_statsn, sess.busy_poll.as_mut()) {
-        p.batch(answered.wrapping_sub(exp) as i32 > 0, pdus);
+    let behind = last_exp_statsn.is_some_and(|exp| answered.wrapping_sub(exp) as i32 > 0);
+    if let (Some(_), Some(p)) = (last_exp_statsn, sess.busy_poll.as_mut()) {
+        p.batch(behind, pdus);
+    }
+    if let Some(f) = sess.flow_cpu.as_mut() {
+        let deep = behind || sess.offload.active() || !sess.tasks.is_empty();
+        f.batch(io.stream.as_raw_fd(), pdus, deep);
     }
     true
 }

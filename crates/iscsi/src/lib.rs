@@ -20,6 +20,7 @@ use std::sync::Arc;
 use target_core::LunTable;
 
 pub use busypoll::PollStats;
+pub use flow_cpu::FlowCpuStats;
 pub use iscsi_wire::chap::ChapCredentials;
 /// The iSCSI name rule logins are checked against (`acls create` uses it too).
 pub use iscsi_wire::name::valid_name as valid_iscsi_name;
@@ -33,6 +34,7 @@ mod conn;
 mod dataout;
 mod direct;
 mod discovery;
+mod flow_cpu;
 mod lent_read;
 mod login;
 mod logout;
@@ -277,6 +279,12 @@ impl IscsiServer {
     /// waits not spun for, time spun).
     pub fn busy_poll_counts(&self) -> PollStats {
         self.shared.busy_polls.snapshot()
+    }
+
+    /// Moves of connection threads onto their flow's CPU and back since
+    /// the server started (`follow_flow_cpu`).
+    pub fn flow_cpu_counts(&self) -> FlowCpuStats {
+        self.shared.flow_cpu.snapshot()
     }
 
     /// PDUs since the server started whose data segment went straight

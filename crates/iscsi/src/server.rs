@@ -95,6 +95,8 @@ pub struct Shared {
     pub login_counts: crate::login::LoginCounters,
     /// Busy polling of every connection (monitoring).
     pub busy_polls: Arc<crate::busypoll::PollCounters>,
+    /// Connection threads following their flow's CPU (monitoring).
+    pub flow_cpu: Arc<crate::flow_cpu::FlowCpuCounters>,
     /// Data segments received straight into task buffers (monitoring).
     pub direct_rx: crate::direct::DirectCounters,
     /// Drops what connection threads let go of (`closer`).
@@ -126,6 +128,7 @@ impl Shared {
             refusals: Mutex::new((0, Instant::now())),
             login_counts: Default::default(),
             busy_polls: Default::default(),
+            flow_cpu: Default::default(),
             direct_rx: Default::default(),
             closer: Default::default(),
         }

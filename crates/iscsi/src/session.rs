@@ -82,6 +82,8 @@ pub struct Session {
     nopin_response_timeout: Duration,
     /// The TPG's `busy_poll_us` (`crate::busypoll`); `None`: off.
     pub busy_poll: Option<crate::busypoll::Poller>,
+    /// The TPG's `follow_flow_cpu` (`crate::flow_cpu`); `None`: off.
+    pub flow_cpu: Option<crate::flow_cpu::FlowCpu>,
     pub text: TextState,
     /// Commands in the I/O engine.
     pub offload: Offload,
@@ -132,6 +134,11 @@ impl Session {
         let busy_poll =
             crate::busypoll::budget(l.tpg.as_ref().map_or(0, |t| t.attributes.busy_poll_us))
                 .map(|b| crate::busypoll::Poller::new(b, Arc::clone(&shared.busy_polls)));
+        let flow_cpu = l
+            .tpg
+            .as_ref()
+            .is_some_and(|t| t.attributes.follow_flow_cpu)
+            .then(|| crate::flow_cpu::FlowCpu::new(Arc::clone(&shared.flow_cpu)));
         let nopin_timeout = Duration::from_secs(nopin_timeout);
         let nopin_response_timeout = Duration::from_secs(nopin_response_timeout);
         // Load the epoch before the view: an update racing with login is
@@ -175,6 +182,7 @@ impl Session {
             nopin_timeout,
             nopin_response_timeout,
             busy_poll,
+            flow_cpu,
             text: TextState::default(),
             key: l.key,
             offload: crate::offload::new_offload(),

@@ -197,6 +197,10 @@ impl Live {
         self.server.busy_poll_counts()
     }
 
+    pub fn flow_cpu_counts(&self) -> iscsi::FlowCpuStats {
+        self.server.flow_cpu_counts()
+    }
+
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
         let mut st = self.lock();

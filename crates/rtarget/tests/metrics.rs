@@ -230,6 +230,12 @@ fn busy_polls_are_counted(addr: SocketAddr) {
     };
     assert!(waits(&scrape) > 0, "{scrape}");
     assert!(scrape.contains("rtarget_iscsi_busy_poll_spin_seconds_total "));
+    // follow_flow_cpu (off by default): no thread moved, but every
+    // outcome is listed.
+    for to in ["flow", "followed", "own", "unknown", "late"] {
+        let name = format!("rtarget_iscsi_flow_cpu_moves_total{{to=\"{to}\"}}");
+        assert!(scrape.contains(&name), "{name}: {scrape}");
+    }
 }
 
 /// docs/grafana/rtarget.json: every query names only metrics that a scrape

@@ -140,6 +140,7 @@ pub(super) fn register(reg: &mut Registry, live: &Live) {
     );
     logins(reg, live);
     busy_polls(reg, live);
+    flow_cpu(reg, live);
 }
 
 fn logins(reg: &mut Registry, live: &Live) {
@@ -186,5 +187,26 @@ fn busy_polls(reg: &mut Registry, live: &Live) {
         "Time iSCSI connections spent spinning on their sockets (busy_poll_us; wall clock: the spin's yields let other threads run meanwhile)",
         Unit::Seconds,
         spin,
+    );
+}
+
+/// Connection threads moved onto their flow's CPU at queue depth 1 and
+/// back (`follow_flow_cpu`): how often, and whether they thrash.
+fn flow_cpu(reg: &mut Registry, live: &Live) {
+    let c = live.flow_cpu_counts();
+    let moves = Family::<Labels, Counter>::default();
+    for (to, n) in [
+        ("flow", c.moved),
+        ("followed", c.followed),
+        ("own", c.restored),
+        ("unknown", c.unknown),
+        ("late", c.late),
+    ] {
+        moves.get_or_create(&vec![("to", to.to_string())]).inc_by(n);
+    }
+    reg.register(
+        "iscsi_flow_cpu_moves",
+        "iSCSI connection threads moved (follow_flow_cpu): onto the CPU their packets arrive on (flow), after that CPU changed (followed), back to their own CPU mask when the load grew (own), or not moved because the flow's CPU was unknown or outside the mask (unknown); late: moves whose SCHED_IDLE hand-offs stopped because a send came back late (another task held the CPU)",
+        moves,
     );
 }
