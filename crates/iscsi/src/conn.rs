@@ -350,6 +350,12 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
             return false;
         }
+        // Answers of a large batch in parts: the initiator turns them
+        // around while we handle the rest (split_flush.rs).
+        if crate::split_flush::due(pdus, io.tx.queued(), io.rx.data().len()) && io.flush().is_err()
+        {
+            return false;
+        }
     }
     if let (Some(exp), Some(p)) = (last_exp_statsn, sess.busy_poll.as_mut()) {
         p.batch(answered.wrapping_sub(exp) as i32 > 0, pdus);
