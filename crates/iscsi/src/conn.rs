@@ -359,6 +359,12 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
         if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
             return false;
         }
+        // Answers of a large batch in parts: the initiator turns them
+        // around while we handle the rest (split_flush.rs).
+        if crate::split_flush::due(pdus, io.tx.queued(), io.rx.data().len()) && io.flush().is_err()
+        {
+            return false;
+        }
     }
     let behind = last_exp_statsn.is_some_and(|exp| answered.wrapping_sub(exp) as i32 > 0);
     if let (Some(_), Some(p)) = (last_exp_statsn, sess.busy_poll.as_mut()) {

@@ -47,6 +47,7 @@ mod server;
 mod session;
 mod session_core;
 mod sessions;
+mod split_flush;
 mod tmf;
 mod tmf_mcs;
 mod tmf_sam4;
