@@ -17,6 +17,9 @@
 //! completes and frees its share, and the others resume as tasks leave
 //! (`resume_r2ts`). With the command window (tasks hold slots) this bounds
 //! gathered data at CONN_WRITE_BYTES + one write + window x FirstBurstLength.
+//!
+//! Order: only the [`R2T_LANES`] oldest tasks waiting for data get R2Ts;
+//! a younger one gets its first when an older one has all its data.
 
 use iscsi_wire::bhs::sn_lt;
 use iscsi_wire::request::{DataOut, ScsiCommand};
@@ -29,6 +32,15 @@ use crate::txq::TxQueue;
 /// Write data one connection may solicit with R2Ts for tasks other than
 /// its oldest (see the module comment).
 pub const CONN_WRITE_BYTES: usize = 64 << 20;
+
+/// Write tasks of a connection that get R2Ts at once: the oldest ones;
+/// younger ones wait for them (`resume_r2ts`). An initiator answers R2Ts
+/// in the order it has queued its data (libiscsi: one FIFO, bursts of at
+/// most 256 KiB, one R2T per task), so R2Ts for every task make all of
+/// them advance one burst per round and each spends the whole time of the
+/// slowest gathering its data; a few at a time finish theirs, and go to
+/// the backstore, sooner.
+pub const R2T_LANES: usize = 2;
 
 /// Immediate data of a write: in the receive buffer, or already in a task
 /// buffer (received there straight from the socket, `conn`).
@@ -166,10 +178,19 @@ impl Session {
         if t.r2ts.len() >= max_out || t.next_r2t_offset >= edtl {
             return;
         }
-        let oldest = !self
+        let ahead = self
             .tasks
             .iter()
-            .any(|o| sn_lt(o.cmd.cmdsn, t.cmd.cmdsn) && !o.poisoned);
+            .filter(|o| sn_lt(o.cmd.cmdsn, t.cmd.cmdsn) && !o.poisoned)
+            .count();
+        if ahead >= R2T_LANES {
+            tracing::trace!(
+                itt = t.itt,
+                "R2T deferred: older writes gather their data first"
+            );
+            return;
+        }
+        let oldest = ahead == 0;
         let others: usize = if oldest {
             0
         } else {
