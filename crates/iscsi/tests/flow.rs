@@ -466,27 +466,7 @@ fn solicited_write_data_is_bounded_and_every_write_completes() {
     }
     c.send_raw(&stream).unwrap();
     // The NOP-In comes after every R2T the commands got at once.
-    let itt = 0x7777_0000;
-    let n = iscsi_wire::request::NopOut {
-        immediate: true,
-        lun: [0; 8],
-        itt,
-        ttt: 0xffff_ffff,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-    };
-    let mut b = Bhs::default();
-    n.write_to(&mut b);
-    c.send(&b, &[]);
-    let mut r2ts = Vec::new();
-    loop {
-        let p = c.recv().expect("R2T or NOP-In");
-        match p.bhs.opcode() {
-            Opcode::R2T => r2ts.push(iscsi_wire::response::R2t::parse(&p.bhs)),
-            Opcode::NOP_IN => break,
-            op => panic!("unexpected {op:?}"),
-        }
-    }
+    let r2ts = c.r2ts_until_nop();
     let asked: u64 = r2ts.iter().map(|r| u64::from(r.desired_len)).sum();
     assert!(
         asked <= BUDGET,

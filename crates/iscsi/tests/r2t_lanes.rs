@@ -11,31 +11,6 @@ use iscsi_wire::response::{R2t, ScsiResponse};
 use iscsi_wire::{Bhs, Opcode};
 use target_core::{Device, DeviceOptions};
 
-/// Collect what the target sent before the answer to a NOP-Out sent now.
-fn r2ts_until_nop(c: &mut Client) -> Vec<R2t> {
-    let itt = 0x7777_0000;
-    let n = iscsi_wire::request::NopOut {
-        immediate: true,
-        lun: [0; 8],
-        itt,
-        ttt: 0xffff_ffff,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-    };
-    let mut b = Bhs::default();
-    n.write_to(&mut b);
-    c.send(&b, &[]);
-    let mut r2ts = Vec::new();
-    loop {
-        let p = c.recv().expect("R2T or NOP-In");
-        match p.bhs.opcode() {
-            Opcode::R2T => r2ts.push(R2t::parse(&p.bhs)),
-            Opcode::NOP_IN => return r2ts,
-            op => panic!("unexpected {op:?}"),
-        }
-    }
-}
-
 /// Send the data an R2T asks for, in one Data-Out.
 fn answer(c: &mut Client, r: &R2t, data: &[u8]) {
     let d = iscsi_wire::request::DataOut {
@@ -83,7 +58,7 @@ fn oldest_writes_get_r2ts_first_and_every_write_completes() {
         stream.extend_from_slice(&c.encode_cmd(&cmd, &[]));
     }
     c.send_raw(&stream).unwrap();
-    let first = r2ts_until_nop(&mut c);
+    let first = c.r2ts_until_nop();
     let asked: Vec<u32> = first.iter().map(|r| r.itt).collect();
     assert_eq!(asked, itts[..2], "R2Ts only for the two oldest writes");
     // Answer in the order received; each answer earns the next R2T of that

@@ -591,6 +591,32 @@ impl Client {
         p
     }
 
+    /// Every R2T the target sent before its answer to a NOP-Out sent now
+    /// (the target answers in order: what precedes the NOP-In was earned
+    /// by the commands sent before it).
+    pub fn r2ts_until_nop(&mut self) -> Vec<R2t> {
+        let n = NopOut {
+            immediate: true,
+            lun: [0; 8],
+            itt: 0x7777_0000,
+            ttt: 0xffff_ffff,
+            cmdsn: self.cmdsn,
+            exp_statsn: self.exp_statsn,
+        };
+        let mut b = Bhs::default();
+        n.write_to(&mut b);
+        self.send(&b, &[]);
+        let mut r2ts = Vec::new();
+        loop {
+            let p = self.recv().expect("R2T or NOP-In");
+            match p.bhs.opcode() {
+                Opcode::R2T => r2ts.push(R2t::parse(&p.bhs)),
+                Opcode::NOP_IN => return r2ts,
+                op => panic!("unexpected {op:?}"),
+            }
+        }
+    }
+
     pub fn text(&mut self, pairs: &[(&str, &str)]) -> Vec<u8> {
         let itt = self.next_itt();
         let mut all = Vec::new();
