@@ -356,13 +356,13 @@ fn handle_received(sess: &mut Session, io: &mut Io, streaming: &mut bool) -> boo
             graceful_close(io);
             return false;
         }
-        if io.tx.queued() > FLUSH_THRESHOLD && io.flush().is_err() {
-            return false;
-        }
-        // Answers of a large batch in parts: the initiator turns them
-        // around while we handle the rest (split_flush.rs).
-        if crate::split_flush::due(pdus, io.tx.queued(), io.rx.data().len()) && io.flush().is_err()
-        {
+        // A full queue goes out; so do the answers of a large batch in
+        // parts, for the initiator to turn around while we handle the
+        // rest (split_flush.rs).
+        let queued = io.tx.queued();
+        let due =
+            queued > FLUSH_THRESHOLD || crate::split_flush::due(pdus, queued, io.rx.data().len());
+        if due && io.flush().is_err() {
             return false;
         }
     }

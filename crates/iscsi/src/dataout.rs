@@ -182,6 +182,7 @@ impl Session {
             .tasks
             .iter()
             .filter(|o| sn_lt(o.cmd.cmdsn, t.cmd.cmdsn) && !o.poisoned)
+            .take(R2T_LANES)
             .count();
         if ahead >= R2T_LANES {
             tracing::trace!(
