@@ -29,8 +29,8 @@
  *               cache), so every page's first touch faults, every time
  *     mmapseg   mmap of just the segment's range, recv into it, munmap (a mapping
  *               per command: faults plus map/unmap)
- *     sendfile  sendfile(file <- socket) at the file position (whether the kernel
- *               takes a socket as sendfile's source; splice's work in one call)
+ *     sendfile  sendfile(file <- socket) at the file position: splice's work in one
+ *               call, if the kernel took a socket as sendfile's source (6.18: EINVAL)
  *     discard   recv(MSG_WAITALL) into the reused buffer and nothing else: the
  *               receive alone, the floor every method's landing cost sits on
  *     uring     (built with -DWITH_URING -luring) recv + pwrite as two linked
