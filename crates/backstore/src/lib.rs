@@ -290,6 +290,20 @@ pub trait Backstore: Send + Sync + 'static {
     fn submit_never_blocks(&self) -> bool {
         false
     }
+
+    /// WRITEs may reach this backstore in pieces ("streamed writes"): the
+    /// fabric checks a WRITE when it arrives, then [`Backstore::submit`]s
+    /// each burst of its data as a write of its own as soon as it is in,
+    /// on the fabric's thread, and answers once every piece completed. So
+    /// while this says true, `submit` of a write must never block (as
+    /// [`Backstore::submit_never_blocks`]), and the pieces of one command
+    /// may complete in any order. Pays where a write's latency is long
+    /// next to its data phase (an RBD image: the OSDs see a write's first
+    /// bytes while the initiator still sends the rest). False by default;
+    /// wrappers do not forward it (they meter or transform whole writes).
+    fn streams_writes(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! only through dev-dependencies; the daemon never builds it).
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::{Backstore, Capabilities, RamBackstore};
+use crate::{Backstore, Capabilities, Completion, IoOp, RamBackstore};
 
 /// A RAM backstore that counts [`Backstore::close`] calls, so a test can
 /// see when (and how often) the last holder of a device let it go. A
@@ -126,5 +126,118 @@ impl Backstore for RecordsHints {
     }
     fn takes_prefetch_hints(&self) -> bool {
         self.takes
+    }
+}
+
+/// One write [`RecordsPieces`] received through `submit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece {
+    pub offset: u64,
+    pub len: usize,
+    pub fua: bool,
+    pub at: Instant,
+}
+
+type Held = (IoOp, io::Result<()>, Completion);
+
+/// A RAM backstore that takes streamed writes
+/// ([`Backstore::streams_writes`]) and records every write that reaches
+/// its asynchronous path, with the time it came. A write covering
+/// [`RecordsPieces::fail_at`] fails (nothing written); while
+/// [`RecordsPieces::hold`] is on, completions wait until
+/// [`RecordsPieces::release`] (the data is written at once).
+pub struct RecordsPieces {
+    ram: RamBackstore,
+    pieces: Mutex<Vec<Piece>>,
+    fail: AtomicU64,
+    held: Mutex<Option<Vec<Held>>>,
+}
+
+impl RecordsPieces {
+    pub fn new(size: u64) -> Arc<RecordsPieces> {
+        Arc::new(RecordsPieces {
+            ram: RamBackstore::new(size).expect("RAM backstore"),
+            pieces: Mutex::default(),
+            fail: AtomicU64::new(u64::MAX),
+            held: Mutex::default(),
+        })
+    }
+
+    /// The writes received so far, in order of arrival.
+    pub fn pieces(&self) -> Vec<Piece> {
+        self.pieces.lock().unwrap().clone()
+    }
+
+    /// Fail every later write that covers byte `offset`.
+    pub fn fail_at(&self, offset: u64) {
+        self.fail.store(offset, Ordering::SeqCst);
+    }
+
+    /// Keep completions back until [`RecordsPieces::release`].
+    pub fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Complete the held writes (and stop holding); how many there were.
+    pub fn release(&self) -> usize {
+        let held = self.held.lock().unwrap().take().unwrap_or_default();
+        let n = held.len();
+        for (op, r, done) in held {
+            done.complete(op, r);
+        }
+        n
+    }
+}
+
+impl Backstore for RecordsPieces {
+    fn size(&self) -> u64 {
+        self.ram.size()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.ram.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.ram.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.ram.write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn submit(&self, mut op: IoOp, done: Completion) {
+        let r = match &op {
+            IoOp::Write {
+                offset, len, fua, ..
+            } => {
+                self.pieces.lock().unwrap().push(Piece {
+                    offset: *offset,
+                    len: *len,
+                    fua: *fua,
+                    at: Instant::now(),
+                });
+                let fail = self.fail.load(Ordering::SeqCst);
+                if (*offset..*offset + *len as u64).contains(&fail) {
+                    Err(io::Error::other("injected write failure"))
+                } else {
+                    op.run_sync(&self.ram)
+                }
+            }
+            _ => op.run_sync(&self.ram),
+        };
+        let mut held = self.held.lock().unwrap();
+        match held.as_mut() {
+            Some(v) => v.push((op, r, done)),
+            None => {
+                drop(held);
+                done.complete(op, r);
+            }
+        }
+    }
+    fn submit_never_blocks(&self) -> bool {
+        true
+    }
+    fn streams_writes(&self) -> bool {
+        true
     }
 }

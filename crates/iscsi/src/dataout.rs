@@ -64,20 +64,33 @@ pub struct WriteTask {
     pub itt: u32,
     pub cmd: ScsiCommand,
     pub cdb: CdbStore,
+    /// The data received and not handed on yet: Data-Out bytes from
+    /// `base` on (`base` moves only for a streamed write, whose pieces
+    /// leave as they are complete).
     pub buf: Vec<u8>,
+    pub(crate) base: usize,
+    /// A streamed write (`streamed_write`): its data goes to the backstore
+    /// burst by burst; dropping it ends the task's data.
+    pub(crate) stream: Option<target_core::engine::WriteStream>,
     unsol_left: u32,
     unsol_datasn: u32,
     unsol_done: bool,
     next_r2t_offset: u32,
     r2ts: Vec<R2tState>,
     r2tsn: u32,
-    /// A DataSN error happened: drop all data, never execute.
-    poisoned: bool,
+    /// A DataSN error happened, or its stream was sealed by an abort:
+    /// drop all data, never execute.
+    pub(crate) poisoned: bool,
 }
 
 impl WriteTask {
     pub fn lun(&self) -> [u8; 8] {
         self.cmd.lun
+    }
+
+    /// Data-Out bytes received so far.
+    pub(crate) fn received(&self) -> usize {
+        self.base + self.buf.len()
     }
 
     /// Bytes the initiator may send for this task without being asked
@@ -87,7 +100,7 @@ impl WriteTask {
         if self.poisoned {
             0
         } else if !self.unsol_done {
-            self.buf.len() + self.unsol_left as usize
+            self.received() + self.unsol_left as usize
         } else {
             self.next_r2t_offset as usize
         }
@@ -145,7 +158,13 @@ impl Session {
             r2ts: Vec::new(),
             r2tsn: 0,
             poisoned: false,
+            base: 0,
+            stream: None,
         };
+        if t.unsol_done && self.try_stream(&mut t, tx) == crate::streamed_write::Start::Answered {
+            tx.recycle(t.buf);
+            return Action::Continue;
+        }
         if t.unsol_done {
             self.issue_r2ts(&mut t, tx);
         }
@@ -239,8 +258,8 @@ impl Session {
             return Action::Continue;
         }
         let mut t = self.tasks.swap_remove(idx);
-        let base = t.buf.len();
-        let res = self.accept_data(&mut t, &d, base, f.data.len(), tx);
+        let at = t.received();
+        let res = self.accept_data(&mut t, &d, at, f.data.len(), tx);
         if res.is_ok() {
             t.buf.extend_from_slice(f.data);
         }
@@ -255,7 +274,7 @@ impl Session {
     pub fn claim_data_out(&mut self, bhs: &Bhs) -> Option<WriteTask> {
         let d = DataOut::parse(bhs);
         let idx = self.tasks.iter().position(|t| {
-            t.itt == d.itt && !t.poisoned && t.buf.len() == d.buffer_offset as usize
+            t.itt == d.itt && !t.poisoned && t.received() == d.buffer_offset as usize
         })?;
         Some(self.tasks.swap_remove(idx))
     }
@@ -272,7 +291,8 @@ impl Session {
     ) -> Action {
         let d = DataOut::parse(bhs);
         let len = t.buf.len() - base;
-        let res = self.accept_data(&mut t, &d, base, len, tx);
+        let at = t.base + base;
+        let res = self.accept_data(&mut t, &d, at, len, tx);
         if res.is_err() {
             t.buf.truncate(base);
         }
@@ -314,7 +334,23 @@ impl Session {
                 return Action::Close;
             }
         }
-        if t.buf.len() as u64 >= u64::from(t.cmd.expected_data_len) {
+        let all_in = t.received() as u64 >= u64::from(t.cmd.expected_data_len);
+        if t.stream.is_some() {
+            // A burst ends with its final Data-Out; the last one ends the data.
+            if d.final_bit || all_in {
+                crate::streamed_write::feed(&mut t, tx, all_in);
+            }
+            if all_in {
+                // Sealed: the answer comes once its pieces completed.
+                t.stream = None;
+                tx.recycle(t.buf);
+                self.resume_r2ts(tx);
+            } else {
+                self.tasks.push(t);
+            }
+            return Action::Continue;
+        }
+        if all_in {
             let buf = std::mem::take(&mut t.buf);
             self.execute_owned(tx, &t.cmd, t.cdb.as_slice(), buf);
             self.resume_r2ts(tx);
@@ -324,7 +360,7 @@ impl Session {
         Action::Continue
     }
 
-    /// Check a Data-Out of `len` bytes against the task whose buffer held
+    /// Check a Data-Out of `len` bytes against the task which had received
     /// `base` bytes before it, and advance the task's sequence state; the
     /// caller appends (or has placed) the data.
     fn accept_data(

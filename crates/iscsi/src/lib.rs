@@ -48,6 +48,7 @@ mod session;
 mod session_core;
 mod sessions;
 mod split_flush;
+mod streamed_write;
 mod tmf;
 mod tmf_mcs;
 mod tmf_sam4;

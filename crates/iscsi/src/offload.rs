@@ -176,7 +176,10 @@ impl Session {
         self.finished = fin;
     }
 
-    fn finish(&mut self, tx: &mut TxQueue, f: Finished<ScsiCommand>) {
+    fn finish(&mut self, tx: &mut TxQueue, mut f: Finished<ScsiCommand>) {
+        for b in f.spares.drain(..) {
+            tx.recycle(b);
+        }
         if f.aborted {
             tx.recycle(f.data_in);
             tx.recycle(f.data_out);
@@ -184,12 +187,14 @@ impl Session {
         }
         let c = f.ctx;
         let lun = scsi::lun::decode(c.lun);
-        self.count_io(lun, &c, f.data_in.len(), f.data_out.len());
+        // A streamed write's data went to the backstore in pieces.
+        let data_out_len = f.data_out.len() + f.streamed;
+        self.count_io(lun, &c, f.data_in.len(), data_out_len);
         self.respond(
             tx,
             &c,
             f.cdb.as_slice(),
-            f.data_out.len(),
+            data_out_len,
             f.out,
             f.data_in,
             f.overflow,
@@ -255,6 +260,9 @@ impl Session {
         tx: &mut TxQueue,
         which: impl Fn(&TaskInfo) -> bool,
     ) -> Option<usize> {
+        // Streamed writes among them take no more data: they finish once
+        // their pieces in flight complete.
+        self.seal_streams(&which);
         let n = self.offload.abort(which, false);
         if n > 0 && !self.wait_until(tx, |o| !o.aborting()) {
             return None;

@@ -52,6 +52,7 @@ mod sanitize;
 mod sg;
 pub mod stats;
 mod stats_clock;
+mod streamed;
 mod submit;
 mod tmf;
 mod ua;
@@ -66,6 +67,7 @@ pub use pr_file::fuzz_pr_file;
 pub use alua::{AccessState, AluaGroup, AluaPort};
 pub use error::{CmdError, CopyAbort, CopyDescriptor, Inaccessible};
 pub use sg::{is_read_write, SgCommand, SgOutcome};
+pub use streamed::{StreamCheck, WritePlan};
 pub use submit::{Reply, Request};
 pub use tmf::AsyncEvent;
 

@@ -1,5 +1,12 @@
 //! tcmu-runner's rbd configuration string (after `rbd/`):
-//! `pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N]`.
+//! `pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N]
+//! [;stream_writes=0|1]`.
+//!
+//! `stream_writes=1` is rtarget's own too: WRITEs reach librbd burst by
+//! burst as their data arrives (`Backstore::streams_writes`). Off by
+//! default: on a single-node cluster sharing two cores with the target it
+//! costs more (each piece is an OSD op) than its overlap gains
+//! (BENCHMARKS.md, "Session 10 ... s10-rbdwrite").
 //!
 //! `alua_group=N` is rtarget's own: this daemon is one of several gateways
 //! serving the image, and N is the id of its ALUA target port group; the
@@ -27,12 +34,14 @@ pub struct RbdConfig {
     pub osd_op_timeout: Duration,
     /// This gateway's target port group id (multi-gateway mode).
     pub alua_group: Option<u16>,
+    /// Take WRITEs piece by piece (`stream_writes=1`).
+    pub stream_writes: bool,
 }
 
 impl RbdConfig {
     pub fn parse(s: &str) -> Result<RbdConfig, String> {
         let usage =
-            "expected pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N]";
+            "expected pool/image[@snap][;conf=FILE][;id=CLIENT][;osd_op_timeout=S][;alua_group=N][;stream_writes=0|1]";
         let mut parts = s.split(';');
         let spec = parts.next().unwrap_or("");
         let (pool, rest) = spec
@@ -56,6 +65,7 @@ impl RbdConfig {
             id: None,
             osd_op_timeout: DEFAULT_OSD_OP_TIMEOUT,
             alua_group: None,
+            stream_writes: false,
         };
         for kv in parts.filter(|kv| !kv.is_empty()) {
             let (k, v) = kv
@@ -84,9 +94,14 @@ impl RbdConfig {
                     Ok(n) if n > 0 => cfg.alua_group = Some(n),
                     _ => return Err(format!("{s:?}: alua_group={v:?} is not 1..65535")),
                 },
+                "stream_writes" => match v {
+                    "0" => cfg.stream_writes = false,
+                    "1" => cfg.stream_writes = true,
+                    _ => return Err(format!("{s:?}: stream_writes={v:?} is not 0 or 1")),
+                },
                 _ => {
                     return Err(format!(
-                        "{s:?}: unknown key {k:?} (known: conf, id, osd_op_timeout, alua_group)"
+                        "{s:?}: unknown key {k:?} (known: conf, id, osd_op_timeout, alua_group, stream_writes)"
                     ))
                 }
             }
@@ -113,6 +128,17 @@ mod tests {
         assert_eq!(c.alua_group, None);
         let c = RbdConfig::parse("p/i;alua_group=2").unwrap();
         assert_eq!(c.alua_group, Some(2));
+        assert!(!c.stream_writes);
+        assert!(
+            RbdConfig::parse("p/i;stream_writes=1")
+                .unwrap()
+                .stream_writes
+        );
+        assert!(
+            !RbdConfig::parse("p/i;stream_writes=0")
+                .unwrap()
+                .stream_writes
+        );
         for bad in [
             "",
             "disk",
@@ -128,6 +154,7 @@ mod tests {
             "rbd/a;noequals",
             "rbd/a;alua_group=0",
             "rbd/a;alua_group=65536",
+            "rbd/a;stream_writes=yes",
         ] {
             assert!(RbdConfig::parse(bad).is_err(), "{bad:?}");
         }

@@ -580,6 +580,21 @@ impl Backstore for RbdGateway {
         *lock(&self.g.resize) = Some(Arc::from(hook));
     }
 
+    /// With `stream_writes=1` (see [`RbdBackstore`]'s), and only while
+    /// this gateway holds the lock: then `submit` of a write
+    /// does not wait (`ensure_owner` is two loads). A gateway that would
+    /// first take the lock over (cluster round trips) takes the whole
+    /// write on a worker, as before. (Losing the lock between a WRITE's
+    /// arrival and one of its pieces makes that piece take it back on the
+    /// fabric's thread: rare, and bounded by the lock's own timeouts.)
+    fn streams_writes(&self) -> bool {
+        let g = &self.g;
+        g.cfg.stream_writes
+            && !g.read_only
+            && g.owned.load(Ordering::Acquire)
+            && !g.fenced.load(Ordering::Acquire)
+    }
+
     /// Counters only (never decreasing): whether the lock is held shows in
     /// REPORT TARGET PORT GROUPS.
     fn health(&self) -> Vec<(&'static str, u64)> {

@@ -57,6 +57,8 @@ pub struct RbdBackstore {
     shared: Arc<Shared>,
     watch: Option<u64>,
     read_only: bool,
+    /// `stream_writes=1` in the cfgstring.
+    stream_writes: bool,
     obj_size: u64,
     name: String,
     /// The shared state objects handed out, closed with the image.
@@ -137,6 +139,7 @@ impl RbdBackstore {
             shared,
             watch: None,
             read_only,
+            stream_writes: cfg.stream_writes,
             obj_size: info.obj_size,
             name,
             states: shared::States::default(),
@@ -601,6 +604,17 @@ impl Backstore for RbdBackstore {
     /// start on the fabric's thread.
     fn submit_never_blocks(&self) -> bool {
         true
+    }
+
+    /// With `stream_writes=1`, each burst of a WRITE goes to librbd as it
+    /// lands: a 1 MiB write's data phase (three R2T round trips behind the
+    /// initiator's queue) overlaps its time in the cluster. The command
+    /// still waits for its last piece, so this pays only where a smaller
+    /// write is faster (a cluster whose latency grows with size); on one
+    /// node sharing the target's cores the extra OSD ops cost more
+    /// (BENCHMARKS.md, "Session 10 ... s10-rbdwrite").
+    fn streams_writes(&self) -> bool {
+        self.stream_writes && !self.read_only
     }
 
     fn on_resize(&self, hook: ResizeHook) {

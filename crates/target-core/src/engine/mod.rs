@@ -42,10 +42,12 @@
 mod pool;
 mod queue;
 mod sink;
+mod stream;
 
 pub use pool::{pool_bytes, wait_lus_idle, worker_count};
 pub use queue::{Finished, Limits, TaskInfo, TaskQueue};
 pub use sink::{EndAction, Ends, Sink};
+pub use stream::WriteStream;
 
 use crate::{Outcome, TaskAttr};
 
@@ -117,4 +119,9 @@ pub struct Done {
     pub overflow: usize,
     /// Data-In bytes placed in the task's lent buffers (an `SgBufs` task).
     pub sg_in: usize,
+    /// Data-Out bytes a streamed write wrote in pieces (their buffers
+    /// went to the backstore, not back in `data_out`).
+    pub streamed: usize,
+    /// The buffers of those pieces, back for reuse.
+    pub spares: Vec<Vec<u8>>,
 }

@@ -344,6 +344,8 @@ impl Pending {
             data_in,
             overflow,
             sg_in,
+            streamed: 0,
+            spares: Vec::new(),
         };
         self.sink.complete(Some(d), self.long);
     }
@@ -372,6 +374,8 @@ impl Drop for Pending {
             data_in: Vec::new(),
             overflow: 0,
             sg_in: 0,
+            streamed: 0,
+            spares: Vec::new(),
         };
         self.sink.complete(Some(d), self.long);
     }

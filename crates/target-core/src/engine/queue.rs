@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::pool::{self, Job};
 use super::sink::{Ends, Sink};
+use super::stream::{self, WriteStream};
 use super::{Cdb, Done, SgBufs, Task};
 use crate::{IoEngine, LunTable, Nexus, Outcome, Status, TaskAttr};
 
@@ -47,6 +48,8 @@ struct Flight<C> {
     tas: bool,
     /// Bytes charged until completion.
     charge: usize,
+    /// A streamed write ([`TaskQueue::start_stream`]).
+    stream: Option<Arc<stream::Shared>>,
 }
 
 impl<C> Flight<C> {
@@ -67,6 +70,10 @@ pub struct Finished<C> {
     pub overflow: usize,
     /// Data-In bytes placed in the lent buffers of a `submit_sg` task.
     pub sg_in: usize,
+    /// Data-Out bytes a streamed write wrote (its buffers are in `spares`).
+    pub streamed: usize,
+    /// A streamed write's piece buffers, for the fabric to reuse.
+    pub spares: Vec<Vec<u8>>,
     /// Aborted: send nothing, only take the buffers back.
     pub aborted: bool,
 }
@@ -176,9 +183,13 @@ impl<C> TaskQueue<C> {
         self.flights.iter().any(|f| f.answers() && which(&f.info))
     }
 
-    /// Every task but long ones has finished.
+    /// Every task but long ones has finished. A streamed write still fed
+    /// its data counts as not started, as a write still gathering its data
+    /// does (the fabric ends it: seals it, then aborts or answers it).
     pub fn only_long_left(&self) -> bool {
-        self.flights.iter().all(|f| f.info.long)
+        self.flights
+            .iter()
+            .all(|f| f.info.long || f.stream.as_ref().is_some_and(|s| s.open()))
     }
 
     /// Aborted short tasks still run: the abort is not over yet.
@@ -251,19 +262,8 @@ impl<C> TaskQueue<C> {
         sg: Option<SgBufs>,
         ctx: C,
     ) -> Result<(), (Task, Option<SgBufs>, C)> {
-        let sink = match &self.sink {
-            Some(s) => Arc::clone(s),
-            None => match Sink::new() {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    self.sink = Some(Arc::clone(&s));
-                    s
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create a completion sink");
-                    return Err((task, sg, ctx));
-                }
-            },
+        let Some(sink) = self.sink() else {
+            return Err((task, sg, ctx));
         };
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -305,6 +305,7 @@ impl<C> TaskQueue<C> {
             aborted: false,
             tas: false,
             charge,
+            stream: None,
         });
         self.live += 1;
         self.bytes += charge;
@@ -332,6 +333,73 @@ impl<C> TaskQueue<C> {
             self.held.push_back(job);
         }
         Ok(())
+    }
+
+    /// The completion sink, made on first use (`None`: no eventfd).
+    fn sink(&mut self) -> Option<Arc<Sink>> {
+        if let Some(s) = &self.sink {
+            return Some(Arc::clone(s));
+        }
+        match Sink::new() {
+            Ok(s) => {
+                let s = Arc::new(s);
+                self.sink = Some(Arc::clone(&s));
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a completion sink");
+                None
+            }
+        }
+    }
+
+    /// Whether a streamed write could start now: the queue has its
+    /// completion sink, and no older ORDERED task of the LU holds a SIMPLE
+    /// one back (a streamed write starts writing at once). Asked before
+    /// the write's checks, which a `false` leaves undone.
+    pub fn may_stream(&mut self, lun: u64) -> bool {
+        self.sink().is_some() && self.may_start(u64::MAX, lun, TaskAttr::Simple)
+    }
+
+    /// Take a streamed write (`LunTable::check_streamed_write`) as a task,
+    /// started: the fabric feeds it its data with [`WriteStream::piece`]
+    /// and drops the handle once all data is in (or the task is dropped);
+    /// the answer comes back from [`Self::reap`] with `ctx` once its last
+    /// piece completed. `None` only without a sink, which
+    /// [`Self::may_stream`] rules out (the fabric then answers itself).
+    pub fn start_stream(
+        &mut self,
+        plan: crate::WritePlan,
+        tag: u64,
+        lun: u64,
+        cdb: Cdb,
+        ctx: C,
+    ) -> Option<WriteStream> {
+        let sink = self.sink()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let charge = plan.len();
+        pool::charge(charge);
+        sink.started(false);
+        let (ws, shared) = stream::new_stream(plan, seq, sink, cdb, charge);
+        self.flights.push(Flight {
+            seq,
+            info: TaskInfo {
+                tag,
+                lun,
+                attr: TaskAttr::Simple,
+                long: false,
+            },
+            ctx,
+            started: true,
+            aborted: false,
+            tas: false,
+            charge,
+            stream: Some(shared),
+        });
+        self.live += 1;
+        self.bytes += charge;
+        Some(ws)
     }
 
     /// Hand every finished task to `f` (aborted ones flagged), then start
@@ -364,6 +432,8 @@ impl<C> TaskQueue<C> {
                 data_in: d.data_in,
                 overflow: d.overflow,
                 sg_in: d.sg_in,
+                streamed: d.streamed,
+                spares: d.spares,
                 aborted: fl.aborted && !fl.tas,
             };
             if fl.tas {
@@ -442,6 +512,8 @@ impl<C> TaskQueue<C> {
                 data_in,
                 overflow: 0,
                 sg_in: 0,
+                streamed: 0,
+                spares: Vec::new(),
                 aborted: !tas,
             });
         }

@@ -193,6 +193,8 @@ mod tests {
             data_in: Vec::new(),
             overflow: 0,
             sg_in: 0,
+            streamed: 0,
+            spares: Vec::new(),
         }
     }
 

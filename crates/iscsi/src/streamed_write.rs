@@ -1,0 +1,162 @@
+//! Streamed writes, the iSCSI half: a WRITE whose data comes in several
+//! bursts, on an LU whose backstore takes its data piece by piece
+//! (`Backstore::streams_writes`: user:rbd), is checked when the command
+//! arrives (`LunTable::check_streamed_write`) and then written burst by
+//! burst: the immediate data at once, each R2T'd burst when its final
+//! Data-Out is in, each as its own asynchronous backstore write
+//! (`engine::WriteStream`). The command is answered, through the engine
+//! queue like any asynchronous command, once its last piece completed.
+//!
+//! Why: an initiator that takes one R2T at a time with 256 KiB bursts
+//! (libiscsi, QEMU's driver) needs three R2T round trips for a 1 MiB write,
+//! ~2 ms at QD8 behind its own queue; only then did librbd see the write,
+//! for its ~4-5 ms. Streamed, the cluster works on the first bursts while
+//! the rest arrives (BENCHMARKS.md, "Session 10 ... s10-rbdwrite").
+//!
+//! Only when no unsolicited Data-Out is still to come (the immediate data
+//! is the whole first burst, or InitialR2T=Yes): a write refused by its
+//! checks is then answered at once and nothing more arrives for it (no
+//! R2T was sent). Everything else takes the gathered path.
+//!
+//! A task's stream ends (is sealed) when all its data is in, or when the
+//! task is dropped (task management, logout, connection loss): the
+//! engine's waits (`abort_flights`) then see it finish once its pieces in
+//! flight complete.
+
+use iscsi_wire::request::Attr;
+use target_core::engine::TaskInfo;
+use target_core::{StreamCheck, TaskAttr};
+
+use crate::dataout::WriteTask;
+use crate::session::Session;
+use crate::txq::TxQueue;
+
+/// Smallest piece handed to the backstore before the data's end: smaller
+/// bursts (a small MaxBurstLength) gather up to it, so a write does not
+/// become many tiny backstore writes.
+pub const PIECE_MIN: usize = 64 * 1024;
+
+/// What [`Session::try_stream`] did with a write task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Gathered as before.
+    Gather,
+    /// Streamed: its data goes to the backstore as it lands.
+    Streaming,
+    /// Refused by a check (or nothing to write): answered now; the task
+    /// is done.
+    Answered,
+}
+
+impl Session {
+    /// A write task whose unsolicited data is all in (`t.unsol_done`):
+    /// start streaming it if its LU wants that and its checks pass.
+    pub(crate) fn try_stream(&mut self, t: &mut WriteTask, tx: &mut TxQueue) -> Start {
+        if !matches!(t.cmd.attr, Attr::Simple | Attr::Untagged) {
+            return Start::Gather;
+        }
+        self.refresh_luns();
+        let lun = scsi::lun::decode(t.cmd.lun);
+        // Cheap refusals first: no check (and no unit attention consumed)
+        // for a write that will not stream.
+        if !self
+            .luns
+            .find(lun)
+            .is_some_and(|l| l.device.backstore.streams_writes())
+            || !self.offload.may_stream(lun)
+        {
+            return Start::Gather;
+        }
+        let cdb = t.cdb.as_slice();
+        let edtl = t.cmd.expected_data_len;
+        match self
+            .luns
+            .check_streamed_write(&self.nexus, lun, cdb, TaskAttr::Simple, edtl)
+        {
+            StreamCheck::Unsuited => Start::Gather,
+            StreamCheck::Answer(out) => {
+                let buf = tx.take_buf();
+                let cmd = t.cmd;
+                self.count_io(lun, &cmd, 0, 0);
+                self.respond(tx, &cmd, t.cdb.as_slice(), 0, out, buf, 0);
+                Start::Answered
+            }
+            StreamCheck::Stream(plan) => {
+                let cdb = t.cdb.clone();
+                match self
+                    .offload
+                    .start_stream(plan, u64::from(t.itt), lun, cdb, t.cmd)
+                {
+                    Some(s) => {
+                        t.stream = Some(s);
+                        // The immediate data is the first burst.
+                        feed(t, tx, false);
+                        Start::Streaming
+                    }
+                    None => {
+                        // `may_stream` saw the sink: cannot happen. The
+                        // checks ran; answer rather than write unchecked.
+                        let out = target_core::Outcome {
+                            status: target_core::Status::Busy,
+                            sense: None,
+                        };
+                        let buf = tx.take_buf();
+                        let cmd = t.cmd;
+                        self.respond(tx, &cmd, t.cdb.as_slice(), 0, out, buf, 0);
+                        Start::Answered
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seal the streams of the write tasks `which` selects (as the engine
+    /// sees them): they take no more data, and their engine tasks finish
+    /// once their pieces in flight complete, so an abort can wait for
+    /// them. The tasks themselves stay until their caller drops them,
+    /// poisoned: data still arriving for one is dropped, and it never runs
+    /// (its buffer holds only the data after the pieces already written).
+    pub(crate) fn seal_streams(&mut self, which: &impl Fn(&TaskInfo) -> bool) {
+        for t in self.tasks.iter_mut() {
+            if t.stream.is_none() {
+                continue;
+            }
+            let info = TaskInfo {
+                tag: u64::from(t.itt),
+                lun: scsi::lun::decode(t.cmd.lun),
+                attr: TaskAttr::Simple,
+                long: false,
+            };
+            if which(&info) {
+                t.stream = None;
+                t.poisoned = true;
+            }
+        }
+    }
+}
+
+/// Hand the whole blocks gathered in `t.buf` to `t`'s stream as one piece
+/// (everything when `last`), unless that is less than [`PIECE_MIN`]
+/// before the end. A partial block stays for the next piece.
+pub(crate) fn feed(t: &mut WriteTask, tx: &mut TxQueue, last: bool) {
+    let Some(s) = t.stream.as_mut() else { return };
+    let have = t.buf.len();
+    let cut = if last {
+        have
+    } else {
+        have - have % s.block_size()
+    };
+    if cut == 0 || (!last && cut < PIECE_MIN) {
+        return;
+    }
+    let mut piece = std::mem::replace(&mut t.buf, tx.take_buf());
+    if cut < have {
+        t.buf.extend_from_slice(&piece[cut..]);
+        piece.truncate(cut);
+    }
+    let at = t.base;
+    t.base += cut;
+    if let Some(back) = s.piece(at, piece) {
+        tx.recycle(back);
+    }
+}

@@ -1,0 +1,246 @@
+//! Streamed writes (`streamed_write`): on an LU whose backstore takes
+//! writes piece by piece, each burst of a WRITE reaches the backstore as
+//! soon as it is in, before the initiator sent the rest; the command is
+//! answered once all pieces completed (one CHECK CONDITION if one failed);
+//! a write its checks refuse is answered at once, before any R2T, and the
+//! backstore sees nothing of it; ABORT TASK mid-transfer waits for the
+//! pieces in flight and answers nothing for the task.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backstore::testing::RecordsPieces;
+use common::*;
+use iscsi_wire::request::{DataOut, TaskMgmtRequest};
+use iscsi_wire::response::{R2t, ScsiResponse, TaskMgmtResponse};
+use iscsi_wire::tmf::TmfFunction;
+use iscsi_wire::Opcode;
+use target_core::{Device, DeviceOptions};
+
+const MIB: usize = 1 << 20;
+const BURST: usize = 256 * 1024;
+
+/// libiscsi's session shape: 256 KiB of immediate data, then one R2T of
+/// 256 KiB at a time.
+const LIBISCSI: &[(&str, &str)] = &[
+    ("ImmediateData", "Yes"),
+    ("InitialR2T", "Yes"),
+    ("FirstBurstLength", "262144"),
+    ("MaxBurstLength", "262144"),
+    ("MaxRecvDataSegmentLength", "262144"),
+    ("MaxOutstandingR2T", "1"),
+];
+
+fn rig(size: usize) -> (Arc<RecordsPieces>, Arc<iscsi::IscsiServer>, Client) {
+    let (store, srv, _, c) = rig_at(size);
+    (store, srv, c)
+}
+
+fn rig_at(
+    size: usize,
+) -> (
+    Arc<RecordsPieces>,
+    Arc<iscsi::IscsiServer>,
+    std::net::SocketAddr,
+    Client,
+) {
+    let store = RecordsPieces::new(size as u64);
+    let dev = Device::new(
+        DeviceOptions::new("stream0", "5b3c9a2e-0000-4000-8000-0000000000f3"),
+        store.clone(),
+    );
+    let (srv, addr) = serve_device(dev);
+    let c = session(addr, LIBISCSI);
+    (store, srv, addr, c)
+}
+
+/// Wait (up to 5 s) until the backstore has seen `n` pieces.
+fn pieces_reach(store: &RecordsPieces, n: usize) -> usize {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = store.pieces().len();
+        if got >= n || Instant::now() > end {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Send the data an R2T asks for, in one Data-Out.
+fn answer(c: &mut Client, r: &R2t, data: &[u8]) {
+    let d = DataOut {
+        final_bit: true,
+        lun: [0; 8],
+        itt: r.itt,
+        ttt: r.ttt,
+        exp_statsn: c.exp_statsn,
+        datasn: 0,
+        buffer_offset: r.buffer_offset,
+    };
+    let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
+    c.send_data_out(&d, &data[off..off + len]);
+}
+
+fn expect_r2t(c: &mut Client) -> R2t {
+    let p = c.recv().expect("R2T");
+    assert_eq!(p.bhs.opcode(), Opcode::R2T, "an R2T, not an answer");
+    R2t::parse(&p.bhs)
+}
+
+fn expect_response(c: &mut Client) -> ScsiResponse {
+    let p = c.recv().expect("SCSI Response");
+    assert_eq!(p.bhs.opcode(), Opcode::SCSI_RESPONSE);
+    let r = ScsiResponse::parse(&p.bhs);
+    c.last_sense = p.data.get(2..).unwrap_or_default().to_vec();
+    assert_eq!(r.sn.statsn, c.exp_statsn, "StatSN");
+    c.exp_statsn += 1;
+    r
+}
+
+/// (key, ASC, ASCQ) of the last sense data.
+fn sense(c: &Client) -> (u8, u8, u8) {
+    let s = &c.last_sense;
+    (s[2] & 0x0f, s[12], s[13])
+}
+
+#[test]
+fn each_burst_reaches_the_backstore_before_the_last_data_out() {
+    let (store, srv, mut c) = rig(8 * MIB);
+    let data = pattern(MIB, 0x3c);
+    let lba = 2048u32;
+    let cmd = c.scsi_cmd_header(&write10(lba, (MIB / 512) as u16), false, true, MIB as u32);
+    c.send_cmd(&cmd, &data[..BURST]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = expect_r2t(&mut c);
+        seen.push(pieces_reach(&store, seen.len() + 1));
+        if r.buffer_offset as usize + r.desired_len as usize == MIB {
+            // The last burst: what the backstore has before it is sent.
+            let before = store.pieces();
+            assert!(
+                before.len() >= 2,
+                "pieces before the last Data-Out: {before:?}"
+            );
+        }
+        answer(&mut c, &r, &data);
+    }
+    let r = expect_response(&mut c);
+    assert_eq!(r.status, 0, "GOOD");
+    let pieces = store.pieces();
+    let offsets: Vec<u64> = pieces.iter().map(|p| p.offset).collect();
+    let base = u64::from(lba) * 512;
+    assert_eq!(
+        offsets,
+        [0, 1, 2, 3].map(|i| base + i * BURST as u64),
+        "one piece per burst, in order: {pieces:?}"
+    );
+    assert!(pieces.iter().all(|p| p.len == BURST && !p.fua));
+    assert_eq!(seen, [1, 2, 3], "each burst written before the next R2T");
+    let (st, got, _) = c.read_cmd(&read10(lba, (MIB / 512) as u16), MIB as u32);
+    assert_eq!(st, 0);
+    assert!(got == data, "data read back");
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn a_failed_piece_fails_the_write_with_one_check_condition() {
+    let (store, srv, mut c) = rig(8 * MIB);
+    store.fail_at(2 * BURST as u64 + 512);
+    let data = pattern(MIB, 0x11);
+    let r = c.write_cmd(&write10(0, (MIB / 512) as u16), &data);
+    assert_eq!(r.status, 2, "CHECK CONDITION");
+    assert_eq!(sense(&c), (3, 0x0c, 0), "MEDIUM ERROR, WRITE ERROR");
+    // The LU goes on: the next write succeeds.
+    store.fail_at(u64::MAX);
+    let r = c.write_cmd(&write10(0, (MIB / 512) as u16), &data);
+    assert_eq!(r.status, 0);
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn a_write_its_checks_refuse_is_answered_at_once_and_writes_nothing() {
+    let (store, srv, addr, mut c) = rig_at(4 * MIB);
+    let data = pattern(MIB, 0x77);
+    // Past the capacity: LOGICAL BLOCK ADDRESS OUT OF RANGE, no R2T.
+    let lba = (4 * MIB / 512 - 1024) as u32;
+    let cmd = c.scsi_cmd_header(&write10(lba, (MIB / 512) as u16), false, true, MIB as u32);
+    c.send_cmd(&cmd, &data[..BURST]);
+    let r = expect_response(&mut c);
+    assert_eq!(r.itt, cmd.itt);
+    assert_eq!(r.status, 2);
+    assert_eq!(sense(&c), (5, 0x21, 0));
+    // Another initiator's SPC-2 reservation: RESERVATION CONFLICT, no R2T.
+    let mut other = Client::connect(addr);
+    other.initiator = "iqn.2026-11.org.rtarget:other".into();
+    other.isid = [0x80, 0, 0, 0, 0x55, 0x66];
+    other.login(Some(IQN), LIBISCSI);
+    other.clear_ua();
+    let (st, _, _) = other.read_cmd(&[0x16, 0, 0, 0, 0, 0], 0);
+    assert_eq!(st, 0, "RESERVE(6)");
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    c.send_cmd(&cmd, &data[..BURST]);
+    let r = expect_response(&mut c);
+    assert_eq!(r.status, 0x18, "RESERVATION CONFLICT");
+    // The connection is in step: a NOP-Out is answered next.
+    c.nop(&[]);
+    assert!(store.pieces().is_empty(), "{:?}", store.pieces());
+    let (st, _, _) = other.read_cmd(&[0x17, 0, 0, 0, 0, 0], 0);
+    assert_eq!(st, 0, "RELEASE(6)");
+    other.logout();
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn abort_task_mid_transfer_waits_for_the_pieces_in_flight() {
+    let (store, srv, mut c) = rig(8 * MIB);
+    let data = pattern(MIB, 0x42);
+    store.hold();
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    c.send_cmd(&cmd, &data[..BURST]);
+    let r = expect_r2t(&mut c);
+    answer(&mut c, &r, &data);
+    let _ = expect_r2t(&mut c);
+    assert_eq!(pieces_reach(&store, 2), 2, "two bursts in flight");
+    let tm = TaskMgmtRequest {
+        immediate: true,
+        function: TmfFunction::AbortTask,
+        lun: [0; 8],
+        itt: 0x4001,
+        referenced_tag: cmd.itt,
+        cmdsn: c.cmdsn,
+        exp_statsn: c.exp_statsn,
+        ref_cmdsn: cmd.cmdsn,
+        exp_datasn: 0,
+    };
+    c.send_tmf(&tm);
+    // Its pieces are still in the backstore: no answer yet.
+    c.sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(c.recv().is_err(), "TMF answered with pieces in flight");
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(store.release(), 2);
+    let p = c.recv().expect("TMF response");
+    assert_eq!(
+        p.bhs.opcode(),
+        Opcode::TASK_MGMT_RESPONSE,
+        "nothing for the task"
+    );
+    c.exp_statsn += 1;
+    assert_eq!(TaskMgmtResponse::parse(&p.bhs).response.code(), 0);
+    // Late data for the aborted task is dropped; the session goes on.
+    answer(&mut c, &r, &data);
+    c.nop(&[]);
+    let r = c.write_cmd(&write10(4096, (MIB / 512) as u16), &data);
+    assert_eq!(r.status, 0);
+    assert_eq!(store.pieces().len(), 6);
+    c.logout();
+    srv.shutdown();
+}

@@ -1,0 +1,326 @@
+//! Streamed writes in the engine ([`WriteStream`]): a WRITE checked when it
+//! arrived (`LunTable::check_streamed_write`) whose data the fabric hands
+//! over burst by burst, each written with its own asynchronous backstore
+//! call as soon as it is in. The task is a flight of its queue from the
+//! start ([`super::TaskQueue::start_stream`]): it holds a window slot, task
+//! ordering sees it (an ORDERED task waits for it), ABORT TASK and the
+//! queue's close find it. It finishes when the fabric sealed it (all data
+//! in, or the task dropped) and its last piece completed: GOOD if every
+//! piece did, else one CHECK CONDITION with the first failure's sense.
+//! After a failure later pieces are not written (the command fails anyway;
+//! SCSI allows a failed or aborted WRITE to leave part of its data).
+//!
+//! Each piece in flight holds the LU's shared medium order (as an
+//! asynchronous WRITE does) and counts as a busy task of the LU for resets
+//! (`pool::lu_enter`); between pieces the stream holds nothing, so a
+//! COMPARE AND WRITE or a reset never waits for an initiator's data.
+//! FUA (or the write cache off): one flush after the last piece.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use backstore::{Completion, IoOp};
+use scsi::sense::{Asc, Sense, SenseKey};
+
+use super::pool;
+use super::sink::Sink;
+use super::{Cdb, Done};
+use crate::dispatch::{self, GOOD};
+use crate::error::CmdError;
+use crate::stats::Started;
+use crate::streamed::{DevStats, WritePlan};
+use crate::{Device, Outcome, Status};
+
+/// The fabric's handle on a streamed write. Dropping it seals the stream
+/// (no more pieces): the task then finishes once its pieces complete.
+pub struct WriteStream {
+    shared: Arc<Shared>,
+    dev: Arc<Device>,
+    offset: u64,
+    len: usize,
+}
+
+/// What the pieces' completions share.
+pub(super) struct Shared {
+    /// No more pieces will come.
+    sealed: AtomicBool,
+    state: Mutex<State>,
+}
+
+struct State {
+    in_flight: usize,
+    err: Option<CmdError>,
+    /// Bytes written (for the statistics and the fabric's counters).
+    written: usize,
+    /// The pieces' buffers, handed back with the answer for reuse (a fresh
+    /// 256 KiB allocation per piece costs its page faults, ~60 µs).
+    spares: Vec<Vec<u8>>,
+    /// Taken by whoever finishes the task.
+    fin: Option<Finish>,
+    fua: bool,
+    dev: Arc<Device>,
+}
+
+/// What the task's answer needs.
+struct Finish {
+    seq: u64,
+    sink: Option<Arc<Sink>>,
+    cdb: Cdb,
+    charge: usize,
+    started: Option<Started<DevStats>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the stream is still fed (the queue's waits for "every task
+    /// finished" leave it out, as they leave out writes still gathering).
+    pub(super) fn open(&self) -> bool {
+        !self.sealed.load(Ordering::Acquire)
+    }
+
+    /// A piece ended (`r`), with its buffer when the backstore gave it back.
+    fn piece_done(self: &Arc<Self>, len: usize, r: std::io::Result<()>, buf: Option<Vec<u8>>) {
+        let mut s = self.lock();
+        s.in_flight -= 1;
+        match r {
+            Ok(()) => s.written += len,
+            Err(e) => {
+                if s.err.is_none() {
+                    s.err = Some(CmdError::WriteError(e));
+                }
+            }
+        }
+        if let Some(b) = buf {
+            s.spares.push(b);
+        }
+        self.maybe_finish(s);
+    }
+
+    /// Finish the task if it is sealed and nothing is in flight (with a
+    /// flush first for a durable write that succeeded).
+    fn maybe_finish(self: &Arc<Self>, mut s: MutexGuard<'_, State>) {
+        if s.in_flight > 0 || !self.sealed.load(Ordering::Acquire) || s.fin.is_none() {
+            return;
+        }
+        if s.fua && s.err.is_none() && s.written > 0 {
+            s.fua = false;
+            s.in_flight += 1;
+            let dev = Arc::clone(&s.dev);
+            drop(s);
+            let me = Arc::clone(self);
+            let key = dev.id();
+            pool::lu_enter(key);
+            dev.backstore.submit(
+                IoOp::Flush,
+                Completion::new(move |_, r| {
+                    pool::lu_leave(key);
+                    me.piece_done(0, r, None);
+                }),
+            );
+            return;
+        }
+        let Some(fin) = s.fin.take() else { return };
+        let err = s.err.take();
+        let written = s.written;
+        let spares = std::mem::take(&mut s.spares);
+        drop(s);
+        let out = err.as_ref().map_or(GOOD, dispatch::outcome_for);
+        fin.finish(out, written, spares);
+    }
+
+    fn seal(self: &Arc<Self>) {
+        self.sealed.store(true, Ordering::Release);
+        let s = self.lock();
+        self.maybe_finish(s);
+    }
+}
+
+impl Finish {
+    fn finish(mut self, out: Outcome, written: usize, spares: Vec<Vec<u8>>) {
+        let Some(sink) = self.sink.take() else { return };
+        if let Some(started) = self.started.take() {
+            started.end(&out, 0, written);
+        }
+        pool::uncharge(self.charge);
+        let d = Done {
+            seq: self.seq,
+            cdb: std::mem::replace(&mut self.cdb, Cdb::Short([0; 16])),
+            out,
+            data_out: Vec::new(),
+            data_in: Vec::new(),
+            overflow: 0,
+            sg_in: 0,
+            streamed: written,
+            spares,
+        };
+        sink.complete(Some(d), false);
+    }
+}
+
+impl Drop for Finish {
+    /// Never answered (a panic on the way): answer HARDWARE ERROR, so the
+    /// fabric does not wait for ever (as the pool's `Pending`).
+    fn drop(&mut self) {
+        let Some(sink) = self.sink.take() else { return };
+        tracing::error!(seq = self.seq, "a streamed write was never answered");
+        pool::uncharge(self.charge);
+        let d = Done {
+            seq: self.seq,
+            cdb: std::mem::replace(&mut self.cdb, Cdb::Short([0; 16])),
+            out: Outcome {
+                status: Status::CheckCondition,
+                sense: Some(
+                    Sense::new(SenseKey::HardwareError, Asc::INTERNAL_TARGET_FAILURE)
+                        .to_fixed()
+                        .to_vec(),
+                ),
+            },
+            data_out: Vec::new(),
+            data_in: Vec::new(),
+            overflow: 0,
+            sg_in: 0,
+            streamed: 0,
+            spares: Vec::new(),
+        };
+        sink.complete(Some(d), false);
+    }
+}
+
+/// A piece in flight: its completion, or its drop uncalled (a backstore
+/// that lost it), ends it exactly once.
+struct PieceGuard {
+    shared: Arc<Shared>,
+    key: u64,
+    len: usize,
+    done: bool,
+}
+
+impl PieceGuard {
+    fn complete(mut self, r: std::io::Result<()>, buf: Option<Vec<u8>>) {
+        self.done = true;
+        pool::lu_leave(self.key);
+        self.shared.piece_done(self.len, r, buf);
+    }
+}
+
+impl Drop for PieceGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            pool::lu_leave(self.key);
+            let e = std::io::Error::other("write piece dropped uncompleted");
+            self.shared.piece_done(self.len, Err(e), None);
+        }
+    }
+}
+
+/// Build the stream of `plan`, task `seq` of `sink` (the queue has counted
+/// it as started and charged `charge`).
+pub(super) fn new_stream(
+    plan: WritePlan,
+    seq: u64,
+    sink: Arc<Sink>,
+    cdb: Cdb,
+    charge: usize,
+) -> (WriteStream, Arc<Shared>) {
+    let WritePlan {
+        dev,
+        offset,
+        len,
+        fua,
+        started,
+    } = plan;
+    let shared = Arc::new(Shared {
+        sealed: AtomicBool::new(false),
+        state: Mutex::new(State {
+            in_flight: 0,
+            err: None,
+            written: 0,
+            spares: Vec::new(),
+            fin: Some(Finish {
+                seq,
+                sink: Some(sink),
+                cdb,
+                charge,
+                started: Some(started),
+            }),
+            fua,
+            dev: Arc::clone(&dev),
+        }),
+    });
+    let s = WriteStream {
+        shared: Arc::clone(&shared),
+        dev,
+        offset,
+        len,
+    };
+    (s, shared)
+}
+
+impl WriteStream {
+    /// Data-Out bytes the medium takes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Pieces other than the last must be whole logical blocks.
+    pub fn block_size(&self) -> usize {
+        self.dev.block_size() as usize
+    }
+
+    /// Write `buf`, the Data-Out bytes from `at` on, to the medium (bytes
+    /// past the write's extent are dropped). The buffer comes back when
+    /// nothing of it is written: past the extent, or an earlier piece
+    /// failed. A piece that does not end the data must be whole blocks.
+    pub fn piece(&mut self, at: usize, buf: Vec<u8>) -> Option<Vec<u8>> {
+        let n = buf.len().min(self.len.saturating_sub(at));
+        {
+            let mut s = self.shared.lock();
+            if n == 0 || s.err.is_some() {
+                return Some(buf);
+            }
+            s.in_flight += 1;
+        }
+        let key = self.dev.id();
+        pool::lu_enter(key);
+        // The LU's shared medium order, for this piece only.
+        let token = self.dev.io_async_begin();
+        let guard = PieceGuard {
+            shared: Arc::clone(&self.shared),
+            key,
+            len: n,
+            done: false,
+        };
+        let op = IoOp::Write {
+            offset: self.offset + at as u64,
+            buf,
+            len: n,
+            // Durability comes from the flush after the last piece.
+            fua: false,
+        };
+        self.dev.backstore.submit(
+            op,
+            Completion::new(move |op, r| {
+                drop(token);
+                let buf = match op {
+                    IoOp::Write { buf, .. } => Some(buf),
+                    _ => None,
+                };
+                guard.complete(r, buf);
+            }),
+        );
+        None
+    }
+}
+
+impl Drop for WriteStream {
+    fn drop(&mut self) {
+        self.shared.seal();
+    }
+}

@@ -1,0 +1,127 @@
+//! Streamed writes, the core's half: "checks now, medium later". A WRITE
+//! whose data comes in several bursts, on an LU whose backstore asks for
+//! it ([`backstore::Backstore::streams_writes`]: an RBD image, where a
+//! write's milliseconds in the cluster dwarf its data phase), is checked
+//! when the command arrives, before any of its data: every gate
+//! [`LunTable::execute`] passes a WRITE through before the backstore call
+//! (unit attention, ALUA state, reservations, sanitize, medium, write
+//! protection, PROTECT field, LBA range, transfer length, a failed flush
+//! for a durable write; `dispatch::prepare_rw`, the asynchronous path's
+//! own checks). A write that passes becomes a [`WritePlan`], which the
+//! fabric turns into an `engine::WriteStream` and feeds each burst as it
+//! lands. Anything else (COMPARE AND WRITE, WRITE AND VERIFY, WRITE SAME,
+//! WRITE(6), ORDERED / HEAD OF QUEUE / ACA tasks, other backstores) is
+//! [`StreamCheck::Unsuited`]: the fabric gathers all data and runs it as
+//! before.
+
+use std::sync::Arc;
+
+use scsi::cdb::Cdb;
+use scsi::opcode as op;
+
+use crate::dispatch::{self, GOOD};
+use crate::rw::Access;
+use crate::stats::{Counters, Started};
+use crate::{Device, LunTable, Nexus, Outcome, TaskAttr};
+
+/// A WRITE that passed its checks: where its data goes.
+pub struct WritePlan {
+    pub(crate) dev: Arc<Device>,
+    /// Byte offset on the medium of the first Data-Out byte.
+    pub(crate) offset: u64,
+    /// Data-Out bytes the medium takes (whole blocks); later ones are
+    /// dropped, as the gathered path drops them.
+    pub(crate) len: usize,
+    /// Durable before GOOD (FUA, or the write cache off): one flush after
+    /// the last piece.
+    pub(crate) fua: bool,
+    /// Counted in the LU's statistics from the command's arrival.
+    pub(crate) started: Started<DevStats>,
+}
+
+impl WritePlan {
+    /// Data-Out bytes the medium takes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The LU's logical block size: pieces other than the last must be
+    /// whole blocks.
+    pub fn block_size(&self) -> usize {
+        self.dev.block_size() as usize
+    }
+}
+
+/// The statistics of a device, owned (a completion outlives the command's
+/// borrow of its LUN table).
+pub(crate) struct DevStats(pub(crate) Arc<Device>);
+
+impl AsRef<Counters> for DevStats {
+    fn as_ref(&self) -> &Counters {
+        &self.0.state.stats
+    }
+}
+
+/// What [`LunTable::check_streamed_write`] decided.
+pub enum StreamCheck {
+    /// Passed every check: its data may go to the medium piece by piece.
+    Stream(WritePlan),
+    /// Answered now (refused by a check, or nothing to write): none of its
+    /// data reaches the medium.
+    Answer(Outcome),
+    /// Not for streaming: gather all its data and run it as usual.
+    Unsuited,
+}
+
+impl LunTable {
+    /// A WRITE(10/12/16) of `data_out_len` bytes whose data is still to
+    /// come: whether it may be streamed to the backstore (see the module
+    /// comment), after its checks. Nothing is checked (no unit attention
+    /// consumed) unless the answer is `Stream` or `Answer`.
+    pub fn check_streamed_write(
+        &self,
+        nexus: &Nexus,
+        lun_id: u64,
+        cdb: &[u8],
+        attr: TaskAttr,
+        data_out_len: u32,
+    ) -> StreamCheck {
+        let Some(lun) = self.find(lun_id) else {
+            return StreamCheck::Unsuited;
+        };
+        if attr != TaskAttr::Simple || !lun.device.backstore.streams_writes() {
+            return StreamCheck::Unsuited;
+        }
+        let Ok(c) = Cdb::new(cdb) else {
+            return StreamCheck::Unsuited;
+        };
+        if !matches!(c.opcode(), op::WRITE_10 | op::WRITE_12 | op::WRITE_16) {
+            return StreamCheck::Unsuited;
+        }
+        let started = lun.device.state.stats.begin(c.opcode());
+        match dispatch::prepare_rw(self, nexus, lun, c, data_out_len as usize) {
+            Ok(Some(Access::Write { offset, len, fua })) => StreamCheck::Stream(WritePlan {
+                dev: Arc::clone(&lun.device),
+                offset,
+                len,
+                fua,
+                started: started.hand_to(DevStats(Arc::clone(&lun.device))),
+            }),
+            // A READ cannot come out of a WRITE's CDB; nothing to write
+            // (zero blocks) is GOOD, as the gathered path answers.
+            Ok(_) => {
+                started.end(&GOOD, 0, 0);
+                StreamCheck::Answer(GOOD)
+            }
+            Err(e) => {
+                let out = dispatch::outcome_for(&e);
+                started.end(&out, 0, 0);
+                StreamCheck::Answer(out)
+            }
+        }
+    }
+}
