@@ -207,7 +207,7 @@ fn flow_cpu(reg: &mut Registry, live: &Live) {
     }
     reg.register(
         "iscsi_flow_cpu_moves",
-        "iSCSI connection threads moved (follow_flow_cpu): onto the CPU their packets arrive on (flow), after that CPU changed (followed), back to their own CPU mask when the load grew (own), or not moved because the flow's CPU was unknown or outside the mask (unknown); late: moves whose SCHED_IDLE hand-offs stopped because a send came back late (another task held the CPU); slower: moves undone because the commands ran slower on one CPU than apart (also counted in own)",
+        "iSCSI connection threads moved (follow_flow_cpu): onto the CPU their packets arrive on (flow), after that CPU changed (followed), back to their own CPU mask when the load grew (own), or not moved because the flow's CPU was unknown or outside the mask (unknown); late: sends as SCHED_IDLE that came back late (another task held the CPU), each pausing the hand-offs; slower: moves undone because the commands ran slower on one CPU than apart (also counted in own)",
         moves,
     );
 }
