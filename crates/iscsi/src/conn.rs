@@ -282,9 +282,12 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             true => STREAMING_READ,
             false => usize::MAX,
         };
+        // Moved onto the flow's CPU: no spin (`FlowCpu::is_moved`), one
+        // blocking receive.
+        let spin = sess.flow_cpu.as_ref().is_none_or(|f| !f.is_moved());
         let got = match sess.busy_poll.as_mut() {
-            Some(p) => p.recv(&mut io.rx, &mut io.stream, need, max),
-            None => io.rx.fill_upto(&mut io.stream, need, max),
+            Some(p) if spin => p.recv(&mut io.rx, &mut io.stream, need, max),
+            _ => io.rx.fill_upto(&mut io.stream, need, max),
         };
         match got {
             Ok(0) => return,

@@ -117,11 +117,22 @@ fn a_qd1_connection_moves_to_the_initiators_cpu_and_back_under_load() {
         assert_eq!(conn_thread_cpus(), cpus, "starts with the process's mask");
         // The move happens before the answer that follows the steady
         // run (256 wake-ups) is sent: by the last answer the thread is
-        // there (and not yet judged: that takes 512 more).
-        qd1(&mut c, 600);
+        // there (and not yet judged: the first look comes 128 later).
+        qd1(&mut c, 260);
         assert_eq!(conn_thread_cpus(), [cpu], "on the initiator's CPU");
         let s = srv2.flow_cpu_counts();
         assert_eq!((s.moved, s.restored), (1, 0), "{s:?}");
+        // Moved, the connection no longer busy-polls: the initiator's
+        // send wakes it on this CPU (no wait is spun for, or counted). An
+        // initiator that takes a little time between commands, so that
+        // the thread finds the socket empty after its send (with the
+        // hand-off a lean one has sent the next command by then).
+        let polls = srv2.busy_poll_counts();
+        for i in 0..100 {
+            std::thread::sleep(std::time::Duration::from_micros(30));
+            assert_eq!(c.read_cmd(&read10(i % 64, 8), 4096).0, 0);
+        }
+        assert_eq!(srv2.busy_poll_counts(), polls, "no spin while moved");
         for _ in 0..20 {
             burst(&mut c);
         }

@@ -230,9 +230,8 @@ fn busy_polls_are_counted(addr: SocketAddr) {
     };
     assert!(waits(&scrape) > 0, "{scrape}");
     assert!(scrape.contains("rtarget_iscsi_busy_poll_spin_seconds_total "));
-    // follow_flow_cpu (off by default): no thread moved, but every
-    // outcome is listed.
-    for to in ["flow", "followed", "own", "unknown", "late"] {
+    // follow_flow_cpu: every outcome is listed, moved or not.
+    for to in ["flow", "followed", "own", "unknown", "late", "slower"] {
         let name = format!("rtarget_iscsi_flow_cpu_moves_total{{to=\"{to}\"}}");
         assert!(scrape.contains(&name), "{name}: {scrape}");
     }

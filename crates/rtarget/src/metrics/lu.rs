@@ -201,12 +201,13 @@ fn flow_cpu(reg: &mut Registry, live: &Live) {
         ("own", c.restored),
         ("unknown", c.unknown),
         ("late", c.late),
+        ("slower", c.slower),
     ] {
         moves.get_or_create(&vec![("to", to.to_string())]).inc_by(n);
     }
     reg.register(
         "iscsi_flow_cpu_moves",
-        "iSCSI connection threads moved (follow_flow_cpu): onto the CPU their packets arrive on (flow), after that CPU changed (followed), back to their own CPU mask when the load grew (own), or not moved because the flow's CPU was unknown or outside the mask (unknown); late: moves whose SCHED_IDLE hand-offs stopped because a send came back late (another task held the CPU)",
+        "iSCSI connection threads moved (follow_flow_cpu): onto the CPU their packets arrive on (flow), after that CPU changed (followed), back to their own CPU mask when the load grew (own), or not moved because the flow's CPU was unknown or outside the mask (unknown); late: sends as SCHED_IDLE that came back late (another task held the CPU), each pausing the hand-offs; slower: moves undone because the commands ran slower on one CPU than apart (also counted in own)",
         moves,
     );
 }
