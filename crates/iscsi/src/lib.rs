@@ -53,6 +53,7 @@ mod tmf;
 mod tmf_mcs;
 mod tmf_sam4;
 mod txq;
+mod write_overlap;
 
 /// One target portal group as the fabric needs it.
 #[derive(Clone)]

@@ -45,6 +45,10 @@ impl Session {
             self.submit(tx, c, cdb, buf, long);
             return;
         }
+        if self.overlap_write(c, lun, buf.len()) {
+            self.submit(tx, c, cdb, buf, false);
+            return;
+        }
         self.execute_inline(tx, c, cdb, &buf);
         tx.recycle(buf);
     }
