@@ -125,3 +125,31 @@ pub struct Done {
     /// The buffers of those pieces, back for reuse.
     pub spares: Vec<Vec<u8>>,
 }
+
+impl Done {
+    /// The answer for a task that can no longer finish normally (it
+    /// panicked, or its handle was dropped unanswered): CHECK CONDITION,
+    /// HARDWARE ERROR / INTERNAL TARGET FAILURE, so the fabric never waits
+    /// for ever.
+    pub(crate) fn internal_failure(seq: u64, cdb: Cdb) -> Done {
+        use scsi::sense::{Asc, Sense, SenseKey};
+        Done {
+            seq,
+            cdb,
+            out: Outcome {
+                status: crate::Status::CheckCondition,
+                sense: Some(
+                    Sense::new(SenseKey::HardwareError, Asc::INTERNAL_TARGET_FAILURE)
+                        .to_fixed()
+                        .to_vec(),
+                ),
+            },
+            data_out: Vec::new(),
+            data_in: Vec::new(),
+            overflow: 0,
+            sg_in: 0,
+            streamed: 0,
+            spares: Vec::new(),
+        }
+    }
+}

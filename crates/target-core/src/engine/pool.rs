@@ -21,11 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use scsi::sense::{Asc, Sense, SenseKey};
-
 use super::sink::Sink;
 use super::{Cdb, Done, SgBufs};
-use crate::{LunTable, Nexus, Outcome, Reply, Request, SgCommand, Status, TaskAttr};
+use crate::{LunTable, Nexus, Reply, Request, SgCommand, TaskAttr};
 
 /// One task handed to the pool, with the buffers it owns.
 pub(super) struct Job {
@@ -359,24 +357,7 @@ impl Drop for Pending {
         tracing::error!(seq = self.seq, "command panicked in the I/O engine");
         lu_leave(self.lu_key);
         uncharge(self.charge);
-        let d = Done {
-            seq: self.seq,
-            cdb,
-            out: Outcome {
-                status: Status::CheckCondition,
-                sense: Some(
-                    Sense::new(SenseKey::HardwareError, Asc::INTERNAL_TARGET_FAILURE)
-                        .to_fixed()
-                        .to_vec(),
-                ),
-            },
-            data_out: Vec::new(),
-            data_in: Vec::new(),
-            overflow: 0,
-            sg_in: 0,
-            streamed: 0,
-            spares: Vec::new(),
-        };
+        let d = Done::internal_failure(self.seq, cdb);
         self.sink.complete(Some(d), self.long);
     }
 }

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use backstore::{Completion, IoOp};
-use scsi::sense::{Asc, Sense, SenseKey};
 
 use super::pool;
 use super::sink::Sink;
@@ -29,7 +28,7 @@ use crate::dispatch::{self, GOOD};
 use crate::error::CmdError;
 use crate::stats::Started;
 use crate::streamed::{DevStats, WritePlan};
-use crate::{Device, Outcome, Status};
+use crate::{Device, Outcome};
 
 /// The fabric's handle on a streamed write. Dropping it seals the stream
 /// (no more pieces): the task then finishes once its pieces complete.
@@ -167,24 +166,10 @@ impl Drop for Finish {
         let Some(sink) = self.sink.take() else { return };
         tracing::error!(seq = self.seq, "a streamed write was never answered");
         pool::uncharge(self.charge);
-        let d = Done {
-            seq: self.seq,
-            cdb: std::mem::replace(&mut self.cdb, Cdb::Short([0; 16])),
-            out: Outcome {
-                status: Status::CheckCondition,
-                sense: Some(
-                    Sense::new(SenseKey::HardwareError, Asc::INTERNAL_TARGET_FAILURE)
-                        .to_fixed()
-                        .to_vec(),
-                ),
-            },
-            data_out: Vec::new(),
-            data_in: Vec::new(),
-            overflow: 0,
-            sg_in: 0,
-            streamed: 0,
-            spares: Vec::new(),
-        };
+        let d = Done::internal_failure(
+            self.seq,
+            std::mem::replace(&mut self.cdb, Cdb::Short([0; 16])),
+        );
         sink.complete(Some(d), false);
     }
 }
