@@ -8,25 +8,8 @@ mod common;
 
 use common::*;
 use iscsi_wire::response::{R2t, ScsiResponse};
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 use target_core::{Device, DeviceOptions};
-
-/// Send the data an R2T asks for, in one Data-Out.
-fn answer(c: &mut Client, r: &R2t, data: &[u8]) {
-    let d = iscsi_wire::request::DataOut {
-        final_bit: true,
-        lun: [0; 8],
-        itt: r.itt,
-        ttt: r.ttt,
-        exp_statsn: c.exp_statsn,
-        datasn: 0,
-        buffer_offset: r.buffer_offset,
-    };
-    let mut b = Bhs::default();
-    d.write_to(&mut b);
-    let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
-    c.send(&b, &data[off..off + len]);
-}
 
 #[test]
 fn oldest_writes_get_r2ts_first_and_every_write_completes() {
@@ -79,7 +62,7 @@ fn oldest_writes_get_r2ts_first_and_every_write_completes() {
                 "R2T for {:#x} while older writes {waiting:x?} still wait",
                 r.itt
             );
-            answer(&mut c, &r, &data);
+            c.answer_r2t(&r, &data);
             *sent.entry(r.itt).or_default() += r.desired_len as usize;
         }
         let p = c.recv().expect("R2T or SCSI Response");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use backstore::testing::RecordsPieces;
 use common::*;
-use iscsi_wire::request::{DataOut, TaskMgmtRequest};
+use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::{R2t, ScsiResponse, TaskMgmtResponse};
 use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::Opcode;
@@ -68,21 +68,6 @@ fn pieces_reach(store: &RecordsPieces, n: usize) -> usize {
     }
 }
 
-/// Send the data an R2T asks for, in one Data-Out.
-fn answer(c: &mut Client, r: &R2t, data: &[u8]) {
-    let d = DataOut {
-        final_bit: true,
-        lun: [0; 8],
-        itt: r.itt,
-        ttt: r.ttt,
-        exp_statsn: c.exp_statsn,
-        datasn: 0,
-        buffer_offset: r.buffer_offset,
-    };
-    let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
-    c.send_data_out(&d, &data[off..off + len]);
-}
-
 fn expect_r2t(c: &mut Client) -> R2t {
     let p = c.recv().expect("R2T");
     assert_eq!(p.bhs.opcode(), Opcode::R2T, "an R2T, not an answer");
@@ -124,7 +109,7 @@ fn each_burst_reaches_the_backstore_before_the_last_data_out() {
                 "pieces before the last Data-Out: {before:?}"
             );
         }
-        answer(&mut c, &r, &data);
+        c.answer_r2t(&r, &data);
     }
     let r = expect_response(&mut c);
     assert_eq!(r.status, 0, "GOOD");
@@ -203,7 +188,7 @@ fn abort_task_mid_transfer_waits_for_the_pieces_in_flight() {
     let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
     c.send_cmd(&cmd, &data[..BURST]);
     let r = expect_r2t(&mut c);
-    answer(&mut c, &r, &data);
+    c.answer_r2t(&r, &data);
     let _ = expect_r2t(&mut c);
     assert_eq!(pieces_reach(&store, 2), 2, "two bursts in flight");
     let tm = TaskMgmtRequest {
@@ -236,7 +221,7 @@ fn abort_task_mid_transfer_waits_for_the_pieces_in_flight() {
     c.exp_statsn += 1;
     assert_eq!(TaskMgmtResponse::parse(&p.bhs).response.code(), 0);
     // Late data for the aborted task is dropped; the session goes on.
-    answer(&mut c, &r, &data);
+    c.answer_r2t(&r, &data);
     c.nop(&[]);
     let r = c.write_cmd(&write10(4096, (MIB / 512) as u16), &data);
     assert_eq!(r.status, 0);

@@ -39,23 +39,6 @@ pub struct WritePlan {
     pub(crate) started: Started<DevStats>,
 }
 
-impl WritePlan {
-    /// Data-Out bytes the medium takes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The LU's logical block size: pieces other than the last must be
-    /// whole blocks.
-    pub fn block_size(&self) -> usize {
-        self.dev.block_size() as usize
-    }
-}
-
 /// The statistics of a device, owned (a completion outlives the command's
 /// borrow of its LUN table).
 pub(crate) struct DevStats(pub(crate) Arc<Device>);

@@ -226,6 +226,22 @@ impl Client {
         self.send(&b, data);
     }
 
+    /// Send the data an R2T asks for (from `data`, the whole write's
+    /// Data-Out), in one final Data-Out.
+    pub fn answer_r2t(&mut self, r: &R2t, data: &[u8]) {
+        let d = DataOut {
+            final_bit: true,
+            lun: [0; 8],
+            itt: r.itt,
+            ttt: r.ttt,
+            exp_statsn: self.exp_statsn,
+            datasn: 0,
+            buffer_offset: r.buffer_offset,
+        };
+        let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
+        self.send_data_out(&d, &data[off..off + len]);
+    }
+
     /// Send a Task Management Function Request.
     pub fn send_tmf(&mut self, tm: &TaskMgmtRequest) {
         let mut b = Bhs::default();

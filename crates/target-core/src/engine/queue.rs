@@ -378,7 +378,7 @@ impl<C> TaskQueue<C> {
         let sink = self.sink()?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let charge = plan.len();
+        let charge = plan.len;
         pool::charge(charge);
         sink.started(false);
         let (ws, shared) = stream::new_stream(plan, seq, sink, cdb, charge);

@@ -245,15 +245,6 @@ pub(super) fn new_stream(
 }
 
 impl WriteStream {
-    /// Data-Out bytes the medium takes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Pieces other than the last must be whole logical blocks.
     pub fn block_size(&self) -> usize {
         self.dev.block_size() as usize
