@@ -23,6 +23,9 @@ use std::sync::Mutex;
 use crate::{Backstore, Capabilities};
 
 mod durable;
+mod landing;
+#[cfg(test)]
+pub(crate) use landing::in_memory as on_memory_fs;
 mod resize;
 pub mod uring;
 mod vectored;
@@ -96,6 +99,8 @@ pub struct FileBackstore {
     rwf_dsync_ok: AtomicBool,
     /// Sticky flush failures (writeback errors are reported only once).
     wb: durable::Writeback,
+    /// A buffered file on tmpfs: WRITE data lands in its mapping.
+    landing: landing::Landing,
 }
 
 thread_local! {
@@ -249,6 +254,11 @@ impl FileBackstore {
                 DIRECT_ALIGN as u64,
             )
             .is_ok();
+        let landing = if opts.write_back && !opts.read_only && !is_blk && direct.is_none() {
+            landing::Landing::open(&file, size)
+        } else {
+            landing::Landing::none()
+        };
         Ok(FileBackstore {
             path: opts.path.clone(),
             file,
@@ -265,6 +275,7 @@ impl FileBackstore {
             zero_range_ok: AtomicBool::new(true),
             rwf_dsync_ok: AtomicBool::new(true),
             wb: durable::Writeback::open(&opts.path, opts.read_only),
+            landing,
         })
     }
 
@@ -487,6 +498,18 @@ impl Backstore for FileBackstore {
 
     fn write_vectored_at(&self, bufs: &crate::IoVecs, offset: u64, fua: bool) -> io::Result<()> {
         self.write_iov(bufs, offset, fua)
+    }
+
+    fn lands_writes(&self) -> bool {
+        self.landing.active()
+    }
+
+    fn land(&self, offset: u64, len: usize, fill: crate::Fill<'_>) -> io::Result<usize> {
+        self.check_writable()?;
+        self.check(offset, len)?;
+        self.landing
+            .land(offset, len, fill)
+            .unwrap_or_else(|| Err(crate::landing::unsupported()))
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod crypt;
 pub mod file;
 pub mod iov;
+pub mod landing;
 pub mod lent;
 pub mod nbd;
 pub mod null;
@@ -41,6 +42,7 @@ pub use crypt::{CryptBackstore, CryptError};
 pub use file::uring::UringBackstore;
 pub use file::{Extent, FileBackstore, FileOptions};
 pub use iov::IoVecs;
+pub use landing::{Area, Fill};
 pub use lent::{LentBytes, LentRead};
 pub use nbd::{NbdAddr, NbdBackstore, NbdTimeouts};
 pub use null::NullBackstore;
@@ -303,6 +305,24 @@ pub trait Backstore: Send + Sync + 'static {
     /// wrappers do not forward it (they meter or transform whole writes).
     fn streams_writes(&self) -> bool {
         false
+    }
+
+    /// WRITE data may be received straight into this backstore's memory
+    /// ([`Backstore::land`], [`landing`]): the fabric then streams such a
+    /// WRITE (checks at arrival, as for [`Backstore::streams_writes`]) and
+    /// lands each burst as it arrives. False by default; wrappers do not
+    /// forward it (they transform or meter what is written).
+    fn lands_writes(&self) -> bool {
+        false
+    }
+
+    /// Land `len` bytes at `offset` ([`landing`]): call `fill` on each
+    /// contiguous [`Area`] of the medium that holds them, in order, and
+    /// stop after one it did not fill. Returns the bytes landed; an error
+    /// of `fill` is returned as is (what it landed before stays). Called
+    /// only while [`Backstore::lands_writes`] says true.
+    fn land(&self, _offset: u64, _len: usize, _fill: Fill<'_>) -> io::Result<usize> {
+        Err(landing::unsupported())
     }
 }
 

@@ -47,6 +47,8 @@ impl FileBackstore {
                 self.wb.sync(&self.file, true)?;
             }
         }
+        // The mapping first: a landing that sees the new size finds it.
+        self.landing.remap(&self.file, new_size);
         self.size.store(new_size, Ordering::Release);
         Ok(())
     }
