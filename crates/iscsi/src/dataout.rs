@@ -115,7 +115,7 @@ impl WriteTask {
     }
 }
 
-enum DataErr {
+pub(crate) enum DataErr {
     /// Wrong DataSN: the task can no longer complete correctly.
     Sequence,
     /// Offset/length outside what was asked for: Reject, then close.
@@ -300,7 +300,7 @@ impl Session {
     }
 
     /// After a Data-Out: poison, close or, once all data is in, execute.
-    fn finish_data(
+    pub(crate) fn finish_data(
         &mut self,
         mut t: WriteTask,
         bhs: &Bhs,
@@ -338,7 +338,7 @@ impl Session {
         if t.stream.is_some() {
             // A burst ends with its final Data-Out; the last one ends the data.
             if d.final_bit || all_in {
-                crate::streamed_write::feed(&mut t, tx, all_in);
+                crate::streamed_write::feed(self, &mut t, tx, all_in);
             }
             if all_in {
                 // Sealed: the answer comes once its pieces completed.
@@ -363,7 +363,7 @@ impl Session {
     /// Check a Data-Out of `len` bytes against the task which had received
     /// `base` bytes before it, and advance the task's sequence state; the
     /// caller appends (or has placed) the data.
-    fn accept_data(
+    pub(crate) fn accept_data(
         &mut self,
         t: &mut WriteTask,
         d: &DataOut,

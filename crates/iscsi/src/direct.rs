@@ -21,6 +21,10 @@ use crate::session::{Action, Session};
 pub struct DirectCounters {
     pub data_out: AtomicU64,
     pub immediate: AtomicU64,
+    /// Data-Out PDUs landed in the medium (`landed_write`), and their
+    /// bytes that went straight from the socket into it.
+    pub landed: AtomicU64,
+    pub landed_bytes: AtomicU64,
 }
 
 /// Smallest data segment (Data-Out or immediate data) received straight
@@ -50,6 +54,12 @@ pub fn recv_direct(sess: &mut Session, io: &mut Io, last_rx: &mut Instant) -> Op
     {
         return None;
     }
+    if bhs.opcode() == Opcode::DATA_OUT {
+        if let Some(a) = crate::landed_write::try_land(sess, io, last_rx, &bhs, dsl) {
+            return Some(a);
+        }
+    }
+    let data = io.rx.data();
     let (mut buf, task) = match bhs.opcode() {
         Opcode::DATA_OUT => {
             let mut t = sess.claim_data_out(&bhs)?;
@@ -91,13 +101,14 @@ pub fn recv_direct(sess: &mut Session, io: &mut Io, last_rx: &mut Instant) -> Op
 /// wake-up for the rest), keeping NOP-In pings and stop requests going
 /// while the initiator is slow. `Err`: the connection ends (closed,
 /// failed, killed).
-fn recv_exact(
+pub(crate) fn recv_exact(
     sess: &mut Session,
     io: &mut Io,
     last_rx: &mut Instant,
     buf: &mut Vec<u8>,
     until: usize,
 ) -> Result<(), ()> {
+    buf.reserve(until.saturating_sub(buf.len()));
     let fd = io.stream.as_raw_fd();
     // Tasks in flight on the engine (an RBD LU's librbd writes) complete
     // while we wait, and their answers would wait for the whole segment:

@@ -35,6 +35,7 @@ mod dataout;
 mod direct;
 mod discovery;
 mod flow_cpu;
+mod landed_write;
 mod lent_read;
 mod login;
 mod logout;
@@ -297,6 +298,14 @@ impl IscsiServer {
         let d = &self.shared.direct_rx;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         (get(&d.data_out), get(&d.immediate))
+    }
+
+    /// Data-Out PDUs since the server started whose data landed straight
+    /// in the medium (`landed_write`), and the bytes that did.
+    pub fn landed_receives(&self) -> (u64, u64) {
+        let d = &self.shared.direct_rx;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&d.landed), get(&d.landed_bytes))
     }
 
     /// Stop listening, log every session out (Async Message where possible,

@@ -125,6 +125,44 @@ pub fn recv_rest(
     Ok(receives)
 }
 
+/// Bytes queued on the socket `fd` for reading (0 if it cannot tell).
+pub fn queued(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a pointer to a live int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Wait until `bytes` are queued on `fd` with one wake-up (the mark; the
+/// kernel wakes earlier when the receive window runs low, or at the end
+/// of the stream), at most one receive timeout (`conn::TICK`).
+/// `Ok(true)`: readable; `Ok(false)`: timed out; `Err`: the wait failed.
+pub fn wait_marked(fd: RawFd, bytes: usize) -> Result<bool, ()> {
+    let mut low = LowWater { fd, mark: 1 };
+    low.wait_for(bytes);
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = crate::conn::TICK.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        0 => Ok(false),
+        n if n < 0 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(())
+            }
+        }
+        _ => Ok(true),
+    }
+}
+
 /// `recv(2)` into `spare`: bytes received, 0 at the end of the stream,
 /// negative on error (`errno` set).
 fn recv(fd: RawFd, spare: &mut [MaybeUninit<u8>], flags: libc::c_int) -> isize {

@@ -24,7 +24,7 @@
 //! flight complete.
 
 use iscsi_wire::request::Attr;
-use target_core::engine::TaskInfo;
+use target_core::engine::{TaskInfo, WriteStream};
 use target_core::{StreamCheck, TaskAttr};
 
 use crate::dataout::WriteTask;
@@ -59,11 +59,10 @@ impl Session {
         let lun = scsi::lun::decode(t.cmd.lun);
         // Cheap refusals first: no check (and no unit attention consumed)
         // for a write that will not stream.
-        if !self
-            .luns
-            .find(lun)
-            .is_some_and(|l| l.device.backstore.streams_writes())
-            || !self.offload.may_stream(lun)
+        if !self.luns.find(lun).is_some_and(|l| {
+            let b = &l.device.backstore;
+            b.streams_writes() || b.lands_writes()
+        }) || !self.offload.may_stream(lun)
         {
             return Start::Gather;
         }
@@ -90,7 +89,7 @@ impl Session {
                     Some(s) => {
                         t.stream = Some(s);
                         // The immediate data is the first burst.
-                        feed(t, tx, false);
+                        feed(self, t, tx, false);
                         Start::Streaming
                     }
                     None => {
@@ -138,8 +137,8 @@ impl Session {
 /// Hand the whole blocks gathered in `t.buf` to `t`'s stream as one piece
 /// (everything when `last`), unless that is less than [`PIECE_MIN`]
 /// before the end. A partial block stays for the next piece.
-pub(crate) fn feed(t: &mut WriteTask, tx: &mut TxQueue, last: bool) {
-    let Some(s) = t.stream.as_mut() else { return };
+pub(crate) fn feed(sess: &Session, t: &mut WriteTask, tx: &mut TxQueue, last: bool) {
+    let Some(s) = t.stream.as_ref() else { return };
     let have = t.buf.len();
     let cut = if last {
         have
@@ -156,7 +155,46 @@ pub(crate) fn feed(t: &mut WriteTask, tx: &mut TxQueue, last: bool) {
     }
     let at = t.base;
     t.base += cut;
-    if let Some(back) = s.piece(at, piece) {
-        tx.recycle(back);
+    give(sess, t, at, piece, tx);
+}
+
+/// Hand `piece`, the Data-Out bytes from `at` on, to `t`'s stream. One the
+/// stream does not take because a unit attention was raised on the LU
+/// since its checks ran has them run again first (`WriteStream::fenced`).
+pub(crate) fn give(sess: &Session, t: &mut WriteTask, at: usize, piece: Vec<u8>, tx: &mut TxQueue) {
+    let Some(s) = t.stream.as_mut() else {
+        tx.recycle(piece);
+        return;
+    };
+    let mut piece = piece;
+    loop {
+        match s.piece(at, piece) {
+            None => return,
+            Some(back) if s.fenced() && !s.failed() => {
+                let (lun, edtl) = (t.cmd.lun, t.cmd.expected_data_len);
+                recheck(sess, lun, t.cdb.as_slice(), edtl, s);
+                piece = back;
+            }
+            Some(back) => {
+                tx.recycle(back);
+                return;
+            }
+        }
+    }
+}
+
+/// Run a fenced stream's checks again: it goes on, or its answer is the
+/// refusal and none of its remaining data reaches the medium.
+pub(crate) fn recheck(sess: &Session, lun: [u8; 8], cdb: &[u8], edtl: u32, s: &mut WriteStream) {
+    let lun = scsi::lun::decode(lun);
+    match sess
+        .luns
+        .recheck_streamed_write(&sess.nexus, lun, cdb, edtl)
+    {
+        Ok(fence) => s.checked(fence),
+        Err(out) => {
+            tracing::debug!(status = ?out.status, "a streamed write refused by its checks run again");
+            s.refuse(out);
+        }
     }
 }

@@ -37,6 +37,10 @@ pub struct WritePlan {
     pub(crate) fua: bool,
     /// Counted in the LU's statistics from the command's arrival.
     pub(crate) started: Started<DevStats>,
+    /// The LU's unit-attention count when the checks ran (`ua::raised`):
+    /// a piece that finds it moved must have them run again
+    /// ([`LunTable::recheck_streamed_write`]) before it reaches the medium.
+    pub(crate) fence: u64,
 }
 
 /// The statistics of a device, owned (a completion outlives the command's
@@ -76,7 +80,8 @@ impl LunTable {
         let Some(lun) = self.find(lun_id) else {
             return StreamCheck::Unsuited;
         };
-        if attr != TaskAttr::Simple || !lun.device.backstore.streams_writes() {
+        let b = &lun.device.backstore;
+        if attr != TaskAttr::Simple || !(b.streams_writes() || b.lands_writes()) {
             return StreamCheck::Unsuited;
         }
         let Ok(c) = Cdb::new(cdb) else {
@@ -86,6 +91,8 @@ impl LunTable {
             return StreamCheck::Unsuited;
         }
         let started = lun.device.state.stats.begin(c.opcode());
+        // Before the checks: a condition raised while they run is seen.
+        let fence = lun.device.state.ua.raised();
         match dispatch::prepare_rw(self, nexus, lun, c, data_out_len as usize) {
             Ok(Some(Access::Write { offset, len, fua })) => StreamCheck::Stream(WritePlan {
                 dev: Arc::clone(&lun.device),
@@ -93,6 +100,7 @@ impl LunTable {
                 len,
                 fua,
                 started: started.hand_to(DevStats(Arc::clone(&lun.device))),
+                fence,
             }),
             // A READ cannot come out of a WRITE's CDB; nothing to write
             // (zero blocks) is GOOD, as the gathered path answers.
@@ -105,6 +113,33 @@ impl LunTable {
                 started.end(&out, 0, 0);
                 StreamCheck::Answer(out)
             }
+        }
+    }
+
+    /// Run the checks of a streamed write again (the CDB and length it was
+    /// started with) because a unit attention was raised on its LU since
+    /// they ran (`WriteStream::fenced`): a reset, a preemption, an ALUA
+    /// change. `Ok`: the write may go on, with the count to remember
+    /// (`WriteStream::checked`); `Err`: its answer (the unit attention
+    /// itself when it was this nexus's, as a gathered write would get it
+    /// once its data is in), and none of its remaining data may land.
+    pub fn recheck_streamed_write(
+        &self,
+        nexus: &Nexus,
+        lun_id: u64,
+        cdb: &[u8],
+        data_out_len: u32,
+    ) -> Result<u64, Outcome> {
+        let lun = self
+            .find(lun_id)
+            .ok_or_else(|| dispatch::outcome_for(&crate::error::CmdError::LunNotSupported))?;
+        // It parsed when the write started; a CDB cannot change since.
+        let c = Cdb::new(cdb)
+            .map_err(|_| dispatch::outcome_for(&crate::error::CmdError::InvalidOpcode))?;
+        let fence = lun.device.state.ua.raised();
+        match dispatch::prepare_rw(self, nexus, lun, c, data_out_len as usize) {
+            Ok(_) => Ok(fence),
+            Err(e) => Err(dispatch::outcome_for(&e)),
         }
     }
 }

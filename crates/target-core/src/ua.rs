@@ -68,6 +68,11 @@ pub(crate) struct UaState {
     known: [AtomicU64; KNOWN_SLOTS],
     next_slot: AtomicUsize,
     inner: Mutex<Inner>,
+    /// Conditions raised so far (any nexus): a streamed write checked
+    /// before a change runs its checks again before its next piece lands
+    /// (`streamed`), as a gathered write is checked only once all its data
+    /// is in. Resets, preemptions and ALUA changes all raise one.
+    raised: AtomicU64,
 }
 
 impl UaState {
@@ -123,6 +128,7 @@ impl UaState {
             inner.push(n, asc);
         }
         self.pending.store(inner.any_queued(), Ordering::Release);
+        self.raised.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Queue `asc` for one nexus (persistent reservation changes).
@@ -130,6 +136,7 @@ impl UaState {
         let mut inner = self.lock();
         inner.push(nexus, asc);
         self.pending.store(inner.any_queued(), Ordering::Release);
+        self.raised.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A reset: every nexus gets `asc`, replacing what was queued (a reset
@@ -144,6 +151,7 @@ impl UaState {
             inner.established += 1;
         }
         self.pending.store(inner.any_queued(), Ordering::Release);
+        self.raised.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The condition `nexus` would be told next, left queued (QUERY
@@ -170,6 +178,12 @@ impl UaState {
         q.push_back(asc);
         inner.established += 1;
         self.pending.store(true, Ordering::Release);
+        self.raised.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times conditions were raised (see the field).
+    pub(crate) fn raised(&self) -> u64 {
+        self.raised.load(Ordering::SeqCst)
     }
 
     /// (established, reported) conditions, for monitoring.

@@ -47,7 +47,7 @@ mod stream;
 pub use pool::{pool_bytes, wait_lus_idle, worker_count};
 pub use queue::{Finished, Limits, TaskInfo, TaskQueue};
 pub use sink::{EndAction, Ends, Sink};
-pub use stream::WriteStream;
+pub use stream::{Land, WriteStream};
 
 use crate::{Outcome, TaskAttr};
 

@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use backstore::{Completion, IoOp};
+use backstore::{Completion, Fill, IoOp};
 
 use super::pool;
 use super::sink::Sink;
@@ -37,6 +37,24 @@ pub struct WriteStream {
     dev: Arc<Device>,
     offset: u64,
     len: usize,
+    /// The LU's unit-attention count its checks saw (`WritePlan::fence`).
+    fence: u64,
+}
+
+/// What [`WriteStream::land`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Land {
+    /// This many bytes landed (fewer than asked: the fill stopped there).
+    Landed(usize),
+    /// Nothing landed: a unit attention was raised on the LU since the
+    /// write's checks ran; run them again
+    /// (`LunTable::recheck_streamed_write`), then [`WriteStream::checked`]
+    /// or [`WriteStream::refuse`], and try again.
+    Fenced,
+    /// Nothing landed: not for landing (the backstore does not land, the
+    /// range leaves the write's extent, or the write already failed); take
+    /// the buffered way ([`WriteStream::piece`]).
+    Declined,
 }
 
 /// What the pieces' completions share.
@@ -54,6 +72,9 @@ struct State {
     /// The pieces' buffers, handed back with the answer for reuse (a fresh
     /// 256 KiB allocation per piece costs its page faults, ~60 µs).
     spares: Vec<Vec<u8>>,
+    /// The write's answer when its checks, run again, refused it
+    /// ([`WriteStream::refuse`]): nothing more is written.
+    refused: Option<Outcome>,
     /// Taken by whoever finishes the task.
     fin: Option<Finish>,
     fua: bool,
@@ -104,7 +125,7 @@ impl Shared {
         if s.in_flight > 0 || !self.sealed.load(Ordering::Acquire) || s.fin.is_none() {
             return;
         }
-        if s.fua && s.err.is_none() && s.written > 0 {
+        if s.fua && s.err.is_none() && s.refused.is_none() && s.written > 0 {
             s.fua = false;
             s.in_flight += 1;
             let dev = Arc::clone(&s.dev);
@@ -123,10 +144,11 @@ impl Shared {
         }
         let Some(fin) = s.fin.take() else { return };
         let err = s.err.take();
+        let refused = s.refused.take();
         let written = s.written;
         let spares = std::mem::take(&mut s.spares);
         drop(s);
-        let out = err.as_ref().map_or(GOOD, dispatch::outcome_for);
+        let out = refused.unwrap_or_else(|| err.as_ref().map_or(GOOD, dispatch::outcome_for));
         fin.finish(out, written, spares);
     }
 
@@ -216,12 +238,14 @@ pub(super) fn new_stream(
         len,
         fua,
         started,
+        fence,
     } = plan;
     let shared = Arc::new(Shared {
         sealed: AtomicBool::new(false),
         state: Mutex::new(State {
             in_flight: 0,
             err: None,
+            refused: None,
             written: 0,
             spares: Vec::new(),
             fin: Some(Finish {
@@ -240,6 +264,7 @@ pub(super) fn new_stream(
         dev,
         offset,
         len,
+        fence,
     };
     (s, shared)
 }
@@ -254,17 +279,22 @@ impl WriteStream {
     /// past the write's extent are dropped). The buffer comes back when
     /// nothing of it is written: past the extent, or an earlier piece
     /// failed. A piece that does not end the data must be whole blocks.
+    /// Also when [`Self::fenced`] (nothing written: check again, then
+    /// retry).
     pub fn piece(&mut self, at: usize, buf: Vec<u8>) -> Option<Vec<u8>> {
         let n = buf.len().min(self.len.saturating_sub(at));
-        {
-            let mut s = self.shared.lock();
-            if n == 0 || s.err.is_some() {
-                return Some(buf);
-            }
-            s.in_flight += 1;
+        if n == 0 || self.failed() {
+            return Some(buf);
         }
         let key = self.dev.id();
+        // Counted busy before the fence is read: a reset that raises its
+        // unit attention after this read waits for the piece (`wait_lus_idle`).
         pool::lu_enter(key);
+        if self.fenced() {
+            pool::lu_leave(key);
+            return Some(buf);
+        }
+        self.shared.lock().in_flight += 1;
         // The LU's shared medium order, for this piece only.
         let token = self.dev.io_async_begin();
         let guard = PieceGuard {
@@ -292,6 +322,75 @@ impl WriteStream {
             }),
         );
         None
+    }
+}
+
+impl WriteStream {
+    /// A unit attention was raised on the LU since the write's checks ran
+    /// (see [`Land::Fenced`]).
+    pub fn fenced(&self) -> bool {
+        self.dev.state.ua.raised() != self.fence
+    }
+
+    /// The checks ran again and passed, at unit-attention count `fence`.
+    pub fn checked(&mut self, fence: u64) {
+        self.fence = fence;
+    }
+
+    /// The checks ran again and refused the write: `out` is its answer,
+    /// and none of its remaining data reaches the medium.
+    pub fn refuse(&mut self, out: Outcome) {
+        let mut s = self.shared.lock();
+        if s.refused.is_none() {
+            s.refused = Some(out);
+        }
+    }
+
+    /// The write failed or was refused: its remaining data is dropped.
+    pub fn failed(&self) -> bool {
+        let s = self.shared.lock();
+        s.err.is_some() || s.refused.is_some()
+    }
+
+    /// Its backstore takes data straight into its memory ([`Self::land`]).
+    pub fn lands(&self) -> bool {
+        self.dev.backstore.lands_writes()
+    }
+
+    /// Land the Data-Out bytes `at..at + len` straight in the medium:
+    /// `fill` receives them into each area the backstore hands out
+    /// (`backstore::landing`), under the LU's shared medium order and
+    /// counted busy for resets, like a piece. An error (of the fill or the
+    /// medium) fails the write and is returned; what landed before stays.
+    pub fn land(&mut self, at: usize, len: usize, fill: Fill<'_>) -> std::io::Result<Land> {
+        let end = at.checked_add(len);
+        if !self.lands() || end.is_none_or(|e| e > self.len) || self.failed() {
+            return Ok(Land::Declined);
+        }
+        let key = self.dev.id();
+        pool::lu_enter(key);
+        if self.fenced() {
+            pool::lu_leave(key);
+            return Ok(Land::Fenced);
+        }
+        let token = self.dev.io_async_begin();
+        let r = self.dev.backstore.land(self.offset + at as u64, len, fill);
+        drop(token);
+        pool::lu_leave(key);
+        let mut s = self.shared.lock();
+        match r {
+            Ok(n) => {
+                s.written += n;
+                Ok(Land::Landed(n))
+            }
+            Err(e) => {
+                if s.err.is_none() {
+                    let copy = std::io::Error::new(e.kind(), e.to_string());
+                    s.err = Some(CmdError::WriteError(copy));
+                }
+                Err(e)
+            }
+        }
     }
 }
 
