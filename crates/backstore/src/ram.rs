@@ -27,7 +27,6 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::landing::{Area, Fill};
 use crate::ram_chunk::{ChunkMem, HUGE};
 use crate::stream_copy::{copy_streaming, STREAM_MIN};
 use crate::{Backstore, Capabilities, LentRead};
@@ -277,37 +276,6 @@ impl Backstore for RamBackstore {
             }
             Ok(())
         })
-    }
-
-    fn lands_writes(&self) -> bool {
-        true
-    }
-
-    /// Each chunk's area is filled under the chunk's write lock, so a
-    /// reader never sees a block half received; a chunk a lent read still
-    /// holds is copied first, as `write_at` does.
-    fn land(&self, offset: u64, len: usize, fill: Fill<'_>) -> io::Result<usize> {
-        self.check(offset, len as u64)?;
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let idx = (pos / CHUNK as u64) as usize;
-            let within = (pos % CHUNK as u64) as usize;
-            let want = (CHUNK - within).min(len - done);
-            let mut g = write(self.slot(idx)?);
-            let c = g.get_or_insert_with(|| Arc::new(ChunkMem::zeroed(CHUNK)));
-            let dst = &mut Arc::make_mut(c)[within..within + want];
-            // SAFETY: `dst` is this chunk's memory, kept alive and
-            // exclusively ours by the write guard held across `fill`.
-            let area = unsafe { Area::new(dst.as_mut_ptr(), want) };
-            let n = fill(&area)?.min(want);
-            drop(g);
-            done += n;
-            if n < want {
-                break;
-            }
-        }
-        Ok(done)
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -1,6 +1,6 @@
 //! Landed writes, the iSCSI half: a Data-Out of a streamed write whose
-//! backstore lands data (`Backstore::lands_writes`: the ramdisk, a file on
-//! tmpfs) is received from the socket straight into the medium's memory
+//! backstore lands data (`Backstore::lands_writes`: a fileio LU on tmpfs)
+//! is received from the socket straight into the medium's memory
 //! (`WriteStream::land`), not into a task buffer that is then written: one
 //! copy per byte instead of two (BENCHMARKS.md, "Session 11: landed
 //! writes").
@@ -14,11 +14,10 @@
 //!    whole block, go to the backstore as an ordinary piece (`pwrite` for
 //!    a file: a user-space store into a file mapping could `SIGBUS`).
 //! 3. The rest lands in whole blocks of what is queued on the socket (one
-//!    `recv` per landing, under the chunk's lock for the ramdisk), after
-//!    one wake-up for the whole rest (`SO_RCVLOWAT`, as `rx_wait`). A
-//!    block is therefore never half landed for a reader to see, unless the
-//!    kernel returns less than it said was queued (then the block's rest
-//!    follows as a piece).
+//!    `recv` per landing), after one wake-up for the whole rest
+//!    (`SO_RCVLOWAT`, as `rx_wait`). A block is therefore never left half
+//!    landed, unless the kernel returns less than it said was queued (then
+//!    the block's rest follows the buffered way).
 //! 4. A unit attention raised on the LU meanwhile (a reset, a preemption,
 //!    an ALUA change) stops the landing until the write's checks ran again
 //!    (`recheck_streamed_write`); refused, the rest of its data is dropped

@@ -1,14 +1,14 @@
 //! Landed writes (`crates/iscsi/src/landed_write.rs`): the R2T'd data of a
-//! large WRITE to a ramdisk goes from the socket straight into the
-//! ramdisk's memory; a Data-Out that fails its checks never touches it; a
-//! reset from another session stops the landing of a write under way.
+//! large WRITE to a fileio LU on tmpfs goes from the socket straight into
+//! the file's pages; a Data-Out that fails its checks never touches them;
+//! a reset from another session stops the landing of a write under way.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use backstore::{Backstore, RamBackstore};
+use backstore::{Backstore, FileBackstore, FileOptions};
 use common::*;
 use iscsi_wire::request::DataOut;
 use iscsi_wire::response::{R2t, ScsiResponse};
@@ -29,20 +29,29 @@ const LIBISCSI: &[(&str, &str)] = &[
     ("MaxOutstandingR2T", "1"),
 ];
 
+/// A fileio LU of 8 MiB on tmpfs (and the directory holding its file).
 fn rig() -> (
-    Arc<RamBackstore>,
+    Arc<FileBackstore>,
     Arc<iscsi::IscsiServer>,
     SocketAddr,
     Client,
+    tempfile::TempDir,
 ) {
-    let ram = Arc::new(RamBackstore::new(8 * MIB as u64).unwrap());
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let file = FileBackstore::open(&FileOptions {
+        size: Some(8 * MIB as u64),
+        ..FileOptions::new(dir.path().join("lu.img"))
+    })
+    .unwrap();
+    assert!(file.lands_writes(), "a file on tmpfs lands writes");
+    let ram = Arc::new(file);
     let dev = Device::new(
         DeviceOptions::new("land0", "5b3c9a2e-0000-4000-8000-0000000000d1"),
         Arc::clone(&ram) as Arc<dyn Backstore>,
     );
     let (srv, addr) = serve_device(dev);
     let c = session(addr, LIBISCSI);
-    (ram, srv, addr, c)
+    (ram, srv, addr, c, dir)
 }
 
 fn expect(c: &mut Client, op: Opcode) -> common::Pdu {
@@ -51,15 +60,15 @@ fn expect(c: &mut Client, op: Opcode) -> common::Pdu {
     p
 }
 
-fn medium(ram: &RamBackstore, at: usize, len: usize) -> Vec<u8> {
+fn medium(ram: &FileBackstore, at: usize, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
     ram.read_at(&mut b, at as u64).unwrap();
     b
 }
 
 #[test]
-fn a_large_writes_r2td_data_lands_in_the_ramdisk() {
-    let (ram, srv, _, mut c) = rig();
+fn a_large_writes_r2td_data_lands_in_the_file() {
+    let (ram, srv, _, mut c, _dir) = rig();
     let data = pattern(MIB, 0x31);
     let r = c.write_cmd(&write10(2048, (MIB / 512) as u16), &data);
     assert_eq!(r.status, 0);
@@ -73,7 +82,7 @@ fn a_large_writes_r2td_data_lands_in_the_ramdisk() {
     );
     assert!(
         medium(&ram, 2048 * 512, MIB) == data,
-        "the medium holds the data"
+        "the file holds the data"
     );
     let (st, got, _) = c.read_cmd(&read10(2048, (MIB / 512) as u16), MIB as u32);
     assert_eq!(st, 0);
@@ -84,7 +93,7 @@ fn a_large_writes_r2td_data_lands_in_the_ramdisk() {
 
 #[test]
 fn a_data_out_with_a_wrong_datasn_never_touches_the_medium() {
-    let (ram, srv, _, mut c) = rig();
+    let (ram, srv, _, mut c, _dir) = rig();
     let data = pattern(MIB, 0x44);
     let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
     c.send_cmd(&cmd, &data[..BURST]);
@@ -114,7 +123,7 @@ fn a_data_out_with_a_wrong_datasn_never_touches_the_medium() {
 
 #[test]
 fn a_reset_from_another_session_stops_a_landing_write() {
-    let (ram, srv, addr, mut c) = rig();
+    let (ram, srv, addr, mut c, _dir) = rig();
     let data = pattern(MIB, 0x5a);
     let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
     c.send_cmd(&cmd, &data[..BURST]);
