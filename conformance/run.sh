@@ -107,8 +107,10 @@ cfg_readonly() {    # thin fileio, write protected: the ReadOnly suite and the r
     RT_LUNS=("fileio:disk0:$W/disk0.img:1023M:readonly=1,emulate_tpu=1,emulate_tpws=1")
     CFG_SUITES='^(ReadOnly|Inquiry|ModeSense6|Read(6|10|12|16)|ReadCapacity(10|16)|Verify(10|12|16)|TestUnitReady|GetLBAStatus|ReportSupportedOpcodes)$'
 }
-cfg_multipath() {   # fileio, and the suite's second session on the same LUN
-    cfg_fileio; MULTIPATH=1
+cfg_multipath() {   # fileio on tmpfs (its large writes land in the file's pages: reservations
+                    # and resets from the suite's second session on the same LUN meet them)
+    cfg_fileio; MULTIPATH=1 TGT_FILE=/dev/shm/rtarget-conf-$$-mp.img
+    RT_LUNS=("fileio:disk0:$TGT_FILE:1023M")
 }
 cfg_sanitize() {    # fileio with the SANITIZE tests allowed
     cfg_fileio; CU_FLAGS=(-d -S); CFG_EXCLUDE=$SLOW_SANITIZE_ONLY
@@ -223,7 +225,7 @@ target_alive() {
     local pid; if [[ $TARGET == rtarget ]]; then pid=${RT_PID:-}; else pid=${TGT_PID:-}; fi
     [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
 }
-trap 'stop_target; [[ ${TGT_FILE:-} == /dev/shm/* ]] && rm -f "$TGT_FILE"' EXIT
+trap 'stop_target; rm -f /dev/shm/rtarget-conf-$$*.img' EXIT
 
 # Keep only what belongs to each test before cuscore.py scores the log.  CUnit prints
 # a test's verdict ("passed"/"FAILED") and THEN the test teardown runs and logs: with

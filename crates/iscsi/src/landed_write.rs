@@ -115,7 +115,9 @@ pub(crate) fn try_land(
                 pos += n;
                 let c = &sess.shared.direct_rx.landed_bytes;
                 c.fetch_add(n as u64, Ordering::Relaxed);
-                if !n.is_multiple_of(bs) {
+                // Short of a block, or nothing although it was queued:
+                // the rest the buffered way (which waits properly).
+                if n == 0 || !n.is_multiple_of(bs) {
                     break;
                 }
             }
