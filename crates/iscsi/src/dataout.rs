@@ -88,6 +88,12 @@ impl WriteTask {
         self.cmd.lun
     }
 
+    /// Holds a command window slot of its own: a streamed write's slot is
+    /// its engine task's (`Offload::live`), which must not count twice.
+    pub(crate) fn holds_slot(&self) -> bool {
+        self.stream.is_none()
+    }
+
     /// Data-Out bytes received so far.
     pub(crate) fn received(&self) -> usize {
         self.base + self.buf.len()
