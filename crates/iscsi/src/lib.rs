@@ -42,6 +42,7 @@ mod mcs;
 mod offload;
 mod prefetch;
 mod read_overlap;
+mod refused_write;
 mod rx_wait;
 mod server;
 mod session;

@@ -1,18 +1,31 @@
 //! Streamed writes (`streamed_write`) at their edges: the command window
-//! while one gathers its data, and a logout for connection recovery
-//! (refused at ERL 0) while one is cut off.
+//! while one gathers its data, a logout for connection recovery (refused
+//! at ERL 0) while one is cut off, and writes with unsolicited Data-Out
+//! still to come (InitialR2T=No), streamed or refused by their checks.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use iscsi_wire::request::LogoutRequest;
+use iscsi_wire::request::{DataOut, LogoutRequest};
 use iscsi_wire::response::LogoutResponse;
 use iscsi_wire::{Bhs, Opcode};
 
 const MIB: usize = 1 << 20;
 const BURST: usize = 256 * 1024;
+const UNSOL_SEG: usize = 64 * 1024;
+
+/// Linux's session shape: unsolicited Data-Out after the immediate data
+/// up to a 256 KiB first burst, then R2Ts (one at a time here).
+const UNSOLICITED: &[(&str, &str)] = &[
+    ("ImmediateData", "Yes"),
+    ("InitialR2T", "No"),
+    ("FirstBurstLength", "262144"),
+    ("MaxBurstLength", "262144"),
+    ("MaxRecvDataSegmentLength", "262144"),
+    ("MaxOutstandingR2T", "1"),
+];
 
 /// MaxCmdSN - ExpCmdSN of the answer to a TEST UNIT READY sent now.
 fn room_after_tur(c: &mut Client) -> u32 {
@@ -47,6 +60,28 @@ fn expect_logout_response(c: &mut Client) -> LogoutResponse {
     let r = LogoutResponse::parse(&p.bhs);
     c.exp_statsn = r.sn.statsn.wrapping_add(1);
     r
+}
+
+/// Send `data[from..to]` as unsolicited Data-Out PDUs of at most
+/// [`UNSOL_SEG`] bytes (DataSN from `datasn`), the last one final.
+fn send_unsolicited(c: &mut Client, itt: u32, data: &[u8], from: usize, to: usize) {
+    let mut off = from;
+    let mut datasn = 0;
+    while off < to {
+        let n = (to - off).min(UNSOL_SEG);
+        let d = DataOut {
+            final_bit: off + n == to,
+            lun: [0; 8],
+            itt,
+            ttt: 0xffff_ffff,
+            exp_statsn: c.exp_statsn,
+            datasn,
+            buffer_offset: off as u32,
+        };
+        c.send_data_out(&d, &data[off..off + n]);
+        off += n;
+        datasn += 1;
+    }
 }
 
 #[test]
@@ -144,4 +179,73 @@ fn a_stream_goes_on_through_a_refused_logout_for_recovery() {
         c.logout();
         srv.shutdown();
     }
+}
+
+#[test]
+fn writes_with_unsolicited_data_out_to_come_stream_too() {
+    let (store, srv, _, mut c) = stream_rig(8 * MIB, UNSOLICITED);
+    assert!(c.target_mrdsl as usize >= UNSOL_SEG);
+    let base = 2048u64 * 512;
+    // With 64 KiB of immediate data, and with none.
+    for (i, imm) in [UNSOL_SEG, 0].into_iter().enumerate() {
+        let data = pattern(MIB, 0x30 + i as u8);
+        let lba = 2048 + (i * MIB / 512) as u32;
+        let mut cmd = c.scsi_cmd_header(&write10(lba, (MIB / 512) as u16), false, true, MIB as u32);
+        cmd.final_bit = false;
+        let before = store.pieces().len();
+        c.send_cmd(&cmd, &data[..imm]);
+        send_unsolicited(&mut c, cmd.itt, &data, imm, BURST);
+        let mut r = expect_r2t(&mut c);
+        assert_eq!(r.buffer_offset as usize, BURST);
+        // The first burst is on the medium before any solicited data.
+        let first = &store.pieces()[before..];
+        let written: usize = first.iter().map(|p| p.len).sum();
+        assert_eq!(written, BURST, "first burst: {first:?}");
+        assert_eq!(first[0].offset, base + (i * MIB) as u64);
+        loop {
+            c.answer_r2t(&r, &data);
+            if r.buffer_offset as usize + r.desired_len as usize == MIB {
+                break;
+            }
+            r = expect_r2t(&mut c);
+        }
+        assert_eq!(expect_response(&mut c).status, 0);
+        let (st, got, _) = c.read_cmd(&read10(lba, (MIB / 512) as u16), MIB as u32);
+        assert_eq!(st, 0);
+        assert!(got == data, "data read back");
+    }
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn a_refused_write_is_answered_once_its_unsolicited_data_is_in_and_writes_nothing() {
+    let (store, srv, _, mut c) = stream_rig(4 * MIB, UNSOLICITED);
+    let data = pattern(MIB, 0x44);
+    // Past the capacity: LOGICAL BLOCK ADDRESS OUT OF RANGE.
+    let lba = (4 * MIB / 512 - 1024) as u32;
+    let mut cmd = c.scsi_cmd_header(&write10(lba, (MIB / 512) as u16), false, true, MIB as u32);
+    cmd.final_bit = false;
+    c.send_cmd(&cmd, &data[..UNSOL_SEG]);
+    // Neither an R2T nor the answer while unsolicited data is to come.
+    c.sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(c.recv().is_err(), "a PDU before the unsolicited data");
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    send_unsolicited(&mut c, cmd.itt, &data, UNSOL_SEG, BURST);
+    let r = expect_response(&mut c);
+    assert_eq!(r.itt, cmd.itt);
+    assert_eq!(r.status, 2);
+    assert_eq!(sense(&c), (5, 0x21, 0));
+    // In step: a NOP-Out is answered next, the tag is free again, and
+    // the medium saw nothing.
+    c.nop(&[]);
+    assert!(store.pieces().is_empty(), "{:?}", store.pieces());
+    let r = c.write_cmd(&write10(0, (MIB / 512) as u16), &data);
+    assert_eq!(r.status, 0);
+    c.logout();
+    srv.shutdown();
 }
