@@ -144,13 +144,15 @@ type Held = (IoOp, io::Result<()>, Completion);
 /// ([`Backstore::streams_writes`]) and records every write that reaches
 /// its asynchronous path, with the time it came. A write covering
 /// [`RecordsPieces::fail_at`] fails (nothing written); while
-/// [`RecordsPieces::hold`] is on, completions wait until
-/// [`RecordsPieces::release`] (the data is written at once).
+/// [`RecordsPieces::hold`] is on, completions (flushes' too) wait until
+/// [`RecordsPieces::release`] (the data is written at once). Flushes are
+/// counted ([`RecordsPieces::flushes`]).
 pub struct RecordsPieces {
     ram: RamBackstore,
     pieces: Mutex<Vec<Piece>>,
     fail: AtomicU64,
     held: Mutex<Option<Vec<Held>>>,
+    flushes: AtomicUsize,
 }
 
 impl RecordsPieces {
@@ -160,7 +162,13 @@ impl RecordsPieces {
             pieces: Mutex::default(),
             fail: AtomicU64::new(u64::MAX),
             held: Mutex::default(),
+            flushes: AtomicUsize::new(0),
         })
+    }
+
+    /// Flushes submitted so far.
+    pub fn flushes(&self) -> usize {
+        self.flushes.load(Ordering::SeqCst)
     }
 
     /// The writes received so far, in order of arrival.
@@ -181,12 +189,24 @@ impl RecordsPieces {
     /// Complete the held writes (and stop holding); how many there were.
     pub fn release(&self) -> usize {
         let held = self.held.lock().unwrap().take().unwrap_or_default();
-        let n = held.len();
-        for (op, r, done) in held {
-            done.complete(op, r);
-        }
-        n
+        complete_all(held)
     }
+
+    /// Complete the requests held so far and hold later ones (those the
+    /// completions submit included); how many completed.
+    pub fn release_held(&self) -> usize {
+        let held = self.held.lock().unwrap().as_mut().map(std::mem::take);
+        complete_all(held.unwrap_or_default())
+    }
+}
+
+/// Complete `held` in order (the lock is not held: a completion may submit).
+fn complete_all(held: Vec<Held>) -> usize {
+    let n = held.len();
+    for (op, r, done) in held {
+        done.complete(op, r);
+    }
+    n
 }
 
 impl Backstore for RecordsPieces {
@@ -222,6 +242,10 @@ impl Backstore for RecordsPieces {
                 } else {
                     op.run_sync(&self.ram)
                 }
+            }
+            IoOp::Flush => {
+                self.flushes.fetch_add(1, Ordering::SeqCst);
+                op.run_sync(&self.ram)
             }
             _ => op.run_sync(&self.ram),
         };

@@ -66,7 +66,8 @@ pub struct WriteTask {
     pub cdb: CdbStore,
     /// The data received and not handed on yet: Data-Out bytes from
     /// `base` on (`base` moves only for a streamed write, whose pieces
-    /// leave as they are complete).
+    /// leave as they are complete, and a refused one, whose data is
+    /// dropped as it comes).
     pub buf: Vec<u8>,
     pub(crate) base: usize,
     /// A streamed write (`streamed_write`): its data goes to the backstore
@@ -81,11 +82,26 @@ pub struct WriteTask {
     /// A DataSN error happened, or its stream was sealed by an abort:
     /// drop all data, never execute.
     pub(crate) poisoned: bool,
+    /// Refused by its streamed-write checks while unsolicited Data-Out
+    /// was still to come: the answer, sent once that data is in (and
+    /// dropped); no R2T is ever sent for it (`refused_write`).
+    pub(crate) refusal: Option<target_core::Outcome>,
 }
 
 impl WriteTask {
     pub fn lun(&self) -> [u8; 8] {
         self.cmd.lun
+    }
+
+    /// No unsolicited Data-Out is still to come.
+    pub(crate) fn unsol_done(&self) -> bool {
+        self.unsol_done
+    }
+
+    /// Holds a command window slot of its own: a streamed write's slot is
+    /// its engine task's (`Offload::live`), which must not count twice.
+    pub(crate) fn holds_slot(&self) -> bool {
+        self.stream.is_none()
     }
 
     /// Data-Out bytes received so far.
@@ -160,8 +176,9 @@ impl Session {
             poisoned: false,
             base: 0,
             stream: None,
+            refusal: None,
         };
-        if t.unsol_done && self.try_stream(&mut t, tx) == crate::streamed_write::Start::Answered {
+        if self.try_stream(&mut t, tx) == crate::streamed_write::Start::Answered {
             tx.recycle(t.buf);
             return Action::Continue;
         }
@@ -194,7 +211,7 @@ impl Session {
         let edtl = t.cmd.expected_data_len;
         let max_out = usize::from(self.params.max_outstanding_r2t.max(1));
         let burst = self.params.max_burst_length.max(512);
-        if t.r2ts.len() >= max_out || t.next_r2t_offset >= edtl {
+        if t.r2ts.len() >= max_out || t.next_r2t_offset >= edtl || t.refusal.is_some() {
             return;
         }
         let ahead = self
@@ -333,6 +350,10 @@ impl Session {
                 tx.recycle(t.buf);
                 return Action::Close;
             }
+        }
+        if t.refusal.is_some() {
+            self.drain_refused(t, tx);
+            return Action::Continue;
         }
         let all_in = t.received() as u64 >= u64::from(t.cmd.expected_data_len);
         if t.stream.is_some() {

@@ -43,6 +43,7 @@ mod mcs;
 mod offload;
 mod prefetch;
 mod read_overlap;
+mod refused_write;
 mod rx_wait;
 mod server;
 mod session;

@@ -3,6 +3,16 @@
 //! before the answer), reason 1 closes the connection with the given CID
 //! (this one after the answer, another one before it) while the session
 //! goes on with the rest, reason 2 (recovery) needs ERL 2.
+//!
+//! At ERL 0 a logout for recovery is refused ("connection recovery is not
+//! supported") and changes nothing: the connection and its tasks go on,
+//! and are answered, until a logout of reason 0 or 1, a TMF or the
+//! connection's end ends them (as LIO does). RFC 7143 §11.15.3-4: after
+//! that response the target keeps the connection's state and "waits for
+//! a new implicit or explicit logout"; its tasks are not yet terminated.
+//! Aborting them here (as this did) left a streamed write sealed but
+//! unanswered, its write task holding a window slot for ever, and
+//! aborted engine tasks silently while writes still gathering went on.
 
 use std::time::Instant;
 
@@ -33,9 +43,14 @@ impl Session {
         let other = l.reason == 1 && l.cid != self.cid;
         // Tasks of this connection still running answer before the
         // Logout Response; a long one (SANITIZE) goes on without an
-        // answer. (Closing another connection leaves ours alone.)
-        if !other && (!self.settle(tx) || self.abort_flights(tx, |_| true).is_none()) {
-            return Action::Close;
+        // answer; the others (streamed writes still fed, writes waiting
+        // for data) end now. (Closing another connection, or a refused
+        // recovery, leaves ours alone.)
+        if !other && l.reason != 2 {
+            if !self.settle(tx) || self.abort_flights(tx, |_| true).is_none() {
+                return Action::Close;
+            }
+            self.drop_all_tasks(tx);
         }
         let response = match l.reason {
             0 => self.close_others(None),
@@ -63,7 +78,6 @@ impl Session {
         if response == CLOSED && !other {
             tracing::info!(initiator = %self.initiator_name, reason = l.reason, cid = self.cid,
                 "logout");
-            self.drop_all_tasks(tx);
             Action::Close
         } else {
             Action::Continue

@@ -223,11 +223,11 @@ impl Session {
             tsih = self.tsih, "session ended");
     }
 
-    /// Commands accepted and not answered yet: pool tasks and writes
-    /// waiting for Data-Out. (Inline commands are answered before the next
-    /// PDU is read.)
+    /// Commands accepted and not answered yet: engine tasks (streamed
+    /// writes included) and other writes waiting for Data-Out. (Inline
+    /// commands are answered before the next PDU is read.)
     fn outstanding(&self) -> u32 {
-        self.offload.live() + self.tasks.len() as u32
+        self.offload.live() + self.tasks.iter().filter(|t| t.holds_slot()).count() as u32
     }
 
     /// The session's ExpCmdSN.

@@ -13,10 +13,11 @@
 //! for its ~4-5 ms. Streamed, the cluster works on the first bursts while
 //! the rest arrives (BENCHMARKS.md, "Session 10 ... s10-rbdwrite").
 //!
-//! Only when no unsolicited Data-Out is still to come (the immediate data
-//! is the whole first burst, or InitialR2T=Yes): a write refused by its
-//! checks is then answered at once and nothing more arrives for it (no
-//! R2T was sent). Everything else takes the gathered path.
+//! Unsolicited Data-Out still to come (InitialR2T=No) streams too: it
+//! ends the first burst. A write refused by its checks is answered at
+//! once when no unsolicited Data-Out is still to come (nothing more
+//! arrives for it: no R2T was sent), else once that data is in, dropped
+//! (`refused_write`).
 //!
 //! A task's stream ends (is sealed) when all its data is in, or when the
 //! task is dropped (task management, logout, connection loss): the
@@ -46,11 +47,15 @@ pub enum Start {
     /// Refused by a check (or nothing to write): answered now; the task
     /// is done.
     Answered,
+    /// Refused by a check while unsolicited Data-Out is still to come:
+    /// answered once that is in (`refused_write`); the task waits for it.
+    Refused,
 }
 
 impl Session {
-    /// A write task whose unsolicited data is all in (`t.unsol_done`):
-    /// start streaming it if its LU wants that and its checks pass.
+    /// A new write task (its immediate data in, unsolicited Data-Out
+    /// perhaps still to come): start streaming it if its LU wants that and
+    /// its checks pass.
     pub(crate) fn try_stream(&mut self, t: &mut WriteTask, tx: &mut TxQueue) -> Start {
         if !matches!(t.cmd.attr, Attr::Simple | Attr::Untagged) {
             return Start::Gather;
@@ -73,13 +78,7 @@ impl Session {
             .check_streamed_write(&self.nexus, lun, cdb, TaskAttr::Simple, edtl)
         {
             StreamCheck::Unsuited => Start::Gather,
-            StreamCheck::Answer(out) => {
-                let buf = tx.take_buf();
-                let cmd = t.cmd;
-                self.count_io(lun, &cmd, 0, 0);
-                self.respond(tx, &cmd, t.cdb.as_slice(), 0, out, buf, 0);
-                Start::Answered
-            }
+            StreamCheck::Answer(out) => self.refuse(t, tx, out),
             StreamCheck::Stream(plan) => {
                 let cdb = t.cdb.clone();
                 match self
@@ -99,10 +98,7 @@ impl Session {
                             status: target_core::Status::Busy,
                             sense: None,
                         };
-                        let buf = tx.take_buf();
-                        let cmd = t.cmd;
-                        self.respond(tx, &cmd, t.cdb.as_slice(), 0, out, buf, 0);
-                        Start::Answered
+                        self.refuse(t, tx, out)
                     }
                 }
             }

@@ -9,85 +9,21 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backstore::testing::RecordsPieces;
 use common::*;
 use iscsi_wire::request::TaskMgmtRequest;
-use iscsi_wire::response::{R2t, ScsiResponse, TaskMgmtResponse};
+use iscsi_wire::response::TaskMgmtResponse;
 use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::Opcode;
-use target_core::{Device, DeviceOptions};
 
 const MIB: usize = 1 << 20;
 const BURST: usize = 256 * 1024;
 
-/// libiscsi's session shape: 256 KiB of immediate data, then one R2T of
-/// 256 KiB at a time.
-const LIBISCSI: &[(&str, &str)] = &[
-    ("ImmediateData", "Yes"),
-    ("InitialR2T", "Yes"),
-    ("FirstBurstLength", "262144"),
-    ("MaxBurstLength", "262144"),
-    ("MaxRecvDataSegmentLength", "262144"),
-    ("MaxOutstandingR2T", "1"),
-];
-
 fn rig(size: usize) -> (Arc<RecordsPieces>, Arc<iscsi::IscsiServer>, Client) {
-    let (store, srv, _, c) = rig_at(size);
+    let (store, srv, _, c) = stream_rig(size, LIBISCSI);
     (store, srv, c)
-}
-
-fn rig_at(
-    size: usize,
-) -> (
-    Arc<RecordsPieces>,
-    Arc<iscsi::IscsiServer>,
-    std::net::SocketAddr,
-    Client,
-) {
-    let store = RecordsPieces::new(size as u64);
-    let dev = Device::new(
-        DeviceOptions::new("stream0", "5b3c9a2e-0000-4000-8000-0000000000f3"),
-        store.clone(),
-    );
-    let (srv, addr) = serve_device(dev);
-    let c = session(addr, LIBISCSI);
-    (store, srv, addr, c)
-}
-
-/// Wait (up to 5 s) until the backstore has seen `n` pieces.
-fn pieces_reach(store: &RecordsPieces, n: usize) -> usize {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = store.pieces().len();
-        if got >= n || Instant::now() > end {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn expect_r2t(c: &mut Client) -> R2t {
-    let p = c.recv().expect("R2T");
-    assert_eq!(p.bhs.opcode(), Opcode::R2T, "an R2T, not an answer");
-    R2t::parse(&p.bhs)
-}
-
-fn expect_response(c: &mut Client) -> ScsiResponse {
-    let p = c.recv().expect("SCSI Response");
-    assert_eq!(p.bhs.opcode(), Opcode::SCSI_RESPONSE);
-    let r = ScsiResponse::parse(&p.bhs);
-    c.last_sense = p.data.get(2..).unwrap_or_default().to_vec();
-    assert_eq!(r.sn.statsn, c.exp_statsn, "StatSN");
-    c.exp_statsn += 1;
-    r
-}
-
-/// (key, ASC, ASCQ) of the last sense data.
-fn sense(c: &Client) -> (u8, u8, u8) {
-    let s = &c.last_sense;
-    (s[2] & 0x0f, s[12], s[13])
 }
 
 #[test]
@@ -148,7 +84,7 @@ fn a_failed_piece_fails_the_write_with_one_check_condition() {
 
 #[test]
 fn a_write_its_checks_refuse_is_answered_at_once_and_writes_nothing() {
-    let (store, srv, addr, mut c) = rig_at(4 * MIB);
+    let (store, srv, addr, mut c) = stream_rig(4 * MIB, LIBISCSI);
     let data = pattern(MIB, 0x77);
     // Past the capacity: LOGICAL BLOCK ADDRESS OUT OF RANGE, no R2T.
     let lba = (4 * MIB / 512 - 1024) as u32;

@@ -20,6 +20,11 @@ use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
+mod streaming;
+// Not every test binary uses them.
+#[allow(unused_imports)]
+pub use streaming::*;
+
 /// RAM behind a lock: enough for functional tests.
 pub struct MemStore(RwLock<Vec<u8>>);
 
