@@ -37,6 +37,12 @@ use crate::txq::TxQueue;
 /// become many tiny backstore writes.
 pub const PIECE_MIN: usize = 64 * 1024;
 
+/// Smallest WRITE a LU that only lands data (`Backstore::lands_writes`,
+/// not `streams_writes`) streams: landing pays per byte, a stream costs an
+/// engine task and a completion per command, and a small write's data
+/// mostly comes with its header anyway (`landed_write`).
+pub const LAND_MIN: usize = 256 * 1024;
+
 /// What [`Session::try_stream`] did with a write task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -64,15 +70,15 @@ impl Session {
         let lun = scsi::lun::decode(t.cmd.lun);
         // Cheap refusals first: no check (and no unit attention consumed)
         // for a write that will not stream.
+        let edtl = t.cmd.expected_data_len;
         if !self.luns.find(lun).is_some_and(|l| {
             let b = &l.device.backstore;
-            b.streams_writes() || b.lands_writes()
+            b.streams_writes() || (b.lands_writes() && edtl as usize >= LAND_MIN)
         }) || !self.offload.may_stream(lun)
         {
             return Start::Gather;
         }
         let cdb = t.cdb.as_slice();
-        let edtl = t.cmd.expected_data_len;
         match self
             .luns
             .check_streamed_write(&self.nexus, lun, cdb, TaskAttr::Simple, edtl)
