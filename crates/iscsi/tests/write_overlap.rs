@@ -18,17 +18,6 @@ use target_core::{Device, DeviceOptions};
 const MIB: usize = 1 << 20;
 const BURST: usize = 256 * 1024;
 
-/// libiscsi's session shape: 256 KiB of immediate data, then one R2T of
-/// 256 KiB at a time.
-const LIBISCSI: &[(&str, &str)] = &[
-    ("ImmediateData", "Yes"),
-    ("InitialR2T", "Yes"),
-    ("FirstBurstLength", "262144"),
-    ("MaxBurstLength", "262144"),
-    ("MaxRecvDataSegmentLength", "262144"),
-    ("MaxOutstandingR2T", "1"),
-];
-
 /// RAM that notes which thread ran each write (offset, thread name).
 struct WhereStore {
     mem: Arc<MemStore>,
