@@ -47,6 +47,10 @@ pub const R2T_LANES: usize = 2;
 pub enum Imm<'a> {
     Slice(&'a [u8]),
     Placed(Vec<u8>),
+    /// Still on the socket, this many bytes: the connection receives them
+    /// right after the command was handled (`landed_write`: into the
+    /// medium once the write's checks passed).
+    Pending(usize),
 }
 
 /// A CDB: 16 bytes inline, longer ones (extended CDB AHS) on the heap.
@@ -86,6 +90,9 @@ pub struct WriteTask {
     /// was still to come: the answer, sent once that data is in (and
     /// dropped); no R2T is ever sent for it (`refused_write`).
     pub(crate) refusal: Option<target_core::Outcome>,
+    /// Immediate data still on the socket ([`Imm::Pending`]): the
+    /// connection takes it before any other PDU.
+    pub(crate) imm_pending: usize,
 }
 
 impl WriteTask {
@@ -148,15 +155,16 @@ impl Session {
         tx: &mut TxQueue,
     ) -> Action {
         let edtl = c.expected_data_len;
-        let buf = match imm {
+        let (buf, pending) = match imm {
             Imm::Slice(imm) => {
                 let mut buf = tx.take_buf();
                 buf.extend_from_slice(imm);
-                buf
+                (buf, 0)
             }
-            Imm::Placed(buf) => buf,
+            Imm::Placed(buf) => (buf, 0),
+            Imm::Pending(n) => (tx.take_buf(), n),
         };
-        let got = buf.len() as u32;
+        let got = (buf.len() + pending) as u32;
         let unsol_left = if !self.params.initial_r2t && !c.final_bit {
             self.params.first_burst_length.min(edtl).saturating_sub(got)
         } else {
@@ -177,6 +185,7 @@ impl Session {
             base: 0,
             stream: None,
             refusal: None,
+            imm_pending: pending,
         };
         if self.try_stream(&mut t, tx) == crate::streamed_write::Start::Answered {
             tx.recycle(t.buf);
@@ -201,7 +210,23 @@ impl Session {
             data_digest_ok: true,
             total_len: iscsi_wire::BHS_LEN + buf.len(),
         };
-        let action = self.command(&f, Some(buf), tx);
+        let action = self.command(&f, Some(crate::session::Placed::Buf(buf)), tx);
+        self.release_cmdsn();
+        action
+    }
+
+    /// A SCSI Command whose `n` bytes of immediate data are still on the
+    /// socket (`landed_write`): handled as [`Session::handle_command_placed`];
+    /// a write task it starts waits for them (`WriteTask::imm_pending`).
+    pub fn handle_command_pending(&mut self, bhs: &Bhs, n: usize, tx: &mut TxQueue) -> Action {
+        let f = Frame {
+            bhs: *bhs,
+            ahs: &[],
+            data: &[],
+            data_digest_ok: true,
+            total_len: iscsi_wire::BHS_LEN + n,
+        };
+        let action = self.command(&f, Some(crate::session::Placed::Pending(n)), tx);
         self.release_cmdsn();
         action
     }

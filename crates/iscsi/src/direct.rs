@@ -54,10 +54,15 @@ pub fn recv_direct(sess: &mut Session, io: &mut Io, last_rx: &mut Instant) -> Op
     {
         return None;
     }
-    if bhs.opcode() == Opcode::DATA_OUT {
-        if let Some(a) = crate::landed_write::try_land(sess, io, last_rx, &bhs, dsl) {
-            return Some(a);
+    let landed = match bhs.opcode() {
+        Opcode::DATA_OUT => crate::landed_write::try_land(sess, io, last_rx, &bhs, dsl),
+        Opcode::SCSI_COMMAND => {
+            crate::landed_write::try_land_immediate(sess, io, last_rx, &bhs, dsl)
         }
+        _ => None,
+    };
+    if landed.is_some() {
+        return landed;
     }
     let data = io.rx.data();
     let (mut buf, task) = match bhs.opcode() {

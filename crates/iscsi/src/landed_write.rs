@@ -24,6 +24,13 @@
 //!    and the refusal is its answer, as a gathered write would be answered
 //!    once its data is in.
 //!
+//! The immediate data of such a WRITE (of at least `LAND_MIN`) lands too:
+//! the command is handled on its header alone, its immediate data still on
+//! the socket (`Imm::Pending`), so the write's checks run before that data
+//! is received; then the data lands (streamed), goes into the task buffer
+//! (gathered: ORDERED, or a CDB that does not stream) or is dropped
+//! (refused, rejected).
+//!
 //! Anything unusual (a segment or offset not on a block boundary, bytes
 //! past the write's extent, a failed write) takes the buffered way for the
 //! rest of the segment: into the task buffer, then `feed`.
@@ -32,7 +39,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use iscsi_wire::request::DataOut;
+use iscsi_wire::request::{DataOut, ScsiCommand};
 use iscsi_wire::{Bhs, BHS_LEN};
 use target_core::engine::Land;
 
@@ -70,37 +77,131 @@ pub(crate) fn try_land(
     let have = (io.rx.data().len() - BHS_LEN).min(dsl);
     if res.is_err() {
         // Never on the medium: into scratch, then the usual verdict.
-        let mut scratch = io.tx.take_buf();
-        scratch.extend_from_slice(&io.rx.data()[BHS_LEN..BHS_LEN + have]);
         io.rx.consume(BHS_LEN + have);
-        let got = crate::direct::recv_exact(sess, io, last_rx, &mut scratch, dsl);
-        io.tx.recycle(scratch);
-        if got.is_err() {
+        if drain(sess, io, last_rx, dsl - have).is_err() {
             io.tx.recycle(std::mem::take(&mut t.buf));
             return Some(Action::Close);
         }
         return Some(sess.finish_data(t, bhs, res, &mut io.tx));
     }
     sess.shared.direct_rx.landed.fetch_add(1, Ordering::Relaxed);
-    // 2: the bytes that came with the header, completed to a block.
     t.buf
         .extend_from_slice(&io.rx.data()[BHS_LEN..BHS_LEN + have]);
     io.rx.consume(BHS_LEN + have);
-    let head = have.next_multiple_of(bs).min(dsl);
-    if crate::direct::recv_exact(sess, io, last_rx, &mut t.buf, head).is_err() {
+    if land_segment(sess, io, last_rx, &mut t, dsl).is_err() {
         io.tx.recycle(std::mem::take(&mut t.buf));
         return Some(Action::Close);
     }
-    put_piece(sess, &mut t, &mut io.tx);
-    // 3: the rest, straight into the medium.
+    Some(sess.finish_data(t, bhs, Ok(()), &mut io.tx))
+}
+
+/// A SCSI Command whose header `bhs` is at the start of the receive
+/// buffer, with `dsl` bytes of immediate data of which only part came with
+/// it: when it is a WRITE with more data to come to a LU that lands
+/// writes, handle the command *before* receiving its immediate data, so
+/// that data lands too once the write's checks passed (`Imm::Pending`);
+/// else (or for a write refused or gathered) the data is received as
+/// usual, or dropped. `None`: not for this way (nothing consumed).
+pub(crate) fn try_land_immediate(
+    sess: &mut Session,
+    io: &mut Io,
+    last_rx: &mut Instant,
+    bhs: &Bhs,
+    dsl: usize,
+) -> Option<Action> {
+    let c = ScsiCommand::parse(bhs);
+    let edtl = c.expected_data_len as usize;
+    if !c.write || dsl >= edtl || edtl < crate::streamed_write::LAND_MIN {
+        return None;
+    }
+    sess.refresh_luns();
+    let lun = scsi::lun::decode(c.lun);
+    let lands = sess.luns.find(lun).is_some_and(|l| {
+        let b = &l.device.backstore;
+        b.lands_writes() && !b.streams_writes()
+    });
+    if !lands {
+        return None;
+    }
+    let have = (io.rx.data().len() - BHS_LEN).min(dsl);
+    let mut head = io.tx.take_buf();
+    head.extend_from_slice(&io.rx.data()[BHS_LEN..BHS_LEN + have]);
+    io.rx.consume(BHS_LEN + have);
+    sess.shared
+        .direct_rx
+        .immediate
+        .fetch_add(1, Ordering::Relaxed);
+    let action = sess.handle_command_pending(bhs, dsl, &mut io.tx);
+    // The write task it started, if any, waits for this data.
+    let Some(i) = sess.tasks.iter().position(|t| t.imm_pending > 0) else {
+        // Rejected, refused at once, or dropped: the data goes nowhere.
+        io.tx.recycle(head);
+        if drain(sess, io, last_rx, dsl - have).is_err() {
+            return Some(Action::Close);
+        }
+        return Some(action);
+    };
+    let mut t = sess.tasks.swap_remove(i);
+    t.imm_pending = 0;
+    let ok = if t.refusal.is_some() {
+        // Refused, its unsolicited data still to come: dropped, counted.
+        t.base += dsl;
+        io.tx.recycle(head);
+        drain(sess, io, last_rx, dsl - have)
+    } else {
+        io.tx.recycle(std::mem::replace(&mut t.buf, head));
+        let landing = t
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.lands() && dsl.is_multiple_of(s.block_size()));
+        if landing {
+            sess.shared.direct_rx.landed.fetch_add(1, Ordering::Relaxed);
+            land_segment(sess, io, last_rx, &mut t, dsl)
+        } else {
+            crate::direct::recv_exact(sess, io, last_rx, &mut t.buf, dsl)
+        }
+    };
+    if ok.is_err() {
+        io.tx.recycle(std::mem::take(&mut t.buf));
+        return Some(Action::Close);
+    }
+    // What did not land is the first burst's rest, as `try_stream` feeds it.
+    crate::streamed_write::feed(sess, &mut t, &mut io.tx, false);
+    sess.tasks.push(t);
+    Some(action)
+}
+
+/// Receive `n` bytes from the socket and drop them.
+fn drain(sess: &mut Session, io: &mut Io, last_rx: &mut Instant, n: usize) -> Result<(), ()> {
+    let mut scratch = io.tx.take_buf();
+    let r = crate::direct::recv_exact(sess, io, last_rx, &mut scratch, n);
+    io.tx.recycle(scratch);
+    r
+}
+
+/// The data segment of `dsl` bytes that starts at `t.base` (its first
+/// bytes already in `t.buf`, `t.buf` otherwise empty): what is in `t.buf`,
+/// completed to a block, goes to the stream as a piece; the rest lands
+/// (steps 2 and 3 of the module comment); what could not land is left in
+/// `t.buf`, from `t.base` on. `Err`: the connection ends.
+fn land_segment(
+    sess: &mut Session,
+    io: &mut Io,
+    last_rx: &mut Instant,
+    t: &mut WriteTask,
+    dsl: usize,
+) -> Result<(), ()> {
+    let Some(bs) = t.stream.as_ref().map(|s| s.block_size()) else {
+        return Err(());
+    };
+    let head = t.buf.len().next_multiple_of(bs).min(dsl);
+    crate::direct::recv_exact(sess, io, last_rx, &mut t.buf, head)?;
+    put_piece(sess, t, &mut io.tx);
     let (lun, edtl, cdb) = (t.cmd.lun, t.cmd.expected_data_len, t.cdb.clone());
     let mut pos = head;
     let fd = io.stream.as_raw_fd();
     while pos < dsl {
-        let queued = match wait_queued(sess, io, last_rx, dsl - pos) {
-            Ok(q) => q,
-            Err(()) => return Some(Action::Close),
-        };
+        let queued = wait_queued(sess, io, last_rx, dsl - pos)?;
         let want = queued.min(dsl - pos) / bs * bs;
         if want == 0 {
             // Less than a block is queued although the rest was awaited
@@ -129,19 +230,15 @@ pub(crate) fn try_land(
                 tracing::warn!(itt = t.itt, error = %e, "landing a write's data failed");
                 break;
             }
-            Err(_) => {
-                io.tx.recycle(std::mem::take(&mut t.buf));
-                return Some(Action::Close);
-            }
+            Err(_) => return Err(()),
         }
     }
-    // The rest, if any, the buffered way (`feed` drops it for a failed
-    // or refused write).
-    if pos < dsl && crate::direct::recv_exact(sess, io, last_rx, &mut t.buf, dsl - pos).is_err() {
-        io.tx.recycle(std::mem::take(&mut t.buf));
-        return Some(Action::Close);
+    // The rest, if any, the buffered way (`feed` drops it for a failed or
+    // refused write).
+    if pos < dsl {
+        crate::direct::recv_exact(sess, io, last_rx, &mut t.buf, dsl - pos)?;
     }
-    Some(sess.finish_data(t, bhs, Ok(()), &mut io.tx))
+    Ok(())
 }
 
 /// Hand what `t.buf` holds to the stream now, as one piece (the bytes

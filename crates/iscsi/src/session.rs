@@ -31,6 +31,13 @@ use crate::TargetConfig;
 mod respond;
 use target_core::engine::{Ends, Finished};
 
+/// Immediate data the connection received outside the frame: into a
+/// task buffer (`direct`), or not yet (still on the socket: `landed_write`).
+pub(crate) enum Placed {
+    Buf(Vec<u8>),
+    Pending(usize),
+}
+
 /// What the connection loop does after a PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -457,7 +464,7 @@ impl Session {
     pub(crate) fn command(
         &mut self,
         f: &Frame<'_>,
-        placed: Option<Vec<u8>>,
+        placed: Option<Placed>,
         tx: &mut TxQueue,
     ) -> Action {
         if self.discovery {
@@ -467,7 +474,7 @@ impl Session {
         self.scsi_command(f, placed, tx)
     }
 
-    fn scsi_command(&mut self, f: &Frame<'_>, placed: Option<Vec<u8>>, tx: &mut TxQueue) -> Action {
+    fn scsi_command(&mut self, f: &Frame<'_>, placed: Option<Placed>, tx: &mut TxQueue) -> Action {
         let c = ScsiCommand::parse(&f.bhs);
         if !self.accept_cmdsn(c.immediate, c.cmdsn) {
             return Action::Continue;
@@ -492,7 +499,11 @@ impl Session {
                 }
             }
         }
-        let imm_len = placed.as_ref().map_or(f.data.len(), Vec::len);
+        let imm_len = match &placed {
+            Some(Placed::Buf(b)) => b.len(),
+            Some(Placed::Pending(n)) => *n,
+            None => f.data.len(),
+        };
         if let Some(reason) = crate::cmd_flags::fault(&c, imm_len) {
             self.reject(tx, reason, &f.bhs);
             return Action::Continue;
@@ -522,11 +533,17 @@ impl Session {
                 self.respond(tx, &c, cdb.as_slice(), 0, out, buf, 0);
                 return Action::Continue;
             }
-            let imm = placed.map_or(Imm::Slice(f.data), Imm::Placed);
+            let imm = match placed {
+                Some(Placed::Buf(b)) => Imm::Placed(b),
+                Some(Placed::Pending(n)) => Imm::Pending(n),
+                None => Imm::Slice(f.data),
+            };
             return self.start_write(c, cdb, imm, tx);
         }
         match placed {
-            Some(buf) => self.execute_owned(tx, &c, cdb.as_slice(), buf),
+            Some(Placed::Buf(buf)) => self.execute_owned(tx, &c, cdb.as_slice(), buf),
+            // Only writes with more data to come are left pending.
+            Some(Placed::Pending(_)) => self.reject(tx, RejectReason::PROTOCOL_ERROR, &f.bhs),
             None => self.execute(tx, &c, cdb.as_slice(), f.data),
         }
         Action::Continue

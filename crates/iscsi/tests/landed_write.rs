@@ -1,7 +1,9 @@
-//! Landed writes (`crates/iscsi/src/landed_write.rs`): the R2T'd data of a
-//! large WRITE to a fileio LU on tmpfs goes from the socket straight into
-//! the file's pages; a Data-Out that fails its checks never touches them;
-//! a reset from another session stops the landing of a write under way.
+//! Landed writes (`crates/iscsi/src/landed_write.rs`): the data of a large
+//! WRITE to a fileio LU on tmpfs (its immediate data and its R2T'd bursts)
+//! goes from the socket straight into the file's pages; a write its checks
+//! refuse, or a Data-Out that fails its own, never touches them; a write
+//! that cannot stream (ORDERED) still gets its data; a reset from another
+//! session stops the landing of a write under way.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use backstore::{Backstore, FileBackstore, FileOptions};
 use common::*;
-use iscsi_wire::request::DataOut;
+use iscsi_wire::request::{Attr, DataOut};
 use iscsi_wire::response::{R2t, ScsiResponse};
 use iscsi_wire::Opcode;
 use target_core::{Device, DeviceOptions};
@@ -49,6 +51,62 @@ fn expect(c: &mut Client, op: Opcode) -> common::Pdu {
     p
 }
 
+/// Send a command with its immediate data, the header first and the data
+/// a moment later: the target has the header alone when it decides how to
+/// receive the data (the way of a data segment depends on how much of it
+/// came with its header).
+fn send_cmd_split(c: &mut Client, cmd: &iscsi_wire::request::ScsiCommand, data: &[u8]) {
+    let pdu = c.encode_cmd(cmd, data);
+    c.send_raw(&pdu[..iscsi_wire::BHS_LEN]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    c.send_raw(&pdu[iscsi_wire::BHS_LEN..]).unwrap();
+}
+
+/// Answer an R2T as `Client::answer_r2t` does, the header first.
+fn answer_r2t_split(c: &mut Client, r: &R2t, data: &[u8]) {
+    let d = DataOut {
+        final_bit: true,
+        lun: [0; 8],
+        itt: r.itt,
+        ttt: r.ttt,
+        exp_statsn: c.exp_statsn,
+        datasn: 0,
+        buffer_offset: r.buffer_offset,
+    };
+    send_data_out_split(
+        c,
+        &d,
+        &data[r.buffer_offset as usize..][..r.desired_len as usize],
+    );
+}
+
+fn send_data_out_split(c: &mut Client, d: &DataOut, data: &[u8]) {
+    let mut b = iscsi_wire::Bhs::default();
+    d.write_to(&mut b);
+    let mut pdu = Vec::new();
+    iscsi_wire::pdu::encode(&mut pdu, &b, data, Default::default());
+    c.send_raw(&pdu[..iscsi_wire::BHS_LEN]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    c.send_raw(&pdu[iscsi_wire::BHS_LEN..]).unwrap();
+}
+
+/// Answer R2Ts until the command's status: (status, sense).
+fn run_to_status(c: &mut Client, data: &[u8]) -> (u8, Vec<u8>) {
+    loop {
+        let p = c.recv().expect("a PDU");
+        match p.bhs.opcode() {
+            Opcode::R2T => answer_r2t_split(c, &R2t::parse(&p.bhs), data),
+            Opcode::SCSI_RESPONSE => {
+                let r = ScsiResponse::parse(&p.bhs);
+                assert_eq!(r.sn.statsn, c.exp_statsn, "StatSN in order");
+                c.exp_statsn += 1;
+                return (r.status, p.data.get(2..).unwrap_or_default().to_vec());
+            }
+            op => panic!("unexpected {op:?}"),
+        }
+    }
+}
+
 fn medium(ram: &FileBackstore, at: usize, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
     ram.read_at(&mut b, at as u64).unwrap();
@@ -59,16 +117,14 @@ fn medium(ram: &FileBackstore, at: usize, len: usize) -> Vec<u8> {
 fn a_large_writes_r2td_data_lands_in_the_file() {
     let (ram, srv, _, mut c, _dir) = rig();
     let data = pattern(MIB, 0x31);
-    let r = c.write_cmd(&write10(2048, (MIB / 512) as u16), &data);
-    assert_eq!(r.status, 0);
+    let cmd = c.scsi_cmd_header(&write10(2048, (MIB / 512) as u16), false, true, MIB as u32);
+    send_cmd_split(&mut c, &cmd, &data[..BURST]);
+    assert_eq!(run_to_status(&mut c, &data).0, 0);
     let (pdus, bytes) = srv.landed_receives();
-    // The 256 KiB of immediate data go as a piece; the three R2T'd bursts
-    // land, but for what came with each header.
-    assert_eq!(pdus, 3, "three Data-Out PDUs landed");
-    assert!(
-        bytes >= (3 * BURST - 3 * 64 * 1024) as u64,
-        "landed {bytes} bytes"
-    );
+    // The immediate data (handled before it was received) and the three
+    // R2T'd bursts land: each came after its header.
+    assert_eq!(pdus, 4, "four data segments landed");
+    assert_eq!(bytes, MIB as u64, "landed {bytes} bytes");
     assert!(
         medium(&ram, 2048 * 512, MIB) == data,
         "the file holds the data"
@@ -85,7 +141,7 @@ fn a_data_out_with_a_wrong_datasn_never_touches_the_medium() {
     let (ram, srv, _, mut c, _dir) = rig();
     let data = pattern(MIB, 0x44);
     let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
-    c.send_cmd(&cmd, &data[..BURST]);
+    send_cmd_split(&mut c, &cmd, &data[..BURST]);
     let r = R2t::parse(&expect(&mut c, Opcode::R2T).bhs);
     let d = DataOut {
         final_bit: true,
@@ -97,10 +153,10 @@ fn a_data_out_with_a_wrong_datasn_never_touches_the_medium() {
         buffer_offset: r.buffer_offset,
     };
     let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
-    c.send_data_out(&d, &data[off..off + len]);
+    send_data_out_split(&mut c, &d, &data[off..off + len]);
     // The connection goes on (the task is poisoned, its data dropped).
     c.nop(&[]);
-    assert_eq!(srv.landed_receives().0, 0, "nothing landed");
+    assert_eq!(srv.landed_receives().0, 1, "only the immediate data landed");
     assert!(
         medium(&ram, off, len).iter().all(|&b| b == 0),
         "the bad Data-Out's bytes are not on the medium"
@@ -115,8 +171,9 @@ fn a_reset_from_another_session_stops_a_landing_write() {
     let (ram, srv, addr, mut c, _dir) = rig();
     let data = pattern(MIB, 0x5a);
     let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
-    c.send_cmd(&cmd, &data[..BURST]);
+    send_cmd_split(&mut c, &cmd, &data[..BURST]);
     let first = R2t::parse(&expect(&mut c, Opcode::R2T).bhs);
+    let before = srv.landed_receives().1;
     // Another initiator resets the LU while this write waits for its data.
     let mut other = Client::connect(addr);
     other.initiator = "iqn.2026-11.org.rtarget:other".into();
@@ -127,34 +184,54 @@ fn a_reset_from_another_session_stops_a_landing_write() {
     // The write's remaining data arrives after the reset: none of it
     // lands, and the write is answered with the reset's unit attention
     // (as a gathered write, checked once its data is in, would be).
-    c.answer_r2t(&first, &data);
-    let mut sense = Vec::new();
-    let mut st = 0xff;
-    while st == 0xff {
-        let p = c.recv().expect("a PDU");
-        match p.bhs.opcode() {
-            Opcode::R2T => c.answer_r2t(&R2t::parse(&p.bhs), &data),
-            Opcode::SCSI_RESPONSE => {
-                let r = ScsiResponse::parse(&p.bhs);
-                c.exp_statsn += 1;
-                st = r.status;
-                sense = p.data.get(2..).unwrap_or_default().to_vec();
-            }
-            op => panic!("unexpected {op:?}"),
-        }
-    }
+    answer_r2t_split(&mut c, &first, &data);
+    let (st, sense) = run_to_status(&mut c, &data);
     assert_eq!(st, 2, "CHECK CONDITION");
     assert_eq!(
         (sense[2] & 0x0f, sense[12]),
         (6, 0x29),
         "the reset's unit attention"
     );
-    assert_eq!(srv.landed_receives().1, 0, "nothing landed after the reset");
+    assert_eq!(
+        srv.landed_receives().1,
+        before,
+        "nothing landed after the reset"
+    );
     assert!(
         medium(&ram, BURST, MIB - BURST).iter().all(|&b| b == 0),
         "the data sent after the reset is not on the medium"
     );
     other.logout();
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn a_refused_write_with_pending_immediate_data_writes_nothing() {
+    let (ram, srv, _, mut c, _dir) = rig();
+    let data = pattern(MIB, 0x66);
+    // Runs past the LU's end: refused at arrival, before its immediate
+    // data was received; that data is dropped and the connection in step.
+    let lba = (8 * MIB / 512 - 1024) as u32;
+    let cmd = c.scsi_cmd_header(&write10(lba, (MIB / 512) as u16), false, true, MIB as u32);
+    send_cmd_split(&mut c, &cmd, &data[..BURST]);
+    let p = expect(&mut c, Opcode::SCSI_RESPONSE);
+    let r = ScsiResponse::parse(&p.bhs);
+    c.exp_statsn += 1;
+    assert_eq!((r.itt, r.status), (cmd.itt, 2), "CHECK CONDITION");
+    c.nop(&[]);
+    assert_eq!(srv.landed_receives(), (0, 0));
+    assert!(medium(&ram, 8 * MIB - BURST, BURST).iter().all(|&b| b == 0));
+    // An ORDERED write does not stream: its immediate data goes to its
+    // buffer (received after the command was handled), all of it arrives.
+    let data = pattern(MIB, 0x67);
+    let mut cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    cmd.attr = Attr::Ordered;
+    send_cmd_split(&mut c, &cmd, &data[..BURST]);
+    assert_eq!(run_to_status(&mut c, &data).0, 0);
+    assert_eq!(srv.landed_receives(), (0, 0), "an ORDERED write gathers");
+    assert_eq!(srv.direct_receives().1, 2, "both came the pending way");
+    assert!(medium(&ram, 0, MIB) == data, "the ORDERED write's data");
     c.logout();
     srv.shutdown();
 }
