@@ -43,6 +43,7 @@ mod offload;
 mod prefetch;
 mod read_overlap;
 mod rx_wait;
+mod send_tune;
 mod server;
 mod session;
 mod session_core;
