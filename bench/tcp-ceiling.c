@@ -4,6 +4,8 @@
  *
  *   tcp-ceiling [--mode stream|rr] [--msg BYTES] [--pdu BYTES] [--qd N] [--secs S]
  *               [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1] [--splice 0|1]
+ *               [--shape 0|1|2] [--cork 0|1|2] [--notsent N] [--zerocopy 0|1] [--sndforce 0|1]
+ *               [--txcpu N] [--rxcpu N]
  *
  *   stream  the sender writes messages back to back, the receiver reads them:
  *           the most a single stream carries.
@@ -22,13 +24,26 @@
  * into a 1 MiB pipe, then splice(2) to the socket (headers by send with MSG_MORE), the
  * zero-copy path a target could take for a ramdisk READ. Over loopback the receiver
  * copies straight from the lent pages (no MSG_ZEROCOPY fallback copy).
+ * Sending-side variants (session 11, s11-sendside; all off by default):
+ *   --shape 0|1|2  one writev per batch (rtarget's flush) | per message | per PDU
+ *   --cork 1|2     TCP_CORK around the batch | MSG_MORE on every send but the last
+ *   --notsent N    TCP_NOTSENT_LOWAT N on the sender
+ *   --zerocopy 1   SO_ZEROCOPY + MSG_ZEROCOPY sends, completions read from the
+ *                  error queue (at most 256 batches unconfirmed); counts on stderr
+ *   --sndforce 1   --sndbuf by SO_SNDBUFFORCE (root: past net.core.wmem_max)
+ *   --txcpu/--rxcpu N  pin the sender / the receiver to CPU N
  * Both set TCP_NODELAY. Prints one line:
- *   "msgs_per_s MB_per_s sender_cpu_us_per_msg receiver_cpu_us_per_msg"
+ *   "msgs_per_s MB_per_s sender_cpu_us_per_msg receiver_cpu_us_per_msg
+ *    sender_ctxsw_per_msg receiver_ctxsw_per_msg"
  * (user+system CPU of each process over the messages it moved). Built with
  * `cc -O2`; no library beyond libc. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/errqueue.h>
+#include <poll.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -50,6 +65,9 @@
 
 static size_t msg = 1 << 20, pdu = 256 << 10, src_mib = 1024;
 static int qd = 8, secs = 4, sndbuf, rcvbuf, rr = 1, huge, use_splice;
+/* Session 11 (s11-sendside): sending-side variants, see the usage comment. */
+static int cork, notsent, zerocopy, shape, sndforce, txcpu = -1, rxcpu = -1;
+static long zc_sent, zc_done, zc_copied; /* MSG_ZEROCOPY sends, completions, copied ones */
 static int pipefd[2]; /* --splice: the pipe the source pages are lent through */
 
 static void die(const char *what) {
@@ -63,6 +81,21 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+/* Context switches (voluntary + involuntary) of a process, from /proc. */
+static long ctxsw(int pid) {
+    char path[64], line[256];
+    long v = 0, x;
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &x) == 1 ||
+            sscanf(line, "nonvoluntary_ctxt_switches: %ld", &x) == 1)
+            v += x;
+    fclose(f);
+    return v;
+}
+
 static double cpu_us(int who) {
     struct rusage r;
     getrusage(who, &r);
@@ -72,8 +105,73 @@ static double cpu_us(int who) {
 static void tune(int s) {
     int one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (sndbuf && setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf)) die("SO_SNDBUF");
+    if (sndbuf && setsockopt(s, SOL_SOCKET, sndforce ? SO_SNDBUFFORCE : SO_SNDBUF, &sndbuf, sizeof sndbuf))
+        die("SO_SNDBUF");
     if (rcvbuf && setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf)) die("SO_RCVBUF");
+}
+
+/* Options of the sending socket only (the "target"). */
+static void tune_sender(int s) {
+    if (notsent && setsockopt(s, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &notsent, sizeof notsent)) die("NOTSENT");
+    int one = 1;
+    if (zerocopy && setsockopt(s, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof one)) die("SO_ZEROCOPY");
+}
+
+static void pin(int cpu) {
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set)) die("sched_setaffinity");
+}
+
+/* --zerocopy: read the completions queued on the error queue (each covers a
+ * range of sends). Blocks while more than `allow` sends are unconfirmed: a
+ * lent buffer may be reused only after its completion. */
+static void zc_reap(int s, long allow) {
+    for (;;) {
+        char ctl[256];
+        struct msghdr m = {.msg_control = ctl, .msg_controllen = sizeof ctl};
+        ssize_t r = recvmsg(s, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno != EAGAIN) die("errqueue");
+            if (zc_sent - zc_done <= allow) return;
+            struct pollfd p = {.fd = s, .events = 0};
+            poll(&p, 1, 100); /* POLLERR wakes it */
+            continue;
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            struct sock_extended_err *e = (struct sock_extended_err *)CMSG_DATA(c);
+            if (e->ee_origin != SO_EE_ORIGIN_ZEROCOPY) continue;
+            zc_done += (long)(e->ee_data - e->ee_info + 1);
+            if (e->ee_code & SO_EE_CODE_ZEROCOPY_COPIED) zc_copied += (long)(e->ee_data - e->ee_info + 1);
+        }
+    }
+}
+
+/* Writes iov[0..iv) completely: writev, or sendmsg(MSG_ZEROCOPY) for --zerocopy.
+ * Returns -1 when the peer closed. */
+static int write_all(int s, struct iovec *v, int iv) {
+    while (iv > 0) {
+        ssize_t n;
+        if (zerocopy) {
+            struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)iv};
+            n = sendmsg(s, &m, MSG_ZEROCOPY);
+            if (n > 0) zc_sent++;
+        } else {
+            n = writev(s, v, iv);
+        }
+        if (n < 0) {
+            if (errno == ENOBUFS && zerocopy) { /* optmem for the notifications: reap, retry */
+                zc_reap(s, 0);
+                continue;
+            }
+            return -1;
+        }
+        while (iv > 0 && (size_t)n >= v->iov_len) n -= (ssize_t)v->iov_len, v++, iv--;
+        if (iv > 0) v->iov_base = (uint8_t *)v->iov_base + n, v->iov_len -= (size_t)n;
+    }
+    return 0;
 }
 
 /* Bytes on the wire per message. */
@@ -137,17 +235,35 @@ static void sender(int s, uint8_t *src) {
             if (splice_out(s, iov, iv)) return;
             continue;
         }
-        /* writev until every byte left (partial writes happen when the send buffer fills). */
-        struct iovec *v = iov;
-        while (iv > 0) {
-            ssize_t n = writev(s, v, iv);
-            if (n < 0) {
-                if (rr) return; /* the peer closed mid-answer */
+        /* --shape 0: the whole batch in one writev (rtarget's flush); 1: one per
+         * message (READ); 2: one per PDU (header + data). --cork 1 wraps the batch in
+         * TCP_CORK, --cork 2 sends every piece but the last with MSG_MORE instead. */
+        int on = 1, off = 0;
+        if (cork == 1) setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+        int per = shape == 0 ? iv : shape == 1 ? 2 * (int)((msg + pdu - 1) / pdu) + 1 : 2;
+        if (!rr) per = shape == 0 ? iv : 1;
+        for (int at = 0; at < iv; at += per) {
+            int k = iv - at < per ? iv - at : per;
+            if (cork == 2 && at + k < iv) {
+                struct msghdr m = {.msg_iov = iov + at, .msg_iovlen = (size_t)k};
+                struct iovec *v = iov + at;
+                int left = k;
+                while (left > 0) { /* MSG_MORE: the same as write_all, flag set */
+                    m.msg_iov = v, m.msg_iovlen = (size_t)left;
+                    ssize_t n = sendmsg(s, &m, MSG_MORE | (zerocopy ? MSG_ZEROCOPY : 0));
+                    if (n < 0) return;
+                    if (zerocopy) zc_sent++;
+                    while (left > 0 && (size_t)n >= v->iov_len) n -= (ssize_t)v->iov_len, v++, left--;
+                    if (left > 0) v->iov_base = (uint8_t *)v->iov_base + n, v->iov_len -= (size_t)n;
+                }
+            } else if (write_all(s, iov + at, k)) {
                 return;
             }
-            while (iv > 0 && (size_t)n >= v->iov_len) n -= (ssize_t)v->iov_len, v++, iv--;
-            if (iv > 0) v->iov_base = (uint8_t *)v->iov_base + n, v->iov_len -= (size_t)n;
         }
+        if (cork == 1) setsockopt(s, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+        /* A lent source may be rewritten only after its completion; the 1 GiB
+         * source is walked in order, so allow up to 256 batches unconfirmed. */
+        if (zerocopy) zc_reap(s, 256);
     }
 }
 
@@ -191,6 +307,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--src")) src_mib = strtoul(v, NULL, 0);
         else if (!strcmp(a, "--huge")) huge = atoi(v);
         else if (!strcmp(a, "--splice")) use_splice = atoi(v);
+        else if (!strcmp(a, "--cork")) cork = atoi(v);
+        else if (!strcmp(a, "--notsent")) notsent = atoi(v);
+        else if (!strcmp(a, "--zerocopy")) zerocopy = atoi(v);
+        else if (!strcmp(a, "--shape")) shape = atoi(v);
+        else if (!strcmp(a, "--sndforce")) sndforce = atoi(v);
+        else if (!strcmp(a, "--txcpu")) txcpu = atoi(v);
+        else if (!strcmp(a, "--rxcpu")) rxcpu = atoi(v);
         else goto usage;
         i++;
     }
@@ -211,13 +334,18 @@ int main(int argc, char **argv) {
         if (huge) madvise(src, srclen, MADV_HUGEPAGE);
         memset(src, 0x5a, srclen);
         int s = socket(AF_INET, SOCK_STREAM, 0);
+        pin(txcpu);
         tune(s);
+        tune_sender(s);
         if (connect(s, (struct sockaddr *)&sa, sizeof sa)) die("connect");
         signal(SIGPIPE, SIG_IGN);
         if (use_splice && (pipe(pipefd) || fcntl(pipefd[1], F_SETPIPE_SZ, 1 << 20) < 0)) die("pipe");
         sender(s, src);
+        if (zerocopy) fprintf(stderr, "zerocopy: %ld sends, %ld completed, %ld of them copied\n",
+                              zc_sent, zc_done, zc_copied);
         _exit(0);
     }
+    pin(rxcpu);
     int s = accept(l, NULL, NULL);
     if (s < 0) die("accept");
     tune(s);
@@ -230,20 +358,26 @@ int main(int argc, char **argv) {
     FILE *f = fopen(path, "r");
     if (!f || fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &u0, &s0) != 2) die("stat");
     fclose(f);
+    long tx_cs0 = ctxsw(child), rx_cs0 = ctxsw(getpid());
     double msgs = receiver(s, &el);
+    long tx_cs1 = ctxsw(child), rx_cs1 = ctxsw(getpid());
     double c1 = cpu_us(RUSAGE_SELF);
     f = fopen(path, "r");
     if (!f || fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &u1, &s1) != 2) die("stat");
     fclose(f);
     close(s);
+    /* The sender sees the close and prints its --zerocopy counts; then it is gone. */
+    for (int i = 0; i < 100 && waitpid(child, NULL, WNOHANG) == 0; i++) usleep(10000);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     double snd_us = (double)(u1 + s1 - u0 - s0) * 1e6 / tck;
-    printf("%.0f %.1f %.1f %.1f\n", msgs / el, msgs * (double)msg / el / 1e6, snd_us / msgs,
-           (c1 - c0) / msgs);
+    printf("%.0f %.1f %.1f %.1f %.1f %.1f\n", msgs / el, msgs * (double)msg / el / 1e6, snd_us / msgs,
+           (c1 - c0) / msgs, (double)(tx_cs1 - tx_cs0) / msgs, (double)(rx_cs1 - rx_cs0) / msgs);
     return 0;
 usage:
     fprintf(stderr, "usage: tcp-ceiling [--mode stream|rr] [--msg BYTES] [--pdu BYTES] [--qd N] "
-                    "[--secs S] [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1] [--splice 0|1]\n");
+                    "[--secs S] [--sndbuf BYTES] [--rcvbuf BYTES] [--src MiB] [--huge 0|1] [--splice 0|1]\n"
+                    "       [--shape 0|1|2] [--cork 0|1|2] [--notsent N] [--zerocopy 0|1] [--sndforce 0|1]\n"
+                    "       [--txcpu N] [--rxcpu N]\n");
     return 2;
 }

@@ -174,6 +174,8 @@ pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer
     }
     // A stuck initiator must not block shutdown forever on a full socket.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    // Large Data-In batches: copy and transmit in cache-sized steps.
+    crate::send_tune::tune(stream.as_raw_fd());
     let mut io = Io {
         stream,
         rx: RxBuf::new(),

@@ -45,6 +45,7 @@ mod prefetch;
 mod read_overlap;
 mod refused_write;
 mod rx_wait;
+mod send_tune;
 mod server;
 mod session;
 mod session_core;
