@@ -36,10 +36,14 @@ GUEST_CACHE=${GUEST_CACHE:-/var/cache/rtarget-guest}
 export TIMEOUT=${TIMEOUT:-240}
 IQN=iqn.2026-11.org.rtarget:guest
 W=$(mktemp -d "${RTARGET_TEST_WORK:-${TMPDIR:-/tmp}}/guest.XXXXXX" 2>/dev/null || mktemp -d)
+# rtarget's LU file lives on tmpfs: the kernel initiator's large writes land
+# in its pages (landed writes) and the online resize remaps it.
+SHM_IMG=/dev/shm/rtarget-guest-$$.img
 cleanup() {
     set +e
     [[ -n ${GPID:-} ]] && kill "$GPID" 2>/dev/null && wait "$GPID"
     stop_rtarget 5; stop_tgt
+    rm -f "$SHM_IMG"
     if [[ -n ${OK:-} ]]; then rm -rf "$W"; else log "guest: kept $W"; fi
 }
 trap cleanup EXIT
@@ -62,7 +66,7 @@ CHAP_USER=guest-initiator CHAP_PASS=guestsecret-1234
 CHAP_TUSER=rtarget-target CHAP_TPASS=targetsecret-5678
 GROWN_MB=384
 if [[ $TARGET == rtarget ]]; then
-    mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "fileio:guest0:$W/guest0.img:256M"
+    mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "fileio:guest0:$SHM_IMG:256M"
     python3 - "$W/saveconfig.json" "$CHAP_USER" "$CHAP_PASS" "$CHAP_TUSER" "$CHAP_TPASS" <<'EOF'
 import json, sys
 path, u, p, tu, tp = sys.argv[1:]
@@ -79,6 +83,9 @@ EOF
     RT_PID=$!
     wait_port "$PORT" 10 || { tail -20 "$RT_LOG"; echo "FAIL guest (rtarget did not start)"; exit 1; }
     LUNPID=$RT_PID
+    # Metrics on, to see the guest's large writes land in the tmpfs file.
+    MPORT=$(free_port); while [[ $MPORT == "$PORT" ]]; do MPORT=$(free_port); done
+    "$RTARGET_BIN" --socket "$W/api.sock" set global "metrics=127.0.0.1:$MPORT" >/dev/null
 else
     start_tgt "$W" "$PORT"; tgt_target 1 "$IQN"
     truncate -s 256M "$W/guest0.img"; tgt_lun 1 1 "$W/guest0.img"
@@ -188,19 +195,31 @@ wait "$GPID" || rc=$?
 [[ -n ${RZPID:-} ]] && { wait "$RZPID" || true; }
 GPID=
 DT=$((SECONDS - T0))
+# Bytes the guest's writes landed straight in the LU's pages (0 if none).
+landed_bytes() {
+    python3 - "http://127.0.0.1:$MPORT/metrics" <<'EOF' 2>/dev/null || echo 0
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+print(next((int(float(l.split()[1])) for l in text.splitlines()
+            if l.startswith("rtarget_iscsi_landed_bytes_total ")), 0))
+EOF
+}
+LANDED=0
+[[ $TARGET == rtarget ]] && LANDED=$(landed_bytes)
 WHAT="discovery, login, ext4, md5, logout"
 [[ $TARGET == rtarget ]] && WHAT="discovery, mutual CHAP login, ext4, md5, online resize $(
-    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; in-guest rtarget: no ublk_drv refused clearly, mode=scsi sg_inq"
+    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; $((LANDED >> 20)) MiB landed in the tmpfs LU; in-guest rtarget: no ublk_drv refused clearly, mode=scsi sg_inq"
 if [[ $rc -eq 0 ]] && grep -q '^GUEST-ISCSI-OK' <(tr -d '\r' <"$W/console.log") &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-RESIZE-OK' <(tr -d '\r' <"$W/console.log"); } &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-NOUBLK-OK' <(tr -d '\r' <"$W/console.log"); } &&
+   { [[ $TARGET != rtarget ]] || ((LANDED > 0)); } &&
    kill -0 "$LUNPID" 2>/dev/null; then
     OK=1
     echo "PASS guest ($TARGET, kernel open-iscsi: $WHAT) ${DT}s"
 else
     tr -d '\r' <"$W/console.log" | tail -40
     kill -0 "$LUNPID" 2>/dev/null || echo "guest: the $TARGET process died"
-    [[ $TARGET == rtarget ]] && { echo "--- resize"; cat "$W/resize.log" 2>/dev/null
+    [[ $TARGET == rtarget ]] && { echo "--- landed bytes: $LANDED"; echo "--- resize"; cat "$W/resize.log" 2>/dev/null
                                   echo "--- rtarget log (tail)"; tail -20 "$RT_LOG"; }
     echo "FAIL guest ($TARGET, run-guest rc=$rc) ${DT}s"
     exit 1

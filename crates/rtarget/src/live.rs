@@ -201,6 +201,11 @@ impl Live {
         self.server.flow_cpu_counts()
     }
 
+    /// (Data segments, bytes) landed in the medium (`landed_write`).
+    pub fn landed_receives(&self) -> (u64, u64) {
+        self.server.landed_receives()
+    }
+
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
         let mut st = self.lock();

@@ -141,6 +141,7 @@ pub(super) fn register(reg: &mut Registry, live: &Live) {
     logins(reg, live);
     busy_polls(reg, live);
     flow_cpu(reg, live);
+    landed(reg, live);
 }
 
 fn logins(reg: &mut Registry, live: &Live) {
@@ -209,5 +210,18 @@ fn flow_cpu(reg: &mut Registry, live: &Live) {
         "iscsi_flow_cpu_moves",
         "iSCSI connection threads moved (follow_flow_cpu): onto the CPU their packets arrive on (flow), after that CPU changed (followed), back to their own CPU mask when the load grew (own), or not moved because the flow's CPU was unknown or outside the mask (unknown); late: sends as SCHED_IDLE that came back late (another task held the CPU), each pausing the hand-offs; slower: moves undone because the commands ran slower on one CPU than apart (also counted in own)",
         moves,
+    );
+}
+
+/// WRITE data received straight into the medium (landed writes: fileio
+/// LUs on tmpfs), in bytes.
+fn landed(reg: &mut Registry, live: &Live) {
+    let bytes = Counter::<u64>::default();
+    bytes.inc_by(live.landed_receives().1);
+    reg.register_with_unit(
+        "iscsi_landed",
+        "WRITE data received from the socket straight into the medium's memory (landed writes: fileio LUs on tmpfs), one copy fewer than a receive buffer",
+        Unit::Bytes,
+        bytes,
     );
 }
