@@ -74,9 +74,9 @@ pub(crate) fn try_land(
     let mut t = sess.claim_data_out(bhs)?;
     let at = t.base;
     let res = sess.accept_data(&mut t, &d, at, dsl, &mut io.tx);
-    let have = (io.rx.data().len() - BHS_LEN).min(dsl);
     if res.is_err() {
         // Never on the medium: into scratch, then the usual verdict.
+        let have = (io.rx.data().len() - BHS_LEN).min(dsl);
         io.rx.consume(BHS_LEN + have);
         if drain(sess, io, last_rx, dsl - have).is_err() {
             io.tx.recycle(std::mem::take(&mut t.buf));
@@ -85,9 +85,7 @@ pub(crate) fn try_land(
         return Some(sess.finish_data(t, bhs, res, &mut io.tx));
     }
     sess.shared.direct_rx.landed.fetch_add(1, Ordering::Relaxed);
-    t.buf
-        .extend_from_slice(&io.rx.data()[BHS_LEN..BHS_LEN + have]);
-    io.rx.consume(BHS_LEN + have);
+    take_head(io, &mut t.buf, dsl);
     if land_segment(sess, io, last_rx, &mut t, dsl).is_err() {
         io.tx.recycle(std::mem::take(&mut t.buf));
         return Some(Action::Close);
@@ -111,22 +109,20 @@ pub(crate) fn try_land_immediate(
 ) -> Option<Action> {
     let c = ScsiCommand::parse(bhs);
     let edtl = c.expected_data_len as usize;
-    if !c.write || dsl >= edtl || edtl < crate::streamed_write::LAND_MIN {
+    if !c.write || dsl >= edtl {
         return None;
     }
     sess.refresh_luns();
     let lun = scsi::lun::decode(c.lun);
     let lands = sess.luns.find(lun).is_some_and(|l| {
-        let b = &l.device.backstore;
-        b.lands_writes() && !b.streams_writes()
+        let b = l.device.backstore.as_ref();
+        b.lands_writes() && crate::streamed_write::streams(b, edtl)
     });
     if !lands {
         return None;
     }
-    let have = (io.rx.data().len() - BHS_LEN).min(dsl);
     let mut head = io.tx.take_buf();
-    head.extend_from_slice(&io.rx.data()[BHS_LEN..BHS_LEN + have]);
-    io.rx.consume(BHS_LEN + have);
+    let have = take_head(io, &mut head, dsl);
     sess.shared
         .direct_rx
         .immediate
@@ -169,6 +165,15 @@ pub(crate) fn try_land_immediate(
     crate::streamed_write::feed(sess, &mut t, &mut io.tx, false);
     sess.tasks.push(t);
     Some(action)
+}
+
+/// Move the header and the segment's bytes that came with it (of `dsl`)
+/// out of the receive buffer, those bytes onto `buf`: how many there were.
+fn take_head(io: &mut Io, buf: &mut Vec<u8>, dsl: usize) -> usize {
+    let have = (io.rx.data().len() - BHS_LEN).min(dsl);
+    buf.extend_from_slice(&io.rx.data()[BHS_LEN..BHS_LEN + have]);
+    io.rx.consume(BHS_LEN + have);
+    have
 }
 
 /// Receive `n` bytes from the socket and drop them.

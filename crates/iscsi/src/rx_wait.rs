@@ -142,14 +142,7 @@ pub fn queued(fd: RawFd) -> usize {
 pub fn wait_marked(fd: RawFd, bytes: usize) -> Result<bool, ()> {
     let mut low = LowWater { fd, mark: 1 };
     low.wait_for(bytes);
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = crate::conn::TICK.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd for the duration of the call.
-    match unsafe { libc::poll(&mut p, 1, ms) } {
+    match poll_in(fd, crate::conn::TICK) {
         0 => Ok(false),
         n if n < 0 => {
             let e = io::Error::last_os_error();
@@ -161,6 +154,19 @@ pub fn wait_marked(fd: RawFd, bytes: usize) -> Result<bool, ()> {
         }
         _ => Ok(true),
     }
+}
+
+/// `poll(2)` for input on `fd` for at most `timeout`: its result (0 on
+/// timeout, negative on error with `errno` set).
+fn poll_in(fd: RawFd, timeout: Duration) -> libc::c_int {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) }
 }
 
 /// `recv(2)` into `spare`: bytes received, 0 at the end of the stream,
@@ -184,14 +190,7 @@ fn recv_marked(
     timeout: Duration,
 ) -> isize {
     low.wait_for(spare.len());
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd for the duration of the call.
-    match unsafe { libc::poll(&mut p, 1, ms) } {
+    match poll_in(fd, timeout) {
         0 => {
             // SAFETY: errno is thread-local.
             unsafe { *libc::__errno_location() = libc::EAGAIN };

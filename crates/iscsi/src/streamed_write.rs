@@ -43,6 +43,12 @@ pub const PIECE_MIN: usize = 64 * 1024;
 /// mostly comes with its header anyway (`landed_write`).
 pub const LAND_MIN: usize = 256 * 1024;
 
+/// Whether a WRITE of `edtl` bytes to backstore `b` streams (when its
+/// task attribute and checks let it).
+pub(crate) fn streams(b: &dyn backstore::Backstore, edtl: usize) -> bool {
+    b.streams_writes() || (b.lands_writes() && edtl >= LAND_MIN)
+}
+
 /// What [`Session::try_stream`] did with a write task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -71,10 +77,11 @@ impl Session {
         // Cheap refusals first: no check (and no unit attention consumed)
         // for a write that will not stream.
         let edtl = t.cmd.expected_data_len;
-        if !self.luns.find(lun).is_some_and(|l| {
-            let b = &l.device.backstore;
-            b.streams_writes() || (b.lands_writes() && edtl as usize >= LAND_MIN)
-        }) || !self.offload.may_stream(lun)
+        if !self
+            .luns
+            .find(lun)
+            .is_some_and(|l| streams(l.device.backstore.as_ref(), edtl as usize))
+            || !self.offload.may_stream(lun)
         {
             return Start::Gather;
         }

@@ -283,18 +283,23 @@ impl WriteStream {
     /// retry).
     pub fn piece(&mut self, at: usize, buf: Vec<u8>) -> Option<Vec<u8>> {
         let n = buf.len().min(self.len.saturating_sub(at));
-        if n == 0 || self.failed() {
+        if n == 0 {
             return Some(buf);
         }
         let key = self.dev.id();
         // Counted busy before the fence is read: a reset that raises its
         // unit attention after this read waits for the piece (`wait_lus_idle`).
         pool::lu_enter(key);
-        if self.fenced() {
+        let taken = !self.fenced() && {
+            let mut s = self.shared.lock();
+            let ok = s.err.is_none() && s.refused.is_none();
+            s.in_flight += usize::from(ok);
+            ok
+        };
+        if !taken {
             pool::lu_leave(key);
             return Some(buf);
         }
-        self.shared.lock().in_flight += 1;
         // The LU's shared medium order, for this piece only.
         let token = self.dev.io_async_begin();
         let guard = PieceGuard {
