@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::{Backstore, Capabilities};
+use crate::{Backstore, Capabilities, LentRead};
 
 mod durable;
 mod landing;
+mod lending;
 #[cfg(test)]
 pub(crate) use landing::in_memory as on_memory_fs;
 mod resize;
@@ -502,6 +503,16 @@ impl Backstore for FileBackstore {
 
     fn lands_writes(&self) -> bool {
         self.landing.active()
+    }
+
+    /// Live pieces of the page cache, on tmpfs/ramfs (`file::lending`).
+    fn read_lent(&self, offset: u64, len: usize) -> Option<io::Result<LentRead>> {
+        if len > 0 {
+            if let Err(e) = self.check(offset, len) {
+                return self.landing.active().then_some(Err(e));
+            }
+        }
+        self.landing.lend(&self.file, offset, len)
     }
 
     fn land(&self, offset: u64, len: usize, fill: crate::Fill<'_>) -> io::Result<usize> {

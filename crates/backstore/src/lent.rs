@@ -3,11 +3,20 @@
 //! the pieces (one `writev`), so a 1 MiB READ from a ramdisk costs no
 //! user-space copy.
 //!
-//! A [`LentRead`] is a snapshot: every piece is reference counted and the
-//! backstore never changes bytes a lent piece can see (the ramdisk copies a
-//! chunk on write while a reader still holds it, see `ram`), so a READ
-//! returns exactly the data of the moment it ran, never a block torn by a
-//! WRITE that ran while its Data-In was still being sent.
+//! A [`LentRead`] is usually a snapshot: every piece is reference counted
+//! and the backstore never changes bytes a lent piece can see (the ramdisk
+//! copies a chunk on write while a reader still holds it, see `ram`), so a
+//! READ returns exactly the data of the moment it ran, never a block torn
+//! by a WRITE that ran while its Data-In was still being sent.
+//!
+//! A *live* one ([`LentRead::is_live`]: a tmpfs file's pages, through its
+//! mapping, see `file::landing`) shows the medium itself: a later write
+//! changes what it shows, and a page can vanish under it (the file
+//! truncated elsewhere). Its bytes must be copied out by the kernel only
+//! (`writev`, `process_vm_readv`: a vanished page is `EFAULT` there, where
+//! a user-space read is `SIGBUS`), and before anything ordered after the
+//! READ runs: the core holds the LU's medium order until the fabric has
+//! done so (`target_core::LentAnswer`).
 //!
 //! [`Backstore::read_lent`]: crate::Backstore::read_lent
 
@@ -36,11 +45,27 @@ enum Piece {
 pub struct LentRead {
     pieces: Vec<Piece>,
     len: usize,
+    live: bool,
 }
 
 impl LentRead {
     pub fn new() -> LentRead {
         LentRead::default()
+    }
+
+    /// A read whose pieces show the medium itself (see the module comment).
+    pub fn live() -> LentRead {
+        LentRead {
+            live: true,
+            ..LentRead::default()
+        }
+    }
+
+    /// Whether later writes can change these bytes (see the module
+    /// comment): send them before running anything ordered after the READ,
+    /// and never read them in user space.
+    pub fn is_live(&self) -> bool {
+        self.live
     }
 
     /// Append `bytes[off..off + len]` (which must lie inside `bytes`).

@@ -154,8 +154,11 @@ pub trait Backstore: Send + Sync + 'static {
 
     /// A READ of `len` bytes at `offset` answered with the backstore's own
     /// memory ([`lent`]), for a fabric that sends it without a copy. The
-    /// pieces must be a snapshot: nothing the backstore does later may
-    /// change bytes they show. `None` (the default): not offered, the
+    /// pieces must be a snapshot (nothing the backstore does later may
+    /// change bytes they show) unless the read is marked live
+    /// ([`LentRead::is_live`]; then the zero-length call's answer is marked
+    /// too, so callers that cannot honour it decline before the gates).
+    /// `None` (the default): not offered, the
     /// caller reads with [`Backstore::read_at`]. A zero-length call must be
     /// cheap (callers ask with one whether lending is offered). Wrappers do
     /// not forward it (they transform or meter what they read).

@@ -176,10 +176,12 @@ pub fn run(shared: Arc<Shared>, handle: Arc<ConnHandle>, stream: TcpStream, peer
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     // Large Data-In batches: copy and transmit in cache-sized steps.
     crate::send_tune::tune(stream.as_raw_fd());
+    let mut tx = TxQueue::new();
+    tx.bind(stream.as_raw_fd());
     let mut io = Io {
         stream,
         rx: RxBuf::new(),
-        tx: TxQueue::new(),
+        tx,
         handle,
     };
     let login = crate::login::run(&shared, &mut io, peer, local);

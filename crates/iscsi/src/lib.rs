@@ -310,6 +310,15 @@ impl IscsiServer {
         (get(&d.landed), get(&d.landed_bytes))
     }
 
+    /// Bytes of live lent READs (a tmpfs fileio LU's pages sent without a
+    /// copy of ours, `lent_read`) since the server started, and those of
+    /// them copied after all because the initiator was slow to read.
+    pub fn live_lent_sends(&self) -> (u64, u64) {
+        let d = &self.shared.lent_tx;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&d.live_bytes), get(&d.copied_bytes))
+    }
+
     /// Stop listening, log every session out (Async Message where possible,
     /// then close), and return when all connection threads have ended.
     pub fn shutdown(&self) {

@@ -99,6 +99,8 @@ pub struct Shared {
     pub flow_cpu: Arc<crate::flow_cpu::FlowCpuCounters>,
     /// Data segments received straight into task buffers (monitoring).
     pub direct_rx: crate::direct::DirectCounters,
+    /// Live lent READs sent (monitoring).
+    pub lent_tx: crate::lent_read::LentCounters,
     /// Drops what connection threads let go of (`closer`).
     pub closer: crate::closer::Closer,
 }
@@ -130,6 +132,7 @@ impl Shared {
             busy_polls: Default::default(),
             flow_cpu: Default::default(),
             direct_rx: Default::default(),
+            lent_tx: Default::default(),
             closer: Default::default(),
         }
     }

@@ -15,6 +15,8 @@ use backstore::LentRead;
 use iscsi_wire::bhs::padded;
 use iscsi_wire::{digest, Bhs, Digests};
 
+mod live;
+
 /// Most buffers kept for reuse; a batch of deep-queue reads needs one each.
 const POOL_KEEP: usize = 64;
 /// Pooled buffers larger than this are dropped instead of kept, so one huge
@@ -25,6 +27,8 @@ const POOL_MAX_BYTES: usize = 64 << 20;
 /// Flush early once this much is queued, to bound memory per connection.
 pub const FLUSH_THRESHOLD: usize = 8 << 20;
 const IOV_MAX: usize = 1024;
+/// Arena capacity kept across flushes (headers and small data need far less).
+const ARENA_KEEP: usize = 1 << 20;
 const ZEROES: [u8; 4] = [0; 4];
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +79,18 @@ pub struct TxQueue {
     iov: Vec<libc::iovec>,
     queued: usize,
     pooled_bytes: usize,
+    /// The connection's socket, for sends in the middle of a batch
+    /// (`live`); none in unit tests of the queue.
+    fd: Option<std::os::fd::RawFd>,
+    /// A send in the middle of a batch failed: the next flush says so.
+    broken: Option<io::Error>,
+}
+
+/// How far a flush got: a segment and the bytes of it already written.
+#[derive(Clone, Copy, Default)]
+struct Pos {
+    seg: usize,
+    skip: usize,
 }
 
 // SAFETY: the raw pointers in `iov` are only written and read inside
@@ -233,36 +249,17 @@ impl TxQueue {
 
     /// Write everything queued with as few `writev` calls as possible.
     pub fn flush(&mut self, sock: &impl AsRawFd) -> io::Result<()> {
+        if let Some(e) = self.broken.take() {
+            self.clear();
+            return Err(e);
+        }
         let fd = sock.as_raw_fd();
-        let mut seg_idx = 0;
-        let mut skip = 0usize; // bytes of segs[seg_idx] already written
+        let mut at = Pos::default();
         let result = loop {
-            if seg_idx >= self.segs.len() {
+            if at.seg >= self.segs.len() {
                 break Ok(());
             }
-            self.iov.clear();
-            for (i, seg) in self.segs[seg_idx..].iter().enumerate() {
-                if self.iov.len() == IOV_MAX {
-                    break;
-                }
-                let (ptr, len) = match *seg {
-                    Seg::Arena { off, len } => (self.arena[off..].as_ptr(), len),
-                    Seg::Lent { ptr, len } => (ptr, len),
-                    Seg::Data { buf, off, len } => match self.bufs.get(buf) {
-                        Some(TxData::Owned(b)) if off + len <= b.len() => (b[off..].as_ptr(), len),
-                        // A bad reference would be a bug in the caller;
-                        // send nothing rather than read out of bounds.
-                        _ => (ZEROES.as_ptr(), 0),
-                    },
-                };
-                let s = if i == 0 { skip } else { 0 };
-                self.iov.push(libc::iovec {
-                    // SAFETY: `s <= len` (skip is less than the segment
-                    // length), so the pointer stays inside the slice.
-                    iov_base: unsafe { ptr.add(s) } as *mut libc::c_void,
-                    iov_len: len - s,
-                });
-            }
+            self.fill_iov(at);
             // SAFETY: every iovec points into `arena` or `bufs`, which are
             // not touched until writev returns; the count fits in c_int.
             let n = unsafe { libc::writev(fd, self.iov.as_ptr(), self.iov.len() as libc::c_int) };
@@ -276,28 +273,62 @@ impl TxQueue {
             if n == 0 {
                 break Err(io::ErrorKind::WriteZero.into());
             }
-            // Advance past what was written.
-            let mut n = n as usize;
-            while n > 0 && seg_idx < self.segs.len() {
-                let len = seg_len(&self.segs[seg_idx]) - skip;
-                if n >= len {
-                    n -= len;
-                    seg_idx += 1;
-                    skip = 0;
-                } else {
-                    skip += n;
-                    n = 0;
-                }
-            }
+            self.advance(&mut at, n as usize);
         };
         self.iov.clear();
         self.clear();
         result
     }
 
+    /// `iov` for the segments from `at` on (at most IOV_MAX of them).
+    fn fill_iov(&mut self, at: Pos) {
+        self.iov.clear();
+        for (i, seg) in self.segs[at.seg..].iter().enumerate() {
+            if self.iov.len() == IOV_MAX {
+                break;
+            }
+            let (ptr, len) = match *seg {
+                Seg::Arena { off, len } => (self.arena[off..].as_ptr(), len),
+                Seg::Lent { ptr, len } => (ptr, len),
+                Seg::Data { buf, off, len } => match self.bufs.get(buf) {
+                    Some(TxData::Owned(b)) if off + len <= b.len() => (b[off..].as_ptr(), len),
+                    // A bad reference would be a bug in the caller;
+                    // send nothing rather than read out of bounds.
+                    _ => (ZEROES.as_ptr(), 0),
+                },
+            };
+            let s = if i == 0 { at.skip } else { 0 };
+            self.iov.push(libc::iovec {
+                // SAFETY: `s <= len` (skip is less than the segment
+                // length), so the pointer stays inside the slice.
+                iov_base: unsafe { ptr.add(s) } as *mut libc::c_void,
+                iov_len: len - s,
+            });
+        }
+    }
+
+    /// Move `at` past `n` written bytes.
+    fn advance(&self, at: &mut Pos, mut n: usize) {
+        while n > 0 && at.seg < self.segs.len() {
+            let len = seg_len(&self.segs[at.seg]) - at.skip;
+            if n >= len {
+                n -= len;
+                at.seg += 1;
+                at.skip = 0;
+            } else {
+                at.skip += n;
+                n = 0;
+            }
+        }
+    }
+
     /// Drop everything queued (connection is going away) and recycle buffers.
     pub fn clear(&mut self) {
         self.arena.clear();
+        // A lent read copied into the arena (`live`) may have grown it.
+        if self.arena.capacity() > ARENA_KEEP {
+            self.arena.shrink_to(ARENA_KEEP);
+        }
         self.segs.clear();
         self.queued = 0;
         while let Some(b) = self.bufs.pop() {

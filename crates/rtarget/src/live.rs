@@ -206,6 +206,11 @@ impl Live {
         self.server.landed_receives()
     }
 
+    /// (Bytes, of them copied) of live lent READs (`lent_read`).
+    pub fn live_lent_sends(&self) -> (u64, u64) {
+        self.server.live_lent_sends()
+    }
+
     /// The object tree of the current config.
     pub fn tree(&self) -> tree::Node {
         let mut st = self.lock();

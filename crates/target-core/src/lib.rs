@@ -34,6 +34,7 @@ pub mod engine;
 mod error;
 mod inquiry;
 mod lent_read;
+pub use lent_read::{LentAnswer, MediumOrder};
 mod medium;
 mod misc;
 mod mode;

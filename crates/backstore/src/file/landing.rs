@@ -18,21 +18,42 @@
 //! so a page that is gone (the file truncated by someone else, tmpfs full
 //! for a hole) fails that receive with `EFAULT` instead of killing the
 //! daemon with `SIGBUS`. Growth maps the file again (`remap`) under the
-//! write lock, so no landing is in progress then.
+//! write lock, so no landing is in progress then; reads lent from the old
+//! mapping (`lending`) keep it mapped until they are sent.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::landing::{Area, Fill};
 
 /// Files larger than this are not mapped (address space, page tables).
 const MAX_MAP: u64 = 1 << 40;
 
-struct Mapping {
+pub(super) struct Mapping {
     ptr: *mut u8,
     len: usize,
+}
+
+impl Mapping {
+    pub(super) fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The whole mapping, for lent reads (`lending`): its bytes are never read
+/// in user space, only handed to the kernel (see `backstore::lent`).
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: a live mapping of `len` bytes; the slice only carries the
+        // address and length to `writev` (see the impl's comment).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 // SAFETY: the mapping is plain shared memory owned by this value; it is
@@ -50,7 +71,7 @@ impl Drop for Mapping {
 
 /// A file's landing mapping, when it has one.
 pub(super) struct Landing {
-    map: RwLock<Option<Mapping>>,
+    map: RwLock<Option<Arc<Mapping>>>,
 }
 
 /// Whether `file` lives on a memory filesystem (tmpfs, ramfs).
@@ -85,17 +106,22 @@ impl Landing {
         l
     }
 
-    fn lock(&self) -> RwLockReadGuard<'_, Option<Mapping>> {
+    fn lock(&self) -> RwLockReadGuard<'_, Option<Arc<Mapping>>> {
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<Mapping>> {
+    fn lock_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Mapping>>> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether landings are offered at all.
     pub(super) fn active(&self) -> bool {
         self.lock().is_some()
+    }
+
+    /// The current mapping (kept mapped while the caller holds it).
+    pub(super) fn mapping(&self) -> Option<Arc<Mapping>> {
+        self.lock().clone()
     }
 
     /// The file grew to `size`: map it again (no landing runs meanwhile).
@@ -130,7 +156,7 @@ impl Landing {
 
 /// Map `size` bytes of `file` shared and fault in the extents that hold
 /// data. `None` when the file is empty, too large or cannot be mapped.
-fn map(file: &File, size: u64) -> Option<Mapping> {
+fn map(file: &File, size: u64) -> Option<Arc<Mapping>> {
     if size == 0 || size > MAX_MAP {
         return None;
     }
@@ -153,7 +179,7 @@ fn map(file: &File, size: u64) -> Option<Mapping> {
     }
     let m = Mapping { ptr: p.cast(), len };
     populate_data(file, &m);
-    Some(m)
+    Some(Arc::new(m))
 }
 
 /// Fault in the pages of `m` that hold data (holes stay holes).

@@ -142,6 +142,7 @@ pub(super) fn register(reg: &mut Registry, live: &Live) {
     busy_polls(reg, live);
     flow_cpu(reg, live);
     landed(reg, live);
+    live_lent(reg, live);
 }
 
 fn logins(reg: &mut Registry, live: &Live) {
@@ -223,5 +224,23 @@ fn landed(reg: &mut Registry, live: &Live) {
         "WRITE data received from the socket straight into the medium's memory (landed writes: fileio LUs on tmpfs), one copy fewer than a receive buffer",
         Unit::Bytes,
         bytes,
+    );
+}
+
+/// READ data sent straight from a tmpfs fileio LU's pages (live lent
+/// reads), in bytes: `how` sent (no copy of ours) or copied (the initiator
+/// was slow to read and the bytes had to leave the file before the next
+/// command).
+fn live_lent(reg: &mut Registry, live: &Live) {
+    let (bytes, copied) = live.live_lent_sends();
+    let fam = Family::<Labels, Counter>::default();
+    for (how, n) in [("sent", bytes.saturating_sub(copied)), ("copied", copied)] {
+        fam.get_or_create(&vec![("how", how.to_string())]).inc_by(n);
+    }
+    reg.register_with_unit(
+        "iscsi_live_lent",
+        "READ data of fileio LUs on tmpfs answered from the file's own pages (live lent reads): sent from them with no copy of ours, or copied after all because the initiator was slow to read",
+        Unit::Bytes,
+        fam,
     );
 }
