@@ -170,6 +170,9 @@ sync; umount /mnt/t
 e2fsck -fn $DEV
 echo 3 > /proc/sys/vm/drop_caches
 mount -t ext4 -o ro $DEV /mnt/t; cat /mnt/t/hello.txt; md5sum -c /tmp/sums.md5; umount /mnt/t
+BIG=$(dd if=$DEV bs=1M count=40 iflag=direct 2>/dev/null | md5sum)
+SMALL=$(dd if=$DEV bs=64k count=640 iflag=direct 2>/dev/null | md5sum)
+[ "$BIG" = "$SMALL" ]; echo "1 MiB (sent from the pages) and 64 KiB (copied) direct reads agree: $BIG"
 '"$GROW"'
 iscsiadm -m node -T '"$IQN"' -p 10.0.2.100:3260 --logout
 echo GUEST-ISCSI-OK'
@@ -195,31 +198,33 @@ wait "$GPID" || rc=$?
 [[ -n ${RZPID:-} ]] && { wait "$RZPID" || true; }
 GPID=
 DT=$((SECONDS - T0))
-# Bytes the guest's writes landed straight in the LU's pages (0 if none).
-landed_bytes() {
-    python3 - "http://127.0.0.1:$MPORT/metrics" <<'EOF' 2>/dev/null || echo 0
+# A counter of the scrape (0 if none): bytes the guest's writes landed
+# straight in the LU's pages, bytes its large reads were sent from them.
+metric() {
+    python3 - "http://127.0.0.1:$MPORT/metrics" "$1" <<'EOF' 2>/dev/null || echo 0
 import sys, urllib.request
 text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
 print(next((int(float(l.split()[1])) for l in text.splitlines()
-            if l.startswith("rtarget_iscsi_landed_bytes_total ")), 0))
+            if l.startswith(sys.argv[2] + " ")), 0))
 EOF
 }
-LANDED=0
-[[ $TARGET == rtarget ]] && LANDED=$(landed_bytes)
+LANDED=0 LENT=0
+[[ $TARGET == rtarget ]] && LANDED=$(metric rtarget_iscsi_landed_bytes_total) &&
+    LENT=$(metric 'rtarget_iscsi_live_lent_bytes_total{how="sent"}')
 WHAT="discovery, login, ext4, md5, logout"
 [[ $TARGET == rtarget ]] && WHAT="discovery, mutual CHAP login, ext4, md5, online resize $(
-    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; $((LANDED >> 20)) MiB landed in the tmpfs LU; in-guest rtarget: no ublk_drv refused clearly, mode=scsi sg_inq"
+    sed -n 's/^guest sees the LUN grow: //p' <(tr -d '\r' <"$W/console.log")) + rescan, logout; $((LANDED >> 20)) MiB landed in the tmpfs LU, $((LENT >> 20)) MiB of 1 MiB reads sent from its pages; in-guest rtarget: no ublk_drv refused clearly, mode=scsi sg_inq"
 if [[ $rc -eq 0 ]] && grep -q '^GUEST-ISCSI-OK' <(tr -d '\r' <"$W/console.log") &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-RESIZE-OK' <(tr -d '\r' <"$W/console.log"); } &&
    { [[ $TARGET != rtarget ]] || grep -q '^GUEST-NOUBLK-OK' <(tr -d '\r' <"$W/console.log"); } &&
-   { [[ $TARGET != rtarget ]] || ((LANDED > 0)); } &&
+   { [[ $TARGET != rtarget ]] || ((LANDED > 0 && LENT > 0)); } &&
    kill -0 "$LUNPID" 2>/dev/null; then
     OK=1
     echo "PASS guest ($TARGET, kernel open-iscsi: $WHAT) ${DT}s"
 else
     tr -d '\r' <"$W/console.log" | tail -40
     kill -0 "$LUNPID" 2>/dev/null || echo "guest: the $TARGET process died"
-    [[ $TARGET == rtarget ]] && { echo "--- landed bytes: $LANDED"; echo "--- resize"; cat "$W/resize.log" 2>/dev/null
+    [[ $TARGET == rtarget ]] && { echo "--- landed bytes: $LANDED, live lent: $LENT"; echo "--- resize"; cat "$W/resize.log" 2>/dev/null
                                   echo "--- rtarget log (tail)"; tail -20 "$RT_LOG"; }
     echo "FAIL guest ($TARGET, run-guest rc=$rc) ${DT}s"
     exit 1
