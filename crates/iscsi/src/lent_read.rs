@@ -6,12 +6,14 @@
 //! Two kinds of lenders:
 //! - the ramdisk lends snapshots (it copies a chunk on write while one is
 //!   lent): a WRITE that runs before the flush cannot tear its READs. Those
-//!   of [`AT_ONCE_MIN`] or more are still sent as soon as they are answered,
+//!   of [`EARLY_MIN`] or more are still sent as soon as they are answered,
 //!   as far as the socket takes them without waiting (`send_early`; the
 //!   rest goes with the batch): the initiator starts taking the first
 //!   READ's data while the next one is answered, where the batch's one
-//!   `writev` made it wait for all of them (ab.sh, 4 rounds, both slot
-//!   orders: ramdisk 1 MiB reads QD8 1.05-1.10x IOPS at equal CPU);
+//!   `writev` made it wait for all of them (ab.sh, 4 rounds: ramdisk 1 MiB
+//!   reads QD8/QD32 1.05-1.10x IOPS at equal CPU in both slot orders, 512
+//!   KiB QD8 1.12x; but 256 KiB reads at QD32 0.69x at 1.47x the CPU, so
+//!   not those);
 //! - a fileio LU on tmpfs lends the file's pages themselves, *live*: their
 //!   Data-In is sent at once, while the core still holds the LU's medium
 //!   order (`target_core::MediumOrder`), and what the socket does not take
@@ -37,9 +39,10 @@ use crate::txq::TxQueue;
 
 /// READs shorter than this are copied (see the module comment).
 pub const LENT_MIN: u32 = 64 << 10;
-/// Live lent READs (tmpfs pages) start here, and snapshot ones this long
-/// are sent early: each is sent on its own.
+/// Live lent READs (tmpfs pages) start here: each is sent on its own.
 pub const AT_ONCE_MIN: u32 = 256 << 10;
+/// Snapshot lent READs this long are sent early (see the module comment).
+pub const EARLY_MIN: usize = 512 << 10;
 
 /// Live lent READs since the server started (monitoring, tests): their
 /// bytes, and those of them copied because the socket had no room.
@@ -81,7 +84,7 @@ impl Session {
             let n = &self.shared.lent_tx;
             n.live_bytes.fetch_add(len, Ordering::Relaxed);
             n.copied_bytes.fetch_add(copied, Ordering::Relaxed);
-        } else if data_len >= AT_ONCE_MIN as usize {
+        } else if data_len >= EARLY_MIN {
             tx.send_early();
         }
         drop(order);
