@@ -390,6 +390,9 @@ pub(crate) fn update<T>(
             }
         }
         res.publish(&inner);
+        if matches!(r, Ok((_, true))) {
+            fence_streams(dev);
+        }
         return r.map(|(t, _)| t);
     };
     let mut uas = Uas::default();
@@ -448,6 +451,7 @@ pub(crate) fn update<T>(
                 uas.each.extend(here);
                 deliver(dev, uas);
                 res.publish(&inner);
+                fence_streams(dev);
                 drop(inner);
                 store.announce();
                 return Ok(t);
@@ -462,6 +466,17 @@ pub(crate) fn update<T>(
     }
     tracing::error!(lu = %dev.options.name, "shared reservations: too many concurrent changes");
     Err(CmdError::InternalTargetFailure)
+}
+
+/// A reservation change made here (published: `conflicts` sees it) may
+/// refuse writes of other nexuses without raising a unit attention (SPC-2
+/// RESERVE, PERSISTENT RESERVE OUT RESERVE): streamed writes checked
+/// before it run their checks again before their next piece, as a gathered
+/// write is checked when all its data is in. A change elsewhere reaches
+/// this process's copy only when a command reloads it (`ensure_fresh`),
+/// which a piece does not.
+fn fence_streams(dev: &Device) {
+    dev.state.ua.fence();
 }
 
 /// LOGICAL UNIT RESET (and target resets) of the LU through this target:
