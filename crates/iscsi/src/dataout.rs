@@ -6,7 +6,9 @@
 //! checked against that. A wrong DataSN poisons the task: that PDU and all
 //! later data for the task are dropped and the command never runs (at ERL 0
 //! the initiator recovers by timeout, abort or a new session; closing the
-//! connection instead races with libiscsi's reconnect). An offset or
+//! connection instead races with libiscsi's reconnect). A streamed write
+//! ends the same way: its stream is closed there (`end_broken_stream`),
+//! its pieces written so far stay (as for any aborted WRITE). An offset or
 //! length outside what was asked for is a protocol error that ends the
 //! connection.
 //!
@@ -359,10 +361,15 @@ impl Session {
                     "Data-Out with a wrong DataSN: task will not run"
                 );
                 t.poisoned = true;
+                let ended = self.end_broken_stream(&mut t, tx);
                 let buf = std::mem::take(&mut t.buf);
                 tx.recycle(buf);
                 self.tasks.push(t);
-                return Action::Continue;
+                return if ended {
+                    Action::Continue
+                } else {
+                    Action::Close
+                };
             }
             Err(DataErr::Protocol) => {
                 tracing::warn!(
