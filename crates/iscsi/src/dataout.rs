@@ -131,6 +131,31 @@ impl WriteTask {
         }
     }
 
+    /// A write task of `itt` on LUN 0 that received nothing yet, streaming
+    /// into `stream` if given (unit tests of the task list's users).
+    #[cfg(test)]
+    pub(crate) fn for_test(itt: u32, stream: Option<target_core::engine::WriteStream>) -> Self {
+        let mut cmd = ScsiCommand::parse(&Bhs::default());
+        cmd.itt = itt;
+        WriteTask {
+            itt,
+            cmd,
+            cdb: CdbStore::from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0]),
+            buf: Vec::new(),
+            base: 0,
+            stream,
+            unsol_left: 0,
+            unsol_datasn: 0,
+            unsol_done: true,
+            next_r2t_offset: 0,
+            r2ts: Vec::new(),
+            r2tsn: 0,
+            poisoned: false,
+            refusal: None,
+            imm_pending: 0,
+        }
+    }
+
     /// Waits for an R2T it was not given for lack of budget.
     fn deferred(&self, max_out: usize) -> bool {
         !self.poisoned
