@@ -6,7 +6,9 @@
 //! checked against that. A wrong DataSN poisons the task: that PDU and all
 //! later data for the task are dropped and the command never runs (at ERL 0
 //! the initiator recovers by timeout, abort or a new session; closing the
-//! connection instead races with libiscsi's reconnect). An offset or
+//! connection instead races with libiscsi's reconnect). A streamed write
+//! ends the same way: its stream is closed there (`end_broken_stream`),
+//! its pieces written so far stay (as for any aborted WRITE). An offset or
 //! length outside what was asked for is a protocol error that ends the
 //! connection.
 //!
@@ -126,6 +128,31 @@ impl WriteTask {
             self.received() + self.unsol_left as usize
         } else {
             self.next_r2t_offset as usize
+        }
+    }
+
+    /// A write task of `itt` on LUN 0 that received nothing yet, streaming
+    /// into `stream` if given (unit tests of the task list's users).
+    #[cfg(test)]
+    pub(crate) fn for_test(itt: u32, stream: Option<target_core::engine::WriteStream>) -> Self {
+        let mut cmd = ScsiCommand::parse(&Bhs::default());
+        cmd.itt = itt;
+        WriteTask {
+            itt,
+            cmd,
+            cdb: CdbStore::from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0]),
+            buf: Vec::new(),
+            base: 0,
+            stream,
+            unsol_left: 0,
+            unsol_datasn: 0,
+            unsol_done: true,
+            next_r2t_offset: 0,
+            r2ts: Vec::new(),
+            r2tsn: 0,
+            poisoned: false,
+            refusal: None,
+            imm_pending: 0,
         }
     }
 
@@ -359,10 +386,15 @@ impl Session {
                     "Data-Out with a wrong DataSN: task will not run"
                 );
                 t.poisoned = true;
+                let ended = self.end_broken_stream(&mut t, tx);
                 let buf = std::mem::take(&mut t.buf);
                 tx.recycle(buf);
                 self.tasks.push(t);
-                return Action::Continue;
+                return if ended {
+                    Action::Continue
+                } else {
+                    Action::Close
+                };
             }
             Err(DataErr::Protocol) => {
                 tracing::warn!(

@@ -52,6 +52,8 @@ mod session_core;
 mod sessions;
 mod split_flush;
 mod streamed_write;
+#[cfg(feature = "testing")]
+pub mod test_hooks;
 mod tmf;
 mod tmf_mcs;
 mod tmf_sam4;

@@ -143,6 +143,28 @@ impl Session {
     }
 }
 
+impl Session {
+    /// A streamed write whose Data-Out sequence broke (a wrong DataSN)
+    /// ends as a gathered one does (`dataout`): it is never answered, none
+    /// of its later data is written, and its task stays, poisoned, until
+    /// ABORT TASK or the connection's end. Left open, its stream held an
+    /// engine task that ORDERED commands waited behind; so it is sealed
+    /// and its engine task aborted (its answer dropped), waited for as
+    /// ABORT TASK waits, so no piece of it is in flight once this returns
+    /// (a later ABORT TASK finds nothing of it to wait for). Its window
+    /// slot passes to the poisoned task (`WriteTask::holds_slot`), as a
+    /// gathered one holds it. False if the connection was killed
+    /// meanwhile.
+    pub(crate) fn end_broken_stream(&mut self, t: &mut WriteTask, tx: &mut TxQueue) -> bool {
+        // Dropping the handle seals the stream.
+        if t.stream.take().is_none() {
+            return true;
+        }
+        let tag = u64::from(t.itt);
+        self.abort_flights(tx, |i| i.tag == tag).is_some()
+    }
+}
+
 /// Hand the whole blocks gathered in `t.buf` to `t`'s stream as one piece
 /// (everything when `last`), unless that is less than [`PIECE_MIN`]
 /// before the end. A partial block stays for the next piece.

@@ -111,6 +111,10 @@ impl Session {
         if !settled {
             return Action::Close;
         }
+        #[cfg(feature = "testing")]
+        if matches!(reach(func), Reach::Lun | Reach::Target) {
+            crate::test_hooks::reset_waited();
+        }
         let response = match func {
             Wire::AbortTask => {
                 if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
@@ -158,6 +162,21 @@ impl Session {
             | Wire::QueryAsyncEvent
             | Wire::Unknown(_) => TmfResponse::Rejected,
         };
+        // A piece of another session's streamed write that started after
+        // the wait above read the fence before the reset raised its unit
+        // attention: it was neither waited for nor fenced. Every piece
+        // that starts from now on is fenced, so wait once more for those
+        // already under way: none lands after the answer.
+        let fenced = matches!(
+            func,
+            Wire::LogicalUnitReset | Wire::TargetWarmReset | Wire::TargetColdReset
+        );
+        if fenced && response == TmfResponse::Complete {
+            let lun = (func == Wire::LogicalUnitReset).then_some(lun);
+            if !self.wait_lus_idle(lun) {
+                return Action::Close;
+            }
+        }
         tracing::info!(initiator = %self.initiator_name, function = ?func, lun, ?response,
             "task management");
         self.tmf_response(r.itt, response, tx);

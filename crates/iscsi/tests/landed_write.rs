@@ -206,6 +206,67 @@ fn a_reset_from_another_session_stops_a_landing_write() {
     srv.shutdown();
 }
 
+/// Another initiator takes a reservation (`take`, on its own session)
+/// while a landing write of `c`'s waits for its data: the rest of that
+/// data never lands, and the write is answered RESERVATION CONFLICT, as a
+/// gathered write would be when executed once its data is in.
+fn a_reservation_stops_a_landing_write(take: impl FnOnce(&mut Client)) {
+    let (ram, srv, addr, mut c, _dir) = rig();
+    let data = pattern(MIB, 0x5b);
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    send_cmd_split(&mut c, &cmd, &data[..BURST]);
+    let first = R2t::parse(&expect(&mut c, Opcode::R2T).bhs);
+    let before = srv.landed_receives().1;
+    let mut other = Client::connect(addr);
+    other.initiator = "iqn.2026-11.org.rtarget:other".into();
+    other.isid = [0x80, 0, 0, 0, 0x55, 0x69];
+    other.login(Some(IQN), LIBISCSI);
+    other.clear_ua();
+    take(&mut other);
+    answer_r2t_split(&mut c, &first, &data);
+    let (st, _) = run_to_status(&mut c, &data);
+    assert_eq!(st, 0x18, "RESERVATION CONFLICT");
+    assert_eq!(
+        srv.landed_receives().1,
+        before,
+        "nothing landed after the reservation"
+    );
+    assert!(
+        medium(&ram, BURST, MIB - BURST).iter().all(|&b| b == 0),
+        "the data sent after the reservation is not on the medium"
+    );
+    other.logout();
+    c.logout();
+    srv.shutdown();
+}
+
+#[test]
+fn an_spc2_reserve_from_another_session_stops_a_landing_write() {
+    a_reservation_stops_a_landing_write(|other| {
+        let (st, _, _) = other.read_cmd(&[0x16, 0, 0, 0, 0, 0], 0);
+        assert_eq!(st, 0, "RESERVE(6)");
+    });
+}
+
+/// PERSISTENT RESERVE OUT with service action `sa`, type `ty` and the
+/// 24-byte parameter list of `key` and `sa_key`.
+fn pr_out(c: &mut Client, sa: u8, ty: u8, key: u64, sa_key: u64) -> u8 {
+    let cdb = [0x5f, sa, ty, 0, 0, 0, 0, 0, 24, 0];
+    let mut params = [0u8; 24];
+    params[..8].copy_from_slice(&key.to_be_bytes());
+    params[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    c.write_cmd(&cdb, &params).status
+}
+
+#[test]
+fn a_persistent_reservation_from_another_session_stops_a_landing_write() {
+    a_reservation_stops_a_landing_write(|other| {
+        assert_eq!(pr_out(other, 0 /* REGISTER */, 0, 0, 0xabc), 0);
+        // WRITE EXCLUSIVE: writes of an unregistered nexus conflict.
+        assert_eq!(pr_out(other, 1 /* RESERVE */, 1, 0xabc, 0), 0);
+    });
+}
+
 #[test]
 fn a_refused_write_with_pending_immediate_data_writes_nothing() {
     let (ram, srv, _, mut c, _dir) = rig();

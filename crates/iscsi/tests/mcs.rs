@@ -376,3 +376,89 @@ fn lost_access_asks_every_connection_to_log_out() {
     }
     srv.shutdown();
 }
+
+/// RAM whose reads wait until [`GatedReads::open`] (at most 20 s, so a
+/// wrong test fails rather than hangs): an inline READ keeps its
+/// connection's thread busy until then, as a hung backstore would.
+struct GatedReads {
+    ram: Arc<MemStore>,
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl GatedReads {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+impl backstore::Backstore for GatedReads {
+    fn size(&self) -> u64 {
+        self.ram.size()
+    }
+    fn capabilities(&self) -> backstore::Capabilities {
+        self.ram.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let g = self.open.lock().unwrap();
+        let _ = self
+            .cv
+            .wait_timeout_while(g, Duration::from_secs(20), |open| !*open)
+            .unwrap();
+        self.ram.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.ram.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A session logout whose other connection does not end in time (its
+/// thread is held by a backstore that hangs) answers "cleanup failed"
+/// after the wait and leaves the logging-out connection up: a later
+/// logout, once the other connection ended, closes the session.
+#[test]
+fn session_logout_answers_cleanup_failed_when_a_connection_hangs() {
+    let gated = Arc::new(GatedReads {
+        ram: MemStore::new(1 << 20),
+        open: std::sync::Mutex::new(false),
+        cv: std::sync::Condvar::new(),
+    });
+    let dev = target_core::Device::new(
+        target_core::DeviceOptions::new("gated0", "5b3c9a2e-0000-4000-8000-0000000000c5"),
+        Arc::clone(&gated) as Arc<dyn backstore::Backstore>,
+    );
+    let srv = IscsiServer::new();
+    let offer = iscsi::tpg_offer([("MaxConnections", "2")]).unwrap();
+    srv.set_target(one_lun_target(IQN, dev, offer));
+    let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut a = lead(addr, "2");
+    let mut b = join(addr, &a, 1);
+    let mut sn = a.cmdsn;
+    // b's thread runs the READ inline and waits in the backstore.
+    on(&mut b, &mut sn, |c| {
+        let cmd = c.scsi_cmd_header(&read10(0, 1), true, false, 512);
+        c.send_cmd(&cmd, &[]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    a.cmdsn = sn;
+    let started = Instant::now();
+    let p = a.logout_for(0, 0);
+    assert_eq!(LogoutResponse::parse(&p.bhs).response, 3, "cleanup failed");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "answered after waiting for the other connection"
+    );
+    gated.open();
+    assert!(b.closed(), "the other connection ends once free");
+    wait_for(&srv, |s| cids(s) == [0]);
+    // The logging-out connection is still up: a logout now closes it all.
+    let p = a.logout_for(0, 0);
+    assert_eq!(LogoutResponse::parse(&p.bhs).response, 0);
+    assert!(a.closed());
+    wait_for(&srv, |s| s.sessions().is_empty());
+    srv.shutdown();
+}

@@ -249,3 +249,102 @@ fn a_refused_write_is_answered_once_its_unsolicited_data_is_in_and_writes_nothin
     c.logout();
     srv.shutdown();
 }
+
+/// A Data-Out of `r`'s burst with a wrong DataSN.
+fn send_bad_datasn(c: &mut Client, r: &iscsi_wire::response::R2t, data: &[u8]) {
+    let d = DataOut {
+        final_bit: true,
+        lun: [0; 8],
+        itt: r.itt,
+        ttt: r.ttt,
+        exp_statsn: c.exp_statsn,
+        datasn: 3,
+        buffer_offset: r.buffer_offset,
+    };
+    let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
+    c.send_data_out(&d, &data[off..off + len]);
+}
+
+/// A wrong DataSN on a streamed write ends it as it ends a gathered one:
+/// its stream is closed (nothing more is written, it holds no engine task:
+/// an ORDERED command is not held behind it), it is never answered, it
+/// keeps one window slot until ABORT TASK ends it.
+#[test]
+fn a_wrong_datasn_ends_a_streamed_write_as_a_gathered_one() {
+    let (store, srv, _, mut c) = stream_rig(8 * MIB, LIBISCSI);
+    let idle = room_after_tur(&mut c);
+    let data = pattern(MIB, 0x3e);
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    c.send_cmd(&cmd, &data[..BURST]);
+    let r = expect_r2t(&mut c);
+    assert_eq!(pieces_reach(&store, 1), 1, "the immediate data is written");
+    send_bad_datasn(&mut c, &r, &data);
+    // An ORDERED command waits for every older engine task: answered, so
+    // the write holds none.
+    let mut tur = c.scsi_cmd_header(&[0; 6], false, false, 0);
+    tur.attr = iscsi_wire::request::Attr::Ordered;
+    c.send_cmd(&tur, &[]);
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let r = expect_response(&mut c);
+    assert_eq!((r.itt, r.status), (tur.itt, 0), "the ORDERED TUR, GOOD");
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        room_after_tur(&mut c),
+        idle - 1,
+        "the broken write holds one slot"
+    );
+    assert_eq!(store.pieces().len(), 1, "nothing written after the error");
+    assert_eq!(c.tmf(1 /* ABORT TASK */, 0, cmd.itt).response.code(), 0);
+    assert_eq!(room_after_tur(&mut c), idle, "the slot is back");
+    c.nop(&[]);
+    c.logout();
+    srv.shutdown();
+}
+
+/// ABORT TASK of a streamed write broken by a wrong DataSN is still the
+/// last word about it: not answered while a piece of it is in flight.
+#[test]
+fn abort_task_of_a_broken_stream_waits_for_its_pieces() {
+    let (store, srv, _, mut c) = stream_rig(8 * MIB, LIBISCSI);
+    let data = pattern(MIB, 0x3f);
+    store.hold();
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    c.send_cmd(&cmd, &data[..BURST]);
+    let r = expect_r2t(&mut c);
+    assert_eq!(pieces_reach(&store, 1), 1, "the immediate data in flight");
+    send_bad_datasn(&mut c, &r, &data);
+    let tm = iscsi_wire::request::TaskMgmtRequest {
+        immediate: true,
+        function: iscsi_wire::tmf::TmfFunction::AbortTask,
+        lun: [0; 8],
+        itt: 0x4001,
+        referenced_tag: cmd.itt,
+        cmdsn: c.cmdsn,
+        exp_statsn: c.exp_statsn,
+        ref_cmdsn: cmd.cmdsn,
+        exp_datasn: 0,
+    };
+    c.send_tmf(&tm);
+    c.sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(c.recv().is_err(), "answered with a piece in flight");
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(store.release(), 1);
+    let p = c.recv().expect("TMF response");
+    assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE, "nothing else");
+    c.exp_statsn += 1;
+    let code = iscsi_wire::response::TaskMgmtResponse::parse(&p.bhs)
+        .response
+        .code();
+    assert_eq!(code, 0, "FUNCTION COMPLETE");
+    c.nop(&[]);
+    c.logout();
+    srv.shutdown();
+}

@@ -358,6 +358,7 @@ fn reload(dev: &Device, store: &dyn SharedState, only_if_stale: bool) {
         return;
     }
     let started = now_ms();
+    let before = inner.shared.version;
     let r = refresh_locked(store, &mut inner);
     res.synced.store(started, Ordering::Release);
     match r {
@@ -367,6 +368,9 @@ fn reload(dev: &Device, store: &dyn SharedState, only_if_stale: bool) {
         }
     }
     res.publish(&inner);
+    if inner.shared.version != before {
+        fence_streams(dev);
+    }
 }
 
 /// Run `f` on the LU's reservations and, if it reports a change, make it
@@ -390,12 +394,19 @@ pub(crate) fn update<T>(
             }
         }
         res.publish(&inner);
+        if matches!(r, Ok((_, true))) {
+            fence_streams(dev);
+        }
         return r.map(|(t, _)| t);
     };
     let mut uas = Uas::default();
+    // Another target's change was loaded on the way (`fence_streams`).
+    let mut moved = false;
     for _ in 0..MAX_TRIES {
         let mut inner = res.lock();
+        let before = inner.shared.version;
         let loaded = refresh_locked(&**store, &mut inner);
+        moved |= inner.shared.version != before;
         let fail = |inner: &Inner, what: &str, e: io::Error| {
             res.publish(inner);
             tracing::error!(lu = %dev.options.name, error = %e, "shared reservations: {what}");
@@ -418,6 +429,9 @@ pub(crate) fn update<T>(
             Err(e) => {
                 deliver(dev, uas);
                 res.publish(&inner);
+                if moved {
+                    fence_streams(dev);
+                }
                 return Err(e);
             }
         };
@@ -426,6 +440,9 @@ pub(crate) fn update<T>(
             uas.each.extend(here);
             deliver(dev, uas);
             res.publish(&inner);
+            if moved {
+                fence_streams(dev);
+            }
             return Ok(t);
         }
         let old = inner.shared.version;
@@ -448,6 +465,7 @@ pub(crate) fn update<T>(
                 uas.each.extend(here);
                 deliver(dev, uas);
                 res.publish(&inner);
+                fence_streams(dev);
                 drop(inner);
                 store.announce();
                 return Ok(t);
@@ -462,6 +480,18 @@ pub(crate) fn update<T>(
     }
     tracing::error!(lu = %dev.options.name, "shared reservations: too many concurrent changes");
     Err(CmdError::InternalTargetFailure)
+}
+
+/// A reservation change made here, or another target's loaded here
+/// (published: `conflicts` sees it), may refuse writes of other nexuses
+/// without raising a unit attention (SPC-2 RESERVE, PERSISTENT RESERVE OUT
+/// RESERVE): streamed writes checked before it run their checks again
+/// before their next piece, as a gathered write is checked when all its
+/// data is in. Another target's change is loaded when it announces it
+/// (`refresh`), or by the next command past the lease (`ensure_fresh`);
+/// a piece itself reloads nothing.
+fn fence_streams(dev: &Device) {
+    dev.state.ua.fence();
 }
 
 /// LOGICAL UNIT RESET (and target resets) of the LU through this target:

@@ -375,3 +375,51 @@ fn a_preempted_nexus_meets_its_unit_attention_before_the_conflict() {
     );
     assert_eq!(a.write(&a1).status, Status::ReservationConflict);
 }
+
+/// A reservation taken through one gateway fences the other's streamed
+/// writes (`ua::raised`, which `WriteStream::fenced` compares): its copy
+/// moves when the announcement reloads it, so a write streaming there
+/// runs its checks again before its next piece and meets the conflict.
+#[test]
+fn a_reservation_through_one_gateway_fences_streams_at_the_other() {
+    let bus = Arc::new(Bus::default());
+    let (a, b) = (Gw::new(&bus, 1), Gw::new(&bus, 2));
+    let (a1, b2) = (a.login(1), b.login(2));
+    let fence = || b.dev().state.ua.raised();
+    let before = fence();
+    assert_eq!(a.run(&a1, &[0x16, 0, 0, 0, 0, 0], &[]).status, Status::Good);
+    assert_ne!(fence(), before, "SPC-2 RESERVE through A");
+    assert_eq!(a.run(&a1, &[0x17, 0, 0, 0, 0, 0], &[]).status, Status::Good);
+    assert_eq!(a.prout(&a1, 0, 0, 0, 0xaa), Status::Good);
+    let before = fence();
+    assert_eq!(a.prout(&a1, 1, 1, 0xaa, 0), Status::Good, "WR_EX");
+    assert_ne!(fence(), before, "PERSISTENT RESERVE OUT RESERVE through A");
+    let cdb = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    let refused = b.table.recheck_streamed_write(&b2, 0, &cdb, 512);
+    assert_eq!(
+        refused.map_err(|o| o.status),
+        Err(Status::ReservationConflict),
+        "the checks run again"
+    );
+}
+
+/// A gateway that missed the announcement (stopped meanwhile) loads the
+/// other's reservation on its next change instead: a RESERVE refused
+/// there fences its streamed writes too.
+#[test]
+fn a_reservation_loaded_by_a_refused_change_fences_streams() {
+    let bus = Arc::new(Bus::default());
+    let (a, b) = (Gw::new(&bus, 1), Gw::new(&bus, 2));
+    let (a1, b2) = (a.login(1), b.login(2));
+    bus.deaf.lock().unwrap().push(2);
+    let before = b.dev().state.ua.raised();
+    assert_eq!(a.run(&a1, &[0x16, 0, 0, 0, 0, 0], &[]).status, Status::Good);
+    assert_eq!(b.dev().state.ua.raised(), before, "B did not hear of it");
+    let o = b.run(&b2, &[0x16, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(
+        o.status,
+        Status::ReservationConflict,
+        "loaded by B's RESERVE"
+    );
+    assert_ne!(b.dev().state.ua.raised(), before, "B's streams are fenced");
+}

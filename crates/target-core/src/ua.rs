@@ -68,10 +68,12 @@ pub(crate) struct UaState {
     known: [AtomicU64; KNOWN_SLOTS],
     next_slot: AtomicUsize,
     inner: Mutex<Inner>,
-    /// Conditions raised so far (any nexus): a streamed write checked
-    /// before a change runs its checks again before its next piece lands
-    /// (`streamed`), as a gathered write is checked only once all its data
-    /// is in. Resets, preemptions and ALUA changes all raise one.
+    /// Conditions raised so far (any nexus), and reservation changes: a
+    /// streamed write checked before a change runs its checks again before
+    /// its next piece lands (`streamed`), as a gathered write is checked
+    /// only once all its data is in. Resets, preemptions and ALUA changes
+    /// all raise a condition; an SPC-2 RESERVE or a PERSISTENT RESERVE
+    /// OUT RESERVE refuses other nexuses' writes without one ([`Self::fence`]).
     raised: AtomicU64,
 }
 
@@ -178,6 +180,14 @@ impl UaState {
         q.push_back(asc);
         inner.established += 1;
         self.pending.store(true, Ordering::Release);
+        self.raised.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A change that may refuse writes without raising a condition (a
+    /// reservation taken): streamed writes checked before it run their
+    /// checks again before their next piece. Call after the change is
+    /// visible to those checks.
+    pub(crate) fn fence(&self) {
         self.raised.fetch_add(1, Ordering::SeqCst);
     }
 
