@@ -116,20 +116,7 @@ impl Session {
             crate::test_hooks::reset_waited();
         }
         let response = match func {
-            Wire::AbortTask => {
-                if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
-                    self.drop_task(i, tx);
-                    TmfResponse::Complete
-                } else if aborted > 0 {
-                    TmfResponse::Complete
-                } else if sn_le(self.exp_cmdsn(), r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
-                    // In the window but never received: consider it
-                    // received and aborted (RFC 7143 §11.5.1).
-                    TmfResponse::Complete
-                } else {
-                    TmfResponse::TaskDoesNotExist
-                }
-            }
+            Wire::AbortTask => self.abort_task(&r, aborted, tx),
             Wire::AbortTaskSet => {
                 self.drop_lun_tasks(r.lun, tx);
                 core(self, TmfFunction::AbortTaskSet)
@@ -194,6 +181,23 @@ impl Session {
 }
 
 impl Session {
+    /// ABORT TASK's answer, once its engine tasks (`aborted` of them) are
+    /// gone: the write task waiting for Data-Out goes too.
+    fn abort_task(&mut self, r: &TaskMgmtRequest, aborted: usize, tx: &mut TxQueue) -> TmfResponse {
+        if let Some(i) = self.tasks.iter().position(|t| t.itt == r.referenced_tag) {
+            self.drop_task(i, tx);
+            TmfResponse::Complete
+        } else if aborted > 0 {
+            TmfResponse::Complete
+        } else if sn_le(self.exp_cmdsn(), r.ref_cmdsn) && sn_lt(r.ref_cmdsn, r.cmdsn) {
+            // In the window but never received: consider it received and
+            // aborted (RFC 7143 §11.5.1).
+            TmfResponse::Complete
+        } else {
+            TmfResponse::TaskDoesNotExist
+        }
+    }
+
     pub(crate) fn tmf_response(&mut self, itt: u32, response: TmfResponse, tx: &mut TxQueue) {
         self.tmf_response_info(itt, response, [0; 3], tx);
     }
