@@ -108,3 +108,73 @@ fn copy_into(file: &File, offset: u64, len: usize, out: &mut LentRead) -> io::Re
     out.push(Arc::new(b.into_boxed_slice()), 0, len);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use crate::{Backstore, FileBackstore, FileOptions};
+
+    fn tmpfs_lu(len: u64) -> (FileBackstore, tempfile::TempDir) {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let f = FileBackstore::open(&FileOptions {
+            size: Some(len),
+            ..FileOptions::new(dir.path().join("lu.img"))
+        })
+        .unwrap();
+        (f, dir)
+    }
+
+    /// `writev` of every piece of `r` to `fd`: what the fabric does.
+    fn send(r: &crate::LentRead, fd: i32) -> isize {
+        let iov: Vec<libc::iovec> = r
+            .slices()
+            .map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: the iovecs point into the lent pieces, alive meanwhile;
+        // the kernel reads them (a vanished page is EFAULT, not SIGBUS).
+        unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as i32) }
+    }
+
+    #[test]
+    fn resident_pages_are_lent_holes_are_read() {
+        let (f, _d) = tmpfs_lu(1 << 20);
+        f.write_at(&[5u8; 65536], 65536).unwrap();
+        let r = f.read_lent(32768, 131072).unwrap().unwrap();
+        assert!(r.is_live());
+        let mut got = Vec::new();
+        r.copy_to(&mut got);
+        assert!(got[..32768].iter().all(|&b| b == 0), "hole before");
+        assert!(got[32768..98304].iter().all(|&b| b == 5), "data");
+        assert!(got[98304..].iter().all(|&b| b == 0), "hole after");
+        // Hole, data, hole: the data piece is the mapping itself.
+        assert_eq!(r.slices().count(), 3);
+        let err = f.read_lent(1 << 20, 512).unwrap();
+        assert!(err.is_err(), "past the end");
+    }
+
+    /// A lent read of a file someone truncated: the kernel's copy of the
+    /// vanished pages fails (EFAULT), the process lives on (no SIGBUS).
+    #[test]
+    fn a_truncated_file_fails_the_send_and_does_not_kill_us() {
+        let (f, d) = tmpfs_lu(1 << 20);
+        f.write_at(&vec![9u8; 1 << 20], 0).unwrap();
+        let r = f.read_lent(0, 1 << 20).unwrap().unwrap();
+        assert_eq!(r.slices().count(), 1, "all resident: one piece");
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.path().join("lu.img"))
+            .unwrap();
+        other.set_len(0).unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let n = send(&r, a.as_raw_fd());
+        let e = std::io::Error::last_os_error();
+        assert!(n < 0, "sent {n} bytes of a truncated file");
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT), "{e}");
+    }
+}
