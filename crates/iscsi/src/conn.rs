@@ -119,7 +119,9 @@ pub struct Io {
 
 impl Io {
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.tx.is_empty() {
+        // A send in the middle of the batch that failed emptied the queue
+        // (`TxQueue::send_live`): the flush reports it.
+        if self.tx.is_empty() && !self.tx.is_broken() {
             return Ok(());
         }
         self.tx.flush(&self.stream)

@@ -26,6 +26,12 @@ impl TxQueue {
         self.fd = Some(fd);
     }
 
+    /// Whether a send in the middle of a batch failed (the next flush
+    /// reports it).
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
     /// Send what is queued now, waiting for room at most [`LIVE_WAIT`];
     /// afterwards no queued byte points into lent memory. The lent bytes
     /// that had to be copied for that. A failed send empties the queue and
@@ -179,4 +185,82 @@ fn writable(fd: RawFd, wait: Duration) -> bool {
     let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use backstore::{Backstore, FileBackstore, FileOptions};
+    use iscsi_wire::{parse_frame, Bhs, Digests, Opcode};
+
+    use super::*;
+
+    const LEN: usize = 4 << 20;
+    const SEG: usize = 256 << 10;
+
+    /// A peer that reads nothing yet: what the socket takes goes now, the
+    /// rest is copied out of the file, so a write to the file afterwards
+    /// does not reach the peer; the flush then sends the rest in order.
+    #[test]
+    fn what_the_socket_does_not_take_is_copied_and_sent_later_in_order() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let f = FileBackstore::open(&FileOptions {
+            size: Some(LEN as u64),
+            ..FileOptions::new(dir.path().join("lu.img"))
+        })
+        .unwrap();
+        f.write_at(&vec![0x11; LEN], 0).unwrap();
+        let lent = f.read_lent(0, LEN).unwrap().unwrap();
+        assert!(lent.is_live());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut q = TxQueue::new();
+        q.bind(a.as_raw_fd());
+        let idx = q.adopt(lent);
+        let h = Bhs::with_opcode(Opcode::DATA_IN);
+        let none = Digests::default();
+        for i in 0..LEN / SEG {
+            q.push_pdu_ref(&h, idx, i * SEG, SEG, none);
+        }
+        let copied = q.send_live();
+        assert!(copied > 0 && copied < LEN, "copied {copied}");
+        assert!(!q.is_empty() && !q.is_broken());
+        f.write_at(&vec![0x22; LEN], 0).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        q.flush(&a).unwrap();
+        drop(a);
+        let got = reader.join().unwrap();
+        let mut at = 0;
+        let mut data = 0;
+        while at < got.len() {
+            let fr = parse_frame(&got[at..], none, 1 << 20).unwrap().unwrap();
+            assert!(
+                fr.data.iter().all(|&x| x == 0x11),
+                "PDU at {at}: later bytes"
+            );
+            data += fr.data.len();
+            at += fr.total_len;
+        }
+        assert_eq!(data, LEN);
+    }
+
+    /// A failed send empties the queue and the next flush says so.
+    #[test]
+    fn a_failed_send_is_reported_by_the_next_flush() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let mut q = TxQueue::new();
+        q.bind(a.as_raw_fd());
+        q.push_pdu(&Bhs::with_opcode(Opcode::NOP_IN), b"x", Digests::default());
+        assert_eq!(q.send_live(), 0);
+        assert!(q.is_empty() && q.is_broken());
+        assert!(q.flush(&a).is_err());
+        assert!(!q.is_broken());
+    }
 }
