@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use iscsi_wire::request::TaskMgmtRequest;
 use iscsi_wire::response::{ScsiResponse, TaskMgmtResponse};
-use iscsi_wire::tmf::TmfFunction;
 use iscsi_wire::Opcode;
 
 fn roundtrip(c: &mut Client, lba: u32, len: usize, seed: u8) {
@@ -136,17 +134,7 @@ fn abort_task_waiting_for_data() {
     c.send_cmd(&cmd, &[]);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::R2T);
-    let tm = TaskMgmtRequest {
-        immediate: true,
-        function: TmfFunction::AbortTask,
-        lun: [0; 8],
-        itt: 0x7777,
-        referenced_tag: cmd.itt,
-        cmdsn: c.cmdsn,
-        exp_statsn: c.exp_statsn,
-        ref_cmdsn: cmd.cmdsn,
-        exp_datasn: 0,
-    };
+    let tm = c.abort_task(0x7777, &cmd);
     c.send_tmf(&tm);
     let p = c.recv().unwrap();
     assert_eq!(p.bhs.opcode(), Opcode::TASK_MGMT_RESPONSE);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use backstore::{Backstore, FileBackstore, FileOptions};
 use common::*;
-use iscsi_wire::request::{Attr, DataOut};
+use iscsi_wire::request::{Attr, DataOut, ScsiCommand};
 use iscsi_wire::response::{R2t, ScsiResponse};
 use iscsi_wire::Opcode;
 use target_core::{Device, DeviceOptions};
@@ -55,29 +55,25 @@ fn expect(c: &mut Client, op: Opcode) -> common::Pdu {
 /// a moment later: the target has the header alone when it decides how to
 /// receive the data (the way of a data segment depends on how much of it
 /// came with its header).
-fn send_cmd_split(c: &mut Client, cmd: &iscsi_wire::request::ScsiCommand, data: &[u8]) {
+fn send_cmd_split(c: &mut Client, cmd: &ScsiCommand, data: &[u8]) {
     let pdu = c.encode_cmd(cmd, data);
     c.send_raw(&pdu[..iscsi_wire::BHS_LEN]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     c.send_raw(&pdu[iscsi_wire::BHS_LEN..]).unwrap();
 }
 
+/// Start a 1 MiB WRITE of `data` at LBA 0, its first burst as immediate
+/// data sent as [`send_cmd_split`] does: the command and its first R2T.
+fn start_landing_write(c: &mut Client, data: &[u8]) -> (ScsiCommand, R2t) {
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    send_cmd_split(c, &cmd, &data[..BURST]);
+    (cmd, R2t::parse(&expect(c, Opcode::R2T).bhs))
+}
+
 /// Answer an R2T as `Client::answer_r2t` does, the header first.
 fn answer_r2t_split(c: &mut Client, r: &R2t, data: &[u8]) {
-    let d = DataOut {
-        final_bit: true,
-        lun: [0; 8],
-        itt: r.itt,
-        ttt: r.ttt,
-        exp_statsn: c.exp_statsn,
-        datasn: 0,
-        buffer_offset: r.buffer_offset,
-    };
-    send_data_out_split(
-        c,
-        &d,
-        &data[r.buffer_offset as usize..][..r.desired_len as usize],
-    );
+    let (d, part) = c.r2t_answer(r, data, 0);
+    send_data_out_split(c, &d, part);
 }
 
 fn send_data_out_split(c: &mut Client, d: &DataOut, data: &[u8]) {
@@ -113,6 +109,27 @@ fn medium(ram: &FileBackstore, at: usize, len: usize) -> Vec<u8> {
     b
 }
 
+/// Of a write stopped by `event` after its first burst (`before`: the
+/// bytes landed until then), nothing more landed and the rest of its data
+/// is not on the medium.
+#[track_caller]
+fn assert_nothing_landed_after(
+    srv: &iscsi::IscsiServer,
+    ram: &FileBackstore,
+    before: u64,
+    event: &str,
+) {
+    assert_eq!(
+        srv.landed_receives().1,
+        before,
+        "nothing landed after {event}"
+    );
+    assert!(
+        medium(ram, BURST, MIB - BURST).iter().all(|&b| b == 0),
+        "the data sent after {event} is not on the medium"
+    );
+}
+
 #[test]
 fn a_large_writes_r2td_data_lands_in_the_file() {
     let (ram, srv, _, mut c, _dir) = rig();
@@ -140,20 +157,10 @@ fn a_large_writes_r2td_data_lands_in_the_file() {
 fn a_data_out_with_a_wrong_datasn_never_touches_the_medium() {
     let (ram, srv, _, mut c, _dir) = rig();
     let data = pattern(MIB, 0x44);
-    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
-    send_cmd_split(&mut c, &cmd, &data[..BURST]);
-    let r = R2t::parse(&expect(&mut c, Opcode::R2T).bhs);
-    let d = DataOut {
-        final_bit: true,
-        lun: [0; 8],
-        itt: r.itt,
-        ttt: r.ttt,
-        exp_statsn: c.exp_statsn,
-        datasn: 5,
-        buffer_offset: r.buffer_offset,
-    };
+    let (cmd, r) = start_landing_write(&mut c, &data);
+    let (d, bad) = c.r2t_answer(&r, &data, 5);
+    send_data_out_split(&mut c, &d, bad);
     let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
-    send_data_out_split(&mut c, &d, &data[off..off + len]);
     // The connection goes on (the task is poisoned, its data dropped).
     c.nop(&[]);
     assert_eq!(srv.landed_receives().0, 1, "only the immediate data landed");
@@ -170,16 +177,10 @@ fn a_data_out_with_a_wrong_datasn_never_touches_the_medium() {
 fn a_reset_from_another_session_stops_a_landing_write() {
     let (ram, srv, addr, mut c, _dir) = rig();
     let data = pattern(MIB, 0x5a);
-    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
-    send_cmd_split(&mut c, &cmd, &data[..BURST]);
-    let first = R2t::parse(&expect(&mut c, Opcode::R2T).bhs);
+    let (_, first) = start_landing_write(&mut c, &data);
     let before = srv.landed_receives().1;
     // Another initiator resets the LU while this write waits for its data.
-    let mut other = Client::connect(addr);
-    other.initiator = "iqn.2026-11.org.rtarget:other".into();
-    other.isid = [0x80, 0, 0, 0, 0x55, 0x67];
-    other.login(Some(IQN), LIBISCSI);
-    other.clear_ua();
+    let mut other = other_initiator_session(addr, 0x67, LIBISCSI);
     assert_eq!(other.tmf_code(5 /* LOGICAL UNIT RESET */), 0);
     // The write's remaining data arrives after the reset: none of it
     // lands, and the write is answered with the reset's unit attention
@@ -192,15 +193,7 @@ fn a_reset_from_another_session_stops_a_landing_write() {
         (6, 0x29),
         "the reset's unit attention"
     );
-    assert_eq!(
-        srv.landed_receives().1,
-        before,
-        "nothing landed after the reset"
-    );
-    assert!(
-        medium(&ram, BURST, MIB - BURST).iter().all(|&b| b == 0),
-        "the data sent after the reset is not on the medium"
-    );
+    assert_nothing_landed_after(&srv, &ram, before, "the reset");
     other.logout();
     c.logout();
     srv.shutdown();
@@ -213,28 +206,14 @@ fn a_reset_from_another_session_stops_a_landing_write() {
 fn a_reservation_stops_a_landing_write(take: impl FnOnce(&mut Client)) {
     let (ram, srv, addr, mut c, _dir) = rig();
     let data = pattern(MIB, 0x5b);
-    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
-    send_cmd_split(&mut c, &cmd, &data[..BURST]);
-    let first = R2t::parse(&expect(&mut c, Opcode::R2T).bhs);
+    let (_, first) = start_landing_write(&mut c, &data);
     let before = srv.landed_receives().1;
-    let mut other = Client::connect(addr);
-    other.initiator = "iqn.2026-11.org.rtarget:other".into();
-    other.isid = [0x80, 0, 0, 0, 0x55, 0x69];
-    other.login(Some(IQN), LIBISCSI);
-    other.clear_ua();
+    let mut other = other_initiator_session(addr, 0x69, LIBISCSI);
     take(&mut other);
     answer_r2t_split(&mut c, &first, &data);
     let (st, _) = run_to_status(&mut c, &data);
     assert_eq!(st, 0x18, "RESERVATION CONFLICT");
-    assert_eq!(
-        srv.landed_receives().1,
-        before,
-        "nothing landed after the reservation"
-    );
-    assert!(
-        medium(&ram, BURST, MIB - BURST).iter().all(|&b| b == 0),
-        "the data sent after the reservation is not on the medium"
-    );
+    assert_nothing_landed_after(&srv, &ram, before, "the reservation");
     other.logout();
     c.logout();
     srv.shutdown();

@@ -13,9 +13,8 @@ use std::sync::Arc;
 use backstore::{Backstore, RamBackstore};
 use common::*;
 use iscsi::IscsiServer;
-use iscsi_wire::request::ScsiCommand;
 use iscsi_wire::response::{DataIn, ScsiResponse};
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 use target_core::{Device, DeviceOptions, Lun, LunTable};
 
 const SIZE: u64 = 8 << 20;
@@ -72,20 +71,9 @@ fn large_reads_match_the_medium_with_and_without_digests() {
         ],
     ];
     for (i, extra) in configs.iter().enumerate() {
-        let mut c = Client::connect(addr);
-        c.isid[5] = i as u8;
-        c.login(Some(IQN), extra);
-        c.clear_ua();
-        for (lba, blocks) in [(1024u32, 2048u16), (0, 4096), (1536, 2047), (3000, 256)] {
-            let len = blocks as usize * 512;
-            let (st, got, _) = c.read_cmd(&read10(lba, blocks), len as u32);
-            assert_eq!(st, 0);
-            let at = lba as usize * 512;
-            assert!(
-                got == medium[at..at + len],
-                "config {i}: read {lba}+{blocks}"
-            );
-        }
+        let mut c = nth_session(addr, i as u8, extra);
+        let reads = [(1024, 2048), (0, 4096), (1536, 2047), (3000, 256)];
+        assert_reads_match(&mut c, &medium, &reads, i);
         // EDTL shorter than the transfer: the first bytes, an overflow.
         let (st, got, _) = c.read_cmd(&read10(1024, 2048), 700 * 1024);
         assert_eq!(st, 0);
@@ -113,12 +101,8 @@ fn write_queued_behind_a_read_does_not_change_its_data() {
         let new = old + 1;
         let read = c.scsi_cmd_header(&read10(0, 2048), true, false, 1 << 20);
         let write = c.scsi_cmd_header(&write10(256, 128), false, true, 65536);
-        let mut bytes = Vec::new();
-        for (cmd, data) in [(&read, vec![]), (&write, vec![new; 65536])] {
-            let mut b = Bhs::default();
-            ScsiCommand::write_to(cmd, &mut b);
-            iscsi_wire::pdu::encode(&mut bytes, &b, &data, c.digests);
-        }
+        let mut bytes = c.encode_cmd(&read, &[]);
+        bytes.extend(c.encode_cmd(&write, &vec![new; 65536]));
         c.send_raw(&bytes).unwrap();
         let mut got = Vec::new();
         let mut answered = 0;
@@ -163,10 +147,7 @@ fn reads_are_never_torn_by_a_concurrent_writer() {
     let writer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut c = Client::connect(addr);
-            c.isid[5] = 1;
-            c.login(Some(IQN), &[]);
-            c.clear_ua();
+            let mut c = nth_session(addr, 1, &[]);
             let mut p = 0u8;
             let mut writes = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -178,13 +159,11 @@ fn reads_are_never_torn_by_a_concurrent_writer() {
             writes
         })
     };
-    let mut c = Client::connect(addr);
-    c.isid[5] = 2;
-    c.login(
-        Some(IQN),
+    let mut c = nth_session(
+        addr,
+        2,
         &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
     );
-    c.clear_ua();
     let mut mixed = 0;
     for i in 0..150 {
         let (st, got, _) = c.read_cmd(&read10(lba, blocks), blocks as u32 * 512);

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use backstore::{Backstore, FileBackstore, FileOptions};
 use common::*;
-use iscsi_wire::request::ScsiCommand;
 use iscsi_wire::response::{DataIn, ScsiResponse};
-use iscsi_wire::{Bhs, Opcode};
+use iscsi_wire::Opcode;
 use target_core::{Device, DeviceOptions};
 
 const MIB: usize = 1 << 20;
@@ -80,22 +79,11 @@ fn large_reads_come_from_the_files_pages_holes_stay_holes() {
         &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
     ];
     for (i, extra) in configs.iter().enumerate() {
-        let mut c = Client::connect(r.addr);
-        c.isid[5] = i as u8;
-        c.login(Some(IQN), extra);
-        c.clear_ua();
+        let mut c = nth_session(r.addr, i as u8, extra);
         let before = r.srv.live_lent_sends().0;
         // Data, data into the hole, the hole alone, an unaligned start.
-        for (lba, blocks) in [(0u32, 2048u16), (6144, 2048), (16384, 4096), (1001, 777)] {
-            let len = blocks as usize * 512;
-            let (st, got, _) = c.read_cmd(&read10(lba, blocks), len as u32);
-            assert_eq!(st, 0);
-            let at = lba as usize * 512;
-            assert!(
-                got == medium[at..at + len],
-                "config {i}: read {lba}+{blocks}"
-            );
-        }
+        let reads = [(0, 2048), (6144, 2048), (16384, 4096), (1001, 777)];
+        assert_reads_match(&mut c, &medium, &reads, i);
         let lent = r.srv.live_lent_sends().0 - before;
         if i < 2 {
             // The 1 MiB and 2 MiB reads; not the 388 KiB one? It is
@@ -129,12 +117,8 @@ fn a_write_queued_behind_a_live_read_does_not_change_its_data() {
         // Small, so that it arrives with the READ and runs inline, in the
         // same batch, before the batch's flush.
         let write = c.scsi_cmd_header(&write10(256, 8), false, true, 4096);
-        let mut bytes = Vec::new();
-        for (cmd, data) in [(&read, vec![]), (&write, vec![new; 4096])] {
-            let mut b = Bhs::default();
-            ScsiCommand::write_to(cmd, &mut b);
-            iscsi_wire::pdu::encode(&mut bytes, &b, &data, c.digests);
-        }
+        let mut bytes = c.encode_cmd(&read, &[]);
+        bytes.extend(c.encode_cmd(&write, &vec![new; 4096]));
         c.send_raw(&bytes).unwrap();
         let got = answers(&mut c, 2).remove(&read.itt).unwrap();
         assert_eq!(got.len(), MIB);
@@ -199,9 +183,7 @@ fn a_slow_reader_neither_holds_up_nor_sees_a_later_compare_and_write() {
     for _ in 0..READS {
         let cmd = slow.scsi_cmd_header(&read10(0, 2048), true, false, MIB as u32);
         itts.push(cmd.itt);
-        let mut b = Bhs::default();
-        ScsiCommand::write_to(&cmd, &mut b);
-        iscsi_wire::pdu::encode(&mut bytes, &b, &[], slow.digests);
+        bytes.extend(slow.encode_cmd(&cmd, &[]));
     }
     let before = r.srv.live_lent_sends().0;
     slow.send_raw(&bytes).unwrap();
@@ -216,10 +198,7 @@ fn a_slow_reader_neither_holds_up_nor_sees_a_later_compare_and_write() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(r.srv.live_lent_sends().1 > 0, "nothing copied");
-    let mut c = Client::connect(r.addr);
-    c.isid[5] = 9;
-    c.login(Some(IQN), &[]);
-    c.clear_ua();
+    let mut c = nth_session(r.addr, 9, &[]);
     // COMPARE AND WRITE of block 0: 7s -> 9s.
     let mut caw = [0u8; 16];
     caw[0] = 0x89;

@@ -26,11 +26,7 @@ fn a_piece_started_in_the_resets_window_is_waited_for() {
     let first = expect_r2t(&mut c);
     assert_eq!(pieces_reach(&store, 1), 1, "the immediate data is written");
 
-    let mut other = Client::connect(addr);
-    other.initiator = "iqn.2026-11.org.rtarget:other".into();
-    other.isid = [0x80, 0, 0, 0, 0x55, 0x68];
-    other.login(Some(IQN), LIBISCSI);
-    other.clear_ua();
+    let mut other = other_initiator_session(addr, 0x68, LIBISCSI);
 
     // The reset stops in its window until told to go on.
     let (entered_tx, entered) = mpsc::channel::<()>();

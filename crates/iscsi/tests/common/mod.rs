@@ -234,17 +234,8 @@ impl Client {
     /// Send the data an R2T asks for (from `data`, the whole write's
     /// Data-Out), in one final Data-Out.
     pub fn answer_r2t(&mut self, r: &R2t, data: &[u8]) {
-        let d = DataOut {
-            final_bit: true,
-            lun: [0; 8],
-            itt: r.itt,
-            ttt: r.ttt,
-            exp_statsn: self.exp_statsn,
-            datasn: 0,
-            buffer_offset: r.buffer_offset,
-        };
-        let (off, len) = (r.buffer_offset as usize, r.desired_len as usize);
-        self.send_data_out(&d, &data[off..off + len]);
+        let (d, part) = self.r2t_answer(r, data, 0);
+        self.send_data_out(&d, part);
     }
 
     /// Send a Task Management Function Request.
@@ -729,10 +720,47 @@ impl Client {
 /// A client logged in to `IQN` with `extra` keys, unit attentions cleared:
 /// the set-up most tests start from.
 pub fn session(addr: SocketAddr, extra: &[(&str, &str)]) -> Client {
+    logged_in(Client::connect(addr), extra)
+}
+
+/// [`session`] with the last ISID byte `n`: one of several sessions that
+/// one initiator has at once.
+pub fn nth_session(addr: SocketAddr, n: u8, extra: &[(&str, &str)]) -> Client {
     let mut c = Client::connect(addr);
+    c.isid[5] = n;
+    logged_in(c, extra)
+}
+
+/// [`session`] for another initiator (its own name, its ISID ending in
+/// `n`): a second I_T nexus, e.g. one that resets or reserves the LU.
+pub fn other_initiator_session(addr: SocketAddr, n: u8, extra: &[(&str, &str)]) -> Client {
+    let mut c = Client::connect(addr);
+    c.initiator = "iqn.2026-11.org.rtarget:other".into();
+    c.isid = [0x80, 0, 0, 0, 0x55, n];
+    logged_in(c, extra)
+}
+
+fn logged_in(mut c: Client, extra: &[(&str, &str)]) -> Client {
     c.login(Some(IQN), extra);
     c.clear_ua();
     c
+}
+
+/// READ(10) each `(lba, blocks)` of `reads` and check its data against
+/// `medium` (the whole LU as it should be); `config` names the session
+/// shape in a failure.
+#[track_caller]
+pub fn assert_reads_match(c: &mut Client, medium: &[u8], reads: &[(u32, u16)], config: usize) {
+    for &(lba, blocks) in reads {
+        let len = blocks as usize * 512;
+        let (st, got, _) = c.read_cmd(&read10(lba, blocks), len as u32);
+        assert_eq!(st, 0);
+        let at = lba as usize * 512;
+        assert!(
+            got == medium[at..at + len],
+            "config {config}: read {lba}+{blocks}"
+        );
+    }
 }
 
 pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
