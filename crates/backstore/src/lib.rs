@@ -310,6 +310,17 @@ pub trait Backstore: Send + Sync + 'static {
         false
     }
 
+    /// WRITEs of 256 KiB or more may reach this backstore in pieces, as
+    /// for [`Backstore::streams_writes`] (smaller ones come whole): each
+    /// burst is written while it is still in the cache it was received
+    /// into, on the fabric's thread, instead of all of them from a
+    /// buffer long evicted once the last is in. For memory backstores,
+    /// whose `submit` is a short copy. False by default; wrappers do not
+    /// forward it.
+    fn streams_large_writes(&self) -> bool {
+        false
+    }
+
     /// WRITE data may be received straight into this backstore's memory
     /// ([`Backstore::land`], [`landing`]): the fabric then streams such a
     /// WRITE (checks at arrival, as for [`Backstore::streams_writes`]) and

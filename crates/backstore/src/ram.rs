@@ -282,6 +282,14 @@ impl Backstore for RamBackstore {
         Ok(())
     }
 
+    /// Large WRITEs burst by burst (`Backstore::streams_large_writes`):
+    /// each 256 KiB burst is copied out while it is still in the cache,
+    /// not 1 MiB at the end from buffers the other writes' data evicted
+    /// (BENCHMARKS.md, "Session 12: 1 MiB write CPU").
+    fn streams_large_writes(&self) -> bool {
+        true
+    }
+
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check(offset, len)?;
         let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

@@ -153,6 +153,8 @@ pub struct RecordsPieces {
     fail: AtomicU64,
     held: Mutex<Option<Vec<Held>>>,
     flushes: AtomicUsize,
+    /// While set, a write's `submit` waits (up to 5 s) before it writes.
+    blocked: (Mutex<bool>, Condvar),
 }
 
 impl RecordsPieces {
@@ -163,6 +165,7 @@ impl RecordsPieces {
             fail: AtomicU64::new(u64::MAX),
             held: Mutex::default(),
             flushes: AtomicUsize::new(0),
+            blocked: Default::default(),
         })
     }
 
@@ -179,6 +182,17 @@ impl RecordsPieces {
     /// Fail every later write that covers byte `offset`.
     pub fn fail_at(&self, offset: u64) {
         self.fail.store(offset, Ordering::SeqCst);
+    }
+
+    /// Make every later write's `submit` wait in the caller's thread
+    /// (at most 5 s) until [`RecordsPieces::unblock_writes`].
+    pub fn block_writes(&self) {
+        *self.blocked.0.lock().unwrap() = true;
+    }
+
+    pub fn unblock_writes(&self) {
+        *self.blocked.0.lock().unwrap() = false;
+        self.blocked.1.notify_all();
     }
 
     /// Keep completions back until [`RecordsPieces::release`].
@@ -236,6 +250,12 @@ impl Backstore for RecordsPieces {
                     fua: *fua,
                     at: Instant::now(),
                 });
+                let (lock, cv) = &self.blocked;
+                let g = lock.lock().unwrap();
+                drop(
+                    cv.wait_timeout_while(g, Duration::from_secs(5), |b| *b)
+                        .unwrap(),
+                );
                 let fail = self.fail.load(Ordering::SeqCst);
                 if (*offset..*offset + *len as u64).contains(&fail) {
                     Err(io::Error::other("injected write failure"))

@@ -232,6 +232,9 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
         if sent.is_err() {
             return;
         }
+        // The bursts received meanwhile go to their streams now that the
+        // R2Ts they earned are out (`Session::feed_due`).
+        sess.feed_due(&mut io.tx);
         match io.stop_requested() {
             STOP_NONE => {}
             STOP_LOGOUT => {
@@ -250,10 +253,12 @@ fn full_feature(sess: &mut Session, io: &mut Io) {
             tracing::info!(initiator = %sess.initiator_name, "no logout after the request, closing");
             return;
         }
-        if sess.offload.active() {
+        if sess.offload.active() && (sess.offload.congested() || sess.offload.waits_elsewhere()) {
             // Pool tasks in flight: wake for their completions as well as
             // for the socket. (Without any, the plain blocking recv below
-            // is the whole wait: the inline path pays nothing for this.)
+            // is the whole wait: the inline path pays nothing for this;
+            // nor do streamed writes with no piece in flight, which only
+            // this thread moves on.)
             // Congested: only for completions; nothing is read meanwhile,
             // so neither is a NOP-In ping due (its answer could be unread).
             let congested = sess.offload.congested();

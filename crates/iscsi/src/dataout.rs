@@ -95,6 +95,9 @@ pub struct WriteTask {
     /// Immediate data still on the socket ([`Imm::Pending`]): the
     /// connection takes it before any other PDU.
     pub(crate) imm_pending: usize,
+    /// A streamed write with a burst in `buf` to hand to its stream once
+    /// the R2Ts it earned are sent (`streamed_write::Session::feed_due`).
+    pub(crate) feed_due: bool,
 }
 
 impl WriteTask {
@@ -116,6 +119,12 @@ impl WriteTask {
     /// Data-Out bytes received so far.
     pub(crate) fn received(&self) -> usize {
         self.base + self.buf.len()
+    }
+
+    /// All its data is in (a streamed write whose last burst waits to be
+    /// fed: `feed_due`).
+    pub(crate) fn all_in(&self) -> bool {
+        self.received() as u64 >= u64::from(self.cmd.expected_data_len)
     }
 
     /// Bytes the initiator may send for this task without being asked
@@ -213,6 +222,7 @@ impl Session {
             stream: None,
             refusal: None,
             imm_pending: pending,
+            feed_due: false,
         };
         if self.try_stream(&mut t, tx) == crate::streamed_write::Start::Answered {
             tx.recycle(t.buf);
@@ -269,7 +279,7 @@ impl Session {
         let ahead = self
             .tasks
             .iter()
-            .filter(|o| sn_lt(o.cmd.cmdsn, t.cmd.cmdsn) && !o.poisoned)
+            .filter(|o| sn_lt(o.cmd.cmdsn, t.cmd.cmdsn) && !o.poisoned && !o.all_in())
             .take(R2T_LANES)
             .count();
         if ahead >= R2T_LANES {
@@ -414,17 +424,12 @@ impl Session {
         }
         let all_in = t.received() as u64 >= u64::from(t.cmd.expected_data_len);
         if t.stream.is_some() {
-            // A burst ends with its final Data-Out; the last one ends the data.
-            if d.final_bit || all_in {
-                crate::streamed_write::feed(self, &mut t, tx, all_in);
-            }
+            // A burst ends with its final Data-Out; the last one ends the
+            // data. Written once the R2Ts it earned are out (`feed_due`).
+            t.feed_due |= d.final_bit || all_in;
+            self.tasks.push(t);
             if all_in {
-                // Sealed: the answer comes once its pieces completed.
-                t.stream = None;
-                tx.recycle(t.buf);
                 self.resume_r2ts(tx);
-            } else {
-                self.tasks.push(t);
             }
             return Action::Continue;
         }

@@ -1,6 +1,7 @@
 //! Streamed writes, the iSCSI half: a WRITE whose data comes in several
 //! bursts, on an LU whose backstore takes its data piece by piece
-//! (`Backstore::streams_writes`: user:rbd), is checked when the command
+//! (`Backstore::streams_writes`: user:rbd; `streams_large_writes`: the
+//! ramdisk, for WRITEs of at least [`LAND_MIN`]), is checked when the command
 //! arrives (`LunTable::check_streamed_write`) and then written burst by
 //! burst: the immediate data at once, each R2T'd burst when its final
 //! Data-Out is in, each as its own asynchronous backstore write
@@ -38,7 +39,9 @@ use crate::txq::TxQueue;
 pub const PIECE_MIN: usize = 64 * 1024;
 
 /// Smallest WRITE a LU that only lands data (`Backstore::lands_writes`,
-/// not `streams_writes`) streams: landing pays per byte, a stream costs an
+/// not `streams_writes`) or takes large writes in pieces
+/// (`Backstore::streams_large_writes`: the ramdisk) streams: landing pays
+/// per byte, a stream costs an
 /// engine task and a completion per command, and a small write's data
 /// mostly comes with its header anyway (`landed_write`).
 pub const LAND_MIN: usize = 256 * 1024;
@@ -46,7 +49,7 @@ pub const LAND_MIN: usize = 256 * 1024;
 /// Whether a WRITE of `edtl` bytes to backstore `b` streams (when its
 /// task attribute and checks let it).
 pub(crate) fn streams(b: &dyn backstore::Backstore, edtl: usize) -> bool {
-    b.streams_writes() || (b.lands_writes() && edtl >= LAND_MIN)
+    b.streams_writes() || ((b.lands_writes() || b.streams_large_writes()) && edtl >= LAND_MIN)
 }
 
 /// What [`Session::try_stream`] did with a write task.
@@ -100,8 +103,9 @@ impl Session {
                 {
                     Some(s) => {
                         t.stream = Some(s);
-                        // The immediate data is the first burst.
-                        feed(self, t, tx, false);
+                        // The immediate data is the first burst, written
+                        // once the R2Ts are out (`feed_due`).
+                        t.feed_due = true;
                         Start::Streaming
                     }
                     None => {
@@ -162,6 +166,35 @@ impl Session {
         }
         let tag = u64::from(t.itt);
         self.abort_flights(tx, |i| i.tag == tag).is_some()
+    }
+
+    /// Hand the bursts that came in to their streams (the last one seals
+    /// its stream): called after the connection sent the R2Ts those bursts
+    /// earned, so the initiator sends the next ones while they are written.
+    pub(crate) fn feed_due(&mut self, tx: &mut TxQueue) {
+        let mut i = 0;
+        while i < self.tasks.len() {
+            if !self.tasks[i].feed_due {
+                i += 1;
+                continue;
+            }
+            let t = &mut self.tasks[i];
+            t.feed_due = false;
+            if t.stream.is_none() {
+                // Sealed by an abort meanwhile: its caller drops it.
+                continue;
+            }
+            let mut t = self.tasks.swap_remove(i);
+            let all_in = t.all_in();
+            feed(self, &mut t, tx, all_in);
+            if all_in {
+                // Sealed: the answer comes once its pieces completed.
+                t.stream = None;
+                tx.recycle(t.buf);
+            } else {
+                self.tasks.push(t);
+            }
+        }
     }
 }
 

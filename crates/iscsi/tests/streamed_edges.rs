@@ -191,7 +191,18 @@ fn writes_with_unsolicited_data_out_to_come_stream_too() {
         send_unsolicited(&mut c, cmd.itt, &data, imm, BURST);
         let mut r = expect_r2t(&mut c);
         assert_eq!(r.buffer_offset as usize, BURST);
-        // The first burst is on the medium before any solicited data.
+        // The first burst is on the medium before any solicited data is
+        // sent (it is written right after the R2T it earned went out).
+        let t0 = std::time::Instant::now();
+        let written_since = |before| {
+            store.pieces()[before..]
+                .iter()
+                .map(|p| p.len)
+                .sum::<usize>()
+        };
+        while written_since(before) < BURST && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let first = &store.pieces()[before..];
         let written: usize = first.iter().map(|p| p.len).sum();
         assert_eq!(written, BURST, "first burst: {first:?}");

@@ -142,3 +142,38 @@ fn abort_task_mid_transfer_waits_for_the_pieces_in_flight() {
     c.logout();
     srv.shutdown();
 }
+
+/// The R2T a burst earns is sent before that burst is written: the
+/// initiator sends the next burst while the backstore takes this one
+/// (`Session::feed_due`). Here the backstore's write of the immediate
+/// data blocks the connection thread, and the R2T still comes.
+#[test]
+fn the_r2t_goes_out_before_its_burst_is_written() {
+    let (store, srv, mut c) = rig(8 * MIB);
+    store.block_writes();
+    let data = pattern(MIB, 0x6e);
+    let cmd = c.scsi_cmd_header(&write10(0, (MIB / 512) as u16), false, true, MIB as u32);
+    let t0 = std::time::Instant::now();
+    c.send_cmd(&cmd, &data[..BURST]);
+    let r = expect_r2t(&mut c);
+    let took = t0.elapsed();
+    assert_eq!(r.buffer_offset as usize, BURST);
+    assert_eq!(
+        pieces_reach(&store, 1),
+        1,
+        "the immediate data is being written"
+    );
+    store.unblock_writes();
+    assert!(
+        took < Duration::from_secs(3),
+        "the R2T waited {took:?} for the write"
+    );
+    c.answer_r2t(&r, &data);
+    for _ in 0..2 {
+        let r = expect_r2t(&mut c);
+        c.answer_r2t(&r, &data);
+    }
+    assert_eq!(expect_response(&mut c).status, 0, "GOOD");
+    c.logout();
+    srv.shutdown();
+}

@@ -81,7 +81,9 @@ impl LunTable {
             return StreamCheck::Unsuited;
         };
         let b = &lun.device.backstore;
-        if attr != TaskAttr::Simple || !(b.streams_writes() || b.lands_writes()) {
+        if attr != TaskAttr::Simple
+            || !(b.streams_writes() || b.lands_writes() || b.streams_large_writes())
+        {
             return StreamCheck::Unsuited;
         }
         let Ok(c) = Cdb::new(cdb) else {

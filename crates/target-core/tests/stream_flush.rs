@@ -172,3 +172,27 @@ fn no_flush_without_durability_or_after_a_failed_piece() {
     assert_eq!(a[0].out.status, Status::CheckCondition);
     assert_eq!(r.store.flushes(), 0, "a failed write is not flushed");
 }
+
+/// A stream still fed with no piece in flight can only move on through
+/// the fabric's own calls: the fabric need not wait for the sink for it
+/// (`TaskQueue::waits_elsewhere`); a piece in flight, or a sealed stream
+/// whose answer may come from elsewhere, it must.
+#[test]
+fn only_a_piece_in_flight_or_a_sealed_stream_is_awaited_elsewhere() {
+    let mut r = rig(true);
+    assert!(!r.q.waits_elsewhere(), "an empty queue");
+    r.store.hold();
+    let mut ws = r.start(false);
+    assert!(r.q.active());
+    assert!(!r.q.waits_elsewhere(), "fed, nothing in flight");
+    assert!(ws.piece(0, vec![0x11; PIECE]).is_none());
+    assert!(r.q.waits_elsewhere(), "a piece in flight");
+    assert_eq!(r.store.release_held(), 1);
+    assert!(!r.q.waits_elsewhere(), "the piece completed");
+    assert!(ws.piece(PIECE, vec![0x22; PIECE]).is_none());
+    drop(ws);
+    assert!(r.q.waits_elsewhere(), "sealed with a piece in flight");
+    r.store.release();
+    assert_eq!(r.answers().len(), 1);
+    assert!(!r.q.active() && !r.q.waits_elsewhere());
+}

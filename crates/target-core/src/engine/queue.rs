@@ -158,6 +158,19 @@ impl<C> TaskQueue<C> {
         !self.flights.is_empty() || !self.ready.is_empty()
     }
 
+    /// A task may finish on another thread (a worker, a backstore's
+    /// completion): the fabric must wait for the sink as well as for its
+    /// socket. Streamed writes still fed their data with no piece in
+    /// flight (every piece of a memory backstore is written on the
+    /// fabric's thread) finish only through the fabric's own calls.
+    pub fn waits_elsewhere(&self) -> bool {
+        !self.ready.is_empty()
+            || self
+                .flights
+                .iter()
+                .any(|f| !f.stream.as_ref().is_some_and(|s| s.idle()))
+    }
+
     /// Tasks that will be answered (they hold command window slots).
     pub fn live(&self) -> u32 {
         self.live

@@ -101,6 +101,12 @@ impl Shared {
         !self.sealed.load(Ordering::Acquire)
     }
 
+    /// Still fed, with no piece in flight: only the fabric's own calls
+    /// (a piece, the seal) can move it on.
+    pub(super) fn idle(&self) -> bool {
+        self.open() && self.lock().in_flight == 0
+    }
+
     /// A piece ended (`r`), with its buffer when the backstore gave it back.
     fn piece_done(self: &Arc<Self>, len: usize, r: std::io::Result<()>, buf: Option<Vec<u8>>) {
         let mut s = self.lock();
