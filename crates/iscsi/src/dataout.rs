@@ -162,6 +162,7 @@ impl WriteTask {
             poisoned: false,
             refusal: None,
             imm_pending: 0,
+            feed_due: false,
         }
     }
 

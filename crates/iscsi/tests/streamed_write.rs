@@ -165,7 +165,7 @@ fn the_r2t_goes_out_before_its_burst_is_written() {
     );
     store.unblock_writes();
     assert!(
-        took < Duration::from_secs(3),
+        took < std::time::Duration::from_secs(3),
         "the R2T waited {took:?} for the write"
     );
     c.answer_r2t(&r, &data);
