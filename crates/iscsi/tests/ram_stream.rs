@@ -68,3 +68,51 @@ fn a_large_writes_bursts_reach_the_ramdisk_before_its_last_data_out() {
     c.logout();
     srv.shutdown();
 }
+
+/// Eight 8 MiB WRITEs at once (64 MiB, the connection's whole engine
+/// budget if streams were charged their length): every one completes and
+/// lands. Charged, they made the connection stop reading the socket their
+/// own Data-Out had to come from, and none ever finished.
+#[test]
+fn many_large_streamed_writes_at_once_all_complete() {
+    const LEN: usize = 8 * MIB;
+    const N: usize = 8;
+    let ram = Arc::new(RamBackstore::new((N * LEN) as u64).unwrap());
+    let dev = Device::new(
+        DeviceOptions::new("rams1", "5b3c9a2e-0000-4000-8000-0000000000e8"),
+        Arc::clone(&ram) as Arc<dyn Backstore>,
+    );
+    let (srv, addr) = serve_device(dev);
+    let mut c = session(addr, LIBISCSI);
+    let data: Vec<Vec<u8>> = (0..N).map(|i| pattern(LEN, i as u8 + 1)).collect();
+    let mut itts = Vec::new();
+    for (i, d) in data.iter().enumerate() {
+        let lba = (i * LEN / 512) as u32;
+        let cmd = c.scsi_cmd_header(&write10(lba, (LEN / 512) as u16), false, true, LEN as u32);
+        itts.push(cmd.itt);
+        c.send_cmd(&cmd, &d[..BURST]);
+    }
+    let mut done = 0;
+    while done < N {
+        let p = c.recv().expect("the writes stalled");
+        match p.bhs.opcode() {
+            iscsi_wire::Opcode::R2T => {
+                let r = iscsi_wire::response::R2t::parse(&p.bhs);
+                let i = itts.iter().position(|&t| t == r.itt).unwrap();
+                c.answer_r2t(&r, &data[i]);
+            }
+            iscsi_wire::Opcode::SCSI_RESPONSE => {
+                let r = iscsi_wire::response::ScsiResponse::parse(&p.bhs);
+                assert_eq!(r.status, 0);
+                c.exp_statsn += 1;
+                done += 1;
+            }
+            op => panic!("unexpected {op:?}"),
+        }
+    }
+    for (i, d) in data.iter().enumerate() {
+        assert!(medium(&ram, i * LEN, LEN) == *d, "write {i}");
+    }
+    c.logout();
+    srv.shutdown();
+}
