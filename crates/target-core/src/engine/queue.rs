@@ -391,17 +391,15 @@ impl<C> TaskQueue<C> {
         let sink = self.sink()?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        // Not charged to the memory budget: a stream holds no more than
-        // the burst being received (its pieces go to the backstore as they
-        // come), like a write still gathering its data, which is not
-        // charged either. Charged its whole length, a few large streamed
-        // writes made the connection "congested", so it stopped reading
-        // the socket their own data had to come from: 8 MiB WRITEs at QD8
-        // to a tmpfs or ramdisk LU never completed.
-        let charge = 0;
-        pool::charge(charge);
+        // Not charged to the memory budget (its flight's charge is 0): a
+        // stream holds no more than the burst being received (its pieces
+        // go to the backstore as they come), like a write still gathering
+        // its data, which is not charged either. Charged its whole length,
+        // a few large streamed writes made the connection "congested", so
+        // it stopped reading the socket their own data had to come from:
+        // 8 MiB WRITEs at QD8 to a tmpfs or ramdisk LU never completed.
         sink.started(false);
-        let (ws, shared) = stream::new_stream(plan, seq, sink, cdb, charge);
+        let (ws, shared) = stream::new_stream(plan, seq, sink, cdb);
         self.flights.push(Flight {
             seq,
             info: TaskInfo {
@@ -414,11 +412,10 @@ impl<C> TaskQueue<C> {
             started: true,
             aborted: false,
             tas: false,
-            charge,
+            charge: 0,
             stream: Some(shared),
         });
         self.live += 1;
-        self.bytes += charge;
         Some(ws)
     }
 

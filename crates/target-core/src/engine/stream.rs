@@ -86,7 +86,6 @@ struct Finish {
     seq: u64,
     sink: Option<Arc<Sink>>,
     cdb: Cdb,
-    charge: usize,
     started: Option<Started<DevStats>>,
 }
 
@@ -171,7 +170,6 @@ impl Finish {
         if let Some(started) = self.started.take() {
             started.end(&out, 0, written);
         }
-        pool::uncharge(self.charge);
         let d = Done {
             seq: self.seq,
             cdb: std::mem::replace(&mut self.cdb, Cdb::Short([0; 16])),
@@ -193,7 +191,6 @@ impl Drop for Finish {
     fn drop(&mut self) {
         let Some(sink) = self.sink.take() else { return };
         tracing::error!(seq = self.seq, "a streamed write was never answered");
-        pool::uncharge(self.charge);
         let d = Done::internal_failure(
             self.seq,
             std::mem::replace(&mut self.cdb, Cdb::Short([0; 16])),
@@ -230,13 +227,12 @@ impl Drop for PieceGuard {
 }
 
 /// Build the stream of `plan`, task `seq` of `sink` (the queue has counted
-/// it as started and charged `charge`).
+/// it as started).
 pub(super) fn new_stream(
     plan: WritePlan,
     seq: u64,
     sink: Arc<Sink>,
     cdb: Cdb,
-    charge: usize,
 ) -> (WriteStream, Arc<Shared>) {
     let WritePlan {
         dev,
@@ -258,7 +254,6 @@ pub(super) fn new_stream(
                 seq,
                 sink: Some(sink),
                 cdb,
-                charge,
                 started: Some(started),
             }),
             fua,
