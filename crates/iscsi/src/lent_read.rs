@@ -52,13 +52,6 @@ pub struct LentCounters {
     pub copied_bytes: AtomicU64,
 }
 
-/// What LU `lun`'s backstore lends (see `Session::lending`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Lending {
-    Snapshot,
-    Live,
-}
-
 impl Session {
     /// Answer `c` (a command without Data-Out) with lent memory if it is a
     /// READ of at least [`LENT_MIN`] bytes from a lending backstore; false
@@ -96,15 +89,15 @@ impl Session {
         len >= AT_ONCE_MIN && !self.digests.data
     }
 
-    /// How LU `lun` lends a READ of `len` bytes to this connection, if it
-    /// does.
-    pub(crate) fn lending(&self, lun: u64, len: u32) -> Option<Lending> {
-        let l = self.luns.find(lun)?;
-        let probe = l.device.backstore.read_lent(0, 0)?.ok()?;
-        match probe.is_live() {
-            false => Some(Lending::Snapshot),
-            true if self.takes_live(len) => Some(Lending::Live),
-            true => None,
+    /// Whether LU `lun` answers a READ of `len` bytes (of at least
+    /// [`LENT_MIN`]) on this connection with lent memory.
+    pub(crate) fn lends(&self, lun: u64, len: u32) -> bool {
+        let Some(l) = self.luns.find(lun) else {
+            return false;
+        };
+        match l.device.backstore.read_lent(0, 0) {
+            Some(Ok(probe)) => !probe.is_live() || self.takes_live(len),
+            _ => false,
         }
     }
 }

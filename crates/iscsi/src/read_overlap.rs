@@ -40,7 +40,7 @@ impl Session {
             return false;
         }
         // A lent READ has no `pread` to move (`lent_read`).
-        self.pool_pays_for(lun) && self.lending(lun, c.expected_data_len).is_none()
+        self.pool_pays_for(lun) && !self.lends(lun, c.expected_data_len)
     }
 
     /// Whether moving a large copy of LU `lun` to the pool pays (for a
@@ -53,7 +53,9 @@ impl Session {
         if self.offload.congested() {
             return false;
         }
-        self.lending(lun, u32::MAX) != Some(crate::lent_read::Lending::Snapshot)
-            && self.luns.find(lun).is_some()
+        let Some(l) = self.luns.find(lun) else {
+            return false;
+        };
+        !matches!(l.device.backstore.read_lent(0, 0), Some(Ok(r)) if !r.is_live())
     }
 }
