@@ -8,7 +8,7 @@
 # data-path change.
 #
 # usage: bench/ab.sh [--rounds N] [--luns rd,shm,pool] [--workloads a,b,...]
-#                    [--tpg-attrs-a K=V,...] [--tpg-attrs-b K=V,...] BIN_A BIN_B
+#                    [--tpg-attrs-a K=V,...] [--tpg-attrs-b K=V,...] [--cc NAME] BIN_A BIN_B
 #   luns: rd (ramdisk), shm (fileio in /dev/shm), pool (the same with io_engine=pool)
 #   workloads: 4k-randread-qd32 (iscsi-perf -r -b 8 -m 32, 4 s)
 #              4k-write-qd32 64k-read-qd8 64k-write-qd8 1m-read-qd8 1m-write-qd8
@@ -19,6 +19,8 @@
 #              L-4k-randread-qd32 L-4k-write-qd32 L-1m-read-qd8 L-1m-write-qd8: the
 #              same by bench/iscsi-load.c load for 4 s (bench.sh's initiator and
 #              session keys: 256 KiB immediate data, then R2Ts)
+#   --cc       TCP congestion control of the run (default cubic; "system" keeps the
+#              host's; bench/cc.sh says why)
 #   tpg-attrs: TPG attributes of daemon A / B (the same binary twice then
 #              compares a setting, e.g. --tpg-attrs-b busy_poll_us=50)
 # Needs libiscsi-bin, qemu-utils with qemu-block-extra, and cc for 4k-lat-qd1.
@@ -26,8 +28,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
+# shellcheck source=cc.sh
+source "$HERE/cc.sh"
 
-ROUNDS=5 LUNS=rd,shm
+ROUNDS=5 LUNS=rd,shm CC=cubic
 TPG_ATTRS=('' '')
 WLS=4k-randread-qd32,4k-write-qd32,64k-read-qd8,64k-write-qd8,1m-read-qd8,1m-write-qd8
 while [[ $# -gt 2 ]]; do
@@ -37,6 +41,7 @@ while [[ $# -gt 2 ]]; do
         --workloads) WLS=$2; shift ;;
         --tpg-attrs-a) TPG_ATTRS[0]=$2; shift ;;
         --tpg-attrs-b) TPG_ATTRS[1]=$2; shift ;;
+        --cc) CC=$2; shift ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -52,8 +57,11 @@ cleanup() {
     set +e
     for p in "${PIDS[@]}"; do RT_PID=$p stop_rtarget 5; done
     rm -rf "$W" "$SHM"
+    bench_cc_restore
 }
 trap cleanup EXIT
+bench_cc "$CC"
+echo "ab: TCP congestion control $BENCH_CC" >&2
 
 declare -A LUNNO
 for i in 0 1; do

@@ -11,12 +11,15 @@
 #
 # usage: bench/bench.sh [--rounds N] [--configs ram,disk[,ramdisk][,qcow2]] [--spdk DIR]
 #                       [--smoke] [--write-md] [--rtarget-tpg-attrs K=V,...] [--initiator load|legacy]
-#                       [--workloads a,b,...]
+#                       [--workloads a,b,...] [--cc cubic|reno|bbr|system]
 #   --rounds    rounds per workload (default 4; an odd N becomes N+1, with --spdk a
 #               multiple of 3, or of 6 with "disk")
 #   --workloads only these of the workloads below (default all; e.g. 4k-randread-qd32,4k-read-qd32
 #               to look at one row without waiting for the rest); the QD1 latency table runs
 #               only when 4k-read-qd1 is among them
+#   --cc        the TCP congestion control of the run, for every target and the initiator
+#               (default cubic, the kernel's built-in default; "system" keeps the host's):
+#               bench/cc.sh says why; the table's header names it
 #   --rtarget-tpg-attrs  TPG attributes for rtarget's target (e.g. busy_poll_us=20)
 #   --initiator load (default): every tgt/rtarget/SPDK row below is driven by bench/iscsi-load.c
 #               (raw iSCSI in C, pipelined, ~0.7 µs CPU per 4 KiB I/O, fixed time); legacy:
@@ -70,9 +73,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
+# shellcheck source=cc.sh
+source "$HERE/cc.sh"
 
 ROUNDS=4 CONFIGS=ram,disk,qcow2 SMOKE='' WRITE_MD='' SCALE=1 RT_TPG_ATTRS='' SPDK_DIR=${SPDK_DIR:-} INITIATOR=load
-ONLY_WLS=''
+ONLY_WLS='' CC=cubic
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
@@ -82,6 +87,7 @@ while [[ $# -gt 0 ]]; do
         --write-md) WRITE_MD=1 ;;
         --rtarget-tpg-attrs) RT_TPG_ATTRS=$2; shift ;;
         --workloads) ONLY_WLS=$2; shift ;;
+        --cc) CC=$2; shift ;;
         --initiator) INITIATOR=$2; shift
             [[ $INITIATOR == load || $INITIATOR == legacy ]] || { echo "bench.sh: --initiator load|legacy" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -136,8 +142,9 @@ stop_spdk() {   # not our child (run-spdk-iscsi.sh starts it): poll for its exit
     for ((i = 0; i < 150; i++)); do kill -0 "$SPDK_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SPDK_PID" 2>/dev/null; SPDK_PID=''
 }
-cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; stop_spdk; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; }
+cleanup() { set +e; stop_rtarget 5; stop_tgt; stop_qsd; stop_spdk; rm -rf "$SHM" "$W"/*.img "$W"/*.qcow2; bench_cc_restore; }
 trap cleanup EXIT
+bench_cc "$CC"
 
 # --- LUNs: the same backing kinds for both targets ---------------------------------
 fill() { dd if=/dev/zero of="$1" bs=1M count=1024 status=none conv=fsync; }
@@ -433,7 +440,7 @@ SPDK_VER=''
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
 echo
 echo "rtarget vs tgt $(tgtd --version 2>/dev/null | head -n1 || dpkg-query -W -f '${Version}' tgt 2>/dev/null)${SPDK_VER:+ and SPDK $SPDK_VER}"
-echo "$MACHINE; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
+echo "$MACHINE; TCP congestion control $BENCH_CC; $ROUNDS round(s), median; ${ELAPSED}s; load average before: $LOAD0"
 [[ -s $RAW ]] || TABLE='(no tgt comparison in this run)'
 echo "$TABLE"
 GTABLE=''
@@ -462,7 +469,7 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
         echo
         echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
         echo
-        echo "Machine: $MACHINE. tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
+        echo "Machine: $MACHINE; TCP congestion control $BENCH_CC (bench/cc.sh). tgt $(dpkg-query -W -f '${Version}' tgt 2>/dev/null || echo '?')," \
              "libiscsi $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?')," \
              "QEMU $(qemu-img --version | head -n1 | awk '{print $3}')." \
              "$ROUNDS rounds, ${SPDK_DIR:+three targets rotating where SPDK runs, else }A/B alternating (each side first in as many rounds), median; configs: $CONFIGS;" \

@@ -27,7 +27,9 @@
 # execs one) adds a fourth contender, rtarget-B, in the same rotation on the same
 # image, and the columns B IOPS, B CPU µs/IO, B/librbd and B/A.
 #
-# usage: bench/rbd.sh [--rounds N] [--smoke] [--write-md]
+# usage: bench/rbd.sh [--rounds N] [--smoke] [--write-md] [--cc NAME]
+#   --cc        TCP congestion control of the run, for the cluster, the targets and
+#               the initiator (default cubic; "system" keeps the host's; bench/cc.sh)
 #   --smoke     one round, ~10x smaller counts: checks every path runs
 #   --write-md  append this run's table to BENCHMARKS.md
 # Needs target/release/rtarget (RTARGET_BIN overrides), tgtd with tgt-rbd, qemu-img
@@ -37,13 +39,16 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
+# shellcheck source=cc.sh
+source "$HERE/cc.sh"
 
-ROUNDS=3 SMOKE='' WRITE_MD='' SCALE=1
+ROUNDS=3 CC=cubic SMOKE='' WRITE_MD='' SCALE=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --smoke) SMOKE=1 ROUNDS=1 SCALE=10 ;;
         --write-md) WRITE_MD=1 ;;
+        --cc) CC=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "rbd.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -63,8 +68,10 @@ cleanup() {
     stop_rtarget 5; RT_PID=${RT_PID_B:-}; stop_rtarget 5; stop_tgt
     bash "$TOOLS/ceph/ceph-down.sh" "$CEPH" --purge >/dev/null 2>&1
     rm -rf "$W"
+    bench_cc_restore
 }
 trap cleanup EXIT
+bench_cc "$CC"
 
 MP=${MON_PORT:-$(free_port)} MP1=${MON_PORT_V1:-$(free_port)}
 while [[ $MP1 == "$MP" ]]; do MP1=$(free_port); done
@@ -214,7 +221,7 @@ EOF
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
 echo
 echo "RBD: librbd direct vs tgt-rbd vs rtarget user:rbd; $MACHINE; $ROUNDS round(s), median;" \
-     "${ELAPSED}s; load average before: $LOAD0"
+     "${ELAPSED}s; TCP congestion control $BENCH_CC; load average before: $LOAD0"
 echo "$TABLE"
 if [[ -n $WRITE_MD && -z $SMOKE ]]; then
     {
@@ -226,7 +233,7 @@ if [[ -n $WRITE_MD && -z $SMOKE ]]; then
              "(one mon, one OSD on this machine's disk, rbd_cache=false for every client), driven by" \
              "qemu-img bench -f raw -t none: librbd direct (QEMU's rbd driver), tgt" \
              "$(dpkg-query -W -f '${Version}' tgt-rbd 2>/dev/null) --bstype rbd over iSCSI, rtarget" \
-             "user:rbd over iSCSI (QEMU's libiscsi driver). Machine: $MACHINE; load average before:" \
+             "user:rbd over iSCSI (QEMU's libiscsi driver). Machine: $MACHINE; TCP congestion control $BENCH_CC; load average before:" \
              "$LOAD0; rand = 4 KiB at a stride of 7919 blocks; median of $ROUNDS rounds, order rotating."
         echo
         echo "$TABLE"
