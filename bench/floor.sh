@@ -18,6 +18,8 @@
 #   workloads: qd1 (iscsi-load load --qd 1, 4 KiB reads, SECS), lat (iscsi-load lat,
 #              20000 READ(10)s), qd32r / qd32w (load --qd 32, 4 KiB reads / writes, SECS)
 #              (default qd1,lat)
+#   --cc NAME  TCP congestion control of the run (default cubic; "system" keeps the
+#              host's; bench/cc.sh says why)
 #   --pin CPU  every target (all its threads) and the initiator on that one CPU: no
 #              cross-CPU wake-ups (shows what those cost; not how targets are run)
 # Needs cc, tgtd/tgtadm for tgt. Wrap in `flock -x /work/wt/bench.lock` on shared machines.
@@ -25,11 +27,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
+# shellcheck source=cc.sh
+source "$HERE/cc.sh"
 
-ROUNDS=3 SECS=3 TARGETS=floor-block,floor-spin,floor-yield,rtarget,rtarget-nopoll,tgt WLS=qd1,lat PIN=''
+ROUNDS=3 SECS=3 TARGETS=floor-block,floor-spin,floor-yield,rtarget,rtarget-nopoll,tgt WLS=qd1,lat PIN='' CC=cubic
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
+        --cc) CC=$2; shift ;;
         --time) SECS=$2; shift ;;
         --targets) TARGETS=$2; shift ;;
         --workloads) WLS=$2; shift ;;
@@ -48,8 +53,11 @@ cleanup() {
     set +e
     for p in "${FLOOR_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     stop_rtarget 5; stop_tgt; rm -rf "$W" "$SHM"
+    bench_cc_restore
 }
 trap cleanup EXIT
+bench_cc "$CC"
+echo "floor: TCP congestion control $BENCH_CC" >&2
 
 taken=" "
 new_port() { local p; p=$(free_port); while [[ $taken == *" $p "* ]]; do p=$(free_port); done; taken+="$p "; echo "$p"; }

@@ -14,18 +14,23 @@
 # (MCS_PERF overrides the binary).
 #
 # usage: bench/sessions.sh [--rounds N] [--sessions "1 4 16" | --connections "1 2"]
-#                          [--secs S] [--lun-size 1G]
+#                          [--secs S] [--lun-size 1G] [--cc NAME]
+#   --cc   TCP congestion control of the run (default cubic; "system" keeps the host's;
+#          bench/cc.sh says why)
 # Needs target/release/rtarget (RTARGET_BIN overrides) and libiscsi-bin. KEEP=1 keeps
 # the work directory (each initiator's output, the daemon's log). Takes ~1 min.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../tests-e2e/lib.sh
 source "$HERE/../tests-e2e/lib.sh"
+# shellcheck source=cc.sh
+source "$HERE/cc.sh"
 
-ROUNDS=3 SESSIONS="1 4 16" SECS=5 SIZE=1G CONNS=''
+ROUNDS=3 SESSIONS="1 4 16" SECS=5 SIZE=1G CONNS='' CC=cubic
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
+        --cc) CC=$2; shift ;;
         --sessions) SESSIONS=$2; shift ;;
         --connections) CONNS=$2; SESSIONS=$2; shift ;;
         --secs) SECS=$2; shift ;;
@@ -44,8 +49,9 @@ fi
 
 W=$(mktemp -d /tmp/rtarget-sessions.XXXXXX)
 IQN=iqn.2026-11.org.rtarget:sessions
-cleanup() { set +e; stop_rtarget 5; [[ -n ${KEEP:-} ]] || rm -rf "$W"; }
+cleanup() { set +e; stop_rtarget 5; [[ -n ${KEEP:-} ]] || rm -rf "$W"; bench_cc_restore; }
 trap cleanup EXIT
+bench_cc "$CC"
 PORT=$(free_port)
 mkconfig "$W/saveconfig.json" "$PORT" "$IQN" "ramdisk:rd0::$SIZE"
 if [[ -n $CONNS ]]; then
@@ -92,7 +98,7 @@ UNIT='session(s)'; [[ -z $CONNS ]] || UNIT='connection(s)'
 
 read -ra NS <<<"$SESSIONS"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "load average before: $LOAD0" >&2
+echo "load average before: $LOAD0; TCP congestion control $BENCH_CC" >&2
 for ((r = 1; r <= ROUNDS; r++)); do
     order=("${NS[@]}")
     if ! ((r % 2)); then for ((i = 0; i < ${#NS[@]}; i++)); do order[i]=${NS[${#NS[@]} - 1 - i]}; done; fi
