@@ -136,6 +136,8 @@ pub struct Piece {
     pub len: usize,
     pub fua: bool,
     pub at: Instant,
+    /// Where the piece's buffer is (which buffers the fabric reuses).
+    pub addr: usize,
 }
 
 type Held = (IoOp, io::Result<()>, Completion);
@@ -242,13 +244,17 @@ impl Backstore for RecordsPieces {
     fn submit(&self, mut op: IoOp, done: Completion) {
         let r = match &op {
             IoOp::Write {
-                offset, len, fua, ..
+                offset,
+                len,
+                fua,
+                buf,
             } => {
                 self.pieces.lock().unwrap().push(Piece {
                     offset: *offset,
                     len: *len,
                     fua: *fua,
                     at: Instant::now(),
+                    addr: buf.as_ptr() as usize,
                 });
                 let (lock, cv) = &self.blocked;
                 let g = lock.lock().unwrap();

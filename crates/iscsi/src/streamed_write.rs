@@ -212,14 +212,22 @@ pub(crate) fn feed(sess: &Session, t: &mut WriteTask, tx: &mut TxQueue, last: bo
     if cut == 0 || (!last && cut < PIECE_MIN) {
         return;
     }
-    let mut piece = std::mem::replace(&mut t.buf, tx.take_buf());
-    if cut < have {
-        t.buf.extend_from_slice(&piece[cut..]);
+    let mut piece = std::mem::take(&mut t.buf);
+    // A partial block's bytes wait for the next piece in a buffer of
+    // their own (rare: bursts are whole blocks).
+    let rest = (cut < have).then(|| {
+        let mut rest = tx.take_buf();
+        rest.extend_from_slice(&piece[cut..]);
         piece.truncate(cut);
-    }
+        rest
+    });
     let at = t.base;
     t.base += cut;
     give(sess, t, at, piece, tx);
+    // Taken after the piece was written: on a memory backstore that is
+    // the buffer it was written from, still in the cache, and the next
+    // burst is received into it (`WriteStream::take_spare`).
+    t.buf = rest.unwrap_or_else(|| tx.take_buf());
 }
 
 /// Hand `piece`, the Data-Out bytes from `at` on, to `t`'s stream. One the
@@ -233,7 +241,14 @@ pub(crate) fn give(sess: &Session, t: &mut WriteTask, at: usize, piece: Vec<u8>,
     let mut piece = piece;
     loop {
         match s.piece(at, piece) {
-            None => return,
+            None => {
+                // Written already (a memory backstore): its buffer goes
+                // back to the pool now, the next one taken (LIFO).
+                if let Some(b) = s.take_spare() {
+                    tx.recycle(b);
+                }
+                return;
+            }
             Some(back) if s.fenced() && !s.failed() => {
                 let (lun, edtl) = (t.cmd.lun, t.cmd.expected_data_len);
                 recheck(sess, lun, t.cdb.as_slice(), edtl, s);

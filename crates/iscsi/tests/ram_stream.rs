@@ -116,3 +116,30 @@ fn many_large_streamed_writes_at_once_all_complete() {
     c.logout();
     srv.shutdown();
 }
+
+/// A memory backstore has written a piece by the time `piece` returns:
+/// the next burst of the write is received into the buffer that piece was
+/// written from (still in the cache: 1 MiB ramdisk writes 7% more IOPS,
+/// BENCHMARKS.md "Session 13 ... s13-write"), not into another pooled
+/// buffer, the pieces' buffers coming back only with the answer.
+#[test]
+fn each_burst_is_received_into_the_buffer_the_last_was_written_from() {
+    let (store, srv, _addr, mut c) = stream_rig(8 * MIB, LIBISCSI);
+    for round in 0..2u8 {
+        let data = pattern(MIB, 0x30 + round);
+        let lba = u32::from(round) * (MIB / 512) as u32;
+        let r = c.write_cmd(&write10(lba, (MIB / 512) as u16), &data);
+        assert_eq!(r.status, 0, "GOOD");
+    }
+    let pieces = store.pieces();
+    assert_eq!(pieces.len(), 8, "two writes of four 256 KiB bursts");
+    for (w, p) in pieces.chunks(4).enumerate() {
+        assert!(
+            p.iter().all(|q| q.len == BURST && q.addr == p[0].addr),
+            "write {w}: its bursts came in {:?}",
+            p.iter().map(|q| q.addr).collect::<Vec<_>>()
+        );
+    }
+    c.logout();
+    srv.shutdown();
+}

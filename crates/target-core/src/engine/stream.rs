@@ -332,6 +332,15 @@ impl WriteStream {
 }
 
 impl WriteStream {
+    /// The buffer of a piece already written, if one came back: a memory
+    /// backstore writes a piece before [`Self::piece`] returns, so the
+    /// fabric can receive the next burst into the buffer it just wrote
+    /// from, still in the cache, instead of a pooled one long evicted
+    /// (the spares otherwise come back with the answer).
+    pub fn take_spare(&self) -> Option<Vec<u8>> {
+        self.shared.lock().spares.pop()
+    }
+
     /// A unit attention was raised on the LU since the write's checks ran
     /// (see [`Land::Fenced`]).
     pub fn fenced(&self) -> bool {
