@@ -12,7 +12,7 @@ set -euo pipefail
 
 BPO_PKGS=(qemu-system-x86 qemu-block-extra qemu-utils)
 PKGS=(libiscsi-bin tgt open-iscsi python3 strace libclang1-14)
-CEPH_PKGS=(librbd-dev librados-dev ceph-mon ceph-osd ceph-mgr ceph-common tgt-rbd)
+CEPH_PKGS=(librbd-dev librados-dev libradospp-dev ceph-mon ceph-osd ceph-mgr ceph-common tgt-rbd)
 need=()
 for p in "${BPO_PKGS[@]}" "${PKGS[@]}" "${CEPH_PKGS[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

@@ -21,7 +21,8 @@ pub enum IoOp {
     /// Write `buf[..len]` at `offset`; durable before completing when
     /// `fua`. (`len` lets a fabric pass a pooled buffer as is. A wrapper
     /// may transform the bytes in place, e.g. encrypt them: the buffer
-    /// comes back with unspecified contents.)
+    /// comes back with unspecified contents. A backstore may also keep
+    /// it, e.g. rbd hands it to librbd: it then comes back empty.)
     Write {
         offset: u64,
         buf: Vec<u8>,

@@ -54,7 +54,7 @@ fn rbd_backstore_on_a_real_cluster() {
 
     // The asynchronous path completes on librbd's thread.
     let data = pattern(64 << 10, 3);
-    let (_, r, other) = submit(
+    let (op, r, other) = submit(
         &b,
         IoOp::Write {
             offset: MIB,
@@ -65,6 +65,16 @@ fn rbd_backstore_on_a_real_cluster() {
     );
     r.unwrap();
     assert!(other, "a write completed on the submitting thread");
+    // With the C++ shim built, librbd took the buffer instead of a copy.
+    let IoOp::Write { buf, .. } = op else {
+        panic!()
+    };
+    assert_eq!(
+        buf.is_empty(),
+        backstore::rbd::zero_copy_writes(),
+        "the write's buffer came back {} bytes",
+        buf.len()
+    );
     let (op, r, other) = submit(
         &b,
         IoOp::Read {
@@ -433,6 +443,32 @@ fn blocklisted_writes_fail(c: &Cluster) {
         .recv_timeout(Duration::from_secs(60))
         .expect("a blocklisted client's write hangs");
     assert!(r.is_err(), "a blocklisted client's write succeeded");
+    // The engine's path too (librbd owns a zero-copy write's buffer: its
+    // failure must not wait for it), and the close after it.
+    let (tx, rx) = mpsc::channel();
+    b.submit(
+        IoOp::Write {
+            offset: 2 * MIB,
+            buf: pattern(MIB as usize, 4),
+            len: MIB as usize,
+            fua: false,
+        },
+        Completion::new(move |_, r| tx.send(r).unwrap()),
+    );
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a blocklisted client's submitted write hangs");
+    assert!(
+        r.is_err(),
+        "a blocklisted client's submitted write succeeded"
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(b);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("closing a blocklisted image hangs");
 }
 
 /// The image's shared state object as two gateways (two connections) see

@@ -35,6 +35,9 @@ pub struct Reply {
     pub out: Outcome,
     pub data_in: Vec<u8>,
     pub data_out: Vec<u8>,
+    /// Data-Out bytes whose buffer the backstore kept (rbd hands a
+    /// write's buffer to librbd): `data_out` came back empty.
+    pub kept_out: usize,
 }
 
 pub(crate) fn submit(
@@ -68,6 +71,7 @@ pub(crate) fn submit(
                         out: GOOD,
                         data_in,
                         data_out,
+                        kept_out: 0,
                     });
                 }
                 Err(e) => {
@@ -78,6 +82,7 @@ pub(crate) fn submit(
                         out,
                         data_in,
                         data_out,
+                        kept_out: 0,
                     });
                 }
             }
@@ -94,6 +99,7 @@ pub(crate) fn submit(
                 out,
                 data_in,
                 data_out,
+                kept_out: 0,
             });
         }
     };
@@ -101,6 +107,7 @@ pub(crate) fn submit(
     // The completion owns the count through the device's I/O token: a
     // completion dropped uncalled still ends it (`stats::Started`).
     let started = started.hand_to(lun.device.io_async_begin());
+    let mut sent_out = 0;
     let (op, spare) = match access {
         Access::Read { offset, len } => {
             // Reuse whatever the buffer holds; only growth is zero-filled.
@@ -115,6 +122,7 @@ pub(crate) fn submit(
         }
         Access::Write { offset, len, fua } => {
             data_in.clear();
+            sent_out = data_out.len();
             (
                 IoOp::Write {
                     offset,
@@ -129,6 +137,7 @@ pub(crate) fn submit(
     lun.device.backstore.submit(
         op,
         Completion::new(move |op, result| {
+            let mut kept_out = 0;
             let (data_in, data_out, err) = match op {
                 IoOp::Read { mut buf, .. } => {
                     let err = result.err().map(CmdError::ReadError);
@@ -137,18 +146,24 @@ pub(crate) fn submit(
                     }
                     (buf, spare, err)
                 }
-                IoOp::Write { buf, .. } => (spare, buf, result.err().map(CmdError::WriteError)),
+                IoOp::Write { buf, .. } => {
+                    if buf.is_empty() {
+                        kept_out = sent_out;
+                    }
+                    (spare, buf, result.err().map(CmdError::WriteError))
+                }
                 IoOp::Flush => (spare, Vec::new(), None),
             };
             let out = err.as_ref().map_or(GOOD, dispatch::outcome_for);
             // The LU's shared order (the token) ends after the answer is
             // counted, so an exclusive holder that waited sees nothing in
             // flight.
-            started.end(&out, data_in.len(), data_out.len());
+            started.end(&out, data_in.len(), data_out.len() + kept_out);
             done(Reply {
                 out,
                 data_in,
                 data_out,
+                kept_out,
             })
         }),
     );

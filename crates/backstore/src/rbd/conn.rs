@@ -80,8 +80,9 @@ fn settings(timeout: &str) -> [(&'static str, &str); 9] {
         // fired: librbd 16 waits on itself and the write, and the close
         // waiting for it, hang forever (tests/rbd.rs,
         // blocklisted_writes_fail; librbd's log ends at "AioCompletion:
-        // fail"). The copy costs ~40 µs of CPU per 1 MiB write
-        // (BENCHMARKS.md).
+        // fail"). The engine's writes avoid the copy another way, through
+        // librbd's C++ call, which takes the buffer over ([`super::shim`]);
+        // this governs the C call the synchronous methods still use.
         ("rbd_disable_zero_copy_writes", "true"),
         ("rados_osd_op_timeout", timeout),
         ("client_mount_timeout", timeout),

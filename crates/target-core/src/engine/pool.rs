@@ -322,6 +322,7 @@ impl Pending {
             out,
             mut data_in,
             data_out,
+            kept_out,
         } = r;
         lu_leave(self.lu_key);
         // Bytes past the Expected Data Transfer Length are never sent: do
@@ -342,7 +343,8 @@ impl Pending {
             data_in,
             overflow,
             sg_in,
-            streamed: 0,
+            // As a streamed write's pieces: counted, not given back.
+            streamed: kept_out,
             spares: Vec::new(),
         };
         self.sink.complete(Some(d), self.long);
@@ -413,6 +415,7 @@ fn run(job: Job) {
                 out: r.out,
                 data_in,
                 data_out,
+                kept_out: 0,
             };
             pending.finish_with(reply, r.data_in)
         }));
