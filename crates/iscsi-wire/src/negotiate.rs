@@ -476,7 +476,7 @@ impl Negotiator {
                 out.push(Pair::new(p.key.clone(), answer));
             }
         }
-        self.fixup();
+        self.fixup(&mut out);
         Ok(out)
     }
 
@@ -498,9 +498,23 @@ impl Negotiator {
         out
     }
 
-    fn fixup(&mut self) {
-        if self.params.first_burst_length > self.params.max_burst_length {
-            self.params.first_burst_length = self.params.max_burst_length;
+    /// FirstBurstLength never exceeds MaxBurstLength (RFC 7143 §13.14).
+    /// Lowered only when its answer is in `out`, the answer says so: an
+    /// initiator told 262144 but held to 131072 sent its unsolicited burst
+    /// and had its connection closed as a protocol error. One answered in an
+    /// earlier PDU (or never negotiated: both sides hold the default) is what
+    /// both sides believe and stays.
+    fn fixup(&mut self, out: &mut [Pair]) {
+        let (first, max) = (self.params.first_burst_length, self.params.max_burst_length);
+        if first <= max {
+            return;
+        }
+        if let Some(p) = out
+            .iter_mut()
+            .find(|p| p.key == "FirstBurstLength" && p.value == first.to_string())
+        {
+            self.params.first_burst_length = max;
+            p.value = max.to_string();
         }
     }
 

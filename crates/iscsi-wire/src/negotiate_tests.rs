@@ -85,6 +85,51 @@ fn results_are_recorded() {
     assert_eq!(p.first_burst_length, 131072);
 }
 
+/// A FirstBurstLength lowered to the MaxBurstLength of the same request is
+/// answered lowered: the initiator sends no more unsolicited data than the
+/// target takes (answered 262144 while held to 131072, a 256 KiB unsolicited
+/// burst closed the connection as a protocol error).
+#[test]
+fn a_first_burst_lowered_to_the_max_burst_is_answered_so() {
+    for order in [
+        ["FirstBurstLength", "MaxBurstLength"],
+        ["MaxBurstLength", "FirstBurstLength"],
+    ] {
+        let mut n = Negotiator::new(TargetOffer::default());
+        let value = |k: &str| {
+            if k == "MaxBurstLength" {
+                "131072"
+            } else {
+                "262144"
+            }
+        };
+        let pairs: Vec<Pair> = order.iter().map(|k| Pair::new(*k, value(k))).collect();
+        let out = n.respond(&pairs, Stage::Operational).unwrap();
+        let answer = |k: &str| out.iter().find(|p| p.key == k).map(|p| p.value.clone());
+        assert_eq!(
+            answer("MaxBurstLength").as_deref(),
+            Some("131072"),
+            "{order:?}"
+        );
+        assert_eq!(
+            answer("FirstBurstLength").as_deref(),
+            Some("131072"),
+            "{order:?}"
+        );
+        assert_eq!(n.params.first_burst_length, 131072);
+    }
+    // Answered in an earlier request, it stays what both sides were told.
+    let mut n = Negotiator::new(TargetOffer::default());
+    n.respond(
+        &[Pair::new("FirstBurstLength", "262144")],
+        Stage::Operational,
+    )
+    .unwrap();
+    n.respond(&[Pair::new("MaxBurstLength", "131072")], Stage::Operational)
+        .unwrap();
+    assert_eq!(n.params.first_burst_length, 262144);
+}
+
 #[test]
 fn discovery_irrelevant_keys() {
     let mut n = Negotiator::new(TargetOffer::default());

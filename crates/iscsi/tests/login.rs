@@ -61,6 +61,36 @@ fn tpg_parameters_override_offers() {
     srv.shutdown();
 }
 
+/// An initiator offering a FirstBurstLength above its MaxBurstLength is
+/// answered the lowered value and may send that much unsolicited data: a
+/// 1 MiB WRITE with a whole unsolicited first burst, then R2Ts, completes.
+/// (Answered 262144 while the target held it to 131072, the 256 KiB
+/// unsolicited burst closed the connection as a protocol error.)
+#[test]
+fn first_burst_above_max_burst_is_answered_lowered_and_honoured() {
+    let (srv, addr) = server(&[]);
+    let mut c = Client::connect(addr);
+    let pairs = c.login(
+        Some(IQN),
+        &[
+            ("ImmediateData", "No"),
+            ("InitialR2T", "No"),
+            ("FirstBurstLength", "262144"),
+            ("MaxBurstLength", "131072"),
+        ],
+    );
+    let get = |k: &str| pairs.iter().find(|p| p.key == k).map(|p| p.value.as_str());
+    assert_eq!(get("FirstBurstLength"), Some("131072"));
+    c.clear_ua();
+    let data = pattern(1 << 20, 0x3c);
+    assert_eq!(c.write_cmd(&write10(0, 2048), &data).status, 0);
+    let (status, got, _) = c.read_cmd(&read10(0, 2048), 1 << 20);
+    assert_eq!(status, 0);
+    assert!(got == data, "the write read back");
+    c.logout();
+    srv.shutdown();
+}
+
 fn login_status(addr: std::net::SocketAddr, pairs: &[(&str, &str)], version_min: u8) -> (u8, u8) {
     let mut c = Client::connect(addr);
     if version_min == 0 {
