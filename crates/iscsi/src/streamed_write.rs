@@ -77,9 +77,20 @@ impl Session {
         }
         self.refresh_luns();
         let lun = scsi::lun::decode(t.cmd.lun);
+        let edtl = t.cmd.expected_data_len;
+        // Above the maximum transfer length: refused before any R2T, on
+        // every LU (a gathered write would draw all its data first).
+        if let Some(out) = self.luns.check_oversized_write(
+            &self.nexus,
+            lun,
+            t.cdb.as_slice(),
+            TaskAttr::Simple,
+            edtl,
+        ) {
+            return self.refuse(t, tx, out);
+        }
         // Cheap refusals first: no check (and no unit attention consumed)
         // for a write that will not stream.
-        let edtl = t.cmd.expected_data_len;
         if !self
             .luns
             .find(lun)

@@ -118,6 +118,42 @@ impl LunTable {
         }
     }
 
+    /// A WRITE(10/12/16) whose Expected Data Transfer Length is above the
+    /// LU's maximum transfer length (Block Limits VPD), checked when the
+    /// command arrives, before any of its data is solicited: `Some` is
+    /// its answer (the checks in the order a gathered write would meet
+    /// them: a pending unit attention, then the transfer length's INVALID
+    /// FIELD IN CDB, ...). A gathered write would first draw all of its
+    /// data with R2Ts (16 MiB of Data-Out for a 16 MiB WRITE) only to
+    /// drop it. `None` (the cheap common case, or a write whose CDB
+    /// passes after all): gather it as usual.
+    pub fn check_oversized_write(
+        &self,
+        nexus: &Nexus,
+        lun_id: u64,
+        cdb: &[u8],
+        attr: TaskAttr,
+        data_out_len: u32,
+    ) -> Option<Outcome> {
+        if u64::from(data_out_len) <= crate::device::MAX_TRANSFER_BYTES || attr != TaskAttr::Simple
+        {
+            return None;
+        }
+        let lun = self.find(lun_id)?;
+        let c = Cdb::new(cdb).ok()?;
+        if !matches!(c.opcode(), op::WRITE_10 | op::WRITE_12 | op::WRITE_16) {
+            return None;
+        }
+        let opcode = c.opcode();
+        // Passed (the CDB asks for no more than the limit: an overflow the
+        // gathered path answers with its residual): gather it, counted
+        // when it runs.
+        let e = dispatch::prepare_rw(self, nexus, lun, c, data_out_len as usize).err()?;
+        let out = dispatch::outcome_for(&e);
+        lun.device.state.stats.begin(opcode).end(&out, 0, 0);
+        Some(out)
+    }
+
     /// Run the checks of a streamed write again (the CDB and length it was
     /// started with) because a unit attention was raised on its LU since
     /// they ran (`WriteStream::fenced`): a reset, a preemption, an ALUA
