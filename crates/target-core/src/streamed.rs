@@ -65,6 +65,17 @@ pub enum StreamCheck {
 }
 
 impl LunTable {
+    /// The LU and parsed CDB of a SIMPLE WRITE(10/12/16) to `lun_id`, the
+    /// writes checked when they arrive; `None` for anything else.
+    fn simple_write(&self, lun_id: u64, cdb: &[u8], attr: TaskAttr) -> Option<(&crate::Lun, Cdb)> {
+        if attr != TaskAttr::Simple {
+            return None;
+        }
+        let lun = self.find(lun_id)?;
+        let c = Cdb::new(cdb).ok()?;
+        matches!(c.opcode(), op::WRITE_10 | op::WRITE_12 | op::WRITE_16).then_some((lun, c))
+    }
+
     /// A WRITE(10/12/16) of `data_out_len` bytes whose data is still to
     /// come: whether it may be streamed to the backstore (see the module
     /// comment), after its checks. Nothing is checked (no unit attention
@@ -77,19 +88,11 @@ impl LunTable {
         attr: TaskAttr,
         data_out_len: u32,
     ) -> StreamCheck {
-        let Some(lun) = self.find(lun_id) else {
+        let Some((lun, c)) = self.simple_write(lun_id, cdb, attr) else {
             return StreamCheck::Unsuited;
         };
         let b = &lun.device.backstore;
-        if attr != TaskAttr::Simple
-            || !(b.streams_writes() || b.lands_writes() || b.streams_large_writes())
-        {
-            return StreamCheck::Unsuited;
-        }
-        let Ok(c) = Cdb::new(cdb) else {
-            return StreamCheck::Unsuited;
-        };
-        if !matches!(c.opcode(), op::WRITE_10 | op::WRITE_12 | op::WRITE_16) {
+        if !(b.streams_writes() || b.lands_writes() || b.streams_large_writes()) {
             return StreamCheck::Unsuited;
         }
         let started = lun.device.state.stats.begin(c.opcode());
@@ -135,15 +138,10 @@ impl LunTable {
         attr: TaskAttr,
         data_out_len: u32,
     ) -> Option<Outcome> {
-        if u64::from(data_out_len) <= crate::device::MAX_TRANSFER_BYTES || attr != TaskAttr::Simple
-        {
+        if u64::from(data_out_len) <= crate::device::MAX_TRANSFER_BYTES {
             return None;
         }
-        let lun = self.find(lun_id)?;
-        let c = Cdb::new(cdb).ok()?;
-        if !matches!(c.opcode(), op::WRITE_10 | op::WRITE_12 | op::WRITE_16) {
-            return None;
-        }
+        let (lun, c) = self.simple_write(lun_id, cdb, attr)?;
         let opcode = c.opcode();
         // Passed (the CDB asks for no more than the limit: an overflow the
         // gathered path answers with its residual): gather it, counted

@@ -8,11 +8,12 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
+mod common;
+
 use backstore::{Backstore, Capabilities, Completion, IoOp};
-use target_core::engine::{Cdb, Limits, Task, TaskQueue};
-use target_core::{
-    Command, Device, DeviceOptions, IoEngine, Lun, LunTable, Nexus, Status, TaskAttr,
-};
+use common::{clear_power_on_ua, limits, nexus, one_lun};
+use target_core::engine::{Cdb, Task, TaskQueue};
+use target_core::{Command, Device, DeviceOptions, IoEngine, LunTable, Nexus, Status, TaskAttr};
 
 // ---- the test fabric ----
 
@@ -26,38 +27,13 @@ struct Fabric {
 
 impl Fabric {
     fn new(dev: Arc<Device>) -> Fabric {
-        let luns = Arc::new(LunTable {
-            luns: vec![Lun {
-                id: 0,
-                device: dev,
-                write_protect: false,
-            }],
-        });
-        let nexus = Arc::new(Nexus {
-            id: 1,
-            initiator_port: "i".into(),
-            target_port: "t".into(),
-            relative_port_id: 1,
-            tpg_tag: 1,
-        });
-        let limits = Limits {
-            queue_bytes: 64 << 20,
-            total_bytes: 1 << 40,
-        };
         let f = Fabric {
-            q: TaskQueue::new(limits),
-            luns,
-            nexus,
+            q: TaskQueue::new(limits()),
+            luns: one_lun(dev),
+            nexus: Arc::new(nexus()),
             answers: Vec::new(),
         };
-        // The power-on unit attention, out of the way.
-        let tur = Command {
-            cdb: &[0; 6],
-            data_out: &[],
-            expected_len: 0,
-            attr: TaskAttr::Simple,
-        };
-        f.luns.execute(&f.nexus, 0, &tur, &mut Vec::new());
+        clear_power_on_ua(&f.luns, &f.nexus);
         f
     }
 

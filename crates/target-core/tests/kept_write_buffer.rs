@@ -6,9 +6,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use backstore::{Backstore, Capabilities, Completion, IoOp, RamBackstore};
-use target_core::engine::{Cdb, Finished, Limits, Task, TaskQueue};
-use target_core::{Command, Device, DeviceOptions, Lun, LunTable, Nexus, Status, TaskAttr};
+use common::{clear_power_on_ua, limits, nexus, one_lun};
+use target_core::engine::{Cdb, Finished, Task, TaskQueue};
+use target_core::{Device, DeviceOptions, Status, TaskAttr};
 
 /// A RAM disk whose asynchronous writes keep their buffer.
 struct KeepsWrites(RamBackstore);
@@ -46,32 +49,10 @@ fn a_write_whose_buffer_the_backstore_kept_counts_its_data_out() {
     let mut o = DeviceOptions::new("keep0", "5b3c9a2e-0000-4000-8000-0000000000f7");
     o.write_cache = false;
     let store = Arc::new(KeepsWrites(RamBackstore::new(1 << 20).unwrap()));
-    let luns = Arc::new(LunTable {
-        luns: vec![Lun {
-            id: 0,
-            device: Device::new(o, store),
-            write_protect: false,
-        }],
-    });
-    let nexus = Arc::new(Nexus {
-        id: 1,
-        initiator_port: "i".into(),
-        target_port: "t".into(),
-        relative_port_id: 1,
-        tpg_tag: 1,
-    });
-    // The power-on unit attention, out of the way.
-    let tur = Command {
-        cdb: &[0; 6],
-        data_out: &[],
-        expected_len: 0,
-        attr: TaskAttr::Simple,
-    };
-    luns.execute(&nexus, 0, &tur, &mut Vec::new());
-    let mut q: TaskQueue<()> = TaskQueue::new(Limits {
-        queue_bytes: 64 << 20,
-        total_bytes: 1 << 40,
-    });
+    let luns = one_lun(Device::new(o, store));
+    let nexus = Arc::new(nexus());
+    clear_power_on_ua(&luns, &nexus);
+    let mut q: TaskQueue<()> = TaskQueue::new(limits());
     // WRITE(10) of 128 blocks at LBA 8.
     let cdb = [0x2a, 0, 0, 0, 0, 8, 0, 0, 128, 0];
     let task = Task {

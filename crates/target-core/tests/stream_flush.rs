@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use backstore::testing::RecordsPieces;
-use target_core::engine::{Cdb, Finished, Limits, TaskQueue, WriteStream};
-use target_core::{
-    Command, Device, DeviceOptions, Lun, LunTable, Nexus, Status, StreamCheck, TaskAttr,
-};
+use common::{clear_power_on_ua, limits, nexus, one_lun};
+use target_core::engine::{Cdb, Finished, TaskQueue, WriteStream};
+use target_core::{Device, DeviceOptions, LunTable, Nexus, Status, StreamCheck, TaskAttr};
 
 const PIECE: usize = 256 * 1024;
 
@@ -26,32 +27,10 @@ fn rig(write_cache: bool) -> Rig {
     let store = RecordsPieces::new(8 << 20);
     let mut o = DeviceOptions::new("flush0", "5b3c9a2e-0000-4000-8000-0000000000f4");
     o.write_cache = write_cache;
-    let luns = Arc::new(LunTable {
-        luns: vec![Lun {
-            id: 0,
-            device: Device::new(o, store.clone()),
-            write_protect: false,
-        }],
-    });
-    let nexus = Nexus {
-        id: 1,
-        initiator_port: "i".into(),
-        target_port: "t".into(),
-        relative_port_id: 1,
-        tpg_tag: 1,
-    };
-    // The power-on unit attention, out of the way.
-    let tur = Command {
-        cdb: &[0; 6],
-        data_out: &[],
-        expected_len: 0,
-        attr: TaskAttr::Simple,
-    };
-    luns.execute(&nexus, 0, &tur, &mut Vec::new());
-    let q = TaskQueue::new(Limits {
-        queue_bytes: 64 << 20,
-        total_bytes: 1 << 40,
-    });
+    let luns = one_lun(Device::new(o, store.clone()));
+    let nexus = nexus();
+    clear_power_on_ua(&luns, &nexus);
+    let q = TaskQueue::new(limits());
     Rig {
         store,
         luns,
