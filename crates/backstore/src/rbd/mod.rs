@@ -573,18 +573,18 @@ impl Backstore for RbdBackstore {
                 fua,
             } if *len > 0 => {
                 let (off, p, n, fua) = (*offset, buf.as_ptr(), *len, *fua);
-                if let Some(write) = shim::write_owned(n) {
-                    // librbd takes the buffer over (shim.rs): the engine
-                    // gets the write back without it.
-                    let owned = std::mem::take(buf);
-                    let pending = Pending::new(
-                        &self.shared,
-                        Then::Io {
-                            op,
-                            done,
-                            flush: fua,
-                        },
-                    );
+                // With the shim librbd takes the buffer over (shim.rs): the
+                // engine gets the write back without it.
+                let owned = shim::write_owned(n).map(|w| (w, std::mem::take(buf)));
+                let pending = Pending::new(
+                    &self.shared,
+                    Then::Io {
+                        op,
+                        done,
+                        flush: fua,
+                    },
+                );
+                if let Some((write, owned)) = owned {
                     // Not called when the AIO is refused before it starts:
                     // the buffer is then dropped here, as usual.
                     launch(pending, move |c, _| {
@@ -596,20 +596,12 @@ impl Backstore for RbdBackstore {
                         // (the workspace sets no #[global_allocator]).
                         unsafe { write(image, off, n, owned.as_mut_ptr().cast(), c) }
                     });
-                    return;
+                } else {
+                    // SAFETY: as for reads.
+                    launch(pending, move |c, _| unsafe {
+                        (api.rbd_aio_write)(image, off, n, p.cast(), c)
+                    });
                 }
-                let pending = Pending::new(
-                    &self.shared,
-                    Then::Io {
-                        op,
-                        done,
-                        flush: fua,
-                    },
-                );
-                // SAFETY: as for reads.
-                launch(pending, move |c, _| unsafe {
-                    (api.rbd_aio_write)(image, off, n, p.cast(), c)
-                });
             }
             IoOp::Flush if !self.read_only => {
                 let pending = Pending::new(
